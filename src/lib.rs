@@ -1,0 +1,11 @@
+//! netcore: a Linux network performance workbench.
+//!
+//! Pure cores (wire format, sequence tracker, pacer, control messages, task sessions, reports)
+//! sit beside thin drivers that move bytes between sockets and those cores. All `unsafe` code
+//! is in [`sys`] (and the io_uring backend).
+
+pub mod cli;
+#[macro_use]
+pub mod sys;
+pub mod stats;
+pub mod units;

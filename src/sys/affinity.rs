@@ -1,0 +1,68 @@
+//! CPU pinning: `--pin` and `--cpus LIST` (`0,2-3`), via `core_affinity`.
+
+use anyhow::{bail, Result};
+
+/// Parses a CPU list such as `0`, `0,1`, `0-3,6`. Every CPU must exist on this machine.
+pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>> {
+    let n = available_cpus();
+    let mut out = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            bail!("invalid CPU list '{text}': empty item");
+        }
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let a: usize = a
+            .parse()
+            .map_err(|_| anyhow::anyhow!("invalid CPU list '{text}': '{part}' is not a CPU number"))?;
+        let b: usize = b
+            .parse()
+            .map_err(|_| anyhow::anyhow!("invalid CPU list '{text}': '{part}' is not a CPU number"))?;
+        if a > b {
+            bail!("invalid CPU list '{text}': range '{part}' goes backwards");
+        }
+        for c in a..=b {
+            if c >= n {
+                bail!("invalid CPU list '{text}': CPU {c} does not exist (this machine has {n})");
+            }
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Number of CPUs this process may run on.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Pins the calling thread to `cpu`. Returns false (and leaves the thread unpinned) if the
+/// kernel refused.
+pub fn pin_current(cpu: usize) -> bool {
+    core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists() {
+        assert_eq!(parse_cpu_list("0").unwrap(), vec![0]);
+        if available_cpus() >= 2 {
+            assert_eq!(parse_cpu_list("0-1").unwrap(), vec![0, 1]);
+            assert_eq!(parse_cpu_list("1,0,1").unwrap(), vec![1, 0]);
+        }
+        assert!(parse_cpu_list("").is_err());
+        assert!(parse_cpu_list("x").is_err());
+        assert!(parse_cpu_list("1-0").is_err());
+        assert!(parse_cpu_list("100000").is_err());
+    }
+}

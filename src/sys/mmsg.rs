@@ -1,0 +1,257 @@
+//! Batched datagram I/O: `sendmmsg` and `recvmmsg` over buffers allocated once.
+//!
+//! [`SendBatch`] and [`RecvBatch`] own their buffers, the `iovec`s that point into them and the
+//! `mmsghdr`s that point at the `iovec`s. All of them live in heap allocations made in the
+//! constructor and never resized, so the raw pointers stay valid for the batch's lifetime even
+//! when the batch value itself moves. The batches are `!Send` (raw pointers), which is fine:
+//! each belongs to the one thread that does the I/O.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+fn empty_msghdr() -> libc::msghdr {
+    // SAFETY: msghdr is a plain C struct for which all-zero bytes is a valid (empty) value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// `n` send buffers of `slot` bytes each, sent on a connected socket with one `sendmmsg`.
+pub struct SendBatch {
+    bufs: Box<[u8]>,
+    slot: usize,
+    iovs: Box<[libc::iovec]>,
+    hdrs: Box<[libc::mmsghdr]>,
+}
+
+impl SendBatch {
+    pub fn new(n: usize, slot: usize) -> Self {
+        assert!(n > 0 && slot > 0);
+        let mut bufs = vec![0u8; n * slot].into_boxed_slice();
+        let base = bufs.as_mut_ptr();
+        let mut iovs: Box<[libc::iovec]> = (0..n)
+            .map(|i| libc::iovec {
+                // `i * slot` stays inside the allocation of n * slot bytes.
+                iov_base: base.wrapping_add(i * slot).cast(),
+                iov_len: slot,
+            })
+            .collect();
+        let iov_base = iovs.as_mut_ptr();
+        let hdrs: Box<[libc::mmsghdr]> = (0..n)
+            .map(|i| {
+                let mut h = empty_msghdr();
+                h.msg_iov = iov_base.wrapping_add(i);
+                h.msg_iovlen = 1;
+                libc::mmsghdr {
+                    msg_hdr: h,
+                    msg_len: 0,
+                }
+            })
+            .collect();
+        SendBatch {
+            bufs,
+            slot,
+            iovs,
+            hdrs,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.hdrs.len()
+    }
+
+    pub fn slot_size(&self) -> usize {
+        self.slot
+    }
+
+    /// The whole slot `i` (its full capacity), to write datagrams into.
+    pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.bufs[i * self.slot..(i + 1) * self.slot]
+    }
+
+    /// How many bytes of slot `i` the next send carries.
+    pub fn set_len(&mut self, i: usize, len: usize) {
+        assert!(len <= self.slot);
+        self.iovs[i].iov_len = len;
+    }
+
+    /// Sends messages `from..to` in one `sendmmsg`; returns how many the kernel took (at least
+    /// one on success; the rest must be sent again).
+    pub fn send(&mut self, sock: &impl AsRawFd, from: usize, to: usize) -> io::Result<usize> {
+        assert!(from < to && to <= self.hdrs.len());
+        let fd: RawFd = sock.as_raw_fd();
+        // SAFETY: hdrs[from..to] are initialised mmsghdrs whose iovecs point into `self.bufs`
+        // with lengths within their slots; all of it outlives the call, and the kernel only
+        // reads the buffers and writes `msg_len`.
+        let n = unsafe {
+            syscall!(sendmmsg(
+                fd,
+                self.hdrs.as_mut_ptr().add(from),
+                (to - from) as libc::c_uint,
+                0,
+            ))
+        }?;
+        Ok(n as usize)
+    }
+}
+
+/// Control-message space for one `UDP_GRO` segment size (an int), generously rounded.
+const CMSG_SPACE: usize = 64;
+
+/// `n` receive buffers of `slot` bytes each, filled by one `recvmmsg`.
+pub struct RecvBatch {
+    bufs: Box<[u8]>,
+    slot: usize,
+    // Kept alive (and never moved) because the headers point at them.
+    _iovs: Box<[libc::iovec]>,
+    ctrl: Box<[u64]>,
+    hdrs: Box<[libc::mmsghdr]>,
+}
+
+impl RecvBatch {
+    pub fn new(n: usize, slot: usize) -> Self {
+        assert!(n > 0 && slot > 0);
+        let mut bufs = vec![0u8; n * slot].into_boxed_slice();
+        let base = bufs.as_mut_ptr();
+        let mut iovs: Box<[libc::iovec]> = (0..n)
+            .map(|i| libc::iovec {
+                iov_base: base.wrapping_add(i * slot).cast(),
+                iov_len: slot,
+            })
+            .collect();
+        // u64 storage keeps the control buffers aligned for cmsghdr.
+        let words = CMSG_SPACE / 8;
+        let mut ctrl = vec![0u64; n * words].into_boxed_slice();
+        let ctrl_base = ctrl.as_mut_ptr();
+        let iov_base = iovs.as_mut_ptr();
+        let hdrs: Box<[libc::mmsghdr]> = (0..n)
+            .map(|i| {
+                let mut h = empty_msghdr();
+                h.msg_iov = iov_base.wrapping_add(i);
+                h.msg_iovlen = 1;
+                h.msg_control = ctrl_base.wrapping_add(i * words).cast();
+                h.msg_controllen = CMSG_SPACE as _;
+                libc::mmsghdr {
+                    msg_hdr: h,
+                    msg_len: 0,
+                }
+            })
+            .collect();
+        RecvBatch {
+            bufs,
+            slot,
+            _iovs: iovs,
+            ctrl,
+            hdrs,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.hdrs.len()
+    }
+
+    /// Receives up to `capacity()` datagrams. With `wait_for_one` the call blocks (up to the
+    /// socket's receive timeout) for the first and then takes what is queued; without it the
+    /// call never blocks. Returns how many messages arrived.
+    pub fn recv(&mut self, sock: &impl AsRawFd, wait_for_one: bool) -> io::Result<usize> {
+        for h in self.hdrs.iter_mut() {
+            h.msg_hdr.msg_controllen = CMSG_SPACE as _;
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        let flags = if wait_for_one {
+            libc::MSG_WAITFORONE
+        } else {
+            libc::MSG_DONTWAIT
+        };
+        // SAFETY: every header points at an iovec over its own slot of `self.bufs` and at its
+        // own CMSG_SPACE bytes of `self.ctrl`; all of them outlive the call. A null timeout
+        // means no recvmmsg-level timeout.
+        let n = unsafe {
+            syscall!(recvmmsg(
+                sock.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                self.hdrs.len() as libc::c_uint,
+                flags as _,
+                std::ptr::null_mut(),
+            ))
+        }?;
+        Ok(n as usize)
+    }
+
+    /// The bytes of message `i` of the last `recv`, and whether the kernel truncated it.
+    pub fn message(&self, i: usize) -> (&[u8], bool) {
+        let h = &self.hdrs[i];
+        let len = (h.msg_len as usize).min(self.slot);
+        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        (&self.bufs[i * self.slot..i * self.slot + len], truncated)
+    }
+
+    /// The `UDP_GRO` segment size of message `i`, if the kernel coalesced several datagrams.
+    pub fn gro_segment(&self, i: usize) -> Option<usize> {
+        let h = &self.hdrs[i].msg_hdr;
+        if h.msg_controllen == 0 {
+            return None;
+        }
+        debug_assert!(h.msg_control as usize >= self.ctrl.as_ptr() as usize);
+        // SAFETY: `h` is a msghdr the kernel filled in during the last recvmmsg; its control
+        // pointer and length describe our own CMSG_SPACE buffer, which the CMSG_* macros walk
+        // without leaving it.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
+                    return (v > 0).then_some(v as usize);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    #[test]
+    fn batch_round_trip() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let mut sb = SendBatch::new(8, 100);
+        for i in 0..8 {
+            sb.slot_mut(i)[0] = i as u8;
+            sb.set_len(i, 10 + i);
+        }
+        let mut sent = 0;
+        while sent < 8 {
+            sent += sb.send(&tx, sent, 8).unwrap();
+        }
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut rb = RecvBatch::new(16, 2048);
+        let mut got = Vec::new();
+        while got.len() < 8 {
+            let n = rb.recv(&rx, true).unwrap();
+            for i in 0..n {
+                let (m, trunc) = rb.message(i);
+                assert!(!trunc);
+                assert_eq!(rb.gro_segment(i), None);
+                got.push((m[0], m.len()));
+            }
+        }
+        for (i, &(b, len)) in got.iter().enumerate() {
+            assert_eq!(b as usize, i);
+            assert_eq!(len, 10 + i);
+        }
+    }
+
+    #[test]
+    fn nonblocking_recv_on_empty_socket_would_block() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut rb = RecvBatch::new(4, 64);
+        let e = rb.recv(&rx, false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+}

@@ -1,0 +1,61 @@
+//! The system-call layer: every `unsafe` call into libc lives here (and in the io_uring backend).
+//! Everything above this module is safe Rust.
+//!
+//! Raw calls go through [`syscall!`], which turns the C convention (`-1` and `errno`) into
+//! `io::Result`.
+
+/// Calls a libc function and maps a `-1` return to `io::Error::last_os_error()`.
+///
+/// The caller writes the `unsafe` block (with its `// SAFETY:` comment) around the macro.
+#[macro_export]
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        let res = libc::$fn($($arg),*);
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+pub mod affinity;
+pub mod mmsg;
+pub mod sockopt;
+
+/// Raises the soft limit of open files to `want` (or the hard limit, whichever is lower) and
+/// returns the soft limit now in force.
+pub fn raise_nofile(want: u64) -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    unsafe { syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim)) }?;
+    let target = want.min(lim.rlim_max as u64);
+    if (lim.rlim_cur as u64) < target {
+        lim.rlim_cur = target as libc::rlim_t;
+        // SAFETY: `lim` is a valid rlimit read back from the kernel with only rlim_cur lowered
+        // to at most rlim_max.
+        unsafe { syscall!(setrlimit(libc::RLIMIT_NOFILE, &lim)) }?;
+    }
+    Ok(lim.rlim_cur as u64)
+}
+
+/// Nanoseconds on CLOCK_REALTIME (comparable across hosts whose clocks are synchronised).
+#[inline]
+pub fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nofile_can_be_read_and_raised() {
+        let now = super::raise_nofile(1024).unwrap();
+        assert!(now >= 64);
+    }
+}

@@ -1,0 +1,104 @@
+//! Socket options that `socket2` does not cover: forced buffer sizes, UDP GSO and GRO.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, val: libc::c_int) -> io::Result<()> {
+    // SAFETY: `val` lives across the call and its exact size is passed as the option length.
+    unsafe {
+        syscall!(setsockopt(
+            fd,
+            level,
+            name,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ))
+    }
+    .map(|_| ())
+}
+
+fn get_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut val: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `val` and `len` are valid for writes and `len` holds the size of `val`.
+    unsafe {
+        syscall!(getsockopt(
+            fd,
+            level,
+            name,
+            (&mut val as *mut libc::c_int).cast(),
+            &mut len,
+        ))
+    }?;
+    Ok(val)
+}
+
+/// Which way a socket buffer was sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BufMethod {
+    /// `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE` (needs CAP_NET_ADMIN; ignores `rmem_max`).
+    Forced,
+    /// `SO_RCVBUF`/`SO_SNDBUF`, capped by `net.core.rmem_max`/`wmem_max`.
+    Capped,
+}
+
+/// Asks for a receive (or send) buffer of `bytes`: forced when permitted, else the capped option.
+/// Returns what the kernel granted (as `getsockopt` reports it: the kernel doubles the request
+/// for its bookkeeping) and how.
+pub fn size_buffer(sock: &impl AsRawFd, bytes: usize, recv: bool) -> io::Result<(usize, BufMethod)> {
+    let fd = sock.as_raw_fd();
+    let (force, plain) = if recv {
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)
+    } else {
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)
+    };
+    let want = bytes.min(i32::MAX as usize / 2) as libc::c_int;
+    let method = match set_int(fd, libc::SOL_SOCKET, force, want) {
+        Ok(()) => BufMethod::Forced,
+        Err(_) => {
+            set_int(fd, libc::SOL_SOCKET, plain, want)?;
+            BufMethod::Capped
+        }
+    };
+    Ok((get_int(fd, libc::SOL_SOCKET, plain)? as usize, method))
+}
+
+/// Sets `UDP_SEGMENT` (UDP GSO) on the socket: every send larger than `segment` bytes is cut
+/// into datagrams of `segment` bytes by the kernel. Fails where the kernel lacks GSO.
+pub fn set_udp_segment(sock: &impl AsRawFd, segment: u16) -> io::Result<()> {
+    set_int(sock.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, segment as libc::c_int)
+}
+
+/// Turns `UDP_GRO` on: the kernel may hand several datagrams of one flow back in one buffer,
+/// with their segment size in a control message. Fails where the kernel lacks GRO.
+pub fn set_udp_gro(sock: &impl AsRawFd, on: bool) -> io::Result<()> {
+    set_int(sock.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, on as libc::c_int)
+}
+
+/// `SO_REUSEPORT`, for servers with one listener per reactor.
+pub fn set_reuseport(sock: &impl AsRawFd) -> io::Result<()> {
+    set_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_granted_and_reported() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (got, _how) = size_buffer(&s, 1 << 20, true).unwrap();
+        assert!(got >= 4096);
+        let (got, _how) = size_buffer(&s, 1 << 20, false).unwrap();
+        assert!(got >= 4096);
+    }
+
+    #[test]
+    fn gso_and_gro_options() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Both exist on every kernel since 5.0; the call must at least not crash.
+        let _ = set_udp_segment(&s, 1472);
+        let _ = set_udp_gro(&s, true);
+    }
+}

@@ -1,0 +1,308 @@
+//! Human units on the command line: sizes (`200MB`, `1.5GiB`), rates (`1Gbps`, `50kpps`) and
+//! durations (`10s`, `250ms`). Pure parsing and formatting, no I/O.
+//!
+//! Conventions (the ones iperf3 users expect, stated once):
+//! - sizes: `KB MB GB TB` are decimal (10^3), `KiB MiB GiB TiB` and the bare letters `K M G T` are
+//!   binary (2^10), as iperf's `-n 200M`; a bare number is bytes;
+//! - rates: bits per second with `bps` / `bit/s` (`k M G T` decimal), or packets per second with
+//!   `pps` (`kpps`, `Mpps`); a bare number is bits per second;
+//! - durations: `ns us ms s m h`; a bare number is seconds.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A parse error for a unit value: says what was wrong with which text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnitError(String);
+
+fn err(kind: &str, text: &str, why: &str) -> UnitError {
+    UnitError(format!("invalid {kind} '{text}': {why}"))
+}
+
+/// Splits "1.5GiB" into (1.5, "GiB"). The number must be finite and not negative.
+fn split_number<'a>(kind: &str, text: &'a str) -> Result<(f64, &'a str), UnitError> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(err(kind, text, "empty"));
+    }
+    let end = t
+        .char_indices()
+        .find(|&(_, c)| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == '_'))
+        .map(|(i, _)| i)
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(end);
+    let num = num.replace('_', "");
+    if num.is_empty() {
+        return Err(err(kind, text, "no number"));
+    }
+    let v: f64 = num.parse().map_err(|_| err(kind, text, "not a number"))?;
+    if !v.is_finite() {
+        return Err(err(kind, text, "not a finite number"));
+    }
+    if v < 0.0 {
+        return Err(err(kind, text, "must not be negative"));
+    }
+    Ok((v, unit.trim()))
+}
+
+/// Parses a byte count: `1472`, `64K`, `200MB`, `200MiB`, `1.5GiB`.
+pub fn parse_size(text: &str) -> Result<u64, UnitError> {
+    let (v, unit) = split_number("size", text)?;
+    let mult: f64 = match unit {
+        "" | "B" | "b" => 1.0,
+        "KB" | "kB" | "kb" => 1e3,
+        "MB" | "mb" => 1e6,
+        "GB" | "gb" => 1e9,
+        "TB" | "tb" => 1e12,
+        "K" | "k" | "KiB" | "Ki" => 1024.0,
+        "M" | "MiB" | "Mi" => 1024.0 * 1024.0,
+        "G" | "GiB" | "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "T" | "TiB" | "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(err(
+                "size",
+                text,
+                &format!("unknown unit '{unit}' (use B, KB, MB, GB, KiB, MiB, GiB)"),
+            ))
+        }
+    };
+    let bytes = v * mult;
+    if bytes > u64::MAX as f64 / 2.0 {
+        return Err(err("size", text, "too large"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// A send rate: bits per second or packets per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    BitsPerSec(f64),
+    PacketsPerSec(f64),
+}
+
+impl Rate {
+    /// Datagrams per second for datagrams of `len` payload bytes.
+    pub fn packets_per_sec(self, len: usize) -> f64 {
+        match self {
+            Rate::BitsPerSec(b) => b / (len as f64 * 8.0),
+            Rate::PacketsPerSec(p) => p,
+        }
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Rate::BitsPerSec(b) => write!(f, "{}", fmt_bits_per_sec(b)),
+            Rate::PacketsPerSec(p) => write!(f, "{}", fmt_pps(p)),
+        }
+    }
+}
+
+/// Parses `1Gbps`, `500Mbit/s`, `50kpps`, `2Mpps`, `1e9`. Zero is rejected: leave `--rate` out
+/// for an unpaced run.
+pub fn parse_rate(text: &str) -> Result<Rate, UnitError> {
+    let (v, unit) = split_number("rate", text)?;
+    if v == 0.0 {
+        return Err(err("rate", text, "must be greater than zero (omit --rate to send unpaced)"));
+    }
+    let lower = unit.to_ascii_lowercase();
+    let (prefix, is_pps) = if let Some(p) = lower.strip_suffix("pps") {
+        (p, true)
+    } else if let Some(p) = lower.strip_suffix("bps") {
+        (p, false)
+    } else if let Some(p) = lower.strip_suffix("bit/s") {
+        (p, false)
+    } else if let Some(p) = lower.strip_suffix("b/s") {
+        (p, false)
+    } else {
+        (lower.as_str(), false)
+    };
+    let mult = match prefix {
+        "" => 1.0,
+        "k" => 1e3,
+        "m" => 1e6,
+        "g" => 1e9,
+        "t" => 1e12,
+        _ => {
+            return Err(err(
+                "rate",
+                text,
+                &format!("unknown unit '{unit}' (use bps, kbps, Mbps, Gbps, pps, kpps, Mpps)"),
+            ))
+        }
+    };
+    let x = v * mult;
+    Ok(if is_pps {
+        Rate::PacketsPerSec(x)
+    } else {
+        Rate::BitsPerSec(x)
+    })
+}
+
+/// Parses `10s`, `250ms`, `1.5s`, `2m`, `100us`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
+    let (v, unit) = split_number("duration", text)?;
+    let secs = match unit {
+        "" | "s" | "sec" => v,
+        "ms" => v / 1e3,
+        "us" | "µs" => v / 1e6,
+        "ns" => v / 1e9,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => {
+            return Err(err(
+                "duration",
+                text,
+                &format!("unknown unit '{unit}' (use ns, us, ms, s, m, h)"),
+            ))
+        }
+    };
+    if secs > 1e9 {
+        return Err(err("duration", text, "too long"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Like [`parse_duration`] but rejects zero.
+pub fn parse_nonzero_duration(text: &str) -> Result<Duration, UnitError> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err(err("duration", text, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// Like [`parse_size`] but rejects zero.
+pub fn parse_nonzero_size(text: &str) -> Result<u64, UnitError> {
+    let s = parse_size(text)?;
+    if s == 0 {
+        return Err(err("size", text, "must be greater than zero"));
+    }
+    Ok(s)
+}
+
+fn scaled(v: f64, units: &[&str], step: f64) -> String {
+    let mut x = v;
+    let mut i = 0;
+    while x.abs() >= step && i + 1 < units.len() {
+        x /= step;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{x:.0} {}", units[0])
+    } else {
+        format!("{x:.2} {}", units[i])
+    }
+}
+
+/// `3.21 Gbit/s`
+pub fn fmt_bits_per_sec(bps: f64) -> String {
+    scaled(bps, &["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"], 1000.0)
+}
+
+/// `1.23 Mpps`
+pub fn fmt_pps(pps: f64) -> String {
+    scaled(pps, &["pps", "kpps", "Mpps", "Gpps"], 1000.0)
+}
+
+/// `200.00 MiB` (binary) for byte counts.
+pub fn fmt_bytes(b: u64) -> String {
+    scaled(b as f64, &["B", "KiB", "MiB", "GiB", "TiB"], 1024.0)
+}
+
+/// `1.2 KB` (decimal, one decimal place) for small per-interval byte counts.
+pub fn fmt_bytes_short(b: u64) -> String {
+    let x = b as f64;
+    if x < 1000.0 {
+        format!("{b} B")
+    } else if x < 1e6 {
+        format!("{:.1} KB", x / 1e3)
+    } else if x < 1e9 {
+        format!("{:.1} MB", x / 1e6)
+    } else {
+        format!("{:.1} GB", x / 1e9)
+    }
+}
+
+/// A duration in microseconds with a unit chosen for readability: `62.5 µs`, `9.66 ms`.
+pub fn fmt_micros(us: f64) -> String {
+    if us < 1000.0 {
+        format!("{us:.1} µs")
+    } else if us < 1e6 {
+        format!("{:.2} ms", us / 1e3)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1472").unwrap(), 1472);
+        assert_eq!(parse_size("200MB").unwrap(), 200_000_000);
+        assert_eq!(parse_size("200MiB").unwrap(), 209_715_200);
+        assert_eq!(parse_size("200M").unwrap(), 209_715_200);
+        assert_eq!(parse_size("1.5GiB").unwrap(), 1_610_612_736);
+        assert_eq!(parse_size("64K").unwrap(), 65536);
+        assert_eq!(parse_size(" 20MB ").unwrap(), 20_000_000);
+        assert!(parse_size("12XB").unwrap_err().to_string().contains("unknown unit"));
+        assert!(parse_size("-1").unwrap_err().to_string().contains("negative"));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("MB").is_err());
+        assert!(parse_nonzero_size("0").is_err());
+        assert!(parse_size("1e400").is_err());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("1Gbps").unwrap(), Rate::BitsPerSec(1e9));
+        assert_eq!(parse_rate("500Mbit/s").unwrap(), Rate::BitsPerSec(5e8));
+        assert_eq!(parse_rate("50kpps").unwrap(), Rate::PacketsPerSec(5e4));
+        assert_eq!(parse_rate("2Mpps").unwrap(), Rate::PacketsPerSec(2e6));
+        assert_eq!(parse_rate("1000").unwrap(), Rate::BitsPerSec(1000.0));
+        assert!(parse_rate("-1").is_err());
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("5furlongs").is_err());
+        let r = parse_rate("1Gbps").unwrap();
+        assert!((r.packets_per_sec(1250) - 100_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("100us").unwrap(), Duration::from_micros(100));
+        assert!(parse_nonzero_duration("0s").is_err());
+        assert!(parse_duration("3 fortnights").is_err());
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(fmt_bits_per_sec(3.21e9), "3.21 Gbit/s");
+        assert_eq!(fmt_pps(1_230_000.0), "1.23 Mpps");
+        assert_eq!(fmt_bytes(209_715_200), "200.00 MiB");
+        assert_eq!(fmt_bytes_short(1200), "1.2 KB");
+        assert_eq!(fmt_micros(62.5), "62.5 µs");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn size_roundtrip(n in 0u64..1_000_000_000_000) {
+            proptest::prop_assert_eq!(parse_size(&n.to_string()).unwrap(), n);
+        }
+
+        #[test]
+        fn never_panics(s in ".{0,16}") {
+            let _ = parse_size(&s);
+            let _ = parse_rate(&s);
+            let _ = parse_duration(&s);
+        }
+    }
+}
