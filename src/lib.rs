@@ -8,4 +8,5 @@ pub mod cli;
 #[macro_use]
 pub mod sys;
 pub mod stats;
+pub mod udp;
 pub mod units;
