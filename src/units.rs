@@ -105,7 +105,11 @@ impl fmt::Display for Rate {
 pub fn parse_rate(text: &str) -> Result<Rate, UnitError> {
     let (v, unit) = split_number("rate", text)?;
     if v == 0.0 {
-        return Err(err("rate", text, "must be greater than zero (omit --rate to send unpaced)"));
+        return Err(err(
+            "rate",
+            text,
+            "must be greater than zero (omit --rate to send unpaced)",
+        ));
     }
     let lower = unit.to_ascii_lowercase();
     let (prefix, is_pps) = if let Some(p) = lower.strip_suffix("pps") {
@@ -199,7 +203,11 @@ fn scaled(v: f64, units: &[&str], step: f64) -> String {
 
 /// `3.21 Gbit/s`
 pub fn fmt_bits_per_sec(bps: f64) -> String {
-    scaled(bps, &["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"], 1000.0)
+    scaled(
+        bps,
+        &["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"],
+        1000.0,
+    )
 }
 
 /// `1.23 Mpps`
@@ -250,8 +258,14 @@ mod tests {
         assert_eq!(parse_size("1.5GiB").unwrap(), 1_610_612_736);
         assert_eq!(parse_size("64K").unwrap(), 65536);
         assert_eq!(parse_size(" 20MB ").unwrap(), 20_000_000);
-        assert!(parse_size("12XB").unwrap_err().to_string().contains("unknown unit"));
-        assert!(parse_size("-1").unwrap_err().to_string().contains("negative"));
+        assert!(parse_size("12XB")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown unit"));
+        assert!(parse_size("-1")
+            .unwrap_err()
+            .to_string()
+            .contains("negative"));
         assert!(parse_size("").is_err());
         assert!(parse_size("MB").is_err());
         assert!(parse_nonzero_size("0").is_err());

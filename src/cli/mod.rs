@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod common;
+pub mod udp;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -21,14 +22,40 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    Blast(udp::BlastArgs),
+    Recv(udp::RecvArgs),
+}
 
 /// Parses the process arguments and runs the command.
+/// Usage errors are printed as one line (`netcore: error: ...`) with exit code 2; `--help` and
+/// `--version` print as usual.
 pub fn main() -> Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("netcore: error: {first}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     run(cli)
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Blast(a) => udp::blast(a),
+        Command::Recv(a) => udp::recv(a),
+    }
 }

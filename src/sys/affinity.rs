@@ -15,12 +15,12 @@ pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>> {
             Some((a, b)) => (a.trim(), b.trim()),
             None => (part, part),
         };
-        let a: usize = a
-            .parse()
-            .map_err(|_| anyhow::anyhow!("invalid CPU list '{text}': '{part}' is not a CPU number"))?;
-        let b: usize = b
-            .parse()
-            .map_err(|_| anyhow::anyhow!("invalid CPU list '{text}': '{part}' is not a CPU number"))?;
+        let a: usize = a.parse().map_err(|_| {
+            anyhow::anyhow!("invalid CPU list '{text}': '{part}' is not a CPU number")
+        })?;
+        let b: usize = b.parse().map_err(|_| {
+            anyhow::anyhow!("invalid CPU list '{text}': '{part}' is not a CPU number")
+        })?;
         if a > b {
             bail!("invalid CPU list '{text}': range '{part}' goes backwards");
         }

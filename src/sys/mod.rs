@@ -21,6 +21,7 @@ macro_rules! syscall {
 
 pub mod affinity;
 pub mod mmsg;
+pub mod signal;
 pub mod sockopt;
 
 /// Raises the soft limit of open files to `want` (or the hard limit, whichever is lower) and
@@ -32,14 +33,14 @@ pub fn raise_nofile(want: u64) -> std::io::Result<u64> {
     };
     // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
     unsafe { syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim)) }?;
-    let target = want.min(lim.rlim_max as u64);
-    if (lim.rlim_cur as u64) < target {
-        lim.rlim_cur = target as libc::rlim_t;
+    let target = want.min(lim.rlim_max);
+    if lim.rlim_cur < target {
+        lim.rlim_cur = target;
         // SAFETY: `lim` is a valid rlimit read back from the kernel with only rlim_cur lowered
         // to at most rlim_max.
         unsafe { syscall!(setrlimit(libc::RLIMIT_NOFILE, &lim)) }?;
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// Nanoseconds on CLOCK_REALTIME (comparable across hosts whose clocks are synchronised).

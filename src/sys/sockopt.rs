@@ -46,7 +46,11 @@ pub enum BufMethod {
 /// Asks for a receive (or send) buffer of `bytes`: forced when permitted, else the capped option.
 /// Returns what the kernel granted (as `getsockopt` reports it: the kernel doubles the request
 /// for its bookkeeping) and how.
-pub fn size_buffer(sock: &impl AsRawFd, bytes: usize, recv: bool) -> io::Result<(usize, BufMethod)> {
+pub fn size_buffer(
+    sock: &impl AsRawFd,
+    bytes: usize,
+    recv: bool,
+) -> io::Result<(usize, BufMethod)> {
     let fd = sock.as_raw_fd();
     let (force, plain) = if recv {
         (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)
@@ -67,13 +71,23 @@ pub fn size_buffer(sock: &impl AsRawFd, bytes: usize, recv: bool) -> io::Result<
 /// Sets `UDP_SEGMENT` (UDP GSO) on the socket: every send larger than `segment` bytes is cut
 /// into datagrams of `segment` bytes by the kernel. Fails where the kernel lacks GSO.
 pub fn set_udp_segment(sock: &impl AsRawFd, segment: u16) -> io::Result<()> {
-    set_int(sock.as_raw_fd(), libc::SOL_UDP, libc::UDP_SEGMENT, segment as libc::c_int)
+    set_int(
+        sock.as_raw_fd(),
+        libc::SOL_UDP,
+        libc::UDP_SEGMENT,
+        segment as libc::c_int,
+    )
 }
 
 /// Turns `UDP_GRO` on: the kernel may hand several datagrams of one flow back in one buffer,
 /// with their segment size in a control message. Fails where the kernel lacks GRO.
 pub fn set_udp_gro(sock: &impl AsRawFd, on: bool) -> io::Result<()> {
-    set_int(sock.as_raw_fd(), libc::SOL_UDP, libc::UDP_GRO, on as libc::c_int)
+    set_int(
+        sock.as_raw_fd(),
+        libc::SOL_UDP,
+        libc::UDP_GRO,
+        on as libc::c_int,
+    )
 }
 
 /// `SO_REUSEPORT`, for servers with one listener per reactor.

@@ -1,3 +1,10 @@
-//! The UDP test: wire format, sender, receiver and the receiver's sequence tracker.
+//! UDP blaster and exact receiver: wire format, control channel, tracker, pacer, sender,
+//! receiver and their report.
 
+pub mod control;
+pub mod pacer;
+pub mod receiver;
+pub mod report;
+pub mod sender;
 pub mod tracker;
+pub mod wire;

@@ -1,0 +1,322 @@
+//! `netcore blast` and `netcore recv`.
+
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+
+use super::common::PinArgs;
+use crate::stats::{Format, Report};
+use crate::sys::{affinity, signal};
+use crate::udp::control::Plan;
+use crate::udp::receiver::{Event, Receiver, RecvOptions};
+use crate::udp::report::UdpReport;
+use crate::udp::sender::{self, BlastOptions, GsoMode};
+use crate::udp::tracker::DEFAULT_WINDOW;
+use crate::units::{self, Rate};
+
+/// The receiver's port when none is given.
+pub const DEFAULT_PORT: u16 = 5300;
+
+fn size(s: &str) -> Result<u64, String> {
+    units::parse_nonzero_size(s).map_err(|e| e.to_string())
+}
+fn duration(s: &str) -> Result<Duration, String> {
+    units::parse_nonzero_duration(s).map_err(|e| e.to_string())
+}
+fn rate(s: &str) -> Result<Rate, String> {
+    units::parse_rate(s).map_err(|e| e.to_string())
+}
+
+/// Send UDP datagrams as fast as the kernel takes them (or paced), and report exact loss,
+/// reordering, duplicates, jitter and one-way latency as measured by the receiver.
+#[derive(Args, Debug)]
+pub struct BlastArgs {
+    /// Receiver (HOST[:PORT], port 5300 by default). Without it netcore starts its own
+    /// receiver on loopback, on another core, and runs the real protocol against it
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: Option<String>,
+    /// The receiver's TCP control address, when it differs from --to (e.g. through a relay)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub control: Option<String>,
+    /// Bytes to send (200MB = 200*10^6, 200MiB or 200M = 200*2^20)
+    #[arg(long, value_parser = size, group = "amount", allow_hyphen_values = true)]
+    pub size: Option<u64>,
+    /// How long to send (10s, 500ms); 10s if no amount is given
+    #[arg(long, value_parser = duration, group = "amount", allow_hyphen_values = true)]
+    pub time: Option<Duration>,
+    /// Datagrams to send
+    #[arg(long, group = "amount", allow_hyphen_values = true)]
+    pub count: Option<u64>,
+    /// UDP payload bytes per datagram (40..=65507)
+    #[arg(long, default_value_t = 1472, allow_hyphen_values = true)]
+    pub len: usize,
+    /// Messages per sendmmsg call (with GSO each message carries up to 64 KiB of datagrams)
+    #[arg(long, default_value_t = 64, allow_hyphen_values = true)]
+    pub batch: usize,
+    /// Pace to this rate (1Gbps, 500Mbps, 50kpps); unpaced without it
+    #[arg(long, value_parser = rate, allow_hyphen_values = true)]
+    pub rate: Option<Rate>,
+    /// UDP GSO: hand the kernel multi-datagram buffers
+    #[arg(long, value_enum, default_value = "auto")]
+    pub gso: GsoMode,
+    /// Fill each payload from its sequence number and checksum it; the receiver checks it
+    #[arg(long)]
+    pub verify: bool,
+    /// Interval between progress lines
+    #[arg(long, value_parser = duration, default_value = "1s")]
+    pub interval: Duration,
+    /// Send buffer to ask for
+    #[arg(long, value_parser = size, default_value = "4MiB")]
+    pub sndbuf: u64,
+    /// Embedded receiver: receive buffer to ask for
+    #[arg(long, value_parser = size, default_value = "128MiB")]
+    pub rcvbuf: u64,
+    /// Embedded receiver: busy-poll instead of sleeping
+    #[arg(long)]
+    pub spin: bool,
+    /// Embedded receiver: do not ask for UDP_GRO
+    #[arg(long)]
+    pub no_gro: bool,
+    /// Print the final report as JSON (schema netcore.udp.v1)
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print the final report as CSV
+    #[arg(long)]
+    pub csv: bool,
+    #[command(flatten)]
+    pub pin: PinArgs,
+}
+
+/// Receive netcore UDP tests, one after another, each with its own exact report.
+#[derive(Args, Debug)]
+pub struct RecvArgs {
+    /// Address for the UDP socket and the TCP control listener (same port)
+    #[arg(long, default_value = "127.0.0.1:5300")]
+    pub listen: String,
+    /// Serve one test, then exit (non-zero if it failed)
+    #[arg(long)]
+    pub once: bool,
+    /// Interval between progress lines
+    #[arg(long, value_parser = duration, default_value = "1s")]
+    pub interval: Duration,
+    /// Receive buffer to ask for (SO_RCVBUFFORCE when permitted, else SO_RCVBUF)
+    #[arg(long, value_parser = size, default_value = "128MiB")]
+    pub rcvbuf: u64,
+    /// Busy-poll the socket instead of sleeping
+    #[arg(long)]
+    pub spin: bool,
+    /// Do not ask for UDP_GRO
+    #[arg(long)]
+    pub no_gro: bool,
+    /// How long to wait for late datagrams after the sender's Done, once they stop coming
+    #[arg(long, value_parser = duration, default_value = "250ms")]
+    pub drain: Duration,
+    /// Sequence numbers tracked in flight (older arrivals count as too late)
+    #[arg(long, default_value_t = DEFAULT_WINDOW)]
+    pub window: u64,
+    /// Print reports as JSON (schema netcore.udp.v1)
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print reports as CSV
+    #[arg(long)]
+    pub csv: bool,
+    #[command(flatten)]
+    pub pin: PinArgs,
+}
+
+fn resolve(text: &str) -> Result<SocketAddr> {
+    let with_port = if text.parse::<SocketAddr>().is_ok()
+        || text
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok())
+    {
+        text.to_string()
+    } else {
+        format!("{text}:{DEFAULT_PORT}")
+    };
+    with_port
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve '{text}'"))?
+        .next()
+        .ok_or_else(|| anyhow!("'{text}' resolves to no address"))
+}
+
+fn out(s: &str) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(s.as_bytes())?;
+    o.flush()?;
+    Ok(())
+}
+
+fn check_batch(batch: usize) -> Result<()> {
+    if !(1..=1024).contains(&batch) {
+        bail!("--batch {batch} is out of range: use 1..=1024");
+    }
+    Ok(())
+}
+
+pub fn blast(a: BlastArgs) -> Result<ExitCode> {
+    sender::check_len(a.len)?;
+    check_batch(a.batch)?;
+    let plan = match (a.size, a.time, a.count) {
+        (Some(bytes), _, _) => Plan::Count(bytes.div_ceil(a.len as u64)),
+        (_, Some(t), _) => Plan::TimeNs(t.as_nanos() as u64),
+        (_, _, Some(0)) => bail!("--count 0: nothing to send"),
+        (_, _, Some(n)) => Plan::Count(n),
+        _ => Plan::TimeNs(10_000_000_000),
+    };
+    signal::install()?;
+    let format = Format::from_flags(a.json, a.csv);
+    let ncpu = affinity::available_cpus();
+    let cpus = a.pin.cpus.clone();
+
+    let mut embedded = None;
+    let (target, control) = match &a.to {
+        Some(to) => {
+            let target = resolve(to)?;
+            let control = match &a.control {
+                Some(c) => resolve(c)?,
+                None => target,
+            };
+            (target, control)
+        }
+        None => {
+            let rx_cpu = match &cpus {
+                Some(l) if l.len() > 1 => Some(l[1]),
+                Some(_) => None,
+                None if ncpu > 1 => Some(1),
+                None => None,
+            };
+            let r = Receiver::bind(RecvOptions {
+                listen: "127.0.0.1:0".parse()?,
+                cpu: rx_cpu,
+                spin: a.spin,
+                rcvbuf: a.rcvbuf as usize,
+                gro: !a.no_gro,
+                interval: a.interval,
+                ..RecvOptions::default()
+            })?;
+            let addr = r.local_addr();
+            embedded = Some(
+                thread::Builder::new()
+                    .name("netcore-embedded-recv".into())
+                    .spawn(move || r.serve(true, &mut |_| {}))?,
+            );
+            (addr, addr)
+        }
+    };
+    let tx_cpu = match &cpus {
+        Some(l) => Some(l[0]),
+        None if a.pin.pin || (embedded.is_some() && ncpu > 1) => Some(0),
+        None => None,
+    };
+    let opts = BlastOptions {
+        target,
+        control,
+        len: a.len,
+        batch: a.batch,
+        gso: a.gso,
+        rate: a.rate,
+        plan,
+        verify: a.verify,
+        cpu: tx_cpu,
+        sndbuf: a.sndbuf as usize,
+    };
+    let live = format == Format::Table;
+    let report = sender::run(&opts, &mut |row| {
+        if live {
+            let _ = out(&(UdpReport::interval_line(row) + "\n"));
+        }
+    });
+    if let Some(h) = embedded {
+        if report.is_err() {
+            // The embedded receiver ends by itself once the control channel closes.
+        }
+        let _ = h.join();
+    }
+    let report = report?;
+    out(&report.render(format))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn recv(a: RecvArgs) -> Result<ExitCode> {
+    let listen: SocketAddr = a
+        .listen
+        .parse()
+        .or_else(|_| resolve(&a.listen))
+        .with_context(|| format!("invalid --listen '{}'", a.listen))?;
+    check_batch(64)?;
+    if a.window < 64 || a.window > 1 << 32 {
+        bail!("--window {} is out of range: use 64..=4294967296", a.window);
+    }
+    signal::install()?;
+    let format = Format::from_flags(a.json, a.csv);
+    let cpu = match &a.pin.cpus {
+        Some(l) => Some(l[0]),
+        None if a.pin.pin => Some(affinity::available_cpus() - 1),
+        None => None,
+    };
+    let r = Receiver::bind(RecvOptions {
+        listen,
+        interval: a.interval,
+        cpu,
+        spin: a.spin,
+        rcvbuf: a.rcvbuf as usize,
+        gro: !a.no_gro,
+        drain: a.drain,
+        window: a.window,
+        batch: 64,
+    })?;
+    let live = format == Format::Table;
+    if live {
+        out(&format!(
+            "netcore recv: listening on {} (UDP and TCP control)\n",
+            r.local_addr()
+        ))?;
+    } else {
+        eprintln!(
+            "netcore recv: listening on {} (UDP and TCP control)",
+            r.local_addr()
+        );
+    }
+    let mut csv_header_done = false;
+    let res = r.serve(a.once, &mut |ev| match ev {
+        Event::Started { peer, test_id, len } => {
+            if live {
+                let _ = out(&format!(
+                    "test {test_id:016x} from {peer}: {len}-byte datagrams\n"
+                ));
+            }
+        }
+        Event::Interval(row) => {
+            if live {
+                let _ = out(&format!(
+                    "[{:7.2}s] received {:>12} dgrams {:>14} | lost so far {}\n",
+                    row.t,
+                    row.received,
+                    units::fmt_bits_per_sec(row.received_bps),
+                    row.lost_so_far
+                ));
+            }
+        }
+        Event::Finished(rep) => {
+            let mut text = rep.render(format);
+            if format == Format::Csv && csv_header_done {
+                text = text
+                    .split_once('\n')
+                    .map(|x| x.1.to_string())
+                    .unwrap_or_default();
+            }
+            csv_header_done = true;
+            let _ = out(&text);
+        }
+        Event::Failed(why) => eprintln!("netcore recv: {why}"),
+    });
+    res?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,341 @@
+//! The UDP test report: one versioned schema for both sides, rendered as a table, JSON or CSV.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::tracker::Accounting;
+use crate::stats::hist::Percentiles;
+use crate::stats::table::Table;
+use crate::stats::Report;
+use crate::sys::sockopt::BufMethod;
+use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_micros, fmt_pps};
+
+pub const SCHEMA: &str = "netcore.udp.v1";
+
+/// What the receiver measured: the exact accounting and the timing figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceiverStats {
+    pub accounting: Accounting,
+    pub lost_pct: f64,
+    /// Bytes of the unique datagrams (UDP payload, header included, as iperf counts).
+    pub bytes: u64,
+    /// From the first to the last datagram's arrival.
+    pub duration_s: f64,
+    pub goodput_bps: f64,
+    pub pps: f64,
+    /// Invalid datagrams by reason (see `wire::Invalid`); these are not in the accounting.
+    pub invalid: BTreeMap<String, u64>,
+    /// RFC 3550 interarrival jitter.
+    pub jitter_us: f64,
+    /// One-way latency from the datagrams' send timestamps.
+    pub latency_us: Percentiles,
+    /// "same host" or "two hosts (assumes synchronised clocks)".
+    pub latency_clock: String,
+    /// Reorder extents (RFC 4737) of the reordered datagrams.
+    pub reorder_extent: Percentiles,
+    pub window: u64,
+    pub rcvbuf: u64,
+    pub rcvbuf_method: BufMethod,
+    pub gro: bool,
+    /// Receive buffers that held more than one datagram (GRO coalescing at work).
+    pub coalesced_buffers: u64,
+    pub recv_calls: u64,
+    pub cpu: Option<usize>,
+    /// The test ended early (Ctrl-C, or the sender vanished): figures cover what arrived.
+    pub interrupted: bool,
+}
+
+/// What the sender did. On the receiver's side only the fields of the Done message are known.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SenderStats {
+    /// Datagrams the kernel accepted.
+    pub sent: u64,
+    pub bytes: u64,
+    pub elapsed_s: f64,
+    pub rate_bps: f64,
+    pub pps: f64,
+    /// Send errors by errno name (each datagram was retried until the kernel took it).
+    pub errors: BTreeMap<String, u64>,
+    pub send_calls: Option<u64>,
+    pub gso_segments: Option<u32>,
+    pub batch: Option<usize>,
+    pub pacing: Option<String>,
+    pub sndbuf: Option<u64>,
+    pub cpu: Option<usize>,
+}
+
+/// One interval line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct IntervalRow {
+    /// Seconds since the start of the test (receiver's clock on the receiver, sender's on the
+    /// sender).
+    pub t: f64,
+    pub sent: u64,
+    pub sent_bps: f64,
+    pub received: u64,
+    pub received_bps: f64,
+    pub lost_so_far: u64,
+}
+
+/// The report both sides print.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UdpReport {
+    pub schema: String,
+    /// "sender" or "receiver": who printed it.
+    pub role: String,
+    pub test_id: String,
+    pub len: u32,
+    pub verify: bool,
+    pub target: String,
+    pub sender: SenderStats,
+    pub receiver: ReceiverStats,
+    pub intervals: Vec<IntervalRow>,
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn errors_text(e: &BTreeMap<String, u64>) -> String {
+    if e.is_empty() {
+        return "none".into();
+    }
+    e.iter()
+        .map(|(k, v)| format!("{k} x{}", thousands(*v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_else(|| "-".into())
+}
+
+impl UdpReport {
+    /// The interval line printed while a test runs.
+    pub fn interval_line(r: &IntervalRow) -> String {
+        format!(
+            "[{:7.2}s] sent {:>12} dgrams {:>14} | received {:>12} dgrams {:>14} | lost so far {}",
+            r.t,
+            thousands(r.sent),
+            fmt_bits_per_sec(r.sent_bps),
+            thousands(r.received),
+            fmt_bits_per_sec(r.received_bps),
+            thousands(r.lost_so_far)
+        )
+    }
+
+    fn pct(p: &Percentiles) -> String {
+        if p.count == 0 {
+            return "-".into();
+        }
+        format!(
+            "{} / {} / {} / {} / {}",
+            fmt_micros(p.p50),
+            fmt_micros(p.p90),
+            fmt_micros(p.p99),
+            fmt_micros(p.p999),
+            fmt_micros(p.max)
+        )
+    }
+}
+
+impl Report for UdpReport {
+    fn to_table(&self) -> String {
+        let s = &self.sender;
+        let r = &self.receiver;
+        let a = &r.accounting;
+        let mut t = Table::new(["", "sender", "receiver"]);
+        t.row([
+            "datagrams".to_string(),
+            thousands(s.sent),
+            format!("{} unique", thousands(a.unique)),
+        ]);
+        t.row(["bytes".to_string(), fmt_bytes(s.bytes), fmt_bytes(r.bytes)]);
+        t.row([
+            "time".to_string(),
+            format!("{:.3} s", s.elapsed_s),
+            format!("{:.3} s", r.duration_s),
+        ]);
+        t.row([
+            "goodput".to_string(),
+            fmt_bits_per_sec(s.rate_bps),
+            fmt_bits_per_sec(r.goodput_bps),
+        ]);
+        t.row(["rate".to_string(), fmt_pps(s.pps), fmt_pps(r.pps)]);
+        t.row([
+            "lost".to_string(),
+            String::new(),
+            format!("{} ({:.3}%)", thousands(a.lost), r.lost_pct),
+        ]);
+        t.row([
+            "reordered".to_string(),
+            String::new(),
+            format!(
+                "{} (max extent {})",
+                thousands(a.reordered),
+                thousands(a.max_extent)
+            ),
+        ]);
+        t.row([
+            "duplicates".to_string(),
+            String::new(),
+            thousands(a.duplicate),
+        ]);
+        t.row([
+            "too late".to_string(),
+            String::new(),
+            format!("{} (window {})", thousands(a.too_late), thousands(r.window)),
+        ]);
+        let invalid: u64 = r.invalid.values().sum();
+        t.row([
+            "invalid".to_string(),
+            String::new(),
+            if invalid == 0 {
+                "0".to_string()
+            } else {
+                errors_text(&r.invalid)
+            },
+        ]);
+        t.row([
+            "jitter (RFC 3550)".to_string(),
+            String::new(),
+            fmt_micros(r.jitter_us),
+        ]);
+        t.row([
+            format!("latency p50/p90/p99/p99.9/max ({})", r.latency_clock),
+            String::new(),
+            Self::pct(&r.latency_us),
+        ]);
+        t.row([
+            "send errors (retried)".to_string(),
+            errors_text(&s.errors),
+            String::new(),
+        ]);
+        t.row([
+            "batching".to_string(),
+            format!(
+                "{} x sendmmsg, {} msgs/call, GSO {}",
+                opt(s.send_calls.map(thousands)),
+                opt(s.batch),
+                match s.gso_segments {
+                    Some(n) if n > 1 => format!("{n} segs/send"),
+                    Some(_) => "off".into(),
+                    None => "-".into(),
+                }
+            ),
+            format!(
+                "{} x recvmmsg, GRO {}",
+                thousands(r.recv_calls),
+                if r.gro {
+                    format!("on ({} coalesced)", thousands(r.coalesced_buffers))
+                } else {
+                    "off".into()
+                }
+            ),
+        ]);
+        t.row([
+            "pacing".to_string(),
+            s.pacing.clone().unwrap_or_else(|| "unpaced".into()),
+            String::new(),
+        ]);
+        t.row([
+            "CPU".to_string(),
+            opt(s.cpu).replace('-', "unpinned"),
+            opt(r.cpu).replace('-', "unpinned"),
+        ]);
+        t.row([
+            "socket buffer".to_string(),
+            s.sndbuf
+                .map(|b| format!("sndbuf {}", fmt_bytes(b)))
+                .unwrap_or_else(|| "-".into()),
+            format!(
+                "rcvbuf {} ({})",
+                fmt_bytes(r.rcvbuf),
+                match r.rcvbuf_method {
+                    BufMethod::Forced => "SO_RCVBUFFORCE",
+                    BufMethod::Capped => "SO_RCVBUF, capped by rmem_max",
+                }
+            ),
+        ]);
+        let mut out = format!(
+            "netcore UDP test {} to {}: {}-byte datagrams{}{}\n",
+            self.test_id,
+            self.target,
+            self.len,
+            if self.verify {
+                ", payload verified"
+            } else {
+                ""
+            },
+            if r.interrupted { " (INTERRUPTED)" } else { "" }
+        );
+        out.push_str(&t.render());
+        out
+    }
+
+    fn to_csv(&self) -> String {
+        let s = &self.sender;
+        let r = &self.receiver;
+        let a = &r.accounting;
+        let mut t = Table::new([
+            "test_id",
+            "len",
+            "sent",
+            "unique",
+            "lost",
+            "lost_pct",
+            "reordered",
+            "max_extent",
+            "duplicate",
+            "too_late",
+            "invalid",
+            "send_bps",
+            "goodput_bps",
+            "recv_pps",
+            "jitter_us",
+            "lat_p50_us",
+            "lat_p99_us",
+            "lat_max_us",
+        ]);
+        t.row([
+            self.test_id.clone(),
+            self.len.to_string(),
+            s.sent.to_string(),
+            a.unique.to_string(),
+            a.lost.to_string(),
+            format!("{:.4}", r.lost_pct),
+            a.reordered.to_string(),
+            a.max_extent.to_string(),
+            a.duplicate.to_string(),
+            a.too_late.to_string(),
+            r.invalid.values().sum::<u64>().to_string(),
+            format!("{:.0}", s.rate_bps),
+            format!("{:.0}", r.goodput_bps),
+            format!("{:.0}", r.pps),
+            format!("{:.2}", r.jitter_us),
+            format!("{:.2}", r.latency_us.p50),
+            format!("{:.2}", r.latency_us.p99),
+            format!("{:.2}", r.latency_us.max),
+        ]);
+        t.to_csv()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(1234567), "1,234,567");
+        assert_eq!(super::thousands(123), "123");
+    }
+}

@@ -1,0 +1,114 @@
+//! Helpers for the integration tests: run the real binary with a time limit, and kill any
+//! server a test started, also when the test fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_netcore"))
+}
+
+/// Runs `netcore ARGS` to completion, killing it after `limit`.
+pub fn run(args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
+    let child = bin()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn netcore");
+    let out = wait_output(child, limit);
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits for a child, killing it (and failing the test) after `limit`.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let t = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "netcore did not finish within {limit:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A background netcore process, killed on drop.
+pub struct Server {
+    pub child: Option<Child>,
+}
+
+impl Server {
+    /// Starts `netcore ARGS` and reads its stdout or stderr until a line containing `marker`
+    /// shows up; returns the server and that line.
+    pub fn start(args: &[&str], marker: &str, on_stderr: bool) -> (Server, String) {
+        let mut child = bin()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn netcore");
+        let line = {
+            let pipe: Box<dyn std::io::Read + Send> = if on_stderr {
+                Box::new(child.stderr.take().unwrap())
+            } else {
+                Box::new(child.stdout.take().unwrap())
+            };
+            let (tx, rx) = std::sync::mpsc::channel();
+            let marker = marker.to_string();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(pipe);
+                let mut sent = false;
+                let mut l = String::new();
+                while r.read_line(&mut l).map(|n| n > 0).unwrap_or(false) {
+                    if !sent && l.contains(&marker) {
+                        let _ = tx.send(l.clone());
+                        sent = true;
+                    }
+                    l.clear();
+                }
+            });
+            rx.recv_timeout(Duration::from_secs(20))
+                .expect("server did not announce itself")
+        };
+        (Server { child: Some(child) }, line)
+    }
+
+    /// Waits for the server to exit by itself (with a limit) and returns its output.
+    pub fn wait(mut self, limit: Duration) -> Output {
+        wait_output(self.child.take().unwrap(), limit)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The `IP:PORT` after "listening on " in a line.
+pub fn addr_in(line: &str) -> String {
+    let rest = line
+        .split("listening on ")
+        .nth(1)
+        .expect("listening on ...");
+    rest.split_whitespace().next().unwrap().to_string()
+}

@@ -1,0 +1,322 @@
+//! `netcore blast` / `netcore recv` end to end: the real binary over real loopback sockets.
+
+mod common;
+
+use std::net::{TcpStream, UdpSocket};
+use std::time::Duration;
+
+use common::{addr_in, run, Server};
+use netcore::udp::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
+use netcore::udp::wire;
+use serde_json::Value;
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn acc(report: &Value) -> &Value {
+    &report["receiver"]["accounting"]
+}
+
+fn check_invariant(report: &Value) {
+    let a = acc(report);
+    let (sent, unique, lost) = (
+        a["sent"].as_u64().unwrap(),
+        a["unique"].as_u64().unwrap(),
+        a["lost"].as_u64().unwrap(),
+    );
+    assert_eq!(unique + lost, sent, "unique + lost == sent: {a}");
+    assert_eq!(
+        a["in_order"].as_u64().unwrap() + a["reordered"].as_u64().unwrap(),
+        unique
+    );
+    assert_eq!(report["sender"]["sent"].as_u64().unwrap(), sent);
+    assert!(unique > 0);
+}
+
+#[test]
+fn embedded_blast_20mb() {
+    let (st, out, err) = run(
+        &["blast", "--size", "20MB", "--json"],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    let r = json(&out);
+    assert_eq!(r["schema"], "netcore.udp.v1");
+    assert_eq!(r["role"], "sender");
+    assert_eq!(
+        acc(&r)["sent"].as_u64().unwrap(),
+        20_000_000u64.div_ceil(1472)
+    );
+    check_invariant(&r);
+}
+
+#[test]
+fn embedded_blast_table_and_gso_off() {
+    let (st, out, err) = run(
+        &[
+            "blast", "--count", "5000", "--gso", "off", "--len", "200", "--verify",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    for key in [
+        "goodput",
+        "lost",
+        "reordered",
+        "duplicates",
+        "too late",
+        "jitter",
+        "latency p50",
+    ] {
+        assert!(out.contains(key), "missing {key} in\n{out}");
+    }
+    assert!(out.contains("GSO off"), "{out}");
+}
+
+#[test]
+fn paced_blast_sends_what_was_asked() {
+    let (st, out, err) = run(
+        &["blast", "--count", "2000", "--rate", "20kpps", "--csv"],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!(col("sent"), "2000");
+    let unique: u64 = col("unique").parse().unwrap();
+    let lost: u64 = col("lost").parse().unwrap();
+    assert_eq!(unique + lost, 2000);
+}
+
+#[test]
+fn separate_recv_process() {
+    let (srv, line) = Server::start(
+        &["recv", "--listen", "127.0.0.1:0", "--once", "--json"],
+        "listening on",
+        true,
+    );
+    let addr = addr_in(&line);
+    let (st, out, err) = run(
+        &["blast", "--to", &addr, "--size", "20MB", "--json"],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    let s = json(&out);
+    check_invariant(&s);
+    let rout = srv.wait(Duration::from_secs(20));
+    assert!(rout.status.success());
+    let r = json(&String::from_utf8_lossy(&rout.stdout));
+    assert_eq!(r["role"], "receiver");
+    assert_eq!(r["test_id"], s["test_id"]);
+    check_invariant(&r);
+    assert_eq!(acc(&r), acc(&s), "both sides print the same accounting");
+}
+
+/// Runs a hand-made test against `recv`: Hello, the given datagrams, Done(sent).
+fn crafted(extra_recv_args: &[&str], datagrams: &[Vec<u8>], test_id: u64, sent: u64) -> Value {
+    let mut args = vec!["recv", "--listen", "127.0.0.1:0", "--once", "--json"];
+    args.extend_from_slice(extra_recv_args);
+    let (srv, line) = Server::start(&args, "listening on", true);
+    let addr: std::net::SocketAddr = addr_in(&line).parse().unwrap();
+    let mut c = Conn::new(TcpStream::connect(addr).unwrap()).unwrap();
+    c.send(&Msg::Hello {
+        version: PROTOCOL_VERSION,
+        test_id,
+        len: 100,
+        plan: Plan::Count(sent),
+        streams: 1,
+        verify: false,
+        host: "test".into(),
+    })
+    .unwrap();
+    assert!(matches!(
+        c.expect("Ready", Duration::from_secs(10)).unwrap(),
+        Msg::Ready { .. }
+    ));
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.connect(addr).unwrap();
+    for d in datagrams {
+        u.send(d).unwrap();
+        // Loopback keeps order; the pause only keeps the receive queue short.
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    c.send(&Msg::Done {
+        sent,
+        bytes: sent * 100,
+        elapsed_ns: 1_000_000,
+        errors: Default::default(),
+    })
+    .unwrap();
+    let report = loop {
+        match c.expect("Report", Duration::from_secs(10)).unwrap() {
+            Msg::Report { receiver } => break receiver,
+            Msg::Interval { .. } => continue,
+            m => panic!("unexpected {m:?}"),
+        }
+    };
+    let out = srv.wait(Duration::from_secs(10));
+    assert!(out.status.success());
+    let printed = json(&String::from_utf8_lossy(&out.stdout));
+    let sent_back = serde_json::to_value(&*report).unwrap();
+    assert_eq!(
+        printed["receiver"], sent_back,
+        "printed and sent reports agree"
+    );
+    printed
+}
+
+#[test]
+fn crafted_datagrams_are_classified_exactly() {
+    let id = 0xfeed_f00d_u64;
+    let d = |seq| wire::build(100, id, seq, 0, false);
+    let mut bad_magic = d(9);
+    bad_magic[0] = b'X';
+    let mut bad_version = d(9);
+    bad_version[4] = 99;
+    let mut bad_sum = wire::build(100, id, 9, 0, true);
+    bad_sum[70] ^= 0xff;
+    let mut truncated_len = d(9);
+    truncated_len.truncate(90);
+    let datagrams = vec![
+        d(0),
+        d(1),
+        d(2),
+        d(1),                             // duplicate
+        d(5),                             // in order, leaves a gap
+        d(3),                             // reordered, extent 2
+        d(4),                             // reordered, extent 1
+        d(5),                             // duplicate
+        vec![1, 2, 3],                    // short
+        bad_magic,                        // magic
+        bad_version,                      // version
+        wire::build(100, 7, 3, 0, false), // other test id
+        bad_sum,                          // checksum
+        truncated_len,                    // length
+    ];
+    let r = crafted(&[], &datagrams, id, 7);
+    let a = acc(&r);
+    assert_eq!(a["sent"], 7);
+    assert_eq!(a["unique"], 6);
+    assert_eq!(a["lost"], 1); // seq 6 never came
+    assert_eq!(a["in_order"], 4);
+    assert_eq!(a["reordered"], 2);
+    assert_eq!(a["max_extent"], 2);
+    assert_eq!(a["duplicate"], 2);
+    assert_eq!(a["too_late"], 0);
+    let inv = &r["receiver"]["invalid"];
+    for reason in ["short", "magic", "version", "test_id", "checksum", "length"] {
+        assert_eq!(inv[reason], 1, "{reason}: {inv}");
+    }
+    assert_eq!(r["receiver"]["reorder_extent"]["max"], 2.0);
+}
+
+#[test]
+fn too_late_beyond_the_window() {
+    let id = 77;
+    let d = |seq| wire::build(64, id, seq, 0, false);
+    let r = crafted(
+        &["--window", "64"],
+        &[d(0), d(200), d(150), d(100)],
+        id,
+        201,
+    );
+    let a = acc(&r);
+    assert_eq!(a["in_order"], 2);
+    assert_eq!(a["reordered"], 1); // 150: extent 50 < 64
+    assert_eq!(a["max_extent"], 50);
+    assert_eq!(a["too_late"], 1); // 100: 100 back, outside the window
+    assert_eq!(a["unique"], 3);
+    assert_eq!(a["lost"], 198);
+}
+
+#[test]
+fn second_sender_is_told_busy_and_receiver_survives_garbage_control() {
+    let (srv, line) = Server::start(
+        &["recv", "--listen", "127.0.0.1:0", "--json"],
+        "listening on",
+        true,
+    );
+    let addr = addr_in(&line);
+    // Garbage on the control port: the receiver drops that connection and keeps serving.
+    {
+        use std::io::Write;
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(b"STOP\n\x00\xff garbage\n").unwrap();
+    }
+    // Stray datagrams between tests are ignored.
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.send_to(b"hello", &addr).unwrap();
+    let (st, out, err) = run(
+        &["blast", "--to", &addr, "--count", "1000", "--json"],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    check_invariant(&json(&out));
+    drop(srv);
+}
+
+fn bad(args: &[&str], needle: &str) {
+    let (st, out, err) = run(args, Duration::from_secs(20));
+    assert!(!st.success(), "{args:?} should fail; stdout: {out}");
+    assert!(out.is_empty(), "nothing half-written on stdout: {out}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one-line error for {args:?}: {err}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "{args:?}: '{needle}' not in: {err}"
+    );
+}
+
+#[test]
+fn bad_flags_give_one_line_errors() {
+    bad(&["blast", "--size", "0"], "greater than zero");
+    bad(&["blast", "--size", "12XB"], "unknown unit");
+    bad(&["blast", "--len", "70000", "--count", "1"], "too large");
+    bad(&["blast", "--len", "8", "--count", "1"], "too small");
+    bad(&["blast", "--rate", "-1", "--count", "1"], "negative");
+    bad(
+        &["blast", "--rate", "5furlongs", "--count", "1"],
+        "unknown unit",
+    );
+    bad(&["blast", "--time", "0s"], "greater than zero");
+    bad(&["blast", "--batch", "0", "--count", "1"], "--batch");
+    bad(&["blast", "--count", "0"], "nothing to send");
+    bad(
+        &["blast", "--cpus", "99999", "--count", "1"],
+        "does not exist",
+    );
+    bad(
+        &["blast", "--size", "1MB", "--time", "1s"],
+        "cannot be used with",
+    );
+    bad(&["recv", "--listen", "nonsense"], "--listen");
+}
+
+#[test]
+fn receiver_not_running_fails_fast() {
+    // Find a port with nothing on it.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    bad(
+        &[
+            "blast",
+            "--to",
+            &format!("127.0.0.1:{port}"),
+            "--count",
+            "10",
+        ],
+        "is `netcore recv` running",
+    );
+}
+
+#[test]
+fn port_in_use() {
+    let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    bad(&["recv", "--listen", &addr], "already in use");
+}
