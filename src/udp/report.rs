@@ -205,83 +205,55 @@ impl Report for UdpReport {
                 errors_text(&r.invalid)
             },
         ]);
-        t.row([
-            "jitter (RFC 3550)".to_string(),
-            String::new(),
-            fmt_micros(r.jitter_us),
-        ]);
-        t.row([
-            format!("latency p50/p90/p99/p99.9/max ({})", r.latency_clock),
-            String::new(),
-            Self::pct(&r.latency_us),
-        ]);
-        t.row([
-            "send errors (retried)".to_string(),
-            errors_text(&s.errors),
-            String::new(),
-        ]);
-        t.row([
-            "batching".to_string(),
-            format!(
-                "{} x sendmmsg, {} msgs/call, GSO {}",
-                opt(s.send_calls.map(thousands)),
-                opt(s.batch),
-                match s.gso_segments {
-                    Some(n) if n > 1 => format!("{n} segs/send"),
-                    Some(_) => "off".into(),
-                    None => "-".into(),
-                }
-            ),
-            format!(
-                "{} x recvmmsg, GRO {}",
-                thousands(r.recv_calls),
-                if r.gro {
-                    format!("on ({} coalesced)", thousands(r.coalesced_buffers))
-                } else {
-                    "off".into()
-                }
-            ),
-        ]);
-        t.row([
-            "pacing".to_string(),
-            s.pacing.clone().unwrap_or_else(|| "unpaced".into()),
-            String::new(),
-        ]);
-        t.row([
-            "CPU".to_string(),
-            opt(s.cpu).replace('-', "unpinned"),
-            opt(r.cpu).replace('-', "unpinned"),
-        ]);
-        t.row([
-            "socket buffer".to_string(),
-            s.sndbuf
-                .map(|b| format!("sndbuf {}", fmt_bytes(b)))
-                .unwrap_or_else(|| "-".into()),
-            format!(
-                "rcvbuf {} ({})",
-                fmt_bytes(r.rcvbuf),
-                match r.rcvbuf_method {
-                    BufMethod::Forced => "SO_RCVBUFFORCE",
-                    BufMethod::Capped => "SO_RCVBUF, capped by rmem_max",
-                }
-            ),
-        ]);
         let mut out = format!(
             "netcore UDP test {} to {}: {}-byte datagrams{}{}\n",
             self.test_id,
             self.target,
             self.len,
-            if self.verify {
-                ", payload verified"
-            } else {
-                ""
-            },
+            if self.verify { ", payload verified" } else { "" },
             if r.interrupted { " (INTERRUPTED)" } else { "" }
         );
         out.push_str(&t.render());
+        out.push_str(&format!(
+            "jitter (RFC 3550): {}\n",
+            fmt_micros(r.jitter_us)
+        ));
+        out.push_str(&format!(
+            "one-way latency ({}): p50/p90/p99/p99.9/max {}\n",
+            r.latency_clock,
+            Self::pct(&r.latency_us)
+        ));
+        out.push_str(&format!(
+            "sender:   {} sendmmsg calls, {} messages/call, GSO {}, {}, CPU {}, sndbuf {}, send errors (retried): {}\n",
+            opt(s.send_calls.map(thousands)),
+            opt(s.batch),
+            match s.gso_segments {
+                Some(n) if n > 1 => format!("{n} datagrams/message"),
+                Some(_) => "off".into(),
+                None => "-".into(),
+            },
+            s.pacing.clone().unwrap_or_else(|| "unpaced".into()),
+            s.cpu.map_or("unpinned".into(), |c| c.to_string()),
+            s.sndbuf.map_or("-".into(), fmt_bytes),
+            errors_text(&s.errors),
+        ));
+        out.push_str(&format!(
+            "receiver: {} recvmmsg calls, GRO {}, CPU {}, rcvbuf {} ({})\n",
+            thousands(r.recv_calls),
+            if r.gro {
+                format!("on ({} coalesced buffers)", thousands(r.coalesced_buffers))
+            } else {
+                "off".into()
+            },
+            r.cpu.map_or("unpinned".into(), |c| c.to_string()),
+            fmt_bytes(r.rcvbuf),
+            match r.rcvbuf_method {
+                BufMethod::Forced => "SO_RCVBUFFORCE",
+                BufMethod::Capped => "SO_RCVBUF, capped by net.core.rmem_max",
+            }
+        ));
         out
     }
-
     fn to_csv(&self) -> String {
         let s = &self.sender;
         let r = &self.receiver;
