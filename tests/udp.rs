@@ -75,6 +75,18 @@ fn embedded_blast_table_and_gso_off() {
 }
 
 #[test]
+fn pinned_blast_reports_its_cpus() {
+    let (st, out, err) = run(
+        &["blast", "--count", "3000", "--cpus", "0", "--json"],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    let r = json(&out);
+    assert_eq!(r["sender"]["cpu"], 0);
+    check_invariant(&r);
+}
+
+#[test]
 fn paced_blast_sends_what_was_asked() {
     let (st, out, err) = run(
         &["blast", "--count", "2000", "--rate", "20kpps", "--csv"],

@@ -1,9 +1,12 @@
 //! Flags shared by several commands.
 
-use anyhow::Result;
 use clap::Args;
 
 use crate::sys::affinity;
+
+/// A parsed `--cpus` list (a newtype, so clap takes it as one value, not many).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
 
 /// `--pin` / `--cpus LIST`.
 #[derive(Args, Debug, Clone, Default)]
@@ -13,9 +16,18 @@ pub struct PinArgs {
     pub pin: bool,
     /// Pin the busy threads to these CPUs, in order (e.g. 0,1 or 0-3)
     #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
-    pub cpus: Option<Vec<usize>>,
+    pub cpus: Option<CpuList>,
 }
 
-fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
-    affinity::parse_cpu_list(s).map_err(|e| e.to_string())
+impl PinArgs {
+    /// The CPU list given with --cpus, if any.
+    pub fn list(&self) -> Option<&[usize]> {
+        self.cpus.as_ref().map(|c| c.0.as_slice())
+    }
+}
+
+fn parse_cpus(s: &str) -> Result<CpuList, String> {
+    affinity::parse_cpu_list(s)
+        .map(CpuList)
+        .map_err(|e| e.to_string())
 }

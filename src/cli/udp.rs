@@ -173,7 +173,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     signal::install()?;
     let format = Format::from_flags(a.json, a.csv);
     let ncpu = affinity::available_cpus();
-    let cpus = a.pin.cpus.clone();
+    let cpus = a.pin.list().map(<[usize]>::to_vec);
 
     let mut embedded = None;
     let (target, control) = match &a.to {
@@ -256,9 +256,9 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
     }
     signal::install()?;
     let format = Format::from_flags(a.json, a.csv);
-    let cpu = match &a.pin.cpus {
+    let cpu = match a.pin.list() {
         Some(l) => Some(l[0]),
-        None if a.pin.pin => Some(affinity::available_cpus() - 1),
+        None if a.pin.pin => Some(crate::sys::online_cpus() - 1),
         None => None,
     };
     let r = Receiver::bind(RecvOptions {

@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 
 /// Parses a CPU list such as `0`, `0,1`, `0-3,6`. Every CPU must exist on this machine.
 pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>> {
-    let n = available_cpus();
+    let n = super::online_cpus();
     let mut out = Vec::new();
     for part in text.split(',') {
         let part = part.trim();

@@ -43,6 +43,17 @@ pub fn raise_nofile(want: u64) -> std::io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// CPUs online on this machine (not just those this process's affinity mask allows).
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions; it only reads system configuration.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n < 1 {
+        1
+    } else {
+        n as usize
+    }
+}
+
 /// Nanoseconds on CLOCK_REALTIME (comparable across hosts whose clocks are synchronised).
 #[inline]
 pub fn realtime_ns() -> u64 {

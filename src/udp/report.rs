@@ -210,14 +210,15 @@ impl Report for UdpReport {
             self.test_id,
             self.target,
             self.len,
-            if self.verify { ", payload verified" } else { "" },
+            if self.verify {
+                ", payload verified"
+            } else {
+                ""
+            },
             if r.interrupted { " (INTERRUPTED)" } else { "" }
         );
         out.push_str(&t.render());
-        out.push_str(&format!(
-            "jitter (RFC 3550): {}\n",
-            fmt_micros(r.jitter_us)
-        ));
+        out.push_str(&format!("jitter (RFC 3550): {}\n", fmt_micros(r.jitter_us)));
         out.push_str(&format!(
             "one-way latency ({}): p50/p90/p99/p99.9/max {}\n",
             r.latency_clock,
