@@ -67,7 +67,7 @@ fn embedded_blast_table_and_gso_off() {
         "duplicates",
         "too late",
         "jitter",
-        "latency p50",
+        "one-way latency",
     ] {
         assert!(out.contains(key), "missing {key} in\n{out}");
     }
