@@ -458,6 +458,7 @@ struct TestState {
     invalid: [u64; Invalid::ALL.len()],
     jitter_ns: f64,
     prev_transit: Option<i64>,
+    prev_send_ns: u64,
     latency: Hist,
     extent: Hist,
     start: Instant,
@@ -481,6 +482,7 @@ impl TestState {
             invalid: [0; Invalid::ALL.len()],
             jitter_ns: 0.0,
             prev_transit: None,
+            prev_send_ns: u64::MAX,
             latency: Hist::new(),
             extent: Hist::new(),
             start: now,
@@ -519,11 +521,16 @@ impl TestState {
         self.bytes += d.len() as u64;
         let transit = now_ns as i64 - h.send_ns as i64;
         self.latency.record(transit.max(0) as u64);
-        if let Some(prev) = self.prev_transit {
-            let d = (transit - prev).unsigned_abs() as f64;
-            self.jitter_ns += (d - self.jitter_ns) / 16.0;
+        // Jitter (RFC 3550) over send events: datagrams of one sender batch share a send
+        // time, and comparing them with each other would only dilute the estimate.
+        if h.send_ns != self.prev_send_ns {
+            if let Some(prev) = self.prev_transit {
+                let d = (transit - prev).unsigned_abs() as f64;
+                self.jitter_ns += (d - self.jitter_ns) / 16.0;
+            }
+            self.prev_transit = Some(transit);
+            self.prev_send_ns = h.send_ns;
         }
-        self.prev_transit = Some(transit);
     }
 
     fn stats(

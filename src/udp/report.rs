@@ -26,7 +26,8 @@ pub struct ReceiverStats {
     pub pps: f64,
     /// Invalid datagrams by reason (see `wire::Invalid`); these are not in the accounting.
     pub invalid: BTreeMap<String, u64>,
-    /// RFC 3550 interarrival jitter.
+    /// RFC 3550 interarrival jitter, over send events (a sender batch shares one send time;
+    /// arrival times are taken once per receive batch).
     pub jitter_us: f64,
     /// One-way latency from the datagrams' send timestamps.
     pub latency_us: Percentiles,
