@@ -21,6 +21,8 @@ macro_rules! syscall {
 
 pub mod affinity;
 pub mod mmsg;
+pub mod process;
+pub mod signal;
 pub mod sockopt;
 
 /// Raises the soft limit of open files to `want` (or the hard limit, whichever is lower) and
