@@ -9,4 +9,5 @@ pub mod reactor;
 #[macro_use]
 pub mod sys;
 pub mod stats;
+pub mod task;
 pub mod units;
