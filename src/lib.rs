@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod reactor;
+pub mod server;
 #[macro_use]
 pub mod sys;
 pub mod stats;

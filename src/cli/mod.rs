@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod common;
+pub mod serve;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -21,14 +22,34 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Run a TCP server (task or echo protocol) with one of the concurrency models
+    Serve(serve::ServeArgs),
+}
 
 /// Parses the process arguments and runs the command.
 pub fn main() -> Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            // --help / --version
+            e.print()?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            // One line: clap's first line (the error itself), without usage and hints.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("netcore: error: {first}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     run(cli)
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Serve(a) => serve::run(&a),
+    }
 }
