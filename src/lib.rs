@@ -5,8 +5,11 @@
 //! is in [`sys`] (and the io_uring backend).
 
 pub mod cli;
+pub mod reactor;
+pub mod server;
 #[macro_use]
 pub mod sys;
 pub mod stats;
+pub mod task;
 pub mod udp;
 pub mod units;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod common;
+pub mod serve;
 pub mod udp;
 
 #[derive(Parser, Debug)]
@@ -25,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     Blast(udp::BlastArgs),
     Recv(udp::RecvArgs),
+    /// Run a TCP server (task or echo protocol) with one of the concurrency models
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the process arguments and runs the command.
@@ -33,18 +36,15 @@ pub enum Command {
 pub fn main() -> Result<ExitCode> {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            // --help / --version
+            e.print()?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
-                e.exit();
-            }
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
+            // One line: clap's first line (the error itself), without usage and hints.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
             eprintln!("netcore: error: {first}");
             return Ok(ExitCode::from(2));
@@ -57,5 +57,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Blast(a) => udp::blast(a),
         Command::Recv(a) => udp::recv(a),
+        Command::Serve(a) => serve::run(&a),
     }
 }

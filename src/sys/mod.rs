@@ -21,6 +21,7 @@ macro_rules! syscall {
 
 pub mod affinity;
 pub mod mmsg;
+pub mod process;
 pub mod signal;
 pub mod sockopt;
 

@@ -1,0 +1,429 @@
+//! [`Session`]: one connection's protocol state machine (see the [module docs](super)).
+
+use std::io::Write;
+use std::time::Duration;
+
+use super::{Counters, BYTES_IN, BYTES_OUT, ERRORS, REQUESTS};
+
+/// Which protocol a server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// The line-based task protocol.
+    Task,
+    /// Raw echo, no framing.
+    Echo,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Task => "task",
+            Proto::Echo => "echo",
+        }
+    }
+}
+
+/// Limits of a session.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionConfig {
+    pub proto: Proto,
+    /// Longest accepted line in bytes, without its terminator.
+    pub max_line: usize,
+    /// `HASH` with more rounds than this is returned as [`Step::Cpu`] instead of run inline.
+    pub offload_rounds: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            proto: Proto::Task,
+            max_line: super::DEFAULT_MAX_LINE,
+            offload_rounds: super::DEFAULT_OFFLOAD_ROUNDS,
+        }
+    }
+}
+
+/// What the driver must do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// All complete requests are answered: write the output, read more input.
+    NeedInput,
+    /// Wait this long (a timer, or sleep the thread), then call [`Session::finish_sleep`] and
+    /// [`Session::resume`].
+    Sleep(Duration),
+    /// Run this job (inline or on a worker pool), then call [`Session::finish_cpu`] with its
+    /// result and [`Session::resume`].
+    Cpu(CpuJob),
+    /// A deferred operation is still outstanding; nothing to do until it completes.
+    Pending,
+    /// Write the output, then close the connection.
+    Close,
+}
+
+/// A `HASH` computation: `rounds - 1` iterations of FNV-1a over the previous hash, from `seed`
+/// (the FNV-1a of the text). Small and `Copy`: no allocation to hand it to another thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuJob {
+    seed: u64,
+    rounds: u64,
+}
+
+impl CpuJob {
+    pub fn new(seed: u64, rounds: u64) -> Self {
+        CpuJob { seed, rounds }
+    }
+
+    pub fn rounds(&self) -> u64 {
+        self.rounds
+    }
+
+    /// Does the work.
+    pub fn run(&self) -> u64 {
+        let mut h = self.seed;
+        for _ in 1..self.rounds {
+            h = super::fnv1a64(&h.to_le_bytes());
+        }
+        h
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    None,
+    Sleep(u64),
+    Cpu,
+}
+
+/// Per-connection counters, reported by `STATS`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    pub requests: u64,
+    pub errors: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// One connection's protocol state. Buffers are kept and reused: in steady state a request
+/// allocates nothing (the input buffer and the caller's output vector keep their capacity).
+#[derive(Debug)]
+pub struct Session {
+    cfg: SessionConfig,
+    /// Unconsumed input is `buf[start..]`; no `\n` in `buf[start..scanned]`.
+    buf: Vec<u8>,
+    start: usize,
+    scanned: usize,
+    pending: Pending,
+    eof: bool,
+    closed: bool,
+    stats: ConnStats,
+}
+
+impl Session {
+    pub fn new(cfg: SessionConfig) -> Self {
+        Session {
+            cfg,
+            buf: Vec::new(),
+            start: 0,
+            scanned: 0,
+            pending: Pending::None,
+            eof: false,
+            closed: false,
+            stats: ConnStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> ConnStats {
+        self.stats
+    }
+
+    /// True once the session decided to close (after `BYE`, a too-long line or EOF).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// True while a `SLEEP` or CPU job is outstanding.
+    pub fn is_pending(&self) -> bool {
+        self.pending != Pending::None
+    }
+
+    /// Bytes of input held (an incomplete line, or lines waiting behind a pending operation).
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Takes received bytes, answers every complete request into `out`.
+    pub fn input(&mut self, data: &[u8], out: &mut Vec<u8>, srv: &Counters) -> Step {
+        self.stats.bytes_in += data.len() as u64;
+        srv.add(BYTES_IN, data.len() as u64);
+        if self.closed {
+            return Step::Close;
+        }
+        if self.cfg.proto == Proto::Echo {
+            out.extend_from_slice(data);
+            self.stats.requests += 1;
+            self.stats.bytes_out += data.len() as u64;
+            srv.add(REQUESTS, 1);
+            srv.add(BYTES_OUT, data.len() as u64);
+            return Step::NeedInput;
+        }
+        self.buf.extend_from_slice(data);
+        self.resume(out, srv)
+    }
+
+    /// The peer will send nothing more: answer what was received, then [`Step::Close`] (or
+    /// [`Step::Sleep`]/[`Step::Cpu`]/[`Step::Pending`] first, then `Close` from `resume`).
+    pub fn eof(&mut self, out: &mut Vec<u8>, srv: &Counters) -> Step {
+        self.eof = true;
+        if self.cfg.proto == Proto::Echo {
+            self.closed = true;
+            return Step::Close;
+        }
+        self.resume(out, srv)
+    }
+
+    /// Answers the lines buffered so far (call after completing a deferred operation).
+    pub fn resume(&mut self, out: &mut Vec<u8>, srv: &Counters) -> Step {
+        loop {
+            if self.closed {
+                return Step::Close;
+            }
+            if self.pending != Pending::None {
+                return Step::Pending;
+            }
+            let nl = self.buf[self.scanned..].iter().position(|&b| b == b'\n');
+            let (line_end, next) = match nl {
+                Some(i) => {
+                    let end = self.scanned + i;
+                    (end, end + 1)
+                }
+                None => {
+                    self.scanned = self.buf.len();
+                    let held = self.buf.len() - self.start;
+                    if held > self.cfg.max_line + 1 {
+                        self.too_long(out, srv);
+                        return Step::Close;
+                    }
+                    if self.eof {
+                        if held == 0 {
+                            self.closed = true;
+                            return Step::Close;
+                        }
+                        // A final line without terminator.
+                        (self.buf.len(), self.buf.len())
+                    } else {
+                        self.compact();
+                        return Step::NeedInput;
+                    }
+                }
+            };
+            let mut end = line_end;
+            if end > self.start && self.buf[end - 1] == b'\r' {
+                end -= 1;
+            }
+            if end - self.start > self.cfg.max_line {
+                self.too_long(out, srv);
+                return Step::Close;
+            }
+            let (start, len0) = (self.start, out.len());
+            self.start = next;
+            self.scanned = next;
+            // Move the buffer out so the line can be borrowed while `self` is updated.
+            let buf = std::mem::take(&mut self.buf);
+            let step = self.execute(&buf[start..end], out, srv);
+            self.buf = buf;
+            self.count_out(out.len() - len0, srv);
+            if let Some(s) = step {
+                return s;
+            }
+        }
+    }
+
+    /// Completes a [`Step::Sleep`]: writes its response. Call [`Session::resume`] next.
+    pub fn finish_sleep(&mut self, out: &mut Vec<u8>, srv: &Counters) {
+        if let Pending::Sleep(ms) = self.pending {
+            self.pending = Pending::None;
+            let len0 = out.len();
+            let _ = writeln!(out, "OK slept {ms}ms");
+            self.count_out(out.len() - len0, srv);
+        }
+    }
+
+    /// Completes a [`Step::Cpu`] with the job's result. Call [`Session::resume`] next.
+    pub fn finish_cpu(&mut self, result: u64, out: &mut Vec<u8>, srv: &Counters) {
+        if self.pending == Pending::Cpu {
+            self.pending = Pending::None;
+            let len0 = out.len();
+            let _ = writeln!(out, "{result:016x}");
+            self.count_out(out.len() - len0, srv);
+        }
+    }
+
+    /// Drives `step` to [`Step::NeedInput`] or [`Step::Close`] by completing deferred
+    /// operations in place: `sleep` is called for a `SLEEP` (blocking models sleep the thread),
+    /// CPU jobs run on the calling thread.
+    pub fn complete_inline(
+        &mut self,
+        mut step: Step,
+        out: &mut Vec<u8>,
+        srv: &Counters,
+        mut sleep: impl FnMut(Duration),
+    ) -> Step {
+        loop {
+            match step {
+                Step::Sleep(d) => {
+                    sleep(d);
+                    self.finish_sleep(out, srv);
+                }
+                Step::Cpu(job) => self.finish_cpu(job.run(), out, srv),
+                s => return s,
+            }
+            step = self.resume(out, srv);
+        }
+    }
+
+    fn count_out(&mut self, n: usize, srv: &Counters) {
+        self.stats.bytes_out += n as u64;
+        srv.add(BYTES_OUT, n as u64);
+    }
+
+    fn compact(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+        } else if self.start > 0 {
+            self.buf.copy_within(self.start.., 0);
+            self.buf.truncate(self.buf.len() - self.start);
+        }
+        self.scanned -= self.start;
+        self.start = 0;
+        // Do not keep a huge buffer around after one long line.
+        if self.buf.is_empty() && self.buf.capacity() > 2 * self.cfg.max_line.max(4096) {
+            self.buf = Vec::new();
+        }
+    }
+
+    fn too_long(&mut self, out: &mut Vec<u8>, srv: &Counters) {
+        self.stats.requests += 1;
+        srv.add(REQUESTS, 1);
+        let len0 = out.len();
+        self.error(out, srv, format_args!("line too long"));
+        self.count_out(out.len() - len0, srv);
+        self.closed = true;
+        self.buf = Vec::new();
+        self.start = 0;
+        self.scanned = 0;
+    }
+
+    fn error(&mut self, out: &mut Vec<u8>, srv: &Counters, msg: std::fmt::Arguments<'_>) {
+        self.stats.errors += 1;
+        srv.add(ERRORS, 1);
+        let _ = writeln!(out, "ERR {msg}");
+    }
+
+    /// Runs one request line. Returns a step if the driver must act before the next line.
+    fn execute(&mut self, line: &[u8], out: &mut Vec<u8>, srv: &Counters) -> Option<Step> {
+        self.stats.requests += 1;
+        srv.add(REQUESTS, 1);
+        let Ok(line) = std::str::from_utf8(line) else {
+            self.error(out, srv, format_args!("invalid UTF-8"));
+            return None;
+        };
+        if line.is_empty() {
+            self.error(out, srv, format_args!("empty request"));
+            return None;
+        }
+        let (verb, arg) = line.split_once(' ').unwrap_or((line, ""));
+        let is = |v: &str| verb.eq_ignore_ascii_case(v);
+        if is("ECHO") {
+            out.extend_from_slice(arg.as_bytes());
+            out.push(b'\n');
+        } else if is("UPPER") {
+            let mut tmp = [0u8; 4];
+            for c in arg.chars().flat_map(char::to_uppercase) {
+                out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+            }
+            out.push(b'\n');
+        } else if is("REVERSE") {
+            let mut tmp = [0u8; 4];
+            for c in arg.chars().rev() {
+                out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+            }
+            out.push(b'\n');
+        } else if is("SUM") {
+            let mut sum: i64 = 0;
+            for tok in arg.split_ascii_whitespace() {
+                let Ok(n) = tok.parse::<i64>() else {
+                    self.error(out, srv, format_args!("SUM: not an i64: '{}'", clip(tok)));
+                    return None;
+                };
+                let Some(s) = sum.checked_add(n) else {
+                    self.error(out, srv, format_args!("SUM: overflow"));
+                    return None;
+                };
+                sum = s;
+            }
+            let _ = writeln!(out, "{sum}");
+        } else if is("HASH") {
+            let (r, text) = arg.split_once(' ').unwrap_or((arg, ""));
+            match r.parse::<u64>() {
+                Ok(rounds) if (1..=super::MAX_HASH_ROUNDS).contains(&rounds) => {
+                    let job = CpuJob::new(super::fnv1a64(text.as_bytes()), rounds);
+                    if rounds > self.cfg.offload_rounds {
+                        self.pending = Pending::Cpu;
+                        return Some(Step::Cpu(job));
+                    }
+                    let _ = writeln!(out, "{:016x}", job.run());
+                }
+                _ => self.error(
+                    out,
+                    srv,
+                    format_args!(
+                        "HASH: rounds must be 1..={} (usage: HASH rounds text)",
+                        super::MAX_HASH_ROUNDS
+                    ),
+                ),
+            }
+        } else if is("SLEEP") {
+            match arg.trim().parse::<u64>() {
+                Ok(ms) if ms <= super::MAX_SLEEP_MS => {
+                    if ms == 0 {
+                        let _ = writeln!(out, "OK slept 0ms");
+                    } else {
+                        self.pending = Pending::Sleep(ms);
+                        return Some(Step::Sleep(Duration::from_millis(ms)));
+                    }
+                }
+                _ => self.error(
+                    out,
+                    srv,
+                    format_args!("SLEEP: milliseconds must be 0..={}", super::MAX_SLEEP_MS),
+                ),
+            }
+        } else if is("STATS") {
+            let t = srv.snapshot();
+            let s = self.stats;
+            let _ = writeln!(
+                out,
+                "requests={} errors={} bytes_in={} bytes_out={} server_connections={} server_active={} server_requests={} server_errors={}",
+                s.requests, s.errors, s.bytes_in, s.bytes_out, t.connections, t.active, t.requests, t.errors
+            );
+        } else if is("BYE") {
+            out.extend_from_slice(b"Goodbye!\n");
+            self.closed = true;
+            return Some(Step::Close);
+        } else {
+            self.error(out, srv, format_args!("unknown verb '{}'", clip(verb)));
+        }
+        None
+    }
+}
+
+/// At most 32 characters of `s`, for error messages.
+fn clip(s: &str) -> &str {
+    match s.char_indices().nth(32) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,220 @@
+use super::*;
+use proptest::prelude::*;
+
+fn cfg(max_line: usize) -> SessionConfig {
+    SessionConfig {
+        proto: Proto::Task,
+        max_line,
+        offload_rounds: 1000,
+    }
+}
+
+/// Feeds `chunks` one by one, completing deferred work inline, then signals EOF (unless the
+/// session closed first). Returns everything written and whether it closed.
+fn run(cfg: SessionConfig, chunks: &[&[u8]], eof: bool) -> (Vec<u8>, bool) {
+    let srv = Counters::local();
+    let mut s = Session::new(cfg);
+    let mut out = Vec::new();
+    for c in chunks {
+        let st = s.input(c, &mut out, &srv);
+        if s.complete_inline(st, &mut out, &srv, |_| {}) == Step::Close {
+            return (out, true);
+        }
+    }
+    if eof {
+        let st = s.eof(&mut out, &srv);
+        let st = s.complete_inline(st, &mut out, &srv, |_| {});
+        return (out, st == Step::Close);
+    }
+    (out, s.is_closed())
+}
+
+fn text(chunks: &[&[u8]]) -> String {
+    String::from_utf8(run(cfg(64), chunks, false).0).unwrap()
+}
+
+#[test]
+fn verbs() {
+    assert_eq!(text(&[b"ECHO hello  world\n"]), "hello  world\n");
+    assert_eq!(text(&[b"echo x\r\n"]), "x\n");
+    assert_eq!(text(&[b"ECHO\n"]), "\n");
+    assert_eq!(text(&[b"UPPER stra\xc3\x9fe\n"]), "STRASSE\n");
+    assert_eq!(text(&["REVERSE abc\u{e9}\n".as_bytes()]), "\u{e9}cba\n");
+    assert_eq!(text(&[b"SUM 1 2 -3 40\n"]), "40\n");
+    assert_eq!(text(&[b"SUM\n"]), "0\n");
+    assert_eq!(
+        text(&[b"SUM 9223372036854775807 1\n"]),
+        "ERR SUM: overflow\n"
+    );
+    assert_eq!(text(&[b"SUM 1 x\n"]), "ERR SUM: not an i64: 'x'\n");
+    assert_eq!(text(&[b"HASH 1 foobar\n"]), "85944171f73967e8\n");
+    assert_eq!(
+        text(&[b"HASH 5000 foobar\n"]),
+        format!("{:016x}\n", crate::task::hash(5000, b"foobar"))
+    );
+    assert!(text(&[b"HASH 0 x\n"]).starts_with("ERR HASH"));
+    assert!(text(&[b"HASH 10000001 x\n"]).starts_with("ERR HASH"));
+    assert_eq!(text(&[b"SLEEP 5\n"]), "OK slept 5ms\n");
+    assert_eq!(text(&[b"SLEEP 0\n"]), "OK slept 0ms\n");
+    assert!(text(&[b"SLEEP 60001\n"]).starts_with("ERR SLEEP"));
+    assert!(text(&[b"SLEEP -1\n"]).starts_with("ERR SLEEP"));
+    assert_eq!(text(&[b"NOPE x\n"]), "ERR unknown verb 'NOPE'\n");
+    assert_eq!(text(&[b"\n"]), "ERR empty request\n");
+    assert_eq!(text(&[b"ECHO \xff\xfe\n"]), "ERR invalid UTF-8\n");
+}
+
+#[test]
+fn stats_counts_this_connection() {
+    let t = text(&[b"ECHO a\nBAD\nSTATS\n"]);
+    let last = t.lines().last().unwrap();
+    assert!(
+        last.starts_with("requests=3 errors=1 bytes_in=17 bytes_out="),
+        "{last}"
+    );
+    assert!(last.contains("server_requests=3 server_errors=1"), "{last}");
+}
+
+#[test]
+fn bye_closes_and_ignores_the_rest() {
+    let (out, closed) = run(cfg(64), &[b"ECHO a\nBYE\nECHO b\n"], false);
+    assert_eq!(out, b"a\nGoodbye!\n");
+    assert!(closed);
+}
+
+#[test]
+fn pipelined_sleep_holds_back_later_answers() {
+    let srv = Counters::local();
+    let mut s = Session::new(cfg(64));
+    let mut out = Vec::new();
+    let st = s.input(b"ECHO 1\nSLEEP 100\nECHO 2\n", &mut out, &srv);
+    assert_eq!(st, Step::Sleep(Duration::from_millis(100)));
+    assert_eq!(out, b"1\n");
+    // More input while pending is buffered, not answered.
+    assert_eq!(s.input(b"ECHO 3\n", &mut out, &srv), Step::Pending);
+    assert_eq!(out, b"1\n");
+    s.finish_sleep(&mut out, &srv);
+    assert_eq!(s.resume(&mut out, &srv), Step::NeedInput);
+    assert_eq!(out, b"1\nOK slept 100ms\n2\n3\n");
+}
+
+#[test]
+fn cpu_job_offloaded_above_threshold() {
+    let srv = Counters::local();
+    let mut s = Session::new(cfg(64));
+    let mut out = Vec::new();
+    let Step::Cpu(job) = s.input(b"HASH 2000 abc\nECHO z\n", &mut out, &srv) else {
+        panic!("expected a CPU step");
+    };
+    assert_eq!(job.rounds(), 2000);
+    assert!(out.is_empty());
+    s.finish_cpu(job.run(), &mut out, &srv);
+    assert_eq!(s.resume(&mut out, &srv), Step::NeedInput);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!("{:016x}\nz\n", crate::task::hash(2000, b"abc"))
+    );
+}
+
+#[test]
+fn partial_lines_and_line_limit() {
+    assert_eq!(text(&[b"EC", b"HO ab", b"c\r", b"\n"]), "abc\n");
+    let long = vec![b'x'; 70];
+    let (out, closed) = run(cfg(64), &[b"ECHO ok\n", &long], false);
+    assert_eq!(out, b"ok\nERR line too long\n");
+    assert!(closed);
+    // Exactly at the limit is fine, with either terminator.
+    let mut line = b"ECHO ".to_vec();
+    line.extend(std::iter::repeat_n(b'y', 59));
+    let mut a = line.clone();
+    a.extend_from_slice(b"\r\n");
+    let (out, closed) = run(cfg(64), &[&a], false);
+    assert_eq!(out.len(), 60);
+    assert!(!closed);
+    line.push(b'y');
+    line.push(b'\n');
+    let (out, closed) = run(cfg(64), &[&line], false);
+    assert_eq!(out, b"ERR line too long\n");
+    assert!(closed);
+}
+
+#[test]
+fn half_close_answers_then_closes() {
+    let (out, closed) = run(cfg(64), &[b"ECHO a\nSLEEP 1\nECHO b"], true);
+    assert_eq!(out, b"a\nOK slept 1ms\nb\n");
+    assert!(closed);
+    let (out, closed) = run(cfg(64), &[], true);
+    assert!(out.is_empty() && closed);
+}
+
+#[test]
+fn echo_proto() {
+    let c = SessionConfig {
+        proto: Proto::Echo,
+        ..cfg(64)
+    };
+    let (out, closed) = run(c, &[b"ab\xff", b"\ncd"], true);
+    assert_eq!(out, b"ab\xff\ncd");
+    assert!(closed);
+}
+
+#[test]
+fn steady_state_does_not_grow_the_buffer() {
+    let srv = Counters::local();
+    let mut s = Session::new(cfg(64));
+    let mut out = Vec::with_capacity(64);
+    for _ in 0..1000 {
+        out.clear();
+        s.input(b"ECHO hello\nSUM 1 2", &mut out, &srv);
+        s.input(b"\n", &mut out, &srv);
+        assert_eq!(out, b"hello\n3\n");
+    }
+    assert!(s.buf.capacity() <= 64);
+}
+
+/// Every verb but STATS (whose `bytes_in` depends on how much was read so far, by design).
+fn request() -> impl Strategy<Value = Vec<u8>> {
+    let word = "[a-zA-Z0-9 ]{0,12}";
+    prop_oneof![
+        word.prop_map(|w| format!("ECHO {w}").into_bytes()),
+        word.prop_map(|w| format!("UPPER {w}").into_bytes()),
+        word.prop_map(|w| format!("REVERSE {w}").into_bytes()),
+        proptest::collection::vec(any::<i64>(), 0..4).prop_map(|v| {
+            let v: Vec<String> = v.iter().map(|n| n.to_string()).collect();
+            format!("SUM {}", v.join(" ")).into_bytes()
+        }),
+        (1u64..3000, word).prop_map(|(r, w)| format!("HASH {r} {w}").into_bytes()),
+        (0u64..20).prop_map(|ms| format!("SLEEP {ms}").into_bytes()),
+        Just(b"BYE".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..20)
+            .prop_map(|v| v.into_iter().filter(|b| *b != b'\n').collect()),
+        Just(vec![b'z'; 80]),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn any_split_gives_the_same_responses(
+        reqs in proptest::collection::vec((request(), any::<bool>()), 0..12),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
+        eof in any::<bool>(),
+    ) {
+        let mut stream = Vec::new();
+        for (r, crlf) in &reqs {
+            stream.extend_from_slice(r);
+            stream.extend_from_slice(if *crlf { b"\r\n" } else { b"\n" });
+        }
+        let whole = run(cfg(64), &[&stream], eof);
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+        points.sort();
+        let mut chunks: Vec<&[u8]> = Vec::new();
+        let mut prev = 0;
+        for p in points {
+            chunks.push(&stream[prev..p]);
+            prev = p;
+        }
+        chunks.push(&stream[prev..]);
+        prop_assert_eq!(&run(cfg(64), &chunks, eof), &whole);
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        prop_assert_eq!(&run(cfg(64), &bytes, eof), &whole);
+    }
+}
