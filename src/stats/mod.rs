@@ -2,6 +2,7 @@
 //! plots.
 
 pub mod hist;
+pub mod plot;
 pub mod table;
 
 use serde::Serialize;

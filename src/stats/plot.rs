@@ -1,0 +1,448 @@
+//! Charts: one generic line-chart code path (plotters, SVG) used by every command that plots
+//! (`load --plot`, `compare --plot`, later `traffic` and `blast --plot`).
+//!
+//! A chart is a set of named [`Series`] of `(x, y)` points drawn as lines with point markers,
+//! with a title, axis labels and a legend. Points that were *not* measured (for example a sweep
+//! point `compare` skipped because it would have exceeded its time budget) are listed in
+//! [`Series::skipped`]: they are drawn as crosses on the x axis in the series' colour and the
+//! legend entry says how many were skipped, so a missing point is visibly missing rather than
+//! silently absent. Axes can be logarithmic ([`PlotOptions::log_x`], [`PlotOptions::log_y`]).
+//!
+//! Call [`check_output`] before a long measurement so that an unwritable path fails at once,
+//! then [`line_chart`] at the end. [`line_chart_svg`] returns the SVG text instead of writing it.
+//!
+//! ```no_run
+//! use netcore::stats::plot::{line_chart, PlotOptions, Series};
+//! let s = vec![Series::new("epoll", vec![(10.0, 3.0), (100.0, 3.02)])];
+//! line_chart("sweep.svg".as_ref(), "wall time", "clients", "seconds", &s, &PlotOptions::default())
+//!     .unwrap();
+//! ```
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use plotters::prelude::*;
+
+/// One line of a chart.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Series {
+    /// Legend label.
+    pub name: String,
+    /// Measured points, in x order.
+    pub points: Vec<(f64, f64)>,
+    /// x positions that were not measured (drawn as crosses on the x axis).
+    pub skipped: Vec<f64>,
+}
+
+impl Series {
+    pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Series {
+            name: name.into(),
+            points,
+            skipped: Vec::new(),
+        }
+    }
+}
+
+/// Layout and axis options.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlotOptions {
+    /// Image size in pixels.
+    pub width: u32,
+    pub height: u32,
+    /// Logarithmic x axis (all x values must be > 0).
+    pub log_x: bool,
+    /// Logarithmic y axis (all y values must be > 0).
+    pub log_y: bool,
+    /// Start a linear y axis at zero rather than at the smallest value.
+    pub y_from_zero: bool,
+}
+
+impl Default for PlotOptions {
+    fn default() -> Self {
+        PlotOptions {
+            width: 960,
+            height: 600,
+            log_x: false,
+            log_y: false,
+            y_from_zero: true,
+        }
+    }
+}
+
+/// Fails with one clear message if `path` cannot be written (missing directory, permissions,
+/// wrong extension). Creates the file if it did not exist and removes it again.
+pub fn check_output(path: &Path) -> Result<()> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("svg") => {}
+        _ => bail!(
+            "plot file '{}' must end in .svg (only SVG output is supported)",
+            path.display()
+        ),
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot write plot file '{}'", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Draws `series` as a line chart and writes it to `path` as SVG.
+pub fn line_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    opts: &PlotOptions,
+) -> Result<()> {
+    let svg = line_chart_svg(title, x_label, y_label, series, opts)?;
+    std::fs::write(path, svg)
+        .with_context(|| format!("cannot write plot file '{}'", path.display()))
+}
+
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+];
+
+/// Maps a value onto the drawn axis (log10 for a log axis).
+fn axis(v: f64, log: bool) -> f64 {
+    if log {
+        v.log10()
+    } else {
+        v
+    }
+}
+
+/// A tick label for an axis position.
+fn tick(v: f64, log: bool) -> String {
+    let x = if log { 10f64.powf(v) } else { v };
+    let a = x.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 1e6 {
+        format!("{:.3e}", x)
+    } else if a >= 100.0 || (x - x.round()).abs() < 1e-9 {
+        format!("{:.0}", x)
+    } else if a >= 1.0 {
+        format!("{:.2}", x)
+    } else {
+        format!("{:.3}", x)
+    }
+}
+
+/// Like [`line_chart`] but returns the SVG document.
+pub fn line_chart_svg(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    opts: &PlotOptions,
+) -> Result<String> {
+    let all_x = series.iter().flat_map(|s| {
+        s.points
+            .iter()
+            .map(|p| p.0)
+            .chain(s.skipped.iter().copied())
+    });
+    let all_y = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    if series.iter().any(|s| {
+        s.points
+            .iter()
+            .any(|p| !p.0.is_finite() || !p.1.is_finite())
+            || s.skipped.iter().any(|x| !x.is_finite())
+    }) {
+        bail!("plot '{title}': a point is not a finite number");
+    }
+    if opts.log_x && all_x.clone().any(|x| x <= 0.0) {
+        bail!("plot '{title}': a logarithmic x axis needs x > 0");
+    }
+    if opts.log_y && all_y.clone().any(|y| y <= 0.0) {
+        bail!("plot '{title}': a logarithmic y axis needs y > 0");
+    }
+    let (mut x0, mut x1) = minmax(all_x.map(|x| axis(x, opts.log_x))).unwrap_or((0.0, 1.0));
+    let (mut y0, mut y1) = minmax(all_y.map(|y| axis(y, opts.log_y))).unwrap_or((0.0, 1.0));
+    if opts.y_from_zero && !opts.log_y {
+        y0 = y0.min(0.0);
+    }
+    pad(&mut x0, &mut x1, 0.03);
+    pad(&mut y0, &mut y1, 0.06);
+
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (opts.width, opts.height)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 24))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(70)
+            .build_cartesian_2d(Axis::new(x0, x1, opts.log_x), Axis::new(y0, y1, opts.log_y))
+            .map_err(draw_err)?;
+        let (lx, ly) = (opts.log_x, opts.log_y);
+        let xf = move |v: &f64| tick(*v, lx);
+        let yf = move |v: &f64| tick(*v, ly);
+        chart
+            .configure_mesh()
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .x_label_formatter(&xf)
+            .y_label_formatter(&yf)
+            .bold_line_style(RGBColor(225, 225, 225))
+            .draw()
+            .map_err(draw_err)?;
+        for (i, s) in series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let pts: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .map(|&(x, y)| (axis(x, lx), axis(y, ly)))
+                .collect();
+            let label = if s.skipped.is_empty() {
+                s.name.clone()
+            } else {
+                format!("{} ({} skipped: x)", s.name, s.skipped.len())
+            };
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(draw_err)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(draw_err)?;
+            chart
+                .draw_series(
+                    s.skipped
+                        .iter()
+                        .map(|&x| Cross::new((axis(x, lx), y0), 6, color.stroke_width(2))),
+                )
+                .map_err(draw_err)?;
+        }
+        if !series.is_empty() {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 14))
+                .draw()
+                .map_err(draw_err)?;
+        }
+        root.present().map_err(draw_err)?;
+    }
+    Ok(out)
+}
+
+/// A linear axis in drawn units (log10 of the value on a log axis) with our own tick choice.
+struct Axis {
+    lo: f64,
+    hi: f64,
+    ticks: Vec<f64>,
+}
+
+impl Axis {
+    fn new(lo: f64, hi: f64, log: bool) -> Self {
+        Axis {
+            lo,
+            hi,
+            ticks: ticks(lo, hi, log),
+        }
+    }
+}
+
+impl plotters::coord::ranged1d::Ranged for Axis {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        let f = (v - self.lo) / (self.hi - self.lo);
+        limit.0 + (f * (limit.1 - limit.0) as f64).round() as i32
+    }
+
+    fn key_points<H: plotters::coord::ranged1d::KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        // Light grid lines: none; bold ones: our ticks.
+        if hint.max_num_points() == 0 || hint.bold_points() == 0 {
+            return Vec::new();
+        }
+        self.ticks.clone()
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+/// Tick positions (in drawn-axis units): integer powers of ten (and 2x, 5x when the range is
+/// short) on a log axis, multiples of 1, 2 or 5 x 10^k on a linear one; about 5 to 10 of them.
+fn ticks(lo: f64, hi: f64, log: bool) -> Vec<f64> {
+    if log {
+        let mut v = Vec::new();
+        let mults: &[f64] = if hi - lo <= 2.0 {
+            &[1.0, 2.0, 5.0]
+        } else {
+            &[1.0]
+        };
+        let mut e = lo.floor();
+        while e <= hi.ceil() {
+            for m in mults {
+                let t = e + m.log10();
+                if t >= lo && t <= hi {
+                    v.push(t);
+                }
+            }
+            e += 1.0;
+        }
+        if v.len() >= 2 {
+            return v;
+        }
+        // Less than a decade: fall back to linear ticks in value space.
+        let (a, b) = (10f64.powf(lo), 10f64.powf(hi));
+        return ticks(a, b, false)
+            .into_iter()
+            .filter(|x| *x > 0.0)
+            .map(f64::log10)
+            .collect();
+    }
+    let span = hi - lo;
+    if span <= 0.0 || !span.is_finite() {
+        return vec![lo];
+    }
+    let raw = span / 8.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| span / s <= 8.0)
+        .unwrap_or(10.0 * mag);
+    let mut v = Vec::new();
+    let mut t = (lo / step).ceil() * step;
+    while t <= hi + step * 1e-9 {
+        v.push(if t.abs() < step * 1e-9 { 0.0 } else { t });
+        t += step;
+    }
+    v
+}
+
+fn minmax(it: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    it.fold(None, |acc, v| match acc {
+        None => Some((v, v)),
+        Some((a, b)) => Some((a.min(v), b.max(v))),
+    })
+}
+
+fn pad(lo: &mut f64, hi: &mut f64, frac: f64) {
+    if *hi - *lo < 1e-12 {
+        let d = if lo.abs() > 1e-12 {
+            lo.abs() * 0.1
+        } else {
+            1.0
+        };
+        *lo -= d;
+        *hi += d;
+    } else {
+        let d = (*hi - *lo) * frac;
+        *lo -= d;
+        *hi += d;
+    }
+}
+
+fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("cannot draw plot: {e:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<Series> {
+        let mut a = Series::new("iterative", vec![(10.0, 30.1), (20.0, 60.2)]);
+        a.skipped = vec![50.0, 100.0];
+        vec![
+            a,
+            Series::new(
+                "epoll",
+                vec![(10.0, 3.0), (20.0, 3.0), (50.0, 3.01), (100.0, 3.02)],
+            ),
+        ]
+    }
+
+    #[test]
+    fn svg_has_labels_and_legend() {
+        let svg = line_chart_svg(
+            "wall",
+            "clients",
+            "seconds",
+            &sample(),
+            &PlotOptions::default(),
+        )
+        .unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..80]);
+        assert!(svg.trim_end().ends_with("</svg>"));
+        for s in [
+            "wall",
+            "clients",
+            "seconds",
+            "epoll",
+            "iterative (2 skipped: x)",
+        ] {
+            assert!(svg.contains(s), "missing {s}");
+        }
+        // One polyline per series (plus the legend samples).
+        assert!(svg.matches("<polyline").count() >= 2);
+    }
+
+    #[test]
+    fn log_axes_and_bad_values() {
+        let o = PlotOptions {
+            log_x: true,
+            log_y: true,
+            ..PlotOptions::default()
+        };
+        let svg = line_chart_svg("t", "x", "y", &sample(), &o).unwrap();
+        // plotters puts each text on its own line.
+        assert!(
+            svg.contains("\n100\n") && svg.contains("\n10\n"),
+            "log ticks"
+        );
+        assert_eq!(ticks(0.0, 3.0, true), vec![0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(ticks(0.0, 10.0, false).len(), 6);
+        let bad = vec![Series::new("z", vec![(0.0, 1.0)])];
+        assert!(line_chart_svg("t", "x", "y", &bad, &o).is_err());
+        let nan = vec![Series::new("z", vec![(1.0, f64::NAN)])];
+        assert!(line_chart_svg("t", "x", "y", &nan, &PlotOptions::default()).is_err());
+        // Empty and single-point charts still render.
+        assert!(line_chart_svg("t", "x", "y", &[], &PlotOptions::default()).is_ok());
+        let one = vec![Series::new("one", vec![(5.0, 5.0)])];
+        assert!(line_chart_svg("t", "x", "y", &one, &PlotOptions::default()).is_ok());
+    }
+
+    #[test]
+    fn output_checks() {
+        assert!(check_output(Path::new("/nonexistent-dir/x.svg")).is_err());
+        assert!(check_output(Path::new("plot.png")).is_err());
+        let dir = std::env::temp_dir().join(format!("netcore-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("a.svg");
+        check_output(&p).unwrap();
+        assert!(!p.exists(), "the probe file is removed again");
+        line_chart(&p, "t", "x", "y", &sample(), &PlotOptions::default()).unwrap();
+        assert!(std::fs::read_to_string(&p).unwrap().contains("epoll"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
