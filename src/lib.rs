@@ -11,5 +11,6 @@ pub mod server;
 pub mod sys;
 pub mod stats;
 pub mod task;
+pub mod traffic;
 pub mod udp;
 pub mod units;

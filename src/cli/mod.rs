@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 pub mod common;
 pub mod serve;
+pub mod traffic;
 pub mod udp;
 
 #[derive(Parser, Debug)]
@@ -26,6 +27,7 @@ pub struct Cli {
 pub enum Command {
     Blast(udp::BlastArgs),
     Recv(udp::RecvArgs),
+    Traffic(traffic::TrafficArgs),
     /// Run a TCP server (task or echo protocol) with one of the concurrency models
     Serve(serve::ServeArgs),
 }
@@ -57,6 +59,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Blast(a) => udp::blast(a),
         Command::Recv(a) => udp::recv(a),
+        Command::Traffic(a) => traffic::run(a),
         Command::Serve(a) => serve::run(&a),
     }
 }

@@ -1,0 +1,134 @@
+//! The traffic report: per-interval samples and per-flow totals.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{Counters, Flow};
+use crate::stats::table::Table;
+use crate::stats::Report;
+use crate::units::{fmt_bits_per_sec, fmt_bytes_short};
+
+pub const SCHEMA: &str = "netcore.traffic.v1";
+
+/// What one flow's client received in one interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FlowInterval {
+    pub bytes: u64,
+    pub msgs: u64,
+}
+
+/// One monitor sample.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sample {
+    /// Index of the interval, from 1.
+    pub n: u64,
+    /// Seconds since the start at the end of this interval.
+    pub t: f64,
+    pub flows: BTreeMap<Flow, FlowInterval>,
+}
+
+/// Totals of one flow.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FlowTotals {
+    #[serde(flatten)]
+    pub counters: Counters,
+    /// Sent but not received (UDP loss; zero for TCP).
+    pub lost_msgs: u64,
+    pub recv_bits_per_sec: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrafficReport {
+    pub schema: &'static str,
+    pub seed: u64,
+    pub duration_s: f64,
+    pub interval_s: f64,
+    pub min_size: usize,
+    pub max_size: usize,
+    pub pace: String,
+    pub intervals: Vec<Sample>,
+    pub totals: BTreeMap<Flow, FlowTotals>,
+}
+
+impl TrafficReport {
+    /// The line printed per interval, in the spirit of the tutorial this grew from:
+    /// `second 3: TCP=1.2 KB, UDP=0.9 KB (messages TCP=3, UDP=3; UDP lost so far 0)`.
+    pub fn interval_line(s: &Sample, interval_s: f64, udp_lost_so_far: Option<u64>) -> String {
+        let label = if (interval_s - 1.0).abs() < 1e-9 {
+            format!("second {}", s.n)
+        } else {
+            format!("t={:.2}s", s.t)
+        };
+        let bytes: Vec<String> = s
+            .flows
+            .iter()
+            .map(|(f, v)| format!("{}={}", f.name(), fmt_bytes_short(v.bytes)))
+            .collect();
+        let msgs: Vec<String> = s
+            .flows
+            .iter()
+            .map(|(f, v)| format!("{}={}", f.name(), v.msgs))
+            .collect();
+        let mut line = format!(
+            "{label}: {} (messages {}",
+            bytes.join(", "),
+            msgs.join(", ")
+        );
+        if let Some(l) = udp_lost_so_far {
+            line.push_str(&format!("; UDP sent but not received so far {l}"));
+        }
+        line.push(')');
+        line
+    }
+}
+
+impl Report for TrafficReport {
+    fn to_table(&self) -> String {
+        let mut t = Table::new([
+            "flow",
+            "sent msgs",
+            "sent bytes",
+            "received msgs",
+            "received bytes",
+            "lost msgs",
+            "received rate",
+        ]);
+        for (f, v) in &self.totals {
+            t.row([
+                f.name().to_string(),
+                v.counters.sent_msgs.to_string(),
+                v.counters.sent_bytes.to_string(),
+                v.counters.recv_msgs.to_string(),
+                v.counters.recv_bytes.to_string(),
+                v.lost_msgs.to_string(),
+                fmt_bits_per_sec(v.recv_bits_per_sec),
+            ]);
+        }
+        format!(
+            "netcore traffic: {:.1} s, messages of {}..{} bytes, {}, seed {}\n{}",
+            self.duration_s,
+            self.min_size,
+            self.max_size,
+            self.pace,
+            self.seed,
+            t.render()
+        )
+    }
+
+    fn to_csv(&self) -> String {
+        let mut t = Table::new(["interval", "t", "flow", "bytes", "msgs"]);
+        for s in &self.intervals {
+            for (f, v) in &s.flows {
+                t.row([
+                    s.n.to_string(),
+                    format!("{:.3}", s.t),
+                    f.name().to_string(),
+                    v.bytes.to_string(),
+                    v.msgs.to_string(),
+                ]);
+            }
+        }
+        t.to_csv()
+    }
+}
