@@ -332,3 +332,20 @@ fn port_in_use() {
     let addr = holder.local_addr().unwrap().to_string();
     bad(&["recv", "--listen", &addr], "already in use");
 }
+
+#[test]
+fn blast_plot_and_bad_plot_path() {
+    let svg = std::env::temp_dir().join(format!("netcore-blast-{}.svg", std::process::id()));
+    let (st, _out, err) = run(
+        &["blast", "--count", "20000", "--plot", svg.to_str().unwrap()],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let _ = std::fs::remove_file(&svg);
+    assert!(text.contains("received") && text.contains("Gbit/s") && text.contains("</svg>"));
+    bad(
+        &["blast", "--count", "10", "--plot", "/nonexistent/x.svg"],
+        "cannot write plot file",
+    );
+}

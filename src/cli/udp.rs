@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use super::common::PinArgs;
+use crate::stats::plot::{self, PlotOptions, Series};
 use crate::stats::{Format, Report};
 use crate::sys::{affinity, signal};
 use crate::udp::control::Plan;
@@ -88,6 +89,9 @@ pub struct BlastArgs {
     /// Print the final report as CSV
     #[arg(long)]
     pub csv: bool,
+    /// Plot sent and received throughput per interval (SVG)
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub pin: PinArgs,
 }
@@ -170,6 +174,9 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         (_, _, Some(n)) => Plan::Count(n),
         _ => Plan::TimeNs(10_000_000_000),
     };
+    if let Some(p) = &a.plot {
+        plot::check_output(p)?;
+    }
     signal::install()?;
     let format = Format::from_flags(a.json, a.csv);
     let ncpu = affinity::available_cpus();
@@ -240,8 +247,34 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         let _ = h.join();
     }
     let report = report?;
+    if let Some(p) = &a.plot {
+        plot_intervals(p, &report)?;
+    }
     out(&report.render(format))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sent and received Gbit/s per interval; a run shorter than one interval plots its average.
+fn plot_intervals(path: &std::path::Path, r: &UdpReport) -> Result<()> {
+    let (sent, recv): (Vec<_>, Vec<_>) = if r.intervals.is_empty() {
+        (
+            vec![(r.sender.elapsed_s, r.sender.rate_bps / 1e9)],
+            vec![(r.receiver.duration_s, r.receiver.goodput_bps / 1e9)],
+        )
+    } else {
+        r.intervals
+            .iter()
+            .map(|i| ((i.t, i.sent_bps / 1e9), (i.t, i.received_bps / 1e9)))
+            .unzip()
+    };
+    plot::line_chart(
+        path,
+        &format!("netcore blast: {}-byte datagrams to {}", r.len, r.target),
+        "time (s)",
+        "Gbit/s",
+        &[Series::new("sent", sent), Series::new("received", recv)],
+        &PlotOptions::default(),
+    )
 }
 
 pub fn recv(a: RecvArgs) -> Result<ExitCode> {

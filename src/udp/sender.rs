@@ -373,6 +373,23 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
             other => bail!("expected Report from the receiver, got {other:?}"),
         }
     };
+    // The last, partial interval: from the last line to the end, so that the interval rows
+    // add up to the totals.
+    let unique = receiver.accounting.unique;
+    if !intervals.is_empty() && (prev_sent != res.sent || prev_recv != unique) {
+        let t = res.elapsed.as_secs_f64().max(prev_t + 1e-3);
+        let bits = |n: u64| n as f64 * opts.len as f64 * 8.0 / (t - prev_t);
+        let row = IntervalRow {
+            t,
+            sent: res.sent,
+            sent_bps: bits(res.sent - prev_sent),
+            received: unique,
+            received_bps: bits(unique.saturating_sub(prev_recv)),
+            lost_so_far: receiver.accounting.lost,
+        };
+        intervals.push(row);
+        on_interval(&row);
+    }
     let secs = res.elapsed.as_secs_f64().max(1e-9);
     Ok(UdpReport {
         schema: SCHEMA.into(),
