@@ -2,7 +2,7 @@
 //!
 //! Pure cores (wire format, sequence tracker, pacer, control messages, task sessions, reports)
 //! sit beside thin drivers that move bytes between sockets and those cores. All `unsafe` code
-//! is in [`sys`] (and the io_uring backend).
+//! is in [`sys`] (and the io_uring backend, `uring`).
 
 pub mod cli;
 pub mod reactor;
@@ -14,3 +14,5 @@ pub mod task;
 pub mod traffic;
 pub mod udp;
 pub mod units;
+#[cfg(feature = "uring")]
+pub mod uring;

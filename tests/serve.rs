@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const MODELS: [&str; 5] = ["iterative", "fork", "thread", "pool", "epoll"];
+const MODELS: [&str; 6] = ["iterative", "fork", "thread", "pool", "epoll", "uring"];
 const T: Duration = Duration::from_secs(20);
 
 struct Server {
@@ -242,9 +242,18 @@ fn iterative_makes_the_second_client_wait() {
 
 #[test]
 fn epoll_holds_2000_idle_connections_and_serves_active_ones() {
+    holds_2000_idle_connections("epoll");
+}
+
+#[test]
+fn uring_holds_2000_idle_connections_and_serves_active_ones() {
+    holds_2000_idle_connections("uring");
+}
+
+fn holds_2000_idle_connections(model: &str) {
     let lim = netcore::sys::raise_nofile(8192).unwrap();
     assert!(lim >= 4200, "RLIMIT_NOFILE hard limit too low: {lim}");
-    let srv = Server::start(&["--model", "epoll"]);
+    let srv = Server::start(&["--model", model]);
     let idle: Vec<TcpStream> = (0..2000).map(|_| srv.connect()).collect();
     let addr = srv.addr;
     let workers: Vec<_> = (0..20)
@@ -385,6 +394,103 @@ fn faults_thread() {
 #[test]
 fn faults_fork() {
     faults("fork");
+}
+
+#[test]
+fn faults_uring() {
+    faults("uring");
+}
+
+/// The uring model alone through the same conversation and echo checks as every model (the
+/// all-model tests above include it too; this one runs by itself with `cargo test uring`).
+#[test]
+fn uring_conformance() {
+    let srv = Server::start(&["--model", "uring"]);
+    let mut c = srv.connect();
+    c.write_all(SCRIPT).unwrap();
+    assert_eq!(read_to_end(&mut c), expected());
+    let mut c = srv.connect();
+    for piece in SCRIPT.chunks(7) {
+        c.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(read_to_end(&mut c), expected());
+    drop(c);
+    let totals = srv.stop();
+    assert!(totals.contains("connections=2"), "{totals}");
+    let srv = Server::start(&["--model", "uring", "--proto", "echo"]);
+    let mut c = srv.connect();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13) as u8).collect();
+    let d2 = data.clone();
+    let mut w = c.try_clone().unwrap();
+    let t = std::thread::spawn(move || {
+        w.write_all(&d2).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    assert!(read_to_end(&mut c) == data, "uring: echo differs");
+    t.join().unwrap();
+    srv.stop();
+}
+
+#[test]
+fn uring_unavailable_gives_one_line_naming_the_cause() {
+    let out = Command::new(env!("CARGO_BIN_EXE_netcore"))
+        .args(["serve", "--model", "uring", "--listen", "127.0.0.1:0"])
+        .env("NETCORE_URING", "off")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "announced before failing");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("io_uring unavailable: disabled by NETCORE_URING=off")
+            && err.contains("--model epoll"),
+        "{err}"
+    );
+}
+
+/// SIGTERM with connections open and operations in flight (multishot receives, a SLEEP
+/// timeout, a CPU job in the pool, a client that does not read): cancel, drain, exit 0.
+#[test]
+fn uring_shuts_down_with_operations_in_flight() {
+    let srv = Server::start(&["--model", "uring", "--workers", "1"]);
+    let idle: Vec<TcpStream> = (0..50).map(|_| srv.connect()).collect();
+    let mut sleeper = srv.connect();
+    sleeper
+        .write_all(
+            b"SLEEP 30000
+",
+        )
+        .unwrap();
+    let mut hasher = srv.connect();
+    hasher
+        .write_all(
+            b"HASH 10000000 x
+HASH 10000000 y
+",
+        )
+        .unwrap();
+    let mut hog = srv.connect();
+    let line = b"ECHO xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n".repeat(4000);
+    hog.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    for _ in 0..20 {
+        if hog.write_all(&line).is_err() {
+            break; // the server stopped reading: its output is backed up
+        }
+    }
+    let mut c = srv.connect();
+    let st = ask(&mut c, "STATS\n");
+    assert!(st.contains("server_active=54"), "{st}");
+    let t0 = Instant::now();
+    let totals = srv.stop();
+    assert!(t0.elapsed() < Duration::from_secs(5), "slow shutdown");
+    assert!(totals.contains("connections=54"), "{totals}");
+    // The sockets were closed by the server.
+    assert_eq!(read_to_end(&mut sleeper), b"");
+    drop(idle);
 }
 
 fn netcore_err(args: &[&str]) -> String {

@@ -32,8 +32,8 @@ pub struct ServeArgs {
     /// Address to listen on (port 0: any free port, printed on startup)
     #[arg(long, default_value = "127.0.0.1:7000")]
     pub listen: SocketAddr,
-    /// pool: connection worker threads (default 4 per CPU); epoll: threads for offloaded
-    /// HASH jobs (default 1 per CPU)
+    /// pool: connection worker threads (default 4 per CPU); epoll, uring: threads for
+    /// offloaded HASH jobs (default 1 per CPU)
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub workers: Option<u32>,
     /// Most connections served at once (others wait in the listen queue)
@@ -71,8 +71,10 @@ impl ServeArgs {
         if self.reactors != 1 && self.model != Model::Epoll {
             bail!("--reactors applies to --model epoll only");
         }
-        if self.workers.is_some() && !matches!(self.model, Model::Pool | Model::Epoll) {
-            bail!("--workers applies to --model pool and --model epoll only");
+        if self.workers.is_some()
+            && !matches!(self.model, Model::Pool | Model::Epoll | Model::Uring)
+        {
+            bail!("--workers applies to --model pool, epoll and uring only");
         }
         let workers = match (self.workers, self.model) {
             (Some(w), _) => w as usize,
@@ -93,7 +95,7 @@ impl ServeArgs {
                     ProtoArg::Echo => Proto::Echo,
                 },
                 max_line: self.max_line,
-                offload_rounds: if self.model == Model::Epoll {
+                offload_rounds: if matches!(self.model, Model::Epoll | Model::Uring) {
                     DEFAULT_OFFLOAD_ROUNDS
                 } else {
                     u64::MAX

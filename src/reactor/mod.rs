@@ -100,6 +100,19 @@ impl Key {
         }
     }
 
+    /// The key as one integer (the token's value), e.g. for an io_uring `user_data` tag.
+    pub fn to_u64(self) -> u64 {
+        ((self.gen as u64) << 32) | self.index as u64
+    }
+
+    /// The key back from [`Key::to_u64`].
+    pub fn from_u64(v: u64) -> Key {
+        Key {
+            index: v as u32,
+            gen: (v >> 32) as u32,
+        }
+    }
+
     /// The slot index (dense, reused): handy to index per-connection side tables.
     pub fn index(self) -> usize {
         self.index as usize

@@ -79,8 +79,20 @@ struct Conn {
     last_active: Instant,
 }
 
+/// Where the pool delivers a finished job's result: a reactor's [`Mailbox`], or a ring's
+/// notifier (the `uring` model).
+pub trait Deliver: Send + Sync {
+    fn deliver(&self, key: Key, result: u64);
+}
+
+impl Deliver for Mailbox<(Key, u64)> {
+    fn deliver(&self, key: Key, result: u64) {
+        self.post((key, result));
+    }
+}
+
 /// A CPU job for the pool: where to post the result, for which connection.
-type Job = (Arc<Mailbox<(Key, u64)>>, Key, CpuJob);
+type Job = (Arc<dyn Deliver>, Key, CpuJob);
 
 /// Threads running offloaded `HASH` jobs for all reactors.
 pub struct CpuPool {
@@ -99,7 +111,7 @@ impl CpuPool {
                 .spawn(move || loop {
                     let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                     match job {
-                        Ok((mb, key, job)) => mb.post((key, job.run())),
+                        Ok((to, key, job)) => to.deliver(key, job.run()),
                         Err(_) => return,
                     }
                 })
@@ -108,8 +120,13 @@ impl CpuPool {
         Ok(Arc::new(CpuPool { tx: Mutex::new(tx) }))
     }
 
-    fn submit(&self, job: Job) {
-        let _ = self.tx.lock().unwrap_or_else(|p| p.into_inner()).send(job);
+    /// Runs `job` on a worker; its result goes to `to`, for `key`.
+    pub fn submit(&self, to: Arc<dyn Deliver>, key: Key, job: CpuJob) {
+        let _ = self
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send((to, key, job));
     }
 }
 
@@ -215,7 +232,7 @@ impl Server {
                         false
                     }
                     Step::Cpu(job) => {
-                        pool.submit((mb.clone(), key, job));
+                        pool.submit(mb.clone(), key, job);
                         false
                     }
                     Step::Pending => false,

@@ -7,15 +7,18 @@
 //! | `thread` | a thread per connection (small stacks), at most `--max-conns` at once |
 //! | `pool` | `--workers` threads take accepted connections from a bounded queue |
 //! | `epoll` | `--reactors` event loops ([`crate::reactor`]), one `SO_REUSEPORT` listener each; `SLEEP` is a timer, big `HASH` jobs go to a `--workers` CPU pool |
+//! | `uring` | one io_uring ring ([`crate::uring`]): multishot accept and receive, batched submission; `SLEEP` is a ring timeout, big `HASH` jobs go to the same CPU pool (woken through an eventfd read on the ring) |
 //!
 //! The blocking models share [`blocking::serve_conn`] (`SLEEP` sleeps the thread, CPU work runs
-//! inline); the reactor model is in [`epoll`]. All of them count into one set of
+//! inline); the reactor model is in [`epoll`], the completion model in `uring`. All of them count into one set of
 //! [`Counters`](crate::task::Counters), kept in memory shared across `fork`, and print the
 //! totals when SIGINT/SIGTERM arrives.
 
 pub mod blocking;
 pub mod epoll;
 mod models;
+#[cfg(feature = "uring")]
+pub mod uring;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -33,6 +36,7 @@ pub enum Model {
     Thread,
     Pool,
     Epoll,
+    Uring,
 }
 
 impl Model {
@@ -43,6 +47,7 @@ impl Model {
             Model::Thread => "thread",
             Model::Pool => "pool",
             Model::Epoll => "epoll",
+            Model::Uring => "uring",
         }
     }
 }
@@ -110,6 +115,12 @@ pub fn run(cfg: &ServeConfig) -> Result<Totals> {
     };
     match cfg.model {
         Model::Epoll => epoll::run(cfg, shared),
+        #[cfg(feature = "uring")]
+        Model::Uring => uring::run(cfg, shared),
+        #[cfg(not(feature = "uring"))]
+        Model::Uring => anyhow::bail!(
+            "io_uring unavailable: netcore was built without the `uring` feature; use --model epoll"
+        ),
         _ => models::run_blocking(cfg, shared),
     }
 }

@@ -59,7 +59,7 @@ pub(super) fn run_blocking(cfg: &ServeConfig, sh: Shared) -> Result<Totals> {
         Model::Fork => fork_model(&listener, &sh, &children),
         Model::Thread => thread_model(&listener, &sh, &cfg.cpus),
         Model::Pool => pool_model(&listener, &sh, cfg.workers, &cfg.cpus)?,
-        Model::Epoll => unreachable!("epoll is not a blocking model"),
+        Model::Epoll | Model::Uring => unreachable!("not a blocking model"),
     }
     Ok(counters.snapshot())
 }

@@ -1,0 +1,466 @@
+//! [`Ring`]: the owner of an io_uring instance, its in-flight operations and their buffers
+//! (see the [module docs](super) for the ownership rules).
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
+
+use super::bufring::BufRing;
+use super::Unavailable;
+
+/// `user_data` of operations whose completion nobody waits for (cancel requests).
+const UD_IGNORE: u64 = u64::MAX;
+/// Buffer group id of the provided-buffer ring.
+const BGID: u16 = 0;
+
+/// Names one in-flight operation (its slot in the operation slab). Valid until the operation's
+/// final completion; after that the slot may name another operation, so drop ids on completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OpId(u32);
+
+/// What this kernel and ring can do, found at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// The setup flags the kernel accepted.
+    pub setup: &'static str,
+    /// Multishot accept (Linux 5.19).
+    pub multishot_accept: bool,
+    /// Multishot recv/recvmsg with the provided-buffer ring (Linux 6.0, and the ring registered).
+    pub multishot_recv: bool,
+    /// `SEND_ZC` (Linux 6.0).
+    pub send_zc: bool,
+}
+
+/// Counters of the ring's work (for reports and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingStats {
+    /// `io_uring_enter` calls made.
+    pub enters: u64,
+    /// Operations submitted (cancel requests included).
+    pub submitted: u64,
+    /// Completions reaped (cancel results included).
+    pub completions: u64,
+}
+
+/// One completion, handed to the driver by [`Ring::reap`].
+#[derive(Debug)]
+pub struct Completion {
+    pub id: OpId,
+    /// The tag the operation was submitted with.
+    pub tag: u64,
+    /// The kernel's result: a count or fd (`>= 0`) or `-errno`.
+    pub res: i32,
+    /// The operation is still in flight (a multishot operation that will post more).
+    pub more: bool,
+    /// The provided buffer holding received data (read it with [`Ring::provided`], then give it
+    /// back with [`Ring::recycle`]).
+    pub bid: Option<u16>,
+    /// The operation's own buffer, handed back with its final completion.
+    pub buf: Option<Vec<u8>>,
+}
+
+/// Memory an operation owns while in flight.
+struct InFlight {
+    tag: u64,
+    buf: Option<Vec<u8>>,
+    ts: Option<Box<types::Timespec>>,
+}
+
+/// An io_uring instance and everything the kernel may touch through it.
+pub struct Ring {
+    // Field order matters for nothing: `Drop` drains the ring before anything is freed.
+    ring: IoUring,
+    ops: Vec<Option<InFlight>>,
+    free: Vec<u32>,
+    live: usize,
+    bufs: Option<BufRing>,
+    caps: Caps,
+    /// Completions copied out of the queue early (when the submission queue was full).
+    backlog: Vec<cqueue::Entry>,
+    stats: RingStats,
+}
+
+/// Opcodes every driver needs, with their names for the error message.
+const REQUIRED: &[(u8, &str)] = &[
+    (opcode::Accept::CODE, "ACCEPT"),
+    (opcode::Recv::CODE, "RECV"),
+    (opcode::Send::CODE, "SEND"),
+    (opcode::RecvMsg::CODE, "RECVMSG"),
+    (opcode::SendMsg::CODE, "SENDMSG"),
+    (opcode::Read::CODE, "READ"),
+    (opcode::PollAdd::CODE, "POLL_ADD"),
+    (opcode::Timeout::CODE, "TIMEOUT"),
+    (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+];
+
+fn build(entries: u32) -> Result<(IoUring, &'static str), io::Error> {
+    let mut b = IoUring::builder();
+    b.setup_single_issuer().setup_defer_taskrun();
+    if let Ok(r) = b.build(entries) {
+        return Ok((r, "single_issuer+defer_taskrun"));
+    }
+    let mut b = IoUring::builder();
+    b.setup_coop_taskrun();
+    if let Ok(r) = b.build(entries) {
+        return Ok((r, "coop_taskrun"));
+    }
+    IoUring::builder().build(entries).map(|r| (r, "none"))
+}
+
+impl Ring {
+    /// Sets up a ring of `entries` submission slots, probes it, and registers `bufs` =
+    /// (count, size) provided buffers for multishot receives where the kernel has them.
+    ///
+    /// The ring is tied to the calling thread where `SINGLE_ISSUER` was accepted: use it only
+    /// from the thread that created it.
+    pub fn new(entries: u32, bufs: Option<(u16, usize)>) -> Result<Ring, Unavailable> {
+        if let Some(off) = super::forced_off() {
+            return Err(off);
+        }
+        let (ring, setup) = build(entries).map_err(|e| Unavailable::from_setup(&e))?;
+        let mut probe = Probe::new();
+        ring.submitter()
+            .register_probe(&mut probe)
+            .map_err(|e| Unavailable::new(format!("cannot probe opcodes ({e}; Linux < 5.6)")))?;
+        if let Some((_, name)) = REQUIRED.iter().find(|(c, _)| !probe.is_supported(*c)) {
+            return Err(Unavailable::new(format!(
+                "the kernel lacks the {name} opcode (Linux 5.19 or later needed)"
+            )));
+        }
+        if !ring.params().is_feature_ext_arg() {
+            return Err(Unavailable::new(
+                "the kernel lacks IORING_FEAT_EXT_ARG (Linux 5.11 or later needed)",
+            ));
+        }
+        // SEND_ZC came with Linux 6.0, as did multishot recv; multishot accept and the
+        // provided-buffer ring with 5.19 (the registration itself tells).
+        let v6 = probe.is_supported(opcode::SendZc::CODE);
+        let bufs = match bufs {
+            Some((count, size)) => BufRing::new(&ring.submitter(), count, size, BGID).ok(),
+            None => None,
+        };
+        let caps = Caps {
+            setup,
+            multishot_accept: v6 || bufs.is_some(),
+            multishot_recv: v6 && bufs.is_some(),
+            send_zc: v6,
+        };
+        Ok(Ring {
+            ring,
+            ops: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            bufs,
+            caps,
+            backlog: Vec::new(),
+            stats: RingStats::default(),
+        })
+    }
+
+    pub fn caps(&self) -> Caps {
+        self.caps
+    }
+
+    pub fn stats(&self) -> RingStats {
+        self.stats
+    }
+
+    /// Operations in flight (submitted or queued, final completion not yet reaped).
+    pub fn in_flight(&self) -> usize {
+        self.live
+    }
+
+    /// Size of each provided buffer (0 without a buffer ring).
+    pub fn provided_size(&self) -> usize {
+        self.bufs.as_ref().map_or(0, |b| b.buf_size())
+    }
+
+    fn alloc(&mut self, op: InFlight) -> OpId {
+        self.live += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.ops[i as usize] = Some(op);
+                OpId(i)
+            }
+            None => {
+                self.ops.push(Some(op));
+                OpId((self.ops.len() - 1) as u32)
+            }
+        }
+    }
+
+    /// Queues `sqe`; enters the kernel early only if the submission queue is full.
+    ///
+    /// # Safety
+    /// Every pointer in `sqe` must stay valid until the operation's final completion (it points
+    /// into memory owned by the operation's slot, by the buffer ring or by the ring itself).
+    unsafe fn push(&mut self, sqe: squeue::Entry) {
+        self.stats.submitted += 1;
+        loop {
+            // SAFETY: the caller guarantees the pointers in `sqe` outlive the operation.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                return;
+            }
+            self.stats.enters += 1;
+            if self.ring.submit().is_err() {
+                // The completion queue is backed up (EBUSY): move completions out of the way.
+                self.backlog.extend(self.ring.completion());
+            }
+        }
+    }
+
+    /// Queues an operation whose SQE is built from the slot's memory by `make`.
+    fn start(
+        &mut self,
+        tag: u64,
+        buf: Option<Vec<u8>>,
+        ts: Option<Box<types::Timespec>>,
+        make: impl FnOnce(&mut InFlight) -> squeue::Entry,
+    ) -> OpId {
+        let mut op = InFlight { tag, buf, ts };
+        // The SQE points into the Vec's heap buffer / the boxed timespec, which do not move
+        // when `op` itself is moved into the slab.
+        let sqe = make(&mut op);
+        let id = self.alloc(op);
+        // SAFETY: the pointers in `sqe` point into `op.buf`'s heap allocation or `op.ts`'s box,
+        // now owned by slot `id` until the operation's final completion (see `reap`), or into
+        // the buffer ring / to fds, which need no memory.
+        unsafe { self.push(sqe.user_data(id.0 as u64)) };
+        id
+    }
+
+    /// Accepts connections on `fd`: multishot where supported (check [`Completion::more`]:
+    /// re-arm when it is false), else one connection per operation.
+    pub fn accept(&mut self, fd: RawFd, tag: u64) -> OpId {
+        let multi = self.caps.multishot_accept;
+        self.start(tag, None, None, |_| {
+            if multi {
+                opcode::AcceptMulti::new(types::Fd(fd))
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+            } else {
+                opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+            }
+        })
+    }
+
+    /// Multishot receive into provided buffers. Only with [`Caps::multishot_recv`].
+    pub fn recv_multi(&mut self, fd: RawFd, tag: u64) -> OpId {
+        debug_assert!(self.caps.multishot_recv);
+        self.start(tag, None, None, |_| {
+            opcode::RecvMulti::new(types::Fd(fd), BGID).build()
+        })
+    }
+
+    /// One receive into `buf` (its full length); the buffer comes back with the completion,
+    /// holding `res` bytes at its start.
+    pub fn recv(&mut self, fd: RawFd, buf: Vec<u8>, tag: u64) -> OpId {
+        self.start(tag, Some(buf), None, |op| {
+            let b = op.buf.as_mut().map_or(&mut [][..], |b| &mut b[..]);
+            let len = b.len().min(u32::MAX as usize) as u32;
+            opcode::Recv::new(types::Fd(fd), b.as_mut_ptr(), len).build()
+        })
+    }
+
+    /// Sends `buf[off..]` (`MSG_NOSIGNAL`); the buffer comes back with the completion.
+    pub fn send(&mut self, fd: RawFd, buf: Vec<u8>, off: usize, tag: u64) -> OpId {
+        self.start(tag, Some(buf), None, |op| {
+            let b = op.buf.as_ref().map_or(&[][..], |b| &b[..]);
+            let b = &b[off.min(b.len())..];
+            let len = b.len().min(u32::MAX as usize) as u32;
+            opcode::Send::new(types::Fd(fd), b.as_ptr(), len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        })
+    }
+
+    /// Reads into `buf` (its full length) from `fd` (an eventfd, a pipe).
+    pub fn read(&mut self, fd: RawFd, buf: Vec<u8>, tag: u64) -> OpId {
+        self.start(tag, Some(buf), None, |op| {
+            let b = op.buf.as_mut().map_or(&mut [][..], |b| &mut b[..]);
+            let len = b.len().min(u32::MAX as usize) as u32;
+            opcode::Read::new(types::Fd(fd), b.as_mut_ptr(), len).build()
+        })
+    }
+
+    /// Completes once `fd` is readable (one shot).
+    pub fn poll_readable(&mut self, fd: RawFd, tag: u64) -> OpId {
+        self.start(tag, None, None, |_| {
+            opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build()
+        })
+    }
+
+    /// Completes (with `-ETIME`) after `after`.
+    pub fn timeout(&mut self, after: Duration, tag: u64) -> OpId {
+        let ts = Box::new(types::Timespec::from(after));
+        self.start(tag, None, Some(ts), |op| {
+            let p: *const types::Timespec = op.ts.as_deref().map_or(std::ptr::null(), |t| t);
+            opcode::Timeout::new(p).build()
+        })
+    }
+
+    /// Asks the kernel to cancel `id`. The operation keeps its buffer until its own completion
+    /// (usually `-ECANCELED`) arrives; cancelling a finished operation is harmless.
+    pub fn cancel(&mut self, id: OpId) {
+        if self.ops.get(id.0 as usize).is_some_and(Option::is_some) {
+            let sqe = opcode::AsyncCancel::new(id.0 as u64)
+                .build()
+                .user_data(UD_IGNORE);
+            // SAFETY: a cancel request carries no pointer.
+            unsafe { self.push(sqe) };
+        }
+    }
+
+    /// Cancels every live operation.
+    pub fn cancel_all(&mut self) {
+        for i in 0..self.ops.len() {
+            if self.ops[i].is_some() {
+                self.cancel(OpId(i as u32));
+            }
+        }
+    }
+
+    /// Submits the queued operations and waits for at least one completion, at most `timeout`
+    /// (`None`: no limit; zero: do not wait). One `io_uring_enter`.
+    pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stats.enters += 1;
+        let want = usize::from(self.backlog.is_empty());
+        let r = match timeout {
+            None => self.ring.submit_and_wait(want),
+            Some(d) => {
+                let ts = types::Timespec::from(d);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(want, &args)
+            }
+        };
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves every available completion into `out` (appending). Slots of finished operations
+    /// are freed here, their buffers handed back in the completion.
+    pub fn reap(&mut self, out: &mut Vec<Completion>) {
+        let Ring {
+            ring,
+            ops,
+            free,
+            live,
+            bufs,
+            backlog,
+            stats,
+            ..
+        } = self;
+        for e in backlog.drain(..).chain(ring.completion()) {
+            stats.completions += 1;
+            let ud = e.user_data();
+            if ud == UD_IGNORE {
+                continue;
+            }
+            let flags = e.flags();
+            let more = cqueue::more(flags);
+            let bid = cqueue::buffer_select(flags);
+            let idx = ud as usize;
+            let (tag, buf) = match ops.get_mut(idx) {
+                Some(slot @ Some(_)) if !more => {
+                    let op = slot.take().unwrap_or_else(|| unreachable!());
+                    free.push(idx as u32);
+                    *live -= 1;
+                    (op.tag, op.buf)
+                }
+                Some(Some(op)) => (op.tag, None),
+                _ => {
+                    // Not ours (cannot happen): give a selected buffer back at least.
+                    if let (Some(b), Some(br)) = (bid, bufs.as_mut()) {
+                        br.recycle(b);
+                    }
+                    continue;
+                }
+            };
+            out.push(Completion {
+                id: OpId(idx as u32),
+                tag,
+                res: e.result(),
+                more,
+                bid,
+                buf,
+            });
+        }
+    }
+
+    /// The data of a provided buffer named by a completion (`len` = its result).
+    pub fn provided(&self, bid: u16, len: usize) -> &[u8] {
+        self.bufs.as_ref().map_or(&[][..], |b| b.get(bid, len))
+    }
+
+    /// Gives a provided buffer back to the kernel (visible at the next [`Ring::flush_buffers`],
+    /// which [`Ring::submit_and_wait`] callers should call once per turn).
+    pub fn recycle(&mut self, bid: u16) {
+        if let Some(b) = self.bufs.as_mut() {
+            b.recycle(bid);
+        }
+    }
+
+    /// Publishes the recycled provided buffers.
+    pub fn flush_buffers(&self) {
+        if let Some(b) = self.bufs.as_ref() {
+            b.publish();
+        }
+    }
+
+    /// Cancels everything and reaps until nothing is in flight or `limit` passes. Completions
+    /// are dropped (their buffers freed, which is now safe). Returns true when fully drained.
+    pub fn drain(&mut self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        let mut done = Vec::new();
+        self.cancel_all();
+        while self.live > 0 {
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            if self.submit_and_wait(Some(end - now)).is_err() {
+                break;
+            }
+            self.reap(&mut done);
+            for c in done.drain(..) {
+                if let Some(b) = c.bid {
+                    self.recycle(b);
+                }
+                if c.more {
+                    // A multishot operation that raced with the cancel: ask again.
+                    self.cancel(c.id);
+                }
+            }
+        }
+        self.live == 0
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if self.live > 0 && !self.drain(Duration::from_secs(2)) {
+            // The kernel still owns some buffers: leak them rather than free memory it may write.
+            for op in self.ops.drain(..).flatten() {
+                std::mem::forget(op);
+            }
+            return; // `bufs` stays registered, so its Drop leaks it too.
+        }
+        if let Some(b) = self.bufs.as_mut() {
+            b.unregister(&self.ring.submitter());
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Ring tests on real sockets. Where the kernel refuses io_uring they check the message and
+//! stop (the serve integration tests force that path explicitly).
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn ring(bufs: Option<(u16, usize)>) -> Option<Ring> {
+    match Ring::new(64, bufs) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            assert!(e.to_string().starts_with("io_uring unavailable: "), "{e}");
+            eprintln!("skipping: {e}");
+            None
+        }
+    }
+}
+
+/// Turns until `n` completions arrived (at most 5 s).
+fn wait(r: &mut Ring, n: usize) -> Vec<Completion> {
+    let mut out = Vec::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while out.len() < n && Instant::now() < end {
+        r.flush_buffers();
+        r.submit_and_wait(Some(Duration::from_millis(100))).unwrap();
+        r.reap(&mut out);
+    }
+    out
+}
+
+#[test]
+fn setup_errors_name_the_cause() {
+    let e = Unavailable::from_setup(&std::io::Error::from_raw_os_error(libc::ENOSYS));
+    assert!(e.to_string().contains("ENOSYS"), "{e}");
+    let e = Unavailable::from_setup(&std::io::Error::from_raw_os_error(libc::ENOMEM));
+    assert!(e.to_string().contains("RLIMIT_MEMLOCK"), "{e}");
+    let e = Unavailable::from_setup(&std::io::Error::from_raw_os_error(libc::EPERM));
+    let s = e.to_string();
+    assert!(
+        s.contains("io_uring_disabled") || s.contains("seccomp"),
+        "{s}"
+    );
+    assert_eq!(s.lines().count(), 1);
+}
+
+#[test]
+fn timeout_fires_and_batches_in_one_enter() {
+    let Some(mut r) = ring(None) else { return };
+    let t0 = Instant::now();
+    r.timeout(Duration::from_millis(30), 7);
+    r.timeout(Duration::from_millis(10), 8);
+    let before = r.stats().enters;
+    let c = wait(&mut r, 2);
+    assert_eq!(c.len(), 2);
+    assert!(c.iter().all(|c| c.res == -libc::ETIME && !c.more));
+    assert!(t0.elapsed() >= Duration::from_millis(30));
+    assert!(r.stats().enters - before <= 4, "{:?}", r.stats());
+    assert_eq!(r.in_flight(), 0);
+}
+
+#[test]
+fn recv_and_send_own_their_buffers() {
+    let Some(mut r) = ring(None) else { return };
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let rid = r.recv(a.as_raw_fd(), vec![0u8; 64], 1);
+    let _ = r.send(a.as_raw_fd(), b"ping".to_vec(), 0, 2);
+    let c = wait(&mut r, 1);
+    assert_eq!((c[0].tag, c[0].res), (2, 4));
+    assert_eq!(c[0].buf.as_deref(), Some(&b"ping"[..]));
+    let mut got = [0u8; 4];
+    b.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    b.write_all(b"pong").unwrap();
+    let c = wait(&mut r, 1);
+    assert_eq!((c[0].id, c[0].res), (rid, 4));
+    assert_eq!(&c[0].buf.as_ref().unwrap()[..4], b"pong");
+}
+
+#[test]
+fn a_cancelled_op_keeps_its_buffer_until_its_completion() {
+    let Some(mut r) = ring(None) else { return };
+    let (a, _b) = UnixStream::pair().unwrap();
+    let id = r.recv(a.as_raw_fd(), vec![0xAB; 4096], 1);
+    r.submit_and_wait(Some(Duration::ZERO)).unwrap();
+    assert_eq!(r.in_flight(), 1);
+    r.cancel(id);
+    assert_eq!(r.in_flight(), 1, "cancel must not free the slot");
+    let c = wait(&mut r, 1);
+    assert_eq!(c[0].res, -libc::ECANCELED);
+    let buf = c[0].buf.as_ref().unwrap();
+    assert!(buf.len() == 4096 && buf.iter().all(|&x| x == 0xAB));
+    assert_eq!(r.in_flight(), 0);
+}
+
+#[test]
+fn multishot_recv_ends_with_enobufs_and_rearms() {
+    let Some(mut r) = ring(Some((2, 16))) else {
+        return;
+    };
+    if !r.caps().multishot_recv {
+        eprintln!("skipping: no multishot recv");
+        return;
+    }
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let fd = a.as_raw_fd();
+    r.recv_multi(fd, 9);
+    r.submit_and_wait(Some(Duration::ZERO)).unwrap();
+    let mut seen = Vec::new();
+    let mut held = Vec::new();
+    // Three messages, two buffers, nothing recycled: the third ends the multishot.
+    for msg in [&b"one"[..], b"two", b"three"] {
+        b.write_all(msg).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        for c in wait(&mut r, 1) {
+            if c.res > 0 {
+                let bid = c.bid.unwrap();
+                seen.push(r.provided(bid, c.res as usize).to_vec());
+                held.push(bid);
+                assert!(c.more);
+            } else {
+                assert_eq!(c.res, -libc::ENOBUFS);
+                assert!(!c.more);
+            }
+        }
+    }
+    assert_eq!(seen, vec![b"one".to_vec(), b"two".to_vec()]);
+    assert_eq!(r.in_flight(), 0, "ENOBUFS must end the multishot recv");
+    for bid in held {
+        r.recycle(bid);
+    }
+    r.recv_multi(fd, 9);
+    let c = wait(&mut r, 1);
+    assert_eq!(r.provided(c[0].bid.unwrap(), c[0].res as usize), b"three");
+}
+
+#[test]
+fn accept_multishot_or_single() {
+    let Some(mut r) = ring(None) else { return };
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    r.accept(l.as_raw_fd(), 5);
+    let _c1 = std::net::TcpStream::connect(addr).unwrap();
+    let c = wait(&mut r, 1);
+    assert!(c[0].res >= 0, "{c:?}");
+    assert_eq!(c[0].more, r.caps().multishot_accept);
+    // SAFETY: the accepted fd is new and owned by nobody else.
+    drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(c[0].res) });
+}
+
+#[test]
+fn dropping_the_ring_drains_live_operations() {
+    let Some(mut r) = ring(Some((4, 64))) else {
+        return;
+    };
+    let (a, _b) = UnixStream::pair().unwrap();
+    r.recv(a.as_raw_fd(), vec![0u8; 128], 1);
+    if r.caps().multishot_recv {
+        let (c, _d) = UnixStream::pair().unwrap();
+        r.recv_multi(c.as_raw_fd(), 2);
+        r.timeout(Duration::from_secs(60), 3);
+        assert!(r.drain(Duration::from_secs(2)));
+        assert_eq!(r.in_flight(), 0);
+    }
+    r.recv(a.as_raw_fd(), vec![0u8; 128], 4);
+    let t0 = Instant::now();
+    drop(r);
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn notifier_wakes_an_eventfd_read() {
+    let Some(mut r) = ring(None) else { return };
+    let n = std::sync::Arc::new(Notifier::<u32>::new().unwrap());
+    r.read(n.fd(), vec![0u8; 8], 1);
+    r.submit_and_wait(Some(Duration::ZERO)).unwrap();
+    let n2 = n.clone();
+    let t = std::thread::spawn(move || {
+        n2.post(1);
+        n2.post(2);
+    });
+    let c = wait(&mut r, 1);
+    t.join().unwrap();
+    assert_eq!(c[0].res, 8);
+    let mut got = Vec::new();
+    n.drain(&mut got);
+    assert_eq!(got, vec![1, 2]);
+}
