@@ -78,6 +78,23 @@ fn lines_csv_and_plot() {
     for s in ["TCP", "UDP", "time (s)", "</svg>"] {
         assert!(text.contains(s), "{s} missing from the SVG");
     }
+    // PNG when the name ends in .png: the same chart, rendered.
+    let png = dir.join("t.png");
+    let (st, _, err) = run(
+        &[
+            "traffic",
+            "--duration",
+            "1s",
+            "--json",
+            "--plot",
+            png.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(st.success(), "{err}");
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(bytes.len() > 5_000, "a real picture, not an empty one");
     let (st, out, err) = run(
         &["traffic", "--duration", "1s", "--flows", "tcp", "--csv"],
         Duration::from_secs(30),
@@ -108,6 +125,10 @@ fn bad_input_fails_before_traffic() {
         "cannot write plot file",
     );
     bad(&["traffic", "--flows", "tcp,sctp"], "unknown flow");
+    bad(
+        &["traffic", "--plot", "/tmp/x.gif"],
+        "must end in .svg or .png",
+    );
     bad(&["traffic", "--rate", "5kpps"], "bit rate");
 }
 

@@ -73,12 +73,8 @@ impl Default for PlotOptions {
 /// Fails with one clear message if `path` cannot be written (missing directory, permissions,
 /// wrong extension). Creates the file if it did not exist and removes it again.
 pub fn check_output(path: &Path) -> Result<()> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some(e) if e.eq_ignore_ascii_case("svg") => {}
-        _ => bail!(
-            "plot file '{}' must end in .svg (only SVG output is supported)",
-            path.display()
-        ),
+    if Format::of(path).is_none() {
+        bail!("plot file '{}' must end in .svg or .png", path.display());
     }
     let existed = path.exists();
     std::fs::OpenOptions::new()
@@ -93,7 +89,25 @@ pub fn check_output(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Draws `series` as a line chart and writes it to `path` as SVG.
+/// Image formats a plot can be written in, chosen by the file name's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Svg,
+    Png,
+}
+
+impl Format {
+    fn of(path: &Path) -> Option<Format> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("svg") => Some(Format::Svg),
+            Some(e) if e.eq_ignore_ascii_case("png") => Some(Format::Png),
+            _ => None,
+        }
+    }
+}
+
+/// Draws `series` as a line chart and writes it to `path`: SVG, or PNG when the name ends in
+/// `.png` (the same SVG, rendered by resvg with the system's fonts).
 pub fn line_chart(
     path: &Path,
     title: &str,
@@ -103,8 +117,49 @@ pub fn line_chart(
     opts: &PlotOptions,
 ) -> Result<()> {
     let svg = line_chart_svg(title, x_label, y_label, series, opts)?;
-    std::fs::write(path, svg)
+    let bytes = match Format::of(path) {
+        Some(Format::Png) => svg_to_png(&svg)?,
+        _ => svg.into_bytes(),
+    };
+    std::fs::write(path, bytes)
         .with_context(|| format!("cannot write plot file '{}'", path.display()))
+}
+
+/// Renders an SVG document to PNG bytes on a white background.
+pub fn svg_to_png(svg: &str) -> Result<Vec<u8>> {
+    use resvg::{tiny_skia, usvg};
+    let mut opt = usvg::Options::default();
+    opt.fontdb_mut().load_system_fonts();
+    // The SVG asks for "sans-serif"; map it to a font this machine has.
+    let families: Vec<String> = opt
+        .fontdb
+        .faces()
+        .flat_map(|f| f.families.iter().map(|(name, _)| name.clone()))
+        .collect();
+    let pick = [
+        "DejaVu Sans",
+        "Liberation Sans",
+        "Noto Sans",
+        "Arial",
+        "FreeSans",
+    ]
+    .iter()
+    .find(|want| families.iter().any(|f| f == *want))
+    .map(|s| s.to_string())
+    .or_else(|| families.first().cloned());
+    match pick {
+        Some(family) => opt.fontdb_mut().set_sans_serif_family(family),
+        None => eprintln!(
+            "netcore: note: no system fonts found, the PNG has no text (install fonts-dejavu-core)"
+        ),
+    }
+    let tree = usvg::Tree::from_str(svg, &opt).context("rendering the plot")?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
+        .context("rendering the plot: empty image")?;
+    pixmap.fill(tiny_skia::Color::WHITE);
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap.encode_png().context("encoding the PNG")
 }
 
 const COLORS: [RGBColor; 8] = [
@@ -435,7 +490,7 @@ mod tests {
     #[test]
     fn output_checks() {
         assert!(check_output(Path::new("/nonexistent-dir/x.svg")).is_err());
-        assert!(check_output(Path::new("plot.png")).is_err());
+        assert!(check_output(Path::new("plot.gif")).is_err());
         let dir = std::env::temp_dir().join(format!("netcore-plot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("a.svg");
