@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod common;
+pub mod relay;
 pub mod serve;
 pub mod udp;
 
@@ -28,6 +29,9 @@ pub enum Command {
     Recv(udp::RecvArgs),
     /// Run a TCP server (task or echo protocol) with one of the concurrency models
     Serve(serve::ServeArgs),
+    /// Forward UDP datagrams with seeded loss, reordering, duplication, delay and a rate limit,
+    /// and report the ground truth a receiver must match
+    Relay(relay::RelayArgs),
 }
 
 /// Parses the process arguments and runs the command.
@@ -58,5 +62,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Blast(a) => udp::blast(a),
         Command::Recv(a) => udp::recv(a),
         Command::Serve(a) => serve::run(&a),
+        Command::Relay(a) => relay::run(a),
     }
 }
