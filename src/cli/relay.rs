@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::stats::{Format, Report};
 use crate::udp::relay::impair::{self, Settings};
-use crate::udp::relay::{Relay, RelayOptions, StopWhen};
+use crate::udp::relay::{Event, Relay, RelayOptions, StopWhen};
 use crate::units::{self, Rate};
 
 fn percent(s: &str) -> Result<f64, String> {
@@ -82,14 +82,15 @@ pub struct RelayArgs {
     /// Seed of the random generator (random if not given; printed in the report)
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Stop after this many datagrams came in (and forward what is held)
-    #[arg(long, group = "end", allow_hyphen_values = true)]
+    /// Stop after this many datagrams came in (and forward what is held). The stop conditions
+    /// combine: the first one met ends the run
+    #[arg(long, allow_hyphen_values = true)]
     pub count: Option<u64>,
     /// Stop after this long
-    #[arg(long, value_parser = nonzero_duration, group = "end", allow_hyphen_values = true)]
+    #[arg(long, value_parser = nonzero_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
     /// Stop once traffic started and then went quiet for --idle
-    #[arg(long, group = "end")]
+    #[arg(long)]
     pub once: bool,
     /// Quiet time that ends a --once run
     #[arg(long, value_parser = nonzero_duration, default_value = "1s", allow_hyphen_values = true)]
@@ -161,7 +162,9 @@ pub fn run(a: RelayArgs) -> Result<ExitCode> {
     } else {
         eprintln!("{banner}");
     }
-    let report = relay.run()?;
+    let report = relay.run(&mut |ev| match ev {
+        Event::Traffic => eprintln!("netcore relay: traffic started"),
+    })?;
     out(&report.render(format))?;
     Ok(ExitCode::SUCCESS)
 }

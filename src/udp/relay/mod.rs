@@ -80,6 +80,13 @@ pub struct RelayOptions {
     pub rcvbuf: usize,
 }
 
+/// What the relay tells its caller while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The first datagram came in.
+    Traffic,
+}
+
 /// A datagram inside the relay: its bytes (a pooled buffer) and its netcore identity.
 struct Packet {
     buf: Vec<u8>,
@@ -139,7 +146,7 @@ impl Relay {
 
     /// Relays until a stop condition or SIGINT/SIGTERM, then returns the report. On a signal,
     /// whatever the pipeline holds is sent at once (delays and the rate limit no longer apply).
-    pub fn run(self) -> Result<RelayReport> {
+    pub fn run(self, on_event: &mut dyn FnMut(Event)) -> Result<RelayReport> {
         signal::install()?;
         let listen = self.local_addr();
         let Relay {
@@ -185,6 +192,9 @@ impl Relay {
             if input_open {
                 let (closed, got) = d.receive(&inbound, opts.stop.count)?;
                 if got {
+                    if last_in.is_none() {
+                        on_event(Event::Traffic);
+                    }
                     last_in = Some(Instant::now());
                 }
                 let over_time = opts.stop.duration.is_some_and(|t| d.start.elapsed() >= t);
