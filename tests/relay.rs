@@ -196,15 +196,26 @@ fn assert_exact(rx: &Value, truth: &Value, count: u64) -> Value {
     assert_eq!(tests.len(), 1, "one test through the relay: {truth}");
     let t = &tests[0];
     assert_eq!(t["test_id"], rx["test_id"]);
-    assert_eq!(
-        u(t, "unique_in"),
-        count,
-        "loopback lost datagrams on the way into the relay (machine overloaded?): {truth}"
-    );
     assert_eq!(u(truth, "other_in"), 0);
     let a = &rx["receiver"]["accounting"];
+    // What the receiver must count as lost: what the relay never sent on. That is the relay's
+    // own `lost` when everything reached it; should loopback drop some on the way in (a busy
+    // machine, small socket buffers), the comparison stays exact against the sender's count.
+    let into_relay = u(t, "unique_in");
+    if into_relay == count {
+        assert_eq!(u(a, "lost"), u(t, "lost"), "receiver: {a}\nrelay: {t}");
+    } else {
+        eprintln!(
+            "note: {} datagrams lost on the way into the relay",
+            count - into_relay
+        );
+    }
+    assert_eq!(
+        u(a, "lost"),
+        count - u(t, "unique_out"),
+        "receiver: {a}\nrelay: {t}"
+    );
     let pairs = [
-        ("lost", "lost"),
         ("duplicate", "duplicates"),
         ("reordered", "reordered"),
         ("max_extent", "max_extent"),
@@ -226,10 +237,9 @@ fn assert_exact(rx: &Value, truth: &Value, count: u64) -> Value {
     );
     // The relay's own books balance.
     let imp = &truth["impairments"];
-    assert_eq!(u(truth, "datagrams_in"), count);
     assert_eq!(
         u(truth, "forwarded"),
-        count - u(imp, "dropped") - u(imp, "overflow") + u(imp, "duplicated")
+        u(truth, "datagrams_in") - u(imp, "dropped") - u(imp, "overflow") + u(imp, "duplicated")
     );
     t.clone()
 }

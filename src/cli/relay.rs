@@ -82,8 +82,8 @@ pub struct RelayArgs {
     /// Seed of the random generator (random if not given; printed in the report)
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Stop after this many datagrams came in (and forward what is held). The stop conditions
-    /// combine: the first one met ends the run
+    /// Stop after this many datagrams came in (later ones are ignored) and forward what is
+    /// held. The stop conditions combine: the first one met ends the run
     #[arg(long, allow_hyphen_values = true)]
     pub count: Option<u64>,
     /// Stop after this long
