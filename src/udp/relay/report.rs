@@ -66,8 +66,6 @@ pub struct RelayReport {
     pub bytes_out: u64,
     /// Copies the kernel refused, by errno (dropped).
     pub send_errors: BTreeMap<String, u64>,
-    /// Datagrams still inside when the relay stopped without flushing.
-    pub discarded_at_exit: u64,
     pub elapsed_s: f64,
     /// Stopped by SIGINT/SIGTERM.
     pub interrupted: bool,
@@ -112,12 +110,6 @@ impl Report for RelayReport {
             .row(["not netcore".to_string(), self.other_in.to_string()]);
         if self.truncated_in > 0 {
             t.row(["truncated".to_string(), self.truncated_in.to_string()]);
-        }
-        if self.discarded_at_exit > 0 {
-            t.row([
-                "discarded at exit".to_string(),
-                self.discarded_at_exit.to_string(),
-            ]);
         }
         out.push_str(&t.render());
         if !self.tests.is_empty() {
