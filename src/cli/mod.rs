@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod common;
+pub mod relay;
 pub mod serve;
 pub mod traffic;
 pub mod udp;
@@ -30,6 +31,9 @@ pub enum Command {
     Traffic(traffic::TrafficArgs),
     /// Run a TCP server (task or echo protocol) with one of the concurrency models
     Serve(serve::ServeArgs),
+    /// Forward UDP datagrams with seeded loss, reordering, duplication, delay and a rate limit,
+    /// and report the ground truth a receiver must match
+    Relay(relay::RelayArgs),
 }
 
 /// Parses the process arguments and runs the command.
@@ -61,5 +65,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Recv(a) => udp::recv(a),
         Command::Traffic(a) => traffic::run(a),
         Command::Serve(a) => serve::run(&a),
+        Command::Relay(a) => relay::run(a),
     }
 }

@@ -1,0 +1,170 @@
+//! `netcore relay`: flags and glue around [`crate::udp::relay`].
+
+use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::RangeInclusive;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+
+use crate::stats::{Format, Report};
+use crate::udp::relay::impair::{self, Settings};
+use crate::udp::relay::{Event, Relay, RelayOptions, StopWhen};
+use crate::units::{self, Rate};
+
+fn percent(s: &str) -> Result<f64, String> {
+    impair::parse_percent(s)
+}
+fn depth(s: &str) -> Result<RangeInclusive<u32>, String> {
+    impair::parse_depth(s)
+}
+fn duration(s: &str) -> Result<Duration, String> {
+    units::parse_duration(s).map_err(|e| e.to_string())
+}
+fn nonzero_duration(s: &str) -> Result<Duration, String> {
+    units::parse_nonzero_duration(s).map_err(|e| e.to_string())
+}
+fn rate(s: &str) -> Result<Rate, String> {
+    units::parse_rate(s).map_err(|e| e.to_string())
+}
+fn size(s: &str) -> Result<u64, String> {
+    units::parse_nonzero_size(s).map_err(|e| e.to_string())
+}
+fn burst(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid burst length '{s}' (a mean number of datagrams, e.g. 4)"))?;
+    if !v.is_finite() || v < 1.0 {
+        return Err(format!("burst length '{s}' must be at least 1 datagram"));
+    }
+    Ok(v)
+}
+
+/// Forward UDP datagrams from --listen to --to with seeded impairments, then print the ground
+/// truth (datagrams in, dropped, duplicated, reordered with max extent, forwarded). The TCP
+/// control channel is not relayed: point the sender at the receiver's control port with
+/// `netcore blast --to RELAY --control RECEIVER`.
+#[derive(Args, Debug)]
+pub struct RelayArgs {
+    /// Address to receive datagrams on (port 0: any free port, printed at start)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: String,
+    /// Where to forward them (the receiver)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub to: String,
+    /// Datagrams to drop (1%, 0.5%; a bare number is percent)
+    #[arg(long, value_parser = percent, default_value = "0%", allow_hyphen_values = true)]
+    pub loss: f64,
+    /// Drop in bursts of this mean length (Gilbert model at the --loss average rate)
+    #[arg(long, value_name = "MEAN", value_parser = burst, allow_hyphen_values = true)]
+    pub burst_loss: Option<f64>,
+    /// Datagrams to hold back and release after later ones (real reordering)
+    #[arg(long, value_parser = percent, default_value = "0%", allow_hyphen_values = true)]
+    pub reorder: f64,
+    /// How many later datagrams a held-back one waits for: N or LOW..HIGH (inclusive)
+    #[arg(long, value_parser = depth, default_value = "1..8", allow_hyphen_values = true)]
+    pub reorder_depth: RangeInclusive<u32>,
+    /// Datagrams to send twice
+    #[arg(long, value_parser = percent, default_value = "0%", allow_hyphen_values = true)]
+    pub duplicate: f64,
+    /// Delay added to every datagram (2ms)
+    #[arg(long, value_parser = duration, default_value = "0s", allow_hyphen_values = true)]
+    pub delay: Duration,
+    /// Uniform variation of the delay, +- this much (may reorder datagrams)
+    #[arg(long, value_parser = duration, default_value = "0s", allow_hyphen_values = true)]
+    pub jitter: Duration,
+    /// Speed of the outgoing link (500Mbps, 50kpps); datagrams queue behind it
+    #[arg(long, value_parser = rate, allow_hyphen_values = true)]
+    pub rate: Option<Rate>,
+    /// Seed of the random generator (random if not given; printed in the report)
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop after this many datagrams came in (later ones are ignored) and forward what is
+    /// held. The stop conditions combine: the first one met ends the run
+    #[arg(long, allow_hyphen_values = true)]
+    pub count: Option<u64>,
+    /// Stop after this long
+    #[arg(long, value_parser = nonzero_duration, allow_hyphen_values = true)]
+    pub duration: Option<Duration>,
+    /// Stop once traffic started and then went quiet for --idle
+    #[arg(long)]
+    pub once: bool,
+    /// Quiet time that ends a --once run
+    #[arg(long, value_parser = nonzero_duration, default_value = "1s", allow_hyphen_values = true)]
+    pub idle: Duration,
+    /// Receive buffer to ask for
+    #[arg(long, value_parser = size, default_value = "32MiB", allow_hyphen_values = true)]
+    pub rcvbuf: u64,
+    /// Print the report as JSON (schema netcore.relay.v1)
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print the per-test ground truth as CSV
+    #[arg(long)]
+    pub csv: bool,
+}
+
+fn addr(flag: &str, text: &str) -> Result<SocketAddr> {
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    text.to_socket_addrs()
+        .with_context(|| format!("invalid {flag} '{text}' (use HOST:PORT)"))?
+        .next()
+        .ok_or_else(|| anyhow!("{flag} '{text}' resolves to no address"))
+}
+
+fn out(s: &str) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(s.as_bytes())?;
+    o.flush()?;
+    Ok(())
+}
+
+/// Runs `netcore relay`.
+pub fn run(a: RelayArgs) -> Result<ExitCode> {
+    if a.count == Some(0) {
+        bail!("--count 0: nothing to relay");
+    }
+    let settings = Settings {
+        loss: a.loss,
+        burst: a.burst_loss,
+        reorder: a.reorder,
+        reorder_depth: a.reorder_depth,
+        duplicate: a.duplicate,
+        delay: a.delay,
+        jitter: a.jitter,
+        rate: a.rate,
+        seed: a.seed.unwrap_or_else(rand::random),
+    };
+    settings.validate().map_err(|e| anyhow!(e))?;
+    let relay = Relay::bind(RelayOptions {
+        listen: addr("--listen", &a.listen)?,
+        to: addr("--to", &a.to)?,
+        settings,
+        stop: StopWhen {
+            count: a.count,
+            duration: a.duration,
+            idle: a.once.then_some(a.idle),
+        },
+        rcvbuf: a.rcvbuf as usize,
+    })?;
+    let format = Format::from_flags(a.json, a.csv);
+    let banner = format!(
+        "netcore relay: listening on {} -> {}",
+        relay.local_addr(),
+        a.to
+    );
+    if format == Format::Table {
+        out(&(banner + "\n"))?;
+    } else {
+        eprintln!("{banner}");
+    }
+    let report = relay.run(&mut |ev| match ev {
+        Event::Traffic => eprintln!("netcore relay: traffic started"),
+    })?;
+    out(&report.render(format))?;
+    Ok(ExitCode::SUCCESS)
+}

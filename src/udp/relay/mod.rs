@@ -1,0 +1,423 @@
+//! `netcore relay`: a seeded user-space impairment relay for UDP, and the ground truth that makes
+//! it an oracle for the receiver.
+//!
+//! ```text
+//! blast --to RELAY --control RECV          relay --listen RELAY --to RECV          recv --listen RECV
+//!   UDP datagrams ----------------------->  loss/delay/reorder/dup/rate  -------->  tracker
+//!   TCP control (Hello, Done, Report) ------------------------------------------->  (direct)
+//! ```
+//! The relay forwards UDP only, one way (datagrams from anyone to `--to`; nothing comes back).
+//! The TCP control channel is **not** relayed: the sender reaches the receiver's control port
+//! directly with `blast --control`, e.g. `netcore blast --to RELAY_ADDR --control RECV_ADDR`.
+//!
+//! # Layers
+//! - [`impair`]: the pure core. [`impair::Impairer`] decides each datagram's fate from a seeded
+//!   generator (drop / forward / duplicate / hold back `k` places / delay until `t`) and
+//!   [`impair::Pipeline`] carries the decisions out with a timer queue, a hold-back list and a
+//!   rate-limited link queue. No sockets, no clock.
+//! - [`truth`]: the ground truth, computed from the exact order the relay forwarded datagrams,
+//!   independently of the receiver's tracker.
+//! - [`report`]: the report (table, JSON schema `netcore.relay.v1`, CSV).
+//! - This module: the thin socket driver. It reads batches with `recvmmsg`, offers each datagram
+//!   to the pipeline, sends what is due with `sendmmsg` on a socket connected to `--to`, and
+//!   sleeps in `epoll` until the next datagram, the pipeline's next deadline or a signal.
+//!
+//! Timers have the resolution of `epoll_wait` (1 ms): a delayed datagram leaves at its time or up
+//! to a millisecond later. Keep `--delay` + `--jitter` well below the receiver's `--drain`
+//! (250 ms by default), or the receiver finishes before the last datagrams leave the relay.
+
+pub mod impair;
+pub mod report;
+pub mod truth;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use self::impair::{Offer, Pipeline, Settings};
+use self::report::{RelayReport, SettingsReport, SCHEMA};
+use self::truth::{GroundTruth, Tag};
+use super::wire::Header;
+use crate::sys::mmsg::{RecvBatch, SendBatch};
+use crate::sys::{signal, sockopt};
+
+/// Messages per `recvmmsg`/`sendmmsg`.
+const BATCH: usize = 64;
+/// Buffer per message: the largest UDP datagram fits.
+const SLOT: usize = 1 << 16;
+/// Receive batches per loop turn before the pipeline gets its turn.
+const RECV_BUDGET: usize = 16;
+/// Longest sleep between checks of the stop conditions.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// Buffers kept for reuse.
+const POOL_LIMIT: usize = 4096;
+
+/// When the relay stops taking datagrams (it then forwards what it holds and exits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StopWhen {
+    /// After this many datagrams came in.
+    pub count: Option<u64>,
+    /// After this long.
+    pub duration: Option<Duration>,
+    /// This long after the last datagram, once traffic has started (`--once`).
+    pub idle: Option<Duration>,
+}
+
+/// Relay settings.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    pub listen: SocketAddr,
+    pub to: SocketAddr,
+    pub settings: Settings,
+    pub stop: StopWhen,
+    /// Receive buffer to ask for (bytes).
+    pub rcvbuf: usize,
+}
+
+/// What the relay tells its caller while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The first datagram came in.
+    Traffic,
+}
+
+/// A datagram inside the relay: its bytes (a pooled buffer) and its netcore identity.
+struct Packet {
+    buf: Vec<u8>,
+    tag: Tag,
+}
+
+/// A bound relay.
+pub struct Relay {
+    inbound: UdpSocket,
+    outbound: UdpSocket,
+    opts: RelayOptions,
+}
+
+fn errno_name(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => "ECONNREFUSED".into(),
+        Some(libc::ENOBUFS) => "ENOBUFS".into(),
+        Some(libc::EAGAIN) => "EAGAIN".into(),
+        Some(libc::EMSGSIZE) => "EMSGSIZE".into(),
+        Some(libc::EHOSTUNREACH) => "EHOSTUNREACH".into(),
+        Some(libc::ENETUNREACH) => "ENETUNREACH".into(),
+        Some(n) => format!("errno {n}"),
+        None => e.to_string(),
+    }
+}
+
+impl Relay {
+    /// Binds `--listen` and connects an outgoing socket to `--to`.
+    pub fn bind(opts: RelayOptions) -> Result<Relay> {
+        opts.settings
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let inbound = UdpSocket::bind(opts.listen)
+            .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        sockopt::size_buffer(&inbound, opts.rcvbuf, true).context("setting the receive buffer")?;
+        let any: SocketAddr = if opts.to.is_ipv4() {
+            "0.0.0.0:0".parse()?
+        } else {
+            "[::]:0".parse()?
+        };
+        let outbound = UdpSocket::bind(any).context("binding the outgoing socket")?;
+        outbound
+            .connect(opts.to)
+            .with_context(|| format!("cannot send to {}", opts.to))?;
+        sockopt::size_buffer(&outbound, 4 << 20, false).context("setting the send buffer")?;
+        Ok(Relay {
+            inbound,
+            outbound,
+            opts,
+        })
+    }
+
+    /// The address datagrams are received on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inbound.local_addr().expect("bound socket")
+    }
+
+    /// Relays until a stop condition or SIGINT/SIGTERM, then returns the report. On a signal,
+    /// whatever the pipeline holds is sent at once (delays and the rate limit no longer apply).
+    pub fn run(self, on_event: &mut dyn FnMut(Event)) -> Result<RelayReport> {
+        signal::install()?;
+        let listen = self.local_addr();
+        let Relay {
+            inbound,
+            outbound,
+            opts,
+        } = self;
+        inbound.set_nonblocking(true)?;
+        let mut inbound = mio::net::UdpSocket::from_std(inbound);
+        let mut poll = Poll::new()?;
+        const SOCK: Token = Token(0);
+        const SIG: Token = Token(1);
+        poll.registry()
+            .register(&mut inbound, SOCK, Interest::READABLE)?;
+        let sig_fd = signal::termination_fd()?.as_raw_fd();
+        poll.registry()
+            .register(&mut SourceFd(&sig_fd), SIG, Interest::READABLE)?;
+        let mut events = Events::with_capacity(8);
+
+        let mut d = Driver {
+            pipeline: Pipeline::new(opts.settings.clone()),
+            truth: GroundTruth::new(),
+            rb: RecvBatch::new(BATCH, SLOT),
+            sb: SendBatch::new(BATCH, SLOT),
+            staged: Vec::with_capacity(BATCH),
+            pool: Vec::new(),
+            start: Instant::now(),
+            datagrams_in: 0,
+            bytes_in: 0,
+            truncated_in: 0,
+            forwarded: 0,
+            bytes_out: 0,
+            send_errors: BTreeMap::new(),
+        };
+        let mut input_open = true;
+        let mut last_in: Option<Instant> = None;
+        let mut interrupted = false;
+        loop {
+            if signal::stop_requested() {
+                interrupted = true;
+                break;
+            }
+            if input_open {
+                let (closed, got) = d.receive(&inbound, opts.stop.count)?;
+                if got {
+                    if last_in.is_none() {
+                        on_event(Event::Traffic);
+                    }
+                    last_in = Some(Instant::now());
+                }
+                let over_time = opts.stop.duration.is_some_and(|t| d.start.elapsed() >= t);
+                let idle = match (opts.stop.idle, last_in) {
+                    (Some(i), Some(l)) => l.elapsed() >= i,
+                    _ => false,
+                };
+                if closed || over_time || idle {
+                    input_open = false;
+                    d.pipeline.close();
+                }
+            }
+            d.send_due(&outbound, d.now())?;
+            if !input_open && d.pipeline.is_empty() {
+                break;
+            }
+            // Sleep until a datagram, the pipeline's next deadline or a stop condition.
+            let now = d.now();
+            let mut wait = MAX_WAIT;
+            if let Some(t) = d.pipeline.next_deadline() {
+                wait = wait.min(Duration::from_nanos(t.saturating_sub(now)));
+            }
+            if input_open {
+                if let Some(t) = opts.stop.duration {
+                    wait = wait.min(t.saturating_sub(d.start.elapsed()));
+                }
+                if let (Some(i), Some(l)) = (opts.stop.idle, last_in) {
+                    wait = wait.min(i.saturating_sub(l.elapsed()));
+                }
+            }
+            if wait.is_zero() {
+                continue;
+            }
+            match poll.poll(&mut events, Some(wait)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).context("epoll_wait"),
+            }
+            if events.iter().any(|e| e.token() == SIG) {
+                signal::drain(signal::termination_fd()?);
+            }
+        }
+        if interrupted {
+            d.pipeline.close();
+            d.send_due(&outbound, u64::MAX)?;
+        }
+        debug_assert!(d.pipeline.is_empty(), "the relay leaves nothing behind");
+        Ok(RelayReport {
+            schema: SCHEMA.into(),
+            listen: listen.to_string(),
+            to: opts.to.to_string(),
+            settings: SettingsReport::new(d.pipeline.settings()),
+            datagrams_in: d.datagrams_in,
+            bytes_in: d.bytes_in,
+            truncated_in: d.truncated_in,
+            other_in: d.truth.other_in,
+            impairments: d.pipeline.counters(),
+            forwarded: d.forwarded,
+            bytes_out: d.bytes_out,
+            send_errors: d.send_errors,
+            elapsed_s: d.start.elapsed().as_secs_f64(),
+            interrupted,
+            tests: d.truth.tests(),
+        })
+    }
+}
+
+/// The relay's moving parts between the sockets.
+struct Driver {
+    pipeline: Pipeline<Packet>,
+    truth: GroundTruth,
+    rb: RecvBatch,
+    sb: SendBatch,
+    /// Tags and lengths of the messages staged in `sb`, by slot.
+    staged: Vec<(Tag, usize)>,
+    pool: Vec<Vec<u8>>,
+    start: Instant,
+    datagrams_in: u64,
+    bytes_in: u64,
+    truncated_in: u64,
+    forwarded: u64,
+    bytes_out: u64,
+    send_errors: BTreeMap<String, u64>,
+}
+
+impl Driver {
+    /// Nanoseconds since the relay started (the pipeline's clock).
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    fn recycle(&mut self, buf: Vec<u8>) {
+        recycle(&mut self.pool, buf);
+    }
+
+    /// Reads what is queued (up to a budget) and offers it to the pipeline. Returns whether the
+    /// count limit was reached and whether anything came in.
+    fn receive(&mut self, sock: &mio::net::UdpSocket, count: Option<u64>) -> Result<(bool, bool)> {
+        let mut got = false;
+        for _ in 0..RECV_BUDGET {
+            let n = match self.rb.recv(sock, false) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // An ICMP error queued on the socket: nothing to forward, go on.
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => continue,
+                Err(e) => return Err(e).context("recvmmsg failed"),
+            };
+            if n == 0 {
+                break;
+            }
+            got = true;
+            let now = self.now();
+            for i in 0..n {
+                let (m, truncated) = self.rb.message(i);
+                // A GRO buffer (never asked for here, but honoured) holds several datagrams.
+                let seg = self.rb.gro_segment(i).unwrap_or(m.len()).max(1);
+                let mut at = 0;
+                loop {
+                    let d = &m[at..(at + seg).min(m.len())];
+                    at += d.len();
+                    let mut buf = self.pool.pop().unwrap_or_default();
+                    buf.clear();
+                    buf.extend_from_slice(d);
+                    self.datagrams_in += 1;
+                    self.bytes_in += d.len() as u64;
+                    if truncated {
+                        self.truncated_in += 1;
+                    }
+                    let tag = Header::decode(d).ok().map(|h| (h.test_id, h.seq));
+                    let tag = self.truth.came_in(tag);
+                    if let Offer::Dropped(p) =
+                        self.pipeline.offer(now, Packet { buf, tag }, d.len())
+                    {
+                        self.truth.dropped(p.tag);
+                        recycle(&mut self.pool, p.buf);
+                    }
+                    if count.is_some_and(|c| self.datagrams_in >= c) {
+                        return Ok((true, got));
+                    }
+                    if at >= m.len() {
+                        break;
+                    }
+                }
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+        Ok((false, got))
+    }
+
+    /// Sends every datagram the pipeline has due at `now`.
+    fn send_due(&mut self, sock: &UdpSocket, now: u64) -> Result<()> {
+        loop {
+            let overflowed: Vec<Packet> = self.pipeline.take_overflowed().collect();
+            for p in overflowed {
+                self.truth.dropped(p.tag);
+                self.recycle(p.buf);
+            }
+            let Some(e) = self.pipeline.poll(now) else {
+                break;
+            };
+            for _ in 0..e.copies {
+                if self.staged.len() == BATCH {
+                    self.flush(sock)?;
+                }
+                let i = self.staged.len();
+                let n = e.item.buf.len().min(SLOT);
+                self.sb.slot_mut(i)[..n].copy_from_slice(&e.item.buf[..n]);
+                self.sb.set_len(i, n);
+                self.staged.push((e.item.tag, n));
+            }
+            self.recycle(e.item.buf);
+        }
+        let overflowed: Vec<Packet> = self.pipeline.take_overflowed().collect();
+        for p in overflowed {
+            self.truth.dropped(p.tag);
+            self.recycle(p.buf);
+        }
+        self.flush(sock)
+    }
+
+    /// Sends the staged messages; a message the kernel refuses is dropped and counted.
+    fn flush(&mut self, sock: &UdpSocket) -> Result<()> {
+        let total = self.staged.len();
+        let mut from = 0;
+        let mut stalled = 0u32;
+        while from < total {
+            match self.sb.send(sock, from, total) {
+                Ok(k) => {
+                    for &(tag, len) in &self.staged[from..from + k] {
+                        self.truth.sent(tag);
+                        self.forwarded += 1;
+                        self.bytes_out += len as u64;
+                    }
+                    from += k;
+                    stalled = 0;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN))
+                        && stalled < 1000 =>
+                {
+                    // The device queue is full: wait a little and retry the same message.
+                    stalled += 1;
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                Err(e) => {
+                    *self.send_errors.entry(errno_name(&e)).or_default() += 1;
+                    self.truth.dropped(self.staged[from].0);
+                    from += 1;
+                    stalled = 0;
+                }
+            }
+        }
+        self.staged.clear();
+        Ok(())
+    }
+}
+
+fn recycle(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if pool.len() < POOL_LIMIT {
+        pool.push(buf);
+    }
+}

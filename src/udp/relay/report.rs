@@ -1,0 +1,180 @@
+//! The relay's report: its settings and its ground truth, as a table, JSON or CSV.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::impair::{Counters, Settings};
+use super::truth::TestTruth;
+use crate::stats::table::Table;
+use crate::stats::Report;
+
+/// JSON schema name of the relay's report.
+pub const SCHEMA: &str = "netcore.relay.v1";
+
+/// The impairments in force, in the units of the command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingsReport {
+    pub loss_pct: f64,
+    /// Mean loss-burst length (datagrams); absent for independent losses.
+    pub burst_mean: Option<f64>,
+    pub reorder_pct: f64,
+    /// Inclusive range `LOW..HIGH`.
+    pub reorder_depth: String,
+    pub duplicate_pct: f64,
+    pub delay_us: f64,
+    pub jitter_us: f64,
+    pub rate: Option<String>,
+    /// Seed of the random generator: the same seed and arrival order repeat the same run.
+    pub seed: u64,
+}
+
+impl SettingsReport {
+    pub fn new(s: &Settings) -> SettingsReport {
+        SettingsReport {
+            loss_pct: s.loss * 100.0,
+            burst_mean: s.burst,
+            reorder_pct: s.reorder * 100.0,
+            reorder_depth: format!("{}..{}", s.reorder_depth.start(), s.reorder_depth.end()),
+            duplicate_pct: s.duplicate * 100.0,
+            delay_us: s.delay.as_secs_f64() * 1e6,
+            jitter_us: s.jitter.as_secs_f64() * 1e6,
+            rate: s.rate.map(|r| r.to_string()),
+            seed: s.seed,
+        }
+    }
+}
+
+/// Everything the relay did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayReport {
+    pub schema: String,
+    pub listen: String,
+    pub to: String,
+    pub settings: SettingsReport,
+    /// Datagrams received (all kinds).
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+    /// Datagrams longer than the receive buffer (cut by the kernel), forwarded as cut.
+    pub truncated_in: u64,
+    /// Datagrams that are not netcore test datagrams (forwarded and impaired like the others).
+    pub other_in: u64,
+    /// What the impairment stages did (dropped, duplicated, held back, link overflow).
+    pub impairments: Counters,
+    /// Copies the kernel took on the way out (duplicates included).
+    pub forwarded: u64,
+    pub bytes_out: u64,
+    /// Copies the kernel refused, by errno (dropped).
+    pub send_errors: BTreeMap<String, u64>,
+    pub elapsed_s: f64,
+    /// Stopped by SIGINT/SIGTERM.
+    pub interrupted: bool,
+    /// Per-test ground truth for netcore datagrams, as the receiver will count them.
+    pub tests: Vec<TestTruth>,
+}
+
+impl Report for RelayReport {
+    fn to_table(&self) -> String {
+        let s = &self.settings;
+        let mut out = format!(
+            "netcore relay {} -> {}: loss {}%{} reorder {}% (depth {}) duplicate {}% delay {} us jitter {} us rate {} seed {}\n",
+            self.listen,
+            self.to,
+            s.loss_pct,
+            s.burst_mean
+                .map(|m| format!(" (bursts of mean {m})"))
+                .unwrap_or_default(),
+            s.reorder_pct,
+            s.reorder_depth,
+            s.duplicate_pct,
+            s.delay_us,
+            s.jitter_us,
+            s.rate.as_deref().unwrap_or("unlimited"),
+            s.seed
+        );
+        let i = &self.impairments;
+        let mut t = Table::new(["datagrams", "count"]);
+        t.row(["in".to_string(), self.datagrams_in.to_string()])
+            .row(["dropped (loss)".to_string(), i.dropped.to_string()])
+            .row([
+                "dropped (link queue full)".to_string(),
+                i.overflow.to_string(),
+            ])
+            .row([
+                "dropped (send errors)".to_string(),
+                self.send_errors.values().sum::<u64>().to_string(),
+            ])
+            .row(["duplicated".to_string(), i.duplicated.to_string()])
+            .row(["held back".to_string(), i.held_back.to_string()])
+            .row(["forwarded".to_string(), self.forwarded.to_string()])
+            .row(["not netcore".to_string(), self.other_in.to_string()]);
+        if self.truncated_in > 0 {
+            t.row(["truncated".to_string(), self.truncated_in.to_string()]);
+        }
+        out.push_str(&t.render());
+        if !self.tests.is_empty() {
+            let mut t = Table::new([
+                "test",
+                "in",
+                "dropped",
+                "forwarded",
+                "lost",
+                "duplicates",
+                "reordered",
+                "max extent",
+            ]);
+            for x in &self.tests {
+                t.row([
+                    x.test_id.clone(),
+                    x.datagrams_in.to_string(),
+                    x.dropped.to_string(),
+                    x.forwarded.to_string(),
+                    x.lost.to_string(),
+                    x.duplicates.to_string(),
+                    x.reordered.to_string(),
+                    x.max_extent.to_string(),
+                ]);
+            }
+            out.push_str("ground truth per test (as the receiver will count it):\n");
+            out.push_str(&t.render());
+        }
+        if self.interrupted {
+            out.push_str("interrupted\n");
+        }
+        out
+    }
+
+    fn to_csv(&self) -> String {
+        let mut t = Table::new([
+            "test_id",
+            "datagrams_in",
+            "unique_in",
+            "dropped",
+            "forwarded",
+            "unique_out",
+            "lost",
+            "duplicates",
+            "reordered",
+            "max_extent",
+            "too_late",
+            "seed",
+        ]);
+        for x in &self.tests {
+            t.row([
+                x.test_id.clone(),
+                x.datagrams_in.to_string(),
+                x.unique_in.to_string(),
+                x.dropped.to_string(),
+                x.forwarded.to_string(),
+                x.unique_out.to_string(),
+                x.lost.to_string(),
+                x.duplicates.to_string(),
+                x.reordered.to_string(),
+                x.max_extent.to_string(),
+                x.too_late.to_string(),
+                self.settings.seed.to_string(),
+            ]);
+        }
+        t.to_csv()
+    }
+}

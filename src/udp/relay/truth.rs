@@ -1,0 +1,373 @@
+//! The relay's ground truth: what it received, dropped and forwarded, and how the forwarded
+//! netcore datagrams will look to a receiver, computed from the exact order the relay sent them.
+//!
+//! This is the oracle for the receiver's [tracker](crate::udp::tracker), so it shares none of
+//! its code: where the tracker keeps a bitmap ring, [`SeqSet`] keeps the highest sequence seen
+//! and the *missing* sequences below it as ranges in a `BTreeMap`. The classes are those of
+//! RFC 4737 as the receiver defines them: above the highest is in order, equal to the highest or
+//! seen before is a duplicate, missing below the highest is reordered with extent
+//! `highest - seq`, and `window` or more below the highest is too late. Memory grows with the
+//! number of gaps inside the window, not with the number of datagrams.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+/// The receiver's default tracking window (sequences at least this far below the highest are
+/// too late), which the ground truth assumes.
+pub const WINDOW: u64 = crate::udp::tracker::DEFAULT_WINDOW;
+
+/// Tests (distinct test ids) tracked one by one; datagrams of further tests are only counted.
+pub const MAX_TESTS: usize = 256;
+
+/// How a sequence number arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    InOrder,
+    Reordered { extent: u64 },
+    Duplicate,
+    TooLate,
+}
+
+/// The set of sequence numbers seen, as the highest plus the ranges missing below it.
+#[derive(Debug, Clone)]
+pub struct SeqSet {
+    window: u64,
+    highest: Option<u64>,
+    /// Missing sequences: start -> end (exclusive), disjoint, all below `highest`, none below
+    /// the floor `highest - (window - 1)`.
+    missing: BTreeMap<u64, u64>,
+}
+
+impl SeqSet {
+    /// A set that classifies like a receiver with a tracking window of `window` (>= 1).
+    pub fn new(window: u64) -> SeqSet {
+        SeqSet {
+            window: window.max(1),
+            highest: None,
+            missing: BTreeMap::new(),
+        }
+    }
+
+    /// The highest sequence seen.
+    pub fn highest(&self) -> Option<u64> {
+        self.highest
+    }
+
+    /// Ranges currently missing (for tests and memory checks).
+    pub fn gaps(&self) -> usize {
+        self.missing.len()
+    }
+
+    fn floor(&self, highest: u64) -> u64 {
+        highest.saturating_sub(self.window - 1)
+    }
+
+    /// Records one arrival of `seq` and classifies it.
+    pub fn insert(&mut self, seq: u64) -> Arrival {
+        let h = match self.highest {
+            None => {
+                self.raise(0, seq);
+                return Arrival::InOrder;
+            }
+            Some(h) => h,
+        };
+        if seq > h {
+            self.raise(h + 1, seq);
+            return Arrival::InOrder;
+        }
+        if seq == h {
+            return Arrival::Duplicate;
+        }
+        if seq < self.floor(h) {
+            return Arrival::TooLate;
+        }
+        // The missing range holding seq, if any.
+        let Some((&start, &end)) = self.missing.range(..=seq).next_back() else {
+            return Arrival::Duplicate;
+        };
+        if seq >= end {
+            return Arrival::Duplicate;
+        }
+        self.missing.remove(&start);
+        if start < seq {
+            self.missing.insert(start, seq);
+        }
+        if seq + 1 < end {
+            self.missing.insert(seq + 1, end);
+        }
+        Arrival::Reordered { extent: h - seq }
+    }
+
+    /// `seq` is the new highest; `from..seq` were skipped.
+    fn raise(&mut self, from: u64, seq: u64) {
+        self.highest = Some(seq);
+        let floor = self.floor(seq);
+        let from = from.max(floor);
+        if from < seq {
+            self.missing.insert(from, seq);
+        }
+        // Forget what fell out of the window.
+        while let Some((&start, &end)) = self.missing.first_key_value() {
+            if start >= floor {
+                break;
+            }
+            self.missing.remove(&start);
+            if end > floor {
+                self.missing.insert(floor, end);
+            }
+        }
+    }
+}
+
+/// Ground truth of one test (one test id), as the receiver will count it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestTruth {
+    /// The test id, 16 hex digits (as the receiver's report writes it).
+    pub test_id: String,
+    /// Datagrams of this test that came in.
+    pub datagrams_in: u64,
+    /// Distinct sequence numbers that came in.
+    pub unique_in: u64,
+    /// Datagrams dropped by the relay (loss process, full link queue, send errors).
+    pub dropped: u64,
+    /// Datagrams sent on (copies included).
+    pub forwarded: u64,
+    /// Distinct sequence numbers sent on.
+    pub unique_out: u64,
+    /// Sequence numbers that came in but were never sent on: the receiver's `lost` when nothing
+    /// was lost on the way into the relay (`unique_in` equals the sender's count).
+    pub lost: u64,
+    /// Copies of a sequence sent after it (the receiver's `duplicate`).
+    pub duplicates: u64,
+    /// Sent after a higher sequence (the receiver's `reordered`).
+    pub reordered: u64,
+    /// Largest `highest - seq` of a reordered datagram (RFC 4737 extent).
+    pub max_extent: u64,
+    /// Sent `WINDOW` or more below the highest (the receiver's `too_late`).
+    pub too_late: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Test {
+    id: u64,
+    datagrams_in: u64,
+    unique_in: u64,
+    dropped: u64,
+    forwarded: u64,
+    unique_out: u64,
+    duplicates: u64,
+    reordered: u64,
+    max_extent: u64,
+    too_late: u64,
+    input: SeqSet,
+    output: SeqSet,
+}
+
+impl Test {
+    fn new(id: u64) -> Test {
+        Test {
+            id,
+            datagrams_in: 0,
+            unique_in: 0,
+            dropped: 0,
+            forwarded: 0,
+            unique_out: 0,
+            duplicates: 0,
+            reordered: 0,
+            max_extent: 0,
+            too_late: 0,
+            input: SeqSet::new(WINDOW),
+            output: SeqSet::new(WINDOW),
+        }
+    }
+
+    fn report(&self) -> TestTruth {
+        TestTruth {
+            test_id: format!("{:016x}", self.id),
+            datagrams_in: self.datagrams_in,
+            unique_in: self.unique_in,
+            dropped: self.dropped,
+            forwarded: self.forwarded,
+            unique_out: self.unique_out,
+            lost: self.unique_in.saturating_sub(self.unique_out),
+            duplicates: self.duplicates,
+            reordered: self.reordered,
+            max_extent: self.max_extent,
+            too_late: self.too_late,
+        }
+    }
+}
+
+/// A netcore datagram's identity: (test id, sequence).
+pub type Tag = Option<(u64, u64)>;
+
+/// The ground truth over all tests that crossed the relay.
+#[derive(Debug, Clone, Default)]
+pub struct GroundTruth {
+    tests: Vec<Test>,
+    index: HashMap<u64, usize>,
+    /// Datagrams that are not netcore datagrams (or of tests beyond [`MAX_TESTS`]).
+    pub other_in: u64,
+}
+
+impl GroundTruth {
+    pub fn new() -> GroundTruth {
+        GroundTruth::default()
+    }
+
+    fn test(&mut self, id: u64) -> Option<&mut Test> {
+        let i = match self.index.get(&id) {
+            Some(&i) => i,
+            None if self.tests.len() < MAX_TESTS => {
+                self.tests.push(Test::new(id));
+                self.index.insert(id, self.tests.len() - 1);
+                self.tests.len() - 1
+            }
+            None => return None,
+        };
+        Some(&mut self.tests[i])
+    }
+
+    /// A datagram came in. Returns the tag to carry with it (`None` for untracked datagrams).
+    pub fn came_in(&mut self, tag: Tag) -> Tag {
+        let Some((id, seq)) = tag else {
+            self.other_in += 1;
+            return None;
+        };
+        let Some(t) = self.test(id) else {
+            self.other_in += 1;
+            return None;
+        };
+        t.datagrams_in += 1;
+        if matches!(
+            t.input.insert(seq),
+            Arrival::InOrder | Arrival::Reordered { .. }
+        ) {
+            t.unique_in += 1;
+        }
+        tag
+    }
+
+    /// A datagram (all its copies) was dropped.
+    pub fn dropped(&mut self, tag: Tag) {
+        if let Some((id, _)) = tag {
+            if let Some(t) = self.test(id) {
+                t.dropped += 1;
+            }
+        }
+    }
+
+    /// One copy of a datagram was sent (the kernel took it).
+    pub fn sent(&mut self, tag: Tag) {
+        let Some((id, seq)) = tag else { return };
+        let Some(t) = self.test(id) else { return };
+        t.forwarded += 1;
+        match t.output.insert(seq) {
+            Arrival::InOrder => t.unique_out += 1,
+            Arrival::Reordered { extent } => {
+                t.unique_out += 1;
+                t.reordered += 1;
+                t.max_extent = t.max_extent.max(extent);
+            }
+            Arrival::Duplicate => t.duplicates += 1,
+            Arrival::TooLate => t.too_late += 1,
+        }
+    }
+
+    /// Per-test truth, in order of first appearance.
+    pub fn tests(&self) -> Vec<TestTruth> {
+        self.tests.iter().map(Test::report).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::udp::tracker::{Class, Tracker};
+    use proptest::prelude::*;
+
+    #[test]
+    fn classes() {
+        let mut s = SeqSet::new(WINDOW);
+        assert_eq!(s.insert(0), Arrival::InOrder);
+        assert_eq!(s.insert(3), Arrival::InOrder);
+        assert_eq!(s.insert(3), Arrival::Duplicate);
+        assert_eq!(s.insert(1), Arrival::Reordered { extent: 2 });
+        assert_eq!(s.insert(1), Arrival::Duplicate);
+        assert_eq!(s.insert(0), Arrival::Duplicate);
+        assert_eq!(s.insert(2), Arrival::Reordered { extent: 1 });
+        assert_eq!(s.gaps(), 0);
+        // A first datagram above zero leaves the ones below missing, as the receiver sees it.
+        let mut s = SeqSet::new(WINDOW);
+        assert_eq!(s.insert(5), Arrival::InOrder);
+        assert_eq!(s.insert(0), Arrival::Reordered { extent: 5 });
+    }
+
+    #[test]
+    fn window_and_huge_jumps() {
+        let mut s = SeqSet::new(64);
+        assert_eq!(s.insert(0), Arrival::InOrder);
+        assert_eq!(s.insert(u64::MAX - 1), Arrival::InOrder);
+        assert_eq!(s.gaps(), 1);
+        assert_eq!(s.insert(0), Arrival::TooLate);
+        assert_eq!(s.insert(u64::MAX - 64), Arrival::Reordered { extent: 63 });
+        assert_eq!(s.insert(u64::MAX - 65), Arrival::TooLate);
+        assert_eq!(s.insert(u64::MAX), Arrival::InOrder);
+    }
+
+    #[test]
+    fn truth_counts() {
+        let mut g = GroundTruth::new();
+        let t = |s| Some((9u64, s));
+        for s in 0..5 {
+            g.came_in(t(s));
+        }
+        g.came_in(None);
+        g.dropped(t(2));
+        for s in [0, 3, 1, 1, 4] {
+            g.sent(t(s));
+        }
+        let r = &g.tests()[0];
+        assert_eq!(r.test_id, "0000000000000009");
+        assert_eq!(
+            (
+                r.datagrams_in,
+                r.unique_in,
+                r.dropped,
+                r.forwarded,
+                r.unique_out
+            ),
+            (5, 5, 1, 5, 4)
+        );
+        assert_eq!(
+            (r.lost, r.duplicates, r.reordered, r.max_extent),
+            (1, 1, 1, 2)
+        );
+        assert_eq!(g.other_in, 1);
+    }
+
+    proptest! {
+        // The oracle and the receiver's tracker agree on every arrival order (small windows
+        // exercise the too-late boundary).
+        #[test]
+        fn agrees_with_the_tracker(
+            seqs in proptest::collection::vec(0u64..400, 0..600),
+            window in prop_oneof![Just(64u64), Just(128), Just(1 << 20)],
+        ) {
+            let mut s = SeqSet::new(window);
+            let mut t = Tracker::new(window);
+            for q in seqs {
+                let a = s.insert(q);
+                let c = t.record(q);
+                let same = matches!(
+                    (a, c),
+                    (Arrival::InOrder, Class::InOrder)
+                        | (Arrival::Duplicate, Class::Duplicate)
+                        | (Arrival::TooLate, Class::TooLate)
+                ) || matches!((a, c), (Arrival::Reordered { extent: x }, Class::Reordered { extent: y }) if x == y);
+                prop_assert!(same, "seq {}: oracle {:?}, tracker {:?}", q, a, c);
+            }
+        }
+    }
+}

@@ -1,0 +1,527 @@
+//! Fuzzing with proptest (cargo-fuzz needs a nightly toolchain): arbitrary bytes and structured
+//! mutations of valid inputs fed to the three decoders that take bytes from the network — the
+//! datagram header ([`wire::Header::decode`] + [`wire::check_payload`]), the control messages
+//! ([`control::decode`]) and the task-line parser ([`Session`]). Besides "never panics", each
+//! target checks the decoder's own invariants.
+//!
+//! `tools/fuzz.sh` runs these with many more cases (`PROPTEST_CASES`), bounded in time. Inputs
+//! that once broke something are kept at the end as plain regression tests.
+
+use std::collections::BTreeMap;
+
+use netcore::task::{Counters, Proto, Session, SessionConfig, Step};
+use netcore::udp::control::{self, Msg, Plan, MAX_MESSAGE};
+use netcore::udp::wire::{self, Header, Invalid, HEADER_LEN};
+use proptest::prelude::*;
+
+// ---- datagram header ---------------------------------------------------------------------
+
+/// Decodes and checks one datagram; asserts the decoder's invariants.
+fn datagram(d: &[u8]) -> Result<Header, Invalid> {
+    let h = Header::decode(d)?;
+    assert!(d.len() >= HEADER_LEN);
+    assert_eq!(&d[..4], &wire::MAGIC);
+    assert_eq!(d[4], wire::VERSION);
+    assert_eq!(h.payload_len as usize, d.len() - HEADER_LEN);
+    // Decoding then encoding gives the same header bytes.
+    let mut again = [0u8; HEADER_LEN];
+    h.encode(&mut again);
+    assert_eq!(&again[..], &d[..HEADER_LEN]);
+    wire::check_payload(&h, d)?;
+    Ok(h)
+}
+
+/// A mutation of a valid datagram.
+#[derive(Debug, Clone)]
+enum Mutation {
+    FlipBit {
+        at: usize,
+        bit: u8,
+    },
+    SetByte {
+        at: usize,
+        value: u8,
+    },
+    Truncate {
+        to: usize,
+    },
+    Extend {
+        by: Vec<u8>,
+    },
+    /// Overwrites a header field (by offset) with a little-endian value.
+    Field {
+        at: usize,
+        value: u64,
+    },
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::FlipBit { at, bit }),
+        (any::<usize>(), any::<u8>()).prop_map(|(at, value)| Mutation::SetByte { at, value }),
+        any::<usize>().prop_map(|to| Mutation::Truncate { to }),
+        proptest::collection::vec(any::<u8>(), 1..64).prop_map(|by| Mutation::Extend { by }),
+        (
+            prop_oneof![
+                Just(5usize),
+                Just(6),
+                Just(8),
+                Just(16),
+                Just(24),
+                Just(32),
+                Just(36)
+            ],
+            prop_oneof![
+                Just(0u64),
+                Just(u64::MAX),
+                Just(u32::MAX as u64),
+                any::<u64>()
+            ]
+        )
+            .prop_map(|(at, value)| Mutation::Field { at, value }),
+    ]
+}
+
+fn apply(d: &mut Vec<u8>, m: &Mutation) {
+    match m {
+        Mutation::FlipBit { at, bit } if !d.is_empty() => {
+            let i = at % d.len();
+            d[i] ^= 1 << bit;
+        }
+        Mutation::SetByte { at, value } if !d.is_empty() => {
+            let i = at % d.len();
+            d[i] = *value;
+        }
+        Mutation::Truncate { to } => {
+            let n = to % (d.len() + 1);
+            d.truncate(n);
+        }
+        Mutation::Extend { by } => d.extend_from_slice(by),
+        Mutation::Field { at, value } if d.len() >= HEADER_LEN => {
+            let width = match at {
+                5 => 1,
+                6 => 2,
+                32 | 36 => 4,
+                _ => 8,
+            };
+            d[*at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
+        }
+        _ => {}
+    }
+}
+
+proptest! {
+    #[test]
+    fn header_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = datagram(&bytes);
+    }
+
+    /// Arbitrary bytes behind a valid magic and version (so decoding goes past the first
+    /// checks), with the length field right half of the time.
+    #[test]
+    fn header_past_the_magic(
+        mut rest in proptest::collection::vec(any::<u8>(), 0..1024),
+        fix_len: bool,
+    ) {
+        let mut d = wire::MAGIC.to_vec();
+        d.push(wire::VERSION);
+        d.append(&mut rest);
+        if fix_len && d.len() >= HEADER_LEN {
+            let n = (d.len() - HEADER_LEN) as u32;
+            d[32..36].copy_from_slice(&n.to_le_bytes());
+        }
+        let _ = datagram(&d);
+    }
+
+    #[test]
+    fn header_mutations(
+        len in HEADER_LEN..1600usize,
+        test_id: u64,
+        seq: u64,
+        verify: bool,
+        muts in proptest::collection::vec(mutation(), 1..6),
+    ) {
+        let orig = wire::build(len, test_id, seq, 0, verify);
+        prop_assert_eq!(datagram(&orig).map(|h| h.seq), Ok(seq));
+        let mut d = orig.clone();
+        for m in &muts {
+            apply(&mut d, m);
+        }
+        let r = datagram(&d);
+        // With VERIFY, any change to the first 64 payload bytes that leaves the header and the
+        // length alone is caught (the sequence pattern is compared byte for byte there).
+        if verify && d.len() == orig.len() && d[..HEADER_LEN] == orig[..HEADER_LEN] {
+            let n = (len - HEADER_LEN).min(64);
+            if d[HEADER_LEN..HEADER_LEN + n] != orig[HEADER_LEN..HEADER_LEN + n] {
+                prop_assert_eq!(r, Err(Invalid::Checksum));
+            }
+        }
+        if d == orig {
+            prop_assert!(r.is_ok());
+        }
+    }
+}
+
+// ---- control messages --------------------------------------------------------------------
+
+fn msg() -> impl Strategy<Value = Msg> {
+    let text = "\\PC{0,40}";
+    prop_oneof![
+        (
+            any::<u32>(),
+            any::<u64>(),
+            any::<u32>(),
+            prop_oneof![
+                any::<u64>().prop_map(Plan::Count),
+                any::<u64>().prop_map(Plan::TimeNs)
+            ],
+            any::<u16>(),
+            any::<bool>(),
+            text
+        )
+            .prop_map(
+                |(version, test_id, len, plan, streams, verify, host)| Msg::Hello {
+                    version,
+                    test_id,
+                    len,
+                    plan,
+                    streams,
+                    verify,
+                    host,
+                }
+            ),
+        (any::<u64>(), any::<bool>()).prop_map(|(rcvbuf, gro)| Msg::Ready { rcvbuf, gro }),
+        (0.0f64..1e9, any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(t, datagrams, bytes, lost_so_far)| Msg::Interval {
+                t,
+                datagrams,
+                bytes,
+                lost_so_far,
+            }
+        ),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            proptest::collection::btree_map(text, any::<u64>(), 0..4)
+        )
+            .prop_map(|(sent, bytes, elapsed_ns, errors)| Msg::Done {
+                sent,
+                bytes,
+                elapsed_ns,
+                errors,
+            }),
+        text.prop_map(|message| Msg::Error { message }),
+    ]
+}
+
+/// A mutation of an encoded message line.
+#[derive(Debug, Clone)]
+enum LineMutation {
+    Truncate(usize),
+    FlipBit(usize, u8),
+    Insert(usize, String),
+    Delete(usize, usize),
+}
+
+fn line_mutation() -> impl Strategy<Value = LineMutation> {
+    let snippet = prop_oneof![
+        Just("\"".to_string()),
+        Just(",".to_string()),
+        Just("{".to_string()),
+        Just("}".to_string()),
+        Just("[".to_string()),
+        Just("\\u0000".to_string()),
+        Just("\\ud800".to_string()),
+        Just("1e999".to_string()),
+        Just("-1".to_string()),
+        Just("18446744073709551616".to_string()),
+        Just("\"type\":\"hello\"".to_string()),
+        Just("\"extra\":1".to_string()),
+        Just("null".to_string()),
+        "\\PC{0,8}",
+    ];
+    prop_oneof![
+        any::<usize>().prop_map(LineMutation::Truncate),
+        (any::<usize>(), 0u8..8).prop_map(|(a, b)| LineMutation::FlipBit(a, b)),
+        (any::<usize>(), snippet).prop_map(|(a, s)| LineMutation::Insert(a, s)),
+        (any::<usize>(), 1usize..8).prop_map(|(a, n)| LineMutation::Delete(a, n)),
+    ]
+}
+
+fn apply_line(line: &mut Vec<u8>, m: &LineMutation) {
+    let at = |a: usize, len: usize| a % (len + 1);
+    match m {
+        LineMutation::Truncate(a) => line.truncate(at(*a, line.len())),
+        LineMutation::FlipBit(a, b) if !line.is_empty() => {
+            let i = a % line.len();
+            line[i] ^= 1 << b;
+        }
+        LineMutation::Insert(a, s) => {
+            let i = at(*a, line.len());
+            line.splice(i..i, s.bytes());
+        }
+        LineMutation::Delete(a, n) => {
+            let i = at(*a, line.len());
+            let j = (i + n).min(line.len());
+            line.drain(i..j);
+        }
+        _ => {}
+    }
+}
+
+/// Decodes a line; whatever decodes re-encodes to a line that decodes to the same message.
+fn control_line(line: &[u8]) {
+    if let Ok(m) = control::decode(line) {
+        let again = control::encode(&m);
+        assert_eq!(again.last(), Some(&b'\n'));
+        assert_eq!(control::decode(&again[..again.len() - 1]).unwrap(), m);
+    }
+}
+
+proptest! {
+    #[test]
+    fn control_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        control_line(&bytes);
+    }
+
+    #[test]
+    fn control_round_trip(m in msg()) {
+        let line = control::encode(&m);
+        prop_assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        prop_assert_eq!(control::decode(&line[..line.len() - 1]).unwrap(), m);
+    }
+
+    #[test]
+    fn control_mutations(m in msg(), muts in proptest::collection::vec(line_mutation(), 1..5)) {
+        let mut line = control::encode(&m);
+        line.pop();
+        for x in &muts {
+            apply_line(&mut line, x);
+        }
+        control_line(&line);
+    }
+
+    /// Deep nesting is an error, not a stack overflow.
+    #[test]
+    fn control_deep_nesting(depth in 1usize..20_000, open in prop_oneof![Just(b'['), Just(b'{')]) {
+        let mut line = br#"{"type":"error","message":"#.to_vec();
+        line.extend(std::iter::repeat_n(open, depth));
+        prop_assert!(control::decode(&line).is_err());
+    }
+}
+
+// ---- task-line parser --------------------------------------------------------------------
+
+/// Feeds `chunks` (then EOF) to a session, completing deferred operations at once (the sleep is
+/// not slept; a CPU job answers 0). Returns the output, checking the session's invariants on
+/// the way.
+fn session(cfg: SessionConfig, chunks: &[Vec<u8>]) -> Vec<u8> {
+    let srv = Counters::local();
+    let mut s = Session::new(cfg);
+    let mut out = Vec::new();
+    let drive = |s: &mut Session, mut step: Step, out: &mut Vec<u8>| -> Step {
+        loop {
+            match step {
+                Step::Sleep(_) => s.finish_sleep(out, &srv),
+                Step::Cpu(_) => s.finish_cpu(0, out, &srv),
+                other => return other,
+            }
+            step = s.resume(out, &srv);
+        }
+    };
+    let mut closed = false;
+    for c in chunks {
+        let step = s.input(c, &mut out, &srv);
+        let step = drive(&mut s, step, &mut out);
+        assert_ne!(step, Step::Pending, "nothing is left outstanding");
+        assert!(out.is_empty() || out.ends_with(b"\n"), "only whole lines");
+        if step == Step::Close {
+            closed = true;
+            break;
+        }
+        assert!(
+            s.buffered() <= cfg.max_line + 1,
+            "holds {} bytes with a {}-byte line limit",
+            s.buffered(),
+            cfg.max_line
+        );
+    }
+    if !closed {
+        let step = s.eof(&mut out, &srv);
+        assert_eq!(drive(&mut s, step, &mut out), Step::Close);
+    }
+    assert!(out.is_empty() || out.ends_with(b"\n"));
+    let input_lines = chunks.iter().flatten().filter(|&&b| b == b'\n').count();
+    let answers = out.iter().filter(|&&b| b == b'\n').count();
+    // One answer per line, plus one for a final unterminated line or an over-long line.
+    assert!(
+        answers <= input_lines + 1,
+        "{answers} answers to {input_lines} lines"
+    );
+    out
+}
+
+/// The answers with `STATS` lines blanked: those report byte counters as of the moment the line
+/// was read, which legitimately depends on how the input was split into reads.
+fn without_stats(out: Vec<u8>) -> Vec<Vec<u8>> {
+    out.split(|&b| b == b'\n')
+        .map(|l| {
+            if l.starts_with(b"requests=") {
+                b"STATS".to_vec()
+            } else {
+                l.to_vec()
+            }
+        })
+        .collect()
+}
+
+/// Splits `bytes` at the given cut points.
+fn split(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    at.sort_unstable();
+    let mut out = Vec::new();
+    let mut prev = 0;
+    for c in at.into_iter().chain([bytes.len()]) {
+        out.push(bytes[prev..c].to_vec());
+        prev = c;
+    }
+    out
+}
+
+/// Lines built from the protocol's verbs with hostile arguments.
+fn task_line() -> impl Strategy<Value = Vec<u8>> {
+    let verb = prop_oneof![
+        Just("ECHO"),
+        Just("echo"),
+        Just("UPPER"),
+        Just("REVERSE"),
+        Just("SUM"),
+        Just("HASH"),
+        Just("SLEEP"),
+        Just("STATS"),
+        Just("BYE"),
+        Just("NOPE"),
+        Just(""),
+    ];
+    let arg = prop_oneof![
+        Just(String::new()),
+        Just("9223372036854775807 1".to_string()),
+        Just("-9223372036854775808 -1".to_string()),
+        Just("18446744073709551616".to_string()),
+        Just("10000001 x".to_string()),
+        Just("0 x".to_string()),
+        Just("60001".to_string()),
+        Just("-5".to_string()),
+        Just("1e3".to_string()),
+        Just("ǅǈ\u{0301}ß".to_string()),
+        "\\PC{0,30}",
+        "[0-9 -]{0,30}",
+    ];
+    let end = prop_oneof![Just("\n"), Just("\r\n"), Just("\r"), Just("")];
+    (verb, any::<bool>(), arg, end).prop_map(|(v, sp, a, e)| {
+        let mut l = v.as_bytes().to_vec();
+        if sp {
+            l.push(b' ');
+        }
+        l.extend_from_slice(a.as_bytes());
+        l.extend_from_slice(e.as_bytes());
+        l
+    })
+}
+
+fn cfg() -> impl Strategy<Value = SessionConfig> {
+    (1usize..300, 0u64..20).prop_map(|(max_line, offload_rounds)| SessionConfig {
+        proto: Proto::Task,
+        max_line,
+        offload_rounds,
+    })
+}
+
+proptest! {
+    #[test]
+    fn task_arbitrary_bytes(
+        cfg in cfg(),
+        bytes in proptest::collection::vec(any::<u8>(), 0..1024),
+        cuts in proptest::collection::vec(any::<usize>(), 0..8),
+    ) {
+        let whole = without_stats(session(cfg, std::slice::from_ref(&bytes)));
+        // How the bytes are split into reads does not change the answers.
+        prop_assert_eq!(without_stats(session(cfg, &split(&bytes, &cuts))), whole);
+    }
+
+    #[test]
+    fn task_structured(
+        cfg in cfg(),
+        lines in proptest::collection::vec(task_line(), 0..30),
+        noise in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+        cuts in proptest::collection::vec(any::<usize>(), 0..8),
+    ) {
+        let mut bytes: Vec<u8> = lines.concat();
+        for (at, b) in noise {
+            if !bytes.is_empty() {
+                let i = at % bytes.len();
+                bytes[i] = b;
+            }
+        }
+        let whole = without_stats(session(cfg, std::slice::from_ref(&bytes)));
+        prop_assert_eq!(without_stats(session(cfg, &split(&bytes, &cuts))), whole);
+    }
+
+    #[test]
+    fn echo_proto_is_identity(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..10),
+    ) {
+        let srv = Counters::local();
+        let mut s = Session::new(SessionConfig { proto: Proto::Echo, ..SessionConfig::default() });
+        let mut out = Vec::new();
+        for c in &chunks {
+            prop_assert_eq!(s.input(c, &mut out, &srv), Step::NeedInput);
+        }
+        prop_assert_eq!(out, chunks.concat());
+    }
+}
+
+// ---- regressions ---------------------------------------------------------------------------
+
+#[test]
+fn regression_inputs_stay_harmless() {
+    // Control: an over-limit line, a bare NUL, a lone surrogate escape, a huge number.
+    assert!(control::decode(&vec![b'{'; MAX_MESSAGE + 1]).is_err());
+    assert!(control::decode(b"\0").is_err());
+    assert!(control::decode(br#"{"type":"error","message":"\ud800"}"#).is_err());
+    assert!(
+        control::decode(br#"{"type":"ready","rcvbuf":18446744073709551616,"gro":true}"#).is_err()
+    );
+    let done = Msg::Done {
+        sent: u64::MAX,
+        bytes: 0,
+        elapsed_ns: 0,
+        errors: BTreeMap::from([("E\u{0}".to_string(), 1)]),
+    };
+    let line = control::encode(&done);
+    assert_eq!(control::decode(&line[..line.len() - 1]).unwrap(), done);
+    // Found by control_round_trip: serde_json's default float parser was off by one ulp for
+    // some values, so an Interval's `t` changed on the wire (fixed with `float_roundtrip`).
+    let iv = Msg::Interval {
+        t: 949006696.4930029,
+        datagrams: 0,
+        bytes: 0,
+        lost_so_far: 0,
+    };
+    let line = control::encode(&iv);
+    assert_eq!(control::decode(&line[..line.len() - 1]).unwrap(), iv);
+    // Header: exactly the header, with a payload length that would underflow if misread.
+    let mut d = wire::build(HEADER_LEN, 1, 2, 3, true);
+    assert!(datagram(&d).is_ok());
+    d[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(datagram(&d), Err(Invalid::Length));
+    // Task: a line limit of one byte, CR without LF, and a CRLF split across reads.
+    let cfg = SessionConfig {
+        proto: Proto::Task,
+        max_line: 1,
+        offload_rounds: 0,
+    };
+    let out = session(cfg, &[b"\r".to_vec(), b"\n".to_vec(), b"ab\r\n".to_vec()]);
+    assert!(out.ends_with(b"\n"));
+}

@@ -1,0 +1,536 @@
+//! `netcore relay` as the receiver's oracle: real binaries over loopback (and, with root, over
+//! a veth pair between two network namespaces). The receiver's report must equal the relay's
+//! ground truth number for number.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::UdpSocket;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Mutex;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use common::{addr_in, run};
+use netcore::udp::wire;
+use serde_json::Value;
+
+/// The loopback runs go one at a time: three processes each, paced, on a 2-core machine.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A process with its stderr read line by line (to wait for markers) and its stdout collected;
+/// killed on drop.
+struct Proc {
+    child: Option<Child>,
+    err_lines: Receiver<String>,
+    err_seen: Vec<String>,
+    stdout: Option<JoinHandle<String>>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let err = child.stderr.take().unwrap();
+        let (tx, err_lines) = mpsc::channel();
+        thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child: Some(child),
+            err_lines,
+            err_seen: Vec::new(),
+            stdout: Some(stdout),
+        }
+    }
+
+    fn netcore(args: &[&str]) -> Proc {
+        let mut c = common::bin();
+        c.args(args);
+        Proc::spawn(c)
+    }
+
+    /// Waits for a stderr line containing `marker`.
+    fn wait_line(&mut self, marker: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.err_lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.err_seen.push(l.clone());
+                    if l.contains(marker) {
+                        return l;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no '{marker}' on stderr; saw {:?}", self.err_seen);
+    }
+
+    /// Waits for exit (killing it and failing after `limit`); returns status, stdout, stderr.
+    fn finish(mut self, limit: Duration) -> (ExitStatus, String, String) {
+        let mut child = self.child.take().unwrap();
+        let t = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                break s;
+            }
+            if t.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "process did not finish within {limit:?}: {:?}",
+                    self.err_seen
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let out = self.stdout.take().unwrap().join().unwrap_or_default();
+        let mut err = self.err_seen.join("\n");
+        while let Ok(l) = self.err_lines.recv_timeout(Duration::from_millis(200)) {
+            err.push('\n');
+            err.push_str(&l);
+        }
+        (status, out, err)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number '{key}' in {v}"))
+}
+
+/// Runs recv, relay (with `impair` flags) and blast of `count` datagrams at `rate`; returns
+/// (receiver report, relay report).
+fn through_relay(impair: &[&str], count: u64) -> (Value, Value) {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut recv = Proc::netcore(&["recv", "--listen", "127.0.0.1:0", "--once", "--json"]);
+    let recv_addr = addr_in(&recv.wait_line("listening on"));
+    let n = count.to_string();
+    let mut args = vec![
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        &recv_addr,
+        "--count",
+        &n,
+        // Ends the run (with a report that shows the shortfall) should loopback lose some.
+        "--once",
+        "--idle",
+        "3s",
+        "--json",
+    ];
+    args.extend_from_slice(impair);
+    let mut relay = Proc::netcore(&args);
+    let relay_addr = addr_in(&relay.wait_line("listening on"));
+    let (st, out, err) = run(
+        &[
+            "blast",
+            "--to",
+            &relay_addr,
+            "--control",
+            &recv_addr,
+            "--count",
+            &n,
+            "--rate",
+            "30kpps",
+            "--len",
+            "200",
+            "--verify",
+            "--json",
+        ],
+        LIMIT,
+    );
+    assert!(st.success(), "blast failed: {err}\n{out}");
+    let sender = json(&out);
+    let (st, relay_out, relay_err) = relay.finish(LIMIT);
+    assert!(st.success(), "relay failed: {relay_err}");
+    let (st, recv_out, recv_err) = recv.finish(LIMIT);
+    assert!(st.success(), "recv failed: {recv_err}");
+    let rx = json(&recv_out);
+    let truth = json(&relay_out);
+    assert_eq!(
+        u(&sender["receiver"]["accounting"], "sent"),
+        count,
+        "sender"
+    );
+    assert_eq!(rx["test_id"], sender["test_id"]);
+    (rx, truth)
+}
+
+/// The receiver's accounting equals the relay's ground truth, number for number.
+fn assert_exact(rx: &Value, truth: &Value, count: u64) -> Value {
+    let tests = truth["tests"].as_array().expect("tests");
+    assert_eq!(tests.len(), 1, "one test through the relay: {truth}");
+    let t = &tests[0];
+    assert_eq!(t["test_id"], rx["test_id"]);
+    assert_eq!(u(truth, "other_in"), 0);
+    let a = &rx["receiver"]["accounting"];
+    // What the receiver must count as lost: what the relay never sent on. That is the relay's
+    // own `lost` when everything reached it; should loopback drop some on the way in (a busy
+    // machine, small socket buffers), the comparison stays exact against the sender's count.
+    let into_relay = u(t, "unique_in");
+    if into_relay == count {
+        assert_eq!(u(a, "lost"), u(t, "lost"), "receiver: {a}\nrelay: {t}");
+    } else {
+        eprintln!(
+            "note: {} datagrams lost on the way into the relay",
+            count - into_relay
+        );
+    }
+    assert_eq!(
+        u(a, "lost"),
+        count - u(t, "unique_out"),
+        "receiver: {a}\nrelay: {t}"
+    );
+    let pairs = [
+        ("duplicate", "duplicates"),
+        ("reordered", "reordered"),
+        ("max_extent", "max_extent"),
+        ("too_late", "too_late"),
+        ("unique", "unique_out"),
+    ];
+    for (rk, tk) in pairs {
+        assert_eq!(
+            u(a, rk),
+            u(t, tk),
+            "receiver {rk} != relay {tk}\nreceiver: {a}\nrelay: {t}"
+        );
+    }
+    assert_eq!(u(a, "sent"), count);
+    assert_eq!(
+        rx["receiver"]["invalid"].as_object().map_or(0, |m| m.len()),
+        0,
+        "{rx}"
+    );
+    // The relay's own books balance.
+    let imp = &truth["impairments"];
+    assert_eq!(
+        u(truth, "forwarded"),
+        u(truth, "datagrams_in") - u(imp, "dropped") - u(imp, "overflow") + u(imp, "duplicated")
+    );
+    t.clone()
+}
+
+#[test]
+fn loss_only_at_two_seeds() {
+    for seed in ["1", "7"] {
+        let (rx, truth) = through_relay(&["--loss", "2%", "--seed", seed], 20_000);
+        let t = assert_exact(&rx, &truth, 20_000);
+        assert!(u(&t, "lost") > 100, "{t}");
+        assert_eq!(u(&t, "reordered") + u(&t, "duplicates"), 0, "{t}");
+    }
+}
+
+#[test]
+fn reorder_only() {
+    let (rx, truth) = through_relay(
+        &["--reorder", "3%", "--reorder-depth", "1..32", "--seed", "2"],
+        20_000,
+    );
+    let t = assert_exact(&rx, &truth, 20_000);
+    assert!(u(&t, "reordered") > 300, "{t}");
+    assert!(u(&t, "max_extent") >= 20, "{t}");
+    assert_eq!(u(&t, "lost") + u(&t, "duplicates"), 0, "{t}");
+}
+
+#[test]
+fn duplicates_only() {
+    let (rx, truth) = through_relay(&["--duplicate", "2%", "--seed", "3"], 20_000);
+    let t = assert_exact(&rx, &truth, 20_000);
+    assert!(u(&t, "duplicates") > 200, "{t}");
+    assert_eq!(u(&t, "lost") + u(&t, "reordered"), 0, "{t}");
+}
+
+#[test]
+fn everything_at_once_at_two_seeds() {
+    for seed in ["4", "11"] {
+        let (rx, truth) = through_relay(
+            &[
+                "--loss",
+                "1%",
+                "--reorder",
+                "2%",
+                "--reorder-depth",
+                "1..64",
+                "--duplicate",
+                "1%",
+                "--delay",
+                "1ms",
+                "--jitter",
+                "300us",
+                "--seed",
+                seed,
+            ],
+            20_000,
+        );
+        let t = assert_exact(&rx, &truth, 20_000);
+        assert!(u(&t, "lost") > 0 && u(&t, "duplicates") > 0 && u(&t, "reordered") > 0);
+    }
+}
+
+#[test]
+fn burst_loss() {
+    let (rx, truth) = through_relay(
+        &["--loss", "3%", "--burst-loss", "6", "--seed", "5"],
+        20_000,
+    );
+    let t = assert_exact(&rx, &truth, 20_000);
+    assert!(u(&t, "lost") > 200, "{t}");
+}
+
+#[test]
+fn rate_limited_link() {
+    // 20 kpps link under 30 kpps offered, 8192-datagram queue: nothing overflows in 5000
+    // datagrams, but the link paces them.
+    let (rx, truth) = through_relay(&["--rate", "20kpps", "--loss", "1%", "--seed", "6"], 5_000);
+    assert_exact(&rx, &truth, 5_000);
+    assert_eq!(u(&truth["impairments"], "overflow"), 0);
+}
+
+#[test]
+fn bad_flags_are_one_line_errors() {
+    let base = ["relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:9"];
+    for bad in [
+        &["--loss", "150%"][..],
+        &["--duplicate", "-1%"],
+        &["--reorder-depth", "0"],
+        &["--reorder-depth", "5..2"],
+        &["--delay", "3parsecs"],
+        &["--rate", "5furlongs"],
+        &["--burst-loss", "0.5"],
+        &["--burst-loss", "4"],
+        &["--loss", "90%", "--burst-loss", "1"],
+        &["--count", "0"],
+    ] {
+        let mut args = base.to_vec();
+        args.extend_from_slice(bad);
+        let (st, out, err) = run(&args, Duration::from_secs(20));
+        assert!(!st.success(), "{bad:?} was accepted: {out}");
+        assert_eq!(err.trim().lines().count(), 1, "{bad:?}: {err}");
+        assert!(err.starts_with("netcore: error: "), "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn sigint_flushes_held_datagrams_and_the_report() {
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sink.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let to = sink.local_addr().unwrap().to_string();
+    // An hour of delay: nothing leaves the relay until SIGINT flushes it.
+    let mut relay = Proc::netcore(&[
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        &to,
+        "--delay",
+        "1h",
+        "--json",
+    ]);
+    let relay_addr = addr_in(&relay.wait_line("listening on"));
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    tx.send_to(&wire::build(100, 42, 0, 0, false), &relay_addr)
+        .unwrap();
+    relay.wait_line("traffic started");
+    let pid = relay.child.as_ref().unwrap().id().to_string();
+    // The shell's builtin kill: no dependency on a kill binary.
+    let st = Command::new("sh")
+        .args(["-c", &format!("kill -INT {pid}")])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut buf = [0u8; 2048];
+    let n = sink.recv(&mut buf).expect("the held datagram is flushed");
+    assert_eq!(wire::Header::decode(&buf[..n]).unwrap().seq, 0);
+    let (st, out, err) = relay.finish(LIMIT);
+    assert!(st.success(), "{err}");
+    let r = json(&out);
+    assert_eq!(r["interrupted"], true);
+    assert_eq!((u(&r, "datagrams_in"), u(&r, "forwarded")), (1, 1));
+    assert_eq!(r["tests"][0]["test_id"], "000000000000002a");
+}
+
+// ---- two hosts: network namespaces joined by a veth pair -------------------------------------
+
+/// Two namespaces with a veth pair, 10.0.0.1/30 (a) and 10.0.0.2/30 (b); removed on drop.
+struct Netns {
+    a: String,
+    b: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    match Command::new("ip").args(args).stdin(Stdio::null()).output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run ip: {e}")),
+    }
+}
+
+impl Netns {
+    fn create() -> Result<Netns, String> {
+        let uid = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+            })
+            .unwrap_or_default();
+        if uid != "0" {
+            return Err("not root (network namespaces need CAP_SYS_ADMIN)".into());
+        }
+        if Command::new("ip").arg("-V").output().is_err() {
+            return Err("the `ip` command (iproute2) is not installed".into());
+        }
+        let id = std::process::id();
+        let ns = Netns {
+            a: format!("ncrelay{id}a"),
+            b: format!("ncrelay{id}b"),
+        };
+        let (va, vb) = (format!("nc{id}a"), format!("nc{id}b"));
+        ip(&["netns", "add", &ns.a])?;
+        ip(&["netns", "add", &ns.b])?;
+        ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])?;
+        ip(&["link", "set", &va, "netns", &ns.a])?;
+        ip(&["link", "set", &vb, "netns", &ns.b])?;
+        ip(&["-n", &ns.a, "addr", "add", "10.0.0.1/30", "dev", &va])?;
+        ip(&["-n", &ns.b, "addr", "add", "10.0.0.2/30", "dev", &vb])?;
+        for (n, v) in [(&ns.a, &va), (&ns.b, &vb)] {
+            ip(&["-n", n, "link", "set", v, "up"])?;
+            ip(&["-n", n, "link", "set", "lo", "up"])?;
+        }
+        Ok(ns)
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_netcore")])
+            .args(args);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting a namespace destroys the veth end inside it, and with it the pair.
+        let _ = ip(&["netns", "del", &self.a]);
+        let _ = ip(&["netns", "del", &self.b]);
+    }
+}
+
+#[test]
+fn two_hosts_over_veth() {
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) => {
+            println!("skipping two_hosts_over_veth: {why}");
+            return;
+        }
+    };
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Host a receives; host b sends, directly and then through a relay running on host b.
+    let mut recv = Proc::spawn(ns.exec(&ns.a, &["recv", "--listen", "10.0.0.1:5300", "--json"]));
+    recv.wait_line("listening on");
+    let blast = |to: &str| {
+        let mut c = ns.exec(
+            &ns.b,
+            &[
+                "blast",
+                "--to",
+                to,
+                "--control",
+                "10.0.0.1:5300",
+                "--count",
+                "20000",
+                "--rate",
+                "20kpps",
+                "--len",
+                "1000",
+                "--json",
+            ],
+        );
+        let p = Proc::spawn({
+            c.stdin(Stdio::null());
+            c
+        });
+        let (st, out, err) = p.finish(LIMIT);
+        assert!(st.success(), "blast in {}: {err}", ns.b);
+        json(&out)
+    };
+    let direct = blast("10.0.0.1:5300");
+    let a = &direct["receiver"]["accounting"];
+    assert_eq!(u(a, "sent"), 20_000);
+    assert_eq!(u(a, "unique") + u(a, "lost"), 20_000);
+    assert!(u(a, "unique") > 0);
+    assert_eq!(direct["target"], "10.0.0.1:5300");
+
+    let mut relay = Proc::spawn(ns.exec(
+        &ns.b,
+        &[
+            "relay",
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            "10.0.0.1:5300",
+            "--count",
+            "20000",
+            "--once",
+            "--idle",
+            "3s",
+            "--loss",
+            "1%",
+            "--reorder",
+            "1%",
+            "--duplicate",
+            "1%",
+            "--seed",
+            "8",
+            "--json",
+        ],
+    ));
+    let relay_addr = addr_in(&relay.wait_line("listening on"));
+    let through = blast(&relay_addr);
+    let (st, out, err) = relay.finish(LIMIT);
+    assert!(st.success(), "relay: {err}");
+    let truth = json(&out);
+    // The sender's copy of the receiver's report carries the receiver's accounting.
+    assert_exact(&through, &truth, 20_000);
+}
