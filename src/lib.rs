@@ -5,6 +5,7 @@
 //! is in [`sys`] (and the io_uring backend).
 
 pub mod cli;
+pub mod load;
 pub mod reactor;
 #[macro_use]
 pub mod sys;

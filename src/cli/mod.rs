@@ -7,6 +7,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod common;
+pub mod compare;
+pub mod load;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -21,14 +23,37 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Drive a TCP server with a sweep of client counts (task or echo protocol)
+    Load(load::LoadArgs),
+    /// Start each server model in turn, run the same sweep against each, tabulate and plot
+    Compare(compare::CompareArgs),
+}
 
 /// Parses the process arguments and runs the command.
 pub fn main() -> Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            // --help / --version
+            e.print()?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            // One line: clap's first line (the error itself), without usage and hints.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("netcore: error: {first}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     run(cli)
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Load(a) => load::run(&a),
+        Command::Compare(a) => compare::run(&a),
+    }
 }
