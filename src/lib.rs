@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod load;
 pub mod reactor;
+pub mod server;
 #[macro_use]
 pub mod sys;
 pub mod stats;

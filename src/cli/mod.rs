@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 pub mod common;
 pub mod compare;
 pub mod load;
+pub mod serve;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,6 +25,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run a TCP server (task or echo protocol) with one of the concurrency models
+    Serve(serve::ServeArgs),
     /// Drive a TCP server with a sweep of client counts (task or echo protocol)
     Load(load::LoadArgs),
     /// Start each server model in turn, run the same sweep against each, tabulate and plot
@@ -53,6 +56,7 @@ pub fn main() -> Result<ExitCode> {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Serve(a) => serve::run(&a),
         Command::Load(a) => load::run(&a),
         Command::Compare(a) => compare::run(&a),
     }

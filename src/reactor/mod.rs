@@ -513,12 +513,10 @@ impl<S> Reactor<S> {
         for ev in self.events.iter() {
             match ev.token() {
                 WAKER => woke = true,
-                SIGNAL => {
-                    if let Ok(fd) = crate::sys::signal::termination_fd() {
-                        crate::sys::signal::drain(fd);
-                    }
-                    cx.stop = true;
-                }
+                // The pipe is deliberately not drained: several reactors may watch it, and
+                // epoll re-checks readiness when it reports an event, so a reactor that drained
+                // it would hide the event from the others. Termination is final anyway.
+                SIGNAL => cx.stop = true,
                 t => {
                     let key = Key::from_token(t);
                     if cx.slab.contains(key) {

@@ -45,9 +45,9 @@ impl Table {
                 }
                 if i == 0 {
                     s.push_str(c);
-                    s.extend(std::iter::repeat_n(' ', pad));
+                    s.extend(std::iter::repeat(' ').take(pad));
                 } else {
-                    s.extend(std::iter::repeat_n(' ', pad));
+                    s.extend(std::iter::repeat(' ').take(pad));
                     s.push_str(c);
                 }
             }

@@ -34,14 +34,14 @@ pub fn raise_nofile(want: u64) -> std::io::Result<u64> {
     };
     // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
     unsafe { syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim)) }?;
-    let target = want.min(lim.rlim_max as u64);
-    if (lim.rlim_cur as u64) < target {
+    let target = want.min(lim.rlim_max);
+    if lim.rlim_cur < target {
         lim.rlim_cur = target as libc::rlim_t;
         // SAFETY: `lim` is a valid rlimit read back from the kernel with only rlim_cur lowered
         // to at most rlim_max.
         unsafe { syscall!(setrlimit(libc::RLIMIT_NOFILE, &lim)) }?;
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// Nanoseconds on CLOCK_REALTIME (comparable across hosts whose clocks are synchronised).

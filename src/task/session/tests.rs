@@ -124,7 +124,7 @@ fn partial_lines_and_line_limit() {
     assert!(closed);
     // Exactly at the limit is fine, with either terminator.
     let mut line = b"ECHO ".to_vec();
-    line.extend(std::iter::repeat_n(b'y', 59));
+    line.extend(std::iter::repeat(b'y').take(59));
     let mut a = line.clone();
     a.extend_from_slice(b"\r\n");
     let (out, closed) = run(cfg(64), &[&a], false);

@@ -1,0 +1,116 @@
+//! `netcore serve`: flags and glue to [`crate::server`].
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+
+use super::common::PinArgs;
+use crate::server::{Model, ServeConfig};
+use crate::sys::affinity;
+use crate::task::{Proto, SessionConfig, DEFAULT_OFFLOAD_ROUNDS};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtoArg {
+    /// Line-based task protocol (ECHO, UPPER, REVERSE, SUM, HASH, SLEEP, STATS, BYE)
+    Task,
+    /// Raw echo of every byte, no framing
+    Echo,
+}
+
+/// `netcore serve`
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Concurrency model
+    #[arg(long, value_enum, default_value = "epoll")]
+    pub model: Model,
+    /// Protocol
+    #[arg(long, value_enum, default_value = "task")]
+    pub proto: ProtoArg,
+    /// Address to listen on (port 0: any free port, printed on startup)
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    pub listen: SocketAddr,
+    /// pool: connection worker threads (default 4 per CPU); epoll: threads for offloaded
+    /// HASH jobs (default 1 per CPU)
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub workers: Option<u32>,
+    /// Most connections served at once (others wait in the listen queue)
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_conns: u32,
+    /// Close connections silent for this long (0: never)
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// epoll: number of reactors (threads), one SO_REUSEPORT listener each
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub reactors: u32,
+    /// Longest accepted request line (task protocol)
+    #[arg(long, default_value = "64KiB", value_parser = parse_line)]
+    pub max_line: usize,
+    #[command(flatten)]
+    pub pin: PinArgs,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::units::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_line(s: &str) -> Result<usize, String> {
+    match crate::units::parse_size(s) {
+        Ok(n) if (16..=(64 << 20)).contains(&n) => Ok(n as usize),
+        Ok(_) => Err("must be between 16 bytes and 64MiB".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl ServeArgs {
+    /// Checks flag combinations and builds the server configuration.
+    pub fn config(&self) -> Result<ServeConfig> {
+        let cpus_n = affinity::available_cpus();
+        if self.reactors != 1 && self.model != Model::Epoll {
+            bail!("--reactors applies to --model epoll only");
+        }
+        if self.workers.is_some() && !matches!(self.model, Model::Pool | Model::Epoll) {
+            bail!("--workers applies to --model pool and --model epoll only");
+        }
+        let workers = match (self.workers, self.model) {
+            (Some(w), _) => w as usize,
+            (None, Model::Pool) => 4 * cpus_n,
+            (None, _) => cpus_n,
+        };
+        let cpus = match &self.pin.cpus {
+            Some(l) => l.clone(),
+            None if self.pin.pin => (0..cpus_n).collect(),
+            None => Vec::new(),
+        };
+        Ok(ServeConfig {
+            model: self.model,
+            listen: self.listen,
+            session: SessionConfig {
+                proto: match self.proto {
+                    ProtoArg::Task => Proto::Task,
+                    ProtoArg::Echo => Proto::Echo,
+                },
+                max_line: self.max_line,
+                offload_rounds: if self.model == Model::Epoll {
+                    DEFAULT_OFFLOAD_ROUNDS
+                } else {
+                    u64::MAX
+                },
+            },
+            workers,
+            max_conns: self.max_conns as usize,
+            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
+            reactors: self.reactors as usize,
+            cpus,
+        })
+    }
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub fn run(args: &ServeArgs) -> Result<ExitCode> {
+    let cfg = args.config()?;
+    crate::server::run(&cfg)?;
+    Ok(ExitCode::SUCCESS)
+}
