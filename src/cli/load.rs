@@ -50,7 +50,7 @@ pub struct WorkloadArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_nonzero_duration)]
     pub duration: Option<Duration>,
     /// With --duration: run this long before the measured window opens
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "duration")]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub warmup: Option<Duration>,
     /// Open loop: total requests per second over all clients (e.g. 5000, 20k); latency is
     /// measured from the intended send time
@@ -103,6 +103,9 @@ impl WorkloadArgs {
     /// The workload, mode and run settings (address left unset) and the setup block.
     /// `tutorial` switches the defaults to the tutorial preset.
     pub fn build(&self, tutorial: bool) -> Result<(RunConfig, Setup)> {
+        if self.warmup.is_some() && self.duration.is_none() {
+            bail!("--warmup needs --duration (a fixed number of --tasks has no warm-up)");
+        }
         let workload = match self.proto {
             ProtoArg::Echo => {
                 if self.task.is_some() || self.mix.is_some() {
