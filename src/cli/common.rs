@@ -12,8 +12,9 @@ pub struct PinArgs {
     #[arg(long)]
     pub pin: bool,
     /// Pin the busy threads to these CPUs, in order (e.g. 0,1 or 0-3)
+    // (`::std::vec::Vec` makes clap take the list as one value, from `parse_cpus`.)
     #[arg(long, value_name = "LIST", value_parser = parse_cpus)]
-    pub cpus: Option<Vec<usize>>,
+    pub cpus: Option<::std::vec::Vec<usize>>,
 }
 
 fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
