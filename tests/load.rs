@@ -266,6 +266,35 @@ fn echo_protocol_tasks_and_duration() {
         );
         assert_eq!(errors_total(&r["errors"]), 0, "{r}");
     }
+    // Pinned: one reactor thread per listed CPU, clients split between them, results merged.
+    let cpus = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        "0,1"
+    } else {
+        "0"
+    };
+    let o = netcore(&[
+        "load",
+        "--connect",
+        &addr,
+        "--proto",
+        "echo",
+        "--clients",
+        "5",
+        "--tasks",
+        "50",
+        "--cpus",
+        cpus,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let j = json(&o);
+    assert_eq!(
+        j["setup"]["threads"].as_u64().unwrap() as usize,
+        cpus.split(',').count()
+    );
+    let r = &j["points"][0]["runs"][0];
+    assert_eq!(r["tasks"], 250, "{r}");
+    assert_eq!(r["fairness"]["min"], 50);
     // Duration mode with a warm-up; odd payload sizes (shorter than the 8-byte header, and
     // several reads' worth).
     for size in ["5", "100000"] {
