@@ -5,6 +5,7 @@
 //! is in [`sys`] (and the io_uring backend, `uring`).
 
 pub mod cli;
+pub mod load;
 pub mod reactor;
 pub mod server;
 #[macro_use]

@@ -7,6 +7,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod common;
+pub mod compare;
+pub mod load;
 pub mod relay;
 pub mod serve;
 pub mod traffic;
@@ -34,6 +36,10 @@ pub enum Command {
     /// Forward UDP datagrams with seeded loss, reordering, duplication, delay and a rate limit,
     /// and report the ground truth a receiver must match
     Relay(relay::RelayArgs),
+    /// Drive a TCP server with a sweep of client counts (task or echo protocol)
+    Load(load::LoadArgs),
+    /// Start each server model in turn, run the same sweep against each, tabulate and plot
+    Compare(compare::CompareArgs),
 }
 
 /// Parses the process arguments and runs the command.
@@ -66,5 +72,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Traffic(a) => traffic::run(a),
         Command::Serve(a) => serve::run(&a),
         Command::Relay(a) => relay::run(a),
+        Command::Load(a) => load::run(&a),
+        Command::Compare(a) => compare::run(&a),
     }
 }

@@ -277,7 +277,9 @@ pub fn line_chart_svg(
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
                 .map_err(draw_err)?
                 .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                });
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(draw_err)?;
@@ -292,7 +294,7 @@ pub fn line_chart_svg(
         if !series.is_empty() {
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(legend_corner(series, (x0, x1), (y0, y1), lx, ly))
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
                 .label_font(("sans-serif", 14))
@@ -392,6 +394,34 @@ fn ticks(lo: f64, hi: f64, log: bool) -> Vec<f64> {
         t += step;
     }
     v
+}
+
+/// The upper corner (left or right) whose top-third quarter of the plot holds fewer points, so
+/// the legend hides as little data as possible.
+fn legend_corner(
+    series: &[Series],
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+    lx: bool,
+    ly: bool,
+) -> SeriesLabelPosition {
+    let (mut left, mut right) = (0, 0);
+    for &(x, y) in series.iter().flat_map(|s| &s.points) {
+        let fx = (axis(x, lx) - x0) / (x1 - x0);
+        let fy = (axis(y, ly) - y0) / (y1 - y0);
+        if fy > 0.6 {
+            if fx < 0.45 {
+                left += 1;
+            } else if fx > 0.55 {
+                right += 1;
+            }
+        }
+    }
+    if left > right {
+        SeriesLabelPosition::UpperRight
+    } else {
+        SeriesLabelPosition::UpperLeft
+    }
 }
 
 fn minmax(it: impl Iterator<Item = f64>) -> Option<(f64, f64)> {

@@ -1,0 +1,299 @@
+//! `netcore load`: flags, validation, and the glue to [`crate::load`].
+
+use std::io::{IsTerminal, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+
+use super::common::PinArgs;
+use crate::load::report::{LoadReport, Setup, SCHEMA};
+use crate::load::workload::Workload;
+use crate::load::{run_point, sweep, Mode, RunConfig, RunResult};
+use crate::stats::{plot, Format, Report};
+use crate::units::{parse_duration, parse_nonzero_duration, parse_nonzero_size};
+
+/// Exit status of a run that completed but counted errors.
+pub const EXIT_ERRORS: u8 = 3;
+
+/// The protocol the clients speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtoArg {
+    /// Line-based task protocol (replies checked against the task session)
+    Task,
+    /// Raw echo of --size byte payloads (replies checked byte for byte)
+    Echo,
+}
+
+/// What every client does (shared by `load` and `compare`).
+#[derive(Args, Debug, Clone)]
+pub struct WorkloadArgs {
+    /// Tasks per client [default: 10; 3 with --preset tutorial]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000), conflicts_with = "duration")]
+    pub tasks: Option<u32>,
+    /// The request every task sends (task protocol) [default: "ECHO hello"; "SLEEP 1000" with --preset tutorial]
+    #[arg(long, value_name = "LINE", conflicts_with = "mix")]
+    pub task: Option<String>,
+    /// File of requests, one per line (`#` comments, `N*` weights), picked at random per task
+    #[arg(long, value_name = "FILE")]
+    pub mix: Option<PathBuf>,
+    /// Seed of the --mix choices (each client derives its own generator from it)
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Pause between a reply and the client's next request (closed loop)
+    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration, conflicts_with = "rate")]
+    pub think: Duration,
+    /// Loop for this long instead of a fixed number of tasks (measured after --warmup)
+    #[arg(long, value_name = "DUR", value_parser = parse_nonzero_duration)]
+    pub duration: Option<Duration>,
+    /// With --duration: run this long before the measured window opens
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
+    /// Open loop: total requests per second over all clients (e.g. 5000, 20k); latency is
+    /// measured from the intended send time
+    #[arg(long, value_name = "R", value_parser = parse_req_rate)]
+    pub rate: Option<f64>,
+    /// Protocol
+    #[arg(long, value_enum, default_value = "task")]
+    pub proto: ProtoArg,
+    /// Echo payload size in bytes (--proto echo) [default: 64]
+    #[arg(long, value_name = "BYTES", value_parser = parse_nonzero_size)]
+    pub size: Option<u64>,
+    /// Longest wait for any reply
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_nonzero_duration)]
+    pub timeout: Duration,
+    /// Longest wait for a connection to be established
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_nonzero_duration)]
+    pub connect_timeout: Duration,
+    #[command(flatten)]
+    pub pin: PinArgs,
+}
+
+/// Parses a request rate: `5000`, `20k`, `1.5M`, optionally followed by `/s`, `rps` or `ps`.
+pub fn parse_req_rate(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("/s")
+        .or_else(|| t.strip_suffix("rps"))
+        .or_else(|| t.strip_suffix("ps"))
+        .unwrap_or(t)
+        .trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1e3),
+        Some((i, 'M')) => (&t[..i], 1e6),
+        _ => (t, 1.0),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid rate '{s}' (examples: 5000, 20k, 1.5M)"))?;
+    let v = v * mult;
+    if !v.is_finite() || v <= 0.0 || v > 1e9 {
+        return Err(format!(
+            "invalid rate '{s}': must be > 0 and at most 1e9 per second"
+        ));
+    }
+    Ok(v)
+}
+
+impl WorkloadArgs {
+    /// The workload, mode and run settings (address left unset) and the setup block.
+    /// `tutorial` switches the defaults to the tutorial preset.
+    pub fn build(&self, tutorial: bool) -> Result<(RunConfig, Setup)> {
+        if self.warmup.is_some() && self.duration.is_none() {
+            bail!("--warmup needs --duration (a fixed number of --tasks has no warm-up)");
+        }
+        let workload = match self.proto {
+            ProtoArg::Echo => {
+                if self.task.is_some() || self.mix.is_some() {
+                    bail!("--task and --mix are for --proto task; --proto echo sends --size byte payloads");
+                }
+                Workload::echo(self.size.unwrap_or(64).try_into().unwrap_or(usize::MAX))?
+            }
+            ProtoArg::Task => {
+                if self.size.is_some() {
+                    bail!(
+                        "--size is for --proto echo (task requests are given with --task or --mix)"
+                    );
+                }
+                match &self.mix {
+                    Some(p) => Workload::mix(p, self.seed)?,
+                    None => {
+                        let line = self.task.clone().unwrap_or_else(|| {
+                            if tutorial { "SLEEP 1000" } else { "ECHO hello" }.to_string()
+                        });
+                        Workload::task(&line).with_context(|| format!("--task '{line}'"))?
+                    }
+                }
+            }
+        };
+        let mode = match self.duration {
+            Some(d) => Mode::Duration {
+                duration: d,
+                warmup: self.warmup.unwrap_or(Duration::ZERO),
+            },
+            None => Mode::Tasks(self.tasks.unwrap_or(if tutorial { 3 } else { 10 })),
+        };
+        let cpus = match (self.pin.list(), self.pin.pin) {
+            (Some(c), _) => c.to_vec(),
+            (None, true) => vec![0],
+            (None, false) => Vec::new(),
+        };
+        let workload_desc = match (&workload, &self.mix) {
+            (Workload::Echo { size }, _) => format!("echo {size} B"),
+            (_, Some(p)) => format!("mix {}", p.display()),
+            _ => self
+                .task
+                .clone()
+                .unwrap_or_else(|| if tutorial { "SLEEP 1000" } else { "ECHO hello" }.into()),
+        };
+        let setup = Setup {
+            target: String::new(),
+            proto: workload.proto().name().to_string(),
+            mode: match mode {
+                Mode::Tasks(_) => "tasks",
+                Mode::Duration { .. } => "duration",
+            }
+            .to_string(),
+            tasks_per_client: match mode {
+                Mode::Tasks(n) => Some(n),
+                _ => None,
+            },
+            duration_s: self.duration.map(|d| d.as_secs_f64()),
+            warmup_s: self
+                .duration
+                .map(|_| self.warmup.unwrap_or(Duration::ZERO).as_secs_f64()),
+            workload: workload_desc,
+            think_s: self.think.as_secs_f64(),
+            rate: self.rate,
+            timeout_s: self.timeout.as_secs_f64(),
+            connect_timeout_s: self.connect_timeout.as_secs_f64(),
+            runs: 0,
+            threads: cpus.len().max(1) as u32,
+            cpus: cpus.clone(),
+        };
+        let run = RunConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workload,
+            mode,
+            think: self.think,
+            rate: self.rate,
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            cpus,
+            limit: None,
+        };
+        Ok((run, setup))
+    }
+}
+
+/// `netcore load`: drive a server with a sweep of client counts.
+#[derive(Args, Debug, Clone)]
+#[command(
+    after_help = "Exit status: 0 = no errors, 1 = could not run, 2 = bad usage, 3 = the report counts errors."
+)]
+pub struct LoadArgs {
+    /// Server address (host:port)
+    #[arg(long, value_name = "ADDR")]
+    pub connect: String,
+    /// Client counts to sweep: 1,10,100 or 10,20,..,100 or 10..=100:10
+    #[arg(long, value_name = "LIST", default_value = "10", value_parser = parse_sweep)]
+    pub clients: Sweep,
+    /// Runs per sweep point (medians are reported)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub runs: u32,
+    #[command(flatten)]
+    pub work: WorkloadArgs,
+    /// Print JSON (schema netcore.load.v1)
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV (one row per run, plus the medians)
+    #[arg(long)]
+    pub csv: bool,
+    /// Also write an SVG plot of the sweep to FILE
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+}
+
+/// A parsed `--clients` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sweep(pub Vec<u32>);
+
+/// clap value parser for a sweep (one argument holding the whole list).
+pub fn parse_sweep(s: &str) -> Result<Sweep, String> {
+    sweep::parse_clients(s)
+        .map(Sweep)
+        .map_err(|e| format!("{e:#}"))
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .with_context(|| format!("invalid address '{addr}' (expected host:port)"))?
+        .next()
+        .with_context(|| format!("address '{addr}' resolves to nothing"))
+}
+
+/// Runs `netcore load`.
+pub fn run(a: &LoadArgs) -> Result<ExitCode> {
+    let addr = resolve(&a.connect)?;
+    if let Some(p) = &a.plot {
+        plot::check_output(p)?;
+    }
+    let (mut cfg, mut setup) = a.work.build(false)?;
+    cfg.addr = addr;
+    setup.target = addr.to_string();
+    setup.runs = a.runs;
+    let progress = std::io::stderr().is_terminal();
+    let mut report = LoadReport {
+        schema: SCHEMA,
+        setup,
+        points: Vec::new(),
+    };
+    for &clients in &a.clients.0 {
+        let p = run_point(&cfg, clients, a.runs, |r: &RunResult| {
+            if progress {
+                eprintln!(
+                    "load: clients={clients} run {}/{}: wall {:.3} s, {:.1} tasks/s, p99 {}, errors {}",
+                    r.run,
+                    a.runs,
+                    r.wall_s,
+                    r.tasks_per_s,
+                    crate::units::fmt_micros(r.latency_us.p99),
+                    r.errors.brief()
+                );
+            }
+        })?;
+        report.points.push(p);
+    }
+    let fmt = Format::from_flags(a.json, a.csv);
+    let mut out = std::io::stdout().lock();
+    out.write_all(report.render(fmt).as_bytes())?;
+    out.flush()?;
+    if let Some(p) = &a.plot {
+        crate::load::plot_sweep(p, &report)?;
+    }
+    Ok(if report.total_errors() > 0 {
+        ExitCode::from(EXIT_ERRORS)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_req_rate("5000").unwrap(), 5000.0);
+        assert_eq!(parse_req_rate("20k").unwrap(), 20_000.0);
+        assert_eq!(parse_req_rate("1.5M/s").unwrap(), 1.5e6);
+        assert_eq!(parse_req_rate("100rps").unwrap(), 100.0);
+        for bad in ["0", "-5", "x", "", "1e12"] {
+            assert!(parse_req_rate(bad).is_err(), "{bad}");
+        }
+    }
+}

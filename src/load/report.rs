@@ -1,0 +1,444 @@
+//! The load report: per sweep point, every run's figures and their medians; rendered as a
+//! table, JSON (schema [`SCHEMA`]) or CSV.
+
+use serde::Serialize;
+
+use super::engine::{ErrorCounts, RunOutcome};
+use crate::stats::hist::{median, Percentiles};
+use crate::stats::table::Table;
+use crate::stats::Report;
+use crate::units::fmt_micros;
+
+/// The JSON schema name of [`LoadReport`].
+pub const SCHEMA: &str = "netcore.load.v1";
+
+/// Min and max counted tasks per client: how evenly the server served its clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Fairness {
+    pub min: u64,
+    pub max: u64,
+}
+
+/// One run of one sweep point.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunResult {
+    pub run: u32,
+    pub clients: u32,
+    /// Tasks mode: first connect to last close. Duration mode: the measured window.
+    pub wall_s: f64,
+    /// Successful, counted tasks.
+    pub tasks: u64,
+    pub tasks_per_s: f64,
+    /// Task latency (µs).
+    pub latency_us: Percentiles,
+    /// Connect time (µs), reported apart from the task latency.
+    pub connect_us: Percentiles,
+    pub connected: u64,
+    pub failed_clients: u64,
+    pub errors: ErrorCounts,
+    pub fairness: Fairness,
+    /// Stopped by a time limit before it finished.
+    pub aborted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+}
+
+impl RunResult {
+    pub fn from_outcome(run: u32, o: &RunOutcome) -> RunResult {
+        RunResult {
+            run,
+            clients: o.clients,
+            wall_s: o.wall.as_secs_f64(),
+            tasks: o.tasks,
+            tasks_per_s: o.tasks_per_s,
+            latency_us: o.latency.summary(1000.0),
+            connect_us: o.connect.summary(1000.0),
+            connected: o.connected,
+            failed_clients: o.failed_clients,
+            errors: o.errors,
+            fairness: Fairness {
+                min: o.per_client.iter().copied().min().unwrap_or(0),
+                max: o.per_client.iter().copied().max().unwrap_or(0),
+            },
+            aborted: o.aborted,
+            first_error: o.first_error.clone(),
+        }
+    }
+}
+
+/// Medians over the runs of a point (errors and fairness extremes are over all runs).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub runs: u32,
+    pub wall_s: f64,
+    pub tasks: f64,
+    pub tasks_per_s: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub connect_p50_us: f64,
+    pub connect_p99_us: f64,
+    pub connect_max_us: f64,
+    /// Sum over the runs.
+    pub errors: ErrorCounts,
+    /// Smallest per-client count of any run, largest of any run.
+    pub fairness: Fairness,
+    pub aborted: bool,
+}
+
+impl Summary {
+    /// Medians of `runs` (all zero for none).
+    pub fn of(runs: &[RunResult]) -> Summary {
+        let m = |f: &dyn Fn(&RunResult) -> f64| {
+            median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0)
+        };
+        let mut errors = ErrorCounts::default();
+        for r in runs {
+            errors.merge(&r.errors);
+        }
+        Summary {
+            runs: runs.len() as u32,
+            wall_s: m(&|r| r.wall_s),
+            tasks: m(&|r| r.tasks as f64),
+            tasks_per_s: m(&|r| r.tasks_per_s),
+            p50_us: m(&|r| r.latency_us.p50),
+            p90_us: m(&|r| r.latency_us.p90),
+            p99_us: m(&|r| r.latency_us.p99),
+            p999_us: m(&|r| r.latency_us.p999),
+            max_us: m(&|r| r.latency_us.max),
+            connect_p50_us: m(&|r| r.connect_us.p50),
+            connect_p99_us: m(&|r| r.connect_us.p99),
+            connect_max_us: m(&|r| r.connect_us.max),
+            errors,
+            fairness: Fairness {
+                min: runs.iter().map(|r| r.fairness.min).min().unwrap_or(0),
+                max: runs.iter().map(|r| r.fairness.max).max().unwrap_or(0),
+            },
+            aborted: runs.iter().any(|r| r.aborted),
+        }
+    }
+}
+
+/// One sweep point: its runs and their medians.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PointResult {
+    pub clients: u32,
+    pub median: Summary,
+    pub runs: Vec<RunResult>,
+}
+
+/// What was run (echoed in the report).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Setup {
+    pub target: String,
+    pub proto: String,
+    /// `tasks` or `duration`.
+    pub mode: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks_per_client: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_s: Option<f64>,
+    /// The request line (`--task`), the mix file, or the echo payload size.
+    pub workload: String,
+    pub think_s: f64,
+    /// Open loop: total tasks/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    pub timeout_s: f64,
+    pub connect_timeout_s: f64,
+    pub runs: u32,
+    pub threads: u32,
+    /// CPUs the load threads were pinned to (empty: not pinned).
+    pub cpus: Vec<usize>,
+}
+
+/// The result of `netcore load`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadReport {
+    pub schema: &'static str,
+    pub setup: Setup,
+    pub points: Vec<PointResult>,
+}
+
+impl LoadReport {
+    /// Tasks expected from a tasks-mode point: clients × tasks per client.
+    pub fn expected_tasks(&self, clients: u32) -> Option<u64> {
+        self.setup
+            .tasks_per_client
+            .map(|t| t as u64 * clients as u64)
+    }
+
+    /// Errors summed over every point and run.
+    pub fn total_errors(&self) -> u64 {
+        self.points.iter().map(|p| p.median.errors.total()).sum()
+    }
+}
+
+fn secs(s: f64) -> String {
+    if s >= 100.0 {
+        format!("{s:.1}")
+    } else {
+        format!("{s:.3}")
+    }
+}
+
+fn rate(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+impl Report for LoadReport {
+    fn to_table(&self) -> String {
+        let s = &self.setup;
+        let mut out = format!(
+            "load {} proto={} mode={} workload={}{}{} runs={} threads={}{}\n",
+            s.target,
+            s.proto,
+            s.mode,
+            s.workload,
+            s.tasks_per_client
+                .map(|t| format!(" tasks/client={t}"))
+                .unwrap_or_default(),
+            s.duration_s
+                .map(|d| format!(" duration={d}s warmup={}s", s.warmup_s.unwrap_or(0.0)))
+                .unwrap_or_default(),
+            s.runs,
+            s.threads,
+            if s.cpus.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " pinned={}",
+                    s.cpus
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            },
+        );
+        if s.think_s > 0.0 || s.rate.is_some() {
+            out.push_str(&format!(
+                "think={}s{}\n",
+                s.think_s,
+                s.rate
+                    .map(|r| format!(" rate={r}/s (open loop)"))
+                    .unwrap_or_default()
+            ));
+        }
+        let mut t = Table::new([
+            "clients",
+            "wall s",
+            "tasks",
+            "tasks/s",
+            "p50",
+            "p90",
+            "p99",
+            "p99.9",
+            "max",
+            "connect p99",
+            "fair min/max",
+            "errors",
+        ]);
+        for p in &self.points {
+            let m = &p.median;
+            let none = p.runs.iter().all(|r| r.latency_us.count == 0);
+            let lat = |v: f64| if none { "-".to_string() } else { fmt_micros(v) };
+            let conn_none = p.runs.iter().all(|r| r.connect_us.count == 0);
+            t.row([
+                p.clients.to_string(),
+                secs(m.wall_s),
+                format!("{:.0}", m.tasks),
+                rate(m.tasks_per_s),
+                lat(m.p50_us),
+                lat(m.p90_us),
+                lat(m.p99_us),
+                lat(m.p999_us),
+                lat(m.max_us),
+                if conn_none {
+                    "-".to_string()
+                } else {
+                    fmt_micros(m.connect_p99_us)
+                },
+                format!("{}/{}", m.fairness.min, m.fairness.max),
+                format!(
+                    "{}{}",
+                    m.errors.brief(),
+                    if m.aborted { " (aborted)" } else { "" }
+                ),
+            ]);
+        }
+        out.push_str(&t.render());
+        if self.setup.runs > 1 {
+            out.push_str(&format!(
+                "medians of {} runs; errors summed over the runs\n",
+                self.setup.runs
+            ));
+        }
+        out
+    }
+
+    fn to_csv(&self) -> String {
+        let mut t = Table::new([
+            "clients",
+            "run",
+            "wall_s",
+            "tasks",
+            "tasks_per_s",
+            "p50_us",
+            "p90_us",
+            "p99_us",
+            "p999_us",
+            "max_us",
+            "connect_p50_us",
+            "connect_p99_us",
+            "connect_max_us",
+            "fair_min",
+            "fair_max",
+            "refused",
+            "reset",
+            "closed",
+            "timeout",
+            "bad_reply",
+            "err_reply",
+            "other",
+            "aborted",
+        ]);
+        for p in &self.points {
+            for r in &p.runs {
+                let e = &r.errors;
+                t.row([
+                    p.clients.to_string(),
+                    r.run.to_string(),
+                    format!("{:.6}", r.wall_s),
+                    r.tasks.to_string(),
+                    format!("{:.3}", r.tasks_per_s),
+                    format!("{:.1}", r.latency_us.p50),
+                    format!("{:.1}", r.latency_us.p90),
+                    format!("{:.1}", r.latency_us.p99),
+                    format!("{:.1}", r.latency_us.p999),
+                    format!("{:.1}", r.latency_us.max),
+                    format!("{:.1}", r.connect_us.p50),
+                    format!("{:.1}", r.connect_us.p99),
+                    format!("{:.1}", r.connect_us.max),
+                    r.fairness.min.to_string(),
+                    r.fairness.max.to_string(),
+                    e.refused.to_string(),
+                    e.reset.to_string(),
+                    e.closed.to_string(),
+                    e.timeout.to_string(),
+                    e.bad_reply.to_string(),
+                    e.err_reply.to_string(),
+                    e.other.to_string(),
+                    r.aborted.to_string(),
+                ]);
+            }
+            let m = &p.median;
+            let e = &m.errors;
+            t.row([
+                p.clients.to_string(),
+                "median".into(),
+                format!("{:.6}", m.wall_s),
+                format!("{:.1}", m.tasks),
+                format!("{:.3}", m.tasks_per_s),
+                format!("{:.1}", m.p50_us),
+                format!("{:.1}", m.p90_us),
+                format!("{:.1}", m.p99_us),
+                format!("{:.1}", m.p999_us),
+                format!("{:.1}", m.max_us),
+                format!("{:.1}", m.connect_p50_us),
+                format!("{:.1}", m.connect_p99_us),
+                format!("{:.1}", m.connect_max_us),
+                m.fairness.min.to_string(),
+                m.fairness.max.to_string(),
+                e.refused.to_string(),
+                e.reset.to_string(),
+                e.closed.to_string(),
+                e.timeout.to_string(),
+                e.bad_reply.to_string(),
+                e.err_reply.to_string(),
+                e.other.to_string(),
+                m.aborted.to_string(),
+            ]);
+        }
+        t.to_csv()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(wall: f64, tps: f64, p99: f64, timeouts: u64, fair: (u64, u64)) -> RunResult {
+        RunResult {
+            wall_s: wall,
+            tasks_per_s: tps,
+            latency_us: Percentiles {
+                p99,
+                ..Percentiles::default()
+            },
+            errors: ErrorCounts {
+                timeout: timeouts,
+                ..ErrorCounts::default()
+            },
+            fairness: Fairness {
+                min: fair.0,
+                max: fair.1,
+            },
+            ..RunResult::default()
+        }
+    }
+
+    #[test]
+    fn medians_over_runs() {
+        let runs = [
+            run(3.2, 10.0, 900.0, 0, (3, 3)),
+            run(3.0, 30.0, 100.0, 1, (2, 3)),
+            run(3.1, 20.0, 500.0, 2, (3, 4)),
+        ];
+        let s = Summary::of(&runs);
+        assert_eq!(s.runs, 3);
+        assert_eq!(s.wall_s, 3.1);
+        assert_eq!(s.tasks_per_s, 20.0);
+        assert_eq!(s.p99_us, 500.0);
+        assert_eq!(s.errors.timeout, 3, "errors are summed, not medianed");
+        assert_eq!(s.fairness, Fairness { min: 2, max: 4 });
+        let s2 = Summary::of(&runs[..2]);
+        assert!(
+            (s2.wall_s - 3.1).abs() < 1e-12,
+            "even count: mean of the middle two"
+        );
+        assert_eq!(Summary::of(&[]).runs, 0);
+    }
+
+    #[test]
+    fn renders() {
+        let mut r = LoadReport {
+            schema: SCHEMA,
+            ..LoadReport::default()
+        };
+        r.setup.runs = 2;
+        r.setup.tasks_per_client = Some(3);
+        r.points.push(PointResult {
+            clients: 4,
+            median: Summary::of(&[run(1.0, 12.0, 10.0, 0, (3, 3))]),
+            runs: vec![run(1.0, 12.0, 10.0, 0, (3, 3))],
+        });
+        let t = r.to_table();
+        assert!(t.contains("clients") && t.contains("fair min/max"), "{t}");
+        let csv = r.to_csv();
+        assert_eq!(csv.lines().count(), 3, "{csv}");
+        assert!(csv.lines().nth(2).unwrap().starts_with("4,median,"));
+        let j: serde_json::Value =
+            serde_json::from_str(&r.render(crate::stats::Format::Json)).unwrap();
+        assert_eq!(j["schema"], SCHEMA);
+        assert_eq!(r.expected_tasks(4), Some(12));
+    }
+}

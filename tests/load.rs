@@ -1,0 +1,555 @@
+//! `netcore load` and `netcore compare` end to end: the real binary against real `netcore serve`
+//! processes (and a few hand-made fault servers) on loopback. Every child is killed by a guard;
+//! every wait is bounded. No assertion depends on timing.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_netcore");
+const T: Duration = Duration::from_secs(60);
+
+/// A `netcore serve` child, killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn netcore serve");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(l) = line else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = Server {
+            child,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        let first = rx.recv_timeout(T).expect("serve printed its address");
+        s.addr = first
+            .split_whitespace()
+            .nth(2)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+        s
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `netcore ARGS` with a time limit; kills it and fails the test if it overruns.
+fn netcore(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn netcore");
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let ho = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let he = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t0.elapsed() > T {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("netcore {args:?} did not finish within {T:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: ho.join().unwrap(),
+        stderr: he.join().unwrap(),
+    }
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            text(o),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+fn errors_total(e: &serde_json::Value) -> u64 {
+    e.as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn sweep_against_serve_as_table_json_and_csv() {
+    let s = Server::start(&["--model", "epoll"]);
+    let addr = s.addr.to_string();
+    let base = [
+        "load",
+        "--connect",
+        &addr,
+        "--clients",
+        "2,3",
+        "--tasks",
+        "4",
+        "--task",
+        "ECHO hi",
+        "--runs",
+        "2",
+    ];
+
+    let o = netcore(&base);
+    assert!(o.status.success(), "{o:?}");
+    let t = text(&o);
+    assert!(
+        t.contains("clients") && t.contains("tasks/s") && t.contains("p99"),
+        "{t}"
+    );
+    assert!(t.lines().any(|l| l.starts_with("2 ")), "{t}");
+    assert!(t.lines().any(|l| l.starts_with("3 ")), "{t}");
+
+    let o = netcore(&[&base[..], &["--json"]].concat());
+    assert!(o.status.success(), "{o:?}");
+    let j = json(&o);
+    assert_eq!(j["schema"], "netcore.load.v1");
+    assert_eq!(j["setup"]["proto"], "task");
+    let points = j["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    for p in points {
+        let clients = p["clients"].as_u64().unwrap();
+        let runs = p["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2);
+        for r in runs {
+            assert_eq!(r["tasks"].as_u64().unwrap(), clients * 4, "{r}");
+            assert_eq!(r["connected"].as_u64().unwrap(), clients);
+            assert_eq!(errors_total(&r["errors"]), 0, "{r}");
+            assert_eq!(r["fairness"]["min"], 4);
+            assert_eq!(r["fairness"]["max"], 4);
+            assert_eq!(r["latency_us"]["count"].as_u64().unwrap(), clients * 4);
+            assert!(r["latency_us"]["p50"].as_f64().unwrap() > 0.0);
+            assert!(r["latency_us"]["p50"].as_f64() <= r["latency_us"]["max"].as_f64());
+            assert_eq!(r["connect_us"]["count"].as_u64().unwrap(), clients);
+        }
+        assert_eq!(p["median"]["runs"], 2);
+        assert_eq!(p["median"]["tasks"].as_f64().unwrap(), (clients * 4) as f64);
+    }
+
+    let o = netcore(&[&base[..], &["--csv"]].concat());
+    assert!(o.status.success(), "{o:?}");
+    let t = text(&o);
+    let lines: Vec<&str> = t.lines().collect();
+    assert!(lines[0].starts_with("clients,run,wall_s,tasks,"), "{t}");
+    // 2 points x (2 runs + median)
+    assert_eq!(lines.len(), 1 + 2 * 3, "{t}");
+    assert!(lines.iter().any(|l| l.starts_with("3,median,")));
+}
+
+#[test]
+fn mix_think_and_open_loop_rate() {
+    let s = Server::start(&["--model", "thread"]);
+    let addr = s.addr.to_string();
+    let dir = std::env::temp_dir().join(format!("netcore-load-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mix = dir.join("mix.txt");
+    std::fs::write(
+        &mix,
+        "# a mix\nECHO a\n2* SUM 1 2 3\nUPPER xyz\nSTATS\nSLEEP 1\n",
+    )
+    .unwrap();
+    let m = mix.to_str().unwrap();
+    let o = netcore(&[
+        "load",
+        "--connect",
+        &addr,
+        "--clients",
+        "3",
+        "--tasks",
+        "6",
+        "--mix",
+        m,
+        "--think",
+        "5ms",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let r = &json(&o)["points"][0]["runs"][0];
+    assert_eq!(r["tasks"], 18);
+    assert_eq!(errors_total(&r["errors"]), 0, "{r}");
+
+    let o = netcore(&[
+        "load",
+        "--connect",
+        &addr,
+        "--clients",
+        "2",
+        "--tasks",
+        "10",
+        "--rate",
+        "400",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let j = json(&o);
+    assert_eq!(j["setup"]["rate"], 400.0);
+    let r = &j["points"][0]["runs"][0];
+    assert_eq!(r["tasks"], 20);
+    assert_eq!(errors_total(&r["errors"]), 0, "{r}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn echo_protocol_tasks_and_duration() {
+    let s = Server::start(&["--model", "epoll", "--proto", "echo"]);
+    let addr = s.addr.to_string();
+    let o = netcore(&[
+        "load",
+        "--connect",
+        &addr,
+        "--proto",
+        "echo",
+        "--size",
+        "64",
+        "--clients",
+        "1,8",
+        "--tasks",
+        "200",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let j = json(&o);
+    assert_eq!(j["setup"]["proto"], "echo");
+    for p in j["points"].as_array().unwrap() {
+        let r = &p["runs"][0];
+        assert_eq!(
+            r["tasks"].as_u64().unwrap(),
+            p["clients"].as_u64().unwrap() * 200
+        );
+        assert_eq!(errors_total(&r["errors"]), 0, "{r}");
+    }
+    // Pinned: one reactor thread per listed CPU, clients split between them, results merged.
+    let cpus = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        "0,1"
+    } else {
+        "0"
+    };
+    let o = netcore(&[
+        "load",
+        "--connect",
+        &addr,
+        "--proto",
+        "echo",
+        "--clients",
+        "5",
+        "--tasks",
+        "50",
+        "--cpus",
+        cpus,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let j = json(&o);
+    assert_eq!(
+        j["setup"]["threads"].as_u64().unwrap() as usize,
+        cpus.split(',').count()
+    );
+    let r = &j["points"][0]["runs"][0];
+    assert_eq!(r["tasks"], 250, "{r}");
+    assert_eq!(r["fairness"]["min"], 50);
+    // Duration mode with a warm-up; odd payload sizes (shorter than the 8-byte header, and
+    // several reads' worth).
+    for size in ["5", "100000"] {
+        let o = netcore(&[
+            "load",
+            "--connect",
+            &addr,
+            "--proto",
+            "echo",
+            "--size",
+            size,
+            "--clients",
+            "4",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{o:?}");
+        let r = &json(&o)["points"][0]["runs"][0];
+        assert!(r["tasks"].as_u64().unwrap() > 0, "{r}");
+        assert_eq!(errors_total(&r["errors"]), 0, "{r}");
+    }
+}
+
+#[test]
+fn closed_port_reports_refused_and_fails() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let o = netcore(&["load", "--connect", &addr, "--clients", "3", "--json"]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let r = &json(&o)["points"][0]["runs"][0];
+    assert_eq!(r["errors"]["refused"], 3, "{r}");
+    assert_eq!(r["failed_clients"], 3);
+    assert_eq!(r["tasks"], 0);
+    // The table says so too.
+    let o = netcore(&["load", "--connect", &addr, "--clients", "2"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(text(&o).contains("refused=2"), "{}", text(&o));
+}
+
+#[test]
+fn silent_server_gives_timeouts_not_a_hang() {
+    // Accepts (through the kernel's backlog) but never answers.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let o = netcore(&[
+        "load",
+        "--connect",
+        &addr,
+        "--clients",
+        "2",
+        "--tasks",
+        "3",
+        "--timeout",
+        "500ms",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let r = &json(&o)["points"][0]["runs"][0];
+    assert_eq!(r["errors"]["timeout"], 2, "{r}");
+    assert_eq!(r["connected"], 2);
+    assert_eq!(r["tasks"], 0);
+    drop(l);
+}
+
+#[test]
+fn wrong_and_err_replies_are_counted() {
+    // A server answering every line with "ERR nope", then a wrong line.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let h = std::thread::spawn(move || {
+        use std::io::Write;
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        for i in 0..2 {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let reply: &[u8] = if i == 0 { b"ERR nope\n" } else { b"hello?\n" };
+            w.write_all(reply).unwrap();
+        }
+    });
+    let o = netcore(&[
+        "load",
+        "--connect",
+        &addr,
+        "--clients",
+        "1",
+        "--tasks",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let r = &json(&o)["points"][0]["runs"][0];
+    assert_eq!(r["errors"]["err_reply"], 1, "{r}");
+    assert_eq!(r["errors"]["bad_reply"], 1, "{r}");
+    assert_eq!(r["tasks"], 0);
+    h.join().unwrap();
+}
+
+#[test]
+fn compare_two_models_table_json_and_svg() {
+    let dir = std::env::temp_dir().join(format!("netcore-compare-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("compare.svg");
+    let base = [
+        "compare",
+        "--models",
+        "thread,epoll",
+        "--clients",
+        "2,4",
+        "--runs",
+        "1",
+        "--task",
+        "ECHO hi",
+        "--tasks",
+        "3",
+    ];
+    let o = netcore(&[&base[..], &["--plot", svg.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{o:?}");
+    let t = text(&o);
+    let header = t
+        .lines()
+        .find(|l| l.starts_with("clients"))
+        .expect("table header");
+    assert!(header.contains("thread") && header.contains("epoll"), "{t}");
+    assert!(t.lines().any(|l| l.starts_with("2 ")) && t.lines().any(|l| l.starts_with("4 ")));
+
+    let s = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        s.starts_with("<svg") && s.trim_end().ends_with("</svg>"),
+        "{s}"
+    );
+    assert!(s.contains("thread") && s.contains("epoll") && s.contains("clients"));
+    // Every element is closed: as many opening tags as closing ones (self-closing counted).
+    let opens = s.matches('<').count();
+    let closes = s.matches("</").count() + s.matches("/>").count();
+    assert_eq!(opens, 2 * s.matches("</").count() + s.matches("/>").count());
+    assert!(closes > 10);
+
+    let o = netcore(&[&base[..], &["--json"]].concat());
+    assert!(o.status.success(), "{o:?}");
+    let j = json(&o);
+    assert_eq!(j["schema"], "netcore.compare.v1");
+    let models = j["models"].as_array().unwrap();
+    let names: Vec<&str> = models
+        .iter()
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["thread", "epoll"]);
+    for m in models {
+        for p in m["points"].as_array().unwrap() {
+            assert_eq!(p["status"], "ok", "{p}");
+            let r = &p["result"]["runs"][0];
+            assert_eq!(
+                r["tasks"].as_u64().unwrap(),
+                p["clients"].as_u64().unwrap() * 3
+            );
+            assert_eq!(errors_total(&r["errors"]), 0, "{r}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn compare_skips_points_over_budget() {
+    // 2 clients x 1 task of 300 ms on the iterative server: ~0.6 s per run; the next point
+    // (200 clients, estimated ~60 s) does not fit a 5 s budget and is skipped, not run.
+    let o = netcore(&[
+        "compare",
+        "--models",
+        "iterative",
+        "--clients",
+        "2,200",
+        "--runs",
+        "1",
+        "--task",
+        "SLEEP 300",
+        "--tasks",
+        "1",
+        "--max-time",
+        "5s",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let j = json(&o);
+    let pts = j["models"][0]["points"].as_array().unwrap();
+    assert_eq!(pts[0]["status"], "ok");
+    assert_eq!(pts[1]["status"], "skipped");
+    assert!(pts[1]["reason"].as_str().unwrap().contains("budget"));
+}
+
+#[test]
+fn bad_flags_are_one_line_errors() {
+    let cases: &[&[&str]] = &[
+        &["load", "--connect", "127.0.0.1:1", "--clients", "0"],
+        &["load", "--connect", "127.0.0.1:1", "--clients", "10..5"],
+        &["load", "--connect", "127.0.0.1:1", "--runs", "0"],
+        &[
+            "load",
+            "--connect",
+            "127.0.0.1:1",
+            "--plot",
+            "/nonexistent/x.svg",
+        ],
+        &["load", "--connect", "127.0.0.1:1", "--task", "FROB"],
+        &["load", "--connect", "127.0.0.1:1", "--task", "BYE"],
+        &[
+            "load",
+            "--connect",
+            "127.0.0.1:1",
+            "--proto",
+            "echo",
+            "--task",
+            "ECHO x",
+        ],
+        &["load", "--connect", "127.0.0.1:1", "--size", "64"],
+        &["load", "--connect", "127.0.0.1:1", "--rate", "0"],
+        &[
+            "load",
+            "--connect",
+            "127.0.0.1:1",
+            "--think",
+            "1s",
+            "--rate",
+            "10",
+        ],
+        &["load", "--connect", "127.0.0.1:1", "--warmup", "1s"],
+        &[
+            "load",
+            "--connect",
+            "127.0.0.1:1",
+            "--mix",
+            "/nonexistent/mix",
+        ],
+        &["load", "--connect", "nowhere"],
+        &["compare", "--models", "nginx"],
+        &["compare", "--clients", "0"],
+        &["compare", "--plot", "/nonexistent/x.svg"],
+    ];
+    for args in cases {
+        let o = netcore(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("netcore: error: "), "{args:?}: {err}");
+        assert!(o.stdout.is_empty(), "{args:?} printed a report");
+    }
+}
