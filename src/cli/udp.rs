@@ -85,9 +85,10 @@ pub struct BlastArgs {
     #[arg(long)]
     pub no_gro: bool,
     /// I/O backend: mio (sendmmsg/recvmmsg), uring (linked SENDMSG batches; multishot
-    /// RECVMSG), or auto: mio for sending (io_uring measured no faster for blast on the
-    /// reference VM, see README), uring for the embedded receiver where it works. uring where
-    /// io_uring is unavailable is an error naming the cause
+    /// RECVMSG into provided buffers), or auto: uring for sending where io_uring works (it
+    /// matched sendmmsg's goodput here), mio for the embedded receiver (uring received 5-15%
+    /// less on the reference VM). uring where io_uring is unavailable is an error naming the
+    /// cause
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
     /// Print the final report as JSON (schema netcore.udp.v1)
@@ -124,9 +125,9 @@ pub struct RecvArgs {
     /// Do not ask for UDP_GRO
     #[arg(long)]
     pub no_gro: bool,
-    /// I/O backend: mio (recvmmsg), uring (multishot RECVMSG into a provided-buffer ring), or
-    /// auto (uring where io_uring works, else mio). uring where io_uring is unavailable is an
-    /// error naming the cause
+    /// I/O backend: mio (recvmmsg), uring (multishot RECVMSG into a provided-buffer ring),
+    /// or auto = mio (uring received 5-15% less than recvmmsg on the reference VM; see
+    /// README). uring where io_uring is unavailable is an error naming the cause
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
     /// How long to wait for late datagrams after the sender's Done, once they stop coming

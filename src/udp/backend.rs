@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 /// The backend asked for on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Backend {
-    /// io_uring where it works (recv); see `resolve_send` for the sending side.
+    /// Per side, as measured: uring for sending where io_uring works, mio for receiving.
     #[default]
     Auto,
     /// sendmmsg/recvmmsg batches (the readiness path).
@@ -47,20 +47,23 @@ fn uring_unavailable(_recv: bool) -> Option<String> {
     Some("io_uring unavailable: netcore was built without the `uring` feature".to_string())
 }
 
-/// The receiving side: `auto` is uring where it works, else mio.
+/// The receiving side. `auto` is mio: on the reference 2-vCPU VM (Linux 6.18) the multishot
+/// `RECVMSG` loop received 5-15% less than `recvmmsg` (both copy-bound in `_copy_to_iter`;
+/// `tools/compare-udp.sh`, README), so `auto` keeps the faster path there.
 pub fn resolve_recv(b: Backend) -> Result<Backend> {
-    resolve(b, true, Backend::Uring)
+    resolve(b, true, AUTO_RECV)
 }
 
-/// The sending side: `auto` is mio. Measured on the reference 2-vCPU VM (tools/compare-udp.sh,
-/// see README): linked `SENDMSG` batches through io_uring do not beat `sendmmsg` with GSO,
-/// whose one system call already carries 4 MiB, so `auto` keeps the cheaper path.
+/// The sending side. `auto` is uring where io_uring works, else mio: linked `SENDMSG` batches
+/// matched `sendmmsg`'s goodput and handed datagrams to the kernel faster (README).
 pub fn resolve_send(b: Backend) -> Result<Backend> {
     resolve(b, false, AUTO_SEND)
 }
 
+/// What `auto` picks for receiving (decided by measurement, see [`resolve_recv`]).
+pub const AUTO_RECV: Backend = Backend::Mio;
 /// What `auto` picks for sending (decided by measurement, see [`resolve_send`]).
-pub const AUTO_SEND: Backend = Backend::Mio;
+pub const AUTO_SEND: Backend = Backend::Uring;
 
 fn resolve(b: Backend, recv: bool, auto: Backend) -> Result<Backend> {
     match b {

@@ -31,10 +31,11 @@ use crate::sys::mmsg::gro_segment_in;
 use crate::sys::{affinity, realtime_ns};
 use crate::uring::{Completion, Ring};
 
-/// Control space per received message (one `UDP_GRO` cmsg needs 20 bytes).
+/// Control space per received message (one `UDP_GRO` cmsg takes 24 bytes).
 const CTRL: usize = 64;
 /// Provided buffers: a GRO-coalesced buffer is at most 64 KiB, plus the 16-byte
-/// `io_uring_recvmsg_out` header and the control space.
+/// `io_uring_recvmsg_out` header and the control space. (32, 64, 128 or 256 buffers, and
+/// 64-byte-aligned payloads in page-aligned buffers, measured the same on the reference VM.)
 const RECV_BUFS: u16 = 256;
 const RECV_BUF_SIZE: usize = (1 << 16) + 16 + CTRL;
 /// Submission entries of the receive ring; the completion queue is twice that, so a turn's
