@@ -142,4 +142,17 @@ for a, c, i in [("nc_1472", "ceil_gso_gro_1472", 0), ("nc_64", "ceil_gso_gro_64"
     if a in rows and c in rows:
         print(f"netcore {a} / C ceiling {c}: {med(a,i)/med(c,i):.2f}x")
 PY
+# The uring configuration: the sender's own rate too (datagrams the kernel accepted per second
+# of sending), since goodput is bounded by the receiver when it cannot keep up.
+if [[ " $CONFIGS " == *" uring "* ]]; then
+  python3 - "$OUT" <<'PY'
+import glob, json, os, statistics as st, sys
+print()
+for n in ["nc_1472_mio", "nc_1472_txuring", "nc_1472_uring"]:
+    v = [json.load(open(f))["sender"]["rate_bps"] / 1e9
+         for f in glob.glob(os.path.join(sys.argv[1], n + ".r*.json")) if not f.endswith(".recv.json")]
+    if v:
+        print(f"{n:24} sender rate (kernel accepted) median {st.median(v):.3f} Gbit/s over {len(v)} runs")
+PY
+fi
 echo "raw results: $OUT" >&2

@@ -172,7 +172,12 @@ impl Transport for RingTransport {
         self.results.resize(n, 0);
         let mut pending = n;
         while pending > 0 {
-            self.ring.submit_and_wait_for(pending, None)?;
+            // A failed enter leaves operations (and slot buffers) in flight: report it as
+            // fatal (no errno, so the loop does not retry with empty slots); dropping the
+            // ring then cancels and drains them.
+            self.ring
+                .submit_and_wait_for(pending, None)
+                .map_err(|e| io::Error::other(format!("io_uring_enter: {e}")))?;
             self.ring.reap(&mut self.done);
             for c in self.done.drain(..) {
                 let m = c.tag as usize;
