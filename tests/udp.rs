@@ -180,8 +180,8 @@ fn crafted(extra_recv_args: &[&str], datagrams: &[Vec<u8>], test_id: u64, sent: 
     printed
 }
 
-#[test]
-fn crafted_datagrams_are_classified_exactly() {
+/// The crafted classification test against `recv EXTRA...`.
+fn crafted_classification(extra_recv_args: &[&str]) {
     let id = 0xfeed_f00d_u64;
     let d = |seq| wire::build(100, id, seq, 0, false);
     let mut bad_magic = d(9);
@@ -208,7 +208,7 @@ fn crafted_datagrams_are_classified_exactly() {
         bad_sum,                          // checksum
         truncated_len,                    // length
     ];
-    let r = crafted(&[], &datagrams, id, 7);
+    let r = crafted(extra_recv_args, &datagrams, id, 7);
     let a = acc(&r);
     assert_eq!(a["sent"], 7);
     assert_eq!(a["unique"], 6);
@@ -223,6 +223,35 @@ fn crafted_datagrams_are_classified_exactly() {
         assert_eq!(inv[reason], 1, "{reason}: {inv}");
     }
     assert_eq!(r["receiver"]["reorder_extent"]["max"], 2.0);
+}
+
+#[test]
+fn crafted_datagrams_are_classified_exactly() {
+    crafted_classification(&["--backend", "mio"]);
+}
+
+#[test]
+fn crafted_datagrams_are_classified_exactly_uring() {
+    crafted_classification(&["--backend", "uring"]);
+}
+
+#[test]
+fn too_late_beyond_the_window_uring() {
+    let id = 78;
+    let d = |seq| wire::build(64, id, seq, 0, false);
+    let r = crafted(
+        &["--window", "64", "--backend", "uring"],
+        &[d(0), d(200), d(150), d(100)],
+        id,
+        201,
+    );
+    assert_eq!(r["receiver"]["backend"], "uring");
+    let a = acc(&r);
+    assert_eq!(a["in_order"], 2);
+    assert_eq!(a["reordered"], 1);
+    assert_eq!(a["too_late"], 1);
+    assert_eq!(a["unique"], 3);
+    assert_eq!(a["lost"], 198);
 }
 
 #[test]
@@ -348,4 +377,162 @@ fn blast_plot_and_bad_plot_path() {
         &["blast", "--count", "10", "--plot", "/nonexistent/x.svg"],
         "cannot write plot file",
     );
+}
+
+// --- both backends -------------------------------------------------------------------------
+
+#[test]
+fn embedded_blast_both_backends() {
+    for be in ["mio", "uring"] {
+        let (st, out, err) = run(
+            &["blast", "--size", "20MB", "--backend", be, "--json"],
+            Duration::from_secs(60),
+        );
+        assert!(st.success(), "{be}: {err}");
+        let r = json(&out);
+        assert_eq!(r["sender"]["backend"], be);
+        assert_eq!(
+            r["receiver"]["backend"], be,
+            "the embedded receiver follows --backend"
+        );
+        assert_eq!(
+            acc(&r)["sent"].as_u64().unwrap(),
+            20_000_000u64.div_ceil(1472)
+        );
+        check_invariant(&r);
+    }
+}
+
+#[test]
+fn embedded_blast_uring_verified_without_gso_and_table() {
+    let (st, out, err) = run(
+        &[
+            "blast",
+            "--count",
+            "5000",
+            "--gso",
+            "off",
+            "--len",
+            "200",
+            "--verify",
+            "--backend",
+            "uring",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    assert!(out.contains("GSO off"), "{out}");
+    assert!(out.contains("backend uring, linked SENDMSG"), "{out}");
+    assert!(out.contains("backend uring, multishot RECVMSG"), "{out}");
+    let (st, out, err) = run(
+        &[
+            "blast",
+            "--count",
+            "5000",
+            "--gso",
+            "off",
+            "--len",
+            "200",
+            "--verify",
+            "--backend",
+            "uring",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    let r = json(&out);
+    check_invariant(&r);
+    assert_eq!(r["receiver"]["invalid"], serde_json::json!({}));
+}
+
+#[test]
+fn separate_recv_process_both_backends() {
+    for (rx, tx) in [("uring", "uring"), ("uring", "mio"), ("mio", "uring")] {
+        let (srv, line) = Server::start(
+            &[
+                "recv",
+                "--listen",
+                "127.0.0.1:0",
+                "--once",
+                "--json",
+                "--backend",
+                rx,
+            ],
+            "listening on",
+            true,
+        );
+        assert!(line.contains(&format!("backend {rx}")), "{line}");
+        let addr = addr_in(&line);
+        let (st, out, err) = run(
+            &[
+                "blast",
+                "--to",
+                &addr,
+                "--size",
+                "20MB",
+                "--json",
+                "--backend",
+                tx,
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(st.success(), "{rx}/{tx}: {err}");
+        let s = json(&out);
+        check_invariant(&s);
+        assert_eq!(s["sender"]["backend"], tx);
+        let rout = srv.wait(Duration::from_secs(20));
+        assert!(rout.status.success());
+        let r = json(&String::from_utf8_lossy(&rout.stdout));
+        assert_eq!(r["receiver"]["backend"], rx);
+        assert_eq!(r["test_id"], s["test_id"]);
+        check_invariant(&r);
+        assert_eq!(acc(&r), acc(&s), "both sides print the same accounting");
+    }
+}
+
+/// `netcore ARGS` with io_uring forced off.
+fn run_uring_off(args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let out = common::bin()
+        .args(args)
+        .env("NETCORE_URING", "off")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn uring_unavailable_gives_one_line_naming_the_cause() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let to = format!("127.0.0.1:{port}");
+    for args in [
+        &["blast", "--count", "10", "--backend", "uring"][..],
+        &["blast", "--to", &to, "--count", "10", "--backend", "uring"][..],
+        &["recv", "--listen", "127.0.0.1:0", "--backend", "uring"][..],
+    ] {
+        let (st, out, err) = run_uring_off(args);
+        assert!(!st.success(), "{args:?}");
+        assert!(out.is_empty(), "{args:?}: announced before failing: {out}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains("io_uring unavailable: disabled by NETCORE_URING=off")
+                && err.contains("--backend mio"),
+            "{args:?}: {err}"
+        );
+    }
+    // auto falls back to mio and says so.
+    let (st, out, err) = run_uring_off(&["blast", "--count", "2000", "--json"]);
+    assert!(st.success(), "{err}");
+    let r = json(&out);
+    assert_eq!(r["sender"]["backend"], "mio");
+    assert_eq!(r["receiver"]["backend"], "mio");
+    check_invariant(&r);
 }

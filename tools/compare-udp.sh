@@ -9,6 +9,11 @@
 #
 #   RUNS=5 SIZE=200M tools/compare-udp.sh            # all configurations
 #   CONFIGS="gso64k gsooff" tools/compare-udp.sh     # a subset
+#   CONFIGS=uring RUNS=7 tools/compare-udp.sh         # io_uring vs mio backends only
+#
+# Configurations: gso64k (1472 B, netcore defaults: --backend auto), pps64 (64 B), gsooff
+# (1472 B, sendmmsg without GSO), uring (1472 B, GSO default: netcore with --backend uring on
+# both sides vs --backend mio on both sides, interleaved, with the ratio uring/mio).
 #
 # Goodput is received UDP payload bits per second (1 Gbit = 1e9 bits), as iperf3 reports it.
 # netcore's is computed conservatively: unique bytes / the longer of the sender's sending time
@@ -17,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${RUNS:-5}"
 SIZE="${SIZE:-200M}"
-CONFIGS="${CONFIGS:-gso64k pps64 gsooff}"
+CONFIGS="${CONFIGS:-gso64k pps64 gsooff uring}"
 ANCHORS="${ANCHORS:-$(cd .. && pwd)/shared/anchors}"
 OUT="${OUT:-$(mktemp -d /tmp/compare-udp.XXXXXX)}"
 NC=target/release/netcore
@@ -41,11 +46,13 @@ port_wait() {  # proto port
   echo "nothing listening on $1 port $2" >&2; return 1
 }
 
-# netcore: a fresh receiver per run (pinned), then the sender (pinned).
+# netcore: a fresh receiver per run (pinned), then the sender (pinned). RX_EXTRA: extra
+# receiver arguments.
 run_netcore() {  # name len extra-blast-args...
   local name=$1 len=$2; shift 2
   local port=15301 f="$OUT/$name.r$r.json"
-  taskset -c $RX_CPU $NC recv --listen 127.0.0.1:$port --once --json --cpus $RX_CPU >"$OUT/$name.r$r.recv.json" 2>/dev/null &
+  # shellcheck disable=SC2086
+  taskset -c $RX_CPU $NC recv --listen 127.0.0.1:$port --once --json --cpus $RX_CPU ${RX_EXTRA:-} >"$OUT/$name.r$r.recv.json" 2>/dev/null &
   local pid=$!; PIDS+=("$pid")
   port_wait tcp $port
   taskset -c $TX_CPU $NC blast --to 127.0.0.1:$port --size "$bytes" --len "$len" --cpus $TX_CPU --json "$@" >"$f" || true
@@ -98,6 +105,10 @@ for r in $(seq 1 "$RUNS"); do
         run_netcore nc_1472_gsooff 1472 --gso off
         run_iperf3 iperf3_1472_b 1472
         run_ceiling ceil_mmsg64_1472 --mode mmsg --batch 64 --len 1472 ;;
+      uring)   # 1472 bytes, GSO default: io_uring on both sides vs mio on both sides
+        RX_EXTRA="--backend mio" run_netcore nc_1472_mio 1472 --backend mio
+        RX_EXTRA="--backend uring" run_netcore nc_1472_uring 1472 --backend uring
+        RX_EXTRA="--backend mio" run_netcore nc_1472_txuring 1472 --backend uring ;;
       *) echo "unknown configuration $c" >&2; exit 2 ;;
     esac
   done
@@ -122,9 +133,26 @@ for a, b, what, i in [("nc_1472", "iperf3_1472", "1472 B goodput", 0),
                       ("nc_1472_gsooff", "iperf3_1472_b", "1472 B goodput, netcore --gso off", 0)]:
     if a in rows and b in rows:
         print(f"ratio netcore/iperf3, {what}: {med(a,i)/med(b,i):.2f}x")
+for a, b, what in [("nc_1472_uring", "nc_1472_mio", "--backend uring / mio, both sides"),
+                   ("nc_1472_txuring", "nc_1472_mio", "blast --backend uring / mio (recv mio)")]:
+    if a in rows and b in rows:
+        print(f"ratio {what}, 1472 B goodput: {med(a,0)/med(b,0):.2f}x")
 for a, c, i in [("nc_1472", "ceil_gso_gro_1472", 0), ("nc_64", "ceil_gso_gro_64", 1),
                 ("nc_1472_gsooff", "ceil_mmsg64_1472", 0)]:
     if a in rows and c in rows:
         print(f"netcore {a} / C ceiling {c}: {med(a,i)/med(c,i):.2f}x")
 PY
+# The uring configuration: the sender's own rate too (datagrams the kernel accepted per second
+# of sending), since goodput is bounded by the receiver when it cannot keep up.
+if [[ " $CONFIGS " == *" uring "* ]]; then
+  python3 - "$OUT" <<'PY'
+import glob, json, os, statistics as st, sys
+print()
+for n in ["nc_1472_mio", "nc_1472_txuring", "nc_1472_uring"]:
+    v = [json.load(open(f))["sender"]["rate_bps"] / 1e9
+         for f in glob.glob(os.path.join(sys.argv[1], n + ".r*.json")) if not f.endswith(".recv.json")]
+    if v:
+        print(f"{n:24} sender rate (kernel accepted) median {st.median(v):.3f} Gbit/s over {len(v)} runs")
+PY
+fi
 echo "raw results: $OUT" >&2

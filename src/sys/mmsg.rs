@@ -209,6 +209,31 @@ impl RecvBatch {
     }
 }
 
+/// The `UDP_GRO` segment size in a buffer of control messages laid out as `msg_control` holds
+/// them (as io_uring's multishot `RECVMSG` writes them into a provided buffer). Safe byte
+/// parsing of `cmsghdr { len: usize, level: i32, type: i32 }` + data at `CMSG_ALIGN`.
+pub fn gro_segment_in(control: &[u8]) -> Option<usize> {
+    const W: usize = std::mem::size_of::<usize>();
+    let align = |n: usize| (n + W - 1) & !(W - 1);
+    let hdr = align(W + 8);
+    let mut off = 0;
+    while off + hdr <= control.len() {
+        let c = &control[off..];
+        let len = usize::from_ne_bytes(c[..W].try_into().ok()?);
+        let level = i32::from_ne_bytes(c[W..W + 4].try_into().ok()?);
+        let ty = i32::from_ne_bytes(c[W + 4..W + 8].try_into().ok()?);
+        if len < hdr || len > c.len() {
+            return None;
+        }
+        if level == libc::SOL_UDP && ty == libc::UDP_GRO && len >= hdr + 4 {
+            let v = i32::from_ne_bytes(c[hdr..hdr + 4].try_into().ok()?);
+            return (v > 0).then_some(v as usize);
+        }
+        off += align(len);
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +270,25 @@ mod tests {
             assert_eq!(b as usize, i);
             assert_eq!(len, 10 + i);
         }
+    }
+
+    #[test]
+    fn gro_segment_from_control_bytes() {
+        let mut c = Vec::new();
+        // An unrelated cmsg first (SOL_SOCKET/SO_TIMESTAMP-like, 8 data bytes), then UDP_GRO.
+        c.extend_from_slice(&24usize.to_ne_bytes());
+        c.extend_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+        c.extend_from_slice(&29i32.to_ne_bytes());
+        c.extend_from_slice(&[0u8; 8]);
+        c.extend_from_slice(&20usize.to_ne_bytes());
+        c.extend_from_slice(&libc::SOL_UDP.to_ne_bytes());
+        c.extend_from_slice(&libc::UDP_GRO.to_ne_bytes());
+        c.extend_from_slice(&1472i32.to_ne_bytes());
+        c.extend_from_slice(&[0u8; 4]);
+        assert_eq!(gro_segment_in(&c), Some(1472));
+        assert_eq!(gro_segment_in(&c[..24]), None);
+        assert_eq!(gro_segment_in(&[]), None);
+        assert_eq!(gro_segment_in(&[0xff; 40]), None);
     }
 
     #[test]

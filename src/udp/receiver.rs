@@ -7,6 +7,10 @@
 //! the per-test state, drains the socket with `recvmmsg` batches (GRO buffers split by their
 //! segment size, so accounting stays per datagram) and feeds every datagram to the tracker.
 //! They talk over channels; the UDP thread checks for commands once per batch.
+//!
+//! The UDP thread runs one of two backends ([`Backend`]): the `recvmmsg` loop here, or the
+//! io_uring loop (multishot `RECVMSG` into provided buffers, `super::uring`). Both hand every
+//! buffer to the same [`Core`] (per-datagram accounting, intervals, the end of a test).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -17,11 +21,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::backend::{self, Backend};
 use super::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
-use super::report::{IntervalRow, ReceiverStats, SenderStats, UdpReport, SCHEMA};
-use super::tracker::{Class, Tracker, DEFAULT_WINDOW};
-use super::wire::{self, Header, Invalid, HEADER_LEN, MAX_DATAGRAM};
-use crate::stats::hist::Hist;
+use super::recv_core::{Cmd, Core, Out, TestParams, UdpCtx};
+use super::report::{IntervalRow, SenderStats, UdpReport, SCHEMA};
+use super::tracker::DEFAULT_WINDOW;
+use super::wire::{HEADER_LEN, MAX_DATAGRAM};
 use crate::sys::mmsg::RecvBatch;
 use crate::sys::sockopt::{self, BufMethod};
 use crate::sys::{affinity, realtime_ns, signal};
@@ -42,6 +47,8 @@ pub struct RecvOptions {
     pub window: u64,
     /// Messages per `recvmmsg`.
     pub batch: usize,
+    /// mio (`recvmmsg`), uring (multishot `RECVMSG`), or auto (uring where it works).
+    pub backend: Backend,
 }
 
 impl Default for RecvOptions {
@@ -56,6 +63,7 @@ impl Default for RecvOptions {
             drain: Duration::from_millis(250),
             window: DEFAULT_WINDOW,
             batch: 64,
+            backend: Backend::Auto,
         }
     }
 }
@@ -82,6 +90,7 @@ pub struct Receiver {
     rcvbuf: usize,
     rcvbuf_method: BufMethod,
     gro: bool,
+    backend: Backend,
 }
 
 /// This host's name (for telling whether one-way latency compares a clock with itself).
@@ -112,7 +121,9 @@ fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
 impl Receiver {
     /// Binds the UDP socket and the control listener on the same address and sizes the
     /// receive buffer.
+    /// `--backend uring` where io_uring is unavailable fails here, naming the cause.
     pub fn bind(opts: RecvOptions) -> Result<Receiver> {
+        let backend = backend::resolve_recv(opts.backend)?;
         let (udp, listener) = bind_pair(opts.listen).map_err(|e| {
             if e.kind() == io::ErrorKind::AddrInUse {
                 anyhow::anyhow!("cannot listen on {}: address already in use", opts.listen)
@@ -131,7 +142,13 @@ impl Receiver {
             rcvbuf,
             rcvbuf_method,
             gro,
+            backend,
         })
+    }
+
+    /// The backend the UDP thread runs (mio or uring).
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The address tests are received on (UDP and TCP control share it).
@@ -156,10 +173,18 @@ impl Receiver {
             drain: self.opts.drain,
             window: self.opts.window,
             interval: self.opts.interval,
+            backend: self.backend,
         };
-        let worker = thread::Builder::new()
-            .name("netcore-recv".into())
-            .spawn(move || udp_thread(udp, ctx, cmd_rx, out_tx))?;
+        let core = Core::new(ctx, cmd_rx, out_tx);
+        let backend = self.backend;
+        let worker =
+            thread::Builder::new()
+                .name("netcore-recv".into())
+                .spawn(move || match backend {
+                    #[cfg(feature = "uring")]
+                    Backend::Uring => super::uring::recv_thread(udp, core),
+                    _ => udp_thread(udp, core),
+                })?;
         let mut result = Ok(());
         loop {
             if signal::stop_requested() {
@@ -247,6 +272,12 @@ impl Receiver {
         // Ready only once the UDP thread has the test: no early datagram is taken for a stray.
         match out_rx.recv_timeout(Duration::from_secs(5)) {
             Ok(Out::Started) => {}
+            Ok(Out::Failed(why)) => {
+                let _ = c.send(&Msg::Error {
+                    message: why.clone(),
+                });
+                bail!(why)
+            }
             _ => bail!("receive thread did not start the test"),
         }
         c.send(&Msg::Ready {
@@ -411,268 +442,29 @@ impl Receiver {
     }
 }
 
-struct TestParams {
-    test_id: u64,
-    same_host: bool,
-}
-
-enum Cmd {
-    Start(TestParams),
-    /// Finish the test: with the sender's count (drain first), or None (now, interrupted).
-    Finish {
-        sent: Option<u64>,
-    },
-    Quit,
-}
-
-enum Out {
-    Started,
-    Interval {
-        t: f64,
-        datagrams: u64,
-        bytes: u64,
-        lost_so_far: u64,
-    },
-    Finished(Box<ReceiverStats>),
-    Failed(String),
-}
-
-struct UdpCtx {
-    spin: bool,
-    batch: usize,
-    cpu: Option<usize>,
-    rcvbuf: u64,
-    rcvbuf_method: BufMethod,
-    gro: bool,
-    drain: Duration,
-    window: u64,
-    interval: Duration,
-}
-
-/// One test's state in the UDP thread.
-struct TestState {
-    test_id: u64,
-    same_host: bool,
-    tracker: Tracker,
-    bytes: u64,
-    invalid: [u64; Invalid::ALL.len()],
-    jitter_ns: f64,
-    prev_transit: Option<i64>,
-    prev_send_ns: u64,
-    latency: Hist,
-    extent: Hist,
-    start: Instant,
-    first: Option<Instant>,
-    last: Instant,
-    coalesced: u64,
-    recv_calls: u64,
-    next_tick: Instant,
-    /// Set by Finish: (sender's count if known, when asked).
-    finishing: Option<(Option<u64>, Instant)>,
-}
-
-impl TestState {
-    fn new(p: TestParams, window: u64, interval: Duration) -> TestState {
-        let now = Instant::now();
-        TestState {
-            test_id: p.test_id,
-            same_host: p.same_host,
-            tracker: Tracker::new(window),
-            bytes: 0,
-            invalid: [0; Invalid::ALL.len()],
-            jitter_ns: 0.0,
-            prev_transit: None,
-            prev_send_ns: u64::MAX,
-            latency: Hist::new(),
-            extent: Hist::new(),
-            start: now,
-            first: None,
-            last: now,
-            coalesced: 0,
-            recv_calls: 0,
-            next_tick: now + interval,
-            finishing: None,
-        }
-    }
-
-    #[inline]
-    fn invalid(&mut self, why: Invalid) {
-        self.invalid[why as usize] += 1;
-    }
-
-    /// Accounts one datagram that arrived at `now_ns` (CLOCK_REALTIME).
-    #[inline]
-    fn on_datagram(&mut self, d: &[u8], now_ns: u64) {
-        let h = match Header::decode(d) {
-            Ok(h) => h,
-            Err(why) => return self.invalid(why),
-        };
-        if h.test_id != self.test_id {
-            return self.invalid(Invalid::TestId);
-        }
-        if let Err(why) = wire::check_payload(&h, d) {
-            return self.invalid(why);
-        }
-        match self.tracker.record(h.seq) {
-            Class::InOrder => {}
-            Class::Reordered { extent } => self.extent.record(extent),
-            Class::Duplicate | Class::TooLate => return,
-        }
-        self.bytes += d.len() as u64;
-        let transit = now_ns as i64 - h.send_ns as i64;
-        self.latency.record(transit.max(0) as u64);
-        // Jitter (RFC 3550) over send events: datagrams of one sender batch share a send
-        // time, and comparing them with each other would only dilute the estimate.
-        if h.send_ns != self.prev_send_ns {
-            if let Some(prev) = self.prev_transit {
-                let d = (transit - prev).unsigned_abs() as f64;
-                self.jitter_ns += (d - self.jitter_ns) / 16.0;
-            }
-            self.prev_transit = Some(transit);
-            self.prev_send_ns = h.send_ns;
-        }
-    }
-
-    fn stats(
-        &self,
-        sent: Option<u64>,
-        ctx: &UdpCtx,
-        interrupted: bool,
-    ) -> Result<ReceiverStats, String> {
-        let counts = self.tracker.counts();
-        let sent = sent.unwrap_or_else(|| self.tracker.highest().map_or(0, |h| h + 1));
-        let accounting = self.tracker.finish(sent).map_err(|e| e.to_string())?;
-        let duration_s = match self.first {
-            Some(f) => (self.last - f).as_secs_f64(),
-            None => 0.0,
-        };
-        let mut invalid = BTreeMap::new();
-        for why in Invalid::ALL {
-            let n = self.invalid[why as usize];
-            if n > 0 {
-                invalid.insert(why.name().to_string(), n);
-            }
-        }
-        debug_assert_eq!(counts.in_order + counts.reordered, accounting.unique);
-        Ok(ReceiverStats {
-            lost_pct: if sent > 0 {
-                accounting.lost as f64 * 100.0 / sent as f64
-            } else {
-                0.0
-            },
-            accounting,
-            bytes: self.bytes,
-            duration_s,
-            goodput_bps: if duration_s > 0.0 {
-                self.bytes as f64 * 8.0 / duration_s
-            } else {
-                0.0
-            },
-            pps: if duration_s > 0.0 {
-                accounting.unique as f64 / duration_s
-            } else {
-                0.0
-            },
-            invalid,
-            jitter_us: self.jitter_ns / 1e3,
-            latency_us: self.latency.summary(1e3),
-            latency_clock: if self.same_host {
-                "same host".into()
-            } else {
-                "two hosts, clocks assumed in sync".into()
-            },
-            reorder_extent: self.extent.summary(1.0),
-            window: self.tracker.window(),
-            rcvbuf: ctx.rcvbuf,
-            rcvbuf_method: ctx.rcvbuf_method,
-            gro: ctx.gro,
-            coalesced_buffers: self.coalesced,
-            recv_calls: self.recv_calls,
-            cpu: ctx.cpu,
-            interrupted,
-        })
-    }
-}
-
-fn udp_thread(sock: UdpSocket, ctx: UdpCtx, cmds: Rx<Cmd>, out: Tx<Out>) {
-    if let Some(cpu) = ctx.cpu {
+/// The `mio` backend's UDP thread: `recvmmsg` batches (blocking with a 10 ms timeout, or
+/// busy-polling with `--spin`).
+fn udp_thread(sock: UdpSocket, mut core: Core) {
+    if let Some(cpu) = core.ctx.cpu {
         affinity::pin_current(cpu);
     }
-    if ctx.spin {
+    let spin = core.ctx.spin;
+    if spin {
         let _ = sock.set_nonblocking(true);
     } else {
         let _ = sock.set_read_timeout(Some(Duration::from_millis(10)));
     }
-    let mut batch = RecvBatch::new(ctx.batch, 1 << 16);
-    let mut test: Option<TestState> = None;
-    loop {
-        loop {
-            match cmds.try_recv() {
-                Ok(Cmd::Start(p)) => {
-                    test = Some(TestState::new(p, ctx.window, ctx.interval));
-                    let _ = out.send(Out::Started);
-                }
-                Ok(Cmd::Finish { sent }) => {
-                    if let Some(t) = test.as_mut() {
-                        t.finishing = Some((sent, Instant::now()));
-                    }
-                }
-                Ok(Cmd::Quit) | Err(TryRecvError::Disconnected) => return,
-                Err(TryRecvError::Empty) => break,
-            }
-        }
+    let mut batch = RecvBatch::new(core.ctx.batch, 1 << 16);
+    while core.commands() {
         // An error here is a timeout, EINTR, or an ICMP error queued on the socket.
-        let n = batch.recv(&sock, !ctx.spin).unwrap_or_default();
-        let Some(t) = test.as_mut() else {
-            continue; // between tests: strays are read and dropped
-        };
-        let now = Instant::now();
-        if n > 0 {
+        let n = batch.recv(&sock, !spin).unwrap_or_default();
+        if n > 0 && core.in_test() {
             let now_ns = realtime_ns();
-            t.recv_calls += 1;
             for i in 0..n {
                 let (m, truncated) = batch.message(i);
-                if truncated {
-                    t.invalid(Invalid::Truncated);
-                    continue;
-                }
-                match batch.gro_segment(i) {
-                    Some(seg) if seg < m.len() => {
-                        t.coalesced += 1;
-                        for d in m.chunks(seg) {
-                            t.on_datagram(d, now_ns);
-                        }
-                    }
-                    _ => t.on_datagram(m, now_ns),
-                }
-            }
-            t.first.get_or_insert(now);
-            t.last = now;
-        }
-        if now >= t.next_tick {
-            t.next_tick += ctx.interval;
-            if t.next_tick < now {
-                t.next_tick = now + ctx.interval;
-            }
-            let _ = out.send(Out::Interval {
-                t: (now - t.start).as_secs_f64(),
-                datagrams: t.tracker.unique(),
-                bytes: t.bytes,
-                lost_so_far: t.tracker.lost_so_far(),
-            });
-        }
-        if let Some((sent, asked)) = t.finishing {
-            let all_in = sent.is_some_and(|s| t.tracker.unique() >= s);
-            let quiet = now.duration_since(t.last.max(asked)) >= ctx.drain;
-            let cap = now.duration_since(asked) >= ctx.drain * 8;
-            if sent.is_none() || all_in || quiet || cap {
-                let msg = match t.stats(sent, &ctx, sent.is_none()) {
-                    Ok(s) => Out::Finished(Box::new(s)),
-                    Err(e) => Out::Failed(e),
-                };
-                let _ = out.send(msg);
-                test = None;
+                core.on_buffer(m, truncated, batch.gro_segment(i), now_ns);
             }
         }
+        core.end_batch(n > 0);
     }
 }

@@ -45,6 +45,10 @@ pub struct ReceiverStats {
     pub cpu: Option<usize>,
     /// The test ended early (Ctrl-C, or the sender vanished): figures cover what arrived.
     pub interrupted: bool,
+    /// The receive backend that ran: "mio" (`recvmmsg`) or "uring" (multishot `RECVMSG`).
+    /// `recv_calls` counts `recvmmsg` calls (mio) or ring turns that brought data (uring).
+    #[serde(default)]
+    pub backend: String,
 }
 
 /// What the sender did. On the receiver's side only the fields of the Done message are known.
@@ -64,6 +68,10 @@ pub struct SenderStats {
     pub pacing: Option<String>,
     pub sndbuf: Option<u64>,
     pub cpu: Option<usize>,
+    /// The send backend that ran: "mio" (`sendmmsg`) or "uring" (linked `SENDMSG` batches);
+    /// `send_calls` counts `sendmmsg` or `io_uring_enter` calls. Unknown on the receiver.
+    #[serde(default)]
+    pub backend: Option<String>,
 }
 
 /// One interval line.
@@ -226,8 +234,13 @@ impl Report for UdpReport {
             Self::pct(&r.latency_us)
         ));
         out.push_str(&format!(
-            "sender:   {} sendmmsg calls, {} messages/call, GSO {}, {}, CPU {}, sndbuf {}, send errors (retried): {}\n",
+            "sender:   {} {}, {} messages/call, GSO {}, {}, CPU {}, sndbuf {}, send errors (retried): {}\n",
             opt(s.send_calls.map(thousands)),
+            match s.backend.as_deref() {
+                Some("uring") => "io_uring_enter calls (backend uring, linked SENDMSG)",
+                Some("mio") => "sendmmsg calls (backend mio)",
+                _ => "send calls",
+            },
             opt(s.batch),
             match s.gso_segments {
                 Some(n) if n > 1 => format!("{n} datagrams/message"),
@@ -240,8 +253,12 @@ impl Report for UdpReport {
             errors_text(&s.errors),
         ));
         out.push_str(&format!(
-            "receiver: {} recvmmsg calls, GRO {}, CPU {}, rcvbuf {} ({})\n",
+            "receiver: {} {}, GRO {}, CPU {}, rcvbuf {} ({})\n",
             thousands(r.recv_calls),
+            match r.backend.as_str() {
+                "uring" => "ring turns with data (backend uring, multishot RECVMSG)",
+                _ => "recvmmsg calls (backend mio)",
+            },
             if r.gro {
                 format!("on ({} coalesced buffers)", thousands(r.coalesced_buffers))
             } else {

@@ -7,6 +7,12 @@
 //! it into datagrams (`UDP_SEGMENT`). A datagram counts as sent only once the kernel took it:
 //! on `ENOBUFS`/`EAGAIN` the same datagrams are offered again, so sequence numbers stay dense
 //! (0..sent) and the receiver's `lost = sent - unique` is exact.
+//!
+//! Two backends carry the batch ([`Backend`]): `sendmmsg` (mio) and io_uring, where each
+//! message is one `SENDMSG` operation, the batch's operations linked (`IOSQE_IO_LINK`) so they
+//! run in order and a refusal cancels the rest, and submitted with one `io_uring_enter`
+//! (`super::uring`). Both have `sendmmsg`'s contract (the accepted part of a batch is a
+//! prefix), so the loop, the pacing and the sequence numbering are the same code.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -18,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::backend::{self, Backend};
 use super::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
 use super::pacer::Pacer;
 use super::receiver::host_name;
@@ -56,6 +63,56 @@ pub struct BlastOptions {
     pub verify: bool,
     pub cpu: Option<usize>,
     pub sndbuf: usize,
+    /// mio (`sendmmsg`), uring (linked `SENDMSG` batches), or auto (see
+    /// [`backend::resolve_send`]).
+    pub backend: Backend,
+}
+
+/// Where the blasting loop's batch lives and how it reaches the kernel: messages of up to
+/// `slot` bytes, each holding whole datagrams (several with GSO).
+pub(super) trait Transport {
+    /// Messages per batch.
+    fn capacity(&self) -> usize;
+    /// The whole slot `i`, to write datagrams into (never while it is in flight).
+    fn slot_mut(&mut self, i: usize) -> &mut [u8];
+    /// How many bytes of slot `i` the next send carries.
+    fn set_len(&mut self, i: usize, len: usize);
+    /// Sends messages `from..to`; returns how many the kernel took (at least one; always a
+    /// prefix), or the error of the first message when it took none.
+    fn send(&mut self, from: usize, to: usize) -> io::Result<usize>;
+    /// Drops the batch for `n` messages of `slot` bytes (GSO fell back to single datagrams).
+    fn rebuild(&mut self, n: usize, slot: usize);
+    /// System calls made so far (`sendmmsg`, or `io_uring_enter`).
+    fn syscalls(&self) -> u64;
+}
+
+/// The mio backend: one `sendmmsg` per attempt.
+struct MmsgTransport<'a> {
+    sock: &'a UdpSocket,
+    batch: SendBatch,
+    calls: u64,
+}
+
+impl Transport for MmsgTransport<'_> {
+    fn capacity(&self) -> usize {
+        self.batch.capacity()
+    }
+    fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        self.batch.slot_mut(i)
+    }
+    fn set_len(&mut self, i: usize, len: usize) {
+        self.batch.set_len(i, len)
+    }
+    fn send(&mut self, from: usize, to: usize) -> io::Result<usize> {
+        self.calls += 1;
+        self.batch.send(self.sock, from, to)
+    }
+    fn rebuild(&mut self, n: usize, slot: usize) {
+        self.batch = SendBatch::new(n, slot);
+    }
+    fn syscalls(&self) -> u64 {
+        self.calls
+    }
 }
 
 /// Validates the datagram length.
@@ -99,8 +156,8 @@ fn errno_name(e: &io::Error) -> String {
 }
 
 /// Lays out `segs` datagrams of `len` bytes per message slot, each with a complete header.
-fn build_batch(opts: &BlastOptions, test_id: u64, segs: usize) -> SendBatch {
-    let mut b = SendBatch::new(opts.batch, segs * opts.len);
+fn build_batch(b: &mut dyn Transport, opts: &BlastOptions, test_id: u64, segs: usize) {
+    b.rebuild(opts.batch, segs * opts.len);
     let hdr = Header {
         flags: if opts.verify { FLAG_VERIFY } else { 0 },
         stream: 0,
@@ -117,11 +174,36 @@ fn build_batch(opts: &BlastOptions, test_id: u64, segs: usize) -> SendBatch {
             wire::fill_pattern(&mut d[HEADER_LEN..], test_id);
         }
     }
-    b
+}
+
+/// Runs the blasting loop on the resolved backend.
+fn blast(
+    sock: &UdpSocket,
+    opts: &BlastOptions,
+    test_id: u64,
+    progress: &Progress,
+    stop: &AtomicBool,
+) -> Result<BlastResult> {
+    match opts.backend {
+        #[cfg(feature = "uring")]
+        Backend::Uring => {
+            let mut t = super::uring::RingTransport::new(sock, opts.batch)?;
+            blast_loop(&mut t, sock, opts, test_id, progress, stop)
+        }
+        _ => {
+            let mut t = MmsgTransport {
+                sock,
+                batch: SendBatch::new(1, 1),
+                calls: 0,
+            };
+            blast_loop(&mut t, sock, opts, test_id, progress, stop)
+        }
+    }
 }
 
 /// The blasting loop. Returns when the plan is done or `stop` is set.
 fn blast_loop(
+    batch: &mut dyn Transport,
     sock: &UdpSocket,
     opts: &BlastOptions,
     test_id: u64,
@@ -142,7 +224,7 @@ fn blast_loop(
             }
         }
     }
-    let mut batch = build_batch(opts, test_id, segs);
+    build_batch(batch, opts, test_id, segs);
     let len = opts.len;
     let (limit, deadline) = match opts.plan {
         Plan::Count(n) => (n, None),
@@ -157,7 +239,6 @@ fn blast_loop(
     });
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut seq: u64 = 0;
-    let mut calls: u64 = 0;
     let mut first_send = true;
     let mut stalled_since: Option<Instant> = None;
     let start = Instant::now();
@@ -204,8 +285,7 @@ fn blast_loop(
         }
         let mut done = 0;
         while done < msgs {
-            calls += 1;
-            match batch.send(sock, done, msgs) {
+            match batch.send(done, msgs) {
                 Ok(n) => {
                     done += n;
                     first_send = false;
@@ -220,7 +300,7 @@ fn blast_loop(
                         // The device cannot do GSO: fall back to one datagram per message.
                         sockopt::set_udp_segment(sock, 0).ok();
                         segs = 1;
-                        batch = build_batch(opts, test_id, 1);
+                        build_batch(batch, opts, test_id, 1);
                         continue 'outer;
                     }
                     match code {
@@ -239,7 +319,12 @@ fn blast_loop(
                             }
                             thread::yield_now();
                         }
-                        _ => return Err(e).context("sendmmsg failed"),
+                        _ => {
+                            return Err(e).context(match opts.backend {
+                                Backend::Uring => "io_uring SENDMSG failed",
+                                _ => "sendmmsg failed",
+                            })
+                        }
                     }
                 }
             }
@@ -256,7 +341,7 @@ fn blast_loop(
         sent: seq,
         bytes: seq * len as u64,
         elapsed: start.elapsed(),
-        calls,
+        calls: batch.syscalls(),
         errors,
         gso_segments: segs as u32,
         sndbuf: sndbuf as u64,
@@ -268,8 +353,16 @@ pub type OnInterval<'a> = &'a mut dyn FnMut(&IntervalRow);
 
 /// Runs one test against a receiver: handshake, blast, Done, Report. Returns the sender's
 /// copy of the report.
+///
+/// `opts.backend` may be `auto`: it is resolved here, before the receiver is contacted, and
+/// `uring` where io_uring is unavailable fails here with one line naming the cause.
 pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
     check_len(opts.len)?;
+    let resolved = BlastOptions {
+        backend: backend::resolve_send(opts.backend)?,
+        ..opts.clone()
+    };
+    let opts = &resolved;
     let stream =
         TcpStream::connect_timeout(&opts.control, Duration::from_secs(3)).with_context(|| {
             format!(
@@ -311,7 +404,7 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
                 if let Some(cpu) = opts.cpu {
                     affinity::pin_current(cpu);
                 }
-                blast_loop(&sock, &opts, test_id, &progress, &stop)
+                blast(&sock, &opts, test_id, &progress, &stop)
             })?
     };
 
@@ -411,6 +504,7 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
             pacing: opts.rate.map(|r| format!("token bucket at {r}")),
             sndbuf: Some(res.sndbuf),
             cpu: opts.cpu,
+            backend: Some(opts.backend.name().to_string()),
         },
         receiver: *receiver,
         intervals,

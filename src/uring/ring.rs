@@ -66,6 +66,40 @@ struct InFlight {
     tag: u64,
     buf: Option<Vec<u8>>,
     ts: Option<Box<types::Timespec>>,
+    /// The message header of a `SENDMSG`/`RECVMSG` (returned to the ring's pool at the end).
+    msg: Option<Box<MsgBox>>,
+}
+
+/// A `msghdr` and its one `iovec`, boxed so that their addresses do not change while the
+/// kernel may read them. Reused through [`Ring`]'s pool (no allocation per message).
+struct MsgBox {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+}
+
+impl MsgBox {
+    fn new() -> Box<MsgBox> {
+        Box::new(MsgBox {
+            // SAFETY: msghdr is a plain C struct for which all-zero bytes is a valid (empty)
+            // value.
+            hdr: unsafe { std::mem::zeroed() },
+            iov: libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
+        })
+    }
+}
+
+/// One datagram taken by a multishot `RECVMSG` (see [`Ring::recvmsg_parts`]).
+#[derive(Debug)]
+pub struct RecvMsgParts<'a> {
+    /// The payload as received (cut to the provided buffer; see `truncated`).
+    pub payload: &'a [u8],
+    /// The control messages (cmsg layout, as `msg_control` would hold them).
+    pub control: &'a [u8],
+    /// The kernel cut the payload (`MSG_TRUNC`).
+    pub truncated: bool,
 }
 
 /// An io_uring instance and everything the kernel may touch through it.
@@ -80,6 +114,11 @@ pub struct Ring {
     /// Completions copied out of the queue early (when the submission queue was full).
     backlog: Vec<cqueue::Entry>,
     stats: RingStats,
+    /// Message headers of finished operations, for reuse. Boxed on purpose: the kernel holds
+    /// their addresses while an operation is in flight, and the boxes move between this pool
+    /// and the slots without the headers moving.
+    #[allow(clippy::vec_box)]
+    msgs: Vec<Box<MsgBox>>,
 }
 
 /// Opcodes every driver needs, with their names for the error message.
@@ -156,6 +195,7 @@ impl Ring {
             caps,
             backlog: Vec::new(),
             stats: RingStats::default(),
+            msgs: Vec::new(),
         })
     }
 
@@ -219,12 +259,25 @@ impl Ring {
         ts: Option<Box<types::Timespec>>,
         make: impl FnOnce(&mut InFlight) -> squeue::Entry,
     ) -> OpId {
-        let mut op = InFlight { tag, buf, ts };
+        self.start_msg(tag, buf, ts, None, make)
+    }
+
+    /// [`Ring::start`] with a message header owned by the operation too.
+    fn start_msg(
+        &mut self,
+        tag: u64,
+        buf: Option<Vec<u8>>,
+        ts: Option<Box<types::Timespec>>,
+        msg: Option<Box<MsgBox>>,
+        make: impl FnOnce(&mut InFlight) -> squeue::Entry,
+    ) -> OpId {
+        let mut op = InFlight { tag, buf, ts, msg };
         // The SQE points into the Vec's heap buffer / the boxed timespec, which do not move
         // when `op` itself is moved into the slab.
         let sqe = make(&mut op);
         let id = self.alloc(op);
-        // SAFETY: the pointers in `sqe` point into `op.buf`'s heap allocation or `op.ts`'s box,
+        // SAFETY: the pointers in `sqe` point into `op.buf`'s heap allocation, `op.ts`'s box or
+        // `op.msg`'s box (whose iovec points into `op.buf`),
         // now owned by slot `id` until the operation's final completion (see `reap`), or into
         // the buffer ring / to fds, which need no memory.
         unsafe { self.push(sqe.user_data(id.0 as u64)) };
@@ -253,6 +306,91 @@ impl Ring {
         debug_assert!(self.caps.multishot_recv);
         self.start(tag, None, None, |_| {
             opcode::RecvMulti::new(types::Fd(fd), BGID).build()
+        })
+    }
+
+    /// Multishot `RECVMSG` into provided buffers (only with [`Caps::multishot_recv`]): each
+    /// completion's buffer holds an `io_uring_recvmsg_out` header, `control_len` bytes of
+    /// control space and the payload; read it with [`Ring::recvmsg_parts`]. No source address
+    /// is kept (the name field is empty). Re-arm when a completion comes without `more`.
+    pub fn recvmsg_multi(&mut self, fd: RawFd, control_len: usize, tag: u64) -> OpId {
+        debug_assert!(self.caps.multishot_recv);
+        let mut m = self.msgs.pop().unwrap_or_else(MsgBox::new);
+        m.hdr.msg_name = std::ptr::null_mut();
+        m.hdr.msg_namelen = 0;
+        m.hdr.msg_iov = std::ptr::null_mut();
+        m.hdr.msg_iovlen = 0;
+        m.hdr.msg_control = std::ptr::null_mut();
+        m.hdr.msg_controllen = control_len as _;
+        m.hdr.msg_flags = 0;
+        self.start_msg(tag, None, None, Some(m), |op| {
+            let p: *const libc::msghdr = op.msg.as_deref().map_or(std::ptr::null(), |m| &m.hdr);
+            opcode::RecvMsgMulti::new(types::Fd(fd), p, BGID).build()
+        })
+    }
+
+    /// Splits provided buffer `bid` filled by a [`Ring::recvmsg_multi`] completion (`len` = its
+    /// result) into control data and payload. None if the buffer is too short to parse.
+    pub fn recvmsg_parts(
+        &self,
+        bid: u16,
+        len: usize,
+        control_len: usize,
+    ) -> Option<RecvMsgParts<'_>> {
+        // The layout `types::RecvMsgOut` parses too (it cannot lend the slices out):
+        // `struct io_uring_recvmsg_out { u32 namelen, controllen, payloadlen, flags }`, then the
+        // name field (`msg_namelen` = 0 bytes here), the control field (`control_len` bytes),
+        // then the payload.
+        const OUT: usize = 16;
+        let data = self.provided(bid, len);
+        if data.len() < OUT + control_len {
+            return None;
+        }
+        let word = |i: usize| {
+            u32::from_ne_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as usize
+        };
+        let (controllen, payloadlen, flags) = (word(4), word(8), word(12));
+        let start = OUT + control_len;
+        Some(RecvMsgParts {
+            payload: &data[start..start + payloadlen.min(data.len() - start)],
+            control: &data[OUT..OUT + controllen.min(control_len)],
+            truncated: flags & libc::MSG_TRUNC as usize != 0,
+        })
+    }
+
+    /// `SENDMSG` of `buf[..len]` on a connected socket (`MSG_NOSIGNAL`); the buffer comes back
+    /// with the completion. With `link`, the next operation pushed runs only after this one
+    /// succeeded (`IOSQE_IO_LINK`; on failure the rest of the chain completes with
+    /// `-ECANCELED`), which keeps a batch in order and its accepted part a prefix.
+    pub fn sendmsg(&mut self, fd: RawFd, buf: Vec<u8>, len: usize, link: bool, tag: u64) -> OpId {
+        let m = self.msgs.pop().unwrap_or_else(MsgBox::new);
+        self.start_msg(tag, Some(buf), None, Some(m), |op| {
+            let b = op.buf.as_mut().map_or(&mut [][..], |b| &mut b[..]);
+            let len = len.min(b.len());
+            let p: *const libc::msghdr = match op.msg.as_deref_mut() {
+                Some(m) => {
+                    m.iov.iov_base = b.as_mut_ptr().cast();
+                    m.iov.iov_len = len;
+                    m.hdr.msg_name = std::ptr::null_mut();
+                    m.hdr.msg_namelen = 0;
+                    // The iovec lives in the same box, which does not move.
+                    m.hdr.msg_iov = &mut m.iov;
+                    m.hdr.msg_iovlen = 1;
+                    m.hdr.msg_control = std::ptr::null_mut();
+                    m.hdr.msg_controllen = 0;
+                    m.hdr.msg_flags = 0;
+                    &m.hdr
+                }
+                None => std::ptr::null(),
+            };
+            let e = opcode::SendMsg::new(types::Fd(fd), p)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build();
+            if link {
+                e.flags(squeue::Flags::IO_LINK)
+            } else {
+                e
+            }
         })
     }
 
@@ -327,8 +465,18 @@ impl Ring {
     /// Submits the queued operations and waits for at least one completion, at most `timeout`
     /// (`None`: no limit; zero: do not wait). One `io_uring_enter`.
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.submit_and_wait_for(1, timeout)
+    }
+
+    /// [`Ring::submit_and_wait`] for at least `want` completions (e.g. a whole linked batch),
+    /// counting those already reaped into the backlog. One `io_uring_enter`.
+    pub fn submit_and_wait_for(
+        &mut self,
+        want: usize,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         self.stats.enters += 1;
-        let want = usize::from(self.backlog.is_empty());
+        let want = want.saturating_sub(self.backlog.len());
         let r = match timeout {
             None => self.ring.submit_and_wait(want),
             Some(d) => {
@@ -362,6 +510,7 @@ impl Ring {
             bufs,
             backlog,
             stats,
+            msgs,
             ..
         } = self;
         for e in backlog.drain(..).chain(ring.completion()) {
@@ -379,6 +528,9 @@ impl Ring {
                     let op = slot.take().unwrap_or_else(|| unreachable!());
                     free.push(idx as u32);
                     *live -= 1;
+                    if let Some(m) = op.msg {
+                        msgs.push(m);
+                    }
                     (op.tag, op.buf)
                 }
                 Some(Some(op)) => (op.tag, None),

@@ -188,3 +188,47 @@ fn notifier_wakes_an_eventfd_read() {
     n.drain(&mut got);
     assert_eq!(got, vec![1, 2]);
 }
+
+/// Linked `SENDMSG`s on a connected UDP socket arrive in order through one multishot
+/// `RECVMSG`; the send buffers come back with their completions, the headers are reused.
+#[test]
+fn linked_sendmsg_and_multishot_recvmsg_on_udp() {
+    let Some(mut r) = ring(Some((8, 4096))) else {
+        return;
+    };
+    if !r.caps().multishot_recv {
+        eprintln!("skipping: no multishot recv");
+        return;
+    }
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    tx.connect(rx.local_addr().unwrap()).unwrap();
+    r.recvmsg_multi(rx.as_raw_fd(), 64, 100);
+    for i in 0..3u8 {
+        let buf = vec![i; 100 + i as usize];
+        let len = 50 + i as usize;
+        r.sendmsg(tx.as_raw_fd(), buf, len, i < 2, i as u64);
+    }
+    let done = wait(&mut r, 6);
+    let mut got = Vec::new();
+    for c in &done {
+        if c.tag == 100 {
+            assert!(c.more, "the multishot receive stays armed");
+            let bid = c.bid.expect("a provided buffer");
+            let p = r.recvmsg_parts(bid, c.res as usize, 64).unwrap();
+            assert!(!p.truncated);
+            got.push(p.payload.to_vec());
+            r.recycle(bid);
+        } else {
+            assert_eq!(c.res as usize, 50 + c.tag as usize, "{c:?}");
+            let b = c.buf.as_ref().expect("the send buffer comes back");
+            assert_eq!(b.len(), 100 + c.tag as usize);
+        }
+    }
+    assert_eq!(got.len(), 3);
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!(p, &vec![i as u8; 50 + i]);
+    }
+    assert_eq!(r.in_flight(), 1, "only the multishot receive is left");
+    assert!(r.drain(Duration::from_secs(2)));
+}

@@ -1,0 +1,81 @@
+//! Which I/O backend moves the datagrams: the readiness path (`mio`: blocking/nonblocking
+//! `sendmmsg`/`recvmmsg` batches) or io_uring (`uring`: linked `SENDMSG` batches, multishot
+//! `RECVMSG` into a provided-buffer ring). Both feed the same wire format, tracker and report.
+
+use anyhow::{bail, Result};
+
+/// The backend asked for on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Backend {
+    /// Per side, as measured: uring for sending where io_uring works, mio for receiving.
+    #[default]
+    Auto,
+    /// sendmmsg/recvmmsg batches (the readiness path).
+    Mio,
+    /// io_uring (fails at start, naming the cause, where the kernel refuses it).
+    Uring,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Mio => "mio",
+            Backend::Uring => "uring",
+        }
+    }
+}
+
+/// Why io_uring cannot carry this side of a test (None: it can).
+#[cfg(feature = "uring")]
+fn uring_unavailable(recv: bool) -> Option<String> {
+    use crate::uring::Ring;
+    // A small ring with one provided buffer: the same setup and probe the real one goes through.
+    match Ring::new(8, recv.then_some((1, 4096))) {
+        Err(e) => Some(e.to_string()),
+        Ok(r) if recv && !r.caps().multishot_recv => Some(
+            "io_uring unavailable: the kernel lacks multishot RECVMSG with provided buffers \
+             (Linux 6.0 or later needed)"
+                .to_string(),
+        ),
+        Ok(_) => None,
+    }
+}
+
+#[cfg(not(feature = "uring"))]
+fn uring_unavailable(_recv: bool) -> Option<String> {
+    Some("io_uring unavailable: netcore was built without the `uring` feature".to_string())
+}
+
+/// The receiving side. `auto` is mio: on the reference 2-vCPU VM (Linux 6.18) the multishot
+/// `RECVMSG` loop received 5-15% less than `recvmmsg` (both copy-bound in `_copy_to_iter`;
+/// `tools/compare-udp.sh`, README), so `auto` keeps the faster path there.
+pub fn resolve_recv(b: Backend) -> Result<Backend> {
+    resolve(b, true, AUTO_RECV)
+}
+
+/// The sending side. `auto` is uring where io_uring works, else mio: linked `SENDMSG` batches
+/// matched `sendmmsg`'s goodput and handed datagrams to the kernel faster (README).
+pub fn resolve_send(b: Backend) -> Result<Backend> {
+    resolve(b, false, AUTO_SEND)
+}
+
+/// What `auto` picks for receiving (decided by measurement, see [`resolve_recv`]).
+pub const AUTO_RECV: Backend = Backend::Mio;
+/// What `auto` picks for sending (decided by measurement, see [`resolve_send`]).
+pub const AUTO_SEND: Backend = Backend::Uring;
+
+fn resolve(b: Backend, recv: bool, auto: Backend) -> Result<Backend> {
+    match b {
+        Backend::Mio => Ok(Backend::Mio),
+        Backend::Uring => match uring_unavailable(recv) {
+            Some(why) => bail!("{why}; use --backend mio"),
+            None => Ok(Backend::Uring),
+        },
+        Backend::Auto if auto == Backend::Mio => Ok(Backend::Mio),
+        Backend::Auto => Ok(match uring_unavailable(recv) {
+            Some(_) => Backend::Mio,
+            None => Backend::Uring,
+        }),
+    }
+}

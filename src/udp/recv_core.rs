@@ -1,0 +1,325 @@
+//! The receiving side's per-test core, shared by both receive backends (the `recvmmsg` loop in
+//! [`super::receiver`] and the io_uring loop in `super::uring`): commands from the control
+//! thread, per-datagram accounting (decode, test id, verify, tracker, latency, jitter,
+//! reorder extent), interval figures and the end of a test. A backend only moves buffers from
+//! the socket to [`Core::on_buffer`] and calls [`Core::end_batch`] once per receive batch.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver as Rx, Sender as Tx, TryRecvError};
+use std::time::{Duration, Instant};
+
+use super::backend::Backend;
+use super::report::ReceiverStats;
+use super::tracker::{Class, Tracker};
+use super::wire::{self, Header, Invalid};
+use crate::stats::hist::Hist;
+use crate::sys::sockopt::BufMethod;
+
+pub(super) struct TestParams {
+    pub test_id: u64,
+    pub same_host: bool,
+}
+
+pub(super) enum Cmd {
+    Start(TestParams),
+    /// Finish the test: with the sender's count (drain first), or None (now, interrupted).
+    Finish {
+        sent: Option<u64>,
+    },
+    Quit,
+}
+
+pub(super) enum Out {
+    Started,
+    Interval {
+        t: f64,
+        datagrams: u64,
+        bytes: u64,
+        lost_so_far: u64,
+    },
+    Finished(Box<ReceiverStats>),
+    Failed(String),
+}
+
+pub(super) struct UdpCtx {
+    pub spin: bool,
+    pub batch: usize,
+    pub cpu: Option<usize>,
+    pub rcvbuf: u64,
+    pub rcvbuf_method: BufMethod,
+    pub gro: bool,
+    pub drain: Duration,
+    pub window: u64,
+    pub interval: Duration,
+    /// The backend that runs (mio or uring, never auto).
+    pub backend: Backend,
+}
+
+/// One test's state in the UDP thread.
+pub(super) struct TestState {
+    test_id: u64,
+    same_host: bool,
+    tracker: Tracker,
+    bytes: u64,
+    invalid: [u64; Invalid::ALL.len()],
+    jitter_ns: f64,
+    prev_transit: Option<i64>,
+    prev_send_ns: u64,
+    latency: Hist,
+    extent: Hist,
+    start: Instant,
+    first: Option<Instant>,
+    last: Instant,
+    coalesced: u64,
+    recv_calls: u64,
+    next_tick: Instant,
+    /// Set by Finish: (sender's count if known, when asked).
+    finishing: Option<(Option<u64>, Instant)>,
+}
+
+impl TestState {
+    fn new(p: TestParams, window: u64, interval: Duration) -> TestState {
+        let now = Instant::now();
+        TestState {
+            test_id: p.test_id,
+            same_host: p.same_host,
+            tracker: Tracker::new(window),
+            bytes: 0,
+            invalid: [0; Invalid::ALL.len()],
+            jitter_ns: 0.0,
+            prev_transit: None,
+            prev_send_ns: u64::MAX,
+            latency: Hist::new(),
+            extent: Hist::new(),
+            start: now,
+            first: None,
+            last: now,
+            coalesced: 0,
+            recv_calls: 0,
+            next_tick: now + interval,
+            finishing: None,
+        }
+    }
+
+    #[inline]
+    fn invalid(&mut self, why: Invalid) {
+        self.invalid[why as usize] += 1;
+    }
+
+    /// Accounts one datagram that arrived at `now_ns` (CLOCK_REALTIME).
+    #[inline]
+    fn on_datagram(&mut self, d: &[u8], now_ns: u64) {
+        let h = match Header::decode(d) {
+            Ok(h) => h,
+            Err(why) => return self.invalid(why),
+        };
+        if h.test_id != self.test_id {
+            return self.invalid(Invalid::TestId);
+        }
+        if let Err(why) = wire::check_payload(&h, d) {
+            return self.invalid(why);
+        }
+        match self.tracker.record(h.seq) {
+            Class::InOrder => {}
+            Class::Reordered { extent } => self.extent.record(extent),
+            Class::Duplicate | Class::TooLate => return,
+        }
+        self.bytes += d.len() as u64;
+        let transit = now_ns as i64 - h.send_ns as i64;
+        self.latency.record(transit.max(0) as u64);
+        // Jitter (RFC 3550) over send events: datagrams of one sender batch share a send
+        // time, and comparing them with each other would only dilute the estimate.
+        if h.send_ns != self.prev_send_ns {
+            if let Some(prev) = self.prev_transit {
+                let d = (transit - prev).unsigned_abs() as f64;
+                self.jitter_ns += (d - self.jitter_ns) / 16.0;
+            }
+            self.prev_transit = Some(transit);
+            self.prev_send_ns = h.send_ns;
+        }
+    }
+
+    fn stats(
+        &self,
+        sent: Option<u64>,
+        ctx: &UdpCtx,
+        interrupted: bool,
+    ) -> Result<ReceiverStats, String> {
+        let counts = self.tracker.counts();
+        let sent = sent.unwrap_or_else(|| self.tracker.highest().map_or(0, |h| h + 1));
+        let accounting = self.tracker.finish(sent).map_err(|e| e.to_string())?;
+        let duration_s = match self.first {
+            Some(f) => (self.last - f).as_secs_f64(),
+            None => 0.0,
+        };
+        let mut invalid = BTreeMap::new();
+        for why in Invalid::ALL {
+            let n = self.invalid[why as usize];
+            if n > 0 {
+                invalid.insert(why.name().to_string(), n);
+            }
+        }
+        debug_assert_eq!(counts.in_order + counts.reordered, accounting.unique);
+        Ok(ReceiverStats {
+            lost_pct: if sent > 0 {
+                accounting.lost as f64 * 100.0 / sent as f64
+            } else {
+                0.0
+            },
+            accounting,
+            bytes: self.bytes,
+            duration_s,
+            goodput_bps: if duration_s > 0.0 {
+                self.bytes as f64 * 8.0 / duration_s
+            } else {
+                0.0
+            },
+            pps: if duration_s > 0.0 {
+                accounting.unique as f64 / duration_s
+            } else {
+                0.0
+            },
+            invalid,
+            jitter_us: self.jitter_ns / 1e3,
+            latency_us: self.latency.summary(1e3),
+            latency_clock: if self.same_host {
+                "same host".into()
+            } else {
+                "two hosts, clocks assumed in sync".into()
+            },
+            reorder_extent: self.extent.summary(1.0),
+            window: self.tracker.window(),
+            rcvbuf: ctx.rcvbuf,
+            rcvbuf_method: ctx.rcvbuf_method,
+            gro: ctx.gro,
+            coalesced_buffers: self.coalesced,
+            recv_calls: self.recv_calls,
+            cpu: ctx.cpu,
+            interrupted,
+            backend: ctx.backend.name().to_string(),
+        })
+    }
+}
+
+/// The UDP thread's state between receive batches, whatever the backend.
+pub(super) struct Core {
+    pub ctx: UdpCtx,
+    cmds: Rx<Cmd>,
+    out: Tx<Out>,
+    test: Option<TestState>,
+}
+
+impl Core {
+    pub fn new(ctx: UdpCtx, cmds: Rx<Cmd>, out: Tx<Out>) -> Core {
+        Core {
+            ctx,
+            cmds,
+            out,
+            test: None,
+        }
+    }
+
+    /// Takes the control thread's pending commands. False once the thread should end.
+    pub fn commands(&mut self) -> bool {
+        loop {
+            match self.cmds.try_recv() {
+                Ok(Cmd::Start(p)) => {
+                    self.test = Some(TestState::new(p, self.ctx.window, self.ctx.interval));
+                    let _ = self.out.send(Out::Started);
+                }
+                Ok(Cmd::Finish { sent }) => {
+                    if let Some(t) = self.test.as_mut() {
+                        t.finishing = Some((sent, Instant::now()));
+                    }
+                }
+                Ok(Cmd::Quit) | Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    /// Fails the test that is about to start or running (the backend cannot receive).
+    pub fn fail(&mut self, why: String) {
+        self.test = None;
+        let _ = self.out.send(Out::Failed(why));
+    }
+
+    /// The backend cannot run: answers every test with `why` until told to quit.
+    pub fn refuse_tests(self, why: String) {
+        loop {
+            match self.cmds.recv() {
+                Ok(Cmd::Start(_)) => {
+                    let _ = self.out.send(Out::Failed(why.clone()));
+                }
+                Ok(Cmd::Finish { .. }) => {}
+                Ok(Cmd::Quit) | Err(_) => return,
+            }
+        }
+    }
+
+    /// Whether a test is running (between tests, strays are read and dropped).
+    pub fn in_test(&self) -> bool {
+        self.test.is_some()
+    }
+
+    /// Accounts one receive buffer that arrived at `now_ns` (CLOCK_REALTIME): a buffer the
+    /// kernel coalesced (GRO, `gro` = its segment size) is split into its datagrams.
+    #[inline]
+    pub fn on_buffer(&mut self, m: &[u8], truncated: bool, gro: Option<usize>, now_ns: u64) {
+        let Some(t) = self.test.as_mut() else {
+            return;
+        };
+        if truncated {
+            return t.invalid(Invalid::Truncated);
+        }
+        match gro {
+            Some(seg) if seg > 0 && seg < m.len() => {
+                t.coalesced += 1;
+                for d in m.chunks(seg) {
+                    t.on_datagram(d, now_ns);
+                }
+            }
+            _ => t.on_datagram(m, now_ns),
+        }
+    }
+
+    /// Ends one receive batch (`received`: it carried data): arrival times, interval figures,
+    /// and the end of the test once finishing and the drain rule says so.
+    pub fn end_batch(&mut self, received: bool) {
+        let Some(t) = self.test.as_mut() else {
+            return;
+        };
+        let ctx = &self.ctx;
+        let now = Instant::now();
+        if received {
+            t.recv_calls += 1;
+            t.first.get_or_insert(now);
+            t.last = now;
+        }
+        if now >= t.next_tick {
+            t.next_tick += ctx.interval;
+            if t.next_tick < now {
+                t.next_tick = now + ctx.interval;
+            }
+            let _ = self.out.send(Out::Interval {
+                t: (now - t.start).as_secs_f64(),
+                datagrams: t.tracker.unique(),
+                bytes: t.bytes,
+                lost_so_far: t.tracker.lost_so_far(),
+            });
+        }
+        if let Some((sent, asked)) = t.finishing {
+            let all_in = sent.is_some_and(|s| t.tracker.unique() >= s);
+            let quiet = now.duration_since(t.last.max(asked)) >= ctx.drain;
+            let cap = now.duration_since(asked) >= ctx.drain * 8;
+            if sent.is_none() || all_in || quiet || cap {
+                let msg = match t.stats(sent, ctx, sent.is_none()) {
+                    Ok(s) => Out::Finished(Box::new(s)),
+                    Err(e) => Out::Failed(e),
+                };
+                let _ = self.out.send(msg);
+                self.test = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The io_uring backends of `blast` and `recv` (feature `uring`). Safe code over
+//! [`crate::uring::Ring`], which owns every buffer while the kernel may touch it.
+//!
+//! * Receive ([`recv_thread`]): one multishot `RECVMSG` into the ring's provided buffers. Each
+//!   completion's buffer holds an `io_uring_recvmsg_out` header, the control messages (the
+//!   `UDP_GRO` segment size) and the payload; coalesced payloads are split by the segment size
+//!   exactly like the `recvmmsg` path, and every buffer goes to the shared
+//!   [`Core`]. One `io_uring_enter` per turn (submit and wait, 10 ms at most, or not at all
+//!   with `--spin`), the whole completion queue reaped at once, the buffers recycled and
+//!   published once per turn. When the multishot ends (`ENOBUFS`: every provided buffer was
+//!   full; or any other end) it is re-armed at the start of the next turn, after the recycled
+//!   buffers are published.
+//! * Send ([`RingTransport`]): the batch's messages are `SENDMSG` operations linked in order;
+//!   one `io_uring_enter` submits them and waits for all their completions. A message counts as
+//!   sent only on its own successful completion; a refusal (`ENOBUFS`...) cancels the rest of
+//!   the chain, so what the kernel took is a prefix, as with `sendmmsg`, and the loop offers
+//!   the rest again with the same sequence numbers. The slots' buffers are moved into the ring
+//!   with their operations and come back with the completions.
+
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::{AsRawFd, RawFd};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+
+use super::recv_core::Core;
+use super::sender::Transport;
+use crate::sys::mmsg::gro_segment_in;
+use crate::sys::{affinity, realtime_ns};
+use crate::uring::{Completion, Ring};
+
+/// Control space per received message (one `UDP_GRO` cmsg takes 24 bytes).
+const CTRL: usize = 64;
+/// Provided buffers: a GRO-coalesced buffer is at most 64 KiB, plus the 16-byte
+/// `io_uring_recvmsg_out` header and the control space. (32, 64, 128 or 256 buffers, and
+/// 64-byte-aligned payloads in page-aligned buffers, measured the same on the reference VM.)
+const RECV_BUFS: u16 = 256;
+const RECV_BUF_SIZE: usize = (1 << 16) + 16 + CTRL;
+/// Submission entries of the receive ring; the completion queue is twice that, so a turn's
+/// completions (at most one per provided buffer, plus the ends) always fit.
+const RECV_ENTRIES: u32 = 256;
+const TAG_RECV: u64 = 1;
+/// Consecutive failed re-arms (other than ENOBUFS) before the test is failed.
+const MAX_REARM_ERRORS: u32 = 1000;
+
+/// The `uring` backend's UDP thread.
+pub(super) fn recv_thread(sock: UdpSocket, mut core: Core) {
+    if let Some(cpu) = core.ctx.cpu {
+        affinity::pin_current(cpu);
+    }
+    // The ring is made here: with SINGLE_ISSUER it belongs to the thread that created it.
+    let mut ring =
+        match Ring::new(RECV_ENTRIES, Some((RECV_BUFS, RECV_BUF_SIZE))) {
+            Ok(r) if r.caps().multishot_recv => r,
+            Ok(_) => return core.refuse_tests(
+                "io_uring unavailable: the kernel lacks multishot RECVMSG with provided buffers; \
+                 use --backend mio"
+                    .into(),
+            ),
+            Err(e) => return core.refuse_tests(format!("{e}; use --backend mio")),
+        };
+    let fd: RawFd = sock.as_raw_fd();
+    let wait = if core.ctx.spin {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(10)
+    };
+    let mut armed = false;
+    let mut rearm_errors = 0u32;
+    let mut last_err = 0;
+    let mut done: Vec<Completion> = Vec::with_capacity(2 * RECV_ENTRIES as usize);
+    while core.commands() {
+        if !armed {
+            ring.recvmsg_multi(fd, CTRL, TAG_RECV);
+            armed = true;
+        }
+        ring.flush_buffers();
+        if let Err(e) = ring.submit_and_wait(Some(wait)) {
+            core.fail(format!("io_uring_enter failed: {e}"));
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        ring.reap(&mut done);
+        let now_ns = realtime_ns();
+        let mut got = false;
+        for c in done.drain(..) {
+            if !c.more {
+                armed = false;
+            }
+            if c.res < 0 && c.res != -libc::ENOBUFS {
+                rearm_errors += 1;
+                last_err = -c.res;
+            } else {
+                rearm_errors = 0;
+            }
+            let Some(bid) = c.bid else { continue };
+            if c.res > 0 && core.in_test() {
+                if let Some(p) = ring.recvmsg_parts(bid, c.res as usize, CTRL) {
+                    core.on_buffer(p.payload, p.truncated, gro_segment_in(p.control), now_ns);
+                    got = true;
+                }
+            }
+            ring.recycle(bid);
+        }
+        if rearm_errors > MAX_REARM_ERRORS {
+            core.fail(format!(
+                "multishot RECVMSG keeps failing ({}); use --backend mio",
+                io::Error::from_raw_os_error(last_err)
+            ));
+            rearm_errors = 0;
+            thread::sleep(Duration::from_millis(10));
+        }
+        core.end_batch(got);
+    }
+    // Dropping the ring cancels the receive and waits for its last completion.
+}
+
+/// The `uring` backend of the blasting loop: the batch's message buffers, each moved into the
+/// ring while its `SENDMSG` is in flight.
+pub(super) struct RingTransport {
+    ring: Ring,
+    fd: RawFd,
+    /// Slot buffers (`None` only while in flight, i.e. never between calls).
+    slots: Vec<Option<Vec<u8>>>,
+    lens: Vec<usize>,
+    /// Result of each message of the last send, by index from `from`.
+    results: Vec<i32>,
+    done: Vec<Completion>,
+}
+
+impl RingTransport {
+    pub fn new(sock: &UdpSocket, batch: usize) -> Result<RingTransport> {
+        let entries = (batch.max(1) as u32).next_power_of_two();
+        let ring = Ring::new(entries, None).map_err(|e| anyhow!("{e}; use --backend mio"))?;
+        Ok(RingTransport {
+            ring,
+            fd: sock.as_raw_fd(),
+            slots: Vec::new(),
+            lens: Vec::new(),
+            results: Vec::new(),
+            done: Vec::new(),
+        })
+    }
+}
+
+impl Transport for RingTransport {
+    fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+        self.slots[i].as_deref_mut().unwrap_or(&mut [])
+    }
+
+    fn set_len(&mut self, i: usize, len: usize) {
+        let cap = self.slots[i].as_ref().map_or(0, Vec::len);
+        assert!(len <= cap);
+        self.lens[i] = len;
+    }
+
+    fn send(&mut self, from: usize, to: usize) -> io::Result<usize> {
+        assert!(from < to && to <= self.slots.len());
+        let n = to - from;
+        for m in from..to {
+            let buf = self.slots[m].take().unwrap_or_default();
+            self.ring
+                .sendmsg(self.fd, buf, self.lens[m], m + 1 < to, m as u64);
+        }
+        self.results.clear();
+        self.results.resize(n, 0);
+        let mut pending = n;
+        while pending > 0 {
+            // A failed enter leaves operations (and slot buffers) in flight: report it as
+            // fatal (no errno, so the loop does not retry with empty slots); dropping the
+            // ring then cancels and drains them.
+            self.ring
+                .submit_and_wait_for(pending, None)
+                .map_err(|e| io::Error::other(format!("io_uring_enter: {e}")))?;
+            self.ring.reap(&mut self.done);
+            for c in self.done.drain(..) {
+                let m = c.tag as usize;
+                if let Some(b) = c.buf {
+                    self.slots[m] = Some(b);
+                }
+                if !c.more {
+                    self.results[m - from] = c.res;
+                    pending -= 1;
+                }
+            }
+        }
+        let taken = self.results.iter().take_while(|&&r| r >= 0).count();
+        if taken > 0 {
+            return Ok(taken);
+        }
+        Err(io::Error::from_raw_os_error(-self.results[0]))
+    }
+
+    fn rebuild(&mut self, n: usize, slot: usize) {
+        self.slots = (0..n).map(|_| Some(vec![0u8; slot])).collect();
+        self.lens = vec![slot; n];
+    }
+
+    fn syscalls(&self) -> u64 {
+        self.ring.stats().enters
+    }
+}
