@@ -15,7 +15,7 @@ use crate::stats::{Format, Report};
 use crate::sys::{affinity, signal};
 use crate::udp::backend::Backend;
 use crate::udp::control::Plan;
-use crate::udp::receiver::{Event, Receiver, RecvOptions};
+use crate::udp::receiver::{Event, Receiver, RecvOptions, RxWait};
 use crate::udp::report::UdpReport;
 use crate::udp::sender::{self, BlastOptions, GsoMode};
 use crate::udp::tracker::DEFAULT_WINDOW;
@@ -78,9 +78,12 @@ pub struct BlastArgs {
     /// Embedded receiver: receive buffer to ask for
     #[arg(long, value_parser = size, default_value = "128MiB")]
     pub rcvbuf: u64,
-    /// Embedded receiver: busy-poll instead of sleeping
-    #[arg(long)]
+    /// Embedded receiver: busy-poll during the test (burns its core)
+    #[arg(long, conflicts_with = "block")]
     pub spin: bool,
+    /// Embedded receiver: sleep in recvmmsg during the test instead of polling with 50 µs naps
+    #[arg(long)]
+    pub block: bool,
     /// Embedded receiver: do not ask for UDP_GRO
     #[arg(long)]
     pub no_gro: bool,
@@ -119,9 +122,13 @@ pub struct RecvArgs {
     /// Receive buffer to ask for (SO_RCVBUFFORCE when permitted, else SO_RCVBUF)
     #[arg(long, value_parser = size, default_value = "128MiB")]
     pub rcvbuf: u64,
-    /// Busy-poll the socket instead of sleeping
-    #[arg(long)]
+    /// Busy-poll the socket during a test (burns the receiver's core)
+    #[arg(long, conflicts_with = "block")]
     pub spin: bool,
+    /// Sleep in recvmmsg during a test instead of polling with 50 µs naps (the default polls:
+    /// on loopback every wake-up of a sleeping receiver runs on the sender's core)
+    #[arg(long)]
+    pub block: bool,
     /// Do not ask for UDP_GRO
     #[arg(long)]
     pub no_gro: bool,
@@ -170,6 +177,14 @@ fn out(s: &str) -> Result<()> {
     Ok(())
 }
 
+fn rx_wait(spin: bool, block: bool) -> RxWait {
+    match (spin, block) {
+        (true, _) => RxWait::Spin,
+        (_, true) => RxWait::Block,
+        _ => RxWait::Poll,
+    }
+}
+
 fn check_batch(batch: usize) -> Result<()> {
     if !(1..=1024).contains(&batch) {
         bail!("--batch {batch} is out of range: use 1..=1024");
@@ -215,7 +230,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
             let r = Receiver::bind(RecvOptions {
                 listen: "127.0.0.1:0".parse()?,
                 cpu: rx_cpu,
-                spin: a.spin,
+                wait: rx_wait(a.spin, a.block),
                 rcvbuf: a.rcvbuf as usize,
                 gro: !a.no_gro,
                 interval: a.interval,
@@ -313,7 +328,7 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         listen,
         interval: a.interval,
         cpu,
-        spin: a.spin,
+        wait: rx_wait(a.spin, a.block),
         rcvbuf: a.rcvbuf as usize,
         gro: !a.no_gro,
         drain: a.drain,

@@ -5,7 +5,7 @@ pub mod backend;
 pub mod control;
 pub mod pacer;
 pub mod receiver;
-mod recv_core;
+pub mod recv_core;
 pub mod relay;
 pub mod report;
 pub mod sender;

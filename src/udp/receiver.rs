@@ -23,7 +23,8 @@ use anyhow::{bail, Context, Result};
 
 use super::backend::{self, Backend};
 use super::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
-use super::recv_core::{Cmd, Core, Out, TestParams, UdpCtx};
+pub use super::recv_core::RxWait;
+use super::recv_core::{Cmd, Core, Out, TestParams, UdpCtx, POLL_NAP};
 use super::report::{IntervalRow, SenderStats, UdpReport, SCHEMA};
 use super::tracker::DEFAULT_WINDOW;
 use super::wire::{HEADER_LEN, MAX_DATAGRAM};
@@ -38,7 +39,7 @@ pub struct RecvOptions {
     pub interval: Duration,
     pub cpu: Option<usize>,
     /// Busy-poll the socket instead of sleeping in `recvmmsg`.
-    pub spin: bool,
+    pub wait: RxWait,
     /// Receive buffer to ask for, in bytes.
     pub rcvbuf: usize,
     pub gro: bool,
@@ -57,7 +58,7 @@ impl Default for RecvOptions {
             listen: "127.0.0.1:5300".parse().expect("valid address"),
             interval: Duration::from_secs(1),
             cpu: None,
-            spin: false,
+            wait: RxWait::Poll,
             rcvbuf: 128 << 20,
             gro: true,
             drain: Duration::from_millis(250),
@@ -164,7 +165,7 @@ impl Receiver {
         let (out_tx, out_rx) = mpsc::channel();
         let udp = self.udp.try_clone()?;
         let ctx = UdpCtx {
-            spin: self.opts.spin,
+            wait: self.opts.wait,
             batch: self.opts.batch.max(1),
             cpu: self.opts.cpu,
             rcvbuf: self.rcvbuf as u64,
@@ -442,22 +443,22 @@ impl Receiver {
     }
 }
 
-/// The `mio` backend's UDP thread: `recvmmsg` batches (blocking with a 10 ms timeout, or
-/// busy-polling with `--spin`).
+/// The `mio` backend's UDP thread: `recvmmsg` batches. Between tests it blocks (10 ms socket
+/// timeout, so commands are seen); during a test it waits as `RxWait` says.
 fn udp_thread(sock: UdpSocket, mut core: Core) {
     if let Some(cpu) = core.ctx.cpu {
         affinity::pin_current(cpu);
     }
-    let spin = core.ctx.spin;
-    if spin {
-        let _ = sock.set_nonblocking(true);
-    } else {
-        let _ = sock.set_read_timeout(Some(Duration::from_millis(10)));
-    }
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(10)));
     let mut batch = RecvBatch::new(core.ctx.batch, 1 << 16);
     while core.commands() {
-        // An error here is a timeout, EINTR, or an ICMP error queued on the socket.
-        let n = batch.recv(&sock, !spin).unwrap_or_default();
+        let block = !core.in_test() || core.ctx.wait == RxWait::Block;
+        // An error here is a timeout, EINTR, an empty socket (non-blocking read), or an ICMP
+        // error queued on the socket.
+        let n = batch.recv(&sock, block).unwrap_or_default();
+        if n == 0 && !block && core.ctx.wait == RxWait::Poll {
+            std::thread::sleep(POLL_NAP);
+        }
         if n > 0 && core.in_test() {
             let now_ns = realtime_ns();
             for i in 0..n {

@@ -62,7 +62,7 @@ pub(super) fn recv_thread(sock: UdpSocket, mut core: Core) {
             Err(e) => return core.refuse_tests(format!("{e}; use --backend mio")),
         };
     let fd: RawFd = sock.as_raw_fd();
-    let wait = if core.ctx.spin {
+    let wait = if core.ctx.wait == super::recv_core::RxWait::Spin {
         Duration::ZERO
     } else {
         Duration::from_millis(10)
