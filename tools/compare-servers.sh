@@ -6,10 +6,12 @@
 #   netcore serve --model M --proto echo      for M in $MODELS (iterative only at 1 connection:
 #                                              it serves one client at a time; pool gets
 #                                              --workers 1024 so every connection has a worker)
-#   shared/anchors/bin/echo_epoll, echo_threads (the C yardsticks)
+#   shared/anchors/bin/echo_epoll, echo_uring, echo_threads (the C yardsticks)
 # Clients (pinned to CLIENT_CPU, default 0):
 #   rr_load --port P --conns N --size 64 --duration $DURATION --warmup $WARMUP --cpu 0   (every server)
 #   netcore load --proto echo --size 64 --clients N --duration .. --warmup .. --cpus 0 (C echo_epoll)
+# Then, unless SYSCALL_CONNS is empty: system calls per request of netcore epoll and uring (and
+# the C servers), counted with `strace -c -f` attached to the server during one rr_load run.
 # For CONNS (default "1 10 100 1000"), RUNS times (default 5), interleaved: run 1 of every
 # configuration, then run 2, ... Printed: median requests/s [min-max] and median p99 per
 # configuration, with ratios against C echo_epoll / echo_threads driven by rr_load, and
@@ -31,7 +33,8 @@ RUNS="${RUNS:-5}"
 CONNS="${CONNS:-1 10 100 1000}"
 DURATION="${DURATION:-5}"
 WARMUP="${WARMUP:-1}"
-MODELS="${MODELS:-iterative fork thread pool epoll}"
+MODELS="${MODELS:-iterative fork thread pool epoll uring}"
+SYSCALL_CONNS="${SYSCALL_CONNS:-100}"   # connections for the strace syscall count (empty: skip)
 SERVER_CPU="${SERVER_CPU:-1}"
 CLIENT_CPU="${CLIENT_CPU:-0}"
 PORT_BASE="${PORT_BASE:-15600}"
@@ -62,7 +65,7 @@ trap 'exit 130' INT TERM
 
 [[ -d "$ANCHORS" ]] || die "no anchors directory at $ANCHORS (set ANCHORS=...)"
 ANCHORS="$(cd "$ANCHORS" && pwd)"
-if [[ ! -x "$ANCHORS/bin/rr_load" || ! -x "$ANCHORS/bin/echo_epoll" || ! -x "$ANCHORS/bin/echo_threads" ]]; then
+if [[ ! -x "$ANCHORS/bin/rr_load" || ! -x "$ANCHORS/bin/echo_epoll" || ! -x "$ANCHORS/bin/echo_threads" || ! -x "$ANCHORS/bin/echo_uring" ]]; then
   log "building the C anchors ($ANCHORS/build.sh)"
   "$ANCHORS/build.sh" >&2 || die "anchor build failed"
 fi
@@ -85,12 +88,15 @@ wait_port() {
 }
 
 declare -A PORT=()
+declare -A SPID=()
 # C servers on fixed ports.
 p=$PORT_BASE
-for s in epoll threads; do
+for s in epoll uring threads; do
+  [[ -x "$ANCHORS/bin/echo_$s" ]] || { log "no echo_$s (liburing-dev missing?): skipped"; continue; }
   port_free "$p" || die "port $p is busy (set PORT_BASE)"
   "$ANCHORS/bin/echo_$s" "$p" "$SERVER_CPU" >"$OUT/server.c-$s.log" 2>&1 &
   PIDS+=($!)
+  SPID[c-$s]=$!
   PORT[c-$s]=$p
   wait_port "$p" || die "echo_$s did not start"
   p=$((p + 1))
@@ -102,6 +108,7 @@ for m in $MODELS; do
   taskset -c "$SERVER_CPU" "$NETCORE" serve --model "$m" --proto echo --listen 127.0.0.1:0 \
     --max-conns 100000 "${extra[@]}" >"$OUT/server.nc-$m.log" 2>&1 &
   PIDS+=($!)
+  SPID[nc-$m]=$!
   for i in $(seq 1 50); do
     line=$(head -1 "$OUT/server.nc-$m.log" 2>/dev/null || true)
     [[ "$line" == "listening on "* ]] && break
@@ -119,7 +126,8 @@ done
 } >"$OUT/commands.txt"
 log "raw results in $OUT"
 
-SERVERS="c-epoll c-threads"
+SERVERS=""
+for s in c-epoll c-uring c-threads; do [[ -n "${PORT[$s]:-}" ]] && SERVERS="$SERVERS $s"; done
 for m in $MODELS; do SERVERS="$SERVERS nc-$m"; done
 
 for r in $(seq 1 "$RUNS"); do
@@ -146,6 +154,30 @@ for r in $(seq 1 "$RUNS"); do
   done
 done
 
+SYS="$OUT/syscalls.txt"
+: >"$SYS"
+if [[ -n "$SYSCALL_CONNS" ]] && command -v strace >/dev/null; then
+  for s in nc-epoll nc-uring c-epoll c-uring; do
+    [[ -n "${SPID[$s]:-}" ]] || continue
+    log "syscalls per request: $s, $SYSCALL_CONNS connections"
+    # Attach to every thread of the server (a reactor or ring may not run on the main thread).
+    tids=()
+    for t in /proc/"${SPID[$s]}"/task/*; do tids+=(-p "${t##*/}"); done
+    strace -c -f -q "${tids[@]}" -o "$OUT/strace.$s.txt" &
+    spid=$!
+    sleep 0.5
+    line=$(timeout "$RUN_LIMIT" "$ANCHORS/bin/rr_load" --port "${PORT[$s]}" --conns "$SYSCALL_CONNS" --size 64 \
+      --duration 3 --warmup 0 --cpu "$CLIENT_CPU" 2>&1 | tail -1 || true)
+    kill -INT "$spid" 2>/dev/null || true
+    wait "$spid" 2>/dev/null || true
+    reqs=$(grep -o 'reqs=[0-9]*' <<<"$line" | cut -d= -f2 || true)
+    calls=$(awk '$NF == "total" {print $4}' "$OUT/strace.$s.txt" 2>/dev/null || true)
+    echo "$s ${reqs:-0} ${calls:-0}" >>"$SYS"
+  done
+elif [[ -n "$SYSCALL_CONNS" ]]; then
+  log "strace not installed: no syscall counts (apt-get install strace)"
+fi
+
 python3 - "$RES" <<'EOF'
 import re, statistics, sys
 rows = {}
@@ -164,7 +196,7 @@ def med(k):
     rs = [r for r, _ in v]
     return statistics.median(rs), min(rs), max(rs), statistics.median([p for _, p in v]), len(v)
 
-names = {'c-epoll': 'C echo_epoll', 'c-threads': 'C echo_threads'}
+names = {'c-epoll': 'C echo_epoll', 'c-uring': 'C echo_uring', 'c-threads': 'C echo_threads'}
 conns = sorted({k[2] for k in rows})
 servers = []
 for k in rows:
@@ -195,4 +227,14 @@ for n in conns:
     if a and b:
         print(f"| {n} | {a[0]:,.0f} [{a[1]:,.0f}-{a[2]:,.0f}] | {b[0]:,.0f} [{b[1]:,.0f}-{b[2]:,.0f}] | {b[0]/a[0]:.2f}x | {a[3]:,.1f} | {b[3]:,.1f} |")
 EOF
+if [[ -s "$SYS" ]]; then
+  echo
+  echo "## system calls per request (strace -c -f on the server, rr_load --conns $SYSCALL_CONNS, 3 s; strace slows the server, so only the ratio of calls to requests means anything)"
+  echo
+  echo "| server | requests | syscalls | syscalls per request |"
+  echo "|---|---|---|---|"
+  while read -r s reqs calls; do
+    awk -v s="$s" -v r="$reqs" -v c="$calls" 'BEGIN { printf "| %s | %d | %d | %s |\n", s, r, c, (r > 0 ? sprintf("%.3f", c / r) : "-") }'
+  done <"$SYS"
+fi
 log "done; raw results: $RES"
