@@ -14,7 +14,7 @@ use crate::stats::{plot, Format, Report};
 use crate::units::parse_nonzero_duration;
 
 /// Server models `compare` can start (the `serve --model` values).
-pub const MODELS: [&str; 5] = ["iterative", "fork", "thread", "pool", "epoll"];
+pub const MODELS: [&str; 6] = ["iterative", "fork", "thread", "pool", "epoll", "uring"];
 
 /// Ready-made workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -29,7 +29,7 @@ pub enum Preset {
     after_help = "Exit status: 0 = no errors, 1 = could not run, 2 = bad usage, 3 = the report counts errors."
 )]
 pub struct CompareArgs {
-    /// Server models, in order (iterative, fork, thread, pool, epoll)
+    /// Server models, in order (iterative, fork, thread, pool, epoll, uring)
     #[arg(long, value_name = "LIST", default_value = "iterative,fork,thread,pool,epoll", value_parser = parse_models)]
     pub models: Models,
     /// Client counts to sweep: 1,10,100 or 10,20,..,100 or 10..=100:10
