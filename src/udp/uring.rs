@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 
-use super::recv_core::Core;
+use super::recv_core::{Core, RxWait, POLL_NAP};
 use super::sender::Transport;
 use crate::sys::mmsg::gro_segment_in;
 use crate::sys::{affinity, realtime_ns};
@@ -62,11 +62,6 @@ pub(super) fn recv_thread(sock: UdpSocket, mut core: Core) {
             Err(e) => return core.refuse_tests(format!("{e}; use --backend mio")),
         };
     let fd: RawFd = sock.as_raw_fd();
-    let wait = if core.ctx.wait == super::recv_core::RxWait::Spin {
-        Duration::ZERO
-    } else {
-        Duration::from_millis(10)
-    };
     let mut armed = false;
     let mut rearm_errors = 0u32;
     let mut last_err = 0;
@@ -77,6 +72,14 @@ pub(super) fn recv_thread(sock: UdpSocket, mut core: Core) {
             armed = true;
         }
         ring.flush_buffers();
+        // As on the mio path: between tests wait in the kernel; during a test poll (reap what
+        // is there without sleeping in the ring, nap when nothing came) or spin.
+        let poll = core.in_test() && core.ctx.wait == RxWait::Poll;
+        let wait = if poll || core.ctx.wait == RxWait::Spin {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(10)
+        };
         if let Err(e) = ring.submit_and_wait(Some(wait)) {
             core.fail(format!("io_uring_enter failed: {e}"));
             thread::sleep(Duration::from_millis(10));
@@ -113,6 +116,9 @@ pub(super) fn recv_thread(sock: UdpSocket, mut core: Core) {
             thread::sleep(Duration::from_millis(10));
         }
         core.end_batch(got);
+        if poll && !got {
+            thread::sleep(POLL_NAP);
+        }
     }
     // Dropping the ring cancels the receive and waits for its last completion.
 }
