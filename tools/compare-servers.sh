@@ -89,45 +89,51 @@ wait_port() {
 
 declare -A PORT=()
 declare -A SPID=()
-# C servers on fixed ports.
+# Each server runs only while it is measured (started before, stopped after), so no server's
+# leftovers (a fork model's exiting children, a pool's threads) run beside another's measurement.
+C_SERVERS=""
 p=$PORT_BASE
 for s in epoll uring threads; do
-  [[ -x "$ANCHORS/bin/echo_$s" ]] || { log "no echo_$s (liburing-dev missing?): skipped"; continue; }
-  port_free "$p" || die "port $p is busy (set PORT_BASE)"
-  "$ANCHORS/bin/echo_$s" "$p" "$SERVER_CPU" >"$OUT/server.c-$s.log" 2>&1 &
-  PIDS+=($!)
-  SPID[c-$s]=$!
-  PORT[c-$s]=$p
-  wait_port "$p" || die "echo_$s did not start"
-  p=$((p + 1))
+  if [[ -x "$ANCHORS/bin/echo_$s" ]]; then
+    C_SERVERS="$C_SERVERS c-$s"; PORT[c-$s]=$p; p=$((p + 1))
+  else
+    log "no echo_$s (liburing-dev missing?): skipped"
+  fi
 done
-# netcore models on ports they pick (127.0.0.1:0), read from their first line.
-for m in $MODELS; do
-  extra=()
+start_server() {  # name: c-epoll | c-uring | c-threads | nc-MODEL; sets PORT[name], SPID[name]
+  local s="$1" line="" i
+  if [[ "$s" == c-* ]]; then
+    port_free "${PORT[$s]}" || die "port ${PORT[$s]} is busy (set PORT_BASE)"
+    "$ANCHORS/bin/echo_${s#c-}" "${PORT[$s]}" "$SERVER_CPU" >>"$OUT/server.$s.log" 2>&1 &
+    SPID[$s]=$!; PIDS+=($!)
+    wait_port "${PORT[$s]}" || die "$s did not start"
+    return
+  fi
+  local m="${s#nc-}" extra=()
   [[ "$m" == pool ]] && extra=(--workers 1024)
   taskset -c "$SERVER_CPU" "$NETCORE" serve --model "$m" --proto echo --listen 127.0.0.1:0 \
-    --max-conns 100000 "${extra[@]}" >"$OUT/server.nc-$m.log" 2>&1 &
-  PIDS+=($!)
-  SPID[nc-$m]=$!
+    --max-conns 100000 "${extra[@]}" >"$OUT/server.$s.log" 2>&1 &
+  SPID[$s]=$!; PIDS+=($!)
   for i in $(seq 1 50); do
-    line=$(head -1 "$OUT/server.nc-$m.log" 2>/dev/null || true)
+    line=$(head -1 "$OUT/server.$s.log" 2>/dev/null || true)
     [[ "$line" == "listening on "* ]] && break
     sleep 0.1
   done
-  [[ "$line" == "listening on "* ]] || die "netcore serve --model $m did not start: $(cat "$OUT/server.nc-$m.log")"
+  [[ "$line" == "listening on "* ]] || die "netcore serve --model $m did not start: $(cat "$OUT/server.$s.log")"
+  local addr
   addr=$(awk '{print $3}' <<<"$line")
-  PORT[nc-$m]=${addr##*:}
-done
+  PORT[$s]=${addr##*:}
+}
+stop_server() { stop_pid "${SPID[$1]}"; sleep 0.3; }
 {
   echo "# servers pinned to CPU $SERVER_CPU, clients to CPU $CLIENT_CPU; runs=$RUNS conns=[$CONNS] duration=$DURATION warmup=$WARMUP"
+  echo "# each server is started for its own measurement and stopped after it"
   echo "# rr_load: $ANCHORS/bin/rr_load --port P --conns N --size 64 --duration $DURATION --warmup $WARMUP --cpu $CLIENT_CPU"
   echo "# netcore load: $NETCORE load --connect 127.0.0.1:P --proto echo --size 64 --clients N --duration ${DURATION}s --warmup ${WARMUP}s --cpus $CLIENT_CPU --csv"
-  for k in "${!PORT[@]}"; do echo "# $k port ${PORT[$k]}"; done
 } >"$OUT/commands.txt"
 log "raw results in $OUT"
 
-SERVERS=""
-for s in c-epoll c-uring c-threads; do [[ -n "${PORT[$s]:-}" ]] && SERVERS="$SERVERS $s"; done
+SERVERS="$C_SERVERS"
 for m in $MODELS; do SERVERS="$SERVERS nc-$m"; done
 
 for r in $(seq 1 "$RUNS"); do
@@ -135,22 +141,24 @@ for r in $(seq 1 "$RUNS"); do
     for s in $SERVERS; do
       if [[ "$s" == nc-iterative && "$n" != 1 ]]; then continue; fi
       log "run $r conns $n server $s client rr_load"
+      start_server "$s"
       line=$(timeout "$RUN_LIMIT" "$ANCHORS/bin/rr_load" --port "${PORT[$s]}" --conns "$n" --size 64 \
         --duration "$DURATION" --warmup "$WARMUP" --cpu "$CLIENT_CPU" 2>&1 | tail -1 || true)
+      stop_server "$s"
       rps=$(grep -o 'rps=[0-9.]*' <<<"$line" | cut -d= -f2 || true)
       p99=$(grep -o 'p99_us=[0-9.]*' <<<"$line" | cut -d= -f2 || true)
       echo "server=$s client=rr_load conns=$n run=$r rps=${rps:-0} p99_us=${p99:-0} raw=[$line]" >>"$RES"
-      sleep 0.5
     done
     log "run $r conns $n server c-epoll client netcore-load"
+    start_server c-epoll
     csv=$(timeout "$RUN_LIMIT" "$NETCORE" load --connect "127.0.0.1:${PORT[c-epoll]}" --proto echo \
       --size 64 --clients "$n" --duration "${DURATION}s" --warmup "${WARMUP}s" --cpus "$CLIENT_CPU" \
       --csv 2>&1 | tail -1 || true)
+    stop_server c-epoll
     rps=$(awk -F, '{print $5}' <<<"$csv")
     p99=$(awk -F, '{print $8}' <<<"$csv")
     errs=$(awk -F, '{print $16+$17+$18+$19+$20+$21+$22}' <<<"$csv")
     echo "server=c-epoll client=netcore-load conns=$n run=$r rps=${rps:-0} p99_us=${p99:-0} errors=${errs:-?} raw=[$csv]" >>"$RES"
-    sleep 0.5
   done
 done
 
@@ -158,8 +166,9 @@ SYS="$OUT/syscalls.txt"
 : >"$SYS"
 if [[ -n "$SYSCALL_CONNS" ]] && command -v strace >/dev/null; then
   for s in nc-epoll nc-uring c-epoll c-uring; do
-    [[ -n "${SPID[$s]:-}" ]] || continue
+    [[ " $SERVERS " == *" $s "* ]] || continue
     log "syscalls per request: $s, $SYSCALL_CONNS connections"
+    start_server "$s"
     # Attach to every thread of the server (a reactor or ring may not run on the main thread).
     tids=()
     for t in /proc/"${SPID[$s]}"/task/*; do tids+=(-p "${t##*/}"); done
@@ -170,6 +179,7 @@ if [[ -n "$SYSCALL_CONNS" ]] && command -v strace >/dev/null; then
       --duration 3 --warmup 0 --cpu "$CLIENT_CPU" 2>&1 | tail -1 || true)
     kill -INT "$spid" 2>/dev/null || true
     wait "$spid" 2>/dev/null || true
+    stop_server "$s"
     reqs=$(grep -o 'reqs=[0-9]*' <<<"$line" | cut -d= -f2 || true)
     calls=$(awk '$NF == "total" {print $4}' "$OUT/strace.$s.txt" 2>/dev/null || true)
     echo "$s ${reqs:-0} ${calls:-0}" >>"$SYS"
