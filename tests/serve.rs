@@ -55,8 +55,7 @@ impl Server {
 
     /// SIGTERM; expects exit 0 and a totals line, which it returns.
     fn stop(mut self) -> String {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        netcore::sys::process::kill(self.child.id() as i32, libc::SIGTERM).expect("SIGTERM");
         let deadline = Instant::now() + T;
         let status = loop {
             if let Some(st) = self.child.try_wait().unwrap() {
