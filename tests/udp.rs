@@ -491,14 +491,94 @@ fn separate_recv_process_both_backends() {
     }
 }
 
+#[test]
+fn embedded_blast_zerocopy() {
+    for be in ["uring", "auto"] {
+        let (st, out, err) = run(
+            &[
+                "blast",
+                "--count",
+                "20000",
+                "--backend",
+                be,
+                "--zerocopy",
+                "--json",
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(st.success(), "{be}: {err}");
+        let r = json(&out);
+        check_invariant(&r);
+        assert_eq!(acc(&r)["sent"], 20000);
+        assert_eq!(
+            r["sender"]["backend"], "uring",
+            "--zerocopy is a uring path"
+        );
+        let z = &r["sender"]["zerocopy"];
+        let (notes, copied) = (
+            z["notifications"].as_u64().unwrap(),
+            z["copied"].as_u64().unwrap(),
+        );
+        // One notification per SENDMSG_ZC: at least one per message the kernel took.
+        let calls = r["sender"]["send_calls"].as_u64().unwrap();
+        assert!(notes >= calls && copied <= notes, "{z} ({calls} calls)");
+    }
+    let (st, out, err) = run(
+        &[
+            "blast",
+            "--count",
+            "3000",
+            "--backend",
+            "uring",
+            "--zerocopy",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    assert!(out.contains("linked SENDMSG_ZC"), "{out}");
+    assert!(out.contains("zerocopy: "), "{out}");
+    // Without --zerocopy there is no such line, and the JSON field is null.
+    let (st, out, err) = run(
+        &["blast", "--count", "3000", "--backend", "uring", "--json"],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    assert!(json(&out)["sender"]["zerocopy"].is_null(), "{out}");
+}
+
+#[test]
+fn zerocopy_without_io_uring_is_a_one_line_error() {
+    bad(
+        &["blast", "--count", "10", "--backend", "mio", "--zerocopy"],
+        "--zerocopy needs the uring backend",
+    );
+    // The embedded receiver was already started when the sender fails: it must not wait.
+    for args in [
+        &["blast", "--count", "10", "--zerocopy"][..],
+        &["blast", "--count", "10", "--zerocopy", "--backend", "uring"][..],
+    ] {
+        let (st, out, err) = run_uring_off(args);
+        assert!(!st.success(), "{args:?}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains("io_uring unavailable: disabled by NETCORE_URING=off"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// `netcore ARGS` with io_uring forced off.
 fn run_uring_off(args: &[&str]) -> (std::process::ExitStatus, String, String) {
-    let out = common::bin()
+    let child = common::bin()
         .args(args)
         .env("NETCORE_URING", "off")
         .stdin(std::process::Stdio::null())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let out = common::wait_output(child, Duration::from_secs(30));
     (
         out.status,
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -94,6 +94,10 @@ pub struct BlastArgs {
     /// cause
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
+    /// Zero-copy sends: io_uring SENDMSG_ZC (uring backend, Linux 6.0+). The report counts
+    /// the sends the kernel copied after all (to a local receiver it always copies)
+    #[arg(long)]
+    pub zerocopy: bool,
     /// Print the final report as JSON (schema netcore.udp.v1)
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -238,11 +242,13 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
                 ..RecvOptions::default()
             })?;
             let addr = r.local_addr();
-            embedded = Some(
+            let stop = r.stopper();
+            embedded = Some((
                 thread::Builder::new()
                     .name("netcore-embedded-recv".into())
                     .spawn(move || r.serve(true, &mut |_| {}))?,
-            );
+                stop,
+            ));
             (addr, addr)
         }
     };
@@ -263,6 +269,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         cpu: tx_cpu,
         sndbuf: a.sndbuf as usize,
         backend: a.backend,
+        zerocopy: a.zerocopy,
     };
     let live = format == Format::Table;
     let report = sender::run(&opts, &mut |row| {
@@ -270,10 +277,10 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
             let _ = out(&(UdpReport::interval_line(row) + "\n"));
         }
     });
-    if let Some(h) = embedded {
-        if report.is_err() {
-            // The embedded receiver ends by itself once the control channel closes.
-        }
+    if let Some((h, stop)) = embedded {
+        // After a test the embedded receiver ends by itself (the control channel closed);
+        // if the sender failed before connecting, this stops it waiting.
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = h.join();
     }
     let report = report?;

@@ -47,6 +47,35 @@ fn uring_unavailable(_recv: bool) -> Option<String> {
     Some("io_uring unavailable: netcore was built without the `uring` feature".to_string())
 }
 
+/// Why io_uring cannot send zero-copy here (None: it can).
+#[cfg(feature = "uring")]
+fn zerocopy_unavailable() -> Option<String> {
+    match crate::uring::Ring::new(8, None) {
+        Err(e) => Some(e.to_string()),
+        Ok(r) if !r.caps().send_zc => {
+            Some("the kernel lacks io_uring SENDMSG_ZC (Linux 6.0 or later needed)".to_string())
+        }
+        Ok(_) => None,
+    }
+}
+
+#[cfg(not(feature = "uring"))]
+fn zerocopy_unavailable() -> Option<String> {
+    uring_unavailable(false)
+}
+
+/// The sending side with `--zerocopy`: uring (`SENDMSG_ZC`) whatever `auto` would pick, or
+/// an error naming why it cannot be.
+pub fn resolve_zerocopy(b: Backend) -> Result<Backend> {
+    if b == Backend::Mio {
+        bail!("--zerocopy needs the uring backend (io_uring SENDMSG_ZC); drop --backend mio");
+    }
+    match zerocopy_unavailable() {
+        Some(why) => bail!("--zerocopy: {why}; drop --zerocopy"),
+        None => Ok(Backend::Uring),
+    }
+}
+
 /// The receiving side. `auto` is mio: on the reference 2-vCPU VM (Linux 6.18) the multishot
 /// `RECVMSG` loop received 5-15% less than `recvmmsg` (both copy-bound in `_copy_to_iter`;
 /// `tools/compare-udp.sh`, README), so `auto` keeps the faster path there.

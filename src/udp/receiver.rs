@@ -15,7 +15,9 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver as Rx, RecvTimeoutError, Sender as Tx, TryRecvError};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -92,6 +94,9 @@ pub struct Receiver {
     rcvbuf_method: BufMethod,
     gro: bool,
     backend: Backend,
+    /// Set by whoever started the receiver to stop waiting for a test (see
+    /// [`Receiver::stopper`]).
+    stop: Arc<AtomicBool>,
 }
 
 /// This host's name (for telling whether one-way latency compares a clock with itself).
@@ -144,7 +149,14 @@ impl Receiver {
             rcvbuf_method,
             gro,
             backend,
+            stop: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// A flag that makes [`Receiver::serve`] return once no test is running: an embedded
+    /// receiver whose sender failed before connecting would otherwise wait for it forever.
+    pub fn stopper(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
     }
 
     /// The backend the UDP thread runs (mio or uring).
@@ -188,7 +200,7 @@ impl Receiver {
                 })?;
         let mut result = Ok(());
         loop {
-            if signal::stop_requested() {
+            if signal::stop_requested() || self.stop.load(Ordering::Relaxed) {
                 break;
             }
             let (stream, peer) = match self.listener.accept() {

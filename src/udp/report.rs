@@ -72,6 +72,18 @@ pub struct SenderStats {
     /// `send_calls` counts `sendmmsg` or `io_uring_enter` calls. Unknown on the receiver.
     #[serde(default)]
     pub backend: Option<String>,
+    /// `--zerocopy` (uring `SENDMSG_ZC`): what the kernel's notifications said.
+    #[serde(default)]
+    pub zerocopy: Option<ZeroCopyStats>,
+}
+
+/// The notifications of zero-copy sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZeroCopyStats {
+    /// Notifications received (one per `SENDMSG_ZC`).
+    pub notifications: u64,
+    /// Of those, sends whose data the kernel copied after all (on loopback: all of them).
+    pub copied: u64,
 }
 
 /// One interval line.
@@ -236,9 +248,10 @@ impl Report for UdpReport {
         out.push_str(&format!(
             "sender:   {} {}, {} messages/call, GSO {}, {}, CPU {}, sndbuf {}, send errors (retried): {}\n",
             opt(s.send_calls.map(thousands)),
-            match s.backend.as_deref() {
-                Some("uring") => "io_uring_enter calls (backend uring, linked SENDMSG)",
-                Some("mio") => "sendmmsg calls (backend mio)",
+            match (s.backend.as_deref(), s.zerocopy.is_some()) {
+                (Some("uring"), true) => "io_uring_enter calls (backend uring, linked SENDMSG_ZC)",
+                (Some("uring"), _) => "io_uring_enter calls (backend uring, linked SENDMSG)",
+                (Some("mio"), _) => "sendmmsg calls (backend mio)",
                 _ => "send calls",
             },
             opt(s.batch),
@@ -252,6 +265,18 @@ impl Report for UdpReport {
             s.sndbuf.map_or("-".into(), fmt_bytes),
             errors_text(&s.errors),
         ));
+        if let Some(z) = s.zerocopy {
+            out.push_str(&format!(
+                "zerocopy: {} notifications, the kernel copied {} of them ({})\n",
+                thousands(z.notifications),
+                thousands(z.copied),
+                if z.notifications > 0 && z.copied == z.notifications {
+                    "no pages were sent in place: a loopback or local receiver always copies"
+                } else {
+                    "pages sent in place where not copied"
+                }
+            ));
+        }
         out.push_str(&format!(
             "receiver: {} {}, GRO {}, CPU {}, rcvbuf {} ({})\n",
             thousands(r.recv_calls),

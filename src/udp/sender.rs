@@ -28,7 +28,7 @@ use super::backend::{self, Backend};
 use super::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
 use super::pacer::Pacer;
 use super::receiver::host_name;
-use super::report::{IntervalRow, SenderStats, UdpReport, SCHEMA};
+use super::report::{IntervalRow, SenderStats, UdpReport, ZeroCopyStats, SCHEMA};
 use super::wire::{self, Header, FLAG_VERIFY, HEADER_LEN, MAX_DATAGRAM};
 use crate::sys::mmsg::SendBatch;
 use crate::sys::{affinity, realtime_ns, signal, sockopt};
@@ -66,6 +66,8 @@ pub struct BlastOptions {
     /// mio (`sendmmsg`), uring (linked `SENDMSG` batches), or auto (see
     /// [`backend::resolve_send`]).
     pub backend: Backend,
+    /// Zero-copy sends (`SENDMSG_ZC`; needs the uring backend).
+    pub zerocopy: bool,
 }
 
 /// Where the blasting loop's batch lives and how it reaches the kernel: messages of up to
@@ -84,6 +86,10 @@ pub(super) trait Transport {
     fn rebuild(&mut self, n: usize, slot: usize);
     /// System calls made so far (`sendmmsg`, or `io_uring_enter`).
     fn syscalls(&self) -> u64;
+    /// What the zero-copy notifications said (None: not sending zero-copy).
+    fn zerocopy(&self) -> Option<ZeroCopyStats> {
+        None
+    }
 }
 
 /// The mio backend: one `sendmmsg` per attempt.
@@ -141,6 +147,7 @@ struct BlastResult {
     errors: BTreeMap<String, u64>,
     gso_segments: u32,
     sndbuf: u64,
+    zerocopy: Option<ZeroCopyStats>,
 }
 
 fn errno_name(e: &io::Error) -> String {
@@ -187,7 +194,7 @@ fn blast(
     match opts.backend {
         #[cfg(feature = "uring")]
         Backend::Uring => {
-            let mut t = super::uring::RingTransport::new(sock, opts.batch)?;
+            let mut t = super::uring::RingTransport::new(sock, opts.batch, opts.zerocopy)?;
             blast_loop(&mut t, sock, opts, test_id, progress, stop)
         }
         _ => {
@@ -345,6 +352,7 @@ fn blast_loop(
         errors,
         gso_segments: segs as u32,
         sndbuf: sndbuf as u64,
+        zerocopy: batch.zerocopy(),
     })
 }
 
@@ -359,7 +367,11 @@ pub type OnInterval<'a> = &'a mut dyn FnMut(&IntervalRow);
 pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
     check_len(opts.len)?;
     let resolved = BlastOptions {
-        backend: backend::resolve_send(opts.backend)?,
+        backend: if opts.zerocopy {
+            backend::resolve_zerocopy(opts.backend)?
+        } else {
+            backend::resolve_send(opts.backend)?
+        },
         ..opts.clone()
     };
     let opts = &resolved;
@@ -505,6 +517,7 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
             sndbuf: Some(res.sndbuf),
             cpu: opts.cpu,
             backend: Some(opts.backend.name().to_string()),
+            zerocopy: res.zerocopy,
         },
         receiver: *receiver,
         intervals,

@@ -16,6 +16,10 @@
 //!   the chain, so what the kernel took is a prefix, as with `sendmmsg`, and the loop offers
 //!   the rest again with the same sequence numbers. The slots' buffers are moved into the ring
 //!   with their operations and come back with the completions.
+//! * `--zerocopy`: `SENDMSG_ZC` instead of `SENDMSG`. The send's result comes first; its
+//!   buffer comes back only with the notification after it, when the kernel has let go of the
+//!   pages, and the batch waits for those too. The notifications tell whether the kernel
+//!   copied after all (on loopback it always does), and the report counts them.
 
 use std::io;
 use std::net::UdpSocket;
@@ -23,13 +27,14 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::thread;
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 
 use super::recv_core::{Core, RxWait, POLL_NAP};
+use super::report::ZeroCopyStats;
 use super::sender::Transport;
 use crate::sys::mmsg::gro_segment_in;
 use crate::sys::{affinity, realtime_ns};
-use crate::uring::{Completion, Ring};
+use crate::uring::{Completion, Ring, SendMsg};
 
 /// Control space per received message (one `UDP_GRO` cmsg takes 24 bytes).
 const CTRL: usize = 64;
@@ -134,13 +139,21 @@ pub(super) struct RingTransport {
     /// Result of each message of the last send, by index from `from`.
     results: Vec<i32>,
     done: Vec<Completion>,
+    /// `SENDMSG_ZC` instead of `SENDMSG` (`--zerocopy`).
+    zerocopy: bool,
+    zc: ZeroCopyStats,
 }
 
 impl RingTransport {
-    pub fn new(sock: &UdpSocket, batch: usize) -> Result<RingTransport> {
+    pub fn new(sock: &UdpSocket, batch: usize, zerocopy: bool) -> Result<RingTransport> {
         let entries = (batch.max(1) as u32).next_power_of_two();
         let ring = Ring::new(entries, None).map_err(|e| anyhow!("{e}; use --backend mio"))?;
+        if zerocopy && !ring.caps().send_zc {
+            bail!("--zerocopy: the kernel lacks io_uring SENDMSG_ZC (Linux 6.0 or later needed)");
+        }
         Ok(RingTransport {
+            zerocopy,
+            zc: ZeroCopyStats::default(),
             ring,
             fd: sock.as_raw_fd(),
             slots: Vec::new(),
@@ -171,11 +184,17 @@ impl Transport for RingTransport {
         let n = to - from;
         for m in from..to {
             let buf = self.slots[m].take().unwrap_or_default();
-            self.ring
-                .sendmsg(self.fd, buf, self.lens[m], m + 1 < to, m as u64);
+            let send = SendMsg {
+                len: self.lens[m],
+                link: m + 1 < to,
+                zerocopy: self.zerocopy,
+            };
+            self.ring.sendmsg(self.fd, buf, send, m as u64);
         }
         self.results.clear();
         self.results.resize(n, 0);
+        // Every operation's final completion, so that all the buffers are back: with
+        // `SENDMSG_ZC` the result comes first and the buffer with the notification after it.
         let mut pending = n;
         while pending > 0 {
             // A failed enter leaves operations (and slot buffers) in flight: report it as
@@ -185,13 +204,18 @@ impl Transport for RingTransport {
                 .submit_and_wait_for(pending, None)
                 .map_err(|e| io::Error::other(format!("io_uring_enter: {e}")))?;
             self.ring.reap(&mut self.done);
-            for c in self.done.drain(..) {
+            for mut c in self.done.drain(..) {
                 let m = c.tag as usize;
-                if let Some(b) = c.buf {
+                if let Some(b) = c.buf.take() {
                     self.slots[m] = Some(b);
                 }
-                if !c.more {
+                if c.notif {
+                    self.zc.notifications += 1;
+                    self.zc.copied += u64::from(c.copied());
+                } else {
                     self.results[m - from] = c.res;
+                }
+                if !c.more {
                     pending -= 1;
                 }
             }
@@ -210,5 +234,9 @@ impl Transport for RingTransport {
 
     fn syscalls(&self) -> u64 {
         self.ring.stats().enters
+    }
+
+    fn zerocopy(&self) -> Option<ZeroCopyStats> {
+        self.zerocopy.then_some(self.zc)
     }
 }

@@ -43,7 +43,7 @@ pub mod notify;
 pub mod ring;
 
 pub use notify::Notifier;
-pub use ring::{Caps, Completion, OpId, Ring, RingStats};
+pub use ring::{Caps, Completion, OpId, Ring, RingStats, SendMsg};
 
 use std::fmt;
 use std::io;

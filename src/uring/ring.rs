@@ -14,6 +14,11 @@ use super::Unavailable;
 const UD_IGNORE: u64 = u64::MAX;
 /// Buffer group id of the provided-buffer ring.
 const BGID: u16 = 0;
+/// `IORING_SEND_ZC_REPORT_USAGE` (Linux 6.2): the notification tells whether the kernel
+/// copied the data after all. The `io-uring` crate does not export it.
+const SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
+/// `IORING_NOTIF_USAGE_ZC_COPIED`: set in a notification's result when the data was copied.
+const NOTIF_USAGE_ZC_COPIED: i32 = 1 << 31;
 
 /// Names one in-flight operation (its slot in the operation slab). Valid until the operation's
 /// final completion; after that the slot may name another operation, so drop ids on completion.
@@ -52,13 +57,25 @@ pub struct Completion {
     pub tag: u64,
     /// The kernel's result: a count or fd (`>= 0`) or `-errno`.
     pub res: i32,
-    /// The operation is still in flight (a multishot operation that will post more).
+    /// The operation is still in flight (a multishot operation that will post more, or a
+    /// zero-copy send whose notification is to come).
     pub more: bool,
+    /// A zero-copy send's notification: the kernel let go of the buffer (the send's result
+    /// came in the completion before). See [`Completion::copied`].
+    pub notif: bool,
     /// The provided buffer holding received data (read it with [`Ring::provided`], then give it
     /// back with [`Ring::recycle`]).
     pub bid: Option<u16>,
     /// The operation's own buffer, handed back with its final completion.
     pub buf: Option<Vec<u8>>,
+}
+
+impl Completion {
+    /// For a zero-copy notification: the kernel copied the data instead (on loopback it
+    /// always does: the receiving socket cannot keep the sender's pages).
+    pub fn copied(&self) -> bool {
+        self.notif && self.res & NOTIF_USAGE_ZC_COPIED != 0
+    }
 }
 
 /// Memory an operation owns while in flight.
@@ -89,6 +106,17 @@ impl MsgBox {
             },
         })
     }
+}
+
+/// How [`Ring::sendmsg`] sends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SendMsg {
+    /// Bytes of the buffer to send (from its start).
+    pub len: usize,
+    /// Link the next operation pushed to this one.
+    pub link: bool,
+    /// `SENDMSG_ZC` instead of `SENDMSG`.
+    pub zerocopy: bool,
 }
 
 /// One datagram taken by a multishot `RECVMSG` (see [`Ring::recvmsg_parts`]).
@@ -359,14 +387,20 @@ impl Ring {
     }
 
     /// `SENDMSG` of `buf[..len]` on a connected socket (`MSG_NOSIGNAL`); the buffer comes back
-    /// with the completion. With `link`, the next operation pushed runs only after this one
-    /// succeeded (`IOSQE_IO_LINK`; on failure the rest of the chain completes with
+    /// with the final completion. With `link`, the next operation pushed runs only after this
+    /// one succeeded (`IOSQE_IO_LINK`; on failure the rest of the chain completes with
     /// `-ECANCELED`), which keeps a batch in order and its accepted part a prefix.
-    pub fn sendmsg(&mut self, fd: RawFd, buf: Vec<u8>, len: usize, link: bool, tag: u64) -> OpId {
+    ///
+    /// With `zerocopy` (only with [`Caps::send_zc`]) it is `SENDMSG_ZC`: the kernel sends from
+    /// the buffer's pages. The result then comes in a completion with `more` set, and the
+    /// buffer only with the notification that follows ([`Completion::notif`]), once the
+    /// kernel no longer reads it.
+    pub fn sendmsg(&mut self, fd: RawFd, buf: Vec<u8>, send: SendMsg, tag: u64) -> OpId {
+        debug_assert!(!send.zerocopy || self.caps.send_zc);
         let m = self.msgs.pop().unwrap_or_else(MsgBox::new);
         self.start_msg(tag, Some(buf), None, Some(m), |op| {
             let b = op.buf.as_mut().map_or(&mut [][..], |b| &mut b[..]);
-            let len = len.min(b.len());
+            let len = send.len.min(b.len());
             let p: *const libc::msghdr = match op.msg.as_deref_mut() {
                 Some(m) => {
                     m.iov.iov_base = b.as_mut_ptr().cast();
@@ -383,10 +417,16 @@ impl Ring {
                 }
                 None => std::ptr::null(),
             };
-            let e = opcode::SendMsg::new(types::Fd(fd), p)
-                .flags(libc::MSG_NOSIGNAL as u32)
-                .build();
-            if link {
+            let flags = libc::MSG_NOSIGNAL as u32;
+            let e = if send.zerocopy {
+                opcode::SendMsgZc::new(types::Fd(fd), p)
+                    .flags(flags)
+                    .ioprio(SEND_ZC_REPORT_USAGE)
+                    .build()
+            } else {
+                opcode::SendMsg::new(types::Fd(fd), p).flags(flags).build()
+            };
+            if send.link {
                 e.flags(squeue::Flags::IO_LINK)
             } else {
                 e
@@ -547,6 +587,7 @@ impl Ring {
                 tag,
                 res: e.result(),
                 more,
+                notif: cqueue::notif(flags),
                 bid,
                 buf,
             });

@@ -193,11 +193,22 @@ fn notifier_wakes_an_eventfd_read() {
 /// `RECVMSG`; the send buffers come back with their completions, the headers are reused.
 #[test]
 fn linked_sendmsg_and_multishot_recvmsg_on_udp() {
+    linked_sends(false);
+}
+
+/// The same with `SENDMSG_ZC`: each send's result comes first (with `more`), the buffer only
+/// with the notification after it.
+#[test]
+fn linked_sendmsg_zc_hands_the_buffer_back_with_the_notification() {
+    linked_sends(true);
+}
+
+fn linked_sends(zerocopy: bool) {
     let Some(mut r) = ring(Some((8, 4096))) else {
         return;
     };
-    if !r.caps().multishot_recv {
-        eprintln!("skipping: no multishot recv");
+    if !r.caps().multishot_recv || (zerocopy && !r.caps().send_zc) {
+        eprintln!("skipping: no multishot recv or no SEND_ZC");
         return;
     }
     let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -206,11 +217,16 @@ fn linked_sendmsg_and_multishot_recvmsg_on_udp() {
     r.recvmsg_multi(rx.as_raw_fd(), 64, 100);
     for i in 0..3u8 {
         let buf = vec![i; 100 + i as usize];
-        let len = 50 + i as usize;
-        r.sendmsg(tx.as_raw_fd(), buf, len, i < 2, i as u64);
+        let send = SendMsg {
+            len: 50 + i as usize,
+            link: i < 2,
+            zerocopy,
+        };
+        r.sendmsg(tx.as_raw_fd(), buf, send, i as u64);
     }
-    let done = wait(&mut r, 6);
+    let done = wait(&mut r, if zerocopy { 9 } else { 6 });
     let mut got = Vec::new();
+    let (mut results, mut notifs) = (0, 0);
     for c in &done {
         if c.tag == 100 {
             assert!(c.more, "the multishot receive stays armed");
@@ -219,12 +235,31 @@ fn linked_sendmsg_and_multishot_recvmsg_on_udp() {
             assert!(!p.truncated);
             got.push(p.payload.to_vec());
             r.recycle(bid);
-        } else {
-            assert_eq!(c.res as usize, 50 + c.tag as usize, "{c:?}");
-            let b = c.buf.as_ref().expect("the send buffer comes back");
+        } else if c.notif {
+            notifs += 1;
+            assert!(zerocopy && !c.more, "{c:?}");
+            let b = c
+                .buf
+                .as_ref()
+                .expect("the buffer comes back with the notification");
             assert_eq!(b.len(), 100 + c.tag as usize);
+        } else {
+            results += 1;
+            assert_eq!(c.res as usize, 50 + c.tag as usize, "{c:?}");
+            assert_eq!(
+                c.more, zerocopy,
+                "a zero-copy result announces its notification"
+            );
+            if zerocopy {
+                assert!(c.buf.is_none(), "the kernel may still read the buffer");
+            } else {
+                let b = c.buf.as_ref().expect("the send buffer comes back");
+                assert_eq!(b.len(), 100 + c.tag as usize);
+            }
         }
     }
+    assert_eq!(results, 3);
+    assert_eq!(notifs, if zerocopy { 3 } else { 0 });
     assert_eq!(got.len(), 3);
     for (i, p) in got.iter().enumerate() {
         assert_eq!(p, &vec![i as u8; 50 + i]);
