@@ -10,10 +10,14 @@
 #   RUNS=5 SIZE=200M tools/compare-udp.sh            # all configurations
 #   CONFIGS="gso64k gsooff" tools/compare-udp.sh     # a subset
 #   CONFIGS=uring RUNS=7 tools/compare-udp.sh         # io_uring vs mio backends only
+#   CONFIGS=zerocopy tools/compare-udp.sh             # SENDMSG_ZC vs SENDMSG vs sendmmsg
 #
 # Configurations: gso64k (1472 B, netcore defaults: --backend auto), pps64 (64 B), gsooff
 # (1472 B, sendmmsg without GSO), uring (1472 B, GSO default: netcore with --backend uring on
-# both sides vs --backend mio on both sides, interleaved, with the ratio uring/mio).
+# both sides vs --backend mio on both sides, interleaved, with the ratio uring/mio), zerocopy
+# (1472 B, receiver mio: blast --backend uring --zerocopy vs the same without --zerocopy vs
+# --backend mio; on loopback the kernel copies zero-copy sends anyway, see the report's
+# zerocopy line).
 #
 # Goodput is received UDP payload bits per second (1 Gbit = 1e9 bits), as iperf3 reports it.
 # netcore's is computed conservatively: unique bytes / the longer of the sender's sending time
@@ -109,6 +113,10 @@ for r in $(seq 1 "$RUNS"); do
         RX_EXTRA="--backend mio" run_netcore nc_1472_mio 1472 --backend mio
         RX_EXTRA="--backend uring" run_netcore nc_1472_uring 1472 --backend uring
         RX_EXTRA="--backend mio" run_netcore nc_1472_txuring 1472 --backend uring ;;
+      zerocopy)  # 1472 bytes, receiver mio: SENDMSG_ZC vs SENDMSG vs sendmmsg
+        RX_EXTRA="--backend mio" run_netcore nc_1472_mio 1472 --backend mio
+        RX_EXTRA="--backend mio" run_netcore nc_1472_txuring 1472 --backend uring
+        RX_EXTRA="--backend mio" run_netcore nc_1472_zc 1472 --backend uring --zerocopy ;;
       *) echo "unknown configuration $c" >&2; exit 2 ;;
     esac
   done
@@ -134,7 +142,9 @@ for a, b, what, i in [("nc_1472", "iperf3_1472", "1472 B goodput", 0),
     if a in rows and b in rows:
         print(f"ratio netcore/iperf3, {what}: {med(a,i)/med(b,i):.2f}x")
 for a, b, what in [("nc_1472_uring", "nc_1472_mio", "--backend uring / mio, both sides"),
-                   ("nc_1472_txuring", "nc_1472_mio", "blast --backend uring / mio (recv mio)")]:
+                   ("nc_1472_txuring", "nc_1472_mio", "blast --backend uring / mio (recv mio)"),
+                   ("nc_1472_zc", "nc_1472_txuring", "blast --zerocopy / without (uring, recv mio)"),
+                   ("nc_1472_zc", "nc_1472_mio", "blast --zerocopy / --backend mio (recv mio)")]:
     if a in rows and b in rows:
         print(f"ratio {what}, 1472 B goodput: {med(a,0)/med(b,0):.2f}x")
 for a, c, i in [("nc_1472", "ceil_gso_gro_1472", 0), ("nc_64", "ceil_gso_gro_64", 1),
@@ -144,11 +154,11 @@ for a, c, i in [("nc_1472", "ceil_gso_gro_1472", 0), ("nc_64", "ceil_gso_gro_64"
 PY
 # The uring configuration: the sender's own rate too (datagrams the kernel accepted per second
 # of sending), since goodput is bounded by the receiver when it cannot keep up.
-if [[ " $CONFIGS " == *" uring "* ]]; then
+if [[ " $CONFIGS " == *" uring "* || " $CONFIGS " == *" zerocopy "* ]]; then
   python3 - "$OUT" <<'PY'
 import glob, json, os, statistics as st, sys
 print()
-for n in ["nc_1472_mio", "nc_1472_txuring", "nc_1472_uring"]:
+for n in ["nc_1472_mio", "nc_1472_txuring", "nc_1472_uring", "nc_1472_zc"]:
     v = [json.load(open(f))["sender"]["rate_bps"] / 1e9
          for f in glob.glob(os.path.join(sys.argv[1], n + ".r*.json")) if not f.endswith(".recv.json")]
     if v:
