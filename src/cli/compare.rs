@@ -100,6 +100,9 @@ pub fn run(a: &CompareArgs) -> Result<ExitCode> {
     let mut serve_args = vec!["--proto".to_string(), setup.proto.clone()];
     let max_clients = *a.clients.0.last().unwrap_or(&1);
     serve_args.extend(["--max-conns".to_string(), max_clients.max(1).to_string()]);
+    // The servers serve only our clients: a --think longer than serve's default idle timeout
+    // (30 s) must not get them closed between tasks.
+    serve_args.extend(["--idle-timeout".to_string(), "0".to_string()]);
     let cfg = CompareConfig {
         models: a.models.0.clone(),
         clients: a.clients.0.clone(),
