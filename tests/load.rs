@@ -2,71 +2,20 @@
 //! processes (and a few hand-made fault servers) on loopback. Every child is killed by a guard;
 //! every wait is bounded. No assertion depends on timing.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::net::TcpListener;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_netcore");
+use common::Serve;
+
 const T: Duration = Duration::from_secs(60);
-
-/// A `netcore serve` child, killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn netcore serve");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(l) = line else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut s = Server {
-            child,
-            addr: "127.0.0.1:1".parse().unwrap(),
-        };
-        let first = rx.recv_timeout(T).expect("serve printed its address");
-        s.addr = first
-            .split_whitespace()
-            .nth(2)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"));
-        s
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs `netcore ARGS` with a time limit; kills it and fails the test if it overruns.
 fn netcore(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn netcore");
+    let mut child = common::spawn(args, Stdio::piped());
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();
     let ho = std::thread::spawn(move || {
@@ -122,7 +71,7 @@ fn errors_total(e: &serde_json::Value) -> u64 {
 
 #[test]
 fn sweep_against_serve_as_table_json_and_csv() {
-    let s = Server::start(&["--model", "epoll"]);
+    let s = Serve::start(&["--model", "epoll"], T);
     let addr = s.addr.to_string();
     let base = [
         "load",
@@ -186,7 +135,7 @@ fn sweep_against_serve_as_table_json_and_csv() {
 
 #[test]
 fn mix_think_and_open_loop_rate() {
-    let s = Server::start(&["--model", "thread"]);
+    let s = Serve::start(&["--model", "thread"], T);
     let addr = s.addr.to_string();
     let dir = std::env::temp_dir().join(format!("netcore-load-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -239,7 +188,7 @@ fn mix_think_and_open_loop_rate() {
 
 #[test]
 fn echo_protocol_tasks_and_duration() {
-    let s = Server::start(&["--model", "epoll", "--proto", "echo"]);
+    let s = Serve::start(&["--model", "epoll", "--proto", "echo"], T);
     let addr = s.addr.to_string();
     let o = netcore(&[
         "load",
