@@ -2,71 +2,20 @@
 //! processes (and a few hand-made fault servers) on loopback. Every child is killed by a guard;
 //! every wait is bounded. No assertion depends on timing.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::net::TcpListener;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_netcore");
+use common::Serve;
+
 const T: Duration = Duration::from_secs(60);
-
-/// A `netcore serve` child, killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn netcore serve");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(l) = line else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut s = Server {
-            child,
-            addr: "127.0.0.1:1".parse().unwrap(),
-        };
-        let first = rx.recv_timeout(T).expect("serve printed its address");
-        s.addr = first
-            .split_whitespace()
-            .nth(2)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"));
-        s
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs `netcore ARGS` with a time limit; kills it and fails the test if it overruns.
 fn netcore(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn netcore");
+    let mut child = common::spawn(args, Stdio::piped());
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();
     let ho = std::thread::spawn(move || {
@@ -112,6 +61,16 @@ fn json(o: &Output) -> serde_json::Value {
     })
 }
 
+/// `netcore load --connect ADDR ARGS`.
+fn load(addr: &str, args: &[&str]) -> Output {
+    netcore(&[&["load", "--connect", addr][..], args].concat())
+}
+
+/// The first run of the first sweep point of a `load --json` report.
+fn first_run(o: &Output) -> serde_json::Value {
+    json(o)["points"][0]["runs"][0].clone()
+}
+
 fn errors_total(e: &serde_json::Value) -> u64 {
     e.as_object()
         .unwrap()
@@ -122,12 +81,9 @@ fn errors_total(e: &serde_json::Value) -> u64 {
 
 #[test]
 fn sweep_against_serve_as_table_json_and_csv() {
-    let s = Server::start(&["--model", "epoll"]);
+    let s = Serve::start(&["--model", "epoll"], T);
     let addr = s.addr.to_string();
     let base = [
-        "load",
-        "--connect",
-        &addr,
         "--clients",
         "2,3",
         "--tasks",
@@ -138,7 +94,7 @@ fn sweep_against_serve_as_table_json_and_csv() {
         "2",
     ];
 
-    let o = netcore(&base);
+    let o = load(&addr, &base);
     assert!(o.status.success(), "{o:?}");
     let t = text(&o);
     assert!(
@@ -148,7 +104,7 @@ fn sweep_against_serve_as_table_json_and_csv() {
     assert!(t.lines().any(|l| l.starts_with("2 ")), "{t}");
     assert!(t.lines().any(|l| l.starts_with("3 ")), "{t}");
 
-    let o = netcore(&[&base[..], &["--json"]].concat());
+    let o = load(&addr, &[&base[..], &["--json"]].concat());
     assert!(o.status.success(), "{o:?}");
     let j = json(&o);
     assert_eq!(j["schema"], "netcore.load.v1");
@@ -174,7 +130,7 @@ fn sweep_against_serve_as_table_json_and_csv() {
         assert_eq!(p["median"]["tasks"].as_f64().unwrap(), (clients * 4) as f64);
     }
 
-    let o = netcore(&[&base[..], &["--csv"]].concat());
+    let o = load(&addr, &[&base[..], &["--csv"]].concat());
     assert!(o.status.success(), "{o:?}");
     let t = text(&o);
     let lines: Vec<&str> = t.lines().collect();
@@ -186,7 +142,7 @@ fn sweep_against_serve_as_table_json_and_csv() {
 
 #[test]
 fn mix_think_and_open_loop_rate() {
-    let s = Server::start(&["--model", "thread"]);
+    let s = Serve::start(&["--model", "thread"], T);
     let addr = s.addr.to_string();
     let dir = std::env::temp_dir().join(format!("netcore-load-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -197,37 +153,29 @@ fn mix_think_and_open_loop_rate() {
     )
     .unwrap();
     let m = mix.to_str().unwrap();
-    let o = netcore(&[
-        "load",
-        "--connect",
+    let o = load(
         &addr,
-        "--clients",
-        "3",
-        "--tasks",
-        "6",
-        "--mix",
-        m,
-        "--think",
-        "5ms",
-        "--json",
-    ]);
+        &[
+            "--clients",
+            "3",
+            "--tasks",
+            "6",
+            "--mix",
+            m,
+            "--think",
+            "5ms",
+            "--json",
+        ],
+    );
     assert!(o.status.success(), "{o:?}");
-    let r = &json(&o)["points"][0]["runs"][0];
+    let r = &first_run(&o);
     assert_eq!(r["tasks"], 18);
     assert_eq!(errors_total(&r["errors"]), 0, "{r}");
 
-    let o = netcore(&[
-        "load",
-        "--connect",
+    let o = load(
         &addr,
-        "--clients",
-        "2",
-        "--tasks",
-        "10",
-        "--rate",
-        "400",
-        "--json",
-    ]);
+        &["--clients", "2", "--tasks", "10", "--rate", "400", "--json"],
+    );
     assert!(o.status.success(), "{o:?}");
     let j = json(&o);
     assert_eq!(j["setup"]["rate"], 400.0);
@@ -239,22 +187,22 @@ fn mix_think_and_open_loop_rate() {
 
 #[test]
 fn echo_protocol_tasks_and_duration() {
-    let s = Server::start(&["--model", "epoll", "--proto", "echo"]);
+    let s = Serve::start(&["--model", "epoll", "--proto", "echo"], T);
     let addr = s.addr.to_string();
-    let o = netcore(&[
-        "load",
-        "--connect",
+    let o = load(
         &addr,
-        "--proto",
-        "echo",
-        "--size",
-        "64",
-        "--clients",
-        "1,8",
-        "--tasks",
-        "200",
-        "--json",
-    ]);
+        &[
+            "--proto",
+            "echo",
+            "--size",
+            "64",
+            "--clients",
+            "1,8",
+            "--tasks",
+            "200",
+            "--json",
+        ],
+    );
     assert!(o.status.success(), "{o:?}");
     let j = json(&o);
     assert_eq!(j["setup"]["proto"], "echo");
@@ -272,20 +220,20 @@ fn echo_protocol_tasks_and_duration() {
     } else {
         "0"
     };
-    let o = netcore(&[
-        "load",
-        "--connect",
+    let o = load(
         &addr,
-        "--proto",
-        "echo",
-        "--clients",
-        "5",
-        "--tasks",
-        "50",
-        "--cpus",
-        cpus,
-        "--json",
-    ]);
+        &[
+            "--proto",
+            "echo",
+            "--clients",
+            "5",
+            "--tasks",
+            "50",
+            "--cpus",
+            cpus,
+            "--json",
+        ],
+    );
     assert!(o.status.success(), "{o:?}");
     let j = json(&o);
     assert_eq!(
@@ -298,24 +246,24 @@ fn echo_protocol_tasks_and_duration() {
     // Duration mode with a warm-up; odd payload sizes (shorter than the 8-byte header, and
     // several reads' worth).
     for size in ["5", "100000"] {
-        let o = netcore(&[
-            "load",
-            "--connect",
+        let o = load(
             &addr,
-            "--proto",
-            "echo",
-            "--size",
-            size,
-            "--clients",
-            "4",
-            "--duration",
-            "300ms",
-            "--warmup",
-            "100ms",
-            "--json",
-        ]);
+            &[
+                "--proto",
+                "echo",
+                "--size",
+                size,
+                "--clients",
+                "4",
+                "--duration",
+                "300ms",
+                "--warmup",
+                "100ms",
+                "--json",
+            ],
+        );
         assert!(o.status.success(), "{o:?}");
-        let r = &json(&o)["points"][0]["runs"][0];
+        let r = &first_run(&o);
         assert!(r["tasks"].as_u64().unwrap() > 0, "{r}");
         assert_eq!(errors_total(&r["errors"]), 0, "{r}");
     }
@@ -328,14 +276,14 @@ fn closed_port_reports_refused_and_fails() {
         l.local_addr().unwrap().port()
     };
     let addr = format!("127.0.0.1:{port}");
-    let o = netcore(&["load", "--connect", &addr, "--clients", "3", "--json"]);
+    let o = load(&addr, &["--clients", "3", "--json"]);
     assert_eq!(o.status.code(), Some(3), "{o:?}");
-    let r = &json(&o)["points"][0]["runs"][0];
+    let r = &first_run(&o);
     assert_eq!(r["errors"]["refused"], 3, "{r}");
     assert_eq!(r["failed_clients"], 3);
     assert_eq!(r["tasks"], 0);
     // The table says so too.
-    let o = netcore(&["load", "--connect", &addr, "--clients", "2"]);
+    let o = load(&addr, &["--clients", "2"]);
     assert_eq!(o.status.code(), Some(3));
     assert!(text(&o).contains("refused=2"), "{}", text(&o));
 }
@@ -345,20 +293,20 @@ fn silent_server_gives_timeouts_not_a_hang() {
     // Accepts (through the kernel's backlog) but never answers.
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
-    let o = netcore(&[
-        "load",
-        "--connect",
+    let o = load(
         &addr,
-        "--clients",
-        "2",
-        "--tasks",
-        "3",
-        "--timeout",
-        "500ms",
-        "--json",
-    ]);
+        &[
+            "--clients",
+            "2",
+            "--tasks",
+            "3",
+            "--timeout",
+            "500ms",
+            "--json",
+        ],
+    );
     assert_eq!(o.status.code(), Some(3), "{o:?}");
-    let r = &json(&o)["points"][0]["runs"][0];
+    let r = &first_run(&o);
     assert_eq!(r["errors"]["timeout"], 2, "{r}");
     assert_eq!(r["connected"], 2);
     assert_eq!(r["tasks"], 0);
@@ -386,18 +334,9 @@ fn wrong_and_err_replies_are_counted() {
             w.write_all(reply).unwrap();
         }
     });
-    let o = netcore(&[
-        "load",
-        "--connect",
-        &addr,
-        "--clients",
-        "1",
-        "--tasks",
-        "2",
-        "--json",
-    ]);
+    let o = load(&addr, &["--clients", "1", "--tasks", "2", "--json"]);
     assert_eq!(o.status.code(), Some(3), "{o:?}");
-    let r = &json(&o)["points"][0]["runs"][0];
+    let r = &first_run(&o);
     assert_eq!(r["errors"]["err_reply"], 1, "{r}");
     assert_eq!(r["errors"]["bad_reply"], 1, "{r}");
     assert_eq!(r["tasks"], 0);
@@ -498,53 +437,33 @@ fn compare_skips_points_over_budget() {
 
 #[test]
 fn bad_flags_are_one_line_errors() {
-    let cases: &[&[&str]] = &[
-        &["load", "--connect", "127.0.0.1:1", "--clients", "0"],
-        &["load", "--connect", "127.0.0.1:1", "--clients", "10..5"],
-        &["load", "--connect", "127.0.0.1:1", "--runs", "0"],
-        &[
-            "load",
-            "--connect",
-            "127.0.0.1:1",
-            "--plot",
-            "/nonexistent/x.svg",
-        ],
-        &["load", "--connect", "127.0.0.1:1", "--task", "FROB"],
-        &["load", "--connect", "127.0.0.1:1", "--task", "BYE"],
-        &[
-            "load",
-            "--connect",
-            "127.0.0.1:1",
-            "--proto",
-            "echo",
-            "--task",
-            "ECHO x",
-        ],
-        &["load", "--connect", "127.0.0.1:1", "--size", "64"],
-        &["load", "--connect", "127.0.0.1:1", "--rate", "0"],
-        &[
-            "load",
-            "--connect",
-            "127.0.0.1:1",
-            "--think",
-            "1s",
-            "--rate",
-            "10",
-        ],
-        &["load", "--connect", "127.0.0.1:1", "--warmup", "1s"],
-        &[
-            "load",
-            "--connect",
-            "127.0.0.1:1",
-            "--mix",
-            "/nonexistent/mix",
-        ],
+    // Each after `load --connect 127.0.0.1:1`.
+    let load_flags: &[&[&str]] = &[
+        &["--clients", "0"],
+        &["--clients", "10..5"],
+        &["--runs", "0"],
+        &["--plot", "/nonexistent/x.svg"],
+        &["--task", "FROB"],
+        &["--task", "BYE"],
+        &["--proto", "echo", "--task", "ECHO x"],
+        &["--size", "64"],
+        &["--rate", "0"],
+        &["--think", "1s", "--rate", "10"],
+        &["--warmup", "1s"],
+        &["--mix", "/nonexistent/mix"],
+    ];
+    let others: &[&[&str]] = &[
         &["load", "--connect", "nowhere"],
         &["compare", "--models", "nginx"],
         &["compare", "--clients", "0"],
         &["compare", "--plot", "/nonexistent/x.svg"],
     ];
-    for args in cases {
+    let cases: Vec<Vec<&str>> = load_flags
+        .iter()
+        .map(|f| [&["load", "--connect", "127.0.0.1:1"][..], f].concat())
+        .chain(others.iter().map(|a| a.to_vec()))
+        .collect();
+    for args in &cases {
         let o = netcore(args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{args:?} succeeded");

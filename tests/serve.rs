@@ -1,58 +1,20 @@
 //! `netcore serve` end to end: the real binary on loopback, port 0, bounded durations.
 //! Every server started here is killed by a guard, also when an assertion fails.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::Serve;
 
 const MODELS: [&str; 6] = ["iterative", "fork", "thread", "pool", "epoll", "uring"];
 const T: Duration = Duration::from_secs(20);
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_netcore"))
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn netcore");
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(l) = line else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut s = Server {
-            child,
-            addr: "127.0.0.1:1".parse().unwrap(),
-            lines: rx,
-        };
-        let first = s
-            .lines
-            .recv_timeout(T)
-            .unwrap_or_else(|_| panic!("no startup line from serve {args:?}"));
-        assert!(first.starts_with("listening on "), "{first}");
-        let addr = first.split_whitespace().nth(2).unwrap();
-        s.addr = addr.parse().unwrap();
-        assert_ne!(s.addr.port(), 0);
-        s
-    }
-
+/// The serve-specific checks on the shared guard.
+impl Serve {
     /// SIGTERM; expects exit 0 and a totals line, which it returns.
     fn stop(mut self) -> String {
         netcore::sys::process::kill(self.child.id() as i32, libc::SIGTERM).expect("SIGTERM");
@@ -81,13 +43,6 @@ impl Server {
         s.set_read_timeout(Some(T)).unwrap();
         s.set_write_timeout(Some(T)).unwrap();
         s
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -145,7 +100,7 @@ ERR SLEEP: milliseconds must be 0..=60000\nGoodbye!\n"
 #[test]
 fn every_model_serves_the_same_conversation() {
     for model in MODELS {
-        let srv = Server::start(&["--model", model]);
+        let srv = Serve::start(&["--model", model], T);
         // All at once (pipelined).
         let mut c = srv.connect();
         c.write_all(SCRIPT).unwrap();
@@ -181,7 +136,7 @@ fn every_model_serves_the_same_conversation() {
 #[test]
 fn every_model_echoes_raw_bytes() {
     for model in MODELS {
-        let srv = Server::start(&["--model", model, "--proto", "echo"]);
+        let srv = Serve::start(&["--model", model, "--proto", "echo"], T);
         let mut c = srv.connect();
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
         let d2 = data.clone();
@@ -200,7 +155,10 @@ fn every_model_echoes_raw_bytes() {
 
 #[test]
 fn epoll_with_two_reactors() {
-    let srv = Server::start(&["--model", "epoll", "--reactors", "2", "--workers", "2"]);
+    let srv = Serve::start(
+        &["--model", "epoll", "--reactors", "2", "--workers", "2"],
+        T,
+    );
     let mut handles = vec![];
     for _ in 0..8 {
         let mut c = srv.connect();
@@ -217,7 +175,7 @@ fn epoll_with_two_reactors() {
 
 #[test]
 fn iterative_makes_the_second_client_wait() {
-    let srv = Server::start(&["--model", "iterative"]);
+    let srv = Serve::start(&["--model", "iterative"], T);
     let mut a = srv.connect();
     assert_eq!(ask(&mut a, "ECHO a\n"), "a\n");
     let mut b = srv.connect(); // completes in the listen queue
@@ -252,7 +210,7 @@ fn uring_holds_2000_idle_connections_and_serves_active_ones() {
 fn holds_2000_idle_connections(model: &str) {
     let lim = netcore::sys::raise_nofile(8192).unwrap();
     assert!(lim >= 4200, "RLIMIT_NOFILE hard limit too low: {lim}");
-    let srv = Server::start(&["--model", model]);
+    let srv = Serve::start(&["--model", model], T);
     let idle: Vec<TcpStream> = (0..2000).map(|_| srv.connect()).collect();
     let addr = srv.addr;
     let workers: Vec<_> = (0..20)
@@ -297,7 +255,7 @@ fn holds_2000_idle_connections(model: &str) {
 }
 
 fn faults(model: &str) {
-    let srv = Server::start(&["--model", model, "--idle-timeout", "2s"]);
+    let srv = Serve::start(&["--model", model, "--idle-timeout", "2s"], T);
     // A bystander connected throughout must keep being served.
     let mut by = srv.connect();
     assert_eq!(ask(&mut by, "ECHO before\n"), "before\n");
@@ -404,7 +362,7 @@ fn faults_uring() {
 /// all-model tests above include it too; this one runs by itself with `cargo test uring`).
 #[test]
 fn uring_conformance() {
-    let srv = Server::start(&["--model", "uring"]);
+    let srv = Serve::start(&["--model", "uring"], T);
     let mut c = srv.connect();
     c.write_all(SCRIPT).unwrap();
     assert_eq!(read_to_end(&mut c), expected());
@@ -417,7 +375,7 @@ fn uring_conformance() {
     drop(c);
     let totals = srv.stop();
     assert!(totals.contains("connections=2"), "{totals}");
-    let srv = Server::start(&["--model", "uring", "--proto", "echo"]);
+    let srv = Serve::start(&["--model", "uring", "--proto", "echo"], T);
     let mut c = srv.connect();
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 13) as u8).collect();
     let d2 = data.clone();
@@ -454,7 +412,7 @@ fn uring_unavailable_gives_one_line_naming_the_cause() {
 /// timeout, a CPU job in the pool, a client that does not read): cancel, drain, exit 0.
 #[test]
 fn uring_shuts_down_with_operations_in_flight() {
-    let srv = Server::start(&["--model", "uring", "--workers", "1"]);
+    let srv = Serve::start(&["--model", "uring", "--workers", "1"], T);
     let idle: Vec<TcpStream> = (0..50).map(|_| srv.connect()).collect();
     let mut sleeper = srv.connect();
     sleeper

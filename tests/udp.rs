@@ -105,33 +105,48 @@ fn paced_blast_sends_what_was_asked() {
 
 #[test]
 fn separate_recv_process() {
-    let (srv, line) = Server::start(
-        &["recv", "--listen", "127.0.0.1:0", "--once", "--json"],
-        "listening on",
-        true,
-    );
+    let (_, _, r) = separate(&[], &[]);
+    assert_eq!(r["role"], "receiver");
+}
+
+/// Starts `recv --listen 127.0.0.1:0 --once --json EXTRA...`; returns it and its announcement.
+fn start_recv(extra: &[&str]) -> (Server, String) {
+    let args = [
+        &["recv", "--listen", "127.0.0.1:0", "--once", "--json"][..],
+        extra,
+    ]
+    .concat();
+    Server::start(&args, "listening on", true)
+}
+
+/// `recv` in its own process (`start_recv(RECV)`) and `blast --to ADDR --size 20MB --json
+/// BLAST...` against it: both succeed, both reports hold the invariant, name the same test and
+/// print the same accounting. Returns recv's announcement and the sender's and receiver's
+/// reports.
+fn separate(recv: &[&str], blast: &[&str]) -> (String, Value, Value) {
+    let (srv, line) = start_recv(recv);
     let addr = addr_in(&line);
-    let (st, out, err) = run(
-        &["blast", "--to", &addr, "--size", "20MB", "--json"],
-        Duration::from_secs(60),
-    );
-    assert!(st.success(), "{err}");
+    let args = [
+        &["blast", "--to", &addr, "--size", "20MB", "--json"][..],
+        blast,
+    ]
+    .concat();
+    let (st, out, err) = run(&args, Duration::from_secs(60));
+    assert!(st.success(), "{recv:?}/{blast:?}: {err}");
     let s = json(&out);
     check_invariant(&s);
     let rout = srv.wait(Duration::from_secs(20));
     assert!(rout.status.success());
     let r = json(&String::from_utf8_lossy(&rout.stdout));
-    assert_eq!(r["role"], "receiver");
     assert_eq!(r["test_id"], s["test_id"]);
     check_invariant(&r);
     assert_eq!(acc(&r), acc(&s), "both sides print the same accounting");
+    (line, s, r)
 }
 
 /// Runs a hand-made test against `recv`: Hello, the given datagrams, Done(sent).
 fn crafted(extra_recv_args: &[&str], datagrams: &[Vec<u8>], test_id: u64, sent: u64) -> Value {
-    let mut args = vec!["recv", "--listen", "127.0.0.1:0", "--once", "--json"];
-    args.extend_from_slice(extra_recv_args);
-    let (srv, line) = Server::start(&args, "listening on", true);
+    let (srv, line) = start_recv(extra_recv_args);
     let addr: std::net::SocketAddr = addr_in(&line).parse().unwrap();
     let mut c = Conn::new(TcpStream::connect(addr).unwrap()).unwrap();
     c.send(&Msg::Hello {
@@ -405,41 +420,24 @@ fn embedded_blast_both_backends() {
 
 #[test]
 fn embedded_blast_uring_verified_without_gso_and_table() {
-    let (st, out, err) = run(
-        &[
-            "blast",
-            "--count",
-            "5000",
-            "--gso",
-            "off",
-            "--len",
-            "200",
-            "--verify",
-            "--backend",
-            "uring",
-        ],
-        Duration::from_secs(60),
-    );
+    let args = [
+        "blast",
+        "--count",
+        "5000",
+        "--gso",
+        "off",
+        "--len",
+        "200",
+        "--verify",
+        "--backend",
+        "uring",
+    ];
+    let (st, out, err) = run(&args, Duration::from_secs(60));
     assert!(st.success(), "{err}");
     assert!(out.contains("GSO off"), "{out}");
     assert!(out.contains("backend uring, linked SENDMSG"), "{out}");
     assert!(out.contains("backend uring, multishot RECVMSG"), "{out}");
-    let (st, out, err) = run(
-        &[
-            "blast",
-            "--count",
-            "5000",
-            "--gso",
-            "off",
-            "--len",
-            "200",
-            "--verify",
-            "--backend",
-            "uring",
-            "--json",
-        ],
-        Duration::from_secs(60),
-    );
+    let (st, out, err) = run(&[&args[..], &["--json"]].concat(), Duration::from_secs(60));
     assert!(st.success(), "{err}");
     let r = json(&out);
     check_invariant(&r);
@@ -449,45 +447,10 @@ fn embedded_blast_uring_verified_without_gso_and_table() {
 #[test]
 fn separate_recv_process_both_backends() {
     for (rx, tx) in [("uring", "uring"), ("uring", "mio"), ("mio", "uring")] {
-        let (srv, line) = Server::start(
-            &[
-                "recv",
-                "--listen",
-                "127.0.0.1:0",
-                "--once",
-                "--json",
-                "--backend",
-                rx,
-            ],
-            "listening on",
-            true,
-        );
+        let (line, s, r) = separate(&["--backend", rx], &["--backend", tx]);
         assert!(line.contains(&format!("backend {rx}")), "{line}");
-        let addr = addr_in(&line);
-        let (st, out, err) = run(
-            &[
-                "blast",
-                "--to",
-                &addr,
-                "--size",
-                "20MB",
-                "--json",
-                "--backend",
-                tx,
-            ],
-            Duration::from_secs(60),
-        );
-        assert!(st.success(), "{rx}/{tx}: {err}");
-        let s = json(&out);
-        check_invariant(&s);
         assert_eq!(s["sender"]["backend"], tx);
-        let rout = srv.wait(Duration::from_secs(20));
-        assert!(rout.status.success());
-        let r = json(&String::from_utf8_lossy(&rout.stdout));
         assert_eq!(r["receiver"]["backend"], rx);
-        assert_eq!(r["test_id"], s["test_id"]);
-        check_invariant(&r);
-        assert_eq!(acc(&r), acc(&s), "both sides print the same accounting");
     }
 }
 

@@ -1,8 +1,19 @@
 //! Flags shared by several commands.
 
+use std::io::Write;
+
+use anyhow::Result;
 use clap::Args;
 
 use crate::sys::affinity;
+
+/// Writes `s` to stdout and flushes it.
+pub fn out(s: &str) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(s.as_bytes())?;
+    o.flush()?;
+    Ok(())
+}
 
 /// A parsed `--cpus` list (a newtype, so clap takes it as one value, not many).
 #[derive(Debug, Clone, PartialEq, Eq)]

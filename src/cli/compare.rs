@@ -1,6 +1,6 @@
 //! `netcore compare`: flags, validation, and the glue to [`crate::load::compare`].
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::load::{parse_sweep, ProtoArg, Sweep, WorkloadArgs, EXIT_ERRORS};
+use super::common::out;
+use super::load::{exit_status, parse_sweep, ProtoArg, Sweep, WorkloadArgs};
 use crate::load::compare::{self, CompareConfig};
 use crate::stats::{plot, Format, Report};
 use crate::units::parse_nonzero_duration;
@@ -116,18 +117,11 @@ pub fn run(a: &CompareArgs) -> Result<ExitCode> {
         setup,
     };
     let report = compare::run(&cfg)?;
-    let fmt = Format::from_flags(a.json, a.csv);
-    let mut out = std::io::stdout().lock();
-    out.write_all(report.render(fmt).as_bytes())?;
-    out.flush()?;
+    out(&report.render(Format::from_flags(a.json, a.csv)))?;
     if let Some(p) = &a.plot {
         report.plot(p)?;
     }
-    Ok(if report.total_errors() > 0 {
-        ExitCode::from(EXIT_ERRORS)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(exit_status(report.total_errors()))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! `netcore load`: flags, validation, and the glue to [`crate::load`].
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::common::PinArgs;
+use super::common::{out, PinArgs};
 use crate::load::report::{LoadReport, Setup, SCHEMA};
 use crate::load::workload::Workload;
 use crate::load::{run_point, sweep, Mode, RunConfig, RunResult};
@@ -268,18 +268,20 @@ pub fn run(a: &LoadArgs) -> Result<ExitCode> {
         })?;
         report.points.push(p);
     }
-    let fmt = Format::from_flags(a.json, a.csv);
-    let mut out = std::io::stdout().lock();
-    out.write_all(report.render(fmt).as_bytes())?;
-    out.flush()?;
+    out(&report.render(Format::from_flags(a.json, a.csv)))?;
     if let Some(p) = &a.plot {
         crate::load::plot_sweep(p, &report)?;
     }
-    Ok(if report.total_errors() > 0 {
+    Ok(exit_status(report.total_errors()))
+}
+
+/// The exit status of a run that completed: [`EXIT_ERRORS`] when its report counts `errors`.
+pub fn exit_status(errors: u64) -> ExitCode {
+    if errors > 0 {
         ExitCode::from(EXIT_ERRORS)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 #[cfg(test)]

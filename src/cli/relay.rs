@@ -1,6 +1,5 @@
 //! `netcore relay`: flags and glue around [`crate::udp::relay`].
 
-use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::RangeInclusive;
 use std::process::ExitCode;
@@ -9,6 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
+use super::common::out;
 use crate::stats::{Format, Report};
 use crate::udp::relay::impair::{self, Settings};
 use crate::udp::relay::{Event, Relay, RelayOptions, StopWhen};
@@ -114,13 +114,6 @@ fn addr(flag: &str, text: &str) -> Result<SocketAddr> {
         .with_context(|| format!("invalid {flag} '{text}' (use HOST:PORT)"))?
         .next()
         .ok_or_else(|| anyhow!("{flag} '{text}' resolves to no address"))
-}
-
-fn out(s: &str) -> Result<()> {
-    let mut o = std::io::stdout().lock();
-    o.write_all(s.as_bytes())?;
-    o.flush()?;
-    Ok(())
 }
 
 /// Runs `netcore relay`.

@@ -1,6 +1,5 @@
 //! `netcore blast` and `netcore recv`.
 
-use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::thread;
@@ -9,7 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use super::common::PinArgs;
+use super::common::{out, PinArgs};
 use crate::stats::plot::{self, PlotOptions, Series};
 use crate::stats::{Format, Report};
 use crate::sys::{affinity, signal};
@@ -172,13 +171,6 @@ fn resolve(text: &str) -> Result<SocketAddr> {
         .with_context(|| format!("cannot resolve '{text}'"))?
         .next()
         .ok_or_else(|| anyhow!("'{text}' resolves to no address"))
-}
-
-fn out(s: &str) -> Result<()> {
-    let mut o = std::io::stdout().lock();
-    o.write_all(s.as_bytes())?;
-    o.flush()?;
-    Ok(())
 }
 
 fn rx_wait(spin: bool, block: bool) -> RxWait {

@@ -383,7 +383,7 @@ fn run_model(cfg: &CompareConfig, model: &str) -> Result<ModelResult> {
 
 impl CompareReport {
     fn tasks_mode(&self) -> bool {
-        self.setup.mode == "tasks"
+        self.setup.tasks_mode()
     }
 
     /// Errors summed over every model, point and run.
@@ -437,22 +437,14 @@ impl CompareReport {
             log_x: span >= 100.0,
             ..PlotOptions::default()
         };
-        let (title, y) = if self.tasks_mode() {
-            (
-                format!(
-                    "netcore compare: {} (median of {} runs)",
-                    self.setup.workload, self.setup.runs
-                ),
-                "median wall time (s)",
-            )
+        let title = format!(
+            "netcore compare: {} (median of {} runs)",
+            self.setup.workload, self.setup.runs
+        );
+        let y = if self.tasks_mode() {
+            "median wall time (s)"
         } else {
-            (
-                format!(
-                    "netcore compare: {} (median of {} runs)",
-                    self.setup.workload, self.setup.runs
-                ),
-                "median tasks/s",
-            )
+            "median tasks/s"
         };
         line_chart(path, &title, "clients", y, &series, &opts)
     }
@@ -462,13 +454,8 @@ impl Report for CompareReport {
     fn to_table(&self) -> String {
         let s = &self.setup;
         let mut out = format!(
-            "compare proto={} mode={} workload={}{}{} runs={} max-time={:.0}s{}\n",
-            s.proto,
-            s.mode,
-            s.workload,
-            s.tasks_per_client
-                .map(|t| format!(" tasks/client={t}"))
-                .unwrap_or_default(),
+            "compare {}{} runs={} max-time={:.0}s{}\n",
+            s.brief(),
             s.duration_s
                 .map(|d| format!(" duration={d}s"))
                 .unwrap_or_default(),

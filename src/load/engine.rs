@@ -161,9 +161,9 @@ impl ErrorCounts {
             + self.other
     }
 
-    /// `refused=3 timeout=1`, or `0`.
-    pub fn brief(&self) -> String {
-        let v = [
+    /// Every kind with its name, in report order (the CSV columns, the `brief` words).
+    pub fn by_kind(&self) -> [(&'static str, u64); 7] {
+        [
             ("refused", self.refused),
             ("reset", self.reset),
             ("closed", self.closed),
@@ -171,8 +171,13 @@ impl ErrorCounts {
             ("bad_reply", self.bad_reply),
             ("err_reply", self.err_reply),
             ("other", self.other),
-        ];
-        let s: Vec<String> = v
+        ]
+    }
+
+    /// `refused=3 timeout=1`, or `0`.
+    pub fn brief(&self) -> String {
+        let s: Vec<String> = self
+            .by_kind()
             .iter()
             .filter(|(_, n)| *n > 0)
             .map(|(k, n)| format!("{k}={n}"))

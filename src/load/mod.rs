@@ -55,7 +55,7 @@ pub fn run_point(
 /// Plots a load sweep: x = clients; y = median wall time (tasks mode) or median tasks/s
 /// (duration mode).
 pub fn plot_sweep(path: &Path, r: &LoadReport) -> Result<()> {
-    let tasks_mode = r.setup.mode == "tasks";
+    let tasks_mode = r.setup.tasks_mode();
     let pts: Vec<(f64, f64)> = r
         .points
         .iter()

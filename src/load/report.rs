@@ -156,6 +156,26 @@ pub struct Setup {
     pub cpus: Vec<usize>,
 }
 
+impl Setup {
+    /// A fixed number of tasks per client (else a duration).
+    pub fn tasks_mode(&self) -> bool {
+        self.mode == "tasks"
+    }
+
+    /// `proto=P mode=M workload=W[ tasks/client=N]`: how a report's first line goes on.
+    pub fn brief(&self) -> String {
+        format!(
+            "proto={} mode={} workload={}{}",
+            self.proto,
+            self.mode,
+            self.workload,
+            self.tasks_per_client
+                .map(|t| format!(" tasks/client={t}"))
+                .unwrap_or_default(),
+        )
+    }
+}
+
 /// The result of `netcore load`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LoadReport {
@@ -198,14 +218,9 @@ impl Report for LoadReport {
     fn to_table(&self) -> String {
         let s = &self.setup;
         let mut out = format!(
-            "load {} proto={} mode={} workload={}{}{} runs={} threads={}{}\n",
+            "load {} {}{} runs={} threads={}{}\n",
             s.target,
-            s.proto,
-            s.mode,
-            s.workload,
-            s.tasks_per_client
-                .map(|t| format!(" tasks/client={t}"))
-                .unwrap_or_default(),
+            s.brief(),
             s.duration_s
                 .map(|d| format!(" duration={d}s warmup={}s", s.warmup_s.unwrap_or(0.0)))
                 .unwrap_or_default(),
@@ -313,63 +328,63 @@ impl Report for LoadReport {
         ]);
         for p in &self.points {
             for r in &p.runs {
-                let e = &r.errors;
-                t.row([
+                let (lat, conn) = (&r.latency_us, &r.connect_us);
+                let head = [
                     p.clients.to_string(),
                     r.run.to_string(),
                     format!("{:.6}", r.wall_s),
                     r.tasks.to_string(),
                     format!("{:.3}", r.tasks_per_s),
-                    format!("{:.1}", r.latency_us.p50),
-                    format!("{:.1}", r.latency_us.p90),
-                    format!("{:.1}", r.latency_us.p99),
-                    format!("{:.1}", r.latency_us.p999),
-                    format!("{:.1}", r.latency_us.max),
-                    format!("{:.1}", r.connect_us.p50),
-                    format!("{:.1}", r.connect_us.p99),
-                    format!("{:.1}", r.connect_us.max),
-                    r.fairness.min.to_string(),
-                    r.fairness.max.to_string(),
-                    e.refused.to_string(),
-                    e.reset.to_string(),
-                    e.closed.to_string(),
-                    e.timeout.to_string(),
-                    e.bad_reply.to_string(),
-                    e.err_reply.to_string(),
-                    e.other.to_string(),
-                    r.aborted.to_string(),
-                ]);
+                ];
+                let us = [
+                    lat.p50, lat.p90, lat.p99, lat.p999, lat.max, conn.p50, conn.p99, conn.max,
+                ];
+                t.row(
+                    head.into_iter()
+                        .chain(csv_tail(us, &r.fairness, &r.errors, r.aborted)),
+                );
             }
             let m = &p.median;
-            let e = &m.errors;
-            t.row([
+            let head = [
                 p.clients.to_string(),
                 "median".into(),
                 format!("{:.6}", m.wall_s),
                 format!("{:.1}", m.tasks),
                 format!("{:.3}", m.tasks_per_s),
-                format!("{:.1}", m.p50_us),
-                format!("{:.1}", m.p90_us),
-                format!("{:.1}", m.p99_us),
-                format!("{:.1}", m.p999_us),
-                format!("{:.1}", m.max_us),
-                format!("{:.1}", m.connect_p50_us),
-                format!("{:.1}", m.connect_p99_us),
-                format!("{:.1}", m.connect_max_us),
-                m.fairness.min.to_string(),
-                m.fairness.max.to_string(),
-                e.refused.to_string(),
-                e.reset.to_string(),
-                e.closed.to_string(),
-                e.timeout.to_string(),
-                e.bad_reply.to_string(),
-                e.err_reply.to_string(),
-                e.other.to_string(),
-                m.aborted.to_string(),
-            ]);
+            ];
+            let us = [
+                m.p50_us,
+                m.p90_us,
+                m.p99_us,
+                m.p999_us,
+                m.max_us,
+                m.connect_p50_us,
+                m.connect_p99_us,
+                m.connect_max_us,
+            ];
+            t.row(
+                head.into_iter()
+                    .chain(csv_tail(us, &m.fairness, &m.errors, m.aborted)),
+            );
         }
         t.to_csv()
     }
+}
+
+/// The CSV columns from `p50_us` on, the same for a run and for the median: latency and
+/// connect times (µs: p50, p90, p99, p99.9 and max of the tasks, p50, p99 and max of the
+/// connects), fairness, the errors by kind, aborted.
+fn csv_tail(
+    us: [f64; 8],
+    fairness: &Fairness,
+    errors: &ErrorCounts,
+    aborted: bool,
+) -> impl Iterator<Item = String> {
+    us.into_iter()
+        .map(|v| format!("{v:.1}"))
+        .chain([fairness.min.to_string(), fairness.max.to_string()])
+        .chain(errors.by_kind().into_iter().map(|(_, n)| n.to_string()))
+        .chain([aborted.to_string()])
 }
 
 #[cfg(test)]

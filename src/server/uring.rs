@@ -29,7 +29,7 @@
 
 use std::io;
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -163,13 +163,12 @@ impl Server {
         }
     }
 
-    fn on_accept(&mut self, c: &Completion) {
+    fn on_accept(&mut self, c: Completion) {
         if !c.more {
             self.accept = None;
         }
-        if c.res >= 0 {
-            // SAFETY: a successful accept returns a new fd that nobody else owns.
-            let sock = unsafe { TcpStream::from_raw_fd(c.res) };
+        if let Some(fd) = c.accepted {
+            let sock = TcpStream::from(fd);
             if self.stopping {
                 return; // closed at once
             }
@@ -390,7 +389,7 @@ impl Server {
 
     fn on_completion(&mut self, comp: Completion) {
         match comp.tag {
-            TAG_ACCEPT => self.on_accept(&comp),
+            TAG_ACCEPT => self.on_accept(comp),
             TAG_WAKE => {
                 self.notifier.drain(&mut self.done);
                 let mut done = std::mem::take(&mut self.done);

@@ -14,6 +14,38 @@ fn empty_msghdr() -> libc::msghdr {
     unsafe { std::mem::zeroed() }
 }
 
+/// One `iovec` per `slot`-byte slot of `bufs` (whose heap allocation must outlive them).
+fn slot_iovecs(bufs: &mut [u8], slot: usize) -> Box<[libc::iovec]> {
+    let base = bufs.as_mut_ptr();
+    (0..bufs.len() / slot)
+        .map(|i| libc::iovec {
+            // `i * slot` stays inside the allocation of n * slot bytes.
+            iov_base: base.wrapping_add(i * slot).cast(),
+            iov_len: slot,
+        })
+        .collect()
+}
+
+/// One `mmsghdr` per `iovec` of `iovs`, pointing at it; `with(i, hdr)` adds the rest.
+fn headers(
+    iovs: &mut [libc::iovec],
+    mut with: impl FnMut(usize, &mut libc::msghdr),
+) -> Box<[libc::mmsghdr]> {
+    let iov_base = iovs.as_mut_ptr();
+    (0..iovs.len())
+        .map(|i| {
+            let mut h = empty_msghdr();
+            h.msg_iov = iov_base.wrapping_add(i);
+            h.msg_iovlen = 1;
+            with(i, &mut h);
+            libc::mmsghdr {
+                msg_hdr: h,
+                msg_len: 0,
+            }
+        })
+        .collect()
+}
+
 /// `n` send buffers of `slot` bytes each, sent on a connected socket with one `sendmmsg`.
 pub struct SendBatch {
     bufs: Box<[u8]>,
@@ -26,26 +58,8 @@ impl SendBatch {
     pub fn new(n: usize, slot: usize) -> Self {
         assert!(n > 0 && slot > 0);
         let mut bufs = vec![0u8; n * slot].into_boxed_slice();
-        let base = bufs.as_mut_ptr();
-        let mut iovs: Box<[libc::iovec]> = (0..n)
-            .map(|i| libc::iovec {
-                // `i * slot` stays inside the allocation of n * slot bytes.
-                iov_base: base.wrapping_add(i * slot).cast(),
-                iov_len: slot,
-            })
-            .collect();
-        let iov_base = iovs.as_mut_ptr();
-        let hdrs: Box<[libc::mmsghdr]> = (0..n)
-            .map(|i| {
-                let mut h = empty_msghdr();
-                h.msg_iov = iov_base.wrapping_add(i);
-                h.msg_iovlen = 1;
-                libc::mmsghdr {
-                    msg_hdr: h,
-                    msg_len: 0,
-                }
-            })
-            .collect();
+        let mut iovs = slot_iovecs(&mut bufs, slot);
+        let hdrs = headers(&mut iovs, |_, _| {});
         SendBatch {
             bufs,
             slot,
@@ -110,31 +124,15 @@ impl RecvBatch {
     pub fn new(n: usize, slot: usize) -> Self {
         assert!(n > 0 && slot > 0);
         let mut bufs = vec![0u8; n * slot].into_boxed_slice();
-        let base = bufs.as_mut_ptr();
-        let mut iovs: Box<[libc::iovec]> = (0..n)
-            .map(|i| libc::iovec {
-                iov_base: base.wrapping_add(i * slot).cast(),
-                iov_len: slot,
-            })
-            .collect();
+        let mut iovs = slot_iovecs(&mut bufs, slot);
         // u64 storage keeps the control buffers aligned for cmsghdr.
         let words = CMSG_SPACE / 8;
         let mut ctrl = vec![0u64; n * words].into_boxed_slice();
         let ctrl_base = ctrl.as_mut_ptr();
-        let iov_base = iovs.as_mut_ptr();
-        let hdrs: Box<[libc::mmsghdr]> = (0..n)
-            .map(|i| {
-                let mut h = empty_msghdr();
-                h.msg_iov = iov_base.wrapping_add(i);
-                h.msg_iovlen = 1;
-                h.msg_control = ctrl_base.wrapping_add(i * words).cast();
-                h.msg_controllen = CMSG_SPACE as _;
-                libc::mmsghdr {
-                    msg_hdr: h,
-                    msg_len: 0,
-                }
-            })
-            .collect();
+        let hdrs = headers(&mut iovs, |i, h| {
+            h.msg_control = ctrl_base.wrapping_add(i * words).cast();
+            h.msg_controllen = CMSG_SPACE as _;
+        });
         RecvBatch {
             bufs,
             slot,

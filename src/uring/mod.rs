@@ -21,6 +21,8 @@
 //!   names the buffer id it filled; the caller reads it ([`Ring::provided`]) and gives it back
 //!   ([`Ring::recycle`]). When the kernel finds no free buffer the multishot receive ends with
 //!   `ENOBUFS`, and the driver re-arms it after recycling.
+//! * An `ACCEPT`'s new connection is handed out already owned ([`Completion::accepted`], an
+//!   `OwnedFd`), so no driver turns a raw fd number into a socket itself.
 //! * Dropping a [`Ring`] first cancels every live operation and waits (bounded) for their
 //!   completions. Whatever is somehow still in flight after that is leaked, never freed, so even
 //!   a misbehaving kernel cannot write into freed memory.

@@ -2,7 +2,7 @@
 //! (see the [module docs](super) for the ownership rules).
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
@@ -68,6 +68,9 @@ pub struct Completion {
     pub bid: Option<u16>,
     /// The operation's own buffer, handed back with its final completion.
     pub buf: Option<Vec<u8>>,
+    /// The connection a successful `ACCEPT` ([`Ring::accept`]) created, already owned: dropping
+    /// the completion closes it. `None` for every other operation and for a failed accept.
+    pub accepted: Option<OwnedFd>,
 }
 
 impl Completion {
@@ -85,6 +88,8 @@ struct InFlight {
     ts: Option<Box<types::Timespec>>,
     /// The message header of a `SENDMSG`/`RECVMSG` (returned to the ring's pool at the end).
     msg: Option<Box<MsgBox>>,
+    /// An `ACCEPT`: a non-negative result is a new fd, handed out as [`Completion::accepted`].
+    accept: bool,
 }
 
 /// A `msghdr` and its one `iovec`, boxed so that their addresses do not change while the
@@ -299,7 +304,13 @@ impl Ring {
         msg: Option<Box<MsgBox>>,
         make: impl FnOnce(&mut InFlight) -> squeue::Entry,
     ) -> OpId {
-        let mut op = InFlight { tag, buf, ts, msg };
+        let mut op = InFlight {
+            tag,
+            buf,
+            ts,
+            msg,
+            accept: false,
+        };
         // The SQE points into the Vec's heap buffer / the boxed timespec, which do not move
         // when `op` itself is moved into the slab.
         let sqe = make(&mut op);
@@ -313,10 +324,12 @@ impl Ring {
     }
 
     /// Accepts connections on `fd`: multishot where supported (check [`Completion::more`]:
-    /// re-arm when it is false), else one connection per operation.
+    /// re-arm when it is false), else one connection per operation. Each accepted connection
+    /// comes as an owned fd in [`Completion::accepted`].
     pub fn accept(&mut self, fd: RawFd, tag: u64) -> OpId {
         let multi = self.caps.multishot_accept;
-        self.start(tag, None, None, |_| {
+        self.start(tag, None, None, |op| {
+            op.accept = true;
             if multi {
                 opcode::AcceptMulti::new(types::Fd(fd))
                     .flags(libc::SOCK_CLOEXEC)
@@ -563,7 +576,7 @@ impl Ring {
             let more = cqueue::more(flags);
             let bid = cqueue::buffer_select(flags);
             let idx = ud as usize;
-            let (tag, buf) = match ops.get_mut(idx) {
+            let (tag, buf, accept) = match ops.get_mut(idx) {
                 Some(slot @ Some(_)) if !more => {
                     let op = slot.take().unwrap_or_else(|| unreachable!());
                     free.push(idx as u32);
@@ -571,9 +584,9 @@ impl Ring {
                     if let Some(m) = op.msg {
                         msgs.push(m);
                     }
-                    (op.tag, op.buf)
+                    (op.tag, op.buf, op.accept)
                 }
-                Some(Some(op)) => (op.tag, None),
+                Some(Some(op)) => (op.tag, None, op.accept),
                 _ => {
                     // Not ours (cannot happen): give a selected buffer back at least.
                     if let (Some(b), Some(br)) = (bid, bufs.as_mut()) {
@@ -582,14 +595,22 @@ impl Ring {
                     continue;
                 }
             };
+            let res = e.result();
+            let accepted = (accept && res >= 0).then(|| {
+                // SAFETY: a non-negative result of an `ACCEPT` is the fd the kernel has just
+                // created for this one connection; nothing else knows its number, and each
+                // completion is reaped once, so this `OwnedFd` is its only owner.
+                unsafe { OwnedFd::from_raw_fd(res) }
+            });
             out.push(Completion {
                 id: OpId(idx as u32),
                 tag,
-                res: e.result(),
+                res,
                 more,
                 notif: cqueue::notif(flags),
                 bid,
                 buf,
+                accepted,
             });
         }
     }

@@ -3,22 +3,29 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_netcore"))
 }
 
-/// Runs `netcore ARGS` to completion, killing it after `limit`.
-pub fn run(args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
-    let child = bin()
+/// Starts `netcore ARGS` with no stdin, stdout piped and stderr as given.
+pub fn spawn(args: &[&str], stderr: Stdio) -> Child {
+    bin()
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
-        .expect("spawn netcore");
+        .expect("spawn netcore")
+}
+
+/// Runs `netcore ARGS` to completion, killing it after `limit`.
+pub fn run(args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
+    let child = spawn(args, Stdio::piped());
     let out = wait_output(child, limit);
     (
         out.status,
@@ -56,13 +63,7 @@ impl Server {
     /// Starts `netcore ARGS` and reads its stdout or stderr until a line containing `marker`
     /// shows up; returns the server and that line.
     pub fn start(args: &[&str], marker: &str, on_stderr: bool) -> (Server, String) {
-        let mut child = bin()
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn netcore");
+        let mut child = spawn(args, Stdio::piped());
         let line = {
             let pipe: Box<dyn std::io::Read + Send> = if on_stderr {
                 Box::new(child.stderr.take().unwrap())
@@ -101,6 +102,55 @@ impl Drop for Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A `netcore serve --listen 127.0.0.1:0 ARGS` child, killed on drop: the address from its
+/// first line (`listening on ADDR`) and the rest of its stdout, line by line.
+pub struct Serve {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Serve {
+    /// Starts the server and waits up to `limit` for its first line.
+    pub fn start(args: &[&str], limit: Duration) -> Serve {
+        let mut child = spawn(
+            &[&["serve", "--listen", "127.0.0.1:0"][..], args].concat(),
+            Stdio::null(),
+        );
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(l) = line else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        // The guard exists before anything here can fail.
+        let mut s = Serve {
+            child,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            lines: rx,
+        };
+        let first = s
+            .lines
+            .recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("no startup line from serve {args:?}"));
+        assert!(first.starts_with("listening on "), "{first}");
+        s.addr = addr_in(&first).parse().unwrap();
+        assert_ne!(s.addr.port(), 0);
+        s
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
