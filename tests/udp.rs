@@ -435,7 +435,7 @@ fn embedded_blast_uring_verified_without_gso_and_table() {
     let (st, out, err) = run(&args, Duration::from_secs(60));
     assert!(st.success(), "{err}");
     assert!(out.contains("GSO off"), "{out}");
-    assert!(out.contains("backend uring, linked SENDMSG"), "{out}");
+    assert!(out.contains("backend uring, linked SEND"), "{out}");
     assert!(out.contains("backend uring, multishot RECVMSG"), "{out}");
     let (st, out, err) = run(&[&args[..], &["--json"]].concat(), Duration::from_secs(60));
     assert!(st.success(), "{err}");
@@ -482,7 +482,7 @@ fn embedded_blast_zerocopy() {
             z["notifications"].as_u64().unwrap(),
             z["copied"].as_u64().unwrap(),
         );
-        // One notification per SENDMSG_ZC: at least one per message the kernel took.
+        // One notification per SEND_ZC: at least one per message the kernel took.
         let calls = r["sender"]["send_calls"].as_u64().unwrap();
         assert!(notes >= calls && copied <= notes, "{z} ({calls} calls)");
     }
@@ -498,7 +498,7 @@ fn embedded_blast_zerocopy() {
         Duration::from_secs(60),
     );
     assert!(st.success(), "{err}");
-    assert!(out.contains("linked SENDMSG_ZC"), "{out}");
+    assert!(out.contains("linked SEND_ZC"), "{out}");
     assert!(out.contains("zerocopy: "), "{out}");
     // Without --zerocopy there is no such line, and the JSON field is null.
     let (st, out, err) = run(

@@ -10,7 +10,7 @@
 #   RUNS=5 SIZE=200M tools/compare-udp.sh            # all configurations
 #   CONFIGS="gso64k gsooff" tools/compare-udp.sh     # a subset
 #   CONFIGS=uring RUNS=7 tools/compare-udp.sh         # io_uring vs mio backends only
-#   CONFIGS=zerocopy tools/compare-udp.sh             # SENDMSG_ZC vs SENDMSG vs sendmmsg
+#   CONFIGS=zerocopy tools/compare-udp.sh             # SEND_ZC vs SEND vs sendmmsg
 #
 # Configurations: gso64k (1472 B, netcore defaults: --backend auto), pps64 (64 B), gsooff
 # (1472 B, sendmmsg without GSO), uring (1472 B, GSO default: netcore with --backend uring on
@@ -113,7 +113,7 @@ for r in $(seq 1 "$RUNS"); do
         RX_EXTRA="--backend mio" run_netcore nc_1472_mio 1472 --backend mio
         RX_EXTRA="--backend uring" run_netcore nc_1472_uring 1472 --backend uring
         RX_EXTRA="--backend mio" run_netcore nc_1472_txuring 1472 --backend uring ;;
-      zerocopy)  # 1472 bytes, receiver mio: SENDMSG_ZC vs SENDMSG vs sendmmsg
+      zerocopy)  # 1472 bytes, receiver mio: SEND_ZC vs SEND vs sendmmsg
         RX_EXTRA="--backend mio" run_netcore nc_1472_mio 1472 --backend mio
         RX_EXTRA="--backend mio" run_netcore nc_1472_txuring 1472 --backend uring
         RX_EXTRA="--backend mio" run_netcore nc_1472_zc 1472 --backend uring --zerocopy ;;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tools/uring-udp-valgrind.sh — blast/recv --backend uring under valgrind (memcheck): a full
-# test (linked SENDMSG batches, multishot RECVMSG into provided buffers), then a blast stopped
+# test (linked SEND batches, multishot RECVMSG into provided buffers), then a blast stopped
 # with SIGTERM while sending and a receiver stopped with SIGTERM in the middle of a test (the
 # multishot receive in flight), failing on any memory error.
 #

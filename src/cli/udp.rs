@@ -86,14 +86,14 @@ pub struct BlastArgs {
     /// Embedded receiver: do not ask for UDP_GRO
     #[arg(long)]
     pub no_gro: bool,
-    /// I/O backend: mio (sendmmsg/recvmmsg), uring (linked SENDMSG batches; multishot
+    /// I/O backend: mio (sendmmsg/recvmmsg), uring (linked SEND batches; multishot
     /// RECVMSG into provided buffers), or auto: uring for sending where io_uring works (it
     /// matched sendmmsg's goodput here), mio for the embedded receiver (uring received 5-15%
     /// less on the reference VM). uring where io_uring is unavailable is an error naming the
     /// cause
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
-    /// Zero-copy sends: io_uring SENDMSG_ZC (uring backend, Linux 6.0+). The report counts
+    /// Zero-copy sends: io_uring SEND_ZC (uring backend, Linux 6.0+). The report counts
     /// the sends the kernel copied after all (to a local receiver it always copies)
     #[arg(long)]
     pub zerocopy: bool,

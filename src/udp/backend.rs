@@ -1,5 +1,5 @@
 //! Which I/O backend moves the datagrams: the readiness path (`mio`: blocking/nonblocking
-//! `sendmmsg`/`recvmmsg` batches) or io_uring (`uring`: linked `SENDMSG` batches, multishot
+//! `sendmmsg`/`recvmmsg` batches) or io_uring (`uring`: linked `SEND` batches, multishot
 //! `RECVMSG` into a provided-buffer ring). Both feed the same wire format, tracker and report.
 
 use anyhow::{bail, Result};
@@ -53,7 +53,7 @@ fn zerocopy_unavailable() -> Option<String> {
     match crate::uring::Ring::new(8, None) {
         Err(e) => Some(e.to_string()),
         Ok(r) if !r.caps().send_zc => {
-            Some("the kernel lacks io_uring SENDMSG_ZC (Linux 6.0 or later needed)".to_string())
+            Some("the kernel lacks io_uring SEND_ZC (Linux 6.0 or later needed)".to_string())
         }
         Ok(_) => None,
     }
@@ -64,11 +64,11 @@ fn zerocopy_unavailable() -> Option<String> {
     uring_unavailable(false)
 }
 
-/// The sending side with `--zerocopy`: uring (`SENDMSG_ZC`) whatever `auto` would pick, or
+/// The sending side with `--zerocopy`: uring (`SEND_ZC`) whatever `auto` would pick, or
 /// an error naming why it cannot be.
 pub fn resolve_zerocopy(b: Backend) -> Result<Backend> {
     if b == Backend::Mio {
-        bail!("--zerocopy needs the uring backend (io_uring SENDMSG_ZC); drop --backend mio");
+        bail!("--zerocopy needs the uring backend (io_uring SEND_ZC); drop --backend mio");
     }
     match zerocopy_unavailable() {
         Some(why) => bail!("--zerocopy: {why}; drop --zerocopy"),
@@ -83,7 +83,7 @@ pub fn resolve_recv(b: Backend) -> Result<Backend> {
     resolve(b, true, AUTO_RECV)
 }
 
-/// The sending side. `auto` is uring where io_uring works, else mio: linked `SENDMSG` batches
+/// The sending side. `auto` is uring where io_uring works, else mio: linked `SEND` batches
 /// matched `sendmmsg`'s goodput and handed datagrams to the kernel faster (README).
 pub fn resolve_send(b: Backend) -> Result<Backend> {
     resolve(b, false, AUTO_SEND)

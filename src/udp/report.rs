@@ -68,11 +68,11 @@ pub struct SenderStats {
     pub pacing: Option<String>,
     pub sndbuf: Option<u64>,
     pub cpu: Option<usize>,
-    /// The send backend that ran: "mio" (`sendmmsg`) or "uring" (linked `SENDMSG` batches);
+    /// The send backend that ran: "mio" (`sendmmsg`) or "uring" (linked `SEND` batches);
     /// `send_calls` counts `sendmmsg` or `io_uring_enter` calls. Unknown on the receiver.
     #[serde(default)]
     pub backend: Option<String>,
-    /// `--zerocopy` (uring `SENDMSG_ZC`): what the kernel's notifications said.
+    /// `--zerocopy` (uring `SEND_ZC`): what the kernel's notifications said.
     #[serde(default)]
     pub zerocopy: Option<ZeroCopyStats>,
 }
@@ -80,7 +80,7 @@ pub struct SenderStats {
 /// The notifications of zero-copy sends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZeroCopyStats {
-    /// Notifications received (one per `SENDMSG_ZC`).
+    /// Notifications received (one per `SEND_ZC`).
     pub notifications: u64,
     /// Of those, sends whose data the kernel copied after all (on loopback: all of them).
     pub copied: u64,
@@ -249,8 +249,8 @@ impl Report for UdpReport {
             "sender:   {} {}, {} messages/call, GSO {}, {}, CPU {}, sndbuf {}, send errors (retried): {}\n",
             opt(s.send_calls.map(thousands)),
             match (s.backend.as_deref(), s.zerocopy.is_some()) {
-                (Some("uring"), true) => "io_uring_enter calls (backend uring, linked SENDMSG_ZC)",
-                (Some("uring"), _) => "io_uring_enter calls (backend uring, linked SENDMSG)",
+                (Some("uring"), true) => "io_uring_enter calls (backend uring, linked SEND_ZC)",
+                (Some("uring"), _) => "io_uring_enter calls (backend uring, linked SEND)",
                 (Some("mio"), _) => "sendmmsg calls (backend mio)",
                 _ => "send calls",
             },

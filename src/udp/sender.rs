@@ -9,7 +9,7 @@
 //! (0..sent) and the receiver's `lost = sent - unique` is exact.
 //!
 //! Two backends carry the batch ([`Backend`]): `sendmmsg` (mio) and io_uring, where each
-//! message is one `SENDMSG` operation, the batch's operations linked (`IOSQE_IO_LINK`) so they
+//! message is one `SEND` operation, the batch's operations linked (`IOSQE_IO_LINK`) so they
 //! run in order and a refusal cancels the rest, and submitted with one `io_uring_enter`
 //! (`super::uring`). Both have `sendmmsg`'s contract (the accepted part of a batch is a
 //! prefix), so the loop, the pacing and the sequence numbering are the same code.
@@ -63,10 +63,10 @@ pub struct BlastOptions {
     pub verify: bool,
     pub cpu: Option<usize>,
     pub sndbuf: usize,
-    /// mio (`sendmmsg`), uring (linked `SENDMSG` batches), or auto (see
+    /// mio (`sendmmsg`), uring (linked `SEND` batches), or auto (see
     /// [`backend::resolve_send`]).
     pub backend: Backend,
-    /// Zero-copy sends (`SENDMSG_ZC`; needs the uring backend).
+    /// Zero-copy sends (`SEND_ZC`; needs the uring backend).
     pub zerocopy: bool,
 }
 
@@ -328,7 +328,7 @@ fn blast_loop(
                         }
                         _ => {
                             return Err(e).context(match opts.backend {
-                                Backend::Uring => "io_uring SENDMSG failed",
+                                Backend::Uring => "io_uring SEND failed",
                                 _ => "sendmmsg failed",
                             })
                         }

@@ -10,13 +10,13 @@
 //!   published once per turn. When the multishot ends (`ENOBUFS`: every provided buffer was
 //!   full; or any other end) it is re-armed at the start of the next turn, after the recycled
 //!   buffers are published.
-//! * Send ([`RingTransport`]): the batch's messages are `SENDMSG` operations linked in order;
+//! * Send ([`RingTransport`]): the batch's messages are `SEND` operations linked in order;
 //!   one `io_uring_enter` submits them and waits for all their completions. A message counts as
 //!   sent only on its own successful completion; a refusal (`ENOBUFS`...) cancels the rest of
 //!   the chain, so what the kernel took is a prefix, as with `sendmmsg`, and the loop offers
 //!   the rest again with the same sequence numbers. The slots' buffers are moved into the ring
 //!   with their operations and come back with the completions.
-//! * `--zerocopy`: `SENDMSG_ZC` instead of `SENDMSG`. The send's result comes first; its
+//! * `--zerocopy`: `SEND_ZC` instead of `SEND`. The send's result comes first; its
 //!   buffer comes back only with the notification after it, when the kernel has let go of the
 //!   pages, and the batch waits for those too. The notifications tell whether the kernel
 //!   copied after all (on loopback it always does), and the report counts them.
@@ -34,7 +34,7 @@ use super::report::ZeroCopyStats;
 use super::sender::Transport;
 use crate::sys::mmsg::gro_segment_in;
 use crate::sys::{affinity, realtime_ns};
-use crate::uring::{Completion, Ring, SendMsg};
+use crate::uring::{Completion, LinkedSend, Ring, Target};
 
 /// Control space per received message (one `UDP_GRO` cmsg takes 24 bytes).
 const CTRL: usize = 64;
@@ -129,17 +129,18 @@ pub(super) fn recv_thread(sock: UdpSocket, mut core: Core) {
 }
 
 /// The `uring` backend of the blasting loop: the batch's message buffers, each moved into the
-/// ring while its `SENDMSG` is in flight.
+/// ring while its `SEND` is in flight.
 pub(super) struct RingTransport {
     ring: Ring,
-    fd: RawFd,
+    /// The socket, registered with the ring where the kernel lets us (else its fd).
+    target: Target,
     /// Slot buffers (`None` only while in flight, i.e. never between calls).
     slots: Vec<Option<Vec<u8>>>,
     lens: Vec<usize>,
     /// Result of each message of the last send, by index from `from`.
     results: Vec<i32>,
     done: Vec<Completion>,
-    /// `SENDMSG_ZC` instead of `SENDMSG` (`--zerocopy`).
+    /// `SEND_ZC` instead of `SEND` (`--zerocopy`).
     zerocopy: bool,
     zc: ZeroCopyStats,
 }
@@ -147,15 +148,19 @@ pub(super) struct RingTransport {
 impl RingTransport {
     pub fn new(sock: &UdpSocket, batch: usize, zerocopy: bool) -> Result<RingTransport> {
         let entries = (batch.max(1) as u32).next_power_of_two();
-        let ring = Ring::new(entries, None).map_err(|e| anyhow!("{e}; use --backend mio"))?;
+        let mut ring = Ring::new(entries, None).map_err(|e| anyhow!("{e}; use --backend mio"))?;
         if zerocopy && !ring.caps().send_zc {
-            bail!("--zerocopy: the kernel lacks io_uring SENDMSG_ZC (Linux 6.0 or later needed)");
+            bail!("--zerocopy: the kernel lacks io_uring SEND_ZC (Linux 6.0 or later needed)");
         }
+        // A registered file saves a file lookup per operation; a plain fd works as well.
+        let target = ring
+            .register_file(sock.as_raw_fd())
+            .unwrap_or(Target::Fd(sock.as_raw_fd()));
         Ok(RingTransport {
             zerocopy,
             zc: ZeroCopyStats::default(),
             ring,
-            fd: sock.as_raw_fd(),
+            target,
             slots: Vec::new(),
             lens: Vec::new(),
             results: Vec::new(),
@@ -184,17 +189,17 @@ impl Transport for RingTransport {
         let n = to - from;
         for m in from..to {
             let buf = self.slots[m].take().unwrap_or_default();
-            let send = SendMsg {
+            let send = LinkedSend {
                 len: self.lens[m],
                 link: m + 1 < to,
                 zerocopy: self.zerocopy,
             };
-            self.ring.sendmsg(self.fd, buf, send, m as u64);
+            self.ring.send_linked(self.target, buf, send, m as u64);
         }
         self.results.clear();
         self.results.resize(n, 0);
         // Every operation's final completion, so that all the buffers are back: with
-        // `SENDMSG_ZC` the result comes first and the buffer with the notification after it.
+        // `SEND_ZC` the result comes first and the buffer with the notification after it.
         let mut pending = n;
         while pending > 0 {
             // A failed enter leaves operations (and slot buffers) in flight: report it as

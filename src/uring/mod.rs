@@ -45,7 +45,7 @@ pub mod notify;
 pub mod ring;
 
 pub use notify::Notifier;
-pub use ring::{Caps, Completion, OpId, Ring, RingStats, SendMsg};
+pub use ring::{Caps, Completion, LinkedSend, OpId, Ring, RingStats, Target};
 
 use std::fmt;
 use std::io;

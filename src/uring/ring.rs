@@ -86,17 +86,16 @@ struct InFlight {
     tag: u64,
     buf: Option<Vec<u8>>,
     ts: Option<Box<types::Timespec>>,
-    /// The message header of a `SENDMSG`/`RECVMSG` (returned to the ring's pool at the end).
+    /// The message header of a multishot `RECVMSG` (returned to the ring's pool at the end).
     msg: Option<Box<MsgBox>>,
     /// An `ACCEPT`: a non-negative result is a new fd, handed out as [`Completion::accepted`].
     accept: bool,
 }
 
-/// A `msghdr` and its one `iovec`, boxed so that their addresses do not change while the
-/// kernel may read them. Reused through [`Ring`]'s pool (no allocation per message).
+/// A `msghdr` (the multishot `RECVMSG`'s template), boxed so that its address does not change
+/// while the kernel may read it. Reused through [`Ring`]'s pool.
 struct MsgBox {
     hdr: libc::msghdr,
-    iov: libc::iovec,
 }
 
 impl MsgBox {
@@ -105,22 +104,27 @@ impl MsgBox {
             // SAFETY: msghdr is a plain C struct for which all-zero bytes is a valid (empty)
             // value.
             hdr: unsafe { std::mem::zeroed() },
-            iov: libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            },
         })
     }
 }
 
-/// How [`Ring::sendmsg`] sends.
+/// Which file an operation works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A plain file descriptor (looked up per operation).
+    Fd(RawFd),
+    /// The ring's registered file ([`Ring::register_file`]).
+    Fixed(u32),
+}
+
+/// How [`Ring::send_linked`] sends.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SendMsg {
+pub struct LinkedSend {
     /// Bytes of the buffer to send (from its start).
     pub len: usize,
     /// Link the next operation pushed to this one.
     pub link: bool,
-    /// `SENDMSG_ZC` instead of `SENDMSG`.
+    /// `SEND_ZC` instead of `SEND`.
     pub zerocopy: bool,
 }
 
@@ -152,6 +156,8 @@ pub struct Ring {
     /// and the slots without the headers moving.
     #[allow(clippy::vec_box)]
     msgs: Vec<Box<MsgBox>>,
+    /// A file is registered ([`Ring::register_file`]).
+    fixed_files: bool,
 }
 
 /// Opcodes every driver needs, with their names for the error message.
@@ -160,7 +166,6 @@ const REQUIRED: &[(u8, &str)] = &[
     (opcode::Recv::CODE, "RECV"),
     (opcode::Send::CODE, "SEND"),
     (opcode::RecvMsg::CODE, "RECVMSG"),
-    (opcode::SendMsg::CODE, "SENDMSG"),
     (opcode::Read::CODE, "READ"),
     (opcode::PollAdd::CODE, "POLL_ADD"),
     (opcode::Timeout::CODE, "TIMEOUT"),
@@ -229,6 +234,7 @@ impl Ring {
             backlog: Vec::new(),
             stats: RingStats::default(),
             msgs: Vec::new(),
+            fixed_files: false,
         })
     }
 
@@ -316,9 +322,8 @@ impl Ring {
         let sqe = make(&mut op);
         let id = self.alloc(op);
         // SAFETY: the pointers in `sqe` point into `op.buf`'s heap allocation, `op.ts`'s box or
-        // `op.msg`'s box (whose iovec points into `op.buf`),
-        // now owned by slot `id` until the operation's final completion (see `reap`), or into
-        // the buffer ring / to fds, which need no memory.
+        // `op.msg`'s box, now owned by slot `id` until the operation's final completion (see
+        // `reap`), or into the buffer ring / to fds, which need no memory.
         unsafe { self.push(sqe.user_data(id.0 as u64)) };
         id
     }
@@ -399,45 +404,55 @@ impl Ring {
         })
     }
 
-    /// `SENDMSG` of `buf[..len]` on a connected socket (`MSG_NOSIGNAL`); the buffer comes back
-    /// with the final completion. With `link`, the next operation pushed runs only after this
-    /// one succeeded (`IOSQE_IO_LINK`; on failure the rest of the chain completes with
-    /// `-ECANCELED`), which keeps a batch in order and its accepted part a prefix.
+    /// Registers `fd` as the ring's one fixed file (`IORING_REGISTER_FILES`): operations on
+    /// [`Target::Fixed`] then skip the per-operation file lookup. The registration holds its
+    /// own reference to the file until the ring is dropped. Once per ring.
+    pub fn register_file(&mut self, fd: RawFd) -> io::Result<Target> {
+        if self.fixed_files {
+            return Err(io::Error::other("a file is already registered"));
+        }
+        self.ring.submitter().register_files(&[fd])?;
+        self.fixed_files = true;
+        Ok(Target::Fixed(0))
+    }
+
+    /// `SEND` of `buf[..len]` on a connected socket (`MSG_NOSIGNAL`; with `UDP_SEGMENT` set on
+    /// the socket one buffer carries many datagrams); the buffer comes back with the final
+    /// completion. With `link`, the next operation pushed runs only after this one succeeded
+    /// (`IOSQE_IO_LINK`; on failure the rest of the chain completes with `-ECANCELED`), which
+    /// keeps a batch in order and its accepted part a prefix.
     ///
-    /// With `zerocopy` (only with [`Caps::send_zc`]) it is `SENDMSG_ZC`: the kernel sends from
+    /// With `zerocopy` (only with [`Caps::send_zc`]) it is `SEND_ZC`: the kernel sends from
     /// the buffer's pages. The result then comes in a completion with `more` set, and the
     /// buffer only with the notification that follows ([`Completion::notif`]), once the
     /// kernel no longer reads it.
-    pub fn sendmsg(&mut self, fd: RawFd, buf: Vec<u8>, send: SendMsg, tag: u64) -> OpId {
+    pub fn send_linked(
+        &mut self,
+        target: Target,
+        buf: Vec<u8>,
+        send: LinkedSend,
+        tag: u64,
+    ) -> OpId {
         debug_assert!(!send.zerocopy || self.caps.send_zc);
-        let m = self.msgs.pop().unwrap_or_else(MsgBox::new);
-        self.start_msg(tag, Some(buf), None, Some(m), |op| {
-            let b = op.buf.as_mut().map_or(&mut [][..], |b| &mut b[..]);
-            let len = send.len.min(b.len());
-            let p: *const libc::msghdr = match op.msg.as_deref_mut() {
-                Some(m) => {
-                    m.iov.iov_base = b.as_mut_ptr().cast();
-                    m.iov.iov_len = len;
-                    m.hdr.msg_name = std::ptr::null_mut();
-                    m.hdr.msg_namelen = 0;
-                    // The iovec lives in the same box, which does not move.
-                    m.hdr.msg_iov = &mut m.iov;
-                    m.hdr.msg_iovlen = 1;
-                    m.hdr.msg_control = std::ptr::null_mut();
-                    m.hdr.msg_controllen = 0;
-                    m.hdr.msg_flags = 0;
-                    &m.hdr
-                }
-                None => std::ptr::null(),
-            };
-            let flags = libc::MSG_NOSIGNAL as u32;
-            let e = if send.zerocopy {
-                opcode::SendMsgZc::new(types::Fd(fd), p)
+        self.start(tag, Some(buf), None, |op| {
+            let b = op.buf.as_ref().map_or(&[][..], |b| &b[..]);
+            let len = send.len.min(b.len()).min(u32::MAX as usize) as u32;
+            let flags = libc::MSG_NOSIGNAL;
+            let e = match (target, send.zerocopy) {
+                (Target::Fd(fd), false) => opcode::Send::new(types::Fd(fd), b.as_ptr(), len)
                     .flags(flags)
-                    .ioprio(SEND_ZC_REPORT_USAGE)
-                    .build()
-            } else {
-                opcode::SendMsg::new(types::Fd(fd), p).flags(flags).build()
+                    .build(),
+                (Target::Fixed(i), false) => opcode::Send::new(types::Fixed(i), b.as_ptr(), len)
+                    .flags(flags)
+                    .build(),
+                (Target::Fd(fd), true) => opcode::SendZc::new(types::Fd(fd), b.as_ptr(), len)
+                    .flags(flags)
+                    .zc_flags(SEND_ZC_REPORT_USAGE)
+                    .build(),
+                (Target::Fixed(i), true) => opcode::SendZc::new(types::Fixed(i), b.as_ptr(), len)
+                    .flags(flags)
+                    .zc_flags(SEND_ZC_REPORT_USAGE)
+                    .build(),
             };
             if send.link {
                 e.flags(squeue::Flags::IO_LINK)

@@ -192,21 +192,28 @@ fn notifier_wakes_an_eventfd_read() {
     assert_eq!(got, vec![1, 2]);
 }
 
-/// Linked `SENDMSG`s on a connected UDP socket arrive in order through one multishot
-/// `RECVMSG`; the send buffers come back with their completions, the headers are reused.
+/// Linked `SEND`s on a connected UDP socket arrive in order through one multishot `RECVMSG`;
+/// the send buffers come back with their completions.
 #[test]
-fn linked_sendmsg_and_multishot_recvmsg_on_udp() {
-    linked_sends(false);
+fn linked_sends_and_multishot_recvmsg_on_udp() {
+    linked_sends(false, false);
 }
 
-/// The same with `SENDMSG_ZC`: each send's result comes first (with `more`), the buffer only
+/// The same on the ring's registered (fixed) file.
+#[test]
+fn linked_sends_on_a_registered_file() {
+    linked_sends(false, true);
+}
+
+/// The same with `SEND_ZC`: each send's result comes first (with `more`), the buffer only
 /// with the notification after it.
 #[test]
-fn linked_sendmsg_zc_hands_the_buffer_back_with_the_notification() {
-    linked_sends(true);
+fn linked_send_zc_hands_the_buffer_back_with_the_notification() {
+    linked_sends(true, false);
+    linked_sends(true, true);
 }
 
-fn linked_sends(zerocopy: bool) {
+fn linked_sends(zerocopy: bool, fixed: bool) {
     let Some(mut r) = ring(Some((8, 4096))) else {
         return;
     };
@@ -217,15 +224,25 @@ fn linked_sends(zerocopy: bool) {
     let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     tx.connect(rx.local_addr().unwrap()).unwrap();
+    let target = if fixed {
+        let t = r.register_file(tx.as_raw_fd()).unwrap();
+        assert!(
+            r.register_file(tx.as_raw_fd()).is_err(),
+            "one file per ring"
+        );
+        t
+    } else {
+        Target::Fd(tx.as_raw_fd())
+    };
     r.recvmsg_multi(rx.as_raw_fd(), 64, 100);
     for i in 0..3u8 {
         let buf = vec![i; 100 + i as usize];
-        let send = SendMsg {
+        let send = LinkedSend {
             len: 50 + i as usize,
             link: i < 2,
             zerocopy,
         };
-        r.sendmsg(tx.as_raw_fd(), buf, send, i as u64);
+        r.send_linked(target, buf, send, i as u64);
     }
     let done = wait(&mut r, if zerocopy { 9 } else { 6 });
     let mut got = Vec::new();
