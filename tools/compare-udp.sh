@@ -14,7 +14,8 @@
 #
 # Configurations: gso64k (1472 B, netcore defaults: --backend auto), pps64 (64 B), gsooff
 # (1472 B, sendmmsg without GSO), uring (1472 B, GSO default: netcore with --backend uring on
-# both sides vs --backend mio on both sides, interleaved, with the ratio uring/mio), zerocopy
+# both sides vs --backend mio on both sides, and each side alone on uring, interleaved, with the
+# ratios to mio), zerocopy
 # (1472 B, receiver mio: blast --backend uring --zerocopy vs the same without --zerocopy vs
 # --backend mio; on loopback the kernel copies zero-copy sends anyway, see the report's
 # zerocopy line).
@@ -112,7 +113,8 @@ for r in $(seq 1 "$RUNS"); do
       uring)   # 1472 bytes, GSO default: io_uring on both sides vs mio on both sides
         RX_EXTRA="--backend mio" run_netcore nc_1472_mio 1472 --backend mio
         RX_EXTRA="--backend uring" run_netcore nc_1472_uring 1472 --backend uring
-        RX_EXTRA="--backend mio" run_netcore nc_1472_txuring 1472 --backend uring ;;
+        RX_EXTRA="--backend mio" run_netcore nc_1472_txuring 1472 --backend uring
+        RX_EXTRA="--backend uring" run_netcore nc_1472_rxuring 1472 --backend mio ;;
       zerocopy)  # 1472 bytes, receiver mio: SEND_ZC vs SEND vs sendmmsg
         RX_EXTRA="--backend mio" run_netcore nc_1472_mio 1472 --backend mio
         RX_EXTRA="--backend mio" run_netcore nc_1472_txuring 1472 --backend uring
@@ -143,6 +145,7 @@ for a, b, what, i in [("nc_1472", "iperf3_1472", "1472 B goodput", 0),
         print(f"ratio netcore/iperf3, {what}: {med(a,i)/med(b,i):.2f}x")
 for a, b, what in [("nc_1472_uring", "nc_1472_mio", "--backend uring / mio, both sides"),
                    ("nc_1472_txuring", "nc_1472_mio", "blast --backend uring / mio (recv mio)"),
+                   ("nc_1472_rxuring", "nc_1472_mio", "recv --backend uring / mio (blast mio)"),
                    ("nc_1472_zc", "nc_1472_txuring", "blast --zerocopy / without (uring, recv mio)"),
                    ("nc_1472_zc", "nc_1472_mio", "blast --zerocopy / --backend mio (recv mio)")]:
     if a in rows and b in rows:

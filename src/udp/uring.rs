@@ -5,8 +5,10 @@
 //!   completion's buffer holds an `io_uring_recvmsg_out` header, the control messages (the
 //!   `UDP_GRO` segment size) and the payload; coalesced payloads are split by the segment size
 //!   exactly like the `recvmmsg` path, and every buffer goes to the shared
-//!   [`Core`]. One `io_uring_enter` per turn (submit and wait, 10 ms at most, or not at all
-//!   with `--spin`), the whole completion queue reaped at once, the buffers recycled and
+//!   [`Core`]. One `io_uring_enter` per turn (between tests: submit and wait, 10 ms at most;
+//!   during a test, or always with `--spin`: run the ring's deferred work without waiting, not
+//!   through the kernel's wait path, whose timer set-up cost 12% of the receiving CPU), the
+//!   whole completion queue reaped at once, the buffers recycled and
 //!   published once per turn. When the multishot ends (`ENOBUFS`: every provided buffer was
 //!   full; or any other end) it is re-armed at the start of the next turn, after the recycled
 //!   buffers are published.
@@ -39,9 +41,12 @@ use crate::uring::{Completion, LinkedSend, Ring, Target};
 /// Control space per received message (one `UDP_GRO` cmsg takes 24 bytes).
 const CTRL: usize = 64;
 /// Provided buffers: a GRO-coalesced buffer is at most 64 KiB, plus the 16-byte
-/// `io_uring_recvmsg_out` header and the control space. (32, 64, 128 or 256 buffers, and
-/// 64-byte-aligned payloads in page-aligned buffers, measured the same on the reference VM.)
-const RECV_BUFS: u16 = 256;
+/// `io_uring_recvmsg_out` header and the control space. Few, so that they stay in the cache:
+/// the kernel fills them in ring order, so with 256 (16 MiB) every copy went to cold memory
+/// and both-sides-uring goodput was 0.73x of mio's; with 32 it was 1.09x, with 16 1.03x
+/// (`CONFIGS=uring RUNS=7 SIZE=4G tools/compare-udp.sh`, one run each, in a row). The
+/// `recvmmsg` path reuses its first buffers on every call, which is why it did not suffer.
+const RECV_BUFS: u16 = 32;
 const RECV_BUF_SIZE: usize = (1 << 16) + 16 + CTRL;
 /// Submission entries of the receive ring; the completion queue is twice that, so a turn's
 /// completions (at most one per provided buffer, plus the ends) always fit.
@@ -85,7 +90,12 @@ pub(super) fn recv_thread(sock: UdpSocket, mut core: Core) {
         } else {
             Duration::from_millis(10)
         };
-        if let Err(e) = ring.submit_and_wait(Some(wait)) {
+        let entered = if wait.is_zero() {
+            ring.submit_nowait()
+        } else {
+            ring.submit_and_wait(Some(wait))
+        };
+        if let Err(e) = entered {
             core.fail(format!("io_uring_enter failed: {e}"));
             thread::sleep(Duration::from_millis(10));
             continue;
