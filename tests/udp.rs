@@ -571,7 +571,16 @@ fn uring_unavailable_gives_one_line_naming_the_cause() {
             "{args:?}: {err}"
         );
     }
-    // auto falls back to mio and says so.
+    // auto is uring on both sides where io_uring works...
+    let (st, out, err) = run(
+        &["blast", "--count", "2000", "--json"],
+        Duration::from_secs(30),
+    );
+    assert!(st.success(), "{err}");
+    let r = json(&out);
+    assert_eq!(r["sender"]["backend"], "uring");
+    assert_eq!(r["receiver"]["backend"], "uring");
+    // ...and falls back to mio where it does not, and says so.
     let (st, out, err) = run_uring_off(&["blast", "--count", "2000", "--json"]);
     assert!(st.success(), "{err}");
     let r = json(&out);

@@ -86,11 +86,10 @@ pub struct BlastArgs {
     /// Embedded receiver: do not ask for UDP_GRO
     #[arg(long)]
     pub no_gro: bool,
-    /// I/O backend: mio (sendmmsg/recvmmsg), uring (linked SEND batches; multishot
-    /// RECVMSG into provided buffers), or auto: uring for sending where io_uring works (it
-    /// matched sendmmsg's goodput here), mio for the embedded receiver (uring received 5-15%
-    /// less on the reference VM). uring where io_uring is unavailable is an error naming the
-    /// cause
+    /// I/O backend of both sides: mio (sendmmsg/recvmmsg), uring (linked SEND batches;
+    /// multishot RECVMSG into provided buffers), or auto: uring where io_uring works, else mio
+    /// (the report names the backend that ran). uring where io_uring is unavailable is an
+    /// error naming the cause
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
     /// Zero-copy sends: io_uring SEND_ZC (uring backend, Linux 6.0+). The report counts
@@ -136,8 +135,8 @@ pub struct RecvArgs {
     #[arg(long)]
     pub no_gro: bool,
     /// I/O backend: mio (recvmmsg), uring (multishot RECVMSG into a provided-buffer ring),
-    /// or auto = mio (uring received 5-15% less than recvmmsg on the reference VM; see
-    /// README). uring where io_uring is unavailable is an error naming the cause
+    /// or auto: uring where io_uring works, else mio (the listening line and the report name
+    /// it). uring where io_uring is unavailable is an error naming the cause
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
     /// How long to wait for late datagrams after the sender's Done, once they stop coming

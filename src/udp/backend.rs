@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 /// The backend asked for on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Backend {
-    /// Per side, as measured: uring for sending where io_uring works, mio for receiving.
+    /// uring where io_uring works, else mio (the report says which ran).
     #[default]
     Auto,
     /// sendmmsg/recvmmsg batches (the readiness path).
@@ -76,32 +76,25 @@ pub fn resolve_zerocopy(b: Backend) -> Result<Backend> {
     }
 }
 
-/// The receiving side. `auto` is mio: on the reference 2-vCPU VM (Linux 6.18) the multishot
-/// `RECVMSG` loop received 5-15% less than `recvmmsg` (both copy-bound in `_copy_to_iter`;
-/// `tools/compare-udp.sh`, README), so `auto` keeps the faster path there.
+/// The receiving side: `auto` is uring where io_uring works (multishot `RECVMSG` received
+/// 1.01x and 1.03x of `recvmmsg`'s goodput in `CONFIGS=uring tools/compare-udp.sh`), else mio.
 pub fn resolve_recv(b: Backend) -> Result<Backend> {
-    resolve(b, true, AUTO_RECV)
+    resolve(b, true)
 }
 
-/// The sending side. `auto` is uring where io_uring works, else mio: linked `SEND` batches
-/// matched `sendmmsg`'s goodput and handed datagrams to the kernel faster (README).
+/// The sending side: `auto` is uring where io_uring works (linked `SEND` batches: 0.89x to
+/// 1.03x of `sendmmsg` over four runs of the script, parity within its spread), else mio.
 pub fn resolve_send(b: Backend) -> Result<Backend> {
-    resolve(b, false, AUTO_SEND)
+    resolve(b, false)
 }
 
-/// What `auto` picks for receiving (decided by measurement, see [`resolve_recv`]).
-pub const AUTO_RECV: Backend = Backend::Mio;
-/// What `auto` picks for sending (decided by measurement, see [`resolve_send`]).
-pub const AUTO_SEND: Backend = Backend::Uring;
-
-fn resolve(b: Backend, recv: bool, auto: Backend) -> Result<Backend> {
+fn resolve(b: Backend, recv: bool) -> Result<Backend> {
     match b {
         Backend::Mio => Ok(Backend::Mio),
         Backend::Uring => match uring_unavailable(recv) {
             Some(why) => bail!("{why}; use --backend mio"),
             None => Ok(Backend::Uring),
         },
-        Backend::Auto if auto == Backend::Mio => Ok(Backend::Mio),
         Backend::Auto => Ok(match uring_unavailable(recv) {
             Some(_) => Backend::Mio,
             None => Backend::Uring,
