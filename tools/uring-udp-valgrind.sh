@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tools/uring-udp-valgrind.sh — blast/recv --backend uring under valgrind (memcheck): a full
-# test (linked SEND batches, multishot RECVMSG into provided buffers), then a blast stopped
+# test (linked SEND batches, multishot RECVMSG into provided buffers), the same with --zerocopy
+# (SEND_ZC), then a blast stopped
 # with SIGTERM while sending and a receiver stopped with SIGTERM in the middle of a test (the
 # multishot receive in flight), failing on any memory error.
 #
@@ -30,6 +31,17 @@ d = json.load(open(sys.argv[1])); a = d["receiver"]["accounting"]
 assert d["sender"]["backend"] == "uring" and d["receiver"]["backend"] == "uring", d["sender"]
 assert a["unique"] + a["lost"] == a["sent"] == 100000, a
 print("test 1: sent", a["sent"], "unique", a["unique"], "lost", a["lost"])
+PY
+
+# 1b. The same with --zerocopy (SEND_ZC: buffers held until their notifications).
+rc=0; "${VG[@]}" "$BIN" blast --to "127.0.0.1:$PORT" --count 50000 --backend uring --zerocopy --json >"$BLOG" 2>&1 || rc=$?
+[ "$rc" -eq 0 ] || { cat "$BLOG"; kill "$RX"; echo "FAIL: blast --zerocopy exit $rc (9: valgrind found errors)"; exit 1; }
+python3 - "$BLOG" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); a = d["receiver"]["accounting"]; z = d["sender"]["zerocopy"]
+assert a["unique"] + a["lost"] == a["sent"] == 50000, a
+assert z["notifications"] > 0, z
+print("test 1b (zerocopy): sent", a["sent"], "unique", a["unique"], "notifications", z["notifications"], "copied", z["copied"])
 PY
 
 # 2. A blast stopped with SIGTERM while it sends: it ends the test early, cleanly.
