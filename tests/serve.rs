@@ -479,3 +479,24 @@ fn bad_flags_give_one_line_and_fail() {
         assert!(e.contains(&a) && e.contains("in use"), "{e}");
     }
 }
+
+/// A fork-model child closes its copy of the listening socket: with the parent killed outright
+/// (SIGKILL, no clean-up) while a child serves a client, the port can be bound again at once,
+/// and the child still answers its client.
+#[test]
+fn fork_children_do_not_hold_the_listening_port() {
+    let mut s = Serve::start(&["--model", "fork"], T);
+    let addr = s.addr;
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    assert_eq!(ask(&mut c, "ECHO before\n"), "before\n", "a child serves");
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let again = std::net::TcpListener::bind(addr);
+    assert!(
+        again.is_ok(),
+        "{addr} still held after the parent died: {again:?}"
+    );
+    assert_eq!(ask(&mut c, "ECHO after\n"), "after\n", "the child lives on");
+    assert_eq!(ask(&mut c, "BYE\n"), "Goodbye!\n");
+}

@@ -107,9 +107,11 @@ fn fork_model(listener: &TcpListener, sh: &Shared, children: &Mutex<HashSet<libc
             match process::fork() {
                 Ok(process::Forked::Child) => {
                     // Only this thread exists here. The child serves just its connection:
-                    // there is no epoll instance to inherit (this model has none), it never
-                    // accepts on its copy of the listening fd (gone when it exits), and it gets
-                    // default signal dispositions so Ctrl-C ends it.
+                    // there is no epoll instance to inherit (this model has none), it closes
+                    // its copy of the listening socket (so a child outliving a killed parent
+                    // does not hold the port) and it gets default signal dispositions so
+                    // Ctrl-C ends it. It leaves through `exit`: the listener is not dropped.
+                    process::close_in_child(listener);
                     signal::reset_default();
                     blocking::serve_conn(s, sh);
                     process::exit(0);

@@ -2,6 +2,7 @@
 //! shared across `fork` (so a process-per-client server can still total its children's work).
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicU64;
 
 /// Which side of a `fork` we are on.
@@ -27,6 +28,16 @@ pub fn fork() -> io::Result<Forked> {
     } else {
         Forked::Parent(pid)
     })
+}
+
+/// Closes `fd` in a forked child that does not use it (the listening socket in a
+/// process-per-client child). The caller must leave through [`exit`] without using `fd`'s owner
+/// again, so that the owner (which the child's copy of memory still holds) is never dropped
+/// here and the descriptor never closed twice.
+pub fn close_in_child(fd: &impl AsRawFd) {
+    // SAFETY: close has no memory-safety preconditions; the caller guarantees the owning object
+    // is neither used nor dropped afterwards in this process.
+    unsafe { libc::close(fd.as_raw_fd()) };
 }
 
 /// `_exit(2)`: ends the process at once, without running destructors or atexit handlers.
