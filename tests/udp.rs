@@ -588,3 +588,38 @@ fn uring_unavailable_gives_one_line_naming_the_cause() {
     assert_eq!(r["receiver"]["backend"], "mio");
     check_invariant(&r);
 }
+
+/// The interval rows tile the test: each starts where the previous one ended, the first at 0,
+/// and the last (the partial one up to the report) ends on the totals. The live lines show
+/// each interval's range.
+#[test]
+fn interval_rows_tile_the_test_and_end_on_the_totals() {
+    let args = [
+        "blast",
+        "--time",
+        "1200ms",
+        "--interval",
+        "300ms",
+        "--rate",
+        "200Mbps",
+    ];
+    let (st, out, err) = run(&[&args[..], &["--json"]].concat(), Duration::from_secs(30));
+    assert!(st.success(), "{err}");
+    let r = json(&out);
+    check_invariant(&r);
+    let rows = r["intervals"].as_array().unwrap();
+    assert!(rows.len() >= 3, "{rows:?}");
+    let mut prev_t = 0.0;
+    for row in rows {
+        let (start, t) = (row["start"].as_f64().unwrap(), row["t"].as_f64().unwrap());
+        assert_eq!(start, prev_t, "{rows:?}");
+        assert!(t > start, "{rows:?}");
+        prev_t = t;
+    }
+    let last = rows.last().unwrap();
+    assert_eq!(last["sent"], acc(&r)["sent"]);
+    assert_eq!(last["received"], acc(&r)["unique"]);
+    let (st, out, err) = run(&args, Duration::from_secs(30));
+    assert!(st.success(), "{err}");
+    assert!(out.contains("[  0.00-  0."), "{out}");
+}

@@ -360,7 +360,8 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         Event::Interval(row) => {
             if live {
                 let _ = out(&format!(
-                    "[{:7.2}s] received {:>12} dgrams {:>14} | lost so far {}\n",
+                    "[{:6.2}-{:6.2}s] received {:>12} dgrams {:>14} | lost so far {}\n",
+                    row.start,
                     row.t,
                     row.received,
                     units::fmt_bits_per_sec(row.received_bps),

@@ -333,6 +333,7 @@ impl Receiver {
                     lost_so_far,
                 }) => {
                     let row = IntervalRow {
+                        start: prev_t,
                         t,
                         sent: 0,
                         sent_bps: 0.0,

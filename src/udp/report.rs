@@ -89,8 +89,12 @@ pub struct ZeroCopyStats {
 /// One interval line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct IntervalRow {
-    /// Seconds since the start of the test (receiver's clock on the receiver, sender's on the
-    /// sender).
+    /// Where the interval began, in seconds since the start of the test (the previous row's
+    /// `t`; 0 for the first).
+    #[serde(default)]
+    pub start: f64,
+    /// Where it ended, in seconds since the start of the test (receiver's clock on the
+    /// receiver, sender's on the sender).
     pub t: f64,
     pub sent: u64,
     pub sent_bps: f64,
@@ -144,7 +148,8 @@ impl UdpReport {
     /// The interval line printed while a test runs.
     pub fn interval_line(r: &IntervalRow) -> String {
         format!(
-            "[{:7.2}s] sent {:>12} dgrams {:>14} | received {:>12} dgrams {:>14} | lost so far {}",
+            "[{:6.2}-{:6.2}s] sent {:>12} dgrams {:>14} | received {:>12} dgrams {:>14} | lost so far {}",
+            r.start,
             r.t,
             thousands(r.sent),
             fmt_bits_per_sec(r.sent_bps),

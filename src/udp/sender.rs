@@ -437,6 +437,7 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
                 let sent = progress.sent.load(Ordering::Relaxed);
                 let bits = |n: u64| n as f64 * opts.len as f64 * 8.0 / (t - prev_t).max(1e-9);
                 let row = IntervalRow {
+                    start: prev_t,
                     t,
                     sent,
                     sent_bps: bits(sent - prev_sent),
@@ -479,12 +480,15 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
         }
     };
     // The last, partial interval: from the last line to the end, so that the interval rows
-    // add up to the totals.
+    // add up to the totals. It ends when the report came (the receiver counts datagrams until
+    // then), not when sending ended, which may be before the last line.
     let unique = receiver.accounting.unique;
+    let report_t = t0.elapsed().as_secs_f64();
     if !intervals.is_empty() && (prev_sent != res.sent || prev_recv != unique) {
-        let t = res.elapsed.as_secs_f64().max(prev_t + 1e-3);
+        let t = report_t.max(prev_t + 1e-3);
         let bits = |n: u64| n as f64 * opts.len as f64 * 8.0 / (t - prev_t);
         let row = IntervalRow {
+            start: prev_t,
             t,
             sent: res.sent,
             sent_bps: bits(res.sent - prev_sent),
