@@ -1,7 +1,7 @@
 //! Session parse + execute per request (no I/O): one request line in, one response out.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use netcore::task::{Counters, Proto, Session, SessionConfig};
+use netcore::proto::{Counters, Proto, Session, SessionConfig};
 use std::hint::black_box;
 
 fn bench(c: &mut Criterion) {

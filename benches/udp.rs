@@ -4,8 +4,8 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
 
-use netcore::udp::pacer::Pacer;
-use netcore::udp::wire::{self, Header};
+use netcore::flow::pacer::Pacer;
+use netcore::flow::udp::wire::{self, Header};
 
 fn wire_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("wire");

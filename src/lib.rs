@@ -5,15 +5,16 @@
 //! is in [`sys`] (and the io_uring backend, `uring`).
 
 pub mod cli;
+pub mod flow;
 pub mod load;
 pub mod reactor;
+pub mod relay;
 pub mod server;
 #[macro_use]
 pub mod sys;
+pub mod proto;
 pub mod stats;
-pub mod task;
 pub mod traffic;
-pub mod udp;
 pub mod units;
 #[cfg(feature = "uring")]
 pub mod uring;

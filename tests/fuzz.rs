@@ -9,9 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use netcore::task::{Counters, Proto, Session, SessionConfig, Step};
-use netcore::udp::control::{self, Msg, Plan, MAX_MESSAGE};
-use netcore::udp::wire::{self, Header, Invalid, HEADER_LEN};
+use netcore::flow::control::{self, Msg, Plan, MAX_MESSAGE};
+use netcore::flow::udp::wire::{self, Header, Invalid, HEADER_LEN};
+use netcore::proto::{Counters, Proto, Session, SessionConfig, Step};
 use proptest::prelude::*;
 
 // ---- datagram header ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::{addr_in, run};
-use netcore::udp::wire;
+use netcore::flow::udp::wire;
 use serde_json::Value;
 
 /// The loopback runs go one at a time: three processes each, paced, on a 2-core machine.

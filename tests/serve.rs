@@ -88,7 +88,7 @@ SUM 9223372036854775807 1\nHASH 20000 abc\nSLEEP 50\nECHO after sleep\nNOPE x\n\
 SLEEP 99999\nBYE\nECHO ignored\n";
 
 fn expected() -> Vec<u8> {
-    let h = netcore::task::hash(20000, b"abc");
+    let h = netcore::proto::hash(20000, b"abc");
     format!(
         "hello world\nABC\nzyx\n6\nERR SUM: overflow\n{h:016x}\nOK slept 50ms\nafter sleep\n\
 ERR unknown verb 'NOPE'\nERR invalid UTF-8\nERR empty request\n\

@@ -6,8 +6,8 @@ use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
 use common::{addr_in, run, Server};
-use netcore::udp::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
-use netcore::udp::wire;
+use netcore::flow::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
+use netcore::flow::udp::wire;
 use serde_json::Value;
 
 fn json(s: &str) -> Value {

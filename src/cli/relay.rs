@@ -1,4 +1,4 @@
-//! `netcore relay`: flags and glue around [`crate::udp::relay`].
+//! `netcore relay`: flags and glue around [`crate::relay`].
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::RangeInclusive;
@@ -9,9 +9,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use super::common::out;
+use crate::relay::impair::{self, Settings};
+use crate::relay::{Event, Relay, RelayOptions, StopWhen};
 use crate::stats::{Format, Report};
-use crate::udp::relay::impair::{self, Settings};
-use crate::udp::relay::{Event, Relay, RelayOptions, StopWhen};
 use crate::units::{self, Rate};
 
 fn percent(s: &str) -> Result<f64, String> {

@@ -8,9 +8,9 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 
 use super::common::PinArgs;
+use crate::proto::{Proto, SessionConfig, DEFAULT_OFFLOAD_ROUNDS};
 use crate::server::{Model, ServeConfig};
 use crate::sys::affinity;
-use crate::task::{Proto, SessionConfig, DEFAULT_OFFLOAD_ROUNDS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProtoArg {

@@ -9,15 +9,15 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use super::common::{out, PinArgs};
+use crate::flow::backend::Backend;
+use crate::flow::control::Plan;
+use crate::flow::udp::receiver::{Event, Receiver, RecvOptions, RxWait};
+use crate::flow::udp::report::UdpReport;
+use crate::flow::udp::sender::{self, BlastOptions, GsoMode};
+use crate::flow::udp::tracker::DEFAULT_WINDOW;
 use crate::stats::plot::{self, PlotOptions, Series};
 use crate::stats::{Format, Report};
 use crate::sys::{affinity, signal};
-use crate::udp::backend::Backend;
-use crate::udp::control::Plan;
-use crate::udp::receiver::{Event, Receiver, RecvOptions, RxWait};
-use crate::udp::report::UdpReport;
-use crate::udp::sender::{self, BlastOptions, GsoMode};
-use crate::udp::tracker::DEFAULT_WINDOW;
 use crate::units::{self, Rate};
 
 /// The receiver's port when none is given.

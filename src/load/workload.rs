@@ -1,7 +1,7 @@
 //! What each client sends and what it expects back.
 //!
 //! For the `task` protocol every request line is checked up front by running it through the
-//! project's own [`Session`](crate::task::Session) (the same code every server model drives):
+//! project's own [`Session`](crate::proto::Session) (the same code every server model drives):
 //! its answer becomes the expected reply, so the load generator never re-implements the
 //! protocol, and a request the protocol rejects (`ERR ...`) is refused before any connection
 //! is made. `STATS` answers vary, so for it any non-`ERR` line is accepted; `BYE` is refused
@@ -16,7 +16,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 
-use crate::task::{Counters, Proto, Session, SessionConfig, Step};
+use crate::proto::{Counters, Proto, Session, SessionConfig, Step};
 
 /// Longest request line accepted in a task script or mix file.
 pub const MAX_REQUEST: usize = 16 * 1024;

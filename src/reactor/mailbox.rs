@@ -6,7 +6,7 @@
 
 use std::sync::Mutex;
 
-use super::Handle;
+use super::handle::Handle;
 
 /// A multi-producer queue drained by one reactor.
 pub struct Mailbox<M> {

@@ -54,186 +54,27 @@
 //! r.run(&mut H).unwrap();
 //! ```
 
+pub mod handle;
 pub mod io;
 pub mod mailbox;
+pub mod slab;
 pub mod timer;
 
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
+pub use handle::Handle;
 pub use io::{drain_read, Budget, Drained, OutBuf};
 pub use mailbox::Mailbox;
+pub use slab::{Entry, Key, Slab};
 pub use timer::{TimerId, Timers};
 
 const WAKER: Token = Token(usize::MAX);
 const SIGNAL: Token = Token(usize::MAX - 1);
-const MAX_SLOTS: usize = (u32::MAX - 2) as usize;
-
-/// Names a slab entry: slot index plus the slot's generation when the entry was inserted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Key {
-    index: u32,
-    gen: u32,
-}
-
-impl Key {
-    /// A key that never names an entry (for timers not tied to one).
-    pub const NONE: Key = Key {
-        index: u32::MAX,
-        gen: u32::MAX,
-    };
-
-    /// The `mio` token for this key: `gen << 32 | index`.
-    pub fn token(self) -> Token {
-        Token(((self.gen as usize) << 32) | self.index as usize)
-    }
-
-    fn from_token(t: Token) -> Key {
-        Key {
-            index: t.0 as u32,
-            gen: (t.0 >> 32) as u32,
-        }
-    }
-
-    /// The key as one integer (the token's value), e.g. for an io_uring `user_data` tag.
-    pub fn to_u64(self) -> u64 {
-        ((self.gen as u64) << 32) | self.index as u64
-    }
-
-    /// The key back from [`Key::to_u64`].
-    pub fn from_u64(v: u64) -> Key {
-        Key {
-            index: v as u32,
-            gen: (v >> 32) as u32,
-        }
-    }
-
-    /// The slot index (dense, reused): handy to index per-connection side tables.
-    pub fn index(self) -> usize {
-        self.index as usize
-    }
-}
-
-/// A slab entry: anything that can hand out its `mio` source for (de)registration.
-pub trait Entry {
-    fn source(&mut self) -> &mut dyn mio::event::Source;
-}
-
-#[derive(Debug)]
-struct Slot<S> {
-    gen: u32,
-    queued: bool,
-    value: Option<S>,
-}
-
-/// Generation-checked storage for the reactor's entries.
-#[derive(Debug)]
-pub struct Slab<S> {
-    slots: Vec<Slot<S>>,
-    free: Vec<u32>,
-    len: usize,
-}
-
-impl<S> Default for Slab<S> {
-    fn default() -> Self {
-        Slab {
-            slots: Vec::new(),
-            free: Vec::new(),
-            len: 0,
-        }
-    }
-}
-
-impl<S> Slab<S> {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Stores `value`; reuses a freed slot if there is one.
-    pub fn insert(&mut self, value: S) -> Key {
-        self.len += 1;
-        if let Some(i) = self.free.pop() {
-            let s = &mut self.slots[i as usize];
-            s.value = Some(value);
-            s.queued = false;
-            return Key {
-                index: i,
-                gen: s.gen,
-            };
-        }
-        assert!(self.slots.len() < MAX_SLOTS, "reactor slab full");
-        self.slots.push(Slot {
-            gen: 0,
-            queued: false,
-            value: Some(value),
-        });
-        Key {
-            index: (self.slots.len() - 1) as u32,
-            gen: 0,
-        }
-    }
-
-    fn slot(&self, key: Key) -> Option<&Slot<S>> {
-        self.slots
-            .get(key.index as usize)
-            .filter(|s| s.gen == key.gen && s.value.is_some())
-    }
-
-    fn slot_mut(&mut self, key: Key) -> Option<&mut Slot<S>> {
-        self.slots
-            .get_mut(key.index as usize)
-            .filter(|s| s.gen == key.gen && s.value.is_some())
-    }
-
-    pub fn contains(&self, key: Key) -> bool {
-        self.slot(key).is_some()
-    }
-
-    pub fn get(&self, key: Key) -> Option<&S> {
-        self.slot(key).and_then(|s| s.value.as_ref())
-    }
-
-    pub fn get_mut(&mut self, key: Key) -> Option<&mut S> {
-        self.slot_mut(key).and_then(|s| s.value.as_mut())
-    }
-
-    /// Takes the entry out; the slot's generation moves on, invalidating `key` everywhere.
-    pub fn remove(&mut self, key: Key) -> Option<S> {
-        let s = self.slot_mut(key)?;
-        let v = s.value.take();
-        s.gen = s.gen.wrapping_add(1);
-        s.queued = false;
-        self.free.push(key.index);
-        self.len -= 1;
-        v
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The keys of all live entries (allocates; for shutdown and diagnostics).
-    pub fn keys(&self) -> Vec<Key> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.value.is_some())
-            .map(|(i, s)| Key {
-                index: i as u32,
-                gen: s.gen,
-            })
-            .collect()
-    }
-}
 
 /// What an event reports. Deferred re-dispatches report readable + writable + deferred.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,32 +129,6 @@ impl Ready {
     }
 }
 
-/// A thread-safe handle to a reactor: wake it or stop it from anywhere.
-#[derive(Clone)]
-pub struct Handle {
-    waker: Arc<Waker>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Handle {
-    /// Makes the reactor's current or next poll return and call [`Handler::on_wake`].
-    pub fn wake(&self) {
-        // An eventfd write only fails if the counter would overflow, and then a wakeup is
-        // already pending.
-        let _ = self.waker.wake();
-    }
-
-    /// Asks the reactor to stop after its current turn.
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.wake();
-    }
-
-    pub fn is_stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-}
-
 /// The reactor's state as seen by handlers: the slab of entries, the timers, the ready queue.
 pub struct Ctx<S> {
     /// The entries. Fields are public so a handler can borrow an entry and the timers at once.
@@ -364,11 +179,8 @@ impl<S> Ctx<S> {
     /// Queues `key` to be dispatched again next turn ([`Ready::DEFERRED`]); the next poll will
     /// not block. Queuing twice in one turn is a no-op.
     pub fn defer(&mut self, key: Key) {
-        if let Some(s) = self.slab.slot_mut(key) {
-            if !s.queued {
-                s.queued = true;
-                self.ready.push(key);
-            }
+        if self.slab.mark_queued(key) {
+            self.ready.push(key);
         }
     }
 
@@ -460,10 +272,7 @@ impl<S> Reactor<S> {
                 ready: Vec::new(),
                 stop: false,
                 now: Instant::now(),
-                handle: Handle {
-                    waker,
-                    stop: Arc::new(AtomicBool::new(false)),
-                },
+                handle: Handle::new(waker),
             },
             scratch: Vec::new(),
             stats: ReactorStats::default(),
@@ -550,12 +359,9 @@ impl<S> Reactor<S> {
             h.on_timer(cx, key, tag);
         }
         for key in self.scratch.drain(..) {
-            if let Some(s) = cx.slab.slot_mut(key) {
-                if s.queued {
-                    s.queued = false;
-                    self.stats.deferred += 1;
-                    h.on_event(cx, key, Ready::DEFERRED);
-                }
+            if cx.slab.take_queued(key) {
+                self.stats.deferred += 1;
+                h.on_event(cx, key, Ready::DEFERRED);
             }
         }
         if cx.handle.is_stopping() {

@@ -11,7 +11,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use super::Key;
+use super::slab::Key;
 
 /// Identifies one armed timer (for [`Timers::cancel`]). Stale ids are harmless.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

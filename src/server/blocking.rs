@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Instant;
 
-use crate::task::{Session, Step};
+use crate::proto::{Session, Step};
 
 use super::{Shared, LINGER, LINGER_BYTES};
 

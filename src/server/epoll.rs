@@ -27,9 +27,9 @@ use anyhow::{Context, Result};
 use mio::net::{TcpListener, TcpStream};
 use mio::Interest;
 
+use crate::proto::{CpuJob, Session, Step, Totals};
 use crate::reactor::{Budget, Ctx, Entry, Handler, Key, Mailbox, OutBuf, Reactor, Ready, Timers};
 use crate::sys::affinity;
-use crate::task::{CpuJob, Session, Step, Totals};
 
 use super::{
     announce, is_resource_error, ServeConfig, Shared, ACCEPT_BACKOFF, LINGER, LINGER_BYTES,

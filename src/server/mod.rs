@@ -11,7 +11,7 @@
 //!
 //! The blocking models share [`blocking::serve_conn`] (`SLEEP` sleeps the thread, CPU work runs
 //! inline); the reactor model is in [`epoll`], the completion model in `uring`. All of them count into one set of
-//! [`Counters`](crate::task::Counters), kept in memory shared across `fork`, and print the
+//! [`Counters`](crate::proto::Counters), kept in memory shared across `fork`, and print the
 //! totals when SIGINT/SIGTERM arrives.
 
 pub mod blocking;
@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::task::{Counters, SessionConfig, Totals};
+use crate::proto::{Counters, SessionConfig, Totals};
 
 /// A concurrency model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

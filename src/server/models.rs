@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::proto::Totals;
 use crate::sys::{affinity, process, signal};
-use crate::task::Totals;
 
 use super::{announce, blocking, is_resource_error, Model, ServeConfig, Shared, ACCEPT_BACKOFF};
 

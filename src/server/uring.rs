@@ -35,9 +35,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
+use crate::proto::{Session, Step, Totals};
 use crate::reactor::{Key, Slab, Timers};
 use crate::sys::{affinity, signal};
-use crate::task::{Session, Step, Totals};
 use crate::uring::{Completion, Notifier, OpId, Ring};
 
 use super::epoll::{CpuPool, Deliver};

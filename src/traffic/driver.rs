@@ -9,8 +9,10 @@ use anyhow::{Context, Result};
 use mio::net::{TcpStream, UdpSocket};
 use mio::Interest;
 
+use super::flows::{
+    decode_header, encode_message, Counters, Flow, FrameParser, MessageGen, Pace, TrafficConfig,
+};
 use super::report::{FlowInterval, FlowTotals, Sample, TrafficReport, SCHEMA};
-use super::{encode_message, Counters, Flow, FrameParser, MessageGen, Pace, TrafficConfig};
 use crate::reactor::{Ctx, Entry, Handler, Key, Reactor, Ready};
 
 /// The sockets on the reactor.
@@ -161,7 +163,7 @@ impl Traffic<'_> {
             Some(Sock::UdpClient(s)) => loop {
                 match s.recv(buf) {
                     Ok(n) => {
-                        if let Some((len, _seq)) = super::decode_header(&buf[..n]) {
+                        if let Some((len, _seq)) = decode_header(&buf[..n]) {
                             if len == n {
                                 f.counters.recv_msgs += 1;
                                 f.counters.recv_bytes += n as u64;

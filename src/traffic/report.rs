@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{Counters, Flow};
+use super::flows::{Counters, Flow};
 use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::units::{fmt_bits_per_sec, fmt_bytes_short};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 use super::bufring::BufRing;
-use super::Unavailable;
+use super::probe::{self, Unavailable};
 
 /// `user_data` of operations whose completion nobody waits for (cancel requests).
 const UD_IGNORE: u64 = u64::MAX;
@@ -195,7 +195,7 @@ impl Ring {
     /// The ring is tied to the calling thread where `SINGLE_ISSUER` was accepted: use it only
     /// from the thread that created it.
     pub fn new(entries: u32, bufs: Option<(u16, usize)>) -> Result<Ring, Unavailable> {
-        if let Some(off) = super::forced_off() {
+        if let Some(off) = probe::forced_off() {
             return Err(off);
         }
         let (ring, setup) = build(entries).map_err(|e| Unavailable::from_setup(&e))?;

@@ -43,7 +43,7 @@ use mio::{Events, Interest, Poll, Token};
 use self::impair::{Offer, Pipeline, Settings};
 use self::report::{RelayReport, SettingsReport, SCHEMA};
 use self::truth::{GroundTruth, Tag};
-use super::wire::Header;
+use crate::flow::udp::wire::Header;
 use crate::sys::mmsg::{RecvBatch, SendBatch};
 use crate::sys::{signal, sockopt};
 

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver as Rx, Sender as Tx, TryRecvError};
 use std::time::{Duration, Instant};
 
-use super::backend::Backend;
 use super::report::ReceiverStats;
 use super::tracker::{Class, Tracker};
 use super::wire::{self, Header, Invalid};
+use crate::flow::backend::Backend;
 use crate::stats::hist::Hist;
 use crate::sys::sockopt::BufMethod;
 

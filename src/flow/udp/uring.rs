@@ -33,7 +33,7 @@ use anyhow::{anyhow, bail, Result};
 
 use super::recv_core::{Core, RxWait, POLL_NAP};
 use super::report::ZeroCopyStats;
-use super::sender::Transport;
+use super::transport::Transport;
 use crate::sys::mmsg::gro_segment_in;
 use crate::sys::{affinity, realtime_ns};
 use crate::uring::{Completion, LinkedSend, Ring, Target};
@@ -140,7 +140,7 @@ pub(super) fn recv_thread(sock: UdpSocket, mut core: Core) {
 
 /// The `uring` backend of the blasting loop: the batch's message buffers, each moved into the
 /// ring while its `SEND` is in flight.
-pub(super) struct RingTransport {
+pub struct RingTransport {
     ring: Ring,
     /// The socket, registered with the ring where the kernel lets us (else its fd).
     target: Target,

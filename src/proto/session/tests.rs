@@ -50,7 +50,7 @@ fn verbs() {
     assert_eq!(text(&[b"HASH 1 foobar\n"]), "85944171f73967e8\n");
     assert_eq!(
         text(&[b"HASH 5000 foobar\n"]),
-        format!("{:016x}\n", crate::task::hash(5000, b"foobar"))
+        format!("{:016x}\n", crate::proto::hash(5000, b"foobar"))
     );
     assert!(text(&[b"HASH 0 x\n"]).starts_with("ERR HASH"));
     assert!(text(&[b"HASH 10000001 x\n"]).starts_with("ERR HASH"));
@@ -111,7 +111,7 @@ fn cpu_job_offloaded_above_threshold() {
     assert_eq!(s.resume(&mut out, &srv), Step::NeedInput);
     assert_eq!(
         String::from_utf8(out).unwrap(),
-        format!("{:016x}\nz\n", crate::task::hash(2000, b"abc"))
+        format!("{:016x}\nz\n", crate::proto::hash(2000, b"abc"))
     );
 }
 

@@ -1,7 +1,7 @@
 //! The sender: control handshake, the blasting loop, and the final agreement.
 //!
 //! The blasting loop runs on its own (pinned) thread. It owns one pre-built batch of buffers
-//! ([`SendBatch`]): every datagram's header is written once, and per send only the sequence
+//! (`SendBatch`, behind [`Transport`]): every datagram's header is written once, and per send only the sequence
 //! numbers and the send time are stamped in. With GSO each message of the batch is a buffer of
 //! up to 64 KiB holding whole datagrams back to back, each with its own header; the kernel cuts
 //! it into datagrams (`UDP_SEGMENT`). A datagram counts as sent only once the kernel took it:
@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::backend::{self, Backend};
-use super::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
-use super::pacer::Pacer;
-use super::receiver::host_name;
 use super::report::{IntervalRow, SenderStats, UdpReport, ZeroCopyStats, SCHEMA};
+use super::transport::{MmsgTransport, Transport};
 use super::wire::{self, Header, FLAG_VERIFY, HEADER_LEN, MAX_DATAGRAM};
-use crate::sys::mmsg::SendBatch;
+use crate::flow::backend::{self, Backend};
+use crate::flow::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
+use crate::flow::host::host_name;
+use crate::flow::pacer::Pacer;
 use crate::sys::{affinity, realtime_ns, signal, sockopt};
 use crate::units::Rate;
 
@@ -68,57 +68,6 @@ pub struct BlastOptions {
     pub backend: Backend,
     /// Zero-copy sends (`SEND_ZC`; needs the uring backend).
     pub zerocopy: bool,
-}
-
-/// Where the blasting loop's batch lives and how it reaches the kernel: messages of up to
-/// `slot` bytes, each holding whole datagrams (several with GSO).
-pub(super) trait Transport {
-    /// Messages per batch.
-    fn capacity(&self) -> usize;
-    /// The whole slot `i`, to write datagrams into (never while it is in flight).
-    fn slot_mut(&mut self, i: usize) -> &mut [u8];
-    /// How many bytes of slot `i` the next send carries.
-    fn set_len(&mut self, i: usize, len: usize);
-    /// Sends messages `from..to`; returns how many the kernel took (at least one; always a
-    /// prefix), or the error of the first message when it took none.
-    fn send(&mut self, from: usize, to: usize) -> io::Result<usize>;
-    /// Drops the batch for `n` messages of `slot` bytes (GSO fell back to single datagrams).
-    fn rebuild(&mut self, n: usize, slot: usize);
-    /// System calls made so far (`sendmmsg`, or `io_uring_enter`).
-    fn syscalls(&self) -> u64;
-    /// What the zero-copy notifications said (None: not sending zero-copy).
-    fn zerocopy(&self) -> Option<ZeroCopyStats> {
-        None
-    }
-}
-
-/// The mio backend: one `sendmmsg` per attempt.
-struct MmsgTransport<'a> {
-    sock: &'a UdpSocket,
-    batch: SendBatch,
-    calls: u64,
-}
-
-impl Transport for MmsgTransport<'_> {
-    fn capacity(&self) -> usize {
-        self.batch.capacity()
-    }
-    fn slot_mut(&mut self, i: usize) -> &mut [u8] {
-        self.batch.slot_mut(i)
-    }
-    fn set_len(&mut self, i: usize, len: usize) {
-        self.batch.set_len(i, len)
-    }
-    fn send(&mut self, from: usize, to: usize) -> io::Result<usize> {
-        self.calls += 1;
-        self.batch.send(self.sock, from, to)
-    }
-    fn rebuild(&mut self, n: usize, slot: usize) {
-        self.batch = SendBatch::new(n, slot);
-    }
-    fn syscalls(&self) -> u64 {
-        self.calls
-    }
 }
 
 /// Validates the datagram length.
@@ -198,11 +147,7 @@ fn blast(
             blast_loop(&mut t, sock, opts, test_id, progress, stop)
         }
         _ => {
-            let mut t = MmsgTransport {
-                sock,
-                batch: SendBatch::new(1, 1),
-                calls: 0,
-            };
+            let mut t = MmsgTransport::new(sock);
             blast_loop(&mut t, sock, opts, test_id, progress, stop)
         }
     }

@@ -1,7 +1,7 @@
 //! The relay's ground truth: what it received, dropped and forwarded, and how the forwarded
 //! netcore datagrams will look to a receiver, computed from the exact order the relay sent them.
 //!
-//! This is the oracle for the receiver's [tracker](crate::udp::tracker), so it shares none of
+//! This is the oracle for the receiver's [tracker](crate::flow::udp::tracker), so it shares none of
 //! its code: where the tracker keeps a bitmap ring, [`SeqSet`] keeps the highest sequence seen
 //! and the *missing* sequences below it as ranges in a `BTreeMap`. The classes are those of
 //! RFC 4737 as the receiver defines them: above the highest is in order, equal to the highest or
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 /// The receiver's default tracking window (sequences at least this far below the highest are
 /// too late), which the ground truth assumes.
-pub const WINDOW: u64 = crate::udp::tracker::DEFAULT_WINDOW;
+pub const WINDOW: u64 = crate::flow::udp::tracker::DEFAULT_WINDOW;
 
 /// Tests (distinct test ids) tracked one by one; datagrams of further tests are only counted.
 pub const MAX_TESTS: usize = 256;
@@ -284,7 +284,7 @@ impl GroundTruth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::udp::tracker::{Class, Tracker};
+    use crate::flow::udp::tracker::{Class, Tracker};
     use proptest::prelude::*;
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::report::ReceiverStats;
+use crate::flow::udp::report::ReceiverStats;
 
 /// Control protocol version; a Hello with another version is refused.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -23,13 +23,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::backend::{self, Backend};
-use super::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
 pub use super::recv_core::RxWait;
 use super::recv_core::{Cmd, Core, Out, TestParams, UdpCtx, POLL_NAP};
 use super::report::{IntervalRow, SenderStats, UdpReport, SCHEMA};
 use super::tracker::DEFAULT_WINDOW;
 use super::wire::{HEADER_LEN, MAX_DATAGRAM};
+use crate::flow::backend::{self, Backend};
+use crate::flow::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
+use crate::flow::host::host_name;
 use crate::sys::mmsg::RecvBatch;
 use crate::sys::sockopt::{self, BufMethod};
 use crate::sys::{affinity, realtime_ns, signal};
@@ -97,13 +98,6 @@ pub struct Receiver {
     /// Set by whoever started the receiver to stop waiting for a test (see
     /// [`Receiver::stopper`]).
     stop: Arc<AtomicBool>,
-}
-
-/// This host's name (for telling whether one-way latency compares a clock with itself).
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }
 
 fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
@@ -411,7 +405,7 @@ impl Receiver {
             if let Ok((mut other, _)) = self.listener.accept() {
                 let _ = std::io::Write::write_all(
                     &mut other,
-                    &super::control::encode(&Msg::Error {
+                    &crate::flow::control::encode(&Msg::Error {
                         message: "receiver is busy with another test".into(),
                     }),
                 );

@@ -3,7 +3,9 @@
 use std::io::Write;
 use std::time::Duration;
 
-use super::{Counters, BYTES_IN, BYTES_OUT, ERRORS, REQUESTS};
+use super::counters::{Counters, BYTES_IN, BYTES_OUT, ERRORS, REQUESTS};
+use super::echo;
+use super::task::{self, CpuJob, Request};
 
 /// Which protocol a server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +39,8 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
             proto: Proto::Task,
-            max_line: super::DEFAULT_MAX_LINE,
-            offload_rounds: super::DEFAULT_OFFLOAD_ROUNDS,
+            max_line: task::DEFAULT_MAX_LINE,
+            offload_rounds: task::DEFAULT_OFFLOAD_ROUNDS,
         }
     }
 }
@@ -58,33 +60,6 @@ pub enum Step {
     Pending,
     /// Write the output, then close the connection.
     Close,
-}
-
-/// A `HASH` computation: `rounds - 1` iterations of FNV-1a over the previous hash, from `seed`
-/// (the FNV-1a of the text). Small and `Copy`: no allocation to hand it to another thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CpuJob {
-    seed: u64,
-    rounds: u64,
-}
-
-impl CpuJob {
-    pub fn new(seed: u64, rounds: u64) -> Self {
-        CpuJob { seed, rounds }
-    }
-
-    pub fn rounds(&self) -> u64 {
-        self.rounds
-    }
-
-    /// Does the work.
-    pub fn run(&self) -> u64 {
-        let mut h = self.seed;
-        for _ in 1..self.rounds {
-            h = super::fnv1a64(&h.to_le_bytes());
-        }
-        h
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +134,7 @@ impl Session {
             return Step::Close;
         }
         if self.cfg.proto == Proto::Echo {
-            out.extend_from_slice(data);
+            echo::answer(data, out);
             self.stats.requests += 1;
             self.stats.bytes_out += data.len() as u64;
             srv.add(REQUESTS, 1);
@@ -323,105 +298,53 @@ impl Session {
     fn execute(&mut self, line: &[u8], out: &mut Vec<u8>, srv: &Counters) -> Option<Step> {
         self.stats.requests += 1;
         srv.add(REQUESTS, 1);
-        let Ok(line) = std::str::from_utf8(line) else {
-            self.error(out, srv, format_args!("invalid UTF-8"));
-            return None;
+        let req = match task::parse(line) {
+            Ok(req) => req,
+            Err(e) => {
+                self.error(out, srv, format_args!("{e}"));
+                return None;
+            }
         };
-        if line.is_empty() {
-            self.error(out, srv, format_args!("empty request"));
-            return None;
-        }
-        let (verb, arg) = line.split_once(' ').unwrap_or((line, ""));
-        let is = |v: &str| verb.eq_ignore_ascii_case(v);
-        if is("ECHO") {
-            out.extend_from_slice(arg.as_bytes());
-            out.push(b'\n');
-        } else if is("UPPER") {
-            let mut tmp = [0u8; 4];
-            for c in arg.chars().flat_map(char::to_uppercase) {
-                out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+        match req {
+            Request::Echo(text) => {
+                out.extend_from_slice(text.as_bytes());
+                out.push(b'\n');
             }
-            out.push(b'\n');
-        } else if is("REVERSE") {
-            let mut tmp = [0u8; 4];
-            for c in arg.chars().rev() {
-                out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+            Request::Upper(text) => task::write_upper(text, out),
+            Request::Reverse(text) => task::write_reverse(text, out),
+            Request::Sum(sum) => {
+                let _ = writeln!(out, "{sum}");
             }
-            out.push(b'\n');
-        } else if is("SUM") {
-            let mut sum: i64 = 0;
-            for tok in arg.split_ascii_whitespace() {
-                let Ok(n) = tok.parse::<i64>() else {
-                    self.error(out, srv, format_args!("SUM: not an i64: '{}'", clip(tok)));
-                    return None;
-                };
-                let Some(s) = sum.checked_add(n) else {
-                    self.error(out, srv, format_args!("SUM: overflow"));
-                    return None;
-                };
-                sum = s;
-            }
-            let _ = writeln!(out, "{sum}");
-        } else if is("HASH") {
-            let (r, text) = arg.split_once(' ').unwrap_or((arg, ""));
-            match r.parse::<u64>() {
-                Ok(rounds) if (1..=super::MAX_HASH_ROUNDS).contains(&rounds) => {
-                    let job = CpuJob::new(super::fnv1a64(text.as_bytes()), rounds);
-                    if rounds > self.cfg.offload_rounds {
-                        self.pending = Pending::Cpu;
-                        return Some(Step::Cpu(job));
-                    }
-                    let _ = writeln!(out, "{:016x}", job.run());
+            Request::Hash(job) => {
+                if job.rounds() > self.cfg.offload_rounds {
+                    self.pending = Pending::Cpu;
+                    return Some(Step::Cpu(job));
                 }
-                _ => self.error(
-                    out,
-                    srv,
-                    format_args!(
-                        "HASH: rounds must be 1..={} (usage: HASH rounds text)",
-                        super::MAX_HASH_ROUNDS
-                    ),
-                ),
+                let _ = writeln!(out, "{:016x}", job.run());
             }
-        } else if is("SLEEP") {
-            match arg.trim().parse::<u64>() {
-                Ok(ms) if ms <= super::MAX_SLEEP_MS => {
-                    if ms == 0 {
-                        let _ = writeln!(out, "OK slept 0ms");
-                    } else {
-                        self.pending = Pending::Sleep(ms);
-                        return Some(Step::Sleep(Duration::from_millis(ms)));
-                    }
-                }
-                _ => self.error(
-                    out,
-                    srv,
-                    format_args!("SLEEP: milliseconds must be 0..={}", super::MAX_SLEEP_MS),
-                ),
+            Request::Sleep(0) => {
+                let _ = writeln!(out, "OK slept 0ms");
             }
-        } else if is("STATS") {
-            let t = srv.snapshot();
-            let s = self.stats;
-            let _ = writeln!(
-                out,
-                "requests={} errors={} bytes_in={} bytes_out={} server_connections={} server_active={} server_requests={} server_errors={}",
-                s.requests, s.errors, s.bytes_in, s.bytes_out, t.connections, t.active, t.requests, t.errors
-            );
-        } else if is("BYE") {
-            out.extend_from_slice(b"Goodbye!\n");
-            self.closed = true;
-            return Some(Step::Close);
-        } else {
-            self.error(out, srv, format_args!("unknown verb '{}'", clip(verb)));
+            Request::Sleep(ms) => {
+                self.pending = Pending::Sleep(ms);
+                return Some(Step::Sleep(Duration::from_millis(ms)));
+            }
+            Request::Stats => {
+                let t = srv.snapshot();
+                let s = self.stats;
+                let _ = writeln!(
+                    out,
+                    "requests={} errors={} bytes_in={} bytes_out={} server_connections={} server_active={} server_requests={} server_errors={}",
+                    s.requests, s.errors, s.bytes_in, s.bytes_out, t.connections, t.active, t.requests, t.errors
+                );
+            }
+            Request::Bye => {
+                out.extend_from_slice(b"Goodbye!\n");
+                self.closed = true;
+                return Some(Step::Close);
+            }
         }
         None
-    }
-}
-
-/// At most 32 characters of `s`, for error messages.
-fn clip(s: &str) -> &str {
-    match s.char_indices().nth(32) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }
 

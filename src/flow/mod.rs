@@ -1,0 +1,12 @@
+//! A measured flow between two netcore ends: what every protocol's test shares (the control
+//! channel and its messages, the pacer, the backend choice, facts about the host), with one
+//! driver folder per data protocol below it (`udp/`; TCP goes beside it as `tcp/`).
+//!
+//! Layering: the shared modules here never import a protocol folder's drivers (`sender`,
+//! `receiver`); a protocol's drivers take the shared pieces from here.
+
+pub mod backend;
+pub mod control;
+pub mod host;
+pub mod pacer;
+pub mod udp;

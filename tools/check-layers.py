@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Check that netcore's module graph has no circles.
+
+Reads every .rs file under src/ (each file is one module: src/a/mod.rs and src/a.rs are `a`,
+src/a/b.rs is `a::b`), collects the paths it names (`use` lines, braces expanded, and inline
+`crate::`/`super::`/`self::` paths in code), resolves each to the deepest module file that
+exists, and builds two graphs:
+
+- modules: an edge A -> B when file A names something in module B;
+- subsystems: the same edges folded onto the top-level module (`flow`, `server`, `stats`, ...);
+  edges inside one subsystem are left out.
+
+Both must be free of cycles (a module that imports another that imports it back, directly or
+around a longer circle). `mod x;` declarations are not edges: a parent owning a child is not a
+use of it; a parent that re-exports a child (`pub use x::Thing`) is. Also checked: nothing but
+`main.rs` imports `cli` (the command line sits on top).
+
+A `#[cfg(test)] mod tests { ... }` at the end of a file is read as a module of its own whose
+`super` is the file. Exits 1 and names every circle found; 0 when the graph is layered.
+Usage: tools/check-layers.py [SRC_DIR]
+"""
+
+import os
+import re
+import sys
+
+SRC = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "src")
+
+
+def module_of(rel):
+    """Module path (tuple) of a file relative to src/."""
+    parts = rel[:-3].split(os.sep)
+    if parts == ["lib"] or parts == ["main"]:
+        return () if parts == ["lib"] else ("<main>",)
+    if parts[-1] == "mod":
+        parts = parts[:-1]
+    return tuple(parts)
+
+
+def strip_comments(text):
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    out = []
+    for line in text.splitlines():
+        # drop // comments and string literals (crude, but enough for paths)
+        line = re.sub(r'"(\\.|[^"\\])*"', '""', line)
+        i = line.find("//")
+        out.append(line if i < 0 else line[:i])
+    return "\n".join(out)
+
+
+def expand_use(tree):
+    """Expand `a::{b, c::{d, e}}` into [a::b, a::c::d, a::c::e]."""
+    tree = re.sub(r"\s+", "", tree)
+    m = re.match(r"^([^{]*)\{(.*)\}$", tree)
+    if not m:
+        return [tree]
+    prefix, inner = m.group(1), m.group(2)
+    items, depth, cur = [], 0, ""
+    for ch in inner:
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur:
+        items.append(cur)
+    out = []
+    for it in items:
+        for leaf in expand_use(it):
+            out.append(prefix + leaf)
+    return out
+
+
+def resolve(path, here, modules):
+    """Resolve a path named in module `here` to the deepest existing module, or None."""
+    segs = [s for s in path.split("::") if s]
+    if not segs:
+        return None
+    if segs[0] == "crate":
+        base, rest = (), segs[1:]
+    elif segs[0] in ("self", "super"):
+        base = list(here)
+        rest = segs
+        while rest and rest[0] in ("self", "super"):
+            if rest[0] == "super":
+                base = base[:-1]
+            rest = rest[1:]
+        base = tuple(base)
+    elif here + (segs[0],) in modules:
+        base, rest = here, segs
+    else:
+        return None  # std, an external crate, or a local name
+    best = base
+    cur = base
+    for s in rest:
+        cur = cur + (s,)
+        if cur in modules:
+            best = cur
+        else:
+            break
+    return best
+
+
+def main():
+    files = {}
+    for root, _, names in os.walk(SRC):
+        for n in names:
+            if n.endswith(".rs"):
+                full = os.path.join(root, n)
+                files[module_of(os.path.relpath(full, SRC))] = full
+    modules = set(files)
+    edges = {m: set() for m in modules}
+    use_re = re.compile(r"(?:^|\s)(?:pub(?:\([^)]*\))?\s+)?use\s+([^;]+);", re.S)
+    inline_re = re.compile(r"\b((?:crate|super|self)(?:::[A-Za-z_][A-Za-z0-9_]*)+)")
+    for mod, full in files.items():
+        with open(full, encoding="utf-8") as f:
+            text = strip_comments(f.read())
+        m = re.search(r"#\[cfg\(test\)\]\s*(?:pub\s+)?mod\s+\w+\s*\{", text)
+        parts = [(mod, text)] if not m else [(mod, text[: m.start()]), (mod + ("tests",), text[m.end() :])]
+        for here, body in parts:
+            named = []
+            for u in use_re.finditer(body):
+                named.extend(expand_use(u.group(1)))
+            body_wo_use = use_re.sub(" ", body)
+            named.extend(x.group(1) for x in inline_re.finditer(body_wo_use))
+            for p in named:
+                target = resolve(p, here, modules)
+                if target is not None and target != mod:
+                    edges[mod].add(target)
+    problems = []
+    # cli on top
+    for a, bs in edges.items():
+        for b in bs:
+            if b[:1] == ("cli",) and a[:1] not in (("cli",), ("<main>",)):
+                problems.append(f"{fmt(a)} imports {fmt(b)}: only main.rs and cli/ may use the command line")
+    for label, graph in (("module", edges), ("subsystem", fold(edges))):
+        for cyc in cycles(graph):
+            problems.append(f"{label} circle: " + " -> ".join(fmt(c) for c in cyc + [cyc[0]]))
+    if problems:
+        print("\n".join(problems))
+        print(f"check-layers: {len(problems)} problem(s)")
+        return 1
+    n = sum(len(v) for v in edges.values())
+    print(f"check-layers: {len(modules)} modules, {n} imports, no circles")
+    return 0
+
+
+def fmt(m):
+    return "crate" if not m else "::".join(m)
+
+
+def fold(edges):
+    top = {}
+    for a, bs in edges.items():
+        ta = a[:1]
+        top.setdefault(ta, set())
+        for b in bs:
+            tb = b[:1]
+            if ta != tb and tb != ():
+                top[ta].add(tb)
+    return top
+
+
+def cycles(graph):
+    """One representative circle per strongly connected component of size > 1 (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+    counter = [0]
+    sys.setrecursionlimit(10000)
+
+    def strong(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(path_in(graph, set(comp)))
+
+    for v in sorted(graph):
+        if v not in index:
+            strong(v)
+    return out
+
+
+def path_in(graph, comp):
+    """A concrete circle through the component: walk from its smallest node back to it."""
+    start = min(comp)
+    prev = {start: None}
+    queue = [start]
+    while queue:
+        v = queue.pop(0)
+        for w in sorted(graph.get(v, ())):
+            if w not in comp:
+                continue
+            if w == start:
+                path = [v]
+                while prev[path[-1]] is not None:
+                    path.append(prev[path[-1]])
+                return list(reversed(path))
+            if w not in prev:
+                prev[w] = v
+                queue.append(w)
+    return sorted(comp)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
