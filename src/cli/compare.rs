@@ -1,17 +1,16 @@
 //! `netcore compare`: flags, validation, and the glue to [`crate::load::compare`].
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::common::out;
+use super::common::{out, OutputArgs, PlotArg};
 use super::load::{exit_status, parse_sweep, ProtoArg, Sweep, WorkloadArgs};
 use crate::load::compare::{self, CompareConfig};
-use crate::stats::{plot, Format, Report};
+use crate::stats::Report;
 use crate::units::parse_nonzero_duration;
 
 /// Server models `compare` can start (the `serve --model` values).
@@ -48,15 +47,10 @@ pub struct CompareArgs {
     pub max_time: Duration,
     #[command(flatten)]
     pub work: WorkloadArgs,
-    /// Print JSON (schema netcore.compare.v1)
-    #[arg(long, conflicts_with = "csv")]
-    pub json: bool,
-    /// Print CSV (one row per model and point)
-    #[arg(long)]
-    pub csv: bool,
-    /// Also write an SVG plot (x: clients, y: median wall time, one line per model)
-    #[arg(long, value_name = "FILE")]
-    pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub plot: PlotArg,
 }
 
 /// A parsed `--models` list.
@@ -83,9 +77,7 @@ fn parse_models(s: &str) -> Result<Models, String> {
 
 /// Runs `netcore compare`.
 pub fn run(a: &CompareArgs) -> Result<ExitCode> {
-    if let Some(p) = &a.plot {
-        plot::check_output(p)?;
-    }
+    a.plot.check()?;
     let tutorial = a.preset == Some(Preset::Tutorial);
     if tutorial && a.work.proto == ProtoArg::Echo {
         bail!("--preset tutorial uses the task protocol (drop --proto echo)");
@@ -117,8 +109,8 @@ pub fn run(a: &CompareArgs) -> Result<ExitCode> {
         setup,
     };
     let report = compare::run(&cfg)?;
-    out(&report.render(Format::from_flags(a.json, a.csv)))?;
-    if let Some(p) = &a.plot {
+    out(&report.render(a.output.format()))?;
+    if let Some(p) = a.plot.file() {
         report.plot(p)?;
     }
     Ok(exit_status(report.total_errors()))

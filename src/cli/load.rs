@@ -9,11 +9,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::common::{out, PinArgs};
+use super::common::{out, OutputArgs, PinArgs, PlotArg};
 use crate::load::report::{LoadReport, Setup, SCHEMA};
 use crate::load::workload::Workload;
 use crate::load::{run_point, sweep, Mode, RunConfig, RunResult};
-use crate::stats::{plot, Format, Report};
+use crate::stats::Report;
 use crate::units::{parse_duration, parse_nonzero_duration, parse_nonzero_size};
 
 /// Exit status of a run that completed but counted errors.
@@ -207,15 +207,10 @@ pub struct LoadArgs {
     pub runs: u32,
     #[command(flatten)]
     pub work: WorkloadArgs,
-    /// Print JSON (schema netcore.load.v1)
-    #[arg(long, conflicts_with = "csv")]
-    pub json: bool,
-    /// Print CSV (one row per run, plus the medians)
-    #[arg(long)]
-    pub csv: bool,
-    /// Also write an SVG plot of the sweep to FILE
-    #[arg(long, value_name = "FILE")]
-    pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub plot: PlotArg,
 }
 
 /// A parsed `--clients` list.
@@ -239,9 +234,7 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
 /// Runs `netcore load`.
 pub fn run(a: &LoadArgs) -> Result<ExitCode> {
     let addr = resolve(&a.connect)?;
-    if let Some(p) = &a.plot {
-        plot::check_output(p)?;
-    }
+    a.plot.check()?;
     let (mut cfg, mut setup) = a.work.build(false)?;
     cfg.addr = addr;
     setup.target = addr.to_string();
@@ -255,21 +248,13 @@ pub fn run(a: &LoadArgs) -> Result<ExitCode> {
     for &clients in &a.clients.0 {
         let p = run_point(&cfg, clients, a.runs, |r: &RunResult| {
             if progress {
-                eprintln!(
-                    "load: clients={clients} run {}/{}: wall {:.3} s, {:.1} tasks/s, p99 {}, errors {}",
-                    r.run,
-                    a.runs,
-                    r.wall_s,
-                    r.tasks_per_s,
-                    crate::units::fmt_micros(r.latency_us.p99),
-                    r.errors.brief()
-                );
+                eprintln!("{}", r.progress_line("load:", a.runs));
             }
         })?;
         report.points.push(p);
     }
-    out(&report.render(Format::from_flags(a.json, a.csv)))?;
-    if let Some(p) = &a.plot {
+    out(&report.render(a.output.format()))?;
+    if let Some(p) = a.plot.file() {
         crate::load::plot_sweep(p, &report)?;
     }
     Ok(exit_status(report.total_errors()))

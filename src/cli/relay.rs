@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use super::common::out;
+use super::common::{out, OutputArgs};
 use crate::relay::impair::{self, Settings};
 use crate::relay::{Event, Relay, RelayOptions, StopWhen};
 use crate::stats::{Format, Report};
@@ -19,18 +19,6 @@ fn percent(s: &str) -> Result<f64, String> {
 }
 fn depth(s: &str) -> Result<RangeInclusive<u32>, String> {
     impair::parse_depth(s)
-}
-fn duration(s: &str) -> Result<Duration, String> {
-    units::parse_duration(s).map_err(|e| e.to_string())
-}
-fn nonzero_duration(s: &str) -> Result<Duration, String> {
-    units::parse_nonzero_duration(s).map_err(|e| e.to_string())
-}
-fn rate(s: &str) -> Result<Rate, String> {
-    units::parse_rate(s).map_err(|e| e.to_string())
-}
-fn size(s: &str) -> Result<u64, String> {
-    units::parse_nonzero_size(s).map_err(|e| e.to_string())
 }
 fn burst(s: &str) -> Result<f64, String> {
     let v: f64 = s
@@ -71,13 +59,13 @@ pub struct RelayArgs {
     #[arg(long, value_parser = percent, default_value = "0%", allow_hyphen_values = true)]
     pub duplicate: f64,
     /// Delay added to every datagram (2ms)
-    #[arg(long, value_parser = duration, default_value = "0s", allow_hyphen_values = true)]
+    #[arg(long, value_parser = units::parse_duration, default_value = "0s", allow_hyphen_values = true)]
     pub delay: Duration,
     /// Uniform variation of the delay, +- this much (may reorder datagrams)
-    #[arg(long, value_parser = duration, default_value = "0s", allow_hyphen_values = true)]
+    #[arg(long, value_parser = units::parse_duration, default_value = "0s", allow_hyphen_values = true)]
     pub jitter: Duration,
     /// Speed of the outgoing link (500Mbps, 50kpps); datagrams queue behind it
-    #[arg(long, value_parser = rate, allow_hyphen_values = true)]
+    #[arg(long, value_parser = units::parse_rate, allow_hyphen_values = true)]
     pub rate: Option<Rate>,
     /// Seed of the random generator (random if not given; printed in the report)
     #[arg(long)]
@@ -87,23 +75,19 @@ pub struct RelayArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub count: Option<u64>,
     /// Stop after this long
-    #[arg(long, value_parser = nonzero_duration, allow_hyphen_values = true)]
+    #[arg(long, value_parser = units::parse_nonzero_duration, allow_hyphen_values = true)]
     pub duration: Option<Duration>,
     /// Stop once traffic started and then went quiet for --idle
     #[arg(long)]
     pub once: bool,
     /// Quiet time that ends a --once run
-    #[arg(long, value_parser = nonzero_duration, default_value = "1s", allow_hyphen_values = true)]
+    #[arg(long, value_parser = units::parse_nonzero_duration, default_value = "1s", allow_hyphen_values = true)]
     pub idle: Duration,
     /// Receive buffer to ask for
-    #[arg(long, value_parser = size, default_value = "32MiB", allow_hyphen_values = true)]
+    #[arg(long, value_parser = units::parse_nonzero_size, default_value = "32MiB", allow_hyphen_values = true)]
     pub rcvbuf: u64,
-    /// Print the report as JSON (schema netcore.relay.v1)
-    #[arg(long, conflicts_with = "csv")]
-    pub json: bool,
-    /// Print the per-test ground truth as CSV
-    #[arg(long)]
-    pub csv: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 fn addr(flag: &str, text: &str) -> Result<SocketAddr> {
@@ -144,7 +128,7 @@ pub fn run(a: RelayArgs) -> Result<ExitCode> {
         },
         rcvbuf: a.rcvbuf as usize,
     })?;
-    let format = Format::from_flags(a.json, a.csv);
+    let format = a.output.format();
     let banner = format!(
         "netcore relay: listening on {} -> {}",
         relay.local_addr(),

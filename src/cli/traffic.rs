@@ -1,22 +1,18 @@
 //! `netcore traffic`.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
 
+use super::common::{OutputArgs, PlotArg};
 use crate::stats::plot::{self, PlotOptions, Series};
 use crate::stats::{Format, Report};
 use crate::traffic::report::TrafficReport;
 use crate::traffic::{self, Flow, Pace, TrafficConfig, HEADER, MAX_MESSAGE};
 use crate::units;
-
-fn duration(s: &str) -> Result<Duration, String> {
-    units::parse_nonzero_duration(s).map_err(|e| e.to_string())
-}
 
 fn rate(s: &str) -> Result<f64, String> {
     match units::parse_rate(s).map_err(|e| e.to_string())? {
@@ -71,16 +67,16 @@ pub struct Flows(Vec<Flow>);
 #[derive(Args, Debug)]
 pub struct TrafficArgs {
     /// How long the servers send
-    #[arg(long, value_parser = duration, default_value = "10s", allow_hyphen_values = true)]
+    #[arg(long, value_parser = units::parse_nonzero_duration, default_value = "10s", allow_hyphen_values = true)]
     pub duration: Duration,
     /// Monitor interval
-    #[arg(long, value_parser = duration, default_value = "1s", allow_hyphen_values = true)]
+    #[arg(long, value_parser = units::parse_nonzero_duration, default_value = "1s", allow_hyphen_values = true)]
     pub interval: Duration,
     /// Message sizes in bytes, MIN..MAX inclusive (header of 12 bytes included)
     #[arg(long, value_parser = size_range, default_value = "50..500", allow_hyphen_values = true)]
     pub size: (usize, usize),
     /// Each server sends one message every this long
-    #[arg(long, value_parser = duration, conflicts_with = "rate", allow_hyphen_values = true)]
+    #[arg(long, value_parser = units::parse_nonzero_duration, conflicts_with = "rate", allow_hyphen_values = true)]
     pub every: Option<Duration>,
     /// Each server sends messages at this bit rate instead (e.g. 100Mbps)
     #[arg(long, value_parser = rate, allow_hyphen_values = true)]
@@ -88,18 +84,13 @@ pub struct TrafficArgs {
     /// Which flows run
     #[arg(long, value_parser = flows, default_value = "tcp,udp")]
     pub flows: Flows,
-    /// Write a plot of bytes per interval per flow (SVG)
-    #[arg(long)]
-    pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub plot: PlotArg,
     /// Seed of the message-size generators
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Print the report as JSON (schema netcore.traffic.v1) instead of lines and a table
-    #[arg(long, conflicts_with = "csv")]
-    pub json: bool,
-    /// Print the interval series as CSV
-    #[arg(long)]
-    pub csv: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 const SPARK: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -126,9 +117,7 @@ pub fn run(a: TrafficArgs) -> Result<ExitCode> {
             a.duration
         );
     }
-    if let Some(p) = &a.plot {
-        plot::check_output(p)?;
-    }
+    a.plot.check()?;
     let cfg = TrafficConfig {
         duration: a.duration,
         interval: a.interval,
@@ -142,7 +131,7 @@ pub fn run(a: TrafficArgs) -> Result<ExitCode> {
         flows: a.flows.0.clone(),
         seed: a.seed,
     };
-    let format = Format::from_flags(a.json, a.csv);
+    let format = a.output.format();
     let live = format == Format::Table;
     let tty = std::io::stdout().is_terminal();
     let interval_s = a.interval.as_secs_f64();
@@ -167,7 +156,7 @@ pub fn run(a: TrafficArgs) -> Result<ExitCode> {
         let _ = writeln!(o, "{line}");
         let _ = o.flush();
     })?;
-    if let Some(p) = &a.plot {
+    if let Some(p) = a.plot.file() {
         let series: Vec<Series> = cfg
             .flows
             .iter()
@@ -193,7 +182,7 @@ pub fn run(a: TrafficArgs) -> Result<ExitCode> {
     }
     let mut o = std::io::stdout().lock();
     o.write_all(report.render(format).as_bytes())?;
-    if let (Some(p), true) = (&a.plot, live) {
+    if let (Some(p), true) = (a.plot.file(), live) {
         writeln!(o, "plot written to {}", p.display())?;
     }
     o.flush()?;

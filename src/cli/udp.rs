@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use super::common::{out, PinArgs};
+use super::common::{out, OutputArgs, PinArgs, PlotArg, RxArgs};
 use crate::flow::backend::Backend;
 use crate::flow::control::Plan;
-use crate::flow::udp::receiver::{Event, Receiver, RecvOptions, RxWait};
+use crate::flow::udp::receiver::{Event, Receiver, RecvOptions};
 use crate::flow::udp::report::UdpReport;
 use crate::flow::udp::sender::{self, BlastOptions, GsoMode};
 use crate::flow::udp::tracker::DEFAULT_WINDOW;
@@ -22,16 +22,6 @@ use crate::units::{self, Rate};
 
 /// The receiver's port when none is given.
 pub const DEFAULT_PORT: u16 = 5300;
-
-fn size(s: &str) -> Result<u64, String> {
-    units::parse_nonzero_size(s).map_err(|e| e.to_string())
-}
-fn duration(s: &str) -> Result<Duration, String> {
-    units::parse_nonzero_duration(s).map_err(|e| e.to_string())
-}
-fn rate(s: &str) -> Result<Rate, String> {
-    units::parse_rate(s).map_err(|e| e.to_string())
-}
 
 /// Send UDP datagrams as fast as the kernel takes them (or paced), and report exact loss,
 /// reordering, duplicates, jitter and one-way latency as measured by the receiver.
@@ -45,10 +35,10 @@ pub struct BlastArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub control: Option<String>,
     /// Bytes to send (200MB = 200*10^6, 200MiB or 200M = 200*2^20)
-    #[arg(long, value_parser = size, group = "amount", allow_hyphen_values = true)]
+    #[arg(long, value_parser = units::parse_nonzero_size, group = "amount", allow_hyphen_values = true)]
     pub size: Option<u64>,
     /// How long to send (10s, 500ms); 10s if no amount is given
-    #[arg(long, value_parser = duration, group = "amount", allow_hyphen_values = true)]
+    #[arg(long, value_parser = units::parse_nonzero_duration, group = "amount", allow_hyphen_values = true)]
     pub time: Option<Duration>,
     /// Datagrams to send
     #[arg(long, group = "amount", allow_hyphen_values = true)]
@@ -60,7 +50,7 @@ pub struct BlastArgs {
     #[arg(long, default_value_t = 64, allow_hyphen_values = true)]
     pub batch: usize,
     /// Pace to this rate (1Gbps, 500Mbps, 50kpps); unpaced without it
-    #[arg(long, value_parser = rate, allow_hyphen_values = true)]
+    #[arg(long, value_parser = units::parse_rate, allow_hyphen_values = true)]
     pub rate: Option<Rate>,
     /// UDP GSO: hand the kernel multi-datagram buffers
     #[arg(long, value_enum, default_value = "auto")]
@@ -69,23 +59,11 @@ pub struct BlastArgs {
     #[arg(long)]
     pub verify: bool,
     /// Interval between progress lines
-    #[arg(long, value_parser = duration, default_value = "1s")]
+    #[arg(long, value_parser = units::parse_nonzero_duration, default_value = "1s")]
     pub interval: Duration,
     /// Send buffer to ask for
-    #[arg(long, value_parser = size, default_value = "4MiB")]
+    #[arg(long, value_parser = units::parse_nonzero_size, default_value = "4MiB")]
     pub sndbuf: u64,
-    /// Embedded receiver: receive buffer to ask for
-    #[arg(long, value_parser = size, default_value = "128MiB")]
-    pub rcvbuf: u64,
-    /// Embedded receiver: busy-poll during the test (burns its core)
-    #[arg(long, conflicts_with = "block")]
-    pub spin: bool,
-    /// Embedded receiver: sleep in recvmmsg during the test instead of polling with 50 µs naps
-    #[arg(long)]
-    pub block: bool,
-    /// Embedded receiver: do not ask for UDP_GRO
-    #[arg(long)]
-    pub no_gro: bool,
     /// I/O backend of both sides: mio (sendmmsg/recvmmsg), uring (linked SEND batches;
     /// multishot RECVMSG into provided buffers), or auto: uring where io_uring works, else mio
     /// (the report names the backend that ran). uring where io_uring is unavailable is an
@@ -96,17 +74,15 @@ pub struct BlastArgs {
     /// the sends the kernel copied after all (to a local receiver it always copies)
     #[arg(long)]
     pub zerocopy: bool,
-    /// Print the final report as JSON (schema netcore.udp.v1)
-    #[arg(long, conflicts_with = "csv")]
-    pub json: bool,
-    /// Print the final report as CSV
-    #[arg(long)]
-    pub csv: bool,
-    /// Plot sent and received throughput per interval (SVG)
-    #[arg(long, value_name = "FILE")]
-    pub plot: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub plot: PlotArg,
     #[command(flatten)]
     pub pin: PinArgs,
+    /// The embedded receiver's flags (ignored with --to)
+    #[command(flatten, next_help_heading = "Embedded receiver (without --to)")]
+    pub rx: RxArgs,
 }
 
 /// Receive netcore UDP tests, one after another, each with its own exact report.
@@ -119,38 +95,23 @@ pub struct RecvArgs {
     #[arg(long)]
     pub once: bool,
     /// Interval between progress lines
-    #[arg(long, value_parser = duration, default_value = "1s")]
+    #[arg(long, value_parser = units::parse_nonzero_duration, default_value = "1s")]
     pub interval: Duration,
-    /// Receive buffer to ask for (SO_RCVBUFFORCE when permitted, else SO_RCVBUF)
-    #[arg(long, value_parser = size, default_value = "128MiB")]
-    pub rcvbuf: u64,
-    /// Busy-poll the socket during a test (burns the receiver's core)
-    #[arg(long, conflicts_with = "block")]
-    pub spin: bool,
-    /// Sleep in recvmmsg during a test instead of polling with 50 µs naps (the default polls:
-    /// on loopback every wake-up of a sleeping receiver runs on the sender's core)
-    #[arg(long)]
-    pub block: bool,
-    /// Do not ask for UDP_GRO
-    #[arg(long)]
-    pub no_gro: bool,
+    #[command(flatten)]
+    pub rx: RxArgs,
     /// I/O backend: mio (recvmmsg), uring (multishot RECVMSG into a provided-buffer ring),
     /// or auto: uring where io_uring works, else mio (the listening line and the report name
     /// it). uring where io_uring is unavailable is an error naming the cause
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
     /// How long to wait for late datagrams after the sender's Done, once they stop coming
-    #[arg(long, value_parser = duration, default_value = "250ms")]
+    #[arg(long, value_parser = units::parse_nonzero_duration, default_value = "250ms")]
     pub drain: Duration,
     /// Sequence numbers tracked in flight (older arrivals count as too late)
     #[arg(long, default_value_t = DEFAULT_WINDOW)]
     pub window: u64,
-    /// Print reports as JSON (schema netcore.udp.v1)
-    #[arg(long, conflicts_with = "csv")]
-    pub json: bool,
-    /// Print reports as CSV
-    #[arg(long)]
-    pub csv: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     #[command(flatten)]
     pub pin: PinArgs,
 }
@@ -172,14 +133,6 @@ fn resolve(text: &str) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("'{text}' resolves to no address"))
 }
 
-fn rx_wait(spin: bool, block: bool) -> RxWait {
-    match (spin, block) {
-        (true, _) => RxWait::Spin,
-        (_, true) => RxWait::Block,
-        _ => RxWait::Poll,
-    }
-}
-
 fn check_batch(batch: usize) -> Result<()> {
     if !(1..=1024).contains(&batch) {
         bail!("--batch {batch} is out of range: use 1..=1024");
@@ -197,11 +150,9 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         (_, _, Some(n)) => Plan::Count(n),
         _ => Plan::TimeNs(10_000_000_000),
     };
-    if let Some(p) = &a.plot {
-        plot::check_output(p)?;
-    }
+    a.plot.check()?;
     signal::install()?;
-    let format = Format::from_flags(a.json, a.csv);
+    let format = a.output.format();
     let ncpu = affinity::available_cpus();
     let cpus = a.pin.list().map(<[usize]>::to_vec);
 
@@ -225,9 +176,9 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
             let r = Receiver::bind(RecvOptions {
                 listen: "127.0.0.1:0".parse()?,
                 cpu: rx_cpu,
-                wait: rx_wait(a.spin, a.block),
-                rcvbuf: a.rcvbuf as usize,
-                gro: !a.no_gro,
+                wait: a.rx.wait(),
+                rcvbuf: a.rx.rcvbuf as usize,
+                gro: !a.rx.no_gro,
                 interval: a.interval,
                 backend: a.backend,
                 ..RecvOptions::default()
@@ -275,7 +226,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         let _ = h.join();
     }
     let report = report?;
-    if let Some(p) = &a.plot {
+    if let Some(p) = a.plot.file() {
         plot_intervals(p, &report)?;
     }
     out(&report.render(format))?;
@@ -316,7 +267,7 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         bail!("--window {} is out of range: use 64..=4294967296", a.window);
     }
     signal::install()?;
-    let format = Format::from_flags(a.json, a.csv);
+    let format = a.output.format();
     let cpu = match a.pin.list() {
         Some(l) => Some(l[0]),
         None if a.pin.pin => Some(crate::sys::online_cpus() - 1),
@@ -326,9 +277,9 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         listen,
         interval: a.interval,
         cpu,
-        wait: rx_wait(a.spin, a.block),
-        rcvbuf: a.rcvbuf as usize,
-        gro: !a.no_gro,
+        wait: a.rx.wait(),
+        rcvbuf: a.rx.rcvbuf as usize,
+        gro: !a.rx.no_gro,
         drain: a.drain,
         window: a.window,
         batch: 64,

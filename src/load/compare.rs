@@ -338,12 +338,8 @@ fn run_model(cfg: &CompareConfig, model: &str) -> Result<ModelResult> {
         let p = run_point(&run, clients, cfg.runs, |r: &RunResult| {
             if progress {
                 eprintln!(
-                    "compare: {model} clients={clients} run {}/{}: wall {:.3} s, {:.1} tasks/s, errors {}",
-                    r.run,
-                    cfg.runs,
-                    r.wall_s,
-                    r.tasks_per_s,
-                    r.errors.brief()
+                    "{}",
+                    r.progress_line(&format!("compare: {model}"), cfg.runs)
                 );
             }
         })

@@ -44,6 +44,22 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// The progress line printed to a terminal after each run: `load: clients=10 run 1/3: ...`
+    /// (`who` names the command and, for `compare`, the model).
+    pub fn progress_line(&self, who: &str, runs: u32) -> String {
+        format!(
+            "{who} clients={} run {}/{runs}: wall {:.3} s, {:.1} tasks/s, p99 {}, errors {}",
+            self.clients,
+            self.run,
+            self.wall_s,
+            self.tasks_per_s,
+            crate::units::fmt_micros(self.latency_us.p99),
+            self.errors.brief()
+        )
+    }
+}
+
+impl RunResult {
     pub fn from_outcome(run: u32, o: &RunOutcome) -> RunResult {
         RunResult {
             run,

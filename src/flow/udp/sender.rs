@@ -140,17 +140,16 @@ fn blast(
     progress: &Progress,
     stop: &AtomicBool,
 ) -> Result<BlastResult> {
-    match opts.backend {
+    let mut transport: Box<dyn Transport + '_> = match opts.backend {
         #[cfg(feature = "uring")]
-        Backend::Uring => {
-            let mut t = super::uring::RingTransport::new(sock, opts.batch, opts.zerocopy)?;
-            blast_loop(&mut t, sock, opts, test_id, progress, stop)
-        }
-        _ => {
-            let mut t = MmsgTransport::new(sock);
-            blast_loop(&mut t, sock, opts, test_id, progress, stop)
-        }
-    }
+        Backend::Uring => Box::new(super::uring::RingTransport::new(
+            sock,
+            opts.batch,
+            opts.zerocopy,
+        )?),
+        _ => Box::new(MmsgTransport::new(sock)),
+    };
+    blast_loop(transport.as_mut(), sock, opts, test_id, progress, stop)
 }
 
 /// The blasting loop. Returns when the plan is done or `stop` is set.
