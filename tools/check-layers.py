@@ -17,14 +17,15 @@ use of it; a parent that re-exports a child (`pub use x::Thing`) is. Also checke
 
 A `#[cfg(test)] mod tests { ... }` at the end of a file is read as a module of its own whose
 `super` is the file. Exits 1 and names every circle found; 0 when the graph is layered.
-Usage: tools/check-layers.py [SRC_DIR]
+Also checked: the bottom layer (sys, reactor, uring, stats, units) imports nothing above it.
+Usage: tools/check-layers.py [SRC_DIR] | --self-test
 """
 
 import os
 import re
 import sys
 
-SRC = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "src")
+SRC = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] != "--self-test" else os.path.join(os.path.dirname(__file__), "..", "src")
 
 
 def module_of(rel):
@@ -106,12 +107,27 @@ def resolve(path, here, modules):
 
 
 def main():
+    if sys.argv[1:] == ["--self-test"]:
+        return self_test()
+    modules, edges = graph(SRC)
+    problems = check(edges)
+    if problems:
+        print("\n".join(problems))
+        print(f"check-layers: {len(problems)} problem(s)")
+        return 1
+    n = sum(len(v) for v in edges.values())
+    print(f"check-layers: {len(modules)} modules, {n} imports, no circles")
+    return 0
+
+
+def graph(src):
+    """(modules, edges) of the crate under `src`."""
     files = {}
-    for root, _, names in os.walk(SRC):
+    for root, _, names in os.walk(src):
         for n in names:
             if n.endswith(".rs"):
                 full = os.path.join(root, n)
-                files[module_of(os.path.relpath(full, SRC))] = full
+                files[module_of(os.path.relpath(full, src))] = full
     modules = set(files)
     edges = {m: set() for m in modules}
     use_re = re.compile(r"(?:^|\s)(?:pub(?:\([^)]*\))?\s+)?use\s+([^;]+);", re.S)
@@ -131,22 +147,81 @@ def main():
                 target = resolve(p, here, modules)
                 if target is not None and target != mod:
                     edges[mod].add(target)
+    return modules, edges
+
+
+# The bottom layer: the system and the plain tools every command uses. They import nothing
+# from the layers above them.
+BOTTOM = {"sys", "reactor", "uring", "stats", "units"}
+
+
+def check(edges):
+    """Every rule broken in the graph `edges`, one line each."""
     problems = []
-    # cli on top
     for a, bs in edges.items():
-        for b in bs:
+        for b in sorted(bs):
             if b[:1] == ("cli",) and a[:1] not in (("cli",), ("<main>",)):
                 problems.append(f"{fmt(a)} imports {fmt(b)}: only main.rs and cli/ may use the command line")
-    for label, graph in (("module", edges), ("subsystem", fold(edges))):
-        for cyc in cycles(graph):
+            if a[:1] and a[0] in BOTTOM and b[:1] and b[0] not in BOTTOM:
+                problems.append(f"{fmt(a)} imports {fmt(b)}: {a[0]}/ is below every command's code")
+    for label, g in (("module", edges), ("subsystem", fold(edges))):
+        for cyc in cycles(g):
             problems.append(f"{label} circle: " + " -> ".join(fmt(c) for c in cyc + [cyc[0]]))
-    if problems:
-        print("\n".join(problems))
-        print(f"check-layers: {len(problems)} problem(s)")
-        return 1
-    n = sum(len(v) for v in edges.values())
-    print(f"check-layers: {len(modules)} modules, {n} imports, no circles")
-    return 0
+    return problems
+
+
+def self_test():
+    """The checker must see what it is there to see (run with --self-test)."""
+    import tempfile
+
+    def tree(files):
+        d = tempfile.mkdtemp()
+        for rel, text in files.items():
+            path = os.path.join(d, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        return d
+
+    cases = [
+        ("a child importing its re-exporting parent", {
+            "lib.rs": "pub mod a;\n",
+            "a/mod.rs": "pub mod b;\npub use b::B;\npub struct A;\n",
+            "a/b.rs": "use super::A;\npub struct B;\n",
+        }, "module circle"),
+        ("a circle through three files, one inline path", {
+            "lib.rs": "pub mod x;\n",
+            "x/mod.rs": "pub mod p;\npub mod q;\npub mod r;\n",
+            "x/p.rs": "use super::q::Q;\npub struct P;\n",
+            "x/q.rs": "use crate::x::r::{R, Other};\npub struct Q;\n",
+            "x/r.rs": "fn f() { let _ = crate::x::p::P; }\npub struct R;\n",
+        }, "module circle"),
+        ("two folders importing each other", {
+            "lib.rs": "pub mod m;\npub mod n;\n",
+            "m.rs": "use crate::n::N;\npub struct M;\n",
+            "n/mod.rs": "pub mod deep;\n",
+            "n/deep.rs": "use crate::m::M;\n",
+        }, "subsystem circle"),
+        ("the bottom layer importing a command", {
+            "lib.rs": "pub mod sys;\npub mod flow;\n",
+            "sys.rs": "use crate::flow::F;\n",
+            "flow.rs": "pub struct F;\n",
+        }, "below every command"),
+        ("a test module using its own file is fine", {
+            "lib.rs": "pub mod a;\n",
+            "a.rs": "pub struct A;\n#[cfg(test)]\nmod tests {\n    use super::*;\n    use crate::a::A;\n}\n",
+        }, None),
+    ]
+    failed = 0
+    for name, files, want in cases:
+        edges = graph(tree(files))[1]
+        got = check(edges)
+        ok = (not got) if want is None else any(want in p for p in got)
+        if not ok:
+            failed += 1
+            print(f"self-test FAILED: {name}: {got}")
+    print(f"check-layers self-test: {len(cases) - failed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 def fmt(m):
