@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Serve;
+use common::{scratch_dir, Serve};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -144,8 +144,7 @@ fn sweep_against_serve_as_table_json_and_csv() {
 fn mix_think_and_open_loop_rate() {
     let s = Serve::start(&["--model", "thread"], T);
     let addr = s.addr.to_string();
-    let dir = std::env::temp_dir().join(format!("netcore-load-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("load-test");
     let mix = dir.join("mix.txt");
     std::fs::write(
         &mix,
@@ -345,8 +344,7 @@ fn wrong_and_err_replies_are_counted() {
 
 #[test]
 fn compare_two_models_table_json_and_svg() {
-    let dir = std::env::temp_dir().join(format!("netcore-compare-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("compare-test");
     let svg = dir.join("compare.svg");
     let base = [
         "compare",

@@ -4,17 +4,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::run;
+use common::{run, run_ok, scratch_dir};
 use netcore::traffic::{sizes, Flow};
 use serde_json::Value;
 
 #[test]
 fn seeded_run_adds_up() {
-    let (st, out, err) = run(
+    let out = run_ok(
         &["traffic", "--duration", "3s", "--seed", "7", "--json"],
         Duration::from_secs(30),
     );
-    assert!(st.success(), "{err}");
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["schema"], "netcore.traffic.v1");
     let intervals = r["intervals"].as_array().unwrap();
@@ -50,10 +49,9 @@ fn seeded_run_adds_up() {
 
 #[test]
 fn lines_csv_and_plot() {
-    let dir = std::env::temp_dir().join(format!("netcore-traffic-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("traffic");
     let svg = dir.join("t.svg");
-    let (st, out, err) = run(
+    let out = run_ok(
         &[
             "traffic",
             "--duration",
@@ -67,7 +65,6 @@ fn lines_csv_and_plot() {
         ],
         Duration::from_secs(30),
     );
-    assert!(st.success(), "{err}");
     assert!(out.contains("t=0.50s: TCP="), "{out}");
     assert!(out.contains("received rate"), "{out}");
     let text = std::fs::read_to_string(&svg).unwrap();
@@ -80,7 +77,7 @@ fn lines_csv_and_plot() {
     }
     // PNG when the name ends in .png: the same chart, rendered.
     let png = dir.join("t.png");
-    let (st, _, err) = run(
+    run_ok(
         &[
             "traffic",
             "--duration",
@@ -91,15 +88,13 @@ fn lines_csv_and_plot() {
         ],
         Duration::from_secs(30),
     );
-    assert!(st.success(), "{err}");
     let bytes = std::fs::read(&png).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     assert!(bytes.len() > 5_000, "a real picture, not an empty one");
-    let (st, out, err) = run(
+    let out = run_ok(
         &["traffic", "--duration", "1s", "--flows", "tcp", "--csv"],
         Duration::from_secs(30),
     );
-    assert!(st.success(), "{err}");
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("interval,t,flow,bytes,msgs"));
     assert!(lines.all(|l| l.contains(",TCP,")));
@@ -136,10 +131,9 @@ fn bad_input_fails_before_traffic() {
 /// screenshot is not blank. Skips (with a message) where Chromium is not installed.
 #[test]
 fn svg_renders_in_chromium() {
-    let dir = std::env::temp_dir().join(format!("netcore-chromium-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("chromium");
     let svg = dir.join("plot.svg");
-    let (st, _, err) = run(
+    run_ok(
         &[
             "traffic",
             "--duration",
@@ -154,7 +148,6 @@ fn svg_renders_in_chromium() {
         ],
         Duration::from_secs(30),
     );
-    assert!(st.success(), "{err}");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/svg-screenshot.sh");
     let out = std::process::Command::new("bash")
         .arg(script)

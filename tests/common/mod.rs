@@ -34,6 +34,20 @@ pub fn run(args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
     )
 }
 
+/// Runs `netcore ARGS` to completion within `limit`, asserts it succeeded, returns its stdout.
+pub fn run_ok(args: &[&str], limit: Duration) -> String {
+    let (st, out, err) = run(args, limit);
+    assert!(st.success(), "netcore {args:?} failed ({st}): {err}");
+    out
+}
+
+/// A fresh directory for one test's files (`netcore-NAME-PID` under the temp dir).
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("netcore-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
 /// Waits for a child, killing it (and failing the test) after `limit`.
 pub fn wait_output(mut child: Child, limit: Duration) -> Output {
     let t = Instant::now();
