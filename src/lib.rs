@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod flow;
+pub mod interop;
 pub mod load;
 pub mod reactor;
 pub mod relay;
