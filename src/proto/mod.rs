@@ -37,6 +37,7 @@
 
 pub mod counters;
 pub mod echo;
+pub mod http;
 pub mod session;
 pub mod task;
 

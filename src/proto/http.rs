@@ -1,0 +1,515 @@
+//! HTTP/1.1 (and 1.0) as a pure core: one request parsed from the front of a buffer
+//! ([`parse_request`], over `httparse`), its route, the keep-alive decision, and the answer
+//! written into the caller's output ([`write_response`]); plus the client's half
+//! ([`parse_response`]) for the load generator. No socket, no clock: the session frames the
+//! connection and the drivers move the bytes.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /` | `200`, a small fixed body ([`ROOT_BODY`]) |
+//! | `GET /bytes/N` | `200`, N bytes (`0 <= N <=` [`MAX_BYTES`]) |
+//! | `GET /sleep/MS` | `200` after MS milliseconds (the task protocol's `SLEEP`) |
+//! | `GET /hash/ROUNDS` | `200`, 16 hex digits (the task protocol's `HASH` over the path) |
+//! | `GET /stats` | `200`, the server's counters |
+//! | `HEAD` of any of these | the same head, no body |
+//!
+//! Errors: `400` (malformed request, bad `Content-Length`, chunked bodies), `404` (no route),
+//! `405` (a method other than GET/HEAD), `413` (a body over [`MAX_BODY`]), `431` (a head over
+//! [`MAX_HEAD`] bytes or [`MAX_HEADERS`] headers), `408` (a head not complete in time: the
+//! driver's timer). Every error but `404` and `405` closes the connection, since the framing
+//! can no longer be trusted.
+
+use std::io::Write;
+
+/// The most bytes a request or response head may take.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// The most headers a request or response may carry.
+pub const MAX_HEADERS: usize = 32;
+/// The largest request body accepted (and skipped: no route takes one).
+pub const MAX_BODY: u64 = 64 * 1024;
+/// The largest `/bytes/N`.
+pub const MAX_BYTES: u64 = 16 << 20;
+/// The body of `GET /`.
+pub const ROOT_BODY: &[u8] = b"Hello from netcore\n";
+
+/// A status netcore answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    Timeout,
+    TooLarge,
+    HeadersTooLarge,
+}
+
+impl Status {
+    pub fn code(self) -> u16 {
+        match self {
+            Status::Ok => 200,
+            Status::BadRequest => 400,
+            Status::NotFound => 404,
+            Status::MethodNotAllowed => 405,
+            Status::Timeout => 408,
+            Status::TooLarge => 413,
+            Status::HeadersTooLarge => 431,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::BadRequest => "Bad Request",
+            Status::NotFound => "Not Found",
+            Status::MethodNotAllowed => "Method Not Allowed",
+            Status::Timeout => "Request Timeout",
+            Status::TooLarge => "Content Too Large",
+            Status::HeadersTooLarge => "Request Header Fields Too Large",
+        }
+    }
+
+    /// Whether the connection can go on after this answer.
+    pub fn keeps_connection(self) -> bool {
+        matches!(
+            self,
+            Status::Ok | Status::NotFound | Status::MethodNotAllowed
+        )
+    }
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Root,
+    Bytes(u64),
+    /// Milliseconds.
+    Sleep(u64),
+    /// Rounds, over the seed the path gives.
+    Hash {
+        rounds: u64,
+        seed: u64,
+    },
+    Stats,
+}
+
+/// One parsed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// The route, or the error status that answers the request.
+    pub route: Result<Route, Status>,
+    /// HEAD: the answer has no body.
+    pub head: bool,
+    /// Whether the connection stays open after the answer.
+    pub keep_alive: bool,
+    /// HTTP/1.0 (answers say 1.0 too, and `Connection: keep-alive` when kept).
+    pub http10: bool,
+    /// Bytes of the buffer the request took, its body included.
+    pub len: usize,
+}
+
+/// The result of looking at the front of a connection's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// Not a whole request yet (the head is shorter than [`MAX_HEAD`]).
+    Partial,
+    Request(Request),
+    /// The input cannot be a request: answer with this status and close.
+    Invalid(Status),
+}
+
+/// Parses the request at the front of `buf`.
+pub fn parse_request(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+        Ok(httparse::Status::Complete(_)) => return Parsed::Invalid(Status::HeadersTooLarge),
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Parsed::Invalid(Status::HeadersTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Invalid(Status::HeadersTooLarge),
+        Err(_) => return Parsed::Invalid(Status::BadRequest),
+    };
+    let http10 = req.version == Some(0);
+    let mut keep_alive = !http10;
+    let mut body: u64 = 0;
+    let mut seen_length = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for tok in h.value.split(|&b| b == b',') {
+                let tok = tok.trim_ascii();
+                if tok.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if tok.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value)
+                .ok()
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            match v {
+                // Two different lengths are a smuggling attempt, not a request.
+                Some(n) if !seen_length || n == body => body = n,
+                _ => return Parsed::Invalid(Status::BadRequest),
+            }
+            seen_length = true;
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Parsed::Invalid(Status::BadRequest);
+        }
+    }
+    if body > MAX_BODY {
+        return Parsed::Invalid(Status::TooLarge);
+    }
+    let len = head_len + body as usize;
+    if buf.len() < len {
+        return Parsed::Partial;
+    }
+    let method = req.method.unwrap_or("");
+    let head = method == "HEAD";
+    let route = if method == "GET" || head {
+        route(req.path.unwrap_or(""))
+    } else {
+        Err(Status::MethodNotAllowed)
+    };
+    Parsed::Request(Request {
+        route,
+        head,
+        keep_alive,
+        http10,
+        len,
+    })
+}
+
+/// The route of a request target (the query, if any, is ignored).
+pub fn route(target: &str) -> Result<Route, Status> {
+    let path = target.split('?').next().unwrap_or("");
+    let arg = |prefix: &str, max: u64| -> Option<u64> {
+        let v = path.strip_prefix(prefix)?;
+        if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        v.parse::<u64>().ok().filter(|n| *n <= max)
+    };
+    match path {
+        "/" => Ok(Route::Root),
+        "/stats" => Ok(Route::Stats),
+        _ => {
+            if let Some(n) = arg("/bytes/", MAX_BYTES) {
+                Ok(Route::Bytes(n))
+            } else if let Some(ms) = arg("/sleep/", super::task::MAX_SLEEP_MS) {
+                Ok(Route::Sleep(ms))
+            } else if let Some(r) = arg("/hash/", super::task::MAX_HASH_ROUNDS).filter(|r| *r >= 1)
+            {
+                Ok(Route::Hash {
+                    rounds: r,
+                    seed: super::task::fnv1a64(path.as_bytes()),
+                })
+            } else {
+                Err(Status::NotFound)
+            }
+        }
+    }
+}
+
+/// Writes a whole answer: status line, `Content-Length`, `Connection` where it differs from
+/// the version's default, and the body unless the request was HEAD.
+pub fn write_response(out: &mut Vec<u8>, req: &Request, status: Status, body: &[u8]) {
+    write_head(out, req, status, body.len() as u64);
+    if !req.head {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Writes an answer of `n` bytes of a fixed pattern (`/bytes/N`).
+pub fn write_bytes(out: &mut Vec<u8>, req: &Request, n: u64) {
+    write_head(out, req, Status::Ok, n);
+    if !req.head {
+        const PATTERN: &[u8; 64] =
+            b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-\n";
+        let mut left = n as usize;
+        out.reserve(left);
+        while left > 0 {
+            let k = left.min(PATTERN.len());
+            out.extend_from_slice(&PATTERN[..k]);
+            left -= k;
+        }
+    }
+}
+
+/// Writes an error answer for input that is not a request (no `Request` to answer to): 1.1,
+/// closing.
+pub fn write_invalid(out: &mut Vec<u8>, status: Status) {
+    let req = Request {
+        route: Err(status),
+        head: false,
+        keep_alive: false,
+        http10: false,
+        len: 0,
+    };
+    let body = status.reason().as_bytes();
+    write_head(out, &req, status, body.len() as u64 + 1);
+    out.extend_from_slice(body);
+    out.push(b'\n');
+}
+
+fn write_head(out: &mut Vec<u8>, req: &Request, status: Status, len: u64) {
+    let version = if req.http10 { "1.0" } else { "1.1" };
+    let keep = req.keep_alive && status.keeps_connection();
+    let conn = match (req.http10, keep) {
+        (false, true) => "",
+        (true, true) => "Connection: keep-alive\r\n",
+        (_, false) => "Connection: close\r\n",
+    };
+    let _ = write!(
+        out,
+        "HTTP/{version} {} {}\r\nServer: netcore\r\nContent-Length: {len}\r\n{conn}\r\n",
+        status.code(),
+        status.reason()
+    );
+}
+
+/// Whether the connection stays open after answering `req` with `status`.
+pub fn keeps_open(req: &Request, status: Status) -> bool {
+    req.keep_alive && status.keeps_connection()
+}
+
+/// One parsed response (the client's half, for `load`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// Bytes of the body.
+    pub body: u64,
+    /// Bytes of the head.
+    pub head: usize,
+    /// The server keeps the connection open.
+    pub keep_alive: bool,
+}
+
+/// What the front of a client's input holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParsedResponse {
+    /// The head is not complete yet.
+    Partial,
+    /// A head; the body (`body` bytes) follows it.
+    Response(Response),
+    /// Not a response netcore can read (malformed, no `Content-Length`, chunked, too big).
+    Invalid(&'static str),
+}
+
+/// Parses the response head at the front of `buf`. Responses without a `Content-Length` (or
+/// chunked) are refused: the servers netcore measures send one.
+pub fn parse_response(buf: &[u8], head_request: bool) -> ParsedResponse {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return ParsedResponse::Partial,
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => {
+            return ParsedResponse::Invalid("response head too large")
+        }
+        Err(_) => return ParsedResponse::Invalid("malformed response"),
+    };
+    let mut keep_alive = resp.version == Some(1);
+    let mut body = None;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            body = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if body.is_none() {
+                return ParsedResponse::Invalid("bad Content-Length");
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return ParsedResponse::Invalid("chunked responses are not supported");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            if h.value.eq_ignore_ascii_case(b"close") {
+                keep_alive = false;
+            } else if h.value.eq_ignore_ascii_case(b"keep-alive") {
+                keep_alive = true;
+            }
+        }
+    }
+    let status = resp.code.unwrap_or(0);
+    let body = if head_request || status == 204 || status == 304 {
+        0
+    } else {
+        match body {
+            Some(n) => n,
+            None => return ParsedResponse::Invalid("response without Content-Length"),
+        }
+    };
+    ParsedResponse::Response(Response {
+        status,
+        body,
+        head,
+        keep_alive,
+    })
+}
+
+/// A GET request for `path` (HTTP/1.1, keep-alive), as `load` sends it.
+pub fn write_get(out: &mut Vec<u8>, path: &str, host: &str) {
+    let _ = write!(out, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn req(text: &str) -> Request {
+        match parse_request(text.as_bytes()) {
+            Parsed::Request(r) => r,
+            other => panic!("{text:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn routes_and_keep_alive() {
+        let r = req("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(r.route, Ok(Route::Root));
+        assert!(r.keep_alive && !r.http10 && !r.head);
+        assert_eq!(r.len, 27);
+        assert_eq!(
+            req("GET /bytes/100 HTTP/1.1\r\n\r\n").route,
+            Ok(Route::Bytes(100))
+        );
+        assert_eq!(
+            req("GET /sleep/5?x=1 HTTP/1.1\r\n\r\n").route,
+            Ok(Route::Sleep(5))
+        );
+        assert!(matches!(
+            req("GET /hash/10 HTTP/1.1\r\n\r\n").route,
+            Ok(Route::Hash { rounds: 10, .. })
+        ));
+        assert_eq!(req("GET /stats HTTP/1.1\r\n\r\n").route, Ok(Route::Stats));
+        assert_eq!(
+            req("GET /nope HTTP/1.1\r\n\r\n").route,
+            Err(Status::NotFound)
+        );
+        assert_eq!(
+            req("GET /bytes/99999999999 HTTP/1.1\r\n\r\n").route,
+            Err(Status::NotFound)
+        );
+        assert_eq!(
+            req("GET /hash/0 HTTP/1.1\r\n\r\n").route,
+            Err(Status::NotFound)
+        );
+        assert_eq!(
+            req("POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc").route,
+            Err(Status::MethodNotAllowed)
+        );
+        assert!(!req("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!req("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(req("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(req("HEAD / HTTP/1.1\r\n\r\n").head);
+    }
+
+    #[test]
+    fn errors_name_their_status() {
+        let p = |s: &str| parse_request(s.as_bytes());
+        assert_eq!(p("GET / HTTP/1.1\r\n"), Parsed::Partial);
+        assert_eq!(p("garbage\r\n\r\n"), Parsed::Invalid(Status::BadRequest));
+        assert_eq!(
+            p("GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+            Parsed::Invalid(Status::BadRequest)
+        );
+        assert_eq!(
+            p("GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            Parsed::Invalid(Status::BadRequest)
+        );
+        assert_eq!(
+            p("GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Parsed::Invalid(Status::BadRequest)
+        );
+        assert_eq!(
+            p("POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n"),
+            Parsed::Invalid(Status::TooLarge)
+        );
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert_eq!(p(&big), Parsed::Invalid(Status::HeadersTooLarge));
+        let endless = format!("GET /{}", "a".repeat(MAX_HEAD + 1));
+        assert_eq!(p(&endless), Parsed::Invalid(Status::HeadersTooLarge));
+        let many: String = (0..40).map(|i| format!("H{i}: v\r\n")).collect();
+        assert_eq!(
+            p(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            Parsed::Invalid(Status::HeadersTooLarge)
+        );
+        // A body not all here yet is partial; it is skipped once here.
+        assert_eq!(
+            p("GET / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab"),
+            Parsed::Partial
+        );
+        assert_eq!(
+            req("GET / HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcdNEXT").len,
+            41
+        );
+    }
+
+    #[test]
+    fn answers_parse_back() {
+        let r = req("GET /bytes/1000 HTTP/1.1\r\n\r\n");
+        let mut out = Vec::new();
+        write_bytes(&mut out, &r, 1000);
+        let ParsedResponse::Response(resp) = parse_response(&out, false) else {
+            panic!("{}", String::from_utf8_lossy(&out))
+        };
+        assert_eq!((resp.status, resp.body, resp.keep_alive), (200, 1000, true));
+        assert_eq!(resp.head + 1000, out.len());
+
+        let r = req("HEAD / HTTP/1.0\r\n\r\n");
+        out.clear();
+        write_response(&mut out, &r, Status::Ok, ROOT_BODY);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+        assert!(
+            text.contains("Connection: close\r\n") && text.ends_with("\r\n\r\n"),
+            "{text}"
+        );
+        let ParsedResponse::Response(resp) = parse_response(&out, true) else {
+            panic!()
+        };
+        assert_eq!((resp.body, resp.keep_alive), (0, false));
+
+        out.clear();
+        write_invalid(&mut out, Status::HeadersTooLarge);
+        let ParsedResponse::Response(resp) = parse_response(&out, false) else {
+            panic!()
+        };
+        assert_eq!((resp.status, resp.keep_alive), (431, false));
+        assert_eq!(
+            parse_response(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            ),
+            ParsedResponse::Invalid("chunked responses are not supported")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn pipelined_requests_parse_one_by_one(paths in proptest::collection::vec(0u64..5000, 1..8)) {
+            let mut buf = Vec::new();
+            for n in &paths {
+                write_get(&mut buf, &format!("/bytes/{n}"), "h");
+            }
+            let mut at = 0;
+            for n in &paths {
+                let Parsed::Request(r) = parse_request(&buf[at..]) else { panic!() };
+                prop_assert_eq!(r.route, Ok(Route::Bytes(*n)));
+                at += r.len;
+            }
+            prop_assert_eq!(at, buf.len());
+        }
+
+        #[test]
+        fn any_bytes_parse_without_panic(d in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_request(&d);
+            let _ = parse_response(&d, false);
+        }
+    }
+}
