@@ -8,6 +8,7 @@ pub mod cli;
 pub mod flow;
 pub mod interop;
 pub mod load;
+pub mod metrics;
 pub mod reactor;
 pub mod relay;
 pub mod server;

@@ -11,6 +11,7 @@
 //! | `GET /sleep/MS` | `200` after MS milliseconds (the task protocol's `SLEEP`) |
 //! | `GET /hash/ROUNDS` | `200`, 16 hex digits (the task protocol's `HASH` over the path) |
 //! | `GET /stats` | `200`, the server's counters |
+//! | `GET /metrics` | `200`, OpenMetrics text, where the command serves metrics (else `404`) |
 //! | `HEAD` of any of these | the same head, no body |
 //!
 //! Errors: `400` (malformed request, bad `Content-Length`, chunked bodies), `404` (no route),
@@ -91,6 +92,8 @@ pub enum Route {
         seed: u64,
     },
     Stats,
+    /// `/metrics`: the OpenMetrics exposition, where the command serves one.
+    Metrics,
 }
 
 /// One parsed request.
@@ -198,6 +201,7 @@ pub fn route(target: &str) -> Result<Route, Status> {
     match path {
         "/" => Ok(Route::Root),
         "/stats" => Ok(Route::Stats),
+        "/metrics" => Ok(Route::Metrics),
         _ => {
             if let Some(n) = arg("/bytes/", MAX_BYTES) {
                 Ok(Route::Bytes(n))
@@ -220,6 +224,14 @@ pub fn route(target: &str) -> Result<Route, Status> {
 /// the version's default, and the body unless the request was HEAD.
 pub fn write_response(out: &mut Vec<u8>, req: &Request, status: Status, body: &[u8]) {
     write_head(out, req, status, body.len() as u64);
+    if !req.head {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Writes a whole answer whose body has a `Content-Type` (the metrics endpoint's).
+pub fn write_typed(out: &mut Vec<u8>, req: &Request, status: Status, kind: &str, body: &[u8]) {
+    write_head_with(out, req, status, body.len() as u64, kind);
     if !req.head {
         out.extend_from_slice(body);
     }
@@ -258,6 +270,10 @@ pub fn write_invalid(out: &mut Vec<u8>, status: Status) {
 }
 
 fn write_head(out: &mut Vec<u8>, req: &Request, status: Status, len: u64) {
+    write_head_with(out, req, status, len, "");
+}
+
+fn write_head_with(out: &mut Vec<u8>, req: &Request, status: Status, len: u64, kind: &str) {
     let version = if req.http10 { "1.0" } else { "1.1" };
     let keep = req.keep_alive && status.keeps_connection();
     let conn = match (req.http10, keep) {
@@ -267,10 +283,14 @@ fn write_head(out: &mut Vec<u8>, req: &Request, status: Status, len: u64) {
     };
     let _ = write!(
         out,
-        "HTTP/{version} {} {}\r\nServer: netcore\r\nContent-Length: {len}\r\n{conn}\r\n",
+        "HTTP/{version} {} {}\r\nServer: netcore\r\nContent-Length: {len}\r\n",
         status.code(),
         status.reason()
     );
+    if !kind.is_empty() {
+        let _ = write!(out, "Content-Type: {kind}\r\n");
+    }
+    let _ = write!(out, "{conn}\r\n");
 }
 
 /// Whether the connection stays open after answering `req` with `status`.

@@ -10,6 +10,12 @@ pub struct Hist {
     h: Histogram<u64>,
 }
 
+impl std::fmt::Debug for Hist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hist({} samples)", self.h.len())
+    }
+}
+
 impl Default for Hist {
     fn default() -> Self {
         Self::new()
@@ -39,6 +45,16 @@ impl Hist {
 
     pub fn is_empty(&self) -> bool {
         self.h.is_empty()
+    }
+
+    /// Samples at or below `v` (within the histogram's 3 significant digits).
+    pub fn count_le(&self, v: u64) -> u64 {
+        self.h.count_between(0, v)
+    }
+
+    /// The sum of the samples, from the mean (within the histogram's 3 significant digits).
+    pub fn sum(&self) -> f64 {
+        self.h.mean() * self.h.len() as f64
     }
 
     pub fn reset(&mut self) {

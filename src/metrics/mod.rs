@@ -1,0 +1,302 @@
+//! OpenMetrics for Prometheus: a registry of netcore's counters and histograms (pure: drivers
+//! publish into it, it imports no driver) and [`endpoint`], the HTTP listener that serves it on
+//! our own reactor.
+//!
+//! The exposition format is `prometheus-client`'s (the Prometheus project's Rust client: its
+//! text encoder writes `application/openmetrics-text; version=1.0.0` with `_total` counters,
+//! cumulative `le` buckets and `# EOF`). Latency stays in HDR histograms where it is measured
+//! ([`crate::stats::hist::Hist`]); at scrape time an [`HdrFamily`] maps each one onto fixed
+//! cumulative buckets, so a driver's hot path never pays for Prometheus.
+//!
+//! Cardinality is bounded: label values are enums of a few names, and peers go through
+//! [`Peers`], which keeps the first [`MAX_PEERS`] addresses and calls every later one `other`.
+
+pub mod endpoint;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::stats::hist::Hist;
+
+/// The content type of the exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Distinct peer addresses labelled by name; later ones are `other`.
+pub const MAX_PEERS: usize = 64;
+
+/// A label set: a few `(name, value)` pairs.
+pub type Labels = Vec<(&'static str, String)>;
+
+fn labels(l: &[(&'static str, &str)]) -> Labels {
+    l.iter().map(|(k, v)| (*k, (*v).to_string())).collect()
+}
+
+/// A family of counters (`NAME_total{labels}`).
+#[derive(Clone, Debug, Default)]
+pub struct Counters(Family<Labels, Counter>);
+
+impl Counters {
+    pub fn add(&self, l: &[(&'static str, &str)], n: u64) {
+        if n > 0 {
+            self.0.get_or_create(&labels(l)).inc_by(n);
+        }
+    }
+
+    /// The current value (for tests and reports).
+    pub fn get(&self, l: &[(&'static str, &str)]) -> u64 {
+        self.0.get_or_create(&labels(l)).get()
+    }
+}
+
+/// A family of gauges.
+#[derive(Clone, Debug, Default)]
+pub struct Gauges(Family<Labels, Gauge>);
+
+impl Gauges {
+    pub fn set(&self, l: &[(&'static str, &str)], v: i64) {
+        self.0.get_or_create(&labels(l)).set(v);
+    }
+
+    pub fn add(&self, l: &[(&'static str, &str)], v: i64) {
+        self.0.get_or_create(&labels(l)).inc_by(v);
+    }
+}
+
+/// A family of histograms kept as HDR histograms of integer samples (nanoseconds, say) and
+/// exposed in `unit`s (`scale` samples per unit) over fixed bucket bounds.
+#[derive(Debug)]
+pub struct HdrFamily {
+    scale: f64,
+    bounds: Vec<f64>,
+    hists: Mutex<BTreeMap<Labels, Hist>>,
+}
+
+impl HdrFamily {
+    /// Adds every sample of `h` to the series `l`.
+    pub fn merge(&self, l: &[(&'static str, &str)], h: &Hist) {
+        if h.is_empty() {
+            return;
+        }
+        let mut m = self.hists.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(labels(l)).or_default().add(h);
+    }
+
+    /// Adds one sample to the series `l`.
+    pub fn record(&self, l: &[(&'static str, &str)], v: u64) {
+        let mut m = self.hists.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(labels(l)).or_default().record(v);
+    }
+
+    /// `(sum, count, per-bucket counts)` of a series, in units, the last bucket `+Inf`.
+    pub fn buckets(&self, h: &Hist) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut out = Vec::with_capacity(self.bounds.len() + 1);
+        let mut below = 0;
+        for &b in &self.bounds {
+            let le = h.count_le((b * self.scale) as u64);
+            out.push((b, le - below));
+            below = le;
+        }
+        out.push((f64::INFINITY, h.len() - below));
+        (h.sum() / self.scale, h.len(), out)
+    }
+}
+
+/// The registered form of an [`HdrFamily`]: a collector encoded at each scrape.
+#[derive(Debug)]
+struct HdrCollector {
+    name: String,
+    help: String,
+    unit: Option<Unit>,
+    family: Arc<HdrFamily>,
+}
+
+impl Collector for HdrCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = self.family.hists.lock().unwrap_or_else(|p| p.into_inner());
+        if m.is_empty() {
+            return Ok(());
+        }
+        let mut metric = encoder.encode_descriptor(
+            &self.name,
+            &self.help,
+            self.unit.as_ref(),
+            MetricType::Histogram,
+        )?;
+        for (l, h) in m.iter() {
+            let (sum, count, buckets) = self.family.buckets(h);
+            let mut e = metric.encode_family(l)?;
+            e.encode_histogram::<Labels>(sum, count, &buckets, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// A command's metrics: the registry (prefix `netcore_`) and the families registered in it.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    peers: Peers,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Metrics {
+            registry: Registry::with_prefix("netcore"),
+            peers: Peers::default(),
+        }
+    }
+
+    /// Registers a counter family `netcore_NAME_total`.
+    pub fn counters(&mut self, name: &str, help: &str) -> Counters {
+        let c = Counters::default();
+        self.registry.register(name, help, c.0.clone());
+        c
+    }
+
+    /// Registers a gauge family `netcore_NAME`.
+    pub fn gauges(&mut self, name: &str, help: &str) -> Gauges {
+        let g = Gauges::default();
+        self.registry.register(name, help, g.0.clone());
+        g
+    }
+
+    /// Registers a histogram family `netcore_NAME_seconds` over HDR samples in nanoseconds.
+    pub fn latency(&mut self, name: &str, help: &str) -> Arc<HdrFamily> {
+        // 10 µs to 10 s, three buckets a decade.
+        let bounds = (-5..=1)
+            .flat_map(|e| [1.0, 2.5, 5.0].map(|m| m * 10f64.powi(e)))
+            .collect();
+        self.histogram(name, help, Unit::Seconds, 1e9, bounds)
+    }
+
+    /// Registers a histogram family with the given unit, samples per unit and bucket bounds.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Unit,
+        scale: f64,
+        bounds: Vec<f64>,
+    ) -> Arc<HdrFamily> {
+        let family = Arc::new(HdrFamily {
+            scale,
+            bounds,
+            hists: Mutex::new(BTreeMap::new()),
+        });
+        self.registry.register_collector(Box::new(HdrCollector {
+            name: name.to_string(),
+            help: help.into(),
+            unit: Some(unit),
+            family: family.clone(),
+        }));
+        family
+    }
+
+    /// The bounded label for a peer address.
+    pub fn peer(&self, ip: IpAddr) -> String {
+        self.peers.label(ip)
+    }
+
+    /// The whole exposition, `# EOF` last.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+}
+
+/// Peer addresses as label values, at most [`MAX_PEERS`] distinct ones.
+#[derive(Debug, Default)]
+pub struct Peers {
+    seen: Mutex<HashSet<IpAddr>>,
+}
+
+impl Peers {
+    pub fn label(&self, ip: IpAddr) -> String {
+        let mut s = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if s.contains(&ip) || (s.len() < MAX_PEERS && s.insert(ip)) {
+            ip.to_string()
+        } else {
+            "other".to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_is_openmetrics() {
+        let mut m = Metrics::new();
+        let c = m.counters("datagrams_received", "Datagrams received");
+        let lat = m.latency("one_way_latency", "One-way latency");
+        c.add(&[("kind", "udp"), ("peer", "127.0.0.1")], 5);
+        c.add(&[("kind", "udp"), ("peer", "127.0.0.1")], 7);
+        let mut h = Hist::new();
+        for us in [5u64, 20, 20, 3_000, 2_000_000] {
+            h.record(us * 1000);
+        }
+        lat.merge(&[("kind", "udp")], &h);
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE netcore_datagrams_received counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netcore_datagrams_received_total{kind=\"udp\",peer=\"127.0.0.1\"} 12"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE netcore_one_way_latency_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netcore_one_way_latency_seconds_count{kind=\"udp\"} 5"),
+            "{text}"
+        );
+        // Cumulative: 5 µs is under the first bound (10 µs); 20 µs under 25 µs; all under +Inf.
+        for (le, n) in [("0.00001", 1), ("0.000025", 3), ("0.005", 4), ("+Inf", 5)] {
+            let line =
+                format!("netcore_one_way_latency_seconds_bucket{{le=\"{le}\",kind=\"udp\"}} {n}\n");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn buckets_add_up_and_peers_are_bounded() {
+        let mut m = Metrics::new();
+        let lat = m.latency("x", "x");
+        let mut h = Hist::new();
+        for v in 0..1000u64 {
+            h.record(v * 37_000);
+        }
+        let (sum, count, b) = lat.buckets(&h);
+        assert_eq!(count, 1000);
+        assert_eq!(b.iter().map(|x| x.1).sum::<u64>(), 1000);
+        let exact: f64 = (0..1000u64).map(|v| v as f64 * 37e-6).sum();
+        assert!((sum - exact).abs() / exact < 0.01, "{sum} vs {exact}");
+        for i in 0..(MAX_PEERS + 10) {
+            let ip = IpAddr::from([10, 0, (i / 256) as u8, i as u8]);
+            let l = m.peer(ip);
+            assert_eq!(l == "other", i >= MAX_PEERS, "{i}: {l}");
+        }
+        assert_eq!(m.peer(IpAddr::from([10, 0, 0, 0])), "10.0.0.0");
+    }
+}
