@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 RUNS="${RUNS:-5}"
 TIME="${TIME:-3}"
 MODES="${MODES:-single p2 rev}"
-OUT="${OUT:-$(mktemp -d /tmp/compare-tcp.XXXXXX)}"
+OUT="${OUT:-$(mktemp -d /tmp/compare-tcp.XXXXXX)}"; mkdir -p "$OUT"
 NC=target/release/netcore
 TX_CPU=0 RX_CPU=1
 if [[ -z "${IPERF3:-}" ]]; then
