@@ -14,12 +14,17 @@ fn main() -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
             }
+            let code = if e.downcast_ref::<netcore::cli::UsageError>().is_some() {
+                2
+            } else {
+                1
+            };
             let mut msg = format!("netcore: error: {e}");
             for cause in e.chain().skip(1) {
                 msg.push_str(&format!(": {cause}"));
             }
             let _ = writeln!(std::io::stderr(), "{msg}");
-            ExitCode::from(1)
+            ExitCode::from(code)
         }
     }
 }

@@ -210,6 +210,7 @@ fn msg() -> impl Strategy<Value = Msg> {
                 bytes,
                 elapsed_ns,
                 errors,
+                cpu: None,
             }),
         text.prop_map(|message| Msg::Error { message }),
     ]
@@ -498,6 +499,7 @@ fn regression_inputs_stay_harmless() {
         bytes: 0,
         elapsed_ns: 0,
         errors: BTreeMap::from([("E\u{0}".to_string(), 1)]),
+        cpu: None,
     };
     let line = control::encode(&done);
     assert_eq!(control::decode(&line[..line.len() - 1]).unwrap(), done);

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::netns::Netns;
 use common::{addr_in, run};
 use netcore::flow::udp::wire;
 use serde_json::Value;
@@ -386,79 +387,9 @@ fn sigint_flushes_held_datagrams_and_the_report() {
 
 // ---- two hosts: network namespaces joined by a veth pair -------------------------------------
 
-/// Two namespaces with a veth pair, 10.0.0.1/30 (a) and 10.0.0.2/30 (b); removed on drop.
-struct Netns {
-    a: String,
-    b: String,
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    match Command::new("ip").args(args).stdin(Stdio::null()).output() {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Err(format!("cannot run ip: {e}")),
-    }
-}
-
-impl Netns {
-    fn create() -> Result<Netns, String> {
-        let uid = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Uid:"))
-                    .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
-            })
-            .unwrap_or_default();
-        if uid != "0" {
-            return Err("not root (network namespaces need CAP_SYS_ADMIN)".into());
-        }
-        if Command::new("ip").arg("-V").output().is_err() {
-            return Err("the `ip` command (iproute2) is not installed".into());
-        }
-        let id = std::process::id();
-        let ns = Netns {
-            a: format!("ncrelay{id}a"),
-            b: format!("ncrelay{id}b"),
-        };
-        let (va, vb) = (format!("nc{id}a"), format!("nc{id}b"));
-        ip(&["netns", "add", &ns.a])?;
-        ip(&["netns", "add", &ns.b])?;
-        ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])?;
-        ip(&["link", "set", &va, "netns", &ns.a])?;
-        ip(&["link", "set", &vb, "netns", &ns.b])?;
-        ip(&["-n", &ns.a, "addr", "add", "10.0.0.1/30", "dev", &va])?;
-        ip(&["-n", &ns.b, "addr", "add", "10.0.0.2/30", "dev", &vb])?;
-        for (n, v) in [(&ns.a, &va), (&ns.b, &vb)] {
-            ip(&["-n", n, "link", "set", v, "up"])?;
-            ip(&["-n", n, "link", "set", "lo", "up"])?;
-        }
-        Ok(ns)
-    }
-
-    fn exec(&self, ns: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_netcore")])
-            .args(args);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Deleting a namespace destroys the veth end inside it, and with it the pair.
-        let _ = ip(&["netns", "del", &self.a]);
-        let _ = ip(&["netns", "del", &self.b]);
-    }
-}
-
 #[test]
 fn two_hosts_over_veth() {
-    let ns = match Netns::create() {
+    let ns = match Netns::create("relay") {
         Ok(ns) => ns,
         Err(why) => {
             println!("skipping two_hosts_over_veth: {why}");

@@ -42,7 +42,7 @@ fn embedded_blast_20mb() {
     );
     assert!(st.success(), "{err}");
     let r = json(&out);
-    assert_eq!(r["schema"], "netcore.udp.v1");
+    assert_eq!(r["schema"], "netcore.udp.v2");
     assert_eq!(r["role"], "sender");
     assert_eq!(
         acc(&r)["sent"].as_u64().unwrap(),
@@ -159,6 +159,7 @@ fn crafted(extra_recv_args: &[&str], datagrams: &[Vec<u8>], test_id: u64, sent: 
         host: "test".into(),
     })
     .unwrap();
+    c.send(&Msg::Setup { tcp: None }).unwrap();
     assert!(matches!(
         c.expect("Ready", Duration::from_secs(10)).unwrap(),
         Msg::Ready { .. }
@@ -175,6 +176,7 @@ fn crafted(extra_recv_args: &[&str], datagrams: &[Vec<u8>], test_id: u64, sent: 
         bytes: sent * 100,
         elapsed_ns: 1_000_000,
         errors: Default::default(),
+        cpu: None,
     })
     .unwrap();
     let report = loop {

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Args;
 
+use crate::flow::tcp::spec::MAX_STREAMS;
 use crate::flow::udp::receiver::RxWait;
 use crate::stats::Format;
-use crate::sys::affinity;
-use crate::units;
+use crate::sys::{affinity, tcp};
+use crate::units::{self, Rate};
 
 /// Writes `s` to stdout and flushes it.
 pub fn out(s: &str) -> Result<()> {
@@ -51,7 +52,7 @@ fn parse_cpus(s: &str) -> Result<CpuList, String> {
 #[derive(Args, Debug, Clone, Default)]
 pub struct OutputArgs {
     /// Print the report as JSON (versioned: its "schema" field names the schema, e.g.
-    /// netcore.udp.v1)
+    /// netcore.udp.v2, netcore.tcp.v1)
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
     /// Print the report as CSV
@@ -113,5 +114,60 @@ impl PlotArg {
 
     pub fn file(&self) -> Option<&Path> {
         self.plot.as_deref()
+    }
+}
+
+/// The data protocol of a blast test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Proto {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+/// Streams, direction, and the TCP socket settings.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TcpArgs {
+    /// Parallel data connections (one thread each; --pin/--cpus pin them one per CPU)
+    #[arg(short = 'P', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_STREAMS as i64))]
+    pub streams: u16,
+    /// Reverse: the receiver sends and this side receives (connections still opened from here)
+    #[arg(short = 'R', long, conflicts_with = "bidir")]
+    pub reverse: bool,
+    /// Both directions at once: --streams connections each way
+    #[arg(long)]
+    pub bidir: bool,
+    /// TCP socket buffers (SO_SNDBUF and SO_RCVBUF) on both ends; autotuned without it
+    #[arg(long, value_parser = units::parse_nonzero_size)]
+    pub window: Option<u64>,
+    /// TCP maximum segment size (TCP_MAXSEG, 88..=32767)
+    #[arg(long, value_parser = clap::value_parser!(u32).range(88..=32767))]
+    pub mss: Option<u32>,
+    /// Congestion control algorithm (TCP_CONGESTION), e.g. cubic, bbr, reno
+    #[arg(long, value_name = "ALGO", value_parser = parse_congestion)]
+    pub congestion: Option<String>,
+    /// TCP_NODELAY on the data connections
+    #[arg(long)]
+    pub no_delay: bool,
+    /// Per-connection pacing cap in the kernel (SO_MAX_PACING_RATE; fq qdisc or TCP pacing)
+    #[arg(long, value_name = "RATE", value_parser = units::parse_rate)]
+    pub fq_rate: Option<Rate>,
+}
+
+/// Accepts an algorithm this kernel will set on a socket.
+fn parse_congestion(s: &str) -> Result<String, String> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(|e| e.to_string())?;
+    match tcp::set_congestion(&sock, s) {
+        Ok(()) => Ok(s.to_string()),
+        Err(_) => {
+            let avail =
+                std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+                    .unwrap_or_default();
+            Err(format!(
+                "unknown congestion control '{s}' (this kernel offers: {})",
+                avail.trim()
+            ))
+        }
     }
 }

@@ -11,8 +11,14 @@ pub mod compare;
 pub mod load;
 pub mod relay;
 pub mod serve;
+pub mod tcp;
 pub mod traffic;
 pub mod udp;
+
+/// A usage error found after parsing (flags that do not go together): one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,7 +73,13 @@ pub fn main() -> Result<ExitCode> {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Blast(a) => udp::blast(a),
+        Command::Blast(a) => {
+            tcp::check(&a)?;
+            match a.proto {
+                common::Proto::Tcp => tcp::blast(a),
+                common::Proto::Udp => udp::blast(a),
+            }
+        }
         Command::Recv(a) => udp::recv(a),
         Command::Traffic(a) => traffic::run(a),
         Command::Serve(a) => serve::run(&a),

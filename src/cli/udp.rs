@@ -8,9 +8,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use super::common::{out, OutputArgs, PinArgs, PlotArg, RxArgs};
+use super::common::{out, OutputArgs, PinArgs, PlotArg, Proto, RxArgs, TcpArgs};
 use crate::flow::backend::Backend;
 use crate::flow::control::Plan;
+use crate::flow::tcp::report::TcpReport;
+use crate::flow::tcp::server::TcpEvent;
 use crate::flow::udp::receiver::{Event, Receiver, RecvOptions};
 use crate::flow::udp::report::UdpReport;
 use crate::flow::udp::sender::{self, BlastOptions, GsoMode};
@@ -34,6 +36,11 @@ pub struct BlastArgs {
     /// The receiver's TCP control address, when it differs from --to (e.g. through a relay)
     #[arg(long, value_name = "HOST:PORT")]
     pub control: Option<String>,
+    /// The data protocol of the test
+    #[arg(long, value_enum, default_value = "udp")]
+    pub proto: Proto,
+    #[command(flatten, next_help_heading = "TCP (--proto tcp)")]
+    pub tcp: TcpArgs,
     /// Bytes to send (200MB = 200*10^6, 200MiB or 200M = 200*2^20)
     #[arg(long, value_parser = units::parse_nonzero_size, group = "amount", allow_hyphen_values = true)]
     pub size: Option<u64>,
@@ -43,9 +50,10 @@ pub struct BlastArgs {
     /// Datagrams to send
     #[arg(long, group = "amount", allow_hyphen_values = true)]
     pub count: Option<u64>,
-    /// UDP payload bytes per datagram (40..=65507)
-    #[arg(long, default_value_t = 1472, allow_hyphen_values = true)]
-    pub len: usize,
+    /// UDP payload bytes per datagram (40..=65507; default 1472), or TCP bytes per write
+    /// (default 128KiB)
+    #[arg(long, value_parser = units::parse_nonzero_size, allow_hyphen_values = true)]
+    pub len: Option<u64>,
     /// Messages per sendmmsg call (with GSO each message carries up to 64 KiB of datagrams)
     #[arg(long, default_value_t = 64, allow_hyphen_values = true)]
     pub batch: usize,
@@ -116,7 +124,7 @@ pub struct RecvArgs {
     pub pin: PinArgs,
 }
 
-fn resolve(text: &str) -> Result<SocketAddr> {
+pub fn resolve(text: &str) -> Result<SocketAddr> {
     let with_port = if text.parse::<SocketAddr>().is_ok()
         || text
             .rsplit_once(':')
@@ -140,60 +148,93 @@ fn check_batch(batch: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn blast(a: BlastArgs) -> Result<ExitCode> {
-    sender::check_len(a.len)?;
-    check_batch(a.batch)?;
-    let plan = match (a.size, a.time, a.count) {
-        (Some(bytes), _, _) => Plan::Count(bytes.div_ceil(a.len as u64)),
+/// The plan from --size/--time/--count for `len`-byte datagrams or writes.
+pub fn plan_of(a: &BlastArgs, len: usize) -> Result<Plan> {
+    Ok(match (a.size, a.time, a.count) {
+        (Some(bytes), _, _) => Plan::Count(bytes.div_ceil(len as u64)),
         (_, Some(t), _) => Plan::TimeNs(t.as_nanos() as u64),
         (_, _, Some(0)) => bail!("--count 0: nothing to send"),
         (_, _, Some(n)) => Plan::Count(n),
         _ => Plan::TimeNs(10_000_000_000),
-    };
-    a.plot.check()?;
-    signal::install()?;
-    let format = a.output.format();
-    let ncpu = affinity::available_cpus();
-    let cpus = a.pin.list().map(<[usize]>::to_vec);
+    })
+}
 
-    let mut embedded = None;
-    let (target, control) = match &a.to {
+/// Blast's own receiver on loopback (without --to): the thread serving one test and its
+/// stop flag.
+pub struct Embedded {
+    handle: thread::JoinHandle<Result<()>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Embedded {
+    /// Binds a receiver on 127.0.0.1:0 with blast's --rx flags and serves one test in a
+    /// thread; returns it and its address.
+    pub fn start(a: &BlastArgs, cpu: Option<usize>) -> Result<(Embedded, SocketAddr)> {
+        let r = Receiver::bind(RecvOptions {
+            listen: "127.0.0.1:0".parse()?,
+            cpu,
+            wait: a.rx.wait(),
+            rcvbuf: a.rx.rcvbuf as usize,
+            gro: !a.rx.no_gro,
+            interval: a.interval,
+            backend: a.backend,
+            ..RecvOptions::default()
+        })?;
+        let addr = r.local_addr();
+        let stop = r.stopper();
+        let handle = thread::Builder::new()
+            .name("netcore-embedded-recv".into())
+            .spawn(move || r.serve(true, &mut |_| {}))?;
+        Ok((Embedded { handle, stop }, addr))
+    }
+
+    /// After a test the embedded receiver ends by itself (the control channel closed); if the
+    /// sender failed before connecting, this stops it waiting.
+    pub fn finish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.handle.join();
+    }
+}
+
+/// The receiver's (target, control) addresses from --to/--control, or an embedded receiver.
+pub fn target_of(
+    a: &BlastArgs,
+    rx_cpu: Option<usize>,
+) -> Result<(SocketAddr, SocketAddr, Option<Embedded>)> {
+    Ok(match &a.to {
         Some(to) => {
             let target = resolve(to)?;
             let control = match &a.control {
                 Some(c) => resolve(c)?,
                 None => target,
             };
-            (target, control)
+            (target, control, None)
         }
         None => {
-            let rx_cpu = match &cpus {
-                Some(l) if l.len() > 1 => Some(l[1]),
-                Some(_) => None,
-                None if ncpu > 1 => Some(1),
-                None => None,
-            };
-            let r = Receiver::bind(RecvOptions {
-                listen: "127.0.0.1:0".parse()?,
-                cpu: rx_cpu,
-                wait: a.rx.wait(),
-                rcvbuf: a.rx.rcvbuf as usize,
-                gro: !a.rx.no_gro,
-                interval: a.interval,
-                backend: a.backend,
-                ..RecvOptions::default()
-            })?;
-            let addr = r.local_addr();
-            let stop = r.stopper();
-            embedded = Some((
-                thread::Builder::new()
-                    .name("netcore-embedded-recv".into())
-                    .spawn(move || r.serve(true, &mut |_| {}))?,
-                stop,
-            ));
-            (addr, addr)
+            let (e, addr) = Embedded::start(a, rx_cpu)?;
+            (addr, addr, Some(e))
         }
+    })
+}
+
+pub fn blast(a: BlastArgs) -> Result<ExitCode> {
+    let len = a.len.unwrap_or(1472) as usize;
+    sender::check_len(len)?;
+    check_batch(a.batch)?;
+    let plan = plan_of(&a, len)?;
+    a.plot.check()?;
+    signal::install()?;
+    let format = a.output.format();
+    let ncpu = affinity::available_cpus();
+    let cpus = a.pin.list().map(<[usize]>::to_vec);
+
+    let rx_cpu = match &cpus {
+        Some(l) if l.len() > 1 => Some(l[1]),
+        Some(_) => None,
+        None if ncpu > 1 => Some(1),
+        None => None,
     };
+    let (target, control, embedded) = target_of(&a, rx_cpu)?;
     let tx_cpu = match &cpus {
         Some(l) => Some(l[0]),
         None if a.pin.pin || (embedded.is_some() && ncpu > 1) => Some(0),
@@ -202,7 +243,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     let opts = BlastOptions {
         target,
         control,
-        len: a.len,
+        len,
         batch: a.batch,
         gso: a.gso,
         rate: a.rate,
@@ -219,11 +260,8 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
             let _ = out(&(UdpReport::interval_line(row) + "\n"));
         }
     });
-    if let Some((h, stop)) = embedded {
-        // After a test the embedded receiver ends by itself (the control channel closed);
-        // if the sender failed before connecting, this stops it waiting.
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = h.join();
+    if let Some(e) = embedded {
+        e.finish();
     }
     let report = report?;
     if let Some(p) = a.plot.file() {
@@ -332,6 +370,15 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
             let _ = out(&text);
         }
         Event::Failed(why) => eprintln!("netcore recv: {why}"),
+        Event::Tcp(TcpEvent::Interval(row)) => {
+            if live {
+                let _ = out(&TcpReport::interval_lines(&row));
+            }
+        }
+        Event::Tcp(TcpEvent::Finished(rep)) => {
+            let text = rep.render(format);
+            let _ = out(&text);
+        }
     });
     res?;
     Ok(ExitCode::SUCCESS)

@@ -20,10 +20,18 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::flow::cpu::CpuUsage;
+use crate::flow::tcp::report::StreamEnd;
+use crate::flow::tcp::spec::TcpSpec;
 use crate::flow::udp::report::ReceiverStats;
 
 /// Control protocol version; a Hello with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// Version 2 (TCP tests, CPU figures): the Hello keeps version 1's fields, so a version-1
+/// receiver can still read it and refuse it by its version with a clear message; a `Setup`
+/// follows it (the protocol and, for TCP, the test's settings); a UDP `Done` carries the
+/// sender's CPU; a TCP test ends with `TcpDone` and `TcpReport`.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The longest control message accepted (a Report is a few KiB).
 pub const MAX_MESSAGE: usize = 1 << 20;
 
@@ -72,6 +80,24 @@ pub enum Msg {
         elapsed_ns: u64,
         /// Send errors by errno name, each retried until the kernel took the datagram.
         errors: BTreeMap<String, u64>,
+        /// The sending thread's CPU over the test.
+        #[serde(default)]
+        cpu: Option<CpuUsage>,
+    },
+    /// After Hello (version 2): what kind of test it is. `tcp: None` is a UDP test.
+    Setup {
+        tcp: Option<TcpSpec>,
+    },
+    /// The client's end of a TCP test: its account of every data connection and its CPU.
+    TcpDone {
+        streams: Vec<StreamEnd>,
+        cpu: CpuUsage,
+    },
+    /// The server's answer to `TcpDone`: its account and its CPU.
+    TcpReport {
+        streams: Vec<StreamEnd>,
+        cpu: CpuUsage,
+        interrupted: bool,
     },
     Report {
         receiver: Box<ReceiverStats>,
@@ -109,6 +135,17 @@ impl Conn {
             stream,
             buf: Vec::with_capacity(4096),
         })
+    }
+
+    /// Connects to a receiver's control port (3 s to connect), naming it on failure.
+    pub fn connect(addr: std::net::SocketAddr) -> Result<Conn> {
+        let stream =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(3)).with_context(|| {
+                format!(
+                "cannot reach the receiver's control port {addr} (is `netcore recv` running there?)"
+            )
+            })?;
+        Ok(Conn::new(stream)?)
     }
 
     pub fn stream(&self) -> &TcpStream {

@@ -7,6 +7,8 @@
 
 pub mod backend;
 pub mod control;
+pub mod cpu;
 pub mod host;
 pub mod pacer;
+pub mod tcp;
 pub mod udp;

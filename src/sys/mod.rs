@@ -20,10 +20,12 @@ macro_rules! syscall {
 }
 
 pub mod affinity;
+pub mod cpu;
 pub mod mmsg;
 pub mod process;
 pub mod signal;
 pub mod sockopt;
+pub mod tcp;
 
 /// Raises the soft limit of open files to `want` (or the hard limit, whichever is lower) and
 /// returns the soft limit now in force.

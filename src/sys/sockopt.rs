@@ -3,7 +3,12 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, val: libc::c_int) -> io::Result<()> {
+pub(crate) fn set_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: `val` lives across the call and its exact size is passed as the option length.
     unsafe {
         syscall!(setsockopt(

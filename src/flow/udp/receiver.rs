@@ -31,6 +31,7 @@ use super::wire::{HEADER_LEN, MAX_DATAGRAM};
 use crate::flow::backend::{self, Backend};
 use crate::flow::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::host::host_name;
+use crate::flow::tcp::{self, server::ServerCtx, server::TcpEvent};
 use crate::sys::mmsg::RecvBatch;
 use crate::sys::sockopt::{self, BufMethod};
 use crate::sys::{affinity, realtime_ns, signal};
@@ -84,6 +85,8 @@ pub enum Event {
     Finished(Box<UdpReport>),
     /// A test that could not run or was cut short (the report, if any, came as Finished).
     Failed(String),
+    /// A TCP test's interval or report (TCP tests are served by `flow::tcp::server`).
+    Tcp(TcpEvent),
 }
 
 /// A bound receiver, ready to serve.
@@ -263,6 +266,21 @@ impl Receiver {
                 format!("protocol version {version} not supported (this receiver speaks {PROTOCOL_VERSION})"),
             );
         }
+        match c.expect("Setup", Duration::from_secs(5))? {
+            Msg::Setup { tcp: None } => {}
+            Msg::Setup { tcp: Some(spec) } => {
+                let ctx = ServerCtx {
+                    listener: &self.listener,
+                    interval: self.opts.interval,
+                    cpu: self.opts.cpu,
+                    target: self.local_addr().to_string(),
+                };
+                return tcp::server::run_test(&mut c, ctx, test_id, plan, spec, &mut |e| {
+                    on_event(Event::Tcp(e))
+                });
+            }
+            other => return refuse(&mut c, format!("expected Setup, got {other:?}")),
+        }
         if !(HEADER_LEN..=MAX_DATAGRAM).contains(&(len as usize)) {
             return refuse(&mut c, format!("datagram length {len} out of range"));
         }
@@ -302,6 +320,7 @@ impl Receiver {
         let (mut prev_t, mut prev_bytes) = (0.0f64, 0u64);
         let mut done: Option<(u64, u64, u64, BTreeMap<String, u64>)> = None;
         let mut finish_asked = false;
+        let mut sender_cpu = None;
         let mut failure: Option<String> = None;
         let mut intervals = Vec::new();
         loop {
@@ -375,6 +394,7 @@ impl Receiver {
                             },
                             pps: if secs > 0.0 { sent as f64 / secs } else { 0.0 },
                             errors,
+                            cpu_usage: sender_cpu,
                             ..Default::default()
                         },
                         receiver: (*stats).clone(),
@@ -429,7 +449,9 @@ impl Receiver {
                     bytes,
                     elapsed_ns,
                     errors,
+                    cpu,
                 })) => {
+                    sender_cpu = cpu;
                     done = Some((sent, bytes, elapsed_ns, errors));
                     cmd_tx.send(Cmd::Finish { sent: Some(sent) })?;
                     finish_asked = true;

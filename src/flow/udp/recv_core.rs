@@ -12,6 +12,7 @@ use super::report::ReceiverStats;
 use super::tracker::{Class, Tracker};
 use super::wire::{self, Header, Invalid};
 use crate::flow::backend::Backend;
+use crate::flow::cpu::ThreadMeter;
 use crate::stats::hist::Hist;
 use crate::sys::sockopt::BufMethod;
 
@@ -91,6 +92,8 @@ pub(super) struct TestState {
     next_tick: Instant,
     /// Set by Finish: (sender's count if known, when asked).
     finishing: Option<(Option<u64>, Instant)>,
+    /// This thread's CPU since the test started.
+    meter: ThreadMeter,
 }
 
 impl TestState {
@@ -114,6 +117,7 @@ impl TestState {
             recv_calls: 0,
             next_tick: now + interval,
             finishing: None,
+            meter: ThreadMeter::start(),
         }
     }
 
@@ -213,6 +217,7 @@ impl TestState {
             cpu: ctx.cpu,
             interrupted,
             backend: ctx.backend.name().to_string(),
+            cpu_usage: Some(self.meter.stop().finish(self.bytes)),
         })
     }
 }

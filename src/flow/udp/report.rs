@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::tracker::Accounting;
+use crate::flow::cpu::CpuUsage;
 use crate::stats::hist::Percentiles;
 use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::sys::sockopt::BufMethod;
 use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_micros, fmt_pps};
 
-pub const SCHEMA: &str = "netcore.udp.v1";
+pub const SCHEMA: &str = "netcore.udp.v2";
 
 /// What the receiver measured: the exact accounting and the timing figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +50,9 @@ pub struct ReceiverStats {
     /// `recv_calls` counts `recvmmsg` calls (mio) or ring turns that brought data (uring).
     #[serde(default)]
     pub backend: String,
+    /// The receiving thread's CPU over the test (schema v2).
+    #[serde(default)]
+    pub cpu_usage: Option<CpuUsage>,
 }
 
 /// What the sender did. On the receiver's side only the fields of the Done message are known.
@@ -75,6 +79,9 @@ pub struct SenderStats {
     /// `--zerocopy` (uring `SEND_ZC`): what the kernel's notifications said.
     #[serde(default)]
     pub zerocopy: Option<ZeroCopyStats>,
+    /// The blasting thread's CPU over the test (schema v2; from Done on the receiver).
+    #[serde(default)]
+    pub cpu_usage: Option<CpuUsage>,
 }
 
 /// The notifications of zero-copy sends.
@@ -138,6 +145,10 @@ fn errors_text(e: &BTreeMap<String, u64>) -> String {
         .map(|(k, v)| format!("{k} x{}", thousands(*v)))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn cpu_cell(v: Option<String>) -> String {
+    v.unwrap_or_default()
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -301,6 +312,11 @@ impl Report for UdpReport {
                 BufMethod::Capped => "SO_RCVBUF, capped by net.core.rmem_max",
             }
         ));
+        for (who, c) in [("sender", s.cpu_usage), ("receiver", r.cpu_usage)] {
+            if let Some(c) = c {
+                out.push_str(&format!("cpu {who}: {}\n", c.line()));
+            }
+        }
         out
     }
     fn to_csv(&self) -> String {
@@ -326,6 +342,10 @@ impl Report for UdpReport {
             "lat_p50_us",
             "lat_p99_us",
             "lat_max_us",
+            "sender_cpu_s",
+            "sender_cpu_pct",
+            "receiver_cpu_s",
+            "receiver_cpu_pct",
         ]);
         t.row([
             self.test_id.clone(),
@@ -346,6 +366,10 @@ impl Report for UdpReport {
             format!("{:.2}", r.latency_us.p50),
             format!("{:.2}", r.latency_us.p99),
             format!("{:.2}", r.latency_us.max),
+            cpu_cell(s.cpu_usage.map(|c| format!("{:.3}", c.cpu_s()))),
+            cpu_cell(s.cpu_usage.map(|c| format!("{:.1}", c.pct_core))),
+            cpu_cell(r.cpu_usage.map(|c| format!("{:.3}", c.cpu_s()))),
+            cpu_cell(r.cpu_usage.map(|c| format!("{:.1}", c.pct_core))),
         ]);
         t.to_csv()
     }

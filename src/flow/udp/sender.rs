@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -29,6 +29,7 @@ use super::transport::{MmsgTransport, Transport};
 use super::wire::{self, Header, FLAG_VERIFY, HEADER_LEN, MAX_DATAGRAM};
 use crate::flow::backend::{self, Backend};
 use crate::flow::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
+use crate::flow::cpu::{CpuUsage, ThreadMeter};
 use crate::flow::host::host_name;
 use crate::flow::pacer::Pacer;
 use crate::sys::{affinity, realtime_ns, signal, sockopt};
@@ -97,6 +98,8 @@ struct BlastResult {
     gso_segments: u32,
     sndbuf: u64,
     zerocopy: Option<ZeroCopyStats>,
+    /// The blasting thread's CPU over the test.
+    cpu: CpuUsage,
 }
 
 fn errno_name(e: &io::Error) -> String {
@@ -297,6 +300,7 @@ fn blast_loop(
         gso_segments: segs as u32,
         sndbuf: sndbuf as u64,
         zerocopy: batch.zerocopy(),
+        cpu: CpuUsage::default(),
     })
 }
 
@@ -319,14 +323,7 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
         ..opts.clone()
     };
     let opts = &resolved;
-    let stream =
-        TcpStream::connect_timeout(&opts.control, Duration::from_secs(3)).with_context(|| {
-            format!(
-                "cannot reach the receiver's control port {} (is `netcore recv` running there?)",
-                opts.control
-            )
-        })?;
-    let mut c = Conn::new(stream)?;
+    let mut c = Conn::connect(opts.control)?;
     let test_id: u64 = rand::random();
     c.send(&Msg::Hello {
         version: PROTOCOL_VERSION,
@@ -337,6 +334,7 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
         verify: opts.verify,
         host: host_name(),
     })?;
+    c.send(&Msg::Setup { tcp: None })?;
     match c.expect("Ready", Duration::from_secs(10))? {
         Msg::Ready { .. } => {}
         other => bail!("expected Ready from the receiver, got {other:?}"),
@@ -360,7 +358,11 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
                 if let Some(cpu) = opts.cpu {
                     affinity::pin_current(cpu);
                 }
-                blast(&sock, &opts, test_id, &progress, &stop)
+                let meter = ThreadMeter::start();
+                blast(&sock, &opts, test_id, &progress, &stop).map(|r| BlastResult {
+                    cpu: meter.stop().finish(r.bytes),
+                    ..r
+                })
             })?
     };
 
@@ -415,6 +417,7 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
         bytes: res.bytes,
         elapsed_ns: res.elapsed.as_nanos() as u64,
         errors: res.errors.clone(),
+        cpu: Some(res.cpu),
     })?;
     let receiver = loop {
         match c.expect("Report", Duration::from_secs(15))? {
@@ -466,6 +469,7 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
             cpu: opts.cpu,
             backend: Some(opts.backend.name().to_string()),
             zerocopy: res.zerocopy,
+            cpu_usage: Some(res.cpu),
         },
         receiver: *receiver,
         intervals,

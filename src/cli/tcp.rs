@@ -1,0 +1,153 @@
+//! `netcore blast --proto tcp`: the TCP flags, their checks, and the glue to `flow::tcp`.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::common::{out, Proto};
+use super::udp::{plan_of, target_of, BlastArgs};
+use super::UsageError;
+use crate::flow::tcp::client::{self, TcpOptions};
+use crate::flow::tcp::report::TcpReport;
+use crate::flow::tcp::spec::{Mode, TcpSpec, DEFAULT_LEN, MAX_LEN};
+use crate::stats::plot::{self, PlotOptions, Series};
+use crate::stats::{Format, Report};
+use crate::sys::{affinity, signal};
+use crate::units::Rate;
+
+fn bits(flag: &str, r: Option<Rate>) -> Result<Option<u64>> {
+    match r {
+        None => Ok(None),
+        Some(Rate::BitsPerSec(b)) => Ok(Some(b as u64)),
+        Some(Rate::PacketsPerSec(_)) => Err(UsageError(format!(
+            "{flag} takes a bit rate (e.g. 5Gbps) for --proto tcp"
+        ))
+        .into()),
+    }
+}
+
+/// Refuses flags that do not apply to the chosen protocol.
+pub fn check(a: &BlastArgs) -> Result<()> {
+    let t = &a.tcp;
+    {
+        let usage = |m: String| Err(UsageError(m).into());
+        match a.proto {
+            Proto::Udp => {
+                let tcp_only = [
+                    ("--window", t.window.is_some()),
+                    ("--mss", t.mss.is_some()),
+                    ("--congestion", t.congestion.is_some()),
+                    ("--no-delay", t.no_delay),
+                    ("--fq-rate", t.fq_rate.is_some()),
+                ];
+                if let Some((f, _)) = tcp_only.iter().find(|x| x.1) {
+                    return usage(format!("{f} applies to --proto tcp"));
+                }
+                if t.streams > 1 || t.reverse || t.bidir {
+                    return usage(
+                        "--streams above 1, --reverse and --bidir are not implemented for --proto udp yet; use --proto tcp".into(),
+                    );
+                }
+            }
+            Proto::Tcp => {
+                if a.verify || a.zerocopy {
+                    return usage(format!(
+                        "{} applies to --proto udp",
+                        if a.verify { "--verify" } else { "--zerocopy" }
+                    ));
+                }
+                if a.control.is_some() {
+                    return usage(
+                        "--control applies to --proto udp (TCP data goes to the control address)"
+                            .into(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn blast(a: BlastArgs) -> Result<ExitCode> {
+    let len = a.len.unwrap_or(DEFAULT_LEN as u64);
+    if len as usize > MAX_LEN {
+        return Err(UsageError(format!(
+            "--len {len} is too large for --proto tcp: at most {MAX_LEN}"
+        ))
+        .into());
+    }
+    let plan = plan_of(&a, len as usize)?;
+    let t = &a.tcp;
+    let spec = TcpSpec {
+        streams: t.streams,
+        mode: match (t.reverse, t.bidir) {
+            (true, _) => Mode::Reverse,
+            (_, true) => Mode::Bidir,
+            _ => Mode::Forward,
+        },
+        len: len as u32,
+        window: t.window,
+        mss: t.mss,
+        congestion: t.congestion.clone(),
+        no_delay: t.no_delay,
+        fq_rate_bps: bits("--fq-rate", t.fq_rate)?,
+        rate_bps: bits("--rate", a.rate)?,
+    };
+    a.plot.check()?;
+    signal::install()?;
+    let format = a.output.format();
+    let cpus = match a.pin.list() {
+        Some(l) => l.to_vec(),
+        None if a.pin.pin => (0..affinity::available_cpus()).collect(),
+        None => Vec::new(),
+    };
+    let (_, control, embedded) = target_of(&a, None)?;
+    let live = format == Format::Table;
+    let report = client::run(
+        &TcpOptions {
+            control,
+            spec,
+            plan,
+            cpus,
+            interval: a.interval,
+        },
+        &mut |row| {
+            if live {
+                let _ = out(&TcpReport::interval_lines(row));
+            }
+        },
+    );
+    if let Some(e) = embedded {
+        e.finish();
+    }
+    let report = report?;
+    if let Some(p) = a.plot.file() {
+        plot_sum(p, &report)?;
+    }
+    out(&report.render(format))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Gbit/s per interval (this side's sum); a run shorter than one interval plots its average.
+fn plot_sum(path: &std::path::Path, r: &TcpReport) -> Result<()> {
+    let pts: Vec<(f64, f64)> = if r.intervals.is_empty() {
+        r.sum
+            .iter()
+            .map(|s| (s.recv_s, s.goodput_bps / 1e9))
+            .collect()
+    } else {
+        r.intervals.iter().map(|i| (i.t, i.sum_bps / 1e9)).collect()
+    };
+    plot::line_chart(
+        path,
+        &format!(
+            "netcore TCP blast to {} ({})",
+            r.target,
+            r.settings.mode.name()
+        ),
+        "time (s)",
+        "Gbit/s",
+        &[Series::new("sum", pts)],
+        &PlotOptions::default(),
+    )
+}

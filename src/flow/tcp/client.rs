@@ -1,0 +1,181 @@
+//! The side that starts a TCP test (`blast --proto tcp`): the control handshake, the data
+//! connections (all opened from here, so the test works through NAT, whichever way the data
+//! goes), interval lines from this side's counters and `TCP_INFO`, and the final agreement.
+//!
+//! ```text
+//! client                               server
+//!   Hello, Setup{tcp}  --------------->
+//!                      <---------------  Ready            (or Error)
+//!   N data connections, each opening with a preamble (test id, stream id)
+//!   ... data both ways as the mode says; each writer shuts down when its plan is done ...
+//!   TcpDone{streams, cpu} ------------>  (once every connection here has finished)
+//!                      <---------------  TcpReport{streams, cpu}
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use super::report::{CpuSides, IntervalMeter, TcpInterval, TcpReport, SCHEMA};
+use super::spec::{encode_preamble, Dir, TcpSpec};
+use super::stream::{self, bytes_moved, Job, Live};
+use crate::flow::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
+use crate::flow::host::host_name;
+use crate::sys::signal;
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct TcpOptions {
+    /// The receiver's control address (data connections go to the same address).
+    pub control: SocketAddr,
+    pub spec: TcpSpec,
+    pub plan: Plan,
+    /// CPUs for the data connection threads, one per stream in turn (none: unpinned).
+    pub cpus: Vec<usize>,
+    pub interval: Duration,
+}
+
+/// The CPU of stream `i` among `cpus` (round robin), if pinning.
+pub fn cpu_for(cpus: &[usize], i: usize) -> Option<usize> {
+    (!cpus.is_empty()).then(|| cpus[i % cpus.len()])
+}
+
+/// The job of stream `i` (of direction `dir`) on the end that writes `Up` streams (`client`)
+/// or the other: the plan split over the streams of one direction, pacing likewise.
+pub fn job_for(
+    spec: &TcpSpec,
+    plan: Plan,
+    dir: Dir,
+    i: usize,
+    client: bool,
+    cpu: Option<usize>,
+) -> Job {
+    let n = spec.streams as usize;
+    Job {
+        write: (dir == Dir::Up) == client,
+        plan: stream::stream_plan(plan, i % n, n),
+        len: spec.len as usize,
+        rate_bps: spec.rate_bps.map(|r| (r / n as u64).max(1)),
+        cpu,
+    }
+}
+
+/// Samples every live connection: bytes moved so far and `TCP_INFO`.
+pub fn sample(meter: &mut IntervalMeter, t: f64, live: &[Arc<Live>]) -> TcpInterval {
+    meter.sample(
+        t,
+        live.iter()
+            .map(|l| (l.id, l.dir, l.bytes.load(Ordering::Relaxed), l.figures())),
+    )
+}
+
+/// Runs one TCP test against a receiver and returns the client's copy of the report.
+pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Result<TcpReport> {
+    let spec = &opts.spec;
+    spec.check().map_err(anyhow::Error::msg)?;
+    let mut c = Conn::connect(opts.control)?;
+    let test_id: u64 = rand::random();
+    c.send(&Msg::Hello {
+        version: PROTOCOL_VERSION,
+        test_id,
+        len: spec.len,
+        plan: opts.plan,
+        streams: spec.streams,
+        verify: false,
+        host: host_name(),
+    })?;
+    c.send(&Msg::Setup {
+        tcp: Some(spec.clone()),
+    })?;
+    match c.expect("Ready", Duration::from_secs(10))? {
+        Msg::Ready { .. } => {}
+        other => bail!("expected Ready from the receiver, got {other:?}"),
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut live = Vec::new();
+    let mut handles = Vec::new();
+    for (id, dir) in spec.directions().into_iter().enumerate() {
+        let sock = stream::connect(opts.control, spec, &encode_preamble(test_id, id as u32))?;
+        let job = job_for(spec, opts.plan, dir, id, true, cpu_for(&opts.cpus, id));
+        let (l, h) = stream::spawn(sock, id as u32, dir, job, stop.clone())?;
+        live.push(l);
+        handles.push(h);
+    }
+
+    let t0 = Instant::now();
+    let mut meter = IntervalMeter::default();
+    let mut intervals = Vec::new();
+    let mut next = t0 + opts.interval;
+    let mut control_error = None;
+    while !handles.iter().all(|h| h.is_finished()) {
+        if Instant::now() >= next {
+            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live);
+            on_interval(&row);
+            intervals.push(row);
+            next += opts.interval;
+        }
+        let wait = Instant::now()
+            + next
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(20));
+        match c.recv_until(wait) {
+            Ok(None) => {}
+            Ok(Some(Msg::Error { message })) => {
+                control_error.get_or_insert(format!("peer refused: {message}"));
+                stop.store(true, Ordering::Relaxed);
+            }
+            Ok(Some(other)) => {
+                control_error
+                    .get_or_insert(format!("unexpected message from the receiver: {other:?}"));
+                stop.store(true, Ordering::Relaxed);
+            }
+            Err(e) => {
+                control_error.get_or_insert(format!("{e:#}"));
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    let (ends, cpu, mut interrupted) = stream::join_all(handles)?;
+    if let Some(e) = control_error {
+        bail!("the receiver ended the test early: {e}");
+    }
+    // The last, partial interval, so that the rows add up to the totals.
+    if !intervals.is_empty() {
+        let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live);
+        on_interval(&row);
+        intervals.push(row);
+    }
+    let cpu = cpu.finish(bytes_moved(&ends));
+    c.send(&Msg::TcpDone {
+        streams: ends.clone(),
+        cpu,
+    })?;
+    let (server, server_cpu, server_cut) = match c.expect("TcpReport", Duration::from_secs(30))? {
+        Msg::TcpReport {
+            streams,
+            cpu,
+            interrupted,
+        } => (streams, cpu, interrupted),
+        other => bail!("expected TcpReport from the receiver, got {other:?}"),
+    };
+    interrupted |= server_cut || signal::stop_requested();
+    let streams = TcpReport::join_streams(&ends, &server);
+    Ok(TcpReport {
+        schema: SCHEMA.into(),
+        role: "client".into(),
+        test_id: format!("{test_id:016x}"),
+        target: opts.control.to_string(),
+        settings: spec.clone(),
+        sum: TcpReport::sums(&streams),
+        streams,
+        cpu: CpuSides {
+            client: cpu,
+            server: server_cpu,
+        },
+        interrupted,
+        intervals,
+    })
+}

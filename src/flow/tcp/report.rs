@@ -1,0 +1,480 @@
+//! The TCP test report (pure): each side's view of its streams, joined into one row per data
+//! connection (bytes written by one end, bytes read by the other, which must agree) plus a SUM
+//! row per direction, the writer's `TCP_INFO` figures, interval samples, and both sides' CPU.
+//! Schema `netcore.tcp.v1`, the same on both sides; rendered as a table, JSON or CSV.
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::{Dir, TcpSpec};
+use crate::flow::cpu::CpuUsage;
+use crate::stats::table::Table;
+use crate::stats::Report;
+use crate::sys::tcp::TcpInfo;
+use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_bytes_short, fmt_micros};
+
+pub const SCHEMA: &str = "netcore.tcp.v1";
+
+/// `TCP_INFO` of one connection, as reported.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TcpFigures {
+    /// Segments retransmitted over the connection's life (`tcpi_total_retrans`).
+    pub retransmits: u64,
+    /// Congestion window in segments.
+    pub cwnd: u32,
+    pub mss: u32,
+    /// Smoothed RTT and its variance.
+    pub rtt_us: u32,
+    pub rttvar_us: u32,
+    pub pacing_rate_bps: u64,
+    pub delivery_rate_bps: u64,
+    pub bytes_acked: u64,
+    pub bytes_retrans: u64,
+    pub congestion: String,
+}
+
+impl TcpFigures {
+    pub fn from_info(i: &TcpInfo, congestion: &str) -> TcpFigures {
+        TcpFigures {
+            retransmits: i.total_retrans as u64,
+            cwnd: i.snd_cwnd,
+            mss: i.snd_mss,
+            rtt_us: i.rtt_us,
+            rttvar_us: i.rttvar_us,
+            pacing_rate_bps: i.pacing_rate.saturating_mul(8),
+            delivery_rate_bps: i.delivery_rate.saturating_mul(8),
+            bytes_acked: i.bytes_acked,
+            bytes_retrans: i.bytes_retrans,
+            congestion: congestion.to_string(),
+        }
+    }
+
+    fn short(&self) -> String {
+        format!(
+            "retr {} cwnd {} rtt {}/{}",
+            self.retransmits,
+            self.cwnd,
+            fmt_micros(self.rtt_us as f64),
+            fmt_micros(self.rttvar_us as f64)
+        )
+    }
+}
+
+/// One side's account of one data connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamEnd {
+    pub id: u32,
+    pub dir: Dir,
+    /// Bytes written (the writing end) or read to EOF (the reading end).
+    pub bytes: u64,
+    /// From the connection's start to the last write (writer) or to EOF (reader).
+    pub elapsed_s: f64,
+    /// `TCP_INFO` at the end (the writer's figures are the ones reported).
+    pub tcp: Option<TcpFigures>,
+}
+
+/// One data connection, both ends joined.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamRow {
+    /// Stream id, or "SUM".
+    pub stream: String,
+    pub dir: Dir,
+    pub written: u64,
+    pub read: u64,
+    /// written == read.
+    pub exact: bool,
+    pub send_s: f64,
+    pub recv_s: f64,
+    /// Bytes read × 8 / the reader's time.
+    pub goodput_bps: f64,
+    /// The writer's `TCP_INFO` (on SUM rows: retransmits and bytes acked summed).
+    pub tcp: Option<TcpFigures>,
+}
+
+/// The CPU of both sides' busy threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CpuSides {
+    /// The side that started the test (`blast`).
+    pub client: CpuUsage,
+    /// The side that served it (`recv`, or blast's embedded receiver).
+    pub server: CpuUsage,
+}
+
+/// One stream in an interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamSample {
+    pub id: u32,
+    pub dir: Dir,
+    /// Bytes this side moved on the stream so far.
+    pub bytes: u64,
+    pub bps: f64,
+    pub tcp: Option<TcpFigures>,
+}
+
+/// One interval as seen by the side that printed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TcpInterval {
+    pub start: f64,
+    pub t: f64,
+    pub streams: Vec<StreamSample>,
+    pub sum_bps: f64,
+}
+
+/// Turns cumulative per-stream counters into interval samples.
+#[derive(Debug, Default)]
+pub struct IntervalMeter {
+    prev_t: f64,
+    prev: Vec<u64>,
+}
+
+impl IntervalMeter {
+    /// The interval ending at `t` (seconds since the start) given each stream's cumulative
+    /// bytes and current `TCP_INFO`.
+    pub fn sample(
+        &mut self,
+        t: f64,
+        now: impl IntoIterator<Item = (u32, Dir, u64, Option<TcpFigures>)>,
+    ) -> TcpInterval {
+        let dt = (t - self.prev_t).max(1e-9);
+        let mut streams = Vec::new();
+        for (i, (id, dir, bytes, tcp)) in now.into_iter().enumerate() {
+            if self.prev.len() <= i {
+                self.prev.push(0);
+            }
+            let d = bytes.saturating_sub(self.prev[i]);
+            self.prev[i] = bytes;
+            streams.push(StreamSample {
+                id,
+                dir,
+                bytes,
+                bps: d as f64 * 8.0 / dt,
+                tcp,
+            });
+        }
+        let row = TcpInterval {
+            start: self.prev_t,
+            t,
+            sum_bps: streams.iter().map(|s| s.bps).sum(),
+            streams,
+        };
+        self.prev_t = t;
+        row
+    }
+}
+
+/// The report both sides print.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TcpReport {
+    pub schema: String,
+    /// "client" or "server": who printed it.
+    pub role: String,
+    pub test_id: String,
+    pub target: String,
+    pub settings: TcpSpec,
+    /// Per data connection, then one SUM row per direction.
+    pub streams: Vec<StreamRow>,
+    pub sum: Vec<StreamRow>,
+    pub cpu: CpuSides,
+    /// The test ended early (Ctrl-C, a peer vanished): the figures cover what moved.
+    pub interrupted: bool,
+    pub intervals: Vec<TcpInterval>,
+}
+
+impl TcpReport {
+    /// Joins the two sides' stream ends: for each stream the writer is the client on `Up`
+    /// streams and the server on `Down` ones.
+    pub fn join_streams(client: &[StreamEnd], server: &[StreamEnd]) -> Vec<StreamRow> {
+        let mut rows = Vec::new();
+        for c in client {
+            let Some(s) = server.iter().find(|s| s.id == c.id) else {
+                continue;
+            };
+            let (w, r) = match c.dir {
+                Dir::Up => (c, s),
+                Dir::Down => (s, c),
+            };
+            rows.push(StreamRow {
+                stream: c.id.to_string(),
+                dir: c.dir,
+                written: w.bytes,
+                read: r.bytes,
+                exact: w.bytes == r.bytes,
+                send_s: w.elapsed_s,
+                recv_s: r.elapsed_s,
+                goodput_bps: if r.elapsed_s > 0.0 {
+                    r.bytes as f64 * 8.0 / r.elapsed_s
+                } else {
+                    0.0
+                },
+                tcp: w.tcp.clone(),
+            });
+        }
+        rows
+    }
+
+    /// One SUM row per direction present.
+    pub fn sums(rows: &[StreamRow]) -> Vec<StreamRow> {
+        let mut out = Vec::new();
+        for dir in [Dir::Up, Dir::Down] {
+            let of: Vec<&StreamRow> = rows.iter().filter(|r| r.dir == dir).collect();
+            if of.is_empty() {
+                continue;
+            }
+            let written = of.iter().map(|r| r.written).sum();
+            let read: u64 = of.iter().map(|r| r.read).sum();
+            let recv_s = of.iter().map(|r| r.recv_s).fold(0.0, f64::max);
+            let tcps: Vec<&TcpFigures> = of.iter().filter_map(|r| r.tcp.as_ref()).collect();
+            out.push(StreamRow {
+                stream: "SUM".into(),
+                dir,
+                written,
+                read,
+                exact: of.iter().all(|r| r.exact) && written == read,
+                send_s: of.iter().map(|r| r.send_s).fold(0.0, f64::max),
+                recv_s,
+                goodput_bps: if recv_s > 0.0 {
+                    read as f64 * 8.0 / recv_s
+                } else {
+                    0.0
+                },
+                tcp: (!tcps.is_empty()).then(|| TcpFigures {
+                    retransmits: tcps.iter().map(|t| t.retransmits).sum(),
+                    bytes_acked: tcps.iter().map(|t| t.bytes_acked).sum(),
+                    bytes_retrans: tcps.iter().map(|t| t.bytes_retrans).sum(),
+                    pacing_rate_bps: tcps.iter().map(|t| t.pacing_rate_bps).sum(),
+                    delivery_rate_bps: tcps.iter().map(|t| t.delivery_rate_bps).sum(),
+                    congestion: tcps[0].congestion.clone(),
+                    ..TcpFigures::default()
+                }),
+            });
+        }
+        out
+    }
+
+    /// The interval lines of one sample: one per stream, plus a SUM line with more than one.
+    pub fn interval_lines(i: &TcpInterval) -> String {
+        let mut out = String::new();
+        for s in &i.streams {
+            out.push_str(&format!(
+                "[{:6.2}-{:6.2}s] stream {:>3} {:<4} {:>10} {:>14}{}\n",
+                i.start,
+                i.t,
+                s.id,
+                s.dir.name(),
+                fmt_bytes_short(s.bytes),
+                fmt_bits_per_sec(s.bps),
+                s.tcp
+                    .as_ref()
+                    .map(|t| format!(" | {}", t.short()))
+                    .unwrap_or_default()
+            ));
+        }
+        if i.streams.len() > 1 {
+            out.push_str(&format!(
+                "[{:6.2}-{:6.2}s] SUM                   {:>14}\n",
+                i.start,
+                i.t,
+                fmt_bits_per_sec(i.sum_bps)
+            ));
+        }
+        out
+    }
+
+    fn all_rows(&self) -> impl Iterator<Item = &StreamRow> {
+        self.streams.iter().chain(&self.sum)
+    }
+}
+
+fn opt_tcp<T: ToString>(t: &Option<TcpFigures>, f: impl Fn(&TcpFigures) -> T) -> String {
+    t.as_ref().map(|t| f(t).to_string()).unwrap_or_default()
+}
+
+impl Report for TcpReport {
+    fn to_table(&self) -> String {
+        let s = &self.settings;
+        let mut t = Table::new([
+            "stream", "dir", "written", "read", "exact", "time", "goodput", "retr", "cwnd", "rtt",
+            "rttvar", "pacing", "delivery",
+        ]);
+        for r in self.all_rows() {
+            let is_sum = r.stream == "SUM";
+            t.row([
+                r.stream.clone(),
+                r.dir.name().to_string(),
+                fmt_bytes(r.written),
+                fmt_bytes(r.read),
+                if r.exact { "yes" } else { "NO" }.to_string(),
+                format!("{:.3} s", r.recv_s),
+                fmt_bits_per_sec(r.goodput_bps),
+                opt_tcp(&r.tcp, |t| t.retransmits),
+                if is_sum {
+                    String::new()
+                } else {
+                    opt_tcp(&r.tcp, |t| t.cwnd)
+                },
+                if is_sum {
+                    String::new()
+                } else {
+                    opt_tcp(&r.tcp, |t| fmt_micros(t.rtt_us as f64))
+                },
+                if is_sum {
+                    String::new()
+                } else {
+                    opt_tcp(&r.tcp, |t| fmt_micros(t.rttvar_us as f64))
+                },
+                opt_tcp(&r.tcp, |t| fmt_bits_per_sec(t.pacing_rate_bps as f64)),
+                opt_tcp(&r.tcp, |t| fmt_bits_per_sec(t.delivery_rate_bps as f64)),
+            ]);
+        }
+        let cc = self
+            .streams
+            .iter()
+            .find_map(|r| r.tcp.as_ref().map(|t| t.congestion.clone()))
+            .unwrap_or_else(|| "-".into());
+        let mut out = format!(
+            "netcore TCP test {} to {}: {}, {} stream{}, {}-byte writes, congestion {}{}{}\n",
+            self.test_id,
+            self.target,
+            s.mode.name(),
+            s.streams,
+            if s.streams == 1 { "" } else { "s" },
+            s.len,
+            cc,
+            if s.no_delay { ", TCP_NODELAY" } else { "" },
+            if self.interrupted {
+                " (INTERRUPTED)"
+            } else {
+                ""
+            },
+        );
+        out.push_str(&t.render());
+        out.push_str(&format!("cpu client: {}\n", self.cpu.client.line()));
+        out.push_str(&format!("cpu server: {}\n", self.cpu.server.line()));
+        out
+    }
+
+    fn to_csv(&self) -> String {
+        let mut t = Table::new([
+            "test_id",
+            "mode",
+            "stream",
+            "dir",
+            "written",
+            "read",
+            "exact",
+            "send_s",
+            "recv_s",
+            "goodput_bps",
+            "retransmits",
+            "cwnd",
+            "rtt_us",
+            "rttvar_us",
+            "pacing_bps",
+            "delivery_bps",
+            "bytes_acked",
+            "congestion",
+            "client_cpu_s",
+            "client_cpu_pct",
+            "server_cpu_s",
+            "server_cpu_pct",
+        ]);
+        let c = &self.cpu;
+        for r in self.all_rows() {
+            let one = |f: &dyn Fn(&TcpFigures) -> String| {
+                if r.stream == "SUM" {
+                    String::new()
+                } else {
+                    opt_tcp(&r.tcp, f)
+                }
+            };
+            t.row([
+                self.test_id.clone(),
+                self.settings.mode.name().to_string(),
+                r.stream.clone(),
+                r.dir.name().to_string(),
+                r.written.to_string(),
+                r.read.to_string(),
+                r.exact.to_string(),
+                format!("{:.6}", r.send_s),
+                format!("{:.6}", r.recv_s),
+                format!("{:.0}", r.goodput_bps),
+                opt_tcp(&r.tcp, |t| t.retransmits),
+                one(&|t| t.cwnd.to_string()),
+                one(&|t| t.rtt_us.to_string()),
+                one(&|t| t.rttvar_us.to_string()),
+                opt_tcp(&r.tcp, |t| t.pacing_rate_bps),
+                opt_tcp(&r.tcp, |t| t.delivery_rate_bps),
+                opt_tcp(&r.tcp, |t| t.bytes_acked),
+                opt_tcp(&r.tcp, |t| t.congestion.clone()),
+                format!("{:.3}", c.client.cpu_s()),
+                format!("{:.1}", c.client.pct_core),
+                format!("{:.3}", c.server.cpu_s()),
+                format!("{:.1}", c.server.pct_core),
+            ]);
+        }
+        t.to_csv()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn end(id: u32, dir: Dir, bytes: u64, s: f64) -> StreamEnd {
+        StreamEnd {
+            id,
+            dir,
+            bytes,
+            elapsed_s: s,
+            tcp: Some(TcpFigures {
+                retransmits: id as u64,
+                cwnd: 10,
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn join_and_sum() {
+        let client = [end(0, Dir::Up, 100, 1.0), end(1, Dir::Down, 7, 2.0)];
+        let server = [end(1, Dir::Down, 7, 1.5), end(0, Dir::Up, 100, 2.0)];
+        let rows = TcpReport::join_streams(&client, &server);
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.exact));
+        assert_eq!(rows[0].send_s, 1.0); // the client wrote stream 0
+        assert_eq!(rows[0].recv_s, 2.0);
+        assert_eq!(rows[1].send_s, 1.5); // the server wrote stream 1
+        assert_eq!(rows[0].goodput_bps, 400.0);
+        let sums = TcpReport::sums(&rows);
+        assert_eq!(sums.len(), 2);
+        assert_eq!(sums[0].stream, "SUM");
+        let short = [end(0, Dir::Up, 99, 2.0)];
+        let rows = TcpReport::join_streams(&client[..1], &short);
+        assert!(!rows[0].exact && !TcpReport::sums(&rows)[0].exact);
+    }
+
+    #[test]
+    fn intervals_tile() {
+        let mut m = IntervalMeter::default();
+        let a = m.sample(1.0, [(0, Dir::Up, 1000, None), (1, Dir::Up, 500, None)]);
+        assert_eq!(a.start, 0.0);
+        assert_eq!(a.sum_bps, 12_000.0);
+        let b = m.sample(1.5, [(0, Dir::Up, 1000, None), (1, Dir::Up, 1000, None)]);
+        assert_eq!(b.start, 1.0);
+        assert_eq!(b.sum_bps, 8_000.0);
+        assert!(TcpReport::interval_lines(&b).contains("SUM"));
+    }
+
+    proptest! {
+        #[test]
+        fn sum_row_adds_the_streams(bytes in proptest::collection::vec((0u64..1<<40, any::<bool>()), 1..20)) {
+            let c: Vec<_> = bytes.iter().enumerate().map(|(i, &(b, _))| end(i as u32, Dir::Up, b, 1.0)).collect();
+            let s: Vec<_> = bytes.iter().enumerate().map(|(i, &(b, lose))| end(i as u32, Dir::Up, b - u64::from(lose && b > 0), 1.0)).collect();
+            let rows = TcpReport::join_streams(&c, &s);
+            let sum = &TcpReport::sums(&rows)[0];
+            prop_assert_eq!(sum.written, bytes.iter().map(|b| b.0).sum::<u64>());
+            prop_assert_eq!(sum.read, rows.iter().map(|r| r.read).sum::<u64>());
+            prop_assert_eq!(sum.exact, rows.iter().all(|r| r.exact));
+        }
+    }
+}

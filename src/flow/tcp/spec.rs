@@ -1,0 +1,190 @@
+//! What a TCP test is (pure): the settings both ends apply, which way each data connection
+//! carries data, how the plan is split over streams, and the preamble a data connection opens
+//! with so the receiver can tell it from a control connection on the same port.
+
+use serde::{Deserialize, Serialize};
+
+/// Default write (and read) size of a TCP test.
+pub const DEFAULT_LEN: usize = 128 * 1024;
+/// The largest write size accepted.
+pub const MAX_LEN: usize = 16 << 20;
+/// The most data connections of one test.
+pub const MAX_STREAMS: u16 = 128;
+
+/// Which way the data goes, seen from the side that started the test (the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The client sends.
+    #[default]
+    Forward,
+    /// The server sends, the client receives (`-R`).
+    Reverse,
+    /// Both at once (`--bidir`): N connections each way.
+    Bidir,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Forward => "forward",
+            Mode::Reverse => "reverse",
+            Mode::Bidir => "bidir",
+        }
+    }
+}
+
+/// Which way one data connection carries data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dir {
+    /// Client to server.
+    Up,
+    /// Server to client.
+    Down,
+}
+
+impl Dir {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dir::Up => "up",
+            Dir::Down => "down",
+        }
+    }
+}
+
+/// The settings of a TCP test, sent by the client in `Setup` and applied by both ends to
+/// their data sockets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSpec {
+    /// Connections per direction.
+    pub streams: u16,
+    pub mode: Mode,
+    /// Bytes per write (and the reader's buffer size).
+    pub len: u32,
+    /// SO_SNDBUF/SO_RCVBUF in bytes (the kernel's autotuning without it).
+    pub window: Option<u64>,
+    /// TCP_MAXSEG.
+    pub mss: Option<u32>,
+    /// TCP_CONGESTION.
+    pub congestion: Option<String>,
+    pub no_delay: bool,
+    /// SO_MAX_PACING_RATE in bits per second, per connection.
+    pub fq_rate_bps: Option<u64>,
+    /// Application pacing (token bucket), in bits per second over all connections of one
+    /// direction.
+    pub rate_bps: Option<u64>,
+}
+
+impl TcpSpec {
+    /// Each data connection's direction, in stream-id order (ids are indices).
+    pub fn directions(&self) -> Vec<Dir> {
+        let n = self.streams as usize;
+        match self.mode {
+            Mode::Forward => vec![Dir::Up; n],
+            Mode::Reverse => vec![Dir::Down; n],
+            Mode::Bidir => [vec![Dir::Up; n], vec![Dir::Down; n]].concat(),
+        }
+    }
+
+    /// Checks values a peer might send that no netcore client would.
+    pub fn check(&self) -> Result<(), String> {
+        if self.streams == 0 || self.streams > MAX_STREAMS {
+            return Err(format!("{} streams: use 1..={MAX_STREAMS}", self.streams));
+        }
+        if self.len == 0 || self.len as usize > MAX_LEN {
+            return Err(format!(
+                "write size {} out of range 1..={MAX_LEN}",
+                self.len
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of the preamble a data connection sends first.
+pub const PREAMBLE_LEN: usize = 24;
+const MAGIC: [u8; 8] = *b"NCTCPv2\0";
+
+/// The first bytes of a data connection: magic, the test id and the stream id.
+pub fn encode_preamble(test_id: u64, stream: u32) -> [u8; PREAMBLE_LEN] {
+    let mut b = [0u8; PREAMBLE_LEN];
+    b[..8].copy_from_slice(&MAGIC);
+    b[8..16].copy_from_slice(&test_id.to_le_bytes());
+    b[16..20].copy_from_slice(&stream.to_le_bytes());
+    b
+}
+
+/// The test id and stream id of a preamble, or None if it is not one.
+pub fn decode_preamble(b: &[u8]) -> Option<(u64, u32)> {
+    if b.len() != PREAMBLE_LEN || b[..8] != MAGIC || b[20..] != [0; 4] {
+        return None;
+    }
+    Some((
+        u64::from_le_bytes(b[8..16].try_into().ok()?),
+        u32::from_le_bytes(b[16..20].try_into().ok()?),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec(streams: u16, mode: Mode) -> TcpSpec {
+        TcpSpec {
+            streams,
+            mode,
+            len: DEFAULT_LEN as u32,
+            window: None,
+            mss: None,
+            congestion: None,
+            no_delay: false,
+            fq_rate_bps: None,
+            rate_bps: None,
+        }
+    }
+
+    #[test]
+    fn directions_by_mode() {
+        assert_eq!(spec(2, Mode::Forward).directions(), vec![Dir::Up, Dir::Up]);
+        assert_eq!(spec(1, Mode::Reverse).directions(), vec![Dir::Down]);
+        assert_eq!(
+            spec(2, Mode::Bidir).directions(),
+            vec![Dir::Up, Dir::Up, Dir::Down, Dir::Down]
+        );
+        assert!(spec(0, Mode::Forward).check().is_err());
+        assert!(spec(MAX_STREAMS + 1, Mode::Forward).check().is_err());
+        assert!(spec(4, Mode::Bidir).check().is_ok());
+    }
+
+    #[test]
+    fn spec_round_trips_and_rejects_unknown_fields() {
+        let s = spec(3, Mode::Bidir);
+        let j = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<TcpSpec>(&j).unwrap(), s);
+        let bad = j.replacen('{', r#"{"zerocopy":true,"#, 1);
+        assert!(serde_json::from_str::<TcpSpec>(&bad).is_err());
+    }
+
+    #[test]
+    fn preamble() {
+        let p = encode_preamble(0xdead_beef, 7);
+        assert_eq!(decode_preamble(&p), Some((0xdead_beef, 7)));
+        assert_eq!(decode_preamble(&p[..10]), None);
+        assert_eq!(decode_preamble(b"{\"type\":\"hello\",\"ver"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn preamble_round_trips(id in any::<u64>(), s in any::<u32>()) {
+            prop_assert_eq!(decode_preamble(&encode_preamble(id, s)), Some((id, s)));
+        }
+
+        #[test]
+        fn preamble_decode_never_panics(b in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = decode_preamble(&b);
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! TCP socket options and `TCP_INFO`: congestion control, MSS, the fq pacing cap, and the
+//! kernel's per-connection figures (retransmits, cwnd, RTT, pacing and delivery rates).
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use super::sockopt::set_int;
+
+/// The kernel's `struct tcp_info` (include/uapi/linux/tcp.h) up to `tcpi_snd_wnd`. glibc's
+/// copy in the libc crate stops at `tcpi_total_retrans`, before the rates; the kernel fills
+/// as much of this as it has and says how much in the returned length.
+#[repr(C)]
+#[derive(Default)]
+struct RawTcpInfo {
+    state: u8,
+    ca_state: u8,
+    retransmits: u8,
+    probes: u8,
+    backoff: u8,
+    options: u8,
+    wscale: u8,
+    app_limited: u8,
+    rto: u32,
+    ato: u32,
+    snd_mss: u32,
+    rcv_mss: u32,
+    unacked: u32,
+    sacked: u32,
+    lost: u32,
+    retrans: u32,
+    fackets: u32,
+    last_data_sent: u32,
+    last_ack_sent: u32,
+    last_data_recv: u32,
+    last_ack_recv: u32,
+    pmtu: u32,
+    rcv_ssthresh: u32,
+    rtt: u32,
+    rttvar: u32,
+    snd_ssthresh: u32,
+    snd_cwnd: u32,
+    advmss: u32,
+    reordering: u32,
+    rcv_rtt: u32,
+    rcv_space: u32,
+    total_retrans: u32,
+    pacing_rate: u64,
+    max_pacing_rate: u64,
+    bytes_acked: u64,
+    bytes_received: u64,
+    segs_out: u32,
+    segs_in: u32,
+    notsent_bytes: u32,
+    min_rtt: u32,
+    data_segs_in: u32,
+    data_segs_out: u32,
+    delivery_rate: u64,
+    busy_time: u64,
+    rwnd_limited: u64,
+    sndbuf_limited: u64,
+    delivered: u32,
+    delivered_ce: u32,
+    bytes_sent: u64,
+    bytes_retrans: u64,
+    dsack_dups: u32,
+    reord_seen: u32,
+    rcv_ooopack: u32,
+    snd_wnd: u32,
+}
+
+/// The `TCP_INFO` figures netcore reports (rates in bytes per second as the kernel gives
+/// them; times in microseconds). Fields a kernel does not fill are 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpInfo {
+    pub total_retrans: u32,
+    pub snd_cwnd: u32,
+    pub snd_mss: u32,
+    pub rtt_us: u32,
+    pub rttvar_us: u32,
+    pub pacing_rate: u64,
+    pub delivery_rate: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub bytes_retrans: u64,
+}
+
+/// `getsockopt(TCP_INFO)` on a connected TCP socket.
+pub fn tcp_info(sock: &impl AsRawFd) -> io::Result<TcpInfo> {
+    let mut raw = RawTcpInfo::default();
+    let mut len = std::mem::size_of::<RawTcpInfo>() as libc::socklen_t;
+    // SAFETY: `raw` is a plain repr(C) struct of integers valid for writes of `len` bytes (its
+    // exact size); the kernel writes at most `len` bytes and updates `len`.
+    unsafe {
+        syscall!(getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut raw as *mut RawTcpInfo).cast(),
+            &mut len,
+        ))
+    }?;
+    Ok(TcpInfo {
+        total_retrans: raw.total_retrans,
+        snd_cwnd: raw.snd_cwnd,
+        snd_mss: raw.snd_mss,
+        rtt_us: raw.rtt,
+        rttvar_us: raw.rttvar,
+        pacing_rate: raw.pacing_rate,
+        delivery_rate: raw.delivery_rate,
+        bytes_acked: raw.bytes_acked,
+        bytes_received: raw.bytes_received,
+        bytes_retrans: raw.bytes_retrans,
+    })
+}
+
+/// The congestion control algorithm of a TCP socket (`TCP_CONGESTION`).
+pub fn congestion(sock: &impl AsRawFd) -> io::Result<String> {
+    let mut name = [0u8; 32];
+    let mut len = name.len() as libc::socklen_t;
+    // SAFETY: `name` is valid for writes of `len` bytes; the kernel writes at most that and
+    // updates `len`.
+    unsafe {
+        syscall!(getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_mut_ptr().cast(),
+            &mut len,
+        ))
+    }?;
+    let name = &name[..(len as usize).min(name.len())];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Ok(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// Sets the congestion control algorithm (`TCP_CONGESTION`); `ENOENT` where the kernel has no
+/// such algorithm (and may not load it).
+pub fn set_congestion(sock: &impl AsRawFd, algo: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `algo`'s bytes, which live across the call.
+    unsafe {
+        syscall!(setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            algo.as_ptr().cast(),
+            algo.len() as libc::socklen_t,
+        ))
+    }
+    .map(|_| ())
+}
+
+/// `TCP_MAXSEG`: the largest segment this end sends (set before connecting).
+pub fn set_mss(sock: &impl AsRawFd, mss: u32) -> io::Result<()> {
+    set_int(
+        sock.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_MAXSEG,
+        mss as libc::c_int,
+    )
+}
+
+/// `SO_MAX_PACING_RATE` in bytes per second (enforced by the fq qdisc, or by TCP's own
+/// pacing where fq is absent).
+pub fn set_max_pacing_rate(sock: &impl AsRawFd, bytes_per_sec: u64) -> io::Result<()> {
+    let val: u64 = bytes_per_sec;
+    // SAFETY: `val` lives across the call and its exact size is passed; the kernel accepts a
+    // u64 for this option (a u32 on kernels before 4.19, which read the low half).
+    unsafe {
+        syscall!(setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MAX_PACING_RATE,
+            (&val as *const u64).cast(),
+            std::mem::size_of::<u64>() as libc::socklen_t,
+        ))
+    }
+    .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn info_and_congestion_on_a_live_connection() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut b, _) = l.accept().unwrap();
+        a.write_all(&[7u8; 100_000]).unwrap();
+        let mut buf = vec![0u8; 100_000];
+        b.read_exact(&mut buf).unwrap();
+        let i = tcp_info(&a).unwrap();
+        assert!(i.snd_cwnd > 0 && i.snd_mss > 0);
+        assert!(i.bytes_acked <= 100_001);
+        assert_eq!(tcp_info(&b).unwrap().bytes_received, 100_000);
+        let cc = congestion(&a).unwrap();
+        assert!(!cc.is_empty());
+        set_congestion(&a, &cc).unwrap();
+        assert!(set_congestion(&a, "no-such-algo").is_err());
+        set_max_pacing_rate(&a, 1 << 30).unwrap();
+    }
+}

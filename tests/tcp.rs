@@ -1,0 +1,329 @@
+//! `netcore blast --proto tcp` end to end: the real binary over loopback (and two network
+//! namespaces). Every test checks the exact agreement: bytes written == bytes read, per
+//! stream and in the SUM rows.
+
+mod common;
+
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::netns::Netns;
+use common::{addr_in, run, wait_output, Server};
+use netcore::flow::control::{Conn, Msg, Plan};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"))
+}
+
+/// Checks a TCP report: schema, `streams` rows (`per_dir` each way for the directions in
+/// `dirs`), written == read per stream and in each SUM, TCP_INFO on the writer's figures, and
+/// both sides' CPU.
+fn check(r: &Value, per_dir: usize, dirs: &[&str]) {
+    assert_eq!(r["schema"], "netcore.tcp.v1");
+    let rows = r["streams"].as_array().unwrap();
+    assert_eq!(rows.len(), per_dir * dirs.len(), "{r}");
+    for row in rows {
+        assert_eq!(u(row, "written"), u(row, "read"), "stream {row}");
+        assert_eq!(row["exact"], true);
+        assert!(u(row, "written") > 0);
+        let t = &row["tcp"];
+        assert!(u(t, "cwnd") > 0 && u(t, "mss") > 0, "{t}");
+        assert!(u(t, "bytes_acked") >= u(row, "written"), "{t}");
+        assert!(!t["congestion"].as_str().unwrap().is_empty());
+    }
+    let sums = r["sum"].as_array().unwrap();
+    assert_eq!(sums.len(), dirs.len());
+    for (s, dir) in sums.iter().zip(dirs) {
+        assert_eq!(s["dir"], *dir);
+        let of: Vec<&Value> = rows.iter().filter(|x| x["dir"] == *dir).collect();
+        assert_eq!(of.len(), per_dir);
+        assert_eq!(
+            u(s, "written"),
+            of.iter().map(|x| u(x, "written")).sum::<u64>()
+        );
+        assert_eq!(u(s, "read"), u(s, "written"));
+        assert_eq!(s["exact"], true);
+    }
+    for side in ["client", "server"] {
+        let c = &r["cpu"][side];
+        assert!(u(c, "threads") >= per_dir as u64, "{side}: {c}");
+        assert!(c["user_s"].as_f64().unwrap() + c["system_s"].as_f64().unwrap() > 0.0);
+        assert!(c["bits_per_cpu_s"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(r["interrupted"], false);
+}
+
+fn blast(args: &[&str]) -> Value {
+    let all = [&["blast", "--proto", "tcp", "--json"][..], args].concat();
+    let (st, out, err) = run(&all, LIMIT);
+    assert!(st.success(), "{all:?}: {err}");
+    json(&out)
+}
+
+#[test]
+fn embedded_single_stream_count_of_writes() {
+    let r = blast(&["--count", "300", "--len", "64KiB"]);
+    check(&r, 1, &["up"]);
+    assert_eq!(r["role"], "client");
+    assert_eq!(u(&r["streams"][0], "written"), 300 * 65536);
+}
+
+#[test]
+fn embedded_four_streams_split_the_size() {
+    let r = blast(&["--size", "200MB", "-P", "4"]);
+    check(&r, 4, &["up"]);
+    // 200 MB in 128 KiB writes, rounded up to whole writes, spread over the streams.
+    let writes = 200_000_000u64.div_ceil(131072);
+    assert_eq!(u(&r["sum"][0], "written"), writes * 131072);
+}
+
+#[test]
+fn embedded_reverse_and_bidir() {
+    let r = blast(&["--time", "1s", "-R", "--interval", "300ms"]);
+    check(&r, 1, &["down"]);
+    assert!(!r["intervals"].as_array().unwrap().is_empty());
+    let r = blast(&["--time", "1s", "--bidir", "-P", "2"]);
+    check(&r, 2, &["up", "down"]);
+    assert_eq!(r["settings"]["mode"], "bidir");
+}
+
+#[test]
+fn socket_settings_apply() {
+    let r = blast(&[
+        "--size",
+        "20MB",
+        "--mss",
+        "1400",
+        "--window",
+        "1MiB",
+        "--no-delay",
+        "--congestion",
+        "reno",
+        "--fq-rate",
+        "10Gbps",
+        "--rate",
+        "2Gbps",
+    ]);
+    check(&r, 1, &["up"]);
+    let t = &r["streams"][0]["tcp"];
+    assert_eq!(t["congestion"], "reno");
+    assert!(u(t, "mss") <= 1400, "{t}");
+}
+
+/// `recv --once --json` in its own process and `blast --to` against it; returns both reports.
+fn separate(args: &[&str]) -> (Value, Value) {
+    let (srv, line) = Server::start(
+        &["recv", "--listen", "127.0.0.1:0", "--once", "--json"],
+        "listening on",
+        true,
+    );
+    let addr = addr_in(&line);
+    let c = blast(&[&["--to", &addr][..], args].concat());
+    let out = srv.wait(LIMIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(s["role"], "server");
+    assert_eq!(s["test_id"], c["test_id"]);
+    assert_eq!(s["streams"], c["streams"], "both sides print the same rows");
+    (c, s)
+}
+
+#[test]
+fn separate_recv_single_and_four_streams() {
+    let (c, s) = separate(&["--size", "50MB"]);
+    check(&c, 1, &["up"]);
+    check(&s, 1, &["up"]);
+    let (c, _) = separate(&["--size", "100MB", "-P", "4"]);
+    check(&c, 4, &["up"]);
+}
+
+#[test]
+fn separate_recv_reverse_and_bidir() {
+    let (c, _) = separate(&["--time", "1s", "-R", "-P", "2"]);
+    check(&c, 2, &["down"]);
+    let (c, s) = separate(&["--time", "1s", "--bidir"]);
+    check(&c, 1, &["up", "down"]);
+    check(&s, 1, &["up", "down"]);
+}
+
+#[test]
+fn table_and_csv_have_stream_and_sum_rows() {
+    let (st, out, err) = run(
+        &["blast", "--proto", "tcp", "--size", "20MB", "-P", "2"],
+        LIMIT,
+    );
+    assert!(st.success(), "{err}");
+    assert!(out.contains("netcore TCP test"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("SUM")), "{out}");
+    assert!(out.contains("cpu client: user"), "{out}");
+    assert!(out.contains("cpu server: user"), "{out}");
+    let (st, out, err) = run(
+        &[
+            "blast", "--proto", "tcp", "--size", "20MB", "-P", "2", "--csv",
+        ],
+        LIMIT,
+    );
+    assert!(st.success(), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "header, 2 streams, SUM: {out}");
+    assert!(lines[0].starts_with("test_id,mode,stream,dir,written,read,exact"));
+    assert!(lines[3].contains(",SUM,up,"));
+}
+
+fn bad(args: &[&str], needle: &str) {
+    let (st, out, err) = run(args, Duration::from_secs(20));
+    assert_eq!(st.code(), Some(2), "{args:?}: usage error, exit 2: {err}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err.lines().count(), 1, "one line for {args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: '{needle}' not in {err}");
+}
+
+#[test]
+fn bad_values_give_one_line_usage_errors() {
+    bad(&["blast", "--proto", "tcp", "--streams", "0"], "--streams");
+    bad(
+        &["blast", "--proto", "tcp", "--streams", "10000"],
+        "--streams",
+    );
+    bad(&["blast", "--proto", "tcp", "--mss", "10"], "--mss");
+    bad(
+        &["blast", "--proto", "tcp", "--congestion", "no-such-cc"],
+        "unknown congestion control 'no-such-cc'",
+    );
+    bad(&["blast", "--proto", "tcp", "-R", "--bidir"], "--bidir");
+    bad(&["blast", "--mss", "1000"], "--mss applies to --proto tcp");
+    bad(&["blast", "--proto", "tcp", "--verify"], "--verify");
+    bad(&["blast", "--proto", "tcp", "--rate", "10kpps"], "bit rate");
+}
+
+#[test]
+fn an_old_version_peer_is_refused_in_one_line() {
+    let (srv, line) = Server::start(
+        &["recv", "--listen", "127.0.0.1:0", "--json"],
+        "listening on",
+        true,
+    );
+    let addr: std::net::SocketAddr = addr_in(&line).parse().unwrap();
+    // A version-1 sender (no Setup) is told which versions differ.
+    let mut c = Conn::new(TcpStream::connect(addr).unwrap()).unwrap();
+    c.send(&Msg::Hello {
+        version: 1,
+        test_id: 1,
+        len: 1000,
+        plan: Plan::Count(1),
+        streams: 1,
+        verify: false,
+        host: "old".into(),
+    })
+    .unwrap();
+    let e = c.expect("Ready", Duration::from_secs(10)).unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("protocol version 1 not supported (this receiver speaks 2)"),
+        "{e}"
+    );
+    drop(srv);
+    // A version-1 receiver refusing our Hello: blast prints its message on one line.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port().to_string();
+    let old = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut c = Conn::new(s).unwrap();
+        let _ = c.expect("Hello", Duration::from_secs(10));
+        c.send(&Msg::Error {
+            message: "protocol version 2 not supported (this receiver speaks 1)".into(),
+        })
+        .unwrap();
+    });
+    let to = format!("127.0.0.1:{port}");
+    let (st, _, err) = run(
+        &["blast", "--proto", "tcp", "--to", &to, "--count", "1"],
+        Duration::from_secs(20),
+    );
+    old.join().unwrap();
+    assert!(!st.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("this receiver speaks 1"), "{err}");
+}
+
+#[test]
+fn udp_reports_carry_cpu_figures() {
+    let (st, out, err) = run(&["blast", "--size", "5MB", "--json"], LIMIT);
+    assert!(st.success(), "{err}");
+    let r = json(&out);
+    for side in ["sender", "receiver"] {
+        let c = &r[side]["cpu_usage"];
+        assert_eq!(u(c, "threads"), 1, "{side}: {r}");
+        assert!(c["wall_s"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn two_hosts_over_veth() {
+    let ns = match Netns::create("tcp") {
+        Ok(ns) => ns,
+        Err(why) => {
+            println!("skipping two_hosts_over_veth: {why}");
+            return;
+        }
+    };
+    let spawn = |mut c: Command| {
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().expect("spawn")
+    };
+    let recv = spawn(ns.exec(
+        &ns.a,
+        &["recv", "--listen", "10.0.0.1:5300", "--once", "--json"],
+    ));
+    // Give the receiver a moment to bind; blast retries nothing, so wait for the port.
+    let t = std::time::Instant::now();
+    let client = loop {
+        let o = wait_output(
+            spawn(ns.exec(
+                &ns.b,
+                &[
+                    "blast",
+                    "--proto",
+                    "tcp",
+                    "--to",
+                    "10.0.0.1:5300",
+                    "--size",
+                    "50MB",
+                    "-P",
+                    "2",
+                    "--json",
+                ],
+            )),
+            LIMIT,
+        );
+        if o.status.success() || t.elapsed() > Duration::from_secs(10) {
+            break o;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        client.status.success(),
+        "{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    let c = json(&String::from_utf8_lossy(&client.stdout));
+    check(&c, 2, &["up"]);
+    assert_eq!(c["target"], "10.0.0.1:5300");
+    let s = wait_output(recv, LIMIT);
+    assert!(s.status.success());
+    check(&json(&String::from_utf8_lossy(&s.stdout)), 2, &["up"]);
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# compare-tcp.sh - netcore blast --proto tcp vs iperf3 on the same loopback work.
+#
+# Work: TIME (default 3s) of unpaced TCP per run, the server process pinned to CPU 1 and the
+# client process to CPU 0 (taskset, the same for every tool), separate server and client
+# processes. Modes: single (one stream), p2 (-P 2), rev (-R: the server sends). Each iperf3 in
+# IPERF3 (default: Debian's /usr/bin/iperf3 and /opt/iperf3-new/bin/iperf3 when built by
+# shared/peers/build-iperf3.sh) runs with and without -Z (sendfile zero-copy). Configurations run
+# interleaved (run 1 of each, then run 2, ...), RUNS (default 5) each; medians are printed with
+# the ratios netcore / best iperf3 configuration of the same mode.
+#
+#   RUNS=5 TIME=3 tools/compare-tcp.sh
+#   MODES="single rev" IPERF3=/usr/bin/iperf3 tools/compare-tcp.sh
+#
+# Goodput: bits the receiving side read / its time (netcore: the SUM row; iperf3:
+# end.sum_received). Sender CPU-seconds per gigabit: CPU of the sending side / gigabits moved.
+# netcore counts its data threads (getrusage RUSAGE_THREAD, the report's cpu figures); iperf3
+# counts its whole process (getrusage RUSAGE_SELF, cpu_utilization_percent × its seconds), which
+# adds its control work (small next to the data path).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS="${RUNS:-5}"
+TIME="${TIME:-3}"
+MODES="${MODES:-single p2 rev}"
+OUT="${OUT:-$(mktemp -d /tmp/compare-tcp.XXXXXX)}"; mkdir -p "$OUT"
+NC=target/release/netcore
+TX_CPU=0 RX_CPU=1
+if [[ -z "${IPERF3:-}" ]]; then
+  IPERF3=/usr/bin/iperf3
+  [[ -x /opt/iperf3-new/bin/iperf3 ]] && IPERF3="$IPERF3 /opt/iperf3-new/bin/iperf3"
+fi
+for b in $IPERF3; do [[ -x $b ]] || { echo "$b missing (apt-get install -y iperf3)" >&2; exit 1; }; done
+cargo build --release --quiet
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+port_wait() {  # port
+  for _ in $(seq 1 100); do ss -ltn "sport = :$1" 2>/dev/null | grep -q ":$1" && return 0; sleep 0.05; done
+  echo "nothing listening on port $1" >&2; return 1
+}
+mode_args() {  # mode -> client flags common to both tools
+  case $1 in single) ;; p2) echo "-P 2" ;; rev) echo "-R" ;; *) echo "unknown mode $1" >&2; exit 2 ;; esac
+}
+
+run_netcore() {  # mode
+  local m=$1 port=15311 f="$OUT/nc_$1.r$r.json"
+  taskset -c $RX_CPU $NC recv --listen 127.0.0.1:$port --once --json >/dev/null 2>&1 &
+  local pid=$!; PIDS+=("$pid")
+  port_wait $port
+  # shellcheck disable=SC2046
+  taskset -c $TX_CPU $NC blast --proto tcp --to 127.0.0.1:$port --time "${TIME}s" --json $(mode_args "$m") >"$f" || true
+  wait "$pid" 2>/dev/null || true
+  python3 - "$f" "nc_$m" "$m" <<'PY' >>"$OUT/results.tsv"
+import json, sys
+d = json.load(open(sys.argv[1])); s = d["sum"][0]
+gbit = s["read"] * 8 / 1e9
+cpu = d["cpu"]["server" if sys.argv[3] == "rev" else "client"]
+print(f'{sys.argv[2]}\t{sys.argv[3]}\t{s["goodput_bps"]/1e9:.3f}\t{(cpu["user_s"]+cpu["system_s"])/gbit:.5f}\t{cpu["pct_core"]:.1f}')
+PY
+}
+
+run_iperf3() {  # mode binary tag extra...
+  local m=$1 bin=$2 tag=$3; shift 3
+  local port=15211 f="$OUT/${tag}_$m.r$r.json"
+  taskset -c $RX_CPU "$bin" -s -1 -B 127.0.0.1 -p $port >/dev/null 2>&1 &
+  local pid=$!; PIDS+=("$pid")
+  port_wait $port
+  # shellcheck disable=SC2046
+  taskset -c $TX_CPU "$bin" -c 127.0.0.1 -p $port -t "$TIME" --json $(mode_args "$m") "$@" >"$f" || true
+  wait "$pid" 2>/dev/null || true
+  python3 - "$f" "${tag}_$m" "$m" <<'PY' >>"$OUT/results.tsv"
+import json, sys
+d = json.load(open(sys.argv[1])); e = d["end"]; rcv = e["sum_received"]
+gbit = rcv["bytes"] * 8 / 1e9
+cpu = e["cpu_utilization_percent"]["remote_total" if sys.argv[3] == "rev" else "host_total"]
+secs = e["sum_sent"]["seconds"]
+print(f'{sys.argv[2]}\t{sys.argv[3]}\t{rcv["bits_per_second"]/1e9:.3f}\t{cpu/100*secs/gbit:.5f}\t{cpu:.1f}')
+PY
+}
+
+: >"$OUT/results.tsv"
+: >"$OUT/versions.txt"
+i=0
+for b in $IPERF3; do echo "iperf3_$i = $b: $("$b" --version | head -1)" >>"$OUT/versions.txt"; i=$((i+1)); done
+for r in $(seq 1 "$RUNS"); do
+  for m in $MODES; do
+    echo "run $r/$RUNS: $m" >&2
+    run_netcore "$m"
+    i=0
+    for b in $IPERF3; do
+      run_iperf3 "$m" "$b" "iperf3_$i"
+      run_iperf3 "$m" "$b" "iperf3_${i}Z" -Z
+      i=$((i+1))
+    done
+  done
+done
+
+cat "$OUT/versions.txt"
+python3 - "$OUT/results.tsv" "$RUNS" "$TIME" <<'PY'
+import sys, statistics as st
+rows = {}
+for line in open(sys.argv[1]):
+    n, m, g, c, p = line.rstrip("\n").split("\t")
+    rows.setdefault((m, n), []).append((float(g), float(c), float(p)))
+med = lambda k, i: st.median(x[i] for x in rows[k])
+print(f"# netcore vs iperf3, TCP over loopback, {sys.argv[3]} s per run, {sys.argv[2]} interleaved runs, medians")
+print(f"{'mode':7} {'configuration':14} {'goodput Gbit/s':>15} {'sender CPU-s/Gbit':>18} {'sender CPU %':>13}")
+for k in rows:
+    print(f"{k[0]:7} {k[1]:14} {med(k,0):15.3f} {med(k,1):18.5f} {med(k,2):13.1f}")
+print()
+for m in dict.fromkeys(k[0] for k in rows):
+    nc = (m, f"nc_{m}")
+    others = [k for k in rows if k[0] == m and k != nc]
+    if nc not in rows or not others:
+        continue
+    best = max(others, key=lambda k: med(k, 0))
+    print(f"{m:7} netcore / best iperf3 ({best[1]}): goodput {med(nc,0)/med(best,0):.2f}x, "
+          f"sender CPU-s per Gbit {med(nc,1)/med(best,1):.2f}x (below 1 is better)")
+PY
+echo "raw results: $OUT" >&2
