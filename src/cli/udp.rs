@@ -49,7 +49,8 @@ pub struct BlastArgs {
     /// Messages per sendmmsg call (with GSO each message carries up to 64 KiB of datagrams)
     #[arg(long, default_value_t = 64, allow_hyphen_values = true)]
     pub batch: usize,
-    /// Pace to this rate (1Gbps, 500Mbps, 50kpps); unpaced without it
+    /// Pace to this rate: bits (1Gbps, 500Mbps, 1e9), bytes (125MB/s) or datagrams (50kpps)
+    /// per second; unpaced without it
     #[arg(long, value_parser = units::parse_rate, allow_hyphen_values = true)]
     pub rate: Option<Rate>,
     /// UDP GSO: hand the kernel multi-datagram buffers
