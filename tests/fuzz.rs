@@ -203,14 +203,20 @@ fn msg() -> impl Strategy<Value = Msg> {
             any::<u64>(),
             any::<u64>(),
             any::<u64>(),
-            proptest::collection::btree_map(text, any::<u64>(), 0..4)
+            proptest::collection::btree_map(text, any::<u64>(), 0..4),
+            any::<bool>(),
+            proptest::option::of(text),
         )
-            .prop_map(|(sent, bytes, elapsed_ns, errors)| Msg::Done {
-                sent,
-                bytes,
-                elapsed_ns,
-                errors,
-            }),
+            .prop_map(
+                |(sent, bytes, elapsed_ns, errors, interrupted, pacing)| Msg::Done {
+                    sent,
+                    bytes,
+                    elapsed_ns,
+                    errors,
+                    interrupted,
+                    pacing,
+                }
+            ),
         text.prop_map(|message| Msg::Error { message }),
     ]
 }
@@ -498,6 +504,8 @@ fn regression_inputs_stay_harmless() {
         bytes: 0,
         elapsed_ns: 0,
         errors: BTreeMap::from([("E\u{0}".to_string(), 1)]),
+        interrupted: false,
+        pacing: None,
     };
     let line = control::encode(&done);
     assert_eq!(control::decode(&line[..line.len() - 1]).unwrap(), done);

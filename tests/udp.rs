@@ -175,6 +175,8 @@ fn crafted(extra_recv_args: &[&str], datagrams: &[Vec<u8>], test_id: u64, sent: 
         bytes: sent * 100,
         elapsed_ns: 1_000_000,
         errors: Default::default(),
+        interrupted: false,
+        pacing: None,
     })
     .unwrap();
     let report = loop {
