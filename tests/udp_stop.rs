@@ -417,3 +417,24 @@ fn closed_stdout_is_an_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"schema\""), "{err}");
 }
+
+/// #17.8: a relay whose --to is its own --listen is refused (one datagram became 305,150).
+#[test]
+fn relay_refuses_a_loop() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for (l, t) in [
+        (format!("127.0.0.1:{port}"), format!("127.0.0.1:{port}")),
+        (format!("0.0.0.0:{port}"), format!("127.0.0.1:{port}")),
+    ] {
+        let (st, _, err) = run(
+            &["relay", "--listen", &l, "--to", &t, "--duplicate", "100%"],
+            Duration::from_secs(10),
+        );
+        assert_eq!(st.code(), Some(1), "{err}");
+        assert!(err.contains("loop back"), "{err}");
+    }
+}
