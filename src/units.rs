@@ -4,8 +4,9 @@
 //! Conventions (the ones iperf3 users expect, stated once):
 //! - sizes: `KB MB GB TB` are decimal (10^3), `KiB MiB GiB TiB` and the bare letters `K M G T` are
 //!   binary (2^10), as iperf's `-n 200M`; a bare number is bytes;
-//! - rates: bits per second with `bps` / `bit/s` (`k M G T` decimal), or packets per second with
-//!   `pps` (`kpps`, `Mpps`); a bare number is bits per second;
+//! - rates: bits per second with `bps` / `bit/s` (`k M G T` decimal), bytes per second with a
+//!   capital `B` (`MB/s`, `MBps`, `MB`, `MiB/s`; times 8), or packets per second with `pps`
+//!   (`kpps`, `Mpps`); a bare number (`1000`, `1e9`) is bits per second;
 //! - durations: `ns us ms s m h`; a bare number is seconds.
 
 use std::fmt;
@@ -26,11 +27,25 @@ fn split_number<'a>(kind: &str, text: &'a str) -> Result<(f64, &'a str), UnitErr
     if t.is_empty() {
         return Err(err(kind, text, "empty"));
     }
-    let end = t
-        .char_indices()
-        .find(|&(_, c)| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == '_'))
-        .map(|(i, _)| i)
+    let b = t.as_bytes();
+    let mut end = b
+        .iter()
+        .position(|&c| !(c.is_ascii_digit() || c == b'.' || c == b'-' || c == b'+' || c == b'_'))
         .unwrap_or(t.len());
+    // An exponent (`1e9`, `2.5E-3`): `e`, an optional sign, then digits.
+    if end > 0 && matches!(b.get(end), Some(b'e' | b'E')) {
+        let mut i = end + 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let digits = b[i.min(b.len())..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if digits > 0 {
+            end = i + digits;
+        }
+    }
     let (num, unit) = t.split_at(end);
     let num = num.replace('_', "");
     if num.is_empty() {
@@ -100,8 +115,9 @@ impl fmt::Display for Rate {
     }
 }
 
-/// Parses `1Gbps`, `500Mbit/s`, `50kpps`, `2Mpps`, `1e9`. Zero is rejected: leave `--rate` out
-/// for an unpaced run.
+/// Parses `1Gbps`, `500Mbit/s`, `50kpps`, `2Mpps`, `1e9` (bits per second), `125MB/s`,
+/// `125MBps`, `125MB` (bytes per second: times 8). The case of `B` matters: `b` is bits, `B`
+/// bytes. Zero is rejected: leave `--rate` out for an unpaced run.
 pub fn parse_rate(text: &str) -> Result<Rate, UnitError> {
     let (v, unit) = split_number("rate", text)?;
     if v == 0.0 {
@@ -111,37 +127,58 @@ pub fn parse_rate(text: &str) -> Result<Rate, UnitError> {
             "must be greater than zero (omit --rate to send unpaced)",
         ));
     }
-    let lower = unit.to_ascii_lowercase();
-    let (prefix, is_pps) = if let Some(p) = lower.strip_suffix("pps") {
-        (p, true)
-    } else if let Some(p) = lower.strip_suffix("bps") {
-        (p, false)
-    } else if let Some(p) = lower.strip_suffix("bit/s") {
-        (p, false)
-    } else if let Some(p) = lower.strip_suffix("b/s") {
-        (p, false)
-    } else {
-        (lower.as_str(), false)
-    };
+    #[derive(PartialEq)]
+    enum Kind {
+        Bits,
+        Bytes,
+        Packets,
+    }
+    const SUFFIXES: &[(&str, Kind)] = &[
+        ("pps", Kind::Packets),
+        ("PPS", Kind::Packets),
+        ("bit/s", Kind::Bits),
+        ("bits/s", Kind::Bits),
+        ("bps", Kind::Bits),
+        ("b/s", Kind::Bits),
+        ("byte/s", Kind::Bytes),
+        ("bytes/s", Kind::Bytes),
+        ("Bps", Kind::Bytes),
+        ("B/s", Kind::Bytes),
+        ("B", Kind::Bytes),
+    ];
+    let (prefix, kind) = SUFFIXES
+        .iter()
+        .find_map(|(suf, k)| unit.strip_suffix(suf).map(|p| (p, k)))
+        .unwrap_or((unit, &Kind::Bits));
     let mult = match prefix {
         "" => 1.0,
-        "k" => 1e3,
-        "m" => 1e6,
-        "g" => 1e9,
-        "t" => 1e12,
+        "k" | "K" => 1e3,
+        "m" | "M" => 1e6,
+        "g" | "G" => 1e9,
+        "t" | "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
         _ => {
             return Err(err(
                 "rate",
                 text,
-                &format!("unknown unit '{unit}' (use bps, kbps, Mbps, Gbps, pps, kpps, Mpps)"),
+                &format!(
+                    "unknown unit '{unit}' (use bps, kbps, Mbps, Gbps for bits; B/s, MB/s, GB/s \
+                     for bytes; pps, kpps, Mpps for datagrams)"
+                ),
             ))
         }
     };
     let x = v * mult;
-    Ok(if is_pps {
-        Rate::PacketsPerSec(x)
-    } else {
-        Rate::BitsPerSec(x)
+    if !x.is_finite() || x > 1e15 {
+        return Err(err("rate", text, "too large"));
+    }
+    Ok(match kind {
+        Kind::Packets => Rate::PacketsPerSec(x),
+        Kind::Bits => Rate::BitsPerSec(x),
+        Kind::Bytes => Rate::BitsPerSec(x * 8.0),
     })
 }
 
@@ -287,6 +324,31 @@ mod tests {
     }
 
     #[test]
+    fn byte_rates_are_bytes_and_exponents_parse() {
+        // Issue #16.6: `1GB/s` was taken as 1 Gbit/s, `1MB` refused, `1e9` refused.
+        assert_eq!(parse_rate("1GB/s").unwrap(), Rate::BitsPerSec(8e9));
+        assert_eq!(parse_rate("1GBps").unwrap(), Rate::BitsPerSec(8e9));
+        assert_eq!(parse_rate("1MB").unwrap(), Rate::BitsPerSec(8e6));
+        assert_eq!(parse_rate("125kB/s").unwrap(), Rate::BitsPerSec(1e6));
+        assert_eq!(
+            parse_rate("1MiB/s").unwrap(),
+            Rate::BitsPerSec(8.0 * 1048576.0)
+        );
+        assert_eq!(parse_rate("100B/s").unwrap(), Rate::BitsPerSec(800.0));
+        assert_eq!(parse_rate("1Gb/s").unwrap(), Rate::BitsPerSec(1e9));
+        assert_eq!(parse_rate("1gbps").unwrap(), Rate::BitsPerSec(1e9));
+        assert_eq!(parse_rate("1e9").unwrap(), Rate::BitsPerSec(1e9));
+        assert_eq!(parse_rate("2.5e6bps").unwrap(), Rate::BitsPerSec(2.5e6));
+        assert_eq!(parse_rate("1E3pps").unwrap(), Rate::PacketsPerSec(1e3));
+        assert_eq!(parse_size("1e6").unwrap(), 1_000_000);
+        assert!(parse_rate("1e").is_err());
+        assert!(parse_rate("1e999").is_err());
+        assert!(parse_rate("1XB/s").is_err());
+        let e = parse_rate("1 furlong/s").unwrap_err().to_string();
+        assert!(!e.contains('\n') && e.contains("unknown unit"), "{e}");
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
@@ -310,6 +372,26 @@ mod tests {
         #[test]
         fn size_roundtrip(n in 0u64..1_000_000_000_000) {
             proptest::prop_assert_eq!(parse_size(&n.to_string()).unwrap(), n);
+        }
+
+        /// Bytes per second are always eight times the same figure in bits per second.
+        #[test]
+        fn bytes_are_eight_bits(v in 1u32..1_000_000, p in proptest::sample::select(vec!["", "k", "M", "G"])) {
+            let bits = parse_rate(&format!("{v}{p}bps")).unwrap();
+            for suffix in ["B/s", "Bps", "B"] {
+                let bytes = parse_rate(&format!("{v}{p}{suffix}")).unwrap();
+                match (bits, bytes) {
+                    (Rate::BitsPerSec(a), Rate::BitsPerSec(b)) => proptest::prop_assert_eq!(a * 8.0, b),
+                    other => proptest::prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
+
+        /// Any number written with an exponent parses to the same value as without.
+        #[test]
+        fn exponent_matches_plain(m in 1u32..1000, e in 0i32..9) {
+            let plain = parse_rate(&format!("{}", m as f64 * 10f64.powi(e))).unwrap();
+            proptest::prop_assert_eq!(parse_rate(&format!("{m}e{e}")).unwrap(), plain);
         }
 
         #[test]

@@ -203,15 +203,21 @@ fn msg() -> impl Strategy<Value = Msg> {
             any::<u64>(),
             any::<u64>(),
             any::<u64>(),
-            proptest::collection::btree_map(text, any::<u64>(), 0..4)
+            proptest::collection::btree_map(text, any::<u64>(), 0..4),
+            any::<bool>(),
+            proptest::option::of(text),
         )
-            .prop_map(|(sent, bytes, elapsed_ns, errors)| Msg::Done {
-                sent,
-                bytes,
-                elapsed_ns,
-                errors,
-                cpu: None,
-            }),
+            .prop_map(
+                |(sent, bytes, elapsed_ns, errors, interrupted, pacing)| Msg::Done {
+                    sent,
+                    bytes,
+                    elapsed_ns,
+                    errors,
+                    interrupted,
+                    pacing,
+                    cpu: None,
+                }
+            ),
         text.prop_map(|message| Msg::Error { message }),
     ]
 }
@@ -500,6 +506,8 @@ fn regression_inputs_stay_harmless() {
         elapsed_ns: 0,
         errors: BTreeMap::from([("E\u{0}".to_string(), 1)]),
         cpu: None,
+        interrupted: false,
+        pacing: None,
     };
     let line = control::encode(&done);
     assert_eq!(control::decode(&line[..line.len() - 1]).unwrap(), done);
@@ -526,4 +534,154 @@ fn regression_inputs_stay_harmless() {
     };
     let out = session(cfg, &[b"\r".to_vec(), b"\n".to_vec(), b"ab\r\n".to_vec()]);
     assert!(out.ends_with(b"\n"));
+}
+
+// ---- recv's control state machine and the sender's reading of receiver messages ----------
+
+use netcore::flow::udp::recv_core::Out;
+use netcore::flow::udp::recv_session::{Action, Limits, RecvSession, SessionCtx};
+use netcore::flow::udp::sender::{Reaction, ReceiverView};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+enum SessionInput {
+    Control(Msg),
+    Lost,
+    Bad,
+    Started,
+    Interval(u64),
+    Finished,
+    Tick { ms: u64, stop: bool },
+}
+
+fn session_input() -> impl Strategy<Value = SessionInput> {
+    prop_oneof![
+        msg().prop_map(SessionInput::Control),
+        Just(SessionInput::Lost),
+        Just(SessionInput::Bad),
+        Just(SessionInput::Started),
+        any::<u64>().prop_map(SessionInput::Interval),
+        Just(SessionInput::Finished),
+        (0u64..120_000, any::<bool>()).prop_map(|(ms, stop)| SessionInput::Tick { ms, stop }),
+    ]
+}
+
+fn stats() -> netcore::flow::udp::report::ReceiverStats {
+    serde_json::from_str(include_str!("fuzz_receiver_stats.json")).expect("stats fixture")
+}
+
+proptest! {
+    /// Any sequence of control messages, UDP-thread news and time never panics, ends at most
+    /// once, and every state has a deadline: after enough quiet time the session has ended.
+    #[test]
+    fn recv_session_any_inputs(inputs in proptest::collection::vec(session_input(), 0..40)) {
+        let t0 = Instant::now();
+        let ctx = SessionCtx {
+            host: "h".into(),
+            peer_loopback: true,
+            target: "127.0.0.1:1".into(),
+            interval: Duration::from_secs(1),
+            rcvbuf: 1,
+            gro: false,
+            limits: Limits::default(),
+        };
+        let mut s = RecvSession::new(ctx, t0);
+        let mut now = t0;
+        let mut ends = 0;
+        let mut finish_asked = false;
+        let check = |s: &mut RecvSession, finish_asked: &mut bool| -> usize {
+            let mut e = 0;
+            for a in s.take_actions() {
+                match a {
+                    Action::End(_) => e += 1,
+                    Action::Cmd(netcore::flow::udp::recv_core::Cmd::Finish { .. }) => *finish_asked = true,
+                    _ => {}
+                }
+            }
+            e
+        };
+        for i in inputs {
+            match i {
+                SessionInput::Control(m) => s.on_msg(m, now),
+                SessionInput::Lost => s.on_control_lost("closed".into(), now),
+                SessionInput::Bad => s.on_bad_input("malformed".into(), now),
+                SessionInput::Started => s.on_udp(Out::Started, now),
+                SessionInput::Interval(n) => s.on_udp(Out::Interval { t: 1.0, datagrams: n, bytes: n, lost_so_far: 0 }, now),
+                SessionInput::Finished => s.on_udp(Out::Finished(Box::new(stats())), now),
+                SessionInput::Tick { ms, stop } => {
+                    now += Duration::from_millis(ms);
+                    s.on_tick(now, stop);
+                }
+            }
+            ends += check(&mut s, &mut finish_asked);
+        }
+        // Time passes with nothing else: every state has a deadline. (A Finish asked of the
+        // UDP thread is answered by it; without an answer the session gives up too.)
+        for _ in 0..10 {
+            now += Duration::from_secs(24 * 3600 + 120);
+            s.on_tick(now, false);
+            ends += check(&mut s, &mut finish_asked);
+        }
+        prop_assert!(s.ended(), "session still open: {:?}", s);
+        prop_assert_eq!(ends, 1);
+    }
+
+    /// The sender's reading of receiver messages: never panics, rows never go back in time,
+    /// at most one row per 10 ms, and the rows end on the totals.
+    #[test]
+    fn sender_reads_any_receiver_messages(
+        msgs in proptest::collection::vec((msg(), 0u64..2_000), 0..60),
+        sent_end in 0u64..1_000_000,
+    ) {
+        let mut v = ReceiverView::new(1472);
+        let mut t = 0.0f64;
+        let mut rows = 0usize;
+        for (i, (m, dt_us)) in msgs.into_iter().enumerate() {
+            t += dt_us as f64 / 1e6;
+            match v.on_msg(m, t, i as u64, false) {
+                Reaction::Row(r) => {
+                    prop_assert!(r.t >= r.start);
+                    rows += 1;
+                }
+                Reaction::Ignored | Reaction::Report(_) | Reaction::Fail(_) => {}
+            }
+        }
+        prop_assert!(rows as f64 <= t / 0.01 + 1.0);
+        let out = v.finish(t + 0.5, sent_end, 3, 0);
+        for w in out.windows(2) {
+            prop_assert!(w[0].t <= w[1].start + 1e-9 && w[1].start <= w[1].t);
+        }
+        if let Some(last) = out.last() {
+            prop_assert_eq!(last.sent, sent_end);
+        }
+    }
+}
+
+/// #16.7: a final sliver is merged into the row before it (it showed as a zero-width interval
+/// with an invented rate).
+#[test]
+fn final_sliver_is_merged() {
+    let mut v = ReceiverView::new(1000);
+    let iv = |d: u64| Msg::Interval {
+        t: 0.0,
+        datagrams: d,
+        bytes: 0,
+        lost_so_far: 0,
+    };
+    assert!(matches!(
+        v.on_msg(iv(100), 1.0, 100, false),
+        Reaction::Row(_)
+    ));
+    assert!(matches!(
+        v.on_msg(iv(200), 2.0, 200, false),
+        Reaction::Row(_)
+    ));
+    let rows = v.finish(2.002, 210, 210, 0);
+    assert_eq!(rows.len(), 2);
+    let last = rows[1];
+    assert_eq!(
+        (last.start, last.t, last.sent, last.received),
+        (1.0, 2.002, 210, 210)
+    );
+    assert!((last.sent_bps - 110.0 * 8000.0 / 1.002).abs() < 1.0);
 }

@@ -177,6 +177,8 @@ fn crafted(extra_recv_args: &[&str], datagrams: &[Vec<u8>], test_id: u64, sent: 
         elapsed_ns: 1_000_000,
         errors: Default::default(),
         cpu: None,
+        interrupted: false,
+        pacing: None,
     })
     .unwrap();
     let report = loop {

@@ -57,7 +57,8 @@ pub struct BlastArgs {
     /// Messages per sendmmsg call (with GSO each message carries up to 64 KiB of datagrams)
     #[arg(long, default_value_t = 64, allow_hyphen_values = true)]
     pub batch: usize,
-    /// Pace to this rate (1Gbps, 500Mbps, 50kpps); unpaced without it
+    /// Pace to this rate: bits (1Gbps, 500Mbps, 1e9), bytes (125MB/s) or datagrams (50kpps)
+    /// per second; unpaced without it
     #[arg(long, value_parser = units::parse_rate, allow_hyphen_values = true)]
     pub rate: Option<Rate>,
     /// UDP GSO: hand the kernel multi-datagram buffers
@@ -267,8 +268,24 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     if let Some(p) = a.plot.file() {
         plot_intervals(p, &report)?;
     }
-    out(&report.render(format))?;
-    Ok(ExitCode::SUCCESS)
+    let text = report.render(format);
+    if let Err(e) = out(&text) {
+        // stdout is gone (closed, a full disk): the report must not be lost silently.
+        eprint!("{text}");
+        bail!("cannot write the report to stdout ({e}); it went to stderr");
+    }
+    Ok(interrupted_exit(report.receiver.interrupted))
+}
+
+/// The exit code of a test that ran: 0, or 128 + the signal (130 for Ctrl-C, 143 for
+/// SIGTERM) when a signal cut it short (its report, marked interrupted, was printed), or 1 when
+/// the receiver ended it early.
+fn interrupted_exit(interrupted: bool) -> ExitCode {
+    match (interrupted, signal::last_signal()) {
+        (false, _) => ExitCode::SUCCESS,
+        (true, 0) => ExitCode::from(1),
+        (true, sig) => ExitCode::from(128u8.saturating_add(sig as u8)),
+    }
 }
 
 /// Sent and received Gbit/s per interval; a run shorter than one interval plots its average.
@@ -338,6 +355,7 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         );
     }
     let mut csv_header_done = false;
+    let mut lost_output = false;
     let res = r.serve(a.once, &mut |ev| match ev {
         Event::Started { peer, test_id, len } => {
             if live {
@@ -367,7 +385,11 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
                     .unwrap_or_default();
             }
             csv_header_done = true;
-            let _ = out(&text);
+            if out(&text).is_err() {
+                // stdout is gone: the report goes to stderr and the exit says so.
+                eprint!("{text}");
+                lost_output = true;
+            }
         }
         Event::Failed(why) => eprintln!("netcore recv: {why}"),
         Event::Tcp(TcpEvent::Interval(row)) => {
@@ -381,5 +403,8 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         }
     });
     res?;
+    if lost_output {
+        bail!("cannot write reports to stdout; they went to stderr");
+    }
     Ok(ExitCode::SUCCESS)
 }

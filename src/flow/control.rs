@@ -83,6 +83,14 @@ pub enum Msg {
         /// The sending thread's CPU over the test.
         #[serde(default)]
         cpu: Option<CpuUsage>,
+        /// Sending was cut short (Ctrl-C, SIGTERM) before the plan was done. Absent when false,
+        /// so a Done that is not interrupted reads as before.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        interrupted: bool,
+        /// The sender's pacing (`token bucket at 1.00 Mbit/s`), absent when unpaced, so the
+        /// receiver's report can say how the test was sent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pacing: Option<String>,
     },
     /// After Hello (version 2): what kind of test it is. `tcp: None` is a UDP test.
     Setup {
@@ -107,6 +115,29 @@ pub enum Msg {
     },
 }
 
+impl Msg {
+    /// The message's type, for errors and refusals (not its contents: those may be huge).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Msg::Hello { .. } => "Hello",
+            Msg::Ready { .. } => "Ready",
+            Msg::Interval { .. } => "Interval",
+            Msg::Done { .. } => "Done",
+            Msg::Setup { .. } => "Setup",
+            Msg::TcpDone { .. } => "TcpDone",
+            Msg::TcpReport { .. } => "TcpReport",
+            Msg::Report { .. } => "Report",
+            Msg::Error { .. } => "Error",
+        }
+    }
+}
+
+/// A line that is not a control message (malformed, unknown, over the bound): the connection
+/// itself is fine, so the peer can be told why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub String);
+
 /// Encodes a message as one line.
 pub fn encode(msg: &Msg) -> Vec<u8> {
     let mut v = serde_json::to_vec(msg).expect("control messages serialise");
@@ -117,9 +148,14 @@ pub fn encode(msg: &Msg) -> Vec<u8> {
 /// Decodes one line (without its newline). Unknown types and fields are errors.
 pub fn decode(line: &[u8]) -> Result<Msg> {
     if line.len() > MAX_MESSAGE {
-        bail!("control message of {} bytes is over the limit", line.len());
+        return Err(Malformed(format!(
+            "control message of {} bytes is over the limit",
+            line.len()
+        ))
+        .into());
     }
-    serde_json::from_slice(line).map_err(|e| anyhow!("malformed control message: {e}"))
+    serde_json::from_slice(line)
+        .map_err(|e| anyhow!(Malformed(format!("malformed control message: {e}"))))
 }
 
 /// A control connection: blocking TCP with a deadline on every receive.
@@ -162,13 +198,8 @@ impl Conn {
     /// deadline passed with no complete message.
     pub fn recv_until(&mut self, deadline: Instant) -> Result<Option<Msg>> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-                let msg = decode(&self.buf[..pos]);
-                self.buf.drain(..=pos);
-                return msg.map(Some);
-            }
-            if self.buf.len() > MAX_MESSAGE {
-                bail!("control message over {MAX_MESSAGE} bytes");
+            if let Some(m) = self.take_line()? {
+                return Ok(Some(m));
             }
             let now = Instant::now();
             if now >= deadline {
@@ -193,11 +224,72 @@ impl Conn {
 
     /// Receives the next message or fails naming what was awaited.
     pub fn expect(&mut self, what: &str, timeout: Duration) -> Result<Msg> {
-        match self.recv_until(Instant::now() + timeout)? {
-            Some(Msg::Error { message }) => bail!("peer refused: {message}"),
-            Some(m) => Ok(m),
-            None => bail!("no {what} from the peer within {timeout:?}"),
+        self.expect_or_stop(what, Instant::now() + timeout, &|| false)
+    }
+
+    /// Like [`Conn::expect`] with a fixed `deadline`, waiting in slices of at most 50 ms and
+    /// giving up as soon as `stop()` says so (a signal): no wait here outlives a stop request
+    /// by more than a slice.
+    pub fn expect_or_stop(
+        &mut self,
+        what: &str,
+        deadline: Instant,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Msg> {
+        let start = Instant::now();
+        loop {
+            if stop() {
+                bail!("interrupted while waiting for {what} from the peer");
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                bail!(
+                    "no {what} from the peer within {:.1} s",
+                    (deadline - start).as_secs_f64()
+                );
+            }
+            let slice = deadline.min(now + Duration::from_millis(50));
+            match self.recv_until(slice)? {
+                Some(Msg::Error { message }) => bail!("peer refused: {message}"),
+                Some(m) => return Ok(m),
+                None => {}
+            }
         }
+    }
+
+    /// Takes one message if a complete one is buffered or readable now; never blocks.
+    pub fn try_recv(&mut self) -> Result<Option<Msg>> {
+        if let Some(m) = self.take_line()? {
+            return Ok(Some(m));
+        }
+        self.stream.set_nonblocking(true)?;
+        let mut chunk = [0u8; 8192];
+        let r = self.stream.read(&mut chunk);
+        self.stream.set_nonblocking(false)?;
+        match r {
+            Ok(0) => bail!("control channel closed by the peer"),
+            Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e).context("control channel: receive failed"),
+        }
+        self.take_line()
+    }
+
+    /// A complete buffered line, decoded; an error when the buffer is over the bound.
+    fn take_line(&mut self) -> Result<Option<Msg>> {
+        if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+            let msg = decode(&self.buf[..pos]);
+            self.buf.drain(..=pos);
+            return msg.map(Some);
+        }
+        if self.buf.len() > MAX_MESSAGE {
+            return Err(Malformed(format!("control message over {MAX_MESSAGE} bytes")).into());
+        }
+        Ok(None)
     }
 }
 

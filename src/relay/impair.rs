@@ -291,6 +291,10 @@ impl Impairer {
     }
 }
 
+/// The most datagrams the pipeline holds (delayed, held back, queued for the link): a long
+/// `--delay` at a high rate cannot make the relay buffer without bound.
+pub const MAX_INSIDE: usize = 1 << 15;
+
 /// Counts of what the pipeline did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
@@ -298,7 +302,8 @@ pub struct Counters {
     pub offered: u64,
     /// Dropped by the loss process.
     pub dropped: u64,
-    /// Tail-dropped because the rate-limited link's queue was full.
+    /// Tail-dropped because the rate-limited link's queue was full, or the pipeline held
+    /// [`MAX_INSIDE`] datagrams.
     pub overflow: u64,
     /// Datagrams emitted twice (extra copies made).
     pub duplicated: u64,
@@ -401,12 +406,18 @@ impl<T> Pipeline<T> {
         self.counters
     }
 
-    /// Offers a datagram of `len` bytes that arrived at `now` (ns).
+    /// Offers a datagram of `len` bytes that arrived at `now` (ns). With [`MAX_INSIDE`]
+    /// datagrams inside already, it is dropped as an overflow (the decision is still drawn, so
+    /// the seeded sequence of fates does not shift).
     pub fn offer(&mut self, now: u64, item: T, len: usize) -> Offer<T> {
         self.counters.offered += 1;
         let v = self.imp.decide();
         if v.drop {
             self.counters.dropped += 1;
+            return Offer::Dropped(item);
+        }
+        if self.len() >= MAX_INSIDE {
+            self.counters.overflow += 1;
             return Offer::Dropped(item);
         }
         self.serial += 1;
@@ -767,6 +778,20 @@ mod tests {
         assert!(out.windows(2).any(|w| w[0] > w[1]));
         out.sort();
         assert_eq!(out, (0..10_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn what_is_inside_is_bounded() {
+        // Issue #17.8: the delay queue had no bound.
+        let mut p = Pipeline::new(Settings {
+            delay: Duration::from_secs(3600),
+            ..Settings::default()
+        });
+        for i in 0..(MAX_INSIDE as u64 + 100) {
+            let _ = p.offer(0, i, 100);
+        }
+        assert_eq!(p.len(), MAX_INSIDE);
+        assert_eq!(p.counters().overflow, 100);
     }
 
     #[test]

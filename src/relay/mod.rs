@@ -113,14 +113,31 @@ fn errno_name(e: &io::Error) -> String {
     }
 }
 
+/// Refuses `--to` that is the relay's own `--listen`: every datagram would come back to it
+/// (and with `--duplicate`, multiply).
+fn refuse_loop(listen: SocketAddr, to: SocketAddr) -> Result<()> {
+    let same_host = listen.ip() == to.ip()
+        || listen.ip().is_unspecified()
+        || to.ip().is_unspecified()
+        || (listen.ip().is_loopback() && to.ip().is_loopback());
+    if listen.port() != 0 && listen.port() == to.port() && same_host {
+        anyhow::bail!(
+            "--to {to} is the relay's own --listen {listen}: datagrams would loop back into it"
+        );
+    }
+    Ok(())
+}
+
 impl Relay {
     /// Binds `--listen` and connects an outgoing socket to `--to`.
     pub fn bind(opts: RelayOptions) -> Result<Relay> {
         opts.settings
             .validate()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        refuse_loop(opts.listen, opts.to)?;
         let inbound = UdpSocket::bind(opts.listen)
             .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        refuse_loop(inbound.local_addr()?, opts.to)?;
         sockopt::size_buffer(&inbound, opts.rcvbuf, true).context("setting the receive buffer")?;
         let any: SocketAddr = if opts.to.is_ipv4() {
             "0.0.0.0:0".parse()?

@@ -18,7 +18,13 @@ use serde::{Deserialize, Serialize};
 pub const WINDOW: u64 = crate::flow::udp::tracker::DEFAULT_WINDOW;
 
 /// Tests (distinct test ids) tracked one by one; datagrams of further tests are only counted.
-pub const MAX_TESTS: usize = 256;
+pub const MAX_TESTS: usize = 64;
+
+/// Missing ranges kept per sequence set (two sets per test): with more gaps inside the window
+/// (e.g. only even sequence numbers), the lowest are forgotten and arrivals below them count as
+/// too late. Bounds the truth to ~`MAX_TESTS * 2 * MAX_GAPS` map entries (a few MB), where a
+/// million even sequence numbers took the relay from 4.4 to 77 MB.
+pub const MAX_GAPS: usize = 4096;
 
 /// How a sequence number arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +43,8 @@ pub struct SeqSet {
     /// Missing sequences: start -> end (exclusive), disjoint, all below `highest`, none below
     /// the floor `highest - (window - 1)`.
     missing: BTreeMap<u64, u64>,
+    /// Below this, gaps were forgotten ([`MAX_GAPS`]): arrivals are too late.
+    forgot_below: u64,
 }
 
 impl SeqSet {
@@ -46,6 +54,7 @@ impl SeqSet {
             window: window.max(1),
             highest: None,
             missing: BTreeMap::new(),
+            forgot_below: 0,
         }
     }
 
@@ -79,7 +88,7 @@ impl SeqSet {
         if seq == h {
             return Arrival::Duplicate;
         }
-        if seq < self.floor(h) {
+        if seq < self.floor(h) || seq < self.forgot_below {
             return Arrival::TooLate;
         }
         // The missing range holding seq, if any.
@@ -115,6 +124,11 @@ impl SeqSet {
             self.missing.remove(&start);
             if end > floor {
                 self.missing.insert(floor, end);
+            }
+        }
+        while self.missing.len() > MAX_GAPS {
+            if let Some((_, end)) = self.missing.pop_first() {
+                self.forgot_below = self.forgot_below.max(end);
             }
         }
     }
@@ -284,6 +298,18 @@ impl GroundTruth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gaps_are_bounded() {
+        // Issue #17.8: a million even sequence numbers kept half a million gaps.
+        let mut s = SeqSet::new(WINDOW);
+        for i in 0..200_000u64 {
+            s.insert(i * 2);
+            assert!(s.gaps() <= MAX_GAPS);
+        }
+        assert_eq!(s.insert(1), Arrival::TooLate);
+        assert!(matches!(s.insert(399_997), Arrival::Reordered { .. }));
+    }
     use crate::flow::udp::tracker::{Class, Tracker};
     use proptest::prelude::*;
 

@@ -8,15 +8,17 @@
 
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
 static LAST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+static SIGNALS: AtomicU32 = AtomicU32::new(0);
 static READ_FD: OnceLock<io::Result<RawFd>> = OnceLock::new();
 
 extern "C" fn on_signal(sig: libc::c_int) {
     LAST_SIGNAL.store(sig, Ordering::SeqCst);
+    SIGNALS.fetch_add(1, Ordering::SeqCst);
     let fd = WRITE_FD.load(Ordering::SeqCst);
     if fd >= 0 {
         let b = 1u8;
@@ -65,6 +67,12 @@ pub fn termination_fd() -> io::Result<BorrowedFd<'static>> {
 /// The last termination signal received (0 if none).
 pub fn last_signal() -> i32 {
     LAST_SIGNAL.load(Ordering::SeqCst)
+}
+
+/// How many termination signals arrived so far: a wait that began after the first one (e.g.
+/// for the report of a test that Ctrl-C cut short) gives up on the next.
+pub fn signal_count() -> u32 {
+    SIGNALS.load(Ordering::SeqCst)
 }
 
 /// Blocks the calling thread until a termination signal arrives (for blocking servers, which

@@ -3,6 +3,7 @@
 
 pub mod receiver;
 pub mod recv_core;
+pub mod recv_session;
 pub mod report;
 pub mod sender;
 pub mod tracker;

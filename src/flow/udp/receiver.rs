@@ -12,7 +12,6 @@
 //! io_uring loop (multishot `RECVMSG` into provided buffers, `super::uring`). Both hand every
 //! buffer to the same [`Core`] (per-datagram accounting, intervals, the end of a test).
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,12 +23,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub use super::recv_core::RxWait;
-use super::recv_core::{Cmd, Core, Out, TestParams, UdpCtx, POLL_NAP};
-use super::report::{IntervalRow, SenderStats, UdpReport, SCHEMA};
+use super::recv_core::{Cmd, Core, Out, UdpCtx, POLL_NAP};
+use super::recv_session::{Action, Limits, RecvSession, SessionCtx};
+use super::report::{IntervalRow, UdpReport};
 use super::tracker::DEFAULT_WINDOW;
-use super::wire::{HEADER_LEN, MAX_DATAGRAM};
 use crate::flow::backend::{self, Backend};
-use crate::flow::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
+use crate::flow::control::{Conn, Malformed, Msg};
 use crate::flow::host::host_name;
 use crate::flow::tcp::{self, server::ServerCtx, server::TcpEvent};
 use crate::sys::mmsg::RecvBatch;
@@ -83,10 +82,10 @@ pub enum Event {
     },
     Interval(IntervalRow),
     Finished(Box<UdpReport>),
+    /// A TCP test's progress and report.
+    Tcp(TcpEvent),
     /// A test that could not run or was cut short (the report, if any, came as Finished).
     Failed(String),
-    /// A TCP test's interval or report (TCP tests are served by `flow::tcp::server`).
-    Tcp(TcpEvent),
 }
 
 /// A bound receiver, ready to serve.
@@ -195,281 +194,241 @@ impl Receiver {
                     Backend::Uring => super::uring::recv_thread(udp, core),
                     _ => udp_thread(udp, core),
                 })?;
-        let mut result = Ok(());
-        loop {
-            if signal::stop_requested() || self.stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let (stream, peer) = match self.listener.accept() {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    thread::sleep(Duration::from_millis(10));
-                    continue;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE and friends: back off rather than spin.
-                    on_event(Event::Failed(format!("accept failed: {e}")));
-                    thread::sleep(Duration::from_millis(100));
-                    continue;
-                }
-            };
-            let outcome = self.run_test(stream, peer, &cmd_tx, &out_rx, on_event);
-            if let Err(e) = &outcome {
-                on_event(Event::Failed(format!("test from {peer}: {e:#}")));
-            }
-            if once {
-                result = outcome;
-                break;
-            }
-        }
+        let result = self.control_loop(once, &cmd_tx, &out_rx, on_event);
         let _ = cmd_tx.send(Cmd::Quit);
         let _ = worker.join();
         result
     }
 
-    fn run_test(
+    /// The control thread: connections waiting for their Hello (each with its deadline, none
+    /// holding the receiver), at most one test, every wait bounded (see [`RecvSession`]).
+    fn control_loop(
         &self,
-        stream: TcpStream,
-        peer: SocketAddr,
+        once: bool,
         cmd_tx: &Tx<Cmd>,
         out_rx: &Rx<Out>,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<()> {
-        stream.set_nonblocking(false)?;
-        let mut c = Conn::new(stream)?;
-        let hello = c.expect("Hello", Duration::from_secs(5))?;
-        let Msg::Hello {
-            version,
-            test_id,
-            len,
-            plan,
-            streams,
-            verify,
-            host,
-        } = hello
-        else {
-            let _ = c.send(&Msg::Error {
-                message: "expected Hello".into(),
-            });
-            bail!("expected Hello, got {hello:?}");
-        };
-        let refuse = |c: &mut Conn, why: String| -> Result<()> {
-            let _ = c.send(&Msg::Error {
-                message: why.clone(),
-            });
-            bail!(why)
-        };
-        if version != PROTOCOL_VERSION {
-            return refuse(
-                &mut c,
-                format!("protocol version {version} not supported (this receiver speaks {PROTOCOL_VERSION})"),
-            );
-        }
-        match c.expect("Setup", Duration::from_secs(5))? {
-            Msg::Setup { tcp: None } => {}
-            Msg::Setup { tcp: Some(spec) } => {
-                let ctx = ServerCtx {
-                    listener: &self.listener,
-                    interval: self.opts.interval,
-                    cpu: self.opts.cpu,
-                    target: self.local_addr().to_string(),
-                };
-                return tcp::server::run_test(&mut c, ctx, test_id, plan, spec, &mut |e| {
-                    on_event(Event::Tcp(e))
-                });
-            }
-            other => return refuse(&mut c, format!("expected Setup, got {other:?}")),
-        }
-        if !(HEADER_LEN..=MAX_DATAGRAM).contains(&(len as usize)) {
-            return refuse(&mut c, format!("datagram length {len} out of range"));
-        }
-        if streams != 1 {
-            return refuse(
-                &mut c,
-                format!("{streams} streams requested; one is supported"),
-            );
-        }
-        let same_host = host == host_name() || peer.ip().is_loopback();
-        // Drop anything a previous test's result left behind.
-        while out_rx.try_recv().is_ok() {}
-        cmd_tx.send(Cmd::Start(TestParams { test_id, same_host }))?;
-        // Ready only once the UDP thread has the test: no early datagram is taken for a stray.
-        match out_rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Out::Started) => {}
-            Ok(Out::Failed(why)) => {
-                let _ = c.send(&Msg::Error {
-                    message: why.clone(),
-                });
-                bail!(why)
-            }
-            _ => bail!("receive thread did not start the test"),
-        }
-        c.send(&Msg::Ready {
-            rcvbuf: self.rcvbuf as u64,
-            gro: self.gro,
-        })?;
-        on_event(Event::Started { peer, test_id, len });
-
-        let started = Instant::now();
-        let silence_limit = match plan {
-            Plan::TimeNs(ns) => Duration::from_nanos(ns) + Duration::from_secs(30),
-            Plan::Count(_) => Duration::from_secs(30),
-        };
-        let mut last_progress = (Instant::now(), 0u64);
-        let (mut prev_t, mut prev_bytes) = (0.0f64, 0u64);
-        let mut done: Option<(u64, u64, u64, BTreeMap<String, u64>)> = None;
-        let mut finish_asked = false;
-        let mut sender_cpu = None;
-        let mut failure: Option<String> = None;
-        let mut intervals = Vec::new();
+        let mut slots: Vec<Slot> = Vec::new();
+        // The slot whose session holds the test, if any.
+        let mut active: Option<usize> = None;
         loop {
-            // Results and interval figures from the UDP thread.
-            let out = if done.is_some() || failure.is_some() {
-                match out_rx.recv_timeout(Duration::from_millis(20)) {
-                    Ok(o) => Some(o),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => bail!("receive thread ended"),
+            let stop = signal::stop_requested() || self.stop.load(Ordering::Relaxed);
+            if stop && active.is_none() && slots.is_empty() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            // New connections: told at once when the receiver is busy or has too many waiting.
+            loop {
+                match self.listener.accept() {
+                    Ok((stream, peer)) => {
+                        let refuse = if active.is_some() {
+                            Some(RecvSession::busy_message())
+                        } else if slots.len() >= MAX_WAITING {
+                            Some(Msg::Error {
+                                message: format!(
+                                    "receiver has {MAX_WAITING} connections waiting for a Hello; try again"
+                                ),
+                            })
+                        } else {
+                            None
+                        };
+                        match refuse {
+                            Some(m) => {
+                                let _ = stream.set_nonblocking(false);
+                                let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                                let _ = std::io::Write::write_all(
+                                    &mut &stream,
+                                    &crate::flow::control::encode(&m),
+                                );
+                            }
+                            None => {
+                                if let Some(slot) = self.slot(stream, peer, now) {
+                                    slots.push(slot);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // EMFILE and friends: back off rather than spin.
+                        on_event(Event::Failed(format!("accept failed: {e}")));
+                        thread::sleep(Duration::from_millis(100));
+                        break;
+                    }
                 }
-            } else {
+            }
+            // What the UDP thread says belongs to the test (or to none: dropped).
+            loop {
                 match out_rx.try_recv() {
-                    Ok(o) => Some(o),
-                    Err(TryRecvError::Empty) => None,
+                    Ok(o) => {
+                        if let Some(i) = active {
+                            slots[i].session.on_udp(o, now);
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => bail!("receive thread ended"),
                 }
-            };
-            match out {
-                Some(Out::Interval {
-                    t,
-                    datagrams,
-                    bytes,
-                    lost_so_far,
-                }) => {
-                    let row = IntervalRow {
-                        start: prev_t,
-                        t,
-                        sent: 0,
-                        sent_bps: 0.0,
-                        received: datagrams,
-                        received_bps: bytes.saturating_sub(prev_bytes) as f64 * 8.0
-                            / (t - prev_t).max(1e-9),
-                        lost_so_far,
-                    };
-                    intervals.push(row);
-                    (prev_t, prev_bytes) = (t, bytes);
-                    if datagrams > last_progress.1 {
-                        last_progress = (Instant::now(), datagrams);
+            }
+            let mut i = 0;
+            while i < slots.len() {
+                let slot = &mut slots[i];
+                if slot.session.reading() {
+                    match slot.conn.try_recv() {
+                        Ok(Some(m)) => slot.session.on_msg(m, now),
+                        Ok(None) => {}
+                        Err(e) if e.downcast_ref::<Malformed>().is_some() => {
+                            slot.session.on_bad_input(format!("{e:#}"), now)
+                        }
+                        Err(e) => slot.session.on_control_lost(format!("{e:#}"), now),
                     }
-                    if failure.is_none() {
-                        let _ = c.send(&Msg::Interval {
-                            t,
-                            datagrams,
-                            bytes,
-                            lost_so_far,
-                        });
-                    }
-                    on_event(Event::Interval(row));
                 }
-                Some(Out::Finished(stats)) => {
-                    let (sent, sbytes, elapsed_ns, errors) = done.clone().unwrap_or_else(|| {
-                        let s = stats.accounting.sent;
-                        (s, 0, 0, BTreeMap::new())
-                    });
-                    let secs = elapsed_ns as f64 / 1e9;
-                    let report = UdpReport {
-                        schema: SCHEMA.into(),
-                        role: "receiver".into(),
-                        test_id: format!("{test_id:016x}"),
-                        len,
-                        verify,
+                slot.session.on_tick(now, stop);
+                let mut ended = None;
+                let mut tcp_job = None;
+                for a in slot.session.take_actions() {
+                    match a {
+                        Action::Send(m) => {
+                            if let Err(e) = slot.conn.send(&m) {
+                                slot.session.on_control_lost(format!("{e:#}"), now);
+                            }
+                        }
+                        Action::Cmd(c) => {
+                            if let Cmd::Start(_) = c {
+                                // Drop anything a previous test's result left behind.
+                                while out_rx.try_recv().is_ok() {}
+                                active = Some(i);
+                            }
+                            cmd_tx.send(c)?;
+                        }
+                        Action::Started { test_id, len } => on_event(Event::Started {
+                            peer: slot.peer,
+                            test_id,
+                            len,
+                        }),
+                        Action::Interval(row) => on_event(Event::Interval(row)),
+                        Action::Finished(r) => on_event(Event::Finished(r)),
+                        Action::Tcp {
+                            test_id,
+                            plan,
+                            spec,
+                        } => tcp_job = Some((test_id, plan, spec)),
+                        Action::End(r) => ended = Some(r),
+                    }
+                }
+                let tcp_ran = tcp_job.is_some();
+                if let Some((test_id, plan, spec)) = tcp_job {
+                    // A TCP test holds the receiver until it ends: its data connections arrive
+                    // on this listener, and run_test admits them by their preamble.
+                    for (j, other) in slots.iter_mut().enumerate() {
+                        if j != i {
+                            let _ = other.conn.send(&RecvSession::busy_message());
+                        }
+                    }
+                    let ctx = ServerCtx {
+                        listener: &self.listener,
+                        interval: self.opts.interval,
+                        cpu: self.opts.cpu,
                         target: self.local_addr().to_string(),
-                        sender: SenderStats {
-                            sent,
-                            bytes: sbytes,
-                            elapsed_s: secs,
-                            rate_bps: if secs > 0.0 {
-                                sbytes as f64 * 8.0 / secs
-                            } else {
-                                0.0
-                            },
-                            pps: if secs > 0.0 { sent as f64 / secs } else { 0.0 },
-                            errors,
-                            cpu_usage: sender_cpu,
-                            ..Default::default()
-                        },
-                        receiver: (*stats).clone(),
-                        intervals,
                     };
-                    if failure.is_none() {
-                        c.send(&Msg::Report { receiver: stats })?;
-                    }
-                    on_event(Event::Finished(Box::new(report)));
-                    return match failure {
-                        Some(f) => bail!(f),
-                        None => Ok(()),
-                    };
-                }
-                Some(Out::Started) => {}
-                Some(Out::Failed(why)) => {
-                    let _ = c.send(&Msg::Error {
-                        message: why.clone(),
+                    let conn = &mut slots[i].conn;
+                    let r = tcp::server::run_test(conn, ctx, test_id, plan, spec, &mut |e| {
+                        on_event(Event::Tcp(e))
                     });
-                    bail!(why);
+                    ended = Some(r.map_err(|e| format!("{e:#}")));
                 }
-                None => {}
-            }
-            if finish_asked {
-                continue;
-            }
-            // Another sender knocking while this test runs is told so, not left waiting.
-            if let Ok((mut other, _)) = self.listener.accept() {
-                let _ = std::io::Write::write_all(
-                    &mut other,
-                    &crate::flow::control::encode(&Msg::Error {
-                        message: "receiver is busy with another test".into(),
-                    }),
-                );
-            }
-            let interrupted = signal::stop_requested();
-            let silent =
-                last_progress.0.elapsed() > silence_limit && started.elapsed() > silence_limit;
-            if interrupted || silent {
-                failure = Some(if interrupted {
-                    "interrupted".into()
-                } else {
-                    "the sender went silent (no datagrams and no Done)".into()
-                });
-                cmd_tx.send(Cmd::Finish { sent: None })?;
-                finish_asked = true;
-                continue;
-            }
-            match c.recv_until(Instant::now() + Duration::from_millis(20)) {
-                Ok(Some(Msg::Done {
-                    sent,
-                    bytes,
-                    elapsed_ns,
-                    errors,
-                    cpu,
-                })) => {
-                    sender_cpu = cpu;
-                    done = Some((sent, bytes, elapsed_ns, errors));
-                    cmd_tx.send(Cmd::Finish { sent: Some(sent) })?;
-                    finish_asked = true;
+                // Actions queued while carrying out the others (a failed send) come next turn.
+                let had_test = active == Some(i) || tcp_ran;
+                if let Some(r) = ended {
+                    let peer = slots[i].peer;
+                    slots.remove(i);
+                    if active == Some(i) {
+                        active = None;
+                    } else if let Some(a) = active.as_mut() {
+                        if *a > i {
+                            *a -= 1;
+                        }
+                    }
+                    if let Err(why) = &r {
+                        on_event(Event::Failed(if had_test {
+                            format!("test from {peer}: {why}")
+                        } else {
+                            format!("connection from {peer}: {why}")
+                        }));
+                    }
+                    // A connection that never started a test (a port scan, a refused
+                    // Hello) does not end `--once`.
+                    if once && had_test {
+                        return r.map_err(|e| anyhow::anyhow!(e));
+                    }
+                    continue;
                 }
-                Ok(Some(other)) => {
-                    failure = Some(format!("unexpected control message {other:?}"));
-                    cmd_tx.send(Cmd::Finish { sent: None })?;
-                    finish_asked = true;
+                if active == Some(i) {
+                    // The test has the receiver: whoever else waits is told so.
+                    let mut j = 0;
+                    slots.retain_mut(|s| {
+                        let keep = j == i;
+                        if !keep {
+                            let _ = s.conn.send(&RecvSession::busy_message());
+                        }
+                        j += 1;
+                        keep
+                    });
+                    i = 0;
+                    active = Some(0);
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    failure = Some(format!("control channel lost before Done: {e:#}"));
-                    cmd_tx.send(Cmd::Finish { sent: None })?;
-                    finish_asked = true;
-                }
+                i += 1;
+            }
+            // Nothing here waits long: a turn every few milliseconds sees signals, deadlines
+            // and the UDP thread's news.
+            match active {
+                Some(_) => match out_rx.recv_timeout(Duration::from_millis(5)) {
+                    Ok(o) => {
+                        if let Some(i) = active {
+                            slots[i].session.on_udp(o, Instant::now());
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => bail!("receive thread ended"),
+                },
+                None => thread::sleep(Duration::from_millis(5)),
             }
         }
     }
+
+    /// A session for a new connection (None if the socket cannot be set up).
+    fn slot(&self, stream: TcpStream, peer: SocketAddr, now: Instant) -> Option<Slot> {
+        stream.set_nonblocking(false).ok()?;
+        stream
+            .set_write_timeout(Some(Duration::from_secs(1)))
+            .ok()?;
+        let conn = Conn::new(stream).ok()?;
+        let ctx = SessionCtx {
+            host: host_name(),
+            peer_loopback: peer.ip().is_loopback(),
+            target: self.local_addr().to_string(),
+            interval: self.opts.interval,
+            rcvbuf: self.rcvbuf as u64,
+            gro: self.gro,
+            limits: Limits::default(),
+        };
+        Some(Slot {
+            conn,
+            peer,
+            session: RecvSession::new(ctx, now),
+        })
+    }
+}
+
+/// Connections waiting for their Hello at most; more are told to try again.
+const MAX_WAITING: usize = 16;
+
+/// One control connection and its session.
+struct Slot {
+    conn: Conn,
+    peer: SocketAddr,
+    session: RecvSession,
 }
 
 /// The `mio` backend's UDP thread: `recvmmsg` batches. Between tests it blocks (10 ms socket

@@ -16,12 +16,16 @@ use crate::flow::cpu::ThreadMeter;
 use crate::stats::hist::Hist;
 use crate::sys::sockopt::BufMethod;
 
-pub(super) struct TestParams {
+/// What the UDP thread needs to know of a test.
+#[derive(Debug)]
+pub struct TestParams {
     pub test_id: u64,
     pub same_host: bool,
 }
 
-pub(super) enum Cmd {
+/// The control thread's commands to the UDP thread.
+#[derive(Debug)]
+pub enum Cmd {
     Start(TestParams),
     /// Finish the test: with the sender's count (drain first), or None (now, interrupted).
     Finish {
@@ -30,7 +34,9 @@ pub(super) enum Cmd {
     Quit,
 }
 
-pub(super) enum Out {
+/// The UDP thread's news for the control thread.
+#[derive(Debug)]
+pub enum Out {
     Started,
     Interval {
         t: f64,

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::report::{IntervalRow, SenderStats, UdpReport, ZeroCopyStats, SCHEMA};
+use super::report::{IntervalRow, ReceiverStats, SenderStats, UdpReport, ZeroCopyStats, SCHEMA};
 use super::transport::{MmsgTransport, Transport};
 use super::wire::{self, Header, FLAG_VERIFY, HEADER_LEN, MAX_DATAGRAM};
 use crate::flow::backend::{self, Backend};
@@ -47,6 +47,15 @@ pub enum GsoMode {
 
 /// The kernel's limit of segments per GSO send (UDP_MAX_SEGMENTS on older kernels).
 const MAX_GSO_SEGMENTS: usize = 64;
+/// The longest the blasting thread sleeps at once: however slow the pacing, it sees a stop
+/// request or the end of `--time` within this.
+const MAX_NAP: Duration = Duration::from_millis(50);
+/// The receiver has this long after Done to send its Report (one fixed deadline: Interval
+/// messages do not extend it).
+pub const REPORT_WAIT: Duration = Duration::from_secs(15);
+/// Interval messages closer together than this (in the sender's time) are folded into the
+/// next row: a receiver that floods Intervals cannot flood the output.
+pub const MIN_ROW_GAP_S: f64 = 0.01;
 
 /// Sender settings.
 #[derive(Debug, Clone)]
@@ -100,6 +109,28 @@ struct BlastResult {
     zerocopy: Option<ZeroCopyStats>,
     /// The blasting thread's CPU over the test.
     cpu: CpuUsage,
+    /// A signal stopped sending before the plan was done.
+    interrupted: bool,
+}
+
+/// Datagrams per wake-up when paced at `pps`: about a millisecond's worth, at least one and at
+/// most two GSO messages (`segs` datagrams each). At low rates the pacer then waits for one
+/// datagram, not for a full GSO buffer: 1 Mbit/s goes out as ~85 single datagrams a second,
+/// not as one burst of 88 once a second.
+pub fn paced_chunk(pps: f64, segs: usize) -> u64 {
+    ((pps / 1000.0).ceil() as u64).clamp(1, segs as u64 * 2)
+}
+
+/// The pacer's burst: one call's worth at high rates (a whole batch goes in one call), and
+/// otherwise two wake-ups' worth or 10 ms of sending, so a late wake-up catches up without a
+/// low-rate test sending a burst.
+fn paced_burst(pps: f64, segs: usize, per_call: u64) -> u64 {
+    let chunk = paced_chunk(pps, segs);
+    if chunk >= segs as u64 * 2 {
+        per_call.max((pps / 1000.0) as u64)
+    } else {
+        (chunk * 2).max((pps / 100.0) as u64)
+    }
 }
 
 fn errno_name(e: &io::Error) -> String {
@@ -186,18 +217,26 @@ fn blast_loop(
     };
     // The burst allows one call's worth, or 1 ms of sending, whichever is more: enough to
     // catch up after a late wake-up without flooding after a long stall.
-    let mut pacer = opts.rate.map(|r| {
-        let pps = r.packets_per_sec(len);
-        let burst = ((opts.batch * segs) as u64).max((pps / 1000.0) as u64);
-        Pacer::new(pps, burst, realtime_ns())
+    let pps = opts.rate.map(|r| r.packets_per_sec(len));
+    let mut pacer = pps.map(|pps| {
+        Pacer::new(
+            pps,
+            paced_burst(pps, segs, (opts.batch * segs) as u64),
+            realtime_ns(),
+        )
     });
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut seq: u64 = 0;
     let mut first_send = true;
     let mut stalled_since: Option<Instant> = None;
     let start = Instant::now();
+    let mut interrupted = false;
     'outer: while seq < limit {
-        if stop.load(Ordering::Relaxed) || signal::stop_requested() {
+        if signal::stop_requested() {
+            interrupted = true;
+            break;
+        }
+        if stop.load(Ordering::Relaxed) {
             break;
         }
         if let Some(d) = deadline {
@@ -211,9 +250,11 @@ fn blast_loop(
         if let Some(p) = pacer.as_mut() {
             let allowed = p.allowance(now_ns, k);
             if allowed == 0 {
-                let wait = p.wait_ns(now_ns, k.min(segs as u64 * 2));
+                let chunk = pps.map_or(1, |pps| paced_chunk(pps, segs));
+                let wait = p.wait_ns(now_ns, k.min(chunk));
                 if wait > 200_000 {
-                    thread::sleep(Duration::from_nanos(wait - 100_000));
+                    // Never one long sleep: the loop head sees stops and the deadline.
+                    thread::sleep(Duration::from_nanos(wait - 100_000).min(MAX_NAP));
                 } else {
                     std::hint::spin_loop();
                     thread::yield_now();
@@ -301,6 +342,7 @@ fn blast_loop(
         sndbuf: sndbuf as u64,
         zerocopy: batch.zerocopy(),
         cpu: CpuUsage::default(),
+        interrupted,
     })
 }
 
@@ -335,9 +377,13 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
         host: host_name(),
     })?;
     c.send(&Msg::Setup { tcp: None })?;
-    match c.expect("Ready", Duration::from_secs(10))? {
+    match c.expect_or_stop(
+        "Ready",
+        Instant::now() + Duration::from_secs(10),
+        &signal::stop_requested,
+    )? {
         Msg::Ready { .. } => {}
-        other => bail!("expected Ready from the receiver, got {other:?}"),
+        other => bail!("expected Ready from the receiver, got {}", other.name()),
     }
     let sock = UdpSocket::bind(if opts.target.is_ipv4() {
         "0.0.0.0:0"
@@ -368,40 +414,33 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
 
     // While blasting: relay the receiver's interval figures, joined with ours.
     let t0 = Instant::now();
-    let mut intervals = Vec::new();
-    let (mut prev_t, mut prev_sent, mut prev_recv) = (0.0f64, 0u64, 0u64);
-    let mut control_error = None;
+    let mut view = ReceiverView::new(opts.len as u64);
+    let mut ended: Option<std::result::Result<Box<ReceiverStats>, String>> = None;
     while !worker.is_finished() {
-        match c.recv_until(Instant::now() + Duration::from_millis(20)) {
-            Ok(Some(Msg::Interval {
-                t: _,
-                datagrams,
-                bytes: _,
-                lost_so_far,
-            })) => {
-                let t = t0.elapsed().as_secs_f64();
-                let sent = progress.sent.load(Ordering::Relaxed);
-                let bits = |n: u64| n as f64 * opts.len as f64 * 8.0 / (t - prev_t).max(1e-9);
-                let row = IntervalRow {
-                    start: prev_t,
-                    t,
-                    sent,
-                    sent_bps: bits(sent - prev_sent),
-                    received: datagrams,
-                    received_bps: bits(datagrams.saturating_sub(prev_recv)),
-                    lost_so_far,
-                };
-                (prev_t, prev_sent, prev_recv) = (t, sent, datagrams);
-                intervals.push(row);
-                on_interval(&row);
+        if ended.is_some() {
+            // The blaster was told to stop; it sees that within one nap.
+            thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let msg = match c.recv_until(Instant::now() + Duration::from_millis(20)) {
+            Ok(Some(m)) => m,
+            Ok(None) => continue,
+            Err(e) => {
+                ended = Some(Err(format!("{e:#}")));
+                stop.store(true, Ordering::Relaxed);
+                continue;
             }
-            Ok(Some(other)) => {
-                control_error = Some(format!("unexpected message from the receiver: {other:?}"));
+        };
+        let sent = progress.sent.load(Ordering::Relaxed);
+        match view.on_msg(msg, t0.elapsed().as_secs_f64(), sent, false) {
+            Reaction::Row(row) => on_interval(&row),
+            Reaction::Ignored => {}
+            Reaction::Report(r) => {
+                ended = Some(Ok(r));
                 stop.store(true, Ordering::Relaxed);
             }
-            Ok(None) => {}
-            Err(e) => {
-                control_error = Some(format!("{e:#}"));
+            Reaction::Fail(e) => {
+                ended = Some(Err(e));
                 stop.store(true, Ordering::Relaxed);
             }
         }
@@ -409,42 +448,51 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
     let res = worker
         .join()
         .map_err(|_| anyhow::anyhow!("the blasting thread panicked"))??;
-    if let Some(e) = control_error {
-        bail!("the receiver ended the test early: {e}");
-    }
-    c.send(&Msg::Done {
-        sent: res.sent,
-        bytes: res.bytes,
-        elapsed_ns: res.elapsed.as_nanos() as u64,
-        errors: res.errors.clone(),
-        cpu: Some(res.cpu),
-    })?;
-    let receiver = loop {
-        match c.expect("Report", Duration::from_secs(15))? {
-            Msg::Report { receiver } => break receiver,
-            Msg::Interval { .. } => continue,
-            other => bail!("expected Report from the receiver, got {other:?}"),
+    let pacing = opts.rate.map(|r| format!("token bucket at {r}"));
+    let mut receiver = match ended {
+        Some(Err(e)) => bail!("the receiver ended the test early: {e}"),
+        // The receiver ended the test itself (it was interrupted) and sent its report.
+        Some(Ok(mut r)) => {
+            r.interrupted = true;
+            r
+        }
+        None => {
+            c.send(&Msg::Done {
+                sent: res.sent,
+                bytes: res.bytes,
+                elapsed_ns: res.elapsed.as_nanos() as u64,
+                errors: res.errors.clone(),
+                interrupted: res.interrupted,
+                pacing: pacing.clone(),
+                cpu: Some(res.cpu),
+            })?;
+            // One deadline for the Report, whatever comes before it; a signal after Done
+            // (a second Ctrl-C, or the first once sending had ended) gives up waiting.
+            let deadline = Instant::now() + REPORT_WAIT;
+            let signals = signal::signal_count();
+            let given_up = || signal::signal_count() != signals;
+            loop {
+                let m = c.expect_or_stop("Report", deadline, &given_up)?;
+                match view.on_msg(m, t0.elapsed().as_secs_f64(), res.sent, true) {
+                    Reaction::Report(r) => break r,
+                    Reaction::Row(_) | Reaction::Ignored => {}
+                    Reaction::Fail(e) => bail!("{e}"),
+                }
+            }
         }
     };
-    // The last, partial interval: from the last line to the end, so that the interval rows
-    // add up to the totals. It ends when the report came (the receiver counts datagrams until
-    // then), not when sending ended, which may be before the last line.
-    let unique = receiver.accounting.unique;
-    let report_t = t0.elapsed().as_secs_f64();
-    if !intervals.is_empty() && (prev_sent != res.sent || prev_recv != unique) {
-        let t = report_t.max(prev_t + 1e-3);
-        let bits = |n: u64| n as f64 * opts.len as f64 * 8.0 / (t - prev_t);
-        let row = IntervalRow {
-            start: prev_t,
-            t,
-            sent: res.sent,
-            sent_bps: bits(res.sent - prev_sent),
-            received: unique,
-            received_bps: bits(unique.saturating_sub(prev_recv)),
-            lost_so_far: receiver.accounting.lost,
-        };
-        intervals.push(row);
-        on_interval(&row);
+    receiver.interrupted |= res.interrupted;
+    let printed_t = view.printed_t;
+    let intervals = view.finish(
+        t0.elapsed().as_secs_f64(),
+        res.sent,
+        receiver.accounting.unique,
+        receiver.accounting.lost,
+    );
+    if let Some(row) = intervals.last() {
+        if row.t > printed_t {
+            on_interval(row);
+        }
     }
     let secs = res.elapsed.as_secs_f64().max(1e-9);
     Ok(UdpReport {
@@ -464,7 +512,7 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
             send_calls: Some(res.calls),
             gso_segments: Some(res.gso_segments),
             batch: Some(opts.batch),
-            pacing: opts.rate.map(|r| format!("token bucket at {r}")),
+            pacing,
             sndbuf: Some(res.sndbuf),
             cpu: opts.cpu,
             backend: Some(opts.backend.name().to_string()),
@@ -474,4 +522,112 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
         receiver: *receiver,
         intervals,
     })
+}
+
+/// What the sender does with one message from the receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reaction {
+    /// An interval row to print (the receiver's figures joined with ours).
+    Row(IntervalRow),
+    /// Nothing to do (an Interval folded into the next row, or one after Done).
+    Ignored,
+    /// The receiver's report: the test is over.
+    Report(Box<ReceiverStats>),
+    /// The receiver refused, or said something out of place: the test fails with this.
+    Fail(String),
+}
+
+/// The sender's reading of the receiver's messages during a test (pure: no socket, no clock).
+/// Interval rows are built from cumulative figures, so an Interval folded away (too close to
+/// the previous row) loses nothing: the next row covers it.
+#[derive(Debug, Clone)]
+pub struct ReceiverView {
+    len: u64,
+    rows: Vec<IntervalRow>,
+    prev_t: f64,
+    prev_sent: u64,
+    prev_recv: u64,
+    /// The end of the last row handed out as a `Reaction::Row`.
+    pub printed_t: f64,
+}
+
+impl ReceiverView {
+    pub fn new(len: u64) -> ReceiverView {
+        ReceiverView {
+            len,
+            rows: Vec::new(),
+            prev_t: 0.0,
+            prev_sent: 0,
+            prev_recv: 0,
+            printed_t: 0.0,
+        }
+    }
+
+    fn row(&self, t: f64, sent: u64, received: u64, lost_so_far: u64) -> IntervalRow {
+        let bits = |n: u64| n as f64 * self.len as f64 * 8.0 / (t - self.prev_t).max(1e-9);
+        IntervalRow {
+            start: self.prev_t,
+            t,
+            sent,
+            sent_bps: bits(sent.saturating_sub(self.prev_sent)),
+            received,
+            received_bps: bits(received.saturating_sub(self.prev_recv)),
+            lost_so_far,
+        }
+    }
+
+    fn push(&mut self, row: IntervalRow) {
+        (self.prev_t, self.prev_sent, self.prev_recv) = (row.t, row.sent, row.received);
+        self.rows.push(row);
+    }
+
+    /// One message at sender time `t` (seconds since Ready) with `sent` datagrams out so far;
+    /// `after_done`: Done was sent, only the Report is awaited.
+    pub fn on_msg(&mut self, msg: Msg, t: f64, sent: u64, after_done: bool) -> Reaction {
+        match msg {
+            Msg::Report { receiver } => Reaction::Report(receiver),
+            Msg::Interval { .. } if after_done => Reaction::Ignored,
+            Msg::Interval {
+                datagrams,
+                lost_so_far,
+                ..
+            } => {
+                if t - self.prev_t < MIN_ROW_GAP_S || t.is_nan() {
+                    return Reaction::Ignored;
+                }
+                let row = self.row(t, sent, datagrams, lost_so_far);
+                self.push(row);
+                self.printed_t = t;
+                Reaction::Row(row)
+            }
+            Msg::Error { message } => Reaction::Fail(format!("peer refused: {message}")),
+            other => Reaction::Fail(format!(
+                "unexpected message from the receiver: {}",
+                other.name()
+            )),
+        }
+    }
+
+    /// The rows of the test, ended at `t` (when the report came) on the totals: the last,
+    /// partial interval covers what the last row did not. A final sliver (under a quarter of
+    /// the row before it, or under 10 ms) is merged into that row rather than shown as a
+    /// near-zero-width interval whose rate means nothing.
+    pub fn finish(mut self, t: f64, sent: u64, unique: u64, lost: u64) -> Vec<IntervalRow> {
+        if self.rows.is_empty() || (self.prev_sent == sent && self.prev_recv == unique) {
+            return self.rows;
+        }
+        let t = t.max(self.prev_t);
+        let last = *self.rows.last().expect("rows");
+        let width = t - self.prev_t;
+        if width < MIN_ROW_GAP_S || width < 0.25 * (last.t - last.start) {
+            self.rows.pop();
+            (self.prev_t, self.prev_sent, self.prev_recv) = match self.rows.last() {
+                Some(r) => (r.t, r.sent, r.received),
+                None => (0.0, 0, 0),
+            };
+        }
+        let row = self.row(t.max(self.prev_t + 1e-3), sent, unique, lost);
+        self.push(row);
+        self.rows
+    }
 }

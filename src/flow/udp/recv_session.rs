@@ -1,0 +1,617 @@
+//! The receiver's control state machine for one test (pure: no socket, no thread, the clock
+//! comes in with every input). The control thread (`super::receiver`) feeds it what arrives
+//! on the control connection, what the UDP thread reports, and a tick; it carries out the
+//! actions the session queues (messages to send, commands for the UDP thread, events for the
+//! caller) until [`Action::End`].
+//!
+//! ```text
+//! Hello ─► Starting ─(UDP thread started)─► Ready sent, Running ─(Done)─► Finishing ─► Report
+//!   every state has a deadline: Hello 5 s, start 5 s, first datagram 10 s + interval,
+//!   silence 30 s (+ the planned time), the sender's Done 1 s after a stop request
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::recv_core::{Cmd, Out, TestParams};
+use super::report::{IntervalRow, SenderStats, UdpReport, SCHEMA};
+use super::wire::{HEADER_LEN, MAX_DATAGRAM};
+use crate::flow::control::{Msg, Plan, PROTOCOL_VERSION};
+use crate::flow::cpu::CpuUsage;
+use crate::flow::tcp::spec::TcpSpec;
+
+/// How long each state may last.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// From the connection to a Hello.
+    pub hello: Duration,
+    /// From Hello to the UDP thread having the test (then Ready goes out).
+    pub start: Duration,
+    /// From Ready to the first datagram (plus one interval: progress is seen per interval).
+    pub first_datagram: Duration,
+    /// No new datagram and no Done for this long (plus the planned time) ends the test.
+    pub silence: Duration,
+    /// After a stop request, how long the sender has to say Done (a sender in the same
+    /// process does within a few milliseconds) before the test ends without it.
+    pub stop_grace: Duration,
+    /// The longest planned sending time a Hello may ask for.
+    pub max_plan: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            hello: Duration::from_secs(5),
+            start: Duration::from_secs(5),
+            first_datagram: Duration::from_secs(10),
+            silence: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(1),
+            max_plan: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// What the receiver is and has, as the session needs it.
+#[derive(Debug, Clone)]
+pub struct SessionCtx {
+    /// This host's name (a Hello from the same host compares one clock with itself).
+    pub host: String,
+    /// The peer's address is loopback.
+    pub peer_loopback: bool,
+    /// The receiver's address, for the report.
+    pub target: String,
+    /// The UDP thread's interval (progress is seen once per interval).
+    pub interval: Duration,
+    pub rcvbuf: u64,
+    pub gro: bool,
+    pub limits: Limits,
+}
+
+/// Something for the driver to do.
+#[derive(Debug)]
+pub enum Action {
+    /// Send this on the control connection.
+    Send(Msg),
+    /// Give the UDP thread this command.
+    Cmd(Cmd),
+    /// The test started (Ready went out).
+    Started {
+        test_id: u64,
+        len: u32,
+    },
+    Interval(IntervalRow),
+    Finished(Box<UdpReport>),
+    /// The test is TCP (`Setup` carried a spec): the driver runs it on this connection with
+    /// `flow::tcp::server` and then ends the slot. The session is over.
+    Tcp {
+        test_id: u64,
+        plan: Plan,
+        spec: TcpSpec,
+    },
+    /// The session is over: Ok, or why the test failed (after any report).
+    End(Result<(), String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitHello,
+    /// Hello taken (protocol 2): the Setup that says UDP or TCP comes next.
+    AwaitSetup,
+    Starting,
+    Running,
+    /// Finish was asked of the UDP thread; its result is awaited.
+    Finishing,
+    Ended,
+}
+
+#[derive(Debug, Clone)]
+struct DoneInfo {
+    sent: u64,
+    bytes: u64,
+    elapsed_ns: u64,
+    errors: BTreeMap<String, u64>,
+    pacing: Option<String>,
+    cpu: Option<CpuUsage>,
+}
+
+/// One control connection's test, from Hello to Report.
+#[derive(Debug)]
+pub struct RecvSession {
+    ctx: SessionCtx,
+    state: State,
+    since: Instant,
+    test_id: u64,
+    len: u32,
+    verify: bool,
+    plan: Plan,
+    streams: u16,
+    /// The UDP thread's parameters, from the Hello until Setup says UDP.
+    params: Option<TestParams>,
+    last_progress: (Instant, u64),
+    prev_t: f64,
+    prev_bytes: u64,
+    intervals: Vec<IntervalRow>,
+    done: Option<DoneInfo>,
+    failure: Option<String>,
+    stop_seen: Option<Instant>,
+    finishing_since: Option<Instant>,
+    interrupted: bool,
+    conn_lost: bool,
+    actions: Vec<Action>,
+}
+
+impl RecvSession {
+    /// A session for a connection accepted at `now`.
+    pub fn new(ctx: SessionCtx, now: Instant) -> RecvSession {
+        RecvSession {
+            ctx,
+            state: State::AwaitHello,
+            since: now,
+            test_id: 0,
+            len: 0,
+            verify: false,
+            plan: Plan::Count(0),
+            streams: 1,
+            params: None,
+            last_progress: (now, 0),
+            prev_t: 0.0,
+            prev_bytes: 0,
+            intervals: Vec::new(),
+            done: None,
+            failure: None,
+            stop_seen: None,
+            finishing_since: None,
+            interrupted: false,
+            conn_lost: false,
+            actions: Vec::new(),
+        }
+    }
+
+    /// Takes the actions queued so far, in order.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Whether the session is over.
+    pub fn ended(&self) -> bool {
+        self.state == State::Ended
+    }
+
+    /// Whether a Hello was taken (the receiver is then busy with this test).
+    /// (Awaiting Setup counts: the Hello named the test.)
+    pub fn has_test(&self) -> bool {
+        !matches!(self.state, State::AwaitHello | State::Ended)
+    }
+
+    /// Whether the UDP thread has (or is being given) this test.
+    fn udp_has_test(&self) -> bool {
+        matches!(
+            self.state,
+            State::Starting | State::Running | State::Finishing
+        )
+    }
+
+    fn end(&mut self, r: Result<(), String>) {
+        self.state = State::Ended;
+        self.actions.push(Action::End(r));
+    }
+
+    /// Refuses: tells the peer why (unless the connection is gone) and ends, stopping the
+    /// UDP thread's test if it has one.
+    fn refuse(&mut self, why: String) {
+        if !self.conn_lost {
+            self.actions.push(Action::Send(Msg::Error {
+                message: why.clone(),
+            }));
+        }
+        if self.udp_has_test() && self.state != State::Finishing {
+            // The UDP thread ends the test; its result is dropped (nothing to report).
+            self.actions.push(Action::Cmd(Cmd::Finish { sent: None }));
+        }
+        self.end(Err(why));
+    }
+
+    /// Ends a running test now (no Done): the UDP thread reports what it has.
+    fn cut_short(&mut self, failure: Option<String>) {
+        if failure.is_some() {
+            self.failure = failure;
+        } else {
+            self.interrupted = true;
+        }
+        self.actions.push(Action::Cmd(Cmd::Finish { sent: None }));
+        self.state = State::Finishing;
+    }
+
+    /// Checks a Hello; the parameters for the UDP thread or why it is refused.
+    fn check_hello(&self, m: &Msg) -> Result<TestParams, String> {
+        let Msg::Hello {
+            version,
+            test_id,
+            plan,
+            host,
+            ..
+        } = m
+        else {
+            return Err(format!("expected Hello, got {}", m.name()));
+        };
+        if *version != PROTOCOL_VERSION {
+            return Err(format!(
+                "protocol version {version} not supported (this receiver speaks {PROTOCOL_VERSION})"
+            ));
+        }
+        if let Plan::TimeNs(ns) = plan {
+            if Duration::from_nanos(*ns) > self.ctx.limits.max_plan {
+                return Err(format!(
+                    "planned time of {:.0} s is over this receiver's limit of {} s",
+                    *ns as f64 / 1e9,
+                    self.ctx.limits.max_plan.as_secs()
+                ));
+            }
+        }
+        Ok(TestParams {
+            test_id: *test_id,
+            same_host: *host == self.ctx.host || self.ctx.peer_loopback,
+        })
+    }
+
+    /// Checks what only a UDP test needs of its Hello (a TCP test's `len` is its write size).
+    fn check_udp(&self) -> Result<(), String> {
+        let len = self.len;
+        if !(HEADER_LEN..=MAX_DATAGRAM).contains(&(len as usize)) {
+            return Err(format!("datagram length {len} out of range"));
+        }
+        if self.streams != 1 {
+            return Err(format!(
+                "{} UDP streams requested; one is supported",
+                self.streams
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a Done against the test: the figures must be possible.
+    fn check_done(&self, sent: u64, bytes: u64, elapsed_ns: u64) -> Result<(), String> {
+        if let Plan::Count(n) = self.plan {
+            if sent > n {
+                return Err(format!(
+                    "Done says {sent} datagrams were sent, more than the {n} planned"
+                ));
+            }
+        }
+        if sent.checked_mul(self.len as u64) != Some(bytes) {
+            return Err(format!(
+                "Done says {sent} datagrams of {} bytes but {bytes} bytes",
+                self.len
+            ));
+        }
+        // A datagram takes the kernel well over a nanosecond: 10^9 a second is beyond any
+        // sender (1 ms of slack for a short test).
+        if sent > elapsed_ns.saturating_add(1_000_000) {
+            return Err(format!(
+                "Done says {sent} datagrams in {elapsed_ns} ns, over 10^9 a second"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A message from the sender arrived at `now`.
+    pub fn on_msg(&mut self, msg: Msg, now: Instant) {
+        match self.state {
+            State::AwaitHello => match self.check_hello(&msg) {
+                Ok(p) => {
+                    if let Msg::Hello {
+                        test_id,
+                        len,
+                        plan,
+                        verify,
+                        streams,
+                        ..
+                    } = msg
+                    {
+                        (self.test_id, self.len, self.plan, self.verify) =
+                            (test_id, len, plan, verify);
+                        self.streams = streams;
+                    }
+                    self.params = Some(p);
+                    self.state = State::AwaitSetup;
+                    self.since = now;
+                }
+                Err(why) => self.refuse(why),
+            },
+            State::AwaitSetup => match msg {
+                Msg::Setup { tcp: None } => match (self.check_udp(), self.params.take()) {
+                    (Ok(()), Some(p)) => {
+                        self.state = State::Starting;
+                        self.since = now;
+                        self.actions.push(Action::Cmd(Cmd::Start(p)));
+                    }
+                    (Err(why), _) => self.refuse(why),
+                    (Ok(()), None) => self.refuse("Setup without a Hello".into()),
+                },
+                Msg::Setup { tcp: Some(spec) } => {
+                    self.actions.push(Action::Tcp {
+                        test_id: self.test_id,
+                        plan: self.plan,
+                        spec,
+                    });
+                    self.state = State::Ended;
+                }
+                other => self.refuse(format!("expected Setup, got {}", other.name())),
+            },
+            State::Starting => {
+                self.refuse(format!("{} before Ready", msg.name()));
+            }
+            State::Running => match msg {
+                Msg::Done {
+                    sent,
+                    bytes,
+                    elapsed_ns,
+                    errors,
+                    interrupted,
+                    pacing,
+                    cpu,
+                } => {
+                    if let Err(why) = self.check_done(sent, bytes, elapsed_ns) {
+                        return self.refuse(format!("Done refused: {why}"));
+                    }
+                    self.interrupted |= interrupted;
+                    self.done = Some(DoneInfo {
+                        sent,
+                        bytes,
+                        elapsed_ns,
+                        errors,
+                        pacing,
+                        cpu,
+                    });
+                    self.actions
+                        .push(Action::Cmd(Cmd::Finish { sent: Some(sent) }));
+                    self.state = State::Finishing;
+                }
+                other => self.refuse(format!(
+                    "unexpected control message {} during the test",
+                    other.name()
+                )),
+            },
+            // After Done the sender only waits; anything it says is ignored.
+            State::Finishing | State::Ended => {}
+        }
+    }
+
+    /// The control connection failed or closed (`why`).
+    pub fn on_control_lost(&mut self, why: String, _now: Instant) {
+        self.conn_lost = true;
+        match self.state {
+            State::AwaitHello | State::AwaitSetup | State::Starting => self.refuse(why),
+            State::Running => {
+                self.cut_short(Some(format!("control channel lost before Done: {why}")))
+            }
+            State::Finishing | State::Ended => {}
+        }
+    }
+
+    /// News from the UDP thread.
+    pub fn on_udp(&mut self, out: Out, now: Instant) {
+        match out {
+            Out::Started if self.state == State::Starting => {
+                self.state = State::Running;
+                self.since = now;
+                self.last_progress = (now, 0);
+                self.actions.push(Action::Send(Msg::Ready {
+                    rcvbuf: self.ctx.rcvbuf,
+                    gro: self.ctx.gro,
+                }));
+                self.actions.push(Action::Started {
+                    test_id: self.test_id,
+                    len: self.len,
+                });
+            }
+            Out::Started => {}
+            Out::Failed(why) => {
+                if self.udp_has_test() {
+                    self.state = State::Ended; // the UDP thread has no test any more
+                    if !self.conn_lost {
+                        self.actions.push(Action::Send(Msg::Error {
+                            message: why.clone(),
+                        }));
+                    }
+                    self.actions.push(Action::End(Err(why)));
+                }
+            }
+            Out::Interval {
+                t,
+                datagrams,
+                bytes,
+                lost_so_far,
+            } => {
+                if !matches!(self.state, State::Running | State::Finishing) {
+                    return;
+                }
+                let row = IntervalRow {
+                    start: self.prev_t,
+                    t,
+                    sent: 0,
+                    sent_bps: 0.0,
+                    received: datagrams,
+                    received_bps: bytes.saturating_sub(self.prev_bytes) as f64 * 8.0
+                        / (t - self.prev_t).max(1e-9),
+                    lost_so_far,
+                };
+                self.intervals.push(row);
+                (self.prev_t, self.prev_bytes) = (t, bytes);
+                if datagrams > self.last_progress.1 {
+                    self.last_progress = (now, datagrams);
+                }
+                if self.failure.is_none() && !self.conn_lost {
+                    self.actions.push(Action::Send(Msg::Interval {
+                        t,
+                        datagrams,
+                        bytes,
+                        lost_so_far,
+                    }));
+                }
+                self.actions.push(Action::Interval(row));
+            }
+            Out::Finished(stats) => {
+                if self.state != State::Finishing {
+                    return;
+                }
+                let mut stats = stats;
+                stats.interrupted |= self.interrupted;
+                let report = self.report(&stats);
+                if self.failure.is_none() && !self.conn_lost {
+                    self.actions
+                        .push(Action::Send(Msg::Report { receiver: stats }));
+                }
+                self.actions.push(Action::Finished(Box::new(report)));
+                let r = match self.failure.take() {
+                    Some(f) => Err(f),
+                    None => Ok(()),
+                };
+                self.end(r);
+            }
+        }
+    }
+
+    fn report(&self, stats: &super::report::ReceiverStats) -> UdpReport {
+        let sender = match &self.done {
+            Some(d) => {
+                let secs = d.elapsed_ns as f64 / 1e9;
+                SenderStats {
+                    sent: d.sent,
+                    bytes: d.bytes,
+                    elapsed_s: secs,
+                    rate_bps: if secs > 0.0 {
+                        d.bytes as f64 * 8.0 / secs
+                    } else {
+                        0.0
+                    },
+                    pps: if secs > 0.0 {
+                        d.sent as f64 / secs
+                    } else {
+                        0.0
+                    },
+                    errors: d.errors.clone(),
+                    pacing: d.pacing.clone(),
+                    cpu_usage: d.cpu,
+                    ..Default::default()
+                }
+            }
+            // No Done: the sender's figures are unknown; what the receiver infers (the highest
+            // sequence number seen + 1, its bytes) stands in, over the receiver's time.
+            None => {
+                let sent = stats.accounting.sent;
+                let bytes = sent.saturating_mul(self.len as u64);
+                let secs = stats.duration_s;
+                SenderStats {
+                    sent,
+                    bytes,
+                    elapsed_s: secs,
+                    rate_bps: if secs > 0.0 {
+                        bytes as f64 * 8.0 / secs
+                    } else {
+                        0.0
+                    },
+                    pps: if secs > 0.0 { sent as f64 / secs } else { 0.0 },
+                    pacing: Some("unknown (no Done from the sender)".into()),
+                    ..Default::default()
+                }
+            }
+        };
+        UdpReport {
+            schema: SCHEMA.into(),
+            role: "receiver".into(),
+            test_id: format!("{:016x}", self.test_id),
+            len: self.len,
+            verify: self.verify,
+            target: self.ctx.target.clone(),
+            sender,
+            receiver: stats.clone(),
+            intervals: self.intervals.clone(),
+        }
+    }
+
+    /// Time passes (`now`); `stop`: a stop request (signal) is pending.
+    pub fn on_tick(&mut self, now: Instant, stop: bool) {
+        let l = self.ctx.limits;
+        match self.state {
+            State::AwaitHello if now.duration_since(self.since) >= l.hello => {
+                self.refuse(format!("no Hello within {} s", l.hello.as_secs()))
+            }
+            State::AwaitHello if stop => self.refuse("the receiver is stopping".into()),
+            State::AwaitSetup if now.duration_since(self.since) >= l.hello => self.refuse(format!(
+                "no Setup within {} s of the Hello",
+                l.hello.as_secs()
+            )),
+            State::AwaitSetup if stop => self.refuse("the receiver is stopping".into()),
+            State::Starting if now.duration_since(self.since) >= l.start => {
+                self.refuse("the receive thread did not start the test".into())
+            }
+            State::Running => {
+                if stop {
+                    let seen = *self.stop_seen.get_or_insert(now);
+                    if now.duration_since(seen) >= l.stop_grace {
+                        return self.cut_short(None);
+                    }
+                }
+                let planned = match self.plan {
+                    Plan::TimeNs(ns) => Duration::from_nanos(ns),
+                    Plan::Count(_) => Duration::ZERO,
+                };
+                let running = now.duration_since(self.since);
+                let first = l.first_datagram + self.ctx.interval;
+                if self.last_progress.1 == 0 && running >= first {
+                    let why = format!("no datagram arrived within {:.0} s", first.as_secs_f64());
+                    if !self.conn_lost {
+                        self.actions.push(Action::Send(Msg::Error {
+                            message: why.clone(),
+                        }));
+                    }
+                    return self.cut_short(Some(why));
+                }
+                let limit = l.silence + planned + self.ctx.interval;
+                if now.duration_since(self.last_progress.0) > limit && running > limit {
+                    let why = "the sender went silent (no datagrams and no Done)".to_string();
+                    if !self.conn_lost {
+                        self.actions.push(Action::Send(Msg::Error {
+                            message: why.clone(),
+                        }));
+                    }
+                    self.cut_short(Some(why));
+                }
+            }
+            State::Finishing => {
+                // The UDP thread ends a test within 8 drains; past this it is not coming.
+                let since = *self.finishing_since.get_or_insert(now);
+                if now.duration_since(since) >= l.silence {
+                    self.end(Err("the receive thread did not finish the test".into()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the control connection should be read (a message may change the state).
+    pub fn reading(&self) -> bool {
+        !self.conn_lost
+            && matches!(
+                self.state,
+                State::AwaitHello | State::AwaitSetup | State::Starting | State::Running
+            )
+    }
+
+    /// The peer sent something that is not a control message (`why`): it is told so.
+    pub fn on_bad_input(&mut self, why: String, _now: Instant) {
+        match self.state {
+            State::AwaitHello | State::AwaitSetup | State::Starting => self.refuse(why),
+            State::Running => self.refuse(format!("bad control message during the test: {why}")),
+            State::Finishing | State::Ended => {}
+        }
+    }
+
+    /// Another connection asked for a test while this one holds the receiver.
+    pub fn busy_message() -> Msg {
+        Msg::Error {
+            message: "receiver is busy with another test".into(),
+        }
+    }
+}
