@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -22,23 +22,15 @@ fn connect(srv: &Serve) -> TcpStream {
     s
 }
 
-/// Reads one line (up to `\n`, EOF or an error); the error text in angle brackets on failure.
+/// Reads one line (up to `\n` or EOF; an error ends it, named in angle brackets). The replies
+/// read this way are the last thing read from their connection, so buffering past the line
+/// loses nothing.
 fn read_line(s: &mut TcpStream) -> String {
-    let mut v = Vec::new();
-    let mut b = [0u8; 1];
-    loop {
-        match s.read(&mut b) {
-            Ok(0) => break,
-            Ok(_) => {
-                v.push(b[0]);
-                if b[0] == b'\n' {
-                    break;
-                }
-            }
-            Err(e) => return format!("{}<{e}>", String::from_utf8_lossy(&v)),
-        }
+    let mut l = String::new();
+    if let Err(e) = BufReader::new(s).read_line(&mut l) {
+        l.push_str(&format!("<{e}>"));
     }
-    String::from_utf8_lossy(&v).into_owned()
+    l
 }
 
 /// A field `name=N` of a `STATS` line.
