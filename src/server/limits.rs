@@ -30,21 +30,59 @@ pub const IN_LIMIT: usize = 64 * 1024;
 /// How often a connection whose peer half-closed during a `SLEEP` is checked for a reset.
 pub const HANGUP_CHECK: Duration = Duration::from_millis(200);
 
-/// A new connection's session, with the output bound.
+/// The bounds as values (the models use [`Limits::DEFAULT`]; tests and fuzzing use small ones
+/// to reach them with little input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Output bound ([`OUT_LIMIT`]).
+    pub out: usize,
+    /// Input bound ([`IN_LIMIT`]).
+    pub input: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        out: OUT_LIMIT,
+        input: IN_LIMIT,
+    };
+
+    /// A new connection's session, with the output bound.
+    pub fn session(self, cfg: SessionConfig) -> Session {
+        Session::new(cfg).with_out_limit(self.out)
+    }
+
+    /// May the driver read from this connection, with `unsent` bytes of output waiting?
+    /// Reading goes on while a `SLEEP` or CPU job is pending (the input is held, bounded by
+    /// `input`), so a peer that hangs up meanwhile is noticed.
+    pub fn may_read(self, s: &Session, unsent: usize) -> bool {
+        // An incomplete line is bounded by the session's line limit, and only more input
+        // completes it: it never holds reading back.
+        !s.is_closed()
+            && !s.saw_eof()
+            && unsent <= self.out
+            && (s.buffered() <= self.input || s.partial_line())
+    }
+
+    /// May the driver run the session on (call `resume`), with `unsent` bytes of output
+    /// waiting?
+    pub fn may_answer(self, s: &Session, unsent: usize) -> bool {
+        !s.is_closed() && !s.is_pending() && unsent <= self.out
+    }
+}
+
+/// [`Limits::session`] with the default limits.
 pub fn session(cfg: SessionConfig) -> Session {
-    Session::new(cfg).with_out_limit(OUT_LIMIT)
+    Limits::DEFAULT.session(cfg)
 }
 
-/// May the driver read from this connection, with `unsent` bytes of output waiting?
-/// Reading goes on while a `SLEEP` or CPU job is pending (the input is held, bounded by
-/// [`IN_LIMIT`]), so a peer that hangs up meanwhile is noticed.
+/// [`Limits::may_read`] with the default limits.
 pub fn may_read(s: &Session, unsent: usize) -> bool {
-    !s.is_closed() && !s.saw_eof() && unsent <= OUT_LIMIT && s.buffered() <= IN_LIMIT
+    Limits::DEFAULT.may_read(s, unsent)
 }
 
-/// May the driver run the session on (call `resume`), with `unsent` bytes of output waiting?
+/// [`Limits::may_answer`] with the default limits.
 pub fn may_answer(s: &Session, unsent: usize) -> bool {
-    !s.is_closed() && !s.is_pending() && unsent <= OUT_LIMIT
+    Limits::DEFAULT.may_answer(s, unsent)
 }
 
 /// When the incomplete request line a session holds started arriving.
