@@ -2,7 +2,8 @@
 //! mutations of valid inputs fed to the three decoders that take bytes from the network — the
 //! datagram header ([`wire::Header::decode`] + [`wire::check_payload`]), the control messages
 //! ([`control::decode`]) and the task-line parser ([`Session`]). Besides "never panics", each
-//! target checks the decoder's own invariants.
+//! target checks the decoder's own invariants. The servers' buffering around the session
+//! (output limit, backpressure, each model's way of holding output) is driven the same way.
 //!
 //! `tools/fuzz.sh` runs these with many more cases (`PROPTEST_CASES`), bounded in time. Inputs
 //! that once broke something are kept at the end as plain regression tests.
@@ -12,6 +13,8 @@ use std::collections::BTreeMap;
 use netcore::flow::control::{self, Msg, Plan, MAX_MESSAGE};
 use netcore::flow::udp::wire::{self, Header, Invalid, HEADER_LEN};
 use netcore::proto::{Counters, Proto, Session, SessionConfig, Step};
+use netcore::reactor::OutBuf;
+use netcore::server::limits::Limits;
 use proptest::prelude::*;
 
 // ---- datagram header ---------------------------------------------------------------------
@@ -486,6 +489,214 @@ proptest! {
             prop_assert_eq!(s.input(c, &mut out, &srv), Step::NeedInput);
         }
         prop_assert_eq!(out, chunks.concat());
+    }
+}
+
+// ---- the drivers' buffering --------------------------------------------------------------
+
+/// How a model holds output, as the drivers in `src/server/` do it around the same
+/// [`Limits`]: `blocking` writes the whole output vector at every [`Step::Flush`] (a blocking
+/// `write_all`); `reactor` keeps what the socket did not take in an [`OutBuf`] and answers on
+/// once no more than the limit is unsent; `ring` moves the output vector into one send in
+/// flight at a time (completed in parts) and collects the next in a second vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Buffering {
+    Blocking,
+    Reactor,
+    Ring,
+}
+
+/// A peer whose reading is scripted: each turn it takes the next amount of `takes` (0: it
+/// does not read this turn); once the script is used up it reads everything.
+struct Peer {
+    takes: Vec<usize>,
+    turn: usize,
+    got: Vec<u8>,
+}
+
+impl Peer {
+    fn allowance(&mut self) -> usize {
+        let t = self.takes.get(self.turn).copied().unwrap_or(usize::MAX);
+        self.turn += 1;
+        t
+    }
+}
+
+/// `OutBuf::flush` target taking at most `room` bytes (`WouldBlock` once it is used up).
+struct Sock<'a> {
+    peer: &'a mut Peer,
+    room: usize,
+}
+
+impl std::io::Write for Sock<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = b.len().min(self.room);
+        self.room -= n;
+        self.peer.got.extend_from_slice(&b[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Drives a session as model `kind` does: input arrives in `chunks` (read only when the
+/// limits allow), deferred steps complete at once, the peer reads as scripted. Checks at every
+/// turn that the output held and the input held stay within the limits (plus one answer and
+/// one read), and returns what the peer received.
+fn drive_model(
+    kind: Buffering,
+    cfg: SessionConfig,
+    lim: Limits,
+    chunks: &[Vec<u8>],
+    takes: Vec<usize>,
+) -> Vec<u8> {
+    let srv = Counters::local();
+    let mut s = lim.session(cfg);
+    let mut peer = Peer {
+        takes,
+        turn: 0,
+        got: Vec::new(),
+    };
+    let mut out = OutBuf::new(); // reactor: the OutBuf; others: its vector
+    let mut sending: Vec<u8> = Vec::new(); // ring: the send in flight
+    let mut sent = 0usize; // ring: confirmed part of `sending`
+    let mut next = 0usize;
+    // One answer: a STATS line, or a line of up to `max_line` UPPER-cased (3x at most).
+    let answer = 3 * cfg.max_line + 256;
+    let chunk = chunks.iter().map(Vec::len).max().unwrap_or(0);
+    for _turn in 0..100_000 {
+        let unsent = match kind {
+            Buffering::Blocking | Buffering::Reactor => out.pending(),
+            Buffering::Ring => out.pending() + sending.len() - sent,
+        };
+        assert!(
+            unsent <= 2 * (lim.out + answer),
+            "{kind:?}: {unsent} bytes of output held with a limit of {}",
+            lim.out
+        );
+        assert!(
+            s.buffered() <= lim.input + chunk + cfg.max_line + 2,
+            "{kind:?}: {} bytes of input held",
+            s.buffered()
+        );
+        // The peer reads.
+        let room = peer.allowance();
+        match kind {
+            Buffering::Blocking | Buffering::Reactor => {
+                let mut w = Sock {
+                    peer: &mut peer,
+                    room,
+                };
+                let _ = out.flush(&mut w, 1024);
+            }
+            Buffering::Ring => {
+                let n = room.min(sending.len() - sent);
+                peer.got.extend_from_slice(&sending[sent..sent + n]);
+                sent += n;
+                if sent == sending.len() && !out.is_empty() {
+                    sending = std::mem::take(out.vec());
+                    sent = 0;
+                }
+            }
+        }
+        // Answer on where the output has room, then read where the limits allow; deferred
+        // steps complete at once (as a timer or a job would, later).
+        for phase in 0..2 {
+            let unsent = out.pending() + sending.len() - sent;
+            let mut step = match phase {
+                0 if lim.may_answer(&s, unsent) => s.resume(out.vec(), &srv),
+                1 if lim.may_read(&s, unsent) => match chunks.get(next) {
+                    Some(c) => {
+                        next += 1;
+                        s.input(c, out.vec(), &srv)
+                    }
+                    None => s.eof(out.vec(), &srv),
+                },
+                _ => continue,
+            };
+            loop {
+                match step {
+                    Step::Sleep(_) => s.finish_sleep(out.vec(), &srv),
+                    Step::Cpu(_) => s.finish_cpu(0, out.vec(), &srv),
+                    Step::Flush if kind == Buffering::Blocking => {
+                        assert!(
+                            out.pending() <= lim.out + answer,
+                            "blocking: over the limit"
+                        );
+                        // `write_all`: the thread blocks until the peer took it all.
+                        let mut w = Sock {
+                            peer: &mut peer,
+                            room: usize::MAX,
+                        };
+                        let _ = out.flush(&mut w, 1024);
+                    }
+                    _ => break,
+                }
+                step = s.resume(out.vec(), &srv);
+            }
+        }
+        if kind == Buffering::Ring && sent == sending.len() && !out.is_empty() {
+            sending = std::mem::take(out.vec());
+            sent = 0;
+        }
+        let idle = out.is_empty() && sent == sending.len();
+        if s.is_closed() && idle {
+            return peer.got;
+        }
+    }
+    panic!(
+        "{kind:?}: the session did not finish: holds {} (partial line: {}), pending {}, closed {}, \
+         eof {}, {} unsent, {} in flight, chunk {next} of {}",
+        s.buffered(),
+        s.partial_line(),
+        s.is_pending(),
+        s.is_closed(),
+        s.saw_eof(),
+        out.pending(),
+        sending.len() - sent,
+        chunks.len()
+    );
+}
+
+fn buffering() -> impl Strategy<Value = Buffering> {
+    prop_oneof![
+        Just(Buffering::Blocking),
+        Just(Buffering::Reactor),
+        Just(Buffering::Ring)
+    ]
+}
+
+proptest! {
+    /// Every model's buffering gives the peer the same answers, in order, as one session fed
+    /// everything at once, whatever the splits of the input, the limits and how the peer
+    /// reads (including not at all for a while); and holds no more than the limits allow.
+    #[test]
+    fn drivers_answer_in_order_within_their_limits(
+        kind in buffering(),
+        cfg in cfg(),
+        out_limit in 1usize..400,
+        in_limit in 0usize..400,
+        lines in proptest::collection::vec(task_line(), 0..40),
+        stats in proptest::collection::vec(any::<bool>(), 0..40),
+        cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        takes in proptest::collection::vec(prop_oneof![Just(0usize), 1usize..64, 64usize..4096], 0..200),
+    ) {
+        // STATS lines (the amplifying request) sprinkled in.
+        let mut bytes = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            if stats.get(i).copied().unwrap_or(false) {
+                bytes.extend_from_slice(b"STATS\n");
+            }
+            bytes.extend_from_slice(l);
+        }
+        let lim = Limits { out: out_limit, input: in_limit };
+        let whole = without_stats(session(cfg, std::slice::from_ref(&bytes)));
+        let got = drive_model(kind, cfg, lim, &split(&bytes, &cuts), takes);
+        prop_assert_eq!(without_stats(got), whole);
     }
 }
 

@@ -58,6 +58,10 @@ pub enum Step {
     Cpu(CpuJob),
     /// A deferred operation is still outstanding; nothing to do until it completes.
     Pending,
+    /// The output vector holds at least the session's output limit
+    /// ([`Session::with_out_limit`]): write it, then call [`Session::resume`] to answer the
+    /// lines held behind it. Read nothing more meanwhile (that is the backpressure).
+    Flush,
     /// Write the output, then close the connection.
     Close,
 }
@@ -91,6 +95,10 @@ pub struct Session {
     eof: bool,
     closed: bool,
     stats: ConnStats,
+    /// Stop answering while the output vector holds this many bytes ([`Step::Flush`]).
+    out_limit: usize,
+    /// The first byte of the pending `SLEEP`'s answer went out early (the peer half-closed).
+    probe: bool,
 }
 
 impl Session {
@@ -104,7 +112,19 @@ impl Session {
             eof: false,
             closed: false,
             stats: ConnStats::default(),
+            out_limit: usize::MAX,
+            probe: false,
         }
+    }
+
+    /// Bounds the output: once the output vector holds `limit` bytes, no further line is
+    /// answered until the driver has written it out and called [`Session::resume`]
+    /// ([`Step::Flush`]). The vector then holds at most `limit` bytes plus one answer. Without
+    /// it, one read of small requests with large answers (`STATS`: 6 bytes in, ~130 out) is
+    /// answered whole, however much that is.
+    pub fn with_out_limit(mut self, limit: usize) -> Self {
+        self.out_limit = limit.max(1);
+        self
     }
 
     pub fn stats(&self) -> ConnStats {
@@ -124,6 +144,37 @@ impl Session {
     /// Bytes of input held (an incomplete line, or lines waiting behind a pending operation).
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
+    }
+
+    /// True when the session waits for the rest of a request line: it holds input with no
+    /// line terminator, nothing is pending, and every complete line has been answered.
+    pub fn partial_line(&self) -> bool {
+        !self.closed
+            && self.pending == Pending::None
+            && !self.eof
+            && self.scanned == self.buf.len()
+            && self.start < self.buf.len()
+    }
+
+    /// True once the peer has half-closed ([`Session::eof`]).
+    pub fn saw_eof(&self) -> bool {
+        self.eof
+    }
+
+    /// True while a `SLEEP` is pending after the peer half-closed. Its answer's first byte has
+    /// then already been written (see [`Session::eof`]): a peer that has gone, rather than just
+    /// half-closed, answers that byte with a reset, which the driver should watch for (the
+    /// socket's pending error) and then drop the connection instead of sleeping on.
+    pub fn probing(&self) -> bool {
+        self.probe
+    }
+
+    /// The driver's request-line deadline passed with a line still incomplete (a client that
+    /// sends a line byte by byte, slower than the idle timeout, must not hold a connection
+    /// forever): answers `ERR line timeout` and closes. Returns [`Step::Close`].
+    pub fn line_timeout(&mut self, out: &mut Vec<u8>, srv: &Counters) -> Step {
+        self.fail_and_close(out, srv, format_args!("line timeout"));
+        Step::Close
     }
 
     /// Takes received bytes, answers every complete request into `out`.
@@ -147,13 +198,31 @@ impl Session {
 
     /// The peer will send nothing more: answer what was received, then [`Step::Close`] (or
     /// [`Step::Sleep`]/[`Step::Cpu`]/[`Step::Pending`] first, then `Close` from `resume`).
+    ///
+    /// A half-close and a peer that has gone look the same here (a FIN), and the answers are
+    /// owed to the first. So a `SLEEP` pending now, or started after this, writes the first
+    /// byte of its answer (`O`) at once and the rest when it ends: the byte stream is the same,
+    /// and a peer that has gone answers the early byte with a reset ([`Session::probing`]).
     pub fn eof(&mut self, out: &mut Vec<u8>, srv: &Counters) -> Step {
         self.eof = true;
         if self.cfg.proto == Proto::Echo {
             self.closed = true;
             return Step::Close;
         }
+        if let Pending::Sleep(_) = self.pending {
+            let len0 = out.len();
+            self.write_probe(out);
+            self.count_out(out.len() - len0, srv);
+        }
         self.resume(out, srv)
+    }
+
+    /// Writes the pending `SLEEP`'s first answer byte now (not counted here: the caller counts).
+    fn write_probe(&mut self, out: &mut Vec<u8>) {
+        if !self.probe {
+            self.probe = true;
+            out.push(b'O');
+        }
     }
 
     /// Answers the lines buffered so far (call after completing a deferred operation).
@@ -191,6 +260,10 @@ impl Session {
                     }
                 }
             };
+            if out.len() >= self.out_limit {
+                // Answer this line once the output has been written out.
+                return Step::Flush;
+            }
             let mut end = line_end;
             if end > self.start && self.buf[end - 1] == b'\r' {
                 end -= 1;
@@ -218,7 +291,14 @@ impl Session {
         if let Pending::Sleep(ms) = self.pending {
             self.pending = Pending::None;
             let len0 = out.len();
+            // After a probe, the `O` is already out.
+            let skip = if std::mem::take(&mut self.probe) {
+                "O".len()
+            } else {
+                0
+            };
             let _ = writeln!(out, "OK slept {ms}ms");
+            out.drain(len0..len0 + skip);
             self.count_out(out.len() - len0, srv);
         }
     }
@@ -277,10 +357,15 @@ impl Session {
     }
 
     fn too_long(&mut self, out: &mut Vec<u8>, srv: &Counters) {
+        self.fail_and_close(out, srv, format_args!("line too long"));
+    }
+
+    /// Answers the line held with `ERR msg` and closes, dropping the input.
+    fn fail_and_close(&mut self, out: &mut Vec<u8>, srv: &Counters, msg: std::fmt::Arguments<'_>) {
         self.stats.requests += 1;
         srv.add(REQUESTS, 1);
         let len0 = out.len();
-        self.error(out, srv, format_args!("line too long"));
+        self.error(out, srv, msg);
         self.count_out(out.len() - len0, srv);
         self.closed = true;
         self.buf = Vec::new();
@@ -327,6 +412,9 @@ impl Session {
             }
             Request::Sleep(ms) => {
                 self.pending = Pending::Sleep(ms);
+                if self.eof {
+                    self.write_probe(out);
+                }
                 return Some(Step::Sleep(Duration::from_millis(ms)));
             }
             Request::Stats => {

@@ -1,12 +1,16 @@
 //! The blocking connection driver shared by the `iterative`, `fork`, `thread` and `pool`
-//! models: read, feed the session, write, with `SLEEP` sleeping the thread.
+//! models: read, feed the session, write, with `SLEEP` sleeping the thread (while watching the
+//! socket for a hang-up). Output is written whenever the session reaches its limit
+//! ([`super::limits`]), so a peer that does not read blocks its thread in `write` (bounded by
+//! the idle timeout) with at most that much output held.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::proto::{Session, Step};
 
+use super::limits::{self, LineClock};
 use super::{Shared, LINGER, LINGER_BYTES};
 
 /// Serves one connection to the end. Counts it opened/closed in `sh.counters`. Never panics on
@@ -19,19 +23,36 @@ pub fn serve_conn(mut s: TcpStream, sh: &Shared) {
 
 fn serve(s: &mut TcpStream, sh: &Shared) -> io::Result<()> {
     s.set_nodelay(true)?;
-    // The idle timeout bounds both a silent client and one that stops reading.
-    s.set_read_timeout(sh.idle_timeout)?;
+    // The idle timeout bounds a silent client, one that stops reading (the write timeout) and
+    // one that sends a line too slowly (the read timeout is cut to the line's deadline).
     s.set_write_timeout(sh.idle_timeout)?;
     let c = &sh.counters;
-    let mut session = Session::new(sh.session);
+    let mut session = limits::session(sh.session);
+    let mut line = LineClock::default();
     let mut buf = vec![0u8; 16 * 1024];
-    let mut out = Vec::with_capacity(1024);
+    // Room for the limit and an answer past it, so the vector does not double when full.
+    let mut out = Vec::with_capacity(limits::OUT_LIMIT + 4096);
     loop {
-        let mut step = match s.read(&mut buf) {
-            Ok(0) => session.eof(&mut out, c),
-            Ok(n) => session.input(&buf[..n], &mut out, c),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e), // idle timeout, reset
+        let deadline = line.deadline(sh.idle_timeout);
+        let wait = match deadline {
+            Some(d) => Some(d.saturating_duration_since(Instant::now())),
+            None => sh.idle_timeout,
+        };
+        let mut step = if wait.is_some_and(|w| w.is_zero()) {
+            session.line_timeout(&mut out, c)
+        } else {
+            s.set_read_timeout(wait)?;
+            match s.read(&mut buf) {
+                Ok(0) => session.eof(&mut out, c),
+                Ok(n) => {
+                    let step = session.input(&buf[..n], &mut out, c);
+                    line.update(&session, Instant::now());
+                    step
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_timeout(&e) && deadline.is_some() => continue, // the line's turn
+                Err(e) => return Err(e),                                    // idle timeout, reset
+            }
         };
         loop {
             match step {
@@ -39,22 +60,76 @@ fn serve(s: &mut TcpStream, sh: &Shared) -> io::Result<()> {
                     // Answer what precedes the SLEEP before sleeping.
                     s.write_all(&out)?;
                     out.clear();
-                    std::thread::sleep(d);
+                    sleep_watching(s, &mut session, d, &mut buf, &mut out, sh)?;
                     session.finish_sleep(&mut out, c);
                 }
                 Step::Cpu(job) => session.finish_cpu(job.run(), &mut out, c),
+                Step::Flush => {
+                    s.write_all(&out)?;
+                    out.clear();
+                }
                 _ => break,
             }
             step = session.resume(&mut out, c);
         }
         s.write_all(&out)?;
         out.clear();
-        if out.capacity() > 64 * 1024 {
-            out = Vec::with_capacity(1024);
+        if out.capacity() > 2 * limits::OUT_LIMIT {
+            out = Vec::with_capacity(limits::OUT_LIMIT + 4096);
         }
         if step == Step::Close {
             linger_close(s);
             return Ok(());
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Sleeps `d` for a `SLEEP` while watching the connection: input is read into the session
+/// (held behind the SLEEP, within [`limits::may_read`]), a half-close is passed on (the
+/// session writes its probe byte, sent here), and a reset ends the connection at once instead
+/// of after the sleep.
+fn sleep_watching(
+    s: &mut TcpStream,
+    session: &mut Session,
+    d: Duration,
+    buf: &mut [u8],
+    out: &mut Vec<u8>,
+    sh: &Shared,
+) -> io::Result<()> {
+    let c = &sh.counters;
+    let end = Instant::now() + d;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        if let Some(e) = s.take_error()? {
+            return Err(e);
+        }
+        let tick = left.min(limits::HANGUP_CHECK);
+        if !limits::may_read(session, 0) {
+            std::thread::sleep(tick);
+            continue;
+        }
+        s.set_read_timeout(Some(tick))?;
+        match s.read(buf) {
+            Ok(0) => {
+                session.eof(out, c);
+                s.write_all(out)?;
+                out.clear();
+            }
+            Ok(n) => {
+                session.input(&buf[..n], out, c);
+            }
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }

@@ -6,12 +6,18 @@
 //! responses are written directly (only what the socket did not take is kept). Sockets are
 //! registered once for read and write (edge-triggered), so no `epoll_ctl` per request.
 //!
-//! * `SLEEP` arms a reactor timer; the connection reads nothing more until it fires.
+//! * `SLEEP` arms a reactor timer; meanwhile the connection is still read (what arrives is held
+//!   by the session, up to [`limits::IN_LIMIT`]), so a hang-up is noticed: after a half-close
+//!   the session writes a probe byte, and the reset of a peer that has gone raises an event
+//!   whose socket error closes the connection.
 //! * `HASH` above the offload threshold goes to a shared pool of `--workers` threads, which post
 //!   the result to the reactor's [`Mailbox`] (waking it through its `mio::Waker`).
-//! * Idle timeout: one timer per connection, re-armed from the last activity when it fires.
+//! * Idle timeout: one timer per connection, re-armed from the last activity when it fires; an
+//!   incomplete line older than the idle timeout gets `ERR line timeout` and a close.
 //! * Reads are budgeted ([`Budget::DEFAULT`]); a connection over budget is deferred.
-//! * A connection whose output is backed up (peer not reading) stops being read.
+//! * Backpressure ([`limits`]): the session stops answering at [`limits::OUT_LIMIT`] bytes of
+//!   output, and a connection with more than that unsent is not read until a writable edge
+//!   lets the output go.
 //! * `--max-conns` (over all reactors): at the limit the listener is left alone (clients wait
 //!   in the listen queue) until a connection closes. EMFILE and friends pause accepting for
 //!   [`ACCEPT_BACKOFF`].
@@ -31,6 +37,7 @@ use crate::proto::{CpuJob, Session, Step, Totals};
 use crate::reactor::{Budget, Ctx, Entry, Handler, Key, Mailbox, OutBuf, Reactor, Ready, Timers};
 use crate::sys::affinity;
 
+use super::limits::{self, LineClock};
 use super::{
     announce, is_resource_error, ServeConfig, Shared, ACCEPT_BACKOFF, LINGER, LINGER_BYTES,
 };
@@ -40,8 +47,6 @@ const TAG_SLEEP: u64 = 2;
 const TAG_LINGER: u64 = 3;
 const TAG_ACCEPT: u64 = 4;
 
-/// Stop reading a connection while this much output is waiting for the peer.
-const HIGH_WATER: usize = 256 * 1024;
 /// Output capacity kept per connection between requests.
 const KEEP_OUT: usize = 16 * 1024;
 const READ_BUF: usize = 64 * 1024;
@@ -82,6 +87,7 @@ struct Conn {
     out: OutBuf,
     state: State,
     last_active: Instant,
+    line: LineClock,
 }
 
 /// Where the pool delivers a finished job's result: a reactor's [`Mailbox`], or a ring's
@@ -172,10 +178,11 @@ impl Server {
                     let _ = sock.set_nodelay(true);
                     let conn = Box::new(Conn {
                         sock,
-                        session: Session::new(self.sh.session),
+                        session: limits::session(self.sh.session),
                         out: OutBuf::new(),
                         state: State::Open,
                         last_active: cx.now(),
+                        line: LineClock::default(),
                     });
                     match cx.insert(Ent::Conn(conn), Interest::READABLE | Interest::WRITABLE) {
                         Ok(key) => {
@@ -215,9 +222,10 @@ impl Server {
         }
     }
 
-    /// Works on a connection: completes `finished` first (a deferred step that just
-    /// completed: run the session on), flushes, then reads within the budget.
-    fn drive(&mut self, cx: &mut Ctx<Ent>, key: Key, resume: bool, shortcut: bool) {
+    /// Works on a connection: writes its output, runs its session on where it may (after a
+    /// deferred step completed, or once output that held it back has gone out), lingers when
+    /// closing, then reads within the budget and the [`limits`].
+    fn drive(&mut self, cx: &mut Ctx<Ent>, key: Key, shortcut: bool) {
         let now = cx.now();
         let after = {
             let Some(Ent::Conn(c)) = cx.slab.get_mut(key) else {
@@ -228,38 +236,32 @@ impl Server {
             let pool = &self.pool;
             let mb = &self.mailbox;
             let timers = &mut cx.timers;
-            // Acts on a session step; returns false when reading must stop for now.
-            let on_step = |c: &mut Conn, timers: &mut Timers, step: Step| -> bool {
-                match step {
-                    Step::NeedInput => true,
-                    Step::Sleep(d) => {
-                        timers.add(now + d, key, TAG_SLEEP);
-                        false
-                    }
-                    Step::Cpu(job) => {
-                        pool.submit(mb.clone(), key, job);
-                        false
-                    }
-                    Step::Pending => false,
-                    Step::Close => {
-                        c.state = State::Closing;
-                        false
-                    }
+            // Acts on a session step.
+            let on_step = |c: &mut Conn, timers: &mut Timers, step: Step| match step {
+                Step::NeedInput | Step::Pending | Step::Flush => {}
+                Step::Sleep(d) => {
+                    timers.add(now + d, key, TAG_SLEEP);
                 }
+                Step::Cpu(job) => pool.submit(mb.clone(), key, job),
+                Step::Close => c.state = State::Closing,
             };
-            'work: {
-                if resume && c.state == State::Open {
-                    let step = c.session.resume(c.out.vec(), &sh.counters);
-                    if !on_step(c, timers, step) && c.state == State::Open {
-                        // Still waiting (another SLEEP or CPU job); flush what we have.
-                        if c.out.flush(&mut c.sock, KEEP_OUT).is_err() {
-                            break 'work After::Close;
-                        }
-                        break 'work After::Keep;
-                    }
-                }
-                if !c.out.is_empty() && c.out.flush(&mut c.sock, KEEP_OUT).is_err() {
+            // A peer that half-closed during a SLEEP got the answer's first byte: one that
+            // has gone answered it with a reset, which raised this event.
+            let hung_up = c.session.probing() && !matches!(c.sock.take_error(), Ok(None));
+            let mut budget = Budget::DEFAULT;
+            'work: loop {
+                if hung_up || c.out.flush(&mut c.sock, KEEP_OUT).is_err() {
                     break 'work After::Close;
+                }
+                if c.state == State::Open && limits::may_answer(&c.session, c.out.pending()) {
+                    let step = c.session.resume(c.out.vec(), &sh.counters);
+                    on_step(c, timers, step);
+                    if c.out.flush(&mut c.sock, KEEP_OUT).is_err() {
+                        break 'work After::Close;
+                    }
+                    if step == Step::Flush && c.out.is_empty() {
+                        continue; // the socket took it all: answer on
+                    }
                 }
                 match c.state {
                     State::Open => {}
@@ -294,43 +296,40 @@ impl Server {
                         }
                     }
                 }
-                if c.session.is_pending() || c.out.pending() > HIGH_WATER {
-                    break 'work After::Keep;
+                if !limits::may_read(&c.session, c.out.pending()) {
+                    break 'work After::Keep; // writable, a timer or a job resumes it
                 }
-                let mut budget = Budget::DEFAULT;
-                loop {
-                    if budget.exhausted() {
-                        break 'work After::Defer;
-                    }
-                    let mut drained = false;
-                    let step = match c.sock.read(&mut self.rbuf) {
-                        Ok(0) => c.session.eof(c.out.vec(), &sh.counters),
-                        Ok(n) => {
-                            // A short read emptied the socket: anything arriving later raises
-                            // a new edge, so the read that would return EAGAIN can be skipped
-                            // (one syscall less per request, as tokio does). Not when the
-                            // event reported a FIN: the FIN would stay unread.
-                            drained = shortcut && n < self.rbuf.len();
-                            budget.spend(n);
-                            c.last_active = now;
-                            c.session.input(&self.rbuf[..n], c.out.vec(), &sh.counters)
+                if budget.exhausted() {
+                    break 'work After::Defer;
+                }
+                let step = match c.sock.read(&mut self.rbuf) {
+                    Ok(0) => c.session.eof(c.out.vec(), &sh.counters),
+                    Ok(n) => {
+                        budget.spend(n);
+                        c.last_active = now;
+                        let step = c.session.input(&self.rbuf[..n], c.out.vec(), &sh.counters);
+                        c.line.update(&c.session, now);
+                        // A short read emptied the socket: anything arriving later raises a
+                        // new edge, so the read that would return EAGAIN can be skipped (one
+                        // syscall less per request, as tokio does). Not when the event
+                        // reported a FIN: the FIN would stay unread.
+                        if shortcut && n < self.rbuf.len() {
+                            on_step(c, timers, step);
+                            if c.out.flush(&mut c.sock, KEEP_OUT).is_err() {
+                                break 'work After::Close;
+                            }
+                            if c.state == State::Open && step != Step::Flush {
+                                break 'work After::Keep;
+                            }
+                            continue;
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 'work After::Keep,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(_) => break 'work After::Close,
-                    };
-                    let go_on = on_step(c, timers, step);
-                    if c.out.flush(&mut c.sock, KEEP_OUT).is_err() {
-                        break 'work After::Close;
+                        step
                     }
-                    if c.state == State::Closing {
-                        // Flushed everything? Then linger next turn (deferred).
-                        break 'work After::Defer;
-                    }
-                    if drained || !go_on || c.out.pending() > HIGH_WATER {
-                        break 'work After::Keep;
-                    }
-                }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break 'work After::Keep,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break 'work After::Close,
+                };
+                on_step(c, timers, step);
             }
         };
         match after {
@@ -352,7 +351,7 @@ impl Handler<Ent> for Server {
         // The short-read shortcut is only safe on a kernel event that did not report the
         // peer's FIN (a FIN queued behind the data raises no further edge).
         let shortcut = !ready.is_read_closed() && !ready.is_deferred();
-        self.drive(cx, key, false, shortcut);
+        self.drive(cx, key, shortcut);
     }
 
     fn on_timer(&mut self, cx: &mut Ctx<Ent>, key: Key, tag: u64) {
@@ -368,7 +367,7 @@ impl Handler<Ent> for Server {
                     return;
                 };
                 c.session.finish_sleep(c.out.vec(), &self.sh.counters);
-                self.drive(cx, key, true, false);
+                self.drive(cx, key, false);
             }
             TAG_IDLE => {
                 let Some(idle) = self.sh.idle_timeout else {
@@ -378,13 +377,18 @@ impl Handler<Ent> for Server {
                 let Some(Ent::Conn(c)) = cx.slab.get_mut(key) else {
                     return;
                 };
-                let due = c.last_active + idle;
                 if c.session.is_pending() || c.state != State::Open {
                     cx.add_timer(now + idle, key, TAG_IDLE);
-                } else if due <= now {
+                } else if c.line.expired(Some(idle), now) {
+                    let step = c.session.line_timeout(c.out.vec(), &self.sh.counters);
+                    debug_assert_eq!(step, Step::Close);
+                    c.state = State::Closing;
+                    self.drive(cx, key, false);
+                } else if c.last_active + idle <= now {
                     self.close(cx, key);
                 } else {
-                    cx.add_timer(due, key, TAG_IDLE);
+                    let at = c.line.next_check(idle, c.last_active);
+                    cx.add_timer(at, key, TAG_IDLE);
                 }
             }
             _ => {}
@@ -398,7 +402,7 @@ impl Handler<Ent> for Server {
             // A stale key (the connection closed meanwhile) finds nothing.
             if let Some(Ent::Conn(c)) = cx.slab.get_mut(key) {
                 c.session.finish_cpu(result, c.out.vec(), &self.sh.counters);
-                self.drive(cx, key, true, false);
+                self.drive(cx, key, false);
             }
         }
         self.done = done;

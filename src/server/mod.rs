@@ -16,6 +16,7 @@
 
 pub mod blocking;
 pub mod epoll;
+pub mod limits;
 mod models;
 #[cfg(feature = "uring")]
 pub mod uring;

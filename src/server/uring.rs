@@ -13,11 +13,16 @@
 //! * `SLEEP` is a ring `TIMEOUT` operation; `HASH` above the offload threshold goes to the
 //!   same [`CpuPool`] as the `epoll` model, whose workers post the result to a [`Notifier`]:
 //!   the ring keeps an 8-byte `READ` on its eventfd in flight, and that completion drains it.
-//! * Backpressure: while a request is pending or more than [`HIGH_WATER`] bytes of output wait
-//!   for the peer, the multishot receive is cancelled (what arrives before the cancel lands is
-//!   buffered by the session); it is re-armed when the connection can read again.
-//! * Idle timeouts, linger and accept back-off are in a timer heap whose earliest deadline
-//!   is the wait timeout of the turn (no operation per connection for them).
+//! * Backpressure ([`limits`]): the session stops answering at [`limits::OUT_LIMIT`] bytes of
+//!   output and is resumed when a send completion leaves no more than that unsent; while more
+//!   is unsent, or the session holds more than [`limits::IN_LIMIT`] bytes of input, the
+//!   multishot receive is cancelled (what arrives before the cancel lands is held by the
+//!   session); it is re-armed when the connection can read again. A pending `SLEEP` or CPU
+//!   job does not stop the receive, so a hang-up meanwhile is seen.
+//! * Idle timeouts (and the request-line deadline: `ERR line timeout`), linger, accept
+//!   back-off and hang-up checks (every [`limits::HANGUP_CHECK`] while the session probes a
+//!   half-closed peer during a `SLEEP`: the socket's error tells a reset) are in a timer heap
+//!   whose earliest deadline is the wait timeout of the turn (no operation per connection).
 //! * Closing after `BYE`/a too-long line: flush, `shutdown(SHUT_WR)`, discard input until EOF
 //!   or [`LINGER`]. Aborting (errors, idle, shutdown) cancels the connection's operations; the
 //!   socket is closed only when the last of them has completed, so an operation never sees a
@@ -41,12 +46,11 @@ use crate::sys::{affinity, signal};
 use crate::uring::{Completion, Notifier, OpId, Ring};
 
 use super::epoll::{CpuPool, Deliver};
+use super::limits::{self, LineClock};
 use super::{
     announce, is_resource_error, ServeConfig, Shared, ACCEPT_BACKOFF, LINGER, LINGER_BYTES,
 };
 
-/// Stop reading a connection while this much output is waiting for the peer.
-pub const HIGH_WATER: usize = 256 * 1024;
 /// Output capacity kept per connection between requests.
 const KEEP_OUT: usize = 16 * 1024;
 /// Submission queue entries.
@@ -65,6 +69,7 @@ const TAG_SIGNAL: u64 = u64::MAX - 3;
 const T_IDLE: u64 = 1;
 const T_LINGER: u64 = 2;
 const T_ACCEPT: u64 = 3;
+const T_HANGUP: u64 = 4;
 
 impl Deliver for Notifier<(Key, u64)> {
     fn deliver(&self, key: Key, result: u64) {
@@ -85,6 +90,20 @@ enum State {
     Dead,
 }
 
+/// How a connection receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecvMode {
+    /// Its first receive: one buffer (a client that sends a flood before reading anything
+    /// must not get a multishot burst of everything its socket holds).
+    First,
+    /// Multishot into provided buffers (where the kernel has them).
+    Multi,
+    /// One buffer at a time, for good: its limits held it back once. A multishot receive
+    /// delivers all the socket holds before its cancel lands (hundreds of KiB per pause from
+    /// a client that sends without reading); one buffer per receive bounds that to 16 KiB.
+    Single,
+}
+
 struct Conn {
     sock: TcpStream,
     session: Session,
@@ -97,6 +116,7 @@ struct Conn {
     send: Option<OpId>,
     recv: Option<OpId>,
     recv_cancelled: bool,
+    mode: RecvMode,
     /// Buffer for single-shot receives (kept between them).
     rbuf: Vec<u8>,
     sleep: Option<OpId>,
@@ -105,6 +125,9 @@ struct Conn {
     eof: bool,
     state: State,
     last_active: Instant,
+    line: LineClock,
+    /// A [`T_HANGUP`] check is scheduled.
+    hangup_timer: bool,
 }
 
 impl Conn {
@@ -116,13 +139,14 @@ impl Conn {
         [self.send, self.recv, self.sleep].into_iter().flatten()
     }
 
+    /// Output not yet confirmed sent.
+    fn unsent(&self) -> usize {
+        self.out.len() + self.sending
+    }
+
     fn wants_read(&self) -> bool {
         match self.state {
-            State::Open => {
-                !self.eof
-                    && !self.session.is_pending()
-                    && self.out.len() + self.sending <= HIGH_WATER
-            }
+            State::Open => !self.eof && limits::may_read(&self.session, self.unsent()),
             State::Lingering { .. } => !self.eof,
             State::Closing | State::Dead => false,
         }
@@ -176,19 +200,22 @@ impl Server {
             let now = Instant::now();
             let key = self.conns.insert(Conn {
                 sock,
-                session: Session::new(self.sh.session),
+                session: limits::session(self.sh.session),
                 out: Vec::new(),
                 spare: Vec::new(),
                 sending: 0,
                 send: None,
                 recv: None,
                 recv_cancelled: false,
+                mode: RecvMode::First,
                 rbuf: Vec::new(),
                 sleep: None,
                 cpu: false,
                 eof: false,
                 state: State::Open,
                 last_active: now,
+                line: LineClock::default(),
+                hangup_timer: false,
             });
             self.sh.counters.conn_opened();
             if let Some(idle) = self.sh.idle_timeout {
@@ -218,7 +245,7 @@ impl Server {
             return;
         };
         match step {
-            Step::NeedInput | Step::Pending => {}
+            Step::NeedInput | Step::Pending | Step::Flush => {}
             Step::Sleep(d) => c.sleep = Some(self.ring.timeout(d, key.to_u64())),
             Step::Cpu(job) => {
                 c.cpu = true;
@@ -258,6 +285,9 @@ impl Server {
         }
         if let Some(b) = comp.buf {
             c.rbuf = b; // a single-shot receive's buffer comes back
+            if comp.res > 0 && c.mode == RecvMode::First {
+                c.mode = RecvMode::Multi; // unless `sync` finds it held back now
+            }
         }
         let mut step = None;
         match comp.res {
@@ -271,6 +301,7 @@ impl Server {
                     State::Open => {
                         c.last_active = now;
                         step = Some(c.session.input(data, &mut c.out, &self.sh.counters));
+                        c.line.update(&c.session, now);
                     }
                     State::Lingering { discarded } => {
                         *discarded += n;
@@ -333,6 +364,19 @@ impl Server {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
+        // Answer on where the output limit held the session back and has room again.
+        if c.state == State::Open && limits::may_answer(&c.session, c.unsent()) {
+            let step = c.session.resume(&mut c.out, &self.sh.counters);
+            self.on_step(key, step);
+        }
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.session.probing() && !c.hangup_timer && c.state != State::Dead {
+            c.hangup_timer = true;
+            self.timers
+                .add(Instant::now() + limits::HANGUP_CHECK, key, T_HANGUP);
+        }
         if c.state != State::Dead && c.send.is_none() && !c.out.is_empty() {
             let next = std::mem::take(&mut c.spare);
             let buf = std::mem::replace(&mut c.out, next);
@@ -371,7 +415,7 @@ impl Server {
         }
         if c.wants_read() {
             if c.recv.is_none() {
-                c.recv = Some(if multishot {
+                c.recv = Some(if multishot && c.mode == RecvMode::Multi {
                     self.ring.recv_multi(c.fd(), tag)
                 } else {
                     let mut b = std::mem::take(&mut c.rbuf);
@@ -379,10 +423,15 @@ impl Server {
                     self.ring.recv(c.fd(), b, tag)
                 });
             }
-        } else if let Some(id) = c.recv {
-            if multishot && !c.recv_cancelled {
-                c.recv_cancelled = true;
-                self.ring.cancel(id);
+        } else {
+            if c.state == State::Open && !c.eof {
+                c.mode = RecvMode::Single; // held back by its limits: for good
+            }
+            if let Some(id) = c.recv {
+                if multishot && !c.recv_cancelled {
+                    c.recv_cancelled = true;
+                    self.ring.cancel(id);
+                }
             }
         }
     }
@@ -462,16 +511,31 @@ impl Server {
                 let Some(c) = self.conns.get_mut(key) else {
                     return;
                 };
-                let due = c.last_active + idle;
                 if c.state == State::Dead {
                 } else if c.session.is_pending() || c.state != State::Open {
                     self.timers.add(now + idle, key, T_IDLE);
-                } else if due <= now {
+                } else if c.line.expired(Some(idle), now) {
+                    c.session.line_timeout(&mut c.out, &self.sh.counters);
+                    c.state = State::Closing;
+                    self.sync(key);
+                } else if c.last_active + idle <= now {
                     c.state = State::Dead;
                     self.sync(key);
                 } else {
-                    self.timers.add(due, key, T_IDLE);
+                    let at = c.line.next_check(idle, c.last_active);
+                    self.timers.add(at, key, T_IDLE);
                 }
+            }
+            T_HANGUP => {
+                let Some(c) = self.conns.get_mut(key) else {
+                    return;
+                };
+                c.hangup_timer = false;
+                // The probe byte went out: a peer that has gone answered it with a reset.
+                if c.session.probing() && !matches!(c.sock.take_error(), Ok(None)) {
+                    c.state = State::Dead;
+                }
+                self.sync(key);
             }
             _ => {}
         }

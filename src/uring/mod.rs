@@ -8,11 +8,14 @@
 //! # Ownership of in-flight buffers
 //!
 //! * Every submitted operation occupies a slot in the ring's operation slab; its `user_data` is
-//!   the slot index. The slot holds the operation's buffer, its timespec (timeouts) and the
-//!   caller's tag. A slot is freed only when the operation's **final** completion arrives (a
-//!   completion without `IORING_CQE_F_MORE`), so no buffer is freed, moved or reused while the
-//!   kernel may still write to it, and a slot index is never reused while a completion for the
-//!   previous operation in it may still arrive (no generation counter is needed).
+//!   the slot's generation and index ([`OpId`]). The slot holds the operation's buffer, its
+//!   timespec (timeouts) and the caller's tag. A slot is freed only when the operation's
+//!   **final** completion arrives (a completion without `IORING_CQE_F_MORE`), so no buffer is
+//!   freed, moved or reused while the kernel may still write to it. The slot is freed when the
+//!   completion is *reaped*, before the driver has handled it, so the driver may still hold the
+//!   old id while the slot serves a new operation: the generation (bumped on every free) makes
+//!   that id stale instead of a name for the new operation, and a cancel by a stale id matches
+//!   nothing (in the ring, and in the kernel, which compares the whole `user_data`).
 //! * Cancelling ([`Ring::cancel`]) only *asks* the kernel to stop: the operation keeps its slot
 //!   and buffer until its completion (usually `-ECANCELED`) arrives, exactly like any other
 //!   completion (tokio-uring's `Lifecycle::Ignored`).

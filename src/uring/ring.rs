@@ -22,10 +22,33 @@ const NOTIF_USAGE_ZC_COPIED: i32 = 1 << 31;
 /// `IORING_ENTER_GETEVENTS`.
 const ENTER_GETEVENTS: u32 = 1;
 
-/// Names one in-flight operation (its slot in the operation slab). Valid until the operation's
-/// final completion; after that the slot may name another operation, so drop ids on completion.
+/// Names one operation: its slot in the operation slab plus the slot's generation when the
+/// operation was started (the `user_data` is `gen << 32 | slot`). A slot is reused once its
+/// operation's final completion has been reaped, but with the next generation, so an old id
+/// never names the new operation: cancelling it, or comparing a completion's id with it, is
+/// harmless however late it comes (as the reactor's [`Key`](crate::reactor::Key)s are).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct OpId(u32);
+pub struct OpId {
+    slot: u32,
+    gen: u32,
+}
+
+impl OpId {
+    /// The operation's `user_data`.
+    fn user_data(self) -> u64 {
+        (u64::from(self.gen) << 32) | u64::from(self.slot)
+    }
+
+    fn from_user_data(ud: u64) -> OpId {
+        OpId {
+            slot: ud as u32,
+            gen: (ud >> 32) as u32,
+        }
+    }
+}
+
+/// Generations stay below this, so no `user_data` is ever [`UD_IGNORE`].
+const GEN_MASK: u32 = u32::MAX >> 1;
 
 /// What this kernel and ring can do, found at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +117,12 @@ struct InFlight {
     accept: bool,
 }
 
+/// One slot of the operation slab: the generation of its current (or next) operation.
+struct Slot {
+    gen: u32,
+    op: Option<InFlight>,
+}
+
 /// A `msghdr` (the multishot `RECVMSG`'s template), boxed so that its address does not change
 /// while the kernel may read it. Reused through [`Ring`]'s pool.
 struct MsgBox {
@@ -145,7 +174,7 @@ pub struct RecvMsgParts<'a> {
 pub struct Ring {
     // Field order matters for nothing: `Drop` drains the ring before anything is freed.
     ring: IoUring,
-    ops: Vec<Option<InFlight>>,
+    ops: Vec<Slot>,
     free: Vec<u32>,
     live: usize,
     bufs: Option<BufRing>,
@@ -262,14 +291,32 @@ impl Ring {
         self.live += 1;
         match self.free.pop() {
             Some(i) => {
-                self.ops[i as usize] = Some(op);
-                OpId(i)
+                let slot = &mut self.ops[i as usize];
+                slot.op = Some(op);
+                OpId {
+                    slot: i,
+                    gen: slot.gen,
+                }
             }
             None => {
-                self.ops.push(Some(op));
-                OpId((self.ops.len() - 1) as u32)
+                self.ops.push(Slot {
+                    gen: 0,
+                    op: Some(op),
+                });
+                OpId {
+                    slot: (self.ops.len() - 1) as u32,
+                    gen: 0,
+                }
             }
         }
+    }
+
+    /// The live operation `id` names (None once it has completed, even if its slot is reused).
+    fn live_op(&self, id: OpId) -> Option<&InFlight> {
+        self.ops
+            .get(id.slot as usize)
+            .filter(|s| s.gen == id.gen)
+            .and_then(|s| s.op.as_ref())
     }
 
     /// Queues `sqe`; enters the kernel early only if the submission queue is full.
@@ -326,7 +373,7 @@ impl Ring {
         // SAFETY: the pointers in `sqe` point into `op.buf`'s heap allocation, `op.ts`'s box or
         // `op.msg`'s box, now owned by slot `id` until the operation's final completion (see
         // `reap`), or into the buffer ring / to fds, which need no memory.
-        unsafe { self.push(sqe.user_data(id.0 as u64)) };
+        unsafe { self.push(sqe.user_data(id.user_data())) };
         id
     }
 
@@ -512,10 +559,12 @@ impl Ring {
     }
 
     /// Asks the kernel to cancel `id`. The operation keeps its buffer until its own completion
-    /// (usually `-ECANCELED`) arrives; cancelling a finished operation is harmless.
+    /// (usually `-ECANCELED`) arrives; cancelling a finished operation is harmless, also when
+    /// its slot already holds another operation (the generation differs, and the kernel
+    /// matches the whole `user_data`).
     pub fn cancel(&mut self, id: OpId) {
-        if self.ops.get(id.0 as usize).is_some_and(Option::is_some) {
-            let sqe = opcode::AsyncCancel::new(id.0 as u64)
+        if self.live_op(id).is_some() {
+            let sqe = opcode::AsyncCancel::new(id.user_data())
                 .build()
                 .user_data(UD_IGNORE);
             // SAFETY: a cancel request carries no pointer.
@@ -526,8 +575,12 @@ impl Ring {
     /// Cancels every live operation.
     pub fn cancel_all(&mut self) {
         for i in 0..self.ops.len() {
-            if self.ops[i].is_some() {
-                self.cancel(OpId(i as u32));
+            let slot = &self.ops[i];
+            if slot.op.is_some() {
+                self.cancel(OpId {
+                    slot: i as u32,
+                    gen: slot.gen,
+                });
             }
         }
     }
@@ -613,19 +666,27 @@ impl Ring {
             let flags = e.flags();
             let more = cqueue::more(flags);
             let bid = cqueue::buffer_select(flags);
-            let idx = ud as usize;
-            let (tag, buf, accept) = match ops.get_mut(idx) {
-                Some(slot @ Some(_)) if !more => {
-                    let op = slot.take().unwrap_or_else(|| unreachable!());
-                    free.push(idx as u32);
+            let id = OpId::from_user_data(ud);
+            let slot = ops
+                .get_mut(id.slot as usize)
+                .filter(|s| s.gen == id.gen && s.op.is_some());
+            let (tag, buf, accept) = match slot {
+                Some(slot) if !more => {
+                    let op = slot.op.take().unwrap_or_else(|| unreachable!());
+                    // The next operation in this slot gets the next generation.
+                    slot.gen = slot.gen.wrapping_add(1) & GEN_MASK;
+                    free.push(id.slot);
                     *live -= 1;
                     if let Some(m) = op.msg {
                         msgs.push(m);
                     }
                     (op.tag, op.buf, op.accept)
                 }
-                Some(Some(op)) => (op.tag, None, op.accept),
-                _ => {
+                Some(slot) => {
+                    let op = slot.op.as_ref().unwrap_or_else(|| unreachable!());
+                    (op.tag, None, op.accept)
+                }
+                None => {
                     // Not ours (cannot happen): give a selected buffer back at least.
                     if let (Some(b), Some(br)) = (bid, bufs.as_mut()) {
                         br.recycle(b);
@@ -641,7 +702,7 @@ impl Ring {
                 unsafe { OwnedFd::from_raw_fd(res) }
             });
             out.push(Completion {
-                id: OpId(idx as u32),
+                id,
                 tag,
                 res,
                 more,
@@ -706,7 +767,7 @@ impl Drop for Ring {
     fn drop(&mut self) {
         if self.live > 0 && !self.drain(Duration::from_secs(2)) {
             // The kernel still owns some buffers: leak them rather than free memory it may write.
-            for op in self.ops.drain(..).flatten() {
+            for op in self.ops.drain(..).filter_map(|s| s.op) {
                 std::mem::forget(op);
             }
             return; // `bufs` stays registered, so its Drop leaks it too.

@@ -95,6 +95,30 @@ fn a_cancelled_op_keeps_its_buffer_until_its_completion() {
     assert_eq!(r.in_flight(), 0);
 }
 
+/// Issue #17: a slot freed by `reap` serves the next operation; the id of the finished one must
+/// not name it. Cancelling by the old id (what a driver does when it handles the completion
+/// late) used to cancel the new, unrelated operation.
+#[test]
+fn a_stale_id_does_not_name_the_next_operation_in_its_slot() {
+    let Some(mut r) = ring(None) else { return };
+    let old = r.timeout(Duration::from_millis(1), 1);
+    let c = wait(&mut r, 1);
+    assert_eq!((c[0].id, c[0].res), (old, -libc::ETIME));
+    let new = r.timeout(Duration::from_millis(300), 2);
+    assert_ne!(new, old, "a reused slot must carry a new generation");
+    r.cancel(old); // stale: must be a no-op
+    let t0 = Instant::now();
+    let c = wait(&mut r, 1);
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        (c[0].id, c[0].tag, c[0].res),
+        (new, 2, -libc::ETIME),
+        "the new timeout was cancelled by the stale id"
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(250));
+    assert_eq!(r.in_flight(), 0);
+}
+
 #[test]
 fn multishot_recv_ends_with_enobufs_and_rearms() {
     let Some(mut r) = ring(Some((2, 16))) else {

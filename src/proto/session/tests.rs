@@ -218,3 +218,55 @@ proptest! {
         prop_assert_eq!(&run(cfg(64), &bytes, eof), &whole);
     }
 }
+
+#[test]
+fn out_limit_holds_lines_back_until_resumed() {
+    let srv = Counters::local();
+    let mut s = Session::new(cfg(64)).with_out_limit(10);
+    let mut out = Vec::new();
+    assert_eq!(
+        s.input(b"ECHO 0123456789\nECHO a\nECHO b\n", &mut out, &srv),
+        Step::Flush
+    );
+    assert_eq!(out, b"0123456789\n");
+    assert!(
+        !s.partial_line(),
+        "complete lines are held, not a partial one"
+    );
+    out.clear();
+    assert_eq!(s.resume(&mut out, &srv), Step::NeedInput);
+    assert_eq!(out, b"a\nb\n");
+}
+
+#[test]
+fn a_sleep_after_half_close_sends_its_first_byte_early() {
+    let srv = Counters::local();
+    let mut s = Session::new(cfg(64));
+    let mut out = Vec::new();
+    let st = s.input(b"ECHO a\nSLEEP 5\nSLEEP 6\n", &mut out, &srv);
+    assert!(matches!(st, Step::Sleep(_)));
+    assert!(!s.probing());
+    assert_eq!(s.eof(&mut out, &srv), Step::Pending);
+    assert!(s.probing() && s.saw_eof());
+    assert_eq!(out, b"a\nO");
+    s.finish_sleep(&mut out, &srv);
+    // The next SLEEP starts after the EOF: its first byte goes at once too.
+    assert!(matches!(s.resume(&mut out, &srv), Step::Sleep(_)));
+    assert!(s.probing());
+    s.finish_sleep(&mut out, &srv);
+    assert_eq!(s.resume(&mut out, &srv), Step::Close);
+    assert_eq!(out, b"a\nOK slept 5ms\nOK slept 6ms\n");
+    assert_eq!(s.stats().bytes_out, out.len() as u64);
+}
+
+#[test]
+fn line_timeout_answers_err_and_closes() {
+    let srv = Counters::local();
+    let mut s = Session::new(cfg(64));
+    let mut out = Vec::new();
+    assert_eq!(s.input(b"ECHO x\nECH", &mut out, &srv), Step::NeedInput);
+    assert!(s.partial_line());
+    assert_eq!(s.line_timeout(&mut out, &srv), Step::Close);
+    assert_eq!(out, b"x\nERR line timeout\n");
+    assert!(s.is_closed() && s.buffered() == 0);
+}
