@@ -750,7 +750,7 @@ fn regression_inputs_stay_harmless() {
 // ---- recv's control state machine and the sender's reading of receiver messages ----------
 
 use netcore::flow::udp::recv_core::Out;
-use netcore::flow::udp::recv_session::{Action, Limits, RecvSession, SessionCtx};
+use netcore::flow::udp::recv_session::{Action, Limits as RecvLimits, RecvSession, SessionCtx};
 use netcore::flow::udp::sender::{Reaction, ReceiverView};
 use std::time::{Duration, Instant};
 
@@ -794,7 +794,7 @@ proptest! {
             interval: Duration::from_secs(1),
             rcvbuf: 1,
             gro: false,
-            limits: Limits::default(),
+            limits: RecvLimits::default(),
         };
         let mut s = RecvSession::new(ctx, t0);
         let mut now = t0;
