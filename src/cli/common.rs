@@ -171,3 +171,45 @@ fn parse_congestion(s: &str) -> Result<String, String> {
         }
     }
 }
+
+/// `--metrics ADDR`: serve OpenMetrics for Prometheus at `http://ADDR/metrics`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct MetricsArg {
+    /// Serve OpenMetrics (Prometheus) at http://ADDR/metrics while the command runs (e.g.
+    /// 127.0.0.1:9300; port 0 picks one, printed on stderr)
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+}
+
+impl MetricsArg {
+    /// Starts the endpoint over `metrics` when `--metrics` was given, and says where on stderr.
+    pub fn start(
+        &self,
+        command: &str,
+        metrics: crate::metrics::Metrics,
+    ) -> Result<Option<crate::metrics::endpoint::Endpoint>> {
+        let Some(text) = &self.metrics else {
+            return Ok(None);
+        };
+        let addr = crate::cli::common::resolve_addr("--metrics", text)?;
+        let ep = crate::metrics::endpoint::Endpoint::start(addr, std::sync::Arc::new(metrics))
+            .map_err(|e| anyhow::anyhow!("--metrics {text}: cannot listen: {e}"))?;
+        eprintln!(
+            "netcore {command}: metrics on http://{}/metrics",
+            ep.local_addr()
+        );
+        Ok(Some(ep))
+    }
+}
+
+/// Resolves a `HOST:PORT` flag value to one address (host names allowed).
+pub fn resolve_addr(flag: &str, text: &str) -> Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    text.to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("invalid {flag} '{text}' (use HOST:PORT): {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{flag} '{text}' resolves to no address"))
+}

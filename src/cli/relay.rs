@@ -1,14 +1,15 @@
 //! `netcore relay`: flags and glue around [`crate::relay`].
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::RangeInclusive;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::Args;
 
-use super::common::{out, OutputArgs};
+use super::common::{out, resolve_addr, MetricsArg, OutputArgs};
+use crate::metrics::relay::RelayMetrics;
+use crate::metrics::Metrics;
 use crate::relay::impair::{self, Settings};
 use crate::relay::{Event, Relay, RelayOptions, StopWhen};
 use crate::stats::{Format, Report};
@@ -88,16 +89,8 @@ pub struct RelayArgs {
     pub rcvbuf: u64,
     #[command(flatten)]
     pub output: OutputArgs,
-}
-
-fn addr(flag: &str, text: &str) -> Result<SocketAddr> {
-    if let Ok(a) = text.parse() {
-        return Ok(a);
-    }
-    text.to_socket_addrs()
-        .with_context(|| format!("invalid {flag} '{text}' (use HOST:PORT)"))?
-        .next()
-        .ok_or_else(|| anyhow!("{flag} '{text}' resolves to no address"))
+    #[command(flatten)]
+    pub metrics: MetricsArg,
 }
 
 /// Runs `netcore relay`.
@@ -117,9 +110,15 @@ pub fn run(a: RelayArgs) -> Result<ExitCode> {
         seed: a.seed.unwrap_or_else(rand::random),
     };
     settings.validate().map_err(|e| anyhow!(e))?;
+    let mut registry = Metrics::new();
+    let relay_metrics = a
+        .metrics
+        .metrics
+        .is_some()
+        .then(|| RelayMetrics::register(&mut registry));
     let relay = Relay::bind(RelayOptions {
-        listen: addr("--listen", &a.listen)?,
-        to: addr("--to", &a.to)?,
+        listen: resolve_addr("--listen", &a.listen)?,
+        to: resolve_addr("--to", &a.to)?,
         settings,
         stop: StopWhen {
             count: a.count,
@@ -127,7 +126,9 @@ pub fn run(a: RelayArgs) -> Result<ExitCode> {
             idle: a.once.then_some(a.idle),
         },
         rcvbuf: a.rcvbuf as usize,
+        metrics: relay_metrics,
     })?;
+    let _endpoint = a.metrics.start("relay", registry)?;
     let format = a.output.format();
     let banner = format!(
         "netcore relay: listening on {} -> {}",

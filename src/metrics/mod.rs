@@ -12,6 +12,7 @@
 //! [`Peers`], which keeps the first [`MAX_PEERS`] addresses and calls every later one `other`.
 
 pub mod endpoint;
+pub mod relay;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;

@@ -44,6 +44,7 @@ use self::impair::{Offer, Pipeline, Settings};
 use self::report::{RelayReport, SettingsReport, SCHEMA};
 use self::truth::{GroundTruth, Tag};
 use crate::flow::udp::wire::Header;
+use crate::metrics::relay::{RelayMetrics, RelayTotals};
 use crate::sys::mmsg::{RecvBatch, SendBatch};
 use crate::sys::{signal, sockopt};
 
@@ -55,6 +56,8 @@ const SLOT: usize = 1 << 16;
 const RECV_BUDGET: usize = 16;
 /// Longest sleep between checks of the stop conditions.
 const MAX_WAIT: Duration = Duration::from_millis(100);
+/// How often `--metrics` counters are brought up to date while the relay runs.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// Buffers kept for reuse.
 const POOL_LIMIT: usize = 4096;
 
@@ -78,6 +81,8 @@ pub struct RelayOptions {
     pub stop: StopWhen,
     /// Receive buffer to ask for (bytes).
     pub rcvbuf: usize,
+    /// Counters to publish for `--metrics` (a few times a second, and at the end).
+    pub metrics: Option<RelayMetrics>,
 }
 
 /// What the relay tells its caller while it runs.
@@ -169,8 +174,10 @@ impl Relay {
         let Relay {
             inbound,
             outbound,
-            opts,
+            mut opts,
         } = self;
+        let mut metrics = opts.metrics.take();
+        let mut published = Instant::now();
         inbound.set_nonblocking(true)?;
         let mut inbound = mio::net::UdpSocket::from_std(inbound);
         let mut poll = Poll::new()?;
@@ -225,6 +232,12 @@ impl Relay {
                 }
             }
             d.send_due(&outbound, d.now())?;
+            if let Some(m) = metrics.as_mut() {
+                if published.elapsed() >= PUBLISH_EVERY {
+                    m.publish(d.totals());
+                    published = Instant::now();
+                }
+            }
             if !input_open && d.pipeline.is_empty() {
                 break;
             }
@@ -259,6 +272,9 @@ impl Relay {
             d.send_due(&outbound, u64::MAX)?;
         }
         debug_assert!(d.pipeline.is_empty(), "the relay leaves nothing behind");
+        if let Some(m) = metrics.as_mut() {
+            m.publish(d.totals());
+        }
         Ok(RelayReport {
             schema: SCHEMA.into(),
             listen: listen.to_string(),
@@ -298,6 +314,22 @@ struct Driver {
 }
 
 impl Driver {
+    /// The running totals `--metrics` publishes.
+    fn totals(&self) -> RelayTotals {
+        let c = self.pipeline.counters();
+        RelayTotals {
+            datagrams_in: self.datagrams_in,
+            bytes_in: self.bytes_in,
+            forwarded: self.forwarded,
+            bytes_out: self.bytes_out,
+            dropped: c.dropped,
+            overflow: c.overflow,
+            duplicated: c.duplicated,
+            held_back: c.held_back,
+            send_errors: self.send_errors.values().sum(),
+        }
+    }
+
     /// Nanoseconds since the relay started (the pipeline's clock).
     fn now(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64

@@ -1,0 +1,107 @@
+//! `netcore relay`'s metrics: what came in, what went out, and what the impairments did.
+//! The relay's loop hands its running totals to [`RelayMetrics::publish`] a few times a
+//! second; only the change since the last call is added, so the counters never go back.
+
+use super::{Counters, Metrics};
+
+/// The relay's running totals (all monotonic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayTotals {
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+    pub forwarded: u64,
+    pub bytes_out: u64,
+    /// Dropped by the loss process.
+    pub dropped: u64,
+    /// Tail-dropped: the rate-limited queue or the pipeline was full.
+    pub overflow: u64,
+    pub duplicated: u64,
+    pub held_back: u64,
+    pub send_errors: u64,
+}
+
+/// The relay's counter families, registered in a [`Metrics`] (clones share the counters).
+#[derive(Debug, Clone)]
+pub struct RelayMetrics {
+    datagrams: Counters,
+    bytes: Counters,
+    impaired: Counters,
+    send_errors: Counters,
+    published: RelayTotals,
+}
+
+impl RelayMetrics {
+    pub fn register(m: &mut Metrics) -> RelayMetrics {
+        RelayMetrics {
+            datagrams: m.counters(
+                "relay_datagrams",
+                "Datagrams the relay received (direction=in) and sent on (direction=out)",
+            ),
+            bytes: m.counters("relay_bytes", "Bytes the relay received and sent on"),
+            impaired: m.counters(
+                "relay_impaired_datagrams",
+                "Datagrams the impairments acted on: dropped (loss), overflow (queue full), duplicated, held_back (reordered)",
+            ),
+            send_errors: m.counters("relay_send_errors", "Send errors on the way out"),
+            published: RelayTotals::default(),
+        }
+    }
+
+    /// Adds what changed since the last call.
+    pub fn publish(&mut self, now: RelayTotals) {
+        let p = self.published;
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        self.datagrams
+            .add(&[("direction", "in")], d(now.datagrams_in, p.datagrams_in));
+        self.datagrams
+            .add(&[("direction", "out")], d(now.forwarded, p.forwarded));
+        self.bytes
+            .add(&[("direction", "in")], d(now.bytes_in, p.bytes_in));
+        self.bytes
+            .add(&[("direction", "out")], d(now.bytes_out, p.bytes_out));
+        for (action, a, b) in [
+            ("dropped", now.dropped, p.dropped),
+            ("overflow", now.overflow, p.overflow),
+            ("duplicated", now.duplicated, p.duplicated),
+            ("held_back", now.held_back, p.held_back),
+        ] {
+            self.impaired.add(&[("action", action)], d(a, b));
+        }
+        self.send_errors.add(&[], d(now.send_errors, p.send_errors));
+        self.published = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishes_deltas_once() {
+        let mut m = Metrics::new();
+        let mut r = RelayMetrics::register(&mut m);
+        let mut t = RelayTotals {
+            datagrams_in: 10,
+            forwarded: 8,
+            dropped: 2,
+            ..RelayTotals::default()
+        };
+        r.publish(t);
+        r.publish(t);
+        t.datagrams_in = 15;
+        r.publish(t);
+        let text = m.render();
+        assert!(
+            text.contains("netcore_relay_datagrams_total{direction=\"in\"} 15"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netcore_relay_datagrams_total{direction=\"out\"} 8"),
+            "{text}"
+        );
+        assert!(
+            text.contains("netcore_relay_impaired_datagrams_total{action=\"dropped\"} 2"),
+            "{text}"
+        );
+    }
+}
