@@ -4,69 +4,20 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{addr_in, run_ok, spawn, wait_output};
+use common::proc::Proc;
+use common::{addr_in, run_ok};
 use serde_json::Value;
 
-/// A child whose stderr lines arrive on a channel; killed on drop.
-struct Watched {
-    child: Option<Child>,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Watched {
-    fn start(args: &[&str]) -> Watched {
-        let mut child = spawn(args, Stdio::piped());
-        let err = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Watched {
-            child: Some(child),
-            lines,
-        }
-    }
-
-    /// The first stderr line containing `marker` (waiting up to 20 s).
-    fn line(&self, marker: &str) -> String {
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(20) {
-            if let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                if l.contains(marker) {
-                    return l;
-                }
-            }
-        }
-        panic!("no line with {marker:?}");
-    }
-
-    /// SIGINT, then the output (stdout) of the exit.
-    fn interrupt(mut self) -> String {
-        let c = self.child.take().unwrap();
-        netcore::sys::process::kill(c.id() as i32, libc::SIGINT).unwrap();
-        let out = wait_output(c, Duration::from_secs(20));
-        assert!(out.status.success(), "exit {:?}", out.status);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// SIGINT, then the stdout of a clean exit.
+fn interrupt(p: Proc) -> String {
+    netcore::sys::process::kill(p.pid() as i32, libc::SIGINT).unwrap();
+    let (st, out, err) = p.finish(Duration::from_secs(20));
+    assert!(st.success(), "exit {st}: {err}");
+    out
 }
 
 /// GET /metrics: the head and the samples (`name{labels}` -> value).
@@ -100,9 +51,9 @@ fn metrics_addr(line: &str) -> String {
 
 #[test]
 fn relay_metrics_match_its_report() {
-    let recv = Watched::start(&["recv", "--listen", "127.0.0.1:0", "--once", "--json"]);
-    let recv_addr = addr_in(&recv.line("listening on"));
-    let relay = Watched::start(&[
+    let mut recv = Proc::netcore(&["recv", "--listen", "127.0.0.1:0", "--once", "--json"]);
+    let recv_addr = addr_in(&recv.wait_line("listening on"));
+    let mut relay = Proc::netcore(&[
         "relay",
         "--listen",
         "127.0.0.1:0",
@@ -118,8 +69,8 @@ fn relay_metrics_match_its_report() {
         "127.0.0.1:0",
         "--json",
     ]);
-    let maddr = metrics_addr(&relay.line("metrics on"));
-    let relay_addr = addr_in(&relay.line("listening on"));
+    let maddr = metrics_addr(&relay.wait_line("metrics on"));
+    let relay_addr = addr_in(&relay.wait_line("listening on"));
     run_ok(
         &[
             "blast",
@@ -144,7 +95,7 @@ fn relay_metrics_match_its_report() {
         head.contains("Content-Type: application/openmetrics-text; version=1.0.0"),
         "{head}"
     );
-    let report: Value = serde_json::from_str(&relay.interrupt()).unwrap();
+    let report: Value = serde_json::from_str(&interrupt(relay)).unwrap();
     let get = |k: &str| {
         m.get(k)
             .copied()

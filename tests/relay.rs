@@ -4,15 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::netns::Netns;
+use common::proc::Proc;
 use common::{addr_in, run};
 use netcore::flow::udp::wire;
 use serde_json::Value;
@@ -21,106 +19,6 @@ use serde_json::Value;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// A process with its stderr read line by line (to wait for markers) and its stdout collected;
-/// killed on drop.
-struct Proc {
-    child: Option<Child>,
-    err_lines: Receiver<String>,
-    err_seen: Vec<String>,
-    stdout: Option<JoinHandle<String>>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let mut out = child.stdout.take().unwrap();
-        let stdout = thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        let err = child.stderr.take().unwrap();
-        let (tx, err_lines) = mpsc::channel();
-        thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child: Some(child),
-            err_lines,
-            err_seen: Vec::new(),
-            stdout: Some(stdout),
-        }
-    }
-
-    fn netcore(args: &[&str]) -> Proc {
-        let mut c = common::bin();
-        c.args(args);
-        Proc::spawn(c)
-    }
-
-    /// Waits for a stderr line containing `marker`.
-    fn wait_line(&mut self, marker: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.err_lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.err_seen.push(l.clone());
-                    if l.contains(marker) {
-                        return l;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!("no '{marker}' on stderr; saw {:?}", self.err_seen);
-    }
-
-    /// Waits for exit (killing it and failing after `limit`); returns status, stdout, stderr.
-    fn finish(mut self, limit: Duration) -> (ExitStatus, String, String) {
-        let mut child = self.child.take().unwrap();
-        let t = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("try_wait") {
-                break s;
-            }
-            if t.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "process did not finish within {limit:?}: {:?}",
-                    self.err_seen
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
-        let out = self.stdout.take().unwrap().join().unwrap_or_default();
-        let mut err = self.err_seen.join("\n");
-        while let Ok(l) = self.err_lines.recv_timeout(Duration::from_millis(200)) {
-            err.push('\n');
-            err.push_str(&l);
-        }
-        (status, out, err)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
@@ -367,7 +265,7 @@ fn sigint_flushes_held_datagrams_and_the_report() {
     tx.send_to(&wire::build(100, 42, 0, 0, false), &relay_addr)
         .unwrap();
     relay.wait_line("traffic started");
-    let pid = relay.child.as_ref().unwrap().id().to_string();
+    let pid = relay.pid().to_string();
     // The shell's builtin kill: no dependency on a kill binary.
     let st = Command::new("sh")
         .args(["-c", &format!("kill -INT {pid}")])

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod proc;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
