@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 pub mod common;
 pub mod compare;
+pub mod find_rate;
 pub mod load;
 pub mod relay;
 pub mod serve;

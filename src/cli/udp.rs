@@ -83,6 +83,20 @@ pub struct BlastArgs {
     /// the sends the kernel copied after all (to a local receiver it always copies)
     #[arg(long)]
     pub zerocopy: bool,
+    /// Search for the highest rate whose loss stays within --loss: an unpaced trial, then
+    /// bisection with a confirmation run (as RFC 2544's throughput test); each trial sends
+    /// for --trial
+    #[arg(long, conflicts_with_all = ["size", "time", "count", "rate"])]
+    pub find_rate: bool,
+    /// With --find-rate: the loss allowed per trial (0, or a percentage such as 0.1%)
+    #[arg(long, value_parser = crate::relay::impair::parse_percent, default_value = "0", requires = "find_rate")]
+    pub loss: f64,
+    /// With --find-rate: how long each trial sends
+    #[arg(long, value_parser = units::parse_nonzero_duration, default_value = "2s", requires = "find_rate")]
+    pub trial: Duration,
+    /// With --find-rate: the most trials the search may run
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(2..=64), requires = "find_rate")]
+    pub max_trials: u32,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
@@ -142,7 +156,7 @@ pub fn resolve(text: &str) -> Result<SocketAddr> {
         .ok_or_else(|| anyhow!("'{text}' resolves to no address"))
 }
 
-fn check_batch(batch: usize) -> Result<()> {
+pub fn check_batch(batch: usize) -> Result<()> {
     if !(1..=1024).contains(&batch) {
         bail!("--batch {batch} is out of range: use 1..=1024");
     }
@@ -218,7 +232,54 @@ pub fn target_of(
     })
 }
 
+/// The sender's options for one test of `blast` (or one trial of `--find-rate`).
+pub fn blast_options(
+    a: &BlastArgs,
+    len: usize,
+    plan: Plan,
+    rate: Option<Rate>,
+    (target, control): (SocketAddr, SocketAddr),
+    cpu: Option<usize>,
+) -> BlastOptions {
+    BlastOptions {
+        target,
+        control,
+        len,
+        batch: a.batch,
+        gso: a.gso,
+        rate,
+        plan,
+        verify: a.verify,
+        cpu,
+        sndbuf: a.sndbuf as usize,
+        backend: a.backend,
+        zerocopy: a.zerocopy,
+    }
+}
+
+/// The sending and (embedded) receiving CPUs: `--cpus` in that order, or 0 and 1 by default
+/// when there is an embedded receiver on a host with two or more CPUs.
+pub fn cpus_of(a: &BlastArgs, embedded: bool) -> (Option<usize>, Option<usize>) {
+    let ncpu = affinity::available_cpus();
+    let cpus = a.pin.list().map(<[usize]>::to_vec);
+    let rx = match &cpus {
+        Some(l) if l.len() > 1 => Some(l[1]),
+        Some(_) => None,
+        None if ncpu > 1 => Some(1),
+        None => None,
+    };
+    let tx = match &cpus {
+        Some(l) => Some(l[0]),
+        None if a.pin.pin || (embedded && ncpu > 1) => Some(0),
+        None => None,
+    };
+    (tx, rx)
+}
+
 pub fn blast(a: BlastArgs) -> Result<ExitCode> {
+    if a.find_rate {
+        return super::find_rate::run(&a);
+    }
     let len = a.len.unwrap_or(1472) as usize;
     sender::check_len(len)?;
     check_batch(a.batch)?;
@@ -226,35 +287,10 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     a.plot.check()?;
     signal::install()?;
     let format = a.output.format();
-    let ncpu = affinity::available_cpus();
-    let cpus = a.pin.list().map(<[usize]>::to_vec);
-
-    let rx_cpu = match &cpus {
-        Some(l) if l.len() > 1 => Some(l[1]),
-        Some(_) => None,
-        None if ncpu > 1 => Some(1),
-        None => None,
-    };
+    let (_, rx_cpu) = cpus_of(&a, a.to.is_none());
     let (target, control, embedded) = target_of(&a, rx_cpu)?;
-    let tx_cpu = match &cpus {
-        Some(l) => Some(l[0]),
-        None if a.pin.pin || (embedded.is_some() && ncpu > 1) => Some(0),
-        None => None,
-    };
-    let opts = BlastOptions {
-        target,
-        control,
-        len,
-        batch: a.batch,
-        gso: a.gso,
-        rate: a.rate,
-        plan,
-        verify: a.verify,
-        cpu: tx_cpu,
-        sndbuf: a.sndbuf as usize,
-        backend: a.backend,
-        zerocopy: a.zerocopy,
-    };
+    let (tx_cpu, _) = cpus_of(&a, embedded.is_some());
+    let opts = blast_options(&a, len, plan, a.rate, (target, control), tx_cpu);
     let live = format == Format::Table;
     let report = sender::run(&opts, &mut |row| {
         if live {
@@ -280,7 +316,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
 /// The exit code of a test that ran: 0, or 128 + the signal (130 for Ctrl-C, 143 for
 /// SIGTERM) when a signal cut it short (its report, marked interrupted, was printed), or 1 when
 /// the receiver ended it early.
-fn interrupted_exit(interrupted: bool) -> ExitCode {
+pub fn interrupted_exit(interrupted: bool) -> ExitCode {
     match (interrupted, signal::last_signal()) {
         (false, _) => ExitCode::SUCCESS,
         (true, 0) => ExitCode::from(1),

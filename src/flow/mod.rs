@@ -11,5 +11,6 @@ pub mod cpu;
 pub mod host;
 pub mod kernel;
 pub mod pacer;
+pub mod search;
 pub mod tcp;
 pub mod udp;

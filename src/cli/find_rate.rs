@@ -1,0 +1,131 @@
+//! `netcore blast --find-rate`: runs the trials [`flow::search::Search`] asks for, each a
+//! whole netcore test (a fresh embedded receiver per trial, or the `--to` receiver), and
+//! prints every trial and the rate found.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use super::common::out;
+use super::udp::{blast_options, check_batch, cpus_of, interrupted_exit, target_of, BlastArgs};
+use crate::flow::control::Plan;
+use crate::flow::search::{FindRateReport, Next, Search, SCHEMA};
+use crate::flow::udp::sender;
+use crate::stats::plot::{self, PlotOptions, Series};
+use crate::stats::{Format, Report};
+use crate::sys::signal;
+use crate::units::{fmt_bits_per_sec, Rate};
+
+/// Bisection stops when the passing and failing rates are within 2 % of each other.
+const PRECISION: f64 = 0.02;
+
+pub fn run(a: &BlastArgs) -> Result<ExitCode> {
+    let len = a.len.unwrap_or(1472) as usize;
+    sender::check_len(len)?;
+    check_batch(a.batch)?;
+    a.plot.check()?;
+    signal::install()?;
+    let format = a.output.format();
+    let mut search = Search::new(a.loss, PRECISION, a.max_trials as usize);
+    let plan = Plan::TimeNs(a.trial.as_nanos() as u64);
+    let mut target_name = String::new();
+    let mut interrupted = false;
+    while let Next::Try(rate) = search.next() {
+        if signal::stop_requested() {
+            interrupted = true;
+            break;
+        }
+        let (_, rx_cpu) = cpus_of(a, a.to.is_none());
+        let (target, control, embedded) = target_of(a, rx_cpu)?;
+        let (tx_cpu, _) = cpus_of(a, embedded.is_some());
+        target_name = target.to_string();
+        let opts = blast_options(
+            a,
+            len,
+            plan,
+            rate.map(Rate::BitsPerSec),
+            (target, control),
+            tx_cpu,
+        );
+        let r = sender::run(&opts, &mut |_| {});
+        if let Some(e) = embedded {
+            e.finish();
+        }
+        let r = r?;
+        if r.receiver.interrupted {
+            interrupted = true;
+            break;
+        }
+        let acc = &r.receiver.accounting;
+        search.record(
+            rate,
+            r.sender.rate_bps,
+            r.receiver.goodput_bps,
+            acc.sent,
+            acc.lost,
+        );
+        let t = search.trials().last().expect("just recorded");
+        eprintln!(
+            "find-rate: trial {} at {}: sent {}, lost {} of {} ({:.4} %): {}",
+            search.trials().len(),
+            rate.map_or_else(|| "full speed".into(), fmt_bits_per_sec),
+            fmt_bits_per_sec(t.sent_bps),
+            t.lost,
+            t.sent,
+            t.loss * 100.0,
+            if t.passed { "pass" } else { "fail" }
+        );
+        // Let the kernel's queues drain between trials.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (rate_bps, confirmed) = search.result();
+    let report = FindRateReport {
+        schema: SCHEMA,
+        target: target_name,
+        len,
+        loss_bound: a.loss,
+        trial_s: a.trial.as_secs_f64(),
+        trials: search.trials().to_vec(),
+        rate_bps,
+        pps: rate_bps.map(|r| r / (len as f64 * 8.0)),
+        confirmed,
+        interrupted,
+    };
+    if let Some(p) = a.plot.file() {
+        plot_trials(p, &report)?;
+    }
+    let text = report.render(format);
+    if let Err(e) = out(&text) {
+        eprint!("{text}");
+        bail!("cannot write the report to stdout ({e}); it went to stderr");
+    }
+    if format != Format::Table {
+        eprintln!("{}", report.summary());
+    }
+    Ok(interrupted_exit(interrupted))
+}
+
+/// Loss (%) against the rate tried, one point per trial.
+fn plot_trials(path: &std::path::Path, r: &FindRateReport) -> Result<()> {
+    let (pass, fail): (Vec<_>, Vec<_>) = r.trials.iter().partition(|t| t.passed);
+    let pts = |v: Vec<&crate::flow::search::Trial>| -> Vec<(f64, f64)> {
+        let mut p: Vec<(f64, f64)> = v
+            .iter()
+            .map(|t| (t.rate_bps.unwrap_or(t.sent_bps) / 1e6, t.loss * 100.0))
+            .collect();
+        p.sort_by(|a, b| a.0.total_cmp(&b.0));
+        p
+    };
+    plot::line_chart(
+        path,
+        &format!("netcore blast --find-rate: {}-byte datagrams", r.len),
+        "rate tried (Mbit/s)",
+        "loss (%)",
+        &[
+            Series::new("pass", pts(pass)),
+            Series::new("fail", pts(fail)),
+        ],
+        &PlotOptions::default(),
+    )
+}

@@ -1,0 +1,74 @@
+//! `blast --find-rate`: through a relay whose link is limited to 200 Mbit/s, the search finds
+//! a rate within 10 % of the limit, confirmed, and every trial is reported.
+
+mod common;
+
+use std::time::Duration;
+
+use common::proc::Proc;
+use common::{addr_in, run, run_ok};
+use serde_json::Value;
+
+#[test]
+fn finds_a_rate_limited_links_rate() {
+    let mut recv = Proc::netcore(&["recv", "--listen", "127.0.0.1:0", "--json"]);
+    let recv_addr = addr_in(&recv.wait_line("listening on"));
+    let mut relay = Proc::netcore(&[
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        &recv_addr,
+        "--rate",
+        "200Mbps",
+        "--json",
+    ]);
+    let relay_addr = addr_in(&relay.wait_line("listening on"));
+    let out = run_ok(
+        &[
+            "blast",
+            "--to",
+            &relay_addr,
+            "--control",
+            &recv_addr,
+            "--find-rate",
+            "--trial",
+            "1s",
+            "--max-trials",
+            "10",
+            "--json",
+        ],
+        Duration::from_secs(120),
+    );
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["schema"], "netcore.findrate.v1");
+    let rate = r["rate_bps"].as_f64().expect("a rate was found");
+    assert!(
+        (180e6..=220e6).contains(&rate),
+        "found {rate} bit/s through a 200 Mbit/s link: {r}"
+    );
+    assert_eq!(r["confirmed"], true, "{r}");
+    let trials = r["trials"].as_array().unwrap();
+    assert!(trials.len() >= 3 && trials.len() <= 10, "{r}");
+    // The unpaced first trial overran the link.
+    assert_eq!(trials[0]["passed"], false);
+    drop(relay);
+    drop(recv);
+}
+
+#[test]
+fn find_rate_flags_are_checked() {
+    for (args, what) in [
+        (&["blast", "--find-rate", "--rate", "1Gbps"][..], "--rate"),
+        (&["blast", "--loss", "1%"][..], "--find-rate"),
+        (
+            &["blast", "--find-rate", "--max-trials", "1"][..],
+            "--max-trials",
+        ),
+        (&["blast", "--find-rate", "--loss", "200%"][..], "--loss"),
+    ] {
+        let (st, _, err) = run(args, Duration::from_secs(10));
+        assert_eq!(st.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(what), "{args:?}: {err}");
+    }
+}
