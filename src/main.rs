@@ -19,7 +19,13 @@ fn main() -> ExitCode {
                 msg.push_str(&format!(": {cause}"));
             }
             let _ = writeln!(std::io::stderr(), "{msg}");
-            ExitCode::from(1)
+            if e.downcast_ref::<netcore::cli::common::UsageError>()
+                .is_some()
+            {
+                ExitCode::from(netcore::cli::EXIT_USAGE)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

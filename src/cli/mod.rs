@@ -19,7 +19,9 @@ pub mod udp;
     name = "netcore",
     version,
     about = "Linux network performance workbench",
-    propagate_version = true
+    propagate_version = true,
+    arg_required_else_help = true,
+    after_help = "Exit status: 0 = done, 1 = a test or run failed, 2 = bad usage or value, 3 = a load report counts errors."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -42,9 +44,13 @@ pub enum Command {
     Compare(compare::CompareArgs),
 }
 
+/// Exit status of a usage error (clap's, or a [`common::UsageError`] found after parsing).
+pub const EXIT_USAGE: u8 = 2;
+
 /// Parses the process arguments and runs the command.
-/// Usage errors are printed as one line (`netcore: error: ...`) with exit code 2; `--help` and
-/// `--version` print as usual.
+/// Usage errors are printed as clap renders them (the error on a first line starting
+/// `netcore: error: `, then clap's suggestions, possible values and usage) with exit code 2;
+/// `--help` and `--version` print as usual; `netcore` alone prints the help (exit code 2).
 pub fn main() -> Result<ExitCode> {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -54,12 +60,13 @@ pub fn main() -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Err(e) => {
-            // One line: clap's first line (the error itself), without usage and hints.
-            let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("netcore: error: {first}");
-            return Ok(ExitCode::from(2));
+            let msg = e.render().to_string();
+            let msg = match msg.strip_prefix("error: ") {
+                Some(rest) => format!("netcore: error: {rest}"),
+                None => msg,
+            };
+            eprint!("{msg}");
+            return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
     run(cli)

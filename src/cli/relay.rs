@@ -5,7 +5,7 @@ use std::ops::RangeInclusive;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
 
 use super::common::{out, OutputArgs};
@@ -103,7 +103,7 @@ fn addr(flag: &str, text: &str) -> Result<SocketAddr> {
 /// Runs `netcore relay`.
 pub fn run(a: RelayArgs) -> Result<ExitCode> {
     if a.count == Some(0) {
-        bail!("--count 0: nothing to relay");
+        crate::usage_bail!("--count 0: nothing to relay");
     }
     let settings = Settings {
         loss: a.loss,
@@ -116,10 +116,10 @@ pub fn run(a: RelayArgs) -> Result<ExitCode> {
         rate: a.rate,
         seed: a.seed.unwrap_or_else(rand::random),
     };
-    settings.validate().map_err(|e| anyhow!(e))?;
+    settings.validate().map_err(super::common::usage)?;
     let relay = Relay::bind(RelayOptions {
-        listen: addr("--listen", &a.listen)?,
-        to: addr("--to", &a.to)?,
+        listen: addr("--listen", &a.listen).map_err(super::common::usage)?,
+        to: addr("--to", &a.to).map_err(super::common::usage)?,
         settings,
         stop: StopWhen {
             count: a.count,

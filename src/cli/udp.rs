@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
 
 use super::common::{out, OutputArgs, PinArgs, PlotArg, RxArgs};
@@ -135,18 +135,18 @@ fn resolve(text: &str) -> Result<SocketAddr> {
 
 fn check_batch(batch: usize) -> Result<()> {
     if !(1..=1024).contains(&batch) {
-        bail!("--batch {batch} is out of range: use 1..=1024");
+        crate::usage_bail!("--batch {batch} is out of range: use 1..=1024");
     }
     Ok(())
 }
 
 pub fn blast(a: BlastArgs) -> Result<ExitCode> {
-    sender::check_len(a.len)?;
+    sender::check_len(a.len).map_err(super::common::usage)?;
     check_batch(a.batch)?;
     let plan = match (a.size, a.time, a.count) {
         (Some(bytes), _, _) => Plan::Count(bytes.div_ceil(a.len as u64)),
         (_, Some(t), _) => Plan::TimeNs(t.as_nanos() as u64),
-        (_, _, Some(0)) => bail!("--count 0: nothing to send"),
+        (_, _, Some(0)) => return Err(super::common::usage("--count 0: nothing to send")),
         (_, _, Some(n)) => Plan::Count(n),
         _ => Plan::TimeNs(10_000_000_000),
     };
@@ -264,7 +264,7 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         .with_context(|| format!("invalid --listen '{}'", a.listen))?;
     check_batch(64)?;
     if a.window < 64 || a.window > 1 << 32 {
-        bail!("--window {} is out of range: use 64..=4294967296", a.window);
+        crate::usage_bail!("--window {} is out of range: use 64..=4294967296", a.window);
     }
     signal::install()?;
     let format = a.output.format();

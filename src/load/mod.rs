@@ -39,7 +39,7 @@ pub fn run_point(
         let o = engine::run(cfg, clients)?;
         let r = RunResult::from_outcome(run, &o);
         on_run(&r);
-        let aborted = r.aborted;
+        let aborted = r.aborted || r.interrupted;
         results.push(r);
         if aborted {
             break;
