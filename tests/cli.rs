@@ -116,3 +116,40 @@ fn docs_name_no_missing_design_file() {
         assert!(!text.contains("DESIGN.md"), "{f} refers to a DESIGN.md");
     }
 }
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let (st, out, err) = run(&["completions", shell], LIMIT);
+        assert!(st.success(), "{shell}: {err}");
+        for word in ["netcore", "blast", "compare", "clients", "model"] {
+            assert!(out.contains(word), "{shell}: no {word}");
+        }
+    }
+    // The possible values of an enum flag are offered.
+    let (_, bash, _) = run(&["completions", "bash"], LIMIT);
+    assert!(
+        bash.contains("iterative") && bash.contains("uring"),
+        "no models"
+    );
+    usage_error(&["completions", "tcsh"]);
+}
+
+#[test]
+fn man_pages_are_generated() {
+    let (st, out, err) = run(&["man"], LIMIT);
+    assert!(st.success(), "{err}");
+    assert!(
+        out.starts_with(".ie") || out.contains(".TH netcore"),
+        "{out:.200}"
+    );
+    assert!(
+        out.contains("load") && out.contains("compare"),
+        "{out:.200}"
+    );
+    let (st, out, err) = run(&["man", "load"], LIMIT);
+    assert!(st.success(), "{err}");
+    assert!(out.contains(".TH netcore-load"), "{out:.300}");
+    assert!(out.contains("clients"), "{out:.300}");
+    usage_error(&["man", "nope"]);
+}

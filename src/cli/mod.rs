@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 pub mod common;
 pub mod compare;
@@ -42,6 +42,56 @@ pub enum Command {
     Load(load::LoadArgs),
     /// Start each server model in turn, run the same sweep against each, tabulate and plot
     Compare(compare::CompareArgs),
+    /// Print a shell completion script (generated from these definitions)
+    Completions(CompletionsArgs),
+    /// Print a man page in roff (generated from these definitions)
+    Man(ManArgs),
+}
+
+/// `netcore completions SHELL`
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Install: netcore completions bash > ~/.local/share/bash-completion/completions/netcore\n         netcore completions zsh > ~/.zfunc/_netcore   (with fpath+=~/.zfunc)\n         netcore completions fish > ~/.config/fish/completions/netcore.fish"
+)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `netcore man [COMMAND]`
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Install: netcore man > ~/.local/share/man/man1/netcore.1; netcore man load > ~/.local/share/man/man1/netcore-load.1"
+)]
+pub struct ManArgs {
+    /// A command's page (netcore-COMMAND(1)) instead of netcore(1)
+    pub command: Option<String>,
+}
+
+/// Writes the completion script for `shell` to `out`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "netcore", out);
+}
+
+/// Writes the man page of netcore, or of `netcore COMMAND`, to `out`.
+pub fn man(command: Option<&str>, out: &mut dyn std::io::Write) -> Result<()> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let page = match command {
+        None => cmd,
+        Some(name) => {
+            let sub = cmd
+                .find_subcommand(name)
+                .ok_or_else(|| common::usage(format!("no command '{name}'")))?
+                .clone();
+            // clap names are &'static str (without its `string` feature): one page per process.
+            let page_name: &'static str = Box::leak(format!("netcore-{name}").into_boxed_str());
+            sub.name(page_name)
+        }
+    };
+    clap_mangen::Man::new(page).render(out)?;
+    Ok(())
 }
 
 /// Exit status of a usage error (clap's, or a [`common::UsageError`] found after parsing).
@@ -81,5 +131,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Relay(a) => relay::run(a),
         Command::Load(a) => load::run(&a),
         Command::Compare(a) => compare::run(&a),
+        Command::Completions(a) => {
+            let mut o = std::io::stdout().lock();
+            completions(a.shell, &mut o);
+            std::io::Write::flush(&mut o)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man(a) => {
+            let mut o = std::io::stdout().lock();
+            man(a.command.as_deref(), &mut o)?;
+            std::io::Write::flush(&mut o)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
