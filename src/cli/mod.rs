@@ -10,6 +10,7 @@ pub mod common;
 pub mod compare;
 pub mod load;
 pub mod relay;
+pub mod schemas;
 pub mod serve;
 pub mod traffic;
 pub mod udp;
@@ -46,6 +47,16 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print a man page in roff (generated from these definitions)
     Man(ManArgs),
+    /// Print the JSON Schema of a --json report (as shipped in docs/schemas/)
+    Schema(SchemaArgs),
+}
+
+/// `netcore schema NAME`
+#[derive(clap::Args, Debug)]
+pub struct SchemaArgs {
+    /// The report's schema name
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(["netcore.udp.v1", "netcore.load.v1", "netcore.compare.v1", "netcore.traffic.v1", "netcore.relay.v1"]))]
+    pub name: String,
 }
 
 /// `netcore completions SHELL`
@@ -135,6 +146,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let mut o = std::io::stdout().lock();
             completions(a.shell, &mut o);
             std::io::Write::flush(&mut o)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema(a) => {
+            let text = schemas::text(&a.name)
+                .ok_or_else(|| common::usage(format!("no schema '{}'", a.name)))?;
+            common::out(&text)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Man(a) => {

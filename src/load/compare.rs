@@ -229,7 +229,7 @@ pub struct CompareConfig {
 }
 
 /// One sweep point of one model.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ModelPoint {
     pub clients: u32,
     /// `ok`, `skipped` or `aborted`.
@@ -241,7 +241,7 @@ pub struct ModelPoint {
 }
 
 /// One model's sweep.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ModelResult {
     pub model: String,
     pub addr: String,
@@ -253,7 +253,7 @@ pub struct ModelResult {
 }
 
 /// A reference row from the tutorial (`--preset tutorial`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Reference {
     pub model: &'static str,
     pub clients_10_s: f64,
@@ -261,7 +261,7 @@ pub struct Reference {
 }
 
 /// The result of `netcore compare`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CompareReport {
     pub schema: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -269,7 +269,8 @@ pub struct CompareReport {
     pub max_time_s: f64,
     pub setup: Setup,
     pub models: Vec<ModelResult>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    // `default` tells the generated schema the field may be absent.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub tutorial_reference: Vec<Reference>,
     /// Stopped by SIGINT/SIGTERM: the models and points are those that ran (the last run
     /// maybe cut short); the server was stopped.

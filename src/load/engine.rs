@@ -120,7 +120,7 @@ impl ErrKind {
 }
 
 /// Errors by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ErrorCounts {
     pub refused: u64,
     pub reset: u64,

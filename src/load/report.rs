@@ -13,7 +13,7 @@ use crate::units::fmt_micros;
 pub const SCHEMA: &str = "netcore.load.v1";
 
 /// Min and max counted tasks per client: how evenly the server served its clients.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Fairness {
     pub min: u64,
     pub max: u64,
@@ -21,7 +21,7 @@ pub struct Fairness {
 
 /// Open loop (`--rate`): what the schedule asked for and what went out. `missed` requests were
 /// due but never sent (the generator or the connection's in-flight cap fell behind).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct OpenLoop {
     pub scheduled: u64,
     pub sent: u64,
@@ -63,7 +63,7 @@ impl OpenLoop {
 }
 
 /// One run of one sweep point.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct RunResult {
     pub run: u32,
     pub clients: u32,
@@ -141,7 +141,7 @@ impl RunResult {
 }
 
 /// Medians over the runs of a point (errors and fairness extremes are over all runs).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     pub runs: u32,
     pub wall_s: f64,
@@ -212,7 +212,7 @@ impl Summary {
 }
 
 /// One sweep point: its runs and their medians.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct PointResult {
     pub clients: u32,
     pub median: Summary,
@@ -220,7 +220,7 @@ pub struct PointResult {
 }
 
 /// What was run (echoed in the report).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Setup {
     pub target: String,
     pub proto: String,
@@ -267,7 +267,7 @@ impl Setup {
 }
 
 /// The result of `netcore load`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct LoadReport {
     pub schema: &'static str,
     pub setup: Setup,

@@ -292,7 +292,17 @@ impl Impairer {
 }
 
 /// Counts of what the pipeline did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct Counters {
     /// Datagrams offered.
     pub offered: u64,

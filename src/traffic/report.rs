@@ -12,14 +12,14 @@ use crate::units::{fmt_bits_per_sec, fmt_bytes_short};
 pub const SCHEMA: &str = "netcore.traffic.v1";
 
 /// What one flow's client received in one interval.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct FlowInterval {
     pub bytes: u64,
     pub msgs: u64,
 }
 
 /// One monitor sample.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Sample {
     /// Index of the interval, from 1.
     pub n: u64,
@@ -29,7 +29,7 @@ pub struct Sample {
 }
 
 /// Totals of one flow.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct FlowTotals {
     #[serde(flatten)]
     pub counters: Counters,
@@ -41,7 +41,7 @@ pub struct FlowTotals {
     pub recv_bits_per_sec: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TrafficReport {
     pub schema: &'static str,
     pub seed: u64,
