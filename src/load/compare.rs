@@ -450,6 +450,7 @@ impl CompareReport {
         let span = *c.last().unwrap_or(&1) as f64 / *c.first().unwrap_or(&1) as f64;
         let opts = PlotOptions {
             log_x: span >= 100.0,
+            integer_x: true,
             ..PlotOptions::default()
         };
         let title = format!(

@@ -84,6 +84,7 @@ pub fn plot_sweep(path: &Path, r: &LoadReport) -> Result<()> {
         / r.points.first().map(|p| p.clients).unwrap_or(1) as f64;
     let opts = PlotOptions {
         log_x: span >= 100.0,
+        integer_x: true,
         ..PlotOptions::default()
     };
     line_chart(path, &title, "clients", y, &series, &opts)
