@@ -14,17 +14,18 @@ fn main() -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
             }
-            let code = if e.downcast_ref::<netcore::cli::UsageError>().is_some() {
-                2
-            } else {
-                1
-            };
             let mut msg = format!("netcore: error: {e}");
             for cause in e.chain().skip(1) {
                 msg.push_str(&format!(": {cause}"));
             }
             let _ = writeln!(std::io::stderr(), "{msg}");
-            ExitCode::from(code)
+            if e.downcast_ref::<netcore::cli::common::UsageError>()
+                .is_some()
+            {
+                ExitCode::from(netcore::cli::EXIT_USAGE)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

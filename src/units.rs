@@ -282,6 +282,19 @@ pub fn fmt_micros(us: f64) -> String {
     }
 }
 
+/// A count with thousands separators: `14,445`, `1,000,000`.
+pub fn fmt_count(n: u64) -> String {
+    let d = n.to_string();
+    let mut s = String::with_capacity(d.len() + d.len() / 3);
+    for (i, c) in d.chars().enumerate() {
+        if i > 0 && (d.len() - i) % 3 == 0 {
+            s.push(',');
+        }
+        s.push(c);
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,6 +379,10 @@ mod tests {
         assert_eq!(fmt_bytes(209_715_200), "200.00 MiB");
         assert_eq!(fmt_bytes_short(1200), "1.2 KB");
         assert_eq!(fmt_micros(62.5), "62.5 µs");
+        assert_eq!(fmt_count(0), "0");
+        assert_eq!(fmt_count(999), "999");
+        assert_eq!(fmt_count(14_445), "14,445");
+        assert_eq!(fmt_count(1_000_000), "1,000,000");
     }
 
     proptest::proptest! {

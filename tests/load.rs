@@ -434,7 +434,7 @@ fn compare_skips_points_over_budget() {
 }
 
 #[test]
-fn bad_flags_are_one_line_errors() {
+fn bad_flags_are_usage_errors() {
     // Each after `load --connect 127.0.0.1:1`.
     let load_flags: &[&[&str]] = &[
         &["--clients", "0"],
@@ -464,9 +464,62 @@ fn bad_flags_are_one_line_errors() {
     for args in &cases {
         let o = netcore(args);
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{args:?} succeeded");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        // Exit status 2, the error on the first line; clap's own errors go on with its usage.
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.starts_with("netcore: error: "), "{args:?}: {err}");
         assert!(o.stdout.is_empty(), "{args:?} printed a report");
     }
+}
+
+/// `load --json ARGS` against a fresh `serve --model MODEL`.
+fn load_against(model: &str, args: &[&str]) -> Output {
+    let server = Serve::start(&["--model", model], Duration::from_secs(20));
+    let addr = server.addr.to_string();
+    netcore(&[&["load", "--connect", &addr, "--json"][..], args].concat())
+}
+
+#[test]
+fn open_loop_behind_its_rate_says_so() {
+    // 10 clients pipelining SLEEP 100 at 20,000/s in total: each connection's replies come
+    // back in order, 10 per second, so the in-flight cap stops most sends.
+    let o = load_against(
+        "epoll",
+        &[
+            "--clients",
+            "10",
+            "--rate",
+            "20000",
+            "--duration",
+            "1s",
+            "--task",
+            "SLEEP 100",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    let j = json(&o);
+    let ol = &j["points"][0]["median"]["open_loop"];
+    let (sched, sent, missed) = (
+        ol["scheduled"].as_u64().unwrap(),
+        ol["sent"].as_u64().unwrap(),
+        ol["missed"].as_u64().unwrap(),
+    );
+    assert_eq!(sched, sent + missed, "{ol}");
+    assert!(missed > sched / 10, "{ol}");
+    assert!(err.contains("fell behind the open-loop rate"), "{err}");
+}
+
+#[test]
+fn a_starved_client_is_an_error_and_its_wait_is_counted() {
+    // The iterative server serves one connection until it closes: in duration mode the other
+    // clients wait the whole window.
+    let o = load_against(
+        "iterative",
+        &["--clients", "3", "--duration", "1s", "--task", "ECHO hi"],
+    );
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let j = json(&o);
+    let m = &j["points"][0]["median"];
+    assert_eq!(m["errors"]["starved"], 2, "{m}");
+    assert_eq!(m["fairness"]["min"], 0, "{m}");
+    assert!(m["unanswered"].as_u64().unwrap() >= 2, "{m}");
 }

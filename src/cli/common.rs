@@ -12,6 +12,65 @@ use crate::stats::Format;
 use crate::sys::{affinity, tcp};
 use crate::units::{self, Rate};
 
+/// A usage error found after parsing (a bad combination of flags, a value out of range):
+/// `main` prints it as one line and exits with status 2, as for clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// A [`UsageError`] (exit status 2) with this message; takes a string or an error (whose whole
+/// chain becomes the message).
+pub fn usage(msg: impl std::fmt::Display) -> anyhow::Error {
+    UsageError(format!("{msg:#}")).into()
+}
+
+/// Returns early with a [`UsageError`] made from a format string.
+#[macro_export]
+macro_rules! usage_bail {
+    ($($t:tt)*) => { return Err($crate::cli::common::usage(format!($($t)*))) };
+}
+
+/// Progress of a sweep (`load`, `compare`) on stderr: an `indicatif` bar with each finished
+/// run's line printed above it when stderr is a terminal, nothing otherwise (stdout keeps only
+/// the report, so it can be piped or be JSON).
+pub struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    /// A bar of `runs` runs, when stderr is a terminal.
+    pub fn new(_format: crate::stats::Format, runs: u64) -> Progress {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        let pb = indicatif::ProgressBar::with_draw_target(
+            Some(runs),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} runs",
+        ) {
+            pb.set_style(style);
+        }
+        pb.enable_steady_tick(std::time::Duration::from_millis(200));
+        Progress(Some(pb))
+    }
+
+    /// One run finished: its line above the bar.
+    pub fn run_done(&self, line: &str) {
+        if let Some(pb) = &self.0 {
+            pb.println(line);
+            pb.inc(1);
+        }
+    }
+
+    /// Removes the bar (before the report is printed).
+    pub fn finish(&self) {
+        if let Some(pb) = &self.0 {
+            pb.finish_and_clear();
+        }
+    }
+}
+
 /// Writes `s` to stdout and flushes it.
 pub fn out(s: &str) -> Result<()> {
     let mut o = std::io::stdout().lock();
@@ -107,7 +166,7 @@ impl PlotArg {
     /// Refuses an unusable FILE before any work is done.
     pub fn check(&self) -> Result<()> {
         match &self.plot {
-            Some(p) => crate::stats::plot::check_output(p),
+            Some(p) => crate::stats::plot::check_output(p).map_err(usage),
             None => Ok(()),
         }
     }

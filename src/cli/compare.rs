@@ -1,10 +1,9 @@
 //! `netcore compare`: flags, validation, and the glue to [`crate::load::compare`].
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::common::{out, OutputArgs, PlotArg};
@@ -38,7 +37,8 @@ pub struct CompareArgs {
     /// Runs per sweep point (medians are reported)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub runs: u32,
-    /// Ready-made workload (explicit --tasks/--task override its parts)
+    /// Ready-made workload; tutorial: 3 tasks of "SLEEP 1000" per client (explicit
+    /// --tasks/--task override its parts)
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
     /// Time budget per model: points estimated to overrun it are skipped, and no run may last
@@ -80,7 +80,7 @@ pub fn run(a: &CompareArgs) -> Result<ExitCode> {
     a.plot.check()?;
     let tutorial = a.preset == Some(Preset::Tutorial);
     if tutorial && a.work.proto == ProtoArg::Echo {
-        bail!("--preset tutorial uses the task protocol (drop --proto echo)");
+        crate::usage_bail!("--preset tutorial uses the task protocol (drop --proto echo)");
     }
     let (mut run, mut setup) = a.work.build(tutorial)?;
     // A reply may legitimately wait as long as the budget allows (an iterative server keeps
@@ -104,11 +104,15 @@ pub fn run(a: &CompareArgs) -> Result<ExitCode> {
         max_time: a.max_time,
         serve_args,
         exe,
-        progress: std::io::stderr().is_terminal(),
         preset: a.preset.map(|_| "tutorial".to_string()),
         setup,
     };
-    let report = compare::run(&cfg)?;
+    // Ctrl-C / SIGTERM end the current run and stop its server; the report shows what ran.
+    crate::sys::signal::install()?;
+    let runs = super::load::total_runs(&a.clients, a.runs) * a.models.0.len() as u64;
+    let progress = super::common::Progress::new(a.output.format(), runs);
+    let report = compare::run(&cfg, &mut |line| progress.run_done(line))?;
+    progress.finish();
     out(&report.render(a.output.format()))?;
     if let Some(p) = a.plot.file() {
         report.plot(p)?;

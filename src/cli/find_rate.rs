@@ -22,7 +22,7 @@ const PRECISION: f64 = 0.02;
 
 pub fn run(a: &BlastArgs) -> Result<ExitCode> {
     let len = a.len.unwrap_or(1472) as usize;
-    sender::check_len(len)?;
+    sender::check_len(len).map_err(super::common::usage)?;
     check_batch(a.batch)?;
     a.plot.check()?;
     signal::install()?;

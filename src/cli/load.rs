@@ -1,12 +1,11 @@
 //! `netcore load`: flags, validation, and the glue to [`crate::load`].
 
-use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::common::{out, OutputArgs, PinArgs, PlotArg};
@@ -31,10 +30,10 @@ pub enum ProtoArg {
 /// What every client does (shared by `load` and `compare`).
 #[derive(Args, Debug, Clone)]
 pub struct WorkloadArgs {
-    /// Tasks per client [default: 10; 3 with --preset tutorial]
+    /// Tasks per client [default: 10]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000), conflicts_with = "duration")]
     pub tasks: Option<u32>,
-    /// The request every task sends (task protocol) [default: "ECHO hello"; "SLEEP 1000" with --preset tutorial]
+    /// The request every task sends (task protocol) [default: "ECHO hello"]
     #[arg(long, value_name = "LINE", conflicts_with = "mix")]
     pub task: Option<String>,
     /// File of requests, one per line (`#` comments, `N*` weights), picked at random per task
@@ -104,28 +103,33 @@ impl WorkloadArgs {
     /// `tutorial` switches the defaults to the tutorial preset.
     pub fn build(&self, tutorial: bool) -> Result<(RunConfig, Setup)> {
         if self.warmup.is_some() && self.duration.is_none() {
-            bail!("--warmup needs --duration (a fixed number of --tasks has no warm-up)");
+            crate::usage_bail!(
+                "--warmup needs --duration (a fixed number of --tasks has no warm-up)"
+            );
         }
         let workload = match self.proto {
             ProtoArg::Echo => {
                 if self.task.is_some() || self.mix.is_some() {
-                    bail!("--task and --mix are for --proto task; --proto echo sends --size byte payloads");
+                    crate::usage_bail!("--task and --mix are for --proto task; --proto echo sends --size byte payloads");
                 }
-                Workload::echo(self.size.unwrap_or(64).try_into().unwrap_or(usize::MAX))?
+                Workload::echo(self.size.unwrap_or(64).try_into().unwrap_or(usize::MAX))
+                    .map_err(super::common::usage)?
             }
             ProtoArg::Task => {
                 if self.size.is_some() {
-                    bail!(
+                    crate::usage_bail!(
                         "--size is for --proto echo (task requests are given with --task or --mix)"
                     );
                 }
                 match &self.mix {
-                    Some(p) => Workload::mix(p, self.seed)?,
+                    Some(p) => Workload::mix(p, self.seed).map_err(super::common::usage)?,
                     None => {
                         let line = self.task.clone().unwrap_or_else(|| {
                             if tutorial { "SLEEP 1000" } else { "ECHO hello" }.to_string()
                         });
-                        Workload::task(&line).with_context(|| format!("--task '{line}'"))?
+                        Workload::task(&line)
+                            .with_context(|| format!("--task '{line}'"))
+                            .map_err(super::common::usage)?
                     }
                 }
             }
@@ -226,9 +230,10 @@ pub fn parse_sweep(s: &str) -> Result<Sweep, String> {
 
 fn resolve(addr: &str) -> Result<SocketAddr> {
     addr.to_socket_addrs()
-        .with_context(|| format!("invalid address '{addr}' (expected host:port)"))?
+        .with_context(|| format!("invalid address '{addr}' (expected host:port)"))
+        .map_err(super::common::usage)?
         .next()
-        .with_context(|| format!("address '{addr}' resolves to nothing"))
+        .ok_or_else(|| super::common::usage(format!("address '{addr}' resolves to nothing")))
 }
 
 /// Runs `netcore load`.
@@ -239,25 +244,39 @@ pub fn run(a: &LoadArgs) -> Result<ExitCode> {
     cfg.addr = addr;
     setup.target = addr.to_string();
     setup.runs = a.runs;
-    let progress = std::io::stderr().is_terminal();
+    // Ctrl-C / SIGTERM end the current run; the report shows what ran, marked interrupted.
+    crate::sys::signal::install()?;
+    let progress = super::common::Progress::new(a.output.format(), total_runs(&a.clients, a.runs));
     let mut report = LoadReport {
         schema: SCHEMA,
         setup,
         points: Vec::new(),
+        interrupted: false,
     };
     for &clients in &a.clients.0 {
         let p = run_point(&cfg, clients, a.runs, |r: &RunResult| {
-            if progress {
-                eprintln!("{}", r.progress_line("load:", a.runs));
-            }
+            progress.run_done(&r.progress_line("load:", a.runs));
         })?;
         report.points.push(p);
+        if crate::sys::signal::stop_requested() {
+            report.interrupted = true;
+            break;
+        }
+    }
+    progress.finish();
+    for w in report.open_loop_warnings() {
+        eprintln!("netcore: {w}");
     }
     out(&report.render(a.output.format()))?;
     if let Some(p) = a.plot.file() {
         crate::load::plot_sweep(p, &report)?;
     }
     Ok(exit_status(report.total_errors()))
+}
+
+/// Runs in a whole sweep: points × runs per point.
+pub fn total_runs(clients: &Sweep, runs: u32) -> u64 {
+    clients.0.len() as u64 * runs as u64
 }
 
 /// The exit status of a run that completed: [`EXIT_ERRORS`] when its report counts `errors`.

@@ -4,29 +4,29 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 pub mod common;
 pub mod compare;
 pub mod find_rate;
 pub mod load;
 pub mod relay;
+pub mod schemas;
 pub mod serve;
 pub mod tcp;
 pub mod traffic;
 pub mod udp;
 
-/// A usage error found after parsing (flags that do not go together): one line, exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use common::UsageError;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "netcore",
     version,
     about = "Linux network performance workbench",
-    propagate_version = true
+    propagate_version = true,
+    arg_required_else_help = true,
+    after_help = "Exit status: 0 = done, 1 = a test or run failed, 2 = bad usage or value, 3 = a load report counts errors."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -47,11 +47,75 @@ pub enum Command {
     Load(load::LoadArgs),
     /// Start each server model in turn, run the same sweep against each, tabulate and plot
     Compare(compare::CompareArgs),
+    /// Print a shell completion script (generated from these definitions)
+    Completions(CompletionsArgs),
+    /// Print a man page in roff (generated from these definitions)
+    Man(ManArgs),
+    /// Print the JSON Schema of a --json report (as shipped in docs/schemas/)
+    Schema(SchemaArgs),
 }
 
+/// `netcore schema NAME`
+#[derive(clap::Args, Debug)]
+pub struct SchemaArgs {
+    /// The report's schema name
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(schemas::names()))]
+    pub name: String,
+}
+
+/// `netcore completions SHELL`
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Install: netcore completions bash > ~/.local/share/bash-completion/completions/netcore\n         netcore completions zsh > ~/.zfunc/_netcore   (with fpath+=~/.zfunc)\n         netcore completions fish > ~/.config/fish/completions/netcore.fish"
+)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `netcore man [COMMAND]`
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Install: netcore man > ~/.local/share/man/man1/netcore.1; netcore man load > ~/.local/share/man/man1/netcore-load.1"
+)]
+pub struct ManArgs {
+    /// A command's page (netcore-COMMAND(1)) instead of netcore(1)
+    pub command: Option<String>,
+}
+
+/// Writes the completion script for `shell` to `out`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "netcore", out);
+}
+
+/// Writes the man page of netcore, or of `netcore COMMAND`, to `out`.
+pub fn man(command: Option<&str>, out: &mut dyn std::io::Write) -> Result<()> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let page = match command {
+        None => cmd,
+        Some(name) => {
+            let sub = cmd
+                .find_subcommand(name)
+                .ok_or_else(|| common::usage(format!("no command '{name}'")))?
+                .clone();
+            // clap names are &'static str (without its `string` feature): one page per process.
+            let page_name: &'static str = Box::leak(format!("netcore-{name}").into_boxed_str());
+            sub.name(page_name)
+        }
+    };
+    clap_mangen::Man::new(page).render(out)?;
+    Ok(())
+}
+
+/// Exit status of a usage error (clap's, or a [`common::UsageError`] found after parsing).
+pub const EXIT_USAGE: u8 = 2;
+
 /// Parses the process arguments and runs the command.
-/// Usage errors are printed as one line (`netcore: error: ...`) with exit code 2; `--help` and
-/// `--version` print as usual.
+/// Usage errors are printed as clap renders them (the error on a first line starting
+/// `netcore: error: `, then clap's suggestions, possible values and usage) with exit code 2;
+/// `--help` and `--version` print as usual; `netcore` alone prints the help (exit code 2).
 pub fn main() -> Result<ExitCode> {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -61,12 +125,13 @@ pub fn main() -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Err(e) => {
-            // One line: clap's first line (the error itself), without usage and hints.
-            let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("netcore: error: {first}");
-            return Ok(ExitCode::from(2));
+            let msg = e.render().to_string();
+            let msg = match msg.strip_prefix("error: ") {
+                Some(rest) => format!("netcore: error: {rest}"),
+                None => msg,
+            };
+            eprint!("{msg}");
+            return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
     run(cli)
@@ -77,7 +142,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Blast(a) => {
             tcp::check(&a)?;
             match a.proto {
+                common::Proto::Tcp if a.find_rate => Err(common::usage(
+                    "--find-rate searches UDP rates (TCP has no datagram loss to bound)",
+                )),
                 common::Proto::Tcp => tcp::blast(a),
+                common::Proto::Udp if a.find_rate => find_rate::run(&a),
                 common::Proto::Udp => udp::blast(a),
             }
         }
@@ -87,5 +156,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Relay(a) => relay::run(a),
         Command::Load(a) => load::run(&a),
         Command::Compare(a) => compare::run(&a),
+        Command::Completions(a) => {
+            let mut o = std::io::stdout().lock();
+            completions(a.shell, &mut o);
+            std::io::Write::flush(&mut o)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema(a) => {
+            let text = schemas::text(&a.name)
+                .ok_or_else(|| common::usage(format!("no schema '{}'", a.name)))?;
+            common::out(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man(a) => {
+            let mut o = std::io::stdout().lock();
+            man(a.command.as_deref(), &mut o)?;
+            std::io::Write::flush(&mut o)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -4,7 +4,7 @@ use std::ops::RangeInclusive;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::Result;
 use clap::Args;
 
 use super::common::{out, resolve_addr, MetricsArg, OutputArgs};
@@ -96,7 +96,7 @@ pub struct RelayArgs {
 /// Runs `netcore relay`.
 pub fn run(a: RelayArgs) -> Result<ExitCode> {
     if a.count == Some(0) {
-        bail!("--count 0: nothing to relay");
+        crate::usage_bail!("--count 0: nothing to relay");
     }
     let settings = Settings {
         loss: a.loss,
@@ -109,7 +109,7 @@ pub fn run(a: RelayArgs) -> Result<ExitCode> {
         rate: a.rate,
         seed: a.seed.unwrap_or_else(rand::random),
     };
-    settings.validate().map_err(|e| anyhow!(e))?;
+    settings.validate().map_err(super::common::usage)?;
     let mut registry = Metrics::new();
     let relay_metrics = a
         .metrics
@@ -117,8 +117,8 @@ pub fn run(a: RelayArgs) -> Result<ExitCode> {
         .is_some()
         .then(|| RelayMetrics::register(&mut registry));
     let relay = Relay::bind(RelayOptions {
-        listen: resolve_addr("--listen", &a.listen)?,
-        to: resolve_addr("--to", &a.to)?,
+        listen: resolve_addr("--listen", &a.listen).map_err(super::common::usage)?,
+        to: resolve_addr("--to", &a.to).map_err(super::common::usage)?,
         settings,
         stop: StopWhen {
             count: a.count,

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 
 use super::common::PinArgs;
@@ -29,8 +29,9 @@ pub struct ServeArgs {
     /// Protocol
     #[arg(long, value_enum, default_value = "task")]
     pub proto: ProtoArg,
-    /// Address to listen on (port 0: any free port, printed on startup)
-    #[arg(long, default_value = "127.0.0.1:7000")]
+    /// Address to listen on, host:port (a host name is resolved; port 0: any free port,
+    /// printed on startup)
+    #[arg(long, default_value = "127.0.0.1:7000", value_parser = parse_listen)]
     pub listen: SocketAddr,
     /// pool: connection worker threads (default 4 per CPU); epoll, uring: threads for
     /// offloaded HASH jobs (default 1 per CPU)
@@ -52,6 +53,19 @@ pub struct ServeArgs {
     pub pin: PinArgs,
 }
 
+/// `host:port` with a literal address or a host name (`localhost:7311`): the first address
+/// it resolves to.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("invalid address '{s}' (expected host:port): {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{s}' resolves to no address"))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::units::parse_duration(s).map_err(|e| e.to_string())
 }
@@ -69,12 +83,12 @@ impl ServeArgs {
     pub fn config(&self) -> Result<ServeConfig> {
         let cpus_n = affinity::available_cpus();
         if self.reactors != 1 && self.model != Model::Epoll {
-            bail!("--reactors applies to --model epoll only");
+            crate::usage_bail!("--reactors applies to --model epoll only");
         }
         if self.workers.is_some()
             && !matches!(self.model, Model::Pool | Model::Epoll | Model::Uring)
         {
-            bail!("--workers applies to --model pool, epoll and uring only");
+            crate::usage_bail!("--workers applies to --model pool, epoll and uring only");
         }
         let workers = match (self.workers, self.model) {
             (Some(w), _) => w as usize,

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 
 use super::common::{OutputArgs, PlotArg};
@@ -69,7 +69,7 @@ pub struct TrafficArgs {
     /// How long the servers send
     #[arg(long, value_parser = units::parse_nonzero_duration, default_value = "10s", allow_hyphen_values = true)]
     pub duration: Duration,
-    /// Monitor interval
+    /// Monitor interval (at least 10ms)
     #[arg(long, value_parser = units::parse_nonzero_duration, default_value = "1s", allow_hyphen_values = true)]
     pub interval: Duration,
     /// Message sizes in bytes, MIN..MAX inclusive (header of 12 bytes included)
@@ -93,6 +93,9 @@ pub struct TrafficArgs {
     pub output: OutputArgs,
 }
 
+/// The shortest `--interval`: each interval is a sample kept in memory and a line printed.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
 const SPARK: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
 fn sparkline(v: &[u64]) -> String {
@@ -105,13 +108,22 @@ fn sparkline(v: &[u64]) -> String {
 pub fn run(a: TrafficArgs) -> Result<ExitCode> {
     let (min, max) = a.size;
     if a.flows.0.contains(&Flow::Udp) && max > MAX_MESSAGE {
-        bail!("--size up to {max} bytes: UDP messages are limited to {MAX_MESSAGE} bytes");
+        crate::usage_bail!(
+            "--size up to {max} bytes: UDP messages are limited to {MAX_MESSAGE} bytes"
+        );
     }
     if max > MAX_MESSAGE {
-        bail!("--size up to {max} bytes: messages are limited to {MAX_MESSAGE} bytes");
+        crate::usage_bail!("--size up to {max} bytes: messages are limited to {MAX_MESSAGE} bytes");
+    }
+    if a.interval < MIN_INTERVAL {
+        crate::usage_bail!(
+            "--interval {:?} is too short: the monitor samples at most every {:?}",
+            a.interval,
+            MIN_INTERVAL
+        );
     }
     if a.interval > a.duration {
-        bail!(
+        crate::usage_bail!(
             "--interval {:?} is longer than --duration {:?}",
             a.interval,
             a.duration

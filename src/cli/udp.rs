@@ -158,7 +158,7 @@ pub fn resolve(text: &str) -> Result<SocketAddr> {
 
 pub fn check_batch(batch: usize) -> Result<()> {
     if !(1..=1024).contains(&batch) {
-        bail!("--batch {batch} is out of range: use 1..=1024");
+        crate::usage_bail!("--batch {batch} is out of range: use 1..=1024");
     }
     Ok(())
 }
@@ -168,7 +168,7 @@ pub fn plan_of(a: &BlastArgs, len: usize) -> Result<Plan> {
     Ok(match (a.size, a.time, a.count) {
         (Some(bytes), _, _) => Plan::Count(bytes.div_ceil(len as u64)),
         (_, Some(t), _) => Plan::TimeNs(t.as_nanos() as u64),
-        (_, _, Some(0)) => bail!("--count 0: nothing to send"),
+        (_, _, Some(0)) => return Err(super::common::usage("--count 0: nothing to send")),
         (_, _, Some(n)) => Plan::Count(n),
         _ => Plan::TimeNs(10_000_000_000),
     })
@@ -277,11 +277,8 @@ pub fn cpus_of(a: &BlastArgs, embedded: bool) -> (Option<usize>, Option<usize>) 
 }
 
 pub fn blast(a: BlastArgs) -> Result<ExitCode> {
-    if a.find_rate {
-        return super::find_rate::run(&a);
-    }
     let len = a.len.unwrap_or(1472) as usize;
-    sender::check_len(len)?;
+    sender::check_len(len).map_err(super::common::usage)?;
     check_batch(a.batch)?;
     let plan = plan_of(&a, len)?;
     a.plot.check()?;
@@ -355,7 +352,7 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         .with_context(|| format!("invalid --listen '{}'", a.listen))?;
     check_batch(64)?;
     if a.window < 64 || a.window > 1 << 32 {
-        bail!("--window {} is out of range: use 64..=4294967296", a.window);
+        crate::usage_bail!("--window {} is out of range: use 64..=4294967296", a.window);
     }
     signal::install()?;
     let format = a.output.format();

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::sys::cpu::{thread_times, ThreadTimes};
 
 /// CPU used by one side's busy threads over a test.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CpuUsage {
     /// Busy threads counted.
     pub threads: u32,

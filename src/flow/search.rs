@@ -19,7 +19,7 @@ use crate::stats::Report;
 use crate::units::{fmt_bits_per_sec, fmt_pps};
 
 /// One trial's outcome.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Trial {
     /// The paced rate tried (bit/s of UDP payload); `None`: unpaced.
     pub rate_bps: Option<f64>,
@@ -202,7 +202,7 @@ impl Search {
 }
 
 /// `blast --find-rate`'s report (schema `netcore.findrate.v1`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct FindRateReport {
     pub schema: &'static str,
     pub target: String,

@@ -102,9 +102,19 @@ impl ServerProc {
             lines: rx,
             stderr,
         };
-        let first = match p.lines.recv_timeout(START_TIMEOUT) {
+        // Waits in short slices, so that a stop request is seen within 100 ms.
+        let t = Instant::now();
+        let first = loop {
+            match p.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) => break Ok(l),
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if t.elapsed() < START_TIMEOUT && !crate::sys::signal::stop_requested() => {}
+                Err(_) => break Err(()),
+            }
+        };
+        let first = match first {
             Ok(l) => l,
-            Err(_) => {
+            Err(()) => {
                 p.kill();
                 let err = p.stderr_text();
                 bail!(
@@ -213,15 +223,13 @@ pub struct CompareConfig {
     pub serve_args: Vec<String>,
     /// The `netcore` executable to start servers from.
     pub exe: PathBuf,
-    /// Print a line per run to stderr.
-    pub progress: bool,
     pub preset: Option<String>,
     /// For the report's setup block.
     pub setup: Setup,
 }
 
 /// One sweep point of one model.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ModelPoint {
     pub clients: u32,
     /// `ok`, `skipped` or `aborted`.
@@ -233,7 +241,7 @@ pub struct ModelPoint {
 }
 
 /// One model's sweep.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ModelResult {
     pub model: String,
     pub addr: String,
@@ -245,7 +253,7 @@ pub struct ModelResult {
 }
 
 /// A reference row from the tutorial (`--preset tutorial`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Reference {
     pub model: &'static str,
     pub clients_10_s: f64,
@@ -253,7 +261,7 @@ pub struct Reference {
 }
 
 /// The result of `netcore compare`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CompareReport {
     pub schema: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -261,15 +269,24 @@ pub struct CompareReport {
     pub max_time_s: f64,
     pub setup: Setup,
     pub models: Vec<ModelResult>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    // `default` tells the generated schema the field may be absent.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub tutorial_reference: Vec<Reference>,
+    /// Stopped by SIGINT/SIGTERM: the models and points are those that ran (the last run
+    /// maybe cut short); the server was stopped.
+    pub interrupted: bool,
 }
 
-/// Runs the comparison.
-pub fn run(cfg: &CompareConfig) -> Result<CompareReport> {
+/// Runs the comparison; `on_run` is told each finished run's progress line. SIGINT/SIGTERM
+/// (after [`crate::sys::signal::install`]) end the current run, stop its server and return
+/// the report of what ran, marked interrupted.
+pub fn run(cfg: &CompareConfig, on_run: &mut dyn FnMut(&str)) -> Result<CompareReport> {
     let mut models = Vec::new();
     for m in &cfg.models {
-        models.push(run_model(cfg, m)?);
+        if crate::sys::signal::stop_requested() {
+            break;
+        }
+        models.push(run_model(cfg, m, on_run)?);
     }
     let tutorial_reference = if cfg.preset.as_deref() == Some("tutorial") {
         TUTORIAL
@@ -290,10 +307,15 @@ pub fn run(cfg: &CompareConfig) -> Result<CompareReport> {
         setup: cfg.setup.clone(),
         models,
         tutorial_reference,
+        interrupted: crate::sys::signal::stop_requested(),
     })
 }
 
-fn run_model(cfg: &CompareConfig, model: &str) -> Result<ModelResult> {
+fn run_model(
+    cfg: &CompareConfig,
+    model: &str,
+    on_run: &mut dyn FnMut(&str),
+) -> Result<ModelResult> {
     let server = ServerProc::start(&cfg.exe, model, &cfg.serve_args)?;
     let mut run = cfg.run.clone();
     run.addr = server.addr;
@@ -303,6 +325,9 @@ fn run_model(cfg: &CompareConfig, model: &str) -> Result<ModelResult> {
     let mut points = Vec::new();
     let mut stop_reason: Option<String> = None;
     for &clients in &cfg.clients {
+        if crate::sys::signal::stop_requested() {
+            break;
+        }
         if let Some(r) = &stop_reason {
             points.push(ModelPoint {
                 clients,
@@ -334,14 +359,8 @@ fn run_model(cfg: &CompareConfig, model: &str) -> Result<ModelResult> {
             }
         }
         let tp = Instant::now();
-        let progress = cfg.progress;
         let p = run_point(&run, clients, cfg.runs, |r: &RunResult| {
-            if progress {
-                eprintln!(
-                    "{}",
-                    r.progress_line(&format!("compare: {model}"), cfg.runs)
-                );
-            }
+            on_run(&r.progress_line(&format!("compare: {model}"), cfg.runs));
         })
         .with_context(|| format!("model {model}, {clients} clients"))?;
         let per_run = tp.elapsed().as_secs_f64() / p.runs.len().max(1) as f64;
@@ -431,6 +450,7 @@ impl CompareReport {
         let span = *c.last().unwrap_or(&1) as f64 / *c.first().unwrap_or(&1) as f64;
         let opts = PlotOptions {
             log_x: span >= 100.0,
+            integer_x: true,
             ..PlotOptions::default()
         };
         let title = format!(
@@ -486,6 +506,9 @@ impl Report for CompareReport {
                             if st == "aborted" {
                                 cell.push_str(" (aborted)");
                             }
+                            if r.median.interrupted {
+                                cell.push_str(" (interrupted)");
+                            }
                             if e > 0 {
                                 cell.push_str(" !");
                                 notes.push(format!(
@@ -516,6 +539,18 @@ impl Report for CompareReport {
         for n in notes {
             out.push_str(&n);
             out.push('\n');
+        }
+        let points: Vec<PointResult> = self
+            .models
+            .iter()
+            .flat_map(|m| m.points.iter().filter_map(|p| p.result.clone()))
+            .collect();
+        for w in crate::load::report::open_loop_warnings(&points, "compare") {
+            out.push_str(&w);
+            out.push('\n');
+        }
+        if self.interrupted {
+            out.push_str("interrupted: the report covers what ran before the signal\n");
         }
         if !self.tutorial_reference.is_empty() {
             let mut r = Table::new(["tutorial (Python)", "10 clients", "100 clients"]);

@@ -102,6 +102,9 @@ pub enum ErrKind {
     ErrReply,
     /// Any other I/O error.
     Other,
+    /// Duration mode: a connected client that got no reply in the whole measured window
+    /// (its request was still waiting when the window closed).
+    Starved,
 }
 
 impl ErrKind {
@@ -117,7 +120,7 @@ impl ErrKind {
 }
 
 /// Errors by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ErrorCounts {
     pub refused: u64,
     pub reset: u64,
@@ -126,6 +129,8 @@ pub struct ErrorCounts {
     pub bad_reply: u64,
     pub err_reply: u64,
     pub other: u64,
+    /// Clients that got no reply in the measured window ([`ErrKind::Starved`]).
+    pub starved: u64,
 }
 
 impl ErrorCounts {
@@ -138,6 +143,7 @@ impl ErrorCounts {
             ErrKind::BadReply => &mut self.bad_reply,
             ErrKind::ErrReply => &mut self.err_reply,
             ErrKind::Other => &mut self.other,
+            ErrKind::Starved => &mut self.starved,
         } += 1;
     }
 
@@ -149,6 +155,7 @@ impl ErrorCounts {
         self.bad_reply += o.bad_reply;
         self.err_reply += o.err_reply;
         self.other += o.other;
+        self.starved += o.starved;
     }
 
     pub fn total(&self) -> u64 {
@@ -159,10 +166,11 @@ impl ErrorCounts {
             + self.bad_reply
             + self.err_reply
             + self.other
+            + self.starved
     }
 
     /// Every kind with its name, in report order (the CSV columns, the `brief` words).
-    pub fn by_kind(&self) -> [(&'static str, u64); 7] {
+    pub fn by_kind(&self) -> [(&'static str, u64); 8] {
         [
             ("refused", self.refused),
             ("reset", self.reset),
@@ -171,6 +179,7 @@ impl ErrorCounts {
             ("bad_reply", self.bad_reply),
             ("err_reply", self.err_reply),
             ("other", self.other),
+            ("starved", self.starved),
         ]
     }
 
@@ -211,6 +220,14 @@ pub struct RunOutcome {
     pub per_client: Vec<u64>,
     /// Stopped by [`RunConfig::limit`].
     pub aborted: bool,
+    /// Stopped by SIGINT/SIGTERM.
+    pub interrupted: bool,
+    /// Requests still waiting for their reply when the run ended (counted in the window, not
+    /// as tasks: their wait so far is in the latency).
+    pub unanswered: u64,
+    /// Open loop: requests due by the schedule when each client ended, and sent.
+    pub scheduled: u64,
+    pub sent: u64,
     /// The first error of kind `Other`, for the report.
     pub first_error: Option<String>,
 }
@@ -266,6 +283,10 @@ pub fn run(cfg: &RunConfig, clients: u32) -> Result<RunOutcome> {
         out.errors.merge(&a.errors);
         out.per_client.extend_from_slice(&a.per_client);
         out.aborted |= a.aborted;
+        out.interrupted |= a.interrupted;
+        out.unanswered += a.unanswered;
+        out.scheduled += a.scheduled;
+        out.sent += a.sent;
         if out.first_error.is_none() {
             out.first_error = a.first_error.clone();
         }
@@ -297,6 +318,10 @@ struct Acc {
     errors: ErrorCounts,
     per_client: Vec<u64>,
     aborted: bool,
+    interrupted: bool,
+    unanswered: u64,
+    scheduled: u64,
+    sent: u64,
     finished: Instant,
     window: Option<(Instant, Instant)>,
     first_error: Option<String>,
@@ -372,6 +397,8 @@ struct Driver<'a> {
 
 fn drive(cfg: &RunConfig, clients_total: u32, mine: Vec<u32>, t0: Instant) -> io::Result<Acc> {
     let mut reactor: Reactor<Conn> = Reactor::new(1024)?;
+    // SIGINT/SIGTERM end the run like its time limit: the report shows what ran.
+    reactor.watch_termination_signals()?;
     let (n_tasks, duration_mode) = match cfg.mode {
         Mode::Tasks(n) => (n as u64, false),
         Mode::Duration { .. } => (u64::MAX, true),
@@ -395,6 +422,10 @@ fn drive(cfg: &RunConfig, clients_total: u32, mine: Vec<u32>, t0: Instant) -> io
                 errors: ErrorCounts::default(),
                 per_client: vec![0; mine.len()],
                 aborted: false,
+                interrupted: false,
+                unanswered: 0,
+                scheduled: 0,
+                sent: 0,
                 finished: t0,
                 window: None,
                 first_error: None,
@@ -450,6 +481,10 @@ fn drive(cfg: &RunConfig, clients_total: u32, mine: Vec<u32>, t0: Instant) -> io
         return Ok(d.core.acc);
     }
     reactor.run(&mut d)?;
+    if crate::sys::signal::stop_requested() && !d.core.ended {
+        d.core.acc.interrupted = true;
+        d.core.acc.finished = Instant::now();
+    }
     Ok(d.core.acc)
 }
 
@@ -661,6 +696,7 @@ impl Core<'_> {
     /// Closes client `key`, with an error if `err`.
     fn finish(&mut self, cx: &mut Ctx<Conn>, key: Key, err: Option<ErrKind>) {
         let Some(c) = cx.remove(key) else { return };
+        self.close_books(&c, err.is_none());
         if c.state == St::Connecting {
             self.pending_connect -= 1;
             if self.pending_connect == 0 {
@@ -676,6 +712,41 @@ impl Core<'_> {
         if self.active == 0 {
             self.acc.finished = Instant::now();
             cx.stop();
+        }
+    }
+
+    /// The books of a client that ends: its open-loop schedule, and (ending without an error)
+    /// the requests still waiting, whose wait so far goes into the latency. A connected client
+    /// that got no reply in the whole measured window is starved.
+    fn close_books(&mut self, c: &Conn, clean: bool) {
+        let now = Instant::now();
+        if let Some(s) = &c.sched {
+            self.acc.scheduled += s.due(now).min(self.n_tasks).max(c.sent);
+            self.acc.sent += c.sent;
+        }
+        if !clean || c.state != St::Active {
+            return;
+        }
+        // A request sent before the window opened (warm-up) and still waiting when it closed
+        // waited through the whole window: it counts too.
+        let close = match (self.duration_mode, self.acc.window) {
+            (false, _) => now,
+            (true, Some((_, e))) => now.min(e),
+            (true, None) => return,
+        };
+        let mut waiting = false;
+        for &(origin, _, _) in &c.inflight {
+            if origin > close {
+                continue;
+            }
+            waiting = true;
+            self.acc.unanswered += 1;
+            self.acc
+                .latency
+                .record(close.saturating_duration_since(origin).as_nanos() as u64);
+        }
+        if self.duration_mode && c.ok == 0 && waiting {
+            self.acc.errors.add(ErrKind::Starved);
         }
     }
 
@@ -838,6 +909,7 @@ impl Handler<Conn> for Driver<'_> {
     fn on_stop(&mut self, cx: &mut Ctx<Conn>) {
         for key in cx.slab.keys() {
             if let Some(c) = cx.remove(key) {
+                self.core.close_books(&c, true);
                 self.core.acc.per_client[c.idx] = c.ok;
             }
         }

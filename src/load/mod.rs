@@ -39,7 +39,7 @@ pub fn run_point(
         let o = engine::run(cfg, clients)?;
         let r = RunResult::from_outcome(run, &o);
         on_run(&r);
-        let aborted = r.aborted;
+        let aborted = r.aborted || r.interrupted;
         results.push(r);
         if aborted {
             break;
@@ -84,6 +84,7 @@ pub fn plot_sweep(path: &Path, r: &LoadReport) -> Result<()> {
         / r.points.first().map(|p| p.clients).unwrap_or(1) as f64;
     let opts = PlotOptions {
         log_x: span >= 100.0,
+        integer_x: true,
         ..PlotOptions::default()
     };
     line_chart(path, &title, "clients", y, &series, &opts)

@@ -13,14 +13,57 @@ use crate::units::fmt_micros;
 pub const SCHEMA: &str = "netcore.load.v1";
 
 /// Min and max counted tasks per client: how evenly the server served its clients.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Fairness {
     pub min: u64,
     pub max: u64,
 }
 
+/// Open loop (`--rate`): what the schedule asked for and what went out. `missed` requests were
+/// due but never sent (the generator or the connection's in-flight cap fell behind).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct OpenLoop {
+    pub scheduled: u64,
+    pub sent: u64,
+    pub missed: u64,
+}
+
+impl OpenLoop {
+    /// The share of scheduled requests that were never sent (0..=1).
+    pub fn missed_share(&self) -> f64 {
+        if self.scheduled == 0 {
+            0.0
+        } else {
+            self.missed as f64 / self.scheduled as f64
+        }
+    }
+
+    /// `scheduled 20,000, sent 2,000, missed 18,000 (90.0 %)`
+    pub fn brief(&self) -> String {
+        use crate::units::fmt_count;
+        format!(
+            "scheduled {}, sent {}, missed {} ({:.1} %)",
+            fmt_count(self.scheduled),
+            fmt_count(self.sent),
+            fmt_count(self.missed),
+            100.0 * self.missed_share()
+        )
+    }
+
+    /// Falling this far behind earns a warning.
+    pub fn behind(&self) -> bool {
+        self.missed_share() > 0.01
+    }
+
+    fn add(&mut self, o: &OpenLoop) {
+        self.scheduled += o.scheduled;
+        self.sent += o.sent;
+        self.missed += o.missed;
+    }
+}
+
 /// One run of one sweep point.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct RunResult {
     pub run: u32,
     pub clients: u32,
@@ -39,6 +82,14 @@ pub struct RunResult {
     pub fairness: Fairness,
     /// Stopped by a time limit before it finished.
     pub aborted: bool,
+    /// Stopped by SIGINT/SIGTERM before it finished.
+    pub interrupted: bool,
+    /// Requests still waiting for a reply when the run ended (their wait so far is in the
+    /// latency; they are not counted as tasks).
+    pub unanswered: u64,
+    /// Open loop only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_loop: Option<OpenLoop>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
 }
@@ -77,13 +128,20 @@ impl RunResult {
                 max: o.per_client.iter().copied().max().unwrap_or(0),
             },
             aborted: o.aborted,
+            interrupted: o.interrupted,
+            unanswered: o.unanswered,
+            open_loop: (o.scheduled > 0 || o.sent > 0).then(|| OpenLoop {
+                scheduled: o.scheduled,
+                sent: o.sent,
+                missed: o.scheduled.saturating_sub(o.sent),
+            }),
             first_error: o.first_error.clone(),
         }
     }
 }
 
 /// Medians over the runs of a point (errors and fairness extremes are over all runs).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     pub runs: u32,
     pub wall_s: f64,
@@ -102,6 +160,12 @@ pub struct Summary {
     /// Smallest per-client count of any run, largest of any run.
     pub fairness: Fairness,
     pub aborted: bool,
+    pub interrupted: bool,
+    /// Sum over the runs.
+    pub unanswered: u64,
+    /// Open loop only: sums over the runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_loop: Option<OpenLoop>,
 }
 
 impl Summary {
@@ -133,12 +197,22 @@ impl Summary {
                 max: runs.iter().map(|r| r.fairness.max).max().unwrap_or(0),
             },
             aborted: runs.iter().any(|r| r.aborted),
+            interrupted: runs.iter().any(|r| r.interrupted),
+            unanswered: runs.iter().map(|r| r.unanswered).sum(),
+            open_loop: runs
+                .iter()
+                .filter_map(|r| r.open_loop)
+                .fold(None, |acc, o| {
+                    let mut a: OpenLoop = acc.unwrap_or_default();
+                    a.add(&o);
+                    Some(a)
+                }),
         }
     }
 }
 
 /// One sweep point: its runs and their medians.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct PointResult {
     pub clients: u32,
     pub median: Summary,
@@ -146,7 +220,7 @@ pub struct PointResult {
 }
 
 /// What was run (echoed in the report).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Setup {
     pub target: String,
     pub proto: String,
@@ -193,11 +267,13 @@ impl Setup {
 }
 
 /// The result of `netcore load`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct LoadReport {
     pub schema: &'static str,
     pub setup: Setup,
     pub points: Vec<PointResult>,
+    /// Stopped by SIGINT/SIGTERM: the points are those that ran (the last one maybe cut short).
+    pub interrupted: bool,
 }
 
 impl LoadReport {
@@ -208,10 +284,32 @@ impl LoadReport {
             .map(|t| t as u64 * clients as u64)
     }
 
+    /// Warnings about the open loop falling behind its schedule, one per point.
+    pub fn open_loop_warnings(&self) -> Vec<String> {
+        open_loop_warnings(&self.points, "load")
+    }
+
     /// Errors summed over every point and run.
     pub fn total_errors(&self) -> u64 {
         self.points.iter().map(|p| p.median.errors.total()).sum()
     }
+}
+
+/// One warning per point whose open loop missed more than 1 % of its schedule.
+pub fn open_loop_warnings(points: &[PointResult], who: &str) -> Vec<String> {
+    points
+        .iter()
+        .filter_map(|p| {
+            let o = p.median.open_loop?;
+            o.behind().then(|| {
+                format!(
+                    "{who}: warning: clients={} fell behind the open-loop rate: {}",
+                    p.clients,
+                    o.brief()
+                )
+            })
+        })
+        .collect()
 }
 
 fn secs(s: f64) -> String {
@@ -300,13 +398,30 @@ impl Report for LoadReport {
                 },
                 format!("{}/{}", m.fairness.min, m.fairness.max),
                 format!(
-                    "{}{}",
+                    "{}{}{}",
                     m.errors.brief(),
-                    if m.aborted { " (aborted)" } else { "" }
+                    if m.aborted { " (aborted)" } else { "" },
+                    if m.interrupted { " (interrupted)" } else { "" }
                 ),
             ]);
         }
         out.push_str(&t.render());
+        for p in &self.points {
+            let m = &p.median;
+            if let Some(o) = m.open_loop {
+                out.push_str(&format!("clients={}: open loop {}\n", p.clients, o.brief()));
+            }
+            if m.unanswered > 0 {
+                out.push_str(&format!(
+                    "clients={}: {} requests still unanswered at the end (their wait is in the latency)\n",
+                    p.clients,
+                    crate::units::fmt_count(m.unanswered)
+                ));
+            }
+        }
+        if self.interrupted {
+            out.push_str("interrupted: the report covers what ran before the signal\n");
+        }
         if self.setup.runs > 1 {
             out.push_str(&format!(
                 "medians of {} runs; errors summed over the runs\n",
@@ -340,6 +455,7 @@ impl Report for LoadReport {
             "bad_reply",
             "err_reply",
             "other",
+            "starved",
             "aborted",
         ]);
         for p in &self.points {

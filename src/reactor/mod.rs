@@ -73,6 +73,11 @@ pub use mailbox::Mailbox;
 pub use slab::{Entry, Key, Slab};
 pub use timer::{TimerId, Timers};
 
+/// Most timers fired in one turn. A handler that keeps arming timers already due (an interval
+/// shorter than its handling) would otherwise keep the turn from ever returning to `poll`,
+/// starving I/O and the termination signal; the rest fire next turn, after a zero-timeout poll.
+pub const TIMERS_PER_TURN: usize = 4096;
+
 const WAKER: Token = Token(usize::MAX);
 const SIGNAL: Token = Token(usize::MAX - 1);
 
@@ -354,7 +359,10 @@ impl<S> Reactor<S> {
             self.stats.wakes += 1;
             h.on_wake(cx);
         }
-        while let Some((key, tag)) = cx.timers.pop_expired(cx.now) {
+        for _ in 0..TIMERS_PER_TURN {
+            let Some((key, tag)) = cx.timers.pop_expired(cx.now) else {
+                break;
+            };
             self.stats.timers += 1;
             h.on_timer(cx, key, tag);
         }

@@ -236,3 +236,27 @@ fn termination_signal_stops_run() {
     r.run(&mut Raise).unwrap();
     assert_eq!(crate::sys::signal::last_signal(), libc::SIGTERM);
 }
+
+#[test]
+fn timers_always_due_do_not_starve_the_turn() {
+    // A handler re-arming a timer that is already due (an interval shorter than its handling):
+    // every turn still returns, having fired at most TIMERS_PER_TURN of them.
+    struct Rearm(u64);
+    impl Handler<Sock> for Rearm {
+        fn on_event(&mut self, _: &mut Ctx<Sock>, _: Key, _: Ready) {}
+        fn on_timer(&mut self, cx: &mut Ctx<Sock>, key: Key, tag: u64) {
+            self.0 += 1;
+            let now = cx.now();
+            cx.add_timer(now, key, tag);
+        }
+    }
+    let mut r = Reactor::<Sock>::new(64).unwrap();
+    let now = Instant::now();
+    r.cx().add_timer(now, Key::NONE, 1);
+    let mut h = Rearm(0);
+    for turn in 1..=3u64 {
+        r.turn(&mut h, Some(Duration::from_millis(1))).unwrap();
+        assert!(h.0 <= turn * TIMERS_PER_TURN as u64, "{}", h.0);
+    }
+    assert!(h.0 >= 3);
+}

@@ -296,7 +296,17 @@ impl Impairer {
 pub const MAX_INSIDE: usize = 1 << 15;
 
 /// Counts of what the pipeline did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct Counters {
     /// Datagrams offered.
     pub offered: u64,

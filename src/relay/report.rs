@@ -13,7 +13,7 @@ use crate::stats::Report;
 pub const SCHEMA: &str = "netcore.relay.v1";
 
 /// The impairments in force, in the units of the command line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SettingsReport {
     pub loss_pct: f64,
     /// Mean loss-burst length (datagrams); absent for independent losses.
@@ -46,7 +46,7 @@ impl SettingsReport {
 }
 
 /// Everything the relay did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RelayReport {
     pub schema: String,
     pub listen: String,

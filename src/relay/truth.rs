@@ -135,7 +135,7 @@ impl SeqSet {
 }
 
 /// Ground truth of one test (one test id), as the receiver will count it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TestTruth {
     /// The test id, 16 hex digits (as the receiver's report writes it).
     pub test_id: String,

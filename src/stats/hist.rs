@@ -81,7 +81,7 @@ impl Hist {
 }
 
 /// A summary of a histogram. All values are in the unit the caller scaled to.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Percentiles {
     pub count: u64,
     pub min: f64,

@@ -56,6 +56,8 @@ pub struct PlotOptions {
     pub log_y: bool,
     /// Start a linear y axis at zero rather than at the smallest value.
     pub y_from_zero: bool,
+    /// x values are counts (clients): label integer positions only.
+    pub integer_x: bool,
 }
 
 impl Default for PlotOptions {
@@ -66,6 +68,7 @@ impl Default for PlotOptions {
             log_x: false,
             log_y: false,
             y_from_zero: true,
+            integer_x: false,
         }
     }
 }
@@ -235,6 +238,11 @@ pub fn line_chart_svg(
     }
     pad(&mut x0, &mut x1, 0.03);
     pad(&mut y0, &mut y1, 0.06);
+    // Headroom above the data for the legend (about one row per series), so that it sits on
+    // empty plot area instead of over a line.
+    if !series.is_empty() {
+        y1 += (y1 - y0) * (0.07 * series.len() as f64 + 0.04);
+    }
 
     let mut out = String::new();
     {
@@ -248,7 +256,15 @@ pub fn line_chart_svg(
             .build_cartesian_2d(Axis::new(x0, x1, opts.log_x), Axis::new(y0, y1, opts.log_y))
             .map_err(draw_err)?;
         let (lx, ly) = (opts.log_x, opts.log_y);
-        let xf = move |v: &f64| tick(*v, lx);
+        let int_x = opts.integer_x;
+        let xf = move |v: &f64| {
+            let x = if lx { 10f64.powf(*v) } else { *v };
+            if int_x && (x - x.round()).abs() > 1e-6 {
+                String::new()
+            } else {
+                tick(*v, lx)
+            }
+        };
         let yf = move |v: &f64| tick(*v, ly);
         chart
             .configure_mesh()
@@ -261,8 +277,13 @@ pub fn line_chart_svg(
             .bold_line_style(RGBColor(225, 225, 225))
             .draw()
             .map_err(draw_err)?;
+        let n = series.len();
         for (i, s) in series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
+            // Each series has its own hollow marker, the earlier ones larger: where lines
+            // coincide every series still shows (nested shapes), as in the legend.
+            let shape = i % 4;
+            let size = 4 + 2 * (n - 1 - i).min(4) as i32;
             let pts: Vec<(f64, f64)> = s
                 .points
                 .iter()
@@ -278,10 +299,15 @@ pub fn line_chart_svg(
                 .map_err(draw_err)?
                 .label(label)
                 .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(3))
+                        + marker((10, 0), shape, 5, color)
                 });
             chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .draw_series(
+                    pts.iter()
+                        .map(|&p| EmptyElement::at(p) + marker((0, 0), shape, size, color)),
+                )
                 .map_err(draw_err)?;
             chart
                 .draw_series(
@@ -304,6 +330,42 @@ pub fn line_chart_svg(
         root.present().map_err(draw_err)?;
     }
     Ok(out)
+}
+
+/// A hollow point marker at pixel offset `at`: circle, square, triangle or diamond by `shape`.
+fn marker<DB: DrawingBackend>(
+    at: (i32, i32),
+    shape: usize,
+    size: i32,
+    color: RGBColor,
+) -> DynElement<'static, DB, (i32, i32)> {
+    let style = color.stroke_width(2);
+    let (x, y) = at;
+    match shape {
+        0 => Circle::new(at, size, style).into_dyn(),
+        1 => Rectangle::new([(x - size, y - size), (x + size, y + size)], style).into_dyn(),
+        2 => PathElement::new(
+            vec![
+                (x, y - size),
+                (x + size, y + size),
+                (x - size, y + size),
+                (x, y - size),
+            ],
+            style,
+        )
+        .into_dyn(),
+        _ => PathElement::new(
+            vec![
+                (x, y - size),
+                (x + size, y),
+                (x, y + size),
+                (x - size, y),
+                (x, y - size),
+            ],
+            style,
+        )
+        .into_dyn(),
+    }
 }
 
 /// A linear axis in drawn units (log10 of the value on a log axis) with our own tick choice.
@@ -465,6 +527,24 @@ mod tests {
                 vec![(10.0, 3.0), (20.0, 3.0), (50.0, 3.01), (100.0, 3.02)],
             ),
         ]
+    }
+
+    #[test]
+    fn coinciding_series_all_show_and_count_axes_have_integer_ticks() {
+        // Two models with the same figures: the first one's larger hollow circles stay visible
+        // around the second one's squares.
+        let pts = vec![(1.0, 3.0), (2.0, 3.0), (3.0, 3.0), (4.0, 3.0)];
+        let s = vec![Series::new("thread", pts.clone()), Series::new("fork", pts)];
+        let opts = PlotOptions {
+            integer_x: true,
+            ..PlotOptions::default()
+        };
+        let svg = line_chart_svg("wall", "clients", "seconds", &s, &opts).unwrap();
+        assert!(svg.matches(r#"r="6""#).count() >= 4, "no larger circles");
+        assert!(svg.matches(r#"width="8""#).count() >= 4, "no squares");
+        for half in [">1.50<", ">2.50<", ">3.50<", ">1.5<", ">2.5<"] {
+            assert!(!svg.contains(half), "a client count of {half}");
+        }
     }
 
     #[test]

@@ -1,92 +1,92 @@
-//! Termination signals (SIGINT, SIGTERM) as a readable file descriptor (the self-pipe trick).
+//! Termination signals (SIGINT, SIGTERM): a stop flag, the last signal, and a readable file
+//! descriptor (the self-pipe trick), all on the `signal-hook` crate.
 //!
-//! [`termination_fd`] installs, once per process, a handler for SIGINT and SIGTERM that writes
-//! one byte to a pipe. The read end becomes readable when a signal arrives, so an event loop can
-//! register it (every reactor may register the same fd: each epoll instance gets its own
-//! notification) and a blocking program can dedicate a thread to reading it. The handler does
-//! nothing but async-signal-safe work: an atomic store and a `write(2)`.
+//! [`termination_fd`] (or [`install`]) registers, once per process, signal-hook actions for
+//! SIGINT and SIGTERM: `flag::register_usize` records the signal number, then
+//! `low_level::pipe::register` writes one byte to a socket pair. The read end becomes readable
+//! when a signal arrives, so an event loop can register it (every reactor may register the same
+//! fd: each epoll instance gets its own notification) and a blocking program can dedicate a
+//! thread to reading it. signal-hook keeps the handler async-signal-safe, chains any previous
+//! handler and installs with `SA_RESTART`, so blocking calls elsewhere are restarted rather than
+//! failing with EINTR — every blocking wait must therefore also poll [`stop_requested`] (with a
+//! bounded timeout) or watch [`termination_fd`].
+//!
+//! signal-hook-mio's `Signals` is the same pipe behind a per-reactor iterator; we keep one
+//! process-wide pipe instead because several reactors, the uring server and blocking threads
+//! all watch the one fd, and it must not be drained by one of them on behalf of the others.
 
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
 
-static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
-static LAST_SIGNAL: AtomicI32 = AtomicI32::new(0);
-static SIGNALS: AtomicU32 = AtomicU32::new(0);
-static READ_FD: OnceLock<io::Result<RawFd>> = OnceLock::new();
+/// The last termination signal (0: none). Written by signal-hook's handler.
+static LAST_SIGNAL: LazyLock<Arc<AtomicUsize>> = LazyLock::new(|| Arc::new(AtomicUsize::new(0)));
+static READ_END: OnceLock<io::Result<UnixStream>> = OnceLock::new();
+/// Termination signals received so far.
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
 
-extern "C" fn on_signal(sig: libc::c_int) {
-    LAST_SIGNAL.store(sig, Ordering::SeqCst);
-    SIGNALS.fetch_add(1, Ordering::SeqCst);
-    let fd = WRITE_FD.load(Ordering::SeqCst);
-    if fd >= 0 {
-        let b = 1u8;
-        // SAFETY: write(2) is async-signal-safe; `b` outlives the call. The write end is
-        // non-blocking, so a full pipe (many signals) just drops the byte. errno is saved and
-        // restored so the interrupted code does not see it change.
+fn setup() -> io::Result<UnixStream> {
+    let (read, write) = UnixStream::pair()?;
+    read.set_nonblocking(true)?;
+    write.set_nonblocking(true)?;
+    let write_fd: RawFd = write.as_raw_fd();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // SAFETY: the action is one atomic add, which is async-signal-safe; it touches no
+        // lock, allocates nothing and does not panic.
         unsafe {
-            let saved = *libc::__errno_location();
-            libc::write(fd, (&b as *const u8).cast(), 1);
-            *libc::__errno_location() = saved;
-        }
+            signal_hook::low_level::register(sig, || {
+                SIGNALS.fetch_add(1, Ordering::SeqCst);
+            })
+        }?;
+        // Registered in this order, so the number is stored before the pipe wakes anyone.
+        signal_hook::flag::register_usize(sig, Arc::clone(&LAST_SIGNAL), sig as usize)?;
+        signal_hook::low_level::pipe::register_raw(sig, write_fd)?;
     }
-}
-
-fn setup_pipe() -> io::Result<RawFd> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` is a writable array of two ints, as pipe2 requires.
-    unsafe { syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK)) }?;
-    WRITE_FD.store(fds[1], Ordering::SeqCst);
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: an all-zero sigaction is a valid starting value; we then set the handler
-        // (an `extern "C" fn(c_int)`, matching sa_handler without SA_SIGINFO), an empty mask and
-        // SA_RESTART so blocking calls elsewhere are restarted rather than failing with EINTR.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            syscall!(sigaction(sig, &sa, std::ptr::null_mut()))?;
-        }
-    }
-    Ok(fds[0])
+    // The write end lives for the whole process (the handlers refer to it).
+    std::mem::forget(write);
+    Ok(read)
 }
 
 /// The read end of the termination pipe, installing the SIGINT/SIGTERM handlers on first use.
 /// The fd is non-blocking and lives for the whole process.
 pub fn termination_fd() -> io::Result<BorrowedFd<'static>> {
-    match READ_FD.get_or_init(setup_pipe) {
-        // SAFETY: the read end is never closed (it is owned by this static for the process's
-        // lifetime), so borrowing it for 'static is sound.
-        Ok(fd) => Ok(unsafe { BorrowedFd::borrow_raw(*fd) }),
+    match READ_END.get_or_init(setup) {
+        Ok(s) => {
+            let fd: &'static UnixStream = s;
+            Ok(std::os::fd::AsFd::as_fd(fd))
+        }
         Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
     }
 }
 
-/// The last termination signal received (0 if none).
-pub fn last_signal() -> i32 {
-    LAST_SIGNAL.load(Ordering::SeqCst)
+/// How many termination signals arrived so far (a wait can give up on the next one).
+pub fn signal_count() -> u32 {
+    SIGNALS.load(Ordering::SeqCst) as u32
 }
 
-/// How many termination signals arrived so far: a wait that began after the first one (e.g.
-/// for the report of a test that Ctrl-C cut short) gives up on the next.
-pub fn signal_count() -> u32 {
-    SIGNALS.load(Ordering::SeqCst)
+/// The last termination signal received (0 if none).
+pub fn last_signal() -> i32 {
+    LAST_SIGNAL.load(Ordering::SeqCst) as i32
 }
 
 /// Blocks the calling thread until a termination signal arrives (for blocking servers, which
-/// dedicate a thread to this). Returns the signal number.
+/// dedicate a thread to this). Returns the signal number (0 when the stop was requested by
+/// [`request_stop`] rather than by a signal: the wait also observes that, within 100 ms).
 pub fn wait_for_termination() -> io::Result<i32> {
     let fd = termination_fd()?;
     loop {
+        if STOP.load(Ordering::SeqCst) {
+            return Ok(last_signal());
+        }
         let mut pfd = libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+            fd: fd.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
         // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-        match unsafe { syscall!(poll(&mut pfd, 1, -1)) } {
+        match unsafe { syscall!(poll(&mut pfd, 1, 100)) } {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -104,13 +104,7 @@ pub fn drain(fd: BorrowedFd<'_>) {
     let mut buf = [0u8; 64];
     loop {
         // SAFETY: `buf` is valid for writes of its length for the duration of the call.
-        let n = unsafe {
-            libc::read(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n <= 0 {
             break;
         }
@@ -130,11 +124,10 @@ pub fn reset_default() {
 
 /// Sends `sig` to this process (tests use it to exercise the handler).
 pub fn raise(sig: i32) -> io::Result<()> {
-    // SAFETY: raise(3) with any signal number is memory-safe; errors come back as -1.
-    unsafe { syscall!(raise(sig)) }.map(|_| ())
+    signal_hook::low_level::raise(sig)
 }
 
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static STOP: AtomicBool = AtomicBool::new(false);
 
 /// Installs the SIGINT/SIGTERM handlers (idempotent), for commands that poll
 /// [`stop_requested`] rather than watch the pipe.

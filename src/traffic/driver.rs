@@ -41,6 +41,9 @@ const TAG_DRAIN: u64 = 4;
 const TCP_BACKLOG: usize = 1 << 20;
 /// How often a rate-paced server checks its budget.
 const RATE_TICK: Duration = Duration::from_millis(1);
+/// Most messages one flow sends per call: a rate the loopback cannot reach (`--rate 10Gbps`)
+/// must not keep the reactor in one send loop, away from its timers, I/O and signals.
+const SEND_BUDGET: u32 = 256;
 /// How long after the last send the clients may take to receive what is in flight.
 const DRAIN: Duration = Duration::from_millis(300);
 
@@ -87,7 +90,7 @@ impl Traffic<'_> {
         }
         let elapsed = cx.now().saturating_duration_since(self.start);
         let f = &mut self.flows[i];
-        loop {
+        for _ in 0..SEND_BUDGET {
             let allowed = match self.cfg.pace {
                 Pace::Every(_) => f.next.is_some(),
                 Pace::BitsPerSec(bps) => {
@@ -374,18 +377,36 @@ pub fn run(
     if let Some(e) = t.error {
         anyhow::bail!(e);
     }
-    let elapsed = start.elapsed().as_secs_f64().max(1e-9);
+    // Stopped by SIGINT/SIGTERM before the end: what arrived since the last sample is a last,
+    // shorter interval, so that the samples still add up to the totals.
+    let interrupted = crate::sys::signal::stop_requested();
+    if interrupted {
+        let cx = reactor.cx();
+        let last = t.flows.iter().any(|f| f.mark.1 != f.counters.recv_bytes);
+        if last || t.samples.is_empty() {
+            t.sample(cx);
+        }
+    }
+    let elapsed = start.elapsed();
+    // The time the servers sent for: the whole --duration, or until the interrupt.
+    let sent_for = cfg.duration.min(elapsed).as_secs_f64().max(1e-9);
     let totals = t
         .flows
         .iter()
         .map(|f| {
+            let unreceived = f.counters.sent_msgs.saturating_sub(f.counters.recv_msgs);
+            // TCP loses nothing: what was not received is still in a socket buffer.
+            let (lost_msgs, in_flight_msgs) = match f.flow {
+                Flow::Udp => (unreceived, 0),
+                Flow::Tcp => (0, unreceived),
+            };
             (
                 f.flow,
                 FlowTotals {
                     counters: f.counters,
-                    lost_msgs: f.counters.sent_msgs.saturating_sub(f.counters.recv_msgs),
-                    recv_bits_per_sec: f.counters.recv_bytes as f64 * 8.0
-                        / cfg.duration.as_secs_f64().min(elapsed).max(1e-9),
+                    lost_msgs,
+                    in_flight_msgs,
+                    recv_bits_per_sec: f.counters.recv_bytes as f64 * 8.0 / sent_for,
                 },
             )
         })
@@ -394,6 +415,8 @@ pub fn run(
         schema: SCHEMA,
         seed: cfg.seed,
         duration_s: cfg.duration.as_secs_f64(),
+        elapsed_s: elapsed.as_secs_f64(),
+        interrupted,
         interval_s: cfg.interval.as_secs_f64(),
         min_size: cfg.min_size,
         max_size: cfg.max_size,

@@ -11,7 +11,9 @@ pub const HEADER: usize = 12;
 pub const MAX_MESSAGE: usize = 65_507;
 
 /// A flow kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Flow {
     Tcp,
@@ -147,7 +149,7 @@ impl FrameParser {
 }
 
 /// Per-flow counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Counters {
     pub sent_msgs: u64,
     pub sent_bytes: u64,

@@ -12,14 +12,14 @@ use crate::units::{fmt_bits_per_sec, fmt_bytes_short};
 pub const SCHEMA: &str = "netcore.traffic.v1";
 
 /// What one flow's client received in one interval.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct FlowInterval {
     pub bytes: u64,
     pub msgs: u64,
 }
 
 /// One monitor sample.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Sample {
     /// Index of the interval, from 1.
     pub n: u64,
@@ -29,20 +29,28 @@ pub struct Sample {
 }
 
 /// Totals of one flow.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct FlowTotals {
     #[serde(flatten)]
     pub counters: Counters,
-    /// Sent but not received (UDP loss; zero for TCP).
+    /// Sent but not received (UDP loss; zero for TCP, which loses nothing).
     pub lost_msgs: u64,
+    /// TCP: generated but not yet received when the run ended (in the sender's buffer or the
+    /// kernel's), not lost; zero for UDP.
+    pub in_flight_msgs: u64,
     pub recv_bits_per_sec: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TrafficReport {
     pub schema: &'static str,
     pub seed: u64,
+    /// The planned `--duration`.
     pub duration_s: f64,
+    /// How long the run took (start to report), drain included.
+    pub elapsed_s: f64,
+    /// Stopped by SIGINT/SIGTERM before the planned end.
+    pub interrupted: bool,
     pub interval_s: f64,
     pub min_size: usize,
     pub max_size: usize,
@@ -92,6 +100,7 @@ impl Report for TrafficReport {
             "received msgs",
             "received bytes",
             "lost msgs",
+            "in flight",
             "received rate",
         ]);
         for (f, v) in &self.totals {
@@ -102,12 +111,20 @@ impl Report for TrafficReport {
                 v.counters.recv_msgs.to_string(),
                 v.counters.recv_bytes.to_string(),
                 v.lost_msgs.to_string(),
+                v.in_flight_msgs.to_string(),
                 fmt_bits_per_sec(v.recv_bits_per_sec),
             ]);
         }
+        let ran = if self.interrupted {
+            format!(
+                "interrupted after {:.1} s of {:.1} s",
+                self.elapsed_s, self.duration_s
+            )
+        } else {
+            format!("{:.1} s", self.duration_s)
+        };
         format!(
-            "netcore traffic: {:.1} s, messages of {}..{} bytes, {}, seed {}\n{}",
-            self.duration_s,
+            "netcore traffic: {ran}, messages of {}..{} bytes, {}, seed {}\n{}",
             self.min_size,
             self.max_size,
             self.pace,

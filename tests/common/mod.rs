@@ -11,8 +11,13 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The binary under test: `NETCORE_TEST_BIN` when set (to run the tests against another
+/// build, e.g. to check that a regression test fails before its fix), else this crate's.
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_netcore"))
+    match std::env::var_os("NETCORE_TEST_BIN") {
+        Some(p) => Command::new(p),
+        None => Command::new(env!("CARGO_BIN_EXE_netcore")),
+    }
 }
 
 /// Starts `netcore ARGS` with no stdin, stdout piped and stderr as given.

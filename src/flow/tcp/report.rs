@@ -15,7 +15,7 @@ use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_bytes_short, fmt_micros};
 pub const SCHEMA: &str = "netcore.tcp.v1";
 
 /// `TCP_INFO` of one connection, as reported.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TcpFigures {
     /// Segments retransmitted over the connection's life (`tcpi_total_retrans`).
     pub retransmits: u64,
@@ -60,7 +60,7 @@ impl TcpFigures {
 }
 
 /// One side's account of one data connection.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StreamEnd {
     pub id: u32,
     pub dir: Dir,
@@ -73,7 +73,7 @@ pub struct StreamEnd {
 }
 
 /// One data connection, both ends joined.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StreamRow {
     /// Stream id, or "SUM".
     pub stream: String,
@@ -91,7 +91,7 @@ pub struct StreamRow {
 }
 
 /// The CPU of both sides' busy threads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CpuSides {
     /// The side that started the test (`blast`).
     pub client: CpuUsage,
@@ -100,7 +100,7 @@ pub struct CpuSides {
 }
 
 /// One stream in an interval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StreamSample {
     pub id: u32,
     pub dir: Dir,
@@ -111,7 +111,7 @@ pub struct StreamSample {
 }
 
 /// One interval as seen by the side that printed it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TcpInterval {
     pub start: f64,
     pub t: f64,
@@ -162,7 +162,7 @@ impl IntervalMeter {
 }
 
 /// The report both sides print.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TcpReport {
     pub schema: String,
     /// "client" or "server": who printed it.

@@ -12,7 +12,9 @@ pub const MAX_LEN: usize = 16 << 20;
 pub const MAX_STREAMS: u16 = 128;
 
 /// Which way the data goes, seen from the side that started the test (the client).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// The client sends.
@@ -35,7 +37,7 @@ impl Mode {
 }
 
 /// Which way one data connection carries data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Dir {
     /// Client to server.
@@ -55,7 +57,7 @@ impl Dir {
 
 /// The settings of a TCP test, sent by the client in `Setup` and applied by both ends to
 /// their data sockets.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TcpSpec {
     /// Connections per direction.

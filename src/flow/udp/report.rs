@@ -15,7 +15,7 @@ use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_micros, fmt_pps};
 pub const SCHEMA: &str = "netcore.udp.v2";
 
 /// What the receiver measured: the exact accounting and the timing figures.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReceiverStats {
     pub accounting: Accounting,
     pub lost_pct: f64,
@@ -56,7 +56,7 @@ pub struct ReceiverStats {
 }
 
 /// What the sender did. On the receiver's side only the fields of the Done message are known.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SenderStats {
     /// Datagrams the kernel accepted.
     pub sent: u64,
@@ -85,7 +85,9 @@ pub struct SenderStats {
 }
 
 /// The notifications of zero-copy sends.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct ZeroCopyStats {
     /// Notifications received (one per `SEND_ZC`).
     pub notifications: u64,
@@ -94,7 +96,7 @@ pub struct ZeroCopyStats {
 }
 
 /// One interval line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IntervalRow {
     /// Where the interval began, in seconds since the start of the test (the previous row's
     /// `t`; 0 for the first).
@@ -111,7 +113,7 @@ pub struct IntervalRow {
 }
 
 /// The report both sides print.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UdpReport {
     pub schema: String,
     /// "sender" or "receiver": who printed it.

@@ -47,7 +47,17 @@ pub enum Class {
 }
 
 /// Running counts per class.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct Counts {
     /// Datagrams classified [`Class::InOrder`].
     pub in_order: u64,
@@ -62,7 +72,9 @@ pub struct Counts {
 }
 
 /// The final accounting of a test: the tracker's counts against what the sender sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Accounting {
     /// Datagrams the sender says it sent (sequence numbers `0 .. sent`).
     pub sent: u64,
