@@ -10,5 +10,6 @@ pub mod control;
 pub mod cpu;
 pub mod host;
 pub mod pacer;
+pub mod streams;
 pub mod tcp;
 pub mod udp;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::{Dir, TcpSpec};
 use crate::flow::cpu::CpuUsage;
+use crate::flow::streams::SUM;
 use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::sys::tcp::TcpInfo;
@@ -224,7 +225,7 @@ impl TcpReport {
             let recv_s = of.iter().map(|r| r.recv_s).fold(0.0, f64::max);
             let tcps: Vec<&TcpFigures> = of.iter().filter_map(|r| r.tcp.as_ref()).collect();
             out.push(StreamRow {
-                stream: "SUM".into(),
+                stream: SUM.into(),
                 dir,
                 written,
                 read,
@@ -296,7 +297,7 @@ impl Report for TcpReport {
             "rttvar", "pacing", "delivery",
         ]);
         for r in self.all_rows() {
-            let is_sum = r.stream == "SUM";
+            let is_sum = r.stream == SUM;
             t.row([
                 r.stream.clone(),
                 r.dir.name().to_string(),
@@ -380,7 +381,7 @@ impl Report for TcpReport {
         let c = &self.cpu;
         for r in self.all_rows() {
             let one = |f: &dyn Fn(&TcpFigures) -> String| {
-                if r.stream == "SUM" {
+                if r.stream == SUM {
                     String::new()
                 } else {
                     opt_tcp(&r.tcp, f)
