@@ -216,6 +216,7 @@ fn msg() -> impl Strategy<Value = Msg> {
                     interrupted,
                     pacing,
                     cpu: None,
+                    streams: Vec::new(),
                 }
             ),
         text.prop_map(|message| Msg::Error { message }),
@@ -508,6 +509,7 @@ fn regression_inputs_stay_harmless() {
         cpu: None,
         interrupted: false,
         pacing: None,
+        streams: Vec::new(),
     };
     let line = control::encode(&done);
     assert_eq!(control::decode(&line[..line.len() - 1]).unwrap(), done);

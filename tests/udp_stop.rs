@@ -390,6 +390,7 @@ fn lying_done_is_refused() {
         interrupted: false,
         pacing: None,
         cpu: None,
+        streams: Vec::new(),
     }))
     .unwrap();
     let mut reply = String::new();

@@ -43,9 +43,9 @@ pub fn check(a: &BlastArgs) -> Result<()> {
                 if let Some((f, _)) = tcp_only.iter().find(|x| x.1) {
                     return usage(format!("{f} applies to --proto tcp"));
                 }
-                if t.streams > 1 || t.reverse || t.bidir {
+                if t.reverse || t.bidir {
                     return usage(
-                        "--streams above 1, --reverse and --bidir are not implemented for --proto udp yet; use --proto tcp".into(),
+                        "--reverse and --bidir are not implemented for --proto udp yet; use --proto tcp".into(),
                     );
                 }
             }

@@ -218,6 +218,34 @@ pub fn target_of(
     })
 }
 
+/// The CPUs of the blasting threads, one per stream in turn (empty: unpinned). `--cpus LIST`:
+/// the list, but for the embedded receiver's entry (its second) when another is left;
+/// `--pin`: every CPU but the receiver's. Without either, one stream beside an embedded
+/// receiver is pinned to CPU 0 (the receiver is on 1); more streams are left to the scheduler.
+pub fn sender_cpus(
+    list: Option<&[usize]>,
+    pin: bool,
+    rx_cpu: Option<usize>,
+    ncpu: usize,
+    streams: u16,
+) -> Vec<usize> {
+    let without_rx = |all: Vec<usize>| {
+        let rest: Vec<usize> = all.iter().copied().filter(|&c| Some(c) != rx_cpu).collect();
+        if rest.is_empty() {
+            all
+        } else {
+            rest
+        }
+    };
+    match list {
+        Some(l) if streams <= 1 => vec![l[0]],
+        Some(l) => without_rx(l.to_vec()),
+        None if pin && streams > 1 => without_rx((0..ncpu.max(1)).collect()),
+        None if pin || (rx_cpu.is_some() && streams <= 1) => vec![0],
+        None => Vec::new(),
+    }
+}
+
 pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     let len = a.len.unwrap_or(1472) as usize;
     sender::check_len(len)?;
@@ -236,11 +264,13 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         None => None,
     };
     let (target, control, embedded) = target_of(&a, rx_cpu)?;
-    let tx_cpu = match &cpus {
-        Some(l) => Some(l[0]),
-        None if a.pin.pin || (embedded.is_some() && ncpu > 1) => Some(0),
-        None => None,
-    };
+    let tx_cpus = sender_cpus(
+        cpus.as_deref(),
+        a.pin.pin,
+        embedded.is_some().then_some(rx_cpu).flatten(),
+        ncpu,
+        a.tcp.streams,
+    );
     let opts = BlastOptions {
         target,
         control,
@@ -250,7 +280,8 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         rate: a.rate,
         plan,
         verify: a.verify,
-        cpu: tx_cpu,
+        cpus: tx_cpus,
+        streams: a.tcp.streams,
         sndbuf: a.sndbuf as usize,
         backend: a.backend,
         zerocopy: a.zerocopy,

@@ -91,6 +91,12 @@ pub enum Msg {
         /// receiver's report can say how the test was sent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pacing: Option<String>,
+        /// With more than one stream (`-P`): datagrams the kernel accepted per stream (stream
+        /// `i` sent its sequence numbers `0..streams[i]`); they add up to `sent`. Absent with
+        /// one stream, so a one-stream Done reads as before (a receiver without `-P` support
+        /// still takes it).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        streams: Vec<u64>,
     },
     /// After Hello (version 2): what kind of test it is. `tcp: None` is a UDP test.
     Setup {

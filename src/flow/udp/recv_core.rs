@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver as Rx, Sender as Tx, TryRecvError};
 use std::time::{Duration, Instant};
 
-use super::report::ReceiverStats;
-use super::tracker::{Class, Tracker};
+use super::report::{pct_of, ReceiverStats, StreamStats};
+use super::tracker::{Accounting, Class, Tracker};
 use super::wire::{self, Header, Invalid};
 use crate::flow::backend::Backend;
 use crate::flow::cpu::ThreadMeter;
@@ -21,15 +21,18 @@ use crate::sys::sockopt::BufMethod;
 pub struct TestParams {
     pub test_id: u64,
     pub same_host: bool,
+    /// Streams of the test (`-P`): datagrams carry 0..streams in their header.
+    pub streams: u16,
 }
 
 /// The control thread's commands to the UDP thread.
 #[derive(Debug)]
 pub enum Cmd {
     Start(TestParams),
-    /// Finish the test: with the sender's count (drain first), or None (now, interrupted).
+    /// Finish the test: with the sender's count per stream (drain first), or None (now,
+    /// interrupted).
     Finish {
-        sent: Option<u64>,
+        sent: Option<Vec<u64>>,
     },
     Quit,
 }
@@ -78,16 +81,40 @@ pub(super) struct UdpCtx {
     pub backend: Backend,
 }
 
+/// One stream's accounting in a test: its own sequence space, bytes and jitter.
+struct Lane {
+    tracker: Tracker,
+    bytes: u64,
+    jitter_ns: f64,
+    prev_transit: Option<i64>,
+    prev_send_ns: u64,
+}
+
+impl Lane {
+    fn new(window: u64) -> Lane {
+        Lane {
+            tracker: Tracker::new(window),
+            bytes: 0,
+            jitter_ns: 0.0,
+            prev_transit: None,
+            prev_send_ns: u64::MAX,
+        }
+    }
+}
+
+/// The tracking window of each of `streams` streams: the receiver's window shared out (each
+/// stream carries its share of the datagrams, so the window covers the same time), at least 64.
+pub fn lane_window(window: u64, streams: u16) -> u64 {
+    (window / u64::from(streams.max(1))).max(64)
+}
+
 /// One test's state in the UDP thread.
 pub(super) struct TestState {
     test_id: u64,
     same_host: bool,
-    tracker: Tracker,
-    bytes: u64,
+    /// One per stream, indexed by the header's stream number.
+    lanes: Vec<Lane>,
     invalid: [u64; Invalid::ALL.len()],
-    jitter_ns: f64,
-    prev_transit: Option<i64>,
-    prev_send_ns: u64,
     latency: Hist,
     extent: Hist,
     start: Instant,
@@ -97,7 +124,7 @@ pub(super) struct TestState {
     recv_calls: u64,
     next_tick: Instant,
     /// Set by Finish: (sender's count if known, when asked).
-    finishing: Option<(Option<u64>, Instant)>,
+    finishing: Option<(Option<Vec<u64>>, Instant)>,
     /// This thread's CPU since the test started.
     meter: ThreadMeter,
 }
@@ -108,12 +135,10 @@ impl TestState {
         TestState {
             test_id: p.test_id,
             same_host: p.same_host,
-            tracker: Tracker::new(window),
-            bytes: 0,
+            lanes: (0..p.streams.max(1))
+                .map(|_| Lane::new(lane_window(window, p.streams)))
+                .collect(),
             invalid: [0; Invalid::ALL.len()],
-            jitter_ns: 0.0,
-            prev_transit: None,
-            prev_send_ns: u64::MAX,
             latency: Hist::new(),
             extent: Hist::new(),
             start: now,
@@ -145,39 +170,85 @@ impl TestState {
         if let Err(why) = wire::check_payload(&h, d) {
             return self.invalid(why);
         }
-        match self.tracker.record(h.seq) {
+        let Some(lane) = self.lanes.get_mut(h.stream as usize) else {
+            return self.invalid(Invalid::Stream);
+        };
+        match lane.tracker.record(h.seq) {
             Class::InOrder => {}
             Class::Reordered { extent } => self.extent.record(extent),
             Class::Duplicate | Class::TooLate => return,
         }
-        self.bytes += d.len() as u64;
+        lane.bytes += d.len() as u64;
         let transit = now_ns as i64 - h.send_ns as i64;
         self.latency.record(transit.max(0) as u64);
-        // Jitter (RFC 3550) over send events: datagrams of one sender batch share a send
-        // time, and comparing them with each other would only dilute the estimate.
-        if h.send_ns != self.prev_send_ns {
-            if let Some(prev) = self.prev_transit {
+        // Jitter (RFC 3550) per stream over send events: datagrams of one sender batch share
+        // a send time, and comparing them with each other would only dilute the estimate.
+        if h.send_ns != lane.prev_send_ns {
+            if let Some(prev) = lane.prev_transit {
                 let d = (transit - prev).unsigned_abs() as f64;
-                self.jitter_ns += (d - self.jitter_ns) / 16.0;
+                lane.jitter_ns += (d - lane.jitter_ns) / 16.0;
             }
-            self.prev_transit = Some(transit);
-            self.prev_send_ns = h.send_ns;
+            lane.prev_transit = Some(transit);
+            lane.prev_send_ns = h.send_ns;
         }
+    }
+
+    /// Unique datagrams and bytes so far, and the loss so far, over every stream.
+    fn progress(&self) -> (u64, u64, u64) {
+        self.lanes.iter().fold((0, 0, 0), |(u, b, l), lane| {
+            (
+                u + lane.tracker.unique(),
+                b + lane.bytes,
+                l + lane.tracker.lost_so_far(),
+            )
+        })
+    }
+
+    /// Whether every stream has all the datagrams the sender says it sent.
+    fn all_in(&self, sent: &[u64]) -> bool {
+        self.lanes
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l.tracker.unique() >= sent.get(i).copied().unwrap_or(0))
     }
 
     fn stats(
         &self,
-        sent: Option<u64>,
+        sent: Option<&[u64]>,
         ctx: &UdpCtx,
         interrupted: bool,
     ) -> Result<ReceiverStats, String> {
-        let counts = self.tracker.counts();
-        let sent = sent.unwrap_or_else(|| self.tracker.highest().map_or(0, |h| h + 1));
-        let accounting = self.tracker.finish(sent).map_err(|e| e.to_string())?;
         let duration_s = match self.first {
             Some(f) => (self.last - f).as_secs_f64(),
             None => 0.0,
         };
+        let mut streams = Vec::with_capacity(self.lanes.len());
+        for (i, lane) in self.lanes.iter().enumerate() {
+            let counts = lane.tracker.counts();
+            let sent = match sent {
+                Some(s) => s.get(i).copied().unwrap_or(0),
+                None => lane.tracker.highest().map_or(0, |h| h + 1),
+            };
+            let accounting = lane.tracker.finish(sent).map_err(|e| {
+                if self.lanes.len() > 1 {
+                    format!("stream {i}: {e}")
+                } else {
+                    e.to_string()
+                }
+            })?;
+            debug_assert_eq!(counts.in_order + counts.reordered, accounting.unique);
+            streams.push(StreamStats::new(
+                i as u16,
+                accounting,
+                lane.bytes,
+                duration_s,
+                lane.jitter_ns / 1e3,
+            ));
+        }
+        let accounting = Accounting::sum(streams.iter().map(|s| &s.accounting));
+        let bytes: u64 = self.lanes.iter().map(|l| l.bytes).sum();
+        let jitter_ns =
+            self.lanes.iter().map(|l| l.jitter_ns).sum::<f64>() / self.lanes.len() as f64;
         let mut invalid = BTreeMap::new();
         for why in Invalid::ALL {
             let n = self.invalid[why as usize];
@@ -185,18 +256,13 @@ impl TestState {
                 invalid.insert(why.name().to_string(), n);
             }
         }
-        debug_assert_eq!(counts.in_order + counts.reordered, accounting.unique);
         Ok(ReceiverStats {
-            lost_pct: if sent > 0 {
-                accounting.lost as f64 * 100.0 / sent as f64
-            } else {
-                0.0
-            },
+            lost_pct: pct_of(accounting.lost, accounting.sent),
             accounting,
-            bytes: self.bytes,
+            bytes,
             duration_s,
             goodput_bps: if duration_s > 0.0 {
-                self.bytes as f64 * 8.0 / duration_s
+                bytes as f64 * 8.0 / duration_s
             } else {
                 0.0
             },
@@ -206,7 +272,7 @@ impl TestState {
                 0.0
             },
             invalid,
-            jitter_us: self.jitter_ns / 1e3,
+            jitter_us: jitter_ns / 1e3,
             latency_us: self.latency.summary(1e3),
             latency_clock: if self.same_host {
                 "same host".into()
@@ -214,7 +280,7 @@ impl TestState {
                 "two hosts, clocks assumed in sync".into()
             },
             reorder_extent: self.extent.summary(1.0),
-            window: self.tracker.window(),
+            window: self.lanes[0].tracker.window(),
             rcvbuf: ctx.rcvbuf,
             rcvbuf_method: ctx.rcvbuf_method,
             gro: ctx.gro,
@@ -223,7 +289,8 @@ impl TestState {
             cpu: ctx.cpu,
             interrupted,
             backend: ctx.backend.name().to_string(),
-            cpu_usage: Some(self.meter.stop().finish(self.bytes)),
+            cpu_usage: Some(self.meter.stop().finish(bytes)),
+            streams,
         })
     }
 }
@@ -328,15 +395,17 @@ impl Core {
             if t.next_tick < now {
                 t.next_tick = now + ctx.interval;
             }
+            let (datagrams, bytes, lost_so_far) = t.progress();
             let _ = self.out.send(Out::Interval {
                 t: (now - t.start).as_secs_f64(),
-                datagrams: t.tracker.unique(),
-                bytes: t.bytes,
-                lost_so_far: t.tracker.lost_so_far(),
+                datagrams,
+                bytes,
+                lost_so_far,
             });
         }
-        if let Some((sent, asked)) = t.finishing {
-            let all_in = sent.is_some_and(|s| t.tracker.unique() >= s);
+        if let Some((sent, asked)) = &t.finishing {
+            let (sent, asked) = (sent.as_deref(), *asked);
+            let all_in = sent.is_some_and(|s| t.all_in(s));
             let quiet = now.duration_since(t.last.max(asked)) >= ctx.drain;
             let cap = now.duration_since(asked) >= ctx.drain * 8;
             if sent.is_none() || all_in || quiet || cap {

@@ -18,6 +18,7 @@ use super::report::{IntervalRow, SenderStats, UdpReport, SCHEMA};
 use super::wire::{HEADER_LEN, MAX_DATAGRAM};
 use crate::flow::control::{Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::cpu::CpuUsage;
+use crate::flow::streams::MAX_STREAMS;
 use crate::flow::tcp::spec::TcpSpec;
 
 /// How long each state may last.
@@ -251,6 +252,7 @@ impl RecvSession {
         Ok(TestParams {
             test_id: *test_id,
             same_host: *host == self.ctx.host || self.ctx.peer_loopback,
+            streams: 1,
         })
     }
 
@@ -260,13 +262,35 @@ impl RecvSession {
         if !(HEADER_LEN..=MAX_DATAGRAM).contains(&(len as usize)) {
             return Err(format!("datagram length {len} out of range"));
         }
-        if self.streams != 1 {
+        if self.streams == 0 || self.streams > MAX_STREAMS {
             return Err(format!(
-                "{} UDP streams requested; one is supported",
+                "{} UDP streams requested: use 1..={MAX_STREAMS}",
                 self.streams
             ));
         }
         Ok(())
+    }
+
+    /// The per-stream counts of a Done: its `streams` (one per stream, adding up to `sent`),
+    /// or `[sent]` for a one-stream test that leaves them out.
+    fn per_stream(&self, sent: u64, streams: Vec<u64>) -> Result<Vec<u64>, String> {
+        if streams.is_empty() && self.streams == 1 {
+            return Ok(vec![sent]);
+        }
+        if streams.len() != self.streams as usize {
+            return Err(format!(
+                "Done counts {} streams, the test has {}",
+                streams.len(),
+                self.streams
+            ));
+        }
+        let total = streams.iter().try_fold(0u64, |a, &b| a.checked_add(b));
+        if total != Some(sent) {
+            return Err(format!(
+                "Done's per-stream counts do not add up to its {sent} datagrams"
+            ));
+        }
+        Ok(streams)
     }
 
     /// Checks a Done against the test: the figures must be possible.
@@ -320,7 +344,8 @@ impl RecvSession {
             },
             State::AwaitSetup => match msg {
                 Msg::Setup { tcp: None } => match (self.check_udp(), self.params.take()) {
-                    (Ok(()), Some(p)) => {
+                    (Ok(()), Some(mut p)) => {
+                        p.streams = self.streams;
                         self.state = State::Starting;
                         self.since = now;
                         self.actions.push(Action::Cmd(Cmd::Start(p)));
@@ -350,10 +375,15 @@ impl RecvSession {
                     interrupted,
                     pacing,
                     cpu,
+                    streams,
                 } => {
-                    if let Err(why) = self.check_done(sent, bytes, elapsed_ns) {
-                        return self.refuse(format!("Done refused: {why}"));
-                    }
+                    let per_stream = match self
+                        .check_done(sent, bytes, elapsed_ns)
+                        .and_then(|()| self.per_stream(sent, streams))
+                    {
+                        Ok(p) => p,
+                        Err(why) => return self.refuse(format!("Done refused: {why}")),
+                    };
                     self.interrupted |= interrupted;
                     self.done = Some(DoneInfo {
                         sent,
@@ -363,8 +393,9 @@ impl RecvSession {
                         pacing,
                         cpu,
                     });
-                    self.actions
-                        .push(Action::Cmd(Cmd::Finish { sent: Some(sent) }));
+                    self.actions.push(Action::Cmd(Cmd::Finish {
+                        sent: Some(per_stream),
+                    }));
                     self.state = State::Finishing;
                 }
                 other => self.refuse(format!(

@@ -56,10 +56,12 @@ pub enum Invalid {
     Checksum,
     /// Larger than the receive buffer (cut by the kernel).
     Truncated,
+    /// Carries a stream number the test did not announce (`-P`).
+    Stream,
 }
 
 impl Invalid {
-    pub const ALL: [Invalid; 7] = [
+    pub const ALL: [Invalid; 8] = [
         Invalid::Short,
         Invalid::Magic,
         Invalid::Version,
@@ -67,6 +69,7 @@ impl Invalid {
         Invalid::TestId,
         Invalid::Checksum,
         Invalid::Truncated,
+        Invalid::Stream,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +81,7 @@ impl Invalid {
             Invalid::TestId => "test_id",
             Invalid::Checksum => "checksum",
             Invalid::Truncated => "truncated",
+            Invalid::Stream => "stream",
         }
     }
 }
