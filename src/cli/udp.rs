@@ -439,3 +439,22 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::sender_cpus;
+
+    #[test]
+    fn stream_cpus() {
+        // one stream: as before (the list's first, or 0 beside an embedded receiver)
+        assert_eq!(sender_cpus(Some(&[3, 4]), false, Some(4), 8, 1), [3]);
+        assert_eq!(sender_cpus(None, false, Some(1), 2, 1), [0]);
+        assert_eq!(sender_cpus(None, false, None, 2, 1), Vec::<usize>::new());
+        // more: the list but for the receiver's CPU, or every CPU but the receiver's
+        assert_eq!(sender_cpus(Some(&[0, 1, 2]), false, Some(1), 8, 4), [0, 2]);
+        assert_eq!(sender_cpus(Some(&[5]), false, None, 8, 4), [5]);
+        assert_eq!(sender_cpus(None, true, Some(1), 4, 4), [0, 2, 3]);
+        assert_eq!(sender_cpus(None, true, Some(0), 1, 4), [0]);
+        assert_eq!(sender_cpus(None, false, Some(1), 4, 4), Vec::<usize>::new());
+    }
+}

@@ -419,3 +419,104 @@ impl Core {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ctx() -> UdpCtx {
+        UdpCtx {
+            wait: RxWait::Poll,
+            batch: 1,
+            cpu: None,
+            rcvbuf: 1,
+            rcvbuf_method: BufMethod::Capped,
+            gro: false,
+            drain: Duration::from_millis(1),
+            window: 1 << 10,
+            interval: Duration::from_secs(1),
+            backend: Backend::Mio,
+        }
+    }
+
+    fn datagram(stream: u16, seq: u64) -> Vec<u8> {
+        let mut d = wire::build(100, 7, seq, 1, false);
+        d[6..8].copy_from_slice(&stream.to_le_bytes());
+        d
+    }
+
+    fn state(streams: u16) -> TestState {
+        let p = TestParams {
+            test_id: 7,
+            same_host: true,
+            streams,
+        };
+        TestState::new(p, 1 << 10, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn each_stream_has_its_own_sequence_space() {
+        let mut t = state(3);
+        // stream 0: 0..5 all; stream 1: 0, 2 (1 lost) and 2 again; stream 2: nothing;
+        // stream 3 was not announced.
+        for s in 0..5 {
+            t.on_datagram(&datagram(0, s), 2);
+        }
+        for s in [0, 2, 2] {
+            t.on_datagram(&datagram(1, s), 2);
+        }
+        t.on_datagram(&datagram(3, 0), 2);
+        assert_eq!(t.progress(), (7, 700, 1));
+        assert!(t.all_in(&[5, 2, 0]) && !t.all_in(&[5, 3, 0]));
+        let r = t.stats(Some(&[5, 3, 1]), &ctx(), false).unwrap();
+        let per: Vec<(u64, u64, u64, u64)> = r
+            .streams
+            .iter()
+            .map(|s| {
+                let a = s.accounting;
+                (a.sent, a.unique, a.lost, a.duplicate)
+            })
+            .collect();
+        assert_eq!(per, [(5, 5, 0, 0), (3, 2, 1, 1), (1, 0, 1, 0)]);
+        let a = r.accounting;
+        assert_eq!((a.sent, a.unique, a.lost, a.duplicate), (9, 7, 2, 1));
+        assert_eq!(r.invalid.get("stream"), Some(&1));
+        assert_eq!(r.window, 512); // 1024 / 3, rounded up to a power of two
+                                   // a stream that saw more than its sender says names the stream
+        let e = t.stats(Some(&[5, 2, 0]), &ctx(), false).unwrap_err();
+        assert!(e.starts_with("stream 1:"), "{e}");
+    }
+
+    #[test]
+    fn lane_windows() {
+        assert_eq!(lane_window(1 << 24, 1), 1 << 24);
+        assert_eq!(lane_window(1 << 24, 4), 1 << 22);
+        assert_eq!(lane_window(64, 128), 64);
+        assert_eq!(lane_window(1000, 0), 1000);
+    }
+
+    proptest! {
+        /// Datagrams of N streams in any interleaving: each stream's accounting is what it
+        /// would be alone, and the sum holds `unique + lost == sent`.
+        #[test]
+        fn interleaved_streams_account_exactly(
+            arrivals in prop::collection::vec((0u16..4, 0u64..200), 0..600),
+            sent in prop::collection::vec(200u64..260, 4),
+        ) {
+            let mut t = state(4);
+            let mut alone: Vec<Tracker> = (0..4).map(|_| Tracker::new(lane_window(1 << 10, 4))).collect();
+            for &(s, q) in &arrivals {
+                t.on_datagram(&datagram(s, q), 2);
+                alone[s as usize].record(q);
+            }
+            let r = t.stats(Some(&sent), &ctx(), false).unwrap();
+            for (i, st) in r.streams.iter().enumerate() {
+                prop_assert_eq!(st.accounting, alone[i].finish(sent[i]).unwrap());
+            }
+            let a = r.accounting;
+            prop_assert_eq!(a.unique + a.lost, a.sent);
+            prop_assert_eq!(a.sent, sent.iter().sum::<u64>());
+        }
+    }
+}

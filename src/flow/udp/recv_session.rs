@@ -646,3 +646,97 @@ impl RecvSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(streams: u16) -> RecvSession {
+        let t0 = Instant::now();
+        let ctx = SessionCtx {
+            host: "h".into(),
+            peer_loopback: true,
+            target: "127.0.0.1:1".into(),
+            interval: Duration::from_secs(1),
+            rcvbuf: 1,
+            gro: false,
+            limits: Limits::default(),
+        };
+        let mut s = RecvSession::new(ctx, t0);
+        s.on_msg(
+            Msg::Hello {
+                version: PROTOCOL_VERSION,
+                test_id: 1,
+                len: 100,
+                plan: Plan::Count(100),
+                streams,
+                verify: false,
+                host: "h".into(),
+            },
+            t0,
+        );
+        s.on_msg(Msg::Setup { tcp: None }, t0);
+        s
+    }
+
+    fn actions(s: &mut RecvSession) -> Vec<String> {
+        s.take_actions().iter().map(|a| format!("{a:?}")).collect()
+    }
+
+    fn done(sent: u64, streams: Vec<u64>) -> Msg {
+        Msg::Done {
+            sent,
+            bytes: sent * 100,
+            elapsed_ns: 1_000_000_000,
+            errors: BTreeMap::new(),
+            cpu: None,
+            interrupted: false,
+            pacing: None,
+            streams,
+        }
+    }
+
+    fn running(streams: u16) -> RecvSession {
+        let mut s = session(streams);
+        let a = actions(&mut s);
+        assert!(a[0].contains(&format!("streams: {streams}")), "{a:?}");
+        s.on_udp(Out::Started, Instant::now());
+        s.take_actions();
+        s
+    }
+
+    #[test]
+    fn udp_streams_out_of_range_are_refused() {
+        for n in [0, MAX_STREAMS + 1] {
+            let mut s = session(n);
+            let a = actions(&mut s);
+            assert!(
+                a.iter().any(|x| x.contains("UDP streams requested")),
+                "{a:?}"
+            );
+            assert!(s.ended());
+        }
+    }
+
+    #[test]
+    fn done_carries_a_count_per_stream() {
+        let mut s = running(3);
+        s.on_msg(done(100, vec![34, 33, 33]), Instant::now());
+        let a = actions(&mut s);
+        assert!(a[0].contains("Some([34, 33, 33])"), "{a:?}");
+
+        let mut s = running(1);
+        s.on_msg(done(100, Vec::new()), Instant::now());
+        assert!(actions(&mut s)[0].contains("Some([100])"));
+
+        for (sent, per) in [(100, vec![50, 50]), (100, vec![]), (100, vec![1, 2, 3])] {
+            let mut s = running(3);
+            s.on_msg(done(sent, per.clone()), Instant::now());
+            let a = actions(&mut s);
+            assert!(a[0].contains("Done refused"), "{per:?}: {a:?}");
+        }
+        let mut s = running(2);
+        s.on_msg(done(100, vec![u64::MAX, 101]), Instant::now());
+        assert!(actions(&mut s)[0].contains("do not add up"));
+    }
+}

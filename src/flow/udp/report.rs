@@ -327,7 +327,16 @@ impl Report for UdpReport {
         t.row([
             "too late".to_string(),
             String::new(),
-            format!("{} (window {})", thousands(a.too_late), thousands(r.window)),
+            format!(
+                "{} (window {}{})",
+                thousands(a.too_late),
+                thousands(r.window),
+                if r.streams.len() > 1 {
+                    " per stream"
+                } else {
+                    ""
+                }
+            ),
         ]);
         let invalid: u64 = r.invalid.values().sum();
         t.row([
