@@ -50,11 +50,8 @@ pub fn check(a: &BlastArgs) -> Result<()> {
                 }
             }
             Proto::Tcp => {
-                if a.verify || a.zerocopy {
-                    return usage(format!(
-                        "{} applies to --proto udp",
-                        if a.verify { "--verify" } else { "--zerocopy" }
-                    ));
+                if a.verify {
+                    return usage("--verify applies to --proto udp".into());
                 }
                 if a.control.is_some() {
                     return usage(
@@ -92,6 +89,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         no_delay: t.no_delay,
         fq_rate_bps: bits("--fq-rate", t.fq_rate)?,
         rate_bps: bits("--rate", a.rate)?,
+        zerocopy: a.zerocopy,
     };
     a.plot.check()?;
     signal::install()?;

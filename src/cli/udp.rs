@@ -79,8 +79,9 @@ pub struct BlastArgs {
     /// error naming the cause
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
-    /// Zero-copy sends: io_uring SEND_ZC (uring backend, Linux 6.0+). The report counts
-    /// the sends the kernel copied after all (to a local receiver it always copies)
+    /// Zero-copy sends. UDP: io_uring SEND_ZC (uring backend, Linux 6.0+); TCP: MSG_ZEROCOPY
+    /// with the error-queue completions counted. The report counts the sends the kernel
+    /// copied after all (to a local receiver it always copies)
     #[arg(long)]
     pub zerocopy: bool,
     #[command(flatten)]

@@ -55,6 +55,7 @@ pub fn job_for(
         plan: stream::stream_plan(plan, i % n, n),
         len: spec.len as usize,
         rate_bps: spec.rate_bps.map(|r| (r / n as u64).max(1)),
+        zerocopy: spec.zerocopy,
         cpu,
     }
 }

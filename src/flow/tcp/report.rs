@@ -60,6 +60,17 @@ impl TcpFigures {
     }
 }
 
+/// A zero-copy writer's sends (`MSG_ZEROCOPY`) and what the kernel's completions said.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZeroCopyCounts {
+    /// `send(MSG_ZEROCOPY)` calls that took data.
+    pub sends: u64,
+    /// Sends whose completion arrived (all of them unless the test was cut short).
+    pub completed: u64,
+    /// Of those, sends the kernel copied after all (to a local receiver: all of them).
+    pub copied: u64,
+}
+
 /// One side's account of one data connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamEnd {
@@ -71,6 +82,9 @@ pub struct StreamEnd {
     pub elapsed_s: f64,
     /// `TCP_INFO` at the end (the writer's figures are the ones reported).
     pub tcp: Option<TcpFigures>,
+    /// The writer's zero-copy counts (`--zerocopy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zerocopy: Option<ZeroCopyCounts>,
 }
 
 /// One data connection, both ends joined.
@@ -89,6 +103,9 @@ pub struct StreamRow {
     pub goodput_bps: f64,
     /// The writer's `TCP_INFO` (on SUM rows: retransmits and bytes acked summed).
     pub tcp: Option<TcpFigures>,
+    /// The writer's zero-copy counts (`--zerocopy`; summed on SUM rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zerocopy: Option<ZeroCopyCounts>,
 }
 
 /// The CPU of both sides' busy threads.
@@ -207,6 +224,7 @@ impl TcpReport {
                     0.0
                 },
                 tcp: w.tcp.clone(),
+                zerocopy: w.zerocopy,
             });
         }
         rows
@@ -246,6 +264,14 @@ impl TcpReport {
                     congestion: tcps[0].congestion.clone(),
                     ..TcpFigures::default()
                 }),
+                zerocopy: of
+                    .iter()
+                    .filter_map(|r| r.zerocopy)
+                    .reduce(|a, b| ZeroCopyCounts {
+                        sends: a.sends + b.sends,
+                        completed: a.completed + b.completed,
+                        copied: a.copied + b.copied,
+                    }),
             });
         }
         out
@@ -348,6 +374,21 @@ impl Report for TcpReport {
             },
         );
         out.push_str(&t.render());
+        for r in self.sum.iter().filter(|r| r.zerocopy.is_some()) {
+            let z = r.zerocopy.unwrap_or_default();
+            out.push_str(&format!(
+                "zerocopy {}: {} MSG_ZEROCOPY sends, {} completed, the kernel copied {} ({})\n",
+                r.dir.name(),
+                z.sends,
+                z.completed,
+                z.copied,
+                if z.sends > 0 && z.copied == z.sends {
+                    "no pages were sent in place: a loopback or local receiver always copies"
+                } else {
+                    "pages sent in place where not copied"
+                }
+            ));
+        }
         out.push_str(&format!("cpu client: {}\n", self.cpu.client.line()));
         out.push_str(&format!("cpu server: {}\n", self.cpu.server.line()));
         out
@@ -432,6 +473,7 @@ mod tests {
                 cwnd: 10,
                 ..Default::default()
             }),
+            zerocopy: None,
         }
     }
 

@@ -32,6 +32,10 @@ pub struct TcpSpec {
     /// Application pacing (token bucket), in bits per second over all connections of one
     /// direction.
     pub rate_bps: Option<u64>,
+    /// Writers send with `MSG_ZEROCOPY` (`--zerocopy`). Absent when false, so a spec without
+    /// it reads as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zerocopy: bool,
 }
 
 impl TcpSpec {
@@ -100,6 +104,7 @@ mod tests {
             no_delay: false,
             fq_rate_bps: None,
             rate_bps: None,
+            zerocopy: false,
         }
     }
 
@@ -121,7 +126,7 @@ mod tests {
         let s = spec(3, Mode::Bidir);
         let j = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<TcpSpec>(&j).unwrap(), s);
-        let bad = j.replacen('{', r#"{"zerocopy":true,"#, 1);
+        let bad = j.replacen('{', r#"{"splice":true,"#, 1);
         assert!(serde_json::from_str::<TcpSpec>(&bad).is_err());
     }
 
