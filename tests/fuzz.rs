@@ -190,7 +190,11 @@ fn msg() -> impl Strategy<Value = Msg> {
                     host,
                 }
             ),
-        (any::<u64>(), any::<bool>()).prop_map(|(rcvbuf, gro)| Msg::Ready { rcvbuf, gro }),
+        (any::<u64>(), any::<bool>()).prop_map(|(rcvbuf, gro)| Msg::Ready {
+            rcvbuf,
+            gro,
+            port: None
+        }),
         (0.0f64..1e9, any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
             |(t, datagrams, bytes, lost_so_far)| Msg::Interval {
                 t,

@@ -146,3 +146,63 @@ fn one_stream_keeps_one_row_and_the_sum() {
     assert_eq!(lines.len(), 3, "{out}");
     assert!(lines[1].split(',').nth(2) == Some("0") && lines[2].split(',').nth(2) == Some("SUM"));
 }
+
+/// `-R`: the receiver sends (every stream from the port it names in Ready, to where the
+/// client's opener came from) and `blast` receives and reports, exactly per stream.
+#[test]
+fn reverse_embedded_receiver() {
+    let (st, out, err) = run(
+        &["blast", "-R", "-P", "3", "--count", "30001", "--json"],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    let r = json(&out);
+    assert_eq!(r["role"], "receiver", "blast received");
+    check_streams(&r, 3, 30_001);
+
+    let (st, out, err) = run(
+        &["blast", "-R", "--count", "2000", "--gso", "off"],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    assert!(out.contains("2,000 unique"), "{out}");
+}
+
+#[test]
+fn reverse_separate_recv_both_sides_agree() {
+    let (srv, line) = Server::start(
+        &["recv", "--listen", "127.0.0.1:0", "--once", "--json"],
+        "listening on",
+        true,
+    );
+    let addr = addr_in(&line);
+    let (st, out, err) = run(
+        &[
+            "blast", "--to", &addr, "-R", "-P", "2", "--count", "20000", "--rate", "200kpps",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    let c = json(&out);
+    assert_eq!(c["role"], "receiver");
+    check_streams(&c, 2, 20_000);
+    let rout = srv.wait(Duration::from_secs(20));
+    assert!(rout.status.success());
+    let s = json(&String::from_utf8_lossy(&rout.stdout));
+    assert_eq!(s["role"], "sender", "recv sent");
+    assert_eq!(s["test_id"], c["test_id"]);
+    check_streams(&s, 2, 20_000);
+    assert_eq!(s["receiver"]["streams"], c["receiver"]["streams"]);
+}
+
+#[test]
+fn udp_bidir_is_a_one_line_usage_error() {
+    let (st, out, err) = run(
+        &["blast", "--bidir", "--count", "10"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(st.code(), Some(2), "{out}{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--bidir"), "{err}");
+}

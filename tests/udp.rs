@@ -159,7 +159,11 @@ fn crafted(extra_recv_args: &[&str], datagrams: &[Vec<u8>], test_id: u64, sent: 
         host: "test".into(),
     })
     .unwrap();
-    c.send(&Msg::Setup { tcp: None }).unwrap();
+    c.send(&Msg::Setup {
+        tcp: None,
+        reverse: None,
+    })
+    .unwrap();
     assert!(matches!(
         c.expect("Ready", Duration::from_secs(10)).unwrap(),
         Msg::Ready { .. }

@@ -43,10 +43,13 @@ pub fn check(a: &BlastArgs) -> Result<()> {
                 if let Some((f, _)) = tcp_only.iter().find(|x| x.1) {
                     return usage(format!("{f} applies to --proto tcp"));
                 }
-                if t.reverse || t.bidir {
+                if t.bidir {
                     return usage(
-                        "--reverse and --bidir are not implemented for --proto udp yet; use --proto tcp".into(),
+                        "--bidir is not implemented for --proto udp yet; use --proto tcp".into(),
                     );
+                }
+                if t.reverse && a.zerocopy {
+                    return usage("--zerocopy applies to the sending side: not with -R".into());
                 }
             }
             Proto::Tcp => {

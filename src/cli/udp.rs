@@ -13,8 +13,8 @@ use crate::flow::backend::Backend;
 use crate::flow::control::Plan;
 use crate::flow::tcp::report::TcpReport;
 use crate::flow::tcp::server::TcpEvent;
-use crate::flow::udp::receiver::{Event, Receiver, RecvOptions};
-use crate::flow::udp::report::UdpReport;
+use crate::flow::udp::receiver::{self, Event, Receiver, RecvOptions};
+use crate::flow::udp::report::{IntervalRow, UdpReport};
 use crate::flow::udp::sender::{self, BlastOptions, GsoMode};
 use crate::flow::udp::tracker::DEFAULT_WINDOW;
 use crate::stats::plot::{self, PlotOptions, Series};
@@ -161,6 +161,19 @@ pub fn plan_of(a: &BlastArgs, len: usize) -> Result<Plan> {
     })
 }
 
+/// The receiving side's settings from blast's flags (`--rx` ones, interval, backend), on `cpu`.
+fn rx_options(a: &BlastArgs, cpu: Option<usize>) -> RecvOptions {
+    RecvOptions {
+        cpu,
+        wait: a.rx.wait(),
+        rcvbuf: a.rx.rcvbuf as usize,
+        gro: !a.rx.no_gro,
+        interval: a.interval,
+        backend: a.backend,
+        ..RecvOptions::default()
+    }
+}
+
 /// Blast's own receiver on loopback (without --to): the thread serving one test and its
 /// stop flag.
 pub struct Embedded {
@@ -174,13 +187,7 @@ impl Embedded {
     pub fn start(a: &BlastArgs, cpu: Option<usize>) -> Result<(Embedded, SocketAddr)> {
         let r = Receiver::bind(RecvOptions {
             listen: "127.0.0.1:0".parse()?,
-            cpu,
-            wait: a.rx.wait(),
-            rcvbuf: a.rx.rcvbuf as usize,
-            gro: !a.rx.no_gro,
-            interval: a.interval,
-            backend: a.backend,
-            ..RecvOptions::default()
+            ..rx_options(a, cpu)
         })?;
         let addr = r.local_addr();
         let stop = r.stopper();
@@ -288,11 +295,21 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         zerocopy: a.zerocopy,
     };
     let live = format == Format::Table;
-    let report = sender::run(&opts, &mut |row| {
-        if live {
-            let _ = out(&(UdpReport::interval_line(row) + "\n"));
-        }
-    });
+    let report = if a.tcp.reverse {
+        // This side receives: its UDP thread has the embedded receiver's flags.
+        let rx = rx_options(&a, opts.cpus.first().copied());
+        receiver::run_reverse(&opts, rx, &mut |ev| {
+            if let (true, Event::Interval(row)) = (live, ev) {
+                let _ = out(&recv_interval_line(&row));
+            }
+        })
+    } else {
+        sender::run(&opts, &mut |row| {
+            if live {
+                let _ = out(&(UdpReport::interval_line(row) + "\n"));
+            }
+        })
+    };
     if let Some(e) = embedded {
         e.finish();
     }
@@ -340,6 +357,18 @@ fn plot_intervals(path: &std::path::Path, r: &UdpReport) -> Result<()> {
         "Gbit/s",
         &[Series::new("sent", sent), Series::new("received", recv)],
         &PlotOptions::default(),
+    )
+}
+
+/// The receiving side's interval line.
+fn recv_interval_line(row: &IntervalRow) -> String {
+    format!(
+        "[{:6.2}-{:6.2}s] received {:>12} dgrams {:>14} | lost so far {}\n",
+        row.start,
+        row.t,
+        row.received,
+        units::fmt_bits_per_sec(row.received_bps),
+        row.lost_so_far
     )
 }
 
@@ -398,14 +427,7 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         }
         Event::Interval(row) => {
             if live {
-                let _ = out(&format!(
-                    "[{:6.2}-{:6.2}s] received {:>12} dgrams {:>14} | lost so far {}\n",
-                    row.start,
-                    row.t,
-                    row.received,
-                    units::fmt_bits_per_sec(row.received_bps),
-                    row.lost_so_far
-                ));
+                let _ = out(&recv_interval_line(&row));
             }
         }
         Event::Finished(rep) => {

@@ -85,6 +85,7 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
         host: host_name(),
     })?;
     c.send(&Msg::Setup {
+        reverse: None,
         tcp: Some(spec.clone()),
     })?;
     match c.expect("Ready", Duration::from_secs(10))? {

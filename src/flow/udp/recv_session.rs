@@ -89,8 +89,23 @@ pub enum Action {
         plan: Plan,
         spec: TcpSpec,
     },
+    /// The test is UDP the other way (`-R`): the driver sends it on this connection with
+    /// `super::reverse::serve`. The session is over.
+    UdpReverse(ReverseJob),
     /// The session is over: Ok, or why the test failed (after any report).
     End(Result<(), String>),
+}
+
+/// A reverse UDP test as its Hello and Setup asked for it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReverseJob {
+    pub test_id: u64,
+    pub len: u32,
+    pub plan: Plan,
+    pub streams: u16,
+    pub verify: bool,
+    /// Datagrams per second over all streams (None: unpaced).
+    pub pps: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,7 +358,27 @@ impl RecvSession {
                 Err(why) => self.refuse(why),
             },
             State::AwaitSetup => match msg {
-                Msg::Setup { tcp: None } => match (self.check_udp(), self.params.take()) {
+                Msg::Setup {
+                    tcp: None,
+                    reverse: Some(r),
+                } => match self.check_udp() {
+                    Ok(()) => {
+                        self.actions.push(Action::UdpReverse(ReverseJob {
+                            test_id: self.test_id,
+                            len: self.len,
+                            plan: self.plan,
+                            streams: self.streams,
+                            verify: self.verify,
+                            pps: r.pps,
+                        }));
+                        self.state = State::Ended;
+                    }
+                    Err(why) => self.refuse(why),
+                },
+                Msg::Setup {
+                    tcp: None,
+                    reverse: None,
+                } => match (self.check_udp(), self.params.take()) {
                     (Ok(()), Some(mut p)) => {
                         p.streams = self.streams;
                         self.state = State::Starting;
@@ -353,7 +388,9 @@ impl RecvSession {
                     (Err(why), _) => self.refuse(why),
                     (Ok(()), None) => self.refuse("Setup without a Hello".into()),
                 },
-                Msg::Setup { tcp: Some(spec) } => {
+                Msg::Setup {
+                    tcp: Some(spec), ..
+                } => {
                     self.actions.push(Action::Tcp {
                         test_id: self.test_id,
                         plan: self.plan,
@@ -430,6 +467,7 @@ impl RecvSession {
                 self.actions.push(Action::Send(Msg::Ready {
                     rcvbuf: self.ctx.rcvbuf,
                     gro: self.ctx.gro,
+                    port: None,
                 }));
                 self.actions.push(Action::Started {
                     test_id: self.test_id,
@@ -675,7 +713,13 @@ mod tests {
             },
             t0,
         );
-        s.on_msg(Msg::Setup { tcp: None }, t0);
+        s.on_msg(
+            Msg::Setup {
+                tcp: None,
+                reverse: None,
+            },
+            t0,
+        );
         s
     }
 

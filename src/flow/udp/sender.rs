@@ -28,7 +28,7 @@ use super::report::{IntervalRow, ReceiverStats, SenderStats, UdpReport, ZeroCopy
 use super::transport::{MmsgTransport, Transport};
 use super::wire::{self, Header, FLAG_VERIFY, HEADER_LEN, MAX_DATAGRAM};
 use crate::flow::backend::{self, Backend};
-use crate::flow::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
+use crate::flow::control::{Conn, Msg, Plan, Reverse, PROTOCOL_VERSION};
 use crate::flow::cpu::{CpuUsage, ThreadMeter};
 use crate::flow::host::host_name;
 use crate::flow::pacer::Pacer;
@@ -429,19 +429,57 @@ pub type OnInterval<'a> = &'a mut dyn FnMut(&IntervalRow);
 /// `opts.backend` may be `auto`: it is resolved here, before the receiver is contacted, and
 /// `uring` where io_uring is unavailable fails here with one line naming the cause.
 pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
+    let opts = &resolve(opts)?;
+    let (mut c, test_id) = open(opts, None)?;
+    match expect_ready(&mut c)? {
+        Msg::Ready { .. } => {}
+        other => bail!("expected Ready from the receiver, got {}", other.name()),
+    }
+    let mut socks = Vec::new();
+    for _ in 0..opts.streams.max(1) {
+        let sock = UdpSocket::bind(unspecified(opts.target))?;
+        sock.connect(opts.target)
+            .with_context(|| format!("cannot send to {}", opts.target))?;
+        socks.push(sock);
+    }
+    blast_and_finish(&mut c, opts, test_id, socks, on_interval)
+}
+
+/// The wildcard address of `target`'s family, port 0.
+pub fn unspecified(target: SocketAddr) -> SocketAddr {
+    if target.is_ipv4() {
+        "0.0.0.0:0".parse().expect("address")
+    } else {
+        "[::]:0".parse().expect("address")
+    }
+}
+
+/// Checks the datagram length and resolves the backend, before the receiver is contacted.
+pub fn resolve(opts: &BlastOptions) -> Result<BlastOptions> {
     check_len(opts.len)?;
-    let resolved = BlastOptions {
+    Ok(BlastOptions {
         backend: if opts.zerocopy {
             backend::resolve_zerocopy(opts.backend)?
         } else {
             backend::resolve_send(opts.backend)?
         },
         ..opts.clone()
-    };
-    let opts = &resolved;
+    })
+}
+
+/// Connects to the receiver's control port and sends Hello and Setup (`reverse`: the
+/// receiver is to send); returns the connection and the test id.
+pub fn open(opts: &BlastOptions, reverse: Option<Reverse>) -> Result<(Conn, u64)> {
     let mut c = Conn::connect(opts.control)?;
     let test_id: u64 = rand::random();
-    c.send(&Msg::Hello {
+    c.send(&hello(opts, test_id))?;
+    c.send(&Msg::Setup { tcp: None, reverse })?;
+    Ok((c, test_id))
+}
+
+/// The Hello of test `test_id` with these settings.
+pub fn hello(opts: &BlastOptions, test_id: u64) -> Msg {
+    Msg::Hello {
         version: PROTOCOL_VERSION,
         test_id,
         len: opts.len as u32,
@@ -449,28 +487,33 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
         streams: opts.streams.max(1),
         verify: opts.verify,
         host: host_name(),
-    })?;
-    c.send(&Msg::Setup { tcp: None })?;
-    match c.expect_or_stop(
+    }
+}
+
+/// The receiver's answer to Setup (10 s, a signal gives up).
+pub fn expect_ready(c: &mut Conn) -> Result<Msg> {
+    c.expect_or_stop(
         "Ready",
         Instant::now() + Duration::from_secs(10),
         &signal::stop_requested,
-    )? {
-        Msg::Ready { .. } => {}
-        other => bail!("expected Ready from the receiver, got {}", other.name()),
-    }
-    let n = opts.streams.max(1) as usize;
+    )
+}
+
+/// Blasts one stream per socket in `socks` (each connected to the receiver), then Done and
+/// the receiver's Report over `c`; the sender's copy of the report. The side that sends runs
+/// this: `blast` forward, the receiver with `-R`.
+pub fn blast_and_finish(
+    c: &mut Conn,
+    opts: &BlastOptions,
+    test_id: u64,
+    socks: Vec<UdpSocket>,
+    on_interval: OnInterval,
+) -> Result<UdpReport> {
+    let n = socks.len();
     let stop = Arc::new(AtomicBool::new(false));
     let mut progress = Vec::with_capacity(n);
     let mut workers = Vec::with_capacity(n);
-    for i in 0..n {
-        let sock = UdpSocket::bind(if opts.target.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        })?;
-        sock.connect(opts.target)
-            .with_context(|| format!("cannot send to {}", opts.target))?;
+    for (i, sock) in socks.into_iter().enumerate() {
         sock.set_write_timeout(Some(Duration::from_millis(100)))?;
         let p = Arc::new(Progress::default());
         progress.push(p.clone());
