@@ -435,6 +435,8 @@ impl RecvSession {
                     }));
                     self.state = State::Finishing;
                 }
+                // The peer gave up (with -R: the side that sends) and says why.
+                Msg::Error { message } => self.refuse(format!("the peer gave up: {message}")),
                 other => self.refuse(format!(
                     "unexpected control message {} during the test",
                     other.name()
@@ -782,5 +784,23 @@ mod tests {
         let mut s = running(2);
         s.on_msg(done(100, vec![u64::MAX, 101]), Instant::now());
         assert!(actions(&mut s)[0].contains("do not add up"));
+    }
+
+    #[test]
+    fn an_error_from_the_peer_ends_the_test_with_its_reason() {
+        let mut s = running(1);
+        s.on_msg(
+            Msg::Error {
+                message: "no opener datagram".into(),
+            },
+            Instant::now(),
+        );
+        let a = actions(&mut s);
+        assert!(s.ended());
+        assert!(
+            a.iter()
+                .any(|x| x.contains("End(Err(\"the peer gave up: no opener datagram\"))")),
+            "{a:?}"
+        );
     }
 }
