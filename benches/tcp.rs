@@ -24,6 +24,7 @@ fn move_bytes(len: usize) {
         plan: Plan::Count(BYTES / len as u64),
         len,
         rate_bps: None,
+        zerocopy: false,
         cpu: None,
     };
     let (_, w) = spawn(a, 0, Dir::Up, job(true), stop.clone()).unwrap();

@@ -193,7 +193,11 @@ fn msg() -> impl Strategy<Value = Msg> {
                     host,
                 }
             ),
-        (any::<u64>(), any::<bool>()).prop_map(|(rcvbuf, gro)| Msg::Ready { rcvbuf, gro }),
+        (any::<u64>(), any::<bool>()).prop_map(|(rcvbuf, gro)| Msg::Ready {
+            rcvbuf,
+            gro,
+            port: None
+        }),
         (0.0f64..1e9, any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
             |(t, datagrams, bytes, lost_so_far)| Msg::Interval {
                 t,
@@ -219,6 +223,7 @@ fn msg() -> impl Strategy<Value = Msg> {
                     interrupted,
                     pacing,
                     cpu: None,
+                    streams: Vec::new(),
                 }
             ),
         text.prop_map(|message| Msg::Error { message }),
@@ -719,6 +724,7 @@ fn regression_inputs_stay_harmless() {
         cpu: None,
         interrupted: false,
         pacing: None,
+        streams: Vec::new(),
     };
     let line = control::encode(&done);
     assert_eq!(control::decode(&line[..line.len() - 1]).unwrap(), done);

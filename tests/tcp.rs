@@ -332,3 +332,45 @@ fn two_hosts_over_veth() {
     assert!(s.status.success());
     check(&json(&String::from_utf8_lossy(&s.stdout)), 2, &["up"]);
 }
+
+/// `--zerocopy`: the writers send with MSG_ZEROCOPY, every send's completion is counted, and
+/// bytes written == bytes read still; both ways (the server writes the `--bidir` down stream:
+/// it takes the setting from the Setup).
+#[test]
+fn zerocopy_counts_every_completion() {
+    let zc_of = |r: &Value, dir: &str| {
+        let s = r["sum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["dir"] == dir)
+            .unwrap()
+            .clone();
+        let z = s["zerocopy"].clone();
+        assert!(u(&z, "sends") > 0, "{s}");
+        assert_eq!(u(&z, "completed"), u(&z, "sends"), "{z}");
+        assert!(u(&z, "copied") <= u(&z, "sends"));
+    };
+    let r = blast(&["--zerocopy", "-P", "2", "--size", "20MB"]);
+    check(&r, 2, &["up"]);
+    zc_of(&r, "up");
+    let r = blast(&["--zerocopy", "--bidir", "--size", "10MB"]);
+    check(&r, 1, &["up", "down"]);
+    zc_of(&r, "up");
+    zc_of(&r, "down");
+    let (st, out, err) = run(
+        &[
+            "blast",
+            "--proto",
+            "tcp",
+            "--zerocopy",
+            "--count",
+            "50",
+            "--len",
+            "64KiB",
+        ],
+        LIMIT,
+    );
+    assert!(st.success(), "{err}");
+    assert!(out.contains("MSG_ZEROCOPY sends"), "{out}");
+}

@@ -42,7 +42,7 @@ fn embedded_blast_20mb() {
     );
     assert!(st.success(), "{err}");
     let r = json(&out);
-    assert_eq!(r["schema"], "netcore.udp.v2");
+    assert_eq!(r["schema"], "netcore.udp.v3");
     assert_eq!(r["role"], "sender");
     assert_eq!(
         acc(&r)["sent"].as_u64().unwrap(),
@@ -159,7 +159,11 @@ fn crafted(extra_recv_args: &[&str], datagrams: &[Vec<u8>], test_id: u64, sent: 
         host: "test".into(),
     })
     .unwrap();
-    c.send(&Msg::Setup { tcp: None }).unwrap();
+    c.send(&Msg::Setup {
+        tcp: None,
+        reverse: None,
+    })
+    .unwrap();
     assert!(matches!(
         c.expect("Ready", Duration::from_secs(10)).unwrap(),
         Msg::Ready { .. }
@@ -179,6 +183,7 @@ fn crafted(extra_recv_args: &[&str], datagrams: &[Vec<u8>], test_id: u64, sent: 
         cpu: None,
         interrupted: false,
         pacing: None,
+        streams: Vec::new(),
     })
     .unwrap();
     let report = loop {

@@ -120,6 +120,7 @@ fn fake_receiver(after_ready: impl FnOnce(TcpStream) + Send + 'static) -> String
         let mut line = String::new();
         r.read_line(&mut line).unwrap();
         (&c).write_all(&encode(&Msg::Ready {
+            port: None,
             rcvbuf: 1,
             gro: false,
         }))
@@ -295,7 +296,10 @@ fn hello(plan: Plan) -> Vec<u8> {
         verify: false,
         host: "elsewhere".into(),
     });
-    b.extend(encode(&Msg::Setup { tcp: None }));
+    b.extend(encode(&Msg::Setup {
+        tcp: None,
+        reverse: None,
+    }));
     b
 }
 
@@ -390,6 +394,7 @@ fn lying_done_is_refused() {
         interrupted: false,
         pacing: None,
         cpu: None,
+        streams: Vec::new(),
     }))
     .unwrap();
     let mut reply = String::new();

@@ -111,7 +111,7 @@ fn parse_cpus(s: &str) -> Result<CpuList, String> {
 #[derive(Args, Debug, Clone, Default)]
 pub struct OutputArgs {
     /// Print the report as JSON (versioned: its "schema" field names the schema, e.g.
-    /// netcore.udp.v2, netcore.tcp.v1)
+    /// netcore.udp.v3, netcore.tcp.v1)
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
     /// Print the report as CSV
@@ -187,13 +187,15 @@ pub enum Proto {
 /// Streams, direction, and the TCP socket settings.
 #[derive(Args, Debug, Clone, Default)]
 pub struct TcpArgs {
-    /// Parallel data connections (one thread each; --pin/--cpus pin them one per CPU)
+    /// Parallel streams: TCP data connections or UDP sockets (one thread each; --pin/--cpus
+    /// pin them one per CPU)
     #[arg(short = 'P', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_STREAMS as i64))]
     pub streams: u16,
-    /// Reverse: the receiver sends and this side receives (connections still opened from here)
+    /// Reverse: the receiver sends and this side receives (the path still opened from here:
+    /// TCP connections, or a UDP opener datagram)
     #[arg(short = 'R', long, conflicts_with = "bidir")]
     pub reverse: bool,
-    /// Both directions at once: --streams connections each way
+    /// Both directions at once: --streams connections each way (TCP only for now)
     #[arg(long)]
     pub bidir: bool,
     /// TCP socket buffers (SO_SNDBUF and SO_RCVBUF) on both ends; autotuned without it

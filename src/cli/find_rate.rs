@@ -38,7 +38,7 @@ pub fn run(a: &BlastArgs) -> Result<ExitCode> {
         }
         let (_, rx_cpu) = cpus_of(a, a.to.is_none());
         let (target, control, embedded) = target_of(a, rx_cpu)?;
-        let (tx_cpu, _) = cpus_of(a, embedded.is_some());
+        let (tx_cpus, _) = cpus_of(a, embedded.is_some());
         target_name = target.to_string();
         let opts = blast_options(
             a,
@@ -46,7 +46,7 @@ pub fn run(a: &BlastArgs) -> Result<ExitCode> {
             plan,
             rate.map(Rate::BitsPerSec),
             (target, control),
-            tx_cpu,
+            tx_cpus,
         );
         let r = sender::run(&opts, &mut |_| {});
         if let Some(e) = embedded {

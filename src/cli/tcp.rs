@@ -43,18 +43,18 @@ pub fn check(a: &BlastArgs) -> Result<()> {
                 if let Some((f, _)) = tcp_only.iter().find(|x| x.1) {
                     return usage(format!("{f} applies to --proto tcp"));
                 }
-                if t.streams > 1 || t.reverse || t.bidir {
+                if t.bidir {
                     return usage(
-                        "--streams above 1, --reverse and --bidir are not implemented for --proto udp yet; use --proto tcp".into(),
+                        "--bidir is not implemented for --proto udp yet; use --proto tcp".into(),
                     );
+                }
+                if t.reverse && a.zerocopy {
+                    return usage("--zerocopy applies to the sending side: not with -R".into());
                 }
             }
             Proto::Tcp => {
-                if a.verify || a.zerocopy {
-                    return usage(format!(
-                        "{} applies to --proto udp",
-                        if a.verify { "--verify" } else { "--zerocopy" }
-                    ));
+                if a.verify {
+                    return usage("--verify applies to --proto udp".into());
                 }
                 if a.control.is_some() {
                     return usage(
@@ -92,6 +92,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         no_delay: t.no_delay,
         fq_rate_bps: bits("--fq-rate", t.fq_rate)?,
         rate_bps: bits("--rate", a.rate)?,
+        zerocopy: a.zerocopy,
     };
     a.plot.check()?;
     signal::install()?;

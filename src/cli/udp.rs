@@ -13,8 +13,8 @@ use crate::flow::backend::Backend;
 use crate::flow::control::Plan;
 use crate::flow::tcp::report::TcpReport;
 use crate::flow::tcp::server::TcpEvent;
-use crate::flow::udp::receiver::{Event, Receiver, RecvOptions};
-use crate::flow::udp::report::UdpReport;
+use crate::flow::udp::receiver::{self, Event, Receiver, RecvOptions};
+use crate::flow::udp::report::{IntervalRow, UdpReport};
 use crate::flow::udp::sender::{self, BlastOptions, GsoMode};
 use crate::flow::udp::tracker::DEFAULT_WINDOW;
 use crate::stats::plot::{self, PlotOptions, Series};
@@ -79,8 +79,9 @@ pub struct BlastArgs {
     /// error naming the cause
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
-    /// Zero-copy sends: io_uring SEND_ZC (uring backend, Linux 6.0+). The report counts
-    /// the sends the kernel copied after all (to a local receiver it always copies)
+    /// Zero-copy sends. UDP: io_uring SEND_ZC (uring backend, Linux 6.0+); TCP: MSG_ZEROCOPY
+    /// with the error-queue completions counted. The report counts the sends the kernel
+    /// copied after all (to a local receiver it always copies)
     #[arg(long)]
     pub zerocopy: bool,
     /// Search for the highest rate whose loss stays within --loss: an unpaced trial, then
@@ -174,6 +175,19 @@ pub fn plan_of(a: &BlastArgs, len: usize) -> Result<Plan> {
     })
 }
 
+/// The receiving side's settings from blast's flags (`--rx` ones, interval, backend), on `cpu`.
+fn rx_options(a: &BlastArgs, cpu: Option<usize>) -> RecvOptions {
+    RecvOptions {
+        cpu,
+        wait: a.rx.wait(),
+        rcvbuf: a.rx.rcvbuf as usize,
+        gro: !a.rx.no_gro,
+        interval: a.interval,
+        backend: a.backend,
+        ..RecvOptions::default()
+    }
+}
+
 /// Blast's own receiver on loopback (without --to): the thread serving one test and its
 /// stop flag.
 pub struct Embedded {
@@ -187,13 +201,7 @@ impl Embedded {
     pub fn start(a: &BlastArgs, cpu: Option<usize>) -> Result<(Embedded, SocketAddr)> {
         let r = Receiver::bind(RecvOptions {
             listen: "127.0.0.1:0".parse()?,
-            cpu,
-            wait: a.rx.wait(),
-            rcvbuf: a.rx.rcvbuf as usize,
-            gro: !a.rx.no_gro,
-            interval: a.interval,
-            backend: a.backend,
-            ..RecvOptions::default()
+            ..rx_options(a, cpu)
         })?;
         let addr = r.local_addr();
         let stop = r.stopper();
@@ -232,6 +240,55 @@ pub fn target_of(
     })
 }
 
+/// The CPUs of the blasting threads, one per stream in turn (empty: unpinned). `--cpus LIST`:
+/// the list, but for the embedded receiver's entry (its second) when another is left;
+/// `--pin`: every CPU but the receiver's. Without either, one stream beside an embedded
+/// receiver is pinned to CPU 0 (the receiver is on 1); more streams are left to the scheduler.
+pub fn sender_cpus(
+    list: Option<&[usize]>,
+    pin: bool,
+    rx_cpu: Option<usize>,
+    ncpu: usize,
+    streams: u16,
+) -> Vec<usize> {
+    let without_rx = |all: Vec<usize>| {
+        let rest: Vec<usize> = all.iter().copied().filter(|&c| Some(c) != rx_cpu).collect();
+        if rest.is_empty() {
+            all
+        } else {
+            rest
+        }
+    };
+    match list {
+        Some(l) if streams <= 1 => vec![l[0]],
+        Some(l) => without_rx(l.to_vec()),
+        None if pin && streams > 1 => without_rx((0..ncpu.max(1)).collect()),
+        None if pin || (rx_cpu.is_some() && streams <= 1) => vec![0],
+        None => Vec::new(),
+    }
+}
+
+/// The sending threads' CPUs and the (embedded) receiver's: `--cpus` in that order, or the
+/// receiver on CPU 1 by default when there is an embedded receiver on a host with two or more.
+pub fn cpus_of(a: &BlastArgs, embedded: bool) -> (Vec<usize>, Option<usize>) {
+    let ncpu = affinity::available_cpus();
+    let cpus = a.pin.list().map(<[usize]>::to_vec);
+    let rx = match &cpus {
+        Some(l) if l.len() > 1 => Some(l[1]),
+        Some(_) => None,
+        None if ncpu > 1 => Some(1),
+        None => None,
+    };
+    let tx = sender_cpus(
+        cpus.as_deref(),
+        a.pin.pin,
+        embedded.then_some(rx).flatten(),
+        ncpu,
+        a.tcp.streams,
+    );
+    (tx, rx)
+}
+
 /// The sender's options for one test of `blast` (or one trial of `--find-rate`).
 pub fn blast_options(
     a: &BlastArgs,
@@ -239,7 +296,7 @@ pub fn blast_options(
     plan: Plan,
     rate: Option<Rate>,
     (target, control): (SocketAddr, SocketAddr),
-    cpu: Option<usize>,
+    cpus: Vec<usize>,
 ) -> BlastOptions {
     BlastOptions {
         target,
@@ -250,30 +307,12 @@ pub fn blast_options(
         rate,
         plan,
         verify: a.verify,
-        cpu,
+        cpus,
+        streams: a.tcp.streams,
         sndbuf: a.sndbuf as usize,
         backend: a.backend,
         zerocopy: a.zerocopy,
     }
-}
-
-/// The sending and (embedded) receiving CPUs: `--cpus` in that order, or 0 and 1 by default
-/// when there is an embedded receiver on a host with two or more CPUs.
-pub fn cpus_of(a: &BlastArgs, embedded: bool) -> (Option<usize>, Option<usize>) {
-    let ncpu = affinity::available_cpus();
-    let cpus = a.pin.list().map(<[usize]>::to_vec);
-    let rx = match &cpus {
-        Some(l) if l.len() > 1 => Some(l[1]),
-        Some(_) => None,
-        None if ncpu > 1 => Some(1),
-        None => None,
-    };
-    let tx = match &cpus {
-        Some(l) => Some(l[0]),
-        None if a.pin.pin || (embedded && ncpu > 1) => Some(0),
-        None => None,
-    };
-    (tx, rx)
 }
 
 pub fn blast(a: BlastArgs) -> Result<ExitCode> {
@@ -286,14 +325,24 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     let format = a.output.format();
     let (_, rx_cpu) = cpus_of(&a, a.to.is_none());
     let (target, control, embedded) = target_of(&a, rx_cpu)?;
-    let (tx_cpu, _) = cpus_of(&a, embedded.is_some());
-    let opts = blast_options(&a, len, plan, a.rate, (target, control), tx_cpu);
+    let (tx_cpus, _) = cpus_of(&a, embedded.is_some());
+    let opts = blast_options(&a, len, plan, a.rate, (target, control), tx_cpus);
     let live = format == Format::Table;
-    let report = sender::run(&opts, &mut |row| {
-        if live {
-            let _ = out(&(UdpReport::interval_line(row) + "\n"));
-        }
-    });
+    let report = if a.tcp.reverse {
+        // This side receives: its UDP thread has the embedded receiver's flags.
+        let rx = rx_options(&a, opts.cpus.first().copied());
+        receiver::run_reverse(&opts, rx, &mut |ev| {
+            if let (true, Event::Interval(row)) = (live, ev) {
+                let _ = out(&recv_interval_line(&row));
+            }
+        })
+    } else {
+        sender::run(&opts, &mut |row| {
+            if live {
+                let _ = out(&(UdpReport::interval_line(row) + "\n"));
+            }
+        })
+    };
     if let Some(e) = embedded {
         e.finish();
     }
@@ -341,6 +390,18 @@ fn plot_intervals(path: &std::path::Path, r: &UdpReport) -> Result<()> {
         "Gbit/s",
         &[Series::new("sent", sent), Series::new("received", recv)],
         &PlotOptions::default(),
+    )
+}
+
+/// The receiving side's interval line.
+fn recv_interval_line(row: &IntervalRow) -> String {
+    format!(
+        "[{:6.2}-{:6.2}s] received {:>12} dgrams {:>14} | lost so far {}\n",
+        row.start,
+        row.t,
+        row.received,
+        units::fmt_bits_per_sec(row.received_bps),
+        row.lost_so_far
     )
 }
 
@@ -399,14 +460,7 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         }
         Event::Interval(row) => {
             if live {
-                let _ = out(&format!(
-                    "[{:6.2}-{:6.2}s] received {:>12} dgrams {:>14} | lost so far {}\n",
-                    row.start,
-                    row.t,
-                    row.received,
-                    units::fmt_bits_per_sec(row.received_bps),
-                    row.lost_so_far
-                ));
+                let _ = out(&recv_interval_line(&row));
             }
         }
         Event::Finished(rep) => {
@@ -440,4 +494,23 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         bail!("cannot write reports to stdout; they went to stderr");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sender_cpus;
+
+    #[test]
+    fn stream_cpus() {
+        // one stream: as before (the list's first, or 0 beside an embedded receiver)
+        assert_eq!(sender_cpus(Some(&[3, 4]), false, Some(4), 8, 1), [3]);
+        assert_eq!(sender_cpus(None, false, Some(1), 2, 1), [0]);
+        assert_eq!(sender_cpus(None, false, None, 2, 1), Vec::<usize>::new());
+        // more: the list but for the receiver's CPU, or every CPU but the receiver's
+        assert_eq!(sender_cpus(Some(&[0, 1, 2]), false, Some(1), 8, 4), [0, 2]);
+        assert_eq!(sender_cpus(Some(&[5]), false, None, 8, 4), [5]);
+        assert_eq!(sender_cpus(None, true, Some(1), 4, 4), [0, 2, 3]);
+        assert_eq!(sender_cpus(None, true, Some(0), 1, 4), [0]);
+        assert_eq!(sender_cpus(None, false, Some(1), 4, 4), Vec::<usize>::new());
+    }
 }

@@ -45,6 +45,14 @@ pub enum Plan {
     TimeNs(u64),
 }
 
+/// What a reverse UDP test (`-R`) asks of the receiver, which sends.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reverse {
+    /// `--rate` in datagrams per second over all streams (None: unpaced).
+    pub pps: Option<f64>,
+}
+
 /// One control message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -65,6 +73,10 @@ pub enum Msg {
         /// Receive buffer the kernel granted (bytes, as getsockopt reports it).
         rcvbuf: u64,
         gro: bool,
+        /// A reverse UDP test (`-R`): the UDP port the receiver sends from. The client opens
+        /// the path with a datagram to it (NAT-friendly); absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
     },
     Interval {
         /// Receiver's seconds since the first datagram of the test.
@@ -91,10 +103,20 @@ pub enum Msg {
         /// receiver's report can say how the test was sent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pacing: Option<String>,
+        /// With more than one stream (`-P`): datagrams the kernel accepted per stream (stream
+        /// `i` sent its sequence numbers `0..streams[i]`); they add up to `sent`. Absent with
+        /// one stream, so a one-stream Done reads as before (a receiver without `-P` support
+        /// still takes it).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        streams: Vec<u64>,
     },
     /// After Hello (version 2): what kind of test it is. `tcp: None` is a UDP test.
     Setup {
         tcp: Option<TcpSpec>,
+        /// A UDP test the receiver sends (`-R`), with the client's pacing; absent otherwise,
+        /// so a forward Setup reads as before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reverse: Option<Reverse>,
     },
     /// The client's end of a TCP test: its account of every data connection and its CPU.
     TcpDone {
@@ -336,6 +358,7 @@ mod tests {
         a.send(&Msg::Ready {
             rcvbuf: 5,
             gro: true,
+            port: None,
         })
         .unwrap();
         a.send(&Msg::Error {
@@ -347,7 +370,8 @@ mod tests {
             m,
             Msg::Ready {
                 rcvbuf: 5,
-                gro: true
+                gro: true,
+                port: None
             }
         );
         assert!(b.expect("anything", Duration::from_secs(5)).is_err());

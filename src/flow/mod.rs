@@ -12,5 +12,6 @@ pub mod host;
 pub mod kernel;
 pub mod pacer;
 pub mod search;
+pub mod streams;
 pub mod tcp;
 pub mod udp;

@@ -24,6 +24,7 @@ use super::spec::{encode_preamble, Dir, TcpSpec};
 use super::stream::{self, bytes_moved, Job, Live};
 use crate::flow::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::host::host_name;
+pub use crate::flow::streams::cpu_for;
 use crate::sys::signal;
 
 /// Client settings.
@@ -36,11 +37,6 @@ pub struct TcpOptions {
     /// CPUs for the data connection threads, one per stream in turn (none: unpinned).
     pub cpus: Vec<usize>,
     pub interval: Duration,
-}
-
-/// The CPU of stream `i` among `cpus` (round robin), if pinning.
-pub fn cpu_for(cpus: &[usize], i: usize) -> Option<usize> {
-    (!cpus.is_empty()).then(|| cpus[i % cpus.len()])
 }
 
 /// The job of stream `i` (of direction `dir`) on the end that writes `Up` streams (`client`)
@@ -59,6 +55,7 @@ pub fn job_for(
         plan: stream::stream_plan(plan, i % n, n),
         len: spec.len as usize,
         rate_bps: spec.rate_bps.map(|r| (r / n as u64).max(1)),
+        zerocopy: spec.zerocopy,
         cpu,
     }
 }
@@ -88,6 +85,7 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
         host: host_name(),
     })?;
     c.send(&Msg::Setup {
+        reverse: None,
         tcp: Some(spec.clone()),
     })?;
     match c.expect("Ready", Duration::from_secs(10))? {

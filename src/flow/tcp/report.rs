@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::{Dir, TcpSpec};
 use crate::flow::cpu::CpuUsage;
+use crate::flow::streams::SUM;
 use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::sys::tcp::TcpInfo;
@@ -59,6 +60,19 @@ impl TcpFigures {
     }
 }
 
+/// A zero-copy writer's sends (`MSG_ZEROCOPY`) and what the kernel's completions said.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub struct ZeroCopyCounts {
+    /// `send(MSG_ZEROCOPY)` calls that took data.
+    pub sends: u64,
+    /// Sends whose completion arrived (all of them unless the test was cut short).
+    pub completed: u64,
+    /// Of those, sends the kernel copied after all (to a local receiver: all of them).
+    pub copied: u64,
+}
+
 /// One side's account of one data connection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StreamEnd {
@@ -70,6 +84,9 @@ pub struct StreamEnd {
     pub elapsed_s: f64,
     /// `TCP_INFO` at the end (the writer's figures are the ones reported).
     pub tcp: Option<TcpFigures>,
+    /// The writer's zero-copy counts (`--zerocopy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zerocopy: Option<ZeroCopyCounts>,
 }
 
 /// One data connection, both ends joined.
@@ -88,6 +105,9 @@ pub struct StreamRow {
     pub goodput_bps: f64,
     /// The writer's `TCP_INFO` (on SUM rows: retransmits and bytes acked summed).
     pub tcp: Option<TcpFigures>,
+    /// The writer's zero-copy counts (`--zerocopy`; summed on SUM rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zerocopy: Option<ZeroCopyCounts>,
 }
 
 /// The CPU of both sides' busy threads.
@@ -206,6 +226,7 @@ impl TcpReport {
                     0.0
                 },
                 tcp: w.tcp.clone(),
+                zerocopy: w.zerocopy,
             });
         }
         rows
@@ -224,7 +245,7 @@ impl TcpReport {
             let recv_s = of.iter().map(|r| r.recv_s).fold(0.0, f64::max);
             let tcps: Vec<&TcpFigures> = of.iter().filter_map(|r| r.tcp.as_ref()).collect();
             out.push(StreamRow {
-                stream: "SUM".into(),
+                stream: SUM.into(),
                 dir,
                 written,
                 read,
@@ -245,6 +266,14 @@ impl TcpReport {
                     congestion: tcps[0].congestion.clone(),
                     ..TcpFigures::default()
                 }),
+                zerocopy: of
+                    .iter()
+                    .filter_map(|r| r.zerocopy)
+                    .reduce(|a, b| ZeroCopyCounts {
+                        sends: a.sends + b.sends,
+                        completed: a.completed + b.completed,
+                        copied: a.copied + b.copied,
+                    }),
             });
         }
         out
@@ -296,7 +325,7 @@ impl Report for TcpReport {
             "rttvar", "pacing", "delivery",
         ]);
         for r in self.all_rows() {
-            let is_sum = r.stream == "SUM";
+            let is_sum = r.stream == SUM;
             t.row([
                 r.stream.clone(),
                 r.dir.name().to_string(),
@@ -347,6 +376,21 @@ impl Report for TcpReport {
             },
         );
         out.push_str(&t.render());
+        for r in self.sum.iter().filter(|r| r.zerocopy.is_some()) {
+            let z = r.zerocopy.unwrap_or_default();
+            out.push_str(&format!(
+                "zerocopy {}: {} MSG_ZEROCOPY sends, {} completed, the kernel copied {} ({})\n",
+                r.dir.name(),
+                z.sends,
+                z.completed,
+                z.copied,
+                if z.sends > 0 && z.copied == z.sends {
+                    "no pages were sent in place: a loopback or local receiver always copies"
+                } else {
+                    "pages sent in place where not copied"
+                }
+            ));
+        }
         out.push_str(&format!("cpu client: {}\n", self.cpu.client.line()));
         out.push_str(&format!("cpu server: {}\n", self.cpu.server.line()));
         out
@@ -380,7 +424,7 @@ impl Report for TcpReport {
         let c = &self.cpu;
         for r in self.all_rows() {
             let one = |f: &dyn Fn(&TcpFigures) -> String| {
-                if r.stream == "SUM" {
+                if r.stream == SUM {
                     String::new()
                 } else {
                     opt_tcp(&r.tcp, f)
@@ -431,6 +475,7 @@ mod tests {
                 cwnd: 10,
                 ..Default::default()
             }),
+            zerocopy: None,
         }
     }
 

@@ -85,6 +85,7 @@ pub fn run_test(
     c.send(&Msg::Ready {
         rcvbuf: 0,
         gro: false,
+        port: None,
     })?;
     let dirs = spec.directions();
     let stop = Arc::new(AtomicBool::new(false));

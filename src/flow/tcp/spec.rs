@@ -8,52 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_LEN: usize = 128 * 1024;
 /// The largest write size accepted.
 pub const MAX_LEN: usize = 16 << 20;
-/// The most data connections of one test.
-pub const MAX_STREAMS: u16 = 128;
-
-/// Which way the data goes, seen from the side that started the test (the client).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// The client sends.
-    #[default]
-    Forward,
-    /// The server sends, the client receives (`-R`).
-    Reverse,
-    /// Both at once (`--bidir`): N connections each way.
-    Bidir,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Forward => "forward",
-            Mode::Reverse => "reverse",
-            Mode::Bidir => "bidir",
-        }
-    }
-}
-
-/// Which way one data connection carries data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Dir {
-    /// Client to server.
-    Up,
-    /// Server to client.
-    Down,
-}
-
-impl Dir {
-    pub fn name(self) -> &'static str {
-        match self {
-            Dir::Up => "up",
-            Dir::Down => "down",
-        }
-    }
-}
+pub use crate::flow::streams::{Dir, Mode, MAX_STREAMS};
 
 /// The settings of a TCP test, sent by the client in `Setup` and applied by both ends to
 /// their data sockets.
@@ -77,6 +32,10 @@ pub struct TcpSpec {
     /// Application pacing (token bucket), in bits per second over all connections of one
     /// direction.
     pub rate_bps: Option<u64>,
+    /// Writers send with `MSG_ZEROCOPY` (`--zerocopy`). Absent when false, so a spec without
+    /// it reads as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zerocopy: bool,
 }
 
 impl TcpSpec {
@@ -145,6 +104,7 @@ mod tests {
             no_delay: false,
             fq_rate_bps: None,
             rate_bps: None,
+            zerocopy: false,
         }
     }
 
@@ -166,7 +126,7 @@ mod tests {
         let s = spec(3, Mode::Bidir);
         let j = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<TcpSpec>(&j).unwrap(), s);
-        let bad = j.replacen('{', r#"{"zerocopy":true,"#, 1);
+        let bad = j.replacen('{', r#"{"splice":true,"#, 1);
         assert!(serde_json::from_str::<TcpSpec>(&bad).is_err());
     }
 

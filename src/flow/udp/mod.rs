@@ -5,6 +5,7 @@ pub mod receiver;
 pub mod recv_core;
 pub mod recv_session;
 pub mod report;
+pub mod reverse;
 pub mod sender;
 pub mod tracker;
 pub mod transport;

@@ -26,9 +26,11 @@ pub use super::recv_core::RxWait;
 use super::recv_core::{Cmd, Core, Out, UdpCtx, POLL_NAP};
 use super::recv_session::{Action, Limits, RecvSession, SessionCtx};
 use super::report::{IntervalRow, UdpReport};
+use super::sender::{self, BlastOptions};
 use super::tracker::DEFAULT_WINDOW;
+use super::wire;
 use crate::flow::backend::{self, Backend};
-use crate::flow::control::{Conn, Malformed, Msg};
+use crate::flow::control::{Conn, Malformed, Msg, Reverse};
 use crate::flow::host::host_name;
 use crate::flow::tcp::{self, server::ServerCtx, server::TcpEvent};
 use crate::sys::mmsg::RecvBatch;
@@ -169,6 +171,16 @@ impl Receiver {
     /// `on_event`. Returns an error only if the receiver itself fails; with `once`, a test
     /// that could not run is an error too.
     pub fn serve(self, once: bool, on_event: &mut dyn FnMut(Event)) -> Result<()> {
+        let (cmd_tx, out_rx, worker) = self.spawn_udp_thread()?;
+        let result = self.control_loop(once, &cmd_tx, &out_rx, on_event);
+        let _ = cmd_tx.send(Cmd::Quit);
+        let _ = worker.join();
+        result
+    }
+
+    /// Starts the UDP thread on the bound socket (its backend, pinned when asked): the
+    /// commands' sender, the news' receiver and the thread.
+    fn spawn_udp_thread(&self) -> Result<(Tx<Cmd>, Rx<Out>, thread::JoinHandle<()>)> {
         let (cmd_tx, cmd_rx) = mpsc::channel();
         let (out_tx, out_rx) = mpsc::channel();
         let udp = self.udp.try_clone()?;
@@ -194,10 +206,79 @@ impl Receiver {
                     Backend::Uring => super::uring::recv_thread(udp, core),
                     _ => udp_thread(udp, core),
                 })?;
-        let result = self.control_loop(once, &cmd_tx, &out_rx, on_event);
+        Ok((cmd_tx, out_rx, worker))
+    }
+
+    /// The client's end of a reverse test (`-R`, see [`super::reverse`]): this receiver's UDP
+    /// thread and a [`RecvSession`] take the test that `hello` (already sent on `conn`, and
+    /// answered with Ready) describes; the session's Ready becomes the opener datagrams to
+    /// `server`, the rest of its messages go to the server, which sends the datagrams and
+    /// Done. Returns the receiver's report.
+    pub fn receive_reverse(
+        self,
+        mut conn: Conn,
+        hello: Msg,
+        server: SocketAddr,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<UdpReport> {
+        let Msg::Hello { test_id, .. } = hello else {
+            bail!("receive_reverse needs the test's Hello");
+        };
+        let (cmd_tx, out_rx, worker) = self.spawn_udp_thread()?;
+        let opener = self.udp.try_clone()?;
+        let now = Instant::now();
+        let mut session = RecvSession::new(self.session_ctx(server), now);
+        session.on_msg(hello, now);
+        session.on_msg(
+            Msg::Setup {
+                tcp: None,
+                reverse: None,
+            },
+            now,
+        );
+        let mut report = None;
+        let result = loop {
+            let now = Instant::now();
+            while let Ok(o) = out_rx.try_recv() {
+                session.on_udp(o, now);
+            }
+            read_control(&mut session, &mut conn, now);
+            session.on_tick(now, signal::stop_requested());
+            let mut ended = None;
+            for a in session.take_actions() {
+                match a {
+                    Action::Send(Msg::Ready { .. }) => {
+                        // The UDP thread has the test: open the path (a few, for a lossy one).
+                        for _ in 0..3 {
+                            let _ = opener.send_to(&wire::opener(test_id), server);
+                        }
+                    }
+                    Action::Send(m) => {
+                        if let Err(e) = conn.send(&m) {
+                            session.on_control_lost(format!("{e:#}"), now);
+                        }
+                    }
+                    Action::Cmd(c) => cmd_tx.send(c)?,
+                    Action::Interval(row) => on_event(Event::Interval(row)),
+                    Action::Finished(r) => report = Some(r),
+                    Action::End(r) => ended = Some(r),
+                    Action::Started { .. } | Action::Tcp { .. } | Action::UdpReverse(_) => {}
+                }
+            }
+            if let Some(r) = ended {
+                break r;
+            }
+            if let Ok(o) = out_rx.recv_timeout(Duration::from_millis(5)) {
+                session.on_udp(o, Instant::now());
+            }
+        };
         let _ = cmd_tx.send(Cmd::Quit);
         let _ = worker.join();
-        result
+        match (report, result) {
+            (Some(r), Ok(())) => Ok(*r),
+            (_, Err(why)) => bail!("{why}"),
+            (None, Ok(())) => bail!("the test ended without a report"),
+        }
     }
 
     /// The control thread: connections waiting for their Hello (each with its deadline, none
@@ -274,19 +355,11 @@ impl Receiver {
             let mut i = 0;
             while i < slots.len() {
                 let slot = &mut slots[i];
-                if slot.session.reading() {
-                    match slot.conn.try_recv() {
-                        Ok(Some(m)) => slot.session.on_msg(m, now),
-                        Ok(None) => {}
-                        Err(e) if e.downcast_ref::<Malformed>().is_some() => {
-                            slot.session.on_bad_input(format!("{e:#}"), now)
-                        }
-                        Err(e) => slot.session.on_control_lost(format!("{e:#}"), now),
-                    }
-                }
+                read_control(&mut slot.session, &mut slot.conn, now);
                 slot.session.on_tick(now, stop);
                 let mut ended = None;
                 let mut tcp_job = None;
+                let mut reverse_job = None;
                 for a in slot.session.take_actions() {
                     match a {
                         Action::Send(m) => {
@@ -314,10 +387,34 @@ impl Receiver {
                             plan,
                             spec,
                         } => tcp_job = Some((test_id, plan, spec)),
+                        Action::UdpReverse(job) => reverse_job = Some(job),
                         Action::End(r) => ended = Some(r),
                     }
                 }
-                let tcp_ran = tcp_job.is_some();
+                let tcp_ran = tcp_job.is_some() || reverse_job.is_some();
+                if let Some(job) = reverse_job {
+                    // A reverse UDP test holds the receiver until it ends, sending from a
+                    // socket of its own (`super::reverse`).
+                    for (j, other) in slots.iter_mut().enumerate() {
+                        if j != i {
+                            let _ = other.conn.send(&RecvSession::busy_message());
+                        }
+                    }
+                    let r = super::reverse::serve(
+                        &mut slots[i].conn,
+                        job,
+                        self.local_addr().ip(),
+                        self.opts.cpu,
+                        &mut |row| on_event(Event::Interval(*row)),
+                    );
+                    ended = Some(match r {
+                        Ok(report) => {
+                            on_event(Event::Finished(Box::new(report)));
+                            Ok(())
+                        }
+                        Err(e) => Err(format!("{e:#}")),
+                    });
+                }
                 if let Some((test_id, plan, spec)) = tcp_job {
                     // A TCP test holds the receiver until it ends: its data connections arrive
                     // on this listener, and run_test admits them by their preamble.
@@ -404,7 +501,16 @@ impl Receiver {
             .set_write_timeout(Some(Duration::from_secs(1)))
             .ok()?;
         let conn = Conn::new(stream).ok()?;
-        let ctx = SessionCtx {
+        Some(Slot {
+            conn,
+            peer,
+            session: RecvSession::new(self.session_ctx(peer), now),
+        })
+    }
+
+    /// What a session with `peer` needs to know of this receiver.
+    fn session_ctx(&self, peer: SocketAddr) -> SessionCtx {
+        SessionCtx {
             host: host_name(),
             peer_loopback: peer.ip().is_loopback(),
             target: self.local_addr().to_string(),
@@ -412,13 +518,54 @@ impl Receiver {
             rcvbuf: self.rcvbuf as u64,
             gro: self.gro,
             limits: Limits::default(),
-        };
-        Some(Slot {
-            conn,
-            peer,
-            session: RecvSession::new(ctx, now),
-        })
+        }
     }
+}
+
+/// Feeds the session what its control connection has (when it reads): a message, a line that
+/// is not one, or the connection's end.
+fn read_control(session: &mut RecvSession, conn: &mut Conn, now: Instant) {
+    if !session.reading() {
+        return;
+    }
+    match conn.try_recv() {
+        Ok(Some(m)) => session.on_msg(m, now),
+        Ok(None) => {}
+        Err(e) if e.downcast_ref::<Malformed>().is_some() => {
+            session.on_bad_input(format!("{e:#}"), now)
+        }
+        Err(e) => session.on_control_lost(format!("{e:#}"), now),
+    }
+}
+
+/// A reverse test (`-R`) from the client's side: a receiver bound on the address that routes
+/// to the server (port 0), Hello and Setup{reverse} to the server, its Ready with the port it
+/// sends from, then [`Receiver::receive_reverse`]. `opts` is `blast`'s (plan, streams, length,
+/// rate for the server to send), `rx` the receiving side's settings.
+pub fn run_reverse(
+    opts: &BlastOptions,
+    rx: RecvOptions,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<UdpReport> {
+    let opts = &sender::resolve(opts)?;
+    // The local address that routes to the server (no packet is sent by connecting).
+    let probe = UdpSocket::bind(sender::unspecified(opts.target))?;
+    probe
+        .connect(opts.control)
+        .with_context(|| format!("cannot reach {}", opts.control))?;
+    let r = Receiver::bind(RecvOptions {
+        listen: SocketAddr::new(probe.local_addr()?.ip(), 0),
+        ..rx
+    })?;
+    let pps = opts.rate.map(|r| r.packets_per_sec(opts.len));
+    let (mut c, test_id) = sender::open(opts, Some(Reverse { pps }))?;
+    let port = match sender::expect_ready(&mut c)? {
+        Msg::Ready { port: Some(p), .. } => p,
+        Msg::Ready { .. } => bail!("the receiver answered -R without a port to receive from"),
+        other => bail!("expected Ready from the receiver, got {}", other.name()),
+    };
+    let hello = sender::hello(opts, test_id);
+    r.receive_reverse(c, hello, SocketAddr::new(opts.control.ip(), port), on_event)
 }
 
 /// Connections waiting for their Hello at most; more are told to try again.

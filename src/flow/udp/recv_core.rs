@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver as Rx, Sender as Tx, TryRecvError};
 use std::time::{Duration, Instant};
 
-use super::report::ReceiverStats;
-use super::tracker::{Class, Tracker};
+use super::report::{pct_of, ReceiverStats, StreamStats};
+use super::tracker::{Accounting, Class, Tracker};
 use super::wire::{self, Header, Invalid};
 use crate::flow::backend::Backend;
 use crate::flow::cpu::ThreadMeter;
@@ -21,15 +21,18 @@ use crate::sys::sockopt::BufMethod;
 pub struct TestParams {
     pub test_id: u64,
     pub same_host: bool,
+    /// Streams of the test (`-P`): datagrams carry 0..streams in their header.
+    pub streams: u16,
 }
 
 /// The control thread's commands to the UDP thread.
 #[derive(Debug)]
 pub enum Cmd {
     Start(TestParams),
-    /// Finish the test: with the sender's count (drain first), or None (now, interrupted).
+    /// Finish the test: with the sender's count per stream (drain first), or None (now,
+    /// interrupted).
     Finish {
-        sent: Option<u64>,
+        sent: Option<Vec<u64>>,
     },
     Quit,
 }
@@ -78,16 +81,40 @@ pub(super) struct UdpCtx {
     pub backend: Backend,
 }
 
+/// One stream's accounting in a test: its own sequence space, bytes and jitter.
+struct Lane {
+    tracker: Tracker,
+    bytes: u64,
+    jitter_ns: f64,
+    prev_transit: Option<i64>,
+    prev_send_ns: u64,
+}
+
+impl Lane {
+    fn new(window: u64) -> Lane {
+        Lane {
+            tracker: Tracker::new(window),
+            bytes: 0,
+            jitter_ns: 0.0,
+            prev_transit: None,
+            prev_send_ns: u64::MAX,
+        }
+    }
+}
+
+/// The tracking window of each of `streams` streams: the receiver's window shared out (each
+/// stream carries its share of the datagrams, so the window covers the same time), at least 64.
+pub fn lane_window(window: u64, streams: u16) -> u64 {
+    (window / u64::from(streams.max(1))).max(64)
+}
+
 /// One test's state in the UDP thread.
 pub(super) struct TestState {
     test_id: u64,
     same_host: bool,
-    tracker: Tracker,
-    bytes: u64,
+    /// One per stream, indexed by the header's stream number.
+    lanes: Vec<Lane>,
     invalid: [u64; Invalid::ALL.len()],
-    jitter_ns: f64,
-    prev_transit: Option<i64>,
-    prev_send_ns: u64,
     latency: Hist,
     extent: Hist,
     start: Instant,
@@ -97,7 +124,7 @@ pub(super) struct TestState {
     recv_calls: u64,
     next_tick: Instant,
     /// Set by Finish: (sender's count if known, when asked).
-    finishing: Option<(Option<u64>, Instant)>,
+    finishing: Option<(Option<Vec<u64>>, Instant)>,
     /// This thread's CPU since the test started.
     meter: ThreadMeter,
 }
@@ -108,12 +135,10 @@ impl TestState {
         TestState {
             test_id: p.test_id,
             same_host: p.same_host,
-            tracker: Tracker::new(window),
-            bytes: 0,
+            lanes: (0..p.streams.max(1))
+                .map(|_| Lane::new(lane_window(window, p.streams)))
+                .collect(),
             invalid: [0; Invalid::ALL.len()],
-            jitter_ns: 0.0,
-            prev_transit: None,
-            prev_send_ns: u64::MAX,
             latency: Hist::new(),
             extent: Hist::new(),
             start: now,
@@ -145,39 +170,85 @@ impl TestState {
         if let Err(why) = wire::check_payload(&h, d) {
             return self.invalid(why);
         }
-        match self.tracker.record(h.seq) {
+        let Some(lane) = self.lanes.get_mut(h.stream as usize) else {
+            return self.invalid(Invalid::Stream);
+        };
+        match lane.tracker.record(h.seq) {
             Class::InOrder => {}
             Class::Reordered { extent } => self.extent.record(extent),
             Class::Duplicate | Class::TooLate => return,
         }
-        self.bytes += d.len() as u64;
+        lane.bytes += d.len() as u64;
         let transit = now_ns as i64 - h.send_ns as i64;
         self.latency.record(transit.max(0) as u64);
-        // Jitter (RFC 3550) over send events: datagrams of one sender batch share a send
-        // time, and comparing them with each other would only dilute the estimate.
-        if h.send_ns != self.prev_send_ns {
-            if let Some(prev) = self.prev_transit {
+        // Jitter (RFC 3550) per stream over send events: datagrams of one sender batch share
+        // a send time, and comparing them with each other would only dilute the estimate.
+        if h.send_ns != lane.prev_send_ns {
+            if let Some(prev) = lane.prev_transit {
                 let d = (transit - prev).unsigned_abs() as f64;
-                self.jitter_ns += (d - self.jitter_ns) / 16.0;
+                lane.jitter_ns += (d - lane.jitter_ns) / 16.0;
             }
-            self.prev_transit = Some(transit);
-            self.prev_send_ns = h.send_ns;
+            lane.prev_transit = Some(transit);
+            lane.prev_send_ns = h.send_ns;
         }
+    }
+
+    /// Unique datagrams and bytes so far, and the loss so far, over every stream.
+    fn progress(&self) -> (u64, u64, u64) {
+        self.lanes.iter().fold((0, 0, 0), |(u, b, l), lane| {
+            (
+                u + lane.tracker.unique(),
+                b + lane.bytes,
+                l + lane.tracker.lost_so_far(),
+            )
+        })
+    }
+
+    /// Whether every stream has all the datagrams the sender says it sent.
+    fn all_in(&self, sent: &[u64]) -> bool {
+        self.lanes
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l.tracker.unique() >= sent.get(i).copied().unwrap_or(0))
     }
 
     fn stats(
         &self,
-        sent: Option<u64>,
+        sent: Option<&[u64]>,
         ctx: &UdpCtx,
         interrupted: bool,
     ) -> Result<ReceiverStats, String> {
-        let counts = self.tracker.counts();
-        let sent = sent.unwrap_or_else(|| self.tracker.highest().map_or(0, |h| h + 1));
-        let accounting = self.tracker.finish(sent).map_err(|e| e.to_string())?;
         let duration_s = match self.first {
             Some(f) => (self.last - f).as_secs_f64(),
             None => 0.0,
         };
+        let mut streams = Vec::with_capacity(self.lanes.len());
+        for (i, lane) in self.lanes.iter().enumerate() {
+            let counts = lane.tracker.counts();
+            let sent = match sent {
+                Some(s) => s.get(i).copied().unwrap_or(0),
+                None => lane.tracker.highest().map_or(0, |h| h + 1),
+            };
+            let accounting = lane.tracker.finish(sent).map_err(|e| {
+                if self.lanes.len() > 1 {
+                    format!("stream {i}: {e}")
+                } else {
+                    e.to_string()
+                }
+            })?;
+            debug_assert_eq!(counts.in_order + counts.reordered, accounting.unique);
+            streams.push(StreamStats::new(
+                i as u16,
+                accounting,
+                lane.bytes,
+                duration_s,
+                lane.jitter_ns / 1e3,
+            ));
+        }
+        let accounting = Accounting::sum(streams.iter().map(|s| &s.accounting));
+        let bytes: u64 = self.lanes.iter().map(|l| l.bytes).sum();
+        let jitter_ns =
+            self.lanes.iter().map(|l| l.jitter_ns).sum::<f64>() / self.lanes.len() as f64;
         let mut invalid = BTreeMap::new();
         for why in Invalid::ALL {
             let n = self.invalid[why as usize];
@@ -185,18 +256,13 @@ impl TestState {
                 invalid.insert(why.name().to_string(), n);
             }
         }
-        debug_assert_eq!(counts.in_order + counts.reordered, accounting.unique);
         Ok(ReceiverStats {
-            lost_pct: if sent > 0 {
-                accounting.lost as f64 * 100.0 / sent as f64
-            } else {
-                0.0
-            },
+            lost_pct: pct_of(accounting.lost, accounting.sent),
             accounting,
-            bytes: self.bytes,
+            bytes,
             duration_s,
             goodput_bps: if duration_s > 0.0 {
-                self.bytes as f64 * 8.0 / duration_s
+                bytes as f64 * 8.0 / duration_s
             } else {
                 0.0
             },
@@ -206,7 +272,7 @@ impl TestState {
                 0.0
             },
             invalid,
-            jitter_us: self.jitter_ns / 1e3,
+            jitter_us: jitter_ns / 1e3,
             latency_us: self.latency.summary(1e3),
             latency_clock: if self.same_host {
                 "same host".into()
@@ -214,7 +280,7 @@ impl TestState {
                 "two hosts, clocks assumed in sync".into()
             },
             reorder_extent: self.extent.summary(1.0),
-            window: self.tracker.window(),
+            window: self.lanes[0].tracker.window(),
             rcvbuf: ctx.rcvbuf,
             rcvbuf_method: ctx.rcvbuf_method,
             gro: ctx.gro,
@@ -223,7 +289,8 @@ impl TestState {
             cpu: ctx.cpu,
             interrupted,
             backend: ctx.backend.name().to_string(),
-            cpu_usage: Some(self.meter.stop().finish(self.bytes)),
+            cpu_usage: Some(self.meter.stop().finish(bytes)),
+            streams,
         })
     }
 }
@@ -328,15 +395,17 @@ impl Core {
             if t.next_tick < now {
                 t.next_tick = now + ctx.interval;
             }
+            let (datagrams, bytes, lost_so_far) = t.progress();
             let _ = self.out.send(Out::Interval {
                 t: (now - t.start).as_secs_f64(),
-                datagrams: t.tracker.unique(),
-                bytes: t.bytes,
-                lost_so_far: t.tracker.lost_so_far(),
+                datagrams,
+                bytes,
+                lost_so_far,
             });
         }
-        if let Some((sent, asked)) = t.finishing {
-            let all_in = sent.is_some_and(|s| t.tracker.unique() >= s);
+        if let Some((sent, asked)) = &t.finishing {
+            let (sent, asked) = (sent.as_deref(), *asked);
+            let all_in = sent.is_some_and(|s| t.all_in(s));
             let quiet = now.duration_since(t.last.max(asked)) >= ctx.drain;
             let cap = now.duration_since(asked) >= ctx.drain * 8;
             if sent.is_none() || all_in || quiet || cap {
@@ -347,6 +416,107 @@ impl Core {
                 let _ = self.out.send(msg);
                 self.test = None;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ctx() -> UdpCtx {
+        UdpCtx {
+            wait: RxWait::Poll,
+            batch: 1,
+            cpu: None,
+            rcvbuf: 1,
+            rcvbuf_method: BufMethod::Capped,
+            gro: false,
+            drain: Duration::from_millis(1),
+            window: 1 << 10,
+            interval: Duration::from_secs(1),
+            backend: Backend::Mio,
+        }
+    }
+
+    fn datagram(stream: u16, seq: u64) -> Vec<u8> {
+        let mut d = wire::build(100, 7, seq, 1, false);
+        d[6..8].copy_from_slice(&stream.to_le_bytes());
+        d
+    }
+
+    fn state(streams: u16) -> TestState {
+        let p = TestParams {
+            test_id: 7,
+            same_host: true,
+            streams,
+        };
+        TestState::new(p, 1 << 10, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn each_stream_has_its_own_sequence_space() {
+        let mut t = state(3);
+        // stream 0: 0..5 all; stream 1: 0, 2 (1 lost) and 2 again; stream 2: nothing;
+        // stream 3 was not announced.
+        for s in 0..5 {
+            t.on_datagram(&datagram(0, s), 2);
+        }
+        for s in [0, 2, 2] {
+            t.on_datagram(&datagram(1, s), 2);
+        }
+        t.on_datagram(&datagram(3, 0), 2);
+        assert_eq!(t.progress(), (7, 700, 1));
+        assert!(t.all_in(&[5, 2, 0]) && !t.all_in(&[5, 3, 0]));
+        let r = t.stats(Some(&[5, 3, 1]), &ctx(), false).unwrap();
+        let per: Vec<(u64, u64, u64, u64)> = r
+            .streams
+            .iter()
+            .map(|s| {
+                let a = s.accounting;
+                (a.sent, a.unique, a.lost, a.duplicate)
+            })
+            .collect();
+        assert_eq!(per, [(5, 5, 0, 0), (3, 2, 1, 1), (1, 0, 1, 0)]);
+        let a = r.accounting;
+        assert_eq!((a.sent, a.unique, a.lost, a.duplicate), (9, 7, 2, 1));
+        assert_eq!(r.invalid.get("stream"), Some(&1));
+        assert_eq!(r.window, 512); // 1024 / 3, rounded up to a power of two
+                                   // a stream that saw more than its sender says names the stream
+        let e = t.stats(Some(&[5, 2, 0]), &ctx(), false).unwrap_err();
+        assert!(e.starts_with("stream 1:"), "{e}");
+    }
+
+    #[test]
+    fn lane_windows() {
+        assert_eq!(lane_window(1 << 24, 1), 1 << 24);
+        assert_eq!(lane_window(1 << 24, 4), 1 << 22);
+        assert_eq!(lane_window(64, 128), 64);
+        assert_eq!(lane_window(1000, 0), 1000);
+    }
+
+    proptest! {
+        /// Datagrams of N streams in any interleaving: each stream's accounting is what it
+        /// would be alone, and the sum holds `unique + lost == sent`.
+        #[test]
+        fn interleaved_streams_account_exactly(
+            arrivals in prop::collection::vec((0u16..4, 0u64..200), 0..600),
+            sent in prop::collection::vec(200u64..260, 4),
+        ) {
+            let mut t = state(4);
+            let mut alone: Vec<Tracker> = (0..4).map(|_| Tracker::new(lane_window(1 << 10, 4))).collect();
+            for &(s, q) in &arrivals {
+                t.on_datagram(&datagram(s, q), 2);
+                alone[s as usize].record(q);
+            }
+            let r = t.stats(Some(&sent), &ctx(), false).unwrap();
+            for (i, st) in r.streams.iter().enumerate() {
+                prop_assert_eq!(st.accounting, alone[i].finish(sent[i]).unwrap());
+            }
+            let a = r.accounting;
+            prop_assert_eq!(a.unique + a.lost, a.sent);
+            prop_assert_eq!(a.sent, sent.iter().sum::<u64>());
         }
     }
 }

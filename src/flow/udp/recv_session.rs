@@ -18,6 +18,7 @@ use super::report::{IntervalRow, SenderStats, UdpReport, SCHEMA};
 use super::wire::{HEADER_LEN, MAX_DATAGRAM};
 use crate::flow::control::{Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::cpu::CpuUsage;
+use crate::flow::streams::MAX_STREAMS;
 use crate::flow::tcp::spec::TcpSpec;
 
 /// How long each state may last.
@@ -88,8 +89,23 @@ pub enum Action {
         plan: Plan,
         spec: TcpSpec,
     },
+    /// The test is UDP the other way (`-R`): the driver sends it on this connection with
+    /// `super::reverse::serve`. The session is over.
+    UdpReverse(ReverseJob),
     /// The session is over: Ok, or why the test failed (after any report).
     End(Result<(), String>),
+}
+
+/// A reverse UDP test as its Hello and Setup asked for it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReverseJob {
+    pub test_id: u64,
+    pub len: u32,
+    pub plan: Plan,
+    pub streams: u16,
+    pub verify: bool,
+    /// Datagrams per second over all streams (None: unpaced).
+    pub pps: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +267,7 @@ impl RecvSession {
         Ok(TestParams {
             test_id: *test_id,
             same_host: *host == self.ctx.host || self.ctx.peer_loopback,
+            streams: 1,
         })
     }
 
@@ -260,13 +277,35 @@ impl RecvSession {
         if !(HEADER_LEN..=MAX_DATAGRAM).contains(&(len as usize)) {
             return Err(format!("datagram length {len} out of range"));
         }
-        if self.streams != 1 {
+        if self.streams == 0 || self.streams > MAX_STREAMS {
             return Err(format!(
-                "{} UDP streams requested; one is supported",
+                "{} UDP streams requested: use 1..={MAX_STREAMS}",
                 self.streams
             ));
         }
         Ok(())
+    }
+
+    /// The per-stream counts of a Done: its `streams` (one per stream, adding up to `sent`),
+    /// or `[sent]` for a one-stream test that leaves them out.
+    fn per_stream(&self, sent: u64, streams: Vec<u64>) -> Result<Vec<u64>, String> {
+        if streams.is_empty() && self.streams == 1 {
+            return Ok(vec![sent]);
+        }
+        if streams.len() != self.streams as usize {
+            return Err(format!(
+                "Done counts {} streams, the test has {}",
+                streams.len(),
+                self.streams
+            ));
+        }
+        let total = streams.iter().try_fold(0u64, |a, &b| a.checked_add(b));
+        if total != Some(sent) {
+            return Err(format!(
+                "Done's per-stream counts do not add up to its {sent} datagrams"
+            ));
+        }
+        Ok(streams)
     }
 
     /// Checks a Done against the test: the figures must be possible.
@@ -319,8 +358,29 @@ impl RecvSession {
                 Err(why) => self.refuse(why),
             },
             State::AwaitSetup => match msg {
-                Msg::Setup { tcp: None } => match (self.check_udp(), self.params.take()) {
-                    (Ok(()), Some(p)) => {
+                Msg::Setup {
+                    tcp: None,
+                    reverse: Some(r),
+                } => match self.check_udp() {
+                    Ok(()) => {
+                        self.actions.push(Action::UdpReverse(ReverseJob {
+                            test_id: self.test_id,
+                            len: self.len,
+                            plan: self.plan,
+                            streams: self.streams,
+                            verify: self.verify,
+                            pps: r.pps,
+                        }));
+                        self.state = State::Ended;
+                    }
+                    Err(why) => self.refuse(why),
+                },
+                Msg::Setup {
+                    tcp: None,
+                    reverse: None,
+                } => match (self.check_udp(), self.params.take()) {
+                    (Ok(()), Some(mut p)) => {
+                        p.streams = self.streams;
                         self.state = State::Starting;
                         self.since = now;
                         self.actions.push(Action::Cmd(Cmd::Start(p)));
@@ -328,7 +388,9 @@ impl RecvSession {
                     (Err(why), _) => self.refuse(why),
                     (Ok(()), None) => self.refuse("Setup without a Hello".into()),
                 },
-                Msg::Setup { tcp: Some(spec) } => {
+                Msg::Setup {
+                    tcp: Some(spec), ..
+                } => {
                     self.actions.push(Action::Tcp {
                         test_id: self.test_id,
                         plan: self.plan,
@@ -350,10 +412,15 @@ impl RecvSession {
                     interrupted,
                     pacing,
                     cpu,
+                    streams,
                 } => {
-                    if let Err(why) = self.check_done(sent, bytes, elapsed_ns) {
-                        return self.refuse(format!("Done refused: {why}"));
-                    }
+                    let per_stream = match self
+                        .check_done(sent, bytes, elapsed_ns)
+                        .and_then(|()| self.per_stream(sent, streams))
+                    {
+                        Ok(p) => p,
+                        Err(why) => return self.refuse(format!("Done refused: {why}")),
+                    };
                     self.interrupted |= interrupted;
                     self.done = Some(DoneInfo {
                         sent,
@@ -363,10 +430,13 @@ impl RecvSession {
                         pacing,
                         cpu,
                     });
-                    self.actions
-                        .push(Action::Cmd(Cmd::Finish { sent: Some(sent) }));
+                    self.actions.push(Action::Cmd(Cmd::Finish {
+                        sent: Some(per_stream),
+                    }));
                     self.state = State::Finishing;
                 }
+                // The peer gave up (with -R: the side that sends) and says why.
+                Msg::Error { message } => self.refuse(format!("the peer gave up: {message}")),
                 other => self.refuse(format!(
                     "unexpected control message {} during the test",
                     other.name()
@@ -399,6 +469,7 @@ impl RecvSession {
                 self.actions.push(Action::Send(Msg::Ready {
                     rcvbuf: self.ctx.rcvbuf,
                     gro: self.ctx.gro,
+                    port: None,
                 }));
                 self.actions.push(Action::Started {
                     test_id: self.test_id,
@@ -613,5 +684,123 @@ impl RecvSession {
         Msg::Error {
             message: "receiver is busy with another test".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(streams: u16) -> RecvSession {
+        let t0 = Instant::now();
+        let ctx = SessionCtx {
+            host: "h".into(),
+            peer_loopback: true,
+            target: "127.0.0.1:1".into(),
+            interval: Duration::from_secs(1),
+            rcvbuf: 1,
+            gro: false,
+            limits: Limits::default(),
+        };
+        let mut s = RecvSession::new(ctx, t0);
+        s.on_msg(
+            Msg::Hello {
+                version: PROTOCOL_VERSION,
+                test_id: 1,
+                len: 100,
+                plan: Plan::Count(100),
+                streams,
+                verify: false,
+                host: "h".into(),
+            },
+            t0,
+        );
+        s.on_msg(
+            Msg::Setup {
+                tcp: None,
+                reverse: None,
+            },
+            t0,
+        );
+        s
+    }
+
+    fn actions(s: &mut RecvSession) -> Vec<String> {
+        s.take_actions().iter().map(|a| format!("{a:?}")).collect()
+    }
+
+    fn done(sent: u64, streams: Vec<u64>) -> Msg {
+        Msg::Done {
+            sent,
+            bytes: sent * 100,
+            elapsed_ns: 1_000_000_000,
+            errors: BTreeMap::new(),
+            cpu: None,
+            interrupted: false,
+            pacing: None,
+            streams,
+        }
+    }
+
+    fn running(streams: u16) -> RecvSession {
+        let mut s = session(streams);
+        let a = actions(&mut s);
+        assert!(a[0].contains(&format!("streams: {streams}")), "{a:?}");
+        s.on_udp(Out::Started, Instant::now());
+        s.take_actions();
+        s
+    }
+
+    #[test]
+    fn udp_streams_out_of_range_are_refused() {
+        for n in [0, MAX_STREAMS + 1] {
+            let mut s = session(n);
+            let a = actions(&mut s);
+            assert!(
+                a.iter().any(|x| x.contains("UDP streams requested")),
+                "{a:?}"
+            );
+            assert!(s.ended());
+        }
+    }
+
+    #[test]
+    fn done_carries_a_count_per_stream() {
+        let mut s = running(3);
+        s.on_msg(done(100, vec![34, 33, 33]), Instant::now());
+        let a = actions(&mut s);
+        assert!(a[0].contains("Some([34, 33, 33])"), "{a:?}");
+
+        let mut s = running(1);
+        s.on_msg(done(100, Vec::new()), Instant::now());
+        assert!(actions(&mut s)[0].contains("Some([100])"));
+
+        for (sent, per) in [(100, vec![50, 50]), (100, vec![]), (100, vec![1, 2, 3])] {
+            let mut s = running(3);
+            s.on_msg(done(sent, per.clone()), Instant::now());
+            let a = actions(&mut s);
+            assert!(a[0].contains("Done refused"), "{per:?}: {a:?}");
+        }
+        let mut s = running(2);
+        s.on_msg(done(100, vec![u64::MAX, 101]), Instant::now());
+        assert!(actions(&mut s)[0].contains("do not add up"));
+    }
+
+    #[test]
+    fn an_error_from_the_peer_ends_the_test_with_its_reason() {
+        let mut s = running(1);
+        s.on_msg(
+            Msg::Error {
+                message: "no opener datagram".into(),
+            },
+            Instant::now(),
+        );
+        let a = actions(&mut s);
+        assert!(s.ended());
+        assert!(
+            a.iter()
+                .any(|x| x.contains("End(Err(\"the peer gave up: no opener datagram\"))")),
+            "{a:?}"
+        );
     }
 }

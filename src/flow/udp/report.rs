@@ -6,13 +6,15 @@ use serde::{Deserialize, Serialize};
 
 use super::tracker::Accounting;
 use crate::flow::cpu::CpuUsage;
+use crate::flow::streams::SUM;
 use crate::stats::hist::Percentiles;
 use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::sys::sockopt::BufMethod;
 use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_micros, fmt_pps};
 
-pub const SCHEMA: &str = "netcore.udp.v2";
+/// v3: `receiver.streams` (one row per stream, `-P`), CSV rows per stream and a SUM row.
+pub const SCHEMA: &str = "netcore.udp.v3";
 
 /// What the receiver measured: the exact accounting and the timing figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -53,6 +55,55 @@ pub struct ReceiverStats {
     /// The receiving thread's CPU over the test (schema v2).
     #[serde(default)]
     pub cpu_usage: Option<CpuUsage>,
+    /// Each stream's own accounting (schema v3; one entry per stream, `-P`); `accounting`
+    /// above is their sum.
+    #[serde(default)]
+    pub streams: Vec<StreamStats>,
+}
+
+/// One stream of a test as the receiver accounted it (its own sequence space).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StreamStats {
+    pub stream: u16,
+    pub accounting: Accounting,
+    pub lost_pct: f64,
+    pub bytes: u64,
+    /// Bytes × 8 over the test's receive time (first to last datagram of any stream).
+    pub goodput_bps: f64,
+    /// RFC 3550 jitter of this stream.
+    pub jitter_us: f64,
+}
+
+impl StreamStats {
+    pub fn new(
+        stream: u16,
+        accounting: Accounting,
+        bytes: u64,
+        duration_s: f64,
+        jitter_us: f64,
+    ) -> StreamStats {
+        StreamStats {
+            stream,
+            lost_pct: pct_of(accounting.lost, accounting.sent),
+            accounting,
+            bytes,
+            goodput_bps: if duration_s > 0.0 {
+                bytes as f64 * 8.0 / duration_s
+            } else {
+                0.0
+            },
+            jitter_us,
+        }
+    }
+}
+
+/// `part` in percent of `whole` (0 when `whole` is 0).
+pub fn pct_of(part: u64, whole: u64) -> f64 {
+    if whole > 0 {
+        part as f64 * 100.0 / whole as f64
+    } else {
+        0.0
+    }
 }
 
 /// What the sender did. On the receiver's side only the fields of the Done message are known.
@@ -149,6 +200,9 @@ fn errors_text(e: &BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
+/// Columns of the CSV report.
+const CSV_COLUMNS: usize = 23;
+
 fn cpu_cell(v: Option<String>) -> String {
     v.unwrap_or_default()
 }
@@ -184,6 +238,49 @@ impl UdpReport {
             fmt_micros(p.p999),
             fmt_micros(p.max)
         )
+    }
+}
+
+impl UdpReport {
+    /// One row per stream and a SUM row: sent, unique, lost, reordered, duplicates, too late,
+    /// goodput and jitter.
+    fn streams_table(&self) -> String {
+        let r = &self.receiver;
+        let mut t = Table::new([
+            "stream",
+            "sent",
+            "unique",
+            "lost",
+            "reordered",
+            "duplicates",
+            "too late",
+            "goodput",
+            "jitter",
+        ]);
+        let sum = StreamStats {
+            stream: 0,
+            accounting: r.accounting,
+            lost_pct: r.lost_pct,
+            bytes: r.bytes,
+            goodput_bps: r.goodput_bps,
+            jitter_us: r.jitter_us,
+        };
+        let rows = r.streams.iter().map(|x| (x.stream.to_string(), x));
+        for (label, x) in rows.chain([(SUM.to_string(), &sum)]) {
+            let a = &x.accounting;
+            t.row([
+                label,
+                thousands(a.sent),
+                thousands(a.unique),
+                format!("{} ({:.3}%)", thousands(a.lost), x.lost_pct),
+                thousands(a.reordered),
+                thousands(a.duplicate),
+                thousands(a.too_late),
+                fmt_bits_per_sec(x.goodput_bps),
+                fmt_micros(x.jitter_us),
+            ]);
+        }
+        t.render()
     }
 }
 
@@ -232,7 +329,16 @@ impl Report for UdpReport {
         t.row([
             "too late".to_string(),
             String::new(),
-            format!("{} (window {})", thousands(a.too_late), thousands(r.window)),
+            format!(
+                "{} (window {}{})",
+                thousands(a.too_late),
+                thousands(r.window),
+                if r.streams.len() > 1 {
+                    " per stream"
+                } else {
+                    ""
+                }
+            ),
         ]);
         let invalid: u64 = r.invalid.values().sum();
         t.row([
@@ -319,6 +425,9 @@ impl Report for UdpReport {
                 out.push_str(&format!("cpu {who}: {}\n", c.line()));
             }
         }
+        if r.streams.len() > 1 {
+            out.push_str(&self.streams_table());
+        }
         out
     }
     fn to_csv(&self) -> String {
@@ -328,6 +437,7 @@ impl Report for UdpReport {
         let mut t = Table::new([
             "test_id",
             "len",
+            "stream",
             "sent",
             "unique",
             "lost",
@@ -349,9 +459,42 @@ impl Report for UdpReport {
             "receiver_cpu_s",
             "receiver_cpu_pct",
         ]);
+        // One row per stream (the figures only the stream has; the rest empty), then the SUM
+        // row with everything.
+        for x in &r.streams {
+            let a = &x.accounting;
+            let mut row = vec![
+                self.test_id.clone(),
+                self.len.to_string(),
+                x.stream.to_string(),
+                a.sent.to_string(),
+                a.unique.to_string(),
+                a.lost.to_string(),
+                format!("{:.4}", x.lost_pct),
+                a.reordered.to_string(),
+                a.max_extent.to_string(),
+                a.duplicate.to_string(),
+                a.too_late.to_string(),
+                String::new(),
+                String::new(),
+                format!("{:.0}", x.goodput_bps),
+                format!(
+                    "{:.0}",
+                    if r.duration_s > 0.0 {
+                        a.unique as f64 / r.duration_s
+                    } else {
+                        0.0
+                    }
+                ),
+                format!("{:.2}", x.jitter_us),
+            ];
+            row.resize(CSV_COLUMNS, String::new());
+            t.row(row);
+        }
         t.row([
             self.test_id.clone(),
             self.len.to_string(),
+            SUM.to_string(),
             s.sent.to_string(),
             a.unique.to_string(),
             a.lost.to_string(),

@@ -28,10 +28,11 @@ use super::report::{IntervalRow, ReceiverStats, SenderStats, UdpReport, ZeroCopy
 use super::transport::{MmsgTransport, Transport};
 use super::wire::{self, Header, FLAG_VERIFY, HEADER_LEN, MAX_DATAGRAM};
 use crate::flow::backend::{self, Backend};
-use crate::flow::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
+use crate::flow::control::{Conn, Msg, Plan, Reverse, PROTOCOL_VERSION};
 use crate::flow::cpu::{CpuUsage, ThreadMeter};
 use crate::flow::host::host_name;
 use crate::flow::pacer::Pacer;
+use crate::flow::streams::{cpu_for, split_count};
 use crate::sys::{affinity, realtime_ns, signal, sockopt};
 use crate::units::Rate;
 
@@ -71,7 +72,11 @@ pub struct BlastOptions {
     pub rate: Option<Rate>,
     pub plan: Plan,
     pub verify: bool,
-    pub cpu: Option<usize>,
+    /// CPUs for the blasting threads, one per stream in turn (empty: unpinned).
+    pub cpus: Vec<usize>,
+    /// Data sockets, each on its own blasting thread (`-P`); the plan and the rate are split
+    /// over them.
+    pub streams: u16,
     pub sndbuf: usize,
     /// mio (`sendmmsg`), uring (linked `SEND` batches), or auto (see
     /// [`backend::resolve_send`]).
@@ -145,12 +150,71 @@ fn errno_name(e: &io::Error) -> String {
     }
 }
 
+/// One blasting thread's stream: its number in the headers and its share of the plan.
+#[derive(Debug, Clone, Copy)]
+struct Lane {
+    stream: u16,
+    plan: Plan,
+    rate: Option<Rate>,
+}
+
+/// Stream `i` of `n`: its share of the plan (a count split exactly, a time for each) and of
+/// the rate.
+fn lane(opts: &BlastOptions, i: usize) -> Lane {
+    let n = opts.streams.max(1) as usize;
+    Lane {
+        stream: i as u16,
+        plan: match opts.plan {
+            Plan::Count(c) => Plan::Count(split_count(c, i, n)),
+            p @ Plan::TimeNs(_) => p,
+        },
+        rate: opts.rate.map(|r| match r {
+            Rate::BitsPerSec(b) => Rate::BitsPerSec(b / n as f64),
+            Rate::PacketsPerSec(p) => Rate::PacketsPerSec(p / n as f64),
+        }),
+    }
+}
+
+/// The streams' results as one: counts and CPU added, the longest time.
+fn combine(parts: Vec<BlastResult>) -> BlastResult {
+    let mut all = BlastResult {
+        sent: 0,
+        bytes: 0,
+        elapsed: Duration::ZERO,
+        calls: 0,
+        errors: BTreeMap::new(),
+        gso_segments: parts.iter().map(|p| p.gso_segments).min().unwrap_or(1),
+        sndbuf: parts.first().map_or(0, |p| p.sndbuf),
+        zerocopy: None,
+        cpu: CpuUsage::default(),
+        interrupted: false,
+    };
+    for p in parts {
+        all.sent += p.sent;
+        all.bytes += p.bytes;
+        all.elapsed = all.elapsed.max(p.elapsed);
+        all.calls += p.calls;
+        for (k, v) in p.errors {
+            *all.errors.entry(k).or_default() += v;
+        }
+        if let Some(z) = p.zerocopy {
+            let a = all.zerocopy.get_or_insert_with(ZeroCopyStats::default);
+            a.notifications += z.notifications;
+            a.copied += z.copied;
+        }
+        all.cpu.add(&p.cpu);
+        all.interrupted |= p.interrupted;
+    }
+    all.cpu = all.cpu.finish(all.bytes);
+    all
+}
+
 /// Lays out `segs` datagrams of `len` bytes per message slot, each with a complete header.
-fn build_batch(b: &mut dyn Transport, opts: &BlastOptions, test_id: u64, segs: usize) {
+fn build_batch(b: &mut dyn Transport, opts: &BlastOptions, lane: Lane, test_id: u64, segs: usize) {
     b.rebuild(opts.batch, segs * opts.len);
     let hdr = Header {
         flags: if opts.verify { FLAG_VERIFY } else { 0 },
-        stream: 0,
+        stream: lane.stream,
         test_id,
         seq: 0,
         send_ns: 0,
@@ -170,6 +234,7 @@ fn build_batch(b: &mut dyn Transport, opts: &BlastOptions, test_id: u64, segs: u
 fn blast(
     sock: &UdpSocket,
     opts: &BlastOptions,
+    lane: Lane,
     test_id: u64,
     progress: &Progress,
     stop: &AtomicBool,
@@ -183,7 +248,15 @@ fn blast(
         )?),
         _ => Box::new(MmsgTransport::new(sock)),
     };
-    blast_loop(transport.as_mut(), sock, opts, test_id, progress, stop)
+    blast_loop(
+        transport.as_mut(),
+        sock,
+        opts,
+        lane,
+        test_id,
+        progress,
+        stop,
+    )
 }
 
 /// The blasting loop. Returns when the plan is done or `stop` is set.
@@ -191,6 +264,7 @@ fn blast_loop(
     batch: &mut dyn Transport,
     sock: &UdpSocket,
     opts: &BlastOptions,
+    lane: Lane,
     test_id: u64,
     progress: &Progress,
     stop: &AtomicBool,
@@ -209,15 +283,15 @@ fn blast_loop(
             }
         }
     }
-    build_batch(batch, opts, test_id, segs);
+    build_batch(batch, opts, lane, test_id, segs);
     let len = opts.len;
-    let (limit, deadline) = match opts.plan {
+    let (limit, deadline) = match lane.plan {
         Plan::Count(n) => (n, None),
         Plan::TimeNs(ns) => (u64::MAX, Some(Instant::now() + Duration::from_nanos(ns))),
     };
     // The burst allows one call's worth, or 1 ms of sending, whichever is more: enough to
     // catch up after a late wake-up without flooding after a long stall.
-    let pps = opts.rate.map(|r| r.packets_per_sec(len));
+    let pps = lane.rate.map(|r| r.packets_per_sec(len));
     let mut pacer = pps.map(|pps| {
         Pacer::new(
             pps,
@@ -295,7 +369,7 @@ fn blast_loop(
                         // The device cannot do GSO: fall back to one datagram per message.
                         sockopt::set_udp_segment(sock, 0).ok();
                         segs = 1;
-                        build_batch(batch, opts, test_id, 1);
+                        build_batch(batch, opts, lane, test_id, 1);
                         continue 'outer;
                     }
                     match code {
@@ -355,68 +429,127 @@ pub type OnInterval<'a> = &'a mut dyn FnMut(&IntervalRow);
 /// `opts.backend` may be `auto`: it is resolved here, before the receiver is contacted, and
 /// `uring` where io_uring is unavailable fails here with one line naming the cause.
 pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
+    let opts = &resolve(opts)?;
+    let (mut c, test_id) = open(opts, None)?;
+    match expect_ready(&mut c)? {
+        Msg::Ready { .. } => {}
+        other => bail!("expected Ready from the receiver, got {}", other.name()),
+    }
+    let mut socks = Vec::new();
+    for _ in 0..opts.streams.max(1) {
+        let sock = UdpSocket::bind(unspecified(opts.target))?;
+        sock.connect(opts.target)
+            .with_context(|| format!("cannot send to {}", opts.target))?;
+        socks.push(sock);
+    }
+    blast_and_finish(&mut c, opts, test_id, socks, on_interval)
+}
+
+/// The wildcard address of `target`'s family, port 0.
+pub fn unspecified(target: SocketAddr) -> SocketAddr {
+    if target.is_ipv4() {
+        "0.0.0.0:0".parse().expect("address")
+    } else {
+        "[::]:0".parse().expect("address")
+    }
+}
+
+/// Checks the datagram length and resolves the backend, before the receiver is contacted.
+pub fn resolve(opts: &BlastOptions) -> Result<BlastOptions> {
     check_len(opts.len)?;
-    let resolved = BlastOptions {
+    Ok(BlastOptions {
         backend: if opts.zerocopy {
             backend::resolve_zerocopy(opts.backend)?
         } else {
             backend::resolve_send(opts.backend)?
         },
         ..opts.clone()
-    };
-    let opts = &resolved;
+    })
+}
+
+/// Connects to the receiver's control port and sends Hello and Setup (`reverse`: the
+/// receiver is to send); returns the connection and the test id.
+pub fn open(opts: &BlastOptions, reverse: Option<Reverse>) -> Result<(Conn, u64)> {
     let mut c = Conn::connect(opts.control)?;
     let test_id: u64 = rand::random();
-    c.send(&Msg::Hello {
+    c.send(&hello(opts, test_id))?;
+    c.send(&Msg::Setup { tcp: None, reverse })?;
+    Ok((c, test_id))
+}
+
+/// The Hello of test `test_id` with these settings.
+pub fn hello(opts: &BlastOptions, test_id: u64) -> Msg {
+    Msg::Hello {
         version: PROTOCOL_VERSION,
         test_id,
         len: opts.len as u32,
         plan: opts.plan,
-        streams: 1,
+        streams: opts.streams.max(1),
         verify: opts.verify,
         host: host_name(),
-    })?;
-    c.send(&Msg::Setup { tcp: None })?;
-    match c.expect_or_stop(
+    }
+}
+
+/// The receiver's answer to Setup (10 s, a signal gives up).
+pub fn expect_ready(c: &mut Conn) -> Result<Msg> {
+    c.expect_or_stop(
         "Ready",
         Instant::now() + Duration::from_secs(10),
         &signal::stop_requested,
-    )? {
-        Msg::Ready { .. } => {}
-        other => bail!("expected Ready from the receiver, got {}", other.name()),
-    }
-    let sock = UdpSocket::bind(if opts.target.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    })?;
-    sock.connect(opts.target)
-        .with_context(|| format!("cannot send to {}", opts.target))?;
-    sock.set_write_timeout(Some(Duration::from_millis(100)))?;
+    )
+}
 
-    let progress = Arc::new(Progress::default());
+/// Blasts one stream per socket in `socks` (each connected to the receiver), then Done and
+/// the receiver's Report over `c`; the sender's copy of the report. The side that sends runs
+/// this: `blast` forward, the receiver with `-R`.
+pub fn blast_and_finish(
+    c: &mut Conn,
+    opts: &BlastOptions,
+    test_id: u64,
+    socks: Vec<UdpSocket>,
+    on_interval: OnInterval,
+) -> Result<UdpReport> {
+    let n = socks.len();
     let stop = Arc::new(AtomicBool::new(false));
-    let worker = {
-        let (opts, progress, stop) = (opts.clone(), progress.clone(), stop.clone());
-        thread::Builder::new()
-            .name("netcore-blast".into())
+    let mut progress = Vec::with_capacity(n);
+    let mut workers = Vec::with_capacity(n);
+    for (i, sock) in socks.into_iter().enumerate() {
+        sock.set_write_timeout(Some(Duration::from_millis(100)))?;
+        let p = Arc::new(Progress::default());
+        progress.push(p.clone());
+        let (o, halt, ln) = (opts.clone(), stop.clone(), lane(opts, i));
+        let spawned = thread::Builder::new()
+            .name(format!("netcore-blast-{i}"))
             .spawn(move || {
-                if let Some(cpu) = opts.cpu {
+                if let Some(cpu) = cpu_for(&o.cpus, i) {
                     affinity::pin_current(cpu);
                 }
                 let meter = ThreadMeter::start();
-                blast(&sock, &opts, test_id, &progress, &stop).map(|r| BlastResult {
-                    cpu: meter.stop().finish(r.bytes),
+                blast(&sock, &o, ln, test_id, &p, &halt).map(|r| BlastResult {
+                    cpu: meter.stop(),
                     ..r
                 })
-            })?
+            });
+        match spawned {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(e).context("cannot start a blasting thread");
+            }
+        }
+    }
+    let sent_so_far = || -> u64 {
+        progress
+            .iter()
+            .map(|p| p.sent.load(Ordering::Relaxed))
+            .sum()
     };
 
     // While blasting: relay the receiver's interval figures, joined with ours.
     let t0 = Instant::now();
     let mut view = ReceiverView::new(opts.len as u64);
     let mut ended: Option<std::result::Result<Box<ReceiverStats>, String>> = None;
-    while !worker.is_finished() {
+    while !workers.iter().all(|w| w.is_finished()) {
         if ended.is_some() {
             // The blaster was told to stop; it sees that within one nap.
             thread::sleep(Duration::from_millis(5));
@@ -431,7 +564,7 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
                 continue;
             }
         };
-        let sent = progress.sent.load(Ordering::Relaxed);
+        let sent = sent_so_far();
         match view.on_msg(msg, t0.elapsed().as_secs_f64(), sent, false) {
             Reaction::Row(row) => on_interval(&row),
             Reaction::Ignored => {}
@@ -445,10 +578,22 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
             }
         }
     }
-    let res = worker
-        .join()
-        .map_err(|_| anyhow::anyhow!("the blasting thread panicked"))??;
-    let pacing = opts.rate.map(|r| format!("token bucket at {r}"));
+    let mut parts = Vec::with_capacity(n);
+    for w in workers {
+        parts.push(
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a blasting thread panicked"))??,
+        );
+    }
+    let per_stream: Vec<u64> = parts.iter().map(|p| p.sent).collect();
+    let res = combine(parts);
+    let pacing = opts.rate.map(|r| match n {
+        1 => format!("token bucket at {r}"),
+        _ => format!(
+            "token bucket at {r} ({n} streams, {} each)",
+            lane(opts, 0).rate.expect("paced")
+        ),
+    });
     let mut receiver = match ended {
         Some(Err(e)) => bail!("the receiver ended the test early: {e}"),
         // The receiver ended the test itself (it was interrupted) and sent its report.
@@ -465,6 +610,7 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
                 interrupted: res.interrupted,
                 pacing: pacing.clone(),
                 cpu: Some(res.cpu),
+                streams: if n > 1 { per_stream } else { Vec::new() },
             })?;
             // One deadline for the Report, whatever comes before it; a signal after Done
             // (a second Ctrl-C, or the first once sending had ended) gives up waiting.
@@ -514,7 +660,7 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
             batch: Some(opts.batch),
             pacing,
             sndbuf: Some(res.sndbuf),
-            cpu: opts.cpu,
+            cpu: opts.cpus.first().copied(),
             backend: Some(opts.backend.name().to_string()),
             zerocopy: res.zerocopy,
             cpu_usage: Some(res.cpu),

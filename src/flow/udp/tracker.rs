@@ -94,6 +94,35 @@ pub struct Accounting {
     pub max_extent: u64,
 }
 
+impl Accounting {
+    /// The accounting of several streams together (each its own sequence space): every count
+    /// added, the largest extent. `unique + lost == sent` holds for the sum when it holds for
+    /// each part.
+    pub fn sum<'a>(parts: impl IntoIterator<Item = &'a Accounting>) -> Accounting {
+        let mut s = Accounting {
+            sent: 0,
+            unique: 0,
+            lost: 0,
+            in_order: 0,
+            reordered: 0,
+            duplicate: 0,
+            too_late: 0,
+            max_extent: 0,
+        };
+        for a in parts {
+            s.sent += a.sent;
+            s.unique += a.unique;
+            s.lost += a.lost;
+            s.in_order += a.in_order;
+            s.reordered += a.reordered;
+            s.duplicate += a.duplicate;
+            s.too_late += a.too_late;
+            s.max_extent = s.max_extent.max(a.max_extent);
+        }
+        s
+    }
+}
+
 /// The tracker's counts contradict the sender's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrackerError {
@@ -674,6 +703,28 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn sum_of_streams_keeps_the_invariant(
+            streams in prop::collection::vec((0u64..500, prop::collection::vec(0u64..600, 0..300)), 1..6)
+        ) {
+            let parts: Vec<Accounting> = streams
+                .iter()
+                .map(|(sent, seqs)| {
+                    let mut t = Tracker::new(64);
+                    for &s in seqs.iter().filter(|&&s| s < *sent) {
+                        t.record(s);
+                    }
+                    t.finish(*sent).unwrap()
+                })
+                .collect();
+            let s = Accounting::sum(&parts);
+            prop_assert_eq!(s.unique + s.lost, s.sent);
+            prop_assert_eq!(s.sent, parts.iter().map(|a| a.sent).sum::<u64>());
+            prop_assert_eq!(s.in_order + s.reordered, s.unique);
+            prop_assert_eq!(s.max_extent, parts.iter().map(|a| a.max_extent).max().unwrap());
+            prop_assert_eq!(Accounting::sum(&parts[..1]), parts[0]);
+        }
 
         #[test]
         fn matches_reference_model((n, window, base, seqs) in delivery()) {

@@ -25,6 +25,30 @@ pub const HEADER_LEN: usize = 40;
 /// Largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
 pub const FLAG_VERIFY: u8 = 1;
+/// An opener (`-R`): the client's datagram that opens the path for a receiver that sends; a
+/// bare header, sequence 0, no payload.
+pub const FLAG_OPEN: u8 = 2;
+
+/// The opener datagram of test `test_id`.
+pub fn opener(test_id: u64) -> [u8; HEADER_LEN] {
+    let mut d = [0u8; HEADER_LEN];
+    Header {
+        flags: FLAG_OPEN,
+        stream: 0,
+        test_id,
+        seq: 0,
+        send_ns: 0,
+        payload_len: 0,
+        checksum: 0,
+    }
+    .encode(&mut d);
+    d
+}
+
+/// Whether `d` is test `test_id`'s opener.
+pub fn is_opener(d: &[u8], test_id: u64) -> bool {
+    Header::decode(d).is_ok_and(|h| h.flags & FLAG_OPEN != 0 && h.test_id == test_id)
+}
 
 /// A decoded datagram header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +80,12 @@ pub enum Invalid {
     Checksum,
     /// Larger than the receive buffer (cut by the kernel).
     Truncated,
+    /// Carries a stream number the test did not announce (`-P`).
+    Stream,
 }
 
 impl Invalid {
-    pub const ALL: [Invalid; 7] = [
+    pub const ALL: [Invalid; 8] = [
         Invalid::Short,
         Invalid::Magic,
         Invalid::Version,
@@ -67,6 +93,7 @@ impl Invalid {
         Invalid::TestId,
         Invalid::Checksum,
         Invalid::Truncated,
+        Invalid::Stream,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +105,7 @@ impl Invalid {
             Invalid::TestId => "test_id",
             Invalid::Checksum => "checksum",
             Invalid::Truncated => "truncated",
+            Invalid::Stream => "stream",
         }
     }
 }
@@ -227,6 +255,16 @@ pub fn build(len: usize, test_id: u64, seq: u64, send_ns: u64, verify: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opener_is_a_bare_header_of_its_test() {
+        let d = opener(42);
+        assert!(is_opener(&d, 42));
+        assert!(!is_opener(&d, 43));
+        assert!(!is_opener(&build(100, 42, 0, 0, false), 42));
+        assert!(!is_opener(&d[..10], 42));
+        assert_eq!(Header::decode(&d).unwrap().payload_len, 0);
+    }
     use proptest::prelude::*;
 
     #[test]

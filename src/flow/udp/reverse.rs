@@ -1,0 +1,104 @@
+//! A reverse UDP test (`-R`) on the receiver's side: the receiver sends, the client receives
+//! and reports. The path is opened by the client, as iperf3 does, so the test works through
+//! NAT: the receiver binds a UDP socket, names its port in `Ready`, waits for the client's
+//! opener datagram ([`wire::opener`]) and sends back to wherever it came from, with the
+//! sender's own blasting loop and end of test ([`sender::blast_and_finish`]).
+//!
+//! ```text
+//! client                                   receiver (recv / embedded)
+//!   Hello, Setup{reverse}  --------------->
+//!                          <---------------  Ready{port}
+//!   opener datagram  ----(UDP)------------>  port
+//!                          <----(UDP)-------  datagrams of every stream
+//!   Interval               --------------->
+//!                          <---------------  Done{sent, streams}
+//!   Report                 --------------->
+//! ```
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use super::recv_session::ReverseJob;
+use super::report::UdpReport;
+use super::sender::{self, BlastOptions, GsoMode, OnInterval};
+use super::wire;
+use crate::flow::backend::{self, Backend};
+use crate::flow::control::{Conn, Msg};
+use crate::sys::signal;
+use crate::units::Rate;
+
+/// How long the receiver waits for the client's opener after Ready.
+pub const OPEN_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits (bounded, slices of 50 ms, a stop request gives up) for test `test_id`'s opener on
+/// `sock`; the address it came from. Anything else that arrives is dropped.
+fn await_opener(sock: &UdpSocket, test_id: u64, stop: &dyn Fn() -> bool) -> Result<SocketAddr> {
+    sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let deadline = Instant::now() + OPEN_WAIT;
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        if stop() {
+            bail!("interrupted while waiting for the client's opener datagram");
+        }
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            if wire::is_opener(&buf[..n], test_id) {
+                return Ok(from);
+            }
+        }
+    }
+    bail!(
+        "no opener datagram from the client within {} s (is UDP from it to this host blocked?)",
+        OPEN_WAIT.as_secs()
+    )
+}
+
+/// Sends a reverse test on control connection `c`: binds a UDP socket on `ip`, Ready with its
+/// port, the opener, then every stream from that socket (one blasting thread each, pinned to
+/// `cpu`) to the opener's source; the sender's copy of the report.
+pub fn serve(
+    c: &mut Conn,
+    job: ReverseJob,
+    ip: IpAddr,
+    cpu: Option<usize>,
+    on_interval: OnInterval,
+) -> Result<UdpReport> {
+    let sock = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+    c.send(&Msg::Ready {
+        rcvbuf: 0,
+        gro: false,
+        port: Some(sock.local_addr()?.port()),
+    })?;
+    let peer = match await_opener(&sock, job.test_id, &signal::stop_requested) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = c.send(&Msg::Error {
+                message: format!("{e:#}"),
+            });
+            return Err(e);
+        }
+    };
+    sock.connect(peer)?;
+    let opts = BlastOptions {
+        target: peer,
+        control: peer,
+        len: job.len as usize,
+        batch: 64,
+        gso: GsoMode::Auto,
+        rate: job.pps.map(Rate::PacketsPerSec),
+        plan: job.plan,
+        verify: job.verify,
+        cpus: cpu.into_iter().collect(),
+        streams: job.streams,
+        sndbuf: 4 << 20,
+        backend: backend::resolve_send(Backend::Auto)?,
+        zerocopy: false,
+    };
+    sender::check_len(opts.len)?;
+    let mut socks = Vec::with_capacity(job.streams as usize);
+    for _ in 0..job.streams.max(1) {
+        socks.push(sock.try_clone()?);
+    }
+    sender::blast_and_finish(c, &opts, job.test_id, socks, on_interval)
+}
