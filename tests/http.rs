@@ -311,3 +311,116 @@ fn wrk_sees_no_errors_on_epoll_uring_and_thread() {
         assert!(n > 100, "{model}: {out}");
     }
 }
+
+fn load_json(args: &[&str]) -> (i32, serde_json::Value) {
+    let (st, out, err) = common::run(args, Duration::from_secs(60));
+    let j = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}\n{err}"));
+    (st.code().unwrap_or(-1), j)
+}
+
+#[test]
+fn load_drives_http_closed_and_open_loop_and_checks_every_response() {
+    let srv = serve("epoll", &[]);
+    let addr = srv.addr.to_string();
+    let base = ["load", "--connect", &addr, "--proto", "http", "--json"];
+    // Closed loop, a fixed number of tasks with a body larger than one read.
+    let (rc, j) = load_json(
+        &[
+            &base[..],
+            &["--clients", "3", "--tasks", "20", "--path", "/bytes/200000"],
+        ]
+        .concat(),
+    );
+    assert_eq!(rc, 0, "{j}");
+    let m = &j["points"][0]["median"];
+    assert_eq!(m["tasks"], 60.0, "{j}");
+    assert_eq!(m["status"]["200"], 60, "{j}");
+    // Open loop for a bounded time: latency from the intended send time.
+    let (rc, j) = load_json(
+        &[
+            &base[..],
+            &[
+                "--clients",
+                "4",
+                "--duration",
+                "1s",
+                "--rate",
+                "2000",
+                "--path",
+                "/sleep/1",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(rc, 0, "{j}");
+    let m = &j["points"][0]["median"];
+    let tasks = m["tasks"].as_f64().unwrap();
+    assert!((1000.0..=2200.0).contains(&tasks), "{j}");
+    assert!(m["p50_us"].as_f64().unwrap() >= 1000.0, "sleeps 1 ms: {j}");
+    assert_eq!(j["setup"]["rate"], 2000.0);
+    // A path the server does not have is refused before any connection.
+    let (st, _, err) = common::run(&[&base[..], &["--path", "/nope"]].concat(), T);
+    assert!(!st.success(), "{err}");
+    assert!(err.contains("404"), "{err}");
+    // compare starts each model speaking HTTP.
+    let (st, out, err) = common::run(
+        &[
+            "compare",
+            "--proto",
+            "http",
+            "--models",
+            "thread,uring",
+            "--clients",
+            "2",
+            "--tasks",
+            "50",
+            "--runs",
+            "1",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{out}\n{err}");
+    assert!(out.contains("\"proto\": \"http\""), "{out}");
+}
+
+/// A server whose answers are well-formed but wrong (a 3-byte body for `GET /`): every response
+/// is a bad reply, counted by status, and the exit status says so.
+#[test]
+fn load_counts_wrong_http_answers() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for s in l.incoming().take(1) {
+            let mut s = s.unwrap();
+            let mut buf = [0u8; 4096];
+            let mut seen = Vec::new();
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                while let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                    seen.drain(..i + 4);
+                    let _ = s.write_all(b"HTTP/1.1 503 Busy\r\nContent-Length: 3\r\n\r\nabc");
+                }
+            }
+        }
+    });
+    let (rc, j) = load_json(&[
+        "load",
+        "--connect",
+        &addr,
+        "--proto",
+        "http",
+        "--clients",
+        "1",
+        "--tasks",
+        "5",
+        "--json",
+    ]);
+    assert_eq!(rc, 3, "{j}");
+    let m = &j["points"][0]["median"];
+    assert_eq!(m["errors"]["bad_reply"], 5, "{j}");
+    assert_eq!(m["status"]["503"], 5, "{j}");
+}

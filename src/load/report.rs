@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::engine::{ErrorCounts, RunOutcome};
+use super::engine::{ErrorCounts, RunOutcome, StatusCounts};
 use crate::stats::hist::{median, Percentiles};
 use crate::stats::table::Table;
 use crate::stats::Report;
@@ -41,6 +41,9 @@ pub struct RunResult {
     pub aborted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
+    /// HTTP: responses by status code.
+    #[serde(skip_serializing_if = "StatusCounts::is_empty")]
+    pub status: StatusCounts,
 }
 
 impl RunResult {
@@ -78,6 +81,7 @@ impl RunResult {
             },
             aborted: o.aborted,
             first_error: o.first_error.clone(),
+            status: o.status.clone(),
         }
     }
 }
@@ -102,6 +106,9 @@ pub struct Summary {
     /// Smallest per-client count of any run, largest of any run.
     pub fairness: Fairness,
     pub aborted: bool,
+    /// HTTP: responses by status code, summed over the runs.
+    #[serde(skip_serializing_if = "StatusCounts::is_empty")]
+    pub status: StatusCounts,
 }
 
 impl Summary {
@@ -111,8 +118,10 @@ impl Summary {
             median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0)
         };
         let mut errors = ErrorCounts::default();
+        let mut status = StatusCounts::default();
         for r in runs {
             errors.merge(&r.errors);
+            status.merge(&r.status);
         }
         Summary {
             runs: runs.len() as u32,
@@ -133,6 +142,7 @@ impl Summary {
                 max: runs.iter().map(|r| r.fairness.max).max().unwrap_or(0),
             },
             aborted: runs.iter().any(|r| r.aborted),
+            status,
         }
     }
 }
@@ -307,6 +317,13 @@ impl Report for LoadReport {
             ]);
         }
         out.push_str(&t.render());
+        for p in self.points.iter().filter(|p| !p.median.status.is_empty()) {
+            out.push_str(&format!(
+                "HTTP status, {} clients: {}\n",
+                p.clients,
+                p.median.status.brief()
+            ));
+        }
         if self.setup.runs > 1 {
             out.push_str(&format!(
                 "medians of {} runs; errors summed over the runs\n",
