@@ -8,7 +8,7 @@ use std::net::{Shutdown, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Serve;
+use common::{read_to_end, Serve};
 
 const MODELS: [&str; 6] = ["iterative", "fork", "thread", "pool", "epoll", "uring"];
 const T: Duration = Duration::from_secs(20);
@@ -44,20 +44,6 @@ impl Serve {
         s.set_write_timeout(Some(T)).unwrap();
         s
     }
-}
-
-fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
-    let mut v = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => v.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&v)),
-        }
-    }
-    v
 }
 
 fn read_line(s: &mut TcpStream) -> String {
@@ -466,7 +452,7 @@ fn netcore_err(args: &[&str]) -> String {
 #[test]
 fn bad_flags_give_one_line_and_fail() {
     assert!(netcore_err(&["serve", "--model", "nope"]).contains("--model"));
-    assert!(netcore_err(&["serve", "--proto", "http"]).contains("--proto"));
+    assert!(netcore_err(&["serve", "--proto", "smtp"]).contains("--proto"));
     assert!(netcore_err(&["serve", "--idle-timeout", "soon"]).contains("--idle-timeout"));
     assert!(netcore_err(&["serve", "--listen", "localhost"]).contains("--listen"));
     assert!(netcore_err(&["serve", "--workers", "0"]).contains("--workers"));

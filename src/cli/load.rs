@@ -25,6 +25,8 @@ pub enum ProtoArg {
     Task,
     /// Raw echo of --size byte payloads (replies checked byte for byte)
     Echo,
+    /// HTTP/1.1 GET of --path over keep-alive connections (status and body length checked)
+    Http,
 }
 
 /// What every client does (shared by `load` and `compare`).
@@ -58,6 +60,9 @@ pub struct WorkloadArgs {
     /// Protocol
     #[arg(long, value_enum, default_value = "task")]
     pub proto: ProtoArg,
+    /// The path every request GETs (--proto http; --mix then lists paths) [default: /]
+    #[arg(long, value_name = "PATH", conflicts_with = "mix")]
+    pub path: Option<String>,
     /// Echo payload size in bytes (--proto echo) [default: 64]
     #[arg(long, value_name = "BYTES", value_parser = parse_nonzero_size)]
     pub size: Option<u64>,
@@ -107,7 +112,22 @@ impl WorkloadArgs {
                 "--warmup needs --duration (a fixed number of --tasks has no warm-up)"
             );
         }
+        if self.path.is_some() && self.proto != ProtoArg::Http {
+            crate::usage_bail!("--path is for --proto http");
+        }
         let workload = match self.proto {
+            ProtoArg::Http => {
+                if self.task.is_some() || self.size.is_some() {
+                    crate::usage_bail!("--task and --size are for --proto task and echo; --proto http GETs --path (or the paths of --mix)");
+                }
+                match &self.mix {
+                    Some(p) => Workload::http_mix(p, self.seed)?,
+                    None => {
+                        let path = self.path.as_deref().unwrap_or("/");
+                        Workload::http(path).with_context(|| format!("--path '{path}'"))?
+                    }
+                }
+            }
             ProtoArg::Echo => {
                 if self.task.is_some() || self.mix.is_some() {
                     crate::usage_bail!("--task and --mix are for --proto task; --proto echo sends --size byte payloads");
@@ -149,6 +169,9 @@ impl WorkloadArgs {
         let workload_desc = match (&workload, &self.mix) {
             (Workload::Echo { size }, _) => format!("echo {size} B"),
             (_, Some(p)) => format!("mix {}", p.display()),
+            (Workload::Http { .. }, None) => {
+                format!("GET {}", self.path.as_deref().unwrap_or("/"))
+            }
             _ => self
                 .task
                 .clone()

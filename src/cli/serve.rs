@@ -18,6 +18,8 @@ pub enum ProtoArg {
     Task,
     /// Raw echo of every byte, no framing
     Echo,
+    /// HTTP/1.1: GET /, /bytes/N, /sleep/MS, /hash/ROUNDS, /stats (keep-alive, pipelining)
+    Http,
 }
 
 /// `netcore serve`
@@ -107,6 +109,7 @@ impl ServeArgs {
                 proto: match self.proto {
                     ProtoArg::Task => Proto::Task,
                     ProtoArg::Echo => Proto::Echo,
+                    ProtoArg::Http => Proto::Http,
                 },
                 max_line: self.max_line,
                 offload_rounds: if matches!(self.model, Model::Epoll | Model::Uring) {

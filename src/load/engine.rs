@@ -22,6 +22,11 @@
 //! by an optional hard limit. Failures are counted by [`ErrKind`] and end the client; `ERR`
 //! replies and wrong replies are counted and the client goes on.
 //!
+//! HTTP (`--proto http`): keep-alive connections, requests pipelined like the others in open
+//! loop; every response head is parsed with [`http::parse_response`] and checked (status,
+//! body length), its body skipped as it arrives (never buffered), and every status is counted
+//! ([`StatusCounts`]).
+//!
 //! Reads use one 64 KiB buffer per thread; a short read means the socket was drained (a new
 //! edge comes with the next data) so the common case costs one `read` per reply. Output goes
 //! through a per-connection [`OutBuf`] and the in-flight queue keeps its capacity: in steady
@@ -38,7 +43,8 @@ use mio::Interest;
 use serde::Serialize;
 
 use super::schedule::Schedule;
-use super::workload::{echo_byte, echo_payload, Expect, Picker, Workload};
+use super::workload::{echo_byte, echo_payload, Expect, HttpRequest, Picker, Workload};
+use crate::proto::http::{self, ParsedResponse};
 use crate::reactor::{Budget, Ctx, Entry, Handler, Key, OutBuf, Reactor, Ready, Timers};
 use crate::stats::hist::Hist;
 
@@ -199,6 +205,36 @@ impl ErrorCounts {
     }
 }
 
+/// HTTP responses by status code.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct StatusCounts(pub std::collections::BTreeMap<u16, u64>);
+
+impl StatusCounts {
+    pub fn add(&mut self, status: u16) {
+        *self.0.entry(status).or_insert(0) += 1;
+    }
+
+    pub fn merge(&mut self, o: &StatusCounts) {
+        for (k, n) in &o.0 {
+            *self.0.entry(*k).or_insert(0) += n;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `200=1234 404=2`, or `-` for none.
+    pub fn brief(&self) -> String {
+        if self.0.is_empty() {
+            return "-".into();
+        }
+        let v: Vec<String> = self.0.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        v.join(" ")
+    }
+}
+
 /// The raw outcome of one run.
 #[derive(Clone, Default)]
 pub struct RunOutcome {
@@ -230,6 +266,8 @@ pub struct RunOutcome {
     pub sent: u64,
     /// The first error of kind `Other`, for the report.
     pub first_error: Option<String>,
+    /// HTTP: every response's status (counted or not).
+    pub status: StatusCounts,
 }
 
 /// Runs `clients` clients once.
@@ -287,6 +325,7 @@ pub fn run(cfg: &RunConfig, clients: u32) -> Result<RunOutcome> {
         out.unanswered += a.unanswered;
         out.scheduled += a.scheduled;
         out.sent += a.sent;
+        out.status.merge(&a.status);
         if out.first_error.is_none() {
             out.first_error = a.first_error.clone();
         }
@@ -325,6 +364,7 @@ struct Acc {
     finished: Instant,
     window: Option<(Instant, Instant)>,
     first_error: Option<String>,
+    status: StatusCounts,
 }
 
 impl Acc {
@@ -369,6 +409,9 @@ struct Conn {
     rx_seq: u64,
     rx_got: usize,
     rx_bad: bool,
+    /// HTTP: body bytes of the current response still to skip, and its verdict.
+    body_left: u64,
+    body_verdict: Result<(), ErrKind>,
 }
 
 impl Entry for Conn {
@@ -429,6 +472,7 @@ fn drive(cfg: &RunConfig, clients_total: u32, mine: Vec<u32>, t0: Instant) -> io
                 finished: t0,
                 window: None,
                 first_error: None,
+                status: StatusCounts::default(),
             },
         },
         scratch: vec![0u8; READ_BUF],
@@ -470,6 +514,8 @@ fn drive(cfg: &RunConfig, clients_total: u32, mine: Vec<u32>, t0: Instant) -> io
             rx_seq: 0,
             rx_got: 0,
             rx_bad: false,
+            body_left: 0,
+            body_verdict: Ok(()),
         };
         let key = cx.insert(conn, Interest::READABLE | Interest::WRITABLE)?;
         cx.add_timer(now + cfg.connect_timeout, key, T_DEADLINE);
@@ -533,6 +579,11 @@ impl Core<'_> {
                 echo_payload(c.tx_seq, *size, c.out.vec());
                 c.tx_seq += 1;
                 0
+            }
+            Workload::Http { requests, .. } => {
+                let i = c.picker.pick();
+                c.out.vec().extend_from_slice(&requests[i].wire);
+                i as u32
             }
         };
         c.sent += 1;
@@ -648,6 +699,9 @@ impl Core<'_> {
                     }
                 }
             }
+            Workload::Http { requests, .. } => {
+                self.on_http(c, key, timers, requests, data, now)?;
+            }
             Workload::Task { requests, .. } => {
                 c.rbuf.extend_from_slice(data);
                 let mut start = 0;
@@ -681,6 +735,59 @@ impl Core<'_> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// HTTP responses: heads parsed and checked, bodies skipped as they arrive.
+    fn on_http(
+        &mut self,
+        c: &mut Conn,
+        key: Key,
+        timers: &mut Timers,
+        requests: &[HttpRequest],
+        data: &[u8],
+        now: Instant,
+    ) -> Result<(), ErrKind> {
+        let mut d = data;
+        if c.body_left > 0 {
+            let k = c.body_left.min(d.len() as u64);
+            c.body_left -= k;
+            d = &d[k as usize..];
+            if c.body_left > 0 {
+                return Ok(());
+            }
+            self.reply(c, key, timers, c.body_verdict, now);
+        }
+        c.rbuf.extend_from_slice(d);
+        let mut start = 0;
+        while start < c.rbuf.len() {
+            let r = match http::parse_response(&c.rbuf[start..], false) {
+                ParsedResponse::Partial => break,
+                ParsedResponse::Invalid(_) => return Err(ErrKind::BadReply),
+                ParsedResponse::Response(r) => r,
+            };
+            let Some(&(_, _, ri)) = c.inflight.front() else {
+                return Err(ErrKind::BadReply);
+            };
+            self.acc.status.add(r.status);
+            let want = &requests[ri as usize];
+            let right = r.status == want.status && want.body.is_none_or(|n| n == r.body);
+            let verdict = if right {
+                Ok(())
+            } else {
+                Err(ErrKind::BadReply)
+            };
+            let have = (c.rbuf.len() - start - r.head) as u64;
+            if have < r.body {
+                c.body_left = r.body - have;
+                c.body_verdict = verdict;
+                start = c.rbuf.len();
+                break;
+            }
+            start += r.head + r.body as usize;
+            self.reply(c, key, timers, verdict, now);
+        }
+        c.rbuf.drain(..start);
         Ok(())
     }
 

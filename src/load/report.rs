@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::engine::{ErrorCounts, RunOutcome};
+use super::engine::{ErrorCounts, RunOutcome, StatusCounts};
 use crate::stats::hist::{median, Percentiles};
 use crate::stats::table::Table;
 use crate::stats::Report;
@@ -92,6 +92,9 @@ pub struct RunResult {
     pub open_loop: Option<OpenLoop>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
+    /// HTTP: responses by status code.
+    #[serde(default, skip_serializing_if = "StatusCounts::is_empty")]
+    pub status: StatusCounts,
 }
 
 impl RunResult {
@@ -136,6 +139,7 @@ impl RunResult {
                 missed: o.scheduled.saturating_sub(o.sent),
             }),
             first_error: o.first_error.clone(),
+            status: o.status.clone(),
         }
     }
 }
@@ -166,6 +170,9 @@ pub struct Summary {
     /// Open loop only: sums over the runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub open_loop: Option<OpenLoop>,
+    /// HTTP: responses by status code, summed over the runs.
+    #[serde(default, skip_serializing_if = "StatusCounts::is_empty")]
+    pub status: StatusCounts,
 }
 
 impl Summary {
@@ -175,8 +182,10 @@ impl Summary {
             median(&runs.iter().map(f).collect::<Vec<_>>()).unwrap_or(0.0)
         };
         let mut errors = ErrorCounts::default();
+        let mut status = StatusCounts::default();
         for r in runs {
             errors.merge(&r.errors);
+            status.merge(&r.status);
         }
         Summary {
             runs: runs.len() as u32,
@@ -207,6 +216,7 @@ impl Summary {
                     a.add(&o);
                     Some(a)
                 }),
+            status,
         }
     }
 }
@@ -418,6 +428,13 @@ impl Report for LoadReport {
                     crate::units::fmt_count(m.unanswered)
                 ));
             }
+        }
+        for p in self.points.iter().filter(|p| !p.median.status.is_empty()) {
+            out.push_str(&format!(
+                "HTTP status, {} clients: {}\n",
+                p.clients,
+                p.median.status.brief()
+            ));
         }
         if self.interrupted {
             out.push_str("interrupted: the report covers what ran before the signal\n");

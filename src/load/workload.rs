@@ -10,6 +10,10 @@
 //! For the `echo` protocol a request is `size` bytes: an 8-byte little-endian sequence number
 //! (truncated if `size < 8`) followed by a fixed pattern, and the reply must equal it byte for
 //! byte (the same check as the C `rr_load`).
+//!
+//! For `http` a request is a `GET` of a path (keep-alive); its expected status and body length
+//! come from the same session speaking HTTP ([`Proto::Http`]), so a path the server answers
+//! `404` is refused up front, and `/stats` (whose body varies) is checked by status only.
 
 use std::path::Path;
 
@@ -48,6 +52,22 @@ pub enum Workload {
     Task { requests: Vec<Request>, seed: u64 },
     /// Raw echo of `size`-byte payloads.
     Echo { size: usize },
+    /// HTTP/1.1 GETs, one path or a mix of them picked like the task mix.
+    Http {
+        requests: Vec<HttpRequest>,
+        seed: u64,
+    },
+}
+
+/// One HTTP request and what its response must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// The request as sent.
+    pub wire: Vec<u8>,
+    /// The status the response must have.
+    pub status: u16,
+    /// The body length it must have (None: any, for `/stats`).
+    pub body: Option<u64>,
 }
 
 impl Workload {
@@ -63,43 +83,34 @@ impl Workload {
     /// with `#` are ignored. A line may start with `N*` (e.g. `3* SLEEP 10`) to weight it N
     /// times.
     pub fn mix(path: &Path, seed: u64) -> Result<Workload> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read mix file '{}'", path.display()))?;
-        Self::mix_text(&text, seed).with_context(|| format!("mix file '{}'", path.display()))
+        Ok(Workload::Task {
+            requests: mix_file(path, request)?,
+            seed,
+        })
     }
 
     /// Like [`Workload::mix`] from the file's text.
     pub fn mix_text(text: &str, seed: u64) -> Result<Workload> {
-        let mut requests = Vec::new();
-        for (no, raw) in text.lines().enumerate() {
-            let l = raw.trim();
-            if l.is_empty() || l.starts_with('#') {
-                continue;
-            }
-            let (weight, l) = match l.split_once('*') {
-                Some((w, rest))
-                    if !w.is_empty() && w.trim().chars().all(|c| c.is_ascii_digit()) =>
-                {
-                    let w: usize = w.trim().parse().unwrap_or(0);
-                    if w == 0 || w > 1000 {
-                        bail!("line {}: weight must be 1..=1000", no + 1);
-                    }
-                    (w, rest.trim())
-                }
-                _ => (1, l),
-            };
-            let r = request(l).with_context(|| format!("line {}", no + 1))?;
-            for _ in 0..weight {
-                requests.push(r.clone());
-            }
-            if requests.len() > 100_000 {
-                bail!("too many requests (at most 100000 after weighting)");
-            }
-        }
-        if requests.is_empty() {
-            bail!("no requests in the mix");
-        }
-        Ok(Workload::Task { requests, seed })
+        Ok(Workload::Task {
+            requests: mix_lines(text, request)?,
+            seed,
+        })
+    }
+
+    /// An HTTP workload of one path (`/`, `/bytes/N`, ...).
+    pub fn http(path: &str) -> Result<Workload> {
+        Ok(Workload::Http {
+            requests: vec![http_request(path)?],
+            seed: 0,
+        })
+    }
+
+    /// An HTTP workload from a mix file of paths (the syntax of [`Workload::mix`]).
+    pub fn http_mix(path: &Path, seed: u64) -> Result<Workload> {
+        Ok(Workload::Http {
+            requests: mix_file(path, http_request)?,
+            seed,
+        })
     }
 
     /// An echo workload of `size`-byte payloads.
@@ -114,6 +125,7 @@ impl Workload {
         match self {
             Workload::Task { .. } => Proto::Task,
             Workload::Echo { .. } => Proto::Echo,
+            Workload::Http { .. } => Proto::Http,
         }
     }
 
@@ -129,8 +141,48 @@ impl Workload {
                 .max()
                 .unwrap_or(0),
             Workload::Echo { size } => *size,
+            Workload::Http { .. } => crate::proto::http::MAX_HEAD,
         }
     }
+}
+
+/// The requests of a mix file, each line parsed by `parse`.
+fn mix_file<R: Clone>(path: &Path, parse: impl Fn(&str) -> Result<R>) -> Result<Vec<R>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read mix file '{}'", path.display()))?;
+    mix_lines(&text, parse).with_context(|| format!("mix file '{}'", path.display()))
+}
+
+/// The requests of a mix file's text, each line parsed by `parse` (see [`Workload::mix`]).
+fn mix_lines<R: Clone>(text: &str, parse: impl Fn(&str) -> Result<R>) -> Result<Vec<R>> {
+    let mut requests = Vec::new();
+    for (no, raw) in text.lines().enumerate() {
+        let l = raw.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let (weight, l) = match l.split_once('*') {
+            Some((w, rest)) if !w.is_empty() && w.trim().chars().all(|c| c.is_ascii_digit()) => {
+                let w: usize = w.trim().parse().unwrap_or(0);
+                if w == 0 || w > 1000 {
+                    bail!("line {}: weight must be 1..=1000", no + 1);
+                }
+                (w, rest.trim())
+            }
+            _ => (1, l),
+        };
+        let r = parse(l).with_context(|| format!("line {}", no + 1))?;
+        for _ in 0..weight {
+            requests.push(r.clone());
+        }
+        if requests.len() > 100_000 {
+            bail!("too many requests (at most 100000 after weighting)");
+        }
+    }
+    if requests.is_empty() {
+        bail!("no requests in the mix");
+    }
+    Ok(requests)
 }
 
 /// Checks one request line with the task session and derives its expected reply.
@@ -174,6 +226,40 @@ pub fn request(line: &str) -> Result<Request> {
     Ok(Request { line: wire, expect })
 }
 
+/// Builds the GET of `path` and derives its expected answer from the HTTP session.
+pub fn http_request(path: &str) -> Result<HttpRequest> {
+    use crate::proto::http::{parse_response, write_get, ParsedResponse};
+    let path = path.trim();
+    if !path.starts_with('/') || path.len() > 1024 || path.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+        bail!("'{path}' is not a request path (e.g. /, /bytes/1000, /sleep/10, /hash/1000)");
+    }
+    let mut wire = Vec::new();
+    write_get(&mut wire, path, "localhost");
+    let mut s = Session::new(SessionConfig {
+        proto: Proto::Http,
+        ..SessionConfig::default()
+    });
+    let counters = expect_counters();
+    let mut out = Vec::new();
+    let step = s.input(&wire, &mut out, &counters);
+    let step = s.complete_inline(step, &mut out, &counters, |_| {});
+    let ParsedResponse::Response(r) = parse_response(&out, false) else {
+        bail!("path '{path}' does not get a response");
+    };
+    if step != Step::NeedInput || r.head + r.body as usize != out.len() {
+        bail!("path '{path}' does not get exactly one response");
+    }
+    if r.status != 200 {
+        bail!("path '{path}' is answered {} by netcore's server", r.status);
+    }
+    let stats = path.split('?').next() == Some("/stats");
+    Ok(HttpRequest {
+        wire,
+        status: r.status,
+        body: (!stats).then_some(r.body),
+    })
+}
+
 /// One set of (process-lifetime) counters for the expectation sessions.
 fn expect_counters() -> Counters {
     static C: std::sync::OnceLock<Counters> = std::sync::OnceLock::new();
@@ -192,6 +278,7 @@ impl Picker {
     pub fn new(w: &Workload, client: u64) -> Self {
         let (seed, n) = match w {
             Workload::Task { requests, seed } => (*seed, requests.len()),
+            Workload::Http { requests, seed } => (*seed, requests.len()),
             Workload::Echo { .. } => (0, 1),
         };
         Picker {
@@ -273,6 +360,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("line 1"));
+    }
+
+    #[test]
+    fn http_expectations_come_from_the_session() {
+        let Workload::Http { requests, .. } = Workload::http("/bytes/123").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            requests[0].wire,
+            b"GET /bytes/123 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        );
+        assert_eq!((requests[0].status, requests[0].body), (200, Some(123)));
+        let r = http_request("/").unwrap();
+        assert_eq!(r.body, Some(crate::proto::http::ROOT_BODY.len() as u64));
+        assert_eq!(http_request("/sleep/5").unwrap().body, Some(10));
+        assert_eq!(http_request("/stats").unwrap().body, None);
+        assert!(http_request("/nope")
+            .unwrap_err()
+            .to_string()
+            .contains("404"));
+        assert!(http_request("nope").is_err());
+        assert!(http_request("/a b").is_err());
     }
 
     #[test]

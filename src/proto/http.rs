@@ -239,17 +239,31 @@ pub fn write_typed(out: &mut Vec<u8>, req: &Request, status: Status, kind: &str,
 
 /// Writes an answer of `n` bytes of a fixed pattern (`/bytes/N`).
 pub fn write_bytes(out: &mut Vec<u8>, req: &Request, n: u64) {
-    write_head(out, req, Status::Ok, n);
+    write_bytes_head(out, req, n);
     if !req.head {
-        const PATTERN: &[u8; 64] =
-            b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-\n";
-        let mut left = n as usize;
-        out.reserve(left);
-        while left > 0 {
-            let k = left.min(PATTERN.len());
-            out.extend_from_slice(&PATTERN[..k]);
-            left -= k;
-        }
+        write_pattern(out, 0, n as usize);
+    }
+}
+
+/// Writes the head of a `/bytes/N` answer only: the body follows through [`write_pattern`]
+/// (the session writes a large one a piece at a time, within its output bound).
+pub fn write_bytes_head(out: &mut Vec<u8>, req: &Request, n: u64) {
+    write_head(out, req, Status::Ok, n);
+}
+
+/// The repeating pattern of `/bytes/N` bodies.
+const PATTERN: &[u8; 64] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-\n";
+
+/// Writes `n` bytes of the `/bytes/N` body starting at body offset `from`.
+pub fn write_pattern(out: &mut Vec<u8>, from: u64, n: usize) {
+    let mut at = (from % PATTERN.len() as u64) as usize;
+    let mut left = n;
+    out.reserve(left);
+    while left > 0 {
+        let k = left.min(PATTERN.len() - at);
+        out.extend_from_slice(&PATTERN[at..at + k]);
+        left -= k;
+        at = 0;
     }
 }
 
@@ -508,6 +522,22 @@ mod tests {
             ),
             ParsedResponse::Invalid("chunked responses are not supported")
         );
+    }
+
+    #[test]
+    fn a_body_written_in_pieces_is_the_whole_body() {
+        let r = req("GET /bytes/1000 HTTP/1.1\r\n\r\n");
+        let mut whole = Vec::new();
+        write_bytes(&mut whole, &r, 1000);
+        let mut pieces = Vec::new();
+        write_bytes_head(&mut pieces, &r, 1000);
+        let mut at = 0;
+        for k in [1, 63, 64, 65, 300, 507] {
+            write_pattern(&mut pieces, at, k);
+            at += k as u64;
+        }
+        assert_eq!(at, 1000);
+        assert_eq!(pieces, whole);
     }
 
     proptest! {

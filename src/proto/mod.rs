@@ -1,6 +1,6 @@
-//! The protocols the servers speak, as pure sans-IO cores side by side (`task`, `echo`; HTTP/1.1
-//! goes beside them as `http`), and the per-connection [`Session`] that frames a connection's
-//! bytes and drives one of them: shared by every server model.
+//! The protocols the servers speak, as pure sans-IO cores side by side (`task`, `echo`, `http`),
+//! and the per-connection [`Session`] that frames a connection's bytes and drives one of them:
+//! shared by every server model.
 //!
 //! A [`Session`] takes the bytes a connection received and appends the response bytes to an
 //! output vector, returning a [`Step`] that tells the driver what to do next: read more, close,
@@ -34,6 +34,11 @@
 //!
 //! # The `echo` protocol
 //! Raw bytes are echoed back unchanged, no framing; each chunk of input counts as a request.
+//!
+//! # The `http` protocol
+//! HTTP/1.1 and 1.0 as [`http`] parses and answers it (routes and statuses in its docs), framed
+//! by the session like the task protocol's lines: pipelined requests answered in order,
+//! `/sleep/MS` and `/hash/ROUNDS` as the deferred steps of `SLEEP` and `HASH`.
 
 pub mod counters;
 pub mod echo;

@@ -14,6 +14,8 @@ pub enum Proto {
     Task,
     /// Raw echo, no framing.
     Echo,
+    /// HTTP/1.1 (and 1.0) over [`super::http`]: keep-alive, pipelining.
+    Http,
 }
 
 impl Proto {
@@ -21,6 +23,7 @@ impl Proto {
         match self {
             Proto::Task => "task",
             Proto::Echo => "echo",
+            Proto::Http => "http",
         }
     }
 }
@@ -99,6 +102,8 @@ pub struct Session {
     out_limit: usize,
     /// The first byte of the pending `SLEEP`'s answer went out early (the peer half-closed).
     probe: bool,
+    /// HTTP: the state between requests ([`http_session`]).
+    http: http_session::HttpState,
 }
 
 impl Session {
@@ -114,6 +119,7 @@ impl Session {
             stats: ConnStats::default(),
             out_limit: usize::MAX,
             probe: false,
+            http: http_session::HttpState::default(),
         }
     }
 
@@ -146,8 +152,9 @@ impl Session {
         self.buf.len() - self.start
     }
 
-    /// True when the session waits for the rest of a request line: it holds input with no
-    /// line terminator, nothing is pending, and every complete line has been answered.
+    /// True when the session waits for the rest of a request line (HTTP: of a request head or
+    /// body): it holds input with no line terminator, nothing is pending, and every complete
+    /// line has been answered.
     pub fn partial_line(&self) -> bool {
         !self.closed
             && self.pending == Pending::None
@@ -171,9 +178,13 @@ impl Session {
 
     /// The driver's request-line deadline passed with a line still incomplete (a client that
     /// sends a line byte by byte, slower than the idle timeout, must not hold a connection
-    /// forever): answers `ERR line timeout` and closes. Returns [`Step::Close`].
+    /// forever): answers `ERR line timeout` (HTTP: `408`) and closes. Returns [`Step::Close`].
     pub fn line_timeout(&mut self, out: &mut Vec<u8>, srv: &Counters) -> Step {
-        self.fail_and_close(out, srv, format_args!("line timeout"));
+        if self.cfg.proto == Proto::Http {
+            self.http_fail_and_close(out, srv, super::http::Status::Timeout);
+        } else {
+            self.fail_and_close(out, srv, format_args!("line timeout"));
+        }
         Step::Close
     }
 
@@ -221,12 +232,24 @@ impl Session {
     fn write_probe(&mut self, out: &mut Vec<u8>) {
         if !self.probe {
             self.probe = true;
-            out.push(b'O');
+            out.push(self.probe_byte());
+        }
+    }
+
+    /// The first byte of a `SLEEP`'s answer: `O` of `OK slept`, `H` of `HTTP/1.x`.
+    fn probe_byte(&self) -> u8 {
+        if self.cfg.proto == Proto::Http {
+            b'H'
+        } else {
+            b'O'
         }
     }
 
     /// Answers the lines buffered so far (call after completing a deferred operation).
     pub fn resume(&mut self, out: &mut Vec<u8>, srv: &Counters) -> Step {
+        if self.cfg.proto == Proto::Http {
+            return self.resume_http(out, srv);
+        }
         loop {
             if self.closed {
                 return Step::Close;
@@ -292,12 +315,12 @@ impl Session {
             self.pending = Pending::None;
             let len0 = out.len();
             // After a probe, the `O` is already out.
-            let skip = if std::mem::take(&mut self.probe) {
-                "O".len()
+            let skip = usize::from(std::mem::take(&mut self.probe));
+            if self.cfg.proto == Proto::Http {
+                self.http_finish(out, format_args!("slept {ms}ms"));
             } else {
-                0
-            };
-            let _ = writeln!(out, "OK slept {ms}ms");
+                let _ = writeln!(out, "OK slept {ms}ms");
+            }
             out.drain(len0..len0 + skip);
             self.count_out(out.len() - len0, srv);
         }
@@ -308,7 +331,11 @@ impl Session {
         if self.pending == Pending::Cpu {
             self.pending = Pending::None;
             let len0 = out.len();
-            let _ = writeln!(out, "{result:016x}");
+            if self.cfg.proto == Proto::Http {
+                self.http_finish(out, format_args!("{result:016x}"));
+            } else {
+                let _ = writeln!(out, "{result:016x}");
+            }
             self.count_out(out.len() - len0, srv);
         }
     }
@@ -362,10 +389,20 @@ impl Session {
 
     /// Answers the line held with `ERR msg` and closes, dropping the input.
     fn fail_and_close(&mut self, out: &mut Vec<u8>, srv: &Counters, msg: std::fmt::Arguments<'_>) {
+        self.close_with(out, srv, |s, out| s.error(out, srv, msg));
+    }
+
+    /// Counts one failed request, writes its answer with `answer`, closes and drops the input.
+    fn close_with(
+        &mut self,
+        out: &mut Vec<u8>,
+        srv: &Counters,
+        answer: impl FnOnce(&mut Self, &mut Vec<u8>),
+    ) {
         self.stats.requests += 1;
         srv.add(REQUESTS, 1);
         let len0 = out.len();
-        self.error(out, srv, msg);
+        answer(self, out);
         self.count_out(out.len() - len0, srv);
         self.closed = true;
         self.buf = Vec::new();
@@ -374,9 +411,24 @@ impl Session {
     }
 
     fn error(&mut self, out: &mut Vec<u8>, srv: &Counters, msg: std::fmt::Arguments<'_>) {
+        self.count_error(srv);
+        let _ = writeln!(out, "ERR {msg}");
+    }
+
+    fn count_error(&mut self, srv: &Counters) {
         self.stats.errors += 1;
         srv.add(ERRORS, 1);
-        let _ = writeln!(out, "ERR {msg}");
+    }
+
+    /// The `STATS` answer (without its line end): this connection's and the server's counters.
+    fn write_stats(&self, out: &mut Vec<u8>, srv: &Counters) {
+        let t = srv.snapshot();
+        let s = self.stats;
+        let _ = write!(
+            out,
+            "requests={} errors={} bytes_in={} bytes_out={} server_connections={} server_active={} server_requests={} server_errors={}",
+            s.requests, s.errors, s.bytes_in, s.bytes_out, t.connections, t.active, t.requests, t.errors
+        );
     }
 
     /// Runs one request line. Returns a step if the driver must act before the next line.
@@ -418,13 +470,8 @@ impl Session {
                 return Some(Step::Sleep(Duration::from_millis(ms)));
             }
             Request::Stats => {
-                let t = srv.snapshot();
-                let s = self.stats;
-                let _ = writeln!(
-                    out,
-                    "requests={} errors={} bytes_in={} bytes_out={} server_connections={} server_active={} server_requests={} server_errors={}",
-                    s.requests, s.errors, s.bytes_in, s.bytes_out, t.connections, t.active, t.requests, t.errors
-                );
+                self.write_stats(out, srv);
+                out.push(b'\n');
             }
             Request::Bye => {
                 out.extend_from_slice(b"Goodbye!\n");
@@ -435,6 +482,8 @@ impl Session {
         None
     }
 }
+
+mod http_session;
 
 #[cfg(test)]
 mod tests;

@@ -176,6 +176,22 @@ impl Drop for Serve {
     }
 }
 
+/// Reads until the peer closes (a reset counts as the end too).
+pub fn read_to_end(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut v = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => v.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&v)),
+        }
+    }
+    v
+}
+
 /// The `IP:PORT` after "listening on " in a line.
 pub fn addr_in(line: &str) -> String {
     let rest = line

@@ -171,6 +171,20 @@ fn steady_state_does_not_grow_the_buffer() {
     assert!(s.buf.capacity() <= 64);
 }
 
+/// `stream` cut at the points `cuts` pick.
+fn split<'a>(stream: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+    let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+    points.sort();
+    let mut chunks: Vec<&[u8]> = Vec::new();
+    let mut prev = 0;
+    for p in points {
+        chunks.push(&stream[prev..p]);
+        prev = p;
+    }
+    chunks.push(&stream[prev..]);
+    chunks
+}
+
 /// Every verb but STATS (whose `bytes_in` depends on how much was read so far, by design).
 fn request() -> impl Strategy<Value = Vec<u8>> {
     let word = "[a-zA-Z0-9 ]{0,12}";
@@ -204,16 +218,7 @@ proptest! {
             stream.extend_from_slice(if *crlf { b"\r\n" } else { b"\n" });
         }
         let whole = run(cfg(64), &[&stream], eof);
-        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
-        points.sort();
-        let mut chunks: Vec<&[u8]> = Vec::new();
-        let mut prev = 0;
-        for p in points {
-            chunks.push(&stream[prev..p]);
-            prev = p;
-        }
-        chunks.push(&stream[prev..]);
-        prop_assert_eq!(&run(cfg(64), &chunks, eof), &whole);
+        prop_assert_eq!(&run(cfg(64), &split(&stream, &cuts), eof), &whole);
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         prop_assert_eq!(&run(cfg(64), &bytes, eof), &whole);
     }
@@ -269,4 +274,182 @@ fn line_timeout_answers_err_and_closes() {
     assert_eq!(s.line_timeout(&mut out, &srv), Step::Close);
     assert_eq!(out, b"x\nERR line timeout\n");
     assert!(s.is_closed() && s.buffered() == 0);
+}
+
+fn http() -> SessionConfig {
+    SessionConfig {
+        proto: Proto::Http,
+        ..cfg(64)
+    }
+}
+
+fn http_text(chunks: &[&[u8]], eof: bool) -> (String, bool) {
+    let (out, closed) = run(http(), chunks, eof);
+    (String::from_utf8(out).unwrap(), closed)
+}
+
+/// The status codes and bodies of the responses in `text`, in order.
+fn responses(mut text: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    use crate::proto::http::{parse_response, ParsedResponse};
+    let mut v = Vec::new();
+    while !text.is_empty() {
+        let ParsedResponse::Response(r) = parse_response(text, false) else {
+            panic!("{}", String::from_utf8_lossy(text))
+        };
+        let end = r.head + r.body as usize;
+        v.push((r.status, text[r.head..end].to_vec()));
+        text = &text[end..];
+    }
+    v
+}
+
+#[test]
+fn http_routes_in_order_over_one_connection() {
+    let (out, closed) = run(
+        http(),
+        &[
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /bytes/5 HTTP/1.1\r\n\r\nGET /sleep/3 HTTP/1.1\r\n\r\n",
+            b"GET /hash/2000 HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\n\r\nGET /stats HTTP/1.1\r\n\r\n",
+        ],
+        false,
+    );
+    assert!(!closed);
+    let r = responses(&out);
+    let codes: Vec<u16> = r.iter().map(|(c, _)| *c).collect();
+    assert_eq!(codes, [200, 200, 200, 200, 404, 405, 200]);
+    assert_eq!(r[0].1, crate::proto::http::ROOT_BODY);
+    assert_eq!(r[1].1, b"01234");
+    assert_eq!(r[2].1, b"slept 3ms\n");
+    let seed = crate::proto::fnv1a64(b"/hash/2000");
+    let hash = crate::proto::CpuJob::new(seed, 2000).run();
+    assert_eq!(r[3].1, format!("{hash:016x}\n").as_bytes());
+    let stats = String::from_utf8(r[6].1.clone()).unwrap();
+    assert!(stats.starts_with("requests=7 errors=2 "), "{stats}");
+}
+
+#[test]
+fn http_close_rules() {
+    let (t, closed) = http_text(
+        &[b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n"],
+        false,
+    );
+    assert!(closed);
+    assert_eq!(t.matches("HTTP/1.1 200").count(), 1);
+    assert!(t.contains("Connection: close\r\n"));
+    let (t, closed) = http_text(&[b"GET /bytes/3 HTTP/1.0\r\n\r\n"], false);
+    assert!(closed && t.starts_with("HTTP/1.0 200 OK\r\n") && t.ends_with("\r\n\r\n012"));
+    // Errors that break the framing answer and close; the rest is not read.
+    for (req, code) in [
+        (&b"garbage\r\n\r\nGET / HTTP/1.1\r\n\r\n"[..], 400),
+        (b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nContent-Length: 9999999\r\n\r\n", 413),
+    ] {
+        let (out, closed) = run(http(), &[req], false);
+        assert!(closed);
+        assert_eq!(
+            responses(&out).iter().map(|r| r.0).collect::<Vec<_>>(),
+            [code]
+        );
+    }
+    let big = vec![b'a'; 20_000];
+    let (out, closed) = run(http(), &[b"GET /", &big], false);
+    assert!(closed);
+    assert_eq!(responses(&out)[0].0, 431);
+    // A body is skipped, then the next request is answered.
+    let (t, closed) = http_text(
+        &[
+            b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nab",
+            b"cGET /bytes/1 HTTP/1.1\r\n\r\n",
+        ],
+        false,
+    );
+    assert!(!closed);
+    assert!(t.ends_with("\r\n\r\n0"), "{t}");
+    // A half-close after an incomplete request: the complete ones are answered, then close.
+    let (t, closed) = http_text(&[b"GET / HTTP/1.1\r\n\r\nGET / HT"], true);
+    assert!(closed);
+    assert_eq!(t.matches("HTTP/1.1 200").count(), 1);
+}
+
+#[test]
+fn http_head_timeout_is_408() {
+    let srv = Counters::local();
+    let mut s = Session::new(http());
+    let mut out = Vec::new();
+    assert_eq!(
+        s.input(b"GET / HTTP/1.1\r\nHo", &mut out, &srv),
+        Step::NeedInput
+    );
+    assert!(s.partial_line());
+    // Resuming without new input does not parse again and keeps it partial.
+    assert_eq!(s.resume(&mut out, &srv), Step::NeedInput);
+    assert!(s.partial_line());
+    assert_eq!(s.line_timeout(&mut out, &srv), Step::Close);
+    assert_eq!(responses(&out)[0].0, 408);
+}
+
+#[test]
+fn http_large_bodies_respect_the_output_bound() {
+    let srv = Counters::local();
+    let mut s = Session::new(http()).with_out_limit(1000);
+    let mut out = Vec::new();
+    let mut all = Vec::new();
+    let mut step = s.input(
+        b"GET /bytes/10000 HTTP/1.1\r\n\r\nGET /bytes/10 HTTP/1.1\r\nConnection: close\r\n\r\n",
+        &mut out,
+        &srv,
+    );
+    let mut flushes = 0;
+    while step == Step::Flush {
+        assert!(out.len() <= 1000, "{}", out.len());
+        assert!(!s.partial_line());
+        flushes += 1;
+        all.append(&mut out);
+        step = s.resume(&mut out, &srv);
+    }
+    all.append(&mut out);
+    assert_eq!(step, Step::Close);
+    assert!(flushes >= 10);
+    let r = responses(&all);
+    assert_eq!((r.len(), r[0].1.len(), r[1].1.len()), (2, 10_000, 10));
+    let mut expect = Vec::new();
+    crate::proto::http::write_pattern(&mut expect, 0, 10_000);
+    assert_eq!(r[0].1, expect);
+    assert_eq!(s.stats().bytes_out, all.len() as u64);
+}
+
+#[test]
+fn http_sleep_after_half_close_sends_its_first_byte_early() {
+    let srv = Counters::local();
+    let mut s = Session::new(http());
+    let mut out = Vec::new();
+    let st = s.input(b"GET /sleep/5 HTTP/1.1\r\n\r\n", &mut out, &srv);
+    assert_eq!(st, Step::Sleep(Duration::from_millis(5)));
+    assert_eq!(s.eof(&mut out, &srv), Step::Pending);
+    assert_eq!(out, b"H");
+    s.finish_sleep(&mut out, &srv);
+    assert_eq!(s.resume(&mut out, &srv), Step::Close);
+    assert_eq!(responses(&out)[0], (200, b"slept 5ms\n".to_vec()));
+    assert_eq!(s.stats().bytes_out, out.len() as u64);
+}
+
+proptest! {
+    #[test]
+    fn http_any_split_gives_the_same_responses(
+        reqs in proptest::collection::vec(prop_oneof![
+            Just("GET / HTTP/1.1\r\n\r\n".to_string()),
+            (0u64..3000).prop_map(|n| format!("GET /bytes/{n} HTTP/1.1\r\nHost: h\r\n\r\n")),
+            (0u64..5).prop_map(|n| format!("GET /sleep/{n} HTTP/1.1\r\n\r\n")),
+            (1u64..3000).prop_map(|n| format!("GET /hash/{n} HTTP/1.1\r\n\r\n")),
+            Just("HEAD /x HTTP/1.1\r\n\r\n".to_string()),
+            Just("GET / HTTP/1.0\r\n\r\n".to_string()),
+            Just("junk\r\n\r\n".to_string()),
+        ], 0..8),
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
+        eof in any::<bool>(),
+    ) {
+        let stream: Vec<u8> = reqs.concat().into_bytes();
+        let whole = run(http(), &[&stream], eof);
+        prop_assert_eq!(&run(http(), &split(&stream, &cuts), eof), &whole);
+    }
 }

@@ -1,0 +1,426 @@
+//! `netcore serve --proto http` end to end, in every model: curl (keep-alive reuse, bodies,
+//! status codes), raw sockets (pipelining, malformed requests, slowloris) and, where it is
+//! installed, a short bounded wrk run. Real binary, loopback, port 0; every server is killed
+//! by its guard.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{read_to_end, Serve};
+use netcore::proto::http::{parse_response, ParsedResponse, ROOT_BODY};
+
+const MODELS: [&str; 6] = ["iterative", "fork", "thread", "pool", "epoll", "uring"];
+const T: Duration = Duration::from_secs(20);
+
+fn serve(model: &str, extra: &[&str]) -> Serve {
+    let args = [&["--model", model, "--proto", "http"][..], extra].concat();
+    Serve::start(&args, T)
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// `curl ARGS` with a time limit: (stdout, stderr).
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "15"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn connect(srv: &Serve) -> TcpStream {
+    let s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.set_write_timeout(Some(T)).unwrap();
+    s
+}
+
+/// Reads `n` whole responses: (status, body) each.
+fn read_responses(s: &mut TcpStream, n: usize) -> Vec<(u16, Vec<u8>)> {
+    let mut v = Vec::new();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    while v.len() < n {
+        if let ParsedResponse::Response(r) = parse_response(&buf, false) {
+            let end = r.head + r.body as usize;
+            if buf.len() >= end {
+                v.push((r.status, buf[r.head..end].to_vec()));
+                buf.drain(..end);
+                continue;
+            }
+        }
+        let k = s.read(&mut chunk).expect("read a response");
+        assert!(k > 0, "closed after {} responses", v.len());
+        buf.extend_from_slice(&chunk[..k]);
+    }
+    assert!(buf.is_empty(), "more than {n} responses");
+    v
+}
+
+/// The statuses of every response in `bytes` (which must hold whole responses only).
+fn statuses(mut bytes: &[u8]) -> Vec<u16> {
+    let mut v = Vec::new();
+    while !bytes.is_empty() {
+        let ParsedResponse::Response(r) = parse_response(bytes, false) else {
+            panic!("not a response: {:?}", String::from_utf8_lossy(bytes))
+        };
+        v.push(r.status);
+        bytes = &bytes[(r.head + r.body as usize).min(bytes.len())..];
+    }
+    v
+}
+
+/// A fresh connection still gets `GET /` answered.
+fn still_serves(srv: &Serve, model: &str) {
+    let mut s = connect(srv);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let r = read_responses(&mut s, 1);
+    assert_eq!(r[0], (200, ROOT_BODY.to_vec()), "{model}");
+}
+
+#[test]
+fn curl_gets_every_route_over_one_connection_in_every_model() {
+    if !have("curl") {
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    for model in MODELS {
+        let srv = serve(model, &[]);
+        let base = format!("http://{}", srv.addr);
+        let urls: Vec<String> = ["/", "/bytes/10", "/hash/20000", "/sleep/20", "/stats"]
+            .iter()
+            .map(|p| format!("{base}{p}"))
+            .collect();
+        let mut args = vec!["--verbose"];
+        args.extend(urls.iter().map(String::as_str));
+        let (body, log) = curl(&args);
+        let hash = netcore::proto::CpuJob::new(netcore::proto::fnv1a64(b"/hash/20000"), 20_000);
+        let expect = format!(
+            "{}0123456789{:016x}\nslept 20ms\n",
+            String::from_utf8_lossy(ROOT_BODY),
+            hash.run()
+        );
+        assert!(body.starts_with(&expect), "{model}: {body:?}\n{log}");
+        assert!(
+            body.contains("requests=5 errors=0 "),
+            "{model}: /stats: {body:?}"
+        );
+        assert_eq!(
+            log.matches("< HTTP/1.1 200 OK").count(),
+            5,
+            "{model}: {log}"
+        );
+        assert_eq!(
+            log.matches("Re-using existing connection").count(),
+            4,
+            "{model}: {log}"
+        );
+        assert_eq!(
+            srv_connections(&base),
+            2,
+            "{model}: one connection for five URLs"
+        );
+
+        // Status codes, HEAD, HTTP/1.0 and a large body.
+        let code = |extra: &[&str], path: &str| {
+            let url = format!("{base}{path}");
+            let mut a = vec![
+                "--output",
+                "/dev/null",
+                "--write-out",
+                "%{http_code} %{size_download}",
+            ];
+            a.extend_from_slice(extra);
+            a.push(&url);
+            curl(&a).0
+        };
+        assert_eq!(code(&[], "/nope"), "404 10", "{model}");
+        assert_eq!(code(&["--data", "x"], "/"), "405 19", "{model}");
+        assert_eq!(code(&["--head"], "/bytes/100"), "200 0", "{model}");
+        assert_eq!(code(&["--http1.0"], "/bytes/3"), "200 3", "{model}");
+        assert_eq!(code(&[], "/bytes/3000000"), "200 3000000", "{model}");
+    }
+}
+
+/// `server_connections` from `/stats` on a new connection.
+fn srv_connections(base: &str) -> u64 {
+    let (body, _) = curl(&[&format!("{base}/stats")]);
+    let v = body
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("server_connections="))
+        .unwrap_or_else(|| panic!("{body}"));
+    v.parse().unwrap()
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_in_every_model() {
+    for model in MODELS {
+        let srv = serve(model, &[]);
+        let mut s = connect(&srv);
+        // A slow one first: the answers behind it wait for it.
+        s.write_all(
+            b"GET /sleep/50 HTTP/1.1\r\n\r\nGET /bytes/5 HTTP/1.1\r\n\r\nGET /hash/50000 HTTP/1.1\r\n\r\n\
+              GET /nope HTTP/1.1\r\n\r\nGET /bytes/100000 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        )
+        .unwrap();
+        let r = read_responses(&mut s, 6);
+        let codes: Vec<u16> = r.iter().map(|x| x.0).collect();
+        assert_eq!(codes, [200, 200, 200, 404, 200, 200], "{model}");
+        assert_eq!(r[0].1, b"slept 50ms\n", "{model}");
+        assert_eq!(r[1].1, b"01234", "{model}");
+        assert_eq!(r[2].1.len(), 17, "{model}");
+        assert_eq!(r[4].1.len(), 100_000, "{model}");
+        assert_eq!(r[5].1, ROOT_BODY, "{model}");
+        // The last request closes; everything before it is answered.
+        s.write_all(b"GET /bytes/2 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+            .unwrap();
+        assert_eq!(statuses(&read_to_end(&mut s)), [200, 200], "{model}");
+    }
+}
+
+/// Sends `req` on a new connection (ignoring a reset while sending: the server may answer and
+/// close before it has all of it) and returns everything the server said until it closed.
+fn answer_to(srv: &Serve, req: &[u8]) -> Vec<u8> {
+    let mut s = connect(srv);
+    let mut w = s.try_clone().unwrap();
+    let req = req.to_vec();
+    let writer = thread::spawn(move || {
+        let _ = w.write_all(&req);
+    });
+    let got = read_to_end(&mut s);
+    writer.join().unwrap();
+    got
+}
+
+#[test]
+fn malformed_requests_get_their_status_and_a_close_in_every_model() {
+    let big_header = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(1 << 20));
+    let endless_line = format!("GET /{}", "a".repeat(20_000));
+    let cases: [(&str, &[u8], u16); 6] = [
+        ("garbage", b"\x00\x01garbage\r\n\r\n", 400),
+        ("1 MB header", big_header.as_bytes(), 431),
+        ("request line with no end", endless_line.as_bytes(), 431),
+        (
+            "bad Content-Length",
+            b"GET / HTTP/1.1\r\nContent-Length: 12x\r\n\r\n",
+            400,
+        ),
+        (
+            "two Content-Lengths",
+            b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            400,
+        ),
+        (
+            "body too large",
+            b"POST / HTTP/1.1\r\nContent-Length: 100000000\r\n\r\n",
+            413,
+        ),
+    ];
+    for model in MODELS {
+        let srv = serve(model, &[]);
+        for (what, req, status) in cases {
+            let got = answer_to(&srv, req);
+            assert_eq!(statuses(&got), [status], "{model}: {what}");
+            still_serves(&srv, model);
+        }
+    }
+}
+
+/// A head trickled a byte at a time, slower than the idle timeout lets it take, gets `408`
+/// and a close; meanwhile (and after) other clients are served.
+#[test]
+fn slowloris_gets_408_and_others_are_served_in_every_model() {
+    for model in MODELS {
+        let srv = serve(model, &["--idle-timeout", "1s"]);
+        let mut s = connect(&srv);
+        let t0 = Instant::now();
+        let mut said = Vec::new();
+        for b in b"GET / HTTP/1.1\r\nHost: slow".iter().cycle() {
+            if s.write_all(&[*b]).is_err() || t0.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+            s.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 4096];
+            match s.read(&mut buf) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Ok(n) => {
+                    said.extend_from_slice(&buf[..n]);
+                    break;
+                }
+                Err(_) => break,
+            }
+            s.set_nonblocking(false).unwrap();
+        }
+        s.set_nonblocking(false).unwrap();
+        said.extend(read_to_end(&mut s));
+        assert_eq!(statuses(&said), [408], "{model}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{model}: {:?}",
+            t0.elapsed()
+        );
+        still_serves(&srv, model);
+    }
+}
+
+#[test]
+fn wrk_sees_no_errors_on_epoll_uring_and_thread() {
+    if !have("wrk") {
+        eprintln!("skipped: wrk is not installed (apt-get install wrk)");
+        return;
+    }
+    for model in ["epoll", "uring", "thread"] {
+        let srv = serve(model, &[]);
+        let url = format!("http://{}/", srv.addr);
+        let child = Command::new("wrk")
+            .args(["-t1", "-c10", "-d1s", "--timeout", "2s", &url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run wrk");
+        let out = common::wait_output(child, Duration::from_secs(30));
+        let out = String::from_utf8_lossy(&out.stdout);
+        assert!(out.contains("requests in"), "{model}: {out}");
+        assert!(!out.contains("Non-2xx"), "{model}: {out}");
+        assert!(!out.contains("Socket errors"), "{model}: {out}");
+        let n: u64 = out
+            .lines()
+            .find(|l| l.contains("requests in"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(n > 100, "{model}: {out}");
+    }
+}
+
+fn load_json(args: &[&str]) -> (i32, serde_json::Value) {
+    let (st, out, err) = common::run(args, Duration::from_secs(60));
+    let j = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}\n{err}"));
+    (st.code().unwrap_or(-1), j)
+}
+
+#[test]
+fn load_drives_http_closed_and_open_loop_and_checks_every_response() {
+    let srv = serve("epoll", &[]);
+    let addr = srv.addr.to_string();
+    let base = ["load", "--connect", &addr, "--proto", "http", "--json"];
+    // Closed loop, a fixed number of tasks with a body larger than one read.
+    let (rc, j) = load_json(
+        &[
+            &base[..],
+            &["--clients", "3", "--tasks", "20", "--path", "/bytes/200000"],
+        ]
+        .concat(),
+    );
+    assert_eq!(rc, 0, "{j}");
+    let m = &j["points"][0]["median"];
+    assert_eq!(m["tasks"], 60.0, "{j}");
+    assert_eq!(m["status"]["200"], 60, "{j}");
+    // Open loop for a bounded time: latency from the intended send time.
+    let (rc, j) = load_json(
+        &[
+            &base[..],
+            &[
+                "--clients",
+                "4",
+                "--duration",
+                "1s",
+                "--rate",
+                "2000",
+                "--path",
+                "/sleep/1",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(rc, 0, "{j}");
+    let m = &j["points"][0]["median"];
+    let tasks = m["tasks"].as_f64().unwrap();
+    assert!((1000.0..=2200.0).contains(&tasks), "{j}");
+    assert!(m["p50_us"].as_f64().unwrap() >= 1000.0, "sleeps 1 ms: {j}");
+    assert_eq!(j["setup"]["rate"], 2000.0);
+    // A path the server does not have is refused before any connection.
+    let (st, _, err) = common::run(&[&base[..], &["--path", "/nope"]].concat(), T);
+    assert!(!st.success(), "{err}");
+    assert!(err.contains("404"), "{err}");
+    // compare starts each model speaking HTTP.
+    let (st, out, err) = common::run(
+        &[
+            "compare",
+            "--proto",
+            "http",
+            "--models",
+            "thread,uring",
+            "--clients",
+            "2",
+            "--tasks",
+            "50",
+            "--runs",
+            "1",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{out}\n{err}");
+    assert!(out.contains("\"proto\": \"http\""), "{out}");
+}
+
+/// A server whose answers are well-formed but wrong (a 3-byte body for `GET /`): every response
+/// is a bad reply, counted by status, and the exit status says so.
+#[test]
+fn load_counts_wrong_http_answers() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for s in l.incoming().take(1) {
+            let mut s = s.unwrap();
+            let mut buf = [0u8; 4096];
+            let mut seen = Vec::new();
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                while let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                    seen.drain(..i + 4);
+                    let _ = s.write_all(b"HTTP/1.1 503 Busy\r\nContent-Length: 3\r\n\r\nabc");
+                }
+            }
+        }
+    });
+    let (rc, j) = load_json(&[
+        "load",
+        "--connect",
+        &addr,
+        "--proto",
+        "http",
+        "--clients",
+        "1",
+        "--tasks",
+        "5",
+        "--json",
+    ]);
+    assert_eq!(rc, 3, "{j}");
+    let m = &j["points"][0]["median"];
+    assert_eq!(m["errors"]["bad_reply"], 5, "{j}");
+    assert_eq!(m["status"]["503"], 5, "{j}");
+}

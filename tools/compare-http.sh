@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# compare-http.sh - netcore `serve --proto http` beside nginx under wrk, and `netcore load` beside
+# wrk on the same server. Loopback only.
+#
+# Servers (pinned to SERVER_CPU, default 1):
+#   netcore serve --proto http --model M   for M in $MODELS (default: epoll uring thread)
+#   nginx, one worker, a config written here to a temp dir: `GET /` answers a body of the same
+#   size as netcore's `GET /` ("Hello from netcore\n", 19 bytes), access log off
+# Clients (pinned to CLIENT_CPU, default 0):
+#   wrk -t1 -cN -d$DURATION --latency http://127.0.0.1:P/         (every server)
+#   netcore load --proto http --clients N --duration .. --warmup .. --cpus CLIENT_CPU
+#                                                                 (netcore epoll only)
+# For CONNS (default "10 100 1000"), RUNS times (default 5), interleaved: run 1 of every
+# configuration, then run 2, ... Printed: median requests/s [min-max] and median p99 per
+# configuration, the ratio netcore epoll / nginx, and netcore load / wrk on netcore epoll.
+#
+# Knobs (environment): RUNS CONNS DURATION WARMUP MODELS SERVER_CPU CLIENT_CPU PORT_BASE
+#                      NETCORE (binary; default target/release/netcore, built if missing)
+#                      NGINX (default: nginx on PATH)  OUT (raw results; default mktemp -d)
+# Every server started here is stopped by PID when the script exits; every client run is bounded
+# with timeout(1).
+set -euo pipefail
+set -m
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(dirname "$HERE")"
+RUNS="${RUNS:-5}"
+CONNS="${CONNS:-10 100 1000}"
+DURATION="${DURATION:-5}"
+WARMUP="${WARMUP:-1}"
+MODELS="${MODELS:-epoll uring thread}"
+SERVER_CPU="${SERVER_CPU:-1}"
+CLIENT_CPU="${CLIENT_CPU:-0}"
+PORT_BASE="${PORT_BASE:-15700}"
+NETCORE="${NETCORE:-$REPO/target/release/netcore}"
+NGINX="${NGINX:-$(command -v nginx || true)}"
+OUT="${OUT:-$(mktemp -d /tmp/compare-http.XXXXXX)}"
+RUN_LIMIT=$((DURATION + WARMUP + 60))
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+PIDS=()
+stop_pid() {
+  local pid="$1" i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 30); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local p
+  for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && stop_pid "$p"; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+command -v wrk >/dev/null || die "wrk is not installed (apt-get install wrk)"
+[[ -n "$NGINX" && -x "$NGINX" ]] || die "nginx is not installed (apt-get install nginx)"
+command -v python3 >/dev/null || die "python3 is needed for the medians"
+if [[ ! -x "$NETCORE" ]]; then
+  log "building netcore (cargo build --release)"
+  (cd "$REPO" && cargo build --release >&2) || die "cargo build failed"
+fi
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+mkdir -p "$OUT"
+RES="$OUT/results.txt"
+: >"$RES"
+
+port_free() { ! ss -Htln "sport = :$1" 2>/dev/null | grep -q .; }
+wait_port() {
+  local i
+  for i in $(seq 1 100); do
+    port_free "$1" || return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# ---- servers ---------------------------------------------------------------------------------
+declare -A PORT
+next_port=$PORT_BASE
+start_netcore() {
+  local model="$1" port=$next_port
+  next_port=$((next_port + 1))
+  port_free "$port" || die "port $port is in use (set PORT_BASE)"
+  taskset -c "$SERVER_CPU" "$NETCORE" serve --proto http --model "$model" \
+    --listen "127.0.0.1:$port" --idle-timeout 0 >"$OUT/serve-$model.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$port" || die "netcore $model did not listen"
+  PORT[$model]=$port
+}
+start_nginx() {
+  local port=$next_port dir="$OUT/nginx"
+  next_port=$((next_port + 1))
+  port_free "$port" || die "port $port is in use (set PORT_BASE)"
+  mkdir -p "$dir/tmp"
+  cat >"$dir/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 8192; multi_accept on; }
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 120s;
+  client_body_temp_path $dir/tmp;
+  proxy_temp_path $dir/tmp;
+  fastcgi_temp_path $dir/tmp;
+  uwsgi_temp_path $dir/tmp;
+  scgi_temp_path $dir/tmp;
+  default_type text/plain;
+  server {
+    listen 127.0.0.1:$port;
+    location = / { return 200 "Hello from netcore\n"; }
+  }
+}
+EOF
+  taskset -c "$SERVER_CPU" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" \
+    >"$dir/stdout.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$port" || die "nginx did not listen (see $dir/error.log)"
+  PORT[nginx]=$port
+}
+
+for m in $MODELS; do start_netcore "$m"; done
+start_nginx
+SERVERS="$MODELS nginx"
+body=$(curl -s "http://127.0.0.1:${PORT[nginx]}/" | wc -c)
+[[ "$body" == 19 ]] || die "nginx answers a $body-byte body, not 19"
+
+# ---- clients ---------------------------------------------------------------------------------
+# One wrk run: appends "wrk SERVER CONNS RUN req_s p99_us errors" to $RES.
+run_wrk() {
+  local server="$1" conns="$2" run="$3" port=${PORT[$1]} f
+  f="$OUT/wrk-$server-$conns-$run.txt"
+  timeout "$RUN_LIMIT" taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" \
+    --timeout 5s --latency "http://127.0.0.1:$port/" >"$f" 2>&1 || true
+  python3 - "$f" "$server" "$conns" "$run" >>"$RES" <<'PY'
+import re, sys
+f, server, conns, run = sys.argv[1:]
+t = open(f).read()
+rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
+p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\b", t, re.M)
+errs = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", t))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+errs += int(non2xx.group(1)) if non2xx else 0
+us = float(p99.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[p99.group(2)] if p99 else float("nan")
+print(f"wrk {server} {conns} {run} {float(rps.group(1)) if rps else 0.0} {us} {errs}")
+PY
+}
+# One netcore load run against netcore epoll: "load epoll CONNS RUN req_s p99_us errors".
+run_load() {
+  local conns="$1" run="$2" port=${PORT[epoll]} f
+  f="$OUT/load-$conns-$run.json"
+  timeout "$RUN_LIMIT" "$NETCORE" load --connect "127.0.0.1:$port" --proto http \
+    --clients "$conns" --duration "${DURATION}s" --warmup "${WARMUP}s" --cpus "$CLIENT_CPU" \
+    --json >"$f" 2>"$OUT/load-$conns-$run.err" || true
+  python3 - "$f" "$conns" "$run" >>"$RES" <<'PY'
+import json, sys
+f, conns, run = sys.argv[1:]
+try:
+    m = json.load(open(f))["points"][0]["median"]
+    errs = sum(m["errors"].values())
+    print(f"load epoll {conns} {run} {m['tasks_per_s']} {m['p99_us']} {errs}")
+except Exception as e:
+    print(f"load epoll {conns} {run} 0 nan -1")
+PY
+}
+
+log "servers: $(for s in $SERVERS; do printf '%s=%s ' "$s" "${PORT[$s]}"; done)"
+log "runs=$RUNS conns=[$CONNS] duration=${DURATION}s server cpu $SERVER_CPU, client cpu $CLIENT_CPU; raw results in $OUT"
+for run in $(seq 1 "$RUNS"); do
+  for conns in $CONNS; do
+    for s in $SERVERS; do
+      log "run $run/$RUNS conns=$conns wrk -> $s"
+      run_wrk "$s" "$conns" "$run"
+    done
+    if [[ " $MODELS " == *" epoll "* ]]; then
+      log "run $run/$RUNS conns=$conns netcore load -> epoll"
+      run_load "$conns" "$run"
+    fi
+  done
+done
+
+# ---- table -----------------------------------------------------------------------------------
+python3 - "$RES" "$CONNS" "$SERVERS" <<'PY'
+import math, statistics, sys
+res, conns, servers = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+rows = {}
+for line in open(res):
+    client, server, c, run, rps, p99, errs = line.split()
+    rows.setdefault((client, server, c), []).append((float(rps), float(p99), int(errs)))
+def cell(k):
+    v = rows.get(k)
+    if not v:
+        return None
+    r = [x[0] for x in v]
+    p = [x[1] for x in v if not math.isnan(x[1])]
+    return statistics.median(r), min(r), max(r), (statistics.median(p) if p else float("nan")), sum(x[2] for x in v)
+def fmt(c):
+    if c is None:
+        return "-"
+    m, lo, hi, p99, e = c
+    us = f"{p99/1000:.2f} ms" if p99 >= 1000 else f"{p99:.0f} us"
+    return f"{m/1000:.1f}k [{lo/1000:.1f}-{hi/1000:.1f}] p99 {us}" + (f" ERR {e}" if e else "")
+cols = [("wrk", s) for s in servers] + [("load", "epoll")]
+head = ["conns"] + [f"wrk->{s}" for s in servers] + ["load->epoll", "epoll/nginx", "load/wrk (epoll)"]
+lines = [head]
+for c in conns:
+    cells = {k: cell((k[0], k[1], c)) for k in cols}
+    r = [c] + [fmt(cells[k]) for k in cols]
+    e, n, l = cells.get(("wrk", "epoll")), cells.get(("wrk", "nginx")), cells.get(("load", "epoll"))
+    r.append(f"{e[0]/n[0]:.2f}x" if e and n and n[0] else "-")
+    r.append(f"{l[0]/e[0]:.2f}x" if l and e and e[0] else "-")
+    lines.append(r)
+w = [max(len(x[i]) for x in lines) for i in range(len(head))]
+print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(head)) + " |")
+print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+for r in lines[1:]:
+    print("| " + " | ".join(v.ljust(w[i]) for i, v in enumerate(r)) + " |")
+print("\ncells: median requests/s [min-max] over the runs, median p99")
+PY
+log "nginx: $("$NGINX" -v 2>&1 | sed 's/.*: //'); wrk: $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
