@@ -11,12 +11,14 @@ use clap::Args;
 use super::common::{out, OutputArgs, PinArgs, PlotArg, Proto, RxArgs, TcpArgs};
 use crate::flow::backend::Backend;
 use crate::flow::control::Plan;
+use crate::flow::iperf3::Iperf3Event;
 use crate::flow::tcp::report::TcpReport;
 use crate::flow::tcp::server::TcpEvent;
 use crate::flow::udp::receiver::{Event, Receiver, RecvOptions};
 use crate::flow::udp::report::UdpReport;
 use crate::flow::udp::sender::{self, BlastOptions, GsoMode};
 use crate::flow::udp::tracker::DEFAULT_WINDOW;
+use crate::interop::iperf3::Results as Iperf3Results;
 use crate::stats::plot::{self, PlotOptions, Series};
 use crate::stats::{Format, Report};
 use crate::sys::{affinity, signal};
@@ -311,6 +313,22 @@ fn plot_intervals(path: &std::path::Path, r: &UdpReport) -> Result<()> {
     )
 }
 
+/// The two results documents of an iperf3 test, stream by stream: what the client said it
+/// moved and what netcore answered (the client prints the latter as the server's figures).
+fn iperf3_exchange_lines(client: &Iperf3Results, server: &Iperf3Results) -> String {
+    let mut s = String::from("iperf3 results exchanged (bytes per stream id: client | netcore):\n");
+    for o in &server.streams {
+        let c = client.streams.iter().find(|c| c.id == o.id);
+        s.push_str(&format!(
+            "  id {:>3}: {:>14} | {:>14}\n",
+            o.id,
+            c.map_or("-".into(), |c| c.bytes.to_string()),
+            o.bytes
+        ));
+    }
+    s
+}
+
 pub fn recv(a: RecvArgs) -> Result<ExitCode> {
     let listen: SocketAddr = a
         .listen
@@ -397,9 +415,25 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
                 let _ = out(&TcpReport::interval_lines(&row));
             }
         }
-        Event::Tcp(TcpEvent::Finished(rep)) => {
+        Event::Tcp(TcpEvent::Finished(rep))
+        | Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Finished(rep))) => {
             let text = rep.render(format);
             let _ = out(&text);
+        }
+        Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Interval(row))) => {
+            if live {
+                let _ = out(&TcpReport::interval_lines(&row));
+            }
+        }
+        Event::Iperf3(Iperf3Event::Started { peer, what }) => {
+            if live {
+                let _ = out(&format!("{what} from {peer}\n"));
+            }
+        }
+        Event::Iperf3(Iperf3Event::Exchanged { client, server }) => {
+            if live {
+                let _ = out(&iperf3_exchange_lines(&client, &server));
+            }
         }
     });
     res?;

@@ -30,6 +30,7 @@ use super::tracker::DEFAULT_WINDOW;
 use crate::flow::backend::{self, Backend};
 use crate::flow::control::{Conn, Malformed, Msg};
 use crate::flow::host::host_name;
+use crate::flow::iperf3::{self, Iperf3Ctx, Iperf3Event, Opener};
 use crate::flow::tcp::{self, server::ServerCtx, server::TcpEvent};
 use crate::sys::mmsg::RecvBatch;
 use crate::sys::sockopt::{self, BufMethod};
@@ -84,6 +85,8 @@ pub enum Event {
     Finished(Box<UdpReport>),
     /// A TCP test's progress and report.
     Tcp(TcpEvent),
+    /// An iperf3 client's test (`flow::iperf3`).
+    Iperf3(Iperf3Event),
     /// A test that could not run or was cut short (the report, if any, came as Finished).
     Failed(String),
 }
@@ -210,6 +213,8 @@ impl Receiver {
         on_event: &mut dyn FnMut(Event),
     ) -> Result<()> {
         let mut slots: Vec<Slot> = Vec::new();
+        // Accepted connections whose first byte has not arrived yet.
+        let mut fresh: Vec<(TcpStream, SocketAddr, Instant)> = Vec::new();
         // The slot whose session holds the test, if any.
         let mut active: Option<usize> = None;
         loop {
@@ -218,37 +223,12 @@ impl Receiver {
                 return Ok(());
             }
             let now = Instant::now();
-            // New connections: told at once when the receiver is busy or has too many waiting.
+            // New connections wait in `fresh` until their first byte says who they are
+            // (`flow::iperf3::detect`): an iperf3 cookie goes to the iperf3 driver, anything
+            // else to netcore's session.
             loop {
                 match self.listener.accept() {
-                    Ok((stream, peer)) => {
-                        let refuse = if active.is_some() {
-                            Some(RecvSession::busy_message())
-                        } else if slots.len() >= MAX_WAITING {
-                            Some(Msg::Error {
-                                message: format!(
-                                    "receiver has {MAX_WAITING} connections waiting for a Hello; try again"
-                                ),
-                            })
-                        } else {
-                            None
-                        };
-                        match refuse {
-                            Some(m) => {
-                                let _ = stream.set_nonblocking(false);
-                                let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-                                let _ = std::io::Write::write_all(
-                                    &mut &stream,
-                                    &crate::flow::control::encode(&m),
-                                );
-                            }
-                            None => {
-                                if let Some(slot) = self.slot(stream, peer, now) {
-                                    slots.push(slot);
-                                }
-                            }
-                        }
-                    }
+                    Ok((stream, peer)) => fresh.push((stream, peer, now)),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
@@ -256,6 +236,49 @@ impl Receiver {
                         on_event(Event::Failed(format!("accept failed: {e}")));
                         thread::sleep(Duration::from_millis(100));
                         break;
+                    }
+                }
+            }
+            let mut k = 0;
+            while k < fresh.len() {
+                let opener = iperf3::opener(&fresh[k].0, fresh[k].2, now);
+                if opener == Opener::Wait {
+                    k += 1;
+                    continue;
+                }
+                let (stream, peer, _) = fresh.swap_remove(k);
+                if opener == Opener::Iperf3 {
+                    let ran = self.iperf3(stream, peer, active.is_some(), &mut slots, on_event);
+                    if once && ran.is_some() {
+                        return ran.unwrap_or(Ok(()));
+                    }
+                    continue;
+                }
+                // Told at once when the receiver is busy or has too many waiting.
+                let refuse = if active.is_some() {
+                    Some(RecvSession::busy_message())
+                } else if slots.len() >= MAX_WAITING {
+                    Some(Msg::Error {
+                        message: format!(
+                            "receiver has {MAX_WAITING} connections waiting for a Hello; try again"
+                        ),
+                    })
+                } else {
+                    None
+                };
+                match refuse {
+                    Some(m) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                        let _ = std::io::Write::write_all(
+                            &mut &stream,
+                            &crate::flow::control::encode(&m),
+                        );
+                    }
+                    None => {
+                        if let Some(slot) = self.slot(stream, peer, now) {
+                            slots.push(slot);
+                        }
                     }
                 }
             }
@@ -395,6 +418,46 @@ impl Receiver {
                 None => thread::sleep(Duration::from_millis(5)),
             }
         }
+    }
+
+    /// Serves an iperf3 client (its first byte started a cookie) on this thread: the test holds
+    /// the receiver while it runs, as a TCP test does, and whoever waits for a Hello is told
+    /// the receiver is busy. Refused with ACCESS_DENIED while a netcore test runs. Returns
+    /// the test's outcome, or None when it was refused.
+    fn iperf3(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        busy: bool,
+        slots: &mut Vec<Slot>,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Option<Result<()>> {
+        if busy {
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = std::io::Write::write_all(
+                &mut &stream,
+                &[crate::interop::iperf3::State::AccessDenied.byte()],
+            );
+            return None;
+        }
+        for s in slots.drain(..) {
+            let mut c = s.conn;
+            let _ = c.send(&RecvSession::busy_message());
+        }
+        let ctx = Iperf3Ctx {
+            listener: &self.listener,
+            interval: self.opts.interval,
+            cpu: self.opts.cpu,
+            target: self.local_addr().to_string(),
+        };
+        let r = iperf3::serve(stream, peer, ctx, &mut |e| on_event(Event::Iperf3(e)));
+        if let Err(e) = &r {
+            on_event(Event::Failed(format!(
+                "iperf3 client {peer}: {}",
+                format!("{e:#}").replace('\n', " ")
+            )));
+        }
+        Some(r)
     }
 
     /// A session for a new connection (None if the socket cannot be set up).

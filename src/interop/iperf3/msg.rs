@@ -205,6 +205,13 @@ impl Cookie {
         }
     }
 
+    /// Whether a connection's first byte can start a cookie (a letter `a..z` or a digit
+    /// `2..7`): how a receiver tells an iperf3 client from a netcore one, whose control opens
+    /// with `{`.
+    pub fn can_start(b: u8) -> bool {
+        COOKIE_CHARS.contains(&b)
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ASCII letters and digits (checked or generated), NUL excluded.
         std::str::from_utf8(&self.0[..COOKIE_LEN - 1]).unwrap_or("")

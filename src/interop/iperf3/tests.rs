@@ -251,3 +251,10 @@ proptest! {
         prop_assert_eq!(Results::from_json(&m).unwrap(), r);
     }
 }
+
+#[test]
+fn a_cookie_is_told_from_netcore_control_by_its_first_byte() {
+    assert!(Cookie::can_start(b'a') && Cookie::can_start(b'7'));
+    assert!(!Cookie::can_start(b'{') && !Cookie::can_start(b'1') && !Cookie::can_start(b'A'));
+    assert!(Cookie::can_start(cookie().0[0]));
+}
