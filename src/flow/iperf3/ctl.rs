@@ -51,7 +51,7 @@ impl Ctl {
         }
         let r = self.sock.write_all(&self.out);
         self.out.clear();
-        r.with_context(|| format!("iperf3 control connection lost ({})", self.stage))
+        r.with_context(|| format!("iperf3 client vanished while {}", self.stage))
     }
 
     /// The next event, waiting at most until `deadline`.
@@ -61,10 +61,10 @@ impl Ctl {
                 return Ok(e);
             }
             if Instant::now() >= deadline {
-                bail!("iperf3 client went silent ({})", self.stage);
+                bail!("iperf3 client went silent while {}", self.stage);
             }
             if crate::sys::signal::stop_requested() {
-                bail!("interrupted ({})", self.stage);
+                bail!("interrupted while the iperf3 client was {}", self.stage);
             }
         }
     }
@@ -80,7 +80,7 @@ impl Ctl {
         let mut buf = [0u8; 4096];
         match self.sock.read(&mut buf) {
             Ok(0) => bail!(
-                "iperf3 client closed the control connection ({})",
+                "iperf3 client vanished while {} (closed the control connection)",
                 self.stage
             ),
             Ok(n) => {
@@ -89,7 +89,7 @@ impl Ctl {
             }
             Err(e) if transient(&e) => Ok(None),
             Err(e) => {
-                Err(e).with_context(|| format!("iperf3 control connection lost ({})", self.stage))
+                Err(e).with_context(|| format!("iperf3 client vanished while {}", self.stage))
             }
         }
     }

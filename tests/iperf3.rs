@@ -1,0 +1,229 @@
+//! netcore against the real iperf3 (Debian's package; `.ci/run` installs it): a stock
+//! `iperf3 -c` against `netcore recv`, checking that iperf3 exits 0 and that its figures and
+//! netcore's agree byte for byte; and bad peers that must not stop the receiver. Skipped with
+//! a message where `iperf3` is missing.
+
+mod common;
+
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{addr_in, spawn};
+use serde_json::Value;
+
+fn have_iperf3() -> bool {
+    let ok = Command::new("iperf3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: iperf3 is not installed (apt-get install iperf3)");
+    }
+    ok
+}
+
+/// `netcore recv --json` on a free port: its address, its reports (one JSON document each)
+/// and its stderr lines; killed on drop.
+struct Recv {
+    child: Child,
+    addr: String,
+    reports: mpsc::Receiver<Value>,
+    errs: mpsc::Receiver<String>,
+}
+
+impl Recv {
+    fn start() -> Recv {
+        let mut child = spawn(
+            &["recv", "--listen", "127.0.0.1:0", "--json"],
+            Stdio::piped(),
+        );
+        let (etx, errs) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in BufReader::new(err).lines() {
+                let Ok(l) = l else { break };
+                if etx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let (rtx, reports) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for v in serde_json::Deserializer::from_reader(out).into_iter::<Value>() {
+                let Ok(v) = v else { break };
+                if rtx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut r = Recv {
+            child,
+            addr: String::new(),
+            reports,
+            errs,
+        };
+        let first = r
+            .errs
+            .recv_timeout(Duration::from_secs(20))
+            .expect("recv did not start");
+        r.addr = addr_in(&first);
+        r
+    }
+
+    fn port(&self) -> String {
+        self.addr.rsplit(':').next().unwrap().to_string()
+    }
+
+    fn report(&self) -> Value {
+        self.reports
+            .recv_timeout(Duration::from_secs(30))
+            .expect("netcore printed no report")
+    }
+
+    /// The next stderr line that contains `what`.
+    fn err_line(&self, what: &str) -> String {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if let Ok(l) = self.errs.recv_timeout(Duration::from_secs(1)) {
+                if l.contains(what) {
+                    return l;
+                }
+            }
+        }
+        panic!("no stderr line with {what:?}");
+    }
+}
+
+impl Drop for Recv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `iperf3 -c 127.0.0.1 -p PORT -J ARGS` (bounded) and returns its JSON.
+fn iperf3(port: &str, args: &[&str]) -> Value {
+    let mut c = Command::new("timeout");
+    c.args(["60", "iperf3", "-c", "127.0.0.1", "-p", port, "-J"])
+        .args(args);
+    let out = c.output().expect("iperf3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "iperf3 {args:?} failed: {}\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("iperf3 JSON ({e}): {text}"))
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}")) as u64
+}
+
+/// iperf3's per-stream (sender, receiver) bytes by its stream order, and netcore's rows.
+fn check_tcp(ip: &Value, nc: &Value, streams: usize, dirs: &[&str]) {
+    assert_eq!(nc["schema"], "netcore.tcp.v1");
+    let rows = nc["streams"].as_array().unwrap();
+    assert_eq!(rows.len(), streams * dirs.len(), "{nc}");
+    let ends = ip["end"]["streams"].as_array().unwrap();
+    assert_eq!(ends.len(), rows.len(), "{ip}");
+    for (e, row) in ends.iter().zip(rows) {
+        let (sent, received) = (u(&e["sender"]["bytes"]), u(&e["receiver"]["bytes"]));
+        // iperf3's sender is netcore's writer, its receiver netcore's reader, whichever way.
+        assert_eq!(sent, u(&row["written"]), "sender bytes: {e} vs {row}");
+        assert_eq!(received, u(&row["read"]), "receiver bytes: {e} vs {row}");
+        assert!(sent > 0);
+        if row["dir"] == "up" {
+            // netcore reads what was in flight at TEST_END: exact.
+            assert_eq!(sent, received, "{row}");
+            assert_eq!(row["exact"], true);
+        }
+    }
+    for (s, dir) in nc["sum"].as_array().unwrap().iter().zip(dirs) {
+        assert_eq!(s["dir"], *dir);
+    }
+}
+
+#[test]
+fn iperf3_client_tcp_against_recv() {
+    if !have_iperf3() {
+        return;
+    }
+    let r = Recv::start();
+    let p = r.port();
+    for (args, streams, dirs) in [
+        (&["-t", "1"][..], 1, &["up"][..]),
+        (&["-t", "1", "-P", "2"][..], 2, &["up"][..]),
+        (&["-t", "1", "-R"][..], 1, &["down"][..]),
+        (&["-t", "1", "--bidir"][..], 1, &["up", "down"][..]),
+        (&["-n", "3M", "-l", "1000"][..], 1, &["up"][..]),
+    ] {
+        let ip = iperf3(&p, args);
+        let nc = r.report();
+        check_tcp(&ip, &nc, streams, dirs);
+        if args.contains(&"-n") {
+            // iperf3 sends whole blocks: 3 MiB rounded up to 1000-byte writes.
+            assert_eq!(u(&nc["sum"][0]["read"]), 3146 * 1000, "{nc}");
+        }
+    }
+}
+
+/// Opens a control connection and sends `bytes`, then waits (bounded) for the receiver to
+/// close it or answer.
+fn bad_client(addr: &str, bytes: &[u8], linger: bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(bytes);
+    if linger {
+        let mut b = [0u8; 64];
+        let _ = s.read(&mut b);
+    }
+}
+
+const COOKIE: &[u8; 37] = b"abcdefghijklmnopqrstuvwxyz2345672345\0";
+
+fn frame(doc: &[u8]) -> Vec<u8> {
+    let mut v = (doc.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(doc);
+    v
+}
+
+#[test]
+fn bad_iperf3_peers_leave_recv_serving() {
+    if !have_iperf3() {
+        return;
+    }
+    let r = Recv::start();
+    let addr = r.addr.clone();
+    // A wrong cookie (a character outside iperf3's alphabet).
+    let mut bad = *COOKIE;
+    bad[3] = b'!';
+    bad_client(&addr, &bad, true);
+    r.err_line("cookie");
+    // Garbage JSON after a good cookie.
+    bad_client(&addr, &[&COOKIE[..], &frame(b"{not json")].concat(), true);
+    r.err_line("malformed");
+    // A 1 MB parameter document: refused by its length, not read.
+    let mut big = COOKIE.to_vec();
+    big.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    big.extend(std::iter::repeat_n(b' ', 64 * 1024));
+    bad_client(&addr, &big, true);
+    r.err_line("over the limit");
+    // Vanishing: after the cookie, and after the parameters (while streams are awaited).
+    bad_client(&addr, COOKIE, false);
+    r.err_line("vanished while");
+    let params = br#"{"tcp":true,"time":1,"parallel":1}"#;
+    bad_client(&addr, &[&COOKIE[..], &frame(params)].concat(), false);
+    r.err_line("vanished while");
+    // And the receiver still serves a real client.
+    let ip = iperf3(&r.port(), &["-t", "1"]);
+    check_tcp(&ip, &r.report(), 1, &["up"]);
+}
