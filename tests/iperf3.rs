@@ -176,6 +176,71 @@ fn iperf3_client_tcp_against_recv() {
     }
 }
 
+/// iperf3's UDP figures against netcore's report: per stream, the client's sent datagrams are
+/// netcore's `sent`, the receiver line (netcore's answer) is exact: bytes, packets = sent,
+/// lost = sent - distinct received.
+fn check_udp(ip: &Value, nc: &Value, streams: usize) {
+    assert_eq!(nc["schema"], "netcore.iperf3.udp.v1", "{nc}");
+    let rows = nc["streams"].as_array().unwrap();
+    assert_eq!(rows.len(), streams, "{nc}");
+    let ends = ip["end"]["streams"].as_array().unwrap();
+    assert_eq!(ends.len(), streams, "{ip}");
+    for (e, row) in ends.iter().zip(rows) {
+        let udp = &e["udp"];
+        assert_eq!(u(&udp["packets"]), u(&row["sent"]), "{udp} vs {row}");
+        assert_eq!(u(&udp["lost_packets"]), u(&row["lost"]), "{udp} vs {row}");
+        assert_eq!(
+            u(&row["sent"]),
+            u(&row["in_order"]) + u(&row["reordered"]) + u(&row["lost"]),
+            "{row}"
+        );
+        assert!(u(&row["sent"]) > 0);
+    }
+    // The client's sender total and netcore's received bytes, exact when nothing was lost.
+    let sent = u(&ip["end"]["sum"]["bytes"]);
+    let lost = u(&nc["sum"]["lost"]) + u(&nc["sum"]["duplicate"]);
+    if lost == 0 {
+        assert_eq!(sent, u(&nc["sum"]["bytes"]), "{nc}");
+    }
+}
+
+#[test]
+fn iperf3_client_udp_against_recv() {
+    if !have_iperf3() {
+        return;
+    }
+    let r = Recv::start();
+    let p = r.port();
+    for (args, streams) in [
+        (&["-u", "-t", "1", "-b", "100M"][..], 1),
+        (&["-u", "-t", "1", "-b", "1G", "-l", "1400"][..], 1),
+        (
+            &[
+                "-u",
+                "-t",
+                "1",
+                "-b",
+                "200M",
+                "-P",
+                "2",
+                "--udp-counters-64bit",
+            ][..],
+            2,
+        ),
+    ] {
+        let ip = iperf3(&p, args);
+        check_udp(&ip, &r.report(), streams);
+    }
+    // netcore's own UDP test still reaches the receiver's socket afterwards.
+    let out = common::run_ok(
+        &["blast", "--to", &r.addr, "--count", "1000", "--json"],
+        Duration::from_secs(60),
+    );
+    assert!(out.contains("\"lost\": 0"), "{out}");
+    let nc = r.report();
+    assert_eq!(nc["schema"], "netcore.udp.v2", "{nc}");
+}
+
 /// Opens a control connection and sends `bytes`, then waits (bounded) for the receiver to
 /// close it or answer.
 fn bad_client(addr: &str, bytes: &[u8], linger: bool) {

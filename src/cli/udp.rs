@@ -425,6 +425,9 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
                 let _ = out(&TcpReport::interval_lines(&row));
             }
         }
+        Event::Iperf3(Iperf3Event::Udp(rep)) => {
+            let _ = out(&rep.render(format));
+        }
         Event::Iperf3(Iperf3Event::Started { peer, what }) => {
             if live {
                 let _ = out(&format!("{what} from {peer}\n"));

@@ -4,11 +4,17 @@
 //!   tells an iperf3 client from a netcore one by the first byte of the control connection
 //!   ([`detect`]) and hands it here with the shared listener, on which its data connections
 //!   arrive too (each opening with the test's cookie).
+//! - [`udp`]: the same for `iperf3 -c -u`: per-stream connected sockets on the receiver's
+//!   port, netcore's tracker on every datagram.
+//! - [`report`]: netcore's report of an iperf3 UDP test (pure).
 //! - [`ctl`]: the control connection's bounded reads and writes around `ServerCtl`.
 
 pub mod ctl;
 pub mod detect;
+pub mod report;
 pub mod server;
+pub mod udp;
 
+pub use ctl::{Iperf3Ctx, Iperf3Event};
 pub use detect::{opener, Opener};
-pub use server::{serve, Iperf3Ctx, Iperf3Event};
+pub use server::serve;

@@ -21,7 +21,7 @@
 //! iperf3's own server closes its streams at TEST_END and so reports a little less than was
 //! sent; netcore reads what is still in flight first.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::ctl::{ierr, Ctl};
+use super::ctl::{cpu_util, deny, ierr, Ctl, Iperf3Ctx, Iperf3Event, Refused};
+use super::ctl::{CONNECT_WINDOW, SLACK, STEP};
 use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
 use crate::flow::tcp::client::{job_for, sample};
@@ -42,37 +43,6 @@ use crate::interop::iperf3::server::Event;
 use crate::interop::iperf3::{Cookie, Params, Results, StreamResult};
 use crate::sys::cpu::process_times;
 use crate::sys::signal;
-
-/// The receiver's surroundings an iperf3 test runs in.
-pub struct Iperf3Ctx<'a> {
-    /// The receiver's listener (non-blocking): the data connections arrive here.
-    pub listener: &'a TcpListener,
-    pub interval: Duration,
-    pub cpu: Option<usize>,
-    /// The address the report names.
-    pub target: String,
-}
-
-/// What an iperf3 test reports as it runs.
-#[derive(Debug)]
-pub enum Iperf3Event {
-    /// The client's parameters were accepted.
-    Started { peer: SocketAddr, what: String },
-    /// Interval lines and netcore's own report (the TCP test's).
-    Tcp(TcpEvent),
-    /// The two results documents exchanged: what the client said it did, and what netcore
-    /// answered (which the client prints as the server's figures).
-    Exchanged {
-        client: Box<Results>,
-        server: Box<Results>,
-    },
-}
-
-/// Bounds: the cookie and parameters each within 5 s, every data connection within 10 s of
-/// CREATE_STREAMS, TEST_END within the planned time + 30 s, each later step within 5 s.
-const STEP: Duration = Duration::from_secs(5);
-const CONNECT_WINDOW: Duration = Duration::from_secs(10);
-const SLACK: Duration = Duration::from_secs(30);
 
 /// Serves one iperf3 client on `sock` (its first byte was peeked, nothing read). Every wait is
 /// bounded; an error names the state the client was in.
@@ -97,11 +67,6 @@ pub fn serve(
     r
 }
 
-/// Parameters netcore does not run (the client is told SERVER_ERROR, the log says why).
-#[derive(Debug, thiserror::Error)]
-#[error("iperf3 test refused: {0}")]
-struct Refused(String);
-
 fn expect_cookie(c: &mut Ctl) -> Result<Cookie> {
     match c.next(Instant::now() + STEP)? {
         Event::Cookie(k) => Ok(k),
@@ -111,9 +76,6 @@ fn expect_cookie(c: &mut Ctl) -> Result<Cookie> {
 
 /// The TCP test an iperf3 parameter document asks for, or why netcore refuses it.
 pub fn tcp_spec(p: &Params) -> Result<TcpSpec, String> {
-    if p.udp {
-        return Err("UDP tests are not served yet".into());
-    }
     if p.omit > 0 {
         return Err("-O (omitting the first seconds) is not supported".into());
     }
@@ -183,6 +145,9 @@ fn run(
         Event::Terminated => bail!("iperf3 client terminated before its parameters"),
         e => bail!("iperf3 client sent {e:?} instead of its parameters"),
     };
+    if p.udp {
+        return super::udp::run(c, peer, &ctx, &p, cookie.as_str(), on_event);
+    }
     let spec = tcp_spec(&p).map_err(Refused)?;
     let plan = write_plan(&p, spec.len);
     on_event(Iperf3Event::Started {
@@ -220,43 +185,18 @@ fn run(
     let mut intervals = Vec::new();
     let mut next = t0 + ctx.interval;
     let deadline = t0 + Duration::from_secs(p.time) + SLACK;
-    loop {
+    c.until_test_end(ctx.listener, deadline, &mut || {
         if Instant::now() >= next {
             let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &st.live);
             on_event(Iperf3Event::Tcp(TcpEvent::Interval(row.clone())));
             intervals.push(row);
             next += ctx.interval;
         }
-        // Anyone else is refused while the test runs.
-        if let Ok((s, _)) = ctx.listener.accept() {
-            deny(s);
-        }
-        match c.poll(Duration::from_millis(20))? {
-            None => {}
-            Some(Event::TestEnd) => break,
-            Some(Event::Terminated) => bail!("iperf3 client terminated the test"),
-            Some(e) => bail!("iperf3 client sent {e:?} while the test ran"),
-        }
-        if signal::stop_requested() {
-            c.sc.terminate(&mut c.out);
-            let _ = c.flush();
-            bail!("interrupted: iperf3 client told SERVER_TERMINATE");
-        }
-        if Instant::now() >= deadline {
-            bail!("iperf3 client sent no TEST_END within its time + {SLACK:?}");
-        }
-    }
+    })?;
     let t_end = t0.elapsed().as_secs_f64();
     wstop.store(true, Ordering::Relaxed);
     let cpu1 = process_times();
-    c.sc.exchange(&mut c.out);
-    c.stage = "sending its results";
-    c.flush()?;
-    let client = match c.next(Instant::now() + STEP)? {
-        Event::ClientResults(r) => r,
-        Event::Terminated => bail!("iperf3 client terminated before its results"),
-        e => bail!("iperf3 client sent {e:?} instead of its results"),
-    };
+    let client = c.client_results()?;
     // Every byte the client says it sent, in; every writer stopped.
     let wait = Instant::now() + STEP;
     for (i, l) in st.live.iter().enumerate() {
@@ -277,14 +217,12 @@ fn run(
         }
     }
     let ours = our_results(&st, &spec, t_end, cpu0, cpu1);
-    c.sc.results(&ours, &mut c.out);
-    c.stage = "displaying the results";
-    c.flush()?;
+    c.send_results(&ours)?;
     on_event(Iperf3Event::Exchanged {
         client: Box::new(client.clone()),
         server: Box::new(ours),
     });
-    let done = c.next(Instant::now() + STEP);
+    let done = c.until_done();
     // The client closes its streams after DISPLAY_RESULTS: the readers see EOF.
     let wait = Instant::now() + STEP;
     while Instant::now() < wait && !st.handles.iter().all(|h| h.is_finished()) {
@@ -328,21 +266,7 @@ fn run(
         interrupted: false,
         intervals,
     }))));
-    match done {
-        Ok(Event::Done) => Ok(()),
-        Ok(e) => bail!("iperf3 client sent {e:?} instead of IPERF_DONE"),
-        Err(e) => Err(e),
-    }
-}
-
-/// Refuses a connection that arrives while a test runs: an iperf3 client reads
-/// ACCESS_DENIED; a netcore one reads that byte as a malformed message and says so.
-fn deny(mut s: TcpStream) {
-    let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
-    let _ = std::io::Write::write_all(
-        &mut s,
-        &[crate::interop::iperf3::State::AccessDenied.byte()],
-    );
+    done
 }
 
 /// Admits the test's data connections (each opens with the cookie) from the shared listener,
@@ -403,9 +327,7 @@ fn our_results(
     cpu0: crate::sys::cpu::ThreadTimes,
     cpu1: crate::sys::cpu::ThreadTimes,
 ) -> Results {
-    let user = cpu1.user_ns.saturating_sub(cpu0.user_ns) as f64 / 1e9;
-    let system = cpu1.system_ns.saturating_sub(cpu0.system_ns) as f64 / 1e9;
-    let pct = |x: f64| if t_end > 0.0 { 100.0 * x / t_end } else { 0.0 };
+    let (total, user, system) = cpu_util(cpu0, cpu1, t_end);
     let sends = spec.mode != Mode::Forward;
     let mut congestion = None;
     let streams = st
@@ -435,9 +357,9 @@ fn our_results(
         })
         .collect();
     Results {
-        cpu_util_total: pct(user + system),
-        cpu_util_user: pct(user),
-        cpu_util_system: pct(system),
+        cpu_util_total: total,
+        cpu_util_user: user,
+        cpu_util_system: system,
         sender_has_retransmits: if sends { 1 } else { -1 },
         congestion_used: congestion,
         streams,

@@ -105,16 +105,19 @@ pub struct Receiver {
     stop: Arc<AtomicBool>,
 }
 
+/// The UDP socket has `SO_REUSEPORT` so that an iperf3 client's streams can each have a
+/// connected socket on the same port (`flow::iperf3::udp`); the TCP listener has not, so a
+/// second receiver on the port still fails with "address already in use".
 fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
     if addr.port() != 0 {
-        let udp = UdpSocket::bind(addr)?;
+        let udp = sockopt::udp_bind_reuseport(addr)?;
         let tcp = TcpListener::bind(addr)?;
         return Ok((udp, tcp));
     }
     // Port 0: find a port free for both UDP and TCP.
     let mut last = None;
     for _ in 0..32 {
-        let udp = UdpSocket::bind(addr)?;
+        let udp = sockopt::udp_bind_reuseport(addr)?;
         match TcpListener::bind(udp.local_addr()?) {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) => last = Some(e),
@@ -449,6 +452,8 @@ impl Receiver {
             interval: self.opts.interval,
             cpu: self.opts.cpu,
             target: self.local_addr().to_string(),
+            udp: self.udp.local_addr().ok()?,
+            rcvbuf: self.rcvbuf,
         };
         let r = iperf3::serve(stream, peer, ctx, &mut |e| on_event(Event::Iperf3(e)));
         if let Err(e) = &r {
