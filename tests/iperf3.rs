@@ -292,3 +292,93 @@ fn bad_iperf3_peers_leave_recv_serving() {
     let ip = iperf3(&r.port(), &["-t", "1"]);
     check_tcp(&ip, &r.report(), 1, &["up"]);
 }
+
+/// A stock `iperf3 -s -1` on a free port (it serves one test and exits); killed on drop.
+struct Iperf3Server(Child, u16);
+
+impl Iperf3Server {
+    fn start() -> Iperf3Server {
+        for _ in 0..10 {
+            // A port free now (iperf3 cannot pick one and print it); probing it with a
+            // connection would use up `-1`'s one test, so: start, wait, check it still runs.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut c = Command::new("iperf3")
+                .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("iperf3 -s");
+            std::thread::sleep(Duration::from_millis(400));
+            if let Ok(None) = c.try_wait() {
+                return Iperf3Server(c, port);
+            }
+        }
+        panic!("could not start iperf3 -s");
+    }
+}
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn blast_drives_iperf3_server() {
+    if !have_iperf3() {
+        return;
+    }
+    for (args, streams, dirs) in [
+        (&["--time", "1s"][..], 1, &["up"][..]),
+        (&["--time", "1s", "-P", "2"][..], 2, &["up"][..]),
+        (&["--time", "1s", "-R"][..], 1, &["down"][..]),
+        (&["--size", "4MiB", "--len", "1000"][..], 1, &["up"][..]),
+    ] {
+        let srv = Iperf3Server::start();
+        let to = format!("iperf3://127.0.0.1:{}", srv.1);
+        let (st, out, err) = common::run(
+            &[
+                &["blast", "--to", &to, "--proto", "tcp", "--json"][..],
+                args,
+            ]
+            .concat(),
+            Duration::from_secs(60),
+        );
+        assert!(st.success(), "{args:?}: {out}\n{err}");
+        let nc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(nc["role"], "client");
+        let rows = nc["streams"].as_array().unwrap();
+        assert_eq!(rows.len(), streams * dirs.len(), "{nc}");
+        for row in rows {
+            // The server's figure (read, or written with -R) is what iperf3 returned.
+            assert!(u(&row["written"]) > 0 && u(&row["read"]) > 0, "{row}");
+            assert!(u(&row["read"]) <= u(&row["written"]), "{row}");
+        }
+        assert!(err.contains("iperf3 server's own figures"), "{err}");
+        if args.contains(&"--size") {
+            // 4 MiB rounded up to whole 1000-byte writes.
+            assert_eq!(u(&nc["sum"][0]["written"]), 4195 * 1000, "{nc}");
+        }
+    }
+}
+
+#[test]
+fn blast_to_iperf3_refuses_what_it_cannot_drive_in_one_line() {
+    for (args, why) in [
+        (&["--time", "1s"][..], "add --proto tcp"),
+        (&["--proto", "tcp", "--fq-rate", "1G"][..], "--fq-rate"),
+    ] {
+        let (st, _, err) = common::run(
+            &[&["blast", "--to", "iperf3://127.0.0.1:1"][..], args].concat(),
+            Duration::from_secs(30),
+        );
+        assert_eq!(st.code(), Some(2), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(why), "{err}");
+    }
+}

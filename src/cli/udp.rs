@@ -221,6 +221,12 @@ pub fn target_of(
 }
 
 pub fn blast(a: BlastArgs) -> Result<ExitCode> {
+    if a.to.as_deref().is_some_and(|t| t.starts_with("iperf3://")) {
+        return Err(super::UsageError(
+            "--to iperf3:// drives TCP tests only so far: add --proto tcp".into(),
+        )
+        .into());
+    }
     let len = a.len.unwrap_or(1472) as usize;
     sender::check_len(len)?;
     check_batch(a.batch)?;

@@ -7,8 +7,10 @@
 //! - [`udp`]: the same for `iperf3 -c -u`: per-stream connected sockets on the receiver's
 //!   port, netcore's tracker on every datagram.
 //! - [`report`]: netcore's report of an iperf3 UDP test (pure).
+//! - [`client`]: `netcore blast --to iperf3://HOST --proto tcp` driving a stock `iperf3 -s`.
 //! - [`ctl`]: the control connection's bounded reads and writes around `ServerCtl`.
 
+pub mod client;
 pub mod ctl;
 pub mod detect;
 pub mod report;
