@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::common::{out, Proto};
-use super::udp::{plan_of, resolve, target_of, BlastArgs};
+use super::udp::{iperf3_addr, plan_of, target_of, BlastArgs};
 use super::UsageError;
 use crate::flow::tcp::client::{self, TcpOptions};
 use crate::flow::tcp::report::{TcpInterval, TcpReport};
@@ -68,22 +68,12 @@ pub fn check(a: &BlastArgs) -> Result<()> {
     }
 }
 
-/// The iperf3 server of `--to iperf3://HOST[:PORT]` (port 5201 by default), if that is what
-/// --to names.
+/// The iperf3 server of `--to iperf3://HOST[:PORT]`, if that is what --to names.
 fn iperf3_server(a: &BlastArgs) -> Result<Option<std::net::SocketAddr>> {
-    let Some(rest) = a.to.as_deref().and_then(|t| t.strip_prefix("iperf3://")) else {
-        return Ok(None);
-    };
-    let with_port = if rest
-        .rsplit_once(':')
-        .is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok())
-        || rest.parse::<std::net::SocketAddr>().is_ok()
-    {
-        rest.to_string()
-    } else {
-        format!("{rest}:{}", crate::interop::iperf3::DEFAULT_PORT)
-    };
-    Ok(Some(resolve(&with_port)?))
+    match a.to.as_deref().and_then(|t| t.strip_prefix("iperf3://")) {
+        Some(host) => Ok(Some(iperf3_addr(host)?)),
+        None => Ok(None),
+    }
 }
 
 /// The TCP test blast's flags describe.

@@ -221,11 +221,8 @@ pub fn target_of(
 }
 
 pub fn blast(a: BlastArgs) -> Result<ExitCode> {
-    if a.to.as_deref().is_some_and(|t| t.starts_with("iperf3://")) {
-        return Err(super::UsageError(
-            "--to iperf3:// drives TCP tests only so far: add --proto tcp".into(),
-        )
-        .into());
+    if let Some(rest) = a.to.as_deref().and_then(|t| t.strip_prefix("iperf3://")) {
+        return iperf3_blast(&a, rest);
     }
     let len = a.len.unwrap_or(1472) as usize;
     sender::check_len(len)?;
@@ -283,6 +280,40 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         bail!("cannot write the report to stdout ({e}); it went to stderr");
     }
     Ok(interrupted_exit(report.receiver.interrupted))
+}
+
+/// `blast --to iperf3://HOST[:PORT]` (UDP): datagrams with iperf3's header to a stock
+/// `iperf3 -s` (port 5201 by default); what netcore sent, then the server's own figures.
+fn iperf3_blast(a: &BlastArgs, host: &str) -> Result<ExitCode> {
+    let server = iperf3_addr(host)?;
+    let len = a.len.unwrap_or(1472) as usize;
+    let plan = plan_of(a, len)?;
+    signal::install()?;
+    let o = crate::flow::iperf3::client::run_udp(&crate::flow::iperf3::client::UdpClientOptions {
+        server,
+        streams: a.tcp.streams,
+        len,
+        plan,
+        rate_bps: a
+            .rate
+            .map(|r| (r.packets_per_sec(len) * len as f64 * 8.0) as u64),
+        cpus: a.pin.list().map(<[usize]>::to_vec).unwrap_or_default(),
+    })?;
+    out(&crate::flow::iperf3::client::udp_lines(&o))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// HOST[:PORT] of an iperf3 server, port 5201 by default.
+pub fn iperf3_addr(host: &str) -> Result<SocketAddr> {
+    let has_port = host.parse::<SocketAddr>().is_ok()
+        || host
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok());
+    if has_port {
+        resolve(host)
+    } else {
+        resolve(&format!("{host}:{}", crate::interop::iperf3::DEFAULT_PORT))
+    }
 }
 
 /// The exit code of a test that ran: 0, or 128 + the signal (130 for Ctrl-C, 143 for

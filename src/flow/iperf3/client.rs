@@ -4,8 +4,8 @@
 //! the server's results document comes back as iperf3 returns it.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,15 +14,20 @@ use anyhow::{bail, Context, Result};
 use super::ctl::{cpu_util, STEP};
 use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
+use crate::flow::pacer::Pacer;
 use crate::flow::tcp::client::{cpu_for, job_for, sample};
 use crate::flow::tcp::report::{CpuSides, IntervalMeter, StreamEnd, TcpInterval, TcpReport};
 use crate::flow::tcp::spec::{Dir, Mode, TcpSpec};
 use crate::flow::tcp::stream::{self, transient};
 use crate::interop::iperf3::client::{ClientCtl, Event};
 use crate::interop::iperf3::msg::{stream_id, COOKIE_LEN};
+use crate::interop::iperf3::udp::{read_word, word, Header};
+use crate::interop::iperf3::udp::{CONNECT_MSG, CONNECT_REPLY, LEGACY_CONNECT_REPLY};
 use crate::interop::iperf3::{Cookie, Params, Results, StreamResult};
 use crate::sys::cpu::process_times;
+use crate::sys::mmsg::SendBatch;
 use crate::sys::signal;
+use crate::sys::{realtime_ns, sockopt};
 
 /// What `blast` asks of an iperf3 server.
 #[derive(Debug, Clone)]
@@ -48,6 +53,25 @@ struct Link {
 }
 
 impl Link {
+    /// Connects to the server and sends a fresh cookie.
+    fn open(server: SocketAddr) -> Result<(Link, Cookie)> {
+        let sock = TcpStream::connect_timeout(&server, Duration::from_secs(5))
+            .with_context(|| format!("cannot reach the iperf3 server at {server}"))?;
+        sock.set_read_timeout(Some(Duration::from_millis(20)))?;
+        sock.set_write_timeout(Some(Duration::from_secs(2)))?;
+        let _ = sock.set_nodelay(true);
+        let mut r = [0u8; COOKIE_LEN - 1];
+        for b in r.iter_mut() {
+            *b = rand::random();
+        }
+        let cookie = Cookie::from_random(r);
+        let mut out = Vec::new();
+        let cc = ClientCtl::hello(&cookie, &mut out);
+        let mut l = Link { sock, cc, out };
+        l.flush()?;
+        Ok((l, cookie))
+    }
+
     fn flush(&mut self) -> Result<()> {
         let r = self.sock.write_all(&self.out);
         self.out.clear();
@@ -90,6 +114,27 @@ impl Link {
             Err(e) if transient(&e) => Ok(None),
             Err(e) => Err(e).context("iperf3 control connection lost"),
         }
+    }
+
+    /// TEST_END, then the server's EXCHANGE_RESULTS.
+    fn end(&mut self) -> Result<()> {
+        self.cc.end(&mut self.out);
+        self.flush()?;
+        self.expect(Event::ExchangeResults, "EXCHANGE_RESULTS")
+    }
+
+    /// Our results, the server's back, DISPLAY_RESULTS and IPERF_DONE: the server's results.
+    fn exchange(&mut self, ours: &Results) -> Result<Results> {
+        self.cc.results(ours, &mut self.out);
+        self.flush()?;
+        let server = match self.next(Instant::now() + STEP)? {
+            Event::ServerResults(r) => r,
+            e => bail!("iperf3 server sent {e:?} instead of its results"),
+        };
+        self.expect(Event::DisplayResults, "DISPLAY_RESULTS")?;
+        self.cc.done(&mut self.out);
+        self.flush()?;
+        Ok(server)
     }
 
     fn expect(&mut self, want: Event, what: &str) -> Result<()> {
@@ -135,20 +180,7 @@ pub fn run(
 ) -> Result<ClientOutcome> {
     let spec = &opts.spec;
     spec.check().map_err(anyhow::Error::msg)?;
-    let sock = TcpStream::connect_timeout(&opts.server, Duration::from_secs(5))
-        .with_context(|| format!("cannot reach the iperf3 server at {}", opts.server))?;
-    sock.set_read_timeout(Some(Duration::from_millis(20)))?;
-    sock.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let _ = sock.set_nodelay(true);
-    let mut r = [0u8; COOKIE_LEN - 1];
-    for b in r.iter_mut() {
-        *b = rand::random();
-    }
-    let cookie = Cookie::from_random(r);
-    let mut out = Vec::new();
-    let cc = ClientCtl::hello(&cookie, &mut out);
-    let mut l = Link { sock, cc, out };
-    l.flush()?;
+    let (mut l, cookie) = Link::open(opts.server)?;
     l.expect(Event::ParamExchange, "PARAM_EXCHANGE")?;
     l.cc.params(&params_of(spec, opts.plan), &mut l.out);
     l.flush()?;
@@ -219,9 +251,7 @@ pub fn run(
     {
         std::thread::sleep(Duration::from_millis(2));
     }
-    l.cc.end(&mut l.out);
-    l.flush()?;
-    l.expect(Event::ExchangeResults, "EXCHANGE_RESULTS")?;
+    l.end()?;
     let (total, user, system) = cpu_util(cpu0, cpu1, t_end);
     let ours = Results {
         cpu_util_total: total,
@@ -244,15 +274,7 @@ pub fn run(
             .collect(),
         server_output_text: None,
     };
-    l.cc.results(&ours, &mut l.out);
-    l.flush()?;
-    let server = match l.next(Instant::now() + STEP)? {
-        Event::ServerResults(r) => r,
-        e => bail!("iperf3 server sent {e:?} instead of its results"),
-    };
-    l.expect(Event::DisplayResults, "DISPLAY_RESULTS")?;
-    l.cc.done(&mut l.out);
-    l.flush()?;
+    let server = l.exchange(&ours)?;
     // The server has closed its streams: our readers see EOF.
     let wait = Instant::now() + STEP;
     while Instant::now() < wait && !handles.iter().all(|h| h.is_finished()) {
@@ -319,5 +341,226 @@ pub fn server_lines(r: &Results) -> String {
             .map(|c| format!(", congestion {c}"))
             .unwrap_or_default()
     ));
+    s
+}
+
+/// What `blast --to iperf3://HOST` (UDP) asks of an iperf3 server.
+#[derive(Debug, Clone)]
+pub struct UdpClientOptions {
+    pub server: SocketAddr,
+    pub streams: u16,
+    /// Payload bytes per datagram (iperf3's header included).
+    pub len: usize,
+    /// Datagrams (split over the streams) or time.
+    pub plan: Plan,
+    /// Bits per second over all streams; None: as fast as the kernel takes them.
+    pub rate_bps: Option<u64>,
+    pub cpus: Vec<usize>,
+}
+
+/// What each stream sent, and the server's results document.
+#[derive(Debug)]
+pub struct UdpOutcome {
+    /// Per stream (iperf3 id order): datagrams and bytes the kernel took.
+    pub sent: Vec<(i64, u64, u64)>,
+    pub elapsed_s: f64,
+    pub server: Results,
+}
+
+/// Sends `len`-byte datagrams with iperf3's header on a connected socket, `sendmmsg` batches
+/// of up to 64 paced by `flow::pacer`, until `count` datagrams (or `stop`); returns the
+/// datagrams the kernel took (numbered densely from iperf3's 1).
+fn blaster(
+    sock: UdpSocket,
+    len: usize,
+    count: u64,
+    pps: Option<f64>,
+    stop: &AtomicBool,
+    sent: &AtomicU64,
+) -> u64 {
+    let mut batch = SendBatch::new(64, len);
+    for i in 0..batch.capacity() {
+        batch.set_len(i, len);
+    }
+    let mut pacer = pps.map(|r| Pacer::new(r.max(1e-3), 64, realtime_ns()));
+    let mut seq0 = 0u64;
+    while seq0 < count && !stop.load(Ordering::Relaxed) && !signal::stop_requested() {
+        let now = realtime_ns();
+        let mut n = (count - seq0).min(batch.capacity() as u64);
+        if let Some(p) = pacer.as_mut() {
+            n = p.allowance(now, n);
+            if n == 0 {
+                let wait = p.wait_ns(now, 1).min(50_000_000);
+                std::thread::sleep(Duration::from_nanos(wait));
+                continue;
+            }
+        }
+        for i in 0..n as usize {
+            Header::at(seq0 + i as u64, now).write(batch.slot_mut(i), false);
+        }
+        match batch.send(&sock, 0, n as usize) {
+            Ok(k) => {
+                seq0 += k as u64;
+                if let Some(p) = pacer.as_mut() {
+                    p.consume(k as u64);
+                }
+                sent.store(seq0, Ordering::Relaxed);
+            }
+            // ENOBUFS, ECONNREFUSED from a queued ICMP error: try again.
+            Err(_) => std::thread::sleep(Duration::from_micros(50)),
+        }
+    }
+    seq0
+}
+
+/// Runs one UDP test against an iperf3 server (the client sends).
+pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
+    let n = opts.streams.max(1) as usize;
+    if opts.len < Header::len(false) || opts.len > 65_507 {
+        bail!("--len {} out of range for iperf3 UDP: 16..=65507", opts.len);
+    }
+    let (mut l, _) = Link::open(opts.server)?;
+    let (time, blocks) = match opts.plan {
+        Plan::TimeNs(ns) => (ns.div_ceil(1_000_000_000).max(1), 0),
+        Plan::Count(c) => (0, c),
+    };
+    l.expect(Event::ParamExchange, "PARAM_EXCHANGE")?;
+    let p = Params {
+        udp: true,
+        time,
+        blocks,
+        parallel: n as u32,
+        len: opts.len as u32,
+        bandwidth: opts.rate_bps.map_or(0, |r| (r / n as u64).max(1)),
+        client_version: Some(format!("netcore {}", env!("CARGO_PKG_VERSION"))),
+        ..Params::default()
+    };
+    l.cc.params(&p, &mut l.out);
+    l.flush()?;
+    l.expect(Event::CreateStreams, "CREATE_STREAMS")?;
+    let mut socks = Vec::new();
+    for i in 0..n {
+        let local: SocketAddr = if opts.server.is_ipv4() {
+            "0.0.0.0:0".parse()?
+        } else {
+            "[::]:0".parse()?
+        };
+        let s = UdpSocket::bind(local)?;
+        s.connect(opts.server)?;
+        let _ = sockopt::size_buffer(&s, 4 << 20, false);
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.send(&word(CONNECT_MSG))?;
+        let mut b = [0u8; 16];
+        let k = s
+            .recv(&mut b)
+            .with_context(|| format!("iperf3 server did not answer UDP stream {}", i + 1))?;
+        if !matches!(
+            read_word(&b[..k]),
+            Some(CONNECT_REPLY | LEGACY_CONNECT_REPLY)
+        ) {
+            bail!(
+                "iperf3 server answered UDP stream {} with {:?}",
+                i + 1,
+                &b[..k]
+            );
+        }
+        socks.push(s);
+    }
+    l.expect(Event::TestStart, "TEST_START")?;
+    l.expect(Event::TestRunning, "TEST_RUNNING")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let pps = opts
+        .rate_bps
+        .map(|r| r as f64 / n as f64 / (opts.len as f64 * 8.0));
+    let mut handles = Vec::new();
+    let mut counters = Vec::new();
+    for (i, s) in socks.into_iter().enumerate() {
+        let count = match opts.plan {
+            Plan::Count(_) => match stream::stream_plan(opts.plan, i, n) {
+                Plan::Count(c) => c,
+                _ => 0,
+            },
+            Plan::TimeNs(_) => u64::MAX,
+        };
+        let (stop, sent) = (stop.clone(), Arc::new(AtomicU64::new(0)));
+        counters.push(sent.clone());
+        let (len, cpu) = (opts.len, cpu_for(&opts.cpus, i));
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("netcore-iperf3-tx-{i}"))
+                .spawn(move || {
+                    if let Some(c) = cpu {
+                        crate::sys::affinity::pin_current(c);
+                    }
+                    blaster(s, len, count, pps, &stop, &sent)
+                })?,
+        );
+    }
+    let t0 = Instant::now();
+    let end_at = match opts.plan {
+        Plan::TimeNs(ns) => t0 + Duration::from_nanos(ns),
+        Plan::Count(_) => t0 + Duration::from_secs(3600),
+    };
+    while Instant::now() < end_at
+        && !handles.iter().all(|h| h.is_finished())
+        && !signal::stop_requested()
+    {
+        if let Some(e) = l.poll()? {
+            bail!("iperf3 server sent {e:?} while the test ran");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut sent = Vec::new();
+    for (i, h) in handles.into_iter().enumerate() {
+        let k = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a UDP sender thread panicked"))?;
+        sent.push((stream_id(i), k, k * opts.len as u64));
+    }
+    let elapsed_s = t0.elapsed().as_secs_f64();
+    l.end()?;
+    let ours = Results {
+        sender_has_retransmits: -1,
+        streams: sent
+            .iter()
+            .map(|&(id, k, bytes)| StreamResult {
+                id,
+                bytes,
+                retransmits: -1,
+                packets: k as i64,
+                end_time: elapsed_s,
+                ..StreamResult::default()
+            })
+            .collect(),
+        ..Results::default()
+    };
+    let server = l.exchange(&ours)?;
+    Ok(UdpOutcome {
+        sent,
+        elapsed_s,
+        server,
+    })
+}
+
+/// A UDP test's figures: what netcore sent beside the server's own, labelled.
+pub fn udp_lines(o: &UdpOutcome) -> String {
+    let mut s = format!(
+        "netcore UDP blast to an iperf3 server, {:.3} s: per stream what netcore sent, then the \
+         iperf3 server's own figures (its results document, as returned)\n",
+        o.elapsed_s
+    );
+    for &(id, k, bytes) in &o.sent {
+        let r = o.server.streams.iter().find(|r| r.id == id);
+        s.push_str(&format!(
+            "  stream id {id:>3}: sent {k} datagrams, {bytes} bytes | server: {}\n",
+            r.map_or("no figures".into(), |r| format!(
+                "{} bytes, packets {}, lost {}, jitter {:.3} ms",
+                r.bytes,
+                r.packets,
+                r.errors,
+                r.jitter * 1e3
+            ))
+        ));
+    }
     s
 }
