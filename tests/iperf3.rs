@@ -288,6 +288,33 @@ fn bad_iperf3_peers_leave_recv_serving() {
     let params = br#"{"tcp":true,"time":1,"parallel":1}"#;
     bad_client(&addr, &[&COOKIE[..], &frame(params)].concat(), false);
     r.err_line("vanished while");
+    // Vanishing while the test runs (TCP), and while UDP streams are awaited.
+    {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let params = br#"{"tcp":true,"time":5,"parallel":1}"#;
+        c.write_all(&[&COOKIE[..], &frame(params)].concat())
+            .unwrap();
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(b, [9, 10], "PARAM_EXCHANGE, CREATE_STREAMS");
+        let mut d = TcpStream::connect(&addr).unwrap();
+        d.write_all(COOKIE).unwrap();
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(b, [1, 2], "TEST_START, TEST_RUNNING");
+        d.write_all(&[0u8; 1000]).unwrap();
+    }
+    r.err_line("vanished while running the test");
+    {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let params = br#"{"udp":true,"time":1,"parallel":1,"len":1000}"#;
+        c.write_all(&[&COOKIE[..], &frame(params)].concat())
+            .unwrap();
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).unwrap();
+    }
+    r.err_line("vanished while opening its UDP streams");
     // And the receiver still serves a real client.
     let ip = iperf3(&r.port(), &["-t", "1"]);
     check_tcp(&ip, &r.report(), 1, &["up"]);
