@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::common::{out, Proto};
-use super::udp::{plan_of, target_of, BlastArgs};
+use super::udp::{iperf3_addr, plan_of, target_of, BlastArgs};
 use super::UsageError;
 use crate::flow::tcp::client::{self, TcpOptions};
-use crate::flow::tcp::report::TcpReport;
+use crate::flow::tcp::report::{TcpInterval, TcpReport};
 use crate::flow::tcp::spec::{Mode, TcpSpec, DEFAULT_LEN, MAX_LEN};
 use crate::stats::plot::{self, PlotOptions, Series};
 use crate::stats::{Format, Report};
@@ -68,17 +68,18 @@ pub fn check(a: &BlastArgs) -> Result<()> {
     }
 }
 
-pub fn blast(a: BlastArgs) -> Result<ExitCode> {
-    let len = a.len.unwrap_or(DEFAULT_LEN as u64);
-    if len as usize > MAX_LEN {
-        return Err(UsageError(format!(
-            "--len {len} is too large for --proto tcp: at most {MAX_LEN}"
-        ))
-        .into());
+/// The iperf3 server of `--to iperf3://HOST[:PORT]`, if that is what --to names.
+fn iperf3_server(a: &BlastArgs) -> Result<Option<std::net::SocketAddr>> {
+    match a.to.as_deref().and_then(|t| t.strip_prefix("iperf3://")) {
+        Some(host) => Ok(Some(iperf3_addr(host)?)),
+        None => Ok(None),
     }
-    let plan = plan_of(&a, len as usize)?;
+}
+
+/// The TCP test blast's flags describe.
+fn spec_of(a: &BlastArgs, len: u64) -> Result<TcpSpec> {
     let t = &a.tcp;
-    let spec = TcpSpec {
+    Ok(TcpSpec {
         streams: t.streams,
         mode: match (t.reverse, t.bidir) {
             (true, _) => Mode::Reverse,
@@ -93,7 +94,69 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         fq_rate_bps: bits("--fq-rate", t.fq_rate)?,
         rate_bps: bits("--rate", a.rate)?,
         zerocopy: a.zerocopy,
-    };
+    })
+}
+
+fn tcp_len(a: &BlastArgs) -> Result<u64> {
+    let len = a.len.unwrap_or(DEFAULT_LEN as u64);
+    if len as usize > MAX_LEN {
+        return Err(UsageError(format!(
+            "--len {len} is too large for --proto tcp: at most {MAX_LEN}"
+        ))
+        .into());
+    }
+    Ok(len)
+}
+
+/// `blast --to iperf3://HOST --proto tcp`: a TCP test against a stock `iperf3 -s`; netcore's
+/// report, then the server's own figures as iperf3 returned them.
+fn iperf3_blast(a: BlastArgs, server: std::net::SocketAddr) -> Result<ExitCode> {
+    if a.tcp.fq_rate.is_some() {
+        return Err(UsageError("--fq-rate has no iperf3 parameter (try --rate)".into()).into());
+    }
+    let len = tcp_len(&a)?;
+    let plan = plan_of(&a, len as usize)?;
+    let spec = spec_of(&a, len)?;
+    signal::install()?;
+    let format = a.output.format();
+    let live = format == Format::Table;
+    let cpus = a.pin.list().map(<[usize]>::to_vec).unwrap_or_default();
+    let o = crate::flow::iperf3::client::run(
+        &crate::flow::iperf3::client::ClientOptions {
+            server,
+            spec,
+            plan,
+            cpus,
+            interval: a.interval,
+        },
+        &mut print_intervals(live),
+    )?;
+    out(&o.report.render(format))?;
+    let theirs = crate::flow::iperf3::client::server_lines(&o.server);
+    if live {
+        out(&theirs)?;
+    } else {
+        eprint!("{theirs}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints each interval's lines when the output is the live table.
+fn print_intervals(live: bool) -> impl FnMut(&TcpInterval) {
+    move |row| {
+        if live {
+            let _ = out(&TcpReport::interval_lines(row));
+        }
+    }
+}
+
+pub fn blast(a: BlastArgs) -> Result<ExitCode> {
+    if let Some(server) = iperf3_server(&a)? {
+        return iperf3_blast(a, server);
+    }
+    let len = tcp_len(&a)?;
+    let plan = plan_of(&a, len as usize)?;
+    let spec = spec_of(&a, len)?;
     a.plot.check()?;
     signal::install()?;
     let format = a.output.format();
@@ -112,11 +175,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
             cpus,
             interval: a.interval,
         },
-        &mut |row| {
-            if live {
-                let _ = out(&TcpReport::interval_lines(row));
-            }
-        },
+        &mut print_intervals(live),
     );
     if let Some(e) = embedded {
         e.finish();

@@ -11,12 +11,14 @@ use clap::Args;
 use super::common::{out, OutputArgs, PinArgs, PlotArg, Proto, RxArgs, TcpArgs};
 use crate::flow::backend::Backend;
 use crate::flow::control::Plan;
+use crate::flow::iperf3::Iperf3Event;
 use crate::flow::tcp::report::TcpReport;
 use crate::flow::tcp::server::TcpEvent;
 use crate::flow::udp::receiver::{self, Event, Receiver, RecvOptions};
 use crate::flow::udp::report::{IntervalRow, UdpReport};
 use crate::flow::udp::sender::{self, BlastOptions, GsoMode};
 use crate::flow::udp::tracker::DEFAULT_WINDOW;
+use crate::interop::iperf3::Results as Iperf3Results;
 use crate::stats::plot::{self, PlotOptions, Series};
 use crate::stats::{Format, Report};
 use crate::sys::{affinity, signal};
@@ -316,6 +318,9 @@ pub fn blast_options(
 }
 
 pub fn blast(a: BlastArgs) -> Result<ExitCode> {
+    if let Some(rest) = a.to.as_deref().and_then(|t| t.strip_prefix("iperf3://")) {
+        return iperf3_blast(&a, rest);
+    }
     let len = a.len.unwrap_or(1472) as usize;
     sender::check_len(len).map_err(super::common::usage)?;
     check_batch(a.batch)?;
@@ -357,6 +362,40 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         bail!("cannot write the report to stdout ({e}); it went to stderr");
     }
     Ok(interrupted_exit(report.receiver.interrupted))
+}
+
+/// `blast --to iperf3://HOST[:PORT]` (UDP): datagrams with iperf3's header to a stock
+/// `iperf3 -s` (port 5201 by default); what netcore sent, then the server's own figures.
+fn iperf3_blast(a: &BlastArgs, host: &str) -> Result<ExitCode> {
+    let server = iperf3_addr(host)?;
+    let len = a.len.unwrap_or(1472) as usize;
+    let plan = plan_of(a, len)?;
+    signal::install()?;
+    let o = crate::flow::iperf3::client::run_udp(&crate::flow::iperf3::client::UdpClientOptions {
+        server,
+        streams: a.tcp.streams,
+        len,
+        plan,
+        rate_bps: a
+            .rate
+            .map(|r| (r.packets_per_sec(len) * len as f64 * 8.0) as u64),
+        cpus: a.pin.list().map(<[usize]>::to_vec).unwrap_or_default(),
+    })?;
+    out(&crate::flow::iperf3::client::udp_lines(&o))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// HOST[:PORT] of an iperf3 server, port 5201 by default.
+pub fn iperf3_addr(host: &str) -> Result<SocketAddr> {
+    let has_port = host.parse::<SocketAddr>().is_ok()
+        || host
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok());
+    if has_port {
+        resolve(host)
+    } else {
+        resolve(&format!("{host}:{}", crate::interop::iperf3::DEFAULT_PORT))
+    }
 }
 
 /// The exit code of a test that ran: 0, or 128 + the signal (130 for Ctrl-C, 143 for
@@ -403,6 +442,22 @@ fn recv_interval_line(row: &IntervalRow) -> String {
         units::fmt_bits_per_sec(row.received_bps),
         row.lost_so_far
     )
+}
+
+/// The two results documents of an iperf3 test, stream by stream: what the client said it
+/// moved and what netcore answered (the client prints the latter as the server's figures).
+fn iperf3_exchange_lines(client: &Iperf3Results, server: &Iperf3Results) -> String {
+    let mut s = String::from("iperf3 results exchanged (bytes per stream id: client | netcore):\n");
+    for o in &server.streams {
+        let c = client.streams.iter().find(|c| c.id == o.id);
+        s.push_str(&format!(
+            "  id {:>3}: {:>14} | {:>14}\n",
+            o.id,
+            c.map_or("-".into(), |c| c.bytes.to_string()),
+            o.bytes
+        ));
+    }
+    s
 }
 
 pub fn recv(a: RecvArgs) -> Result<ExitCode> {
@@ -484,9 +539,28 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
                 let _ = out(&TcpReport::interval_lines(&row));
             }
         }
-        Event::Tcp(TcpEvent::Finished(rep)) => {
+        Event::Tcp(TcpEvent::Finished(rep))
+        | Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Finished(rep))) => {
             let text = rep.render(format);
             let _ = out(&text);
+        }
+        Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Interval(row))) => {
+            if live {
+                let _ = out(&TcpReport::interval_lines(&row));
+            }
+        }
+        Event::Iperf3(Iperf3Event::Udp(rep)) => {
+            let _ = out(&rep.render(format));
+        }
+        Event::Iperf3(Iperf3Event::Started { peer, what }) => {
+            if live {
+                let _ = out(&format!("{what} from {peer}\n"));
+            }
+        }
+        Event::Iperf3(Iperf3Event::Exchanged { client, server }) => {
+            if live {
+                let _ = out(&iperf3_exchange_lines(&client, &server));
+            }
         }
     });
     res?;

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod control;
 pub mod cpu;
 pub mod host;
+pub mod iperf3;
 pub mod kernel;
 pub mod pacer;
 pub mod search;

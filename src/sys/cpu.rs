@@ -1,4 +1,5 @@
-//! CPU time of the calling thread (`getrusage(RUSAGE_THREAD)`).
+//! CPU time of the calling thread (`getrusage(RUSAGE_THREAD)`) or of the whole process
+//! (`RUSAGE_SELF`).
 
 /// User and system CPU time, in nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -13,10 +14,19 @@ fn ns(tv: libc::timeval) -> u64 {
 
 /// The calling thread's CPU time so far (zero if the kernel refuses, which it does not).
 pub fn thread_times() -> ThreadTimes {
+    times(libc::RUSAGE_THREAD)
+}
+
+/// The whole process's CPU time so far (every thread, living or ended).
+pub fn process_times() -> ThreadTimes {
+    times(libc::RUSAGE_SELF)
+}
+
+fn times(who: libc::c_int) -> ThreadTimes {
     // SAFETY: rusage is plain integers; all-zero is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a valid, writable rusage for the duration of the call.
-    match unsafe { syscall!(getrusage(libc::RUSAGE_THREAD, &mut ru)) } {
+    match unsafe { syscall!(getrusage(who, &mut ru)) } {
         Ok(_) => ThreadTimes {
             user_ns: ns(ru.ru_utime),
             system_ns: ns(ru.ru_stime),

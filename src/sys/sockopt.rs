@@ -1,4 +1,5 @@
-//! Socket options that `socket2` does not cover: forced buffer sizes, UDP GSO and GRO.
+//! Socket options that `socket2` does not cover: forced buffer sizes, UDP GSO and GRO,
+//! `SO_REUSEPORT` and steering a reuseport group with a classic BPF program.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -102,9 +103,75 @@ pub fn set_reuseport(sock: &impl AsRawFd) -> io::Result<()> {
     set_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
 }
 
+/// A UDP socket bound to `addr` with `SO_REUSEPORT` set first, so that sockets of the same
+/// user can join its port (the receiver's per-stream connected sockets for iperf3 clients).
+pub fn udp_bind_reuseport(addr: std::net::SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    set_reuseport(&s)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Steers every datagram that reaches `sock`'s reuseport group without an exact (connected)
+/// match to the group member at `index` (in the order members bound), with a one-instruction
+/// classic BPF program (`SO_ATTACH_REUSEPORT_CBPF`: `ret #index`).
+pub fn steer_reuseport(sock: &impl AsRawFd, index: u32) -> io::Result<()> {
+    let mut prog = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: index,
+    }];
+    let fprog = libc::sock_fprog {
+        len: 1,
+        filter: prog.as_mut_ptr(),
+    };
+    // SAFETY: `fprog` and the one instruction it points to live across the call, and the
+    // option length is `fprog`'s exact size; the kernel copies the program.
+    unsafe {
+        syscall!(setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        ))
+    }
+    .map(|_| ())
+}
+
+/// Removes the group's steering program (`SO_DETACH_REUSEPORT_BPF`): the kernel hashes again.
+pub fn unsteer_reuseport(sock: &impl AsRawFd) -> io::Result<()> {
+    set_int(
+        sock.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_DETACH_REUSEPORT_BPF,
+        0,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steering_sends_unconnected_datagrams_to_one_member() {
+        let a = udp_bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = a.local_addr().unwrap();
+        let b = udp_bind_reuseport(addr).unwrap();
+        b.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        steer_reuseport(&b, 1).unwrap();
+        for _ in 0..8 {
+            let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            c.send_to(b"x", addr).unwrap();
+            let mut buf = [0u8; 4];
+            let (_, from) = b.recv_from(&mut buf).unwrap();
+            assert_eq!(from, c.local_addr().unwrap());
+        }
+        unsteer_reuseport(&b).unwrap();
+    }
 
     #[test]
     fn buffers_are_granted_and_reported() {

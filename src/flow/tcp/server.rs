@@ -46,16 +46,23 @@ fn busy(mut s: TcpStream) {
     }));
 }
 
-/// Reads a data connection's preamble (bounded) and returns its stream id if it belongs to
-/// `test_id`; anything else is told the receiver is busy.
-fn admit(s: TcpStream, test_id: u64, n: usize) -> Option<(u32, TcpStream)> {
+/// The next data connection waiting on the shared (non-blocking) listener and its first
+/// `head` bytes, read within 5 s; None when nothing waits or the connection sent less. Shared
+/// by every driver that admits data connections from the receiver's listener (netcore's TCP
+/// test by its preamble, iperf3's by its cookie).
+pub fn next_data_conn(listener: &TcpListener, head: usize) -> Option<(TcpStream, Vec<u8>)> {
+    let (s, _) = listener.accept().ok()?;
     let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut p = [0u8; PREAMBLE_LEN];
-    if (&s).read_exact(&mut p).is_err() {
-        return None;
-    }
-    match decode_preamble(&p) {
+    let mut p = vec![0u8; head];
+    (&s).read_exact(&mut p).ok()?;
+    Some((s, p))
+}
+
+/// A data connection's stream id if its preamble belongs to `test_id`; anything else is told
+/// the receiver is busy.
+fn admit(s: TcpStream, p: &[u8], test_id: u64, n: usize) -> Option<(u32, TcpStream)> {
+    match decode_preamble(p) {
         Some((id, stream)) if id == test_id && (stream as usize) < n => Some((stream, s)),
         _ => {
             busy(s);
@@ -100,11 +107,11 @@ pub fn run_test(
                 format!("only {n} of {} data connections arrived", dirs.len()),
             );
         }
-        let Ok((s, _)) = ctx.listener.accept() else {
+        let Some((s, p)) = next_data_conn(ctx.listener, PREAMBLE_LEN) else {
             std::thread::sleep(Duration::from_millis(1));
             continue;
         };
-        let Some((id, sock)) = admit(s, test_id, dirs.len()) else {
+        let Some((id, sock)) = admit(s, &p, test_id, dirs.len()) else {
             continue;
         };
         let i = id as usize;

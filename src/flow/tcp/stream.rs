@@ -184,7 +184,8 @@ fn stopped(stop: &AtomicBool) -> bool {
     stop.load(Ordering::Relaxed) || signal::stop_requested()
 }
 
-fn transient(e: &io::Error) -> bool {
+/// A read or write error that only means "not now" (a timeout, EINTR).
+pub fn transient(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted

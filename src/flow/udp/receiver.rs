@@ -32,6 +32,7 @@ use super::wire;
 use crate::flow::backend::{self, Backend};
 use crate::flow::control::{Conn, Malformed, Msg, Reverse};
 use crate::flow::host::host_name;
+use crate::flow::iperf3::{self, Iperf3Ctx, Iperf3Event, Opener};
 use crate::flow::tcp::{self, server::ServerCtx, server::TcpEvent};
 use crate::sys::mmsg::RecvBatch;
 use crate::sys::sockopt::{self, BufMethod};
@@ -86,6 +87,8 @@ pub enum Event {
     Finished(Box<UdpReport>),
     /// A TCP test's progress and report.
     Tcp(TcpEvent),
+    /// An iperf3 client's test (`flow::iperf3`).
+    Iperf3(Iperf3Event),
     /// A test that could not run or was cut short (the report, if any, came as Finished).
     Failed(String),
 }
@@ -104,16 +107,19 @@ pub struct Receiver {
     stop: Arc<AtomicBool>,
 }
 
+/// The UDP socket has `SO_REUSEPORT` so that an iperf3 client's streams can each have a
+/// connected socket on the same port (`flow::iperf3::udp`); the TCP listener has not, so a
+/// second receiver on the port still fails with "address already in use".
 fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
     if addr.port() != 0 {
-        let udp = UdpSocket::bind(addr)?;
+        let udp = sockopt::udp_bind_reuseport(addr)?;
         let tcp = TcpListener::bind(addr)?;
         return Ok((udp, tcp));
     }
     // Port 0: find a port free for both UDP and TCP.
     let mut last = None;
     for _ in 0..32 {
-        let udp = UdpSocket::bind(addr)?;
+        let udp = sockopt::udp_bind_reuseport(addr)?;
         match TcpListener::bind(udp.local_addr()?) {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) => last = Some(e),
@@ -291,6 +297,8 @@ impl Receiver {
         on_event: &mut dyn FnMut(Event),
     ) -> Result<()> {
         let mut slots: Vec<Slot> = Vec::new();
+        // Accepted connections whose first byte has not arrived yet.
+        let mut fresh: Vec<(TcpStream, SocketAddr, Instant)> = Vec::new();
         // The slot whose session holds the test, if any.
         let mut active: Option<usize> = None;
         loop {
@@ -299,37 +307,12 @@ impl Receiver {
                 return Ok(());
             }
             let now = Instant::now();
-            // New connections: told at once when the receiver is busy or has too many waiting.
+            // New connections wait in `fresh` until their first byte says who they are
+            // (`flow::iperf3::detect`): an iperf3 cookie goes to the iperf3 driver, anything
+            // else to netcore's session.
             loop {
                 match self.listener.accept() {
-                    Ok((stream, peer)) => {
-                        let refuse = if active.is_some() {
-                            Some(RecvSession::busy_message())
-                        } else if slots.len() >= MAX_WAITING {
-                            Some(Msg::Error {
-                                message: format!(
-                                    "receiver has {MAX_WAITING} connections waiting for a Hello; try again"
-                                ),
-                            })
-                        } else {
-                            None
-                        };
-                        match refuse {
-                            Some(m) => {
-                                let _ = stream.set_nonblocking(false);
-                                let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-                                let _ = std::io::Write::write_all(
-                                    &mut &stream,
-                                    &crate::flow::control::encode(&m),
-                                );
-                            }
-                            None => {
-                                if let Some(slot) = self.slot(stream, peer, now) {
-                                    slots.push(slot);
-                                }
-                            }
-                        }
-                    }
+                    Ok((stream, peer)) => fresh.push((stream, peer, now)),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
@@ -337,6 +320,49 @@ impl Receiver {
                         on_event(Event::Failed(format!("accept failed: {e}")));
                         thread::sleep(Duration::from_millis(100));
                         break;
+                    }
+                }
+            }
+            let mut k = 0;
+            while k < fresh.len() {
+                let opener = iperf3::opener(&fresh[k].0, fresh[k].2, now);
+                if opener == Opener::Wait {
+                    k += 1;
+                    continue;
+                }
+                let (stream, peer, _) = fresh.swap_remove(k);
+                if opener == Opener::Iperf3 {
+                    let ran = self.iperf3(stream, peer, active.is_some(), &mut slots, on_event);
+                    if once && ran.is_some() {
+                        return ran.unwrap_or(Ok(()));
+                    }
+                    continue;
+                }
+                // Told at once when the receiver is busy or has too many waiting.
+                let refuse = if active.is_some() {
+                    Some(RecvSession::busy_message())
+                } else if slots.len() >= MAX_WAITING {
+                    Some(Msg::Error {
+                        message: format!(
+                            "receiver has {MAX_WAITING} connections waiting for a Hello; try again"
+                        ),
+                    })
+                } else {
+                    None
+                };
+                match refuse {
+                    Some(m) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                        let _ = std::io::Write::write_all(
+                            &mut &stream,
+                            &crate::flow::control::encode(&m),
+                        );
+                    }
+                    None => {
+                        if let Some(slot) = self.slot(stream, peer, now) {
+                            slots.push(slot);
+                        }
                     }
                 }
             }
@@ -492,6 +518,48 @@ impl Receiver {
                 None => thread::sleep(Duration::from_millis(5)),
             }
         }
+    }
+
+    /// Serves an iperf3 client (its first byte started a cookie) on this thread: the test holds
+    /// the receiver while it runs, as a TCP test does, and whoever waits for a Hello is told
+    /// the receiver is busy. Refused with ACCESS_DENIED while a netcore test runs. Returns
+    /// the test's outcome, or None when it was refused.
+    fn iperf3(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        busy: bool,
+        slots: &mut Vec<Slot>,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Option<Result<()>> {
+        if busy {
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = std::io::Write::write_all(
+                &mut &stream,
+                &[crate::interop::iperf3::State::AccessDenied.byte()],
+            );
+            return None;
+        }
+        for s in slots.drain(..) {
+            let mut c = s.conn;
+            let _ = c.send(&RecvSession::busy_message());
+        }
+        let ctx = Iperf3Ctx {
+            listener: &self.listener,
+            interval: self.opts.interval,
+            cpu: self.opts.cpu,
+            target: self.local_addr().to_string(),
+            udp: self.udp.local_addr().ok()?,
+            rcvbuf: self.rcvbuf,
+        };
+        let r = iperf3::serve(stream, peer, ctx, &mut |e| on_event(Event::Iperf3(e)));
+        if let Err(e) = &r {
+            on_event(Event::Failed(format!(
+                "iperf3 client {peer}: {}",
+                format!("{e:#}").replace('\n', " ")
+            )));
+        }
+        Some(r)
     }
 
     /// A session for a new connection (None if the socket cannot be set up).

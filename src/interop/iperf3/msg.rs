@@ -205,6 +205,13 @@ impl Cookie {
         }
     }
 
+    /// Whether a connection's first byte can start a cookie (a letter `a..z` or a digit
+    /// `2..7`): how a receiver tells an iperf3 client from a netcore one, whose control opens
+    /// with `{`.
+    pub fn can_start(b: u8) -> bool {
+        COOKIE_CHARS.contains(&b)
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ASCII letters and digits (checked or generated), NUL excluded.
         std::str::from_utf8(&self.0[..COOKIE_LEN - 1]).unwrap_or("")
@@ -514,7 +521,7 @@ impl Results {
             cpu_util_total: need("cpu_util_total")?,
             cpu_util_user: need("cpu_util_user")?,
             cpu_util_system: need("cpu_util_system")?,
-            sender_has_retransmits: need("sender_has_retransmits")? as i64,
+            sender_has_retransmits: signed(need("sender_has_retransmits")?),
             congestion_used: text(m, "congestion_used").ok().flatten(),
             streams,
             server_output_text: match m.get("server_output_text") {
@@ -547,17 +554,27 @@ impl Results {
     }
 }
 
+/// A signed count as iperf3 sends it: servers like 3.12 print -1 through an unsigned 64-bit
+/// type (18446744073709551615), which reads back as -1 here.
+pub fn signed(v: f64) -> i64 {
+    if v >= i64::MAX as f64 {
+        (v as u64) as i64
+    } else {
+        v as i64
+    }
+}
+
 fn stream_from(s: &Map<String, Value>) -> Option<StreamResult> {
     let f = |k: &str| num(s, k).ok().flatten();
     Some(StreamResult {
         id: f("id")? as i64,
         bytes: f("bytes").filter(|v| *v >= 0.0)? as u64,
-        retransmits: f("retransmits")? as i64,
+        retransmits: signed(f("retransmits")?),
         jitter: f("jitter")?,
-        errors: f("errors")? as i64,
-        omitted_errors: f("omitted_errors").unwrap_or(0.0) as i64,
-        packets: f("packets")? as i64,
-        omitted_packets: f("omitted_packets").unwrap_or(0.0) as i64,
+        errors: signed(f("errors")?),
+        omitted_errors: signed(f("omitted_errors").unwrap_or(0.0)),
+        packets: signed(f("packets")?),
+        omitted_packets: signed(f("omitted_packets").unwrap_or(0.0)),
         start_time: f("start_time").unwrap_or(0.0),
         end_time: f("end_time").unwrap_or(0.0),
     })

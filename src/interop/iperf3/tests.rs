@@ -251,3 +251,23 @@ proptest! {
         prop_assert_eq!(Results::from_json(&m).unwrap(), r);
     }
 }
+
+#[test]
+fn a_cookie_is_told_from_netcore_control_by_its_first_byte() {
+    assert!(Cookie::can_start(b'a') && Cookie::can_start(b'7'));
+    assert!(!Cookie::can_start(b'{') && !Cookie::can_start(b'1') && !Cookie::can_start(b'A'));
+    assert!(Cookie::can_start(cookie().0[0]));
+}
+
+#[test]
+fn minus_one_printed_unsigned_reads_as_minus_one() {
+    // What iperf3 3.12's server sends for "no retransmits known".
+    let doc = json!({"cpu_util_total":0.03,"cpu_util_user":0,"cpu_util_system":0.03,
+        "sender_has_retransmits":18446744073709551615u64,"congestion_used":"bbr",
+        "streams":[{"id":1,"bytes":5000,"retransmits":18446744073709551615u64,"jitter":0,
+        "errors":0,"packets":0,"start_time":0,"end_time":0.2}]});
+    let r = Results::from_json(doc.as_object().unwrap()).unwrap();
+    assert_eq!(r.sender_has_retransmits, -1);
+    assert_eq!(r.streams[0].retransmits, -1);
+    assert_eq!(r.streams[0].bytes, 5000);
+}

@@ -1,0 +1,233 @@
+//! The server's iperf3 control connection: blocking TCP with every read bounded, around the
+//! sans-IO [`ServerCtl`].
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::report::Iperf3UdpReport;
+use crate::flow::tcp::server::TcpEvent;
+use crate::flow::tcp::stream::transient;
+use crate::interop::iperf3::server::{Event, ServerCtl};
+use crate::interop::iperf3::Results;
+use crate::sys::cpu::ThreadTimes;
+use crate::sys::signal;
+
+/// One read waits at most this long, so deadlines and stop requests are seen.
+const SLICE: Duration = Duration::from_millis(20);
+
+/// iperf3's error numbers the server sends with SERVER_ERROR (its `i_errno`).
+pub mod ierr {
+    /// "not implemented yet" (what netcore refuses to run).
+    pub const UNIMP: i32 = 13;
+    /// "received an unknown message" (the client broke the protocol).
+    pub const MESSAGE: i32 = 110;
+}
+
+/// The receiver's surroundings an iperf3 test runs in.
+pub struct Iperf3Ctx<'a> {
+    /// The receiver's listener (non-blocking): the data connections arrive here.
+    pub listener: &'a TcpListener,
+    pub interval: Duration,
+    pub cpu: Option<usize>,
+    /// The address the report names.
+    pub target: String,
+    /// The receiver's UDP address (its socket has `SO_REUSEPORT`: see `super::udp`).
+    pub udp: SocketAddr,
+    /// Receive buffer for each UDP stream's socket.
+    pub rcvbuf: usize,
+}
+
+/// What an iperf3 test reports as it runs.
+#[derive(Debug)]
+pub enum Iperf3Event {
+    /// The client's parameters were accepted.
+    Started { peer: SocketAddr, what: String },
+    /// Interval lines and netcore's own report (the TCP test's).
+    Tcp(TcpEvent),
+    /// netcore's own report of a UDP test.
+    Udp(Box<Iperf3UdpReport>),
+    /// The two results documents exchanged: what the client said it did, and what netcore
+    /// answered (which the client prints as the server's figures).
+    Exchanged {
+        client: Box<Results>,
+        server: Box<Results>,
+    },
+}
+
+/// Bounds: the cookie and parameters each within 5 s, every data connection within 10 s of
+/// CREATE_STREAMS, TEST_END within the planned time + 30 s, each later step within 5 s.
+pub const STEP: Duration = Duration::from_secs(5);
+pub const CONNECT_WINDOW: Duration = Duration::from_secs(10);
+pub const SLACK: Duration = Duration::from_secs(30);
+
+/// Parameters netcore does not run (the client is told SERVER_ERROR, the log says why).
+#[derive(Debug, thiserror::Error)]
+#[error("iperf3 test refused: {0}")]
+pub struct Refused(pub String);
+
+/// Refuses a connection that arrives while a test runs: an iperf3 client reads
+/// ACCESS_DENIED; a netcore one reads that byte as a malformed message and says so.
+pub fn deny(mut s: TcpStream) {
+    let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = std::io::Write::write_all(
+        &mut s,
+        &[crate::interop::iperf3::State::AccessDenied.byte()],
+    );
+}
+
+pub struct Ctl {
+    sock: TcpStream,
+    pub sc: ServerCtl,
+    /// Bytes to send at the next flush.
+    pub out: Vec<u8>,
+    /// The state the client is in, as the last event left it (for "vanished in ..." lines).
+    pub stage: &'static str,
+}
+
+impl Ctl {
+    pub fn new(sock: TcpStream) -> Result<Ctl> {
+        sock.set_nonblocking(false)?;
+        sock.set_read_timeout(Some(SLICE))?;
+        sock.set_write_timeout(Some(Duration::from_secs(2)))?;
+        let _ = sock.set_nodelay(true);
+        Ok(Ctl {
+            sock,
+            sc: ServerCtl::new(),
+            out: Vec::new(),
+            stage: "sending its cookie",
+        })
+    }
+
+    /// Writes what the state machine queued.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = self.sock.write_all(&self.out);
+        self.out.clear();
+        r.with_context(|| format!("iperf3 client vanished while {}", self.stage))
+    }
+
+    /// The next event, waiting at most until `deadline`.
+    pub fn next(&mut self, deadline: Instant) -> Result<Event> {
+        loop {
+            if let Some(e) = self.poll(SLICE)? {
+                return Ok(e);
+            }
+            if Instant::now() >= deadline {
+                bail!("iperf3 client went silent while {}", self.stage);
+            }
+            if crate::sys::signal::stop_requested() {
+                bail!("interrupted while the iperf3 client was {}", self.stage);
+            }
+        }
+    }
+
+    /// An event if one is buffered or arrives within about `wait`.
+    pub fn poll(&mut self, wait: Duration) -> Result<Option<Event>> {
+        if let Some(e) = self.sc.poll()? {
+            return Ok(Some(e));
+        }
+        let _ = self
+            .sock
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))));
+        let mut buf = [0u8; 4096];
+        match self.sock.read(&mut buf) {
+            Ok(0) => bail!(
+                "iperf3 client vanished while {} (closed the control connection)",
+                self.stage
+            ),
+            Ok(n) => {
+                self.sc.input(&buf[..n])?;
+                Ok(self.sc.poll()?)
+            }
+            Err(e) if transient(&e) => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("iperf3 client vanished while {}", self.stage))
+            }
+        }
+    }
+
+    /// Tells the client the server failed (best effort): it prints iperf3's message for
+    /// `i_errno`.
+    pub fn fail(&mut self, i_errno: i32) {
+        self.sc.error(i_errno, 0, &mut self.out);
+        let _ = self.flush();
+    }
+
+    /// Waits for TEST_END while the test runs: newcomers on the listener are refused,
+    /// `tick` runs every turn (interval lines), and a stop request tells the client
+    /// SERVER_TERMINATE. Bounded by `deadline`.
+    pub fn until_test_end(
+        &mut self,
+        listener: &TcpListener,
+        deadline: Instant,
+        tick: &mut dyn FnMut(),
+    ) -> Result<()> {
+        loop {
+            tick();
+            if let Ok((s, _)) = listener.accept() {
+                deny(s);
+            }
+            match self.poll(Duration::from_millis(20))? {
+                None => {}
+                Some(Event::TestEnd) => return Ok(()),
+                Some(Event::Terminated) => bail!("iperf3 client terminated the test"),
+                Some(e) => bail!("iperf3 client sent {e:?} while the test ran"),
+            }
+            if signal::stop_requested() {
+                self.sc.terminate(&mut self.out);
+                let _ = self.flush();
+                bail!("interrupted: iperf3 client told SERVER_TERMINATE");
+            }
+            if Instant::now() >= deadline {
+                bail!("iperf3 client sent no TEST_END within its time + {SLACK:?}");
+            }
+        }
+    }
+
+    /// After TEST_END: EXCHANGE_RESULTS, then the client's results document.
+    pub fn client_results(&mut self) -> Result<Results> {
+        self.sc.exchange(&mut self.out);
+        self.stage = "sending its results";
+        self.flush()?;
+        match self.next(Instant::now() + STEP)? {
+            Event::ClientResults(r) => Ok(r),
+            Event::Terminated => bail!("iperf3 client terminated before its results"),
+            e => bail!("iperf3 client sent {e:?} instead of its results"),
+        }
+    }
+
+    /// After DISPLAY_RESULTS: the client's IPERF_DONE.
+    pub fn until_done(&mut self) -> Result<()> {
+        match self.next(Instant::now() + STEP)? {
+            Event::Done => Ok(()),
+            e => bail!("iperf3 client sent {e:?} instead of IPERF_DONE"),
+        }
+    }
+
+    /// Sends our results and DISPLAY_RESULTS.
+    pub fn send_results(&mut self, ours: &Results) -> Result<()> {
+        self.sc.results(ours, &mut self.out);
+        self.stage = "displaying the results";
+        self.flush()
+    }
+}
+
+/// The process's CPU between two readings as iperf3's three percentages (total, user,
+/// system) of `wall_s`.
+pub fn cpu_util(a: ThreadTimes, b: ThreadTimes, wall_s: f64) -> (f64, f64, f64) {
+    let user = b.user_ns.saturating_sub(a.user_ns) as f64 / 1e9;
+    let system = b.system_ns.saturating_sub(a.system_ns) as f64 / 1e9;
+    let pct = |x: f64| {
+        if wall_s > 0.0 {
+            100.0 * x / wall_s
+        } else {
+            0.0
+        }
+    };
+    (pct(user + system), pct(user), pct(system))
+}

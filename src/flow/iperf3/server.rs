@@ -1,0 +1,370 @@
+//! `netcore recv` serving a stock `iperf3 -c` (TCP): the receiver's control thread hands over
+//! a control connection whose first byte starts a cookie, with the shared listener.
+//!
+//! ```text
+//! iperf3 -c                               netcore recv (this driver)
+//!   cookie                 ------------>  (detected by its first byte)
+//!                          <------------  PARAM_EXCHANGE
+//!   parameters (JSON)      ------------>  checked; what netcore cannot run: SERVER_ERROR
+//!                          <------------  CREATE_STREAMS
+//!   N data connections on the same port, each opening with the cookie (admitted in order:
+//!   stream ids 1, 3, 4, ...; with --bidir the client's sending streams come first)
+//!                          <------------  TEST_START, TEST_RUNNING
+//!   data (either way)      ------------>  counted per stream by the TCP test's stream threads
+//!   TEST_END               ------------>  our writers stop (what the kernel took is counted)
+//!                          <------------  EXCHANGE_RESULTS
+//!   its results (JSON)     ------------>  we wait (bounded) until every stream it sent on
+//!                                         has all its bytes here, so the figures are exact
+//!                          <------------  our results (JSON), DISPLAY_RESULTS
+//!   IPERF_DONE, closes     ------------>  readers reach EOF; netcore's report
+//! ```
+//! iperf3's own server closes its streams at TEST_END and so reports a little less than was
+//! sent; netcore reads what is still in flight first.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use super::ctl::{cpu_util, deny, ierr, Ctl, Iperf3Ctx, Iperf3Event, Refused};
+use super::ctl::{CONNECT_WINDOW, SLACK, STEP};
+use crate::flow::control::Plan;
+use crate::flow::cpu::CpuUsage;
+use crate::flow::tcp::client::{job_for, sample};
+use crate::flow::tcp::report::{CpuSides, IntervalMeter, StreamEnd, TcpReport, SCHEMA};
+use crate::flow::tcp::server::{next_data_conn, TcpEvent};
+use crate::flow::tcp::spec::{Dir, Mode, TcpSpec, DEFAULT_LEN};
+use crate::flow::tcp::stream::{self, configure, Live, StreamOut};
+use crate::interop::iperf3::msg::{stream_id, COOKIE_LEN};
+use crate::interop::iperf3::server::Event;
+use crate::interop::iperf3::{Cookie, Params, Results, StreamResult};
+use crate::sys::cpu::process_times;
+use crate::sys::signal;
+
+/// Serves one iperf3 client on `sock` (its first byte was peeked, nothing read). Every wait is
+/// bounded; an error names the state the client was in.
+pub fn serve(
+    sock: TcpStream,
+    peer: SocketAddr,
+    ctx: Iperf3Ctx,
+    on_event: &mut dyn FnMut(Iperf3Event),
+) -> Result<()> {
+    let mut c = Ctl::new(sock)?;
+    let r = run(&mut c, peer, ctx, on_event);
+    if let Err(e) = &r {
+        if e.downcast_ref::<Refused>().is_some() {
+            c.fail(ierr::UNIMP);
+        } else if e
+            .downcast_ref::<crate::interop::iperf3::ProtoError>()
+            .is_some()
+        {
+            c.fail(ierr::MESSAGE);
+        }
+    }
+    r
+}
+
+fn expect_cookie(c: &mut Ctl) -> Result<Cookie> {
+    match c.next(Instant::now() + STEP)? {
+        Event::Cookie(k) => Ok(k),
+        e => bail!("iperf3 client sent {e:?} before its cookie"),
+    }
+}
+
+/// The TCP test an iperf3 parameter document asks for, or why netcore refuses it.
+pub fn tcp_spec(p: &Params) -> Result<TcpSpec, String> {
+    if p.omit > 0 {
+        return Err("-O (omitting the first seconds) is not supported".into());
+    }
+    let streams = p.parallel.max(1) as u16;
+    let spec = TcpSpec {
+        streams,
+        mode: if p.bidirectional {
+            Mode::Bidir
+        } else if p.reverse {
+            Mode::Reverse
+        } else {
+            Mode::Forward
+        },
+        len: if p.len > 0 { p.len } else { DEFAULT_LEN as u32 },
+        window: (p.window > 0).then_some(p.window),
+        mss: (p.mss > 0).then_some(p.mss),
+        congestion: p.congestion.clone(),
+        no_delay: p.nodelay,
+        fq_rate_bps: None,
+        zerocopy: false,
+        // iperf3's -b is per stream; netcore's pacing is per direction.
+        rate_bps: (p.bandwidth > 0).then(|| p.bandwidth.saturating_mul(streams as u64)),
+    };
+    spec.check()?;
+    Ok(spec)
+}
+
+/// The plan of what this side writes: -n in blocks of `len` (rounded up), -k blocks, or the
+/// time (cut at TEST_END).
+fn write_plan(p: &Params, len: u32) -> Plan {
+    if p.bytes > 0 {
+        Plan::Count(p.bytes.div_ceil(len as u64))
+    } else if p.blocks > 0 {
+        Plan::Count(p.blocks)
+    } else {
+        Plan::TimeNs((p.time.max(1) * 1_000_000_000).saturating_add(5_000_000_000))
+    }
+}
+
+/// Stops every stream thread when dropped (an early return, a vanished client).
+struct StopAll(Arc<AtomicBool>, Arc<AtomicBool>);
+
+impl Drop for StopAll {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+        self.1.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Streams {
+    live: Vec<Arc<Live>>,
+    handles: Vec<JoinHandle<Result<StreamOut>>>,
+    dirs: Vec<Dir>,
+}
+
+fn run(
+    c: &mut Ctl,
+    peer: SocketAddr,
+    ctx: Iperf3Ctx,
+    on_event: &mut dyn FnMut(Iperf3Event),
+) -> Result<()> {
+    let cookie = expect_cookie(c)?;
+    c.sc.accept(&mut c.out);
+    c.stage = "sending its parameters";
+    c.flush()?;
+    let p = match c.next(Instant::now() + STEP)? {
+        Event::Params(p) => p,
+        Event::Terminated => bail!("iperf3 client terminated before its parameters"),
+        e => bail!("iperf3 client sent {e:?} instead of its parameters"),
+    };
+    if p.udp {
+        return super::udp::run(c, peer, &ctx, &p, cookie.as_str(), on_event);
+    }
+    let spec = tcp_spec(&p).map_err(Refused)?;
+    let plan = write_plan(&p, spec.len);
+    on_event(Iperf3Event::Started {
+        peer,
+        what: format!(
+            "iperf3 {} client: TCP, {} stream(s), {}, {}, {}-byte writes",
+            p.client_version.as_deref().unwrap_or("(version not sent)"),
+            spec.streams,
+            spec.mode.name(),
+            match (p.bytes, p.blocks) {
+                (0, 0) => format!("{} s", p.time),
+                (0, k) => format!("{k} blocks"),
+                (n, _) => format!("{n} bytes"),
+            },
+            spec.len
+        ),
+    });
+    c.sc.create_streams(&mut c.out);
+    c.stage = "opening its data connections";
+    c.flush()?;
+
+    // Readers and writers stop separately: writers at TEST_END, readers at EOF (or when the
+    // test fails).
+    let wstop = Arc::new(AtomicBool::new(false));
+    let rstop = Arc::new(AtomicBool::new(false));
+    let _guard = StopAll(wstop.clone(), rstop.clone());
+    let st = admit(c, &ctx, &cookie, &spec, plan, &wstop, &rstop)?;
+    c.sc.start(&mut c.out);
+    c.stage = "running the test";
+    c.flush()?;
+    let cpu0 = process_times();
+    let t0 = Instant::now();
+
+    let mut meter = IntervalMeter::default();
+    let mut intervals = Vec::new();
+    let mut next = t0 + ctx.interval;
+    let deadline = t0 + Duration::from_secs(p.time) + SLACK;
+    c.until_test_end(ctx.listener, deadline, &mut || {
+        if Instant::now() >= next {
+            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &st.live);
+            on_event(Iperf3Event::Tcp(TcpEvent::Interval(row.clone())));
+            intervals.push(row);
+            next += ctx.interval;
+        }
+    })?;
+    let t_end = t0.elapsed().as_secs_f64();
+    wstop.store(true, Ordering::Relaxed);
+    let cpu1 = process_times();
+    let client = c.client_results()?;
+    // Every byte the client says it sent, in; every writer stopped.
+    let wait = Instant::now() + STEP;
+    for (i, l) in st.live.iter().enumerate() {
+        let id = stream_id(i);
+        let want = match st.dirs[i] {
+            Dir::Up => client
+                .streams
+                .iter()
+                .find(|s| s.id == id)
+                .map_or(0, |s| s.bytes),
+            Dir::Down => 0,
+        };
+        while Instant::now() < wait
+            && (l.bytes.load(Ordering::Relaxed) < want
+                || (st.dirs[i] == Dir::Down && !st.handles[i].is_finished()))
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let ours = our_results(&st, &spec, t_end, cpu0, cpu1);
+    c.send_results(&ours)?;
+    on_event(Iperf3Event::Exchanged {
+        client: Box::new(client.clone()),
+        server: Box::new(ours),
+    });
+    let done = c.until_done();
+    // The client closes its streams after DISPLAY_RESULTS: the readers see EOF.
+    let wait = Instant::now() + STEP;
+    while Instant::now() < wait && !st.handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    rstop.store(true, Ordering::Relaxed);
+    let (ends, cpu, _) = stream::join_all(st.handles)?;
+    let cpu = cpu.finish(stream::bytes_moved(&ends));
+    let client_ends: Vec<StreamEnd> = st
+        .dirs
+        .iter()
+        .enumerate()
+        .map(|(i, &dir)| {
+            let id = stream_id(i);
+            let r = client.streams.iter().find(|s| s.id == id);
+            StreamEnd {
+                id: id as u32,
+                dir,
+                bytes: r.map_or(0, |s| s.bytes),
+                elapsed_s: r.map_or(0.0, |s| s.end_time - s.start_time),
+                tcp: None,
+                zerocopy: None,
+            }
+        })
+        .collect();
+    let streams = TcpReport::join_streams(&client_ends, &ends);
+    on_event(Iperf3Event::Tcp(TcpEvent::Finished(Box::new(TcpReport {
+        schema: SCHEMA.into(),
+        role: "server".into(),
+        test_id: format!("iperf3:{}", cookie.as_str()),
+        target: ctx.target,
+        settings: spec,
+        sum: TcpReport::sums(&streams),
+        streams,
+        cpu: CpuSides {
+            client: CpuUsage {
+                pct_core: client.cpu_util_total,
+                ..CpuUsage::default()
+            },
+            server: cpu,
+        },
+        interrupted: false,
+        intervals,
+    }))));
+    done
+}
+
+/// Admits the test's data connections (each opens with the cookie) from the shared listener,
+/// in the order the client opens them, and starts a thread on each.
+fn admit(
+    c: &mut Ctl,
+    ctx: &Iperf3Ctx,
+    cookie: &Cookie,
+    spec: &TcpSpec,
+    plan: Plan,
+    wstop: &Arc<AtomicBool>,
+    rstop: &Arc<AtomicBool>,
+) -> Result<Streams> {
+    let dirs = spec.directions();
+    let mut st = Streams {
+        live: Vec::new(),
+        handles: Vec::new(),
+        dirs: dirs.clone(),
+    };
+    let t = Instant::now();
+    while st.live.len() < dirs.len() {
+        if t.elapsed() > CONNECT_WINDOW || signal::stop_requested() {
+            bail!(
+                "only {} of {} iperf3 data connections arrived",
+                st.live.len(),
+                dirs.len()
+            );
+        }
+        // The client says nothing here but CLIENT_TERMINATE; a closed control ends the test.
+        if let Some(e) = c.poll(Duration::from_millis(1))? {
+            bail!("iperf3 client sent {e:?} while opening its data connections");
+        }
+        let Some((s, head)) = next_data_conn(ctx.listener, COOKIE_LEN) else {
+            continue;
+        };
+        if head != cookie.0 {
+            deny(s);
+            continue;
+        }
+        let i = st.live.len();
+        configure(&s, spec).map_err(|e| Refused(format!("{e:#}")))?;
+        let job = job_for(spec, plan, dirs[i], i, false, ctx.cpu);
+        let stop = if job.write { wstop } else { rstop }.clone();
+        let (live, h) = stream::spawn(s, stream_id(i) as u32, dirs[i], job, stop)?;
+        st.live.push(live);
+        st.handles.push(h);
+    }
+    Ok(st)
+}
+
+/// The results document netcore answers with: per stream what this side moved (read, or
+/// what the kernel took from the writer), the sender's retransmits from `TCP_INFO`, and the
+/// process's CPU over the test.
+fn our_results(
+    st: &Streams,
+    spec: &TcpSpec,
+    t_end: f64,
+    cpu0: crate::sys::cpu::ThreadTimes,
+    cpu1: crate::sys::cpu::ThreadTimes,
+) -> Results {
+    let (total, user, system) = cpu_util(cpu0, cpu1, t_end);
+    let sends = spec.mode != Mode::Forward;
+    let mut congestion = None;
+    let streams = st
+        .live
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let f = l.figures();
+            if congestion.is_none() {
+                congestion = f.as_ref().map(|f| f.congestion.clone());
+            }
+            StreamResult {
+                id: stream_id(i),
+                bytes: l.bytes.load(Ordering::Relaxed),
+                retransmits: match (&f, st.dirs[i]) {
+                    (Some(f), Dir::Down) => f.retransmits as i64,
+                    _ => -1,
+                },
+                jitter: 0.0,
+                errors: 0,
+                omitted_errors: 0,
+                packets: 0,
+                omitted_packets: 0,
+                start_time: 0.0,
+                end_time: t_end,
+            }
+        })
+        .collect();
+    Results {
+        cpu_util_total: total,
+        cpu_util_user: user,
+        cpu_util_system: system,
+        sender_has_retransmits: if sends { 1 } else { -1 },
+        congestion_used: congestion,
+        streams,
+        server_output_text: None,
+    }
+}

@@ -1,0 +1,448 @@
+//! netcore against the real iperf3 (Debian's package; `.ci/run` installs it): a stock
+//! `iperf3 -c` against `netcore recv`, checking that iperf3 exits 0 and that its figures and
+//! netcore's agree byte for byte; and bad peers that must not stop the receiver. Skipped with
+//! a message where `iperf3` is missing.
+
+mod common;
+
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{addr_in, spawn};
+use serde_json::Value;
+
+fn have_iperf3() -> bool {
+    let ok = Command::new("iperf3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: iperf3 is not installed (apt-get install iperf3)");
+    }
+    ok
+}
+
+/// `netcore recv --json` on a free port: its address, its reports (one JSON document each)
+/// and its stderr lines; killed on drop.
+struct Recv {
+    child: Child,
+    addr: String,
+    reports: mpsc::Receiver<Value>,
+    errs: mpsc::Receiver<String>,
+}
+
+impl Recv {
+    fn start() -> Recv {
+        let mut child = spawn(
+            &["recv", "--listen", "127.0.0.1:0", "--json"],
+            Stdio::piped(),
+        );
+        let (etx, errs) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in BufReader::new(err).lines() {
+                let Ok(l) = l else { break };
+                if etx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let (rtx, reports) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for v in serde_json::Deserializer::from_reader(out).into_iter::<Value>() {
+                let Ok(v) = v else { break };
+                if rtx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut r = Recv {
+            child,
+            addr: String::new(),
+            reports,
+            errs,
+        };
+        let first = r
+            .errs
+            .recv_timeout(Duration::from_secs(20))
+            .expect("recv did not start");
+        r.addr = addr_in(&first);
+        r
+    }
+
+    fn port(&self) -> String {
+        self.addr.rsplit(':').next().unwrap().to_string()
+    }
+
+    fn report(&self) -> Value {
+        self.reports
+            .recv_timeout(Duration::from_secs(30))
+            .expect("netcore printed no report")
+    }
+
+    /// The next stderr line that contains `what`.
+    fn err_line(&self, what: &str) -> String {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if let Ok(l) = self.errs.recv_timeout(Duration::from_secs(1)) {
+                if l.contains(what) {
+                    return l;
+                }
+            }
+        }
+        panic!("no stderr line with {what:?}");
+    }
+}
+
+impl Drop for Recv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `iperf3 -c 127.0.0.1 -p PORT -J ARGS` (bounded) and returns its JSON.
+fn iperf3(port: &str, args: &[&str]) -> Value {
+    let mut c = Command::new("timeout");
+    c.args(["60", "iperf3", "-c", "127.0.0.1", "-p", port, "-J"])
+        .args(args);
+    let out = c.output().expect("iperf3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "iperf3 {args:?} failed: {}\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("iperf3 JSON ({e}): {text}"))
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}")) as u64
+}
+
+/// iperf3's per-stream (sender, receiver) bytes by its stream order, and netcore's rows.
+fn check_tcp(ip: &Value, nc: &Value, streams: usize, dirs: &[&str]) {
+    assert_eq!(nc["schema"], "netcore.tcp.v1");
+    let rows = nc["streams"].as_array().unwrap();
+    assert_eq!(rows.len(), streams * dirs.len(), "{nc}");
+    let ends = ip["end"]["streams"].as_array().unwrap();
+    assert_eq!(ends.len(), rows.len(), "{ip}");
+    for (e, row) in ends.iter().zip(rows) {
+        let (sent, received) = (u(&e["sender"]["bytes"]), u(&e["receiver"]["bytes"]));
+        // iperf3's sender is netcore's writer, its receiver netcore's reader, whichever way.
+        assert_eq!(sent, u(&row["written"]), "sender bytes: {e} vs {row}");
+        assert_eq!(received, u(&row["read"]), "receiver bytes: {e} vs {row}");
+        assert!(sent > 0);
+        if row["dir"] == "up" {
+            // netcore reads what was in flight at TEST_END: exact.
+            assert_eq!(sent, received, "{row}");
+            assert_eq!(row["exact"], true);
+        }
+    }
+    for (s, dir) in nc["sum"].as_array().unwrap().iter().zip(dirs) {
+        assert_eq!(s["dir"], *dir);
+    }
+}
+
+#[test]
+fn iperf3_client_tcp_against_recv() {
+    if !have_iperf3() {
+        return;
+    }
+    let r = Recv::start();
+    let p = r.port();
+    for (args, streams, dirs) in [
+        (&["-t", "1"][..], 1, &["up"][..]),
+        (&["-t", "1", "-P", "2"][..], 2, &["up"][..]),
+        (&["-t", "1", "-R"][..], 1, &["down"][..]),
+        (&["-t", "1", "--bidir"][..], 1, &["up", "down"][..]),
+        (&["-n", "3M", "-l", "1000"][..], 1, &["up"][..]),
+    ] {
+        let ip = iperf3(&p, args);
+        let nc = r.report();
+        check_tcp(&ip, &nc, streams, dirs);
+        if args.contains(&"-n") {
+            // iperf3 sends whole blocks: 3 MiB rounded up to 1000-byte writes.
+            assert_eq!(u(&nc["sum"][0]["read"]), 3146 * 1000, "{nc}");
+        }
+    }
+}
+
+/// iperf3's UDP figures against netcore's report: per stream, the client's sent datagrams are
+/// netcore's `sent`, the receiver line (netcore's answer) is exact: bytes, packets = sent,
+/// lost = sent - distinct received.
+fn check_udp(ip: &Value, nc: &Value, streams: usize) {
+    assert_eq!(nc["schema"], "netcore.iperf3.udp.v1", "{nc}");
+    let rows = nc["streams"].as_array().unwrap();
+    assert_eq!(rows.len(), streams, "{nc}");
+    let ends = ip["end"]["streams"].as_array().unwrap();
+    assert_eq!(ends.len(), streams, "{ip}");
+    for (e, row) in ends.iter().zip(rows) {
+        let udp = &e["udp"];
+        assert_eq!(u(&udp["packets"]), u(&row["sent"]), "{udp} vs {row}");
+        assert_eq!(u(&udp["lost_packets"]), u(&row["lost"]), "{udp} vs {row}");
+        assert_eq!(
+            u(&row["sent"]),
+            u(&row["in_order"]) + u(&row["reordered"]) + u(&row["lost"]),
+            "{row}"
+        );
+        assert!(u(&row["sent"]) > 0);
+    }
+    // The client's sender total and netcore's received bytes, exact when nothing was lost.
+    let sent = u(&ip["end"]["sum"]["bytes"]);
+    let lost = u(&nc["sum"]["lost"]) + u(&nc["sum"]["duplicate"]);
+    if lost == 0 {
+        assert_eq!(sent, u(&nc["sum"]["bytes"]), "{nc}");
+    }
+}
+
+#[test]
+fn iperf3_client_udp_against_recv() {
+    if !have_iperf3() {
+        return;
+    }
+    let r = Recv::start();
+    let p = r.port();
+    for (args, streams) in [
+        (&["-u", "-t", "1", "-b", "100M"][..], 1),
+        (&["-u", "-t", "1", "-b", "1G", "-l", "1400"][..], 1),
+        (
+            &[
+                "-u",
+                "-t",
+                "1",
+                "-b",
+                "200M",
+                "-P",
+                "2",
+                "--udp-counters-64bit",
+            ][..],
+            2,
+        ),
+    ] {
+        let ip = iperf3(&p, args);
+        check_udp(&ip, &r.report(), streams);
+    }
+    // netcore's own UDP test still reaches the receiver's socket afterwards.
+    let out = common::run_ok(
+        &["blast", "--to", &r.addr, "--count", "1000", "--json"],
+        Duration::from_secs(60),
+    );
+    assert!(out.contains("\"lost\": 0"), "{out}");
+    let nc = r.report();
+    assert_eq!(nc["schema"], "netcore.udp.v2", "{nc}");
+}
+
+/// Opens a control connection and sends `bytes`, then waits (bounded) for the receiver to
+/// close it or answer.
+fn bad_client(addr: &str, bytes: &[u8], linger: bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(bytes);
+    if linger {
+        let mut b = [0u8; 64];
+        let _ = s.read(&mut b);
+    }
+}
+
+const COOKIE: &[u8; 37] = b"abcdefghijklmnopqrstuvwxyz2345672345\0";
+
+fn frame(doc: &[u8]) -> Vec<u8> {
+    let mut v = (doc.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(doc);
+    v
+}
+
+#[test]
+fn bad_iperf3_peers_leave_recv_serving() {
+    if !have_iperf3() {
+        return;
+    }
+    let r = Recv::start();
+    let addr = r.addr.clone();
+    // A wrong cookie (a character outside iperf3's alphabet).
+    let mut bad = *COOKIE;
+    bad[3] = b'!';
+    bad_client(&addr, &bad, true);
+    r.err_line("cookie");
+    // Garbage JSON after a good cookie.
+    bad_client(&addr, &[&COOKIE[..], &frame(b"{not json")].concat(), true);
+    r.err_line("malformed");
+    // A 1 MB parameter document: refused by its length, not read.
+    let mut big = COOKIE.to_vec();
+    big.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    big.extend(std::iter::repeat_n(b' ', 64 * 1024));
+    bad_client(&addr, &big, true);
+    r.err_line("over the limit");
+    // Vanishing: after the cookie, and after the parameters (while streams are awaited).
+    bad_client(&addr, COOKIE, false);
+    r.err_line("vanished while");
+    let params = br#"{"tcp":true,"time":1,"parallel":1}"#;
+    bad_client(&addr, &[&COOKIE[..], &frame(params)].concat(), false);
+    r.err_line("vanished while");
+    // Vanishing while the test runs (TCP), and while UDP streams are awaited.
+    {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let params = br#"{"tcp":true,"time":5,"parallel":1}"#;
+        c.write_all(&[&COOKIE[..], &frame(params)].concat())
+            .unwrap();
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(b, [9, 10], "PARAM_EXCHANGE, CREATE_STREAMS");
+        let mut d = TcpStream::connect(&addr).unwrap();
+        d.write_all(COOKIE).unwrap();
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(b, [1, 2], "TEST_START, TEST_RUNNING");
+        d.write_all(&[0u8; 1000]).unwrap();
+    }
+    r.err_line("vanished while running the test");
+    {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let params = br#"{"udp":true,"time":1,"parallel":1,"len":1000}"#;
+        c.write_all(&[&COOKIE[..], &frame(params)].concat())
+            .unwrap();
+        let mut b = [0u8; 2];
+        c.read_exact(&mut b).unwrap();
+    }
+    r.err_line("vanished while opening its UDP streams");
+    // And the receiver still serves a real client.
+    let ip = iperf3(&r.port(), &["-t", "1"]);
+    check_tcp(&ip, &r.report(), 1, &["up"]);
+}
+
+/// A stock `iperf3 -s -1` on a free port (it serves one test and exits); killed on drop.
+struct Iperf3Server(Child, u16);
+
+impl Iperf3Server {
+    fn start() -> Iperf3Server {
+        for _ in 0..10 {
+            // A port free now (iperf3 cannot pick one and print it); probing it with a
+            // connection would use up `-1`'s one test, so: start, wait, check it still runs.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut c = Command::new("iperf3")
+                .args(["-s", "-1", "-B", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("iperf3 -s");
+            std::thread::sleep(Duration::from_millis(400));
+            if let Ok(None) = c.try_wait() {
+                return Iperf3Server(c, port);
+            }
+        }
+        panic!("could not start iperf3 -s");
+    }
+}
+
+impl Drop for Iperf3Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn blast_drives_iperf3_server() {
+    if !have_iperf3() {
+        return;
+    }
+    for (args, streams, dirs) in [
+        (&["--time", "1s"][..], 1, &["up"][..]),
+        (&["--time", "1s", "-P", "2"][..], 2, &["up"][..]),
+        (&["--time", "1s", "-R"][..], 1, &["down"][..]),
+        (&["--size", "4MiB", "--len", "1000"][..], 1, &["up"][..]),
+    ] {
+        let srv = Iperf3Server::start();
+        let to = format!("iperf3://127.0.0.1:{}", srv.1);
+        let (st, out, err) = common::run(
+            &[
+                &["blast", "--to", &to, "--proto", "tcp", "--json"][..],
+                args,
+            ]
+            .concat(),
+            Duration::from_secs(60),
+        );
+        assert!(st.success(), "{args:?}: {out}\n{err}");
+        let nc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(nc["role"], "client");
+        let rows = nc["streams"].as_array().unwrap();
+        assert_eq!(rows.len(), streams * dirs.len(), "{nc}");
+        for row in rows {
+            // The server's figure (read, or written with -R) is what iperf3 returned.
+            assert!(u(&row["written"]) > 0 && u(&row["read"]) > 0, "{row}");
+            assert!(u(&row["read"]) <= u(&row["written"]), "{row}");
+        }
+        assert!(err.contains("iperf3 server's own figures"), "{err}");
+        if args.contains(&"--size") {
+            // 4 MiB rounded up to whole 1000-byte writes.
+            assert_eq!(u(&nc["sum"][0]["written"]), 4195 * 1000, "{nc}");
+        }
+    }
+}
+
+#[test]
+fn blast_to_iperf3_refuses_what_it_cannot_drive_in_one_line() {
+    let (st, _, err) = common::run(
+        &[
+            "blast",
+            "--to",
+            "iperf3://127.0.0.1:1",
+            "--proto",
+            "tcp",
+            "--fq-rate",
+            "1G",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--fq-rate"), "{err}");
+}
+
+#[test]
+fn blast_udp_to_iperf3_server() {
+    if !have_iperf3() {
+        return;
+    }
+    let srv = Iperf3Server::start();
+    let to = format!("iperf3://127.0.0.1:{}", srv.1);
+    let out = common::run_ok(
+        &["blast", "--to", &to, "--time", "1s", "--rate", "200Mbps"],
+        Duration::from_secs(60),
+    );
+    // "stream id   1: sent N datagrams, B bytes | server: B' bytes, packets P, lost L, ..."
+    let line = out
+        .lines()
+        .find(|l| l.contains("stream id"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let num = |after: &str| -> u64 {
+        line.split(after)
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_end_matches(',')
+            .parse()
+            .unwrap_or_else(|e| panic!("{after}: {e}: {line}"))
+    };
+    let (sent, packets, lost) = (num("sent "), num("packets "), num("lost "));
+    assert!(sent > 0, "{line}");
+    // iperf3's receiver counts the highest sequence it saw: at most what was sent.
+    assert!(packets <= sent && lost <= packets, "{line}");
+    assert!(out.contains("iperf3 server's own figures"), "{out}");
+}
