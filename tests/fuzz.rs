@@ -902,3 +902,91 @@ fn final_sliver_is_merged() {
     );
     assert!((last.sent_bps - 110.0 * 8000.0 / 1.002).abs() < 1.0);
 }
+
+// ---- relay and traffic state ------------------------------------------------------------------
+
+use netcore::relay::impair::{Offer, Pipeline, Settings as RelaySettings, MAX_INSIDE};
+use netcore::traffic::{encode_message, FrameParser};
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any impairment settings and any arrival pattern: the pipeline never holds more than its
+    /// bound, every datagram offered is accounted for exactly once (emitted, dropped, or
+    /// overflowed), and closing drains it.
+    #[test]
+    fn relay_pipeline_state_is_bounded_and_accounted(
+        loss in 0.0f64..0.5,
+        reorder in 0.0f64..0.5,
+        duplicate in 0.0f64..0.3,
+        delay_us in 0u64..5_000,
+        jitter_us in 0u64..5_000,
+        rate_mbps in prop_oneof![Just(None), (1u32..1000).prop_map(Some)],
+        seed: u64,
+        gaps in proptest::collection::vec(0u64..200_000, 1..3000),
+    ) {
+        let mut p: Pipeline<u64> = Pipeline::new(RelaySettings {
+            loss,
+            reorder,
+            duplicate,
+            delay: Duration::from_micros(delay_us),
+            jitter: Duration::from_micros(jitter_us.min(delay_us)),
+            rate: rate_mbps.map(|m| netcore::units::Rate::BitsPerSec(m as f64 * 1e6)),
+            seed,
+            ..RelaySettings::default()
+        });
+        let (mut now, mut emitted, mut dropped) = (0u64, 0u64, 0u64);
+        for (i, g) in gaps.iter().enumerate() {
+            now += g;
+            if let Offer::Dropped(_) = p.offer(now, i as u64, 1200) {
+                dropped += 1;
+            }
+            prop_assert!(p.len() <= MAX_INSIDE);
+            while let Some(e) = p.poll(now) {
+                emitted += 1;
+                prop_assert!(e.copies >= 1);
+            }
+            dropped += p.take_overflowed().count() as u64;
+        }
+        p.close();
+        let mut guard = 0;
+        while !p.is_empty() {
+            now = p.next_deadline().unwrap_or(now).max(now) + 1;
+            while let Some(_e) = p.poll(now) {
+                emitted += 1;
+            }
+            dropped += p.take_overflowed().count() as u64;
+            guard += 1;
+            prop_assert!(guard < 1_000_000, "the pipeline drains");
+        }
+        let c = p.counters();
+        prop_assert_eq!(c.offered, gaps.len() as u64);
+        prop_assert_eq!(emitted + dropped, c.offered, "{:?}", c);
+    }
+
+    /// A traffic client's frame parser, fed any split of a valid stream, finds every message;
+    /// fed garbage, it marks itself broken rather than miscount or panic.
+    #[test]
+    fn traffic_frames_any_split(
+        sizes in proptest::collection::vec(12usize..4000, 1..50),
+        cuts in proptest::collection::vec(any::<usize>(), 0..40),
+        garbage in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let mut stream = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            encode_message(&mut stream, i as u64, n);
+        }
+        let mut f = FrameParser::default();
+        let (mut msgs, mut bytes) = (0, 0);
+        for piece in split(&stream, &cuts) {
+            let (m, b) = f.feed(&piece);
+            msgs += m;
+            bytes += b;
+        }
+        prop_assert!(!f.broken);
+        prop_assert_eq!(msgs, sizes.len() as u64);
+        prop_assert_eq!(bytes, sizes.iter().sum::<usize>() as u64);
+        let mut g = FrameParser::default();
+        let _ = g.feed(&garbage);
+    }
+}
