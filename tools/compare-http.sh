@@ -37,26 +37,8 @@ NGINX="${NGINX:-$(command -v nginx || true)}"
 OUT="${OUT:-$(mktemp -d /tmp/compare-http.XXXXXX)}"
 RUN_LIMIT=$((DURATION + WARMUP + 60))
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-PIDS=()
-stop_pid() {
-  local pid="$1" i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 30); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local p
-  for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && stop_pid "$p"; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=tools/lib.sh
+source "$REPO/tools/lib.sh"
 
 command -v wrk >/dev/null || die "wrk is not installed (apt-get install wrk)"
 [[ -n "$NGINX" && -x "$NGINX" ]] || die "nginx is not installed (apt-get install nginx)"
