@@ -191,6 +191,7 @@ fn msg() -> impl Strategy<Value = Msg> {
                     streams,
                     verify,
                     host,
+                    auth: false,
                 }
             ),
         (any::<u64>(), any::<bool>()).prop_map(|(rcvbuf, gro)| Msg::Ready {
@@ -801,6 +802,7 @@ proptest! {
             rcvbuf: 1,
             gro: false,
             limits: RecvLimits::default(),
+            auth: None,
         };
         let mut s = RecvSession::new(ctx, t0);
         let mut now = t0;
@@ -827,7 +829,7 @@ proptest! {
                 SessionInput::Finished => s.on_udp(Out::Finished(Box::new(stats())), now),
                 SessionInput::Tick { ms, stop } => {
                     now += Duration::from_millis(ms);
-                    s.on_tick(now, stop);
+                    s.on_tick(now, stop, stop);
                 }
             }
             ends += check(&mut s, &mut finish_asked);
@@ -836,7 +838,7 @@ proptest! {
         // UDP thread is answered by it; without an answer the session gives up too.)
         for _ in 0..10 {
             now += Duration::from_secs(24 * 3600 + 120);
-            s.on_tick(now, false);
+            s.on_tick(now, false, false);
             ends += check(&mut s, &mut finish_asked);
         }
         prop_assert!(s.ended(), "session still open: {:?}", s);

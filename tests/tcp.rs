@@ -231,6 +231,7 @@ fn an_old_version_peer_is_refused_in_one_line() {
         streams: 1,
         verify: false,
         host: "old".into(),
+        auth: false,
     })
     .unwrap();
     let e = c.expect("Ready", Duration::from_secs(10)).unwrap_err();

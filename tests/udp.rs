@@ -157,6 +157,7 @@ fn crafted(extra_recv_args: &[&str], datagrams: &[Vec<u8>], test_id: u64, sent: 
         streams: 1,
         verify: false,
         host: "test".into(),
+        auth: false,
     })
     .unwrap();
     c.send(&Msg::Setup {

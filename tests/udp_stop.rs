@@ -295,6 +295,7 @@ fn hello(plan: Plan) -> Vec<u8> {
         streams: 1,
         verify: false,
         host: "elsewhere".into(),
+        auth: false,
     });
     b.extend(encode(&Msg::Setup {
         tcp: None,

@@ -154,6 +154,32 @@ impl RxArgs {
     }
 }
 
+/// Who `blast` is to a receiver: its source address and its shared key.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClientArgs {
+    /// Source address for the control connection and the data (a local address)
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<std::net::IpAddr>,
+    /// Prove knowledge of the receiver's shared key (recv --auth-key-file) with an HMAC over
+    /// the test id and a nonce the receiver chooses; the key is never sent
+    #[arg(long, value_name = "PATH")]
+    pub auth_key_file: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The client's identity; an unreadable or empty key file is a usage error.
+    pub fn client(&self) -> Result<crate::flow::control::ClientId> {
+        let key = match &self.auth_key_file {
+            Some(p) => Some(crate::flow::access::Key::read(p).map_err(usage)?),
+            None => None,
+        };
+        Ok(crate::flow::control::ClientId {
+            bind: self.bind,
+            key,
+        })
+    }
+}
+
 /// `--plot FILE`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct PlotArg {

@@ -25,6 +25,7 @@ pub fn run(a: &BlastArgs) -> Result<ExitCode> {
     sender::check_len(len).map_err(super::common::usage)?;
     check_batch(a.batch)?;
     a.plot.check()?;
+    let client = a.client.client()?;
     signal::install()?;
     let format = a.output.format();
     let mut search = Search::new(a.loss, PRECISION, a.max_trials as usize);
@@ -47,6 +48,7 @@ pub fn run(a: &BlastArgs) -> Result<ExitCode> {
             rate.map(Rate::BitsPerSec),
             (target, control),
             tx_cpus,
+            client.clone(),
         );
         let r = sender::run(&opts, &mut |_| {});
         if let Some(e) = embedded {

@@ -158,6 +158,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     let plan = plan_of(&a, len as usize)?;
     let spec = spec_of(&a, len)?;
     a.plot.check()?;
+    let who = a.client.client()?;
     signal::install()?;
     let format = a.output.format();
     let cpus = match a.pin.list() {
@@ -174,6 +175,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
             plan,
             cpus,
             interval: a.interval,
+            client: who,
         },
         &mut print_intervals(live),
     );

@@ -8,13 +8,15 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use super::common::{out, OutputArgs, PinArgs, PlotArg, Proto, RxArgs, TcpArgs};
+use super::common::{out, ClientArgs, OutputArgs, PinArgs, PlotArg, Proto, RxArgs, TcpArgs};
+use crate::flow::access::{AllowList, Key};
 use crate::flow::backend::Backend;
-use crate::flow::control::Plan;
+use crate::flow::control::{ClientId, Plan};
 use crate::flow::iperf3::Iperf3Event;
 use crate::flow::tcp::report::TcpReport;
 use crate::flow::tcp::server::TcpEvent;
 use crate::flow::udp::receiver::{self, Event, Receiver, RecvOptions};
+use crate::flow::udp::recv_session::Limits;
 use crate::flow::udp::report::{IntervalRow, UdpReport};
 use crate::flow::udp::sender::{self, BlastOptions, GsoMode};
 use crate::flow::udp::tracker::DEFAULT_WINDOW;
@@ -106,12 +108,16 @@ pub struct BlastArgs {
     pub plot: PlotArg,
     #[command(flatten)]
     pub pin: PinArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
     /// The embedded receiver's flags (ignored with --to)
     #[command(flatten, next_help_heading = "Embedded receiver (without --to)")]
     pub rx: RxArgs,
 }
 
-/// Receive netcore UDP tests, one after another, each with its own exact report.
+/// Receive netcore tests (UDP and TCP) and iperf3 clients, several at once, each with its own
+/// exact report. SIGTERM or SIGHUP (or Ctrl-C) stops taking new tests, lets the running ones
+/// finish and exits 0; a second signal interrupts them (reports marked interrupted).
 #[derive(Args, Debug)]
 pub struct RecvArgs {
     /// Address for the UDP socket and the TCP control listener (same port)
@@ -120,6 +126,30 @@ pub struct RecvArgs {
     /// Serve one test, then exit (non-zero if it failed)
     #[arg(long)]
     pub once: bool,
+    /// Tests served at once (UDP, TCP, reverse; an iperf3 client's test runs alone); one more
+    /// is told "receiver is busy". Each UDP test holds at most --window/8 bytes of sequence
+    /// tracker, two HDR histograms (about 40 KiB) and one interval row (64 bytes) per
+    /// --interval of --max-duration; a TCP test a thread and a 128 KiB buffer per stream
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_tests: u16,
+    /// The longest test a sender may ask for or run; one still sending past it is cut
+    #[arg(long, value_parser = units::parse_nonzero_duration, default_value = "24h")]
+    pub max_duration: Duration,
+    /// The fastest a sender may send (bits or bytes a second); an interval over it by more
+    /// than 25% cuts the test, and a reverse test (-R) is sent at most at it
+    #[arg(long, value_parser = units::parse_rate)]
+    pub max_rate: Option<Rate>,
+    /// The most streams (-P) a test may have
+    #[arg(long, default_value_t = crate::flow::streams::MAX_STREAMS, value_parser = clap::value_parser!(u16).range(1..=crate::flow::streams::MAX_STREAMS as i64))]
+    pub max_streams: u16,
+    /// Only these senders may connect: address blocks, IPv4 or IPv6 (10.0.0.0/8,::1/128);
+    /// everyone else gets one line saying so
+    #[arg(long, value_name = "CIDR,...", value_parser = parse_allow)]
+    pub allow: Option<AllowList>,
+    /// A shared key senders must prove they know (blast --auth-key-file; HMAC-SHA256 over the
+    /// test id and a nonce this receiver picks per connection). iperf3 clients are refused
+    #[arg(long, value_name = "PATH")]
+    pub auth_key_file: Option<std::path::PathBuf>,
     /// Interval between progress lines
     #[arg(long, value_parser = units::parse_nonzero_duration, default_value = "1s")]
     pub interval: Duration,
@@ -140,6 +170,10 @@ pub struct RecvArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub pin: PinArgs,
+}
+
+fn parse_allow(text: &str) -> Result<AllowList, String> {
+    AllowList::parse(text)
 }
 
 pub fn resolve(text: &str) -> Result<SocketAddr> {
@@ -186,6 +220,8 @@ fn rx_options(a: &BlastArgs, cpu: Option<usize>) -> RecvOptions {
         gro: !a.rx.no_gro,
         interval: a.interval,
         backend: a.backend,
+        // The embedded receiver checks the key blast proves (its file was read already).
+        auth_key: a.client.client().ok().and_then(|c| c.key),
         ..RecvOptions::default()
     }
 }
@@ -299,6 +335,7 @@ pub fn blast_options(
     rate: Option<Rate>,
     (target, control): (SocketAddr, SocketAddr),
     cpus: Vec<usize>,
+    client: ClientId,
 ) -> BlastOptions {
     BlastOptions {
         target,
@@ -314,6 +351,7 @@ pub fn blast_options(
         sndbuf: a.sndbuf as usize,
         backend: a.backend,
         zerocopy: a.zerocopy,
+        client,
     }
 }
 
@@ -326,12 +364,13 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     check_batch(a.batch)?;
     let plan = plan_of(&a, len)?;
     a.plot.check()?;
+    let client = a.client.client()?;
     signal::install()?;
     let format = a.output.format();
     let (_, rx_cpu) = cpus_of(&a, a.to.is_none());
     let (target, control, embedded) = target_of(&a, rx_cpu)?;
     let (tx_cpus, _) = cpus_of(&a, embedded.is_some());
-    let opts = blast_options(&a, len, plan, a.rate, (target, control), tx_cpus);
+    let opts = blast_options(&a, len, plan, a.rate, (target, control), tx_cpus, client);
     let live = format == Format::Table;
     let report = if a.tcp.reverse {
         // This side receives: its UDP thread has the embedded receiver's flags.
@@ -470,7 +509,19 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
     if a.window < 64 || a.window > 1 << 32 {
         crate::usage_bail!("--window {} is out of range: use 64..=4294967296", a.window);
     }
+    let max_rate_bps = match a.max_rate {
+        None => None,
+        Some(Rate::BitsPerSec(b)) => Some(b),
+        Some(Rate::PacketsPerSec(_)) => {
+            crate::usage_bail!("--max-rate takes bits or bytes a second, not datagrams")
+        }
+    };
+    let auth_key = match &a.auth_key_file {
+        Some(p) => Some(Key::read(p).map_err(super::common::usage)?),
+        None => None,
+    };
     signal::install()?;
+    signal::install_hangup()?;
     let format = a.output.format();
     let cpu = match a.pin.list() {
         Some(l) => Some(l[0]),
@@ -488,6 +539,16 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         window: a.window,
         batch: 64,
         backend: a.backend,
+        max_tests: a.max_tests as usize,
+        limits: Limits {
+            max_plan: a.max_duration,
+            max_streams: a.max_streams,
+            max_rate_bps,
+            ..Limits::default()
+        },
+        allow: a.allow.clone().unwrap_or_default(),
+        auth_key,
+        graceful: true,
     })?;
     let live = format == Format::Table;
     if live {

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -68,6 +68,20 @@ pub enum Msg {
         /// The sender's host name, so the receiver can tell whether one-way latency compares
         /// one clock with itself.
         host: String,
+        /// The sender will prove it knows the receiver's shared key (`--auth-key-file`): the
+        /// receiver answers with a `Challenge`. Absent when false, so a Hello without a key
+        /// reads as before (and a receiver that predates it refuses it as an unknown field).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        auth: bool,
+    },
+    /// The receiver's answer to a Hello with `auth`: a fresh random nonce (hex) to prove the
+    /// key with (`flow::access`).
+    Challenge {
+        nonce: String,
+    },
+    /// The sender's proof: HMAC-SHA256 of the test id and the nonce under the key (hex).
+    Auth {
+        mac: String,
     },
     Ready {
         /// Receive buffer the kernel granted (bytes, as getsockopt reports it).
@@ -142,6 +156,8 @@ impl Msg {
     pub fn name(&self) -> &'static str {
         match self {
             Msg::Hello { .. } => "Hello",
+            Msg::Challenge { .. } => "Challenge",
+            Msg::Auth { .. } => "Auth",
             Msg::Ready { .. } => "Ready",
             Msg::Interval { .. } => "Interval",
             Msg::Done { .. } => "Done",
@@ -152,6 +168,14 @@ impl Msg {
             Msg::Error { .. } => "Error",
         }
     }
+}
+
+/// Who a client is as it opens a test: the source address it connects from (`--bind`) and
+/// the shared key it proves (`--auth-key-file`).
+#[derive(Debug, Clone, Default)]
+pub struct ClientId {
+    pub bind: Option<IpAddr>,
+    pub key: Option<crate::flow::access::Key>,
 }
 
 /// A line that is not a control message (malformed, unknown, over the bound): the connection
@@ -197,13 +221,58 @@ impl Conn {
 
     /// Connects to a receiver's control port (3 s to connect), naming it on failure.
     pub fn connect(addr: std::net::SocketAddr) -> Result<Conn> {
-        let stream =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(3)).with_context(|| {
-                format!(
+        Conn::connect_from(addr, None)
+    }
+
+    /// Like [`Conn::connect`], from source address `bind` when given (`blast --bind`).
+    pub fn connect_from(addr: std::net::SocketAddr, bind: Option<IpAddr>) -> Result<Conn> {
+        let reach = || {
+            format!(
                 "cannot reach the receiver's control port {addr} (is `netcore recv` running there?)"
             )
-            })?;
+        };
+        let stream = match bind {
+            None => {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(3)).with_context(reach)?
+            }
+            Some(ip) => {
+                let s = socket2::Socket::new(
+                    socket2::Domain::for_address(addr),
+                    socket2::Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )?;
+                s.bind(&SocketAddr::new(ip, 0).into())
+                    .with_context(|| format!("cannot bind to {ip} (--bind)"))?;
+                s.connect_timeout(&addr.into(), Duration::from_secs(3))
+                    .with_context(reach)?;
+                s.into()
+            }
+        };
         Ok(Conn::new(stream)?)
+    }
+
+    /// Opens a test: sends `hello` (marked `auth` when the client has a key) and, with a key,
+    /// answers the receiver's Challenge with the proof (`flow::access`). The caller sends
+    /// Setup next.
+    pub fn open_test(&mut self, mut hello: Msg, client: &ClientId) -> Result<()> {
+        let Msg::Hello { test_id, auth, .. } = &mut hello else {
+            bail!("open_test needs a Hello");
+        };
+        let test_id = *test_id;
+        *auth = client.key.is_some();
+        self.send(&hello)?;
+        if let Some(key) = &client.key {
+            let nonce = match self.expect("Challenge", Duration::from_secs(10))? {
+                Msg::Challenge { nonce } => crate::flow::access::unhex(&nonce)
+                    .filter(|n| n.len() == crate::flow::access::NONCE_LEN)
+                    .ok_or_else(|| anyhow!("the receiver's challenge is not a valid nonce"))?,
+                other => bail!("expected Challenge from the receiver, got {}", other.name()),
+            };
+            self.send(&Msg::Auth {
+                mac: crate::flow::access::answer(key.bytes(), test_id, &nonce),
+            })?;
+        }
+        Ok(())
     }
 
     pub fn stream(&self) -> &TcpStream {
@@ -330,6 +399,7 @@ mod tests {
             streams: 1,
             verify: false,
             host: "h".into(),
+            auth: false,
         };
         let e = encode(&m);
         assert_eq!(*e.last().unwrap(), b'\n');

@@ -5,6 +5,7 @@
 //! Layering: the shared modules here never import a protocol folder's drivers (`sender`,
 //! `receiver`); a protocol's drivers take the shared pieces from here.
 
+pub mod access;
 pub mod backend;
 pub mod control;
 pub mod cpu;

@@ -26,6 +26,24 @@ static LAST_SIGNAL: LazyLock<Arc<AtomicUsize>> = LazyLock::new(|| Arc::new(Atomi
 static READ_END: OnceLock<io::Result<UnixStream>> = OnceLock::new();
 /// Termination signals received so far.
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+/// The termination pipe's write end (kept open for the whole process).
+static WRITE_FD: OnceLock<RawFd> = OnceLock::new();
+
+/// Makes `sig` a termination signal: counted, recorded as the last one, and a byte down the
+/// pipe's write end `write_fd`.
+fn register(sig: i32, write_fd: RawFd) -> io::Result<()> {
+    // SAFETY: the action is one atomic add, which is async-signal-safe; it touches no lock,
+    // allocates nothing and does not panic.
+    unsafe {
+        signal_hook::low_level::register(sig, || {
+            SIGNALS.fetch_add(1, Ordering::SeqCst);
+        })
+    }?;
+    // Registered in this order, so the number is stored before the pipe wakes anyone.
+    signal_hook::flag::register_usize(sig, Arc::clone(&LAST_SIGNAL), sig as usize)?;
+    signal_hook::low_level::pipe::register_raw(sig, write_fd)?;
+    Ok(())
+}
 
 fn setup() -> io::Result<UnixStream> {
     let (read, write) = UnixStream::pair()?;
@@ -33,18 +51,10 @@ fn setup() -> io::Result<UnixStream> {
     write.set_nonblocking(true)?;
     let write_fd: RawFd = write.as_raw_fd();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // SAFETY: the action is one atomic add, which is async-signal-safe; it touches no
-        // lock, allocates nothing and does not panic.
-        unsafe {
-            signal_hook::low_level::register(sig, || {
-                SIGNALS.fetch_add(1, Ordering::SeqCst);
-            })
-        }?;
-        // Registered in this order, so the number is stored before the pipe wakes anyone.
-        signal_hook::flag::register_usize(sig, Arc::clone(&LAST_SIGNAL), sig as usize)?;
-        signal_hook::low_level::pipe::register_raw(sig, write_fd)?;
+        register(sig, write_fd)?;
     }
     // The write end lives for the whole process (the handlers refer to it).
+    let _ = WRITE_FD.set(write_fd);
     std::mem::forget(write);
     Ok(read)
 }
@@ -59,6 +69,16 @@ pub fn termination_fd() -> io::Result<BorrowedFd<'static>> {
         }
         Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
     }
+}
+
+/// Makes SIGHUP a termination signal too (counted, recorded, waking the pipe like SIGTERM):
+/// for `recv`, where it asks for a graceful stop. Other commands keep its default action.
+pub fn install_hangup() -> io::Result<()> {
+    termination_fd()?;
+    let write_fd = *WRITE_FD
+        .get()
+        .ok_or_else(|| io::Error::other("signal pipe not set up"))?;
+    register(signal_hook::consts::SIGHUP, write_fd)
 }
 
 /// How many termination signals arrived so far (a wait can give up on the next one).

@@ -22,7 +22,7 @@ use anyhow::{bail, Result};
 use super::report::{CpuSides, IntervalMeter, TcpInterval, TcpReport, SCHEMA};
 use super::spec::{encode_preamble, Dir, TcpSpec};
 use super::stream::{self, bytes_moved, Job, Live};
-use crate::flow::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
+use crate::flow::control::{ClientId, Conn, Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::host::host_name;
 pub use crate::flow::streams::cpu_for;
 use crate::sys::signal;
@@ -37,6 +37,8 @@ pub struct TcpOptions {
     /// CPUs for the data connection threads, one per stream in turn (none: unpinned).
     pub cpus: Vec<usize>,
     pub interval: Duration,
+    /// The source address and shared key (`--bind`, `--auth-key-file`).
+    pub client: ClientId,
 }
 
 /// The job of stream `i` (of direction `dir`) on the end that writes `Up` streams (`client`)
@@ -73,17 +75,21 @@ pub fn sample(meter: &mut IntervalMeter, t: f64, live: &[Arc<Live>]) -> TcpInter
 pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Result<TcpReport> {
     let spec = &opts.spec;
     spec.check().map_err(anyhow::Error::msg)?;
-    let mut c = Conn::connect(opts.control)?;
+    let mut c = Conn::connect_from(opts.control, opts.client.bind)?;
     let test_id: u64 = rand::random();
-    c.send(&Msg::Hello {
-        version: PROTOCOL_VERSION,
-        test_id,
-        len: spec.len,
-        plan: opts.plan,
-        streams: spec.streams,
-        verify: false,
-        host: host_name(),
-    })?;
+    c.open_test(
+        Msg::Hello {
+            version: PROTOCOL_VERSION,
+            test_id,
+            len: spec.len,
+            plan: opts.plan,
+            streams: spec.streams,
+            verify: false,
+            host: host_name(),
+            auth: false,
+        },
+        &opts.client,
+    )?;
     c.send(&Msg::Setup {
         reverse: None,
         tcp: Some(spec.clone()),
@@ -96,7 +102,8 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
     let mut live = Vec::new();
     let mut handles = Vec::new();
     for (id, dir) in spec.directions().into_iter().enumerate() {
-        let sock = stream::connect(opts.control, spec, &encode_preamble(test_id, id as u32))?;
+        let preamble = encode_preamble(test_id, id as u32);
+        let sock = stream::connect_from(opts.control, opts.client.bind, spec, &preamble)?;
         let job = job_for(spec, opts.plan, dir, id, true, cpu_for(&opts.cpus, id));
         let (l, h) = stream::spawn(sock, id as u32, dir, job, stop.clone())?;
         live.push(l);

@@ -1,11 +1,13 @@
 //! The side that serves a TCP test (`recv`, and `blast`'s embedded receiver). The UDP
-//! receiver's control thread reads the Hello and the Setup and hands a TCP test here, with the
-//! control connection and the listener: data connections arrive on that same listener and
-//! name their test and stream in a preamble.
+//! receiver's control thread reads the Hello and the Setup and hands a TCP test here, on a
+//! thread of its own, with the control connection: data connections arrive on the receiver's
+//! listener, name their test and stream in a preamble, and the control thread passes this
+//! test's ones on over a channel (several tests may run at once).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver as Rx;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,11 +15,10 @@ use anyhow::{bail, Result};
 
 use super::client::{job_for, sample};
 use super::report::{CpuSides, IntervalMeter, StreamEnd, TcpInterval, TcpReport, SCHEMA};
-use super::spec::{decode_preamble, TcpSpec, PREAMBLE_LEN};
+use super::spec::{decode_preamble, TcpSpec};
 use super::stream::{self, bytes_moved, configure, Running};
 use crate::flow::control::{encode, Conn, Msg, Plan};
 use crate::flow::cpu::CpuUsage;
-use crate::sys::signal;
 
 /// What the server side of a TCP test reports as it runs.
 #[derive(Debug)]
@@ -27,14 +28,18 @@ pub enum TcpEvent {
 }
 
 /// The receiver's surroundings a TCP test runs in.
-pub struct ServerCtx<'a> {
-    /// The control listener (non-blocking); data connections arrive here too.
-    pub listener: &'a TcpListener,
+pub struct ServerCtx {
+    /// This test's data connections with their preambles, from the receiver's listener.
+    pub conns: Rx<(TcpStream, Vec<u8>)>,
     pub interval: Duration,
     /// The CPU for every data connection thread, if pinned.
     pub cpu: Option<usize>,
     /// The address the report names.
     pub target: String,
+    /// Set to end the test now (reported interrupted).
+    pub interrupt: Arc<AtomicBool>,
+    /// The longest the test may run (`--max-duration`): past it (and a grace), it is cut.
+    pub max_time: Duration,
 }
 
 /// How long the client has to open every data connection after Ready.
@@ -42,7 +47,7 @@ const CONNECT_WINDOW: Duration = Duration::from_secs(10);
 
 fn busy(mut s: TcpStream) {
     let _ = s.write_all(&encode(&Msg::Error {
-        message: "receiver is busy with another test".into(),
+        message: "this test has all its data connections".into(),
     }));
 }
 
@@ -99,7 +104,7 @@ pub fn run_test(
     let mut slots: Vec<Option<Running>> = (0..dirs.len()).map(|_| None).collect();
     let t = Instant::now();
     while slots.iter().any(Option::is_none) {
-        if t.elapsed() > CONNECT_WINDOW || signal::stop_requested() {
+        if t.elapsed() > CONNECT_WINDOW || ctx.interrupt.load(Ordering::Relaxed) {
             let n = slots.iter().filter(|s| s.is_some()).count();
             stop.store(true, Ordering::Relaxed);
             return refuse(
@@ -107,8 +112,7 @@ pub fn run_test(
                 format!("only {n} of {} data connections arrived", dirs.len()),
             );
         }
-        let Some((s, p)) = next_data_conn(ctx.listener, PREAMBLE_LEN) else {
-            std::thread::sleep(Duration::from_millis(1));
+        let Ok((s, p)) = ctx.conns.recv_timeout(Duration::from_millis(20)) else {
             continue;
         };
         let Some((id, sock)) = admit(s, &p, test_id, dirs.len()) else {
@@ -149,10 +153,24 @@ pub fn run_test(
             intervals.push(row);
             next += ctx.interval;
         }
-        if let Ok((s, _)) = ctx.listener.accept() {
+        while let Ok((s, _)) = ctx.conns.try_recv() {
             busy(s);
         }
-        let cut = signal::stop_requested()
+        if done.is_none()
+            && failure.is_none()
+            && t0.elapsed() > ctx.max_time + crate::flow::access::OVERRUN_GRACE
+        {
+            let why = format!(
+                "cut: the client kept sending past this receiver's limit of {} s (--max-duration)",
+                ctx.max_time.as_secs_f64()
+            );
+            let _ = c.send(&Msg::Error {
+                message: why.clone(),
+            });
+            failure = Some(why);
+            stop.store(true, Ordering::Relaxed);
+        }
+        let cut = ctx.interrupt.load(Ordering::Relaxed)
             || done_at.is_some_and(|d: Instant| d.elapsed() > Duration::from_secs(10))
             || (failure.is_none() && done.is_none() && t0.elapsed() > silence);
         if cut && !stop.load(Ordering::Relaxed) {

@@ -77,6 +77,12 @@ pub fn encode_preamble(test_id: u64, stream: u32) -> [u8; PREAMBLE_LEN] {
     b
 }
 
+/// Whether `b` (a connection's first bytes, any number) could start a preamble.
+pub fn preamble_prefix(b: &[u8]) -> bool {
+    let n = b.len().min(MAGIC.len());
+    b[..n] == MAGIC[..n]
+}
+
 /// The test id and stream id of a preamble, or None if it is not one.
 pub fn decode_preamble(b: &[u8]) -> Option<(u64, u32)> {
     if b.len() != PREAMBLE_LEN || b[..8] != MAGIC || b[20..] != [0; 4] {

@@ -61,7 +61,21 @@ pub fn configure(sock: &TcpStream, spec: &TcpSpec) -> Result<()> {
 /// Opens a data connection to `addr` (MSS and window set before the handshake, so the SYN
 /// carries them) and sends the preamble.
 pub fn connect(addr: SocketAddr, spec: &TcpSpec, preamble: &[u8]) -> Result<TcpStream> {
+    connect_from(addr, None, spec, preamble)
+}
+
+/// Like [`connect`], from source address `bind` when given (`blast --bind`).
+pub fn connect_from(
+    addr: SocketAddr,
+    bind: Option<std::net::IpAddr>,
+    spec: &TcpSpec,
+    preamble: &[u8],
+) -> Result<TcpStream> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(ip) = bind {
+        s.bind(&SocketAddr::new(ip, 0).into())
+            .with_context(|| format!("cannot bind to {ip} (--bind)"))?;
+    }
     if let Some(mss) = spec.mss {
         tcp::set_mss(&s, mss).with_context(|| format!("--mss {mss}: TCP_MAXSEG refused"))?;
     }

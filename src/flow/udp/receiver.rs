@@ -23,16 +23,20 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 pub use super::recv_core::RxWait;
+use super::recv_core::MAX_TESTS;
 use super::recv_core::{Cmd, Core, Out, UdpCtx, POLL_NAP};
-use super::recv_session::{Action, Limits, RecvSession, SessionCtx};
+use super::recv_session::{Action, Limits, RecvSession, ReverseJob, SessionCtx};
 use super::report::{IntervalRow, UdpReport};
 use super::sender::{self, BlastOptions};
 use super::tracker::DEFAULT_WINDOW;
 use super::wire;
+use crate::flow::access::{self, AllowList, Key};
 use crate::flow::backend::{self, Backend};
-use crate::flow::control::{Conn, Malformed, Msg, Reverse};
+use crate::flow::control::{Conn, Malformed, Msg, Plan, Reverse};
 use crate::flow::host::host_name;
+use crate::flow::iperf3::detect::SILENT_GRACE;
 use crate::flow::iperf3::{self, Iperf3Ctx, Iperf3Event, Opener};
+use crate::flow::tcp::spec::{decode_preamble, preamble_prefix, TcpSpec, PREAMBLE_LEN};
 use crate::flow::tcp::{self, server::ServerCtx, server::TcpEvent};
 use crate::sys::mmsg::RecvBatch;
 use crate::sys::sockopt::{self, BufMethod};
@@ -56,6 +60,17 @@ pub struct RecvOptions {
     pub batch: usize,
     /// mio (`recvmmsg`), uring (multishot `RECVMSG`), or auto (uring where it works).
     pub backend: Backend,
+    /// Tests served at once (`--max-tests`; at most [`MAX_TESTS`]).
+    pub max_tests: usize,
+    /// What a sender cannot exceed (`--max-duration`, `--max-streams`, `--max-rate`).
+    pub limits: Limits,
+    /// Who may connect (`--allow`; empty: everyone).
+    pub allow: AllowList,
+    /// The shared key senders must prove (`--auth-key-file`).
+    pub auth_key: Option<Key>,
+    /// A first stop request (SIGTERM, SIGHUP, SIGINT) stops new tests and lets running ones
+    /// finish; a second interrupts them (`recv`). Without it, the first interrupts.
+    pub graceful: bool,
 }
 
 impl Default for RecvOptions {
@@ -71,6 +86,11 @@ impl Default for RecvOptions {
             window: DEFAULT_WINDOW,
             batch: 64,
             backend: Backend::Auto,
+            max_tests: 1,
+            limits: Limits::default(),
+            allow: AllowList::default(),
+            auth_key: None,
+            graceful: false,
         }
     }
 }
@@ -186,7 +206,7 @@ impl Receiver {
 
     /// Starts the UDP thread on the bound socket (its backend, pinned when asked): the
     /// commands' sender, the news' receiver and the thread.
-    fn spawn_udp_thread(&self) -> Result<(Tx<Cmd>, Rx<Out>, thread::JoinHandle<()>)> {
+    fn spawn_udp_thread(&self) -> Result<(Tx<Cmd>, News, thread::JoinHandle<()>)> {
         let (cmd_tx, cmd_rx) = mpsc::channel();
         let (out_tx, out_rx) = mpsc::channel();
         let udp = self.udp.try_clone()?;
@@ -245,11 +265,12 @@ impl Receiver {
         let mut report = None;
         let result = loop {
             let now = Instant::now();
-            while let Ok(o) = out_rx.try_recv() {
+            while let Ok((_, o)) = out_rx.try_recv() {
                 session.on_udp(o, now);
             }
             read_control(&mut session, &mut conn, now);
-            session.on_tick(now, signal::stop_requested());
+            let stop = signal::stop_requested();
+            session.on_tick(now, stop, stop);
             let mut ended = None;
             for a in session.take_actions() {
                 match a {
@@ -274,7 +295,7 @@ impl Receiver {
             if let Some(r) = ended {
                 break r;
             }
-            if let Ok(o) = out_rx.recv_timeout(Duration::from_millis(5)) {
+            if let Ok((_, o)) = out_rx.recv_timeout(Duration::from_millis(5)) {
                 session.on_udp(o, Instant::now());
             }
         };
@@ -288,31 +309,88 @@ impl Receiver {
     }
 
     /// The control thread: connections waiting for their Hello (each with its deadline, none
-    /// holding the receiver), at most one test, every wait bounded (see [`RecvSession`]).
+    /// holding the receiver), up to `max_tests` tests at once, every wait bounded (see
+    /// [`RecvSession`]). UDP tests run here (their datagrams in the UDP thread, told apart by
+    /// test id); TCP and reverse UDP tests run on threads of their own, whose events come back
+    /// over a channel, so `on_event` is only ever called on this thread.
     fn control_loop(
         &self,
         once: bool,
         cmd_tx: &Tx<Cmd>,
-        out_rx: &Rx<Out>,
+        out_rx: &Rx<(u64, Out)>,
         on_event: &mut dyn FnMut(Event),
     ) -> Result<()> {
+        let max_tests = if once {
+            1
+        } else {
+            self.opts.max_tests.clamp(1, MAX_TESTS)
+        };
         let mut slots: Vec<Slot> = Vec::new();
-        // Accepted connections whose first byte has not arrived yet.
+        let mut jobs: Vec<Job> = Vec::new();
+        // Accepted connections whose first bytes have not arrived yet.
         let mut fresh: Vec<(TcpStream, SocketAddr, Instant)> = Vec::new();
-        // The slot whose session holds the test, if any.
-        let mut active: Option<usize> = None;
+        let (ev_tx, ev_rx) = mpsc::channel::<Event>();
         loop {
-            let stop = signal::stop_requested() || self.stop.load(Ordering::Relaxed);
-            if stop && active.is_none() && slots.is_empty() {
+            let asked = self.stop.load(Ordering::Relaxed);
+            let stopping = asked || signal::stop_requested();
+            let interrupt = asked
+                || if self.opts.graceful {
+                    signal::signal_count() >= 2
+                } else {
+                    signal::stop_requested()
+                };
+            if interrupt {
+                for j in &jobs {
+                    j.interrupt.store(true, Ordering::Relaxed);
+                }
+            }
+            while let Ok(e) = ev_rx.try_recv() {
+                on_event(e);
+            }
+            // Tests on threads of their own that ended.
+            let mut k = 0;
+            while k < jobs.len() {
+                if !jobs[k].handle.is_finished() {
+                    k += 1;
+                    continue;
+                }
+                let job = jobs.swap_remove(k);
+                let r = job
+                    .handle
+                    .join()
+                    .unwrap_or_else(|_| Err("the test's thread panicked".into()));
+                while let Ok(e) = ev_rx.try_recv() {
+                    on_event(e);
+                }
+                if let Err(why) = &r {
+                    on_event(Event::Failed(format!("test from {}: {why}", job.peer)));
+                }
+                if once {
+                    return r.map_err(|e| anyhow::anyhow!(e));
+                }
+            }
+            if stopping && slots.is_empty() && jobs.is_empty() {
                 return Ok(());
             }
             let now = Instant::now();
-            // New connections wait in `fresh` until their first byte says who they are
-            // (`flow::iperf3::detect`): an iperf3 cookie goes to the iperf3 driver, anything
-            // else to netcore's session.
             loop {
                 match self.listener.accept() {
-                    Ok((stream, peer)) => fresh.push((stream, peer, now)),
+                    Ok((stream, peer)) => {
+                        if self.opts.allow.admits(peer.ip()) {
+                            fresh.push((stream, peer, now));
+                        } else {
+                            refuse_conn(
+                                &stream,
+                                &format!(
+                                    "{} is not allowed to start tests here (--allow)",
+                                    peer.ip()
+                                ),
+                            );
+                            on_event(Event::Failed(format!(
+                                "connection from {peer} refused: not in --allow"
+                            )));
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
@@ -323,69 +401,86 @@ impl Receiver {
                     }
                 }
             }
+            // New connections wait in `fresh` until their first bytes say who they are: an
+            // iperf3 cookie (`flow::iperf3::detect`), a TCP test's data connection (its
+            // preamble), or netcore's control (anything else).
             let mut k = 0;
             while k < fresh.len() {
-                let opener = iperf3::opener(&fresh[k].0, fresh[k].2, now);
-                if opener == Opener::Wait {
-                    k += 1;
+                let (ref stream, _, since) = fresh[k];
+                let opener = iperf3::opener(stream, since, now);
+                let data = match opener {
+                    Opener::Wait => {
+                        k += 1;
+                        continue;
+                    }
+                    Opener::Iperf3 => None,
+                    Opener::Netcore => match data_preamble(stream, since, now) {
+                        Preamble::Wait => {
+                            k += 1;
+                            continue;
+                        }
+                        Preamble::Data(id) => Some(id),
+                        Preamble::No => None,
+                    },
+                };
+                let (stream, peer, _) = fresh.swap_remove(k);
+                let running = running(&slots, &jobs);
+                if let Some(id) = data {
+                    route_data(stream, id, &jobs);
                     continue;
                 }
-                let (stream, peer, _) = fresh.swap_remove(k);
                 if opener == Opener::Iperf3 {
-                    let ran = self.iperf3(stream, peer, active.is_some(), &mut slots, on_event);
+                    let busy = running > 0 || stopping || self.opts.auth_key.is_some();
+                    let ran = self.iperf3(stream, peer, busy, &mut slots, on_event);
                     if once && ran.is_some() {
                         return ran.unwrap_or(Ok(()));
                     }
                     continue;
                 }
-                // Told at once when the receiver is busy or has too many waiting.
-                let refuse = if active.is_some() {
-                    Some(RecvSession::busy_message())
-                } else if slots.len() >= MAX_WAITING {
-                    Some(Msg::Error {
-                        message: format!(
+                let waiting = slots.len() - running.saturating_sub(jobs.len());
+                if waiting >= MAX_WAITING {
+                    refuse_conn(
+                        &stream,
+                        &format!(
                             "receiver has {MAX_WAITING} connections waiting for a Hello; try again"
                         ),
-                    })
-                } else {
-                    None
-                };
-                match refuse {
-                    Some(m) => {
-                        let _ = stream.set_nonblocking(false);
-                        let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-                        let _ = std::io::Write::write_all(
-                            &mut &stream,
-                            &crate::flow::control::encode(&m),
-                        );
-                    }
-                    None => {
-                        if let Some(slot) = self.slot(stream, peer, now) {
-                            slots.push(slot);
-                        }
-                    }
+                    );
+                } else if let Some(slot) = self.slot(stream, peer, now) {
+                    slots.push(slot);
                 }
             }
-            // What the UDP thread says belongs to the test (or to none: dropped).
+            // What the UDP thread says goes to the test it names (or to none: dropped).
             loop {
                 match out_rx.try_recv() {
-                    Ok(o) => {
-                        if let Some(i) = active {
-                            slots[i].session.on_udp(o, now);
-                        }
-                    }
+                    Ok((id, o)) => route_out(&mut slots, id, o, now),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => bail!("receive thread ended"),
                 }
             }
             let mut i = 0;
             while i < slots.len() {
+                let admit = Admission {
+                    running: running(&slots, &jobs),
+                    max_tests,
+                    stopping,
+                };
+                let msg = slots[i].next_msg();
+                let refusal = match &msg {
+                    Some(Msg::Hello { test_id, .. }) if !slots[i].session.has_test() => {
+                        admit.refusal(id_in_use(&slots, &jobs, i, *test_id))
+                    }
+                    _ => None,
+                };
+                if let (Some(m), None) = (msg, &refusal) {
+                    slots[i].session.on_msg(m, now);
+                }
                 let slot = &mut slots[i];
-                read_control(&mut slot.session, &mut slot.conn, now);
-                slot.session.on_tick(now, stop);
+                if let Some(why) = refusal {
+                    slot.session.refuse(why);
+                }
+                slot.session.on_tick(now, stopping, interrupt);
                 let mut ended = None;
-                let mut tcp_job = None;
-                let mut reverse_job = None;
+                let mut job = None;
                 for a in slot.session.take_actions() {
                     match a {
                         Action::Send(m) => {
@@ -395,9 +490,7 @@ impl Receiver {
                         }
                         Action::Cmd(c) => {
                             if let Cmd::Start(_) = c {
-                                // Drop anything a previous test's result left behind.
-                                while out_rx.try_recv().is_ok() {}
-                                active = Some(i);
+                                slot.udp = true;
                             }
                             cmd_tx.send(c)?;
                         }
@@ -412,72 +505,27 @@ impl Receiver {
                             test_id,
                             plan,
                             spec,
-                        } => tcp_job = Some((test_id, plan, spec)),
-                        Action::UdpReverse(job) => reverse_job = Some(job),
+                        } => job = Some(JobKind::Tcp(test_id, plan, spec)),
+                        Action::UdpReverse(r) => job = Some(JobKind::Reverse(r)),
                         Action::End(r) => ended = Some(r),
                     }
                 }
-                let tcp_ran = tcp_job.is_some() || reverse_job.is_some();
-                if let Some(job) = reverse_job {
-                    // A reverse UDP test holds the receiver until it ends, sending from a
-                    // socket of its own (`super::reverse`).
-                    for (j, other) in slots.iter_mut().enumerate() {
-                        if j != i {
-                            let _ = other.conn.send(&RecvSession::busy_message());
-                        }
-                    }
-                    let r = super::reverse::serve(
-                        &mut slots[i].conn,
-                        job,
-                        self.local_addr().ip(),
-                        self.opts.cpu,
-                        &mut |row| on_event(Event::Interval(*row)),
-                    );
-                    ended = Some(match r {
-                        Ok(report) => {
-                            on_event(Event::Finished(Box::new(report)));
-                            Ok(())
-                        }
-                        Err(e) => Err(format!("{e:#}")),
-                    });
-                }
-                if let Some((test_id, plan, spec)) = tcp_job {
-                    // A TCP test holds the receiver until it ends: its data connections arrive
-                    // on this listener, and run_test admits them by their preamble.
-                    for (j, other) in slots.iter_mut().enumerate() {
-                        if j != i {
-                            let _ = other.conn.send(&RecvSession::busy_message());
-                        }
-                    }
-                    let ctx = ServerCtx {
-                        listener: &self.listener,
-                        interval: self.opts.interval,
-                        cpu: self.opts.cpu,
-                        target: self.local_addr().to_string(),
-                    };
-                    let conn = &mut slots[i].conn;
-                    let r = tcp::server::run_test(conn, ctx, test_id, plan, spec, &mut |e| {
-                        on_event(Event::Tcp(e))
-                    });
-                    ended = Some(r.map_err(|e| format!("{e:#}")));
+                if let Some(kind) = job {
+                    // The session is over; the test goes on on a thread of its own with the
+                    // control connection.
+                    let slot = slots.remove(i);
+                    jobs.push(self.spawn_job(slot, kind, &ev_tx)?);
+                    continue;
                 }
                 // Actions queued while carrying out the others (a failed send) come next turn.
-                let had_test = active == Some(i) || tcp_ran;
                 if let Some(r) = ended {
-                    let peer = slots[i].peer;
-                    slots.remove(i);
-                    if active == Some(i) {
-                        active = None;
-                    } else if let Some(a) = active.as_mut() {
-                        if *a > i {
-                            *a -= 1;
-                        }
-                    }
+                    let slot = slots.remove(i);
+                    let had_test = slot.udp;
                     if let Err(why) = &r {
                         on_event(Event::Failed(if had_test {
-                            format!("test from {peer}: {why}")
+                            format!("test from {}: {why}", slot.peer)
                         } else {
-                            format!("connection from {peer}: {why}")
+                            format!("connection from {}: {why}", slot.peer)
                         }));
                     }
                     // A connection that never started a test (a port scan, a refused
@@ -487,37 +535,83 @@ impl Receiver {
                     }
                     continue;
                 }
-                if active == Some(i) {
-                    // The test has the receiver: whoever else waits is told so.
-                    let mut j = 0;
-                    slots.retain_mut(|s| {
-                        let keep = j == i;
-                        if !keep {
-                            let _ = s.conn.send(&RecvSession::busy_message());
-                        }
-                        j += 1;
-                        keep
-                    });
-                    i = 0;
-                    active = Some(0);
-                }
                 i += 1;
             }
-            // Nothing here waits long: a turn every few milliseconds sees signals, deadlines
-            // and the UDP thread's news.
-            match active {
-                Some(_) => match out_rx.recv_timeout(Duration::from_millis(5)) {
-                    Ok(o) => {
-                        if let Some(i) = active {
-                            slots[i].session.on_udp(o, Instant::now());
-                        }
-                    }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => bail!("receive thread ended"),
-                },
-                None => thread::sleep(Duration::from_millis(5)),
+            // Nothing here waits long: a turn every few milliseconds sees signals, deadlines,
+            // new connections and the UDP thread's news.
+            match out_rx.recv_timeout(Duration::from_millis(5)) {
+                Ok((id, o)) => route_out(&mut slots, id, o, Instant::now()),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => bail!("receive thread ended"),
             }
         }
+    }
+
+    /// Starts a TCP test or a reverse UDP test on a thread of its own, on `slot`'s control
+    /// connection; its events go to `ev`.
+    fn spawn_job(&self, slot: Slot, kind: JobKind, ev: &Tx<Event>) -> Result<Job> {
+        let Slot { mut conn, peer, .. } = slot;
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let stop = interrupt.clone();
+        let ev = ev.clone();
+        let interval = self.opts.interval;
+        let cpu = self.opts.cpu;
+        let max_time = self.opts.limits.max_plan;
+        let local = self.local_addr();
+        let (test_id, data, run): (u64, _, TestRun) = match kind {
+            JobKind::Tcp(test_id, plan, spec) => {
+                let (data_tx, data_rx) = mpsc::channel();
+                let run = move || {
+                    let ctx = ServerCtx {
+                        conns: data_rx,
+                        interval,
+                        cpu,
+                        target: local.to_string(),
+                        interrupt: stop,
+                        max_time,
+                    };
+                    let r = tcp::server::run_test(&mut conn, ctx, test_id, plan, spec, &mut |e| {
+                        let _ = ev.send(Event::Tcp(e));
+                    });
+                    r.map_err(|e| format!("{e:#}"))
+                };
+                (test_id, Some(data_tx), Box::new(run))
+            }
+            JobKind::Reverse(job) => {
+                let run = move || {
+                    let stopped = || stop.load(Ordering::Relaxed);
+                    let r = super::reverse::serve(
+                        &mut conn,
+                        job,
+                        local.ip(),
+                        peer.ip(),
+                        cpu,
+                        &stopped,
+                        &mut |row| {
+                            let _ = ev.send(Event::Interval(*row));
+                        },
+                    );
+                    match r {
+                        Ok(report) => {
+                            let _ = ev.send(Event::Finished(Box::new(report)));
+                            Ok(())
+                        }
+                        Err(e) => Err(format!("{e:#}")),
+                    }
+                };
+                (job.test_id, None, Box::new(run))
+            }
+        };
+        let handle = thread::Builder::new()
+            .name("netcore-test".into())
+            .spawn(run)?;
+        Ok(Job {
+            test_id,
+            peer,
+            data,
+            interrupt,
+            handle,
+        })
     }
 
     /// Serves an iperf3 client (its first byte started a cookie) on this thread: the test holds
@@ -542,7 +636,7 @@ impl Receiver {
         }
         for s in slots.drain(..) {
             let mut c = s.conn;
-            let _ = c.send(&RecvSession::busy_message());
+            let _ = c.send(&RecvSession::busy_message(1));
         }
         let ctx = Iperf3Ctx {
             listener: &self.listener,
@@ -569,10 +663,13 @@ impl Receiver {
             .set_write_timeout(Some(Duration::from_secs(1)))
             .ok()?;
         let conn = Conn::new(stream).ok()?;
+        let mut ctx = self.session_ctx(peer);
+        ctx.auth = self.opts.auth_key.clone().map(|k| (k, access::nonce()));
         Some(Slot {
             conn,
             peer,
-            session: RecvSession::new(self.session_ctx(peer), now),
+            session: RecvSession::new(ctx, now),
+            udp: false,
         })
     }
 
@@ -585,7 +682,8 @@ impl Receiver {
             interval: self.opts.interval,
             rcvbuf: self.rcvbuf as u64,
             gro: self.gro,
-            limits: Limits::default(),
+            limits: self.opts.limits,
+            auth: None,
         }
     }
 }
@@ -636,6 +734,11 @@ pub fn run_reverse(
     r.receive_reverse(c, hello, SocketAddr::new(opts.control.ip(), port), on_event)
 }
 
+/// The UDP thread's news, each with the test id it is about.
+type News = Rx<(u64, Out)>;
+/// A test run on a thread of its own: Ok, or why it failed.
+type TestRun = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
 /// Connections waiting for their Hello at most; more are told to try again.
 const MAX_WAITING: usize = 16;
 
@@ -644,6 +747,158 @@ struct Slot {
     conn: Conn,
     peer: SocketAddr,
     session: RecvSession,
+    /// The UDP thread was given this session's test.
+    udp: bool,
+}
+
+impl Slot {
+    /// The next message on the control connection, when the session reads one; a line that
+    /// is not one, or the connection's end, goes to the session.
+    fn next_msg(&mut self) -> Option<Msg> {
+        if !self.session.reading() {
+            return None;
+        }
+        let now = Instant::now();
+        match self.conn.try_recv() {
+            Ok(m) => m,
+            Err(e) if e.downcast_ref::<Malformed>().is_some() => {
+                self.session.on_bad_input(format!("{e:#}"), now);
+                None
+            }
+            Err(e) => {
+                self.session.on_control_lost(format!("{e:#}"), now);
+                None
+            }
+        }
+    }
+}
+
+/// A TCP test or a reverse UDP test running on a thread of its own.
+struct Job {
+    test_id: u64,
+    peer: SocketAddr,
+    /// A TCP test's data connections go here (admitted by their preamble).
+    data: Option<Tx<(TcpStream, Vec<u8>)>>,
+    /// Set to end the test now (a second signal).
+    interrupt: Arc<AtomicBool>,
+    handle: thread::JoinHandle<Result<(), String>>,
+}
+
+/// What a session handed on to a thread.
+enum JobKind {
+    Tcp(u64, Plan, TcpSpec),
+    Reverse(ReverseJob),
+}
+
+/// Tests running: sessions past their Hello and tests on threads of their own.
+fn running(slots: &[Slot], jobs: &[Job]) -> usize {
+    slots.iter().filter(|s| s.session.has_test()).count() + jobs.len()
+}
+
+/// Whether test id `id` runs already (in a session but slot `i`'s, or on a thread).
+fn id_in_use(slots: &[Slot], jobs: &[Job], i: usize, id: u64) -> bool {
+    let in_slot =
+        |(j, s): (usize, &Slot)| j != i && s.session.has_test() && s.session.test_id() == id;
+    slots.iter().enumerate().any(in_slot) || jobs.iter().any(|j| j.test_id == id)
+}
+
+/// Whether a new Hello may start a test.
+struct Admission {
+    running: usize,
+    max_tests: usize,
+    stopping: bool,
+}
+
+impl Admission {
+    /// Why a Hello is refused (`in_use`: its test id is running already), if it is.
+    fn refusal(&self, in_use: bool) -> Option<String> {
+        if self.stopping {
+            Some("the receiver is stopping".into())
+        } else if self.running >= self.max_tests {
+            match RecvSession::busy_message(self.running) {
+                Msg::Error { message } => Some(message),
+                _ => None,
+            }
+        } else if in_use {
+            Some("a test with this test id is running already".into())
+        } else {
+            None
+        }
+    }
+}
+
+/// The UDP thread's news about test `id`, to the session that has it.
+fn route_out(slots: &mut [Slot], id: u64, o: Out, now: Instant) {
+    if let Some(s) = slots
+        .iter_mut()
+        .find(|s| s.udp && s.session.test_id() == id)
+    {
+        s.session.on_udp(o, now);
+    }
+}
+
+/// A data connection (its preamble read) to its TCP test; refused when no such test runs.
+fn route_data(stream: TcpStream, (id, preamble): (u64, Vec<u8>), jobs: &[Job]) {
+    let job = jobs.iter().find(|j| j.test_id == id);
+    match job.and_then(|j| j.data.as_ref()) {
+        Some(tx) => {
+            if let Err(mpsc::SendError((s, _))) = tx.send((stream, preamble)) {
+                refuse_conn(&s, "the test has ended");
+            }
+        }
+        None => refuse_conn(&stream, "no such test is running here"),
+    }
+}
+
+/// Tells a connection why it is refused (one control message, 100 ms at most) and closes it.
+fn refuse_conn(stream: &TcpStream, why: &str) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let m = Msg::Error {
+        message: why.to_string(),
+    };
+    let _ = std::io::Write::write_all(&mut &*stream, &crate::flow::control::encode(&m));
+}
+
+/// What a new connection's first bytes say about a TCP test's data connection.
+enum Preamble {
+    /// Part of a preamble so far: ask again.
+    Wait,
+    /// A data connection of test `.0`; the preamble has been read off the socket.
+    Data((u64, Vec<u8>)),
+    /// Not a data connection.
+    No,
+}
+
+/// Peeks (non-blocking) at a connection that is not iperf3's for a TCP data connection's
+/// preamble; `since`: when it was accepted (a partial preamble is waited for as long as
+/// [`SILENT_GRACE`]).
+fn data_preamble(s: &TcpStream, since: Instant, now: Instant) -> Preamble {
+    let mut b = [0u8; PREAMBLE_LEN];
+    let _ = s.set_nonblocking(true);
+    let n = s.peek(&mut b).unwrap_or(0);
+    let _ = s.set_nonblocking(false);
+    if n == 0 || !preamble_prefix(&b[..n]) {
+        return Preamble::No;
+    }
+    if n < PREAMBLE_LEN {
+        return if now.duration_since(since) < SILENT_GRACE {
+            Preamble::Wait
+        } else {
+            Preamble::No
+        };
+    }
+    match decode_preamble(&b) {
+        Some((id, _)) => {
+            let mut p = vec![0u8; PREAMBLE_LEN];
+            let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+            match std::io::Read::read_exact(&mut &*s, &mut p) {
+                Ok(()) => Preamble::Data((id, p)),
+                Err(_) => Preamble::No,
+            }
+        }
+        None => Preamble::No,
+    }
 }
 
 /// The `mio` backend's UDP thread: `recvmmsg` batches. Between tests it blocks (10 ms socket

@@ -3,6 +3,10 @@
 //! thread, per-datagram accounting (decode, test id, verify, tracker, latency, jitter,
 //! reorder extent), interval figures and the end of a test. A backend only moves buffers from
 //! the socket to [`Core::on_buffer`] and calls [`Core::end_batch`] once per receive batch.
+//!
+//! Several tests may run at once (`recv --max-tests`): each has its own [`TestState`], and a
+//! datagram goes to the test its header names. Commands name their test, and every piece of
+//! news goes out with the test id it is about.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver as Rx, Sender as Tx, TryRecvError};
@@ -29,15 +33,16 @@ pub struct TestParams {
 #[derive(Debug)]
 pub enum Cmd {
     Start(TestParams),
-    /// Finish the test: with the sender's count per stream (drain first), or None (now,
+    /// Finish test `test_id`: with the sender's count per stream (drain first), or None (now,
     /// interrupted).
     Finish {
+        test_id: u64,
         sent: Option<Vec<u64>>,
     },
     Quit,
 }
 
-/// The UDP thread's news for the control thread.
+/// The UDP thread's news for the control thread (it goes out as `(test_id, Out)`).
 #[derive(Debug)]
 pub enum Out {
     Started,
@@ -108,6 +113,9 @@ pub fn lane_window(window: u64, streams: u16) -> u64 {
     (window / u64::from(streams.max(1))).max(64)
 }
 
+/// The most tests the UDP thread holds at once (`recv --max-tests` is bounded by it).
+pub const MAX_TESTS: usize = 64;
+
 /// One test's state in the UDP thread.
 pub(super) struct TestState {
     test_id: u64,
@@ -122,6 +130,8 @@ pub(super) struct TestState {
     last: Instant,
     coalesced: u64,
     recv_calls: u64,
+    /// A datagram of this test (or, with one test running, any datagram) came in this batch.
+    got: bool,
     next_tick: Instant,
     /// Set by Finish: (sender's count if known, when asked).
     finishing: Option<(Option<Vec<u64>>, Instant)>,
@@ -146,6 +156,7 @@ impl TestState {
             last: now,
             coalesced: 0,
             recv_calls: 0,
+            got: false,
             next_tick: now + interval,
             finishing: None,
             meter: ThreadMeter::start(),
@@ -154,11 +165,12 @@ impl TestState {
 
     #[inline]
     fn invalid(&mut self, why: Invalid) {
+        self.got = true;
         self.invalid[why as usize] += 1;
     }
 
     /// Accounts one datagram that arrived at `now_ns` (CLOCK_REALTIME).
-    #[inline]
+    #[cfg(test)]
     fn on_datagram(&mut self, d: &[u8], now_ns: u64) {
         let h = match Header::decode(d) {
             Ok(h) => h,
@@ -167,7 +179,14 @@ impl TestState {
         if h.test_id != self.test_id {
             return self.invalid(Invalid::TestId);
         }
-        if let Err(why) = wire::check_payload(&h, d) {
+        self.on_decoded(&h, d, now_ns)
+    }
+
+    /// Accounts one datagram of this test (its header `h` decoded, its test id this test's).
+    #[inline]
+    fn on_decoded(&mut self, h: &Header, d: &[u8], now_ns: u64) {
+        self.got = true;
+        if let Err(why) = wire::check_payload(h, d) {
             return self.invalid(why);
         }
         let Some(lane) = self.lanes.get_mut(h.stream as usize) else {
@@ -299,17 +318,21 @@ impl TestState {
 pub(super) struct Core {
     pub ctx: UdpCtx,
     cmds: Rx<Cmd>,
-    out: Tx<Out>,
-    test: Option<TestState>,
+    out: Tx<(u64, Out)>,
+    /// The tests running, at most [`MAX_TESTS`] (a few: found by a linear search).
+    tests: Vec<TestState>,
+    /// The test the last datagram belonged to (datagrams come in runs of one test).
+    last: usize,
 }
 
 impl Core {
-    pub fn new(ctx: UdpCtx, cmds: Rx<Cmd>, out: Tx<Out>) -> Core {
+    pub fn new(ctx: UdpCtx, cmds: Rx<Cmd>, out: Tx<(u64, Out)>) -> Core {
         Core {
             ctx,
             cmds,
             out,
-            test: None,
+            tests: Vec::new(),
+            last: 0,
         }
     }
 
@@ -318,11 +341,20 @@ impl Core {
         loop {
             match self.cmds.try_recv() {
                 Ok(Cmd::Start(p)) => {
-                    self.test = Some(TestState::new(p, self.ctx.window, self.ctx.interval));
-                    let _ = self.out.send(Out::Started);
+                    let id = p.test_id;
+                    // The control thread gives each running test its own id and holds at most
+                    // MAX_TESTS; a repeated id replaces the stale state.
+                    self.tests.retain(|t| t.test_id != id);
+                    if self.tests.len() >= MAX_TESTS {
+                        let _ = self.out.send((id, Out::Failed("too many tests".into())));
+                        continue;
+                    }
+                    self.tests
+                        .push(TestState::new(p, self.ctx.window, self.ctx.interval));
+                    let _ = self.out.send((id, Out::Started));
                 }
-                Ok(Cmd::Finish { sent }) => {
-                    if let Some(t) = self.test.as_mut() {
+                Ok(Cmd::Finish { test_id, sent }) => {
+                    if let Some(t) = self.tests.iter_mut().find(|t| t.test_id == test_id) {
                         t.finishing = Some((sent, Instant::now()));
                     }
                 }
@@ -332,18 +364,19 @@ impl Core {
         }
     }
 
-    /// Fails the test that is about to start or running (the backend cannot receive).
+    /// Fails every test that is about to start or running (the backend cannot receive).
     pub fn fail(&mut self, why: String) {
-        self.test = None;
-        let _ = self.out.send(Out::Failed(why));
+        for t in self.tests.drain(..) {
+            let _ = self.out.send((t.test_id, Out::Failed(why.clone())));
+        }
     }
 
     /// The backend cannot run: answers every test with `why` until told to quit.
     pub fn refuse_tests(self, why: String) {
         loop {
             match self.cmds.recv() {
-                Ok(Cmd::Start(_)) => {
-                    let _ = self.out.send(Out::Failed(why.clone()));
+                Ok(Cmd::Start(p)) => {
+                    let _ = self.out.send((p.test_id, Out::Failed(why.clone())));
                 }
                 Ok(Cmd::Finish { .. }) => {}
                 Ok(Cmd::Quit) | Err(_) => return,
@@ -353,38 +386,103 @@ impl Core {
 
     /// Whether a test is running (between tests, strays are read and dropped).
     pub fn in_test(&self) -> bool {
-        self.test.is_some()
+        !self.tests.is_empty()
     }
 
     /// Accounts one receive buffer that arrived at `now_ns` (CLOCK_REALTIME): a buffer the
     /// kernel coalesced (GRO, `gro` = its segment size) is split into its datagrams.
     #[inline]
     pub fn on_buffer(&mut self, m: &[u8], truncated: bool, gro: Option<usize>, now_ns: u64) {
-        let Some(t) = self.test.as_mut() else {
+        if self.tests.is_empty() {
             return;
-        };
+        }
         if truncated {
-            return t.invalid(Invalid::Truncated);
+            // Which test it was is unknown: with one test running it is that one's.
+            if let [t] = self.tests.as_mut_slice() {
+                t.invalid(Invalid::Truncated);
+            }
+            return;
         }
         match gro {
             Some(seg) if seg > 0 && seg < m.len() => {
-                t.coalesced += 1;
+                let mut first = true;
                 for d in m.chunks(seg) {
-                    t.on_datagram(d, now_ns);
+                    if let Some(t) = self.on_datagram(d, now_ns) {
+                        if first {
+                            self.tests[t].coalesced += 1;
+                            first = false;
+                        }
+                    }
                 }
             }
-            _ => t.on_datagram(m, now_ns),
+            _ => {
+                self.on_datagram(m, now_ns);
+            }
         }
     }
 
-    /// Ends one receive batch (`received`: it carried data): arrival times, interval figures,
-    /// and the end of the test once finishing and the drain rule says so.
-    pub fn end_batch(&mut self, received: bool) {
-        let Some(t) = self.test.as_mut() else {
-            return;
+    /// Accounts one datagram to the test its header names; the index of that test. One that
+    /// names no running test (or no header at all) counts as invalid in the only test running,
+    /// and is dropped while several run (whose it was is unknown).
+    #[inline]
+    fn on_datagram(&mut self, d: &[u8], now_ns: u64) -> Option<usize> {
+        let one = self.tests.len() == 1;
+        let h = match Header::decode(d) {
+            Ok(h) => h,
+            Err(why) => {
+                if one {
+                    self.tests[0].invalid(why);
+                }
+                return None;
+            }
         };
-        let ctx = &self.ctx;
+        let i = if self
+            .tests
+            .get(self.last)
+            .is_some_and(|t| t.test_id == h.test_id)
+        {
+            self.last
+        } else {
+            match self.tests.iter().position(|t| t.test_id == h.test_id) {
+                Some(i) => i,
+                None => {
+                    if one {
+                        self.tests[0].invalid(Invalid::TestId);
+                    }
+                    return None;
+                }
+            }
+        };
+        self.last = i;
+        self.tests[i].on_decoded(&h, d, now_ns);
+        Some(i)
+    }
+
+    /// Ends one receive batch (`received`: it carried data): arrival times, interval figures,
+    /// and the end of each test once finishing and the drain rule says so.
+    pub fn end_batch(&mut self, received: bool) {
         let now = Instant::now();
+        let ctx = &self.ctx;
+        let out = &self.out;
+        let one = self.tests.len() == 1;
+        self.tests.retain_mut(|t| {
+            let got = std::mem::take(&mut t.got) || (one && received);
+            t.end_batch(ctx, out, got, now)
+        });
+    }
+}
+
+impl TestState {
+    /// One receive batch ended at `now` (`received`: it carried this test's data): interval figures, and the end of the test once
+    /// finishing and the drain rule says so. False once the test has ended (its result sent).
+    fn end_batch(
+        &mut self,
+        ctx: &UdpCtx,
+        out: &Tx<(u64, Out)>,
+        received: bool,
+        now: Instant,
+    ) -> bool {
+        let t = self;
         if received {
             t.recv_calls += 1;
             t.first.get_or_insert(now);
@@ -396,12 +494,15 @@ impl Core {
                 t.next_tick = now + ctx.interval;
             }
             let (datagrams, bytes, lost_so_far) = t.progress();
-            let _ = self.out.send(Out::Interval {
-                t: (now - t.start).as_secs_f64(),
-                datagrams,
-                bytes,
-                lost_so_far,
-            });
+            let _ = out.send((
+                t.test_id,
+                Out::Interval {
+                    t: (now - t.start).as_secs_f64(),
+                    datagrams,
+                    bytes,
+                    lost_so_far,
+                },
+            ));
         }
         if let Some((sent, asked)) = &t.finishing {
             let (sent, asked) = (sent.as_deref(), *asked);
@@ -413,10 +514,11 @@ impl Core {
                     Ok(s) => Out::Finished(Box::new(s)),
                     Err(e) => Out::Failed(e),
                 };
-                let _ = self.out.send(msg);
-                self.test = None;
+                let _ = out.send((t.test_id, msg));
+                return false;
             }
         }
+        true
     }
 }
 

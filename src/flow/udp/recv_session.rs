@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use super::recv_core::{Cmd, Out, TestParams};
 use super::report::{IntervalRow, SenderStats, UdpReport, SCHEMA};
 use super::wire::{HEADER_LEN, MAX_DATAGRAM};
+use crate::flow::access::{self, Key, NONCE_LEN, OVERRUN_GRACE};
 use crate::flow::control::{Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::cpu::CpuUsage;
 use crate::flow::streams::MAX_STREAMS;
@@ -35,9 +36,18 @@ pub struct Limits {
     /// After a stop request, how long the sender has to say Done (a sender in the same
     /// process does within a few milliseconds) before the test ends without it.
     pub stop_grace: Duration,
-    /// The longest planned sending time a Hello may ask for.
+    /// The longest planned sending time a Hello may ask for (`--max-duration`); a test still
+    /// running [`OVERRUN_GRACE`] past it is cut.
     pub max_plan: Duration,
+    /// The most streams a test may have (`--max-streams`).
+    pub max_streams: u16,
+    /// The fastest a sender may send, in bits a second (`--max-rate`): an interval over it by
+    /// more than [`RATE_SLACK`] cuts the test; a reverse test is sent at most at it.
+    pub max_rate_bps: Option<f64>,
 }
+
+/// How far over `--max-rate` one interval may be (pacing is not exact over an interval).
+pub const RATE_SLACK: f64 = 1.25;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -48,6 +58,8 @@ impl Default for Limits {
             silence: Duration::from_secs(30),
             stop_grace: Duration::from_secs(1),
             max_plan: Duration::from_secs(24 * 3600),
+            max_streams: MAX_STREAMS,
+            max_rate_bps: None,
         }
     }
 }
@@ -66,6 +78,8 @@ pub struct SessionCtx {
     pub rcvbuf: u64,
     pub gro: bool,
     pub limits: Limits,
+    /// The shared key a sender must prove (`--auth-key-file`), and this connection's nonce.
+    pub auth: Option<(Key, [u8; NONCE_LEN])>,
 }
 
 /// Something for the driver to do.
@@ -111,6 +125,8 @@ pub struct ReverseJob {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     AwaitHello,
+    /// Hello taken, Challenge sent: the sender's Auth comes next.
+    AwaitAuth,
     /// Hello taken (protocol 2): the Setup that says UDP or TCP comes next.
     AwaitSetup,
     Starting,
@@ -196,7 +212,15 @@ impl RecvSession {
     /// Whether a Hello was taken (the receiver is then busy with this test).
     /// (Awaiting Setup counts: the Hello named the test.)
     pub fn has_test(&self) -> bool {
-        !matches!(self.state, State::AwaitHello | State::Ended)
+        !matches!(
+            self.state,
+            State::AwaitHello | State::AwaitAuth | State::Ended
+        )
+    }
+
+    /// The test id a Hello named (0 before one).
+    pub fn test_id(&self) -> u64 {
+        self.test_id
     }
 
     /// Whether the UDP thread has (or is being given) this test.
@@ -214,7 +238,7 @@ impl RecvSession {
 
     /// Refuses: tells the peer why (unless the connection is gone) and ends, stopping the
     /// UDP thread's test if it has one.
-    fn refuse(&mut self, why: String) {
+    pub fn refuse(&mut self, why: String) {
         if !self.conn_lost {
             self.actions.push(Action::Send(Msg::Error {
                 message: why.clone(),
@@ -222,7 +246,10 @@ impl RecvSession {
         }
         if self.udp_has_test() && self.state != State::Finishing {
             // The UDP thread ends the test; its result is dropped (nothing to report).
-            self.actions.push(Action::Cmd(Cmd::Finish { sent: None }));
+            self.actions.push(Action::Cmd(Cmd::Finish {
+                test_id: self.test_id,
+                sent: None,
+            }));
         }
         self.end(Err(why));
     }
@@ -234,7 +261,10 @@ impl RecvSession {
         } else {
             self.interrupted = true;
         }
-        self.actions.push(Action::Cmd(Cmd::Finish { sent: None }));
+        self.actions.push(Action::Cmd(Cmd::Finish {
+            test_id: self.test_id,
+            sent: None,
+        }));
         self.state = State::Finishing;
     }
 
@@ -245,6 +275,8 @@ impl RecvSession {
             test_id,
             plan,
             host,
+            streams,
+            auth,
             ..
         } = m
         else {
@@ -258,11 +290,31 @@ impl RecvSession {
         if let Plan::TimeNs(ns) = plan {
             if Duration::from_nanos(*ns) > self.ctx.limits.max_plan {
                 return Err(format!(
-                    "planned time of {:.0} s is over this receiver's limit of {} s",
+                    "planned time of {:.0} s is over this receiver's limit of {} s (--max-duration)",
                     *ns as f64 / 1e9,
                     self.ctx.limits.max_plan.as_secs()
                 ));
             }
+        }
+        let max = self.ctx.limits.max_streams;
+        if *streams > max {
+            return Err(format!(
+                "{streams} streams requested, over this receiver's limit of {max} (--max-streams)"
+            ));
+        }
+        match (&self.ctx.auth, auth) {
+            (Some(_), false) => {
+                return Err(
+                    "this receiver requires a shared key: run blast with --auth-key-file".into(),
+                )
+            }
+            (None, true) => {
+                return Err(
+                    "this receiver has no --auth-key-file: run blast without --auth-key-file"
+                        .into(),
+                )
+            }
+            _ => {}
         }
         Ok(TestParams {
             test_id: *test_id,
@@ -306,6 +358,43 @@ impl RecvSession {
             ));
         }
         Ok(streams)
+    }
+
+    /// A reverse test's rate in datagrams a second: the client's, at most `--max-rate`.
+    fn reverse_pps(&self, pps: Option<f64>) -> Option<f64> {
+        let cap = self
+            .ctx
+            .limits
+            .max_rate_bps
+            .map(|bps| (bps / (8.0 * f64::from(self.len.max(1)))).max(1.0));
+        match (pps, cap) {
+            (Some(p), Some(c)) => Some(p.min(c)),
+            (p, None) => p,
+            (None, c) => c,
+        }
+    }
+
+    /// Checks an interval's figures against the limits a sender cannot exceed: why to cut
+    /// the test, if so.
+    fn over_limits(&self, row: &IntervalRow, datagrams: u64) -> Option<String> {
+        if let Plan::Count(n) = self.plan {
+            if datagrams > n {
+                return Some(format!(
+                    "cut: {datagrams} datagrams arrived, more than the {n} planned"
+                ));
+            }
+        }
+        let max = self.ctx.limits.max_rate_bps?;
+        // At least 64 KiB over the interval: a burst of a few datagrams is not a rate.
+        let bytes = row.received_bps * (row.t - row.start) / 8.0;
+        if row.received_bps > max * RATE_SLACK && bytes > 65536.0 {
+            return Some(format!(
+                "cut: the sender sent at {}, over this receiver's limit of {} (--max-rate)",
+                crate::units::fmt_bits_per_sec(row.received_bps),
+                crate::units::fmt_bits_per_sec(max)
+            ));
+        }
+        None
     }
 
     /// Checks a Done against the test: the figures must be possible.
@@ -352,10 +441,29 @@ impl RecvSession {
                         self.streams = streams;
                     }
                     self.params = Some(p);
-                    self.state = State::AwaitSetup;
                     self.since = now;
+                    match &self.ctx.auth {
+                        Some((_, nonce)) => {
+                            self.actions.push(Action::Send(Msg::Challenge {
+                                nonce: access::hex(nonce),
+                            }));
+                            self.state = State::AwaitAuth;
+                        }
+                        None => self.state = State::AwaitSetup,
+                    }
                 }
                 Err(why) => self.refuse(why),
+            },
+            State::AwaitAuth => match (msg, &self.ctx.auth) {
+                (Msg::Auth { mac }, Some((key, nonce))) => {
+                    if access::verify(key.bytes(), self.test_id, nonce, &mac) {
+                        self.state = State::AwaitSetup;
+                        self.since = now;
+                    } else {
+                        self.refuse("authentication failed: wrong key (--auth-key-file)".into());
+                    }
+                }
+                (other, _) => self.refuse(format!("expected Auth, got {}", other.name())),
             },
             State::AwaitSetup => match msg {
                 Msg::Setup {
@@ -369,7 +477,7 @@ impl RecvSession {
                             plan: self.plan,
                             streams: self.streams,
                             verify: self.verify,
-                            pps: r.pps,
+                            pps: self.reverse_pps(r.pps),
                         }));
                         self.state = State::Ended;
                     }
@@ -431,6 +539,7 @@ impl RecvSession {
                         cpu,
                     });
                     self.actions.push(Action::Cmd(Cmd::Finish {
+                        test_id: self.test_id,
                         sent: Some(per_stream),
                     }));
                     self.state = State::Finishing;
@@ -451,7 +560,9 @@ impl RecvSession {
     pub fn on_control_lost(&mut self, why: String, _now: Instant) {
         self.conn_lost = true;
         match self.state {
-            State::AwaitHello | State::AwaitSetup | State::Starting => self.refuse(why),
+            State::AwaitHello | State::AwaitAuth | State::AwaitSetup | State::Starting => {
+                self.refuse(why)
+            }
             State::Running => {
                 self.cut_short(Some(format!("control channel lost before Done: {why}")))
             }
@@ -521,6 +632,11 @@ impl RecvSession {
                     }));
                 }
                 self.actions.push(Action::Interval(row));
+                if self.state == State::Running && self.failure.is_none() {
+                    if let Some(why) = self.over_limits(&row, datagrams) {
+                        self.cut_with(why);
+                    }
+                }
             }
             Out::Finished(stats) => {
                 if self.state != State::Finishing {
@@ -601,10 +717,27 @@ impl RecvSession {
         }
     }
 
-    /// Time passes (`now`); `stop`: a stop request (signal) is pending.
-    pub fn on_tick(&mut self, now: Instant, stop: bool) {
+    /// Ends a running test now for `why`, telling the sender (the receiver's report, marked
+    /// interrupted, still comes out).
+    fn cut_with(&mut self, why: String) {
+        if !self.conn_lost {
+            self.actions.push(Action::Send(Msg::Error {
+                message: why.clone(),
+            }));
+        }
+        self.cut_short(Some(why));
+    }
+
+    /// Time passes (`now`); `stop`: the receiver is stopping (no new test starts);
+    /// `interrupt`: running tests are to end now (after the sender's grace to say Done).
+    pub fn on_tick(&mut self, now: Instant, stop: bool, interrupt: bool) {
         let l = self.ctx.limits;
         match self.state {
+            State::AwaitAuth if now.duration_since(self.since) >= l.hello => self.refuse(format!(
+                "no Auth within {} s of the Challenge",
+                l.hello.as_secs()
+            )),
+            State::AwaitAuth if stop => self.refuse("the receiver is stopping".into()),
             State::AwaitHello if now.duration_since(self.since) >= l.hello => {
                 self.refuse(format!("no Hello within {} s", l.hello.as_secs()))
             }
@@ -618,7 +751,7 @@ impl RecvSession {
                 self.refuse("the receive thread did not start the test".into())
             }
             State::Running => {
-                if stop {
+                if interrupt {
                     let seen = *self.stop_seen.get_or_insert(now);
                     if now.duration_since(seen) >= l.stop_grace {
                         return self.cut_short(None);
@@ -629,6 +762,12 @@ impl RecvSession {
                     Plan::Count(_) => Duration::ZERO,
                 };
                 let running = now.duration_since(self.since);
+                if self.done.is_none() && running > l.max_plan + OVERRUN_GRACE {
+                    return self.cut_with(format!(
+                        "cut: the sender kept sending past this receiver's limit of {} s (--max-duration)",
+                        l.max_plan.as_secs_f64()
+                    ));
+                }
                 let first = l.first_datagram + self.ctx.interval;
                 if self.last_progress.1 == 0 && running >= first {
                     let why = format!("no datagram arrived within {:.0} s", first.as_secs_f64());
@@ -666,23 +805,29 @@ impl RecvSession {
         !self.conn_lost
             && matches!(
                 self.state,
-                State::AwaitHello | State::AwaitSetup | State::Starting | State::Running
+                State::AwaitHello
+                    | State::AwaitAuth
+                    | State::AwaitSetup
+                    | State::Starting
+                    | State::Running
             )
     }
 
     /// The peer sent something that is not a control message (`why`): it is told so.
     pub fn on_bad_input(&mut self, why: String, _now: Instant) {
         match self.state {
-            State::AwaitHello | State::AwaitSetup | State::Starting => self.refuse(why),
+            State::AwaitHello | State::AwaitAuth | State::AwaitSetup | State::Starting => {
+                self.refuse(why)
+            }
             State::Running => self.refuse(format!("bad control message during the test: {why}")),
             State::Finishing | State::Ended => {}
         }
     }
 
-    /// Another connection asked for a test while this one holds the receiver.
-    pub fn busy_message() -> Msg {
+    /// Another connection asked for a test while `running` tests hold the receiver.
+    pub fn busy_message(running: usize) -> Msg {
         Msg::Error {
-            message: "receiver is busy with another test".into(),
+            message: format!("receiver is busy ({running} tests running)"),
         }
     }
 }
@@ -701,6 +846,7 @@ mod tests {
             rcvbuf: 1,
             gro: false,
             limits: Limits::default(),
+            auth: None,
         };
         let mut s = RecvSession::new(ctx, t0);
         s.on_msg(
@@ -712,6 +858,7 @@ mod tests {
                 streams,
                 verify: false,
                 host: "h".into(),
+                auth: false,
             },
             t0,
         );

@@ -33,8 +33,14 @@ use crate::units::Rate;
 pub const OPEN_WAIT: Duration = Duration::from_secs(10);
 
 /// Waits (bounded, slices of 50 ms, a stop request gives up) for test `test_id`'s opener on
-/// `sock`; the address it came from. Anything else that arrives is dropped.
-fn await_opener(sock: &UdpSocket, test_id: u64, stop: &dyn Fn() -> bool) -> Result<SocketAddr> {
+/// `sock` from host `peer` (the control connection's: nothing is ever sent to an address
+/// the receiver did not admit); the address it came from. Anything else is dropped.
+fn await_opener(
+    sock: &UdpSocket,
+    test_id: u64,
+    peer: IpAddr,
+    stop: &dyn Fn() -> bool,
+) -> Result<SocketAddr> {
     sock.set_read_timeout(Some(Duration::from_millis(50)))?;
     let deadline = Instant::now() + OPEN_WAIT;
     let mut buf = [0u8; 2048];
@@ -43,7 +49,7 @@ fn await_opener(sock: &UdpSocket, test_id: u64, stop: &dyn Fn() -> bool) -> Resu
             bail!("interrupted while waiting for the client's opener datagram");
         }
         if let Ok((n, from)) = sock.recv_from(&mut buf) {
-            if wire::is_opener(&buf[..n], test_id) {
+            if wire::is_opener(&buf[..n], test_id) && same_host(from.ip(), peer) {
                 return Ok(from);
             }
         }
@@ -54,14 +60,22 @@ fn await_opener(sock: &UdpSocket, test_id: u64, stop: &dyn Fn() -> bool) -> Resu
     )
 }
 
-/// Sends a reverse test on control connection `c`: binds a UDP socket on `ip`, Ready with its
-/// port, the opener, then every stream from that socket (one blasting thread each, pinned to
-/// `cpu`) to the opener's source; the sender's copy of the report.
+/// Whether two addresses are one host (an IPv4 address seen as IPv6 is the same host).
+fn same_host(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
+}
+
+/// Sends a reverse test on control connection `c` (from host `peer`): binds a UDP socket on
+/// `ip`, Ready with its port, the opener (from `peer` only), then every stream from that
+/// socket (one blasting thread each, pinned to `cpu`) to the opener's source; the sender's
+/// copy of the report. `stop` gives up the wait for the opener.
 pub fn serve(
     c: &mut Conn,
     job: ReverseJob,
     ip: IpAddr,
+    peer: IpAddr,
     cpu: Option<usize>,
+    stop: &dyn Fn() -> bool,
     on_interval: OnInterval,
 ) -> Result<UdpReport> {
     let sock = UdpSocket::bind(SocketAddr::new(ip, 0))?;
@@ -70,7 +84,9 @@ pub fn serve(
         gro: false,
         port: Some(sock.local_addr()?.port()),
     })?;
-    let peer = match await_opener(&sock, job.test_id, &signal::stop_requested) {
+    let peer = match await_opener(&sock, job.test_id, peer, &|| {
+        stop() || signal::stop_requested()
+    }) {
         Ok(p) => p,
         Err(e) => {
             let _ = c.send(&Msg::Error {
@@ -94,6 +110,7 @@ pub fn serve(
         sndbuf: 4 << 20,
         backend: backend::resolve_send(Backend::Auto)?,
         zerocopy: false,
+        client: Default::default(),
     };
     sender::check_len(opts.len)?;
     let mut socks = Vec::with_capacity(job.streams as usize);

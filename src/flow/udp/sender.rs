@@ -28,7 +28,7 @@ use super::report::{IntervalRow, ReceiverStats, SenderStats, UdpReport, ZeroCopy
 use super::transport::{MmsgTransport, Transport};
 use super::wire::{self, Header, FLAG_VERIFY, HEADER_LEN, MAX_DATAGRAM};
 use crate::flow::backend::{self, Backend};
-use crate::flow::control::{Conn, Msg, Plan, Reverse, PROTOCOL_VERSION};
+use crate::flow::control::{ClientId, Conn, Msg, Plan, Reverse, PROTOCOL_VERSION};
 use crate::flow::cpu::{CpuUsage, ThreadMeter};
 use crate::flow::host::host_name;
 use crate::flow::pacer::Pacer;
@@ -83,6 +83,8 @@ pub struct BlastOptions {
     pub backend: Backend,
     /// Zero-copy sends (`SEND_ZC`; needs the uring backend).
     pub zerocopy: bool,
+    /// The source address and shared key (`--bind`, `--auth-key-file`).
+    pub client: ClientId,
 }
 
 /// Validates the datagram length.
@@ -437,12 +439,21 @@ pub fn run(opts: &BlastOptions, on_interval: OnInterval) -> Result<UdpReport> {
     }
     let mut socks = Vec::new();
     for _ in 0..opts.streams.max(1) {
-        let sock = UdpSocket::bind(unspecified(opts.target))?;
+        let sock = UdpSocket::bind(source(opts))
+            .with_context(|| format!("cannot bind to {}", source(opts)))?;
         sock.connect(opts.target)
             .with_context(|| format!("cannot send to {}", opts.target))?;
         socks.push(sock);
     }
     blast_and_finish(&mut c, opts, test_id, socks, on_interval)
+}
+
+/// Where the sender's UDP sockets bind: `--bind`'s address or the wildcard, port 0.
+pub fn source(opts: &BlastOptions) -> SocketAddr {
+    match opts.client.bind {
+        Some(ip) => SocketAddr::new(ip, 0),
+        None => unspecified(opts.target),
+    }
 }
 
 /// The wildcard address of `target`'s family, port 0.
@@ -470,9 +481,9 @@ pub fn resolve(opts: &BlastOptions) -> Result<BlastOptions> {
 /// Connects to the receiver's control port and sends Hello and Setup (`reverse`: the
 /// receiver is to send); returns the connection and the test id.
 pub fn open(opts: &BlastOptions, reverse: Option<Reverse>) -> Result<(Conn, u64)> {
-    let mut c = Conn::connect(opts.control)?;
+    let mut c = Conn::connect_from(opts.control, opts.client.bind)?;
     let test_id: u64 = rand::random();
-    c.send(&hello(opts, test_id))?;
+    c.open_test(hello(opts, test_id), &opts.client)?;
     c.send(&Msg::Setup { tcp: None, reverse })?;
     Ok((c, test_id))
 }
@@ -487,6 +498,7 @@ pub fn hello(opts: &BlastOptions, test_id: u64) -> Msg {
         streams: opts.streams.max(1),
         verify: opts.verify,
         host: host_name(),
+        auth: opts.client.key.is_some(),
     }
 }
 
