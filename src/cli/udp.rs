@@ -127,9 +127,9 @@ pub struct RecvArgs {
     #[arg(long)]
     pub once: bool,
     /// Tests served at once (UDP, TCP, reverse; an iperf3 client's test runs alone); one more
-    /// is told "receiver is busy". Each UDP test holds at most --window/8 bytes of sequence
-    /// tracker, two HDR histograms (about 40 KiB) and one interval row (64 bytes) per
-    /// --interval of --max-duration; a TCP test a thread and a 128 KiB buffer per stream
+    /// is told "receiver is busy". Memory per UDP test: --window/8 bytes of sequence tracker
+    /// (2 MiB by default), two HDR histograms (under 1 MiB together) and 56 bytes per
+    /// --interval of --max-duration; per TCP test: a thread and one --len buffer per stream
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_tests: u16,
     /// The longest test a sender may ask for or run; one still sending past it is cut
@@ -595,6 +595,9 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
             }
         }
         Event::Failed(why) => eprintln!("netcore recv: {why}"),
+        Event::Stopping { running } => eprintln!(
+            "netcore recv: stopping: no new tests; {running} running finish first (signal again to interrupt them)"
+        ),
         Event::Tcp(TcpEvent::Interval(row)) => {
             if live {
                 let _ = out(&TcpReport::interval_lines(&row));
@@ -627,6 +630,12 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
     res?;
     if lost_output {
         bail!("cannot write reports to stdout; they went to stderr");
+    }
+    // A first signal drains (exit 0); a second interrupted the running tests.
+    if signal::signal_count() >= 2 {
+        return Ok(ExitCode::from(
+            (128 + signal::last_signal()).clamp(0, 255) as u8
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }

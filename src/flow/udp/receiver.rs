@@ -111,6 +111,11 @@ pub enum Event {
     Iperf3(Iperf3Event),
     /// A test that could not run or was cut short (the report, if any, came as Finished).
     Failed(String),
+    /// A first stop request on a graceful receiver (`recv`): no new tests; `running` tests
+    /// finish first (a second request interrupts them).
+    Stopping {
+        running: usize,
+    },
 }
 
 /// A bound receiver, ready to serve.
@@ -330,6 +335,7 @@ impl Receiver {
         // Accepted connections whose first bytes have not arrived yet.
         let mut fresh: Vec<(TcpStream, SocketAddr, Instant)> = Vec::new();
         let (ev_tx, ev_rx) = mpsc::channel::<Event>();
+        let mut announced = false;
         loop {
             let asked = self.stop.load(Ordering::Relaxed);
             let stopping = asked || signal::stop_requested();
@@ -339,6 +345,12 @@ impl Receiver {
                 } else {
                     signal::stop_requested()
                 };
+            if stopping && self.opts.graceful && !announced {
+                announced = true;
+                on_event(Event::Stopping {
+                    running: running(&slots, &jobs),
+                });
+            }
             if interrupt {
                 for j in &jobs {
                     j.interrupt.store(true, Ordering::Relaxed);
