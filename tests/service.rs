@@ -395,6 +395,14 @@ fn a_sender_over_the_limits_is_cut_with_the_reason() {
     assert_eq!(st.code(), Some(1), "{err}");
     assert!(err.contains("(--max-rate)"), "{err}");
 
+    // The same for TCP.
+    let (st, _, err) = run(
+        &["blast", "--to", &addr, "--proto", "tcp", "--size", "2GB"],
+        LIMIT,
+    );
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(err.contains("(--max-rate)"), "{err}");
+
     // A sender that says 10 datagrams and sends 300 is cut.
     let mut c = held_test(&addr, 21, 100, Plan::Count(10));
     let u = UdpSocket::bind("127.0.0.1:0").unwrap();

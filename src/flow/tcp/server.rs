@@ -15,10 +15,11 @@ use anyhow::{bail, Result};
 
 use super::client::{job_for, sample};
 use super::report::{CpuSides, IntervalMeter, StreamEnd, TcpInterval, TcpReport, SCHEMA};
-use super::spec::{decode_preamble, TcpSpec};
+use super::spec::{decode_preamble, Dir, TcpSpec};
 use super::stream::{self, bytes_moved, configure, Running};
 use crate::flow::control::{encode, Conn, Msg, Plan};
 use crate::flow::cpu::CpuUsage;
+use crate::units::fmt_bits_per_sec;
 
 /// What the server side of a TCP test reports as it runs.
 #[derive(Debug)]
@@ -40,6 +41,9 @@ pub struct ServerCtx {
     pub interrupt: Arc<AtomicBool>,
     /// The longest the test may run (`--max-duration`): past it (and a grace), it is cut.
     pub max_time: Duration,
+    /// The fastest the client may send, bits a second (`--max-rate`): an interval over it by
+    /// more than a quarter cuts the test; this side's writers are paced at most at it.
+    pub max_rate_bps: Option<f64>,
 }
 
 /// How long the client has to open every data connection after Ready.
@@ -76,6 +80,26 @@ fn admit(s: TcpStream, p: &[u8], test_id: u64, n: usize) -> Option<(u32, TcpStre
     }
 }
 
+/// Why an interval of the client's streams is over `--max-rate` (`max`), if it is: over by
+/// more than a quarter and by at least 64 KiB (a burst is not a rate).
+fn over_rate(row: &TcpInterval, max: Option<f64>) -> Option<String> {
+    let max = max?;
+    let up: f64 = row
+        .streams
+        .iter()
+        .filter(|s| s.dir == Dir::Up)
+        .map(|s| s.bps)
+        .sum();
+    let bytes = up * (row.t - row.start) / 8.0;
+    (up > max * 1.25 && bytes > 65536.0).then(|| {
+        format!(
+            "cut: the client sent at {}, over this receiver's limit of {} (--max-rate)",
+            fmt_bits_per_sec(up),
+            fmt_bits_per_sec(max)
+        )
+    })
+}
+
 /// Serves one TCP test on an accepted control connection whose Hello and Setup were read.
 pub fn run_test(
     c: &mut Conn,
@@ -100,6 +124,12 @@ pub fn run_test(
         port: None,
     })?;
     let dirs = spec.directions();
+    // This side's writers (reverse, bidir) send at most at --max-rate.
+    let mut paced = spec.clone();
+    if let Some(max) = ctx.max_rate_bps {
+        let max = max as u64;
+        paced.rate_bps = Some(paced.rate_bps.map_or(max, |r| r.min(max)).max(1));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut slots: Vec<Option<Running>> = (0..dirs.len()).map(|_| None).collect();
     let t = Instant::now();
@@ -126,7 +156,7 @@ pub fn run_test(
             stop.store(true, Ordering::Relaxed);
             return refuse(c, format!("{e:#}"));
         }
-        let job = job_for(&spec, plan, dirs[i], i, false, ctx.cpu);
+        let job = job_for(&paced, plan, dirs[i], i, false, ctx.cpu);
         slots[i] = Some(stream::spawn(sock, id, dirs[i], job, stop.clone())?);
     }
     let (live, handles): (Vec<_>, Vec<_>) = slots.into_iter().map(Option::unwrap).unzip();
@@ -150,6 +180,13 @@ pub fn run_test(
         if Instant::now() >= next {
             let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live);
             on_event(TcpEvent::Interval(row.clone()));
+            if let (Some(why), None, None) = (over_rate(&row, ctx.max_rate_bps), &done, &failure) {
+                let _ = c.send(&Msg::Error {
+                    message: why.clone(),
+                });
+                failure = Some(why);
+                stop.store(true, Ordering::Relaxed);
+            }
             intervals.push(row);
             next += ctx.interval;
         }

@@ -569,6 +569,7 @@ impl Receiver {
         let interval = self.opts.interval;
         let cpu = self.opts.cpu;
         let max_time = self.opts.limits.max_plan;
+        let max_rate_bps = self.opts.limits.max_rate_bps;
         let local = self.local_addr();
         let (test_id, data, run): (u64, _, TestRun) = match kind {
             JobKind::Tcp(test_id, plan, spec) => {
@@ -581,6 +582,7 @@ impl Receiver {
                         target: local.to_string(),
                         interrupt: stop,
                         max_time,
+                        max_rate_bps,
                     };
                     let r = tcp::server::run_test(&mut conn, ctx, test_id, plan, spec, &mut |e| {
                         let _ = ev.send(Event::Tcp(e));

@@ -297,7 +297,8 @@ impl RecvSession {
             }
         }
         let max = self.ctx.limits.max_streams;
-        if *streams > max {
+        // Beyond the protocol's range the test's own check says so.
+        if *streams > max && *streams <= MAX_STREAMS {
             return Err(format!(
                 "{streams} streams requested, over this receiver's limit of {max} (--max-streams)"
             ));
@@ -949,5 +950,168 @@ mod tests {
                 .any(|x| x.contains("End(Err(\"the peer gave up: no opener datagram\"))")),
             "{a:?}"
         );
+    }
+
+    fn ctx_with(limits: Limits, auth: Option<(Key, [u8; NONCE_LEN])>) -> SessionCtx {
+        SessionCtx {
+            host: "h".into(),
+            peer_loopback: true,
+            target: "127.0.0.1:1".into(),
+            interval: Duration::from_secs(1),
+            rcvbuf: 1,
+            gro: false,
+            limits,
+            auth,
+        }
+    }
+
+    fn hello_msg(streams: u16, plan: Plan, auth: bool) -> Msg {
+        Msg::Hello {
+            version: PROTOCOL_VERSION,
+            test_id: 9,
+            len: 100,
+            plan,
+            streams,
+            verify: false,
+            host: "h".into(),
+            auth,
+        }
+    }
+
+    #[test]
+    fn the_key_is_proved_before_setup() {
+        let dir = std::env::temp_dir().join(format!("netcore-sess-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("k"), "k1").unwrap();
+        let key = Key::read(&dir.join("k")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let nonce = [3u8; NONCE_LEN];
+        let t0 = Instant::now();
+        for (mac, ok) in [
+            (access::answer(b"k1", 9, &nonce), true),
+            (access::answer(b"k2", 9, &nonce), false),
+            (access::answer(b"k1", 8, &nonce), false),
+            ("nothex".to_string(), false),
+        ] {
+            let mut s =
+                RecvSession::new(ctx_with(Limits::default(), Some((key.clone(), nonce))), t0);
+            s.on_msg(hello_msg(1, Plan::Count(10), true), t0);
+            let a = actions(&mut s);
+            assert!(
+                a[0].contains("Challenge") && a[0].contains(&access::hex(&nonce)),
+                "{a:?}"
+            );
+            assert!(!s.has_test(), "not a test before the proof");
+            s.on_msg(Msg::Auth { mac }, t0);
+            let a = actions(&mut s);
+            if ok {
+                assert!(a.is_empty() && s.has_test(), "{a:?}");
+            } else {
+                assert!(a[0].contains("wrong key") && s.ended(), "{a:?}");
+            }
+        }
+        // No proof offered, or a Setup instead of the proof: refused.
+        let mut s = RecvSession::new(ctx_with(Limits::default(), Some((key.clone(), nonce))), t0);
+        s.on_msg(hello_msg(1, Plan::Count(10), false), t0);
+        assert!(actions(&mut s)[0].contains("requires a shared key"));
+        let mut s = RecvSession::new(ctx_with(Limits::default(), Some((key, nonce))), t0);
+        s.on_msg(hello_msg(1, Plan::Count(10), true), t0);
+        s.on_msg(
+            Msg::Setup {
+                tcp: None,
+                reverse: None,
+            },
+            t0,
+        );
+        assert!(actions(&mut s)[1].contains("expected Auth"));
+        // A keyed Hello to a receiver without a key.
+        let mut s = RecvSession::new(ctx_with(Limits::default(), None), t0);
+        s.on_msg(hello_msg(1, Plan::Count(10), true), t0);
+        assert!(actions(&mut s)[0].contains("has no --auth-key-file"));
+    }
+
+    #[test]
+    fn limits_refuse_the_plan_and_cut_the_run() {
+        let limits = Limits {
+            max_plan: Duration::from_secs(1),
+            max_streams: 2,
+            max_rate_bps: Some(1e6),
+            ..Limits::default()
+        };
+        let t0 = Instant::now();
+        let start = |plan| {
+            let mut s = RecvSession::new(ctx_with(limits, None), t0);
+            s.on_msg(hello_msg(1, plan, false), t0);
+            s.on_msg(
+                Msg::Setup {
+                    tcp: None,
+                    reverse: None,
+                },
+                t0,
+            );
+            s.on_udp(Out::Started, t0);
+            s.take_actions();
+            s
+        };
+        let mut s = RecvSession::new(ctx_with(limits, None), t0);
+        s.on_msg(hello_msg(3, Plan::Count(10), false), t0);
+        assert!(actions(&mut s)[0].contains("(--max-streams)"));
+        let mut s = RecvSession::new(ctx_with(limits, None), t0);
+        s.on_msg(hello_msg(1, Plan::TimeNs(2_000_000_000), false), t0);
+        assert!(actions(&mut s)[0].contains("(--max-duration)"));
+
+        let interval = |t: f64, datagrams: u64, bytes: u64| Out::Interval {
+            t,
+            datagrams,
+            bytes,
+            lost_so_far: 0,
+        };
+        // More datagrams than planned.
+        let mut s = start(Plan::Count(10));
+        s.on_udp(interval(0.1, 11, 1100), t0);
+        let a = actions(&mut s);
+        assert!(
+            a.iter().any(|x| x.contains("more than the 10 planned")),
+            "{a:?}"
+        );
+        assert!(a.iter().any(|x| x.contains("Finish")), "{a:?}");
+        // Over the rate by more than the slack (and 64 KiB), not within it.
+        let mut s = start(Plan::Count(1 << 30));
+        s.on_udp(interval(1.0, 1000, 1_200_000 / 8), t0);
+        assert!(!actions(&mut s).iter().any(|x| x.contains("cut")));
+        s.on_udp(interval(2.0, 2000, 1_200_000 / 8 + 2_000_000 / 8), t0);
+        assert!(actions(&mut s).iter().any(|x| x.contains("(--max-rate)")));
+        // Sending on past --max-duration (+ the grace).
+        let mut s = start(Plan::TimeNs(500_000_000));
+        s.on_udp(interval(0.5, 10, 1000), t0);
+        s.take_actions();
+        s.on_tick(t0 + Duration::from_millis(2900), false, false);
+        assert!(!actions(&mut s).iter().any(|x| x.contains("cut")));
+        s.on_tick(t0 + Duration::from_millis(3100), false, false);
+        assert!(actions(&mut s)
+            .iter()
+            .any(|x| x.contains("(--max-duration)")));
+    }
+
+    #[test]
+    fn a_reverse_test_is_sent_at_most_at_max_rate() {
+        let limits = Limits {
+            max_rate_bps: Some(8e5),
+            ..Limits::default()
+        };
+        let t0 = Instant::now();
+        for (asked, sent) in [(None, 1000.0), (Some(10.0), 10.0), (Some(5000.0), 1000.0)] {
+            let mut s = RecvSession::new(ctx_with(limits, None), t0);
+            s.on_msg(hello_msg(1, Plan::Count(10), false), t0);
+            s.on_msg(
+                Msg::Setup {
+                    tcp: None,
+                    reverse: Some(crate::flow::control::Reverse { pps: asked }),
+                },
+                t0,
+            );
+            let a = actions(&mut s);
+            assert!(a[0].contains(&format!("pps: Some({sent:?})")), "{a:?}");
+        }
     }
 }
