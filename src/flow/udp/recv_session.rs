@@ -128,6 +128,7 @@ struct DoneInfo {
     errors: BTreeMap<String, u64>,
     pacing: Option<String>,
     cpu: Option<CpuUsage>,
+    sndbuf_errors: Option<u64>,
 }
 
 /// One control connection's test, from Hello to Report.
@@ -413,6 +414,7 @@ impl RecvSession {
                     pacing,
                     cpu,
                     streams,
+                    sndbuf_errors,
                 } => {
                     let per_stream = match self
                         .check_done(sent, bytes, elapsed_ns)
@@ -429,6 +431,7 @@ impl RecvSession {
                         errors,
                         pacing,
                         cpu,
+                        sndbuf_errors,
                     });
                     self.actions.push(Action::Cmd(Cmd::Finish {
                         sent: Some(per_stream),
@@ -530,8 +533,10 @@ impl RecvSession {
                 stats.interrupted |= self.interrupted;
                 let report = self.report(&stats);
                 if self.failure.is_none() && !self.conn_lost {
-                    self.actions
-                        .push(Action::Send(Msg::Report { receiver: stats }));
+                    // With the threads and the verdict the receiver concluded.
+                    self.actions.push(Action::Send(Msg::Report {
+                        receiver: Box::new(report.receiver.clone()),
+                    }));
                 }
                 self.actions.push(Action::Finished(Box::new(report)));
                 let r = match self.failure.take() {
@@ -564,6 +569,7 @@ impl RecvSession {
                     errors: d.errors.clone(),
                     pacing: d.pacing.clone(),
                     cpu_usage: d.cpu,
+                    sndbuf_errors: d.sndbuf_errors,
                     ..Default::default()
                 }
             }
@@ -588,7 +594,7 @@ impl RecvSession {
                 }
             }
         };
-        UdpReport {
+        let mut report = UdpReport {
             schema: SCHEMA.into(),
             role: "receiver".into(),
             test_id: format!("{:016x}", self.test_id),
@@ -598,7 +604,9 @@ impl RecvSession {
             sender,
             receiver: stats.clone(),
             intervals: self.intervals.clone(),
-        }
+        };
+        report.conclude(self.ctx.peer_loopback);
+        report
     }
 
     /// Time passes (`now`); `stop`: a stop request (signal) is pending.
@@ -739,6 +747,7 @@ mod tests {
             interrupted: false,
             pacing: None,
             streams,
+            sndbuf_errors: None,
         }
     }
 
