@@ -225,6 +225,7 @@ fn msg() -> impl Strategy<Value = Msg> {
                     pacing,
                     cpu: None,
                     streams: Vec::new(),
+                    sndbuf_errors: None,
                 }
             ),
         text.prop_map(|message| Msg::Error { message }),
@@ -726,6 +727,7 @@ fn regression_inputs_stay_harmless() {
         interrupted: false,
         pacing: None,
         streams: Vec::new(),
+        sndbuf_errors: Some(3),
     };
     let line = control::encode(&done);
     assert_eq!(control::decode(&line[..line.len() - 1]).unwrap(), done);

@@ -238,7 +238,7 @@ fn iperf3_client_udp_against_recv() {
     );
     assert!(out.contains("\"lost\": 0"), "{out}");
     let nc = r.report();
-    assert_eq!(nc["schema"], "netcore.udp.v3", "{nc}");
+    assert_eq!(nc["schema"], "netcore.udp.v4", "{nc}");
 }
 
 /// Opens a control connection and sends `bytes`, then waits (bounded) for the receiver to

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::netns::Netns;
 use common::proc::Proc;
-use common::{addr_in, run};
+use common::{addr_in, json, num as u, run};
 use netcore::flow::udp::wire;
 use serde_json::Value;
 
@@ -19,16 +19,6 @@ use serde_json::Value;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
-
-fn u(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no number '{key}' in {v}"))
-}
 
 /// Runs recv, relay (with `impair` flags) and blast of `count` datagrams at `rate`; returns
 /// (receiver report, relay report).
@@ -150,6 +140,26 @@ fn loss_only_at_two_seeds() {
         let t = assert_exact(&rx, &truth, 20_000);
         assert!(u(&t, "lost") > 100, "{t}");
         assert_eq!(u(&t, "reordered") + u(&t, "duplicates"), 0, "{t}");
+    }
+}
+
+/// Datagrams the relay drops never reach the receiving host: the receiver's report puts its loss
+/// under "not seen by this host", none at its socket.
+#[test]
+fn the_relays_drops_are_not_seen_by_the_receiving_host() {
+    let (rx, truth) = through_relay(&["--loss", "3%", "--seed", "9"], 20_000);
+    let t = assert_exact(&rx, &truth, 20_000);
+    let lost = u(&rx["receiver"]["accounting"], "lost");
+    assert!(lost > 300, "{t}");
+    let k = &rx["receiver"]["kernel"];
+    let split = &k["loss"];
+    assert_eq!(u(&k["socket_drops"], "total"), 0, "{k}");
+    assert_eq!(u(split, "socket_buffer"), 0, "{k}");
+    assert_eq!(u(split, "lost"), lost, "{k}");
+    assert_eq!(u(split, "backlog") + u(split, "not_seen"), lost, "{k}");
+    // Backlog drops are host-wide: only other traffic on this host could put some there.
+    if u(&k["host"], "backlog_drops") == 0 {
+        assert_eq!(u(split, "not_seen"), lost, "{k}");
     }
 }
 

@@ -60,7 +60,7 @@ fn validates(name: &str, out: &str) {
 #[test]
 fn udp_output_validates() {
     let out = run_ok(&["blast", "--count", "2000", "--json"], LIMIT);
-    validates("netcore.udp.v3", &out);
+    validates("netcore.udp.v4", &out);
 }
 
 #[test]

@@ -20,7 +20,7 @@ fn n(v: &Value, k: &str) -> u64 {
 /// `unique + lost == sent` per stream and in the sum, the sum is the streams added up, and
 /// the sender's per-stream split of `count` is exact.
 fn check_streams(r: &Value, streams: usize, count: u64) {
-    assert_eq!(r["schema"], "netcore.udp.v3");
+    assert_eq!(r["schema"], "netcore.udp.v4");
     let sum = &r["receiver"]["accounting"];
     let rows = r["receiver"]["streams"].as_array().expect("streams");
     assert_eq!(rows.len(), streams, "{r}");

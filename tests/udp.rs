@@ -42,7 +42,7 @@ fn embedded_blast_20mb() {
     );
     assert!(st.success(), "{err}");
     let r = json(&out);
-    assert_eq!(r["schema"], "netcore.udp.v3");
+    assert_eq!(r["schema"], "netcore.udp.v4");
     assert_eq!(r["role"], "sender");
     assert_eq!(
         acc(&r)["sent"].as_u64().unwrap(),
@@ -185,6 +185,7 @@ fn crafted(extra_recv_args: &[&str], datagrams: &[Vec<u8>], test_id: u64, sent: 
         interrupted: false,
         pacing: None,
         streams: Vec::new(),
+        sndbuf_errors: None,
     })
     .unwrap();
     let report = loop {

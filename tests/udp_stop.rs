@@ -396,6 +396,7 @@ fn lying_done_is_refused() {
         pacing: None,
         cpu: None,
         streams: Vec::new(),
+        sndbuf_errors: None,
     }))
     .unwrap();
     let mut reply = String::new();

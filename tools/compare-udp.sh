@@ -1,171 +1,246 @@
 #!/usr/bin/env bash
-# compare-udp.sh - netcore blast/recv vs iperf3 on the same loopback work, with the kernel's
-# ceiling (the C udp_ceiling yardstick from shared/anchors) measured in the same run.
+# compare-udp.sh - UDP over loopback in steady state: netcore blast/recv vs the current iperf3
+# (3.21+, --gsro) vs Debian's iperf3 (3.12, no GSO) vs the kernel's ceiling (the C udp_ceiling
+# yardstick from shared/anchors), then the highest lossless rate of netcore and iperf3 3.21.
 #
-# Work: SIZE (default 200M = 200 MiB) of LEN-byte datagrams, unpaced; receiver pinned to CPU 1
-# and sender to CPU 0; separate receiver and sender processes for both tools. Configurations
-# run interleaved (run 1 of each, then run 2, ...), RUNS (default 5) each; medians are printed
-# with the ratio netcore / iperf3.
+# Steady state: every run sends for TIME seconds (default 5), unpaced, LEN-byte datagrams (1472
+# and 64 by default); sender pinned to CPU 0, receiver to CPU 1, separate processes. Tools run
+# interleaved (run 1 of each, then run 2, ...), RUNS (default 5) each; the tables show medians
+# and the ratios of the medians. Every receive buffer is BUF (default 128M, netcore's default):
+# netcore forces it (SO_RCVBUFFORCE), iperf3 gets it with -w BUF, for which net.core.rmem_max
+# and wmem_max are raised to BUF for the run and restored on exit (needs root; without it
+# iperf3's buffer is capped and the table says so). The C ceiling sends the same bytes netcore
+# sent in that run (GSO + GRO, same buffer).
 #
-#   RUNS=5 SIZE=200M tools/compare-udp.sh            # all configurations
-#   CONFIGS="gso64k gsooff" tools/compare-udp.sh     # a subset
-#   CONFIGS=uring RUNS=7 tools/compare-udp.sh         # io_uring vs mio backends only
-#   CONFIGS=zerocopy tools/compare-udp.sh             # SEND_ZC vs SEND vs sendmmsg
+# Highest lossless rate (FIND=1, default): netcore `blast --find-rate --loss 0 --trial TRIAL`
+# (default 2s, at most MAX_TRIALS=12 trials) against a pinned `recv`, and the same search
+# (same rules: an unpaced trial, bisection from 98 % of what arrived to 2 % precision, 95 % of
+# the sent rate delivered, a confirmation run; same trial length and bound) scripted over
+# `iperf3 -c -u --gsro -w BUF -b RATE -t TRIAL` against a pinned `iperf3 -s`.
 #
-# Configurations: gso64k (1472 B, netcore defaults: --backend auto), pps64 (64 B), gsooff
-# (1472 B, sendmmsg without GSO), uring (1472 B, GSO default: netcore with --backend uring on
-# both sides vs --backend mio on both sides, and each side alone on uring, interleaved, with the
-# ratios to mio), zerocopy
-# (1472 B, receiver mio: blast --backend uring --zerocopy vs the same without --zerocopy vs
-# --backend mio; on loopback the kernel copies zero-copy sends anyway, see the report's
-# zerocopy line).
+#   tools/compare-udp.sh                                   # everything, 5 runs of 5 s
+#   RUNS=1 TIME=2 TRIAL=1s MAX_TRIALS=6 tools/compare-udp.sh   # a quick look
+#   LENS=64 FIND=0 tools/compare-udp.sh                     # packet rate only
 #
-# Goodput is received UDP payload bits per second (1 Gbit = 1e9 bits), as iperf3 reports it.
-# netcore's is computed conservatively: unique bytes / the longer of the sender's sending time
-# and the receiver's first-to-last arrival time.
+# Received packet rate = unique datagrams / the receiving time (netcore: the longer of the
+# sender's sending time and the receiver's first-to-last arrival; iperf3: its server's
+# packets - lost over its seconds). Goodput is UDP payload bits per second (1 Gbit = 1e9 bits).
+# Output: markdown on stdout, raw JSON in $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tools/lib.sh
 RUNS="${RUNS:-5}"
-SIZE="${SIZE:-200M}"
-CONFIGS="${CONFIGS:-gso64k pps64 gsooff uring}"
+TIME="${TIME:-5}"
+LENS="${LENS:-1472 64}"
+BUF="${BUF:-128M}"
+FIND="${FIND:-1}"
+TRIAL="${TRIAL:-2s}"
+MAX_TRIALS="${MAX_TRIALS:-12}"
 ANCHORS="${ANCHORS:-$(cd .. && pwd)/shared/anchors}"
+IPERF3_NEW="${IPERF3_NEW:-/opt/iperf3-new/bin/iperf3}"
+IPERF3_OLD="${IPERF3_OLD:-/usr/bin/iperf3}"
 OUT="${OUT:-$(mktemp -d /tmp/compare-udp.XXXXXX)}"
 NC=target/release/netcore
 TX_CPU=0 RX_CPU=1
 
-command -v iperf3 >/dev/null || { echo "iperf3 missing: apt-get install -y iperf3" >&2; exit 1; }
-command -v python3 >/dev/null || { echo "python3 missing" >&2; exit 1; }
+command -v python3 >/dev/null || die "python3 missing"
+[[ -x $IPERF3_OLD ]] || die "$IPERF3_OLD missing: apt-get install -y iperf3"
+if [[ ! -x $IPERF3_NEW ]]; then
+  log "building the current iperf3 into /opt/iperf3-new"
+  "$(cd .. && pwd)/shared/peers/build-iperf3.sh" >&2 || die "cannot build iperf3 3.21+"
+fi
 cargo build --release --quiet
 if [[ ! -x "$ANCHORS/bin/udp_ceiling" && -f "$ANCHORS/build.sh" ]]; then
-  bash "$ANCHORS/build.sh" >/dev/null 2>&1 || echo "note: could not build the anchors" >&2
+  bash "$ANCHORS/build.sh" >/dev/null 2>&1 || log "note: could not build the anchors"
 fi
-bytes=$(numfmt --from=iec "$SIZE")
+buf=$(numfmt --from=iec "$BUF")
+trial_s=${TRIAL%s}
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+# iperf3 takes -w through SO_RCVBUF/SO_SNDBUF, capped by rmem_max/wmem_max: raise them for the
+# run and put them back on exit.
+RMEM0=$(cat /proc/sys/net/core/rmem_max) WMEM0=$(cat /proc/sys/net/core/wmem_max)
+restore_sysctl() {
+  echo "$RMEM0" >/proc/sys/net/core/rmem_max 2>/dev/null || true
+  echo "$WMEM0" >/proc/sys/net/core/wmem_max 2>/dev/null || true
+}
+trap 'cleanup; restore_sysctl' EXIT
+BUF_NOTE="rmem_max/wmem_max raised to $buf for the run"
+if ! { echo "$buf" >/proc/sys/net/core/rmem_max && echo "$buf" >/proc/sys/net/core/wmem_max; } 2>/dev/null; then
+  BUF_NOTE="could not raise rmem_max (not root): iperf3's -w is capped at $RMEM0 bytes"
+fi
 
 port_wait() {  # proto port
   local flag=-ltn; [[ $1 == udp ]] && flag=-lun
   for _ in $(seq 1 100); do ss $flag "sport = :$2" 2>/dev/null | grep -q ":$2" && return 0; sleep 0.05; done
-  echo "nothing listening on $1 port $2" >&2; return 1
+  die "nothing listening on $1 port $2"
 }
 
-# netcore: a fresh receiver per run (pinned), then the sender (pinned). RX_EXTRA: extra
-# receiver arguments.
-run_netcore() {  # name len extra-blast-args...
-  local name=$1 len=$2; shift 2
-  local port=15301 f="$OUT/$name.r$r.json"
-  # shellcheck disable=SC2086
-  taskset -c $RX_CPU $NC recv --listen 127.0.0.1:$port --once --json --cpus $RX_CPU ${RX_EXTRA:-} >"$OUT/$name.r$r.recv.json" 2>/dev/null &
+# One row of results.tsv: name len received_pps goodput_bps lost sent
+run_netcore() {  # len
+  local len=$1 port=15301 f="$OUT/nc.$1.r$r.json"
+  taskset -c $RX_CPU $NC recv --listen 127.0.0.1:$port --once --json --cpus $RX_CPU --rcvbuf "$buf" >"$OUT/nc.$len.r$r.recv.json" 2>/dev/null &
   local pid=$!; PIDS+=("$pid")
   port_wait tcp $port
-  taskset -c $TX_CPU $NC blast --to 127.0.0.1:$port --size "$bytes" --len "$len" --cpus $TX_CPU --json "$@" >"$f" || true
+  taskset -c $TX_CPU $NC blast --to 127.0.0.1:$port --time "$TIME" --len "$len" --cpus $TX_CPU --json >"$f" 2>>"$OUT/errors.log" || true
   wait "$pid" 2>/dev/null || true
-  python3 - "$f" "$name" <<'PY' >>"$OUT/results.tsv"
+  python3 - "$f" "$len" <<'PY' >>"$OUT/results.tsv"
 import json, sys
 d = json.load(open(sys.argv[1])); s, r = d["sender"], d["receiver"]; a = r["accounting"]
 secs = max(s["elapsed_s"], r["duration_s"], 1e-9)
-print(f'{sys.argv[2]}\t{r["bytes"]*8/secs/1e9:.3f}\t{a["unique"]/secs/1e6:.4f}\t{a["lost"]}\t{a["sent"]}')
+print(f'netcore\t{sys.argv[2]}\t{a["unique"]/secs:.0f}\t{r["bytes"]*8/secs:.0f}\t{a["lost"]}\t{a["sent"]}\t{s["bytes"]}')
 PY
 }
 
-run_iperf3() {  # name len extra...
-  local name=$1 len=$2; shift 2
-  local port=15201 f="$OUT/$name.r$r.json"
-  taskset -c $RX_CPU iperf3 -s -1 -B 127.0.0.1 -p $port >/dev/null 2>&1 &
+run_iperf3() {  # name binary len extra...
+  local name=$1 bin=$2 len=$3; shift 3
+  local port=15201 f="$OUT/$name.$len.r$r.json"
+  taskset -c $RX_CPU "$bin" -s -1 -B 127.0.0.1 -p $port >/dev/null 2>&1 &
   local pid=$!; PIDS+=("$pid")
   port_wait tcp $port
-  taskset -c $TX_CPU iperf3 -c 127.0.0.1 -p $port -u -b 0 -l "$len" -n "$SIZE" --json "$@" >"$f" || true
+  taskset -c $TX_CPU "$bin" -c 127.0.0.1 -p $port -u -b 0 -l "$len" -t "$TIME" -w "$buf" --json "$@" >"$f" 2>>"$OUT/errors.log" || true
   wait "$pid" 2>/dev/null || true
-  python3 - "$f" "$name" <<'PY' >>"$OUT/results.tsv"
+  python3 - "$f" "$name" "$len" <<'PY' >>"$OUT/results.tsv"
 import json, sys
-d = json.load(open(sys.argv[1])); s, r = d["end"]["sum_sent"], d["end"]["sum_received"]
-sent = s["packets"]; got = r["packets"] - r["lost_packets"]
-print(f'{sys.argv[2]}\t{r["bits_per_second"]/1e9:.3f}\t{got/r["seconds"]/1e6:.4f}\t{r["lost_packets"]}\t{sent}')
+d = json.load(open(sys.argv[1])); e = d["end"]
+r = e.get("sum_received") or e["sum"]; s = e.get("sum_sent") or e["sum"]
+got = r["packets"] - r["lost_packets"]
+print(f'{sys.argv[2]}\t{sys.argv[3]}\t{got/max(r["seconds"],1e-9):.0f}\t{r["bits_per_second"]:.0f}\t{r["lost_packets"]}\t{s["packets"]}\t0')
 PY
 }
 
-run_ceiling() {  # name args...
-  local name=$1; shift
+run_ceiling() {  # len bytes
   [[ -x "$ANCHORS/bin/udp_ceiling" ]] || return 0
-  "$ANCHORS/bin/udp_ceiling" --size "$bytes" --tx-cpu $TX_CPU --rx-cpu $RX_CPU --rcvbuf 134217728 --force-rcvbuf "$@" \
-    | tr ' ' '\n' | awk -F= -v n="$name" '{v[$1]=$2} END {printf "%s\t%s\t%s\t%s\t%s\n", n, v["rx_gbps"], v["rx_mpps"], v["lost"], v["sent"]}' >>"$OUT/results.tsv"
+  "$ANCHORS/bin/udp_ceiling" --mode gso --batch 1 --gro 1 --len "$1" --size "$2" --tx-cpu $TX_CPU --rx-cpu $RX_CPU --rcvbuf "$buf" --force-rcvbuf \
+    | tr ' ' '\n' | awk -F= -v len="$1" '{v[$1]=$2} END {printf "C ceiling\t%s\t%.0f\t%.0f\t%s\t%s\t0\n", len, v["rx_mpps"]*1e6, v["rx_gbps"]*1e9, v["lost"], v["sent"]}' >>"$OUT/results.tsv"
 }
 
 : >"$OUT/results.tsv"
 for r in $(seq 1 "$RUNS"); do
-  for c in $CONFIGS; do
-    echo "run $r/$RUNS: $c" >&2
-    case $c in
-      gso64k)  # 1472-byte datagrams, netcore defaults (GSO + GRO)
-        run_netcore nc_1472 1472
-        run_iperf3 iperf3_1472 1472
-        run_ceiling ceil_gso_gro_1472 --mode gso --batch 1 --gro 1 --len 1472 ;;
-      pps64)   # 64-byte datagrams: packets per second
-        run_netcore nc_64 64
-        run_iperf3 iperf3_64 64
-        run_ceiling ceil_gso_gro_64 --mode gso --batch 1 --gro 1 --len 64 ;;
-      gsooff)  # 1472 bytes, netcore without GSO (sendmmsg only)
-        run_netcore nc_1472_gsooff 1472 --gso off
-        run_iperf3 iperf3_1472_b 1472
-        run_ceiling ceil_mmsg64_1472 --mode mmsg --batch 64 --len 1472 ;;
-      uring)   # 1472 bytes, GSO default: io_uring on both sides vs mio on both sides
-        RX_EXTRA="--backend mio" run_netcore nc_1472_mio 1472 --backend mio
-        RX_EXTRA="--backend uring" run_netcore nc_1472_uring 1472 --backend uring
-        RX_EXTRA="--backend mio" run_netcore nc_1472_txuring 1472 --backend uring
-        RX_EXTRA="--backend uring" run_netcore nc_1472_rxuring 1472 --backend mio ;;
-      zerocopy)  # 1472 bytes, receiver mio: SEND_ZC vs SEND vs sendmmsg
-        RX_EXTRA="--backend mio" run_netcore nc_1472_mio 1472 --backend mio
-        RX_EXTRA="--backend mio" run_netcore nc_1472_txuring 1472 --backend uring
-        RX_EXTRA="--backend mio" run_netcore nc_1472_zc 1472 --backend uring --zerocopy ;;
-      *) echo "unknown configuration $c" >&2; exit 2 ;;
-    esac
+  for len in $LENS; do
+    log "run $r/$RUNS, $len-byte datagrams, $TIME s each"
+    run_netcore "$len"
+    run_iperf3 "iperf3 3.21 --gsro" "$IPERF3_NEW" "$len" --gsro
+    run_iperf3 "iperf3 3.12" "$IPERF3_OLD" "$len"
+    nc_bytes=$(tail -n 3 "$OUT/results.tsv" | awk -F'\t' '$1=="netcore"{print $7}')
+    run_ceiling "$len" "${nc_bytes:-$((buf * 4))}"
   done
 done
 
-python3 - "$OUT/results.tsv" "$RUNS" "$SIZE" <<'PY'
-import sys, statistics as st
-rows = {}
-for line in open(sys.argv[1]):
-    n, g, p, lost, sent = line.rstrip("\n").split("\t")
-    rows.setdefault(n, []).append((float(g), float(p), int(lost), int(sent)))
-def med(n, i):
-    v = [x[i] for x in rows.get(n, [])]
-    return st.median(v) if v else float("nan")
-print(f"# netcore vs iperf3, UDP over loopback, {sys.argv[3]} per run, {sys.argv[2]} interleaved runs, medians")
-print(f"{'configuration':24} {'goodput Gbit/s':>15} {'Mpps':>8} {'lost (max of runs)':>19}")
-for n in rows:
-    print(f"{n:24} {med(n,0):15.3f} {med(n,1):8.4f} {max(x[2] for x in rows[n]):19d}")
-print()
-for a, b, what, i in [("nc_1472", "iperf3_1472", "1472 B goodput", 0),
-                      ("nc_64", "iperf3_64", "64 B packet rate", 1),
-                      ("nc_1472_gsooff", "iperf3_1472_b", "1472 B goodput, netcore --gso off", 0)]:
-    if a in rows and b in rows:
-        print(f"ratio netcore/iperf3, {what}: {med(a,i)/med(b,i):.2f}x")
-for a, b, what in [("nc_1472_uring", "nc_1472_mio", "--backend uring / mio, both sides"),
-                   ("nc_1472_txuring", "nc_1472_mio", "blast --backend uring / mio (recv mio)"),
-                   ("nc_1472_rxuring", "nc_1472_mio", "recv --backend uring / mio (blast mio)"),
-                   ("nc_1472_zc", "nc_1472_txuring", "blast --zerocopy / without (uring, recv mio)"),
-                   ("nc_1472_zc", "nc_1472_mio", "blast --zerocopy / --backend mio (recv mio)")]:
-    if a in rows and b in rows:
-        print(f"ratio {what}, 1472 B goodput: {med(a,0)/med(b,0):.2f}x")
-for a, c, i in [("nc_1472", "ceil_gso_gro_1472", 0), ("nc_64", "ceil_gso_gro_64", 1),
-                ("nc_1472_gsooff", "ceil_mmsg64_1472", 0)]:
-    if a in rows and c in rows:
-        print(f"netcore {a} / C ceiling {c}: {med(a,i)/med(c,i):.2f}x")
+# The highest lossless rate.
+: >"$OUT/findrate.tsv"
+if [[ $FIND == 1 ]]; then
+  for len in $LENS; do
+    log "highest lossless rate, $len-byte datagrams: netcore --find-rate"
+    taskset -c $RX_CPU $NC recv --listen 127.0.0.1:15302 --cpus $RX_CPU --rcvbuf "$buf" >/dev/null 2>&1 &
+    rpid=$!; PIDS+=("$rpid")
+    port_wait tcp 15302
+    taskset -c $TX_CPU $NC blast --to 127.0.0.1:15302 --find-rate --loss 0 --trial "$TRIAL" --max-trials "$MAX_TRIALS" \
+      --len "$len" --cpus $TX_CPU --json >"$OUT/findrate.nc.$len.json" 2>>"$OUT/errors.log" || true
+    stop_pid "$rpid"
+    python3 - "$OUT/findrate.nc.$len.json" "$len" <<'PY' >>"$OUT/findrate.tsv"
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(f'netcore\t{sys.argv[2]}\t{d["rate_bps"] or 0:.0f}\t{d["confirmed"]}\t{len(d["trials"])}')
 PY
-# The uring configuration: the sender's own rate too (datagrams the kernel accepted per second
-# of sending), since goodput is bounded by the receiver when it cannot keep up.
-if [[ " $CONFIGS " == *" uring "* || " $CONFIGS " == *" zerocopy "* ]]; then
-  python3 - "$OUT" <<'PY'
-import glob, json, os, statistics as st, sys
-print()
-for n in ["nc_1472_mio", "nc_1472_txuring", "nc_1472_uring", "nc_1472_zc"]:
-    v = [json.load(open(f))["sender"]["rate_bps"] / 1e9
-         for f in glob.glob(os.path.join(sys.argv[1], n + ".r*.json")) if not f.endswith(".recv.json")]
-    if v:
-        print(f"{n:24} sender rate (kernel accepted) median {st.median(v):.3f} Gbit/s over {len(v)} runs")
+    log "highest lossless rate, $len-byte datagrams: the same search over iperf3 3.21 -b"
+    taskset -c $RX_CPU "$IPERF3_NEW" -s -B 127.0.0.1 -p 15202 >/dev/null 2>&1 &
+    ipid=$!; PIDS+=("$ipid")
+    port_wait tcp 15202
+    python3 - "$IPERF3_NEW" "$len" "$trial_s" "$MAX_TRIALS" "$buf" "$TX_CPU" "$OUT" <<'PY' >>"$OUT/findrate.tsv"
+# netcore's search (src/flow/search.rs), trial for trial, over iperf3 -b.
+import json, subprocess, sys
+bin_, ln, trial, max_trials, buf, cpu, out = sys.argv[1:8]
+MIN_DELIVERY, PRECISION = 0.95, 0.02
+def run(rate):
+    cmd = ["taskset", "-c", cpu, bin_, "-c", "127.0.0.1", "-p", "15202", "-u", "--gsro", "-w", buf,
+           "-l", ln, "-t", trial, "-b", "0" if rate is None else str(int(rate)), "--json"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=float(trial) + 30)
+    e = json.loads(p.stdout)["end"]
+    r = e.get("sum_received") or e["sum"]; s = e.get("sum_sent") or e["sum"]
+    return s["bits_per_second"], r["bits_per_second"], s["packets"], r["lost_packets"]
+lo, hi, confirming, found, trials = 0.0, float("inf"), False, False, []
+def cap(recv):
+    global hi
+    if recv > 0: hi = min(hi, max(recv * 1.02, lo * (1 + PRECISION)))
+while not found and len(trials) < int(max_trials):
+    if not trials or trials[0][1]: rate = None
+    elif confirming: rate = lo
+    elif lo == 0 and len(trials) == 1: rate = max(min(trials[0][2] * 0.98, hi * 0.98), 1.0)
+    else: rate = max((lo + hi) / 2, 1.0)
+    sent_bps, recv_bps, sent, lost = run(rate)
+    passed = lost == 0 and recv_bps >= MIN_DELIVERY * sent_bps
+    confirmation = confirming or (rate is None and bool(trials))
+    trials.append((rate, passed, recv_bps))
+    with open(f"{out}/findrate.iperf3.{ln}.trials", "a") as f:
+        f.write(f"rate={rate} sent_bps={sent_bps:.0f} recv_bps={recv_bps:.0f} sent={sent} lost={lost} passed={passed}\n")
+    if rate is None:
+        if passed:
+            lo = max(lo, sent_bps); found = found or confirmation
+        else:
+            hi = min(hi, sent_bps); cap(recv_bps)
+            if confirmation: trials[0] = (None, False, trials[0][2])
+        continue
+    if confirming:
+        confirming = False
+        if passed: found = True
+        else: hi, lo = rate, lo * 0.8
+        continue
+    if passed: lo = max(lo, rate)
+    else: hi = min(hi, rate); cap(recv_bps)
+    if lo > 0 and hi - lo <= PRECISION * hi: confirming = True
+print(f"iperf3 3.21 --gsro\t{ln}\t{lo:.0f}\t{found}\t{len(trials)}")
 PY
+    stop_pid "$ipid"
+  done
 fi
-echo "raw results: $OUT" >&2
+
+python3 - "$OUT" "$RUNS" "$TIME" "$BUF" "$BUF_NOTE" "$IPERF3_NEW" "$IPERF3_OLD" <<'PY'
+import os, statistics as st, subprocess, sys
+out, runs, time_s, buf, note, new, old = sys.argv[1:8]
+def version(b):
+    try: return subprocess.run([b, "--version"], capture_output=True, text=True).stdout.split("\n")[0].strip()
+    except OSError: return "?"
+rows = {}
+for line in open(os.path.join(out, "results.tsv")):
+    name, ln, pps, bps, lost, sent, _ = line.rstrip("\n").split("\t")
+    rows.setdefault((int(ln), name), []).append((float(pps), float(bps), int(lost), int(sent)))
+def med(k, i): return st.median(x[i] for x in rows[k])
+print(f"### UDP over loopback, steady state: {time_s} s per run, {runs} interleaved run(s), medians")
+print()
+print(f"Unpaced; sender on CPU 0, receiver on CPU 1; receive buffers {buf} ({note}).")
+print(f"iperf3 3.21: `{version(new)}` (`-u -b 0 --gsro -w {buf}`); iperf3 3.12: `{version(old)}` (`-u -b 0 -w {buf}`).")
+print()
+print("| datagram | tool | received packets/s | goodput | lost (median of runs) | runs |")
+print("|---:|---|---:|---:|---:|---:|")
+for (ln, name) in sorted(rows, key=lambda k: (-k[0], ["netcore", "iperf3 3.21 --gsro", "iperf3 3.12", "C ceiling"].index(k[1]))):
+    v = rows[(ln, name)]
+    lost = st.median(x[2] for x in v); sent = st.median(x[3] for x in v)
+    pct = 100 * lost / sent if sent else 0
+    print(f"| {ln} B | {name} | {med((ln,name),0)/1e6:.3f} M | {med((ln,name),1)/1e9:.2f} Gbit/s | {lost:,.0f} ({pct:.2f} %) | {len(v)} |")
+print()
+for ln in sorted({k[0] for k in rows}, reverse=True):
+    nc = (ln, "netcore")
+    for other in ["iperf3 3.21 --gsro", "iperf3 3.12", "C ceiling"]:
+        o = (ln, other)
+        if nc in rows and o in rows and med(o, 0) > 0:
+            print(f"- {ln} B: netcore / {other}, received packet rate: **{med(nc,0)/med(o,0):.2f}x**")
+fr = os.path.join(out, "findrate.tsv")
+found = [l.rstrip("\n").split("\t") for l in open(fr)] if os.path.exists(fr) else []
+if found:
+    print()
+    print("### Highest lossless rate (zero loss, 95 % delivered, confirmed by a repeat)")
+    print()
+    print("| datagram | tool | rate | packets/s | confirmed | trials |")
+    print("|---:|---|---:|---:|---|---:|")
+    best = {}
+    for name, ln, bps, conf, n in found:
+        bps = float(bps); pps = bps / 8 / int(ln)
+        best[(int(ln), name)] = pps
+        print(f"| {ln} B | {name} | {bps/1e9:.3f} Gbit/s | {pps/1e6:.3f} M | {conf} | {n} |")
+    print()
+    for ln in sorted({k[0] for k in best}, reverse=True):
+        a, b = best.get((ln, "netcore")), best.get((ln, "iperf3 3.21 --gsro"))
+        if a and b:
+            print(f"- {ln} B: netcore / iperf3 3.21 --gsro, highest lossless rate: **{a/b:.2f}x**")
+PY
+log "raw results: $OUT"

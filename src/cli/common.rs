@@ -111,7 +111,7 @@ fn parse_cpus(s: &str) -> Result<CpuList, String> {
 #[derive(Args, Debug, Clone, Default)]
 pub struct OutputArgs {
     /// Print the report as JSON (versioned: its "schema" field names the schema, e.g.
-    /// netcore.udp.v3, netcore.tcp.v1)
+    /// netcore.udp.v4, netcore.tcp.v1)
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
     /// Print the report as CSV

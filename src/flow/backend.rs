@@ -77,7 +77,7 @@ pub fn resolve_zerocopy(b: Backend) -> Result<Backend> {
 }
 
 /// The receiving side: `auto` is uring where io_uring works (multishot `RECVMSG` received
-/// 1.01x and 1.03x of `recvmmsg`'s goodput in `CONFIGS=uring tools/compare-udp.sh`), else mio.
+/// 1.01x and 1.03x of `recvmmsg`'s goodput in `CONFIGS=uring tools/compare-udp-burst.sh`), else mio.
 pub fn resolve_recv(b: Backend) -> Result<Backend> {
     resolve(b, true)
 }

@@ -123,6 +123,10 @@ pub enum Msg {
         /// still takes it).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         streams: Vec<u64>,
+        /// The sending host's `SndbufErrors` (`/proc/net/snmp`) over the sending; absent where
+        /// unknown, so a Done without it reads as before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sndbuf_errors: Option<u64>,
     },
     /// After Hello (version 2): what kind of test it is. `tcp: None` is a UDP test.
     Setup {

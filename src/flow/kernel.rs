@@ -1,8 +1,9 @@
 //! What the kernel counted over a test, and what it says about where loss and time went.
 //!
 //! - [`Snapshot`]: the host's UDP counters (`/proc/net/snmp`: `RcvbufErrors`, `SndbufErrors`,
-//!   `InErrors`), its per-CPU backlog drops (`/proc/net/softnet_stat`) and each core's time by
-//!   kind (`/proc/stat`), read before and after a test; [`Snapshot::delta`] gives the change.
+//!   `InErrors`), its per-CPU backlog drops (`/proc/net/softnet_stat`), each core's time by
+//!   kind (`/proc/stat`) and its network receive softirqs (`/proc/softirqs`, `NET_RX`), read
+//!   before and after a test; [`Snapshot::delta`] gives the change.
 //! - [`split_loss`]: splits a test's `lost` into dropped at the receiving socket's buffer (the
 //!   socket's own `SO_RXQ_OVFL` count when the driver has it), dropped in this host's backlog,
 //!   and not seen by this host (the path or the sender's side), saying when the split cannot be
@@ -14,7 +15,9 @@
 use serde::{Deserialize, Serialize};
 
 /// The host's UDP counters (`/proc/net/snmp`, line `Udp:`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct UdpCounters {
     pub in_datagrams: u64,
     pub in_errors: u64,
@@ -47,25 +50,37 @@ pub struct Snapshot {
     /// Backlog drops per CPU (`/proc/net/softnet_stat`, second column).
     pub backlog_drops: Vec<u64>,
     pub cpus: Vec<CpuTicks>,
+    /// `NET_RX` softirqs run per CPU (`/proc/softirqs`), in CPU order.
+    pub net_rx: Vec<u64>,
 }
 
 /// A core's share of a test's wall time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CoreShare {
     pub cpu: usize,
     /// Percent of the interval the core was not idle.
     pub busy_pct: f64,
     /// Percent of the interval spent in softirq (the network receive path runs there).
     pub softirq_pct: f64,
+    /// `NET_RX` softirqs the core ran over the interval (`/proc/softirqs`).
+    #[serde(default)]
+    pub net_rx: u64,
 }
 
 /// The change over a test.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Delta {
     /// `None` where `/proc/net/snmp` could not be read.
     pub udp: Option<UdpCounters>,
     pub backlog_drops: u64,
     pub cores: Vec<CoreShare>,
+}
+
+impl UdpCounters {
+    /// This host's counters now (None where `/proc/net/snmp` cannot be read).
+    pub fn read() -> Option<UdpCounters> {
+        parse_snmp_udp(&std::fs::read_to_string("/proc/net/snmp").ok()?)
+    }
 }
 
 /// Parses the `Udp:` header and value lines of `/proc/net/snmp`.
@@ -121,6 +136,14 @@ pub fn parse_stat(text: &str) -> Vec<CpuTicks> {
         .collect()
 }
 
+/// Parses the `NET_RX:` line of `/proc/softirqs`: one count per CPU, in the header's order.
+pub fn parse_softirqs_net_rx(text: &str) -> Vec<u64> {
+    text.lines()
+        .find_map(|l| l.trim_start().strip_prefix("NET_RX:"))
+        .map(|v| v.split_whitespace().map_while(|x| x.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 impl Snapshot {
     /// Reads the counters now; what cannot be read stays empty (the report then says so).
     pub fn read() -> Snapshot {
@@ -129,6 +152,7 @@ impl Snapshot {
             udp: parse_snmp_udp(&read("/proc/net/snmp")),
             backlog_drops: parse_softnet(&read("/proc/net/softnet_stat")),
             cpus: parse_stat(&read("/proc/stat")),
+            net_rx: parse_softirqs_net_rx(&read("/proc/softirqs")),
         }
     }
 
@@ -157,10 +181,12 @@ impl Snapshot {
                 let total = b.total().saturating_sub(a.total()).max(1) as f64;
                 let idle = b.idle.saturating_sub(a.idle) as f64;
                 let softirq = b.softirq.saturating_sub(a.softirq) as f64;
+                let net_rx = |s: &Snapshot| s.net_rx.get(b.cpu).copied().unwrap_or(0);
                 Some(CoreShare {
                     cpu: b.cpu,
                     busy_pct: 100.0 * (1.0 - idle / total).clamp(0.0, 1.0),
                     softirq_pct: 100.0 * (softirq / total).clamp(0.0, 1.0),
+                    net_rx: net_rx(later).saturating_sub(net_rx(self)),
                 })
             })
             .collect();
@@ -173,7 +199,7 @@ impl Snapshot {
 }
 
 /// Where a test's lost datagrams went.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LossSplit {
     pub lost: u64,
     /// Dropped because the receiving socket's buffer was full.
@@ -191,28 +217,40 @@ pub struct LossSplit {
 }
 
 /// Splits `lost` using the socket's own drop count (`SO_RXQ_OVFL`, when the driver has it) and
-/// the host's counters over the test.
-pub fn split_loss(lost: u64, socket_drops: Option<u64>, d: &Delta) -> LossSplit {
-    let mut notes = Vec::new();
+/// the host's counters over the test. The kernel counts dropped buffers, not datagrams: with
+/// GRO on the receiving socket a dropped buffer may hold up to `segs` datagrams (on loopback, a
+/// whole GSO send), so with `segs` > 1 each count is scaled by `segs` (capped by `lost`) and
+/// the split is an estimate.
+pub fn split_loss(lost: u64, socket_drops: Option<u64>, segs: u64, d: &Delta) -> LossSplit {
+    let segs = segs.max(1);
+    let mut notes: Vec<String> = Vec::new();
     let socket_buffer = match (socket_drops, d.udp) {
-        (Some(n), _) => n.min(lost),
+        (Some(n), _) => n.saturating_mul(segs).min(lost),
         (None, Some(u)) => {
-            notes.push("socket drops taken from the host's RcvbufErrors");
-            u.rcvbuf_errors.min(lost)
+            notes.push("socket drops taken from the host's RcvbufErrors".into());
+            u.rcvbuf_errors.saturating_mul(segs).min(lost)
         }
         (None, None) => {
-            notes.push("no socket drop count on this host");
+            notes.push("no socket drop count on this host".into());
             0
         }
     };
     if let (Some(n), Some(u)) = (socket_drops, d.udp) {
         if u.rcvbuf_errors > n {
-            notes.push("other sockets on this host dropped datagrams too");
+            notes.push("other sockets on this host dropped datagrams too".into());
         }
     }
-    let backlog = d.backlog_drops.min(lost - socket_buffer);
+    let backlog = d
+        .backlog_drops
+        .saturating_mul(segs)
+        .min(lost - socket_buffer);
     if d.backlog_drops > 0 {
-        notes.push("backlog drops are host-wide");
+        notes.push("backlog drops are host-wide".into());
+    }
+    if segs > 1 && (socket_buffer > 0 || backlog > 0) {
+        notes.push(format!(
+            "the kernel counts dropped buffers, and with GRO a buffer holds up to {segs} datagrams: datagrams estimated"
+        ));
     }
     LossSplit {
         lost,
@@ -225,13 +263,20 @@ pub fn split_loss(lost: u64, socket_drops: Option<u64>, d: &Delta) -> LossSplit 
 }
 
 /// A busy thread's share of one core over the test.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ThreadLoad {
     /// `sender`, `receiver`, ...
     pub role: String,
+    /// The CPU it was pinned to, if it was.
     pub cpu: Option<usize>,
-    /// Percent of one core (user + system).
+    /// Percent of one core (user + system; with several threads of the role, their sum).
     pub pct: f64,
+    /// Of which in user mode.
+    #[serde(default)]
+    pub user_pct: f64,
+    /// Of which in the kernel (on loopback: the sender's also runs the receive path).
+    #[serde(default)]
+    pub system_pct: f64,
 }
 
 /// One line naming the bottleneck.
@@ -270,6 +315,17 @@ pub fn verdict(
             c.cpu, c.busy_pct, c.softirq_pct
         );
     }
+    if let Some(c) = cores
+        .iter()
+        .filter(|c| c.busy_pct >= 90.0)
+        .max_by(|a, b| a.busy_pct.total_cmp(&b.busy_pct))
+    {
+        let ours: f64 = threads.iter().map(|t| t.pct).sum();
+        return format!(
+            "CPU {} at {:.0} % busy while the test's threads used {:.0} % of a core: other work on this host competed for the CPU",
+            c.cpu, c.busy_pct, ours
+        );
+    }
     if split.socket_buffer > 0 {
         return "the receiving socket's buffer overflowed in bursts: the receiver fell behind (a larger --rcvbuf, or a faster receiver)".into();
     }
@@ -305,6 +361,9 @@ mod tests {
         assert_eq!(parse_snmp_udp("Udp: A\nUdp: x\n"), None);
         let soft = "008628cb 00000010 00000004 00000000\n005d5fa6 0000000a 00000006 00000000\n";
         assert_eq!(parse_softnet(soft), vec![16, 10]);
+        let softirqs = "                    CPU0       CPU1\n      NET_TX:          4          0\n      NET_RX:       2156       3054\n       BLOCK: 1 2\n";
+        assert_eq!(parse_softirqs_net_rx(softirqs), vec![2156, 3054]);
+        assert_eq!(parse_softirqs_net_rx("HI: 1 2\n"), Vec::<u64>::new());
         let stat = "cpu  5 0 5 5 0 0 0 0 0 0\ncpu0 100 1 20 300 4 0 50 0 0 0\ncpu1 1 0 1 1 0 0 0 0 0 0\nintr 1\n";
         let c = parse_stat(stat);
         assert_eq!(c.len(), 2);
@@ -324,6 +383,7 @@ mod tests {
                 idle: 100,
                 ..CpuTicks::default()
             }],
+            net_rx: vec![10],
         };
         let mut b = a.clone();
         b.backlog_drops = vec![7, 5];
@@ -331,7 +391,9 @@ mod tests {
         b.cpus[0].idle += 10;
         b.cpus[0].softirq += 60;
         b.cpus[0].user += 30;
+        b.net_rx[0] += 5;
         let d = a.delta(&b);
+        assert_eq!(d.cores[0].net_rx, 5);
         assert_eq!(d.backlog_drops, 2);
         assert_eq!(d.udp.unwrap().rcvbuf_errors, 40);
         assert!((d.cores[0].busy_pct - 90.0).abs() < 1e-9);
@@ -348,16 +410,17 @@ mod tests {
             backlog_drops: 0,
             cores: vec![],
         };
-        let s = split_loss(100, Some(30), &d);
+        let s = split_loss(100, Some(30), 1, &d);
         assert_eq!(
             (s.socket_buffer, s.backlog, s.not_seen, s.exact),
             (30, 0, 70, true)
         );
-        let s2 = split_loss(100, None, &d);
+        let s2 = split_loss(100, None, 1, &d);
         assert!(!s2.exact && s2.note.unwrap().contains("RcvbufErrors"));
         let s3 = split_loss(
             10,
             Some(5),
+            1,
             &Delta {
                 backlog_drops: 100,
                 ..d.clone()
@@ -365,11 +428,18 @@ mod tests {
         );
         assert_eq!((s3.socket_buffer, s3.backlog, s3.not_seen), (5, 5, 0));
         assert!(!s3.exact);
+        // GRO: 4 dropped buffers of up to 44 datagrams, 170 lost.
+        let s4 = split_loss(170, Some(4), 44, &Delta::default());
+        assert_eq!((s4.socket_buffer, s4.not_seen), (170, 0));
+        assert!(!s4.exact && s4.note.unwrap().contains("44 datagrams"));
+        let s5 = split_loss(170, Some(0), 44, &Delta::default());
+        assert!(s5.exact && s5.not_seen == 170);
 
         let t = [ThreadLoad {
             role: "receiver".into(),
             cpu: Some(1),
             pct: 99.6,
+            ..ThreadLoad::default()
         }];
         assert_eq!(
             verdict(&t, &[], true, &s),
@@ -379,12 +449,28 @@ mod tests {
             cpu: 0,
             busy_pct: 98.0,
             softirq_pct: 60.0,
+            net_rx: 0,
         }];
         assert_eq!(
             verdict(&[], &cores, true, &s),
             "CPU 0 at 98 % with 60 % in softirq: on loopback the sender's core runs the receive path"
         );
         assert!(verdict(&[], &[], false, &s).contains("socket's buffer"));
+        let busy = [CoreShare {
+            cpu: 1,
+            busy_pct: 100.0,
+            softirq_pct: 0.0,
+            net_rx: 0,
+        }];
+        let light = [ThreadLoad {
+            role: "receiver".into(),
+            pct: 17.0,
+            ..ThreadLoad::default()
+        }];
+        assert_eq!(
+            verdict(&light, &busy, true, &s),
+            "CPU 1 at 100 % busy while the test's threads used 17 % of a core: other work on this host competed for the CPU"
+        );
     }
 
     #[test]

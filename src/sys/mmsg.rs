@@ -107,7 +107,8 @@ impl SendBatch {
     }
 }
 
-/// Control-message space for one `UDP_GRO` segment size (an int), generously rounded.
+/// Control-message space per message: a `UDP_GRO` segment size and an `SO_RXQ_OVFL` drop
+/// count (24 bytes each), generously rounded.
 const CMSG_SPACE: usize = 64;
 
 /// `n` receive buffers of `slot` bytes each, filled by one `recvmmsg`.
@@ -116,7 +117,8 @@ pub struct RecvBatch {
     slot: usize,
     // Kept alive (and never moved) because the headers point at them.
     _iovs: Box<[libc::iovec]>,
-    ctrl: Box<[u64]>,
+    // Parsed as bytes (`cmsg_data_in`), so no alignment is needed.
+    ctrl: Box<[u8]>,
     hdrs: Box<[libc::mmsghdr]>,
 }
 
@@ -125,12 +127,10 @@ impl RecvBatch {
         assert!(n > 0 && slot > 0);
         let mut bufs = vec![0u8; n * slot].into_boxed_slice();
         let mut iovs = slot_iovecs(&mut bufs, slot);
-        // u64 storage keeps the control buffers aligned for cmsghdr.
-        let words = CMSG_SPACE / 8;
-        let mut ctrl = vec![0u64; n * words].into_boxed_slice();
+        let mut ctrl = vec![0u8; n * CMSG_SPACE].into_boxed_slice();
         let ctrl_base = ctrl.as_mut_ptr();
         let hdrs = headers(&mut iovs, |i, h| {
-            h.msg_control = ctrl_base.wrapping_add(i * words).cast();
+            h.msg_control = ctrl_base.wrapping_add(i * CMSG_SPACE).cast();
             h.msg_controllen = CMSG_SPACE as _;
         });
         RecvBatch {
@@ -183,34 +183,25 @@ impl RecvBatch {
         (&self.bufs[i * self.slot..i * self.slot + len], truncated)
     }
 
+    /// The control messages of message `i` of the last `recv`.
+    pub fn control(&self, i: usize) -> &[u8] {
+        // `msg_controllen` is a usize with glibc and a u32 with musl.
+        #[allow(clippy::unnecessary_cast)]
+        let len = (self.hdrs[i].msg_hdr.msg_controllen as usize).min(CMSG_SPACE);
+        &self.ctrl[i * CMSG_SPACE..i * CMSG_SPACE + len]
+    }
+
     /// The `UDP_GRO` segment size of message `i`, if the kernel coalesced several datagrams.
     pub fn gro_segment(&self, i: usize) -> Option<usize> {
-        let h = &self.hdrs[i].msg_hdr;
-        if h.msg_controllen == 0 {
-            return None;
-        }
-        debug_assert!(h.msg_control as usize >= self.ctrl.as_ptr() as usize);
-        // SAFETY: `h` is a msghdr the kernel filled in during the last recvmmsg; its control
-        // pointer and length describe our own CMSG_SPACE buffer, which the CMSG_* macros walk
-        // without leaving it.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(h);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
-                    let v = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::c_int);
-                    return (v > 0).then_some(v as usize);
-                }
-                c = libc::CMSG_NXTHDR(h, c);
-            }
-        }
-        None
+        gro_segment_in(self.control(i))
     }
 }
 
-/// The `UDP_GRO` segment size in a buffer of control messages laid out as `msg_control` holds
-/// them (as io_uring's multishot `RECVMSG` writes them into a provided buffer). Safe byte
-/// parsing of `cmsghdr { len: usize, level: i32, type: i32 }` + data at `CMSG_ALIGN`.
-pub fn gro_segment_in(control: &[u8]) -> Option<usize> {
+/// The data of the first control message of `level`/`ty` in a buffer of control messages laid
+/// out as `msg_control` holds them (by `recvmmsg`, or io_uring's multishot `RECVMSG` in a
+/// provided buffer). Safe byte parsing of `cmsghdr { len: usize, level: i32, type: i32 }` +
+/// data at `CMSG_ALIGN`.
+fn cmsg_data_in(control: &[u8], level: i32, ty: i32) -> Option<&[u8]> {
     const W: usize = std::mem::size_of::<usize>();
     let align = |n: usize| (n + W - 1) & !(W - 1);
     let hdr = align(W + 8);
@@ -218,18 +209,36 @@ pub fn gro_segment_in(control: &[u8]) -> Option<usize> {
     while off + hdr <= control.len() {
         let c = &control[off..];
         let len = usize::from_ne_bytes(c[..W].try_into().ok()?);
-        let level = i32::from_ne_bytes(c[W..W + 4].try_into().ok()?);
-        let ty = i32::from_ne_bytes(c[W + 4..W + 8].try_into().ok()?);
+        let l = i32::from_ne_bytes(c[W..W + 4].try_into().ok()?);
+        let t = i32::from_ne_bytes(c[W + 4..W + 8].try_into().ok()?);
         if len < hdr || len > c.len() {
             return None;
         }
-        if level == libc::SOL_UDP && ty == libc::UDP_GRO && len >= hdr + 4 {
-            let v = i32::from_ne_bytes(c[hdr..hdr + 4].try_into().ok()?);
-            return (v > 0).then_some(v as usize);
+        if l == level && t == ty {
+            return Some(&c[hdr..len]);
         }
         off += align(len);
     }
     None
+}
+
+/// The first 4 bytes of a control message's data as a native-endian `u32`.
+fn cmsg_u32_in(control: &[u8], level: i32, ty: i32) -> Option<u32> {
+    let d = cmsg_data_in(control, level, ty)?;
+    Some(u32::from_ne_bytes(d.get(..4)?.try_into().ok()?))
+}
+
+/// The `UDP_GRO` segment size in a buffer of control messages, if the kernel coalesced.
+pub fn gro_segment_in(control: &[u8]) -> Option<usize> {
+    let v = cmsg_u32_in(control, libc::SOL_UDP, libc::UDP_GRO)? as i32;
+    (v > 0).then_some(v as usize)
+}
+
+/// The socket's running total of drops that an `SO_RXQ_OVFL` control message carries (present
+/// once the socket has dropped anything; absent means the total was 0 when the datagram was
+/// queued).
+pub fn rxq_ovfl_in(control: &[u8]) -> Option<u32> {
+    cmsg_u32_in(control, libc::SOL_SOCKET, libc::SO_RXQ_OVFL)
 }
 
 #[cfg(test)]
@@ -284,9 +293,44 @@ mod tests {
         c.extend_from_slice(&1472i32.to_ne_bytes());
         c.extend_from_slice(&[0u8; 4]);
         assert_eq!(gro_segment_in(&c), Some(1472));
+        assert_eq!(rxq_ovfl_in(&c), None);
+        c.extend_from_slice(&20usize.to_ne_bytes());
+        c.extend_from_slice(&libc::SOL_SOCKET.to_ne_bytes());
+        c.extend_from_slice(&libc::SO_RXQ_OVFL.to_ne_bytes());
+        c.extend_from_slice(&77u32.to_ne_bytes());
+        c.extend_from_slice(&[0u8; 4]);
+        assert_eq!(rxq_ovfl_in(&c), Some(77));
+        assert_eq!(gro_segment_in(&c), Some(1472));
         assert_eq!(gro_segment_in(&c[..24]), None);
         assert_eq!(gro_segment_in(&[]), None);
         assert_eq!(gro_segment_in(&[0xff; 40]), None);
+    }
+
+    #[test]
+    fn drop_counts_arrive_in_control_messages() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        crate::sys::sockopt::set_rxq_ovfl(&rx).unwrap();
+        crate::sys::sockopt::size_buffer(&rx, 1, true).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..2000 {
+            tx.send_to(&[0u8; 1000], rx.local_addr().unwrap()).unwrap();
+        }
+        let dropped = crate::sys::sockopt::socket_drops(rx.as_raw_fd()).unwrap();
+        assert!(dropped > 0);
+        let mut rb = RecvBatch::new(64, 2048);
+        let n = rb.recv(&rx, false).unwrap();
+        // Everything queued came before the drops (the buffer filled, then overflowed): the
+        // first datagrams carry no count; one sent now carries the whole total.
+        assert!(n > 0);
+        tx.send_to(&[0u8; 10], rx.local_addr().unwrap()).unwrap();
+        let mut last = None;
+        for _ in 0..100 {
+            match rb.recv(&rx, false) {
+                Ok(n) => (0..n).for_each(|i| last = rxq_ovfl_in(rb.control(i)).or(last)),
+                Err(_) => break,
+            }
+        }
+        assert_eq!(last, Some(dropped));
     }
 
     #[test]

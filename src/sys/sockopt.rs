@@ -1,5 +1,6 @@
 //! Socket options that `socket2` does not cover: forced buffer sizes, UDP GSO and GRO,
-//! `SO_REUSEPORT` and steering a reuseport group with a classic BPF program.
+//! `SO_REUSEPORT` and steering a reuseport group with a classic BPF program, the socket's drop
+//! counter (`SO_RXQ_OVFL` in each receive's control messages, `SO_MEMINFO` on demand).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -98,6 +99,36 @@ pub fn set_udp_gro(sock: &impl AsRawFd, on: bool) -> io::Result<()> {
     )
 }
 
+/// Turns `SO_RXQ_OVFL` on: every datagram received after the socket's first drop carries, in
+/// a control message, the socket's running total of drops (a `u32` that wraps) at the moment
+/// the datagram was queued (see [`crate::sys::mmsg::rxq_ovfl_in`]).
+pub fn set_rxq_ovfl(sock: &impl AsRawFd) -> io::Result<()> {
+    set_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
+}
+
+/// The socket's running total of drops now (`SO_MEMINFO`'s `SK_MEMINFO_DROPS`: the counter
+/// `SO_RXQ_OVFL` reports, read without a datagram; a `u32` that wraps).
+pub fn socket_drops(sock: RawFd) -> io::Result<u32> {
+    const VARS: usize = libc::SK_MEMINFO_DROPS as usize + 1;
+    let mut info = [0u32; VARS];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` and `len` are valid for writes and `len` holds the size of `info`; the
+    // kernel writes at most `len` bytes and stores the length it wrote.
+    unsafe {
+        syscall!(getsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        ))
+    }?;
+    if (len as usize) < VARS * 4 {
+        return Err(io::Error::other("SO_MEMINFO without a drop count"));
+    }
+    Ok(info[libc::SK_MEMINFO_DROPS as usize])
+}
+
 /// `SO_REUSEPORT`, for servers with one listener per reactor.
 pub fn set_reuseport(sock: &impl AsRawFd) -> io::Result<()> {
     set_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
@@ -180,6 +211,22 @@ mod tests {
         assert!(got >= 4096);
         let (got, _how) = size_buffer(&s, 1 << 20, false).unwrap();
         assert!(got >= 4096);
+    }
+
+    #[test]
+    fn a_full_socket_counts_its_drops() {
+        use std::os::fd::AsRawFd;
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        set_rxq_ovfl(&rx).unwrap();
+        let before = socket_drops(rx.as_raw_fd()).unwrap();
+        assert_eq!(before, 0);
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // A minimal buffer overflows within a few hundred datagrams nobody reads.
+        size_buffer(&rx, 1, true).unwrap();
+        for _ in 0..2000 {
+            tx.send_to(&[0u8; 1000], rx.local_addr().unwrap()).unwrap();
+        }
+        assert!(socket_drops(rx.as_raw_fd()).unwrap() > 0);
     }
 
     #[test]

@@ -49,6 +49,18 @@ pub fn run_ok(args: &[&str], limit: Duration) -> String {
     out
 }
 
+/// Parses a JSON report, naming what it got when that is not JSON.
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// The number `key` of a JSON object, naming the object when there is none.
+pub fn num(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number '{key}' in {v}"))
+}
+
 /// A fresh directory for one test's files (`netcore-NAME-PID` under the temp dir).
 pub fn scratch_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("netcore-{name}-{}", std::process::id()));

@@ -14,6 +14,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver as Rx, RecvTimeoutError, Sender as Tx, TryRecvError};
 use std::sync::Arc;
@@ -38,7 +39,7 @@ use crate::flow::iperf3::detect::SILENT_GRACE;
 use crate::flow::iperf3::{self, Iperf3Ctx, Iperf3Event, Opener};
 use crate::flow::tcp::spec::{decode_preamble, preamble_prefix, TcpSpec, PREAMBLE_LEN};
 use crate::flow::tcp::{self, server::ServerCtx, server::TcpEvent};
-use crate::sys::mmsg::RecvBatch;
+use crate::sys::mmsg::{gro_segment_in, rxq_ovfl_in, RecvBatch};
 use crate::sys::sockopt::{self, BufMethod};
 use crate::sys::{affinity, realtime_ns, signal};
 
@@ -126,6 +127,8 @@ pub struct Receiver {
     rcvbuf: usize,
     rcvbuf_method: BufMethod,
     gro: bool,
+    /// `SO_RXQ_OVFL` is on (each datagram carries the socket's drop total).
+    rxq_ovfl: bool,
     backend: Backend,
     /// Set by whoever started the receiver to stop waiting for a test (see
     /// [`Receiver::stopper`]).
@@ -169,6 +172,7 @@ impl Receiver {
         let (rcvbuf, rcvbuf_method) =
             sockopt::size_buffer(&udp, opts.rcvbuf, true).context("setting the receive buffer")?;
         let gro = opts.gro && sockopt::set_udp_gro(&udp, true).is_ok();
+        let rxq_ovfl = sockopt::set_rxq_ovfl(&udp).is_ok();
         listener.set_nonblocking(true)?;
         Ok(Receiver {
             udp,
@@ -177,6 +181,7 @@ impl Receiver {
             rcvbuf,
             rcvbuf_method,
             gro,
+            rxq_ovfl,
             backend,
             stop: Arc::new(AtomicBool::new(false)),
         })
@@ -226,6 +231,8 @@ impl Receiver {
             window: self.opts.window,
             interval: self.opts.interval,
             backend: self.backend,
+            sock: udp.as_raw_fd(),
+            rxq_ovfl: self.rxq_ovfl,
         };
         let core = Core::new(ctx, cmd_rx, out_tx);
         let backend = self.backend;
@@ -933,9 +940,15 @@ fn udp_thread(sock: UdpSocket, mut core: Core) {
         }
         if n > 0 && core.in_test() {
             let now_ns = realtime_ns();
+            let mut drops = None;
             for i in 0..n {
                 let (m, truncated) = batch.message(i);
-                core.on_buffer(m, truncated, batch.gro_segment(i), now_ns);
+                let control = batch.control(i);
+                core.on_buffer(m, truncated, gro_segment_in(control), now_ns);
+                drops = rxq_ovfl_in(control).or(drops);
+            }
+            if let Some(d) = drops {
+                core.on_drops(d);
             }
         }
         core.end_batch(n > 0);

@@ -9,16 +9,18 @@
 //! news goes out with the test id it is about.
 
 use std::collections::BTreeMap;
+use std::os::fd::RawFd;
 use std::sync::mpsc::{Receiver as Rx, Sender as Tx, TryRecvError};
 use std::time::{Duration, Instant};
 
-use super::report::{pct_of, ReceiverStats, StreamStats};
+use super::report::{pct_of, KernelStats, ReceiverStats, SocketDrops, StreamStats};
 use super::tracker::{Accounting, Class, Tracker};
 use super::wire::{self, Header, Invalid};
 use crate::flow::backend::Backend;
 use crate::flow::cpu::ThreadMeter;
+use crate::flow::kernel::{split_loss, Snapshot};
 use crate::stats::hist::Hist;
-use crate::sys::sockopt::BufMethod;
+use crate::sys::sockopt::{self, BufMethod};
 
 /// What the UDP thread needs to know of a test.
 #[derive(Debug)]
@@ -84,6 +86,10 @@ pub(super) struct UdpCtx {
     pub interval: Duration,
     /// The backend that runs (mio or uring, never auto).
     pub backend: Backend,
+    /// The receiving socket, for its drop counter (`SO_MEMINFO`) at a test's start and end.
+    pub sock: RawFd,
+    /// `SO_RXQ_OVFL` is on: the backend passes each batch's drop count to [`Core::on_drops`].
+    pub rxq_ovfl: bool,
 }
 
 /// One stream's accounting in a test: its own sequence space, bytes and jitter.
@@ -129,6 +135,8 @@ pub(super) struct TestState {
     first: Option<Instant>,
     last: Instant,
     coalesced: u64,
+    /// The most datagrams one receive buffer held (GRO): what one dropped buffer may hold.
+    max_segs: u64,
     recv_calls: u64,
     /// A datagram of this test (or, with one test running, any datagram) came in this batch.
     got: bool,
@@ -137,6 +145,13 @@ pub(super) struct TestState {
     finishing: Option<(Option<Vec<u64>>, Instant)>,
     /// This thread's CPU since the test started.
     meter: ThreadMeter,
+    /// The kernel's counters when the test started, and when the sender said Done.
+    kernel_start: Snapshot,
+    kernel_done: Option<Snapshot>,
+    /// The socket's running drop total when the test started, and the latest one a datagram
+    /// of the test carried (`SO_RXQ_OVFL`).
+    drops_start: u32,
+    drops_seen: Option<u32>,
 }
 
 impl TestState {
@@ -155,11 +170,52 @@ impl TestState {
             first: None,
             last: now,
             coalesced: 0,
+            max_segs: 1,
             recv_calls: 0,
             got: false,
             next_tick: now + interval,
             finishing: None,
             meter: ThreadMeter::start(),
+            kernel_start: Snapshot::read(),
+            kernel_done: None,
+            drops_start: 0,
+            drops_seen: None,
+        }
+    }
+
+    /// A datagram of this test was queued when the socket's drop total was `total`. Totals
+    /// only grow (modulo 2^32); a stray queued before the test carries an older one.
+    fn on_drops(&mut self, total: u32) {
+        let newer = |a: u32, b: u32| a.wrapping_sub(b) < 1 << 31;
+        if newer(total, self.drops_start) && self.drops_seen.is_none_or(|s| newer(total, s)) {
+            self.drops_seen = Some(total);
+        }
+    }
+
+    /// What the kernel counted over the test and the split of `lost`; the threads and the
+    /// verdict come when both sides' CPU is known (`UdpReport::conclude`).
+    fn kernel(&self, ctx: &UdpCtx, lost: u64) -> KernelStats {
+        let end = Snapshot::read();
+        let mut host = self.kernel_start.delta(&end);
+        if let Some(done) = &self.kernel_done {
+            host.cores = self.kernel_start.delta(done).cores;
+        }
+        let socket_drops = SocketDrops {
+            rxq_ovfl: ctx.rxq_ovfl.then(|| {
+                u64::from(
+                    self.drops_seen
+                        .map_or(0, |v| v.wrapping_sub(self.drops_start)),
+                )
+            }),
+            total: sockopt::socket_drops(ctx.sock)
+                .ok()
+                .map(|e| u64::from(e.wrapping_sub(self.drops_start))),
+        };
+        KernelStats {
+            loss: split_loss(lost, socket_drops.best(), self.max_segs, &host),
+            socket_drops,
+            host,
+            ..KernelStats::default()
         }
     }
 
@@ -310,6 +366,7 @@ impl TestState {
             backend: ctx.backend.name().to_string(),
             cpu_usage: Some(self.meter.stop().finish(bytes)),
             streams,
+            kernel: Some(self.kernel(ctx, accounting.lost)),
         })
     }
 }
@@ -323,6 +380,8 @@ pub(super) struct Core {
     tests: Vec<TestState>,
     /// The test the last datagram belonged to (datagrams come in runs of one test).
     last: usize,
+    /// The latest drop total any datagram carried (the baseline where `SO_MEMINFO` fails).
+    drops_seen: u32,
 }
 
 impl Core {
@@ -333,6 +392,7 @@ impl Core {
             out,
             tests: Vec::new(),
             last: 0,
+            drops_seen: 0,
         }
     }
 
@@ -349,13 +409,15 @@ impl Core {
                         let _ = self.out.send((id, Out::Failed("too many tests".into())));
                         continue;
                     }
-                    self.tests
-                        .push(TestState::new(p, self.ctx.window, self.ctx.interval));
+                    let mut t = TestState::new(p, self.ctx.window, self.ctx.interval);
+                    t.drops_start = sockopt::socket_drops(self.ctx.sock).unwrap_or(self.drops_seen);
+                    self.tests.push(t);
                     let _ = self.out.send((id, Out::Started));
                 }
                 Ok(Cmd::Finish { test_id, sent }) => {
                     if let Some(t) = self.tests.iter_mut().find(|t| t.test_id == test_id) {
                         t.finishing = Some((sent, Instant::now()));
+                        t.kernel_done = Some(Snapshot::read());
                     }
                 }
                 Ok(Cmd::Quit) | Err(TryRecvError::Disconnected) => return false,
@@ -406,10 +468,13 @@ impl Core {
         match gro {
             Some(seg) if seg > 0 && seg < m.len() => {
                 let mut first = true;
+                let segs = m.len().div_ceil(seg) as u64;
                 for d in m.chunks(seg) {
                     if let Some(t) = self.on_datagram(d, now_ns) {
                         if first {
-                            self.tests[t].coalesced += 1;
+                            let t = &mut self.tests[t];
+                            t.coalesced += 1;
+                            t.max_segs = t.max_segs.max(segs);
                             first = false;
                         }
                     }
@@ -418,6 +483,17 @@ impl Core {
             _ => {
                 self.on_datagram(m, now_ns);
             }
+        }
+    }
+
+    /// The socket's running drop total (`SO_RXQ_OVFL`) that the batch's last datagram carried.
+    /// The socket is shared by every running test: each takes it (with several at once, the
+    /// split between them cannot be exact; the report says the drops are the socket's).
+    #[inline]
+    pub fn on_drops(&mut self, total: u32) {
+        self.drops_seen = total;
+        for t in &mut self.tests {
+            t.on_drops(total);
         }
     }
 
@@ -539,6 +615,8 @@ mod tests {
             window: 1 << 10,
             interval: Duration::from_secs(1),
             backend: Backend::Mio,
+            sock: -1,
+            rxq_ovfl: true,
         }
     }
 
@@ -588,6 +666,23 @@ mod tests {
                                    // a stream that saw more than its sender says names the stream
         let e = t.stats(Some(&[5, 2, 0]), &ctx(), false).unwrap_err();
         assert!(e.starts_with("stream 1:"), "{e}");
+    }
+
+    #[test]
+    fn drop_totals_only_move_forward() {
+        let mut t = state(1);
+        t.drops_start = u32::MAX - 1;
+        t.on_drops(5); // wrapped: 7 drops since the start
+        t.on_drops(u32::MAX - 3); // a stray queued before the test
+        t.on_drops(3); // older than 5
+        assert_eq!(t.drops_seen, Some(5));
+        let k = t.kernel(&ctx(), 100);
+        // No socket to read at the end (fd -1): the control messages' count stands.
+        assert_eq!(
+            (k.socket_drops.rxq_ovfl, k.socket_drops.total),
+            (Some(7), None)
+        );
+        assert_eq!((k.loss.socket_buffer, k.loss.lost), (7, 100));
     }
 
     #[test]

@@ -144,6 +144,7 @@ struct DoneInfo {
     errors: BTreeMap<String, u64>,
     pacing: Option<String>,
     cpu: Option<CpuUsage>,
+    sndbuf_errors: Option<u64>,
 }
 
 /// One control connection's test, from Hello to Report.
@@ -522,6 +523,7 @@ impl RecvSession {
                     pacing,
                     cpu,
                     streams,
+                    sndbuf_errors,
                 } => {
                     let per_stream = match self
                         .check_done(sent, bytes, elapsed_ns)
@@ -538,6 +540,7 @@ impl RecvSession {
                         errors,
                         pacing,
                         cpu,
+                        sndbuf_errors,
                     });
                     self.actions.push(Action::Cmd(Cmd::Finish {
                         test_id: self.test_id,
@@ -647,8 +650,10 @@ impl RecvSession {
                 stats.interrupted |= self.interrupted;
                 let report = self.report(&stats);
                 if self.failure.is_none() && !self.conn_lost {
-                    self.actions
-                        .push(Action::Send(Msg::Report { receiver: stats }));
+                    // With the threads and the verdict the receiver concluded.
+                    self.actions.push(Action::Send(Msg::Report {
+                        receiver: Box::new(report.receiver.clone()),
+                    }));
                 }
                 self.actions.push(Action::Finished(Box::new(report)));
                 let r = match self.failure.take() {
@@ -681,6 +686,7 @@ impl RecvSession {
                     errors: d.errors.clone(),
                     pacing: d.pacing.clone(),
                     cpu_usage: d.cpu,
+                    sndbuf_errors: d.sndbuf_errors,
                     ..Default::default()
                 }
             }
@@ -705,7 +711,7 @@ impl RecvSession {
                 }
             }
         };
-        UdpReport {
+        let mut report = UdpReport {
             schema: SCHEMA.into(),
             role: "receiver".into(),
             test_id: format!("{:016x}", self.test_id),
@@ -715,7 +721,9 @@ impl RecvSession {
             sender,
             receiver: stats.clone(),
             intervals: self.intervals.clone(),
-        }
+        };
+        report.conclude(self.ctx.peer_loopback);
+        report
     }
 
     /// Ends a running test now for `why`, telling the sender (the receiver's report, marked
@@ -887,6 +895,7 @@ mod tests {
             interrupted: false,
             pacing: None,
             streams,
+            sndbuf_errors: None,
         }
     }
 

@@ -6,15 +6,19 @@ use serde::{Deserialize, Serialize};
 
 use super::tracker::Accounting;
 use crate::flow::cpu::CpuUsage;
+use crate::flow::kernel::{self, Delta, LossSplit, ThreadLoad};
 use crate::flow::streams::SUM;
 use crate::stats::hist::Percentiles;
 use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::sys::sockopt::BufMethod;
-use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_micros, fmt_pps};
+use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_count, fmt_micros, fmt_pps};
 
 /// v3: `receiver.streams` (one row per stream, `-P`), CSV rows per stream and a SUM row.
-pub const SCHEMA: &str = "netcore.udp.v3";
+/// v4: `receiver.kernel` (where loss and time went: the socket's drops, the receiving host's
+/// counters, the loss split, the busy threads and cores, the verdict) and
+/// `sender.sndbuf_errors`; CSV columns for them.
+pub const SCHEMA: &str = "netcore.udp.v4";
 
 /// What the receiver measured: the exact accounting and the timing figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -59,6 +63,92 @@ pub struct ReceiverStats {
     /// above is their sum.
     #[serde(default)]
     pub streams: Vec<StreamStats>,
+    /// What the kernel counted on the receiving host over the test, and what it says about
+    /// where loss and time went (schema v4).
+    #[serde(default)]
+    pub kernel: Option<KernelStats>,
+}
+
+/// The receiving socket's drop counter over a test (the kernel's `sk_drops`: datagrams the
+/// socket could not queue because its buffer was full).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub struct SocketDrops {
+    /// From the `SO_RXQ_OVFL` control messages: the running total the test's last datagram
+    /// carried minus the total when the test started (drops after the last datagram that
+    /// arrived are not in it). None where the option could not be set.
+    pub rxq_ovfl: Option<u64>,
+    /// The same counter read with `SO_MEMINFO` at the test's end, minus its value at the
+    /// start: every drop of the test, the last ones too. None where it cannot be read.
+    pub total: Option<u64>,
+}
+
+impl SocketDrops {
+    /// The best count there is: the end reading, else the control messages'.
+    pub fn best(&self) -> Option<u64> {
+        self.total.or(self.rxq_ovfl)
+    }
+}
+
+/// Where loss and time went, from the receiving host's point of view.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct KernelStats {
+    /// The receiving socket's own drops.
+    pub socket_drops: SocketDrops,
+    /// The receiving host's counters over the test: UDP (`/proc/net/snmp`), backlog drops
+    /// (`/proc/net/softnet_stat`), and each core's busy and softirq share from the test's
+    /// start until the sender said Done (`/proc/stat`, `/proc/softirqs`).
+    pub host: Delta,
+    /// `lost` split: dropped at the receiver's socket buffer, in this host's backlog, not seen
+    /// by this host.
+    pub loss: LossSplit,
+    /// The busy threads of both sides (percent of one core, user and system).
+    pub threads: Vec<ThreadLoad>,
+    /// One line naming the bottleneck.
+    pub verdict: String,
+}
+
+/// A side's busy threads as a [`ThreadLoad`].
+fn thread_load(role: &str, cpu: Option<usize>, c: &CpuUsage) -> ThreadLoad {
+    let pct = |s: f64| {
+        if c.wall_s > 0.0 {
+            s / c.wall_s * 100.0
+        } else {
+            0.0
+        }
+    };
+    ThreadLoad {
+        role: role.into(),
+        cpu,
+        pct: c.pct_core,
+        user_pct: pct(c.user_s),
+        system_pct: pct(c.system_s),
+    }
+}
+
+impl UdpReport {
+    /// Fills `receiver.kernel`'s threads and verdict from both sides' CPU figures (each side
+    /// calls it once it has the other's: the receiver after Done, the sender after the
+    /// Report). `loopback`: both ends on this host's loopback.
+    pub fn conclude(&mut self, loopback: bool) {
+        let s = &self.sender;
+        let r = &self.receiver;
+        let Some(k) = self.receiver.kernel.as_ref() else {
+            return;
+        };
+        let mut threads = Vec::new();
+        if let Some(c) = &s.cpu_usage {
+            threads.push(thread_load("sender", s.cpu, c));
+        }
+        if let Some(c) = &r.cpu_usage {
+            threads.push(thread_load("receiver", r.cpu, c));
+        }
+        let verdict = kernel::verdict(&threads, &k.host.cores, loopback, &k.loss);
+        let k = self.receiver.kernel.as_mut().expect("checked above");
+        k.threads = threads;
+        k.verdict = verdict;
+    }
 }
 
 /// One stream of a test as the receiver accounted it (its own sequence space).
@@ -133,6 +223,10 @@ pub struct SenderStats {
     /// The blasting thread's CPU over the test (schema v2; from Done on the receiver).
     #[serde(default)]
     pub cpu_usage: Option<CpuUsage>,
+    /// The sending host's `SndbufErrors` (`/proc/net/snmp`) over the sending (schema v4;
+    /// host-wide; from Done on the receiver). None where unknown.
+    #[serde(default)]
+    pub sndbuf_errors: Option<u64>,
 }
 
 /// The notifications of zero-copy sends.
@@ -201,7 +295,7 @@ fn errors_text(e: &BTreeMap<String, u64>) -> String {
 }
 
 /// Columns of the CSV report.
-const CSV_COLUMNS: usize = 23;
+const CSV_COLUMNS: usize = 31;
 
 fn cpu_cell(v: Option<String>) -> String {
     v.unwrap_or_default()
@@ -281,6 +375,84 @@ impl UdpReport {
             ]);
         }
         t.render()
+    }
+}
+
+impl UdpReport {
+    /// Where loss and time went: the loss split, the receiving host's counters, the cores, the
+    /// busy threads and the verdict.
+    fn kernel_lines(&self, k: &KernelStats) -> String {
+        let l = &k.loss;
+        let d = &k.socket_drops;
+        let mut out = format!(
+            "loss: {} lost = {} dropped at the receiver's socket buffer (SO_RXQ_OVFL {}, at the end {}) + {} in this host's backlog + {} not seen by this host (the path or the sender's side){}\n",
+            fmt_count(l.lost),
+            fmt_count(l.socket_buffer),
+            opt(d.rxq_ovfl.map(fmt_count)),
+            opt(d.total.map(fmt_count)),
+            fmt_count(l.backlog),
+            fmt_count(l.not_seen),
+            match &l.note {
+                Some(n) if !l.exact => format!("; not exact: {n}"),
+                _ => String::new(),
+            }
+        );
+        let udp = match k.host.udp {
+            Some(u) => format!(
+                "UDP InDatagrams +{}, InErrors +{}, RcvbufErrors +{}, SndbufErrors +{}",
+                fmt_count(u.in_datagrams),
+                fmt_count(u.in_errors),
+                fmt_count(u.rcvbuf_errors),
+                fmt_count(u.sndbuf_errors)
+            ),
+            None => "UDP counters unreadable".into(),
+        };
+        out.push_str(&format!(
+            "kernel (receiving host): {udp}; backlog drops +{}; sender's host SndbufErrors {}\n",
+            fmt_count(k.host.backlog_drops),
+            opt(self
+                .sender
+                .sndbuf_errors
+                .map(|n| format!("+{}", fmt_count(n)))),
+        ));
+        if !k.host.cores.is_empty() {
+            let cores: Vec<String> = k
+                .host
+                .cores
+                .iter()
+                .map(|c| {
+                    format!(
+                        "CPU {} {:.0} % busy, {:.0} % softirq, {} NET_RX",
+                        c.cpu,
+                        c.busy_pct,
+                        c.softirq_pct,
+                        fmt_count(c.net_rx)
+                    )
+                })
+                .collect();
+            out.push_str(&format!("cores (start to Done): {}\n", cores.join("; ")));
+        }
+        if !k.threads.is_empty() {
+            let threads: Vec<String> = k
+                .threads
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} {:.0} %{} (user {:.0} %, system {:.0} %)",
+                        t.role,
+                        t.pct,
+                        t.cpu.map(|c| format!(" of CPU {c}")).unwrap_or_default(),
+                        t.user_pct,
+                        t.system_pct
+                    )
+                })
+                .collect();
+            out.push_str(&format!("threads: {}\n", threads.join("; ")));
+        }
+        if !k.verdict.is_empty() {
+            out.push_str(&format!("verdict: {}\n", k.verdict));
+        }
+        out
     }
 }
 
@@ -425,6 +597,9 @@ impl Report for UdpReport {
                 out.push_str(&format!("cpu {who}: {}\n", c.line()));
             }
         }
+        if let Some(k) = &r.kernel {
+            out.push_str(&self.kernel_lines(k));
+        }
         if r.streams.len() > 1 {
             out.push_str(&self.streams_table());
         }
@@ -434,6 +609,7 @@ impl Report for UdpReport {
         let s = &self.sender;
         let r = &self.receiver;
         let a = &r.accounting;
+        let k = r.kernel.as_ref();
         let mut t = Table::new([
             "test_id",
             "len",
@@ -458,6 +634,14 @@ impl Report for UdpReport {
             "sender_cpu_pct",
             "receiver_cpu_s",
             "receiver_cpu_pct",
+            "lost_socket_buffer",
+            "lost_backlog",
+            "lost_not_seen",
+            "loss_split_exact",
+            "socket_rxq_ovfl",
+            "host_rcvbuf_errors",
+            "sender_sndbuf_errors",
+            "verdict",
         ]);
         // One row per stream (the figures only the stream has; the rest empty), then the SUM
         // row with everything.
@@ -515,6 +699,20 @@ impl Report for UdpReport {
             cpu_cell(s.cpu_usage.map(|c| format!("{:.1}", c.pct_core))),
             cpu_cell(r.cpu_usage.map(|c| format!("{:.3}", c.cpu_s()))),
             cpu_cell(r.cpu_usage.map(|c| format!("{:.1}", c.pct_core))),
+            cpu_cell(k.map(|k| k.loss.socket_buffer.to_string())),
+            cpu_cell(k.map(|k| k.loss.backlog.to_string())),
+            cpu_cell(k.map(|k| k.loss.not_seen.to_string())),
+            cpu_cell(k.map(|k| k.loss.exact.to_string())),
+            cpu_cell(
+                k.and_then(|k| k.socket_drops.rxq_ovfl)
+                    .map(|n| n.to_string()),
+            ),
+            cpu_cell(
+                k.and_then(|k| k.host.udp)
+                    .map(|u| u.rcvbuf_errors.to_string()),
+            ),
+            cpu_cell(s.sndbuf_errors.map(|n| n.to_string())),
+            cpu_cell(k.map(|k| k.verdict.clone())),
         ]);
         t.to_csv()
     }

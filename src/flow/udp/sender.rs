@@ -31,6 +31,7 @@ use crate::flow::backend::{self, Backend};
 use crate::flow::control::{ClientId, Conn, Msg, Plan, Reverse, PROTOCOL_VERSION};
 use crate::flow::cpu::{CpuUsage, ThreadMeter};
 use crate::flow::host::host_name;
+use crate::flow::kernel::UdpCounters;
 use crate::flow::pacer::Pacer;
 use crate::flow::streams::{cpu_for, split_count};
 use crate::sys::{affinity, realtime_ns, signal, sockopt};
@@ -522,6 +523,7 @@ pub fn blast_and_finish(
     on_interval: OnInterval,
 ) -> Result<UdpReport> {
     let n = socks.len();
+    let udp_before = UdpCounters::read();
     let stop = Arc::new(AtomicBool::new(false));
     let mut progress = Vec::with_capacity(n);
     let mut workers = Vec::with_capacity(n);
@@ -599,6 +601,9 @@ pub fn blast_and_finish(
     }
     let per_stream: Vec<u64> = parts.iter().map(|p| p.sent).collect();
     let res = combine(parts);
+    let sndbuf_errors = udp_before
+        .zip(UdpCounters::read())
+        .map(|(a, b)| b.sndbuf_errors.saturating_sub(a.sndbuf_errors));
     let pacing = opts.rate.map(|r| match n {
         1 => format!("token bucket at {r}"),
         _ => format!(
@@ -623,6 +628,7 @@ pub fn blast_and_finish(
                 pacing: pacing.clone(),
                 cpu: Some(res.cpu),
                 streams: if n > 1 { per_stream } else { Vec::new() },
+                sndbuf_errors,
             })?;
             // One deadline for the Report, whatever comes before it; a signal after Done
             // (a second Ctrl-C, or the first once sending had ended) gives up waiting.
@@ -653,7 +659,7 @@ pub fn blast_and_finish(
         }
     }
     let secs = res.elapsed.as_secs_f64().max(1e-9);
-    Ok(UdpReport {
+    let mut report = UdpReport {
         schema: SCHEMA.into(),
         role: "sender".into(),
         test_id: format!("{test_id:016x}"),
@@ -676,10 +682,13 @@ pub fn blast_and_finish(
             backend: Some(opts.backend.name().to_string()),
             zerocopy: res.zerocopy,
             cpu_usage: Some(res.cpu),
+            sndbuf_errors,
         },
         receiver: *receiver,
         intervals,
-    })
+    };
+    report.conclude(opts.target.ip().is_loopback());
+    Ok(report)
 }
 
 /// What the sender does with one message from the receiver.

@@ -3,7 +3,8 @@
 //!
 //! * Receive ([`recv_thread`]): one multishot `RECVMSG` into the ring's provided buffers. Each
 //!   completion's buffer holds an `io_uring_recvmsg_out` header, the control messages (the
-//!   `UDP_GRO` segment size) and the payload; coalesced payloads are split by the segment size
+//!   `UDP_GRO` segment size, the socket's `SO_RXQ_OVFL` drop total) and the payload;
+//!   coalesced payloads are split by the segment size
 //!   exactly like the `recvmmsg` path, and every buffer goes to the shared
 //!   [`Core`]. One `io_uring_enter` per turn (between tests: submit and wait, 10 ms at most;
 //!   during a test, or always with `--spin`: run the ring's deferred work without waiting, not
@@ -34,17 +35,18 @@ use anyhow::{anyhow, bail, Result};
 use super::recv_core::{Core, RxWait, POLL_NAP};
 use super::report::ZeroCopyStats;
 use super::transport::Transport;
-use crate::sys::mmsg::gro_segment_in;
+use crate::sys::mmsg::{gro_segment_in, rxq_ovfl_in};
 use crate::sys::{affinity, realtime_ns};
 use crate::uring::{Completion, LinkedSend, Ring, Target};
 
-/// Control space per received message (one `UDP_GRO` cmsg takes 24 bytes).
+/// Control space per received message (a `UDP_GRO` and an `SO_RXQ_OVFL` cmsg take 24 bytes
+/// each).
 const CTRL: usize = 64;
 /// Provided buffers: a GRO-coalesced buffer is at most 64 KiB, plus the 16-byte
 /// `io_uring_recvmsg_out` header and the control space. Few, so that they stay in the cache:
 /// the kernel fills them in ring order, so with 256 (16 MiB) every copy went to cold memory
 /// and both-sides-uring goodput was 0.73x of mio's; with 32 it was 1.09x, with 16 1.03x
-/// (`CONFIGS=uring RUNS=7 SIZE=4G tools/compare-udp.sh`, one run each, in a row). The
+/// (`CONFIGS=uring RUNS=7 SIZE=4G tools/compare-udp-burst.sh`, one run each, in a row). The
 /// `recvmmsg` path reuses its first buffers on every call, which is why it did not suffer.
 const RECV_BUFS: u16 = 32;
 const RECV_BUF_SIZE: usize = (1 << 16) + 16 + CTRL;
@@ -103,6 +105,7 @@ pub(super) fn recv_thread(sock: UdpSocket, mut core: Core) {
         ring.reap(&mut done);
         let now_ns = realtime_ns();
         let mut got = false;
+        let mut drops = None;
         for c in done.drain(..) {
             if !c.more {
                 armed = false;
@@ -117,10 +120,14 @@ pub(super) fn recv_thread(sock: UdpSocket, mut core: Core) {
             if c.res > 0 && core.in_test() {
                 if let Some(p) = ring.recvmsg_parts(bid, c.res as usize, CTRL) {
                     core.on_buffer(p.payload, p.truncated, gro_segment_in(p.control), now_ns);
+                    drops = rxq_ovfl_in(p.control).or(drops);
                     got = true;
                 }
             }
             ring.recycle(bid);
+        }
+        if let Some(d) = drops {
+            core.on_drops(d);
         }
         if rearm_errors > MAX_REARM_ERRORS {
             core.fail(format!(
