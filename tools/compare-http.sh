@@ -12,7 +12,9 @@
 #                                                                 (netcore epoll only)
 # For CONNS (default "10 100 1000"), RUNS times (default 5), interleaved: run 1 of every
 # configuration, then run 2, ... Printed: median requests/s [min-max] and median p99 per
-# configuration, the ratio netcore epoll / nginx, and netcore load / wrk on netcore epoll.
+# configuration, as a markdown table (ready for the README) with the ratios of the medians:
+# each netcore model / nginx (requests/s), netcore epoll / nginx (p99), netcore load / wrk on
+# netcore epoll (requests/s).
 #
 # Knobs (environment): RUNS CONNS DURATION WARMUP MODELS SERVER_CPU CLIENT_CPU PORT_BASE
 #                      NETCORE (binary; default target/release/netcore, built if missing)
@@ -172,9 +174,9 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 # ---- table -----------------------------------------------------------------------------------
-python3 - "$RES" "$CONNS" "$SERVERS" <<'PY'
+python3 - "$RES" "$CONNS" "$SERVERS" "$RUNS" <<'PY'
 import math, statistics, sys
-res, conns, servers = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+res, conns, servers, runs = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4]
 rows = {}
 for line in open(res):
     client, server, c, run, rps, p99, errs = line.split()
@@ -193,20 +195,31 @@ def fmt(c):
     us = f"{p99/1000:.2f} ms" if p99 >= 1000 else f"{p99:.0f} us"
     return f"{m/1000:.1f}k [{lo/1000:.1f}-{hi/1000:.1f}] p99 {us}" + (f" ERR {e}" if e else "")
 cols = [("wrk", s) for s in servers] + [("load", "epoll")]
-head = ["conns"] + [f"wrk->{s}" for s in servers] + ["load->epoll", "epoll/nginx", "load/wrk (epoll)"]
+def ratio(a, b, i):
+    return f"{a[i]/b[i]:.2f}x" if a and b and b[i] and not math.isnan(a[i]) and not math.isnan(b[i]) else "-"
+# Ratios of medians: requests/s of every netcore model to nginx's, p99 of epoll to nginx's
+# (the goal: >= 1.00x requests/s, <= 1.00x p99), netcore load's requests/s to wrk's.
+models = [s for s in servers if s != "nginx"]
+head = (["conns"] + [f"wrk->{s}" for s in servers] + ["load->epoll"]
+        + [f"{m}/nginx" for m in models] + ["epoll/nginx p99", "load/wrk (epoll)"])
 lines = [head]
 for c in conns:
     cells = {k: cell((k[0], k[1], c)) for k in cols}
     r = [c] + [fmt(cells[k]) for k in cols]
-    e, n, l = cells.get(("wrk", "epoll")), cells.get(("wrk", "nginx")), cells.get(("load", "epoll"))
-    r.append(f"{e[0]/n[0]:.2f}x" if e and n and n[0] else "-")
-    r.append(f"{l[0]/e[0]:.2f}x" if l and e and e[0] else "-")
+    n = cells.get(("wrk", "nginx"))
+    for m in models:
+        r.append(ratio(cells.get(("wrk", m)), n, 0))
+    e, l = cells.get(("wrk", "epoll")), cells.get(("load", "epoll"))
+    r.append(ratio(e, n, 3))
+    r.append(ratio(l, e, 0))
     lines.append(r)
 w = [max(len(x[i]) for x in lines) for i in range(len(head))]
 print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(head)) + " |")
 print("|" + "|".join("-" * (x + 2) for x in w) + "|")
 for r in lines[1:]:
     print("| " + " | ".join(v.ljust(w[i]) for i, v in enumerate(r)) + " |")
-print("\ncells: median requests/s [min-max] over the runs, median p99")
+print(f"\ncells: median requests/s [min-max] over {runs} interleaved runs, median p99; ratios of the medians")
 PY
-log "nginx: $("$NGINX" -v 2>&1 | sed 's/.*: //'); wrk: $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*: //'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}');" \
+  "RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s; servers on CPU $SERVER_CPU, clients on" \
+  "CPU $CLIENT_CPU; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
