@@ -12,11 +12,14 @@
 #                                                                 (netcore epoll only)
 # For CONNS (default "10 100 1000"), RUNS times (default 5), interleaved: run 1 of every
 # configuration, then run 2, ... Printed: median requests/s [min-max] and median p99 per
-# configuration, the ratio netcore epoll / nginx, and netcore load / wrk on netcore epoll.
+# configuration, as a markdown table (ready for the README) with the ratios of the medians:
+# each netcore model / nginx (requests/s), netcore epoll / nginx (p99), netcore load / wrk on
+# netcore epoll (requests/s), and each server's CPU time per request (epoll / nginx).
 #
 # Knobs (environment): RUNS CONNS DURATION WARMUP MODELS SERVER_CPU CLIENT_CPU PORT_BASE
 #                      NETCORE (binary; default target/release/netcore, built if missing)
 #                      NGINX (default: nginx on PATH)  OUT (raw results; default mktemp -d)
+#                      PERF (perf, for the servers' CPU time per request; empty: skipped)
 # Every server started here is stopped by PID when the script exits; every client run is bounded
 # with timeout(1).
 set -euo pipefail
@@ -35,6 +38,7 @@ PORT_BASE="${PORT_BASE:-15700}"
 NETCORE="${NETCORE:-$REPO/target/release/netcore}"
 NGINX="${NGINX:-$(command -v nginx || true)}"
 OUT="${OUT:-$(mktemp -d /tmp/compare-http.XXXXXX)}"
+PERF="${PERF-$(command -v perf || true)}"
 RUN_LIMIT=$((DURATION + WARMUP + 60))
 
 # shellcheck source=tools/lib.sh
@@ -63,7 +67,7 @@ wait_port() {
 }
 
 # ---- servers ---------------------------------------------------------------------------------
-declare -A PORT
+declare -A PORT SPID
 next_port=$PORT_BASE
 start_netcore() {
   local model="$1" port=$next_port
@@ -74,6 +78,7 @@ start_netcore() {
   PIDS+=($!)
   wait_port "$port" || die "netcore $model did not listen"
   PORT[$model]=$port
+  SPID[$model]=$!
 }
 start_nginx() {
   local port=$next_port dir="$OUT/nginx"
@@ -109,6 +114,14 @@ EOF
   PIDS+=($!)
   wait_port "$port" || die "nginx did not listen (see $dir/error.log)"
   PORT[nginx]=$port
+  # The worker serves; the master only watches it (and may not have forked it yet).
+  local master=$! i
+  for i in $(seq 1 100); do
+    SPID[nginx]=$(pgrep -P "$master" | head -1 || true)
+    [[ -n "${SPID[nginx]}" ]] && break
+    sleep 0.05
+  done
+  [[ -n "${SPID[nginx]}" ]] || die "no nginx worker process"
 }
 
 for m in $MODELS; do start_netcore "$m"; done
@@ -118,15 +131,25 @@ body=$(curl -s "http://127.0.0.1:${PORT[nginx]}/" | wc -c)
 [[ "$body" == 19 ]] || die "nginx answers a $body-byte body, not 19"
 
 # ---- clients ---------------------------------------------------------------------------------
-# One wrk run: appends "wrk SERVER CONNS RUN req_s p99_us errors" to $RES.
+# One wrk run: appends "wrk SERVER CONNS RUN req_s p99_us errors cpu_us" to $RES, cpu_us being
+# the server's CPU time (user + system, `perf stat -e task-clock` on its process while wrk runs)
+# per request answered: nan without perf. Unlike requests/s, this does not depend on whether
+# the server or the client (wrk, on one CPU) is the bottleneck.
 run_wrk() {
-  local server="$1" conns="$2" run="$3" port=${PORT[$1]} f
+  local server="$1" conns="$2" run="$3" port=${PORT[$1]} f perf=""
   f="$OUT/wrk-$server-$conns-$run.txt"
+  if [[ -n "$PERF" ]]; then
+    perf="$OUT/perf-$server-$conns-$run.csv"
+    timeout "$RUN_LIMIT" "$PERF" stat -x, -e task-clock -p "${SPID[$server]}" -- \
+      sleep "$((DURATION + 1))" 2>"$perf" &
+    sleep 0.2
+  fi
   timeout "$RUN_LIMIT" taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" \
     --timeout 5s --latency "http://127.0.0.1:$port/" >"$f" 2>&1 || true
-  python3 - "$f" "$server" "$conns" "$run" >>"$RES" <<'PY'
+  [[ -n "$perf" ]] && { wait $! || true; }
+  python3 - "$f" "$server" "$conns" "$run" "$perf" >>"$RES" <<'PY'
 import re, sys
-f, server, conns, run = sys.argv[1:]
+f, server, conns, run, perf = sys.argv[1:]
 t = open(f).read()
 rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
 p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\b", t, re.M)
@@ -134,7 +157,13 @@ errs = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", t
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 errs += int(non2xx.group(1)) if non2xx else 0
 us = float(p99.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[p99.group(2)] if p99 else float("nan")
-print(f"wrk {server} {conns} {run} {float(rps.group(1)) if rps else 0.0} {us} {errs}")
+reqs = re.search(r"(\d+) requests in", t)
+cpu = float("nan")
+if perf and reqs and int(reqs.group(1)) > 0:
+    m = re.search(r"^([\d.]+),[^,]*,task-clock", open(perf).read(), re.M)
+    if m:
+        cpu = float(m.group(1)) * 1000 / int(reqs.group(1))  # msec -> us per request
+print(f"wrk {server} {conns} {run} {float(rps.group(1)) if rps else 0.0} {us} {errs} {cpu}")
 PY
 }
 # One netcore load run against netcore epoll: "load epoll CONNS RUN req_s p99_us errors".
@@ -150,9 +179,9 @@ f, conns, run = sys.argv[1:]
 try:
     m = json.load(open(f))["points"][0]["median"]
     errs = sum(m["errors"].values())
-    print(f"load epoll {conns} {run} {m['tasks_per_s']} {m['p99_us']} {errs}")
+    print(f"load epoll {conns} {run} {m['tasks_per_s']} {m['p99_us']} {errs} nan")
 except Exception as e:
-    print(f"load epoll {conns} {run} 0 nan -1")
+    print(f"load epoll {conns} {run} 0 nan -1 nan")
 PY
 }
 
@@ -172,41 +201,57 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 # ---- table -----------------------------------------------------------------------------------
-python3 - "$RES" "$CONNS" "$SERVERS" <<'PY'
+python3 - "$RES" "$CONNS" "$SERVERS" "$RUNS" <<'PY'
 import math, statistics, sys
-res, conns, servers = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+res, conns, servers, runs = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4]
 rows = {}
 for line in open(res):
-    client, server, c, run, rps, p99, errs = line.split()
-    rows.setdefault((client, server, c), []).append((float(rps), float(p99), int(errs)))
+    client, server, c, run, rps, p99, errs, cpu = line.split()
+    rows.setdefault((client, server, c), []).append((float(rps), float(p99), int(errs), float(cpu)))
 def cell(k):
     v = rows.get(k)
     if not v:
         return None
     r = [x[0] for x in v]
     p = [x[1] for x in v if not math.isnan(x[1])]
-    return statistics.median(r), min(r), max(r), (statistics.median(p) if p else float("nan")), sum(x[2] for x in v)
+    u = [x[3] for x in v if not math.isnan(x[3])]
+    nan = float("nan")
+    return (statistics.median(r), min(r), max(r), (statistics.median(p) if p else nan),
+            sum(x[2] for x in v), (statistics.median(u) if u else nan))
 def fmt(c):
     if c is None:
         return "-"
-    m, lo, hi, p99, e = c
+    m, lo, hi, p99, e, cpu = c
     us = f"{p99/1000:.2f} ms" if p99 >= 1000 else f"{p99:.0f} us"
-    return f"{m/1000:.1f}k [{lo/1000:.1f}-{hi/1000:.1f}] p99 {us}" + (f" ERR {e}" if e else "")
+    cpu = "" if math.isnan(cpu) else f" cpu {cpu:.1f} us"
+    return f"{m/1000:.1f}k [{lo/1000:.1f}-{hi/1000:.1f}] p99 {us}{cpu}" + (f" ERR {e}" if e else "")
 cols = [("wrk", s) for s in servers] + [("load", "epoll")]
-head = ["conns"] + [f"wrk->{s}" for s in servers] + ["load->epoll", "epoll/nginx", "load/wrk (epoll)"]
+def ratio(a, b, i):
+    return f"{a[i]/b[i]:.2f}x" if a and b and b[i] and not math.isnan(a[i]) and not math.isnan(b[i]) else "-"
+# Ratios of medians: requests/s of every netcore model to nginx's, p99 of epoll to nginx's
+# (the goal: >= 1.00x requests/s, <= 1.00x p99), netcore load's requests/s to wrk's.
+models = [s for s in servers if s != "nginx"]
+head = (["conns"] + [f"wrk->{s}" for s in servers] + ["load->epoll"]
+        + [f"{m}/nginx" for m in models] + ["epoll/nginx p99", "epoll/nginx cpu", "load/wrk (epoll)"])
 lines = [head]
 for c in conns:
     cells = {k: cell((k[0], k[1], c)) for k in cols}
     r = [c] + [fmt(cells[k]) for k in cols]
-    e, n, l = cells.get(("wrk", "epoll")), cells.get(("wrk", "nginx")), cells.get(("load", "epoll"))
-    r.append(f"{e[0]/n[0]:.2f}x" if e and n and n[0] else "-")
-    r.append(f"{l[0]/e[0]:.2f}x" if l and e and e[0] else "-")
+    n = cells.get(("wrk", "nginx"))
+    for m in models:
+        r.append(ratio(cells.get(("wrk", m)), n, 0))
+    e, l = cells.get(("wrk", "epoll")), cells.get(("load", "epoll"))
+    r.append(ratio(e, n, 3))
+    r.append(ratio(e, n, 5))
+    r.append(ratio(l, e, 0))
     lines.append(r)
 w = [max(len(x[i]) for x in lines) for i in range(len(head))]
 print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(head)) + " |")
 print("|" + "|".join("-" * (x + 2) for x in w) + "|")
 for r in lines[1:]:
     print("| " + " | ".join(v.ljust(w[i]) for i, v in enumerate(r)) + " |")
-print("\ncells: median requests/s [min-max] over the runs, median p99")
+print(f"\ncells: median requests/s [min-max] over {runs} interleaved runs, median p99, median server CPU time (user + system) per request; ratios of the medians")
 PY
-log "nginx: $("$NGINX" -v 2>&1 | sed 's/.*: //'); wrk: $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*: //'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}');" \
+  "RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s; servers on CPU $SERVER_CPU, clients on" \
+  "CPU $CLIENT_CPU; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -70,6 +70,19 @@ impl Status {
         }
     }
 
+    /// The code and reason as they follow the version in a status line (`200 OK`).
+    fn line(self) -> &'static [u8] {
+        match self {
+            Status::Ok => b"200 OK",
+            Status::BadRequest => b"400 Bad Request",
+            Status::NotFound => b"404 Not Found",
+            Status::MethodNotAllowed => b"405 Method Not Allowed",
+            Status::Timeout => b"408 Request Timeout",
+            Status::TooLarge => b"413 Content Too Large",
+            Status::HeadersTooLarge => b"431 Request Header Fields Too Large",
+        }
+    }
+
     /// Whether the connection can go on after this answer.
     pub fn keeps_connection(self) -> bool {
         matches!(
@@ -190,7 +203,11 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
 
 /// The route of a request target (the query, if any, is ignored).
 pub fn route(target: &str) -> Result<Route, Status> {
-    let path = target.split('?').next().unwrap_or("");
+    // A byte search: `split('?')` ran a char searcher, measurable per request.
+    let path = match target.bytes().position(|b| b == b'?') {
+        Some(i) => &target[..i],
+        None => target,
+    };
     let arg = |prefix: &str, max: u64| -> Option<u64> {
         let v = path.strip_prefix(prefix)?;
         if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
@@ -288,23 +305,45 @@ fn write_head(out: &mut Vec<u8>, req: &Request, status: Status, len: u64) {
 }
 
 fn write_head_with(out: &mut Vec<u8>, req: &Request, status: Status, len: u64, kind: &str) {
-    let version = if req.http10 { "1.0" } else { "1.1" };
+    // The hot path of every answer: plain copies of fixed pieces, no `core::fmt` (which cost
+    // about 1 100 of the 3 000 instructions a `GET /` took end to end; tools/callgrind-http.sh).
     let keep = req.keep_alive && status.keeps_connection();
-    let conn = match (req.http10, keep) {
-        (false, true) => "",
-        (true, true) => "Connection: keep-alive\r\n",
-        (_, false) => "Connection: close\r\n",
+    let conn: &[u8] = match (req.http10, keep) {
+        (false, true) => b"",
+        (true, true) => b"Connection: keep-alive\r\n",
+        (_, false) => b"Connection: close\r\n",
     };
-    let _ = write!(
-        out,
-        "HTTP/{version} {} {}\r\nServer: netcore\r\nContent-Length: {len}\r\n",
-        status.code(),
-        status.reason()
-    );
+    out.extend_from_slice(if req.http10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(status.line());
+    out.extend_from_slice(b"\r\nServer: netcore\r\nContent-Length: ");
+    push_decimal(out, len);
+    out.extend_from_slice(b"\r\n");
     if !kind.is_empty() {
-        let _ = write!(out, "Content-Type: {kind}\r\n");
+        out.extend_from_slice(b"Content-Type: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    let _ = write!(out, "{conn}\r\n");
+    out.extend_from_slice(conn);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Whether the connection stays open after answering `req` with `status`.
@@ -540,7 +579,55 @@ mod tests {
         assert_eq!(pieces, whole);
     }
 
+    /// The head as `write!` formatted it before the hand-written copies replaced it.
+    fn head_reference(req: &Request, status: Status, len: u64, kind: &str) -> String {
+        let version = if req.http10 { "1.0" } else { "1.1" };
+        let keep = req.keep_alive && status.keeps_connection();
+        let conn = match (req.http10, keep) {
+            (false, true) => "",
+            (true, true) => "Connection: keep-alive\r\n",
+            (_, false) => "Connection: close\r\n",
+        };
+        let kind = if kind.is_empty() {
+            String::new()
+        } else {
+            format!("Content-Type: {kind}\r\n")
+        };
+        format!(
+            "HTTP/{version} {} {}\r\nServer: netcore\r\nContent-Length: {len}\r\n{kind}{conn}\r\n",
+            status.code(),
+            status.reason()
+        )
+    }
+
+    const STATUSES: [Status; 7] = [
+        Status::Ok,
+        Status::BadRequest,
+        Status::NotFound,
+        Status::MethodNotAllowed,
+        Status::Timeout,
+        Status::TooLarge,
+        Status::HeadersTooLarge,
+    ];
+
     proptest! {
+        #[test]
+        fn heads_are_what_write_formatted(
+            s in 0..STATUSES.len(),
+            http10 in any::<bool>(),
+            keep_alive in any::<bool>(),
+            typed in any::<bool>(),
+            len in prop_oneof![0u64..1000, any::<u64>()],
+        ) {
+            let status = STATUSES[s];
+            let req = Request { route: Ok(Route::Root), head: true, keep_alive, http10, len: 0 };
+            let kind = if typed { "text/plain; version=0.0.4" } else { "" };
+            let mut out = b"before".to_vec();
+            write_head_with(&mut out, &req, status, len, kind);
+            let want = format!("before{}", head_reference(&req, status, len, kind));
+            prop_assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+
         #[test]
         fn pipelined_requests_parse_one_by_one(paths in proptest::collection::vec(0u64..5000, 1..8)) {
             let mut buf = Vec::new();

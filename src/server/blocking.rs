@@ -29,6 +29,7 @@ fn serve(s: &mut TcpStream, sh: &Shared) -> io::Result<()> {
     let c = &sh.counters;
     let mut session = limits::session(sh.session);
     let mut line = LineClock::default();
+    let mut timeout = ReadTimeout::default();
     let mut buf = vec![0u8; 16 * 1024];
     // Room for the limit and an answer past it, so the vector does not double when full.
     let mut out = Vec::with_capacity(limits::OUT_LIMIT + 4096);
@@ -41,7 +42,7 @@ fn serve(s: &mut TcpStream, sh: &Shared) -> io::Result<()> {
         let mut step = if wait.is_some_and(|w| w.is_zero()) {
             session.line_timeout(&mut out, c)
         } else {
-            s.set_read_timeout(wait)?;
+            timeout.set(s, wait)?;
             match s.read(&mut buf) {
                 Ok(0) => session.eof(&mut out, c),
                 Ok(n) => {
@@ -60,6 +61,7 @@ fn serve(s: &mut TcpStream, sh: &Shared) -> io::Result<()> {
                     // Answer what precedes the SLEEP before sleeping.
                     s.write_all(&out)?;
                     out.clear();
+                    timeout.forget();
                     sleep_watching(s, &mut session, d, &mut buf, &mut out, sh)?;
                     session.finish_sleep(&mut out, c);
                 }
@@ -81,6 +83,30 @@ fn serve(s: &mut TcpStream, sh: &Shared) -> io::Result<()> {
             linger_close(s);
             return Ok(());
         }
+    }
+}
+
+/// The socket's receive timeout as last set, so that it is set only when it changes: a
+/// `setsockopt` before every `read` was a third system call per request (beside `read` and
+/// `write`), with the idle timeout the same value each time.
+#[derive(Default)]
+struct ReadTimeout {
+    /// `None`: not known (never set here, or changed behind our back).
+    cur: Option<Option<Duration>>,
+}
+
+impl ReadTimeout {
+    fn set(&mut self, s: &TcpStream, t: Option<Duration>) -> io::Result<()> {
+        if self.cur != Some(t) {
+            s.set_read_timeout(t)?;
+            self.cur = Some(t);
+        }
+        Ok(())
+    }
+
+    /// The timeout is about to be set elsewhere.
+    fn forget(&mut self) {
+        self.cur = None;
     }
 }
 
