@@ -224,67 +224,132 @@ pub fn parse_nonzero_size(text: &str) -> Result<u64, UnitError> {
     Ok(s)
 }
 
-fn scaled(v: f64, units: &[&str], step: f64) -> String {
-    let mut x = v;
-    let mut i = 0;
-    while x.abs() >= step && i + 1 < units.len() {
-        x /= step;
-        i += 1;
+// ---- Formatting: every human-readable number netcore prints goes through these. ----
+//
+// Conventions: a unit is chosen by magnitude, after rounding (999.996 kbit/s is `1.00 Mbit/s`,
+// never `1000.00 kbit/s`); counts have thousands separators (`14,445`); durations are `µs`,
+// `ms` or `s`; a value the unit's first step does not reach has no decimals (`512 B`,
+// `800 bit/s`). JSON and CSV keep raw numbers.
+
+/// A unit ladder: names from the smallest, each `step` times the one before.
+#[derive(Debug, Clone, Copy)]
+pub struct Ladder {
+    pub units: &'static [&'static str],
+    pub step: f64,
+}
+
+/// `bit/s`, `kbit/s`, `Mbit/s`, `Gbit/s`, `Tbit/s` (decimal).
+pub const BITS_PER_SEC: Ladder = Ladder {
+    units: &["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"],
+    step: 1000.0,
+};
+/// `pps`, `kpps`, `Mpps`, `Gpps` (decimal).
+pub const PACKETS_PER_SEC: Ladder = Ladder {
+    units: &["pps", "kpps", "Mpps", "Gpps"],
+    step: 1000.0,
+};
+/// `B`, `KiB`, `MiB`, `GiB`, `TiB` (binary).
+pub const BYTES: Ladder = Ladder {
+    units: &["B", "KiB", "MiB", "GiB", "TiB"],
+    step: 1024.0,
+};
+/// `B`, `KB`, `MB`, `GB`, `TB` (decimal).
+pub const BYTES_DECIMAL: Ladder = Ladder {
+    units: &["B", "KB", "MB", "GB", "TB"],
+    step: 1000.0,
+};
+
+impl Ladder {
+    /// The rung for `v` shown with `decimals` decimals: (index, divisor). The rung is chosen
+    /// after rounding, so a value that would print as `step` moves up a rung.
+    pub fn rung(&self, v: f64, decimals: usize) -> (usize, f64) {
+        let mut i = 0;
+        let mut div = 1.0;
+        let a = v.abs();
+        if !a.is_finite() {
+            return (0, 1.0);
+        }
+        while i + 1 < self.units.len() {
+            let shown = a / div;
+            // Round as the formatter will: rung 0 has no decimals.
+            let places = if i == 0 { 0 } else { decimals };
+            let scale = 10f64.powi(places as i32);
+            if (shown * scale).round() / scale < self.step {
+                break;
+            }
+            div *= self.step;
+            i += 1;
+        }
+        (i, div)
     }
-    if i == 0 {
-        format!("{x:.0} {}", units[0])
-    } else {
-        format!("{x:.2} {}", units[i])
+
+    /// The divisor and unit name to draw values up to `max` with (a plot's axis): the rung
+    /// of the largest value, so a 200 Mbit/s chart is labelled in Mbit/s.
+    pub fn axis(&self, max: f64) -> (f64, &'static str) {
+        let (i, div) = self.rung(max, 2);
+        (div, self.units[i])
+    }
+
+    /// `v` with `decimals` decimals in the rung chosen for it (none on the first rung).
+    pub fn fmt(&self, v: f64, decimals: usize) -> String {
+        let (i, div) = self.rung(v, decimals);
+        if i == 0 {
+            format!("{:.0} {}", v, self.units[0])
+        } else {
+            format!("{:.*} {}", decimals, v / div, self.units[i])
+        }
     }
 }
 
 /// `3.21 Gbit/s`
 pub fn fmt_bits_per_sec(bps: f64) -> String {
-    scaled(
-        bps,
-        &["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"],
-        1000.0,
-    )
+    BITS_PER_SEC.fmt(bps, 2)
 }
 
 /// `1.23 Mpps`
 pub fn fmt_pps(pps: f64) -> String {
-    scaled(pps, &["pps", "kpps", "Mpps", "Gpps"], 1000.0)
+    PACKETS_PER_SEC.fmt(pps, 2)
 }
 
 /// `200.00 MiB` (binary) for byte counts.
 pub fn fmt_bytes(b: u64) -> String {
-    scaled(b as f64, &["B", "KiB", "MiB", "GiB", "TiB"], 1024.0)
+    BYTES.fmt(b as f64, 2)
 }
 
 /// `1.2 KB` (decimal, one decimal place) for small per-interval byte counts.
 pub fn fmt_bytes_short(b: u64) -> String {
-    let x = b as f64;
-    if x < 1000.0 {
-        format!("{b} B")
-    } else if x < 1e6 {
-        format!("{:.1} KB", x / 1e3)
-    } else if x < 1e9 {
-        format!("{:.1} MB", x / 1e6)
+    BYTES_DECIMAL.fmt(b as f64, 1)
+}
+
+/// A duration in microseconds with a unit chosen for readability: `62.5 µs`, `9.66 ms`,
+/// `2.004 s` (one decimal for µs, two for ms, three for seconds; chosen after rounding, so
+/// 999.96 µs is `1.00 ms`).
+pub fn fmt_micros(us: f64) -> String {
+    if !us.is_finite() {
+        return format!("{us} µs");
+    }
+    let a = us.abs();
+    if (a * 10.0).round() / 10.0 < 1000.0 {
+        format!("{us:.1} µs")
+    } else if (a / 10.0).round() / 100.0 < 1000.0 {
+        format!("{:.2} ms", us / 1e3)
     } else {
-        format!("{:.1} GB", x / 1e9)
+        format!("{:.3} s", us / 1e6)
     }
 }
 
-/// A duration in microseconds with a unit chosen for readability: `62.5 µs`, `9.66 ms`.
-pub fn fmt_micros(us: f64) -> String {
-    if us < 1000.0 {
-        format!("{us:.1} µs")
-    } else if us < 1e6 {
-        format!("{:.2} ms", us / 1e3)
-    } else {
-        format!("{:.2} s", us / 1e6)
-    }
+/// A duration in seconds, as [`fmt_micros`] shows it: `2.004 s`, `250.00 ms`.
+pub fn fmt_secs(s: f64) -> String {
+    fmt_micros(s * 1e6)
 }
 
 /// A count with thousands separators: `14,445`, `1,000,000`.
 pub fn fmt_count(n: u64) -> String {
-    let d = n.to_string();
+    group(&n.to_string())
+}
+
+/// Puts a comma every three digits into a run of digits.
+fn group(d: &str) -> String {
     let mut s = String::with_capacity(d.len() + d.len() / 3);
     for (i, c) in d.chars().enumerate() {
         if i > 0 && (d.len() - i) % 3 == 0 {
@@ -293,6 +358,54 @@ pub fn fmt_count(n: u64) -> String {
         s.push(c);
     }
     s
+}
+
+/// A measured quantity that is not a count (tasks per second, a mean): thousands separators
+/// and about three significant digits: `12,346`, `123`, `45.7`, `3.14`, `0.500`.
+pub fn fmt_number(x: f64) -> String {
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    let a = x.abs();
+    let decimals = if a == 0.0 || (a * 10.0).round() >= 1000.0 {
+        0
+    } else if (a * 100.0).round() >= 1000.0 {
+        1
+    } else if (a * 1000.0).round() >= 1000.0 {
+        2
+    } else {
+        3
+    };
+    let text = format!("{a:.decimals$}");
+    let (int, frac) = text
+        .split_once('.')
+        .map_or((text.as_str(), ""), |(i, f)| (i, f));
+    let sign = if x < 0.0 && text.bytes().any(|b| b.is_ascii_digit() && b != b'0') {
+        "-"
+    } else {
+        ""
+    };
+    if frac.is_empty() {
+        format!("{sign}{}", group(int))
+    } else {
+        format!("{sign}{}.{frac}", group(int))
+    }
+}
+
+/// A rate of things per second: `12,346 tasks/s`, `45.7 tasks/s` ([`fmt_number`] + unit).
+pub fn fmt_per_sec(x: f64, what: &str) -> String {
+    format!("{} {what}/s", fmt_number(x))
+}
+
+/// A percentage with three significant digits (and at most six decimals): `45.7%`,
+/// `0.500%`, `0.00120%`, `0%`.
+pub fn fmt_pct(p: f64) -> String {
+    if p == 0.0 || !p.is_finite() {
+        return format!("{p}%");
+    }
+    let mag = p.abs().log10().floor() as i32;
+    let decimals = (2 - mag).clamp(0, 6) as usize;
+    format!("{p:.decimals$}%")
 }
 
 #[cfg(test)]
@@ -385,7 +498,111 @@ mod tests {
         assert_eq!(fmt_count(1_000_000), "1,000,000");
     }
 
+    #[test]
+    fn units_are_chosen_after_rounding() {
+        assert_eq!(fmt_bits_per_sec(999_950.0), "999.95 kbit/s");
+        assert_eq!(fmt_bits_per_sec(999_995.0), "1.00 Mbit/s");
+        assert_eq!(fmt_bits_per_sec(999.4), "999 bit/s");
+        assert_eq!(fmt_bits_per_sec(999.6), "1.00 kbit/s");
+        assert_eq!(fmt_bits_per_sec(0.0), "0 bit/s");
+        assert_eq!(fmt_bits_per_sec(2e8), "200.00 Mbit/s");
+        assert_eq!(fmt_bytes(1023), "1023 B");
+        assert_eq!(fmt_bytes(1024 * 1024 - 1), "1.00 MiB");
+        assert_eq!(fmt_bytes_short(999_960), "1.0 MB");
+        assert_eq!(fmt_micros(999.94), "999.9 µs");
+        assert_eq!(fmt_micros(999.96), "1.00 ms");
+        assert_eq!(fmt_micros(999_996.0), "1.000 s");
+        assert_eq!(fmt_micros(9_660.0), "9.66 ms");
+        assert_eq!(fmt_secs(2.0041), "2.004 s");
+        assert_eq!(fmt_secs(0.25), "250.00 ms");
+        assert_eq!(BITS_PER_SEC.axis(2e8), (1e6, "Mbit/s"));
+        assert_eq!(BITS_PER_SEC.axis(3e9), (1e9, "Gbit/s"));
+        assert_eq!(BITS_PER_SEC.axis(500.0), (1.0, "bit/s"));
+        assert_eq!(BYTES_DECIMAL.axis(12_345.0), (1e3, "KB"));
+    }
+
+    #[test]
+    fn numbers_and_percentages() {
+        assert_eq!(fmt_number(12_345.6), "12,346");
+        assert_eq!(fmt_number(999.96), "1,000");
+        assert_eq!(fmt_number(123.4), "123");
+        assert_eq!(fmt_number(45.67), "45.7");
+        assert_eq!(fmt_number(2.71234), "2.71");
+        assert_eq!(fmt_number(0.5), "0.500");
+        assert_eq!(fmt_number(0.0), "0");
+        assert_eq!(fmt_number(-1234.0), "-1,234");
+        assert_eq!(fmt_number(-0.0001), "0.000");
+        assert_eq!(fmt_per_sec(1234.6, "tasks"), "1,235 tasks/s");
+        assert_eq!(fmt_pct(45.678), "45.7%");
+        assert_eq!(fmt_pct(0.5), "0.500%");
+        assert_eq!(fmt_pct(0.0012), "0.00120%");
+        assert_eq!(fmt_pct(0.0), "0%");
+        assert_eq!(fmt_pct(100.0), "100%");
+        assert_eq!(fmt_pct(1e-9), "0.000000%");
+    }
+
+    /// The value a formatted rate/size stands for, read back with its unit.
+    fn read_back(text: &str, l: &Ladder) -> f64 {
+        let (num, unit) = text.split_once(' ').unwrap();
+        let i = l.units.iter().position(|u| *u == unit).unwrap();
+        num.parse::<f64>().unwrap() * l.step.powi(i as i32)
+    }
+
     proptest::proptest! {
+        /// Every ladder: the figure shown is below one step of its unit (or the top unit), at
+        /// least 1 above the first unit, reads back within half its last digit, and a larger
+        /// value never shows smaller.
+        #[test]
+        fn ladders_round_trip_and_are_monotonic(
+            a in 0f64..1e15, b in 0f64..1e15,
+            l in proptest::sample::select(vec![BITS_PER_SEC, PACKETS_PER_SEC, BYTES, BYTES_DECIMAL]),
+            decimals in 1usize..4,
+        ) {
+            for v in [a, b] {
+                let text = l.fmt(v, decimals);
+                let (num, unit) = text.split_once(' ').unwrap();
+                let num: f64 = num.parse().unwrap();
+                let i = l.units.iter().position(|u| *u == unit).unwrap();
+                proptest::prop_assert!(num < l.step || i + 1 == l.units.len(), "{text}");
+                // (0.9995 may show as 0.999 with three decimals: within the last digit.)
+                proptest::prop_assert!(i == 0 || num >= 1.0 - 10f64.powi(-(decimals as i32)), "{text}");
+                let half = if i == 0 { 0.5 } else { 0.5 * 10f64.powi(-(decimals as i32)) };
+                let err = (read_back(&text, &l) - v).abs();
+                proptest::prop_assert!(err <= half * l.step.powi(i as i32) * (1.0 + 1e-9), "{v} -> {text}");
+            }
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            proptest::prop_assert!(read_back(&l.fmt(lo, decimals), &l) <= read_back(&l.fmt(hi, decimals), &l));
+        }
+
+        /// Durations: the unit matches the rounded magnitude and reads back within its digit;
+        /// monotonic.
+        #[test]
+        fn durations_round_trip_and_are_monotonic(a in 0f64..1e10, b in 0f64..1e10) {
+            let back = |t: &str| -> f64 {
+                let (n, u) = t.split_once(' ').unwrap();
+                let n: f64 = n.parse().unwrap();
+                match u { "µs" => n, "ms" => n * 1e3, "s" => n * 1e6, _ => f64::NAN }
+            };
+            for v in [a, b] {
+                let t = fmt_micros(v);
+                let (n, u) = t.split_once(' ').unwrap();
+                let n: f64 = n.parse().unwrap();
+                let half = match u { "µs" => 0.05, "ms" => 5.0, _ => 500.0 };
+                proptest::prop_assert!(u == "s" || n < 1000.0, "{t}");
+                proptest::prop_assert!((back(&t) - v).abs() <= half * (1.0 + 1e-9), "{v} -> {t}");
+            }
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            proptest::prop_assert!(back(&fmt_micros(lo)) <= back(&fmt_micros(hi)));
+        }
+
+        /// Counts and numbers: removing the separators gives the digits back.
+        #[test]
+        fn separators_round_trip(n in proptest::num::u64::ANY, x in 0f64..1e12) {
+            proptest::prop_assert_eq!(fmt_count(n).replace(',', "").parse::<u64>().unwrap(), n);
+            let shown: f64 = fmt_number(x).replace(',', "").parse().unwrap();
+            proptest::prop_assert!((shown - x).abs() <= 0.5 * (1.0 + 1e-9) || (shown - x).abs() / x <= 0.005);
+        }
+
         #[test]
         fn size_roundtrip(n in 0u64..1_000_000_000_000) {
             proptest::prop_assert_eq!(parse_size(&n.to_string()).unwrap(), n);

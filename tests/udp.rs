@@ -388,6 +388,32 @@ fn port_in_use() {
     bad(&["recv", "--listen", &addr], "already in use");
 }
 
+/// Issue #16.14: a 200 Mbit/s test was plotted in Gbit/s (0.2 on every tick); its axis is
+/// labelled in the unit of its largest value, so Mbit/s.
+#[test]
+fn a_200_mbit_plot_is_labelled_in_mbit() {
+    let svg = std::env::temp_dir().join(format!("netcore-blast200-{}.svg", std::process::id()));
+    let (st, _out, err) = run(
+        &[
+            "blast",
+            "--rate",
+            "200Mbps",
+            "--time",
+            "1s",
+            "--interval",
+            "250ms",
+            "--plot",
+            svg.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let _ = std::fs::remove_file(&svg);
+    assert!(text.contains("Mbit/s"), "{text:.2000}");
+    assert!(!text.contains("Gbit/s"), "{text:.2000}");
+}
+
 #[test]
 fn blast_plot_and_bad_plot_path() {
     let svg = std::env::temp_dir().join(format!("netcore-blast-{}.svg", std::process::id()));
@@ -398,7 +424,7 @@ fn blast_plot_and_bad_plot_path() {
     assert!(st.success(), "{err}");
     let text = std::fs::read_to_string(&svg).unwrap();
     let _ = std::fs::remove_file(&svg);
-    assert!(text.contains("received") && text.contains("Gbit/s") && text.contains("</svg>"));
+    assert!(text.contains("received") && text.contains("bit/s") && text.contains("</svg>"));
     bad(
         &["blast", "--count", "10", "--plot", "/nonexistent/x.svg"],
         "cannot write plot file",

@@ -69,13 +69,13 @@ pub fn run(a: &BlastArgs) -> Result<ExitCode> {
         );
         let t = search.trials().last().expect("just recorded");
         eprintln!(
-            "find-rate: trial {} at {}: sent {}, lost {} of {} ({:.4} %): {}",
+            "find-rate: trial {} at {}: sent {}, lost {} of {} ({}): {}",
             search.trials().len(),
             rate.map_or_else(|| "full speed".into(), fmt_bits_per_sec),
             fmt_bits_per_sec(t.sent_bps),
-            t.lost,
-            t.sent,
-            t.loss * 100.0,
+            crate::units::fmt_count(t.lost),
+            crate::units::fmt_count(t.sent),
+            crate::units::fmt_pct(t.loss * 100.0),
             if t.passed { "pass" } else { "fail" }
         );
         // Let the kernel's queues drain between trials.
@@ -108,21 +108,22 @@ pub fn run(a: &BlastArgs) -> Result<ExitCode> {
     Ok(interrupted_exit(interrupted))
 }
 
-/// Loss (%) against the rate tried, one point per trial.
+/// Loss (%) against the rate tried, one point per trial; the rate in the unit the largest
+/// one reads best in.
 fn plot_trials(path: &std::path::Path, r: &FindRateReport) -> Result<()> {
+    let rate = |t: &crate::flow::search::Trial| t.rate_bps.unwrap_or(t.sent_bps);
+    let (div, unit) =
+        crate::units::BITS_PER_SEC.axis(r.trials.iter().map(rate).fold(0.0, f64::max));
     let (pass, fail): (Vec<_>, Vec<_>) = r.trials.iter().partition(|t| t.passed);
     let pts = |v: Vec<&crate::flow::search::Trial>| -> Vec<(f64, f64)> {
-        let mut p: Vec<(f64, f64)> = v
-            .iter()
-            .map(|t| (t.rate_bps.unwrap_or(t.sent_bps) / 1e6, t.loss * 100.0))
-            .collect();
+        let mut p: Vec<(f64, f64)> = v.iter().map(|t| (rate(t) / div, t.loss * 100.0)).collect();
         p.sort_by(|a, b| a.0.total_cmp(&b.0));
         p
     };
     plot::line_chart(
         path,
         &format!("netcore blast --find-rate: {}-byte datagrams", r.len),
-        "rate tried (Mbit/s)",
+        &format!("rate tried ({unit})"),
         "loss (%)",
         &[
             Series::new("pass", pts(pass)),

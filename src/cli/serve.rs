@@ -20,6 +20,8 @@ pub enum ProtoArg {
     Echo,
     /// HTTP/1.1: GET /, /bytes/N, /sleep/MS, /hash/ROUNDS, /stats (keep-alive, pipelining)
     Http,
+    /// sockperf's framing: answers `sockperf ping-pong --tcp` / `under-load --tcp`
+    Sockperf,
 }
 
 /// `netcore serve`
@@ -110,6 +112,7 @@ impl ServeArgs {
                     ProtoArg::Task => Proto::Task,
                     ProtoArg::Echo => Proto::Echo,
                     ProtoArg::Http => Proto::Http,
+                    ProtoArg::Sockperf => Proto::Sockperf,
                 },
                 max_line: self.max_line,
                 offload_rounds: if matches!(self.model, Model::Epoll | Model::Uring) {

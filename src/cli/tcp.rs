@@ -190,16 +190,15 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Gbit/s per interval (this side's sum); a run shorter than one interval plots its average.
+/// This side's sum per interval, in the unit the largest value reads best in; a run shorter
+/// than one interval plots its average.
 fn plot_sum(path: &std::path::Path, r: &TcpReport) -> Result<()> {
     let pts: Vec<(f64, f64)> = if r.intervals.is_empty() {
-        r.sum
-            .iter()
-            .map(|s| (s.recv_s, s.goodput_bps / 1e9))
-            .collect()
+        r.sum.iter().map(|s| (s.recv_s, s.goodput_bps)).collect()
     } else {
-        r.intervals.iter().map(|i| (i.t, i.sum_bps / 1e9)).collect()
+        r.intervals.iter().map(|i| (i.t, i.sum_bps)).collect()
     };
+    let (div, unit) = crate::units::BITS_PER_SEC.axis(pts.iter().map(|p| p.1).fold(0.0, f64::max));
     plot::line_chart(
         path,
         &format!(
@@ -208,8 +207,11 @@ fn plot_sum(path: &std::path::Path, r: &TcpReport) -> Result<()> {
             r.settings.mode.name()
         ),
         "time (s)",
-        "Gbit/s",
-        &[Series::new("sum", pts)],
+        unit,
+        &[Series::new(
+            "sum",
+            pts.into_iter().map(|(t, y)| (t, y / div)).collect(),
+        )],
         &PlotOptions::default(),
     )
 }

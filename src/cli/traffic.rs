@@ -169,6 +169,13 @@ pub fn run(a: TrafficArgs) -> Result<ExitCode> {
         let _ = o.flush();
     })?;
     if let Some(p) = a.plot.file() {
+        // In the unit the largest interval reads best in (KB, MB, ...).
+        let max = report
+            .intervals
+            .iter()
+            .flat_map(|s| s.flows.values().map(|v| v.bytes as f64))
+            .fold(0.0, f64::max);
+        let (div, unit) = units::BYTES_DECIMAL.axis(max);
         let series: Vec<Series> = cfg
             .flows
             .iter()
@@ -178,7 +185,7 @@ pub fn run(a: TrafficArgs) -> Result<ExitCode> {
                     report
                         .intervals
                         .iter()
-                        .map(|s| (s.t, s.flows.get(f).map_or(0, |v| v.bytes) as f64))
+                        .map(|s| (s.t, s.flows.get(f).map_or(0, |v| v.bytes) as f64 / div))
                         .collect(),
                 )
             })
@@ -187,7 +194,7 @@ pub fn run(a: TrafficArgs) -> Result<ExitCode> {
             p,
             "netcore traffic: bytes received per interval",
             "time (s)",
-            &format!("bytes per {:?}", a.interval),
+            &format!("{unit} per {:?}", a.interval),
             &series,
             &PlotOptions::default(),
         )?;

@@ -448,25 +448,32 @@ pub fn interrupted_exit(interrupted: bool) -> ExitCode {
     }
 }
 
-/// Sent and received Gbit/s per interval; a run shorter than one interval plots its average.
+/// Sent and received rate per interval, in the unit the largest value reads best in (a
+/// 200 Mbit/s test is drawn in Mbit/s); a run shorter than one interval plots its average.
 fn plot_intervals(path: &std::path::Path, r: &UdpReport) -> Result<()> {
     let (sent, recv): (Vec<_>, Vec<_>) = if r.intervals.is_empty() {
         (
-            vec![(r.sender.elapsed_s, r.sender.rate_bps / 1e9)],
-            vec![(r.receiver.duration_s, r.receiver.goodput_bps / 1e9)],
+            vec![(r.sender.elapsed_s, r.sender.rate_bps)],
+            vec![(r.receiver.duration_s, r.receiver.goodput_bps)],
         )
     } else {
         r.intervals
             .iter()
-            .map(|i| ((i.t, i.sent_bps / 1e9), (i.t, i.received_bps / 1e9)))
+            .map(|i| ((i.t, i.sent_bps), (i.t, i.received_bps)))
             .unzip()
     };
+    let max = sent.iter().chain(&recv).map(|p| p.1).fold(0.0, f64::max);
+    let (div, unit) = units::BITS_PER_SEC.axis(max);
+    let scale = |v: Vec<(f64, f64)>| v.into_iter().map(|(t, y)| (t, y / div)).collect();
     plot::line_chart(
         path,
         &format!("netcore blast: {}-byte datagrams to {}", r.len, r.target),
         "time (s)",
-        "Gbit/s",
-        &[Series::new("sent", sent), Series::new("received", recv)],
+        unit,
+        &[
+            Series::new("sent", scale(sent)),
+            Series::new("received", scale(recv)),
+        ],
         &PlotOptions::default(),
     )
 }
@@ -477,9 +484,9 @@ fn recv_interval_line(row: &IntervalRow) -> String {
         "[{:6.2}-{:6.2}s] received {:>12} dgrams {:>14} | lost so far {}\n",
         row.start,
         row.t,
-        row.received,
+        units::fmt_count(row.received),
         units::fmt_bits_per_sec(row.received_bps),
-        row.lost_so_far
+        units::fmt_count(row.lost_so_far)
     )
 }
 
@@ -492,8 +499,8 @@ fn iperf3_exchange_lines(client: &Iperf3Results, server: &Iperf3Results) -> Stri
         s.push_str(&format!(
             "  id {:>3}: {:>14} | {:>14}\n",
             o.id,
-            c.map_or("-".into(), |c| c.bytes.to_string()),
-            o.bytes
+            c.map_or("-".into(), |c| units::fmt_count(c.bytes)),
+            units::fmt_count(o.bytes)
         ));
     }
     s

@@ -56,13 +56,15 @@ impl CpuUsage {
         self
     }
 
-    /// One line: `user 1.20 s, system 3.40 s (95.1 % of one core, 2 threads), 21.3 Gbit per CPU-second`.
+    /// One line: `user 1.200 s, system 3.400 s (95.1% of one core, 2 threads), 21.30 Gbit per
+    /// CPU-second`.
     pub fn line(&self) -> String {
+        use crate::units::{fmt_pct, fmt_secs};
         format!(
-            "user {:.2} s, system {:.2} s ({:.1} % of one core, {} thread{}), {} per CPU-second",
-            self.user_s,
-            self.system_s,
-            self.pct_core,
+            "user {}, system {} ({} of one core, {} thread{}), {} per CPU-second",
+            fmt_secs(self.user_s),
+            fmt_secs(self.system_s),
+            fmt_pct(self.pct_core),
             self.threads,
             if self.threads == 1 { "" } else { "s" },
             crate::units::fmt_bits_per_sec(self.bits_per_cpu_s).replace("/s", ""),
@@ -125,7 +127,7 @@ mod tests {
         assert!((f.pct_core - 100.0).abs() < 1e-9);
         assert!((f.bits_per_cpu_s - 2e9).abs() < 1e-3);
         assert!(
-            f.line().contains("100.0 % of one core, 2 threads"),
+            f.line().contains("100% of one core, 2 threads"),
             "{}",
             f.line()
         );

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::stats::table::Table;
 use crate::stats::Report;
-use crate::units::{fmt_bits_per_sec, fmt_pps};
+use crate::units::{fmt_bits_per_sec, fmt_count, fmt_pct, fmt_pps};
 
 /// One trial's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
@@ -226,7 +226,8 @@ pub struct FindRateReport {
 pub const SCHEMA: &str = "netcore.findrate.v1";
 
 impl FindRateReport {
-    fn table(&self) -> Table {
+    /// The trials: raw numbers for CSV, or (`human`) through [`crate::units`]' formatter.
+    fn table(&self, human: bool) -> Table {
         let mut t = Table::new([
             "trial",
             "rate",
@@ -244,9 +245,21 @@ impl FindRateReport {
                     .map_or_else(|| "unpaced".into(), fmt_bits_per_sec),
                 fmt_bits_per_sec(x.sent_bps),
                 fmt_bits_per_sec(x.received_bps),
-                x.sent.to_string(),
-                x.lost.to_string(),
-                format!("{:.4} %", x.loss * 100.0),
+                if human {
+                    fmt_count(x.sent)
+                } else {
+                    x.sent.to_string()
+                },
+                if human {
+                    fmt_count(x.lost)
+                } else {
+                    x.lost.to_string()
+                },
+                if human {
+                    fmt_pct(x.loss * 100.0)
+                } else {
+                    format!("{:.4} %", x.loss * 100.0)
+                },
                 match (x.passed, x.confirmation) {
                     (true, true) => "pass (confirmed)",
                     (true, false) => "pass",
@@ -264,7 +277,7 @@ impl FindRateReport {
         let bound = if self.loss_bound == 0.0 {
             "no loss".to_string()
         } else {
-            format!("loss within {} %", self.loss_bound * 100.0)
+            format!("loss within {}", fmt_pct(self.loss_bound * 100.0))
         };
         match (self.rate_bps, self.pps) {
             (Some(r), Some(p)) => format!(
@@ -297,11 +310,11 @@ impl FindRateReport {
 
 impl Report for FindRateReport {
     fn to_table(&self) -> String {
-        format!("{}{}\n", self.table().render(), self.summary())
+        format!("{}{}\n", self.table(true).render(), self.summary())
     }
 
     fn to_csv(&self) -> String {
-        self.table().to_csv()
+        self.table(false).to_csv()
     }
 }
 

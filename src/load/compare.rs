@@ -33,6 +33,7 @@ use super::{run_point, RunResult};
 use crate::stats::plot::{line_chart, PlotOptions, Series};
 use crate::stats::table::Table;
 use crate::stats::Report;
+use crate::units::{fmt_micros, fmt_number, fmt_secs};
 
 /// The JSON schema name of [`CompareReport`].
 pub const SCHEMA: &str = "netcore.compare.v1";
@@ -494,13 +495,16 @@ impl Report for CompareReport {
                     Some(p) => match (&p.result, p.status) {
                         (Some(r), st) => {
                             let e = r.median.errors.total();
-                            let mut cell =
-                                format!("{:.3} s / {:.1}/s", r.median.wall_s, r.median.tasks_per_s);
+                            let mut cell = format!(
+                                "{} / {}/s",
+                                fmt_secs(r.median.wall_s),
+                                fmt_number(r.median.tasks_per_s)
+                            );
                             if !self.tasks_mode() {
                                 cell = format!(
-                                    "{:.0}/s p99 {}",
-                                    r.median.tasks_per_s,
-                                    crate::units::fmt_micros(r.median.p99_us)
+                                    "{}/s p99 {}",
+                                    fmt_number(r.median.tasks_per_s),
+                                    fmt_micros(r.median.p99_us)
                                 );
                             }
                             if st == "aborted" {
@@ -557,8 +561,8 @@ impl Report for CompareReport {
             for x in &self.tutorial_reference {
                 r.row([
                     x.model.to_string(),
-                    format!("{:.2} s", x.clients_10_s),
-                    format!("{:.2} s", x.clients_100_s),
+                    fmt_secs(x.clients_10_s),
+                    fmt_secs(x.clients_100_s),
                 ]);
             }
             out.push('\n');

@@ -195,7 +195,7 @@ impl ErrorCounts {
             .by_kind()
             .iter()
             .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| format!("{k}={n}"))
+            .map(|(k, n)| format!("{k}={}", crate::units::fmt_count(*n)))
             .collect();
         if s.is_empty() {
             "0".into()
@@ -230,7 +230,11 @@ impl StatusCounts {
         if self.0.is_empty() {
             return "-".into();
         }
-        let v: Vec<String> = self.0.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        let v: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, n)| format!("{k}={}", crate::units::fmt_count(*n)))
+            .collect();
         v.join(" ")
     }
 }

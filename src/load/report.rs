@@ -7,7 +7,7 @@ use super::engine::{ErrorCounts, RunOutcome, StatusCounts};
 use crate::stats::hist::{median, Percentiles};
 use crate::stats::table::Table;
 use crate::stats::Report;
-use crate::units::fmt_micros;
+use crate::units::{fmt_count, fmt_micros, fmt_number, fmt_pct, fmt_secs};
 
 /// The JSON schema name of [`LoadReport`].
 pub const SCHEMA: &str = "netcore.load.v1";
@@ -38,15 +38,14 @@ impl OpenLoop {
         }
     }
 
-    /// `scheduled 20,000, sent 2,000, missed 18,000 (90.0 %)`
+    /// `scheduled 20,000, sent 2,000, missed 18,000 (90.0%)`
     pub fn brief(&self) -> String {
-        use crate::units::fmt_count;
         format!(
-            "scheduled {}, sent {}, missed {} ({:.1} %)",
+            "scheduled {}, sent {}, missed {} ({})",
             fmt_count(self.scheduled),
             fmt_count(self.sent),
             fmt_count(self.missed),
-            100.0 * self.missed_share()
+            fmt_pct(100.0 * self.missed_share())
         )
     }
 
@@ -322,22 +321,6 @@ pub fn open_loop_warnings(points: &[PointResult], who: &str) -> Vec<String> {
         .collect()
 }
 
-fn secs(s: f64) -> String {
-    if s >= 100.0 {
-        format!("{s:.1}")
-    } else {
-        format!("{s:.3}")
-    }
-}
-
-fn rate(x: f64) -> String {
-    if x >= 100.0 {
-        format!("{x:.0}")
-    } else {
-        format!("{x:.2}")
-    }
-}
-
 impl Report for LoadReport {
     fn to_table(&self) -> String {
         let s = &self.setup;
@@ -374,7 +357,7 @@ impl Report for LoadReport {
         }
         let mut t = Table::new([
             "clients",
-            "wall s",
+            "wall",
             "tasks",
             "tasks/s",
             "p50",
@@ -393,9 +376,9 @@ impl Report for LoadReport {
             let conn_none = p.runs.iter().all(|r| r.connect_us.count == 0);
             t.row([
                 p.clients.to_string(),
-                secs(m.wall_s),
-                format!("{:.0}", m.tasks),
-                rate(m.tasks_per_s),
+                fmt_secs(m.wall_s),
+                fmt_number(m.tasks),
+                fmt_number(m.tasks_per_s),
                 lat(m.p50_us),
                 lat(m.p90_us),
                 lat(m.p99_us),
@@ -406,7 +389,11 @@ impl Report for LoadReport {
                 } else {
                     fmt_micros(m.connect_p99_us)
                 },
-                format!("{}/{}", m.fairness.min, m.fairness.max),
+                format!(
+                    "{}/{}",
+                    fmt_count(m.fairness.min),
+                    fmt_count(m.fairness.max)
+                ),
                 format!(
                     "{}{}{}",
                     m.errors.brief(),
@@ -425,7 +412,7 @@ impl Report for LoadReport {
                 out.push_str(&format!(
                     "clients={}: {} requests still unanswered at the end (their wait is in the latency)\n",
                     p.clients,
-                    crate::units::fmt_count(m.unanswered)
+                    fmt_count(m.unanswered)
                 ));
             }
         }

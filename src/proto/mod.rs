@@ -1,6 +1,6 @@
-//! The protocols the servers speak, as pure sans-IO cores side by side (`task`, `echo`, `http`),
-//! and the per-connection [`Session`] that frames a connection's bytes and drives one of them:
-//! shared by every server model.
+//! The protocols the servers speak, as pure sans-IO cores side by side (`task`, `echo`, `http`,
+//! `sockperf`), and the per-connection [`Session`] that frames a connection's bytes and drives
+//! one of them: shared by every server model.
 //!
 //! A [`Session`] takes the bytes a connection received and appends the response bytes to an
 //! output vector, returning a [`Step`] that tells the driver what to do next: read more, close,
@@ -39,11 +39,17 @@
 //! HTTP/1.1 and 1.0 as [`http`] parses and answers it (routes and statuses in its docs), framed
 //! by the session like the task protocol's lines: pipelined requests answered in order,
 //! `/sleep/MS` and `/hash/ROUNDS` as the deferred steps of `SLEEP` and `HASH`.
+//!
+//! # The `sockperf` protocol
+//! sockperf's messages (a 14-byte header: sequence, flags, length) framed by [`sockperf`]:
+//! each pong request is answered with its own bytes, the client flag cleared, in order; warm-up
+//! and other messages are read and not answered. A length that breaks the framing closes.
 
 pub mod counters;
 pub mod echo;
 pub mod http;
 pub mod session;
+pub mod sockperf;
 pub mod task;
 
 pub use counters::{Counters, Totals};

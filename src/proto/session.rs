@@ -16,6 +16,8 @@ pub enum Proto {
     Echo,
     /// HTTP/1.1 (and 1.0) over [`super::http`]: keep-alive, pipelining.
     Http,
+    /// sockperf's framing over [`super::sockperf`]: pong requests answered.
+    Sockperf,
 }
 
 impl Proto {
@@ -24,6 +26,7 @@ impl Proto {
             Proto::Task => "task",
             Proto::Echo => "echo",
             Proto::Http => "http",
+            Proto::Sockperf => "sockperf",
         }
     }
 }
@@ -182,6 +185,9 @@ impl Session {
     pub fn line_timeout(&mut self, out: &mut Vec<u8>, srv: &Counters) -> Step {
         if self.cfg.proto == Proto::Http {
             self.http_fail_and_close(out, srv, super::http::Status::Timeout);
+        } else if self.cfg.proto == Proto::Sockperf {
+            self.count_error(srv);
+            self.close_with(out, srv, |_, _| {});
         } else {
             self.fail_and_close(out, srv, format_args!("line timeout"));
         }
@@ -247,8 +253,10 @@ impl Session {
 
     /// Answers the lines buffered so far (call after completing a deferred operation).
     pub fn resume(&mut self, out: &mut Vec<u8>, srv: &Counters) -> Step {
-        if self.cfg.proto == Proto::Http {
-            return self.resume_http(out, srv);
+        match self.cfg.proto {
+            Proto::Http => return self.resume_http(out, srv),
+            Proto::Sockperf => return self.resume_sockperf(out, srv),
+            Proto::Task | Proto::Echo => {}
         }
         loop {
             if self.closed {
@@ -484,6 +492,7 @@ impl Session {
 }
 
 mod http_session;
+mod sockperf_session;
 
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@ use super::impair::{Counters, Settings};
 use super::truth::TestTruth;
 use crate::stats::table::Table;
 use crate::stats::Report;
+use crate::units::{fmt_count, fmt_micros};
 
 /// JSON schema name of the relay's report.
 pub const SCHEMA: &str = "netcore.relay.v1";
@@ -77,7 +78,7 @@ impl Report for RelayReport {
     fn to_table(&self) -> String {
         let s = &self.settings;
         let mut out = format!(
-            "netcore relay {} -> {}: loss {}%{} reorder {}% (depth {}) duplicate {}% delay {} us jitter {} us rate {} seed {}\n",
+            "netcore relay {} -> {}: loss {}%{} reorder {}% (depth {}) duplicate {}% delay {} jitter {} rate {} seed {}\n",
             self.listen,
             self.to,
             s.loss_pct,
@@ -87,29 +88,29 @@ impl Report for RelayReport {
             s.reorder_pct,
             s.reorder_depth,
             s.duplicate_pct,
-            s.delay_us,
-            s.jitter_us,
+            fmt_micros(s.delay_us),
+            fmt_micros(s.jitter_us),
             s.rate.as_deref().unwrap_or("unlimited"),
             s.seed
         );
         let i = &self.impairments;
         let mut t = Table::new(["datagrams", "count"]);
-        t.row(["in".to_string(), self.datagrams_in.to_string()])
-            .row(["dropped (loss)".to_string(), i.dropped.to_string()])
+        t.row(["in".to_string(), fmt_count(self.datagrams_in)])
+            .row(["dropped (loss)".to_string(), fmt_count(i.dropped)])
             .row([
                 "dropped (link queue full)".to_string(),
-                i.overflow.to_string(),
+                fmt_count(i.overflow),
             ])
             .row([
                 "dropped (send errors)".to_string(),
-                self.send_errors.values().sum::<u64>().to_string(),
+                fmt_count(self.send_errors.values().sum::<u64>()),
             ])
-            .row(["duplicated".to_string(), i.duplicated.to_string()])
-            .row(["held back".to_string(), i.held_back.to_string()])
-            .row(["forwarded".to_string(), self.forwarded.to_string()])
-            .row(["not netcore".to_string(), self.other_in.to_string()]);
+            .row(["duplicated".to_string(), fmt_count(i.duplicated)])
+            .row(["held back".to_string(), fmt_count(i.held_back)])
+            .row(["forwarded".to_string(), fmt_count(self.forwarded)])
+            .row(["not netcore".to_string(), fmt_count(self.other_in)]);
         if self.truncated_in > 0 {
-            t.row(["truncated".to_string(), self.truncated_in.to_string()]);
+            t.row(["truncated".to_string(), fmt_count(self.truncated_in)]);
         }
         out.push_str(&t.render());
         if !self.tests.is_empty() {
@@ -126,13 +127,13 @@ impl Report for RelayReport {
             for x in &self.tests {
                 t.row([
                     x.test_id.clone(),
-                    x.datagrams_in.to_string(),
-                    x.dropped.to_string(),
-                    x.forwarded.to_string(),
-                    x.lost.to_string(),
-                    x.duplicates.to_string(),
-                    x.reordered.to_string(),
-                    x.max_extent.to_string(),
+                    fmt_count(x.datagrams_in),
+                    fmt_count(x.dropped),
+                    fmt_count(x.forwarded),
+                    fmt_count(x.lost),
+                    fmt_count(x.duplicates),
+                    fmt_count(x.reordered),
+                    fmt_count(x.max_extent),
                 ]);
             }
             out.push_str("ground truth per test (as the receiver will count it):\n");

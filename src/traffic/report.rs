@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::flows::{Counters, Flow};
 use crate::stats::table::Table;
 use crate::stats::Report;
-use crate::units::{fmt_bits_per_sec, fmt_bytes_short};
+use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_bytes_short, fmt_count, fmt_secs};
 
 pub const SCHEMA: &str = "netcore.traffic.v1";
 
@@ -76,7 +76,7 @@ impl TrafficReport {
         let msgs: Vec<String> = s
             .flows
             .iter()
-            .map(|(f, v)| format!("{}={}", f.name(), v.msgs))
+            .map(|(f, v)| format!("{}={}", f.name(), fmt_count(v.msgs)))
             .collect();
         let mut line = format!(
             "{label}: {} (messages {}",
@@ -84,7 +84,10 @@ impl TrafficReport {
             msgs.join(", ")
         );
         if let Some(l) = udp_lost_so_far {
-            line.push_str(&format!("; UDP sent but not received so far {l}"));
+            line.push_str(&format!(
+                "; UDP sent but not received so far {}",
+                fmt_count(l)
+            ));
         }
         line.push(')');
         line
@@ -106,22 +109,23 @@ impl Report for TrafficReport {
         for (f, v) in &self.totals {
             t.row([
                 f.name().to_string(),
-                v.counters.sent_msgs.to_string(),
-                v.counters.sent_bytes.to_string(),
-                v.counters.recv_msgs.to_string(),
-                v.counters.recv_bytes.to_string(),
-                v.lost_msgs.to_string(),
-                v.in_flight_msgs.to_string(),
+                fmt_count(v.counters.sent_msgs),
+                fmt_bytes(v.counters.sent_bytes),
+                fmt_count(v.counters.recv_msgs),
+                fmt_bytes(v.counters.recv_bytes),
+                fmt_count(v.lost_msgs),
+                fmt_count(v.in_flight_msgs),
                 fmt_bits_per_sec(v.recv_bits_per_sec),
             ]);
         }
         let ran = if self.interrupted {
             format!(
-                "interrupted after {:.1} s of {:.1} s",
-                self.elapsed_s, self.duration_s
+                "interrupted after {} of {}",
+                fmt_secs(self.elapsed_s),
+                fmt_secs(self.duration_s)
             )
         } else {
-            format!("{:.1} s", self.duration_s)
+            fmt_secs(self.duration_s)
         };
         format!(
             "netcore traffic: {ran}, messages of {}..{} bytes, {}, seed {}\n{}",

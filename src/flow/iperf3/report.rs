@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::stats::table::Table;
 use crate::stats::Report;
+use crate::units::{fmt_bytes, fmt_count, fmt_micros};
 
 /// One stream's figures, netcore's classes and the iperf3 fields derived from them.
 ///
@@ -52,33 +53,46 @@ pub struct Iperf3UdpReport {
 const COLS: &str = "stream,sent,received,bytes,in_order,reordered,max_extent,duplicate,too_late,lost,malformed,jitter_ms,iperf3_packets,iperf3_errors";
 
 impl StreamRow {
-    fn cells(&self, name: &str) -> [String; 14] {
+    /// The row's cells: raw numbers for CSV, or (`human`) through [`crate::units`]' formatter.
+    fn cells(&self, name: &str, human: bool) -> [String; 14] {
+        let n = |v: u64| if human { fmt_count(v) } else { v.to_string() };
         [
             name.to_string(),
-            self.sent.to_string(),
-            self.received.to_string(),
-            self.bytes.to_string(),
-            self.in_order.to_string(),
-            self.reordered.to_string(),
-            self.max_extent.to_string(),
-            self.duplicate.to_string(),
-            self.too_late.to_string(),
-            self.lost.to_string(),
-            self.malformed.to_string(),
-            format!("{:.3}", self.jitter_ms),
-            self.iperf3_packets.to_string(),
-            self.iperf3_errors.to_string(),
+            n(self.sent),
+            n(self.received),
+            if human {
+                fmt_bytes(self.bytes)
+            } else {
+                self.bytes.to_string()
+            },
+            n(self.in_order),
+            n(self.reordered),
+            n(self.max_extent),
+            n(self.duplicate),
+            n(self.too_late),
+            n(self.lost),
+            n(self.malformed),
+            if human {
+                fmt_micros(self.jitter_ms * 1e3)
+            } else {
+                format!("{:.3}", self.jitter_ms)
+            },
+            n(self.iperf3_packets),
+            n(self.iperf3_errors),
         ]
     }
 }
 
 impl Iperf3UdpReport {
-    fn table(&self) -> Table {
-        let mut t = Table::new(COLS.split(','));
+    fn table(&self, human: bool) -> Table {
+        let mut t = Table::new(COLS.split(',').map(|c| match (human, c) {
+            (true, "jitter_ms") => "jitter",
+            _ => c,
+        }));
         for r in &self.streams {
-            t.row(r.cells(&r.id.to_string()));
+            t.row(r.cells(&r.id.to_string(), human));
         }
-        t.row(self.sum.cells("SUM"));
+        t.row(self.sum.cells("SUM", human));
         t
     }
 }
@@ -98,12 +112,12 @@ impl Report for Iperf3UdpReport {
             } else {
                 ""
             },
-            self.table().render()
+            self.table(true).render()
         )
     }
 
     fn to_csv(&self) -> String {
-        self.table().to_csv()
+        self.table(false).to_csv()
     }
 }
 

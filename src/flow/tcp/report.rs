@@ -11,7 +11,7 @@ use crate::flow::streams::SUM;
 use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::sys::tcp::TcpInfo;
-use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_bytes_short, fmt_micros};
+use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_bytes_short, fmt_count, fmt_micros, fmt_secs};
 
 pub const SCHEMA: &str = "netcore.tcp.v1";
 
@@ -52,8 +52,8 @@ impl TcpFigures {
     fn short(&self) -> String {
         format!(
             "retr {} cwnd {} rtt {}/{}",
-            self.retransmits,
-            self.cwnd,
+            fmt_count(self.retransmits),
+            fmt_count(self.cwnd as u64),
             fmt_micros(self.rtt_us as f64),
             fmt_micros(self.rttvar_us as f64)
         )
@@ -332,13 +332,13 @@ impl Report for TcpReport {
                 fmt_bytes(r.written),
                 fmt_bytes(r.read),
                 if r.exact { "yes" } else { "NO" }.to_string(),
-                format!("{:.3} s", r.recv_s),
+                fmt_secs(r.recv_s),
                 fmt_bits_per_sec(r.goodput_bps),
-                opt_tcp(&r.tcp, |t| t.retransmits),
+                opt_tcp(&r.tcp, |t| fmt_count(t.retransmits)),
                 if is_sum {
                     String::new()
                 } else {
-                    opt_tcp(&r.tcp, |t| t.cwnd)
+                    opt_tcp(&r.tcp, |t| fmt_count(t.cwnd as u64))
                 },
                 if is_sum {
                     String::new()
@@ -381,9 +381,9 @@ impl Report for TcpReport {
             out.push_str(&format!(
                 "zerocopy {}: {} MSG_ZEROCOPY sends, {} completed, the kernel copied {} ({})\n",
                 r.dir.name(),
-                z.sends,
-                z.completed,
-                z.copied,
+                fmt_count(z.sends),
+                fmt_count(z.completed),
+                fmt_count(z.copied),
                 if z.sends > 0 && z.copied == z.sends {
                     "no pages were sent in place: a loopback or local receiver always copies"
                 } else {
@@ -441,7 +441,7 @@ impl Report for TcpReport {
                 format!("{:.6}", r.send_s),
                 format!("{:.6}", r.recv_s),
                 format!("{:.0}", r.goodput_bps),
-                opt_tcp(&r.tcp, |t| t.retransmits),
+                opt_tcp(&r.tcp, |t| fmt_count(t.retransmits)),
                 one(&|t| t.cwnd.to_string()),
                 one(&|t| t.rtt_us.to_string()),
                 one(&|t| t.rttvar_us.to_string()),

@@ -12,7 +12,9 @@ use crate::stats::hist::Percentiles;
 use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::sys::sockopt::BufMethod;
-use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_count, fmt_micros, fmt_pps};
+use crate::units::{
+    fmt_bits_per_sec, fmt_bytes, fmt_count, fmt_micros, fmt_pct, fmt_pps, fmt_secs,
+};
 
 /// v3: `receiver.streams` (one row per stream, `-P`), CSV rows per stream and a SUM row.
 /// v4: `receiver.kernel` (where loss and time went: the socket's drops, the receiving host's
@@ -272,24 +274,12 @@ pub struct UdpReport {
     pub intervals: Vec<IntervalRow>,
 }
 
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn errors_text(e: &BTreeMap<String, u64>) -> String {
     if e.is_empty() {
         return "none".into();
     }
     e.iter()
-        .map(|(k, v)| format!("{k} x{}", thousands(*v)))
+        .map(|(k, v)| format!("{k} x{}", fmt_count(*v)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -312,11 +302,11 @@ impl UdpReport {
             "[{:6.2}-{:6.2}s] sent {:>12} dgrams {:>14} | received {:>12} dgrams {:>14} | lost so far {}",
             r.start,
             r.t,
-            thousands(r.sent),
+            fmt_count(r.sent),
             fmt_bits_per_sec(r.sent_bps),
-            thousands(r.received),
+            fmt_count(r.received),
             fmt_bits_per_sec(r.received_bps),
-            thousands(r.lost_so_far)
+            fmt_count(r.lost_so_far)
         )
     }
 
@@ -364,12 +354,12 @@ impl UdpReport {
             let a = &x.accounting;
             t.row([
                 label,
-                thousands(a.sent),
-                thousands(a.unique),
-                format!("{} ({:.3}%)", thousands(a.lost), x.lost_pct),
-                thousands(a.reordered),
-                thousands(a.duplicate),
-                thousands(a.too_late),
+                fmt_count(a.sent),
+                fmt_count(a.unique),
+                format!("{} ({})", fmt_count(a.lost), fmt_pct(x.lost_pct)),
+                fmt_count(a.reordered),
+                fmt_count(a.duplicate),
+                fmt_count(a.too_late),
                 fmt_bits_per_sec(x.goodput_bps),
                 fmt_micros(x.jitter_us),
             ]);
@@ -464,14 +454,14 @@ impl Report for UdpReport {
         let mut t = Table::new(["", "sender", "receiver"]);
         t.row([
             "datagrams".to_string(),
-            thousands(s.sent),
-            format!("{} unique", thousands(a.unique)),
+            fmt_count(s.sent),
+            format!("{} unique", fmt_count(a.unique)),
         ]);
         t.row(["bytes".to_string(), fmt_bytes(s.bytes), fmt_bytes(r.bytes)]);
         t.row([
             "time".to_string(),
-            format!("{:.3} s", s.elapsed_s),
-            format!("{:.3} s", r.duration_s),
+            fmt_secs(s.elapsed_s),
+            fmt_secs(r.duration_s),
         ]);
         t.row([
             "goodput".to_string(),
@@ -482,29 +472,29 @@ impl Report for UdpReport {
         t.row([
             "lost".to_string(),
             String::new(),
-            format!("{} ({:.3}%)", thousands(a.lost), r.lost_pct),
+            format!("{} ({})", fmt_count(a.lost), fmt_pct(r.lost_pct)),
         ]);
         t.row([
             "reordered".to_string(),
             String::new(),
             format!(
                 "{} (max extent {})",
-                thousands(a.reordered),
-                thousands(a.max_extent)
+                fmt_count(a.reordered),
+                fmt_count(a.max_extent)
             ),
         ]);
         t.row([
             "duplicates".to_string(),
             String::new(),
-            thousands(a.duplicate),
+            fmt_count(a.duplicate),
         ]);
         t.row([
             "too late".to_string(),
             String::new(),
             format!(
                 "{} (window {}{})",
-                thousands(a.too_late),
-                thousands(r.window),
+                fmt_count(a.too_late),
+                fmt_count(r.window),
                 if r.streams.len() > 1 {
                     " per stream"
                 } else {
@@ -543,7 +533,7 @@ impl Report for UdpReport {
         ));
         out.push_str(&format!(
             "sender:   {} {}, {} messages/call, GSO {}, {}, CPU {}, sndbuf {}, send errors (retried): {}\n",
-            opt(s.send_calls.map(thousands)),
+            opt(s.send_calls.map(fmt_count)),
             match (s.backend.as_deref(), s.zerocopy.is_some()) {
                 (Some("uring"), true) => "io_uring_enter calls (backend uring, linked SEND_ZC)",
                 (Some("uring"), _) => "io_uring_enter calls (backend uring, linked SEND)",
@@ -564,8 +554,8 @@ impl Report for UdpReport {
         if let Some(z) = s.zerocopy {
             out.push_str(&format!(
                 "zerocopy: {} notifications, the kernel copied {} of them ({})\n",
-                thousands(z.notifications),
-                thousands(z.copied),
+                fmt_count(z.notifications),
+                fmt_count(z.copied),
                 if z.notifications > 0 && z.copied == z.notifications {
                     "no pages were sent in place: a loopback or local receiver always copies"
                 } else {
@@ -575,13 +565,13 @@ impl Report for UdpReport {
         }
         out.push_str(&format!(
             "receiver: {} {}, GRO {}, CPU {}, rcvbuf {} ({})\n",
-            thousands(r.recv_calls),
+            fmt_count(r.recv_calls),
             match r.backend.as_str() {
                 "uring" => "ring turns with data (backend uring, multishot RECVMSG)",
                 _ => "recvmmsg calls (backend mio)",
             },
             if r.gro {
-                format!("on ({} coalesced buffers)", thousands(r.coalesced_buffers))
+                format!("on ({} coalesced buffers)", fmt_count(r.coalesced_buffers))
             } else {
                 "off".into()
             },
@@ -719,11 +709,4 @@ impl Report for UdpReport {
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(super::thousands(0), "0");
-        assert_eq!(super::thousands(1234567), "1,234,567");
-        assert_eq!(super::thousands(123), "123");
-    }
-}
+mod tests {}

@@ -69,8 +69,8 @@ impl Session {
     }
 
     /// Every complete request is answered: read more, or close after a half-close (an
-    /// incomplete request then gets no answer).
-    fn wait_for_input(&mut self) -> Step {
+    /// incomplete request then gets no answer). sockperf's framing shares it.
+    pub(super) fn wait_for_input(&mut self) -> Step {
         if self.eof {
             self.closed = true;
             self.buf = Vec::new();
