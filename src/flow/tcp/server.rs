@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 
 use super::client::{job_for, sample};
 use super::report::{CpuSides, IntervalMeter, StreamEnd, TcpInterval, TcpReport, SCHEMA};
-use super::spec::{decode_preamble, TcpSpec, PREAMBLE_LEN};
+use super::spec::{decode_preamble, Dir, TcpSpec, PREAMBLE_LEN};
 use super::stream::{self, bytes_moved, configure, Running};
 use crate::flow::control::{encode, Conn, Msg, Plan};
 use crate::flow::cpu::CpuUsage;
@@ -144,7 +144,13 @@ pub fn run_test(
             break;
         }
         if Instant::now() >= next {
-            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live);
+            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live, "server");
+            if spec.intervals && done.is_none() && failure.is_none() {
+                // A lost control connection shows at the next receive.
+                let _ = c.send(&Msg::TcpInterval {
+                    row: row.clone().only(Dir::Down),
+                });
+            }
             on_event(TcpEvent::Interval(row.clone()));
             intervals.push(row);
             next += ctx.interval;
