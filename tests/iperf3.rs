@@ -176,6 +176,50 @@ fn iperf3_client_tcp_against_recv() {
     }
 }
 
+/// A stock `iperf3 -c` through `netcore relay` (its TCP proxy) to `netcore recv`: iperf3 and
+/// netcore agree byte for byte as they do directly, and the relay counts the control and data
+/// connections and the bytes it carried.
+#[test]
+fn iperf3_client_through_the_relay_to_recv() {
+    if !have_iperf3() {
+        return;
+    }
+    let r = Recv::start();
+    let mut relay = common::proc::Proc::netcore(&[
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        &r.addr,
+        "--json",
+    ]);
+    let relay_addr = addr_in(&relay.wait_line("listening on"));
+    let port = relay_addr.rsplit(':').next().unwrap().to_string();
+    let mut up = 0;
+    for (args, streams, dirs) in [
+        (&["-t", "1", "-P", "2"][..], 2, &["up"][..]),
+        (&["-t", "1", "-R"][..], 1, &["down"][..]),
+    ] {
+        let ip = iperf3(&port, args);
+        let nc = r.report();
+        check_tcp(&ip, &nc, streams, dirs);
+        if dirs == ["up"] {
+            up += u(&nc["sum"][0]["read"]);
+        }
+    }
+    netcore::sys::process::kill(relay.pid() as i32, libc::SIGINT).unwrap();
+    let (st, out, err) = relay.finish(Duration::from_secs(30));
+    assert!(st.success(), "relay: {err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let tcp = &report["tcp"];
+    // A control connection and a data connection per stream, per test.
+    assert_eq!(u(&tcp["connections"]), 3 + 2, "{tcp}");
+    assert_eq!(u(&tcp["refused"]) + u(&tcp["connect_failed"]), 0, "{tcp}");
+    // The forward test's data plus both tests' control messages went to the receiver.
+    assert!(u(&tcp["bytes_to_server"]) > up, "{tcp}");
+    assert_eq!(u(&report["datagrams_in"]), 0, "{report}");
+}
+
 /// iperf3's UDP figures against netcore's report: per stream, the client's sent datagrams are
 /// netcore's `sent`, the receiver line (netcore's answer) is exact: bytes, packets = sent,
 /// lost = sent - distinct received.

@@ -57,6 +57,8 @@ fn metrics_addr(line: &str) -> String {
         .to_string()
 }
 
+/// The blast's control channel goes through the relay's TCP proxy (no `--control`), so the
+/// TCP counters move too.
 #[test]
 fn relay_metrics_match_its_report() {
     let mut recv = Proc::netcore(&["recv", "--listen", "127.0.0.1:0", "--once", "--json"]);
@@ -84,8 +86,6 @@ fn relay_metrics_match_its_report() {
             "blast",
             "--to",
             &relay_addr,
-            "--control",
-            &recv_addr,
             "--count",
             "20000",
             "--rate",
@@ -122,6 +122,25 @@ fn relay_metrics_match_its_report() {
         report["impairments"]["dropped"].as_f64().unwrap()
     );
     assert!(get("netcore_relay_impaired_datagrams_total{action=\"dropped\"}") > 0.0);
+    let tcp = &report["tcp"];
+    assert_eq!(tcp["connections"], 1, "{tcp}");
+    assert_eq!(
+        get("netcore_relay_tcp_connections_total{outcome=\"proxied\"}"),
+        1.0
+    );
+    // A count that never moved is not exposed.
+    let refused = m.get("netcore_relay_tcp_connections_total{outcome=\"refused\"}");
+    assert!(refused.is_none_or(|v| *v == 0.0), "{refused:?}");
+    for (label, key) in [
+        ("to_server", "bytes_to_server"),
+        ("to_client", "bytes_to_client"),
+    ] {
+        let v = get(&format!(
+            "netcore_relay_tcp_bytes_total{{direction=\"{label}\"}}"
+        ));
+        assert_eq!(v, tcp[key].as_f64().unwrap(), "{label}");
+        assert!(v > 0.0, "{label}");
+    }
     drop(recv);
 }
 

@@ -4,8 +4,10 @@
 
 mod common;
 
-use std::net::UdpSocket;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,8 +23,15 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// Runs recv, relay (with `impair` flags) and blast of `count` datagrams at `rate`; returns
-/// (receiver report, relay report).
+/// (receiver report, relay report). The sender reaches the receiver's control port directly
+/// (`--control`).
 fn through_relay(impair: &[&str], count: u64) -> (Value, Value) {
+    through_relay_with(impair, count, true).0
+}
+
+/// [`through_relay`], with the control channel direct or through the relay's TCP proxy; also
+/// returns the sender's report.
+fn through_relay_with(impair: &[&str], count: u64, control: bool) -> ((Value, Value), Value) {
     let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut recv = Proc::netcore(&["recv", "--listen", "127.0.0.1:0", "--once", "--json"]);
     let recv_addr = addr_in(&recv.wait_line("listening on"));
@@ -44,24 +53,23 @@ fn through_relay(impair: &[&str], count: u64) -> (Value, Value) {
     args.extend_from_slice(impair);
     let mut relay = Proc::netcore(&args);
     let relay_addr = addr_in(&relay.wait_line("listening on"));
-    let (st, out, err) = run(
-        &[
-            "blast",
-            "--to",
-            &relay_addr,
-            "--control",
-            &recv_addr,
-            "--count",
-            &n,
-            "--rate",
-            "30kpps",
-            "--len",
-            "200",
-            "--verify",
-            "--json",
-        ],
-        LIMIT,
-    );
+    let mut blast = vec![
+        "blast",
+        "--to",
+        &relay_addr,
+        "--count",
+        &n,
+        "--rate",
+        "30kpps",
+        "--len",
+        "200",
+        "--verify",
+        "--json",
+    ];
+    if control {
+        blast.extend_from_slice(&["--control", &recv_addr]);
+    }
+    let (st, out, err) = run(&blast, LIMIT);
     assert!(st.success(), "blast failed: {err}\n{out}");
     let sender = json(&out);
     let (st, relay_out, relay_err) = relay.finish(LIMIT);
@@ -76,7 +84,7 @@ fn through_relay(impair: &[&str], count: u64) -> (Value, Value) {
         "sender"
     );
     assert_eq!(rx["test_id"], sender["test_id"]);
-    (rx, truth)
+    ((rx, truth), sender)
 }
 
 /// The receiver's accounting equals the relay's ground truth, number for number.
@@ -183,31 +191,203 @@ fn duplicates_only() {
     assert_eq!(u(&t, "lost") + u(&t, "reordered"), 0, "{t}");
 }
 
+/// Loss, reordering and duplication at once.
+const MIXED: [&str; 8] = [
+    "--loss",
+    "1%",
+    "--reorder",
+    "2%",
+    "--reorder-depth",
+    "1..64",
+    "--duplicate",
+    "1%",
+];
+
 #[test]
 fn everything_at_once_at_two_seeds() {
     for seed in ["4", "11"] {
-        let (rx, truth) = through_relay(
-            &[
-                "--loss",
-                "1%",
-                "--reorder",
-                "2%",
-                "--reorder-depth",
-                "1..64",
-                "--duplicate",
-                "1%",
-                "--delay",
-                "1ms",
-                "--jitter",
-                "300us",
-                "--seed",
-                seed,
-            ],
-            20_000,
-        );
+        let more = ["--delay", "1ms", "--jitter", "300us", "--seed", seed];
+        let (rx, truth) = through_relay(&[&MIXED[..], &more].concat(), 20_000);
         let t = assert_exact(&rx, &truth, 20_000);
         assert!(u(&t, "lost") > 0 && u(&t, "duplicates") > 0 && u(&t, "reordered") > 0);
     }
+}
+
+/// No `--control`: the control channel goes through the relay's TCP proxy, the datagrams
+/// through its impairments; the receiver's report (also as the sender got it back through the
+/// proxy) equals the ground truth, and the relay counts the one connection.
+#[test]
+fn blast_without_control_through_the_tcp_proxy() {
+    let impair = [&MIXED[..], &["--seed", "9"]].concat();
+    let ((rx, truth), sender) = through_relay_with(&impair, 20_000, false);
+    let t = assert_exact(&rx, &truth, 20_000);
+    assert!(u(&t, "lost") > 0 && u(&t, "duplicates") > 0 && u(&t, "reordered") > 0);
+    assert_eq!(
+        sender["receiver"]["accounting"], rx["receiver"]["accounting"],
+        "the sender's copy of the report came back through the proxy"
+    );
+    let tcp = &truth["tcp"];
+    assert_eq!(u(tcp, "connections"), 1, "{tcp}");
+    assert_eq!(u(tcp, "closed"), 1, "{tcp}");
+    assert_eq!(tcp["errors"].as_object().map_or(0, |m| m.len()), 0, "{tcp}");
+    assert_eq!(u(tcp, "refused") + u(tcp, "connect_failed"), 0, "{tcp}");
+    assert!(u(tcp, "bytes_to_server") > 0 && u(tcp, "bytes_to_client") > 0);
+}
+
+/// What the test's server behind the relay does with its n-th connection.
+fn proxy_peer(mut s: TcpStream, n: usize, tx: &mpsc::Sender<(usize, u64)>) {
+    match n {
+        // A firehose into a client that never reads: writes until the relay's backpressure
+        // stalls it, reports how much it wrote, then holds the connection.
+        0 => {
+            s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+            let chunk = vec![7u8; 64 * 1024];
+            let mut total = 0u64;
+            while total < 1 << 30 {
+                match s.write(&chunk) {
+                    Ok(k) => total += k as u64,
+                    Err(_) => break,
+                }
+            }
+            tx.send((n, total)).unwrap();
+            let _ = s.read(&mut [0u8; 1]);
+        }
+        // Echo until the end of stream, then half-close.
+        1 => {
+            let mut v = Vec::new();
+            s.read_to_end(&mut v).unwrap();
+            s.write_all(&v).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            tx.send((n, v.len() as u64)).unwrap();
+            let _ = s.read(&mut [0u8; 1]);
+        }
+        // Reads one byte, then resets the connection.
+        2 => {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(s);
+            tx.send((n, 1)).unwrap();
+        }
+        // Holds the connection until the relay closes it.
+        _ => {
+            tx.send((n, 0)).unwrap();
+            let _ = s.read_to_end(&mut Vec::new());
+        }
+    }
+}
+
+/// Reads until the end or an error (a reset), bounded; returns the bytes and whether it ended
+/// with an error.
+fn read_all(s: &mut TcpStream) -> (Vec<u8>, bool) {
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut v = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (v, false),
+            Ok(k) => v.extend_from_slice(&buf[..k]),
+            Err(e) => {
+                assert_ne!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock,
+                    "no end within 20 s"
+                );
+                return (v, true);
+            }
+        }
+    }
+}
+
+/// Bad peers on the TCP proxy: a client that never reads (the server behind is stalled by
+/// backpressure, the relay's memory stays bounded, other connections still work), a server
+/// that resets (the client sees the connection end, the relay counts it), one connection over
+/// `--max-connections` (refused), and SIGINT with connections open (closed, counted).
+#[test]
+fn tcp_proxy_survives_bad_peers() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = server.local_addr().unwrap().to_string();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, s) in server.incoming().enumerate().take(4) {
+            let tx = tx.clone();
+            let Ok(s) = s else { return };
+            std::thread::spawn(move || proxy_peer(s, n, &tx));
+        }
+    });
+    let mut relay = Proc::netcore(&[
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        &to,
+        "--max-connections",
+        "2",
+        "--json",
+    ]);
+    let relay_addr = addr_in(&relay.wait_line("listening on"));
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("server side")
+    };
+
+    // 0: never reads. The server's writes stall: what it wrote fits the socket buffers and
+    // the relay's 64 KiB per direction (without backpressure it would write its whole GiB).
+    let _silent = TcpStream::connect(&relay_addr).unwrap();
+    let (n, wrote) = next();
+    assert_eq!(n, 0);
+    assert!(
+        wrote < 256 << 20,
+        "the firehose was not stalled: {wrote} bytes"
+    );
+
+    // 1: echo through the proxy while connection 0 is stalled; the half-close goes through.
+    let mut echo = TcpStream::connect(&relay_addr).unwrap();
+    echo.write_all(b"hello through the relay").unwrap();
+    echo.shutdown(Shutdown::Write).unwrap();
+    let (back, failed) = read_all(&mut echo);
+    assert_eq!(back, b"hello through the relay");
+    assert!(!failed);
+    assert_eq!(next(), (1, 23));
+
+    // 2: the server resets; the client's connection ends too.
+    let mut reset = TcpStream::connect(&relay_addr).unwrap();
+    reset.write_all(b"x").unwrap();
+    assert_eq!(next(), (2, 1));
+    let (got, _) = read_all(&mut reset);
+    assert!(got.is_empty());
+
+    // 3 is held open: with 0, the limit of 2; the next one is refused.
+    let mut held = TcpStream::connect(&relay_addr).unwrap();
+    held.write_all(b"a").unwrap();
+    assert_eq!(next().0, 3);
+    let mut over = TcpStream::connect(&relay_addr).unwrap();
+    let (got, _) = read_all(&mut over);
+    assert!(got.is_empty());
+
+    netcore::sys::process::kill(relay.pid() as i32, libc::SIGINT).unwrap();
+    let (st, out, err) = relay.finish(LIMIT);
+    assert!(st.success(), "relay: {err}");
+    let tcp = &json(&out)["tcp"];
+    assert_eq!(u(tcp, "connections"), 4, "{tcp}");
+    assert_eq!(u(tcp, "closed"), 1, "{tcp}");
+    assert_eq!(u(tcp, "refused"), 1, "{tcp}");
+    assert_eq!(u(tcp, "connect_failed"), 0, "{tcp}");
+    assert_eq!(u(tcp, "max_open"), 2, "{tcp}");
+    assert_eq!(u(&tcp["errors"], "ECONNRESET"), 1, "{tcp}");
+    assert_eq!(u(&tcp["errors"], "stopped"), 2, "{tcp}");
+    assert_eq!(u(tcp, "bytes_to_server"), 23 + 1 + 1, "{tcp}");
+    assert!(u(tcp, "bytes_to_client") >= 23, "{tcp}");
+    // The silent client got at most what the relay holds plus the socket buffers.
+    assert!(u(tcp, "bytes_to_client") <= wrote + 23, "{tcp}");
+    held.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert!(
+        !matches!(held.read(&mut [0u8; 1]), Ok(1)),
+        "closed by the relay"
+    );
 }
 
 #[test]

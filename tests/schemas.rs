@@ -147,7 +147,7 @@ fn relay_output_validates() {
         LIMIT,
     );
     assert!(!out.is_empty(), "relay printed nothing: {err}");
-    validates("netcore.relay.v1", &out);
+    validates("netcore.relay.v2", &out);
 }
 
 #[test]

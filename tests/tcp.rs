@@ -149,6 +149,41 @@ fn separate_recv_single_and_four_streams() {
     check(&c, 4, &["up"]);
 }
 
+/// `-R`: the client shows the sender's figures live: the server sends its interval samples
+/// over control, and the client's rows are the server's own rows (equal, number for number),
+/// followed by the client's last partial row.
+#[test]
+fn reverse_intervals_come_from_the_sending_server() {
+    // The server samples at its own --interval (recv's default, 1 s).
+    let (c, s) = separate(&["--time", "2500ms", "-R", "-P", "2"]);
+    check(&c, 2, &["down"]);
+    let rows = c["intervals"].as_array().unwrap();
+    let theirs = s["intervals"].as_array().unwrap();
+    let sent: Vec<&Value> = rows.iter().filter(|r| r["by"] == "server").collect();
+    assert!(
+        !sent.is_empty(),
+        "server rows in the client's report: {rows:?}"
+    );
+    assert_eq!(
+        sent.len(),
+        rows.len() - 1,
+        "then one partial row of the client's"
+    );
+    assert_eq!(rows.last().unwrap()["by"], "client");
+    for (i, r) in sent.iter().enumerate() {
+        assert_eq!(**r, theirs[i], "row {i}");
+        assert_eq!(r["streams"].as_array().unwrap().len(), 2, "{r}");
+        for st in r["streams"].as_array().unwrap() {
+            assert_eq!(st["dir"], "down", "{r}");
+        }
+    }
+    // A forward test's rows are the client's own.
+    let (c, _) = separate(&["--time", "500ms", "--interval", "200ms"]);
+    let rows = c["intervals"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r["by"] == "client"), "{rows:?}");
+}
+
 #[test]
 fn separate_recv_reverse_and_bidir() {
     let (c, _) = separate(&["--time", "1s", "-R", "-P", "2"]);

@@ -33,9 +33,10 @@ fn burst(s: &str) -> Result<f64, String> {
 }
 
 /// Forward UDP datagrams from --listen to --to with seeded impairments, then print the ground
-/// truth (datagrams in, dropped, duplicated, reordered with max extent, forwarded). The TCP
-/// control channel is not relayed: point the sender at the receiver's control port with
-/// `netcore blast --to RELAY --control RECEIVER`.
+/// truth (datagrams in, dropped, duplicated, reordered with max extent, forwarded). TCP
+/// connections to the same port are proxied to the same port of --to, unimpaired, so
+/// `netcore blast --to RELAY` (its control channel) and TCP tools such as `iperf3 -c` work
+/// through the relay unchanged.
 #[derive(Args, Debug)]
 pub struct RelayArgs {
     /// Address to receive datagrams on (port 0: any free port, printed at start)
@@ -87,6 +88,10 @@ pub struct RelayArgs {
     /// Receive buffer to ask for
     #[arg(long, value_parser = units::parse_nonzero_size, default_value = "32MiB", allow_hyphen_values = true)]
     pub rcvbuf: u64,
+    /// TCP connections proxied at once (more are closed at once and counted as refused);
+    /// 0: TCP is not proxied, only UDP is relayed
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=4096), default_value = "64")]
+    pub max_connections: u32,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
@@ -127,6 +132,7 @@ pub fn run(a: RelayArgs) -> Result<ExitCode> {
         },
         rcvbuf: a.rcvbuf as usize,
         metrics: relay_metrics,
+        max_connections: a.max_connections as usize,
     })?;
     let _endpoint = a.metrics.start("relay", registry)?;
     let format = a.output.format();

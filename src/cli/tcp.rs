@@ -94,6 +94,7 @@ fn spec_of(a: &BlastArgs, len: u64) -> Result<TcpSpec> {
         fq_rate_bps: bits("--fq-rate", t.fq_rate)?,
         rate_bps: bits("--rate", a.rate)?,
         zerocopy: a.zerocopy,
+        intervals: t.reverse || t.bidir,
     })
 }
 

@@ -21,7 +21,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::flow::cpu::CpuUsage;
-use crate::flow::tcp::report::StreamEnd;
+use crate::flow::tcp::report::{StreamEnd, TcpInterval};
 use crate::flow::tcp::spec::TcpSpec;
 use crate::flow::udp::report::ReceiverStats;
 
@@ -136,6 +136,11 @@ pub enum Msg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reverse: Option<Reverse>,
     },
+    /// During a TCP test whose spec asks for it: the server's interval sample of the
+    /// connections it writes (the sender's figures), every interval.
+    TcpInterval {
+        row: TcpInterval,
+    },
     /// The client's end of a TCP test: its account of every data connection and its CPU.
     TcpDone {
         streams: Vec<StreamEnd>,
@@ -166,6 +171,7 @@ impl Msg {
             Msg::Interval { .. } => "Interval",
             Msg::Done { .. } => "Done",
             Msg::Setup { .. } => "Setup",
+            Msg::TcpInterval { .. } => "TcpInterval",
             Msg::TcpDone { .. } => "TcpDone",
             Msg::TcpReport { .. } => "TcpReport",
             Msg::Report { .. } => "Report",

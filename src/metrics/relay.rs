@@ -18,6 +18,14 @@ pub struct RelayTotals {
     pub duplicated: u64,
     pub held_back: u64,
     pub send_errors: u64,
+    /// The TCP proxy: connections joined to `--to`, refused over the limit, failed to
+    /// connect, ended by an error; bytes each way.
+    pub tcp_connections: u64,
+    pub tcp_refused: u64,
+    pub tcp_connect_failed: u64,
+    pub tcp_errors: u64,
+    pub tcp_bytes_to_server: u64,
+    pub tcp_bytes_to_client: u64,
 }
 
 /// The relay's counter families, registered in a [`Metrics`] (clones share the counters).
@@ -27,6 +35,8 @@ pub struct RelayMetrics {
     bytes: Counters,
     impaired: Counters,
     send_errors: Counters,
+    tcp_connections: Counters,
+    tcp_bytes: Counters,
     published: RelayTotals,
 }
 
@@ -43,6 +53,14 @@ impl RelayMetrics {
                 "Datagrams the impairments acted on: dropped (loss), overflow (queue full), duplicated, held_back (reordered)",
             ),
             send_errors: m.counters("relay_send_errors", "Send errors on the way out"),
+            tcp_connections: m.counters(
+                "relay_tcp_connections",
+                "TCP connections the proxy took: proxied (joined to --to), refused (over the limit), connect_failed, error (ended by a reset or other error)",
+            ),
+            tcp_bytes: m.counters(
+                "relay_tcp_bytes",
+                "Bytes the TCP proxy copied: direction=to_server (to --to), to_client (back)",
+            ),
             published: RelayTotals::default(),
         }
     }
@@ -68,6 +86,24 @@ impl RelayMetrics {
             self.impaired.add(&[("action", action)], d(a, b));
         }
         self.send_errors.add(&[], d(now.send_errors, p.send_errors));
+        for (outcome, a, b) in [
+            ("proxied", now.tcp_connections, p.tcp_connections),
+            ("refused", now.tcp_refused, p.tcp_refused),
+            (
+                "connect_failed",
+                now.tcp_connect_failed,
+                p.tcp_connect_failed,
+            ),
+            ("error", now.tcp_errors, p.tcp_errors),
+        ] {
+            self.tcp_connections.add(&[("outcome", outcome)], d(a, b));
+        }
+        for (direction, a, b) in [
+            ("to_server", now.tcp_bytes_to_server, p.tcp_bytes_to_server),
+            ("to_client", now.tcp_bytes_to_client, p.tcp_bytes_to_client),
+        ] {
+            self.tcp_bytes.add(&[("direction", direction)], d(a, b));
+        }
         self.published = now;
     }
 }

@@ -2,13 +2,14 @@
 //! it an oracle for the receiver.
 //!
 //! ```text
-//! blast --to RELAY --control RECV          relay --listen RELAY --to RECV          recv --listen RECV
+//! blast --to RELAY                         relay --listen RELAY --to RECV          recv --listen RECV
 //!   UDP datagrams ----------------------->  loss/delay/reorder/dup/rate  -------->  tracker
-//!   TCP control (Hello, Done, Report) ------------------------------------------->  (direct)
+//!   TCP control (Hello, Done, Report) <--->  proxy (bounded, unimpaired)  <------->  control
 //! ```
-//! The relay forwards UDP only, one way (datagrams from anyone to `--to`; nothing comes back).
-//! The TCP control channel is **not** relayed: the sender reaches the receiver's control port
-//! directly with `blast --control`, e.g. `netcore blast --to RELAY_ADDR --control RECV_ADDR`.
+//! UDP is forwarded one way (datagrams from anyone to `--to`; nothing comes back). TCP
+//! connections to the relay's port are proxied both ways to the same port of `--to`
+//! ([`proxy`]), so the sender's control channel, and TCP tools such as `iperf3 -c`, go through
+//! the relay unchanged (`blast --control RECV` still reaches the receiver directly).
 //!
 //! # Layers
 //! - [`impair`]: the pure core. [`impair::Impairer`] decides each datagram's fate from a seeded
@@ -17,22 +18,28 @@
 //!   rate-limited link queue. No sockets, no clock.
 //! - [`truth`]: the ground truth, computed from the exact order the relay forwarded datagrams,
 //!   independently of the receiver's tracker.
-//! - [`report`]: the report (table, JSON schema `netcore.relay.v1`, CSV).
+//! - [`proxy`]: the TCP proxy (bounded buffers with backpressure, half-close, a bounded number
+//!   of connections), driven on this module's poll beside the UDP socket.
+//! - [`report`]: the report (table, JSON schema `netcore.relay.v2`, CSV).
 //! - This module: the thin socket driver. It reads batches with `recvmmsg`, offers each datagram
 //!   to the pipeline, sends what is due with `sendmmsg` on a socket connected to `--to`, and
-//!   sleeps in `epoll` until the next datagram, the pipeline's next deadline or a signal.
+//!   sleeps in `epoll` until the next datagram, a TCP event, the pipeline's next deadline or a
+//!   signal. A stop condition (`--count`, `--idle`) ends the UDP input and the accepting of
+//!   connections; the relay exits once the pipeline is empty and the open connections have
+//!   closed (`--duration` and signals close them too).
 //!
 //! Timers have the resolution of `epoll_wait` (1 ms): a delayed datagram leaves at its time or up
 //! to a millisecond later. Keep `--delay` + `--jitter` well below the receiver's `--drain`
 //! (250 ms by default), or the receiver finishes before the last datagrams leave the relay.
 
 pub mod impair;
+pub mod proxy;
 pub mod report;
 pub mod truth;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -41,6 +48,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use self::impair::{Offer, Pipeline, Settings};
+use self::proxy::Proxy;
 use self::report::{RelayReport, SettingsReport, SCHEMA};
 use self::truth::{GroundTruth, Tag};
 use crate::flow::udp::wire::Header;
@@ -83,12 +91,14 @@ pub struct RelayOptions {
     pub rcvbuf: usize,
     /// Counters to publish for `--metrics` (a few times a second, and at the end).
     pub metrics: Option<RelayMetrics>,
+    /// TCP connections proxied to `--to` at once (0: TCP is not proxied).
+    pub max_connections: usize,
 }
 
 /// What the relay tells its caller while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// The first datagram came in.
+    /// The first datagram or TCP connection came in.
     Traffic,
 }
 
@@ -101,6 +111,8 @@ struct Packet {
 /// A bound relay.
 pub struct Relay {
     inbound: UdpSocket,
+    /// The TCP listener on the same port, for the proxy.
+    listener: Option<TcpListener>,
     outbound: UdpSocket,
     opts: RelayOptions,
 }
@@ -133,15 +145,41 @@ fn refuse_loop(listen: SocketAddr, to: SocketAddr) -> Result<()> {
     Ok(())
 }
 
+/// Binds the UDP socket and, with `tcp`, a TCP listener on the same port (port 0: one free for
+/// both).
+fn bind_both(listen: SocketAddr, tcp: bool) -> io::Result<(UdpSocket, Option<TcpListener>)> {
+    if !tcp {
+        return Ok((UdpSocket::bind(listen)?, None));
+    }
+    let tries = if listen.port() == 0 { 32 } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let udp = UdpSocket::bind(listen)?;
+        match TcpListener::bind(udp.local_addr()?) {
+            Ok(t) => return Ok((udp, Some(t))),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
+}
+
 impl Relay {
-    /// Binds `--listen` and connects an outgoing socket to `--to`.
+    /// Binds `--listen` (UDP, and TCP for the proxy) and connects an outgoing socket to `--to`.
     pub fn bind(opts: RelayOptions) -> Result<Relay> {
         opts.settings
             .validate()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         refuse_loop(opts.listen, opts.to)?;
-        let inbound = UdpSocket::bind(opts.listen)
-            .with_context(|| format!("cannot listen on {}", opts.listen))?;
+        let (inbound, listener) = bind_both(opts.listen, opts.max_connections > 0).map_err(|e| {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                anyhow::anyhow!(
+                    "cannot listen on {} (UDP and TCP): address already in use (--max-connections 0 relays UDP only)",
+                    opts.listen
+                )
+            } else {
+                anyhow::anyhow!("cannot listen on {}: {e}", opts.listen)
+            }
+        })?;
         refuse_loop(inbound.local_addr()?, opts.to)?;
         sockopt::size_buffer(&inbound, opts.rcvbuf, true).context("setting the receive buffer")?;
         let any: SocketAddr = if opts.to.is_ipv4() {
@@ -156,6 +194,7 @@ impl Relay {
         sockopt::size_buffer(&outbound, 4 << 20, false).context("setting the send buffer")?;
         Ok(Relay {
             inbound,
+            listener,
             outbound,
             opts,
         })
@@ -173,6 +212,7 @@ impl Relay {
         let listen = self.local_addr();
         let Relay {
             inbound,
+            listener,
             outbound,
             mut opts,
         } = self;
@@ -188,7 +228,16 @@ impl Relay {
         let sig_fd = signal::termination_fd()?.as_raw_fd();
         poll.registry()
             .register(&mut SourceFd(&sig_fd), SIG, Interest::READABLE)?;
-        let mut events = Events::with_capacity(8);
+        let mut events = Events::with_capacity(256);
+        const LISTEN: Token = Token(2);
+        let mut proxy = match listener {
+            Some(l) => Some(
+                Proxy::new(poll.registry(), l, LISTEN, opts.to, opts.max_connections)
+                    .context("starting the TCP proxy")?,
+            ),
+            None => None,
+        };
+        let tcp_open = |p: &Option<Proxy>| p.as_ref().map_or(0, Proxy::open);
 
         let mut d = Driver {
             pipeline: Pipeline::new(opts.settings.clone()),
@@ -222,23 +271,33 @@ impl Relay {
                     last_in = Some(Instant::now());
                 }
                 let over_time = opts.stop.duration.is_some_and(|t| d.start.elapsed() >= t);
+                // Quiet: no datagram, no TCP byte and no TCP connection open for --idle.
                 let idle = match (opts.stop.idle, last_in) {
-                    (Some(i), Some(l)) => l.elapsed() >= i,
+                    (Some(i), Some(l)) => l.elapsed() >= i && tcp_open(&proxy) == 0,
                     _ => false,
                 };
                 if closed || over_time || idle {
                     input_open = false;
                     d.pipeline.close();
+                    if let Some(p) = proxy.as_mut() {
+                        // Open connections go on (a test's control channel still carries its
+                        // results) unless the time is up.
+                        if over_time {
+                            p.close_all(poll.registry());
+                        } else {
+                            p.stop_accepting(poll.registry());
+                        }
+                    }
                 }
             }
             d.send_due(&outbound, d.now())?;
             if let Some(m) = metrics.as_mut() {
                 if published.elapsed() >= PUBLISH_EVERY {
-                    m.publish(d.totals());
+                    m.publish(d.totals(proxy.as_ref()));
                     published = Instant::now();
                 }
             }
-            if !input_open && d.pipeline.is_empty() {
+            if !input_open && d.pipeline.is_empty() && tcp_open(&proxy) == 0 {
                 break;
             }
             // Sleep until a datagram, the pipeline's next deadline or a stop condition.
@@ -252,10 +311,15 @@ impl Relay {
                     wait = wait.min(t.saturating_sub(d.start.elapsed()));
                 }
                 if let (Some(i), Some(l)) = (opts.stop.idle, last_in) {
-                    wait = wait.min(i.saturating_sub(l.elapsed()));
+                    if tcp_open(&proxy) == 0 {
+                        wait = wait.min(i.saturating_sub(l.elapsed()));
+                    }
                 }
             }
-            if wait.is_zero() {
+            let hot = proxy.as_ref().is_some_and(Proxy::has_hot);
+            if hot {
+                wait = Duration::ZERO;
+            } else if wait.is_zero() {
                 continue;
             }
             match poll.poll(&mut events, Some(wait)) {
@@ -263,17 +327,39 @@ impl Relay {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e).context("epoll_wait"),
             }
-            if events.iter().any(|e| e.token() == SIG) {
-                signal::drain(signal::termination_fd()?);
+            if let Some(p) = proxy.as_mut().filter(|_| hot) {
+                if p.run_hot(poll.registry()) > 0 && input_open {
+                    last_in = Some(Instant::now());
+                }
+            }
+            for e in events.iter() {
+                match e.token() {
+                    SIG => signal::drain(signal::termination_fd()?),
+                    SOCK => {}
+                    t => {
+                        let Some(p) = proxy.as_mut() else { continue };
+                        if let Some(moved) = p.on_event(poll.registry(), t) {
+                            if input_open && (moved > 0 || t == LISTEN) {
+                                if last_in.is_none() {
+                                    on_event(Event::Traffic);
+                                }
+                                last_in = Some(Instant::now());
+                            }
+                        }
+                    }
+                }
             }
         }
         if interrupted {
             d.pipeline.close();
             d.send_due(&outbound, u64::MAX)?;
         }
+        if let Some(p) = proxy.as_mut() {
+            p.close_all(poll.registry());
+        }
         debug_assert!(d.pipeline.is_empty(), "the relay leaves nothing behind");
         if let Some(m) = metrics.as_mut() {
-            m.publish(d.totals());
+            m.publish(d.totals(proxy.as_ref()));
         }
         Ok(RelayReport {
             schema: SCHEMA.into(),
@@ -291,6 +377,7 @@ impl Relay {
             elapsed_s: d.start.elapsed().as_secs_f64(),
             interrupted,
             tests: d.truth.tests(),
+            tcp: proxy.as_ref().map(Proxy::counters),
         })
     }
 }
@@ -315,9 +402,16 @@ struct Driver {
 
 impl Driver {
     /// The running totals `--metrics` publishes.
-    fn totals(&self) -> RelayTotals {
+    fn totals(&self, proxy: Option<&Proxy>) -> RelayTotals {
         let c = self.pipeline.counters();
+        let t = proxy.map(Proxy::counters).unwrap_or_default();
         RelayTotals {
+            tcp_connections: t.connections,
+            tcp_refused: t.refused,
+            tcp_connect_failed: t.connect_failed,
+            tcp_errors: t.errors.values().sum(),
+            tcp_bytes_to_server: t.bytes_to_server,
+            tcp_bytes_to_client: t.bytes_to_client,
             datagrams_in: self.datagrams_in,
             bytes_in: self.bytes_in,
             forwarded: self.forwarded,

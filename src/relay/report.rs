@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::impair::{Counters, Settings};
+use super::proxy::TcpCounters;
 use super::truth::TestTruth;
 use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::units::{fmt_count, fmt_micros};
 
 /// JSON schema name of the relay's report.
-pub const SCHEMA: &str = "netcore.relay.v1";
+/// v2: v1 + `tcp`, the TCP proxy's counters.
+pub const SCHEMA: &str = "netcore.relay.v2";
 
 /// The impairments in force, in the units of the command line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -72,6 +74,8 @@ pub struct RelayReport {
     pub interrupted: bool,
     /// Per-test ground truth for netcore datagrams, as the receiver will count them.
     pub tests: Vec<TestTruth>,
+    /// The TCP proxy's connections and bytes (absent with `--max-connections 0`).
+    pub tcp: Option<TcpCounters>,
 }
 
 impl Report for RelayReport {
@@ -139,6 +143,9 @@ impl Report for RelayReport {
             out.push_str("ground truth per test (as the receiver will count it):\n");
             out.push_str(&t.render());
         }
+        if let Some(c) = &self.tcp {
+            out.push_str(&tcp_table(c));
+        }
         if self.interrupted {
             out.push_str("interrupted\n");
         }
@@ -178,4 +185,20 @@ impl Report for RelayReport {
         }
         t.to_csv()
     }
+}
+
+/// The TCP proxy's counters as a table.
+fn tcp_table(c: &TcpCounters) -> String {
+    let mut t = Table::new(["tcp connections", "count"]);
+    t.row(["proxied".to_string(), c.connections.to_string()])
+        .row(["closed in order".to_string(), c.closed.to_string()]);
+    for (e, n) in &c.errors {
+        t.row([format!("ended by {e}"), n.to_string()]);
+    }
+    t.row(["refused (limit)".to_string(), c.refused.to_string()])
+        .row(["connect failed".to_string(), c.connect_failed.to_string()])
+        .row(["most open at once".to_string(), c.max_open.to_string()])
+        .row(["bytes to --to".to_string(), c.bytes_to_server.to_string()])
+        .row(["bytes back".to_string(), c.bytes_to_client.to_string()]);
+    t.render()
 }

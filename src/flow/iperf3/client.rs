@@ -217,7 +217,7 @@ pub fn run(
     loop {
         let now = Instant::now();
         if now >= next {
-            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live);
+            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live, "client");
             on_interval(&row);
             intervals.push(row);
             next += opts.interval;

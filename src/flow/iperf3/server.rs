@@ -96,6 +96,7 @@ pub fn tcp_spec(p: &Params) -> Result<TcpSpec, String> {
         no_delay: p.nodelay,
         fq_rate_bps: None,
         zerocopy: false,
+        intervals: false,
         // iperf3's -b is per stream; netcore's pacing is per direction.
         rate_bps: (p.bandwidth > 0).then(|| p.bandwidth.saturating_mul(streams as u64)),
     };
@@ -188,7 +189,7 @@ fn run(
     let deadline = t0 + Duration::from_secs(p.time) + SLACK;
     c.until_test_end(ctx.listener, deadline, &mut || {
         if Instant::now() >= next {
-            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &st.live);
+            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &st.live, "server");
             on_event(Iperf3Event::Tcp(TcpEvent::Interval(row.clone())));
             intervals.push(row);
             next += ctx.interval;

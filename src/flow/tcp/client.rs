@@ -62,13 +62,15 @@ pub fn job_for(
     }
 }
 
-/// Samples every live connection: bytes moved so far and `TCP_INFO`.
-pub fn sample(meter: &mut IntervalMeter, t: f64, live: &[Arc<Live>]) -> TcpInterval {
-    meter.sample(
+/// Samples every live connection: bytes moved so far and `TCP_INFO`; `by` names the side.
+pub fn sample(meter: &mut IntervalMeter, t: f64, live: &[Arc<Live>], by: &str) -> TcpInterval {
+    let mut row = meter.sample(
         t,
         live.iter()
             .map(|l| (l.id, l.dir, l.bytes.load(Ordering::Relaxed), l.figures())),
-    )
+    );
+    row.by = by.into();
+    row
 }
 
 /// Runs one TCP test against a receiver and returns the client's copy of the report.
@@ -115,11 +117,17 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
     let mut intervals = Vec::new();
     let mut next = t0 + opts.interval;
     let mut control_error = None;
+    // The server sends its samples of the streams it writes (the sender's figures: retransmits,
+    // cwnd); this side shows its own for the streams it writes.
+    let remote = spec.intervals;
     while !handles.iter().all(|h| h.is_finished()) {
         if Instant::now() >= next {
-            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live);
-            on_interval(&row);
-            intervals.push(row);
+            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live, "client");
+            let row = if remote { row.only(Dir::Up) } else { row };
+            if !row.streams.is_empty() {
+                on_interval(&row);
+                intervals.push(row);
+            }
             next += opts.interval;
         }
         let wait = Instant::now()
@@ -128,6 +136,10 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
                 .min(Duration::from_millis(20));
         match c.recv_until(wait) {
             Ok(None) => {}
+            Ok(Some(Msg::TcpInterval { row })) if remote => {
+                on_interval(&row);
+                intervals.push(row);
+            }
             Ok(Some(Msg::Error { message })) => {
                 control_error.get_or_insert(format!("peer refused: {message}"));
                 stop.store(true, Ordering::Relaxed);
@@ -149,7 +161,7 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
     }
     // The last, partial interval, so that the rows add up to the totals.
     if !intervals.is_empty() {
-        let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live);
+        let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live, "client");
         on_interval(&row);
         intervals.push(row);
     }
@@ -158,13 +170,23 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
         streams: ends.clone(),
         cpu,
     })?;
-    let (server, server_cpu, server_cut) = match c.expect("TcpReport", Duration::from_secs(30))? {
+    // A last TcpInterval may cross the TcpDone on the way: skipped, within the same 30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        match c.recv_until(deadline)? {
+            Some(Msg::TcpInterval { .. }) if remote => continue,
+            Some(m) => break m,
+            None => bail!("no TcpReport from the receiver within 30 s"),
+        }
+    };
+    let (server, server_cpu, server_cut) = match answer {
         Msg::TcpReport {
             streams,
             cpu,
             interrupted,
         } => (streams, cpu, interrupted),
-        other => bail!("expected TcpReport from the receiver, got {other:?}"),
+        Msg::Error { message } => bail!("the receiver refused: {message}"),
+        other => bail!("expected TcpReport from the receiver, got {}", other.name()),
     };
     interrupted |= server_cut || signal::stop_requested();
     let streams = TcpReport::join_streams(&ends, &server);

@@ -137,6 +137,19 @@ pub struct TcpInterval {
     pub t: f64,
     pub streams: Vec<StreamSample>,
     pub sum_bps: f64,
+    /// Who sampled it: "client" or "server" (the side that writes `-R` streams sends its
+    /// samples over control). Absent in reports older than this field.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub by: String,
+}
+
+impl TcpInterval {
+    /// The same interval with only the streams of direction `dir`.
+    pub fn only(mut self, dir: Dir) -> TcpInterval {
+        self.streams.retain(|s| s.dir == dir);
+        self.sum_bps = self.streams.iter().map(|s| s.bps).sum();
+        self
+    }
 }
 
 /// Turns cumulative per-stream counters into interval samples.
@@ -175,6 +188,7 @@ impl IntervalMeter {
             t,
             sum_bps: streams.iter().map(|s| s.bps).sum(),
             streams,
+            by: String::new(),
         };
         self.prev_t = t;
         row

@@ -178,7 +178,13 @@ pub fn run_test(
             break;
         }
         if Instant::now() >= next {
-            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live);
+            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live, "server");
+            if spec.intervals && done.is_none() && failure.is_none() {
+                // A lost control connection shows at the next receive.
+                let _ = c.send(&Msg::TcpInterval {
+                    row: row.clone().only(Dir::Down),
+                });
+            }
             on_event(TcpEvent::Interval(row.clone()));
             if let (Some(why), None, None) = (over_rate(&row, ctx.max_rate_bps), &done, &failure) {
                 let _ = c.send(&Msg::Error {

@@ -36,6 +36,11 @@ pub struct TcpSpec {
     /// it reads as before.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub zerocopy: bool,
+    /// The server sends its interval samples of the connections it writes (`-R`, `--bidir`)
+    /// over control (`TcpInterval`), so the client shows the sender's figures live. Absent when
+    /// false, so a spec without it reads as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub intervals: bool,
 }
 
 impl TcpSpec {
@@ -111,6 +116,7 @@ mod tests {
             fq_rate_bps: None,
             rate_bps: None,
             zerocopy: false,
+            intervals: false,
         }
     }
 
