@@ -291,6 +291,7 @@ impl TestState {
             backend: ctx.backend.name().to_string(),
             cpu_usage: Some(self.meter.stop().finish(bytes)),
             streams,
+            latency_hist: Some(self.latency.clone()),
         })
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::tracker::Accounting;
 use crate::flow::cpu::CpuUsage;
 use crate::flow::streams::SUM;
-use crate::stats::hist::Percentiles;
+use crate::stats::hist::{Hist, Percentiles};
 use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::sys::sockopt::BufMethod;
@@ -59,6 +59,11 @@ pub struct ReceiverStats {
     /// above is their sum.
     #[serde(default)]
     pub streams: Vec<StreamStats>,
+    /// The one-way latency samples themselves (nanoseconds), for `recv --metrics`'
+    /// histogram; not printed, not sent to the sender.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub latency_hist: Option<Hist>,
 }
 
 /// One stream of a test as the receiver accounted it (its own sequence space).
