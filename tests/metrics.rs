@@ -22,11 +22,16 @@ fn interrupt(p: Proc) -> String {
 
 /// GET `path` from `addr` (closing): the head and the body.
 fn get(addr: &str, path: &str) -> std::io::Result<(String, String)> {
+    get_as(addr, path, "*/*")
+}
+
+/// GET `path` from `addr` accepting `accept` (closing): the head and the body.
+fn get_as(addr: &str, path: &str, accept: &str) -> std::io::Result<(String, String)> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: t\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
     )?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
@@ -34,9 +39,15 @@ fn get(addr: &str, path: &str) -> std::io::Result<(String, String)> {
     Ok((head.to_string(), body.to_string()))
 }
 
-/// GET /metrics: the head and the samples (`name{labels}` -> value).
+/// GET /metrics as Prometheus asks for it (OpenMetrics): the head and the samples
+/// (`name{labels}` -> value).
 fn scrape(addr: &str) -> (String, BTreeMap<String, f64>) {
-    let (head, body) = get(addr, "/metrics").unwrap();
+    let (head, body) = get_as(
+        addr,
+        "/metrics",
+        "application/openmetrics-text;version=1.0.0",
+    )
+    .unwrap();
     assert!(body.ends_with("# EOF\n"), "{body}");
     let samples = body
         .lines()
@@ -57,30 +68,34 @@ fn metrics_addr(line: &str) -> String {
         .to_string()
 }
 
+/// A relay to `to` with `extra` flags and `--metrics`: it, its metrics address, its address.
+fn relay_with_metrics(to: &str, extra: &[&str]) -> (Proc, String, String) {
+    let base = [
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        to,
+        "--metrics",
+        "127.0.0.1:0",
+        "--json",
+    ];
+    let mut relay = Proc::netcore(&[&base[..], extra].concat());
+    let maddr = metrics_addr(&relay.wait_line("metrics on"));
+    let addr = addr_in(&relay.wait_line("listening on"));
+    (relay, maddr, addr)
+}
+
 /// The blast's control channel goes through the relay's TCP proxy (no `--control`), so the
 /// TCP counters move too.
 #[test]
 fn relay_metrics_match_its_report() {
     let mut recv = Proc::netcore(&["recv", "--listen", "127.0.0.1:0", "--once", "--json"]);
     let recv_addr = addr_in(&recv.wait_line("listening on"));
-    let mut relay = Proc::netcore(&[
-        "relay",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
+    let (relay, maddr, relay_addr) = relay_with_metrics(
         &recv_addr,
-        "--loss",
-        "5%",
-        "--duplicate",
-        "2%",
-        "--seed",
-        "7",
-        "--metrics",
-        "127.0.0.1:0",
-        "--json",
-    ]);
-    let maddr = metrics_addr(&relay.wait_line("metrics on"));
-    let relay_addr = addr_in(&relay.wait_line("listening on"));
+        &["--loss", "5%", "--duplicate", "2%", "--seed", "7"],
+    );
     run_ok(
         &[
             "blast",
@@ -165,34 +180,22 @@ fn a_bad_metrics_address_is_a_one_line_error() {
     );
 }
 
-/// A real Prometheus (Debian's package) scrapes a running relay; what it stored equals the
-/// relay's own report, and `promtool check metrics` passes on the exposition.
-#[test]
-fn prometheus_scrapes_the_relay() {
-    if std::process::Command::new("prometheus")
+fn have_prometheus() -> bool {
+    let ok = std::process::Command::new("prometheus")
         .arg("--version")
         .output()
-        .is_err()
-    {
+        .is_ok();
+    if !ok {
         eprintln!("skipped: no prometheus on this machine (apt-get install prometheus)");
-        return;
     }
-    let dir = common::scratch_dir("prometheus");
-    let mut relay = Proc::netcore(&[
-        "relay",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        "127.0.0.1:9",
-        "--metrics",
-        "127.0.0.1:0",
-        "--json",
-    ]);
-    let maddr = metrics_addr(&relay.wait_line("metrics on"));
-    let relay_addr = addr_in(&relay.wait_line("listening on"));
+    ok
+}
 
-    // promtool reads the exposition as Prometheus would.
-    let (_, body) = get(&maddr, "/metrics").unwrap();
+/// `promtool check metrics` passes on the exposition served at `maddr` (promtool reads the
+/// classic text format, which the endpoint serves to clients that do not ask for OpenMetrics).
+fn promtool_passes(maddr: &str) {
+    let (head, body) = get(maddr, "/metrics").unwrap();
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
     let mut check = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
@@ -209,19 +212,28 @@ fn prometheus_scrapes_the_relay() {
     let checked = check.wait_with_output().unwrap();
     assert!(
         checked.status.success(),
-        "promtool: {}{}",
+        "promtool: {}{}\n{body}",
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
+}
 
-    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let web_addr = web.local_addr().unwrap().to_string();
-    drop(web);
+/// A free loopback TCP address (bound, then released).
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// A Prometheus server scraping `targets` every second; its web address once it is ready.
+fn start_prometheus(dir: &std::path::Path, targets: &[&str]) -> (Proc, String) {
+    let web_addr = free_addr();
     let config = dir.join("prometheus.yml");
+    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
     std::fs::write(
         &config,
         format!(
-            "global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: relay\n    static_configs: [{{ targets: [\"{maddr}\"] }}]\n"
+            "global: {{ scrape_interval: 1s }}\nscrape_configs:\n  - job_name: netcore\n    static_configs: [{{ targets: [{}] }}]\n",
+            list.join(", ")
         ),
     )
     .unwrap();
@@ -245,6 +257,38 @@ fn prometheus_scrapes_the_relay() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    (prom, web_addr)
+}
+
+/// The value Prometheus holds for the instant query `promql`, once it equals `want` (a few
+/// scrapes at most), or what it held after 20 s.
+fn stored(web_addr: &str, promql: &str, want: f64) -> Option<f64> {
+    let path = format!("/api/v1/query?query={}", urlencode(promql));
+    let t = std::time::Instant::now();
+    loop {
+        let (_, body) = get(web_addr, &path).unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let got = v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|x| x.parse::<f64>().ok());
+        if got == Some(want) || t.elapsed() > Duration::from_secs(20) {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A real Prometheus (Debian's package) scrapes a running relay; what it stored equals the
+/// relay's own report, and `promtool check metrics` passes on the exposition.
+#[test]
+fn prometheus_scrapes_the_relay() {
+    if !have_prometheus() {
+        return;
+    }
+    let dir = common::scratch_dir("prometheus");
+    let (relay, maddr, relay_addr) = relay_with_metrics("127.0.0.1:9", &[]);
+    promtool_passes(&maddr);
+    let (prom, web_addr) = start_prometheus(&dir, &[&maddr]);
 
     // Traffic through the relay to a port nobody serves (the relay forwards regardless).
     for _ in 0..5 {
@@ -259,26 +303,260 @@ fn prometheus_scrapes_the_relay() {
     assert!(ours > 0.0, "{m:?}");
 
     // What Prometheus stored catches up with the endpoint within a few scrapes.
-    let query = "/api/v1/query?query=netcore_relay_datagrams_total%7Bdirection%3D%22in%22%7D";
-    let t = std::time::Instant::now();
-    let stored = loop {
-        let (_, body) = get(&web_addr, query).unwrap();
-        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        let got = v["data"]["result"][0]["value"][1]
-            .as_str()
-            .and_then(|x| x.parse::<f64>().ok());
-        if got == Some(ours) || t.elapsed() > Duration::from_secs(20) {
-            break got;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let got = stored(
+        &web_addr,
+        "netcore_relay_datagrams_total{direction=\"in\"}",
+        ours,
+    );
     let report: Value = serde_json::from_str(&interrupt(relay)).unwrap();
     assert_eq!(
-        stored,
+        got,
         Some(ours),
         "Prometheus stored what the endpoint served"
     );
     assert_eq!(ours, report["datagrams_in"].as_f64().unwrap());
     drop(prom);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The sum over every series of `family` in a scrape.
+fn total(m: &BTreeMap<String, f64>, family: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.split('{').next() == Some(family))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// `recv --metrics`: after UDP tests (one through a lossy relay) and a TCP test, the
+/// endpoint's counters equal the sums of recv's own reports, exactly; a real Prometheus
+/// stores the same; `promtool check metrics` passes.
+#[test]
+fn recv_metrics_equal_its_reports_and_prometheus_stores_them() {
+    let mut recv = Proc::netcore(&[
+        "recv",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--json-stream",
+    ]);
+    let maddr = metrics_addr(&recv.wait_line("metrics on"));
+    let recv_addr = addr_in(&recv.wait_line("listening on"));
+    let prom = have_prometheus().then(|| {
+        let dir = common::scratch_dir("prometheus-recv");
+        let (p, web) = start_prometheus(&dir, &[&maddr]);
+        (p, web, dir)
+    });
+    let blast = |extra: &[&str]| {
+        let mut args = vec![
+            "--count", "6000", "--rate", "30kpps", "--len", "300", "--json",
+        ];
+        args.extend_from_slice(extra);
+        run_ok(&[&["blast"][..], &args].concat(), Duration::from_secs(60));
+    };
+    blast(&["--to", &recv_addr]);
+    blast(&["--to", &recv_addr, "-P", "2"]);
+    let mut relay = Proc::netcore(&[
+        "relay",
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        &recv_addr,
+        "--loss",
+        "4%",
+        "--seed",
+        "11",
+        "--json",
+    ]);
+    let relay_addr = addr_in(&relay.wait_line("listening on"));
+    blast(&["--to", &relay_addr, "--control", &recv_addr]);
+    drop(relay);
+    run_ok(
+        &[
+            "blast", "--to", &recv_addr, "--proto", "tcp", "--size", "3MB", "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    let (_, m) = scrape(&maddr);
+    let families = [
+        "netcore_recv_tests_total",
+        "netcore_recv_datagrams_total",
+        "netcore_recv_sent_datagrams_total",
+        "netcore_recv_lost_datagrams_total",
+        "netcore_recv_reordered_datagrams_total",
+        "netcore_recv_duplicate_datagrams_total",
+        "netcore_recv_bytes_total",
+        "netcore_recv_one_way_latency_seconds_count",
+    ];
+    if let Some((p, web, dir)) = prom {
+        // While recv runs (a target that goes away makes its series stale).
+        for family in families {
+            let want = total(&m, family);
+            assert_eq!(
+                stored(&web, &format!("sum({family})"), want),
+                Some(want),
+                "Prometheus stored {family}"
+            );
+        }
+        // The README's queries run.
+        for q in [
+            "sum by (peer) (rate(netcore_recv_lost_datagrams_total[1m])) / sum by (peer) (rate(netcore_recv_sent_datagrams_total[1m]))",
+            "histogram_quantile(0.99, sum by (le) (rate(netcore_recv_one_way_latency_seconds_bucket[5m])))",
+            "sum by (instance) (rate(netcore_recv_bytes_total[1m])) * 8",
+        ] {
+            let (_, body) = get(&web, &format!("/api/v1/query?query={}", urlencode(q))).unwrap();
+            assert!(body.contains("\"status\":\"success\""), "{q}: {body}");
+        }
+        drop(p);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    promtool_passes(&maddr);
+    let (st, out, err) = {
+        netcore::sys::process::kill(recv.pid() as i32, libc::SIGINT).unwrap();
+        recv.finish(Duration::from_secs(20))
+    };
+    assert!(st.success(), "{err}");
+    let ends: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["event"] == "end")
+        .collect();
+    assert_eq!(ends.len(), 4, "{out}");
+    let udp: Vec<&Value> = ends
+        .iter()
+        .filter(|e| e["kind"] == "udp")
+        .map(|e| &e["data"])
+        .collect();
+    let sum = |f: &dyn Fn(&Value) -> f64| udp.iter().map(|r| f(r)).sum::<f64>();
+    let acc = |k: &'static str| move |r: &Value| r["receiver"]["accounting"][k].as_f64().unwrap();
+    let tcp_read: f64 = ends
+        .iter()
+        .filter(|e| e["kind"] == "tcp")
+        .flat_map(|e| e["data"]["streams"].as_array().unwrap().clone())
+        .map(|s| s["read"].as_f64().unwrap())
+        .sum();
+    let expect = [
+        ("netcore_recv_tests_total", 4.0),
+        ("netcore_recv_datagrams_total", sum(&acc("unique"))),
+        ("netcore_recv_sent_datagrams_total", sum(&acc("sent"))),
+        ("netcore_recv_lost_datagrams_total", sum(&acc("lost"))),
+        (
+            "netcore_recv_reordered_datagrams_total",
+            sum(&acc("reordered")),
+        ),
+        (
+            "netcore_recv_duplicate_datagrams_total",
+            sum(&acc("duplicate")),
+        ),
+        (
+            "netcore_recv_bytes_total",
+            sum(&|r: &Value| r["receiver"]["bytes"].as_f64().unwrap()) + tcp_read,
+        ),
+        (
+            "netcore_recv_one_way_latency_seconds_count",
+            sum(&|r: &Value| r["receiver"]["latency_us"]["count"].as_f64().unwrap()),
+        ),
+    ];
+    assert!(sum(&acc("lost")) > 0.0, "the relay dropped some: {out}");
+    assert_eq!(sum(&acc("unique")), 18000.0 - sum(&acc("lost")));
+    for (family, want) in expect {
+        assert_eq!(total(&m, family), want, "{family}: {m:?}");
+    }
+    assert_eq!(expect.map(|e| e.0), families);
+}
+
+fn urlencode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `serve --metrics` in the fork model (counters shared across processes): the endpoint's
+/// counters equal the totals the server prints at exit, errors are counted by kind, a real
+/// Prometheus stores the same, and `promtool check metrics` passes.
+#[test]
+fn serve_metrics_equal_its_totals_and_prometheus_stores_them() {
+    let listen = free_addr();
+    let mut serve = Proc::netcore(&[
+        "serve",
+        "--model",
+        "fork",
+        "--proto",
+        "http",
+        "--listen",
+        &listen,
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let maddr = metrics_addr(&serve.wait_line("metrics on"));
+    let prom = have_prometheus().then(|| {
+        let dir = common::scratch_dir("prometheus-serve");
+        let (p, web) = start_prometheus(&dir, &[&maddr]);
+        (p, web, dir)
+    });
+    // Wait for the server to listen.
+    let t = std::time::Instant::now();
+    while TcpStream::connect(&listen).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(20), "serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run_ok(
+        &[
+            "load",
+            "--connect",
+            &listen,
+            "--proto",
+            "http",
+            "--clients",
+            "3",
+            "--tasks",
+            "20",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    let (head, _) = get(&listen, "/no/such/route").unwrap();
+    assert!(head.contains(" 404 "), "{head}");
+    // The fork model counts a connection's requests when its child has answered them.
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, m) = scrape(&maddr);
+    let l = "{model=\"fork\",proto=\"http\"}";
+    let requests = m[&format!("netcore_serve_requests_total{l}")];
+    assert!(requests >= 61.0, "{m:?}");
+    assert_eq!(
+        m["netcore_serve_errors_total{model=\"fork\",proto=\"http\",kind=\"not_found\"}"], 1.0,
+        "{m:?}"
+    );
+    promtool_passes(&maddr);
+    if let Some((p, web, dir)) = prom {
+        let q = "sum(netcore_serve_requests_total)";
+        assert_eq!(stored(&web, q, requests), Some(requests));
+        drop(p);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let out = interrupt(serve);
+    let totals = out
+        .lines()
+        .find_map(|l| l.strip_prefix("totals: "))
+        .unwrap_or_else(|| panic!("no totals in {out}"));
+    let field = |k: &str| -> f64 {
+        totals
+            .split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {totals}"))
+    };
+    assert_eq!(field("requests"), requests, "{totals}");
+    assert_eq!(field("errors"), total(&m, "netcore_serve_errors_total"));
+    assert_eq!(
+        field("connections"),
+        m[&format!("netcore_serve_connections_total{l}")]
+    );
+    assert_eq!(
+        field("bytes_in"),
+        m["netcore_serve_bytes_total{model=\"fork\",proto=\"http\",direction=\"in\"}"]
+    );
 }

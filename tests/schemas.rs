@@ -79,23 +79,28 @@ fn traffic_output_validates() {
     validates("netcore.traffic.v1", &out);
 }
 
-#[test]
-fn load_and_compare_output_validate() {
-    let server = Serve::start(&["--model", "epoll"], Duration::from_secs(20));
-    let addr = server.addr.to_string();
-    let out = run_ok(
+/// `load` of 1 then 2 clients, 3 tasks each, against `addr`, printing in `format`.
+fn load_1_2_clients(addr: &str, format: &str) -> String {
+    run_ok(
         &[
             "load",
             "--connect",
-            &addr,
+            addr,
             "--clients",
             "1,2",
             "--tasks",
             "3",
-            "--json",
+            format,
         ],
         LIMIT,
-    );
+    )
+}
+
+#[test]
+fn load_and_compare_output_validate() {
+    let server = Serve::start(&["--model", "epoll"], Duration::from_secs(20));
+    let addr = server.addr.to_string();
+    let out = load_1_2_clients(&addr, "--json");
     validates("netcore.load.v1", &out);
     let out = run_ok(
         &[
@@ -157,4 +162,137 @@ fn tcp_output_validates() {
         Duration::from_secs(60),
     );
     validates("netcore.tcp.v1", &out);
+}
+
+/// Asserts that every line of a `--json-stream` output validates against netcore.events.v1,
+/// that it starts with a start event and ends with an end event whose data is a `report`
+/// report (validated against its own schema); returns the lines.
+fn stream_validates(out: &str, command: &str, report: Option<&str>) -> Vec<Value> {
+    let schema = shipped("netcore.events.v1");
+    let v = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?} in {out}")))
+        .collect();
+    assert!(lines.len() >= 2, "{out}");
+    for l in &lines {
+        let errors: Vec<String> = v
+            .iter_errors(l)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}\n{l}");
+        assert_eq!(l["schema"], "netcore.events.v1", "{l}");
+        assert_eq!(l["command"], command, "{l}");
+    }
+    assert_eq!(lines[0]["event"], "start", "{out}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["event"], "end", "{out}");
+    if let Some(name) = report {
+        validates(name, &last["data"].to_string());
+    }
+    lines
+}
+
+fn events_of(lines: &[Value], kind: &str) -> usize {
+    lines.iter().filter(|l| l["event"] == kind).count()
+}
+
+#[test]
+fn blast_and_recv_json_streams_validate() {
+    let out = run_ok(
+        &[
+            "blast",
+            "--count",
+            "3000",
+            "--rate",
+            "10kpps",
+            "--interval",
+            "100ms",
+            "--json-stream",
+        ],
+        LIMIT,
+    );
+    let l = stream_validates(&out, "blast", Some("netcore.udp.v3"));
+    assert!(events_of(&l, "interval") >= 1, "{out}");
+    let out = run_ok(
+        &[
+            "blast",
+            "--proto",
+            "tcp",
+            "--time",
+            "300ms",
+            "--interval",
+            "100ms",
+            "--json-stream",
+        ],
+        LIMIT,
+    );
+    stream_validates(&out, "blast", Some("netcore.tcp.v1"));
+
+    // recv: one line per event, each written as it happens.
+    let mut recv = common::proc::Proc::netcore(&[
+        "recv",
+        "--listen",
+        "127.0.0.1:0",
+        "--once",
+        "--interval",
+        "100ms",
+        "--json-stream",
+    ]);
+    let addr = common::addr_in(&recv.wait_line("listening on"));
+    run_ok(
+        &[
+            "blast", "--to", &addr, "--count", "3000", "--rate", "10kpps", "--json",
+        ],
+        LIMIT,
+    );
+    let (st, out, err) = recv.finish(LIMIT);
+    assert!(st.success(), "{err}");
+    let l = stream_validates(&out, "recv", Some("netcore.udp.v3"));
+    assert!(events_of(&l, "interval") >= 1, "{out}");
+    assert_eq!(l[0]["kind"], "udp");
+    assert_eq!(l[0]["test_id"], l.last().unwrap()["test_id"]);
+}
+
+#[test]
+fn load_and_serve_json_streams_validate() {
+    use std::io::BufRead;
+    let mut child = common::spawn(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--interval",
+            "100ms",
+            "--json-stream",
+        ],
+        std::process::Stdio::null(),
+    );
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let start: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(start["event"], "start", "{first}");
+    let addr = start["data"]["listen"].as_str().unwrap().to_string();
+    let out = load_1_2_clients(&addr, "--json-stream");
+    let l = stream_validates(&out, "load", Some("netcore.load.v1"));
+    assert_eq!(events_of(&l, "interval"), 2, "one per run: {out}");
+    std::thread::sleep(Duration::from_millis(300));
+    netcore::sys::process::kill(child.id() as i32, libc::SIGINT).unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let _ = child.wait();
+    let out = std::iter::once(first)
+        .chain(rest)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let l = stream_validates(&out, "serve", None);
+    assert!(events_of(&l, "interval") >= 1, "{out}");
+    // 1 + 2 clients × 3 tasks.
+    assert_eq!(l.last().unwrap()["data"]["requests"], 9, "{out}");
+}
+
+#[test]
+fn json_stream_beside_json_is_a_usage_error() {
+    let (st, _, err) = common::run(&["blast", "--json", "--json-stream"], LIMIT);
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(err.contains("--json-stream"), "{err}");
 }

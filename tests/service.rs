@@ -112,6 +112,7 @@ fn finish_test(c: &mut Conn, addr: &str, test_id: u64, len: usize, n: u64) -> Va
         interrupted: false,
         pacing: None,
         streams: Vec::new(),
+        sndbuf_errors: None,
     })
     .unwrap();
     loop {

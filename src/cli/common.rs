@@ -275,11 +275,20 @@ impl MetricsArg {
         command: &str,
         metrics: crate::metrics::Metrics,
     ) -> Result<Option<crate::metrics::endpoint::Endpoint>> {
+        self.start_shared(command, std::sync::Arc::new(metrics))
+    }
+
+    /// As [`MetricsArg::start`], over a registry the caller keeps a handle to.
+    pub fn start_shared(
+        &self,
+        command: &str,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Result<Option<crate::metrics::endpoint::Endpoint>> {
         let Some(text) = &self.metrics else {
             return Ok(None);
         };
         let addr = crate::cli::common::resolve_addr("--metrics", text)?;
-        let ep = crate::metrics::endpoint::Endpoint::start(addr, std::sync::Arc::new(metrics))
+        let ep = crate::metrics::endpoint::Endpoint::start(addr, metrics)
             .map_err(|e| anyhow::anyhow!("--metrics {text}: cannot listen: {e}"))?;
         eprintln!(
             "netcore {command}: metrics on http://{}/metrics",
@@ -299,4 +308,52 @@ pub fn resolve_addr(flag: &str, text: &str) -> Result<std::net::SocketAddr> {
         .map_err(|e| anyhow::anyhow!("invalid {flag} '{text}' (use HOST:PORT): {e}"))?
         .next()
         .ok_or_else(|| anyhow::anyhow!("{flag} '{text}' resolves to no address"))
+}
+
+/// `--json-stream`: one JSON object per line per event instead of the table.
+#[derive(Args, Debug, Clone, Default)]
+pub struct StreamArg {
+    /// Print one JSON object per line per event instead of the table, each line flushed (a
+    /// test's start, its intervals, its end with the report, errors; schema
+    /// netcore.events.v1, see `netcore schema netcore.events.v1`), for log pipelines
+    #[arg(long)]
+    pub json_stream: bool,
+}
+
+impl StreamArg {
+    /// The stream of `command` when `--json-stream` was given (refused beside --json/--csv).
+    pub fn open(&self, command: &'static str, output: Option<&OutputArgs>) -> Result<JsonStream> {
+        if self.json_stream && output.is_some_and(|o| o.json || o.csv) {
+            crate::usage_bail!(
+                "--json-stream replaces the report's other formats: drop --json/--csv"
+            );
+        }
+        Ok(JsonStream {
+            command: self.json_stream.then_some(command),
+        })
+    }
+}
+
+/// Where `--json-stream` lines go (stdout, flushed per line); inert without the flag.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonStream {
+    command: Option<&'static str>,
+}
+
+impl JsonStream {
+    pub fn on(&self) -> bool {
+        self.command.is_some()
+    }
+
+    /// Writes the line that `build` makes of a fresh `event` line, when the stream is on.
+    pub fn emit(
+        &self,
+        event: crate::stats::events::EventKind,
+        build: impl FnOnce(crate::stats::events::EventLine) -> crate::stats::events::EventLine,
+    ) -> Result<()> {
+        match self.command {
+            Some(c) => out(&build(crate::stats::events::EventLine::new(c, event)).to_line()),
+            None => Ok(()),
+        }
+    }
 }

@@ -8,10 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::common::{out, OutputArgs, PinArgs, PlotArg};
+use super::common::{out, OutputArgs, PinArgs, PlotArg, StreamArg};
 use crate::load::report::{LoadReport, Setup, SCHEMA};
 use crate::load::workload::Workload;
 use crate::load::{run_point, sweep, Mode, RunConfig, RunResult};
+use crate::stats::events::EventKind;
 use crate::stats::Report;
 use crate::units::{parse_duration, parse_nonzero_duration, parse_nonzero_size};
 
@@ -237,6 +238,8 @@ pub struct LoadArgs {
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
+    pub stream: StreamArg,
+    #[command(flatten)]
     pub plot: PlotArg,
 }
 
@@ -267,9 +270,14 @@ pub fn run(a: &LoadArgs) -> Result<ExitCode> {
     cfg.addr = addr;
     setup.target = addr.to_string();
     setup.runs = a.runs;
+    let stream = a.stream.open("load", Some(&a.output))?;
     // Ctrl-C / SIGTERM end the current run; the report shows what ran, marked interrupted.
     crate::sys::signal::install()?;
     let progress = super::common::Progress::new(a.output.format(), total_runs(&a.clients, a.runs));
+    let kind = setup.proto.clone();
+    stream.emit(EventKind::Start, |l| {
+        l.kind(kind.as_str()).peer(addr).data(&setup)
+    })?;
     let mut report = LoadReport {
         schema: SCHEMA,
         setup,
@@ -279,7 +287,17 @@ pub fn run(a: &LoadArgs) -> Result<ExitCode> {
     for &clients in &a.clients.0 {
         let p = run_point(&cfg, clients, a.runs, |r: &RunResult| {
             progress.run_done(&r.progress_line("load:", a.runs));
-        })?;
+            let _ = stream.emit(EventKind::Interval, |l| {
+                l.kind(kind.as_str()).peer(addr).data(r)
+            });
+        });
+        let p = match p {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = stream.emit(EventKind::Error, |l| l.message(format!("{e:#}")));
+                return Err(e);
+            }
+        };
         report.points.push(p);
         if crate::sys::signal::stop_requested() {
             report.interrupted = true;
@@ -290,7 +308,13 @@ pub fn run(a: &LoadArgs) -> Result<ExitCode> {
     for w in report.open_loop_warnings() {
         eprintln!("netcore: {w}");
     }
-    out(&report.render(a.output.format()))?;
+    if stream.on() {
+        stream.emit(EventKind::End, |l| {
+            l.kind(kind.as_str()).peer(addr).data(&report)
+        })?;
+    } else {
+        out(&report.render(a.output.format()))?;
+    }
     if let Some(p) = a.plot.file() {
         crate::load::plot_sweep(p, &report)?;
     }

@@ -141,6 +141,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Blast(a) => {
             tcp::check(&a)?;
+            let iperf3 = a.to.as_deref().is_some_and(|t| t.starts_with("iperf3://"));
+            if a.stream.json_stream && (a.find_rate || iperf3) {
+                crate::usage_bail!(
+                    "--json-stream covers netcore's own tests: not --find-rate or iperf3:// targets"
+                );
+            }
             match a.proto {
                 common::Proto::Tcp if a.find_rate => Err(common::usage(
                     "--find-rate searches UDP rates (TCP has no datagram loss to bound)",

@@ -7,22 +7,26 @@ use schemars::{schema_for, JsonSchema};
 use serde_json::Value;
 
 fn schema<T: JsonSchema>(name: &str) -> Value {
+    described::<T>(
+        name,
+        format!(
+            "The `--json` report of netcore whose \"schema\" field is \"{name}\" (generated from the serde types)."
+        ),
+    )
+}
+
+fn described<T: JsonSchema>(name: &str, description: String) -> Value {
     let mut v = serde_json::to_value(schema_for!(T)).expect("a schema is JSON");
     if let Value::Object(m) = &mut v {
         m.insert("$id".into(), Value::String(format!("{name}.schema.json")));
-        m.insert(
-            "description".into(),
-            Value::String(format!(
-                "The `--json` report of netcore whose \"schema\" field is \"{name}\" (generated from the serde types)."
-            )),
-        );
+        m.insert("description".into(), Value::String(description));
     }
     v
 }
 
 /// Every report schema: (schema name, JSON Schema), in a fixed order.
 pub fn all() -> Vec<(&'static str, Value)> {
-    use crate::{flow, load, relay, traffic};
+    use crate::{flow, load, relay, stats, traffic};
     vec![
         (
             flow::udp::report::SCHEMA,
@@ -51,6 +55,16 @@ pub fn all() -> Vec<(&'static str, Value)> {
         (
             relay::report::SCHEMA,
             schema::<relay::report::RelayReport>(relay::report::SCHEMA),
+        ),
+        (
+            stats::events::SCHEMA,
+            described::<stats::events::EventLine>(
+                stats::events::SCHEMA,
+                format!(
+                    "One line of `--json-stream` (blast, recv, load, serve): a JSON object per event whose \"schema\" field is \"{}\"; an end event's data is the command's `--json` report (generated from the serde types).",
+                    stats::events::SCHEMA
+                ),
+            ),
         ),
     ]
 }

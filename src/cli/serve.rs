@@ -7,9 +7,10 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 
-use super::common::PinArgs;
+use super::common::{MetricsArg, PinArgs, StreamArg};
 use crate::proto::{Proto, SessionConfig, DEFAULT_OFFLOAD_ROUNDS};
 use crate::server::{Model, ServeConfig};
+use crate::stats::events::{EventKind, EventLine};
 use crate::sys::affinity;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -53,8 +54,15 @@ pub struct ServeArgs {
     /// Longest accepted request line (task protocol)
     #[arg(long, default_value = "64KiB", value_parser = parse_line)]
     pub max_line: usize,
+    /// With --json-stream: how often to print the totals (an interval line)
+    #[arg(long, default_value = "1s", value_parser = parse_nonzero_duration)]
+    pub interval: Duration,
     #[command(flatten)]
     pub pin: PinArgs,
+    #[command(flatten)]
+    pub stream: StreamArg,
+    #[command(flatten)]
+    pub metrics: MetricsArg,
 }
 
 /// `host:port` with a literal address or a host name (`localhost:7311`): the first address
@@ -72,6 +80,10 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::units::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
+    crate::units::parse_nonzero_duration(s).map_err(|e| e.to_string())
 }
 
 fn parse_line(s: &str) -> Result<usize, String> {
@@ -126,6 +138,7 @@ impl ServeArgs {
             idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
             reactors: self.reactors as usize,
             cpus,
+            json_stream: self.stream.json_stream,
         })
     }
 }
@@ -133,6 +146,72 @@ impl ServeArgs {
 /// Runs the server until SIGINT/SIGTERM.
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     let cfg = args.config()?;
-    crate::server::run(&cfg)?;
+    let counters = crate::proto::Counters::shared()
+        .map_err(|e| anyhow::anyhow!("cannot map shared counters: {e}"))?;
+    let mut registry = crate::metrics::Metrics::new();
+    crate::metrics::serve::register(
+        &mut registry,
+        counters,
+        cfg.model.name(),
+        cfg.session.proto.name(),
+    );
+    let _endpoint = args.metrics.start("serve", registry)?;
+    let _ticker = args
+        .stream
+        .json_stream
+        .then(|| Ticker::start(counters, args.interval));
+    let r = crate::server::run_with(&cfg, counters);
+    if let (Err(e), true) = (&r, cfg.json_stream) {
+        let line = EventLine::new("serve", EventKind::Error).message(format!("{e:#}"));
+        let _ = super::common::out(&line.to_line());
+    }
+    r?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `serve --json-stream`: an `interval` line with the server's totals every `--interval`,
+/// from a thread of its own, until dropped.
+struct Ticker {
+    stop: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(counters: crate::proto::Counters, every: Duration) -> Ticker {
+        let stop = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("netcore-serve-ticks".into())
+            .spawn(move || {
+                let (lock, cv) = &*s;
+                let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    let (g, _) = cv
+                        .wait_timeout(stopped, every)
+                        .unwrap_or_else(|p| p.into_inner());
+                    stopped = g;
+                    if *stopped || crate::sys::signal::stop_requested() {
+                        return;
+                    }
+                    let line =
+                        EventLine::new("serve", EventKind::Interval).data(&counters.snapshot());
+                    if super::common::out(&line.to_line()).is_err() {
+                        return;
+                    }
+                }
+            })
+            .ok();
+        Ticker { stop, thread }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

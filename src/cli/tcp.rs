@@ -10,6 +10,7 @@ use super::UsageError;
 use crate::flow::tcp::client::{self, TcpOptions};
 use crate::flow::tcp::report::{TcpInterval, TcpReport};
 use crate::flow::tcp::spec::{Mode, TcpSpec, DEFAULT_LEN, MAX_LEN};
+use crate::stats::events::EventKind;
 use crate::stats::plot::{self, PlotOptions, Series};
 use crate::stats::{Format, Report};
 use crate::sys::{affinity, signal};
@@ -167,8 +168,16 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         None if a.pin.pin => (0..affinity::available_cpus()).collect(),
         None => Vec::new(),
     };
+    let stream = a.stream.open("blast", Some(&a.output))?;
     let (_, control, embedded) = target_of(&a, None)?;
-    let live = format == Format::Table;
+    let live = format == Format::Table && !stream.on();
+    stream.emit(EventKind::Start, |l| {
+        l.kind("tcp").peer(control).data(&serde_json::json!({
+            "plan": plan,
+            "settings": spec,
+        }))
+    })?;
+    let mut lines = print_intervals(live);
     let report = client::run(
         &TcpOptions {
             control,
@@ -178,14 +187,32 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
             interval: a.interval,
             client: who,
         },
-        &mut print_intervals(live),
+        &mut |row| {
+            lines(row);
+            let _ = stream.emit(EventKind::Interval, |l| l.kind("tcp").data(row));
+        },
     );
     if let Some(e) = embedded {
         e.finish();
     }
-    let report = report?;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = stream.emit(EventKind::Error, |l| l.message(format!("{e:#}")));
+            return Err(e);
+        }
+    };
     if let Some(p) = a.plot.file() {
         plot_sum(p, &report)?;
+    }
+    if stream.on() {
+        stream.emit(EventKind::End, |l| {
+            l.kind("tcp")
+                .test_id(&report.test_id)
+                .peer(control)
+                .data(&report)
+        })?;
+        return Ok(ExitCode::SUCCESS);
     }
     out(&report.render(format))?;
     Ok(ExitCode::SUCCESS)

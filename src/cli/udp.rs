@@ -8,7 +8,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use super::common::{out, ClientArgs, OutputArgs, PinArgs, PlotArg, Proto, RxArgs, TcpArgs};
+use super::common::{
+    out, ClientArgs, JsonStream, MetricsArg, OutputArgs, PinArgs, PlotArg, Proto, RxArgs,
+    StreamArg, TcpArgs,
+};
 use crate::flow::access::{AllowList, Key};
 use crate::flow::backend::Backend;
 use crate::flow::control::{ClientId, Plan};
@@ -21,6 +24,8 @@ use crate::flow::udp::report::{IntervalRow, UdpReport};
 use crate::flow::udp::sender::{self, BlastOptions, GsoMode};
 use crate::flow::udp::tracker::DEFAULT_WINDOW;
 use crate::interop::iperf3::Results as Iperf3Results;
+use crate::metrics::recv::RecvMetrics;
+use crate::stats::events::EventKind;
 use crate::stats::plot::{self, PlotOptions, Series};
 use crate::stats::{Format, Report};
 use crate::sys::{affinity, signal};
@@ -105,6 +110,8 @@ pub struct BlastArgs {
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
+    pub stream: StreamArg,
+    #[command(flatten)]
     pub plot: PlotArg,
     #[command(flatten)]
     pub pin: PinArgs,
@@ -169,7 +176,11 @@ pub struct RecvArgs {
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
+    pub stream: StreamArg,
+    #[command(flatten)]
     pub pin: PinArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArg,
 }
 
 fn parse_allow(text: &str) -> Result<AllowList, String> {
@@ -365,19 +376,35 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     let plan = plan_of(&a, len)?;
     a.plot.check()?;
     let client = a.client.client()?;
+    let stream = a.stream.open("blast", Some(&a.output))?;
     signal::install()?;
     let format = a.output.format();
     let (_, rx_cpu) = cpus_of(&a, a.to.is_none());
     let (target, control, embedded) = target_of(&a, rx_cpu)?;
     let (tx_cpus, _) = cpus_of(&a, embedded.is_some());
     let opts = blast_options(&a, len, plan, a.rate, (target, control), tx_cpus, client);
-    let live = format == Format::Table;
+    let live = format == Format::Table && !stream.on();
+    stream.emit(EventKind::Start, |l| {
+        l.kind("udp").peer(target).data(&serde_json::json!({
+            "len": len,
+            "plan": plan,
+            "rate": a.rate.map(|r| r.to_string()),
+            "streams": a.tcp.streams,
+            "reverse": a.tcp.reverse,
+        }))
+    })?;
+    let interval = |row: &IntervalRow| {
+        let _ = stream.emit(EventKind::Interval, |l| l.kind("udp").data(row));
+    };
     let report = if a.tcp.reverse {
         // This side receives: its UDP thread has the embedded receiver's flags.
         let rx = rx_options(&a, opts.cpus.first().copied());
         receiver::run_reverse(&opts, rx, &mut |ev| {
-            if let (true, Event::Interval(row)) = (live, ev) {
-                let _ = out(&recv_interval_line(&row));
+            if let Event::Interval(row) = ev {
+                if live {
+                    let _ = out(&recv_interval_line(&row));
+                }
+                interval(&row);
             }
         })
     } else {
@@ -385,14 +412,30 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
             if live {
                 let _ = out(&(UdpReport::interval_line(row) + "\n"));
             }
+            interval(row);
         })
     };
     if let Some(e) = embedded {
         e.finish();
     }
-    let report = report?;
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = stream.emit(EventKind::Error, |l| l.message(format!("{e:#}")));
+            return Err(e);
+        }
+    };
     if let Some(p) = a.plot.file() {
         plot_intervals(p, &report)?;
+    }
+    if stream.on() {
+        stream.emit(EventKind::End, |l| {
+            l.kind("udp")
+                .test_id(&report.test_id)
+                .peer(target)
+                .data(&report)
+        })?;
+        return Ok(interrupted_exit(report.receiver.interrupted));
     }
     let text = report.render(format);
     if let Err(e) = out(&text) {
@@ -527,6 +570,7 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         Some(p) => Some(Key::read(p).map_err(super::common::usage)?),
         None => None,
     };
+    let stream = a.stream.open("recv", Some(&a.output))?;
     signal::install()?;
     signal::install_hangup()?;
     let format = a.output.format();
@@ -557,85 +601,37 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         auth_key,
         graceful: true,
     })?;
-    let live = format == Format::Table;
+    let mut metrics = RecvMetrics::new();
+    let _endpoint = a.metrics.start_shared("recv", metrics.registry())?;
+    let live = format == Format::Table && !stream.on();
+    let banner = format!(
+        "netcore recv: listening on {} (UDP and TCP control), backend {}",
+        r.local_addr(),
+        r.backend().name()
+    );
     if live {
-        out(&format!(
-            "netcore recv: listening on {} (UDP and TCP control), backend {}\n",
-            r.local_addr(),
-            r.backend().name()
-        ))?;
+        out(&(banner + "\n"))?;
     } else {
-        eprintln!(
-            "netcore recv: listening on {} (UDP and TCP control), backend {}",
-            r.local_addr(),
-            r.backend().name()
-        );
+        eprintln!("{banner}");
     }
-    let mut csv_header_done = false;
-    let mut lost_output = false;
-    let res = r.serve(a.once, &mut |ev| match ev {
-        Event::Started { peer, test_id, len } => {
-            if live {
-                let _ = out(&format!(
-                    "test {test_id:016x} from {peer}: {len}-byte datagrams\n"
-                ));
-            }
-        }
-        Event::Interval(row) => {
-            if live {
-                let _ = out(&recv_interval_line(&row));
-            }
-        }
-        Event::Finished(rep) => {
-            let mut text = rep.render(format);
-            if format == Format::Csv && csv_header_done {
-                text = text
-                    .split_once('\n')
-                    .map(|x| x.1.to_string())
-                    .unwrap_or_default();
-            }
-            csv_header_done = true;
-            if out(&text).is_err() {
-                // stdout is gone: the report goes to stderr and the exit says so.
-                eprint!("{text}");
-                lost_output = true;
-            }
-        }
-        Event::Failed(why) => eprintln!("netcore recv: {why}"),
-        Event::Stopping { running } => eprintln!(
-            "netcore recv: stopping: no new tests; {running} running finish first (signal again to interrupt them)"
-        ),
-        Event::Tcp(TcpEvent::Interval(row)) => {
-            if live {
-                let _ = out(&TcpReport::interval_lines(&row));
-            }
-        }
-        Event::Tcp(TcpEvent::Finished(rep))
-        | Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Finished(rep))) => {
-            let text = rep.render(format);
-            let _ = out(&text);
-        }
-        Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Interval(row))) => {
-            if live {
-                let _ = out(&TcpReport::interval_lines(&row));
-            }
-        }
-        Event::Iperf3(Iperf3Event::Udp(rep)) => {
-            let _ = out(&rep.render(format));
-        }
-        Event::Iperf3(Iperf3Event::Started { peer, what }) => {
-            if live {
-                let _ = out(&format!("{what} from {peer}\n"));
-            }
-        }
-        Event::Iperf3(Iperf3Event::Exchanged { client, server }) => {
-            if live {
-                let _ = out(&iperf3_exchange_lines(&client, &server));
-            }
-        }
+    let mut rx = RecvOutput {
+        format,
+        live,
+        stream,
+        csv_header_done: false,
+        lost_output: false,
+        current: None,
+        iperf3_peer: None,
+    };
+    let res = r.serve(a.once, &mut |ev| {
+        rx.metrics(&mut metrics, &ev);
+        rx.print(ev);
     });
+    if let Err(e) = &res {
+        let _ = stream.emit(EventKind::Error, |l| l.message(format!("{e:#}")));
+    }
     res?;
-    if lost_output {
+    if rx.lost_output {
         bail!("cannot write reports to stdout; they went to stderr");
     }
     // A first signal drains (exit 0); a second interrupted the running tests.
@@ -645,6 +641,176 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `recv` prints of its receiver's events, and what it keeps between them.
+struct RecvOutput {
+    format: Format,
+    /// The table's live lines.
+    live: bool,
+    stream: JsonStream,
+    csv_header_done: bool,
+    /// stdout failed: the reports went to stderr.
+    lost_output: bool,
+    /// The UDP test last started (intervals carry no id).
+    current: Option<(u64, SocketAddr)>,
+    /// The iperf3 client whose test runs.
+    iperf3_peer: Option<SocketAddr>,
+}
+
+impl RecvOutput {
+    /// Publishes an event into the metrics.
+    fn metrics(&mut self, m: &mut RecvMetrics, ev: &Event) {
+        match ev {
+            Event::Started { peer, test_id, len } => m.udp_started(*test_id, *peer, *len),
+            Event::Interval(row) => m.udp_interval(None, row.received),
+            Event::Finished(rep) => m.udp_finished(rep, rep.receiver.latency_hist.as_ref()),
+            Event::Failed(_) => m.failed(),
+            Event::Tcp(TcpEvent::Finished(rep)) => m.tcp_finished("tcp", None, rep),
+            Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Finished(rep))) => {
+                m.tcp_finished("iperf3", self.iperf3_peer.map(|p| p.ip()), rep)
+            }
+            Event::Iperf3(Iperf3Event::Udp(rep)) => m.iperf3_udp_finished(rep),
+            _ => {}
+        }
+    }
+
+    /// A report: the stream's end line, or the report in the chosen format (stderr if stdout
+    /// is gone, and the exit says so).
+    fn report(&mut self, kind: &str, test_id: Option<&str>, peer: Option<String>, text: String) {
+        let ok = if self.stream.on() {
+            let r = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
+            self.stream
+                .emit(EventKind::End, |l| {
+                    let l = l.kind(kind).data(&r);
+                    let l = match test_id {
+                        Some(id) => l.test_id(id),
+                        None => l,
+                    };
+                    match peer {
+                        Some(p) => l.peer(p),
+                        None => l,
+                    }
+                })
+                .is_ok()
+        } else {
+            out(&text).is_ok()
+        };
+        if !ok {
+            eprint!("{text}");
+            self.lost_output = true;
+        }
+    }
+
+    fn interval(&self, kind: &str, row: &impl serde::Serialize) {
+        let id = self.current.map(|(id, _)| format!("{id:016x}"));
+        let _ = self.stream.emit(EventKind::Interval, |l| {
+            let l = l.kind(kind).data(row);
+            match id {
+                Some(id) => l.test_id(id),
+                None => l,
+            }
+        });
+    }
+
+    fn print(&mut self, ev: Event) {
+        let (live, format) = (self.live, self.format);
+        let json = |format: Format| {
+            if self.stream.on() {
+                Format::Json
+            } else {
+                format
+            }
+        };
+        match ev {
+            Event::Started { peer, test_id, len } => {
+                self.current = Some((test_id, peer));
+                if live {
+                    let _ = out(&format!(
+                        "test {test_id:016x} from {peer}: {len}-byte datagrams\n"
+                    ));
+                }
+                let _ = self.stream.emit(EventKind::Start, |l| {
+                    l.test_id(format!("{test_id:016x}"))
+                        .kind("udp")
+                        .peer(peer)
+                        .data(&serde_json::json!({ "len": len }))
+                });
+            }
+            Event::Interval(row) => {
+                if live {
+                    let _ = out(&recv_interval_line(&row));
+                }
+                self.interval("udp", &row);
+            }
+            Event::Finished(rep) => {
+                let peer = self
+                    .current
+                    .take()
+                    .filter(|(id, _)| format!("{id:016x}") == rep.test_id)
+                    .map(|(_, p)| p.to_string());
+                let mut text = rep.render(json(format));
+                if format == Format::Csv && !self.stream.on() {
+                    if self.csv_header_done {
+                        text = text
+                            .split_once('\n')
+                            .map(|x| x.1.to_string())
+                            .unwrap_or_default();
+                    }
+                    self.csv_header_done = true;
+                }
+                self.report("udp", Some(&rep.test_id), peer, text);
+            }
+            Event::Failed(why) => {
+                eprintln!("netcore recv: {why}");
+                let _ = self.stream.emit(EventKind::Error, |l| l.message(why));
+            }
+            Event::Stopping { running } => eprintln!(
+                "netcore recv: stopping: no new tests; {running} running finish first (signal again to interrupt them)"
+            ),
+            Event::Tcp(TcpEvent::Interval(row)) => {
+                if live {
+                    let _ = out(&TcpReport::interval_lines(&row));
+                }
+                self.interval("tcp", &row);
+            }
+            Event::Tcp(TcpEvent::Finished(rep)) => {
+                let text = rep.render(json(format));
+                self.report("tcp", Some(&rep.test_id), None, text);
+            }
+            Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Finished(rep))) => {
+                let text = rep.render(json(format));
+                let peer = self.iperf3_peer.take().map(|p| p.to_string());
+                self.report("iperf3", Some(&rep.test_id), peer, text);
+            }
+            Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Interval(row))) => {
+                if live {
+                    let _ = out(&TcpReport::interval_lines(&row));
+                }
+                self.interval("iperf3", &row);
+            }
+            Event::Iperf3(Iperf3Event::Udp(rep)) => {
+                let peer = self.iperf3_peer.take().map(|p| p.to_string());
+                self.report("iperf3", None, peer, rep.render(json(format)));
+            }
+            Event::Iperf3(Iperf3Event::Started { peer, what }) => {
+                self.iperf3_peer = Some(peer);
+                if live {
+                    let _ = out(&format!("{what} from {peer}\n"));
+                }
+                let _ = self.stream.emit(EventKind::Start, |l| {
+                    l.kind("iperf3")
+                        .peer(peer)
+                        .data(&serde_json::json!({ "what": what }))
+                });
+            }
+            Event::Iperf3(Iperf3Event::Exchanged { client, server }) => {
+                if live {
+                    let _ = out(&iperf3_exchange_lines(&client, &server));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::Interest;
 
-use super::{Metrics, CONTENT_TYPE};
+use super::{Metrics, CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::proto::http::{self, Parsed, Route, Status};
 use crate::reactor::{drain_read, Budget, Ctx, Drained, Entry, Handle, Handler, Key, OutBuf};
 use crate::reactor::{Reactor, Ready};
@@ -177,6 +177,20 @@ impl Server {
     }
 }
 
+/// Whether a request (its head, already parsed once) asks for OpenMetrics in `Accept`, as
+/// Prometheus does; others get the classic text format.
+fn wants_openmetrics(raw: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut r = httparse::Request::new(&mut headers);
+    if r.parse(raw).is_err() {
+        return false;
+    }
+    r.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("accept")
+            && String::from_utf8_lossy(h.value).contains("application/openmetrics-text")
+    })
+}
+
 /// Answers the whole requests at the front of `c.inbuf`.
 fn answer(c: &mut Conn, metrics: &Metrics) {
     while !c.closing {
@@ -188,12 +202,17 @@ fn answer(c: &mut Conn, metrics: &Metrics) {
                 c.closing = true;
             }
             Parsed::Request(req) => {
+                let om = wants_openmetrics(&c.inbuf[..req.len]);
                 c.inbuf.drain(..req.len);
                 let status = match req.route {
                     Ok(Route::Metrics) => {
-                        let body = metrics.render();
+                        let (body, ty) = if om {
+                            (metrics.render(), CONTENT_TYPE)
+                        } else {
+                            (metrics.render_text(), TEXT_CONTENT_TYPE)
+                        };
                         let out = c.out.vec();
-                        http::write_typed(out, &req, Status::Ok, CONTENT_TYPE, body.as_bytes());
+                        http::write_typed(out, &req, Status::Ok, ty, body.as_bytes());
                         Status::Ok
                     }
                     Ok(_) => Status::NotFound,
@@ -260,10 +279,11 @@ mod tests {
         let ep = Endpoint::start("127.0.0.1:0".parse().unwrap(), Arc::new(m)).unwrap();
         let addr = ep.local_addr();
 
-        // Two pipelined scrapes on one connection, the second closing it.
+        // Two pipelined scrapes on one connection, the second closing it; asking for
+        // OpenMetrics (as Prometheus does) gets it.
         let got = exchange(
             addr,
-            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\nGET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text\r\nConnection: close\r\n\r\n",
         );
         assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
         assert!(
@@ -272,6 +292,14 @@ mod tests {
         );
         assert!(got.contains("netcore_tests_total{kind=\"udp\"} 3"), "{got}");
         assert!(got.ends_with("# EOF\n"), "{got}");
+        // Without it: the classic text format.
+        let got = exchange(addr, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(
+            got.contains(&format!("Content-Type: {TEXT_CONTENT_TYPE}")),
+            "{got}"
+        );
+        assert!(got.contains("# TYPE netcore_tests_total counter"), "{got}");
+        assert!(!got.contains("# EOF"), "{got}");
 
         let got = exchange(addr, b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n");
         assert!(got.starts_with("HTTP/1.1 404"), "{got}");

@@ -12,7 +12,9 @@
 //! [`Peers`], which keeps the first [`MAX_PEERS`] addresses and calls every later one `other`.
 
 pub mod endpoint;
+pub mod recv;
 pub mod relay;
+pub mod serve;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -30,6 +32,42 @@ use crate::stats::hist::Hist;
 
 /// The content type of the exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the classic Prometheus text format (for clients that do not ask for
+/// OpenMetrics: curl, `promtool check metrics`).
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition: a counter's
+/// `HELP`/`TYPE` name the `_total` series (as that format's parsers, promtool's among them,
+/// group samples by exact name), `UNIT` and `# EOF` are left out; samples are unchanged.
+pub fn to_text_format(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let total = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("{p}{name}{total} {tail}"));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
 /// Distinct peer addresses labelled by name; later ones are `other`.
 pub const MAX_PEERS: usize = 64;
 
@@ -45,10 +83,9 @@ fn labels(l: &[(&'static str, &str)]) -> Labels {
 pub struct Counters(Family<Labels, Counter>);
 
 impl Counters {
+    /// Adds `n` (0 too: the series then exists, so a query over it finds 0, not nothing).
     pub fn add(&self, l: &[(&'static str, &str)], n: u64) {
-        if n > 0 {
-            self.0.get_or_create(&labels(l)).inc_by(n);
-        }
+        self.0.get_or_create(&labels(l)).inc_by(n);
     }
 
     /// The current value (for tests and reports).
@@ -212,6 +249,11 @@ impl Metrics {
         self.peers.label(ip)
     }
 
+    /// The classic Prometheus text format of [`Metrics::render`].
+    pub fn render_text(&self) -> String {
+        to_text_format(&self.render())
+    }
+
     /// The whole exposition, `# EOF` last.
     pub fn render(&self) -> String {
         let mut s = String::new();
@@ -278,6 +320,26 @@ mod tests {
             assert!(text.contains(&line), "{line} in {text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn the_text_format_names_counters_by_their_series() {
+        let mut m = Metrics::new();
+        let c = m.counters("requests", "Requests");
+        let lat = m.latency("wait", "Wait");
+        c.add(&[("kind", "x")], 3);
+        let mut h = Hist::new();
+        h.record(1000);
+        lat.merge(&[], &h);
+        let t = m.render_text();
+        assert!(
+            t.contains("# HELP netcore_requests_total Requests.\n"),
+            "{t}"
+        );
+        assert!(t.contains("# TYPE netcore_requests_total counter\n"), "{t}");
+        assert!(t.contains("netcore_requests_total{kind=\"x\"} 3\n"), "{t}");
+        assert!(t.contains("# TYPE netcore_wait_seconds histogram\n"), "{t}");
+        assert!(!t.contains("# EOF") && !t.contains("# UNIT"), "{t}");
     }
 
     #[test]

@@ -3,13 +3,46 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const N_COUNTERS: usize = 6;
+const N_COUNTERS: usize = 6 + ErrorKind::ALL.len();
 const CONNS: usize = 0;
 const ACTIVE: usize = 1;
 pub(super) const REQUESTS: usize = 2;
 pub(super) const ERRORS: usize = 3;
 pub(super) const BYTES_IN: usize = 4;
 pub(super) const BYTES_OUT: usize = 5;
+/// The first of the per-kind error counters (one per [`ErrorKind`]).
+const ERROR_KINDS: usize = 6;
+
+/// Why a request failed (each failed request also counts in `errors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Not a request: an unknown command, bad arguments, a malformed HTTP request (`400`).
+    BadRequest,
+    /// An HTTP route that does not exist (`404`) or a method it does not take (`405`).
+    NotFound,
+    /// A line or request head over its limit (`413`, `431`).
+    TooLarge,
+    /// An incomplete request older than the idle timeout (`408`).
+    Timeout,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 4] = [
+        ErrorKind::BadRequest,
+        ErrorKind::NotFound,
+        ErrorKind::TooLarge,
+        ErrorKind::Timeout,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::Timeout => "timeout",
+        }
+    }
+}
 
 /// Server-wide counters (relaxed atomics). [`Counters::shared`] puts them in memory shared with
 /// forked children, so every model, `fork` included, totals the same way.
@@ -60,6 +93,18 @@ impl Counters {
         self.c[i].fetch_add(n, Ordering::Relaxed);
     }
 
+    /// One failed request of `kind`.
+    #[inline]
+    pub(super) fn error(&self, kind: ErrorKind) {
+        self.add(ERRORS, 1);
+        self.add(ERROR_KINDS + kind as usize, 1);
+    }
+
+    /// The failed requests by kind, in the order of [`ErrorKind::ALL`].
+    pub fn errors_by_kind(&self) -> [(ErrorKind, u64); 4] {
+        ErrorKind::ALL.map(|k| (k, self.c[ERROR_KINDS + k as usize].load(Ordering::Relaxed)))
+    }
+
     pub fn conn_opened(&self) {
         self.add(CONNS, 1);
         self.add(ACTIVE, 1);
@@ -104,5 +149,11 @@ mod tests {
         c.conn_closed();
         let t = c.snapshot();
         assert_eq!((t.connections, t.active), (2, 1));
+        c.error(ErrorKind::Timeout);
+        c.error(ErrorKind::Timeout);
+        c.error(ErrorKind::NotFound);
+        assert_eq!(c.snapshot().errors, 3);
+        let by: Vec<u64> = c.errors_by_kind().iter().map(|x| x.1).collect();
+        assert_eq!(by, [0, 1, 0, 2]);
     }
 }

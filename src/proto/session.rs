@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use super::counters::{Counters, BYTES_IN, BYTES_OUT, ERRORS, REQUESTS};
+use super::counters::{Counters, ErrorKind, BYTES_IN, BYTES_OUT, REQUESTS};
 use super::echo;
 use super::task::{self, CpuJob, Request};
 
@@ -186,10 +186,10 @@ impl Session {
         if self.cfg.proto == Proto::Http {
             self.http_fail_and_close(out, srv, super::http::Status::Timeout);
         } else if self.cfg.proto == Proto::Sockperf {
-            self.count_error(srv);
+            self.count_error(srv, ErrorKind::Timeout);
             self.close_with(out, srv, |_, _| {});
         } else {
-            self.fail_and_close(out, srv, format_args!("line timeout"));
+            self.fail_and_close(out, srv, ErrorKind::Timeout, format_args!("line timeout"));
         }
         Step::Close
     }
@@ -392,12 +392,18 @@ impl Session {
     }
 
     fn too_long(&mut self, out: &mut Vec<u8>, srv: &Counters) {
-        self.fail_and_close(out, srv, format_args!("line too long"));
+        self.fail_and_close(out, srv, ErrorKind::TooLarge, format_args!("line too long"));
     }
 
     /// Answers the line held with `ERR msg` and closes, dropping the input.
-    fn fail_and_close(&mut self, out: &mut Vec<u8>, srv: &Counters, msg: std::fmt::Arguments<'_>) {
-        self.close_with(out, srv, |s, out| s.error(out, srv, msg));
+    fn fail_and_close(
+        &mut self,
+        out: &mut Vec<u8>,
+        srv: &Counters,
+        kind: ErrorKind,
+        msg: std::fmt::Arguments<'_>,
+    ) {
+        self.close_with(out, srv, |s, out| s.error(out, srv, kind, msg));
     }
 
     /// Counts one failed request, writes its answer with `answer`, closes and drops the input.
@@ -418,14 +424,20 @@ impl Session {
         self.scanned = 0;
     }
 
-    fn error(&mut self, out: &mut Vec<u8>, srv: &Counters, msg: std::fmt::Arguments<'_>) {
-        self.count_error(srv);
+    fn error(
+        &mut self,
+        out: &mut Vec<u8>,
+        srv: &Counters,
+        kind: ErrorKind,
+        msg: std::fmt::Arguments<'_>,
+    ) {
+        self.count_error(srv, kind);
         let _ = writeln!(out, "ERR {msg}");
     }
 
-    fn count_error(&mut self, srv: &Counters) {
+    fn count_error(&mut self, srv: &Counters, kind: ErrorKind) {
         self.stats.errors += 1;
-        srv.add(ERRORS, 1);
+        srv.error(kind);
     }
 
     /// The `STATS` answer (without its line end): this connection's and the server's counters.
@@ -446,7 +458,7 @@ impl Session {
         let req = match task::parse(line) {
             Ok(req) => req,
             Err(e) => {
-                self.error(out, srv, format_args!("{e}"));
+                self.error(out, srv, ErrorKind::BadRequest, format_args!("{e}"));
                 return None;
             }
         };

@@ -28,6 +28,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::proto::{Counters, SessionConfig, Totals};
+use crate::stats::events::{EventKind, EventLine};
 
 /// A concurrency model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,7 +68,13 @@ pub struct ServeConfig {
     pub reactors: usize,
     /// CPUs to pin the busy threads to, in order (empty: no pinning).
     pub cpus: Vec<usize>,
+    /// `--json-stream`: the startup and totals lines are `netcore.events.v1` JSON lines.
+    pub json_stream: bool,
 }
+
+/// Set by [`run_with`] for `--json-stream`: [`print_totals`] (called by every model at the
+/// end) then prints the `end` event instead of the text line.
+static JSON_STREAM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// What every driver needs to serve a connection.
 #[derive(Debug, Clone, Copy)]
@@ -104,10 +111,19 @@ pub fn bind(addr: SocketAddr, reuseport: bool) -> Result<TcpListener> {
 
 /// Runs the server until SIGINT/SIGTERM; prints `listening on ...` first and the totals last.
 pub fn run(cfg: &ServeConfig) -> Result<Totals> {
+    run_with(
+        cfg,
+        Counters::shared().context("cannot map shared counters")?,
+    )
+}
+
+/// [`run`] counting into `counters` (made with [`Counters::shared`] for `fork`), which the
+/// caller may read meanwhile (`serve --metrics`).
+pub fn run_with(cfg: &ServeConfig, counters: Counters) -> Result<Totals> {
     let _ = crate::sys::raise_nofile(1 << 20);
     // Install the handlers before announcing the address, so an early Ctrl-C is not lost.
     crate::sys::signal::termination_fd().context("cannot install signal handlers")?;
-    let counters = Counters::shared().context("cannot map shared counters")?;
+    JSON_STREAM.store(cfg.json_stream, std::sync::atomic::Ordering::Relaxed);
     let shared = Shared {
         session: cfg.session,
         counters,
@@ -129,6 +145,20 @@ pub fn run(cfg: &ServeConfig) -> Result<Totals> {
 /// Prints the startup line (tests and the load generator wait for it) and flushes it.
 fn announce(cfg: &ServeConfig, addr: SocketAddr, extra: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
+    if cfg.json_stream {
+        let line = EventLine::new("serve", EventKind::Start)
+            .kind(format!("{}/{}", cfg.model.name(), cfg.session.proto.name()))
+            .data(&serde_json::json!({
+                "listen": addr.to_string(),
+                "model": cfg.model.name(),
+                "proto": cfg.session.proto.name(),
+                "settings": extra,
+                "cpus": cfg.cpus,
+            }));
+        out.write_all(line.to_line().as_bytes())?;
+        out.flush()?;
+        return Ok(());
+    }
     write!(
         out,
         "listening on {addr} model={} proto={}",
@@ -150,7 +180,12 @@ fn announce(cfg: &ServeConfig, addr: SocketAddr, extra: &str) -> Result<()> {
 /// Prints the final totals line.
 pub fn print_totals(t: &Totals) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "totals: {t}");
+    if JSON_STREAM.load(std::sync::atomic::Ordering::Relaxed) {
+        let line = EventLine::new("serve", EventKind::End).data(t);
+        let _ = out.write_all(line.to_line().as_bytes());
+    } else {
+        let _ = writeln!(out, "totals: {t}");
+    }
     let _ = out.flush();
 }
 

@@ -16,6 +16,12 @@ impl std::fmt::Debug for Hist {
     }
 }
 
+impl PartialEq for Hist {
+    fn eq(&self, other: &Self) -> bool {
+        self.h == other.h
+    }
+}
+
 impl Default for Hist {
     fn default() -> Self {
         Self::new()

@@ -1,6 +1,7 @@
 //! Measurement: latency histograms, the report trait and its renderers (table, JSON, CSV), and
 //! plots.
 
+pub mod events;
 pub mod hist;
 pub mod plot;
 pub mod table;

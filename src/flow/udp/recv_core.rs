@@ -367,6 +367,7 @@ impl TestState {
             cpu_usage: Some(self.meter.stop().finish(bytes)),
             streams,
             kernel: Some(self.kernel(ctx, accounting.lost)),
+            latency_hist: Some(self.latency.clone()),
         })
     }
 }

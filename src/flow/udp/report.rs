@@ -8,7 +8,7 @@ use super::tracker::Accounting;
 use crate::flow::cpu::CpuUsage;
 use crate::flow::kernel::{self, Delta, LossSplit, ThreadLoad};
 use crate::flow::streams::SUM;
-use crate::stats::hist::Percentiles;
+use crate::stats::hist::{Hist, Percentiles};
 use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::sys::sockopt::BufMethod;
@@ -69,6 +69,11 @@ pub struct ReceiverStats {
     /// where loss and time went (schema v4).
     #[serde(default)]
     pub kernel: Option<KernelStats>,
+    /// The one-way latency samples themselves (nanoseconds), for `recv --metrics`'
+    /// histogram; not printed, not sent to the sender.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub latency_hist: Option<Hist>,
 }
 
 /// The receiving socket's drop counter over a test (the kernel's `sk_drops`: datagrams the

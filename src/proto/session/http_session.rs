@@ -108,7 +108,7 @@ impl Session {
         status: Status,
     ) {
         self.close_with(out, srv, |s, out| {
-            s.count_error(srv);
+            s.count_error(srv, error_kind(status));
             http::write_invalid(out, status);
         });
     }
@@ -139,7 +139,7 @@ impl Session {
             // No metrics are wired into `serve`.
             Err(_) | Ok(Route::Metrics) => {
                 let status = req.route.err().unwrap_or(Status::NotFound);
-                self.count_error(srv);
+                self.count_error(srv, error_kind(status));
                 let mut body = status.reason().as_bytes().to_vec();
                 body.push(b'\n');
                 self.answer(out, &req, status, &body);
@@ -187,5 +187,16 @@ impl Session {
         }
         // A body still to write is written by the caller's loop (within the output bound).
         (self.closed && self.http.body_left == 0).then_some(Step::Close)
+    }
+}
+
+/// The error counter a failed request's status counts in.
+fn error_kind(status: Status) -> super::ErrorKind {
+    use super::ErrorKind;
+    match status {
+        Status::NotFound | Status::MethodNotAllowed => ErrorKind::NotFound,
+        Status::TooLarge | Status::HeadersTooLarge => ErrorKind::TooLarge,
+        Status::Timeout => ErrorKind::Timeout,
+        Status::Ok | Status::BadRequest => ErrorKind::BadRequest,
     }
 }

@@ -4,7 +4,7 @@
 //! framing closes the connection, the output bound holds ([`Step::Flush`]).
 
 use super::{Counters, Session, Step};
-use crate::proto::counters::REQUESTS;
+use crate::proto::counters::{ErrorKind, REQUESTS};
 use crate::proto::sockperf::{self, Parsed};
 
 impl Session {
@@ -22,7 +22,7 @@ impl Session {
                 }
                 Parsed::Invalid(_) => {
                     // The framing is lost; sockperf's own server closes too, without a word.
-                    self.count_error(srv);
+                    self.count_error(srv, ErrorKind::BadRequest);
                     self.close_with(out, srv, |_, _| {});
                     return Step::Close;
                 }
