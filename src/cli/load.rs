@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::common::{out, OutputArgs, PinArgs, PlotArg};
+use super::common::{out, OutputArgs, PinArgs, PlotArg, ProgressArg};
 use crate::load::report::{LoadReport, Setup, SCHEMA};
 use crate::load::workload::Workload;
 use crate::load::{run_point, sweep, Mode, RunConfig, RunResult};
@@ -237,6 +237,8 @@ pub struct LoadArgs {
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
+    pub progress: ProgressArg,
+    #[command(flatten)]
     pub plot: PlotArg,
 }
 
@@ -269,7 +271,11 @@ pub fn run(a: &LoadArgs) -> Result<ExitCode> {
     setup.runs = a.runs;
     // Ctrl-C / SIGTERM end the current run; the report shows what ran, marked interrupted.
     crate::sys::signal::install()?;
-    let progress = super::common::Progress::new(a.output.format(), total_runs(&a.clients, a.runs));
+    let progress = super::common::Progress::new(
+        a.output.format(),
+        a.progress.progress,
+        total_runs(&a.clients, a.runs),
+    );
     let mut report = LoadReport {
         schema: SCHEMA,
         setup,

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
-use super::common::{out, ClientArgs, OutputArgs, PinArgs, PlotArg, Proto, RxArgs, TcpArgs};
+use super::common::{
+    out, ClientArgs, Live, OutputArgs, PinArgs, PlotArg, ProgressArg, Proto, RxArgs, TcpArgs,
+};
 use crate::flow::access::{AllowList, Key};
 use crate::flow::backend::Backend;
 use crate::flow::control::{ClientId, Plan};
@@ -105,6 +107,8 @@ pub struct BlastArgs {
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
+    pub progress: ProgressArg,
+    #[command(flatten)]
     pub plot: PlotArg,
     #[command(flatten)]
     pub pin: PinArgs,
@@ -168,6 +172,8 @@ pub struct RecvArgs {
     pub window: u64,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub progress: ProgressArg,
     #[command(flatten)]
     pub pin: PinArgs,
 }
@@ -371,20 +377,18 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     let (target, control, embedded) = target_of(&a, rx_cpu)?;
     let (tx_cpus, _) = cpus_of(&a, embedded.is_some());
     let opts = blast_options(&a, len, plan, a.rate, (target, control), tx_cpus, client);
-    let live = format == Format::Table;
+    let live = Live::new(format, a.progress.progress);
     let report = if a.tcp.reverse {
         // This side receives: its UDP thread has the embedded receiver's flags.
         let rx = rx_options(&a, opts.cpus.first().copied());
         receiver::run_reverse(&opts, rx, &mut |ev| {
-            if let (true, Event::Interval(row)) = (live, ev) {
-                let _ = out(&recv_interval_line(&row));
+            if let Event::Interval(row) = ev {
+                live.line(&recv_interval_line(&row));
             }
         })
     } else {
         sender::run(&opts, &mut |row| {
-            if live {
-                let _ = out(&(UdpReport::interval_line(row) + "\n"));
-            }
+            live.line(&(UdpReport::interval_line(row) + "\n"));
         })
     };
     if let Some(e) = embedded {
@@ -557,8 +561,9 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         auth_key,
         graceful: true,
     })?;
-    let live = format == Format::Table;
-    if live {
+    let table = format == Format::Table;
+    let live = Live::new(format, a.progress.progress);
+    if table {
         out(&format!(
             "netcore recv: listening on {} (UDP and TCP control), backend {}\n",
             r.local_addr(),
@@ -575,17 +580,11 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
     let mut lost_output = false;
     let res = r.serve(a.once, &mut |ev| match ev {
         Event::Started { peer, test_id, len } => {
-            if live {
-                let _ = out(&format!(
-                    "test {test_id:016x} from {peer}: {len}-byte datagrams\n"
-                ));
-            }
+            live.line(&format!(
+                "test {test_id:016x} from {peer}: {len}-byte datagrams\n"
+            ));
         }
-        Event::Interval(row) => {
-            if live {
-                let _ = out(&recv_interval_line(&row));
-            }
-        }
+        Event::Interval(row) => live.line(&recv_interval_line(&row)),
         Event::Finished(rep) => {
             let mut text = rep.render(format);
             if format == Format::Csv && csv_header_done {
@@ -605,31 +604,25 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         Event::Stopping { running } => eprintln!(
             "netcore recv: stopping: no new tests; {running} running finish first (signal again to interrupt them)"
         ),
-        Event::Tcp(TcpEvent::Interval(row)) => {
-            if live {
-                let _ = out(&TcpReport::interval_lines(&row));
-            }
-        }
+        Event::Tcp(TcpEvent::Interval(row)) => live.line(&TcpReport::interval_lines(&row)),
         Event::Tcp(TcpEvent::Finished(rep))
         | Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Finished(rep))) => {
             let text = rep.render(format);
             let _ = out(&text);
         }
         Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Interval(row))) => {
-            if live {
-                let _ = out(&TcpReport::interval_lines(&row));
-            }
+            live.line(&TcpReport::interval_lines(&row))
         }
         Event::Iperf3(Iperf3Event::Udp(rep)) => {
             let _ = out(&rep.render(format));
         }
         Event::Iperf3(Iperf3Event::Started { peer, what }) => {
-            if live {
+            if table {
                 let _ = out(&format!("{what} from {peer}\n"));
             }
         }
         Event::Iperf3(Iperf3Event::Exchanged { client, server }) => {
-            if live {
+            if table {
                 let _ = out(&iperf3_exchange_lines(&client, &server));
             }
         }
