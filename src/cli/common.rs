@@ -30,17 +30,108 @@ macro_rules! usage_bail {
     ($($t:tt)*) => { return Err($crate::cli::common::usage(format!($($t)*))) };
 }
 
-/// Progress of a sweep (`load`, `compare`) on stderr: an `indicatif` bar with each finished
-/// run's line printed above it when stderr is a terminal, nothing otherwise (stdout keeps only
-/// the report, so it can be piped or be JSON).
-pub struct Progress(Option<indicatif::ProgressBar>);
+/// `--progress`: what a running test shows on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// On stderr when it is a terminal and the live lines do not already reach the terminal on
+    /// stdout (stdout redirected, or --json/--csv): interval lines, or a bar for load/compare
+    #[default]
+    Auto,
+    /// Plain lines on stderr whatever it is (a log file, CI)
+    Lines,
+    /// Nothing on stderr (the live table on stdout is unchanged)
+    Off,
+}
+
+/// `--progress auto|lines|off`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ProgressArg {
+    /// Progress on stderr: auto (when stderr is a terminal and stdout is not, or with
+    /// --json/--csv), lines (always, plain lines), off
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+}
+
+/// Where a running test's live lines (intervals) go: stdout with the table report, and/or
+/// stderr as progress ([`ProgressMode`]). With `--json`/`--csv` stdout gets only the report.
+#[derive(Debug, Clone, Copy)]
+pub struct Live {
+    stdout: bool,
+    stderr: bool,
+    /// `--progress auto`.
+    mode_auto: bool,
+}
+
+impl Live {
+    pub fn new(format: crate::stats::Format, mode: ProgressMode) -> Live {
+        use std::io::IsTerminal;
+        let stdout = format == crate::stats::Format::Table;
+        let stderr = match mode {
+            ProgressMode::Off => false,
+            ProgressMode::Lines => true,
+            ProgressMode::Auto => {
+                std::io::stderr().is_terminal() && !(stdout && std::io::stdout().is_terminal())
+            }
+        };
+        Live {
+            stdout,
+            stderr,
+            mode_auto: mode == ProgressMode::Auto,
+        }
+    }
+
+    /// No live lines on stdout when `off` (stdout carries `--json-stream` lines): they go to
+    /// stderr as `--progress` says, as with `--json`.
+    pub fn off_stdout(self, off: bool) -> Live {
+        if !off {
+            return self;
+        }
+        use std::io::IsTerminal;
+        Live {
+            stdout: false,
+            stderr: self.stderr || (self.mode_auto && std::io::stderr().is_terminal()),
+            mode_auto: self.mode_auto,
+        }
+    }
+
+    /// True when the live lines go to stdout (the table report).
+    pub fn on_stdout(&self) -> bool {
+        self.stdout
+    }
+
+    /// True when they go anywhere.
+    pub fn any(&self) -> bool {
+        self.stdout || self.stderr
+    }
+
+    /// Prints one or more whole lines (ending in a newline) where they go.
+    pub fn line(&self, s: &str) {
+        if self.stdout {
+            let _ = out(s);
+        }
+        if self.stderr {
+            let mut e = std::io::stderr().lock();
+            let _ = e.write_all(s.as_bytes());
+            let _ = e.flush();
+        }
+    }
+}
+
+/// Progress of a sweep (`load`, `compare`) on stderr: with `--progress auto`, an `indicatif`
+/// bar with each finished run's line printed above it when stderr is a terminal, nothing
+/// otherwise; with `lines`, each finished run's line; with `off`, nothing. Stdout keeps only
+/// the report, so it can be piped or be JSON.
+pub struct Progress(Option<indicatif::ProgressBar>, bool);
 
 impl Progress {
-    /// A bar of `runs` runs, when stderr is a terminal.
-    pub fn new(_format: crate::stats::Format, runs: u64) -> Progress {
+    /// A bar of `runs` runs, when stderr is a terminal (or plain lines when asked).
+    pub fn new(_format: crate::stats::Format, mode: ProgressMode, runs: u64) -> Progress {
         use std::io::IsTerminal;
-        if !std::io::stderr().is_terminal() {
-            return Progress(None);
+        match mode {
+            ProgressMode::Off => return Progress(None, false),
+            ProgressMode::Lines => return Progress(None, true),
+            ProgressMode::Auto if !std::io::stderr().is_terminal() => return Progress(None, false),
+            ProgressMode::Auto => {}
         }
         let pb = indicatif::ProgressBar::with_draw_target(
             Some(runs),
@@ -52,14 +143,16 @@ impl Progress {
             pb.set_style(style);
         }
         pb.enable_steady_tick(std::time::Duration::from_millis(200));
-        Progress(Some(pb))
+        Progress(Some(pb), false)
     }
 
-    /// One run finished: its line above the bar.
+    /// One run finished: its line above the bar (or alone, with `--progress lines`).
     pub fn run_done(&self, line: &str) {
         if let Some(pb) = &self.0 {
             pb.println(line);
             pb.inc(1);
+        } else if self.1 {
+            eprintln!("{line}");
         }
     }
 

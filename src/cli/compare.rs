@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::common::{out, OutputArgs, PlotArg};
+use super::common::{out, OutputArgs, PlotArg, ProgressArg};
 use super::load::{exit_status, parse_sweep, ProtoArg, Sweep, WorkloadArgs};
 use crate::load::compare::{self, CompareConfig};
 use crate::stats::Report;
@@ -49,6 +49,8 @@ pub struct CompareArgs {
     pub work: WorkloadArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub progress: ProgressArg,
     #[command(flatten)]
     pub plot: PlotArg,
 }
@@ -110,7 +112,7 @@ pub fn run(a: &CompareArgs) -> Result<ExitCode> {
     // Ctrl-C / SIGTERM end the current run and stop its server; the report shows what ran.
     crate::sys::signal::install()?;
     let runs = super::load::total_runs(&a.clients, a.runs) * a.models.0.len() as u64;
-    let progress = super::common::Progress::new(a.output.format(), runs);
+    let progress = super::common::Progress::new(a.output.format(), a.progress.progress, runs);
     let report = compare::run(&cfg, &mut |line| progress.run_done(line))?;
     progress.finish();
     out(&report.render(a.output.format()))?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::common::{out, OutputArgs, PinArgs, PlotArg, StreamArg};
+use super::common::{out, OutputArgs, PinArgs, PlotArg, ProgressArg, StreamArg};
 use crate::load::report::{LoadReport, Setup, SCHEMA};
 use crate::load::workload::Workload;
 use crate::load::{run_point, sweep, Mode, RunConfig, RunResult};
@@ -240,6 +240,8 @@ pub struct LoadArgs {
     #[command(flatten)]
     pub stream: StreamArg,
     #[command(flatten)]
+    pub progress: ProgressArg,
+    #[command(flatten)]
     pub plot: PlotArg,
 }
 
@@ -273,7 +275,11 @@ pub fn run(a: &LoadArgs) -> Result<ExitCode> {
     let stream = a.stream.open("load", Some(&a.output))?;
     // Ctrl-C / SIGTERM end the current run; the report shows what ran, marked interrupted.
     crate::sys::signal::install()?;
-    let progress = super::common::Progress::new(a.output.format(), total_runs(&a.clients, a.runs));
+    let progress = super::common::Progress::new(
+        a.output.format(),
+        a.progress.progress,
+        total_runs(&a.clients, a.runs),
+    );
     let kind = setup.proto.clone();
     stream.emit(EventKind::Start, |l| {
         l.kind(kind.as_str()).peer(addr).data(&setup)

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::common::{out, Proto};
+use super::common::{out, Live, Proto};
 use super::udp::{iperf3_addr, plan_of, target_of, BlastArgs};
 use super::UsageError;
 use crate::flow::tcp::client::{self, TcpOptions};
@@ -12,7 +12,7 @@ use crate::flow::tcp::report::{TcpInterval, TcpReport};
 use crate::flow::tcp::spec::{Mode, TcpSpec, DEFAULT_LEN, MAX_LEN};
 use crate::stats::events::EventKind;
 use crate::stats::plot::{self, PlotOptions, Series};
-use crate::stats::{Format, Report};
+use crate::stats::Report;
 use crate::sys::{affinity, signal};
 use crate::units::Rate;
 
@@ -121,7 +121,7 @@ fn iperf3_blast(a: BlastArgs, server: std::net::SocketAddr) -> Result<ExitCode> 
     let spec = spec_of(&a, len)?;
     signal::install()?;
     let format = a.output.format();
-    let live = format == Format::Table;
+    let live = Live::new(format, a.progress.progress);
     let cpus = a.pin.list().map(<[usize]>::to_vec).unwrap_or_default();
     let o = crate::flow::iperf3::client::run(
         &crate::flow::iperf3::client::ClientOptions {
@@ -135,7 +135,7 @@ fn iperf3_blast(a: BlastArgs, server: std::net::SocketAddr) -> Result<ExitCode> 
     )?;
     out(&o.report.render(format))?;
     let theirs = crate::flow::iperf3::client::server_lines(&o.server);
-    if live {
+    if live.on_stdout() {
         out(&theirs)?;
     } else {
         eprint!("{theirs}");
@@ -143,13 +143,9 @@ fn iperf3_blast(a: BlastArgs, server: std::net::SocketAddr) -> Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints each interval's lines when the output is the live table.
-fn print_intervals(live: bool) -> impl FnMut(&TcpInterval) {
-    move |row| {
-        if live {
-            let _ = out(&TcpReport::interval_lines(row));
-        }
-    }
+/// Prints each interval's lines where the live lines go.
+fn print_intervals(live: Live) -> impl FnMut(&TcpInterval) {
+    move |row| live.line(&TcpReport::interval_lines(row))
 }
 
 pub fn blast(a: BlastArgs) -> Result<ExitCode> {
@@ -170,7 +166,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     };
     let stream = a.stream.open("blast", Some(&a.output))?;
     let (_, control, embedded) = target_of(&a, None)?;
-    let live = format == Format::Table && !stream.on();
+    let live = Live::new(format, a.progress.progress).off_stdout(stream.on());
     stream.emit(EventKind::Start, |l| {
         l.kind("tcp").peer(control).data(&serde_json::json!({
             "plan": plan,

@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
-use super::common::{OutputArgs, PlotArg};
+use super::common::{Live, OutputArgs, PlotArg, ProgressArg};
 use crate::stats::plot::{self, PlotOptions, Series};
-use crate::stats::{Format, Report};
+use crate::stats::Report;
 use crate::traffic::report::TrafficReport;
 use crate::traffic::{self, Flow, Pace, TrafficConfig, HEADER, MAX_MESSAGE};
 use crate::units;
@@ -91,6 +91,8 @@ pub struct TrafficArgs {
     pub seed: u64,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub progress: ProgressArg,
 }
 
 /// The shortest `--interval`: each interval is a sample kept in memory and a line printed.
@@ -144,12 +146,12 @@ pub fn run(a: TrafficArgs) -> Result<ExitCode> {
         seed: a.seed,
     };
     let format = a.output.format();
-    let live = format == Format::Table;
+    let live = Live::new(format, a.progress.progress);
     let tty = std::io::stdout().is_terminal();
     let interval_s = a.interval.as_secs_f64();
     let mut history: Vec<Vec<u64>> = vec![Vec::new(); cfg.flows.len()];
     let report = traffic::run(&cfg, &mut |s, totals| {
-        if !live {
+        if !live.any() {
             return;
         }
         let udp_lost = totals
@@ -164,9 +166,8 @@ pub fn run(a: TrafficArgs) -> Result<ExitCode> {
                 line.push_str(&format!("  {} {}", f.name(), sparkline(tail)));
             }
         }
-        let mut o = std::io::stdout().lock();
-        let _ = writeln!(o, "{line}");
-        let _ = o.flush();
+        line.push('\n');
+        live.line(&line);
     })?;
     if let Some(p) = a.plot.file() {
         // In the unit the largest interval reads best in (KB, MB, ...).
@@ -201,7 +202,7 @@ pub fn run(a: TrafficArgs) -> Result<ExitCode> {
     }
     let mut o = std::io::stdout().lock();
     o.write_all(report.render(format).as_bytes())?;
-    if let (Some(p), true) = (a.plot.file(), live) {
+    if let (Some(p), true) = (a.plot.file(), live.on_stdout()) {
         writeln!(o, "plot written to {}", p.display())?;
     }
     o.flush()?;

@@ -9,8 +9,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 
 use super::common::{
-    out, ClientArgs, JsonStream, MetricsArg, OutputArgs, PinArgs, PlotArg, Proto, RxArgs,
-    StreamArg, TcpArgs,
+    out, ClientArgs, JsonStream, Live, MetricsArg, OutputArgs, PinArgs, PlotArg, ProgressArg,
+    Proto, RxArgs, StreamArg, TcpArgs,
 };
 use crate::flow::access::{AllowList, Key};
 use crate::flow::backend::Backend;
@@ -112,6 +112,8 @@ pub struct BlastArgs {
     #[command(flatten)]
     pub stream: StreamArg,
     #[command(flatten)]
+    pub progress: ProgressArg,
+    #[command(flatten)]
     pub plot: PlotArg,
     #[command(flatten)]
     pub pin: PinArgs,
@@ -177,6 +179,8 @@ pub struct RecvArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub stream: StreamArg,
+    #[command(flatten)]
+    pub progress: ProgressArg,
     #[command(flatten)]
     pub pin: PinArgs,
     #[command(flatten)]
@@ -383,7 +387,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     let (target, control, embedded) = target_of(&a, rx_cpu)?;
     let (tx_cpus, _) = cpus_of(&a, embedded.is_some());
     let opts = blast_options(&a, len, plan, a.rate, (target, control), tx_cpus, client);
-    let live = format == Format::Table && !stream.on();
+    let live = Live::new(format, a.progress.progress).off_stdout(stream.on());
     stream.emit(EventKind::Start, |l| {
         l.kind("udp").peer(target).data(&serde_json::json!({
             "len": len,
@@ -401,17 +405,13 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         let rx = rx_options(&a, opts.cpus.first().copied());
         receiver::run_reverse(&opts, rx, &mut |ev| {
             if let Event::Interval(row) = ev {
-                if live {
-                    let _ = out(&recv_interval_line(&row));
-                }
+                live.line(&recv_interval_line(&row));
                 interval(&row);
             }
         })
     } else {
         sender::run(&opts, &mut |row| {
-            if live {
-                let _ = out(&(UdpReport::interval_line(row) + "\n"));
-            }
+            live.line(&(UdpReport::interval_line(row) + "\n"));
             interval(row);
         })
     };
@@ -603,13 +603,13 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
     })?;
     let mut metrics = RecvMetrics::new();
     let _endpoint = a.metrics.start_shared("recv", metrics.registry())?;
-    let live = format == Format::Table && !stream.on();
+    let live = Live::new(format, a.progress.progress).off_stdout(stream.on());
     let banner = format!(
         "netcore recv: listening on {} (UDP and TCP control), backend {}",
         r.local_addr(),
         r.backend().name()
     );
-    if live {
+    if live.on_stdout() {
         out(&(banner + "\n"))?;
     } else {
         eprintln!("{banner}");
@@ -646,8 +646,8 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
 /// What `recv` prints of its receiver's events, and what it keeps between them.
 struct RecvOutput {
     format: Format,
-    /// The table's live lines.
-    live: bool,
+    /// Where the live lines go (the table on stdout, --progress on stderr).
+    live: Live,
     stream: JsonStream,
     csv_header_done: bool,
     /// stdout failed: the reports went to stderr.
@@ -714,7 +714,8 @@ impl RecvOutput {
     }
 
     fn print(&mut self, ev: Event) {
-        let (live, format) = (self.live, self.format);
+        let format = self.format;
+        let live = &self.live;
         let json = |format: Format| {
             if self.stream.on() {
                 Format::Json
@@ -725,11 +726,9 @@ impl RecvOutput {
         match ev {
             Event::Started { peer, test_id, len } => {
                 self.current = Some((test_id, peer));
-                if live {
-                    let _ = out(&format!(
+                live.line(&format!(
                         "test {test_id:016x} from {peer}: {len}-byte datagrams\n"
-                    ));
-                }
+                ));
                 let _ = self.stream.emit(EventKind::Start, |l| {
                     l.test_id(format!("{test_id:016x}"))
                         .kind("udp")
@@ -738,9 +737,7 @@ impl RecvOutput {
                 });
             }
             Event::Interval(row) => {
-                if live {
-                    let _ = out(&recv_interval_line(&row));
-                }
+                live.line(&recv_interval_line(&row));
                 self.interval("udp", &row);
             }
             Event::Finished(rep) => {
@@ -769,9 +766,7 @@ impl RecvOutput {
                 "netcore recv: stopping: no new tests; {running} running finish first (signal again to interrupt them)"
             ),
             Event::Tcp(TcpEvent::Interval(row)) => {
-                if live {
-                    let _ = out(&TcpReport::interval_lines(&row));
-                }
+                live.line(&TcpReport::interval_lines(&row));
                 self.interval("tcp", &row);
             }
             Event::Tcp(TcpEvent::Finished(rep)) => {
@@ -784,9 +779,7 @@ impl RecvOutput {
                 self.report("iperf3", Some(&rep.test_id), peer, text);
             }
             Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Interval(row))) => {
-                if live {
-                    let _ = out(&TcpReport::interval_lines(&row));
-                }
+                live.line(&TcpReport::interval_lines(&row));
                 self.interval("iperf3", &row);
             }
             Event::Iperf3(Iperf3Event::Udp(rep)) => {
@@ -795,7 +788,7 @@ impl RecvOutput {
             }
             Event::Iperf3(Iperf3Event::Started { peer, what }) => {
                 self.iperf3_peer = Some(peer);
-                if live {
+                if live.on_stdout() {
                     let _ = out(&format!("{what} from {peer}\n"));
                 }
                 let _ = self.stream.emit(EventKind::Start, |l| {
@@ -805,7 +798,7 @@ impl RecvOutput {
                 });
             }
             Event::Iperf3(Iperf3Event::Exchanged { client, server }) => {
-                if live {
+                if live.on_stdout() {
                     let _ = out(&iperf3_exchange_lines(&client, &server));
                 }
             }

@@ -7,7 +7,7 @@ use super::engine::{ErrorCounts, RunOutcome, StatusCounts};
 use crate::stats::hist::{median, Percentiles};
 use crate::stats::table::Table;
 use crate::stats::Report;
-use crate::units::{fmt_count, fmt_micros, fmt_number, fmt_pct, fmt_secs};
+use crate::units::{fmt_count, fmt_micros, fmt_number, fmt_pct, fmt_per_sec, fmt_secs};
 
 /// The JSON schema name of [`LoadReport`].
 pub const SCHEMA: &str = "netcore.load.v1";
@@ -101,12 +101,12 @@ impl RunResult {
     /// (`who` names the command and, for `compare`, the model).
     pub fn progress_line(&self, who: &str, runs: u32) -> String {
         format!(
-            "{who} clients={} run {}/{runs}: wall {:.3} s, {:.1} tasks/s, p99 {}, errors {}",
+            "{who} clients={} run {}/{runs}: wall {}, {}, p99 {}, errors {}",
             self.clients,
             self.run,
-            self.wall_s,
-            self.tasks_per_s,
-            crate::units::fmt_micros(self.latency_us.p99),
+            fmt_secs(self.wall_s),
+            fmt_per_sec(self.tasks_per_s, "tasks"),
+            fmt_micros(self.latency_us.p99),
             self.errors.brief()
         )
     }
