@@ -64,6 +64,12 @@ fn udp_output_validates() {
 }
 
 #[test]
+fn udp_bidir_output_validates() {
+    let out = run_ok(&["blast", "--bidir", "--count", "2000", "--json"], LIMIT);
+    validates("netcore.udp-bidir.v1", &out);
+}
+
+#[test]
 fn traffic_output_validates() {
     let out = run_ok(
         &[

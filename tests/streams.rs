@@ -196,13 +196,156 @@ fn reverse_separate_recv_both_sides_agree() {
     assert_eq!(s["receiver"]["streams"], c["receiver"]["streams"]);
 }
 
+/// `--bidir` (UDP): a forward and a reverse test at once, each exact per stream and in the
+/// sum; the forward half is the sender's copy, the reverse half this side's receiver report.
+fn check_bidir(r: &Value, streams: usize, count: u64) {
+    assert_eq!(r["schema"], "netcore.udp-bidir.v1", "{r}");
+    let (f, b) = (&r["forward"], &r["reverse"]);
+    assert_eq!(f["role"], "sender", "this side sent the forward half");
+    assert_eq!(b["role"], "receiver", "this side received the reverse half");
+    assert_ne!(f["test_id"], b["test_id"], "two tests");
+    check_streams(f, streams, count);
+    check_streams(b, streams, count);
+    assert_eq!(f["receiver"]["interrupted"], false);
+    assert_eq!(b["receiver"]["interrupted"], false);
+}
+
 #[test]
-fn udp_bidir_is_a_one_line_usage_error() {
+fn bidir_embedded_receiver() {
+    for (p, count) in [("1", 20_000u64), ("2", 30_001)] {
+        let (st, out, err) = run(
+            &[
+                "blast",
+                "--bidir",
+                "-P",
+                p,
+                "--count",
+                &count.to_string(),
+                "--json",
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(st.success(), "-P {p}: {err}");
+        check_bidir(&json(&out), p.parse().unwrap(), count);
+    }
+}
+
+#[test]
+fn bidir_table_and_csv_have_both_directions() {
     let (st, out, err) = run(
-        &["blast", "--bidir", "--count", "10"],
-        Duration::from_secs(20),
+        &["blast", "--bidir", "-P", "2", "--count", "3001"],
+        Duration::from_secs(60),
     );
-    assert_eq!(st.code(), Some(2), "{out}{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("--bidir"), "{err}");
+    assert!(st.success(), "{err}");
+    let fwd = out.find("forward (this host sends):").expect(&out);
+    let rev = out.find("reverse (the receiver sends):").expect(&out);
+    assert!(fwd < rev, "{out}");
+    for part in [&out[fwd..rev], &out[rev..]] {
+        let sums: Vec<&str> = part.lines().filter(|l| l.starts_with("SUM ")).collect();
+        assert_eq!(sums.len(), 1, "{part}");
+        assert!(sums[0].contains("3,001"), "{part}");
+        assert_eq!(part.lines().filter(|l| l.starts_with("1 ")).count(), 1);
+    }
+
+    let (st, out, err) = run(
+        &["blast", "--bidir", "-P", "2", "--count", "3001", "--csv"],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header[0], "direction");
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 6, "two streams and SUM each way: {out}");
+    let col = |row: &[&str], name: &str| -> String {
+        row[header.iter().position(|h| *h == name).unwrap()].to_string()
+    };
+    for (dir, part) in [("forward", &rows[..3]), ("reverse", &rows[3..])] {
+        for row in part {
+            assert_eq!(row[0], dir, "{out}");
+            let n = |k| col(row, k).parse::<u64>().unwrap();
+            assert_eq!(n("unique") + n("lost"), n("sent"), "{out}");
+        }
+        assert_eq!(col(&part[2], "stream"), "SUM");
+        assert_eq!(col(&part[2], "sent"), "3001");
+    }
+}
+
+/// A separate `recv` serves both halves at once (two tests); its two reports are the other
+/// side of each, and agree with blast's per stream.
+#[test]
+fn bidir_separate_recv_both_sides_agree() {
+    let (srv, line) = Server::start(
+        &["recv", "--listen", "127.0.0.1:0", "--json"],
+        "listening on",
+        true,
+    );
+    let addr = addr_in(&line);
+    let (st, out, err) = run(
+        &[
+            "blast", "--to", &addr, "--bidir", "-P", "2", "--count", "20000", "--rate", "200kpps",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    let c = json(&out);
+    check_bidir(&c, 2, 20_000);
+    // recv finishes what it has and exits on SIGTERM.
+    let pid = srv.child.as_ref().unwrap().id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rout = srv.wait(Duration::from_secs(20));
+    assert!(rout.status.success(), "{rout:?}");
+    let text = String::from_utf8_lossy(&rout.stdout).to_string();
+    let reports: Vec<Value> = serde_json::Deserializer::from_str(&text)
+        .into_iter::<Value>()
+        .map(|v| v.expect("JSON"))
+        .collect();
+    assert_eq!(reports.len(), 2, "{text}");
+    for (half, role) in [("forward", "receiver"), ("reverse", "sender")] {
+        let mine = &c[half];
+        let theirs = reports
+            .iter()
+            .find(|r| r["test_id"] == mine["test_id"])
+            .unwrap_or_else(|| panic!("recv's report of the {half} half: {text}"));
+        assert_eq!(theirs["role"], role, "{half}");
+        check_streams(theirs, 2, 20_000);
+        assert_eq!(theirs["receiver"]["streams"], mine["receiver"]["streams"]);
+    }
+}
+
+/// `--bidir` with `-R` (clap), and what a bidirectional UDP test cannot do, are one-line
+/// usage errors.
+#[test]
+fn bidir_refusals_are_one_line_usage_errors() {
+    for (args, names) in [
+        (&["blast", "--bidir", "-R", "--count", "10"][..], "--bidir"),
+        (&["blast", "--bidir", "--find-rate"][..], "--find-rate"),
+        (
+            &["blast", "--bidir", "--count", "10", "--plot", "/tmp/x.svg"][..],
+            "--plot",
+        ),
+        (
+            &[
+                "blast",
+                "--bidir",
+                "--count",
+                "10",
+                "--to",
+                "iperf3://127.0.0.1:1",
+            ][..],
+            "iperf3",
+        ),
+    ] {
+        let (st, out, err) = run(args, Duration::from_secs(20));
+        assert_eq!(st.code(), Some(2), "{args:?}: {out}{err}");
+        assert!(err.contains(names), "{args:?}: {err}");
+        if names != "--bidir" {
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
 }

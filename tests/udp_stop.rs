@@ -223,6 +223,40 @@ fn embedded_blast_interrupted_reports() {
     }
 }
 
+/// Ctrl-C on `blast --bidir` (UDP) stops both halves: one report with both, each marked
+/// interrupted and exact, exit 130.
+#[test]
+fn bidir_interrupted_reports_both_halves() {
+    let child = spawn(
+        &[
+            "blast", "--bidir", "--json", "--time", "20s", "--rate", "100Mbps",
+        ],
+        Stdio::piped(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    kill(&child, libc::SIGINT);
+    let out = wait_output(child, Duration::from_secs(15));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "stderr {stderr}");
+    let r = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(r["schema"], "netcore.udp-bidir.v1");
+    for half in ["forward", "reverse"] {
+        let h = &r[half];
+        assert_eq!(h["receiver"]["interrupted"], true, "{half}: {h}");
+        let a = &h["receiver"]["accounting"];
+        let sent = a["sent"].as_u64().unwrap();
+        assert!(sent > 0, "{half}: {a}");
+        assert_eq!(
+            a["unique"].as_u64().unwrap() + a["lost"].as_u64().unwrap(),
+            sent
+        );
+        assert!(
+            h["sender"]["elapsed_s"].as_f64().unwrap() < 19.0,
+            "{half} stopped early"
+        );
+    }
+}
+
 /// #16.6 end to end: `--rate 1GB/s` is 8 Gbit/s.
 #[test]
 fn byte_rates_on_the_command_line() {

@@ -314,7 +314,8 @@ pub struct TcpArgs {
     /// TCP connections, or a UDP opener datagram)
     #[arg(short = 'R', long, conflicts_with = "bidir")]
     pub reverse: bool,
-    /// Both directions at once: --streams connections each way (TCP only for now)
+    /// Both directions at once: --streams connections (TCP) or streams (UDP: a forward and a
+    /// reverse test, two tests on the receiver) each way
     #[arg(long)]
     pub bidir: bool,
     /// TCP socket buffers (SO_SNDBUF and SO_RCVBUF) on both ends; autotuned without it

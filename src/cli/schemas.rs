@@ -33,6 +33,10 @@ pub fn all() -> Vec<(&'static str, Value)> {
             schema::<flow::udp::report::UdpReport>(flow::udp::report::SCHEMA),
         ),
         (
+            flow::udp::bidir::SCHEMA,
+            schema::<flow::udp::bidir::UdpBidirReport>(flow::udp::bidir::SCHEMA),
+        ),
+        (
             flow::tcp::report::SCHEMA,
             schema::<flow::tcp::report::TcpReport>(flow::tcp::report::SCHEMA),
         ),

@@ -45,9 +45,14 @@ pub fn check(a: &BlastArgs) -> Result<()> {
                     return usage(format!("{f} applies to --proto tcp"));
                 }
                 if t.bidir {
-                    return usage(
-                        "--bidir is not implemented for --proto udp yet; use --proto tcp".into(),
-                    );
+                    let what = [
+                        ("--find-rate", a.find_rate),
+                        ("--plot", a.plot.plot.is_some()),
+                        ("--to iperf3://", iperf3_server(a)?.is_some()),
+                    ];
+                    if let Some((f, _)) = what.iter().find(|x| x.1) {
+                        return usage(format!("{f} is not available with --bidir for --proto udp"));
+                    }
                 }
                 if t.reverse && a.zerocopy {
                     return usage("--zerocopy applies to the sending side: not with -R".into());

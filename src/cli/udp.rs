@@ -18,6 +18,7 @@ use crate::flow::control::{ClientId, Plan};
 use crate::flow::iperf3::Iperf3Event;
 use crate::flow::tcp::report::TcpReport;
 use crate::flow::tcp::server::TcpEvent;
+use crate::flow::udp::bidir;
 use crate::flow::udp::receiver::{self, Event, Receiver, RecvOptions};
 use crate::flow::udp::recv_session::Limits;
 use crate::flow::udp::report::{IntervalRow, UdpReport};
@@ -241,8 +242,8 @@ fn rx_options(a: &BlastArgs, cpu: Option<usize>) -> RecvOptions {
     }
 }
 
-/// Blast's own receiver on loopback (without --to): the thread serving one test and its
-/// stop flag.
+/// Blast's own receiver on loopback (without --to): the thread serving the test (both halves
+/// of a UDP `--bidir` one) and its stop flag.
 pub struct Embedded {
     handle: thread::JoinHandle<Result<()>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -250,17 +251,20 @@ pub struct Embedded {
 
 impl Embedded {
     /// Binds a receiver on 127.0.0.1:0 with blast's --rx flags and serves one test in a
-    /// thread; returns it and its address.
+    /// thread (a UDP `--bidir` test is two at once: it serves until [`Embedded::finish`]);
+    /// returns it and its address.
     pub fn start(a: &BlastArgs, cpu: Option<usize>) -> Result<(Embedded, SocketAddr)> {
+        let bidir = udp_bidir(a);
         let r = Receiver::bind(RecvOptions {
             listen: "127.0.0.1:0".parse()?,
+            max_tests: if bidir { 2 } else { 1 },
             ..rx_options(a, cpu)
         })?;
         let addr = r.local_addr();
         let stop = r.stopper();
         let handle = thread::Builder::new()
             .name("netcore-embedded-recv".into())
-            .spawn(move || r.serve(true, &mut |_| {}))?;
+            .spawn(move || r.serve(!bidir, &mut |_| {}))?;
         Ok((Embedded { handle, stop }, addr))
     }
 
@@ -270,6 +274,11 @@ impl Embedded {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.handle.join();
     }
+}
+
+/// A UDP test both ways at once (`--bidir` without `--proto tcp`).
+fn udp_bidir(a: &BlastArgs) -> bool {
+    a.tcp.bidir && a.proto == Proto::Udp
 }
 
 /// The receiver's (target, control) addresses from --to/--control, or an embedded receiver.
@@ -387,6 +396,13 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     let (target, control, embedded) = target_of(&a, rx_cpu)?;
     let (tx_cpus, _) = cpus_of(&a, embedded.is_some());
     let opts = blast_options(&a, len, plan, a.rate, (target, control), tx_cpus, client);
+    if a.tcp.bidir {
+        if stream.on() {
+            crate::usage_bail!("--json-stream does not cover UDP --bidir yet; use --json");
+        }
+        let live = Live::new(format, a.progress.progress);
+        return blast_bidir(&a, &opts, embedded, format, live);
+    }
     let live = Live::new(format, a.progress.progress).off_stdout(stream.on());
     stream.emit(EventKind::Start, |l| {
         l.kind("udp").peer(target).data(&serde_json::json!({
@@ -444,6 +460,41 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         bail!("cannot write the report to stdout ({e}); it went to stderr");
     }
     Ok(interrupted_exit(report.receiver.interrupted))
+}
+
+/// `blast --bidir` (UDP): the forward and the reverse test at once, their interval lines
+/// marked `fwd`/`rev` as they come, then one report with both.
+fn blast_bidir(
+    a: &BlastArgs,
+    opts: &BlastOptions,
+    embedded: Option<Embedded>,
+    format: Format,
+    live: Live,
+) -> Result<ExitCode> {
+    // The receiving thread is left to the scheduler: the blasting thread has the first CPU.
+    let rx = rx_options(a, None);
+    let report = bidir::run(
+        opts,
+        rx,
+        &mut |row| {
+            live.line(&format!("fwd {}\n", UdpReport::interval_line(row)));
+        },
+        &mut |ev| {
+            if let Event::Interval(row) = ev {
+                live.line(&format!("rev {}", recv_interval_line(&row)));
+            }
+        },
+    );
+    if let Some(e) = embedded {
+        e.finish();
+    }
+    let report = report?;
+    let text = report.render(format);
+    if let Err(e) = out(&text) {
+        eprint!("{text}");
+        bail!("cannot write the report to stdout ({e}); it went to stderr");
+    }
+    Ok(interrupted_exit(report.interrupted()))
 }
 
 /// `blast --to iperf3://HOST[:PORT]` (UDP): datagrams with iperf3's header to a stock
