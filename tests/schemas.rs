@@ -218,7 +218,7 @@ fn blast_and_recv_json_streams_validate() {
         ],
         LIMIT,
     );
-    let l = stream_validates(&out, "blast", Some("netcore.udp.v3"));
+    let l = stream_validates(&out, "blast", Some("netcore.udp.v4"));
     assert!(events_of(&l, "interval") >= 1, "{out}");
     let out = run_ok(
         &[
@@ -254,7 +254,7 @@ fn blast_and_recv_json_streams_validate() {
     );
     let (st, out, err) = recv.finish(LIMIT);
     assert!(st.success(), "{err}");
-    let l = stream_validates(&out, "recv", Some("netcore.udp.v3"));
+    let l = stream_validates(&out, "recv", Some("netcore.udp.v4"));
     assert!(events_of(&l, "interval") >= 1, "{out}");
     assert_eq!(l[0]["kind"], "udp");
     assert_eq!(l[0]["test_id"], l.last().unwrap()["test_id"]);

@@ -334,7 +334,7 @@ mod tests {
         let receiver: serde_json::Value =
             serde_json::from_str(include_str!("../../tests/fuzz_receiver_stats.json")).unwrap();
         let mut r: UdpReport = serde_json::from_value(serde_json::json!({
-            "schema": "netcore.udp.v3", "role": "receiver", "test_id": "", "len": 100,
+            "schema": "netcore.udp.v4", "role": "receiver", "test_id": "", "len": 100,
             "verify": false, "target": "127.0.0.1:5300",
             "sender": crate::flow::udp::report::SenderStats::default(), "receiver": receiver,
             "intervals": []
