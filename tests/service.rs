@@ -392,7 +392,7 @@ fn a_sender_over_the_limits_is_cut_with_the_reason() {
         "over this receiver's limit of 2 (--max-streams)",
     );
     // Faster than allowed: the real sender, unpaced, is cut with the reason.
-    let (st, _, err) = run(&["blast", "--to", &addr, "--count", "200000"], LIMIT);
+    let (st, _, err) = run(&["blast", "--to", &addr, "--count", "2000000"], LIMIT);
     assert_eq!(st.code(), Some(1), "{err}");
     assert!(err.contains("(--max-rate)"), "{err}");
 
