@@ -38,11 +38,12 @@ port_wait() {  # port
 
 # Scrapes until the file $1 exists, bounded by TIME + 10 s; one line per scrape: seconds taken.
 scraper() {  # stopfile outfile
-  local end=$((SECONDS + TIME + 10))
+  local end=$((SECONDS + TIME + 10)) gap
+  gap=$(python3 -c "print(1/$HZ)")
   while [[ ! -e $1 && $SECONDS -lt $end ]]; do
     taskset -c "$TX_CPU" curl -s -o /dev/null -w '%{time_total}\n' --max-time 2 \
       -H 'Accept: application/openmetrics-text; version=1.0.0' "http://127.0.0.1:$MPORT/metrics" >>"$2" || true
-    sleep "$(python3 -c "print(1/$HZ)")"
+    sleep "$gap"
   done
 }
 
