@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use netcore::flow::control::Plan;
+use netcore::flow::rxwait::RxWait;
 use netcore::flow::tcp::spec::Dir;
 use netcore::flow::tcp::stream::{join_all, spawn, Job};
 
@@ -26,6 +27,7 @@ fn move_bytes(len: usize) {
         rate_bps: None,
         zerocopy: false,
         cpu: None,
+        wait: RxWait::Poll,
     };
     let (_, w) = spawn(a, 0, Dir::Up, job(true), stop.clone()).unwrap();
     let (_, r) = spawn(b, 0, Dir::Up, job(false), stop).unwrap();

@@ -218,7 +218,8 @@ impl OutputArgs {
     }
 }
 
-/// How a UDP receiver reads: `recv`'s flags, and `blast`'s for its embedded receiver.
+/// How a receiver reads: `recv`'s flags, and `blast`'s for its embedded receiver (and its own
+/// readers with `-R`/`--bidir`). `--spin`/`--block`/polling apply to TCP readers too.
 #[derive(Args, Debug, Clone)]
 pub struct RxArgs {
     /// Receive buffer to ask for (SO_RCVBUFFORCE when permitted, else SO_RCVBUF)
@@ -227,8 +228,9 @@ pub struct RxArgs {
     /// Busy-poll the socket during a test (burns the receiver's core)
     #[arg(long, conflicts_with = "block")]
     pub spin: bool,
-    /// Sleep in recvmmsg during a test instead of polling with 50 µs naps (the default polls:
-    /// on loopback every wake-up of a sleeping receiver runs on the sender's core)
+    /// Sleep in the receive call during a test (recvmmsg; read for TCP) instead of polling
+    /// with 50 µs naps (the default polls: on loopback every wake-up of a sleeping receiver
+    /// runs on the sender's core)
     #[arg(long)]
     pub block: bool,
     /// Do not ask for UDP_GRO

@@ -186,6 +186,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
             plan,
             cpus,
             interval: a.interval,
+            wait: a.rx.wait(),
             client: who,
         },
         &mut |row| {

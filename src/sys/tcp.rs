@@ -266,6 +266,24 @@ pub fn zerocopy_completions(sock: &impl AsRawFd) -> io::Result<ZcCompletions> {
     }
 }
 
+/// `recv(2)` with `MSG_DONTWAIT`: what is queued now, or `WouldBlock`.
+pub fn recv_now(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid and writable for `buf.len()` bytes for the call.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,8 @@ pub struct Iperf3Ctx<'a> {
     pub listener: &'a TcpListener,
     pub interval: Duration,
     pub cpu: Option<usize>,
+    /// How the readers wait for data (`recv --block`/`--spin`).
+    pub wait: crate::flow::rxwait::RxWait,
     /// The address the report names.
     pub target: String,
     /// The receiver's UDP address (its socket has `SO_REUSEPORT`: see `super::udp`).

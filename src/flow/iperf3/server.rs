@@ -311,7 +311,8 @@ fn admit(
         }
         let i = st.live.len();
         configure(&s, spec).map_err(|e| Refused(format!("{e:#}")))?;
-        let job = job_for(spec, plan, dirs[i], i, false, ctx.cpu);
+        let mut job = job_for(spec, plan, dirs[i], i, false, ctx.cpu);
+        job.wait = ctx.wait;
         let stop = if job.write { wstop } else { rstop }.clone();
         let (live, h) = stream::spawn(s, stream_id(i) as u32, dirs[i], job, stop)?;
         st.live.push(live);

@@ -24,6 +24,7 @@ use super::spec::{encode_preamble, Dir, TcpSpec};
 use super::stream::{self, bytes_moved, Job, Live};
 use crate::flow::control::{ClientId, Conn, Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::host::host_name;
+use crate::flow::rxwait::RxWait;
 pub use crate::flow::streams::cpu_for;
 use crate::sys::signal;
 
@@ -37,6 +38,8 @@ pub struct TcpOptions {
     /// CPUs for the data connection threads, one per stream in turn (none: unpinned).
     pub cpus: Vec<usize>,
     pub interval: Duration,
+    /// How this side's readers (`-R`, `--bidir`) wait for data.
+    pub wait: RxWait,
     /// The source address and shared key (`--bind`, `--auth-key-file`).
     pub client: ClientId,
 }
@@ -59,6 +62,7 @@ pub fn job_for(
         rate_bps: spec.rate_bps.map(|r| (r / n as u64).max(1)),
         zerocopy: spec.zerocopy,
         cpu,
+        wait: RxWait::Poll,
     }
 }
 
@@ -106,7 +110,8 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
     for (id, dir) in spec.directions().into_iter().enumerate() {
         let preamble = encode_preamble(test_id, id as u32);
         let sock = stream::connect_from(opts.control, opts.client.bind, spec, &preamble)?;
-        let job = job_for(spec, opts.plan, dir, id, true, cpu_for(&opts.cpus, id));
+        let mut job = job_for(spec, opts.plan, dir, id, true, cpu_for(&opts.cpus, id));
+        job.wait = opts.wait;
         let (l, h) = stream::spawn(sock, id as u32, dir, job, stop.clone())?;
         live.push(l);
         handles.push(h);

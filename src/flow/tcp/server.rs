@@ -19,6 +19,7 @@ use super::spec::{decode_preamble, Dir, TcpSpec};
 use super::stream::{self, bytes_moved, configure, Running};
 use crate::flow::control::{encode, Conn, Msg, Plan};
 use crate::flow::cpu::CpuUsage;
+use crate::flow::rxwait::RxWait;
 use crate::units::fmt_bits_per_sec;
 
 /// What the server side of a TCP test reports as it runs.
@@ -35,6 +36,8 @@ pub struct ServerCtx {
     pub interval: Duration,
     /// The CPU for every data connection thread, if pinned.
     pub cpu: Option<usize>,
+    /// How the readers wait for data (`recv --block`/`--spin`).
+    pub wait: RxWait,
     /// The address the report names.
     pub target: String,
     /// Set to end the test now (reported interrupted).
@@ -156,7 +159,8 @@ pub fn run_test(
             stop.store(true, Ordering::Relaxed);
             return refuse(c, format!("{e:#}"));
         }
-        let job = job_for(&paced, plan, dirs[i], i, false, ctx.cpu);
+        let mut job = job_for(&paced, plan, dirs[i], i, false, ctx.cpu);
+        job.wait = ctx.wait;
         slots[i] = Some(stream::spawn(sock, id, dirs[i], job, stop.clone())?);
     }
     let (live, handles): (Vec<_>, Vec<_>) = slots.into_iter().map(Option::unwrap).unzip();

@@ -21,6 +21,7 @@ use super::spec::{Dir, TcpSpec};
 use crate::flow::control::Plan;
 use crate::flow::cpu::{CpuUsage, ThreadMeter};
 use crate::flow::pacer::Pacer;
+use crate::flow::rxwait::{RxWait, POLL_NAP};
 use crate::flow::streams::split_count;
 use crate::sys::{affinity, realtime_ns, signal, sockopt, tcp};
 
@@ -134,6 +135,8 @@ pub struct Job {
     /// Write with `MSG_ZEROCOPY`, counting the completions.
     pub zerocopy: bool,
     pub cpu: Option<usize>,
+    /// How a reader waits for data (`recv --block`/`--spin`; polls by default).
+    pub wait: RxWait,
 }
 
 /// A running data connection: what it shares, and its thread.
@@ -307,6 +310,10 @@ fn write_loop(
 }
 
 /// Reads to EOF into one reused buffer; returns bytes read and whether it was cut short.
+/// With [`RxWait::Poll`] (the default) it reads without blocking and naps when nothing is
+/// queued, so that no wake-up of a sleeping reader is charged to the sender's core (on
+/// loopback that core runs the receive path); [`RxWait::Spin`] never naps; [`RxWait::Block`]
+/// sleeps in `read`.
 fn read_loop(
     mut sock: &TcpStream,
     job: &Job,
@@ -322,7 +329,11 @@ fn read_loop(
     let mut total = 0u64;
     let mut last = Instant::now();
     loop {
-        match sock.read(&mut buf) {
+        let got = match job.wait {
+            RxWait::Block => sock.read(&mut buf),
+            RxWait::Poll | RxWait::Spin => tcp::recv_now(sock, &mut buf),
+        };
+        match got {
             Ok(0) => return Ok((total, false)),
             Ok(n) => {
                 total += n as u64;
@@ -332,6 +343,11 @@ fn read_loop(
             Err(e) if transient(&e) => {
                 if stopped(stop) || last.elapsed() > silence {
                     return Ok((total, true));
+                }
+                match job.wait {
+                    RxWait::Poll => thread::sleep(POLL_NAP),
+                    RxWait::Spin => std::hint::spin_loop(),
+                    RxWait::Block => {}
                 }
             }
             Err(e) => return Err(e).context("data connection: read failed"),
@@ -397,27 +413,31 @@ mod tests {
 
     #[test]
     fn a_count_plan_moves_exactly_its_bytes() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (b, _) = l.accept().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let job = |write| Job {
-            write,
-            plan: Plan::Count(37),
-            len: 10_000,
-            rate_bps: None,
-            zerocopy: false,
-            cpu: None,
-        };
-        let (_, w) = spawn(a, 0, Dir::Up, job(true), stop.clone()).unwrap();
-        let (live, r) = spawn(b, 0, Dir::Up, job(false), stop).unwrap();
-        let (ends, cpu, cut) = join_all(vec![w, r]).unwrap();
-        assert!(!cut);
-        assert_eq!(ends[0].bytes, 370_000);
-        assert_eq!(ends[1].bytes, 370_000);
-        assert_eq!(live.bytes.load(Ordering::Relaxed), 370_000);
-        assert_eq!(cpu.threads, 2);
-        let t = ends[0].tcp.as_ref().unwrap();
-        assert!(t.bytes_acked >= 370_000 && !t.congestion.is_empty());
+        // Every way a reader can wait reads every byte to EOF.
+        for wait in [RxWait::Poll, RxWait::Block, RxWait::Spin] {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (b, _) = l.accept().unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let job = |write| Job {
+                write,
+                plan: Plan::Count(37),
+                len: 10_000,
+                rate_bps: None,
+                zerocopy: false,
+                cpu: None,
+                wait,
+            };
+            let (_, w) = spawn(a, 0, Dir::Up, job(true), stop.clone()).unwrap();
+            let (live, r) = spawn(b, 0, Dir::Up, job(false), stop).unwrap();
+            let (ends, cpu, cut) = join_all(vec![w, r]).unwrap();
+            assert!(!cut, "{wait:?}");
+            assert_eq!(ends[0].bytes, 370_000);
+            assert_eq!(ends[1].bytes, 370_000, "{wait:?}");
+            assert_eq!(live.bytes.load(Ordering::Relaxed), 370_000);
+            assert_eq!(cpu.threads, 2);
+            let t = ends[0].tcp.as_ref().unwrap();
+            assert!(t.bytes_acked >= 370_000 && !t.congestion.is_empty());
+        }
     }
 }

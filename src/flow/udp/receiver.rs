@@ -575,6 +575,7 @@ impl Receiver {
         let ev = ev.clone();
         let interval = self.opts.interval;
         let cpu = self.opts.cpu;
+        let wait = self.opts.wait;
         let max_time = self.opts.limits.max_plan;
         let max_rate_bps = self.opts.limits.max_rate_bps;
         let local = self.local_addr();
@@ -586,6 +587,7 @@ impl Receiver {
                         conns: data_rx,
                         interval,
                         cpu,
+                        wait,
                         target: local.to_string(),
                         interrupt: stop,
                         max_time,
@@ -663,6 +665,7 @@ impl Receiver {
             listener: &self.listener,
             interval: self.opts.interval,
             cpu: self.opts.cpu,
+            wait: self.opts.wait,
             target: self.local_addr().to_string(),
             udp: self.udp.local_addr().ok()?,
             rcvbuf: self.rcvbuf,

@@ -58,21 +58,7 @@ pub enum Out {
     Failed(String),
 }
 
-/// How the UDP thread waits for datagrams while a test runs (between tests it always blocks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RxWait {
-    /// Sleep in the receive call; the kernel wakes the thread when a datagram arrives. On
-    /// loopback that wake-up runs on the sender's core, once per batch that finds us asleep.
-    Block,
-    /// Read without blocking; when the socket is empty, nap for [`POLL_NAP`]. No wake-ups are
-    /// charged to the sender, the receiver's core is mostly idle, latency grows by the nap.
-    Poll,
-    /// Read without blocking and never sleep (burns the receiver's core).
-    Spin,
-}
-
-/// The nap of [`RxWait::Poll`] when the socket is empty.
-pub const POLL_NAP: Duration = Duration::from_micros(50);
+pub use crate::flow::rxwait::{RxWait, POLL_NAP};
 
 pub(super) struct UdpCtx {
     pub wait: RxWait,
