@@ -452,4 +452,14 @@ impl JsonStream {
             None => Ok(()),
         }
     }
+
+    /// Passes `r` through, writing an `error` line first when it is an error.
+    pub fn or_error<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            let _ = self.emit(crate::stats::events::EventKind::Error, |l| {
+                l.message(format!("{e:#}"))
+            });
+        }
+        r
+    }
 }

@@ -297,13 +297,7 @@ pub fn run(a: &LoadArgs) -> Result<ExitCode> {
                 l.kind(kind.as_str()).peer(addr).data(r)
             });
         });
-        let p = match p {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = stream.emit(EventKind::Error, |l| l.message(format!("{e:#}")));
-                return Err(e);
-            }
-        };
+        let p = stream.or_error(p)?;
         report.points.push(p);
         if crate::sys::signal::stop_requested() {
             report.interrupted = true;

@@ -197,13 +197,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     if let Some(e) = embedded {
         e.finish();
     }
-    let report = match report {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = stream.emit(EventKind::Error, |l| l.message(format!("{e:#}")));
-            return Err(e);
-        }
-    };
+    let report = stream.or_error(report)?;
     if let Some(p) = a.plot.file() {
         plot_sum(p, &report)?;
     }

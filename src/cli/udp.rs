@@ -434,13 +434,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     if let Some(e) = embedded {
         e.finish();
     }
-    let report = match report {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = stream.emit(EventKind::Error, |l| l.message(format!("{e:#}")));
-            return Err(e);
-        }
-    };
+    let report = stream.or_error(report)?;
     if let Some(p) = a.plot.file() {
         plot_intervals(p, &report)?;
     }
@@ -678,10 +672,7 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         rx.metrics(&mut metrics, &ev);
         rx.print(ev);
     });
-    if let Err(e) = &res {
-        let _ = stream.emit(EventKind::Error, |l| l.message(format!("{e:#}")));
-    }
-    res?;
+    stream.or_error(res)?;
     if rx.lost_output {
         bail!("cannot write reports to stdout; they went to stderr");
     }
