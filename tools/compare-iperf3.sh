@@ -24,10 +24,6 @@ NC=target/release/netcore
 TX_CPU=0 RX_CPU=1
 [[ -x $IPERF3 ]] || die "$IPERF3 missing (apt-get install -y iperf3)"
 cargo build --release --quiet
-port_wait() {  # port
-  for _ in $(seq 1 100); do ss -ltn "sport = :$1" 2>/dev/null | grep -q ":$1" && return 0; sleep 0.05; done
-  die "nothing listening on port $1"
-}
 # The receiving side's goodput in Gbit/s from an iperf3 client's JSON.
 iperf3_gbps() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e9)' "$1"; }
 

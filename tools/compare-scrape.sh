@@ -31,10 +31,6 @@ command -v curl >/dev/null || die "curl missing: apt-get install -y curl"
 command -v python3 >/dev/null || die "python3 missing"
 cargo build --release --quiet
 
-port_wait() {  # port
-  for _ in $(seq 1 100); do ss -ltn "sport = :$1" 2>/dev/null | grep -q ":$1" && return 0; sleep 0.05; done
-  die "nothing listening on TCP port $1"
-}
 
 # Scrapes until the file $1 exists, bounded by TIME + 10 s; one line per scrape: seconds taken.
 scraper() {  # stopfile outfile

@@ -19,6 +19,7 @@
 # adds its control work (small next to the data path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tools/lib.sh
 RUNS="${RUNS:-5}"
 TIME="${TIME:-3}"
 MODES="${MODES:-single p2 rev}"
@@ -32,13 +33,6 @@ fi
 for b in $IPERF3; do [[ -x $b ]] || { echo "$b missing (apt-get install -y iperf3)" >&2; exit 1; }; done
 cargo build --release --quiet
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-port_wait() {  # port
-  for _ in $(seq 1 100); do ss -ltn "sport = :$1" 2>/dev/null | grep -q ":$1" && return 0; sleep 0.05; done
-  echo "nothing listening on port $1" >&2; return 1
-}
 mode_args() {  # mode -> client flags common to both tools
   case $1 in single) ;; p2) echo "-P 2" ;; rev) echo "-R" ;; *) echo "unknown mode $1" >&2; exit 2 ;; esac
 }

@@ -29,6 +29,7 @@
 # and the receiver's first-to-last arrival time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tools/lib.sh
 RUNS="${RUNS:-5}"
 SIZE="${SIZE:-200M}"
 CONFIGS="${CONFIGS:-gso64k pps64 gsooff uring}"
@@ -45,15 +46,7 @@ if [[ ! -x "$ANCHORS/bin/udp_ceiling" && -f "$ANCHORS/build.sh" ]]; then
 fi
 bytes=$(numfmt --from=iec "$SIZE")
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do [[ -n "$p" ]] && kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
 
-port_wait() {  # proto port
-  local flag=-ltn; [[ $1 == udp ]] && flag=-lun
-  for _ in $(seq 1 100); do ss $flag "sport = :$2" 2>/dev/null | grep -q ":$2" && return 0; sleep 0.05; done
-  echo "nothing listening on $1 port $2" >&2; return 1
-}
 
 # netcore: a fresh receiver per run (pinned), then the sender (pinned). RX_EXTRA: extra
 # receiver arguments.

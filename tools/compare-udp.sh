@@ -69,11 +69,6 @@ if ! { echo "$buf" >/proc/sys/net/core/rmem_max && echo "$buf" >/proc/sys/net/co
   BUF_NOTE="could not raise rmem_max (not root): iperf3's -w is capped at $RMEM0 bytes"
 fi
 
-port_wait() {  # proto port
-  local flag=-ltn; [[ $1 == udp ]] && flag=-lun
-  for _ in $(seq 1 100); do ss $flag "sport = :$2" 2>/dev/null | grep -q ":$2" && return 0; sleep 0.05; done
-  die "nothing listening on $1 port $2"
-}
 
 # One row of results.tsv: name len received_pps goodput_bps lost sent
 run_netcore() {  # len

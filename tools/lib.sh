@@ -21,3 +21,14 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# port_wait [tcp|udp] PORT: waits up to 5 s for a listener on PORT of 127.0.0.1 (TCP unless
+# told); logs and fails (which ends a `set -e` script) when none comes.
+port_wait() {
+  local flag=-ltn proto=tcp port=$1
+  if [[ $# -ge 2 ]]; then proto=$1 port=$2; fi
+  [[ $proto == udp ]] && flag=-lun
+  for _ in $(seq 1 100); do ss $flag "sport = :$port" 2>/dev/null | grep -q ":$port" && return 0; sleep 0.05; done
+  log "error: nothing listening on $proto port $port"
+  return 1
+}
