@@ -231,6 +231,38 @@ fn bidir_embedded_receiver() {
 }
 
 #[test]
+fn bidir_pins_this_sides_receiving_thread_with_cpus() {
+    // The sending thread takes --cpus' first entry, this side's receiving thread (the
+    // reverse half) the next one; each report names the CPU of its threads.
+    let (st, out, err) = run(
+        &[
+            "blast", "--bidir", "--cpus", "0,1", "--count", "20000", "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{err}");
+    let d = json(&out);
+    let cpu_of = |half: &str, role: &str| {
+        d[half]["receiver"]["kernel"]["threads"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{half}: no threads in {out}"))
+            .iter()
+            .find(|t| t["role"] == role)
+            .map(|t| t["cpu"].clone())
+    };
+    assert_eq!(
+        cpu_of("forward", "sender"),
+        Some(serde_json::json!(0)),
+        "{out}"
+    );
+    assert_eq!(
+        cpu_of("reverse", "receiver"),
+        Some(serde_json::json!(1)),
+        "{out}"
+    );
+}
+
+#[test]
 fn bidir_table_and_csv_have_both_directions() {
     let (st, out, err) = run(
         &["blast", "--bidir", "-P", "2", "--count", "3001"],

@@ -16,6 +16,7 @@ use crate::flow::access::{AllowList, Key};
 use crate::flow::backend::Backend;
 use crate::flow::control::{ClientId, Plan};
 use crate::flow::iperf3::Iperf3Event;
+use crate::flow::streams::cpu_for;
 use crate::flow::tcp::report::TcpReport;
 use crate::flow::tcp::server::TcpEvent;
 use crate::flow::udp::bidir;
@@ -465,8 +466,17 @@ fn blast_bidir(
     format: Format,
     live: Live,
 ) -> Result<ExitCode> {
-    // The receiving thread is left to the scheduler: the blasting thread has the first CPU.
-    let rx = rx_options(a, None);
+    // The receiving thread takes the entry of `--cpus` after the sending threads' (in turn),
+    // or with `--pin` the CPU after theirs; without either it is left to the scheduler.
+    let rx_cpu = match (a.pin.list(), a.pin.pin) {
+        (Some(l), _) => cpu_for(l, opts.cpus.len()),
+        (None, true) => cpu_for(
+            &(0..affinity::available_cpus().max(1)).collect::<Vec<_>>(),
+            opts.cpus.len(),
+        ),
+        (None, false) => None,
+    };
+    let rx = rx_options(a, rx_cpu);
     let report = bidir::run(
         opts,
         rx,
