@@ -104,10 +104,19 @@ pub enum Event {
         test_id: u64,
         len: u32,
     },
-    Interval(IntervalRow),
+    /// A UDP test's interval: the receiving side's row of a test sent here, the sending
+    /// side's of a reverse test (`-R`) sent from here. Tests run at once: the id tells whose.
+    Interval {
+        test_id: u64,
+        row: IntervalRow,
+    },
     Finished(Box<UdpReport>),
-    /// A TCP test's progress and report.
-    Tcp(TcpEvent),
+    /// A TCP test's progress and report; `peer` is the client's control connection.
+    Tcp {
+        test_id: u64,
+        peer: SocketAddr,
+        ev: TcpEvent,
+    },
     /// An iperf3 client's test (`flow::iperf3`).
     Iperf3(Iperf3Event),
     /// A test that could not run or was cut short (the report, if any, came as Finished).
@@ -298,7 +307,7 @@ impl Receiver {
                         }
                     }
                     Action::Cmd(c) => cmd_tx.send(c)?,
-                    Action::Interval(row) => on_event(Event::Interval(row)),
+                    Action::Interval(row) => on_event(Event::Interval { test_id, row }),
                     Action::Finished(r) => report = Some(r),
                     Action::End(r) => ended = Some(r),
                     Action::Started { .. } | Action::Tcp { .. } | Action::UdpReverse(_) => {}
@@ -518,7 +527,10 @@ impl Receiver {
                             test_id,
                             len,
                         }),
-                        Action::Interval(row) => on_event(Event::Interval(row)),
+                        Action::Interval(row) => on_event(Event::Interval {
+                            test_id: slot.session.test_id(),
+                            row,
+                        }),
                         Action::Finished(r) => on_event(Event::Finished(r)),
                         Action::Tcp {
                             test_id,
@@ -592,13 +604,18 @@ impl Receiver {
                         max_rate_bps,
                     };
                     let r = tcp::server::run_test(&mut conn, ctx, test_id, plan, spec, &mut |e| {
-                        let _ = ev.send(Event::Tcp(e));
+                        let _ = ev.send(Event::Tcp {
+                            test_id,
+                            peer,
+                            ev: e,
+                        });
                     });
                     r.map_err(|e| format!("{e:#}"))
                 };
                 (test_id, Some(data_tx), Box::new(run))
             }
             JobKind::Reverse(job) => {
+                let test_id = job.test_id;
                 let run = move || {
                     let stopped = || stop.load(Ordering::Relaxed);
                     let r = super::reverse::serve(
@@ -609,7 +626,7 @@ impl Receiver {
                         cpu,
                         &stopped,
                         &mut |row| {
-                            let _ = ev.send(Event::Interval(*row));
+                            let _ = ev.send(Event::Interval { test_id, row: *row });
                         },
                     );
                     match r {
