@@ -752,8 +752,13 @@ pub fn run_reverse(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<UdpReport> {
     let opts = &sender::resolve(opts)?;
-    // The local address that routes to the server (no packet is sent by connecting).
-    let probe = UdpSocket::bind(sender::unspecified(opts.target))?;
+    // The local address that routes to the server (no packet is sent by connecting): --bind's
+    // when given, as the control connection's, so the opener comes from the host the receiver
+    // admitted (it sends nothing to another).
+    let probe = UdpSocket::bind(match opts.client.bind {
+        Some(ip) => SocketAddr::new(ip, 0),
+        None => sender::unspecified(opts.target),
+    })?;
     probe
         .connect(opts.control)
         .with_context(|| format!("cannot reach {}", opts.control))?;
