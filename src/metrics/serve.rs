@@ -97,7 +97,6 @@ impl Collector for ServeCollector {
             prometheus_client::metrics::MetricType::Gauge,
         )?;
         ConstGauge::new(t.active as i64).encode(g.encode_family(&base)?)?;
-        drop(g);
         if self.counters.times_requests() {
             let l = self.counters.latency();
             let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_NS
