@@ -69,22 +69,19 @@ fn metrics_addr(line: &str) -> String {
         .to_string()
 }
 
+/// `netcore ARGS --metrics 127.0.0.1:0` (a command that says "listening on" on stderr): it,
+/// its metrics address, its address.
+fn with_metrics(args: &[&str]) -> (Proc, String, String) {
+    let mut p = Proc::netcore(&[args, &["--metrics", "127.0.0.1:0"][..]].concat());
+    let maddr = metrics_addr(&p.wait_line("metrics on"));
+    let addr = addr_in(&p.wait_line("listening on"));
+    (p, maddr, addr)
+}
+
 /// A relay to `to` with `extra` flags and `--metrics`: it, its metrics address, its address.
 fn relay_with_metrics(to: &str, extra: &[&str]) -> (Proc, String, String) {
-    let base = [
-        "relay",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        to,
-        "--metrics",
-        "127.0.0.1:0",
-        "--json",
-    ];
-    let mut relay = Proc::netcore(&[&base[..], extra].concat());
-    let maddr = metrics_addr(&relay.wait_line("metrics on"));
-    let addr = addr_in(&relay.wait_line("listening on"));
-    (relay, maddr, addr)
+    let base = ["relay", "--listen", "127.0.0.1:0", "--to", to, "--json"];
+    with_metrics(&[&base[..], extra].concat())
 }
 
 /// The blast's control channel goes through the relay's TCP proxy (no `--control`), so the
@@ -324,17 +321,7 @@ fn prometheus_scrapes_the_relay() {
 /// `recv --listen 127.0.0.1:0 --metrics 127.0.0.1:0 EXTRA`: the process, the metrics address
 /// and the receiver's.
 fn recv_with_metrics(extra: &[&str]) -> (Proc, String, String) {
-    let base = [
-        "recv",
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics",
-        "127.0.0.1:0",
-    ];
-    let mut recv = Proc::netcore(&[&base[..], extra].concat());
-    let maddr = metrics_addr(&recv.wait_line("metrics on"));
-    let addr = addr_in(&recv.wait_line("listening on"));
-    (recv, maddr, addr)
+    with_metrics(&[&["recv", "--listen", "127.0.0.1:0"][..], extra].concat())
 }
 
 fn total(m: &BTreeMap<String, f64>, family: &str) -> f64 {
@@ -385,7 +372,8 @@ fn recv_metrics_equal_its_reports_and_prometheus_stores_them() {
         ],
         Duration::from_secs(60),
     );
-    let (_, m) = scrape(&maddr);
+    // A sender has its report a moment before recv has ended the test: all four ended.
+    let m = scrape_until(&maddr, |m| total(m, "netcore_recv_tests_total") == 4.0);
     let families = [
         "netcore_recv_tests_total",
         "netcore_recv_datagrams_total",
@@ -722,7 +710,7 @@ fn recv_labels_tcp_and_reverse_tests_with_their_peer() {
         let base = ["blast", "--to", &addr, "--bind", "127.0.0.2", "--json"];
         run_ok(&[&base[..], extra].concat(), Duration::from_secs(60));
     }
-    let (_, m) = scrape(&maddr);
+    let m = scrape_until(&maddr, |m| total(m, "netcore_recv_tests_total") == 4.0);
     assert!(!m.keys().any(|k| k.contains("unknown")), "{m:?}");
     for kind in ["tcp", "udp"] {
         assert_eq!(
