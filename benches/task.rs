@@ -2,7 +2,9 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use netcore::proto::{Counters, Proto, Session, SessionConfig};
+use netcore::server::timing::RequestClock;
 use std::hint::black_box;
+use std::time::Instant;
 
 fn bench(c: &mut Criterion) {
     let srv = Counters::local();
@@ -50,6 +52,27 @@ fn bench(c: &mut Criterion) {
             black_box(s.input(black_box(&chunk), &mut out, &srv));
         })
     });
+    // `echo` as a driver runs it with `serve --metrics`: the request clock told of the read
+    // (at the turn's time, as epoll does) and of the hand-off (one clock read, two atomic
+    // adds); and without --metrics (the clock's bookkeeping only). Against `echo` above.
+    let line = b"ECHO hello world, this is a request\n";
+    for (name, counters) in [
+        ("echo_timed", Counters::local().timing_requests()),
+        ("echo_untimed_clock", Counters::local()),
+    ] {
+        let mut s = Session::new(SessionConfig::default());
+        let mut clock = RequestClock::default();
+        let turn = Instant::now();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                out.clear();
+                black_box(s.input(black_box(line), &mut out, &counters));
+                clock.read(&s, turn);
+                clock.handed_off(&s, &counters);
+                black_box(out.len())
+            })
+        });
+    }
     g.finish();
 }
 

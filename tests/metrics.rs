@@ -9,7 +9,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::proc::Proc;
-use common::{addr_in, run_ok};
+use common::{addr_in, control, run_ok};
+use netcore::flow::control::Plan;
 use serde_json::Value;
 
 /// SIGINT, then the stdout of a clean exit.
@@ -68,22 +69,19 @@ fn metrics_addr(line: &str) -> String {
         .to_string()
 }
 
+/// `netcore ARGS --metrics 127.0.0.1:0` (a command that says "listening on" on stderr): it,
+/// its metrics address, its address.
+fn with_metrics(args: &[&str]) -> (Proc, String, String) {
+    let mut p = Proc::netcore(&[args, &["--metrics", "127.0.0.1:0"][..]].concat());
+    let maddr = metrics_addr(&p.wait_line("metrics on"));
+    let addr = addr_in(&p.wait_line("listening on"));
+    (p, maddr, addr)
+}
+
 /// A relay to `to` with `extra` flags and `--metrics`: it, its metrics address, its address.
 fn relay_with_metrics(to: &str, extra: &[&str]) -> (Proc, String, String) {
-    let base = [
-        "relay",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        to,
-        "--metrics",
-        "127.0.0.1:0",
-        "--json",
-    ];
-    let mut relay = Proc::netcore(&[&base[..], extra].concat());
-    let maddr = metrics_addr(&relay.wait_line("metrics on"));
-    let addr = addr_in(&relay.wait_line("listening on"));
-    (relay, maddr, addr)
+    let base = ["relay", "--listen", "127.0.0.1:0", "--to", to, "--json"];
+    with_metrics(&[&base[..], extra].concat())
 }
 
 /// The blast's control channel goes through the relay's TCP proxy (no `--control`), so the
@@ -320,6 +318,12 @@ fn prometheus_scrapes_the_relay() {
 }
 
 /// The sum over every series of `family` in a scrape.
+/// `recv --listen 127.0.0.1:0 --metrics 127.0.0.1:0 EXTRA`: the process, the metrics address
+/// and the receiver's.
+fn recv_with_metrics(extra: &[&str]) -> (Proc, String, String) {
+    with_metrics(&[&["recv", "--listen", "127.0.0.1:0"][..], extra].concat())
+}
+
 fn total(m: &BTreeMap<String, f64>, family: &str) -> f64 {
     m.iter()
         .filter(|(k, _)| k.split('{').next() == Some(family))
@@ -332,16 +336,7 @@ fn total(m: &BTreeMap<String, f64>, family: &str) -> f64 {
 /// stores the same; `promtool check metrics` passes.
 #[test]
 fn recv_metrics_equal_its_reports_and_prometheus_stores_them() {
-    let mut recv = Proc::netcore(&[
-        "recv",
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics",
-        "127.0.0.1:0",
-        "--json-stream",
-    ]);
-    let maddr = metrics_addr(&recv.wait_line("metrics on"));
-    let recv_addr = addr_in(&recv.wait_line("listening on"));
+    let (recv, maddr, recv_addr) = recv_with_metrics(&["--json-stream"]);
     let prom = have_prometheus().then(|| {
         let dir = common::scratch_dir("prometheus-recv");
         let (p, web) = start_prometheus(&dir, &[&maddr]);
@@ -377,7 +372,8 @@ fn recv_metrics_equal_its_reports_and_prometheus_stores_them() {
         ],
         Duration::from_secs(60),
     );
-    let (_, m) = scrape(&maddr);
+    // A sender has its report a moment before recv has ended the test: all four ended.
+    let m = scrape_until(&maddr, |m| total(m, "netcore_recv_tests_total") == 4.0);
     let families = [
         "netcore_recv_tests_total",
         "netcore_recv_datagrams_total",
@@ -520,20 +516,38 @@ fn serve_metrics_equal_its_totals_and_prometheus_stores_them() {
     );
     let (head, _) = get(&listen, "/no/such/route").unwrap();
     assert!(head.contains(" 404 "), "{head}");
-    // The fork model counts a connection's requests when its child has answered them.
-    std::thread::sleep(Duration::from_millis(300));
-    let (_, m) = scrape(&maddr);
+    // The fork model counts a connection's requests when its child has answered them, and
+    // times them when its answers are written: every connection closed, each request timed.
     let l = "{model=\"fork\",proto=\"http\"}";
+    let m = scrape_until(&maddr, |m| {
+        let g = |k: &str| m.get(&format!("{k}{l}")).copied();
+        g("netcore_serve_connections_open") == Some(0.0)
+            && g("netcore_serve_request_latency_seconds_count") == g("netcore_serve_requests_total")
+    });
     let requests = m[&format!("netcore_serve_requests_total{l}")];
     assert!(requests >= 61.0, "{m:?}");
+    assert_eq!(
+        m[&format!("netcore_serve_request_latency_seconds_count{l}")],
+        requests,
+        "{m:?}"
+    );
     assert_eq!(
         m["netcore_serve_errors_total{model=\"fork\",proto=\"http\",kind=\"not_found\"}"], 1.0,
         "{m:?}"
     );
     promtool_passes(&maddr);
     if let Some((p, web, dir)) = prom {
-        let q = "sum(netcore_serve_requests_total)";
-        assert_eq!(stored(&web, q, requests), Some(requests));
+        for q in [
+            "sum(netcore_serve_requests_total)",
+            "sum(netcore_serve_request_latency_seconds_count)",
+            "sum(netcore_serve_request_latency_seconds_bucket{le=\"+Inf\"})",
+        ] {
+            assert_eq!(stored(&web, q, requests), Some(requests), "{q}");
+        }
+        // The README's query runs.
+        let q = "histogram_quantile(0.99, sum by (instance, le) (rate(netcore_serve_request_latency_seconds_bucket[5m])))";
+        let (_, body) = get(&web, &format!("/api/v1/query?query={}", urlencode(q))).unwrap();
+        assert!(body.contains("\"status\":\"success\""), "{q}: {body}");
         drop(p);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -559,4 +573,153 @@ fn serve_metrics_equal_its_totals_and_prometheus_stores_them() {
         field("bytes_in"),
         m["netcore_serve_bytes_total{model=\"fork\",proto=\"http\",direction=\"in\"}"]
     );
+}
+
+/// A scrape once `done` holds for it (polled, at most 20 s; the last one otherwise): the
+/// answers a server has just written are counted a moment after the client reads them.
+fn scrape_until(
+    maddr: &str,
+    done: impl Fn(&BTreeMap<String, f64>) -> bool,
+) -> BTreeMap<String, f64> {
+    let t = std::time::Instant::now();
+    loop {
+        let (_, m) = scrape(maddr);
+        if done(&m) || t.elapsed() > Duration::from_secs(20) {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `serve --metrics` times every request in every model: after a connection's requests
+/// (one a `SLEEP 30` and one held behind it), the latency histogram counts each request
+/// served once, and the two that waited for the sleep are in buckets above 25 ms (a lower
+/// bound the server's sleep guarantees, not a timing claim).
+#[test]
+fn serve_times_every_request_in_every_model() {
+    for model in ["iterative", "fork", "thread", "pool", "epoll", "uring"] {
+        let listen = free_addr();
+        let mut serve = Proc::netcore(&[
+            "serve",
+            "--model",
+            model,
+            "--listen",
+            &listen,
+            "--metrics",
+            "127.0.0.1:0",
+        ]);
+        let maddr = metrics_addr(&serve.wait_line("metrics on"));
+        let t = std::time::Instant::now();
+        let mut s = loop {
+            match TcpStream::connect(&listen) {
+                Ok(s) => break s,
+                Err(e) => assert!(t.elapsed() < Duration::from_secs(20), "{model}: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"ECHO a\nSLEEP 30\nECHO b\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while got.iter().filter(|&&b| b == b'\n').count() < 3 {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "{model}: closed after {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"a\nOK slept 30ms\nb\n", "{model}");
+        s.write_all(b"BYE\n").unwrap();
+        let mut rest = String::new();
+        s.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "Goodbye!\n", "{model}");
+        let l = format!("{{model=\"{model}\",proto=\"task\"}}");
+        let count = format!("netcore_serve_request_latency_seconds_count{l}");
+        let m = scrape_until(&maddr, |m| m.get(&count) == Some(&4.0));
+        assert_eq!(
+            m[&format!("netcore_serve_requests_total{l}")],
+            4.0,
+            "{model}: {m:?}"
+        );
+        assert_eq!(m.get(&count), Some(&4.0), "{model}: {m:?}");
+        let le = |b: &str| {
+            m[&format!(
+                "netcore_serve_request_latency_seconds_bucket{{le=\"{b}\",model=\"{model}\",proto=\"task\"}}"
+            )]
+        };
+        assert_eq!(le("+Inf"), 4.0, "{model}: {m:?}");
+        assert!(
+            4.0 - le("0.025") >= 2.0,
+            "{model}: SLEEP 30 and the ECHO behind it: {m:?}"
+        );
+        let sum = m[&format!("netcore_serve_request_latency_seconds_sum{l}")];
+        assert!(sum >= 0.06, "{model}: {sum}");
+        drop(serve);
+    }
+}
+
+/// Two UDP tests at once from two hosts: while both run, each one's live datagram counter
+/// goes to its own peer's series (not all to the test that started last), and once they end
+/// each series equals its test's report.
+#[test]
+fn live_counters_of_tests_at_once_go_to_their_own_peers() {
+    let (recv, maddr, addr) = recv_with_metrics(&["--interval", "100ms", "--json"]);
+    let hosts: [std::net::IpAddr; 2] = ["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()];
+    let (ids, counts) = ([0xa1u64, 0xb2], [300u64, 500]);
+    // Both past Ready before either sends: the second started last.
+    let mut conns: Vec<_> = (0..2)
+        .map(|i| control::held_test(&addr, ids[i], 100, Plan::Count(counts[i]), Some(hosts[i])))
+        .collect();
+    for i in 0..2 {
+        let u = control::data_socket(&addr, Some(hosts[i]));
+        control::send_datagrams(&u, ids[i], 100, 0..counts[i]);
+    }
+    let series =
+        |h: &std::net::IpAddr| format!("netcore_recv_datagrams_total{{kind=\"udp\",peer=\"{h}\"}}");
+    let live = scrape_until(&maddr, |m| {
+        hosts
+            .iter()
+            .all(|h| m.get(&series(h)).is_some_and(|&v| v > 0.0))
+    });
+    for (i, h) in hosts.iter().enumerate() {
+        let v = live.get(&series(h)).copied().unwrap_or(0.0);
+        assert!(
+            v > 0.0 && v <= counts[i] as f64,
+            "{h} while running: {live:?}"
+        );
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let r = control::done_and_report(c, counts[i], 100, 1_000_000_000);
+        let m = scrape_until(&maddr, |m| {
+            m.get(&series(&hosts[i])) == Some(&(r.accounting.unique as f64))
+        });
+        assert_eq!(m[&series(&hosts[i])], r.accounting.unique as f64, "{m:?}");
+    }
+    drop(recv);
+}
+
+/// Every test is labelled with its sender's address: TCP tests and reverse (`-R`) ones too,
+/// not `peer="unknown"`.
+#[test]
+fn recv_labels_tcp_and_reverse_tests_with_their_peer() {
+    let (recv, maddr, addr) = recv_with_metrics(&["--json"]);
+    for extra in [
+        &["--proto", "tcp", "--size", "1MB"][..],
+        &["--proto", "tcp", "--size", "1MB", "-R"],
+        &["--count", "500", "-R"],
+        &["--count", "500"],
+    ] {
+        let base = ["blast", "--to", &addr, "--bind", "127.0.0.2", "--json"];
+        run_ok(&[&base[..], extra].concat(), Duration::from_secs(60));
+    }
+    let m = scrape_until(&maddr, |m| total(m, "netcore_recv_tests_total") == 4.0);
+    assert!(!m.keys().any(|k| k.contains("unknown")), "{m:?}");
+    for kind in ["tcp", "udp"] {
+        assert_eq!(
+            m[&format!("netcore_recv_tests_total{{kind=\"{kind}\",outcome=\"ok\"}}")],
+            2.0,
+            "{m:?}"
+        );
+        let bytes = format!("netcore_recv_bytes_total{{kind=\"{kind}\",peer=\"127.0.0.2\"}}");
+        assert!(m.get(&bytes).is_some_and(|&b| b > 0.0), "{bytes}: {m:?}");
+    }
+    drop(recv);
 }

@@ -8,9 +8,10 @@ mod common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use common::control::{self, held_test, hello};
 use common::proc::Proc;
 use common::{addr_in, run, scratch_dir, spawn, wait_output};
-use netcore::flow::control::{ClientId, Conn, Msg, Plan, PROTOCOL_VERSION};
+use netcore::flow::control::{ClientId, Conn, Msg, Plan};
 use netcore::flow::udp::wire;
 use serde_json::Value;
 
@@ -63,65 +64,12 @@ fn exact_tcp(r: &Value) {
     assert_eq!(r["interrupted"], false, "{r}");
 }
 
-fn hello(test_id: u64, len: u32, plan: Plan) -> Msg {
-    Msg::Hello {
-        version: PROTOCOL_VERSION,
-        test_id,
-        len,
-        plan,
-        streams: 1,
-        verify: false,
-        host: "test".into(),
-        auth: false,
-    }
-}
-
-/// A hand-driven UDP test up to Ready: its control connection.
-fn held_test(addr: &str, test_id: u64, len: u32, plan: Plan) -> Conn {
-    let mut c = Conn::connect(addr.parse().unwrap()).unwrap();
-    c.open_test(hello(test_id, len, plan), &ClientId::default())
-        .unwrap();
-    c.send(&Msg::Setup {
-        tcp: None,
-        reverse: None,
-    })
-    .unwrap();
-    match c.expect("Ready", Duration::from_secs(10)).unwrap() {
-        Msg::Ready { .. } => c,
-        m => panic!("expected Ready, got {m:?}"),
-    }
-}
-
 /// Sends `n` datagrams of test `test_id` (from 0) and Done; the receiver's Report.
 fn finish_test(c: &mut Conn, addr: &str, test_id: u64, len: usize, n: u64) -> Value {
-    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-    u.connect(addr).unwrap();
-    for seq in 0..n {
-        u.send(&wire::build(len, test_id, seq, 1, false)).unwrap();
-        if seq % 32 == 31 {
-            // Keeps the receive queue short on a loaded machine.
-            std::thread::sleep(Duration::from_micros(300));
-        }
-    }
-    c.send(&Msg::Done {
-        sent: n,
-        bytes: n * len as u64,
-        elapsed_ns: 1_000_000_000,
-        errors: Default::default(),
-        cpu: None,
-        interrupted: false,
-        pacing: None,
-        streams: Vec::new(),
-        sndbuf_errors: None,
-    })
-    .unwrap();
-    loop {
-        match c.expect("Report", Duration::from_secs(15)).unwrap() {
-            Msg::Report { receiver } => return serde_json::to_value(&*receiver).unwrap(),
-            Msg::Interval { .. } => {}
-            m => panic!("expected Report, got {m:?}"),
-        }
-    }
+    let u = control::data_socket(addr, None);
+    control::send_datagrams(&u, test_id, len, 0..n);
+    let r = control::done_and_report(c, n, len as u64, 1_000_000_000);
+    serde_json::to_value(&*r).unwrap()
 }
 
 /// Waits (bounded) for an Error on `c`, skipping Intervals; its message.
@@ -136,6 +84,23 @@ fn expect_error(c: &mut Conn) -> String {
         }
     }
     panic!("no Error within 20 s");
+}
+
+/// A UDP and a TCP `blast ARGS --count 500 --json` to `addr` that succeed, each report exact.
+fn admitted(addr: &str, args: &[&str]) {
+    for proto in ["udp", "tcp"] {
+        let base = [
+            "blast", "--to", addr, "--proto", proto, "--count", "500", "--json",
+        ];
+        let (st, out, err) = run(&[&base[..], args].concat(), LIMIT);
+        assert!(st.success(), "{proto}: {err}");
+        let r = json(&out);
+        if proto == "udp" {
+            exact_udp(&r);
+        } else {
+            exact_tcp(&r);
+        }
+    }
 }
 
 /// One line on stderr, exit 1, nothing on stdout: a refused sender.
@@ -154,7 +119,7 @@ fn four_tests_at_once_are_each_exact_and_a_fifth_is_told_busy() {
     let ids = [11u64, 12, 13, 14];
     let mut held: Vec<Conn> = ids
         .iter()
-        .map(|&id| held_test(&addr, id, 200, Plan::Count(3000)))
+        .map(|&id| held_test(&addr, id, 200, Plan::Count(3000), None))
         .collect();
     // A fifth, UDP or TCP, is told so in one line and exits 1.
     refused(
@@ -249,30 +214,7 @@ fn allow_refuses_a_sender_outside_and_admits_one_inside() {
         &["blast", "--to", &addr, "--count", "100"],
         "127.0.0.1 is not allowed to start tests here (--allow)",
     );
-    for proto in ["udp", "tcp"] {
-        let (st, out, err) = run(
-            &[
-                "blast",
-                "--to",
-                &addr,
-                "--bind",
-                "127.0.0.2",
-                "--proto",
-                proto,
-                "--count",
-                "500",
-                "--json",
-            ],
-            LIMIT,
-        );
-        assert!(st.success(), "{proto}: {err}");
-        let r = json(&out);
-        if proto == "udp" {
-            exact_udp(&r);
-        } else {
-            exact_tcp(&r);
-        }
-    }
+    admitted(&addr, &["--bind", "127.0.0.2"]);
     drop(p);
     // Bad blocks are usage errors.
     let (st, _, err) = run(&["recv", "--allow", "10.0.0.0/33"], LIMIT);
@@ -309,30 +251,7 @@ fn auth_key_refuses_a_wrong_or_missing_key_and_admits_the_right_one() {
         ],
         "authentication failed: wrong key",
     );
-    for proto in ["udp", "tcp"] {
-        let (st, out, err) = run(
-            &[
-                "blast",
-                "--to",
-                &addr,
-                "--proto",
-                proto,
-                "--count",
-                "500",
-                "--auth-key-file",
-                right,
-                "--json",
-            ],
-            LIMIT,
-        );
-        assert!(st.success(), "{proto}: {err}");
-        let r = json(&out);
-        if proto == "udp" {
-            exact_udp(&r);
-        } else {
-            exact_tcp(&r);
-        }
-    }
+    admitted(&addr, &["--auth-key-file", right]);
     // A proof for another test id (a replayed answer) is refused: the MAC binds the id.
     let mut c = Conn::connect(addr.parse().unwrap()).unwrap();
     let mut h = hello(5, 200, Plan::Count(10));
@@ -391,10 +310,28 @@ fn a_sender_over_the_limits_is_cut_with_the_reason() {
         &["blast", "--to", &addr, "-P", "3", "--count", "30"],
         "over this receiver's limit of 2 (--max-streams)",
     );
-    // Faster than allowed: the real sender, unpaced, is cut with the reason.
-    let (st, _, err) = run(&["blast", "--to", &addr, "--count", "2000000"], LIMIT);
-    assert_eq!(st.code(), Some(1), "{err}");
-    assert!(err.contains("(--max-rate)"), "{err}");
+    // Faster than allowed: a sender whose plan is within the limits sends at far over
+    // --max-rate (64 kB a round, rounds a few ms apart: tens of Mbit/s) and is cut with the
+    // reason. It sends until it is cut (bounded by its plan's count and by time), so the cut
+    // cannot miss it by its having finished first.
+    let mut c = held_test(&addr, 20, 1000, Plan::Count(1_000_000), None);
+    let u = control::data_socket(&addr, None);
+    let t = Instant::now();
+    let mut seq = 0;
+    let why = loop {
+        control::send_datagrams(&u, 20, 1000, seq..seq + 64);
+        seq += 64;
+        assert!(
+            seq < 1_000_000 && t.elapsed() < LIMIT / 2,
+            "not cut after {seq} datagrams"
+        );
+        match c.recv_until(Instant::now() + Duration::from_millis(1)) {
+            Ok(Some(Msg::Error { message })) => break message,
+            Ok(_) => {}
+            Err(e) => panic!("{e:#}"),
+        }
+    };
+    assert!(why.contains("(--max-rate)"), "{why}");
 
     // The same for TCP.
     let (st, _, err) = run(
@@ -405,9 +342,7 @@ fn a_sender_over_the_limits_is_cut_with_the_reason() {
     assert!(err.contains("(--max-rate)"), "{err}");
 
     // A sender that says 10 datagrams and sends 300 is cut.
-    let mut c = held_test(&addr, 21, 100, Plan::Count(10));
-    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-    u.connect(&addr).unwrap();
+    let mut c = held_test(&addr, 21, 100, Plan::Count(10), None);
     for seq in 0..300 {
         u.send(&wire::build(100, 21, seq, 1, false)).unwrap();
     }
@@ -416,7 +351,7 @@ fn a_sender_over_the_limits_is_cut_with_the_reason() {
 
     // A sender that plans 0.5 s and goes on sending is cut at --max-duration (a datagram now
     // and then: under the rate limit).
-    let mut c = held_test(&addr, 22, 100, Plan::TimeNs(500_000_000));
+    let mut c = held_test(&addr, 22, 100, Plan::TimeNs(500_000_000), None);
     let mut seq = 0;
     let why = loop {
         u.send(&wire::build(100, 22, seq, 1, false)).unwrap();
@@ -489,7 +424,7 @@ fn reverse_sends_nothing_to_an_opener_from_another_host() {
 fn sigterm_and_sighup_let_running_tests_finish_a_second_signal_interrupts() {
     for sig in [libc::SIGTERM, libc::SIGHUP] {
         let (mut p, addr) = recv(&[]);
-        let mut c = held_test(&addr, 41, 200, Plan::Count(2000));
+        let mut c = held_test(&addr, 41, 200, Plan::Count(2000), None);
         signal(&p, sig);
         p.wait_line("stopping");
         // New tests are refused while the running one goes on.
@@ -508,7 +443,7 @@ fn sigterm_and_sighup_let_running_tests_finish_a_second_signal_interrupts() {
     }
     // Two signals: the running test ends now, its report marked interrupted.
     let (mut p, addr) = recv(&[]);
-    let mut c = held_test(&addr, 42, 200, Plan::Count(2000));
+    let mut c = held_test(&addr, 42, 200, Plan::Count(2000), None);
     signal(&p, libc::SIGTERM);
     p.wait_line("stopping");
     signal(&p, libc::SIGTERM);
@@ -567,7 +502,7 @@ fn five_hundred_tests_in_a_row_leave_fds_and_memory_where_they_were() {
             assert!(st.success(), "{err}");
             exact_tcp(&json(&out));
         } else {
-            let mut c = held_test(&addr, id, 100, Plan::Count(20));
+            let mut c = held_test(&addr, id, 100, Plan::Count(20), None);
             let r = finish_test(&mut c, &addr, id, 100, 20);
             assert_eq!(r["accounting"]["sent"], 20);
         }

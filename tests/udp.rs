@@ -5,8 +5,8 @@ mod common;
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::{addr_in, run, Server};
-use netcore::flow::control::{Conn, Msg, Plan, PROTOCOL_VERSION};
+use common::{addr_in, control, run, Server};
+use netcore::flow::control::Plan;
 use netcore::flow::udp::wire;
 use serde_json::Value;
 
@@ -147,54 +147,15 @@ fn separate(recv: &[&str], blast: &[&str]) -> (String, Value, Value) {
 /// Runs a hand-made test against `recv`: Hello, the given datagrams, Done(sent).
 fn crafted(extra_recv_args: &[&str], datagrams: &[Vec<u8>], test_id: u64, sent: u64) -> Value {
     let (srv, line) = start_recv(extra_recv_args);
-    let addr: std::net::SocketAddr = addr_in(&line).parse().unwrap();
-    let mut c = Conn::new(TcpStream::connect(addr).unwrap()).unwrap();
-    c.send(&Msg::Hello {
-        version: PROTOCOL_VERSION,
-        test_id,
-        len: 100,
-        plan: Plan::Count(sent),
-        streams: 1,
-        verify: false,
-        host: "test".into(),
-        auth: false,
-    })
-    .unwrap();
-    c.send(&Msg::Setup {
-        tcp: None,
-        reverse: None,
-    })
-    .unwrap();
-    assert!(matches!(
-        c.expect("Ready", Duration::from_secs(10)).unwrap(),
-        Msg::Ready { .. }
-    ));
-    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-    u.connect(addr).unwrap();
+    let addr = addr_in(&line);
+    let mut c = control::held_test(&addr, test_id, 100, Plan::Count(sent), None);
+    let u = control::data_socket(&addr, None);
     for d in datagrams {
         u.send(d).unwrap();
         // Loopback keeps order; the pause only keeps the receive queue short.
         std::thread::sleep(Duration::from_micros(200));
     }
-    c.send(&Msg::Done {
-        sent,
-        bytes: sent * 100,
-        elapsed_ns: 1_000_000,
-        errors: Default::default(),
-        cpu: None,
-        interrupted: false,
-        pacing: None,
-        streams: Vec::new(),
-        sndbuf_errors: None,
-    })
-    .unwrap();
-    let report = loop {
-        match c.expect("Report", Duration::from_secs(10)).unwrap() {
-            Msg::Report { receiver } => break receiver,
-            Msg::Interval { .. } => continue,
-            m => panic!("unexpected {m:?}"),
-        }
-    };
+    let report = control::done_and_report(&mut c, sent, 100, 1_000_000);
     let out = srv.wait(Duration::from_secs(10));
     assert!(out.status.success());
     let printed = json(&String::from_utf8_lossy(&out.stdout));

@@ -146,8 +146,12 @@ impl ServeArgs {
 /// Runs the server until SIGINT/SIGTERM.
 pub fn run(args: &ServeArgs) -> Result<ExitCode> {
     let cfg = args.config()?;
-    let counters = crate::proto::Counters::shared()
+    let mut counters = crate::proto::Counters::shared()
         .map_err(|e| anyhow::anyhow!("cannot map shared counters: {e}"))?;
+    if args.metrics.metrics.is_some() {
+        // Only a scraper reads the request latency: without one, no clock is read for it.
+        counters = counters.timing_requests();
+    }
     let mut registry = crate::metrics::Metrics::new();
     crate::metrics::serve::register(
         &mut registry,

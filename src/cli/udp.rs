@@ -421,7 +421,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         // This side receives: its UDP thread has the embedded receiver's flags.
         let rx = rx_options(&a, opts.cpus.first().copied());
         receiver::run_reverse(&opts, rx, &mut |ev| {
-            if let Event::Interval(row) = ev {
+            if let Event::Interval { row, .. } = ev {
                 live.line(&recv_interval_line(&row));
                 interval(&row);
             }
@@ -484,7 +484,7 @@ fn blast_bidir(
             live.line(&format!("fwd {}\n", UdpReport::interval_line(row)));
         },
         &mut |ev| {
-            if let Event::Interval(row) = ev {
+            if let Event::Interval { row, .. } = ev {
                 live.line(&format!("rev {}", recv_interval_line(&row)));
             }
         },
@@ -675,7 +675,7 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         stream,
         csv_header_done: false,
         lost_output: false,
-        current: None,
+        peers: Vec::new(),
         iperf3_peer: None,
     };
     let res = r.serve(a.once, &mut |ev| {
@@ -704,8 +704,9 @@ struct RecvOutput {
     csv_header_done: bool,
     /// stdout failed: the reports went to stderr.
     lost_output: bool,
-    /// The UDP test last started (intervals carry no id).
-    current: Option<(u64, SocketAddr)>,
+    /// The senders of the UDP tests running (test id, control peer), the oldest dropped
+    /// past [`RecvOutput::MAX_PEERS`] (a test that failed before its report leaves one).
+    peers: Vec<(u64, SocketAddr)>,
     /// The iperf3 client whose test runs.
     iperf3_peer: Option<SocketAddr>,
 }
@@ -715,10 +716,14 @@ impl RecvOutput {
     fn metrics(&mut self, m: &mut RecvMetrics, ev: &Event) {
         match ev {
             Event::Started { peer, test_id, len } => m.udp_started(*test_id, *peer, *len),
-            Event::Interval(row) => m.udp_interval(None, row.received),
+            Event::Interval { test_id, row } => m.udp_interval(*test_id, row.received),
             Event::Finished(rep) => m.udp_finished(rep, rep.receiver.latency_hist.as_ref()),
             Event::Failed(_) => m.failed(),
-            Event::Tcp(TcpEvent::Finished(rep)) => m.tcp_finished("tcp", None, rep),
+            Event::Tcp {
+                peer,
+                ev: TcpEvent::Finished(rep),
+                ..
+            } => m.tcp_finished("tcp", Some(peer.ip()), rep),
             Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Finished(rep))) => {
                 m.tcp_finished("iperf3", self.iperf3_peer.map(|p| p.ip()), rep)
             }
@@ -754,12 +759,14 @@ impl RecvOutput {
         }
     }
 
-    fn interval(&self, kind: &str, row: &impl serde::Serialize) {
-        let id = self.current.map(|(id, _)| format!("{id:016x}"));
+    /// Tests running at once whose peer is kept for the end line.
+    const MAX_PEERS: usize = 64;
+
+    fn interval(&self, kind: &str, test_id: Option<u64>, row: &impl serde::Serialize) {
         let _ = self.stream.emit(EventKind::Interval, |l| {
             let l = l.kind(kind).data(row);
-            match id {
-                Some(id) => l.test_id(id),
+            match test_id {
+                Some(id) => l.test_id(format!("{id:016x}")),
                 None => l,
             }
         });
@@ -777,7 +784,10 @@ impl RecvOutput {
         };
         match ev {
             Event::Started { peer, test_id, len } => {
-                self.current = Some((test_id, peer));
+                if self.peers.len() >= Self::MAX_PEERS {
+                    self.peers.remove(0);
+                }
+                self.peers.push((test_id, peer));
                 live.line(&format!(
                         "test {test_id:016x} from {peer}: {len}-byte datagrams\n"
                 ));
@@ -788,16 +798,16 @@ impl RecvOutput {
                         .data(&serde_json::json!({ "len": len }))
                 });
             }
-            Event::Interval(row) => {
+            Event::Interval { test_id, row } => {
                 live.line(&recv_interval_line(&row));
-                self.interval("udp", &row);
+                self.interval("udp", Some(test_id), &row);
             }
             Event::Finished(rep) => {
-                let peer = self
-                    .current
-                    .take()
-                    .filter(|(id, _)| format!("{id:016x}") == rep.test_id)
-                    .map(|(_, p)| p.to_string());
+                let at = self
+                    .peers
+                    .iter()
+                    .position(|(id, _)| format!("{id:016x}") == rep.test_id);
+                let peer = at.map(|i| self.peers.remove(i).1.to_string());
                 let mut text = rep.render(json(format));
                 if format == Format::Csv && !self.stream.on() {
                     if self.csv_header_done {
@@ -817,13 +827,21 @@ impl RecvOutput {
             Event::Stopping { running } => eprintln!(
                 "netcore recv: stopping: no new tests; {running} running finish first (signal again to interrupt them)"
             ),
-            Event::Tcp(TcpEvent::Interval(row)) => {
+            Event::Tcp {
+                test_id,
+                ev: TcpEvent::Interval(row),
+                ..
+            } => {
                 live.line(&TcpReport::interval_lines(&row));
-                self.interval("tcp", &row);
+                self.interval("tcp", Some(test_id), &row);
             }
-            Event::Tcp(TcpEvent::Finished(rep)) => {
+            Event::Tcp {
+                peer,
+                ev: TcpEvent::Finished(rep),
+                ..
+            } => {
                 let text = rep.render(json(format));
-                self.report("tcp", Some(&rep.test_id), None, text);
+                self.report("tcp", Some(&rep.test_id), Some(peer.to_string()), text);
             }
             Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Finished(rep))) => {
                 let text = rep.render(json(format));
@@ -832,7 +850,7 @@ impl RecvOutput {
             }
             Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Interval(row))) => {
                 live.line(&TcpReport::interval_lines(&row));
-                self.interval("iperf3", &row);
+                self.interval("iperf3", None, &row);
             }
             Event::Iperf3(Iperf3Event::Udp(rep)) => {
                 let peer = self.iperf3_peer.take().map(|p| p.to_string());

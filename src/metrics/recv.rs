@@ -53,8 +53,6 @@ pub struct RecvMetrics {
     latency: Arc<HdrFamily>,
     jitter: Arc<HdrFamily>,
     open: HashMap<u64, Open>,
-    /// The test that id-less events belong to: the last one started.
-    current: Option<u64>,
     seq: u64,
 }
 
@@ -149,7 +147,6 @@ impl RecvMetrics {
             latency,
             jitter,
             open: HashMap::new(),
-            current: None,
             seq: 0,
         }
     }
@@ -182,16 +179,12 @@ impl RecvMetrics {
         if self.open.insert(test_id, o).is_none() {
             self.running.add(&[("kind", "udp")], 1);
         }
-        self.current = Some(test_id);
     }
 
-    /// Progress of a UDP test: `received` distinct datagrams so far (cumulative). `test_id`
-    /// None: the test last started.
-    pub fn udp_interval(&mut self, test_id: Option<u64>, received: u64) {
-        let Some(id) = test_id.or(self.current) else {
-            return;
-        };
-        let Some(o) = self.open.get_mut(&id) else {
+    /// Progress of UDP test `test_id`: `received` distinct datagrams so far (cumulative).
+    /// A test not started here (a reverse one, sent from here) or already ended is ignored.
+    pub fn udp_interval(&mut self, test_id: u64, received: u64) {
+        let Some(o) = self.open.get_mut(&test_id) else {
             return;
         };
         // netcore's datagrams of a test all have the announced length, so the bytes of
@@ -210,9 +203,6 @@ impl RecvMetrics {
         let open = id.and_then(|id| self.open.remove(&id));
         if open.is_some() {
             self.running.add(&[("kind", "udp")], -1);
-        }
-        if id.is_some() && id == self.current {
-            self.current = None;
         }
         let outcome = if r.receiver.interrupted {
             "interrupted"
@@ -366,8 +356,8 @@ mod tests {
         let mut m = RecvMetrics::new();
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
         m.udp_started(1, peer, 100);
-        m.udp_interval(None, 10);
-        m.udp_interval(None, 30);
+        m.udp_interval(1, 10);
+        m.udp_interval(1, 30);
         let key = "netcore_recv_datagrams_total{kind=\"udp\",peer=\"127.0.0.1\"}";
         assert_eq!(value(&m.render(), key), 30);
         m.udp_finished(&report(1, 42, 8, 4200), None);
@@ -393,7 +383,8 @@ mod tests {
         );
         assert_eq!(value(&t, "netcore_recv_tests_running{kind=\"udp\"}"), 0);
         // An interval after the end (or of no test) changes nothing.
-        m.udp_interval(None, 1000);
+        m.udp_interval(1, 1000);
+        m.udp_interval(7, 1000);
         assert_eq!(value(&m.render(), key), 42);
     }
 
@@ -404,18 +395,22 @@ mod tests {
         let b: SocketAddr = "10.0.0.2:9".parse().unwrap();
         m.udp_started(1, a, 10);
         m.udp_started(2, b, 10);
-        m.udp_interval(Some(1), 5);
-        m.udp_interval(Some(2), 7);
-        m.udp_finished(&report(1, 6, 0, 60), None);
-        m.udp_finished(&report(2, 9, 1, 90), None);
+        // Live: each test's intervals go to its own peer's series, whichever started last.
+        m.udp_interval(1, 5);
+        m.udp_interval(2, 7);
+        m.udp_interval(1, 6);
         let t = m.render();
-        let d = |ip: &str| {
+        let d = |t: &str, ip: &str| {
             value(
-                &t,
+                t,
                 &format!("netcore_recv_datagrams_total{{kind=\"udp\",peer=\"{ip}\"}}"),
             )
         };
-        assert_eq!((d("10.0.0.1"), d("10.0.0.2")), (6, 9));
+        assert_eq!((d(&t, "10.0.0.1"), d(&t, "10.0.0.2")), (6, 7));
+        m.udp_finished(&report(1, 6, 0, 60), None);
+        m.udp_finished(&report(2, 9, 1, 90), None);
+        let t = m.render();
+        assert_eq!((d(&t, "10.0.0.1"), d(&t, "10.0.0.2")), (6, 9));
         for i in 0..(MAX_OPEN as u64 + 20) {
             m.udp_started(100 + i, a, 10);
         }

@@ -1,13 +1,18 @@
 //! `netcore serve`'s metrics: read at scrape time from the server's own counters
 //! ([`crate::proto::Counters`], in memory shared across `fork`), so serving them costs the
 //! request path nothing and every model, `fork` included, exposes the same totals it prints.
+//! The request-latency histogram is kept beside them in fixed buckets
+//! ([`crate::proto::counters::LATENCY_BOUNDS_NS`], timed by [`crate::server::timing`]),
+//! exposed as they are (cumulative `le` buckets in seconds).
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Unit;
 
 use super::{Labels, Metrics};
+use crate::proto::counters::LATENCY_BOUNDS_NS;
 use crate::proto::Counters;
 
 /// The server's families over its counters.
@@ -92,6 +97,27 @@ impl Collector for ServeCollector {
             prometheus_client::metrics::MetricType::Gauge,
         )?;
         ConstGauge::new(t.active as i64).encode(g.encode_family(&base)?)?;
+        if self.counters.times_requests() {
+            let l = self.counters.latency();
+            let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_NS
+                .iter()
+                .map(|&b| b as f64 / 1e9)
+                .chain([f64::INFINITY])
+                .zip(l.buckets)
+                .collect();
+            let mut h = encoder.encode_descriptor(
+                "serve_request_latency",
+                "Time from the read that completed a request to the hand-off of its answer to the socket",
+                Some(&Unit::Seconds),
+                prometheus_client::metrics::MetricType::Histogram,
+            )?;
+            h.encode_family(&base)?.encode_histogram::<Labels>(
+                l.sum_ns as f64 / 1e9,
+                l.count(),
+                &buckets,
+                None,
+            )?;
+        }
         Ok(())
     }
 }
@@ -111,7 +137,7 @@ mod tests {
 
     #[test]
     fn reads_the_servers_counters_at_scrape_time() {
-        let c = Counters::local();
+        let c = Counters::local().timing_requests();
         let mut m = Metrics::new();
         register(&mut m, c, "epoll", "http");
         c.conn_opened();
@@ -129,5 +155,34 @@ mod tests {
         assert!(m
             .render()
             .contains("netcore_serve_connections_open{model=\"epoll\",proto=\"http\"} 0"));
+        c.request_latency(2, 20_000);
+        c.request_latency(1, 3_000_000);
+        let text = m.render();
+        for line in [
+            "# TYPE netcore_serve_request_latency_seconds histogram",
+            "netcore_serve_request_latency_seconds_count{model=\"epoll\",proto=\"http\"} 3",
+            // Cumulative: 20 µs is under 25 µs, 3 ms under 5 ms.
+            "netcore_serve_request_latency_seconds_bucket{le=\"0.00001\",model=\"epoll\",proto=\"http\"} 0",
+            "netcore_serve_request_latency_seconds_bucket{le=\"0.000025\",model=\"epoll\",proto=\"http\"} 2",
+            "netcore_serve_request_latency_seconds_bucket{le=\"0.0025\",model=\"epoll\",proto=\"http\"} 2",
+            "netcore_serve_request_latency_seconds_bucket{le=\"0.005\",model=\"epoll\",proto=\"http\"} 3",
+            "netcore_serve_request_latency_seconds_bucket{le=\"+Inf\",model=\"epoll\",proto=\"http\"} 3",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "netcore_serve_request_latency_seconds_sum{model=\"epoll\",proto=\"http\"} ",
+                )
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no sum in {text}"));
+        assert!((sum - 0.00304).abs() < 1e-12, "{sum}");
+        // Counters that do not time requests expose no histogram.
+        let mut m = Metrics::new();
+        register(&mut m, Counters::local(), "fork", "task");
+        assert!(!m.render().contains("request_latency"));
     }
 }

@@ -1,9 +1,10 @@
-//! Server-wide counters shared by every connection of a server (and across `fork`).
+//! Server-wide counters shared by every connection of a server (and across `fork`), and the
+//! request-latency histogram of `serve --metrics` beside them.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const N_COUNTERS: usize = 6 + ErrorKind::ALL.len();
+const N_COUNTERS: usize = LATENCY_BUCKETS + LATENCY_BOUNDS_NS.len() + 1;
 const CONNS: usize = 0;
 const ACTIVE: usize = 1;
 pub(super) const REQUESTS: usize = 2;
@@ -12,6 +13,55 @@ pub(super) const BYTES_IN: usize = 4;
 pub(super) const BYTES_OUT: usize = 5;
 /// The first of the per-kind error counters (one per [`ErrorKind`]).
 const ERROR_KINDS: usize = 6;
+/// The sum of the request latencies in nanoseconds.
+const LATENCY_SUM: usize = ERROR_KINDS + ErrorKind::ALL.len();
+/// The first request-latency bucket (one per bound, then one above the last).
+const LATENCY_BUCKETS: usize = LATENCY_SUM + 1;
+
+/// Upper bounds (inclusive) of the request-latency buckets in nanoseconds: 1 µs to 50 s,
+/// three a decade; one more bucket holds what is above the last (`+Inf`). Fixed buckets, not
+/// an HDR histogram: they live in the shared counters, so every model (`fork` included) adds
+/// to them with one atomic add, and a scrape reads them as they are.
+pub const LATENCY_BOUNDS_NS: [u64; 24] = [
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    25_000_000_000,
+    50_000_000_000,
+];
+
+/// The request-latency histogram as read at one moment: `buckets[i]` requests took at most
+/// `LATENCY_BOUNDS_NS[i]` (and more than the bound before); the last bucket is above them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencyBuckets {
+    pub buckets: [u64; LATENCY_BOUNDS_NS.len() + 1],
+    pub sum_ns: u64,
+}
+
+impl LatencyBuckets {
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
 
 /// Why a request failed (each failed request also counts in `errors`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +99,8 @@ impl ErrorKind {
 #[derive(Clone, Copy)]
 pub struct Counters {
     c: &'static [AtomicU64],
+    /// The drivers time requests into the latency histogram ([`Counters::timing_requests`]).
+    timed: bool,
 }
 
 /// A snapshot of [`Counters`].
@@ -77,6 +129,7 @@ impl Counters {
     pub fn shared() -> std::io::Result<Counters> {
         Ok(Counters {
             c: crate::sys::process::shared_counters(N_COUNTERS)?,
+            timed: false,
         })
     }
 
@@ -85,6 +138,39 @@ impl Counters {
         let v: Vec<AtomicU64> = (0..N_COUNTERS).map(|_| AtomicU64::new(0)).collect();
         Counters {
             c: Box::leak(v.into_boxed_slice()),
+            timed: false,
+        }
+    }
+
+    /// These counters with the request-latency histogram kept: the drivers read the clock
+    /// when they hand answers to a socket (`serve --metrics`; without it they do not).
+    pub fn timing_requests(self) -> Counters {
+        Counters {
+            timed: true,
+            ..self
+        }
+    }
+
+    /// True when the drivers should time requests ([`Counters::request_latency`]).
+    #[inline]
+    pub fn times_requests(&self) -> bool {
+        self.timed
+    }
+
+    /// `n` requests answered `ns` nanoseconds after they were read.
+    #[inline]
+    pub fn request_latency(&self, n: u64, ns: u64) {
+        let i = LATENCY_BOUNDS_NS.partition_point(|&b| b < ns);
+        self.add(LATENCY_BUCKETS + i, n);
+        self.add(LATENCY_SUM, ns.saturating_mul(n));
+    }
+
+    /// The request-latency histogram now.
+    pub fn latency(&self) -> LatencyBuckets {
+        let g = |i: usize| self.c[i].load(Ordering::Relaxed);
+        LatencyBuckets {
+            buckets: std::array::from_fn(|i| g(LATENCY_BUCKETS + i)),
+            sum_ns: g(LATENCY_SUM),
         }
     }
 
@@ -155,5 +241,22 @@ mod tests {
         assert_eq!(c.snapshot().errors, 3);
         let by: Vec<u64> = c.errors_by_kind().iter().map(|x| x.1).collect();
         assert_eq!(by, [0, 1, 0, 2]);
+    }
+
+    #[test]
+    fn request_latency_lands_in_its_bucket() {
+        let c = Counters::local();
+        assert!(!c.times_requests() && c.timing_requests().times_requests());
+        c.request_latency(3, 1_000); // on a bound: that bucket
+        c.request_latency(1, 1_001);
+        c.request_latency(2, 60_000_000_000); // above the last
+        c.request_latency(1, 0);
+        let l = c.latency();
+        assert_eq!(l.count(), 7);
+        assert_eq!((l.buckets[0], l.buckets[1]), (4, 1));
+        assert_eq!(l.buckets[LATENCY_BOUNDS_NS.len()], 2);
+        assert_eq!(l.sum_ns, 3_000 + 1_001 + 120_000_000_000);
+        // The error counters are not touched.
+        assert_eq!(c.snapshot(), Totals::default());
     }
 }

@@ -150,6 +150,19 @@ impl Session {
         self.pending != Pending::None
     }
 
+    /// Requests whose answer is in the output so far: every request taken but a pending
+    /// `SLEEP`'s or CPU job's (an HTTP body over the output bound counts once its first part
+    /// is there).
+    pub fn answered(&self) -> u64 {
+        self.stats.requests - u64::from(self.is_pending())
+    }
+
+    /// True while a request is owed an answer: one pending, or complete ones held in the
+    /// input (behind it, or behind a full output).
+    pub fn holds_requests(&self) -> bool {
+        !self.closed && (self.is_pending() || (self.buffered() > 0 && !self.partial_line()))
+    }
+
     /// Bytes of input held (an incomplete line, or lines waiting behind a pending operation).
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::proto::{Session, Step};
 
 use super::limits::{self, LineClock};
+use super::timing::RequestClock;
 use super::{Shared, LINGER, LINGER_BYTES};
 
 /// Serves one connection to the end. Counts it opened/closed in `sh.counters`. Never panics on
@@ -29,6 +30,7 @@ fn serve(s: &mut TcpStream, sh: &Shared) -> io::Result<()> {
     let c = &sh.counters;
     let mut session = limits::session(sh.session);
     let mut line = LineClock::default();
+    let mut clock = RequestClock::default();
     let mut timeout = ReadTimeout::default();
     let mut buf = vec![0u8; 16 * 1024];
     // Room for the limit and an answer past it, so the vector does not double when full.
@@ -44,10 +46,18 @@ fn serve(s: &mut TcpStream, sh: &Shared) -> io::Result<()> {
         } else {
             timeout.set(s, wait)?;
             match s.read(&mut buf) {
-                Ok(0) => session.eof(&mut out, c),
+                Ok(0) => {
+                    let step = session.eof(&mut out, c);
+                    if c.times_requests() {
+                        clock.read(&session, Instant::now());
+                    }
+                    step
+                }
                 Ok(n) => {
+                    let t = Instant::now();
                     let step = session.input(&buf[..n], &mut out, c);
-                    line.update(&session, Instant::now());
+                    line.update(&session, t);
+                    clock.read(&session, t);
                     step
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -60,6 +70,7 @@ fn serve(s: &mut TcpStream, sh: &Shared) -> io::Result<()> {
                 Step::Sleep(d) => {
                     // Answer what precedes the SLEEP before sleeping.
                     s.write_all(&out)?;
+                    clock.handed_off(&session, c);
                     out.clear();
                     timeout.forget();
                     sleep_watching(s, &mut session, d, &mut buf, &mut out, sh)?;
@@ -68,6 +79,7 @@ fn serve(s: &mut TcpStream, sh: &Shared) -> io::Result<()> {
                 Step::Cpu(job) => session.finish_cpu(job.run(), &mut out, c),
                 Step::Flush => {
                     s.write_all(&out)?;
+                    clock.handed_off(&session, c);
                     out.clear();
                 }
                 _ => break,
@@ -75,6 +87,7 @@ fn serve(s: &mut TcpStream, sh: &Shared) -> io::Result<()> {
             step = session.resume(&mut out, c);
         }
         s.write_all(&out)?;
+        clock.handed_off(&session, c);
         out.clear();
         if out.capacity() > 2 * limits::OUT_LIMIT {
             out = Vec::with_capacity(limits::OUT_LIMIT + 4096);

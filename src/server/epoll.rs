@@ -33,11 +33,12 @@ use anyhow::{Context, Result};
 use mio::net::{TcpListener, TcpStream};
 use mio::Interest;
 
-use crate::proto::{CpuJob, Session, Step, Totals};
+use crate::proto::{Counters, CpuJob, Session, Step, Totals};
 use crate::reactor::{Budget, Ctx, Entry, Handler, Key, Mailbox, OutBuf, Reactor, Ready, Timers};
 use crate::sys::affinity;
 
 use super::limits::{self, LineClock};
+use super::timing::RequestClock;
 use super::{
     announce, is_resource_error, ServeConfig, Shared, ACCEPT_BACKOFF, LINGER, LINGER_BYTES,
 };
@@ -88,6 +89,18 @@ struct Conn {
     state: State,
     last_active: Instant,
     line: LineClock,
+    clock: RequestClock,
+}
+
+impl Conn {
+    /// Writes what the socket takes of the output; once it is all out, the answers in it
+    /// have been handed off (request latency).
+    fn flush(&mut self, c: &Counters) -> io::Result<()> {
+        if self.out.flush(&mut self.sock, KEEP_OUT)? {
+            self.clock.handed_off(&self.session, c);
+        }
+        Ok(())
+    }
 }
 
 /// Where the pool delivers a finished job's result: a reactor's [`Mailbox`], or a ring's
@@ -183,6 +196,7 @@ impl Server {
                         state: State::Open,
                         last_active: cx.now(),
                         line: LineClock::default(),
+                        clock: RequestClock::default(),
                     });
                     match cx.insert(Ent::Conn(conn), Interest::READABLE | Interest::WRITABLE) {
                         Ok(key) => {
@@ -250,13 +264,13 @@ impl Server {
             let hung_up = c.session.probing() && !matches!(c.sock.take_error(), Ok(None));
             let mut budget = Budget::DEFAULT;
             'work: loop {
-                if hung_up || c.out.flush(&mut c.sock, KEEP_OUT).is_err() {
+                if hung_up || c.flush(&sh.counters).is_err() {
                     break 'work After::Close;
                 }
                 if c.state == State::Open && limits::may_answer(&c.session, c.out.pending()) {
                     let step = c.session.resume(c.out.vec(), &sh.counters);
                     on_step(c, timers, step);
-                    if c.out.flush(&mut c.sock, KEEP_OUT).is_err() {
+                    if c.flush(&sh.counters).is_err() {
                         break 'work After::Close;
                     }
                     if step == Step::Flush && c.out.is_empty() {
@@ -303,19 +317,24 @@ impl Server {
                     break 'work After::Defer;
                 }
                 let step = match c.sock.read(&mut self.rbuf) {
-                    Ok(0) => c.session.eof(c.out.vec(), &sh.counters),
+                    Ok(0) => {
+                        let step = c.session.eof(c.out.vec(), &sh.counters);
+                        c.clock.read(&c.session, now);
+                        step
+                    }
                     Ok(n) => {
                         budget.spend(n);
                         c.last_active = now;
                         let step = c.session.input(&self.rbuf[..n], c.out.vec(), &sh.counters);
                         c.line.update(&c.session, now);
+                        c.clock.read(&c.session, now);
                         // A short read emptied the socket: anything arriving later raises a
                         // new edge, so the read that would return EAGAIN can be skipped (one
                         // syscall less per request, as tokio does). Not when the event
                         // reported a FIN: the FIN would stay unread.
                         if shortcut && n < self.rbuf.len() {
                             on_step(c, timers, step);
-                            if c.out.flush(&mut c.sock, KEEP_OUT).is_err() {
+                            if c.flush(&sh.counters).is_err() {
                                 break 'work After::Close;
                             }
                             if c.state == State::Open && step != Step::Flush {

@@ -12,12 +12,14 @@
 //! The blocking models share [`blocking::serve_conn`] (`SLEEP` sleeps the thread, CPU work runs
 //! inline); the reactor model is in [`epoll`], the completion model in `uring`. All of them count into one set of
 //! [`Counters`](crate::proto::Counters), kept in memory shared across `fork`, and print the
-//! totals when SIGINT/SIGTERM arrives.
+//! totals when SIGINT/SIGTERM arrives. With `serve --metrics` they also time each request
+//! the same way ([`timing`]) into the histogram kept beside those counters.
 
 pub mod blocking;
 pub mod epoll;
 pub mod limits;
 mod models;
+pub mod timing;
 #[cfg(feature = "uring")]
 pub mod uring;
 

@@ -47,6 +47,7 @@ use crate::uring::{Completion, Notifier, OpId, Ring};
 
 use super::epoll::{CpuPool, Deliver};
 use super::limits::{self, LineClock};
+use super::timing::RequestClock;
 use super::{
     announce, is_resource_error, ServeConfig, Shared, ACCEPT_BACKOFF, LINGER, LINGER_BYTES,
 };
@@ -126,6 +127,7 @@ struct Conn {
     state: State,
     last_active: Instant,
     line: LineClock,
+    clock: RequestClock,
     /// A [`T_HANGUP`] check is scheduled.
     hangup_timer: bool,
 }
@@ -166,6 +168,9 @@ struct Server {
     accept_paused: bool,
     accept_timer: bool,
     stopping: bool,
+    /// Answers handed to the ring this turn, (arrival, count): their latency is recorded when
+    /// the turn submits the sends ([`RequestClock`]).
+    handoffs: Vec<(Instant, u64)>,
 }
 
 impl Server {
@@ -215,6 +220,7 @@ impl Server {
                 state: State::Open,
                 last_active: now,
                 line: LineClock::default(),
+                clock: RequestClock::default(),
                 hangup_timer: false,
             });
             self.sh.counters.conn_opened();
@@ -302,6 +308,7 @@ impl Server {
                         c.last_active = now;
                         step = Some(c.session.input(data, &mut c.out, &self.sh.counters));
                         c.line.update(&c.session, now);
+                        c.clock.read(&c.session, now);
                     }
                     State::Lingering { discarded } => {
                         *discarded += n;
@@ -315,7 +322,10 @@ impl Server {
             0 => {
                 c.eof = true;
                 match c.state {
-                    State::Open => step = Some(c.session.eof(&mut c.out, &self.sh.counters)),
+                    State::Open => {
+                        step = Some(c.session.eof(&mut c.out, &self.sh.counters));
+                        c.clock.read(&c.session, now);
+                    }
                     State::Lingering { .. } => c.state = State::Dead,
                     State::Closing | State::Dead => {}
                 }
@@ -382,6 +392,13 @@ impl Server {
             let buf = std::mem::replace(&mut c.out, next);
             c.sending = buf.len();
             c.send = Some(self.ring.send(c.fd(), buf, 0, tag));
+        }
+        if c.state != State::Dead && c.out.is_empty() {
+            // Every answer so far is in a send submitted by this turn or before (or had no
+            // bytes).
+            if let Some(due) = c.clock.take_due(&c.session, &self.sh.counters) {
+                self.handoffs.push(due);
+            }
         }
         if c.state == State::Closing && c.send.is_none() {
             if c.sock.shutdown(Shutdown::Write).is_err() {
@@ -550,6 +567,9 @@ impl Server {
         while !self.stopping {
             self.ring.flush_buffers();
             let now = Instant::now();
+            for (since, n) in self.handoffs.drain(..) {
+                RequestClock::record_at(&self.sh.counters, since, n, now);
+            }
             let wait = self
                 .timers
                 .next_deadline()
@@ -605,6 +625,7 @@ pub fn run(cfg: &ServeConfig, sh: Shared) -> Result<Totals> {
         accept_paused: false,
         accept_timer: false,
         stopping: false,
+        handoffs: Vec::new(),
     };
     let r = server.run();
     // Cancel and wait for every operation before the sockets and buffers go away.

@@ -2,6 +2,7 @@
 //! server a test started, also when the test fails.
 #![allow(dead_code)]
 
+pub mod control;
 pub mod netns;
 pub mod proc;
 

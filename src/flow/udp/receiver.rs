@@ -104,10 +104,19 @@ pub enum Event {
         test_id: u64,
         len: u32,
     },
-    Interval(IntervalRow),
+    /// A UDP test's interval: the receiving side's row of a test sent here, the sending
+    /// side's of a reverse test (`-R`) sent from here. Tests run at once: the id tells whose.
+    Interval {
+        test_id: u64,
+        row: IntervalRow,
+    },
     Finished(Box<UdpReport>),
-    /// A TCP test's progress and report.
-    Tcp(TcpEvent),
+    /// A TCP test's progress and report; `peer` is the client's control connection.
+    Tcp {
+        test_id: u64,
+        peer: SocketAddr,
+        ev: TcpEvent,
+    },
     /// An iperf3 client's test (`flow::iperf3`).
     Iperf3(Iperf3Event),
     /// A test that could not run or was cut short (the report, if any, came as Finished).
@@ -298,7 +307,7 @@ impl Receiver {
                         }
                     }
                     Action::Cmd(c) => cmd_tx.send(c)?,
-                    Action::Interval(row) => on_event(Event::Interval(row)),
+                    Action::Interval(row) => on_event(Event::Interval { test_id, row }),
                     Action::Finished(r) => report = Some(r),
                     Action::End(r) => ended = Some(r),
                     Action::Started { .. } | Action::Tcp { .. } | Action::UdpReverse(_) => {}
@@ -518,7 +527,10 @@ impl Receiver {
                             test_id,
                             len,
                         }),
-                        Action::Interval(row) => on_event(Event::Interval(row)),
+                        Action::Interval(row) => on_event(Event::Interval {
+                            test_id: slot.session.test_id(),
+                            row,
+                        }),
                         Action::Finished(r) => on_event(Event::Finished(r)),
                         Action::Tcp {
                             test_id,
@@ -594,13 +606,18 @@ impl Receiver {
                         max_rate_bps,
                     };
                     let r = tcp::server::run_test(&mut conn, ctx, test_id, plan, spec, &mut |e| {
-                        let _ = ev.send(Event::Tcp(e));
+                        let _ = ev.send(Event::Tcp {
+                            test_id,
+                            peer,
+                            ev: e,
+                        });
                     });
                     r.map_err(|e| format!("{e:#}"))
                 };
                 (test_id, Some(data_tx), Box::new(run))
             }
             JobKind::Reverse(job) => {
+                let test_id = job.test_id;
                 let run = move || {
                     let stopped = || stop.load(Ordering::Relaxed);
                     let r = super::reverse::serve(
@@ -611,7 +628,7 @@ impl Receiver {
                         cpu,
                         &stopped,
                         &mut |row| {
-                            let _ = ev.send(Event::Interval(*row));
+                            let _ = ev.send(Event::Interval { test_id, row: *row });
                         },
                     );
                     match r {
@@ -738,8 +755,13 @@ pub fn run_reverse(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<UdpReport> {
     let opts = &sender::resolve(opts)?;
-    // The local address that routes to the server (no packet is sent by connecting).
-    let probe = UdpSocket::bind(sender::unspecified(opts.target))?;
+    // The local address that routes to the server (no packet is sent by connecting): --bind's
+    // when given, as the control connection's, so the opener comes from the host the receiver
+    // admitted (it sends nothing to another).
+    let probe = UdpSocket::bind(match opts.client.bind {
+        Some(ip) => SocketAddr::new(ip, 0),
+        None => sender::unspecified(opts.target),
+    })?;
     probe
         .connect(opts.control)
         .with_context(|| format!("cannot reach {}", opts.control))?;
