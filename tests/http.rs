@@ -243,6 +243,78 @@ fn malformed_requests_get_their_status_and_a_close_in_every_model() {
     }
 }
 
+/// The value of the one `Date` header of every answer in `bytes` (whole answers only).
+fn date_headers(mut bytes: &[u8]) -> Vec<String> {
+    let mut v = Vec::new();
+    while !bytes.is_empty() {
+        let ParsedResponse::Response(r) = parse_response(bytes, false) else {
+            panic!("not a response: {:?}", String::from_utf8_lossy(bytes))
+        };
+        let head = String::from_utf8_lossy(&bytes[..r.head]);
+        let dates: Vec<&str> = head
+            .split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| k.eq_ignore_ascii_case("date"))
+            .map(|(_, v)| v.trim())
+            .collect();
+        assert_eq!(dates.len(), 1, "one Date header: {head:?}");
+        v.push(dates[0].to_string());
+        bytes = &bytes[(r.head + r.body as usize).min(bytes.len())..];
+    }
+    v
+}
+
+/// `date -u` (GNU coreutils, in the C locale) with `args`: its output, trimmed.
+fn gnu_date(args: &[&str]) -> String {
+    let out = Command::new("date")
+        .env("LC_ALL", "C")
+        .arg("-u")
+        .args(args)
+        .output()
+        .expect("run date");
+    assert!(out.status.success(), "date {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The second an IMF-fixdate names, as GNU `date` reads it; the value must be exactly what
+/// `date` writes for that second (so the weekday, padding and `GMT` are right too).
+fn imf_fixdate_secs(value: &str) -> u64 {
+    let secs: u64 = gnu_date(&["-d", value, "+%s"])
+        .parse()
+        .unwrap_or_else(|e| panic!("{value:?}: {e}"));
+    let back = gnu_date(&["-d", &format!("@{secs}"), "+%a, %d %b %Y %H:%M:%S GMT"]);
+    assert_eq!(value, back, "not an IMF-fixdate");
+    secs
+}
+
+/// Every answer (routes, a 404, a deferred `/sleep`, a `400` to garbage) carries one `Date`,
+/// an IMF-fixdate of a second between the request and its answer (second resolution). The
+/// server reads the coarse wall clock (a few ms late at most): `before` is read on it too (it
+/// never goes back), `after` on the fine one (which it never passes).
+#[test]
+fn every_answer_is_dated_in_every_model() {
+    for model in MODELS {
+        let srv = serve(model, &[]);
+        let before = netcore::sys::realtime_coarse_secs();
+        let got = answer_to(
+            &srv,
+            b"GET / HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\nGET /sleep/20 HTTP/1.1\r\n\r\n\
+              GET /bytes/10 HTTP/1.1\r\nConnection: close\r\n\r\n",
+        );
+        let bad = answer_to(&srv, b"\x00garbage\r\n\r\n");
+        let after = netcore::sys::realtime_ns() / 1_000_000_000;
+        assert_eq!(statuses(&got), [200, 404, 200, 200], "{model}");
+        assert_eq!(statuses(&bad), [400], "{model}");
+        for value in date_headers(&got).iter().chain(&date_headers(&bad)) {
+            let secs = imf_fixdate_secs(value);
+            assert!(
+                (before..=after).contains(&secs),
+                "{model}: Date {value:?} ({secs}) not within [{before}, {after}]"
+            );
+        }
+    }
+}
+
 /// A head trickled a byte at a time, slower than the idle timeout lets it take, gets `408`
 /// and a close; meanwhile (and after) other clients are served.
 #[test]

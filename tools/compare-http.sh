@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
 # compare-http.sh - netcore `serve --proto http` beside nginx under wrk, and `netcore load` beside
-# wrk on the same server. Loopback only.
+# wrk on the same server (closed loop); `netcore load --rate` beside wrk2 -R on the same server
+# (open loop). Loopback only.
+#
+# Sections (SECTIONS, default "closed open"):
+#   closed  the servers under wrk, and netcore load, below
+#   open    open-loop latency on netcore epoll: wrk2 (github.com/giltene/wrk2, not packaged for
+#           Debian: build it outside this repository and give its binary as WRK2=/path/to/wrk;
+#           without WRK2 this section is skipped) beside `netcore load --proto http --rate R`
+#           at each rate of RATES, below
 #
 # Servers (pinned to SERVER_CPU, default 1):
 #   netcore serve --proto http --model M   for M in $MODELS (default: epoll uring thread)
@@ -16,10 +24,24 @@
 # each netcore model / nginx (requests/s), netcore epoll / nginx (p99), netcore load / wrk on
 # netcore epoll (requests/s), and each server's CPU time per request (epoll / nginx).
 #
+# Open loop (netcore epoll on SERVER_CPU, each client on CLIENT_CPU), for each of OPEN_CONNS:
+#   $WRK2 -t1 -cN -R RATE -d(CAL + OPEN_DURATION)s --timeout 5s --latency http://127.0.0.1:P/
+#   netcore load --proto http --clients N --rate RATE --warmup CAL --duration OPEN_DURATION
+# wrk2 throws away what it measured in its first 10 s + 5 ms per connection (its calibration, not
+# configurable); CAL is that rounded up to whole seconds, and netcore load warms up as long. Both
+# measure a request's latency from its intended send time (wrk2: a schedule per connection, one
+# request in flight; netcore load: a schedule per client, pipelined when behind). Interleaved as
+# above (which client goes first alternates between runs); printed: the medians of p50, p90 and
+# p99 per (connections, rate), the ratios load / wrk2, each client's requests/s. Choose rates
+# below what the server and each client (one thread) can do: above it the one that fell behind
+# measures only its growing backlog (its requests/s shows it).
+#
 # Knobs (environment): RUNS CONNS DURATION WARMUP MODELS SERVER_CPU CLIENT_CPU PORT_BASE
 #                      NETCORE (binary; default target/release/netcore, built if missing)
 #                      NGINX (default: nginx on PATH)  OUT (raw results; default mktemp -d)
 #                      PERF (perf, for the servers' CPU time per request; empty: skipped)
+#                      SECTIONS  WRK2  RATES (default "10000 30000 60000")
+#                      OPEN_CONNS (default 100; a list)  OPEN_DURATION (seconds; default 10)
 # Every server started here is stopped by PID when the script exits; every client run is bounded
 # with timeout(1).
 set -euo pipefail
@@ -40,12 +62,42 @@ NGINX="${NGINX:-$(command -v nginx || true)}"
 OUT="${OUT:-$(mktemp -d /tmp/compare-http.XXXXXX)}"
 PERF="${PERF-$(command -v perf || true)}"
 RUN_LIMIT=$((DURATION + WARMUP + 60))
+SECTIONS="${SECTIONS:-closed open}"
+WRK2="${WRK2:-}"
+RATES="${RATES:-10000 30000 60000}"
+OPEN_CONNS="${OPEN_CONNS:-100}"
+OPEN_DURATION="${OPEN_DURATION:-10}"
 
 # shellcheck source=tools/lib.sh
 source "$REPO/tools/lib.sh"
 
-command -v wrk >/dev/null || die "wrk is not installed (apt-get install wrk)"
-[[ -n "$NGINX" && -x "$NGINX" ]] || die "nginx is not installed (apt-get install nginx)"
+for s in $SECTIONS; do
+  [[ "$s" == closed || "$s" == open ]] || die "SECTIONS: unknown section '$s' (closed, open)"
+done
+has() { [[ " $SECTIONS " == *" $1 "* ]]; }
+if has open && [[ -z "$WRK2" ]]; then
+  log "open loop skipped: WRK2 is not set (build wrk2 outside this repository; WRK2=/path/to/wrk)"
+  SECTIONS="${SECTIONS//open/}"
+fi
+has closed || has open || die "nothing to run (SECTIONS: closed, open)"
+if has closed; then
+  command -v wrk >/dev/null || die "wrk is not installed (apt-get install wrk)"
+  [[ -n "$NGINX" && -x "$NGINX" ]] || die "nginx is not installed (apt-get install nginx)"
+fi
+if has open; then
+  [[ -x "$WRK2" ]] || die "WRK2=$WRK2 is not an executable"
+  # wrk2 is the wrk that takes a rate: wrk's usage has no --rate (both exit 1 after it).
+  usage=$("$WRK2" --help 2>&1 || true)
+  [[ "$usage" == *--rate* ]] || die "WRK2=$WRK2 is not wrk2 (its usage has no --rate)"
+  for r in $RATES; do
+    [[ "$r" =~ ^[1-9][0-9]*$ ]] || die "RATES: '$r' is not a whole number of requests/s"
+  done
+  for c in $OPEN_CONNS; do
+    [[ "$c" =~ ^[1-9][0-9]*$ ]] || die "OPEN_CONNS: '$c' is not a whole number"
+  done
+  [[ "$OPEN_DURATION" =~ ^[1-9][0-9]*$ ]] ||
+    die "OPEN_DURATION: '$OPEN_DURATION' is not a whole number of seconds"
+fi
 command -v python3 >/dev/null || die "python3 is needed for the medians"
 if [[ ! -x "$NETCORE" ]]; then
   log "building netcore (cargo build --release)"
@@ -124,11 +176,16 @@ EOF
   [[ -n "${SPID[nginx]}" ]] || die "no nginx worker process"
 }
 
-for m in $MODELS; do start_netcore "$m"; done
-start_nginx
-SERVERS="$MODELS nginx"
-body=$(curl -s "http://127.0.0.1:${PORT[nginx]}/" | wc -c)
-[[ "$body" == 19 ]] || die "nginx answers a $body-byte body, not 19"
+if has closed; then
+  for m in $MODELS; do start_netcore "$m"; done
+  start_nginx
+  SERVERS="$MODELS nginx"
+  body=$(curl -s "http://127.0.0.1:${PORT[nginx]}/" | wc -c)
+  [[ "$body" == 19 ]] || die "nginx answers a $body-byte body, not 19"
+fi
+if has open && [[ -z "${PORT[epoll]:-}" ]]; then
+  start_netcore epoll
+fi
 
 # ---- clients ---------------------------------------------------------------------------------
 # One wrk run: appends "wrk SERVER CONNS RUN req_s p99_us errors cpu_us" to $RES, cpu_us being
@@ -185,6 +242,8 @@ except Exception as e:
 PY
 }
 
+# The closed loop (its body is not indented: the heredocs end at column 0).
+if has closed; then
 log "servers: $(for s in $SERVERS; do printf '%s=%s ' "$s" "${PORT[$s]}"; done)"
 log "runs=$RUNS conns=[$CONNS] duration=${DURATION}s server cpu $SERVER_CPU, client cpu $CLIENT_CPU; raw results in $OUT"
 for run in $(seq 1 "$RUNS"); do
@@ -255,3 +314,131 @@ PY
 echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*: //'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}');" \
   "RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s; servers on CPU $SERVER_CPU, clients on" \
   "CPU $CLIENT_CPU; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
+
+# ---- open loop: wrk2 vs netcore load --rate on netcore epoll ---------------------------------
+# wrk2's calibration (CALIBRATE_DELAY_MS + 5 ms per connection of a thread), whole seconds.
+calibration() { echo $(((10000 + 5 * $1 + 999) / 1000)); }
+# One wrk2 run: "wrk2 CONNS RATE RUN req_s p50_us p90_us p99_us errors nan" to $OPEN_RES.
+run_wrk2() {
+  local conns="$1" rate="$2" run="$3" port=${PORT[epoll]} f cal
+  cal=$(calibration "$conns")
+  f="$OUT/wrk2-$conns-$rate-$run.txt"
+  timeout "$((cal + OPEN_DURATION + 60))" taskset -c "$CLIENT_CPU" "$WRK2" -t1 -c"$conns" \
+    -R"$rate" -d"$((cal + OPEN_DURATION))s" --timeout 5s --latency \
+    "http://127.0.0.1:$port/" >"$f" 2>&1 || true
+  python3 - "$f" "$conns" "$rate" "$run" >>"$OPEN_RES" <<'PY'
+import re, sys
+f, conns, rate, run = sys.argv[1:]
+t = open(f).read()
+# The first distribution printed is the recorded (corrected) one: " 50.000%    1.23ms".
+def pct(p):
+    m = re.search(r"^\s*%s%%\s+([\d.]+)(us|ms|s)\b" % re.escape(p), t, re.M)
+    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)] if m else float("nan")
+rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
+errs = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", t))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+errs += int(non2xx.group(1)) if non2xx else 0
+if not rps:
+    errs = -1
+print(f"wrk2 {conns} {rate} {run} {float(rps.group(1)) if rps else 0.0} "
+      f"{pct('50.000')} {pct('90.000')} {pct('99.000')} {errs} nan")
+PY
+}
+# One netcore load run: "load CONNS RATE RUN req_s p50_us p90_us p99_us errors missed" to
+# $OPEN_RES, missed being the share of the schedule never sent (the generator fell behind).
+run_load_open() {
+  local conns="$1" rate="$2" run="$3" port=${PORT[epoll]} f cal
+  cal=$(calibration "$conns")
+  f="$OUT/load-open-$conns-$rate-$run.json"
+  timeout "$((cal + OPEN_DURATION + 60))" "$NETCORE" load --connect "127.0.0.1:$port" \
+    --proto http --clients "$conns" --rate "$rate" --duration "${OPEN_DURATION}s" \
+    --warmup "${cal}s" --timeout 5s --cpus "$CLIENT_CPU" --json \
+    >"$f" 2>"$OUT/load-open-$conns-$rate-$run.err" || true
+  python3 - "$f" "$conns" "$rate" "$run" >>"$OPEN_RES" <<'PY'
+import json, sys
+f, conns, rate, run = sys.argv[1:]
+try:
+    m = json.load(open(f))["points"][0]["median"]
+    errs = sum(m["errors"].values())
+    o = m.get("open_loop") or {}
+    missed = o.get("missed", 0) / o["scheduled"] if o.get("scheduled") else float("nan")
+    print(f"load {conns} {rate} {run} {m['tasks_per_s']} {m['p50_us']} {m['p90_us']} {m['p99_us']} {errs} {missed}")
+except Exception:
+    print(f"load {conns} {rate} {run} 0 nan nan nan -1 nan")
+PY
+}
+
+if has open; then
+  OPEN_RES="$OUT/open-results.txt"
+  : >"$OPEN_RES"
+  log "open loop: netcore epoll on port ${PORT[epoll]}; runs=$RUNS rates=[$RATES]" \
+    "conns=[$OPEN_CONNS], ${OPEN_DURATION}s measured after wrk2's calibration; raw results in $OUT"
+  for run in $(seq 1 "$RUNS"); do
+    for conns in $OPEN_CONNS; do
+      for rate in $RATES; do
+        # Alternate which client goes first, so that neither always follows the other.
+        if ((run % 2)); then order="wrk2 load"; else order="load wrk2"; fi
+        for client in $order; do
+          log "open run $run/$RUNS conns=$conns rate=$rate $client -> epoll"
+          if [[ "$client" == wrk2 ]]; then
+            run_wrk2 "$conns" "$rate" "$run"
+          else
+            run_load_open "$conns" "$rate" "$run"
+          fi
+        done
+      done
+    done
+  done
+  python3 - "$OPEN_RES" "$RUNS" <<'PY'
+import math, statistics, sys
+res, runs = sys.argv[1], sys.argv[2]
+rows, keys = {}, []
+for line in open(res):
+    client, conns, rate, run, rps, p50, p90, p99, errs, missed = line.split()
+    if (conns, rate) not in keys:
+        keys.append((conns, rate))
+    rows.setdefault((client, conns, rate), []).append(
+        (float(rps), float(p50), float(p90), float(p99), int(errs), float(missed)))
+def med(v, i):
+    x = [r[i] for r in v if not math.isnan(r[i])]
+    return statistics.median(x) if x else float("nan")
+def us(x):
+    if math.isnan(x):
+        return "-"
+    return f"{x/1000:.2f} ms" if x >= 1000 else f"{x:.0f} us"
+def cell(v):
+    if not v:
+        return "-"
+    e = sum(r[4] for r in v if r[4] > 0)
+    bad = sum(1 for r in v if r[4] < 0)
+    missed = med(v, 5)
+    return (f"{us(med(v, 1))} / {us(med(v, 2))} / {us(med(v, 3))}"
+            + (f" ERR {e}" if e else "") + (f" FAILED RUNS {bad}" if bad else "")
+            + (f" missed {100 * missed:.1f}%" if missed > 0.001 else ""))
+def ratio(a, b, i):
+    if not a or not b:
+        return "-"
+    x, y = med(a, i), med(b, i)
+    return f"{x/y:.2f}x" if y and not math.isnan(x) and not math.isnan(y) else "-"
+head = ["conns", "rate", "wrk2 p50 / p90 / p99", "load p50 / p90 / p99",
+        "load/wrk2 p50", "p90", "p99", "req/s wrk2, load"]
+lines = [head]
+for conns, rate in keys:
+    w, l = rows.get(("wrk2", conns, rate)), rows.get(("load", conns, rate))
+    got = ", ".join(f"{med(v, 0)/1000:.1f}k" if v else "-" for v in (w, l))
+    lines.append([conns, rate, cell(w), cell(l), ratio(l, w, 1), ratio(l, w, 2), ratio(l, w, 3), got])
+width = [max(len(x[i]) for x in lines) for i in range(len(head))]
+print("| " + " | ".join(h.ljust(width[i]) for i, h in enumerate(head)) + " |")
+print("|" + "|".join("-" * (x + 2) for x in width) + "|")
+for r in lines[1:]:
+    print("| " + " | ".join(v.ljust(width[i]) for i, v in enumerate(r)) + " |")
+print(f"\ncells: medians over {runs} interleaved runs of each client's p50 / p90 / p99 (latency from the"
+      " intended send time) at the rate asked; ratios of the medians. A client whose req/s is well below"
+      " the rate fell behind (wrk2's req/s counts its calibration too; netcore load's 'missed' is the"
+      " share of its schedule it never sent): its percentiles then measure its own backlog")
+PY
+  echo "open loop: wrk2 $("$WRK2" -v 2>&1 | head -1 | awk '{print $2}'), netcore load; netcore epoll on" \
+    "CPU $SERVER_CPU, clients on CPU $CLIENT_CPU; OPEN_DURATION=${OPEN_DURATION}s after wrk2's" \
+    "calibration (netcore load warms up as long); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi

@@ -1,8 +1,11 @@
 //! HTTP/1.1 (and 1.0) as a pure core: one request parsed from the front of a buffer
 //! ([`parse_request`], over `httparse`), its route, the keep-alive decision, and the answer
 //! written into the caller's output ([`write_response`]); plus the client's half
-//! ([`parse_response`]) for the load generator. No socket, no clock: the session frames the
-//! connection and the drivers move the bytes.
+//! ([`parse_response`]) for the load generator. No socket: the session frames the connection
+//! and the drivers move the bytes. Every answer carries a `Date` header ([`HttpDate`], RFC 9110
+//! IMF-fixdate); the one clock here is [`HttpDate::now`], which reads the wall clock and formats
+//! it only when its second changed (a cache per thread). The `_at` writers take the date from
+//! the caller, who reads it once per batch of requests.
 //!
 //! | request | answer |
 //! |---|---|
@@ -20,7 +23,10 @@
 //! driver's timer). Every error but `404` and `405` closes the connection, since the framing
 //! can no longer be trusted.
 
+use std::cell::Cell;
 use std::io::Write;
+
+use crate::sys::realtime_coarse_secs;
 
 /// The most bytes a request or response head may take.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -32,6 +38,104 @@ pub const MAX_BODY: u64 = 64 * 1024;
 pub const MAX_BYTES: u64 = 16 << 20;
 /// The body of `GET /`.
 pub const ROOT_BODY: &[u8] = b"Hello from netcore\n";
+
+/// Bytes of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+pub const DATE_LEN: usize = 29;
+/// The last second an IMF-fixdate can name (9999-12-31 23:59:59 UTC): later clocks are held
+/// there.
+pub const MAX_DATE_SECS: u64 = 253_402_300_799;
+
+const WEEKDAYS: [&[u8; 3]; 7] = [b"Sun", b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat"];
+const MONTHS: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+
+/// The value of a `Date` header: one second of Unix time as an IMF-fixdate (RFC 9110 5.6.7),
+/// formatted once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpDate {
+    secs: u64,
+    text: [u8; DATE_LEN],
+}
+
+thread_local! {
+    /// The date [`HttpDate::now`] formatted last on this thread (`secs == u64::MAX`: none yet).
+    static NOW: Cell<HttpDate> = const {
+        Cell::new(HttpDate {
+            secs: u64::MAX,
+            text: [0; DATE_LEN],
+        })
+    };
+}
+
+impl HttpDate {
+    /// The date of `secs` seconds after the Unix epoch (UTC), at most [`MAX_DATE_SECS`].
+    pub fn from_unix(secs: u64) -> HttpDate {
+        let secs = secs.min(MAX_DATE_SECS);
+        let days = secs / 86_400;
+        let day_secs = secs % 86_400;
+        let (year, month, day) = civil_from_days(days);
+        let mut text = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+        // 1970-01-01 was a Thursday.
+        text[..3].copy_from_slice(WEEKDAYS[((days + 4) % 7) as usize]);
+        put_digits(&mut text[5..7], day);
+        text[8..11].copy_from_slice(MONTHS[month - 1]);
+        put_digits(&mut text[12..16], year);
+        put_digits(&mut text[17..19], day_secs / 3600);
+        put_digits(&mut text[20..22], day_secs / 60 % 60);
+        put_digits(&mut text[23..25], day_secs % 60);
+        HttpDate { secs, text }
+    }
+
+    /// The date now: one read of the wall clock (the coarse one, [`realtime_coarse_secs`]: a
+    /// few ms late at most, about 50 instructions where `SystemTime::now` took about 140 under
+    /// callgrind); formatted only when its second changed since this thread last asked.
+    pub fn now() -> HttpDate {
+        let secs = realtime_coarse_secs().min(MAX_DATE_SECS);
+        NOW.with(|cached| {
+            let date = cached.get();
+            if date.secs == secs {
+                return date;
+            }
+            let date = HttpDate::from_unix(secs);
+            cached.set(date);
+            date
+        })
+    }
+
+    /// Seconds since the Unix epoch.
+    pub fn unix_secs(&self) -> u64 {
+        self.secs
+    }
+
+    /// The header's value (29 ASCII bytes).
+    pub fn as_bytes(&self) -> &[u8; DATE_LEN] {
+        &self.text
+    }
+}
+
+/// (year, month 1-12, day 1-31) of `days` after 1970-01-01 in the proleptic Gregorian calendar
+/// (H. Hinnant's `civil_from_days`, in unsigned arithmetic: days before 1970 never occur).
+fn civil_from_days(days: u64) -> (u64, usize, u64) {
+    // Shifted to 0000-03-01 so that a leap day ends the year, in 400-year eras.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (era * 400 + yoe + u64::from(month <= 2), month as usize, day)
+}
+
+/// Writes `n` as `out.len()` decimal digits, zero-padded (high digits beyond are dropped).
+fn put_digits(out: &mut [u8], mut n: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
 
 /// A status netcore answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,26 +341,38 @@ pub fn route(target: &str) -> Result<Route, Status> {
     }
 }
 
-/// Writes a whole answer: status line, `Content-Length`, `Connection` where it differs from
-/// the version's default, and the body unless the request was HEAD.
+/// Writes a whole answer: status line, `Server`, `Date` (now: [`HttpDate::now`]),
+/// `Content-Length`, `Connection` where it differs from the version's default, and the body
+/// unless the request was HEAD.
 pub fn write_response(out: &mut Vec<u8>, req: &Request, status: Status, body: &[u8]) {
-    write_head(out, req, status, body.len() as u64);
+    write_response_at(out, req, status, body, &HttpDate::now());
+}
+
+/// [`write_response`] dated `date`.
+pub fn write_response_at(
+    out: &mut Vec<u8>,
+    req: &Request,
+    status: Status,
+    body: &[u8],
+    date: &HttpDate,
+) {
+    write_head(out, req, status, body.len() as u64, date);
     if !req.head {
         out.extend_from_slice(body);
     }
 }
 
-/// Writes a whole answer whose body has a `Content-Type` (the metrics endpoint's).
+/// Writes a whole answer whose body has a `Content-Type` (the metrics endpoint's), dated now.
 pub fn write_typed(out: &mut Vec<u8>, req: &Request, status: Status, kind: &str, body: &[u8]) {
-    write_head_with(out, req, status, body.len() as u64, kind);
+    write_head_with(out, req, status, body.len() as u64, kind, &HttpDate::now());
     if !req.head {
         out.extend_from_slice(body);
     }
 }
 
 /// Writes an answer of `n` bytes of a fixed pattern (`/bytes/N`).
-pub fn write_bytes(out: &mut Vec<u8>, req: &Request, n: u64) {
-    write_bytes_head(out, req, n);
+pub fn write_bytes(out: &mut Vec<u8>, req: &Request, n: u64, date: &HttpDate) {
+    write_bytes_head(out, req, n, date);
     if !req.head {
         write_pattern(out, 0, n as usize);
     }
@@ -264,8 +380,8 @@ pub fn write_bytes(out: &mut Vec<u8>, req: &Request, n: u64) {
 
 /// Writes the head of a `/bytes/N` answer only: the body follows through [`write_pattern`]
 /// (the session writes a large one a piece at a time, within its output bound).
-pub fn write_bytes_head(out: &mut Vec<u8>, req: &Request, n: u64) {
-    write_head(out, req, Status::Ok, n);
+pub fn write_bytes_head(out: &mut Vec<u8>, req: &Request, n: u64, date: &HttpDate) {
+    write_head(out, req, Status::Ok, n, date);
 }
 
 /// The repeating pattern of `/bytes/N` bodies.
@@ -285,8 +401,13 @@ pub fn write_pattern(out: &mut Vec<u8>, from: u64, n: usize) {
 }
 
 /// Writes an error answer for input that is not a request (no `Request` to answer to): 1.1,
-/// closing.
+/// closing, dated now.
 pub fn write_invalid(out: &mut Vec<u8>, status: Status) {
+    write_invalid_at(out, status, &HttpDate::now());
+}
+
+/// [`write_invalid`] dated `date`.
+pub fn write_invalid_at(out: &mut Vec<u8>, status: Status, date: &HttpDate) {
     let req = Request {
         route: Err(status),
         head: false,
@@ -295,16 +416,23 @@ pub fn write_invalid(out: &mut Vec<u8>, status: Status) {
         len: 0,
     };
     let body = status.reason().as_bytes();
-    write_head(out, &req, status, body.len() as u64 + 1);
+    write_head(out, &req, status, body.len() as u64 + 1, date);
     out.extend_from_slice(body);
     out.push(b'\n');
 }
 
-fn write_head(out: &mut Vec<u8>, req: &Request, status: Status, len: u64) {
-    write_head_with(out, req, status, len, "");
+fn write_head(out: &mut Vec<u8>, req: &Request, status: Status, len: u64, date: &HttpDate) {
+    write_head_with(out, req, status, len, "", date);
 }
 
-fn write_head_with(out: &mut Vec<u8>, req: &Request, status: Status, len: u64, kind: &str) {
+fn write_head_with(
+    out: &mut Vec<u8>,
+    req: &Request,
+    status: Status,
+    len: u64,
+    kind: &str,
+    date: &HttpDate,
+) {
     // The hot path of every answer: plain copies of fixed pieces, no `core::fmt` (which cost
     // about 1 100 of the 3 000 instructions a `GET /` took end to end; tools/callgrind-http.sh).
     let keep = req.keep_alive && status.keeps_connection();
@@ -319,7 +447,9 @@ fn write_head_with(out: &mut Vec<u8>, req: &Request, status: Status, len: u64, k
         b"HTTP/1.1 "
     });
     out.extend_from_slice(status.line());
-    out.extend_from_slice(b"\r\nServer: netcore\r\nContent-Length: ");
+    out.extend_from_slice(b"\r\nServer: netcore\r\nDate: ");
+    out.extend_from_slice(date.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
     push_decimal(out, len);
     out.extend_from_slice(b"\r\n");
     if !kind.is_empty() {
@@ -527,7 +657,7 @@ mod tests {
     fn answers_parse_back() {
         let r = req("GET /bytes/1000 HTTP/1.1\r\n\r\n");
         let mut out = Vec::new();
-        write_bytes(&mut out, &r, 1000);
+        write_bytes(&mut out, &r, 1000, &HttpDate::from_unix(0));
         let ParsedResponse::Response(resp) = parse_response(&out, false) else {
             panic!("{}", String::from_utf8_lossy(&out))
         };
@@ -566,10 +696,11 @@ mod tests {
     #[test]
     fn a_body_written_in_pieces_is_the_whole_body() {
         let r = req("GET /bytes/1000 HTTP/1.1\r\n\r\n");
+        let date = HttpDate::from_unix(784_111_777);
         let mut whole = Vec::new();
-        write_bytes(&mut whole, &r, 1000);
+        write_bytes(&mut whole, &r, 1000, &date);
         let mut pieces = Vec::new();
-        write_bytes_head(&mut pieces, &r, 1000);
+        write_bytes_head(&mut pieces, &r, 1000, &date);
         let mut at = 0;
         for k in [1, 63, 64, 65, 300, 507] {
             write_pattern(&mut pieces, at, k);
@@ -579,8 +710,9 @@ mod tests {
         assert_eq!(pieces, whole);
     }
 
-    /// The head as `write!` formatted it before the hand-written copies replaced it.
-    fn head_reference(req: &Request, status: Status, len: u64, kind: &str) -> String {
+    /// The head as `write!` formatted it before the hand-written copies replaced it, with the
+    /// `Date` of [`date_reference`].
+    fn head_reference(req: &Request, status: Status, len: u64, kind: &str, secs: u64) -> String {
         let version = if req.http10 { "1.0" } else { "1.1" };
         let keep = req.keep_alive && status.keeps_connection();
         let conn = match (req.http10, keep) {
@@ -594,10 +726,86 @@ mod tests {
             format!("Content-Type: {kind}\r\n")
         };
         format!(
-            "HTTP/{version} {} {}\r\nServer: netcore\r\nContent-Length: {len}\r\n{kind}{conn}\r\n",
+            "HTTP/{version} {} {}\r\nServer: netcore\r\nDate: {}\r\nContent-Length: {len}\r\n{kind}{conn}\r\n",
             status.code(),
-            status.reason()
+            status.reason(),
+            date_reference(secs)
         )
+    }
+
+    /// IMF-fixdate of `secs` by walking the calendar a year and a month at a time.
+    fn date_reference(secs: u64) -> String {
+        const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+        const NAMES: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let mut days = secs / 86_400;
+        let weekday = DAYS[(days % 7) as usize];
+        let mut year = 1970;
+        while days >= if leap(year) { 366 } else { 365 } {
+            days -= if leap(year) { 366 } else { 365 };
+            year += 1;
+        }
+        let mut month = 0;
+        loop {
+            let len = [
+                31,
+                28 + u64::from(leap(year)),
+                31,
+                30,
+                31,
+                30,
+                31,
+                31,
+                30,
+                31,
+                30,
+                31,
+            ][month];
+            if days < len {
+                break;
+            }
+            days -= len;
+            month += 1;
+        }
+        let t = secs % 86_400;
+        format!(
+            "{weekday}, {:02} {} {year} {:02}:{:02}:{:02} GMT",
+            days + 1,
+            NAMES[month],
+            t / 3600,
+            t / 60 % 60,
+            t % 60
+        )
+    }
+
+    #[test]
+    fn dates_are_imf_fixdates() {
+        let d = |secs| String::from_utf8(HttpDate::from_unix(secs).as_bytes().to_vec()).unwrap();
+        assert_eq!(d(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        // RFC 9110's example.
+        assert_eq!(d(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(d(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(d(1_796_212_800), "Wed, 02 Dec 2026 12:00:00 GMT");
+        assert_eq!(d(MAX_DATE_SECS), "Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(
+            HttpDate::from_unix(u64::MAX),
+            HttpDate::from_unix(MAX_DATE_SECS)
+        );
+    }
+
+    #[test]
+    fn now_is_the_clock_second() {
+        // Before on the coarse clock (it never goes back), after on the fine one (never behind).
+        let fine = || crate::sys::realtime_ns() / 1_000_000_000;
+        for _ in 0..3 {
+            let before = realtime_coarse_secs();
+            let now = HttpDate::now();
+            let after = fine();
+            assert!((before..=after).contains(&now.unix_secs()), "{now:?}");
+            assert_eq!(now, HttpDate::from_unix(now.unix_secs()));
+        }
     }
 
     const STATUSES: [Status; 7] = [
@@ -618,14 +826,24 @@ mod tests {
             keep_alive in any::<bool>(),
             typed in any::<bool>(),
             len in prop_oneof![0u64..1000, any::<u64>()],
+            secs in 0..=MAX_DATE_SECS,
         ) {
             let status = STATUSES[s];
             let req = Request { route: Ok(Route::Root), head: true, keep_alive, http10, len: 0 };
             let kind = if typed { "text/plain; version=0.0.4" } else { "" };
             let mut out = b"before".to_vec();
-            write_head_with(&mut out, &req, status, len, kind);
-            let want = format!("before{}", head_reference(&req, status, len, kind));
+            write_head_with(&mut out, &req, status, len, kind, &HttpDate::from_unix(secs));
+            let want = format!("before{}", head_reference(&req, status, len, kind, secs));
             prop_assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+
+        #[test]
+        fn dates_are_what_a_calendar_walk_gives(
+            secs in prop_oneof![0..=MAX_DATE_SECS, 946_684_000u64..4_102_445_000],
+        ) {
+            let d = HttpDate::from_unix(secs);
+            prop_assert_eq!(d.unix_secs(), secs);
+            prop_assert_eq!(String::from_utf8(d.as_bytes().to_vec()).unwrap(), date_reference(secs));
         }
 
         #[test]

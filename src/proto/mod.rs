@@ -6,8 +6,10 @@
 //! output vector, returning a [`Step`] that tells the driver what to do next: read more, close,
 //! or complete a deferred operation (a `SLEEP` timer, or a CPU job too big to run inline) and
 //! then call [`Session::finish_sleep`] / [`Session::finish_cpu`] and [`Session::resume`]. The
-//! session never touches a socket, a clock or a thread, so each concurrency model (blocking
-//! threads, forked processes, the reactor) is only a driver around this one implementation.
+//! session never touches a socket or a thread, so each concurrency model (blocking threads,
+//! forked processes, the reactor) is only a driver around this one implementation. Its one
+//! clock is HTTP's `Date` header: the wall clock's second, read once per batch of requests and
+//! formatted once per second per thread ([`http::HttpDate::now`]).
 //!
 //! # The `task` protocol
 //! One request per line (`\n` or `\r\n`; responses always end in `\n`), one response line per
@@ -38,7 +40,8 @@
 //! # The `http` protocol
 //! HTTP/1.1 and 1.0 as [`http`] parses and answers it (routes and statuses in its docs), framed
 //! by the session like the task protocol's lines: pipelined requests answered in order,
-//! `/sleep/MS` and `/hash/ROUNDS` as the deferred steps of `SLEEP` and `HASH`.
+//! `/sleep/MS` and `/hash/ROUNDS` as the deferred steps of `SLEEP` and `HASH`. Every answer
+//! carries `Date` (the requests answered in one call share one clock read).
 //!
 //! # The `sockperf` protocol
 //! sockperf's messages (a 14-byte header: sequence, flags, length) framed by [`sockperf`]:

@@ -3,13 +3,14 @@
 //! `/sleep/MS` is the deferred [`Step::Sleep`], `/hash/ROUNDS` above the offload threshold a
 //! [`Step::Cpu`], the output bound holds (a large `/bytes/N` body is written a piece at a
 //! time, [`Step::Flush`] between pieces), an incomplete head is a partial line (the drivers'
-//! line deadline answers it `408`), and an error that breaks the framing closes.
+//! line deadline answers it `408`), and an error that breaks the framing closes. The `Date` of
+//! every answer is read once per batch: the requests answered in one call share it.
 
 use std::fmt;
 use std::io::Write;
 
 use super::{Counters, Pending, Session, Step};
-use crate::proto::http::{self, Parsed, Request, Route, Status};
+use crate::proto::http::{self, HttpDate, Parsed, Request, Route, Status};
 use crate::proto::task::CpuJob;
 
 /// What an HTTP session keeps between requests.
@@ -27,6 +28,8 @@ pub(super) struct HttpState {
 impl Session {
     /// [`Session::resume`] for HTTP: answers the complete requests buffered.
     pub(super) fn resume_http(&mut self, out: &mut Vec<u8>, srv: &Counters) -> Step {
+        // One clock read for the requests of this call, at the first one.
+        let mut date: Option<HttpDate> = None;
         loop {
             if self.http.body_left > 0 && !self.write_body(out, srv) {
                 return Step::Flush;
@@ -58,7 +61,8 @@ impl Session {
                     self.start += req.len;
                     self.scanned = self.start;
                     let len0 = out.len();
-                    let step = self.execute_http(req, out, srv);
+                    let date = date.get_or_insert_with(HttpDate::now);
+                    let step = self.execute_http(req, out, srv, date);
                     self.count_out(out.len() - len0, srv);
                     if let Some(s) = step {
                         return s;
@@ -120,19 +124,32 @@ impl Session {
         };
         let mut text = Vec::with_capacity(32);
         let _ = writeln!(text, "{body}");
-        self.answer(out, &req, Status::Ok, &text);
+        self.answer(out, &req, Status::Ok, &text, &HttpDate::now());
     }
 
     /// Writes a whole answer; closes when the request does not keep the connection.
-    fn answer(&mut self, out: &mut Vec<u8>, req: &Request, status: Status, body: &[u8]) {
-        http::write_response(out, req, status, body);
+    fn answer(
+        &mut self,
+        out: &mut Vec<u8>,
+        req: &Request,
+        status: Status,
+        body: &[u8],
+        date: &HttpDate,
+    ) {
+        http::write_response_at(out, req, status, body, date);
         if !http::keeps_open(req, status) {
             self.closed = true;
         }
     }
 
     /// Runs one request. Returns a step if the driver must act before the next request.
-    fn execute_http(&mut self, req: Request, out: &mut Vec<u8>, srv: &Counters) -> Option<Step> {
+    fn execute_http(
+        &mut self,
+        req: Request,
+        out: &mut Vec<u8>,
+        srv: &Counters,
+        date: &HttpDate,
+    ) -> Option<Step> {
         self.stats.requests += 1;
         srv.add(super::REQUESTS, 1);
         match req.route {
@@ -142,11 +159,11 @@ impl Session {
                 self.count_error(srv, error_kind(status));
                 let mut body = status.reason().as_bytes().to_vec();
                 body.push(b'\n');
-                self.answer(out, &req, status, &body);
+                self.answer(out, &req, status, &body, date);
             }
-            Ok(Route::Root) => self.answer(out, &req, Status::Ok, http::ROOT_BODY),
+            Ok(Route::Root) => self.answer(out, &req, Status::Ok, http::ROOT_BODY, date),
             Ok(Route::Bytes(n)) => {
-                http::write_bytes_head(out, &req, n);
+                http::write_bytes_head(out, &req, n, date);
                 if !req.head {
                     self.http.body_left = n;
                     self.http.body_at = 0;
@@ -159,7 +176,7 @@ impl Session {
                     }
                 }
             }
-            Ok(Route::Sleep(0)) => self.answer(out, &req, Status::Ok, b"slept 0ms\n"),
+            Ok(Route::Sleep(0)) => self.answer(out, &req, Status::Ok, b"slept 0ms\n", date),
             Ok(Route::Sleep(ms)) => {
                 self.pending = Pending::Sleep(ms);
                 self.http.pending = Some(req);
@@ -176,13 +193,13 @@ impl Session {
                     return Some(Step::Cpu(job));
                 }
                 let body = format!("{:016x}\n", job.run());
-                self.answer(out, &req, Status::Ok, body.as_bytes());
+                self.answer(out, &req, Status::Ok, body.as_bytes(), date);
             }
             Ok(Route::Stats) => {
                 let mut body = Vec::with_capacity(200);
                 self.write_stats(&mut body, srv);
                 body.push(b'\n');
-                self.answer(out, &req, Status::Ok, &body);
+                self.answer(out, &req, Status::Ok, &body, date);
             }
         }
         // A body still to write is written by the caller's loop (within the output bound).
