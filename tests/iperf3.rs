@@ -308,9 +308,8 @@ fn udp_every_direction(bin: &str, cases: &[(&[&str], usize, &str)]) {
         // iperf3 lists the client's sending streams first, as they were created.
         check_udp_received(&ends[..up], rows);
         check_udp_sent(&ends[up..], sent, len);
-        assert_eq!(u(&nc["sent_sum"]["sent"]), {
-            sent.iter().map(|r| u(&r["sent"])).sum::<u64>()
-        });
+        let total: u64 = sent.iter().map(|r| u(&r["sent"])).sum();
+        assert_eq!(u(&nc["sent_sum"]["sent"]), total, "{nc}");
     }
 }
 
