@@ -577,21 +577,19 @@ fn blast_drives_iperf3_server() {
 
 #[test]
 fn blast_to_iperf3_refuses_what_it_cannot_drive_in_one_line() {
-    let (st, _, err) = common::run(
-        &[
-            "blast",
-            "--to",
-            "iperf3://127.0.0.1:1",
-            "--proto",
-            "tcp",
-            "--fq-rate",
-            "1G",
-        ],
-        Duration::from_secs(30),
-    );
-    assert_eq!(st.code(), Some(2), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("--fq-rate"), "{err}");
+    for (args, flag) in [
+        (&["--proto", "tcp", "--fq-rate", "1G"][..], "--fq-rate"),
+        (&["--bidir", "--verify"][..], "--verify"),
+        (&["--control", "127.0.0.1:2"][..], "--control"),
+    ] {
+        let (st, _, err) = common::run(
+            &[&["blast", "--to", "iperf3://127.0.0.1:1"][..], args].concat(),
+            Duration::from_secs(30),
+        );
+        assert_eq!(st.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(flag), "{err}");
+    }
 }
 
 /// The server's figures for stream `id` from the "iperf3 server's own figures" lines:
