@@ -110,8 +110,16 @@ impl Drop for Recv {
 
 /// Runs `iperf3 -c 127.0.0.1 -p PORT -J ARGS` (bounded) and returns its JSON.
 fn iperf3(port: &str, args: &[&str]) -> Value {
+    iperf3_bin("iperf3", port, args)
+}
+
+/// The current iperf3 (3.21+, built by `../shared/peers/build-iperf3.sh`), if installed here.
+const NEW_IPERF3: &str = "/opt/iperf3-new/bin/iperf3";
+
+/// [`iperf3`] with the binary `bin`.
+fn iperf3_bin(bin: &str, port: &str, args: &[&str]) -> Value {
     let mut c = Command::new("timeout");
-    c.args(["60", "iperf3", "-c", "127.0.0.1", "-p", port, "-J"])
+    c.args(["60", bin, "-c", "127.0.0.1", "-p", port, "-J"])
         .args(args);
     let out = c.output().expect("iperf3 runs");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -224,11 +232,23 @@ fn iperf3_client_through_the_relay_to_recv() {
 /// netcore's `sent`, the receiver line (netcore's answer) is exact: bytes, packets = sent,
 /// lost = sent - distinct received.
 fn check_udp(ip: &Value, nc: &Value, streams: usize) {
-    assert_eq!(nc["schema"], "netcore.iperf3.udp.v1", "{nc}");
+    assert_eq!(nc["schema"], "netcore.iperf3.udp.v2", "{nc}");
     let rows = nc["streams"].as_array().unwrap();
     assert_eq!(rows.len(), streams, "{nc}");
     let ends = ip["end"]["streams"].as_array().unwrap();
     assert_eq!(ends.len(), streams, "{ip}");
+    check_udp_received(&ends[..], rows);
+    // The client's sender total and netcore's received bytes, exact when nothing was lost.
+    let sent = u(&ip["end"]["sum"]["bytes"]);
+    let lost = u(&nc["sum"]["lost"]) + u(&nc["sum"]["duplicate"]);
+    if lost == 0 {
+        assert_eq!(sent, u(&nc["sum"]["bytes"]), "{nc}");
+    }
+}
+
+/// iperf3's per-stream UDP summaries of the streams netcore received, against netcore's rows.
+fn check_udp_received(ends: &[Value], rows: &[Value]) {
+    assert_eq!(ends.len(), rows.len());
     for (e, row) in ends.iter().zip(rows) {
         let udp = &e["udp"];
         assert_eq!(u(&udp["packets"]), u(&row["sent"]), "{udp} vs {row}");
@@ -240,12 +260,129 @@ fn check_udp(ip: &Value, nc: &Value, streams: usize) {
         );
         assert!(u(&row["sent"]) > 0);
     }
-    // The client's sender total and netcore's received bytes, exact when nothing was lost.
-    let sent = u(&ip["end"]["sum"]["bytes"]);
-    let lost = u(&nc["sum"]["lost"]) + u(&nc["sum"]["duplicate"]);
-    if lost == 0 {
-        assert_eq!(sent, u(&nc["sum"]["bytes"]), "{nc}");
+}
+
+/// iperf3's per-stream UDP summaries of the streams netcore sent (-R, --bidir): the client's
+/// sender line is what netcore answered (its datagrams and bytes), its lost count is its own
+/// and equals what it told netcore in the results exchange.
+fn check_udp_sent(ends: &[Value], rows: &[Value], len: u64) {
+    assert_eq!(ends.len(), rows.len());
+    for (e, row) in ends.iter().zip(rows) {
+        let udp = &e["udp"];
+        let sent = u(&row["sent"]);
+        assert!(sent > 0, "{row}");
+        assert_eq!(u(&row["bytes"]), sent * len, "{row}");
+        assert_eq!(u(&udp["packets"]), sent, "{udp} vs {row}");
+        assert_eq!(u(&udp["bytes"]), u(&row["bytes"]), "{udp} vs {row}");
+        assert_eq!(
+            u(&udp["lost_packets"]),
+            u(&row["peer_lost"]),
+            "{udp} vs {row}"
+        );
+        // The client counts the highest sequence it saw before TEST_END: at most what was sent.
+        let seen = u(&row["peer_packets"]);
+        assert!(seen > 0 && seen <= sent, "{row}");
+        assert!(u(&row["peer_lost"]) <= seen, "{row}");
     }
+}
+
+/// `iperf3 -c -u` with `-R` / `--bidir` against `netcore recv`, with `iperf3` = `bin`.
+fn udp_every_direction(bin: &str, cases: &[(&[&str], usize, &str)]) {
+    let r = Recv::start();
+    let p = r.port();
+    for &(args, streams, mode) in cases {
+        let ip = iperf3_bin(bin, &p, args);
+        let nc = r.report();
+        assert_eq!(nc["schema"], "netcore.iperf3.udp.v2", "{nc}");
+        assert_eq!(nc["role"], "server", "{nc}");
+        assert_eq!(nc["mode"], mode, "{nc}");
+        let len = u(&nc["len"]);
+        let ends = ip["end"]["streams"].as_array().unwrap();
+        let (rows, sent) = (
+            nc["streams"].as_array().unwrap(),
+            nc["sent"].as_array().unwrap(),
+        );
+        let up = if mode == "bidir" { streams } else { 0 };
+        assert_eq!((rows.len(), sent.len()), (up, streams), "{nc}");
+        assert_eq!(ends.len(), up + streams, "{ip}");
+        // iperf3 lists the client's sending streams first, as they were created.
+        check_udp_received(&ends[..up], rows);
+        check_udp_sent(&ends[up..], sent, len);
+        let total: u64 = sent.iter().map(|r| u(&r["sent"])).sum();
+        assert_eq!(u(&nc["sent_sum"]["sent"]), total, "{nc}");
+    }
+}
+
+#[test]
+fn iperf3_client_udp_reverse_and_bidir_against_recv() {
+    if !have_iperf3() {
+        return;
+    }
+    udp_every_direction(
+        "iperf3",
+        &[
+            (&["-u", "-t", "1", "-b", "100M", "-R"], 1, "reverse"),
+            (
+                &[
+                    "-u",
+                    "-t",
+                    "1",
+                    "-b",
+                    "100M",
+                    "-R",
+                    "-P",
+                    "2",
+                    "--udp-counters-64bit",
+                    "-l",
+                    "1200",
+                ],
+                2,
+                "reverse",
+            ),
+            (&["-u", "-t", "1", "-b", "100M", "--bidir"], 1, "bidir"),
+            (
+                &["-u", "-t", "1", "-b", "50M", "--bidir", "-P", "2"],
+                2,
+                "bidir",
+            ),
+            // Bounded by datagrams: netcore sends exactly -k, and the client ends on them.
+            (
+                &["-u", "-k", "1000", "-b", "20M", "-R", "-l", "1000"],
+                1,
+                "reverse",
+            ),
+        ],
+    );
+}
+
+/// The same with the current iperf3 (3.21+) where it is installed, `--gsro` included (its GRO
+/// receive of netcore's datagrams; its GSO sends reach netcore split).
+#[test]
+fn new_iperf3_client_udp_every_direction_against_recv() {
+    if !std::path::Path::new(NEW_IPERF3).exists() {
+        eprintln!("skipped: {NEW_IPERF3} is not installed (../shared/peers/build-iperf3.sh)");
+        return;
+    }
+    udp_every_direction(
+        NEW_IPERF3,
+        &[
+            (
+                &["-u", "-t", "1", "-b", "100M", "-R", "-P", "2"],
+                2,
+                "reverse",
+            ),
+            (
+                &["-u", "-t", "1", "-b", "100M", "--bidir", "--gsro"],
+                1,
+                "bidir",
+            ),
+            (
+                &["-u", "-t", "1", "-b", "100M", "-R", "--gsro"],
+                1,
+                "reverse",
+            ),
+        ],
+    );
 }
 
 #[test]
@@ -440,53 +577,109 @@ fn blast_drives_iperf3_server() {
 
 #[test]
 fn blast_to_iperf3_refuses_what_it_cannot_drive_in_one_line() {
-    let (st, _, err) = common::run(
-        &[
-            "blast",
-            "--to",
-            "iperf3://127.0.0.1:1",
-            "--proto",
-            "tcp",
-            "--fq-rate",
-            "1G",
-        ],
-        Duration::from_secs(30),
-    );
-    assert_eq!(st.code(), Some(2), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("--fq-rate"), "{err}");
+    for (args, flag) in [
+        (&["--proto", "tcp", "--fq-rate", "1G"][..], "--fq-rate"),
+        (&["--bidir", "--verify"][..], "--verify"),
+        (&["--control", "127.0.0.1:2"][..], "--control"),
+    ] {
+        let (st, _, err) = common::run(
+            &[&["blast", "--to", "iperf3://127.0.0.1:1"][..], args].concat(),
+            Duration::from_secs(30),
+        );
+        assert_eq!(st.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(flag), "{err}");
+    }
 }
 
+/// The server's figures for stream `id` from the "iperf3 server's own figures" lines:
+/// "  stream id   4:        1234567 bytes, ..., packets 845, errors 0, jitter ...".
+fn server_figure(err: &str, id: u64, what: &str) -> u64 {
+    let line = err
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("stream id {id:>3}:")))
+        .unwrap_or_else(|| panic!("no server line for stream {id}: {err}"));
+    let after = line.split(':').nth(1).unwrap();
+    let words: Vec<&str> = after.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| w.trim_end_matches(',') == what)
+        .unwrap_or_else(|| panic!("{what} in {line}"));
+    // "N bytes": the number comes first; "packets N": after.
+    let v = if what == "bytes" {
+        words[at - 1]
+    } else {
+        words[at + 1]
+    };
+    v.trim_end_matches(',')
+        .parse()
+        .unwrap_or_else(|e| panic!("{what}: {e}: {line}"))
+}
+
+/// `blast --to iperf3://` UDP forward with -P 2, -R and --bidir: exits 0, and netcore's
+/// figures agree with the server's results document: what netcore sent is the server's
+/// packet count ceiling, what the server sent is what netcore's tracker accounts for.
 #[test]
 fn blast_udp_to_iperf3_server() {
     if !have_iperf3() {
         return;
     }
-    let srv = Iperf3Server::start();
-    let to = format!("iperf3://127.0.0.1:{}", srv.1);
-    let out = common::run_ok(
-        &["blast", "--to", &to, "--time", "1s", "--rate", "200Mbps"],
-        Duration::from_secs(60),
-    );
-    // "stream id   1: sent N datagrams, B bytes | server: B' bytes, packets P, lost L, ..."
-    let line = out
-        .lines()
-        .find(|l| l.contains("stream id"))
-        .unwrap_or_else(|| panic!("{out}"));
-    let num = |after: &str| -> u64 {
-        line.split(after)
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .trim_end_matches(',')
-            .parse()
-            .unwrap_or_else(|e| panic!("{after}: {e}: {line}"))
-    };
-    let (sent, packets, lost) = (num("sent "), num("packets "), num("lost "));
-    assert!(sent > 0, "{line}");
-    // iperf3's receiver counts the highest sequence it saw: at most what was sent.
-    assert!(packets <= sent && lost <= packets, "{line}");
-    assert!(out.contains("iperf3 server's own figures"), "{out}");
+    for (args, up, down, mode) in [
+        (&["-P", "2"][..], 2, 0, "forward"),
+        (&["-R"][..], 0, 1, "reverse"),
+        (&["--bidir"][..], 1, 1, "bidir"),
+    ] {
+        let srv = Iperf3Server::start();
+        let to = format!("iperf3://127.0.0.1:{}", srv.1);
+        let (st, out, err) = common::run(
+            &[
+                &[
+                    "blast", "--to", &to, "--time", "1s", "--rate", "100Mbps", "--len", "1400",
+                    "--json",
+                ][..],
+                args,
+            ]
+            .concat(),
+            Duration::from_secs(60),
+        );
+        assert!(st.success(), "{args:?}: {out}\n{err}");
+        let nc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(nc["schema"], "netcore.iperf3.udp.v2", "{nc}");
+        assert_eq!(
+            (nc["role"].as_str(), nc["mode"].as_str()),
+            (Some("client"), Some(mode))
+        );
+        assert!(err.contains("iperf3 server's own figures"), "{err}");
+        let sent = nc["sent"].as_array().unwrap();
+        let rows = nc["streams"].as_array().unwrap();
+        assert_eq!((sent.len(), rows.len()), (up, down), "{nc}");
+        for r in sent {
+            // The server's receiver: highest sequence seen, at most what netcore sent.
+            let id = u(&r["id"]);
+            let (k, seen) = (u(&r["sent"]), u(&r["peer_packets"]));
+            assert!(k > 0 && seen > 0 && seen <= k, "{r}");
+            assert_eq!(u(&r["bytes"]), k * 1400, "{r}");
+            assert_eq!(server_figure(&err, id, "packets"), seen, "{r}\n{err}");
+            assert_eq!(server_figure(&err, id, "bytes"), u(&r["peer_bytes"]), "{r}");
+        }
+        for r in rows {
+            // The server's sender: its datagrams are netcore's `sent`, every one accounted.
+            let id = u(&r["id"]);
+            let k = u(&r["sent"]);
+            assert!(k > 0, "{r}");
+            assert_eq!(server_figure(&err, id, "packets"), k, "{r}\n{err}");
+            assert_eq!(server_figure(&err, id, "bytes"), k * 1400, "{r}\n{err}");
+            assert_eq!(
+                k,
+                u(&r["in_order"]) + u(&r["reordered"]) + u(&r["lost"]),
+                "{r}"
+            );
+            assert_eq!(u(&r["bytes"]), u(&r["received"]) * 1400, "{r}");
+            assert_eq!(
+                u(&r["received"]),
+                u(&r["in_order"]) + u(&r["reordered"]) + u(&r["duplicate"]) + u(&r["too_late"]),
+                "{r}"
+            );
+        }
+    }
 }

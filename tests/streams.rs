@@ -361,17 +361,6 @@ fn bidir_refusals_are_one_line_usage_errors() {
             &["blast", "--bidir", "--count", "10", "--plot", "/tmp/x.svg"][..],
             "--plot",
         ),
-        (
-            &[
-                "blast",
-                "--bidir",
-                "--count",
-                "10",
-                "--to",
-                "iperf3://127.0.0.1:1",
-            ][..],
-            "iperf3",
-        ),
     ] {
         let (st, out, err) = run(args, Duration::from_secs(20));
         assert_eq!(st.code(), Some(2), "{args:?}: {out}{err}");

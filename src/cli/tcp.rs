@@ -48,7 +48,6 @@ pub fn check(a: &BlastArgs) -> Result<()> {
                     let what = [
                         ("--find-rate", a.find_rate),
                         ("--plot", a.plot.plot.is_some()),
-                        ("--to iperf3://", iperf3_server(a)?.is_some()),
                     ];
                     if let Some((f, _)) = what.iter().find(|x| x.1) {
                         return usage(format!("{f} is not available with --bidir for --proto udp"));
@@ -139,7 +138,7 @@ fn iperf3_blast(a: BlastArgs, server: std::net::SocketAddr) -> Result<ExitCode> 
         &mut print_intervals(live),
     )?;
     out(&o.report.render(format))?;
-    let theirs = crate::flow::iperf3::client::server_lines(&o.server);
+    let theirs = crate::flow::iperf3::client::server_lines(&o.server, false);
     if live.on_stdout() {
         out(&theirs)?;
     } else {

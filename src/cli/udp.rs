@@ -501,25 +501,42 @@ fn blast_bidir(
     Ok(interrupted_exit(report.interrupted()))
 }
 
-/// `blast --to iperf3://HOST[:PORT]` (UDP): datagrams with iperf3's header to a stock
-/// `iperf3 -s` (port 5201 by default); what netcore sent, then the server's own figures.
+/// `blast --to iperf3://HOST[:PORT]` (UDP): datagrams with iperf3's header to or from a stock
+/// `iperf3 -s` (port 5201 by default), `-P`, `-R`, `--bidir`; netcore's report (what it sent
+/// beside the server's figures, what it received through its tracker), then the server's
+/// results document as returned (on stderr when the report is JSON or CSV).
 fn iperf3_blast(a: &BlastArgs, host: &str) -> Result<ExitCode> {
+    for (flag, on) in [("--verify", a.verify), ("--control", a.control.is_some())] {
+        if on {
+            crate::usage_bail!("{flag} has no iperf3 equivalent: not with --to iperf3://");
+        }
+    }
     let server = iperf3_addr(host)?;
     let len = a.len.unwrap_or(1472) as usize;
     let plan = plan_of(a, len)?;
     signal::install()?;
+    let format = a.output.format();
+    let mode = crate::flow::streams::Mode::of(a.tcp.reverse, a.tcp.bidir);
     let o = crate::flow::iperf3::client::run_udp(&crate::flow::iperf3::client::UdpClientOptions {
         server,
         streams: a.tcp.streams,
+        mode,
         len,
         plan,
         rate_bps: a
             .rate
             .map(|r| (r.packets_per_sec(len) * len as f64 * 8.0) as u64),
+        gso: a.gso != GsoMode::Off,
         cpus: a.pin.list().map(<[usize]>::to_vec).unwrap_or_default(),
     })?;
-    out(&crate::flow::iperf3::client::udp_lines(&o))?;
-    Ok(ExitCode::SUCCESS)
+    out(&o.report.render(format))?;
+    let theirs = crate::flow::iperf3::client::server_lines(&o.server, true);
+    if format == Format::Table {
+        out(&theirs)?;
+    } else {
+        eprint!("{theirs}");
+    }
+    Ok(interrupted_exit(o.report.interrupted))
 }
 
 /// HOST[:PORT] of an iperf3 server, port 5201 by default.

@@ -26,6 +26,27 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode of `-R` / `--bidir` flags (`--bidir` wins).
+    pub fn of(reverse: bool, bidir: bool) -> Mode {
+        if bidir {
+            Mode::Bidir
+        } else if reverse {
+            Mode::Reverse
+        } else {
+            Mode::Forward
+        }
+    }
+
+    /// Which way each of a test's `n`-per-direction streams carries data, in stream order:
+    /// with `--bidir` the client's sending streams come first.
+    pub fn directions(self, n: usize) -> Vec<Dir> {
+        match self {
+            Mode::Forward => vec![Dir::Up; n],
+            Mode::Reverse => vec![Dir::Down; n],
+            Mode::Bidir => [vec![Dir::Up; n], vec![Dir::Down; n]].concat(),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Mode::Forward => "forward",
@@ -71,6 +92,18 @@ pub fn cpu_for(cpus: &[usize], i: usize) -> Option<usize> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn modes_and_their_directions() {
+        assert_eq!(Mode::of(true, false), Mode::Reverse);
+        assert_eq!(Mode::of(true, true), Mode::Bidir);
+        assert_eq!(Mode::of(false, false), Mode::Forward);
+        assert_eq!(Mode::Reverse.directions(1), vec![Dir::Down]);
+        assert_eq!(
+            Mode::Bidir.directions(2),
+            vec![Dir::Up, Dir::Up, Dir::Down, Dir::Down]
+        );
+    }
 
     #[test]
     fn cpus_round_robin() {

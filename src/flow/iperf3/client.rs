@@ -1,20 +1,23 @@
-//! `netcore blast --to iperf3://HOST[:PORT] --proto tcp`: netcore as the client of a stock
-//! `iperf3 -s`, around the sans-IO `ClientCtl`. The data connections open with the cookie and
-//! run on `flow::tcp::stream`'s threads (the same write and read loops as a netcore test);
-//! the server's results document comes back as iperf3 returns it.
+//! `netcore blast --to iperf3://HOST[:PORT]`: netcore as the client of a stock `iperf3 -s`,
+//! around the sans-IO `ClientCtl`. TCP: the data connections open with the cookie and run on
+//! `flow::tcp::stream`'s threads (the same write and read loops as a netcore test). UDP: the
+//! streams of `super::dgram` (paced `sendmmsg` senders, tracked readers), forward, `-R` or
+//! `--bidir`. The server's results document comes back as iperf3 returns it.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use super::ctl::{cpu_util, STEP};
+use super::dgram::{Streams, TxPlan};
+use super::report::{sent_sum_of, sum_of, Iperf3UdpReport, SCHEMA};
 use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
-use crate::flow::pacer::Pacer;
+use crate::flow::streams::split_count;
 use crate::flow::tcp::client::{cpu_for, job_for, sample};
 use crate::flow::tcp::report::{CpuSides, IntervalMeter, StreamEnd, TcpInterval, TcpReport};
 use crate::flow::tcp::spec::{Dir, Mode, TcpSpec};
@@ -25,9 +28,8 @@ use crate::interop::iperf3::udp::{read_word, word, Header};
 use crate::interop::iperf3::udp::{CONNECT_MSG, CONNECT_REPLY, LEGACY_CONNECT_REPLY};
 use crate::interop::iperf3::{Cookie, Params, Results, StreamResult};
 use crate::sys::cpu::process_times;
-use crate::sys::mmsg::SendBatch;
 use crate::sys::signal;
-use crate::sys::{realtime_ns, sockopt};
+use crate::sys::sockopt;
 
 /// What `blast` asks of an iperf3 server.
 #[derive(Debug, Clone)]
@@ -320,15 +322,24 @@ pub fn run(
 }
 
 /// The server's results document as lines, labelled as the server's own figures.
-pub fn server_lines(r: &Results) -> String {
+pub fn server_lines(r: &Results, udp: bool) -> String {
     let mut s = String::from("iperf3 server's own figures (its results document, as returned):\n");
     for x in &r.streams {
+        let more = if udp {
+            format!(
+                "packets {}, errors {}, jitter {:.3} ms",
+                x.packets,
+                x.errors,
+                x.jitter * 1e3
+            )
+        } else {
+            format!("retransmits {}", x.retransmits)
+        };
         s.push_str(&format!(
-            "  stream id {:>3}: {:>14} bytes, {:>6.3} s, retransmits {}\n",
+            "  stream id {:>3}: {:>14} bytes, {:>6.3} s, {more}\n",
             x.id,
             x.bytes,
             x.end_time - x.start_time,
-            x.retransmits
         ));
     }
     s.push_str(&format!(
@@ -349,78 +360,67 @@ pub fn server_lines(r: &Results) -> String {
 #[derive(Debug, Clone)]
 pub struct UdpClientOptions {
     pub server: SocketAddr,
+    /// Streams per direction (`-P`).
     pub streams: u16,
+    /// Forward (netcore sends), reverse (`-R`: the server sends) or both (`--bidir`).
+    pub mode: Mode,
     /// Payload bytes per datagram (iperf3's header included).
     pub len: usize,
-    /// Datagrams (split over the streams) or time.
+    /// Datagrams (split over the streams of a direction) or time.
     pub plan: Plan,
-    /// Bits per second over all streams; None: as fast as the kernel takes them.
+    /// Bits per second over all streams of a direction; None: unpaced (netcore's side), and
+    /// iperf3's `-b 0` (unlimited) for the server's.
     pub rate_bps: Option<u64>,
+    /// UDP GSO on netcore's sending streams where the kernel takes it.
+    pub gso: bool,
     pub cpus: Vec<usize>,
 }
 
-/// What each stream sent, and the server's results document.
+/// netcore's report of the test and the server's results document as iperf3 returned it.
 #[derive(Debug)]
 pub struct UdpOutcome {
-    /// Per stream (iperf3 id order): datagrams and bytes the kernel took.
-    pub sent: Vec<(i64, u64, u64)>,
-    pub elapsed_s: f64,
+    pub report: Iperf3UdpReport,
     pub server: Results,
+    pub elapsed_s: f64,
 }
 
-/// Sends `len`-byte datagrams with iperf3's header on a connected socket, `sendmmsg` batches
-/// of up to 64 paced by `flow::pacer`, until `count` datagrams (or `stop`); returns the
-/// datagrams the kernel took (numbered densely from iperf3's 1).
-fn blaster(
-    sock: UdpSocket,
-    len: usize,
-    count: u64,
-    pps: Option<f64>,
-    stop: &AtomicBool,
-    sent: &AtomicU64,
-) -> u64 {
-    let mut batch = SendBatch::new(64, len);
-    for i in 0..batch.capacity() {
-        batch.set_len(i, len);
+/// Connects stream `i` to the server and does iperf3's UDP handshake: our word, its answer.
+fn udp_stream(server: SocketAddr, i: usize, receive: bool) -> Result<UdpSocket> {
+    let local: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let s = UdpSocket::bind(local)?;
+    s.connect(server)?;
+    let _ = sockopt::size_buffer(&s, 4 << 20, receive);
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.send(&word(CONNECT_MSG))?;
+    let mut b = [0u8; 16];
+    let k = s
+        .recv(&mut b)
+        .with_context(|| format!("iperf3 server did not answer UDP stream {}", i + 1))?;
+    if !matches!(
+        read_word(&b[..k]),
+        Some(CONNECT_REPLY | LEGACY_CONNECT_REPLY)
+    ) {
+        bail!(
+            "iperf3 server answered UDP stream {} with {:?}",
+            i + 1,
+            &b[..k]
+        );
     }
-    let mut pacer = pps.map(|r| Pacer::new(r.max(1e-3), 64, realtime_ns()));
-    let mut seq0 = 0u64;
-    while seq0 < count && !stop.load(Ordering::Relaxed) && !signal::stop_requested() {
-        let now = realtime_ns();
-        let mut n = (count - seq0).min(batch.capacity() as u64);
-        if let Some(p) = pacer.as_mut() {
-            n = p.allowance(now, n);
-            if n == 0 {
-                let wait = p.wait_ns(now, 1).min(50_000_000);
-                std::thread::sleep(Duration::from_nanos(wait));
-                continue;
-            }
-        }
-        for i in 0..n as usize {
-            Header::at(seq0 + i as u64, now).write(batch.slot_mut(i), false);
-        }
-        match batch.send(&sock, 0, n as usize) {
-            Ok(k) => {
-                seq0 += k as u64;
-                if let Some(p) = pacer.as_mut() {
-                    p.consume(k as u64);
-                }
-                sent.store(seq0, Ordering::Relaxed);
-            }
-            // ENOBUFS, ECONNREFUSED from a queued ICMP error: try again.
-            Err(_) => std::thread::sleep(Duration::from_micros(50)),
-        }
-    }
-    seq0
+    Ok(s)
 }
 
-/// Runs one UDP test against an iperf3 server (the client sends).
+/// Runs one UDP test against an iperf3 server: netcore sends on its streams (forward, and the
+/// first half with `--bidir`) and receives on the server's, each datagram through its tracker.
 pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
     let n = opts.streams.max(1) as usize;
     if opts.len < Header::len(false) || opts.len > 65_507 {
         bail!("--len {} out of range for iperf3 UDP: 16..=65507", opts.len);
     }
-    let (mut l, _) = Link::open(opts.server)?;
+    let (mut l, cookie) = Link::open(opts.server)?;
     let (time, blocks) = match opts.plan {
         Plan::TimeNs(ns) => (ns.div_ceil(1_000_000_000).max(1), 0),
         Plan::Count(c) => (0, c),
@@ -431,6 +431,8 @@ pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
         time,
         blocks,
         parallel: n as u32,
+        reverse: opts.mode == Mode::Reverse,
+        bidirectional: opts.mode == Mode::Bidir,
         len: opts.len as u32,
         bandwidth: opts.rate_bps.map_or(0, |r| (r / n as u64).max(1)),
         client_version: Some(format!("netcore {}", env!("CARGO_PKG_VERSION"))),
@@ -439,129 +441,93 @@ pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
     l.cc.params(&p, &mut l.out);
     l.flush()?;
     l.expect(Event::CreateStreams, "CREATE_STREAMS")?;
-    let mut socks = Vec::new();
-    for i in 0..n {
-        let local: SocketAddr = if opts.server.is_ipv4() {
-            "0.0.0.0:0".parse()?
-        } else {
-            "[::]:0".parse()?
-        };
-        let s = UdpSocket::bind(local)?;
-        s.connect(opts.server)?;
-        let _ = sockopt::size_buffer(&s, 4 << 20, false);
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.send(&word(CONNECT_MSG))?;
-        let mut b = [0u8; 16];
-        let k = s
-            .recv(&mut b)
-            .with_context(|| format!("iperf3 server did not answer UDP stream {}", i + 1))?;
-        if !matches!(
-            read_word(&b[..k]),
-            Some(CONNECT_REPLY | LEGACY_CONNECT_REPLY)
-        ) {
-            bail!(
-                "iperf3 server answered UDP stream {} with {:?}",
-                i + 1,
-                &b[..k]
-            );
-        }
-        socks.push(s);
+    let dirs = opts.mode.directions(n);
+    let mut st = Streams::new(false);
+    for (i, d) in dirs.iter().enumerate() {
+        let receive = *d == Dir::Down;
+        st.add(udp_stream(opts.server, i, receive)?, receive)?;
     }
     l.expect(Event::TestStart, "TEST_START")?;
     l.expect(Event::TestRunning, "TEST_RUNNING")?;
-    let stop = Arc::new(AtomicBool::new(false));
     let pps = opts
         .rate_bps
         .map(|r| r as f64 / n as f64 / (opts.len as f64 * 8.0));
-    let mut handles = Vec::new();
-    let mut counters = Vec::new();
-    for (i, s) in socks.into_iter().enumerate() {
-        let count = match opts.plan {
-            Plan::Count(_) => match stream::stream_plan(opts.plan, i, n) {
-                Plan::Count(c) => c,
-                _ => 0,
-            },
+    st.start_senders(&|k, n| TxPlan {
+        len: opts.len,
+        counters64: false,
+        count: match opts.plan {
+            Plan::Count(c) => split_count(c, k, n),
             Plan::TimeNs(_) => u64::MAX,
-        };
-        let (stop, sent) = (stop.clone(), Arc::new(AtomicU64::new(0)));
-        counters.push(sent.clone());
-        let (len, cpu) = (opts.len, cpu_for(&opts.cpus, i));
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("netcore-iperf3-tx-{i}"))
-                .spawn(move || {
-                    if let Some(c) = cpu {
-                        crate::sys::affinity::pin_current(c);
-                    }
-                    blaster(s, len, count, pps, &stop, &sent)
-                })?,
-        );
-    }
+        },
+        pps,
+        gso: opts.gso,
+        cpu: cpu_for(&opts.cpus, k),
+    })?;
     let t0 = Instant::now();
     let end_at = match opts.plan {
         Plan::TimeNs(ns) => t0 + Duration::from_nanos(ns),
+        // A count has no time; an hour bounds it.
         Plan::Count(_) => t0 + Duration::from_secs(3600),
     };
-    while Instant::now() < end_at
-        && !handles.iter().all(|h| h.is_finished())
-        && !signal::stop_requested()
-    {
+    // The end, as iperf3's client judges it: the time, or the count sent (our senders) or
+    // received (the server's streams; 1 s without a new datagram ends a test whose last
+    // datagrams were lost).
+    let (mut last, mut at) = (0, Instant::now());
+    loop {
+        let now = Instant::now();
+        let got = st.received();
+        if got != last {
+            (last, at) = (got, now);
+        }
+        let counted = match opts.plan {
+            Plan::Count(c) => {
+                let sending = opts.mode != Mode::Reverse;
+                let receiving = opts.mode != Mode::Forward;
+                (sending && st.senders_done())
+                    || (receiving
+                        && (got >= c || (got > 0 && at.elapsed() > Duration::from_secs(1))))
+            }
+            Plan::TimeNs(_) => false,
+        };
+        if now >= end_at || counted || signal::stop_requested() {
+            break;
+        }
         if let Some(e) = l.poll()? {
             bail!("iperf3 server sent {e:?} while the test ran");
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut sent = Vec::new();
-    for (i, h) in handles.into_iter().enumerate() {
-        let k = h
-            .join()
-            .map_err(|_| anyhow::anyhow!("a UDP sender thread panicked"))?;
-        sent.push((stream_id(i), k, k * opts.len as u64));
-    }
+    st.stop_senders()?;
     let elapsed_s = t0.elapsed().as_secs_f64();
     l.end()?;
     let ours = Results {
-        sender_has_retransmits: -1,
-        streams: sent
-            .iter()
-            .map(|&(id, k, bytes)| StreamResult {
-                id,
-                bytes,
-                retransmits: -1,
-                packets: k as i64,
-                end_time: elapsed_s,
-                ..StreamResult::default()
-            })
-            .collect(),
+        sender_has_retransmits: if opts.mode == Mode::Reverse { -1 } else { 0 },
+        streams: st.results(opts.len, elapsed_s),
         ..Results::default()
     };
     let server = l.exchange(&ours)?;
-    Ok(UdpOutcome {
+    let theirs = |id: i64| server.streams.iter().find(|s| s.id == id).cloned();
+    let sent_of = |id: i64| theirs(id).map(|s| s.packets.max(0) as u64);
+    st.await_stragglers(&sent_of);
+    let gso = st.gso();
+    let (rows, sent) = st.finish(opts.len, &sent_of, &theirs)?;
+    let report = Iperf3UdpReport {
+        schema: SCHEMA.into(),
+        role: "client".into(),
+        peer: format!("{} ({})", opts.server, cookie.as_str()),
+        client_version: None,
+        len: opts.len as u32,
+        counters_64bit: false,
+        mode: opts.mode.name().into(),
+        gso,
+        sum: sum_of(&rows),
+        streams: rows,
+        sent_sum: sent_sum_of(&sent),
         sent,
-        elapsed_s,
+        interrupted: signal::stop_requested(),
+    };
+    Ok(UdpOutcome {
+        report,
         server,
+        elapsed_s,
     })
-}
-
-/// A UDP test's figures: what netcore sent beside the server's own, labelled.
-pub fn udp_lines(o: &UdpOutcome) -> String {
-    let mut s = format!(
-        "netcore UDP blast to an iperf3 server, {:.3} s: per stream what netcore sent, then the \
-         iperf3 server's own figures (its results document, as returned)\n",
-        o.elapsed_s
-    );
-    for &(id, k, bytes) in &o.sent {
-        let r = o.server.streams.iter().find(|r| r.id == id);
-        s.push_str(&format!(
-            "  stream id {id:>3}: sent {k} datagrams, {bytes} bytes | server: {}\n",
-            r.map_or("no figures".into(), |r| format!(
-                "{} bytes, packets {}, lost {}, jitter {:.3} ms",
-                r.bytes,
-                r.packets,
-                r.errors,
-                r.jitter * 1e3
-            ))
-        ));
-    }
-    s
 }

@@ -4,15 +4,18 @@
 //!   tells an iperf3 client from a netcore one by the first byte of the control connection
 //!   ([`detect`]) and hands it here with the shared listener, on which its data connections
 //!   arrive too (each opening with the test's cookie).
-//! - [`udp`]: the same for `iperf3 -c -u`: per-stream connected sockets on the receiver's
-//!   port, netcore's tracker on every datagram.
-//! - [`report`]: netcore's report of an iperf3 UDP test (pure).
-//! - [`client`]: `netcore blast --to iperf3://HOST --proto tcp` driving a stock `iperf3 -s`.
+//! - [`udp`]: the same for `iperf3 -c -u` (forward, `-R`, `--bidir`): per-stream connected
+//!   sockets on the receiver's port.
+//! - [`dgram`]: iperf3 UDP streams for either role: paced `sendmmsg` senders, readers with
+//!   netcore's tracker on every datagram.
+//! - [`report`]: netcore's report of an iperf3 UDP test, either role (pure).
+//! - [`client`]: `netcore blast --to iperf3://HOST` driving a stock `iperf3 -s`, TCP and UDP.
 //! - [`ctl`]: the control connection's bounded reads and writes around `ServerCtl`.
 
 pub mod client;
 pub mod ctl;
 pub mod detect;
+pub mod dgram;
 pub mod report;
 pub mod server;
 pub mod udp;

@@ -82,13 +82,7 @@ pub fn tcp_spec(p: &Params) -> Result<TcpSpec, String> {
     let streams = p.parallel.max(1) as u16;
     let spec = TcpSpec {
         streams,
-        mode: if p.bidirectional {
-            Mode::Bidir
-        } else if p.reverse {
-            Mode::Reverse
-        } else {
-            Mode::Forward
-        },
+        mode: Mode::of(p.reverse, p.bidirectional),
         len: if p.len > 0 { p.len } else { DEFAULT_LEN as u32 },
         window: (p.window > 0).then_some(p.window),
         mss: (p.mss > 0).then_some(p.mss),

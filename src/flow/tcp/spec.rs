@@ -46,12 +46,7 @@ pub struct TcpSpec {
 impl TcpSpec {
     /// Each data connection's direction, in stream-id order (ids are indices).
     pub fn directions(&self) -> Vec<Dir> {
-        let n = self.streams as usize;
-        match self.mode {
-            Mode::Forward => vec![Dir::Up; n],
-            Mode::Reverse => vec![Dir::Down; n],
-            Mode::Bidir => [vec![Dir::Up; n], vec![Dir::Down; n]].concat(),
-        }
+        self.mode.directions(self.streams as usize)
     }
 
     /// Checks values a peer might send that no netcore client would.
