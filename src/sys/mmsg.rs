@@ -73,12 +73,31 @@ fn write_addr(dst: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::sockl
 
 /// The IP socket address of `len` bytes the kernel wrote into `src` (`None` for other families).
 fn read_addr(src: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
-    let mut st = socket2::SockAddrStorage::zeroed();
-    // SAFETY: SockAddrStorage wraps a sockaddr_storage, the type viewed here.
-    unsafe { *st.view_as::<libc::sockaddr_storage>() = *src };
-    // SAFETY: the kernel wrote an address of its family and `len` bytes (at most the storage's
-    // size) into `src`; an unset one is all zeros (AF_UNSPEC), which `as_socket` refuses.
-    unsafe { socket2::SockAddr::new(st, len.min(STORAGE_LEN)) }.as_socket()
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    let len = len as usize;
+    match src.ss_family as libc::c_int {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the kernel wrote a sockaddr_in (its family says so, its length fits) at
+            // the start of the storage, which is larger and suitably aligned for it.
+            let a = unsafe { &*(src as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for a sockaddr_in6.
+            let a =
+                unsafe { &*(src as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                u32::from_be(a.sin6_flowinfo),
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
 }
 
 /// `n` send buffers of `slot` bytes each, sent with one `sendmmsg`: on a connected socket, or
