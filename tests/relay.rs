@@ -262,9 +262,12 @@ fn proxy_peer(mut s: TcpStream, n: usize, tx: &mpsc::Sender<(usize, u64)>) {
             drop(s);
             tx.send((n, 1)).unwrap();
         }
-        // Holds the connection until the relay closes it.
+        // Reads one byte (so the relay has joined the pair before the test goes on), then
+        // holds the connection until the relay closes it.
         _ => {
-            tx.send((n, 0)).unwrap();
+            let mut b = [0u8; 1];
+            let got = s.read_exact(&mut b).map_or(0, |_| 1);
+            tx.send((n, got)).unwrap();
             let _ = s.read_to_end(&mut Vec::new());
         }
     }
@@ -343,7 +346,7 @@ fn tcp_proxy_survives_bad_peers() {
     // 3 is held open: with 0, the limit of 2; the next one is refused.
     let mut held = TcpStream::connect(&relay_addr).unwrap();
     held.write_all(b"a").unwrap();
-    assert_eq!(next().0, 3);
+    assert_eq!(next(), (3, 1));
     let mut over = TcpStream::connect(&relay_addr).unwrap();
     let (got, _) = read_all(&mut over);
     assert!(got.is_empty());
