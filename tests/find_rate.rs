@@ -13,17 +13,7 @@ use serde_json::Value;
 fn finds_a_rate_limited_links_rate() {
     let mut recv = Proc::netcore(&["recv", "--listen", "127.0.0.1:0", "--json"]);
     let recv_addr = addr_in(&recv.wait_line("listening on"));
-    let mut relay = Proc::netcore(&[
-        "relay",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        &recv_addr,
-        "--rate",
-        "200Mbps",
-        "--json",
-    ]);
-    let relay_addr = addr_in(&relay.wait_line("listening on"));
+    let (relay, relay_addr) = Proc::relay(&recv_addr, &["--rate", "200Mbps", "--json"]);
     let out = run_ok(
         &[
             "blast",

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::proc::Proc;
 use common::{addr_in, spawn};
 use serde_json::Value;
 
@@ -193,15 +194,7 @@ fn iperf3_client_through_the_relay_to_recv() {
         return;
     }
     let r = Recv::start();
-    let mut relay = common::proc::Proc::netcore(&[
-        "relay",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        &r.addr,
-        "--json",
-    ]);
-    let relay_addr = addr_in(&relay.wait_line("listening on"));
+    let (relay, relay_addr) = Proc::relay(&r.addr, &["--json"]);
     let port = relay_addr.rsplit(':').next().unwrap().to_string();
     let mut up = 0;
     for (args, streams, dirs) in [
@@ -420,6 +413,146 @@ fn iperf3_client_udp_against_recv() {
     assert!(out.contains("\"lost\": 0"), "{out}");
     let nc = r.report();
     assert_eq!(nc["schema"], "netcore.udp.v4", "{nc}");
+}
+
+/// A stock `iperf3 -c -u` through `netcore relay` with loss, reordering and duplication to
+/// `netcore recv`: the stream handshake goes out and its answer comes back through the relay
+/// (one socket per stream), iperf3 exits 0, and netcore's report equals the relay's ground
+/// truth for each stream number for number; iperf3's own summary is printed beside them.
+#[test]
+fn iperf3_client_udp_through_the_impairing_relay_to_recv() {
+    if !have_iperf3() {
+        return;
+    }
+    let r = Recv::start();
+    let (relay, relay_addr) = Proc::relay(
+        &r.addr,
+        &[
+            "--loss",
+            "2%",
+            "--reorder",
+            "3%",
+            "--reorder-depth",
+            "1..32",
+            "--duplicate",
+            "1%",
+            "--seed",
+            "12",
+            "--json",
+        ],
+    );
+    let port = relay_addr.rsplit(':').next().unwrap().to_string();
+    // (streams, iperf3's JSON, netcore's report) per run.
+    let mut runs = Vec::new();
+    for (args, streams, wide) in [
+        (&["-u", "-b", "100M", "-t", "1", "-l", "1400"][..], 1, false),
+        (
+            &[
+                "-u",
+                "-b",
+                "50M",
+                "-t",
+                "1",
+                "-l",
+                "1200",
+                "-P",
+                "2",
+                "--udp-counters-64bit",
+            ][..],
+            2,
+            true,
+        ),
+    ] {
+        let ip = iperf3(&port, args);
+        let nc = r.report();
+        check_udp(&ip, &nc, streams);
+        runs.push((streams, wide, ip, nc));
+    }
+    netcore::sys::process::kill(relay.pid() as i32, libc::SIGINT).unwrap();
+    let (st, out, err) = relay.finish(Duration::from_secs(30));
+    assert!(st.success(), "relay: {err}");
+    let truth = common::json(&out);
+    let tests = truth["tests"].as_array().unwrap();
+    let total: usize = runs.iter().map(|(n, _, _, _)| n).sum();
+    assert_eq!(tests.len(), total, "a truth per iperf3 stream: {truth}");
+    assert_eq!(u(&truth["other_in"]), 0, "{truth}");
+    // Each stream's hello went out, and its answer came back.
+    assert_eq!(u(&truth["iperf3_hellos"]), total as u64, "{truth}");
+    let back = &truth["returned"];
+    assert_eq!(u(&back["datagrams"]), total as u64, "{back}");
+    assert_eq!(u(&back["sources"]), total as u64, "{back}");
+    for (streams, wide, ip, nc) in &runs {
+        let end = &ip["end"]["sum"];
+        println!(
+            "iperf3 -c, its own summary: lost/total {}/{} ({}%), jitter {} ms, {} bytes",
+            end["lost_packets"],
+            end["packets"],
+            end["lost_percent"],
+            end["jitter_ms"],
+            end["bytes"],
+        );
+        let connected = ip["start"]["connected"].as_array().unwrap();
+        let ends = ip["end"]["streams"].as_array().unwrap();
+        let rows = nc["streams"].as_array().unwrap();
+        assert_eq!((connected.len(), rows.len()), (*streams, *streams));
+        for (e, row) in ends.iter().zip(rows) {
+            // The stream's client socket is the relay's source address for it.
+            let socket = &e["udp"]["socket"];
+            let c = connected
+                .iter()
+                .find(|c| c["socket"] == *socket)
+                .unwrap_or_else(|| panic!("stream {socket} in {connected:?}"));
+            let from = format!("127.0.0.1:{}", u(&c["local_port"]));
+            let t = tests
+                .iter()
+                .find(|t| t["test_id"] == from.as_str())
+                .unwrap_or_else(|| panic!("no truth for {from}: {truth}"));
+            assert_eq!(t["kind"], if *wide { "iperf3-64" } else { "iperf3" }, "{t}");
+            let sent = u(&row["sent"]);
+            // netcore's field and the truth's, printed side by side; all but `lost` must be
+            // equal (see below).
+            let pairs = [
+                ("received", "forwarded"),
+                ("lost", "lost"),
+                ("duplicate", "duplicates"),
+                ("reordered", "reordered"),
+                ("max_extent", "max_extent"),
+                ("too_late", "too_late"),
+            ];
+            println!("  stream {from}, {sent} sent:  netcore recv  relay truth");
+            for (rk, tk) in pairs {
+                println!("    {rk:<12} {:>12} {:>12}", u(&row[rk]), u(&t[tk]));
+            }
+            // Lost: what the relay never sent on (its own `lost` when every datagram reached it).
+            if u(&t["unique_in"]) == sent {
+                assert_eq!(u(&row["lost"]), u(&t["lost"]), "{row}\n{t}");
+            } else {
+                eprintln!(
+                    "note: {} datagrams lost on the way into the relay",
+                    sent - u(&t["unique_in"])
+                );
+            }
+            assert_eq!(u(&row["lost"]), sent - u(&t["unique_out"]), "{row}\n{t}");
+            for (rk, tk) in pairs.into_iter().filter(|&(rk, _)| rk != "lost") {
+                assert_eq!(
+                    u(&row[rk]),
+                    u(&t[tk]),
+                    "netcore {rk} != relay {tk}\n{row}\n{t}"
+                );
+            }
+            assert_eq!(
+                u(&row["in_order"]) + u(&row["reordered"]),
+                u(&t["unique_out"]),
+                "{row}\n{t}"
+            );
+            assert_eq!(u(&row["malformed"]), 0, "{row}");
+            // The impairments showed up.
+            assert!(
+                u(&t["lost"]) > 0 && u(&t["duplicates"]) > 0 && u(&t["reordered"]) > 0,
+                "{t}"
+            );
+        }
+    }
 }
 
 /// Opens a control connection and sends `bytes`, then waits (bounded) for the receiver to

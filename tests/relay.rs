@@ -4,12 +4,13 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::netns::Netns;
 use common::proc::Proc;
@@ -37,22 +38,12 @@ fn through_relay_with(impair: &[&str], count: u64, control: bool) -> ((Value, Va
     let recv_addr = addr_in(&recv.wait_line("listening on"));
     let n = count.to_string();
     let mut args = vec![
-        "relay",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        &recv_addr,
-        "--count",
-        &n,
+        "--count", &n,
         // Ends the run (with a report that shows the shortfall) should loopback lose some.
-        "--once",
-        "--idle",
-        "3s",
-        "--json",
+        "--once", "--idle", "3s", "--json",
     ];
     args.extend_from_slice(impair);
-    let mut relay = Proc::netcore(&args);
-    let relay_addr = addr_in(&relay.wait_line("listening on"));
+    let (relay, relay_addr) = Proc::relay(&recv_addr, &args);
     let mut blast = vec![
         "blast",
         "--to",
@@ -271,9 +262,12 @@ fn proxy_peer(mut s: TcpStream, n: usize, tx: &mpsc::Sender<(usize, u64)>) {
             drop(s);
             tx.send((n, 1)).unwrap();
         }
-        // Holds the connection until the relay closes it.
+        // Reads one byte (so the relay has joined the pair before the test goes on), then
+        // holds the connection until the relay closes it.
         _ => {
-            tx.send((n, 0)).unwrap();
+            let mut b = [0u8; 1];
+            let got = s.read_exact(&mut b).map_or(0, |_| 1);
+            tx.send((n, got)).unwrap();
             let _ = s.read_to_end(&mut Vec::new());
         }
     }
@@ -317,17 +311,7 @@ fn tcp_proxy_survives_bad_peers() {
             std::thread::spawn(move || proxy_peer(s, n, &tx));
         }
     });
-    let mut relay = Proc::netcore(&[
-        "relay",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        &to,
-        "--max-connections",
-        "2",
-        "--json",
-    ]);
-    let relay_addr = addr_in(&relay.wait_line("listening on"));
+    let (relay, relay_addr) = Proc::relay(&to, &["--max-connections", "2", "--json"]);
     let next = || {
         rx.recv_timeout(Duration::from_secs(30))
             .expect("server side")
@@ -362,7 +346,7 @@ fn tcp_proxy_survives_bad_peers() {
     // 3 is held open: with 0, the limit of 2; the next one is refused.
     let mut held = TcpStream::connect(&relay_addr).unwrap();
     held.write_all(b"a").unwrap();
-    assert_eq!(next().0, 3);
+    assert_eq!(next(), (3, 1));
     let mut over = TcpStream::connect(&relay_addr).unwrap();
     let (got, _) = read_all(&mut over);
     assert!(got.is_empty());
@@ -387,6 +371,105 @@ fn tcp_proxy_survives_bad_peers() {
     assert!(
         !matches!(held.read(&mut [0u8; 1]), Ok(1)),
         "closed by the relay"
+    );
+}
+
+/// The return path: each source gets a socket of its own towards `--to`, so a server behind the
+/// relay that answers where a datagram came from reaches the right source, through the relay's
+/// port, unimpaired (the forward direction loses half), and the relay counts what it returned.
+#[test]
+fn answers_return_to_each_source_unimpaired() {
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let to = server.local_addr().unwrap().to_string();
+    let (relay, relay_addr) = Proc::relay(
+        &to,
+        &[
+            "--loss",
+            "50%",
+            "--seed",
+            "3",
+            "--once",
+            "--idle",
+            "1s",
+            "--max-connections",
+            "0",
+            "--json",
+        ],
+    );
+    let relay_addr: SocketAddr = relay_addr.parse().unwrap();
+    // Echoes each datagram twice to where it came from, until quiet after traffic.
+    let echo = std::thread::spawn(move || {
+        let mut seen: BTreeMap<SocketAddr, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut buf = [0u8; 2048];
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            match server.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    seen.entry(from).or_default().push(buf[..n].to_vec());
+                    for _ in 0..2 {
+                        server.send_to(&buf[..n], from).unwrap();
+                    }
+                }
+                Err(_) if !seen.is_empty() => break,
+                Err(_) => {}
+            }
+        }
+        seen
+    });
+    let clients: Vec<UdpSocket> = (0..2)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for (c, s) in clients.iter().enumerate() {
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        // Few enough that the answers fit the client's receive buffer until it reads them.
+        for i in 0..100 {
+            s.send_to(format!("{c}:{i}").as_bytes(), relay_addr)
+                .unwrap();
+        }
+    }
+    let seen = echo.join().unwrap();
+    // Two sources, neither a client's own address (the relay's sockets).
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let mut forwarded = 0;
+    for (c, s) in clients.iter().enumerate() {
+        let mine = format!("{c}:");
+        let (_, got) = seen
+            .iter()
+            .find(|(_, v)| v[0].starts_with(mine.as_bytes()))
+            .expect("the server saw this client's datagrams");
+        assert!(got.iter().all(|d| d.starts_with(mine.as_bytes())));
+        forwarded += got.len();
+        let mut back = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            assert_eq!(from, relay_addr, "answers come from the relay's port");
+            back.push(buf[..n].to_vec());
+        }
+        let want: Vec<Vec<u8>> = got.iter().flat_map(|d| [d.clone(), d.clone()]).collect();
+        assert_eq!(back, want, "client {c} got every answer, in order");
+    }
+    assert!(
+        forwarded > 50 && forwarded < 150,
+        "{forwarded} of 200 forwarded"
+    );
+    let (st, out, err) = relay.finish(LIMIT);
+    assert!(st.success(), "relay: {err}");
+    let r = json(&out);
+    assert_eq!(u(&r, "datagrams_in"), 200);
+    assert_eq!(u(&r, "forwarded"), forwarded as u64);
+    assert_eq!(u(&r, "other_in"), 200);
+    let back = &r["returned"];
+    assert_eq!(u(back, "sources"), 2, "{back}");
+    assert_eq!(u(back, "evicted"), 0, "{back}");
+    assert_eq!(u(back, "datagrams"), 2 * forwarded as u64, "{back}");
+    assert_eq!(
+        back["errors"].as_object().map_or(0, |m| m.len()),
+        0,
+        "{back}"
     );
 }
 
@@ -440,17 +523,7 @@ fn sigint_flushes_held_datagrams_and_the_report() {
         .unwrap();
     let to = sink.local_addr().unwrap().to_string();
     // An hour of delay: nothing leaves the relay until SIGINT flushes it.
-    let mut relay = Proc::netcore(&[
-        "relay",
-        "--listen",
-        "127.0.0.1:0",
-        "--to",
-        &to,
-        "--delay",
-        "1h",
-        "--json",
-    ]);
-    let relay_addr = addr_in(&relay.wait_line("listening on"));
+    let (mut relay, relay_addr) = Proc::relay(&to, &["--delay", "1h", "--json"]);
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     tx.send_to(&wire::build(100, 42, 0, 0, false), &relay_addr)
         .unwrap();

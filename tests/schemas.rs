@@ -158,7 +158,7 @@ fn relay_output_validates() {
         LIMIT,
     );
     assert!(!out.is_empty(), "relay printed nothing: {err}");
-    validates("netcore.relay.v2", &out);
+    validates("netcore.relay.v3", &out);
 }
 
 #[test]

@@ -33,10 +33,13 @@ fn burst(s: &str) -> Result<f64, String> {
 }
 
 /// Forward UDP datagrams from --listen to --to with seeded impairments, then print the ground
-/// truth (datagrams in, dropped, duplicated, reordered with max extent, forwarded). TCP
-/// connections to the same port are proxied to the same port of --to, unimpaired, so
-/// `netcore blast --to RELAY` (its control channel) and TCP tools such as `iperf3 -c` work
-/// through the relay unchanged.
+/// truth (datagrams in, dropped, duplicated, reordered with max extent, forwarded) per netcore
+/// test and per iperf3 UDP stream. The impairments apply to the forward direction only: each
+/// source gets a socket of its own towards --to (at most 1024 sources; a new one replaces the
+/// one quiet the longest), and what the receiver sends back to it is returned to the source
+/// unimpaired. TCP connections to the same port are proxied to the same port of --to,
+/// unimpaired, so `netcore blast --to RELAY` (its control channel) and `iperf3 -c` (TCP and
+/// UDP) work through the relay unchanged.
 #[derive(Args, Debug)]
 pub struct RelayArgs {
     /// Address to receive datagrams on (port 0: any free port, printed at start)

@@ -2,14 +2,18 @@
 //! it an oracle for the receiver.
 //!
 //! ```text
-//! blast --to RELAY                         relay --listen RELAY --to RECV          recv --listen RECV
+//! blast/iperf3 -c --> RELAY                 relay --listen RELAY --to RECV          recv --listen RECV
 //!   UDP datagrams ----------------------->  loss/delay/reorder/dup/rate  -------->  tracker
+//!   UDP answers   <-----------------------  (unimpaired, per source)     <--------
 //!   TCP control (Hello, Done, Report) <--->  proxy (bounded, unimpaired)  <------->  control
 //! ```
-//! UDP is forwarded one way (datagrams from anyone to `--to`; nothing comes back). TCP
-//! connections to the relay's port are proxied both ways to the same port of `--to`
-//! ([`proxy`]), so the sender's control channel, and TCP tools such as `iperf3 -c`, go through
-//! the relay unchanged (`blast --control RECV` still reaches the receiver directly).
+//! UDP is impaired one way: datagrams from anyone go to `--to` through the impairments. Each
+//! source address has a socket of its own towards `--to` ([`flows`], at most
+//! [`flows::MAX_FLOWS`]), so what the receiver sends back to that socket (iperf3's UDP stream
+//! handshake answer, for one) is returned to the source from the relay's port, unimpaired and
+//! counted. TCP connections to the relay's port are proxied both ways to the same port of
+//! `--to` ([`proxy`]), so the sender's control channel, and `iperf3 -c` (TCP and UDP), go
+//! through the relay unchanged (`blast --control RECV` still reaches the receiver directly).
 //!
 //! # Layers
 //! - [`impair`]: the pure core. [`impair::Impairer`] decides each datagram's fate from a seeded
@@ -17,21 +21,26 @@
 //!   [`impair::Pipeline`] carries the decisions out with a timer queue, a hold-back list and a
 //!   rate-limited link queue. No sockets, no clock.
 //! - [`truth`]: the ground truth, computed from the exact order the relay forwarded datagrams,
-//!   independently of the receiver's tracker.
+//!   independently of the receiver's tracker: per netcore test (netcore's header) and per
+//!   iperf3 UDP stream (a source that sent iperf3's stream hello; iperf3's header).
+//! - [`flows`]: the bounded table of sources and their sockets towards `--to`.
 //! - [`proxy`]: the TCP proxy (bounded buffers with backpressure, half-close, a bounded number
-//!   of connections), driven on this module's poll beside the UDP socket.
-//! - [`report`]: the report (table, JSON schema `netcore.relay.v2`, CSV).
-//! - This module: the thin socket driver. It reads batches with `recvmmsg`, offers each datagram
-//!   to the pipeline, sends what is due with `sendmmsg` on a socket connected to `--to`, and
-//!   sleeps in `epoll` until the next datagram, a TCP event, the pipeline's next deadline or a
-//!   signal. A stop condition (`--count`, `--idle`) ends the UDP input and the accepting of
-//!   connections; the relay exits once the pipeline is empty and the open connections have
-//!   closed (`--duration` and signals close them too).
+//!   of connections), driven on this module's poll beside the UDP sockets.
+//! - [`report`]: the report (table, JSON schema `netcore.relay.v3`, CSV).
+//! - This module: the thin socket driver. It reads batches with `recvmmsg` (with their source
+//!   addresses), offers each datagram to the pipeline, sends what is due with `sendmmsg` on its
+//!   source's socket (one call for a run of datagrams of one source), returns what comes back
+//!   on those sockets from the listening socket, and sleeps in `epoll` until the next datagram,
+//!   an answer, a TCP event, the pipeline's next deadline or a signal. A stop condition
+//!   (`--count`, `--idle`) ends the UDP input and the accepting of connections; the relay exits
+//!   once the pipeline is empty and the open connections have closed (`--duration` and signals
+//!   close them too).
 //!
 //! Timers have the resolution of `epoll_wait` (1 ms): a delayed datagram leaves at its time or up
 //! to a millisecond later. Keep `--delay` + `--jitter` well below the receiver's `--drain`
 //! (250 ms by default), or the receiver finishes before the last datagrams leave the relay.
 
+pub mod flows;
 pub mod impair;
 pub mod proxy;
 pub mod report;
@@ -41,23 +50,28 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 
+use self::flows::{Flows, Proto};
 use self::impair::{Offer, Pipeline, Settings};
 use self::proxy::Proxy;
-use self::report::{RelayReport, SettingsReport, SCHEMA};
-use self::truth::{GroundTruth, Tag};
+use self::report::{RelayReport, ReturnReport, SettingsReport, SCHEMA};
+use self::truth::{GroundTruth, Key, Tag};
 use crate::flow::udp::wire::Header;
+use crate::interop::iperf3::udp as iperf3;
 use crate::metrics::relay::{RelayMetrics, RelayTotals};
 use crate::sys::mmsg::{RecvBatch, SendBatch};
 use crate::sys::{signal, sockopt};
 
 /// Messages per `recvmmsg`/`sendmmsg`.
 const BATCH: usize = 64;
+/// Messages per `recvmmsg`/`sendmmsg` on the return path (answers are few).
+const RETURN_BATCH: usize = 16;
 /// Buffer per message: the largest UDP datagram fits.
 const SLOT: usize = 1 << 16;
 /// Receive batches per loop turn before the pipeline gets its turn.
@@ -102,10 +116,12 @@ pub enum Event {
     Traffic,
 }
 
-/// A datagram inside the relay: its bytes (a pooled buffer) and its netcore identity.
+/// A datagram inside the relay: its bytes (a pooled buffer), its identity for the truth and the
+/// socket of its source's flow, which it leaves through.
 struct Packet {
     buf: Vec<u8>,
     tag: Tag,
+    via: Rc<UdpSocket>,
 }
 
 /// A bound relay.
@@ -113,6 +129,7 @@ pub struct Relay {
     inbound: UdpSocket,
     /// The TCP listener on the same port, for the proxy.
     listener: Option<TcpListener>,
+    /// A socket connected to `--to` (checked at bind), for the first source.
     outbound: UdpSocket,
     opts: RelayOptions,
 }
@@ -125,6 +142,7 @@ fn errno_name(e: &io::Error) -> String {
         Some(libc::EMSGSIZE) => "EMSGSIZE".into(),
         Some(libc::EHOSTUNREACH) => "EHOSTUNREACH".into(),
         Some(libc::ENETUNREACH) => "ENETUNREACH".into(),
+        Some(libc::EMFILE) => "EMFILE".into(),
         Some(n) => format!("errno {n}"),
         None => e.to_string(),
     }
@@ -151,16 +169,8 @@ fn bind_both(listen: SocketAddr, tcp: bool) -> io::Result<(UdpSocket, Option<Tcp
     if !tcp {
         return Ok((UdpSocket::bind(listen)?, None));
     }
-    let tries = if listen.port() == 0 { 32 } else { 1 };
-    let mut last = None;
-    for _ in 0..tries {
-        let udp = UdpSocket::bind(listen)?;
-        match TcpListener::bind(udp.local_addr()?) {
-            Ok(t) => return Ok((udp, Some(t))),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
+    let (udp, tcp) = sockopt::bind_udp_and_tcp(listen, false)?;
+    Ok((udp, Some(tcp)))
 }
 
 impl Relay {
@@ -170,6 +180,8 @@ impl Relay {
             .validate()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         refuse_loop(opts.listen, opts.to)?;
+        // A socket per source and two per proxied connection.
+        let _ = crate::sys::raise_nofile((flows::MAX_FLOWS + 2 * opts.max_connections + 64) as u64);
         let (inbound, listener) = bind_both(opts.listen, opts.max_connections > 0).map_err(|e| {
             if e.kind() == io::ErrorKind::AddrInUse {
                 anyhow::anyhow!(
@@ -182,16 +194,8 @@ impl Relay {
         })?;
         refuse_loop(inbound.local_addr()?, opts.to)?;
         sockopt::size_buffer(&inbound, opts.rcvbuf, true).context("setting the receive buffer")?;
-        let any: SocketAddr = if opts.to.is_ipv4() {
-            "0.0.0.0:0".parse()?
-        } else {
-            "[::]:0".parse()?
-        };
-        let outbound = UdpSocket::bind(any).context("binding the outgoing socket")?;
-        outbound
-            .connect(opts.to)
-            .with_context(|| format!("cannot send to {}", opts.to))?;
-        sockopt::size_buffer(&outbound, 4 << 20, false).context("setting the send buffer")?;
+        let outbound =
+            flows::connect(opts.to).with_context(|| format!("cannot send to {}", opts.to))?;
         Ok(Relay {
             inbound,
             listener,
@@ -242,14 +246,23 @@ impl Relay {
         let mut d = Driver {
             pipeline: Pipeline::new(opts.settings.clone()),
             truth: GroundTruth::new(),
-            rb: RecvBatch::new(BATCH, SLOT),
+            flows: Flows::new(opts.to, outbound, flows::MAX_FLOWS),
+            rb: RecvBatch::with_sources(BATCH, SLOT),
             sb: SendBatch::new(BATCH, SLOT),
             staged: Vec::with_capacity(BATCH),
+            staged_via: None,
+            back: Back {
+                rb: RecvBatch::new(RETURN_BATCH, SLOT),
+                sb: SendBatch::with_destinations(RETURN_BATCH, SLOT),
+                hot: Vec::new(),
+                report: ReturnReport::default(),
+            },
             pool: Vec::new(),
             start: Instant::now(),
             datagrams_in: 0,
             bytes_in: 0,
             truncated_in: 0,
+            iperf3_hellos: 0,
             forwarded: 0,
             bytes_out: 0,
             send_errors: BTreeMap::new(),
@@ -263,7 +276,7 @@ impl Relay {
                 break;
             }
             if input_open {
-                let (closed, got) = d.receive(&inbound, opts.stop.count)?;
+                let (closed, got) = d.receive(poll.registry(), &inbound, opts.stop.count)?;
                 if got {
                     if last_in.is_none() {
                         on_event(Event::Traffic);
@@ -290,7 +303,10 @@ impl Relay {
                     }
                 }
             }
-            d.send_due(&outbound, d.now())?;
+            d.send_due(d.now());
+            for i in std::mem::take(&mut d.back.hot) {
+                d.answer(i, &inbound);
+            }
             if let Some(m) = metrics.as_mut() {
                 if published.elapsed() >= PUBLISH_EVERY {
                     m.publish(d.totals(proxy.as_ref()));
@@ -317,7 +333,7 @@ impl Relay {
                 }
             }
             let hot = proxy.as_ref().is_some_and(Proxy::has_hot);
-            if hot {
+            if hot || !d.back.hot.is_empty() {
                 wait = Duration::ZERO;
             } else if wait.is_zero() {
                 continue;
@@ -337,6 +353,10 @@ impl Relay {
                     SIG => signal::drain(signal::termination_fd()?),
                     SOCK => {}
                     t => {
+                        if let Some(i) = Flows::slot_of(t) {
+                            d.answer(i, &inbound);
+                            continue;
+                        }
                         let Some(p) = proxy.as_mut() else { continue };
                         if let Some(moved) = p.on_event(poll.registry(), t) {
                             if input_open && (moved > 0 || t == LISTEN) {
@@ -352,7 +372,7 @@ impl Relay {
         }
         if interrupted {
             d.pipeline.close();
-            d.send_due(&outbound, u64::MAX)?;
+            d.send_due(u64::MAX);
         }
         if let Some(p) = proxy.as_mut() {
             p.close_all(poll.registry());
@@ -361,6 +381,9 @@ impl Relay {
         if let Some(m) = metrics.as_mut() {
             m.publish(d.totals(proxy.as_ref()));
         }
+        let mut returned = d.back.report;
+        returned.sources = d.flows.opened;
+        returned.evicted = d.flows.evicted;
         Ok(RelayReport {
             schema: SCHEMA.into(),
             listen: listen.to_string(),
@@ -370,10 +393,12 @@ impl Relay {
             bytes_in: d.bytes_in,
             truncated_in: d.truncated_in,
             other_in: d.truth.other_in,
+            iperf3_hellos: d.iperf3_hellos,
             impairments: d.pipeline.counters(),
             forwarded: d.forwarded,
             bytes_out: d.bytes_out,
             send_errors: d.send_errors,
+            returned,
             elapsed_s: d.start.elapsed().as_secs_f64(),
             interrupted,
             tests: d.truth.tests(),
@@ -382,22 +407,103 @@ impl Relay {
     }
 }
 
+/// The return path: what the receiver sends to the flows' sockets goes back to their sources.
+struct Back {
+    rb: RecvBatch,
+    sb: SendBatch,
+    /// Flows that stopped at their turn's budget with more to read.
+    hot: Vec<usize>,
+    report: ReturnReport,
+}
+
 /// The relay's moving parts between the sockets.
 struct Driver {
     pipeline: Pipeline<Packet>,
     truth: GroundTruth,
+    flows: Flows,
     rb: RecvBatch,
     sb: SendBatch,
-    /// Tags and lengths of the messages staged in `sb`, by slot.
+    /// Tags and lengths of the messages staged in `sb`, by slot...
     staged: Vec<(Tag, usize)>,
+    /// ...and the socket they all leave through.
+    staged_via: Option<Rc<UdpSocket>>,
+    back: Back,
     pool: Vec<Vec<u8>>,
     start: Instant,
     datagrams_in: u64,
     bytes_in: u64,
     truncated_in: u64,
+    iperf3_hellos: u64,
     forwarded: u64,
     bytes_out: u64,
     send_errors: BTreeMap<String, u64>,
+}
+
+/// Sends messages `0..total` of `sb` on `sock` with `sendmmsg`. A full device queue is waited
+/// for (50 µs at a time, up to 1000 times for one message); a message the kernel refuses
+/// otherwise is skipped and counted in `errors` by errno. `done(i, sent)` is called for every
+/// message, in order.
+fn send_batch(
+    sb: &mut SendBatch,
+    sock: &impl AsRawFd,
+    total: usize,
+    errors: &mut BTreeMap<String, u64>,
+    mut done: impl FnMut(usize, bool),
+) {
+    let mut from = 0;
+    let mut stalled = 0u32;
+    while from < total {
+        match sb.send(sock, from, total) {
+            Ok(k) => {
+                (from..from + k).for_each(|i| done(i, true));
+                from += k;
+                stalled = 0;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN))
+                    && stalled < 1000 =>
+            {
+                // The device queue is full: wait a little and retry the same message.
+                stalled += 1;
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            Err(e) => {
+                *errors.entry(errno_name(&e)).or_default() += 1;
+                done(from, false);
+                from += 1;
+                stalled = 0;
+            }
+        }
+    }
+}
+
+/// The truth's identity of a netcore datagram (`None` if `d` is not one).
+fn netcore_tag(d: &[u8]) -> Tag {
+    Header::decode(d)
+        .ok()
+        .map(|h| (Key::Netcore(h.test_id), h.seq))
+}
+
+/// The truth's identity of a datagram from a flow speaking `proto` (`from` is the flow's
+/// source): netcore's header, or iperf3's once the flow said iperf3's hello (the first data
+/// datagram fixes the counter width: see [`truth::iperf3_wide`]).
+fn identify(d: &[u8], from: SocketAddr, proto: &mut Proto) -> Tag {
+    match proto {
+        Proto::Netcore => netcore_tag(d),
+        Proto::Iperf3(width) => {
+            let wide = match *width {
+                Some(w) => w,
+                None => {
+                    let w = truth::iperf3_wide(d)?;
+                    *width = Some(w);
+                    w
+                }
+            };
+            let h = iperf3::Header::read(d, wide)?;
+            Some((Key::Iperf3 { from, wide }, h.seq0()))
+        }
+    }
 }
 
 impl Driver {
@@ -435,7 +541,12 @@ impl Driver {
 
     /// Reads what is queued (up to a budget) and offers it to the pipeline. Returns whether the
     /// count limit was reached and whether anything came in.
-    fn receive(&mut self, sock: &mio::net::UdpSocket, count: Option<u64>) -> Result<(bool, bool)> {
+    fn receive(
+        &mut self,
+        registry: &Registry,
+        sock: &mio::net::UdpSocket,
+        count: Option<u64>,
+    ) -> Result<(bool, bool)> {
         let mut got = false;
         for _ in 0..RECV_BUDGET {
             let n = match self.rb.recv(sock, false) {
@@ -452,35 +563,8 @@ impl Driver {
             got = true;
             let now = self.now();
             for i in 0..n {
-                let (m, truncated) = self.rb.message(i);
-                // A GRO buffer (never asked for here, but honoured) holds several datagrams.
-                let seg = self.rb.gro_segment(i).unwrap_or(m.len()).max(1);
-                let mut at = 0;
-                loop {
-                    let d = &m[at..(at + seg).min(m.len())];
-                    at += d.len();
-                    let mut buf = self.pool.pop().unwrap_or_default();
-                    buf.clear();
-                    buf.extend_from_slice(d);
-                    self.datagrams_in += 1;
-                    self.bytes_in += d.len() as u64;
-                    if truncated {
-                        self.truncated_in += 1;
-                    }
-                    let tag = Header::decode(d).ok().map(|h| (h.test_id, h.seq));
-                    let tag = self.truth.came_in(tag);
-                    if let Offer::Dropped(p) =
-                        self.pipeline.offer(now, Packet { buf, tag }, d.len())
-                    {
-                        self.truth.dropped(p.tag);
-                        recycle(&mut self.pool, p.buf);
-                    }
-                    if count.is_some_and(|c| self.datagrams_in >= c) {
-                        return Ok((true, got));
-                    }
-                    if at >= m.len() {
-                        break;
-                    }
+                if self.take(registry, i, now, count) {
+                    return Ok((true, got));
                 }
             }
             if n < BATCH {
@@ -490,8 +574,83 @@ impl Driver {
         Ok((false, got))
     }
 
+    /// Takes message `i` of the receive batch (several datagrams if the kernel coalesced them):
+    /// counts it and hands it to its flow's pipeline. Returns whether the count limit was met.
+    fn take(&mut self, registry: &Registry, i: usize, now: u64, count: Option<u64>) -> bool {
+        let (m, truncated) = self.rb.message(i);
+        let from = self.rb.source(i);
+        // Its source's flow; without one (no socket to be had), its datagrams are dropped.
+        let flow = from.map(|a| self.flows.slot(registry, a, now));
+        // A GRO buffer (never asked for here, but honoured) holds several datagrams.
+        let seg = self.rb.gro_segment(i).unwrap_or(m.len()).max(1);
+        let mut at = 0;
+        loop {
+            let d = &m[at..(at + seg).min(m.len())];
+            at += d.len();
+            self.datagrams_in += 1;
+            self.bytes_in += d.len() as u64;
+            if truncated {
+                self.truncated_in += 1;
+            }
+            let f = match &flow {
+                Some(Ok(slot)) => self.flows.get_mut(*slot),
+                _ => None,
+            };
+            match f {
+                None => {
+                    // Dropped: counted as a send error, and in the truth if it is netcore's.
+                    let why = match &flow {
+                        Some(Err(e)) => format!("no socket for a new source: {}", errno_name(e)),
+                        _ => "no source address".to_string(),
+                    };
+                    *self.send_errors.entry(why).or_default() += 1;
+                    let tag = self.truth.came_in(netcore_tag(d));
+                    self.truth.dropped(tag);
+                }
+                Some(f) if iperf3::read_word(d) == Some(iperf3::CONNECT_MSG) => {
+                    // iperf3's stream hello: the source is an iperf3 UDP stream. The hello is
+                    // forwarded at once, unimpaired (the stream cannot start without it), and
+                    // is not part of the truth.
+                    f.last = now;
+                    if f.proto == Proto::Netcore {
+                        f.proto = Proto::Iperf3(None);
+                    }
+                    self.iperf3_hellos += 1;
+                    match f.sock.send(d) {
+                        Ok(k) => {
+                            self.forwarded += 1;
+                            self.bytes_out += k as u64;
+                        }
+                        Err(e) => *self.send_errors.entry(errno_name(&e)).or_default() += 1,
+                    }
+                }
+                Some(f) => {
+                    f.last = now;
+                    let via = f.sock.clone();
+                    let tag = identify(d, f.from, &mut f.proto);
+                    let mut buf = self.pool.pop().unwrap_or_default();
+                    buf.clear();
+                    buf.extend_from_slice(d);
+                    let tag = self.truth.came_in(tag);
+                    if let Offer::Dropped(p) =
+                        self.pipeline.offer(now, Packet { buf, tag, via }, d.len())
+                    {
+                        self.truth.dropped(p.tag);
+                        recycle(&mut self.pool, p.buf);
+                    }
+                }
+            }
+            if count.is_some_and(|c| self.datagrams_in >= c) {
+                return true;
+            }
+            if at >= m.len() {
+                return false;
+            }
+        }
+    }
+
     /// Sends every datagram the pipeline has due at `now`.
-    fn send_due(&mut self, sock: &UdpSocket, now: u64) -> Result<()> {
+    fn send_due(&mut self, now: u64) {
         loop {
             let overflowed: Vec<Packet> = self.pipeline.take_overflowed().collect();
             for p in overflowed {
@@ -502,14 +661,21 @@ impl Driver {
                 break;
             };
             for _ in 0..e.copies {
-                if self.staged.len() == BATCH {
-                    self.flush(sock)?;
+                let other = self
+                    .staged_via
+                    .as_ref()
+                    .is_some_and(|v| !Rc::ptr_eq(v, &e.item.via));
+                if self.staged.len() == BATCH || other {
+                    self.flush();
                 }
                 let i = self.staged.len();
                 let n = e.item.buf.len().min(SLOT);
                 self.sb.slot_mut(i)[..n].copy_from_slice(&e.item.buf[..n]);
                 self.sb.set_len(i, n);
                 self.staged.push((e.item.tag, n));
+                if self.staged_via.is_none() {
+                    self.staged_via = Some(e.item.via.clone());
+                }
             }
             self.recycle(e.item.buf);
         }
@@ -518,44 +684,79 @@ impl Driver {
             self.truth.dropped(p.tag);
             self.recycle(p.buf);
         }
-        self.flush(sock)
+        self.flush();
     }
 
-    /// Sends the staged messages; a message the kernel refuses is dropped and counted.
-    fn flush(&mut self, sock: &UdpSocket) -> Result<()> {
-        let total = self.staged.len();
-        let mut from = 0;
-        let mut stalled = 0u32;
-        while from < total {
-            match self.sb.send(sock, from, total) {
-                Ok(k) => {
-                    for &(tag, len) in &self.staged[from..from + k] {
-                        self.truth.sent(tag);
-                        self.forwarded += 1;
-                        self.bytes_out += len as u64;
-                    }
-                    from += k;
-                    stalled = 0;
+    /// Sends the staged messages on their flow's socket; a message the kernel refuses is
+    /// dropped and counted.
+    fn flush(&mut self) {
+        let Some(via) = self.staged_via.take() else {
+            return;
+        };
+        let staged = &self.staged;
+        let truth = &mut self.truth;
+        let (forwarded, bytes_out) = (&mut self.forwarded, &mut self.bytes_out);
+        send_batch(
+            &mut self.sb,
+            &*via,
+            staged.len(),
+            &mut self.send_errors,
+            |i, sent| {
+                let (tag, len) = staged[i];
+                if sent {
+                    truth.sent(tag);
+                    *forwarded += 1;
+                    *bytes_out += len as u64;
+                } else {
+                    truth.dropped(tag);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN))
-                        && stalled < 1000 =>
-                {
-                    // The device queue is full: wait a little and retry the same message.
-                    stalled += 1;
-                    std::thread::sleep(Duration::from_micros(50));
+            },
+        );
+        self.staged.clear();
+    }
+
+    /// Returns what flow `i`'s socket received to its source, from the listening socket
+    /// (unimpaired), up to a budget per turn (then the flow is driven again next turn).
+    fn answer(&mut self, i: usize, inbound: &mio::net::UdpSocket) {
+        let now = self.now();
+        let Some(f) = self.flows.get_mut(i) else {
+            return;
+        };
+        let b = &mut self.back;
+        for turn in 0..RECV_BUDGET {
+            let n = match b.rb.recv(&*f.sock, false) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // What `--to` answered with ICMP (port unreachable): nothing to return.
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                    *b.report.errors.entry(errno_name(&e)).or_default() += 1;
+                    continue;
                 }
-                Err(e) => {
-                    *self.send_errors.entry(errno_name(&e)).or_default() += 1;
-                    self.truth.dropped(self.staged[from].0);
-                    from += 1;
-                    stalled = 0;
+                Err(_) => return,
+            };
+            f.last = now;
+            let mut lens = [0usize; RETURN_BATCH];
+            for (k, len) in lens.iter_mut().enumerate().take(n) {
+                let (m, _) = b.rb.message(k);
+                b.sb.slot_mut(k)[..m.len()].copy_from_slice(m);
+                b.sb.set_len(k, m.len());
+                b.sb.set_destination(k, f.from);
+                *len = m.len();
+            }
+            let r = &mut b.report;
+            send_batch(&mut b.sb, inbound, n, &mut r.errors, |k, sent| {
+                if sent {
+                    r.datagrams += 1;
+                    r.bytes += lens[k] as u64;
                 }
+            });
+            if n < RETURN_BATCH {
+                return;
+            }
+            if turn + 1 == RECV_BUDGET {
+                b.hot.push(i);
             }
         }
-        self.staged.clear();
-        Ok(())
     }
 }
 

@@ -13,7 +13,25 @@ use crate::units::{fmt_count, fmt_micros};
 
 /// JSON schema name of the relay's report.
 /// v2: v1 + `tcp`, the TCP proxy's counters.
-pub const SCHEMA: &str = "netcore.relay.v2";
+/// v3: v2 + `returned` (the UDP return path), `iperf3_hellos`, and per test `kind` (iperf3 UDP
+/// streams have a ground truth too; their `test_id` is the stream's source address).
+pub const SCHEMA: &str = "netcore.relay.v3";
+
+/// The UDP return path: datagrams the receiver sent back to a source's socket, returned to the
+/// source unimpaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ReturnReport {
+    /// Sources that got a socket of their own towards `--to`.
+    pub sources: u64,
+    /// Sources whose socket was closed to make room for a new one (the table holds 1024).
+    pub evicted: u64,
+    /// Datagrams (and their bytes) returned to their sources.
+    pub datagrams: u64,
+    pub bytes: u64,
+    /// Errors on the return path by errno (`ECONNREFUSED`: `--to` answered "port unreachable");
+    /// what could not be returned is dropped.
+    pub errors: BTreeMap<String, u64>,
+}
 
 /// The impairments in force, in the units of the command line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -60,8 +78,12 @@ pub struct RelayReport {
     pub bytes_in: u64,
     /// Datagrams longer than the receive buffer (cut by the kernel), forwarded as cut.
     pub truncated_in: u64,
-    /// Datagrams that are not netcore test datagrams (forwarded and impaired like the others).
+    /// Datagrams that are neither netcore test datagrams nor an iperf3 UDP stream's (forwarded
+    /// and impaired like the others).
     pub other_in: u64,
+    /// iperf3 UDP stream hellos (4 bytes, the first datagram of each stream): forwarded at
+    /// once, unimpaired, outside the truth.
+    pub iperf3_hellos: u64,
     /// What the impairment stages did (dropped, duplicated, held back, link overflow).
     pub impairments: Counters,
     /// Copies the kernel took on the way out (duplicates included).
@@ -69,10 +91,13 @@ pub struct RelayReport {
     pub bytes_out: u64,
     /// Copies the kernel refused, by errno (dropped).
     pub send_errors: BTreeMap<String, u64>,
+    /// The return path (unimpaired).
+    pub returned: ReturnReport,
     pub elapsed_s: f64,
     /// Stopped by SIGINT/SIGTERM.
     pub interrupted: bool,
-    /// Per-test ground truth for netcore datagrams, as the receiver will count them.
+    /// Per-test ground truth for netcore datagrams and iperf3 UDP streams, as the receiver will
+    /// count them.
     pub tests: Vec<TestTruth>,
     /// The TCP proxy's connections and bytes (absent with `--max-connections 0`).
     pub tcp: Option<TcpCounters>,
@@ -112,7 +137,30 @@ impl Report for RelayReport {
             .row(["duplicated".to_string(), fmt_count(i.duplicated)])
             .row(["held back".to_string(), fmt_count(i.held_back)])
             .row(["forwarded".to_string(), fmt_count(self.forwarded)])
-            .row(["not netcore".to_string(), fmt_count(self.other_in)]);
+            .row([
+                "not netcore or iperf3".to_string(),
+                fmt_count(self.other_in),
+            ]);
+        if self.iperf3_hellos > 0 {
+            t.row([
+                "iperf3 stream hellos (unimpaired)".to_string(),
+                fmt_count(self.iperf3_hellos),
+            ]);
+        }
+        let r = &self.returned;
+        t.row([
+            format!("returned to {} source(s) (unimpaired)", r.sources),
+            fmt_count(r.datagrams),
+        ]);
+        if r.evicted > 0 {
+            t.row([
+                "sources evicted (table full)".to_string(),
+                fmt_count(r.evicted),
+            ]);
+        }
+        for (e, n) in &r.errors {
+            t.row([format!("return errors: {e}"), fmt_count(*n)]);
+        }
         if self.truncated_in > 0 {
             t.row(["truncated".to_string(), fmt_count(self.truncated_in)]);
         }
@@ -120,6 +168,7 @@ impl Report for RelayReport {
         if !self.tests.is_empty() {
             let mut t = Table::new([
                 "test",
+                "kind",
                 "in",
                 "dropped",
                 "forwarded",
@@ -131,6 +180,7 @@ impl Report for RelayReport {
             for x in &self.tests {
                 t.row([
                     x.test_id.clone(),
+                    x.kind.clone(),
                     fmt_count(x.datagrams_in),
                     fmt_count(x.dropped),
                     fmt_count(x.forwarded),
@@ -155,6 +205,7 @@ impl Report for RelayReport {
     fn to_csv(&self) -> String {
         let mut t = Table::new([
             "test_id",
+            "kind",
             "datagrams_in",
             "unique_in",
             "dropped",
@@ -170,6 +221,7 @@ impl Report for RelayReport {
         for x in &self.tests {
             t.row([
                 x.test_id.clone(),
+                x.kind.clone(),
                 x.datagrams_in.to_string(),
                 x.unique_in.to_string(),
                 x.dropped.to_string(),

@@ -1,5 +1,6 @@
 //! The relay's ground truth: what it received, dropped and forwarded, and how the forwarded
-//! netcore datagrams will look to a receiver, computed from the exact order the relay sent them.
+//! netcore datagrams (and iperf3 UDP streams' datagrams) will look to a receiver, computed from
+//! the exact order the relay sent them.
 //!
 //! This is the oracle for the receiver's [tracker](crate::flow::udp::tracker), so it shares none of
 //! its code: where the tracker keeps a bitmap ring, [`SeqSet`] keeps the highest sequence seen
@@ -10,6 +11,7 @@
 //! number of gaps inside the window, not with the number of datagrams.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +27,18 @@ pub const MAX_TESTS: usize = 64;
 /// too late. Bounds the truth to ~`MAX_TESTS * 2 * MAX_GAPS` map entries (a few MB), where a
 /// million even sequence numbers took the relay from 4.4 to 77 MB.
 pub const MAX_GAPS: usize = 4096;
+
+/// The counter width of an iperf3 UDP data datagram: `Some(true)` for 64-bit counters, `None`
+/// for a datagram too short to tell. iperf3 numbers datagrams from 1 and writes the counter
+/// big-endian after the 8-byte timestamp: with 32-bit counters bytes 8..12 are the (never zero)
+/// number, with 64-bit counters they are its high half, zero below 2^32 datagrams.
+pub fn iperf3_wide(d: &[u8]) -> Option<bool> {
+    let high = d.get(8..12)?;
+    if high != [0u8; 4] {
+        return Some(false);
+    }
+    (d.len() >= 16).then_some(true)
+}
 
 /// How a sequence number arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,10 +148,15 @@ impl SeqSet {
     }
 }
 
-/// Ground truth of one test (one test id), as the receiver will count it.
+/// Ground truth of one test (one netcore test id, or one iperf3 UDP stream), as the receiver
+/// will count it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TestTruth {
-    /// The test id, 16 hex digits (as the receiver's report writes it).
+    /// `netcore`, or `iperf3` / `iperf3-64` (an iperf3 UDP stream with 32- or 64-bit counters).
+    pub kind: String,
+    /// netcore: the test id, 16 hex digits (as the receiver's report writes it). iperf3: the
+    /// stream's source address as the relay saw it (iperf3's datagrams carry no test id; the
+    /// client's `-J` lists each stream's local port).
     pub test_id: String,
     /// Datagrams of this test that came in.
     pub datagrams_in: u64,
@@ -162,9 +181,18 @@ pub struct TestTruth {
     pub too_late: u64,
 }
 
+/// Whose sequence numbers a datagram carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// A netcore test: its test id.
+    Netcore(u64),
+    /// An iperf3 UDP stream: the client socket it came from, and whether its counters are 64-bit.
+    Iperf3 { from: SocketAddr, wide: bool },
+}
+
 #[derive(Debug, Clone)]
 struct Test {
-    id: u64,
+    key: Key,
     datagrams_in: u64,
     unique_in: u64,
     dropped: u64,
@@ -179,9 +207,9 @@ struct Test {
 }
 
 impl Test {
-    fn new(id: u64) -> Test {
+    fn new(key: Key) -> Test {
         Test {
-            id,
+            key,
             datagrams_in: 0,
             unique_in: 0,
             dropped: 0,
@@ -197,8 +225,14 @@ impl Test {
     }
 
     fn report(&self) -> TestTruth {
+        let (kind, test_id) = match self.key {
+            Key::Netcore(id) => ("netcore", format!("{id:016x}")),
+            Key::Iperf3 { from, wide: false } => ("iperf3", from.to_string()),
+            Key::Iperf3 { from, wide: true } => ("iperf3-64", from.to_string()),
+        };
         TestTruth {
-            test_id: format!("{:016x}", self.id),
+            kind: kind.into(),
+            test_id,
             datagrams_in: self.datagrams_in,
             unique_in: self.unique_in,
             dropped: self.dropped,
@@ -213,15 +247,18 @@ impl Test {
     }
 }
 
-/// A netcore datagram's identity: (test id, sequence).
-pub type Tag = Option<(u64, u64)>;
+/// A datagram's identity: (whose, sequence from 0 as the receiver's tracker counts).
+pub type Tag = Option<(Key, u64)>;
 
 /// The ground truth over all tests that crossed the relay.
 #[derive(Debug, Clone, Default)]
 pub struct GroundTruth {
     tests: Vec<Test>,
-    index: HashMap<u64, usize>,
-    /// Datagrams that are not netcore datagrams (or of tests beyond [`MAX_TESTS`]).
+    index: HashMap<Key, usize>,
+    /// The last key looked up and its test: one test at a time needs no hashing.
+    recent: Option<(Key, usize)>,
+    /// Datagrams that are neither netcore's nor an iperf3 stream's (or of tests beyond
+    /// [`MAX_TESTS`]).
     pub other_in: u64,
 }
 
@@ -230,16 +267,22 @@ impl GroundTruth {
         GroundTruth::default()
     }
 
-    fn test(&mut self, id: u64) -> Option<&mut Test> {
-        let i = match self.index.get(&id) {
+    fn test(&mut self, key: Key) -> Option<&mut Test> {
+        if let Some((k, i)) = self.recent {
+            if k == key {
+                return Some(&mut self.tests[i]);
+            }
+        }
+        let i = match self.index.get(&key) {
             Some(&i) => i,
             None if self.tests.len() < MAX_TESTS => {
-                self.tests.push(Test::new(id));
-                self.index.insert(id, self.tests.len() - 1);
+                self.tests.push(Test::new(key));
+                self.index.insert(key, self.tests.len() - 1);
                 self.tests.len() - 1
             }
             None => return None,
         };
+        self.recent = Some((key, i));
         Some(&mut self.tests[i])
     }
 
@@ -345,7 +388,7 @@ mod tests {
     #[test]
     fn truth_counts() {
         let mut g = GroundTruth::new();
-        let t = |s| Some((9u64, s));
+        let t = |s| Some((Key::Netcore(9), s));
         for s in 0..5 {
             g.came_in(t(s));
         }
@@ -356,6 +399,7 @@ mod tests {
         }
         let r = &g.tests()[0];
         assert_eq!(r.test_id, "0000000000000009");
+        assert_eq!(r.kind, "netcore");
         assert_eq!(
             (
                 r.datagrams_in,
@@ -371,6 +415,45 @@ mod tests {
             (1, 1, 1, 2)
         );
         assert_eq!(g.other_in, 1);
+    }
+
+    #[test]
+    fn iperf3_counter_width() {
+        use crate::interop::iperf3::udp::Header;
+        for wide in [false, true] {
+            for seq0 in [0u64, 1, 70_000, u32::MAX as u64 - 2] {
+                let mut d = vec![0u8; 1400];
+                Header::at(seq0, 1_700_000_000_000_000_000).write(&mut d, wide);
+                assert_eq!(iperf3_wide(&d), Some(wide), "seq0 {seq0}");
+            }
+        }
+        assert_eq!(iperf3_wide(&[0u8; 11]), None);
+        assert_eq!(iperf3_wide(&[0u8; 12]), None);
+    }
+
+    #[test]
+    fn iperf3_streams_are_tests_of_their_own() {
+        let mut g = GroundTruth::new();
+        let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let a = |s| Some((Key::Iperf3 { from, wide: true }, s));
+        let b = |s| Some((Key::Netcore(1), s));
+        for s in 0..3 {
+            g.came_in(a(s));
+            g.came_in(b(s));
+        }
+        for s in [0, 2, 2, 1] {
+            g.sent(a(s));
+        }
+        let t = g.tests();
+        assert_eq!(
+            (t[0].kind.as_str(), t[0].test_id.as_str()),
+            ("iperf3-64", "127.0.0.1:40000")
+        );
+        assert_eq!(
+            (t[0].duplicates, t[0].reordered, t[0].max_extent),
+            (1, 1, 1)
+        );
+        assert_eq!((t[1].kind.as_str(), t[1].forwarded), ("netcore", 0));
     }
 
     proptest! {

@@ -7,6 +7,7 @@
 //! each belongs to the one thread that does the I/O.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
 fn empty_msghdr() -> libc::msghdr {
@@ -46,26 +47,105 @@ fn headers(
         .collect()
 }
 
-/// `n` send buffers of `slot` bytes each, sent on a connected socket with one `sendmmsg`.
+/// One socket address per message (`msg_name`), for batches that carry them.
+fn address_slots(n: usize) -> Box<[libc::sockaddr_storage]> {
+    // SAFETY: sockaddr_storage is a plain C struct for which all-zero bytes is a valid value.
+    vec![unsafe { std::mem::zeroed::<libc::sockaddr_storage>() }; n].into_boxed_slice()
+}
+
+const STORAGE_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_storage>() as _;
+
+/// Writes `addr` into `dst` as the kernel takes it; returns its length.
+fn write_addr(dst: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::socklen_t {
+    let sa = socket2::SockAddr::from(addr);
+    let len = sa.len().min(STORAGE_LEN);
+    // SAFETY: `sa.as_ptr()` points at a socket address of `len` initialised bytes, and `dst` is
+    // a sockaddr_storage, at least `len` bytes; the two are distinct values.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            sa.as_ptr().cast::<u8>(),
+            (dst as *mut libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        );
+    }
+    len
+}
+
+/// The IP socket address of `len` bytes the kernel wrote into `src` (`None` for other families).
+fn read_addr(src: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    let len = len as usize;
+    match src.ss_family as libc::c_int {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the kernel wrote a sockaddr_in (its family says so, its length fits) at
+            // the start of the storage, which is larger and suitably aligned for it.
+            let a = unsafe { &*(src as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for a sockaddr_in6.
+            let a =
+                unsafe { &*(src as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                u32::from_be(a.sin6_flowinfo),
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// `n` send buffers of `slot` bytes each, sent with one `sendmmsg`: on a connected socket, or
+/// ([`SendBatch::with_destinations`]) each to its own address.
 pub struct SendBatch {
     bufs: Box<[u8]>,
     slot: usize,
     iovs: Box<[libc::iovec]>,
+    // Kept alive (and never moved) because the headers point at them.
+    names: Option<Box<[libc::sockaddr_storage]>>,
     hdrs: Box<[libc::mmsghdr]>,
 }
 
 impl SendBatch {
     pub fn new(n: usize, slot: usize) -> Self {
+        Self::build(n, slot, false)
+    }
+
+    /// A batch whose messages each go to the address given with [`SendBatch::set_destination`]
+    /// (for an unconnected socket).
+    pub fn with_destinations(n: usize, slot: usize) -> Self {
+        Self::build(n, slot, true)
+    }
+
+    fn build(n: usize, slot: usize, named: bool) -> Self {
         assert!(n > 0 && slot > 0);
         let mut bufs = vec![0u8; n * slot].into_boxed_slice();
         let mut iovs = slot_iovecs(&mut bufs, slot);
-        let hdrs = headers(&mut iovs, |_, _| {});
+        let mut names = named.then(|| address_slots(n));
+        let name_base = names.as_mut().map(|b| b.as_mut_ptr());
+        let hdrs = headers(&mut iovs, |i, h| {
+            if let Some(base) = name_base {
+                h.msg_name = base.wrapping_add(i).cast();
+            }
+        });
         SendBatch {
             bufs,
             slot,
             iovs,
+            names,
             hdrs,
         }
+    }
+
+    /// Where message `i` goes (only for a batch made [`SendBatch::with_destinations`]).
+    pub fn set_destination(&mut self, i: usize, addr: SocketAddr) {
+        let names = self.names.as_mut().expect("a batch made with_destinations");
+        self.hdrs[i].msg_hdr.msg_namelen = write_addr(&mut names[i], addr);
     }
 
     pub fn capacity(&self) -> usize {
@@ -93,8 +173,9 @@ impl SendBatch {
         assert!(from < to && to <= self.hdrs.len());
         let fd: RawFd = sock.as_raw_fd();
         // SAFETY: hdrs[from..to] are initialised mmsghdrs whose iovecs point into `self.bufs`
-        // with lengths within their slots; all of it outlives the call, and the kernel only
-        // reads the buffers and writes `msg_len`.
+        // with lengths within their slots, and whose names (with destinations) point into
+        // `self.names` with lengths written by `write_addr`; all of it outlives the call, and the
+        // kernel only reads the buffers and names and writes `msg_len`.
         let n = unsafe {
             syscall!(sendmmsg(
                 fd,
@@ -111,7 +192,8 @@ impl SendBatch {
 /// count (24 bytes each), generously rounded.
 const CMSG_SPACE: usize = 64;
 
-/// `n` receive buffers of `slot` bytes each, filled by one `recvmmsg`.
+/// `n` receive buffers of `slot` bytes each, filled by one `recvmmsg`; with
+/// [`RecvBatch::with_sources`], each message's source address too.
 pub struct RecvBatch {
     bufs: Box<[u8]>,
     slot: usize,
@@ -119,27 +201,51 @@ pub struct RecvBatch {
     _iovs: Box<[libc::iovec]>,
     // Parsed as bytes (`cmsg_data_in`), so no alignment is needed.
     ctrl: Box<[u8]>,
+    names: Option<Box<[libc::sockaddr_storage]>>,
     hdrs: Box<[libc::mmsghdr]>,
 }
 
 impl RecvBatch {
     pub fn new(n: usize, slot: usize) -> Self {
+        Self::build(n, slot, false)
+    }
+
+    /// A batch that also records each message's source address ([`RecvBatch::source`]).
+    pub fn with_sources(n: usize, slot: usize) -> Self {
+        Self::build(n, slot, true)
+    }
+
+    fn build(n: usize, slot: usize, named: bool) -> Self {
         assert!(n > 0 && slot > 0);
         let mut bufs = vec![0u8; n * slot].into_boxed_slice();
         let mut iovs = slot_iovecs(&mut bufs, slot);
         let mut ctrl = vec![0u8; n * CMSG_SPACE].into_boxed_slice();
         let ctrl_base = ctrl.as_mut_ptr();
+        let mut names = named.then(|| address_slots(n));
+        let name_base = names.as_mut().map(|b| b.as_mut_ptr());
         let hdrs = headers(&mut iovs, |i, h| {
             h.msg_control = ctrl_base.wrapping_add(i * CMSG_SPACE).cast();
             h.msg_controllen = CMSG_SPACE as _;
+            if let Some(base) = name_base {
+                h.msg_name = base.wrapping_add(i).cast();
+                h.msg_namelen = STORAGE_LEN;
+            }
         });
         RecvBatch {
             bufs,
             slot,
             _iovs: iovs,
             ctrl,
+            names,
             hdrs,
         }
+    }
+
+    /// The source address of message `i` of the last `recv` (`None` for a batch made without
+    /// sources, or an address that is not IP).
+    pub fn source(&self, i: usize) -> Option<SocketAddr> {
+        let names = self.names.as_ref()?;
+        read_addr(&names[i], self.hdrs[i].msg_hdr.msg_namelen)
     }
 
     pub fn capacity(&self) -> usize {
@@ -150,18 +256,23 @@ impl RecvBatch {
     /// socket's receive timeout) for the first and then takes what is queued; without it the
     /// call never blocks. Returns how many messages arrived.
     pub fn recv(&mut self, sock: &impl AsRawFd, wait_for_one: bool) -> io::Result<usize> {
+        let named = self.names.is_some();
         for h in self.hdrs.iter_mut() {
             h.msg_hdr.msg_controllen = CMSG_SPACE as _;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
+            if named {
+                h.msg_hdr.msg_namelen = STORAGE_LEN;
+            }
         }
         let flags = if wait_for_one {
             libc::MSG_WAITFORONE
         } else {
             libc::MSG_DONTWAIT
         };
-        // SAFETY: every header points at an iovec over its own slot of `self.bufs` and at its
-        // own CMSG_SPACE bytes of `self.ctrl`; all of them outlive the call. A null timeout
+        // SAFETY: every header points at an iovec over its own slot of `self.bufs`, at its
+        // own CMSG_SPACE bytes of `self.ctrl` and (with sources) at its own sockaddr_storage of
+        // `self.names` with `msg_namelen` its size; all of them outlive the call. A null timeout
         // means no recvmmsg-level timeout.
         let n = unsafe {
             syscall!(recvmmsg(
@@ -277,6 +388,63 @@ mod tests {
             assert_eq!(b as usize, i);
             assert_eq!(len, 10 + i);
         }
+    }
+
+    #[test]
+    fn sources_and_destinations() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("[::1]:0").ok();
+        let sink6 = UdpSocket::bind("[::1]:0").ok();
+        // One unconnected socket sends to two addresses in one batch.
+        let mut sb = SendBatch::with_destinations(2, 64);
+        sb.slot_mut(0)[..2].copy_from_slice(b"to");
+        sb.set_len(0, 2);
+        sb.set_destination(0, rx.local_addr().unwrap());
+        sb.slot_mut(1)[..2].copy_from_slice(b"b!");
+        sb.set_len(1, 2);
+        sb.set_destination(1, a.local_addr().unwrap());
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut sent = 0;
+        while sent < 2 {
+            sent += sb.send(&tx, sent, 2).unwrap();
+        }
+        let mut buf = [0u8; 8];
+        a.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let (n, from) = a.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"b!"[..], tx.local_addr().unwrap()));
+        a.send_to(b"from a", rx.local_addr().unwrap()).unwrap();
+        let mut rb = RecvBatch::with_sources(4, 64);
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let n = rb.recv(&rx, true).unwrap();
+            for i in 0..n {
+                got.push((rb.message(i).0.to_vec(), rb.source(i).unwrap()));
+            }
+        }
+        assert_eq!(got[0], (b"to".to_vec(), tx.local_addr().unwrap()));
+        assert_eq!(got[1], (b"from a".to_vec(), a.local_addr().unwrap()));
+        // IPv6 addresses both ways, where the host has ::1.
+        if let (Some(b), Some(sink6)) = (b, sink6) {
+            sink6
+                .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            let mut sb = SendBatch::with_destinations(1, 64);
+            sb.set_len(0, 3);
+            sb.set_destination(0, sink6.local_addr().unwrap());
+            assert_eq!(sb.send(&b, 0, 1).unwrap(), 1);
+            let mut rb = RecvBatch::with_sources(1, 64);
+            assert_eq!(rb.recv(&sink6, true).unwrap(), 1);
+            assert_eq!(rb.source(0), Some(b.local_addr().unwrap()));
+        }
+        // A batch without sources has none.
+        let mut plain = RecvBatch::new(1, 64);
+        a.send_to(b"x", rx.local_addr().unwrap()).unwrap();
+        assert_eq!(plain.recv(&rx, true).unwrap(), 1);
+        assert_eq!(plain.source(0), None);
     }
 
     #[test]

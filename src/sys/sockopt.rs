@@ -144,6 +144,32 @@ pub fn udp_bind_reuseport(addr: std::net::SocketAddr) -> io::Result<std::net::Ud
     Ok(s.into())
 }
 
+/// A UDP socket (with `SO_REUSEPORT` when `reuseport`) and a TCP listener bound to the same
+/// address; port 0: a port free for both (up to 32 tries). The listener never has
+/// `SO_REUSEPORT`, so a second server on the port still fails with "address already in use".
+pub fn bind_udp_and_tcp(
+    addr: std::net::SocketAddr,
+    reuseport: bool,
+) -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let udp = |a| {
+        if reuseport {
+            udp_bind_reuseport(a)
+        } else {
+            std::net::UdpSocket::bind(a)
+        }
+    };
+    let tries = if addr.port() == 0 { 32 } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let u = udp(addr)?;
+        match std::net::TcpListener::bind(u.local_addr()?) {
+            Ok(t) => return Ok((u, t)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no port free for both UDP and TCP")))
+}
+
 /// Steers every datagram that reaches `sock`'s reuseport group without an exact (connected)
 /// match to the group member at `index` (in the order members bound), with a one-instruction
 /// classic BPF program (`SO_ATTACH_REUSEPORT_CBPF`: `ret #index`).

@@ -58,6 +58,14 @@ impl Proc {
         Proc::spawn(c)
     }
 
+    /// `netcore relay --listen 127.0.0.1:0 --to TO EXTRA...`, once it listens, and its address.
+    pub fn relay(to: &str, extra: &[&str]) -> (Proc, String) {
+        let base = ["relay", "--listen", "127.0.0.1:0", "--to", to];
+        let mut p = Proc::netcore(&[&base[..], extra].concat());
+        let addr = super::addr_in(&p.wait_line("listening on"));
+        (p, addr)
+    }
+
     /// Waits for a stderr line containing `marker`.
     pub fn wait_line(&mut self, marker: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);

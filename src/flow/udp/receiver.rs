@@ -148,21 +148,7 @@ pub struct Receiver {
 /// connected socket on the same port (`flow::iperf3::udp`); the TCP listener has not, so a
 /// second receiver on the port still fails with "address already in use".
 fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
-    if addr.port() != 0 {
-        let udp = sockopt::udp_bind_reuseport(addr)?;
-        let tcp = TcpListener::bind(addr)?;
-        return Ok((udp, tcp));
-    }
-    // Port 0: find a port free for both UDP and TCP.
-    let mut last = None;
-    for _ in 0..32 {
-        let udp = sockopt::udp_bind_reuseport(addr)?;
-        match TcpListener::bind(udp.local_addr()?) {
-            Ok(tcp) => return Ok((udp, tcp)),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::other("no free port")))
+    sockopt::bind_udp_and_tcp(addr, true)
 }
 
 impl Receiver {
