@@ -12,7 +12,8 @@
 //!   queued in the current `epoll_wait` batch for a closed (and maybe already reused) slot does
 //!   not match and is ignored (counted in [`ReactorStats::stale`]).
 //! * **Timers** ([`Timers`]): a binary heap with lazy cancellation; the earliest deadline is the
-//!   poll timeout. A timer carries a `Key` and a `u64` tag; if the entry is gone when it fires,
+//!   poll timeout; a wait shorter than [`PRECISE_BELOW`] is also ended by a timerfd armed at the
+//!   deadline (`epoll_wait` counts whole milliseconds). A timer carries a `Key` and a `u64` tag; if the entry is gone when it fires,
 //!   `ctx.slab.get_mut(key)` simply returns `None`. For per-connection idle timeouts prefer one
 //!   timer per connection that re-arms itself from a `last_active` timestamp over cancel+add on
 //!   every request.
@@ -67,6 +68,8 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
+use crate::sys::timerfd::TimerFd;
+
 pub use handle::Handle;
 pub use io::{drain_read, Budget, Drained, OutBuf};
 pub use mailbox::Mailbox;
@@ -80,6 +83,14 @@ pub const TIMERS_PER_TURN: usize = 4096;
 
 const WAKER: Token = Token(usize::MAX);
 const SIGNAL: Token = Token(usize::MAX - 1);
+const PRECISE: Token = Token(usize::MAX - 2);
+
+/// Waits for a timer shorter than this are ended by a timerfd armed at the timer's deadline:
+/// `epoll_wait` takes whole milliseconds (mio rounds a 300 µs wait up to 1 ms), which would
+/// make every open-loop request sent on a timer up to a millisecond late. Longer waits (idle
+/// timeouts of seconds) keep the plain timeout: a millisecond is nothing to them, and they
+/// cost no extra system call.
+pub const PRECISE_BELOW: Duration = Duration::from_millis(100);
 
 /// What an event reports. Deferred re-dispatches report readable + writable + deferred.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +261,8 @@ pub struct ReactorStats {
     pub timers: u64,
     pub deferred: u64,
     pub wakes: u64,
+    /// Times the timerfd of a short wait was armed.
+    pub precise_arms: u64,
 }
 
 /// The event loop. See the module documentation.
@@ -259,6 +272,9 @@ pub struct Reactor<S> {
     cx: Ctx<S>,
     scratch: Vec<Key>,
     stats: ReactorStats,
+    /// The timerfd of short waits (see [`PRECISE_BELOW`]) and the deadline it is armed for.
+    precise: TimerFd,
+    armed: Option<Instant>,
 }
 
 impl<S> Reactor<S> {
@@ -267,6 +283,12 @@ impl<S> Reactor<S> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let registry = poll.registry().try_clone()?;
+        let precise = TimerFd::new()?;
+        registry.register(
+            &mut SourceFd(&precise.as_raw_fd()),
+            PRECISE,
+            Interest::READABLE,
+        )?;
         Ok(Reactor {
             poll,
             events: Events::with_capacity(events.max(16)),
@@ -281,6 +303,8 @@ impl<S> Reactor<S> {
             },
             scratch: Vec::new(),
             stats: ReactorStats::default(),
+            precise,
+            armed: None,
         })
     }
 
@@ -328,6 +352,15 @@ impl<S> Reactor<S> {
         if let Some(m) = max_wait {
             timeout = Some(timeout.map_or(m, |t| t.min(m)));
         }
+        if let Some(t) = timeout.filter(|t| !t.is_zero() && *t < PRECISE_BELOW) {
+            // mio rounds `t` up to whole milliseconds; the timerfd ends the wait on time.
+            let at = now + t;
+            if self.armed != Some(at) {
+                self.precise.arm_in(t)?;
+                self.armed = Some(at);
+                self.stats.precise_arms += 1;
+            }
+        }
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -344,6 +377,8 @@ impl<S> Reactor<S> {
                 // epoll re-checks readiness when it reports an event, so a reactor that drained
                 // it would hide the event from the others. Termination is final anyway.
                 SIGNAL => cx.stop = true,
+                // Edge-triggered and one-shot: nothing to read; re-arming clears its count.
+                PRECISE => self.armed = None,
                 t => {
                     let key = Key::from_token(t);
                     if cx.slab.contains(key) {

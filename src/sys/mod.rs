@@ -26,6 +26,7 @@ pub mod process;
 pub mod signal;
 pub mod sockopt;
 pub mod tcp;
+pub mod timerfd;
 
 /// Raises the soft limit of open files to `want` (or the hard limit, whichever is lower) and
 /// returns the soft limit now in force.
