@@ -17,11 +17,12 @@
 # Clients (pinned to CLIENT_CPU, default 0):
 #   wrk -t1 -cN -d$DURATION --latency http://127.0.0.1:P/         (every server)
 #   netcore load --proto http --clients N --duration .. --warmup .. --cpus CLIENT_CPU
-#                                                                 (netcore epoll only)
+#                                                                 (netcore epoll and nginx)
 # For CONNS (default "10 100 1000"), RUNS times (default 5), interleaved: run 1 of every
 # configuration, then run 2, ... Printed: median requests/s [min-max] and median p99 per
 # configuration, as a markdown table (ready for the README) with the ratios of the medians:
-# each netcore model / nginx (requests/s), netcore epoll / nginx (p99), netcore load / wrk on
+# each netcore model / nginx (requests/s), netcore epoll / nginx (p99), netcore epoll / nginx
+# under netcore load (requests/s; a client faster than one wrk thread), netcore load / wrk on
 # netcore epoll (requests/s), and each server's CPU time per request (epoll / nginx).
 #
 # Open loop (netcore epoll on SERVER_CPU, each client on CLIENT_CPU), for each of OPEN_CONNS:
@@ -42,6 +43,9 @@
 #                      PERF (perf, for the servers' CPU time per request; empty: skipped)
 #                      SECTIONS  WRK2  RATES (default "10000 30000 60000")
 #                      OPEN_CONNS (default 100; a list)  OPEN_DURATION (seconds; default 10)
+#                      OPEN_PATH (the URL path of the open loop; default /)
+#                      CAPTURE (1: capture each open-loop run with tcpdump on lo and print the
+#                      latency the wire saw beside each client's, from tools/wire-latency.py)
 # Every server started here is stopped by PID when the script exits; every client run is bounded
 # with timeout(1).
 set -euo pipefail
@@ -67,6 +71,8 @@ WRK2="${WRK2:-}"
 RATES="${RATES:-10000 30000 60000}"
 OPEN_CONNS="${OPEN_CONNS:-100}"
 OPEN_DURATION="${OPEN_DURATION:-10}"
+OPEN_PATH="${OPEN_PATH:-/}"
+CAPTURE="${CAPTURE:-0}"
 
 # shellcheck source=tools/lib.sh
 source "$REPO/tools/lib.sh"
@@ -97,6 +103,11 @@ if has open; then
   done
   [[ "$OPEN_DURATION" =~ ^[1-9][0-9]*$ ]] ||
     die "OPEN_DURATION: '$OPEN_DURATION' is not a whole number of seconds"
+  [[ "$OPEN_PATH" == /* ]] || die "OPEN_PATH: '$OPEN_PATH' does not start with /"
+  [[ "$CAPTURE" == 0 || "$CAPTURE" == 1 ]] || die "CAPTURE: '$CAPTURE' is not 0 or 1"
+  if [[ "$CAPTURE" == 1 ]]; then
+    command -v tcpdump >/dev/null || die "CAPTURE=1 needs tcpdump (apt-get install tcpdump)"
+  fi
 fi
 command -v python3 >/dev/null || die "python3 is needed for the medians"
 if [[ ! -x "$NETCORE" ]]; then
@@ -223,22 +234,24 @@ if perf and reqs and int(reqs.group(1)) > 0:
 print(f"wrk {server} {conns} {run} {float(rps.group(1)) if rps else 0.0} {us} {errs} {cpu}")
 PY
 }
-# One netcore load run against netcore epoll: "load epoll CONNS RUN req_s p99_us errors".
+# One netcore load run: "load SERVER CONNS RUN req_s p99_us errors nan". netcore load drives
+# netcore epoll (beside wrk on it) and nginx: at 10-100 connections wrk (one thread) is slower
+# than either server, netcore load is not, so these are the servers' own rates.
 run_load() {
-  local conns="$1" run="$2" port=${PORT[epoll]} f
-  f="$OUT/load-$conns-$run.json"
+  local server="$1" conns="$2" run="$3" port=${PORT[$1]} f
+  f="$OUT/load-$server-$conns-$run.json"
   timeout "$RUN_LIMIT" "$NETCORE" load --connect "127.0.0.1:$port" --proto http \
     --clients "$conns" --duration "${DURATION}s" --warmup "${WARMUP}s" --cpus "$CLIENT_CPU" \
-    --json >"$f" 2>"$OUT/load-$conns-$run.err" || true
-  python3 - "$f" "$conns" "$run" >>"$RES" <<'PY'
+    --json >"$f" 2>"$OUT/load-$server-$conns-$run.err" || true
+  python3 - "$f" "$server" "$conns" "$run" >>"$RES" <<'PY'
 import json, sys
-f, conns, run = sys.argv[1:]
+f, server, conns, run = sys.argv[1:]
 try:
     m = json.load(open(f))["points"][0]["median"]
     errs = sum(m["errors"].values())
-    print(f"load epoll {conns} {run} {m['tasks_per_s']} {m['p99_us']} {errs} nan")
+    print(f"load {server} {conns} {run} {m['tasks_per_s']} {m['p99_us']} {errs} nan")
 except Exception as e:
-    print(f"load epoll {conns} {run} 0 nan -1 nan")
+    print(f"load {server} {conns} {run} 0 nan -1 nan")
 PY
 }
 
@@ -253,8 +266,10 @@ for run in $(seq 1 "$RUNS"); do
       run_wrk "$s" "$conns" "$run"
     done
     if [[ " $MODELS " == *" epoll "* ]]; then
-      log "run $run/$RUNS conns=$conns netcore load -> epoll"
-      run_load "$conns" "$run"
+      for s in epoll nginx; do
+        log "run $run/$RUNS conns=$conns netcore load -> $s"
+        run_load "$s" "$conns" "$run"
+      done
     fi
   done
 done
@@ -284,14 +299,15 @@ def fmt(c):
     us = f"{p99/1000:.2f} ms" if p99 >= 1000 else f"{p99:.0f} us"
     cpu = "" if math.isnan(cpu) else f" cpu {cpu:.1f} us"
     return f"{m/1000:.1f}k [{lo/1000:.1f}-{hi/1000:.1f}] p99 {us}{cpu}" + (f" ERR {e}" if e else "")
-cols = [("wrk", s) for s in servers] + [("load", "epoll")]
+cols = [("wrk", s) for s in servers] + [("load", "epoll"), ("load", "nginx")]
 def ratio(a, b, i):
     return f"{a[i]/b[i]:.2f}x" if a and b and b[i] and not math.isnan(a[i]) and not math.isnan(b[i]) else "-"
 # Ratios of medians: requests/s of every netcore model to nginx's, p99 of epoll to nginx's
 # (the goal: >= 1.00x requests/s, <= 1.00x p99), netcore load's requests/s to wrk's.
 models = [s for s in servers if s != "nginx"]
-head = (["conns"] + [f"wrk->{s}" for s in servers] + ["load->epoll"]
-        + [f"{m}/nginx" for m in models] + ["epoll/nginx p99", "epoll/nginx cpu", "load/wrk (epoll)"])
+head = (["conns"] + [f"wrk->{s}" for s in servers] + ["load->epoll", "load->nginx"]
+        + [f"{m}/nginx" for m in models] + ["epoll/nginx p99", "epoll/nginx cpu",
+                                            "epoll/nginx under load", "load/wrk (epoll)"])
 lines = [head]
 for c in conns:
     cells = {k: cell((k[0], k[1], c)) for k in cols}
@@ -302,6 +318,7 @@ for c in conns:
     e, l = cells.get(("wrk", "epoll")), cells.get(("load", "epoll"))
     r.append(ratio(e, n, 3))
     r.append(ratio(e, n, 5))
+    r.append(ratio(l, cells.get(("load", "nginx")), 0))
     r.append(ratio(l, e, 0))
     lines.append(r)
 w = [max(len(x[i]) for x in lines) for i in range(len(head))]
@@ -319,14 +336,41 @@ fi
 # ---- open loop: wrk2 vs netcore load --rate on netcore epoll ---------------------------------
 # wrk2's calibration (CALIBRATE_DELAY_MS + 5 ms per connection of a thread), whole seconds.
 calibration() { echo $(((10000 + 5 * $1 + 999) / 1000)); }
+# CAPTURE=1: tcpdump on lo around one client run (the server's port only), then the latency
+# the wire saw, after the client's calibration or warm-up: "CLIENT CONNS RATE RUN count p50 p90
+# p99" to $WIRE_RES.
+capture_start() {
+  [[ "$CAPTURE" == 1 ]] || return 0
+  CAP_FILE="$OUT/cap-$1.pcap"
+  timeout "$((OPEN_DURATION + 120))" tcpdump -i lo -nn -s 96 -B 65536 -w "$CAP_FILE" \
+    "tcp port ${PORT[epoll]}" 2>"$OUT/cap-$1.err" &
+  CAP_PID=$!
+  # tcpdump says "listening" once its filter is on the socket.
+  local i
+  for i in $(seq 1 100); do
+    grep -q listening "$OUT/cap-$1.err" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  die "tcpdump did not start (see $OUT/cap-$1.err)"
+}
+capture_stop() {  # client conns rate run skip_seconds
+  [[ "$CAPTURE" == 1 ]] || return 0
+  kill -INT "$CAP_PID" 2>/dev/null || true
+  wait "$CAP_PID" 2>/dev/null || true
+  echo "$1 $2 $3 $4 $(python3 "$HERE/wire-latency.py" "$CAP_FILE" "${PORT[epoll]}" "$5" |
+    awk '{print $2, $3, $4, $5}')" >>"$WIRE_RES"
+  rm -f "$CAP_FILE"
+}
 # One wrk2 run: "wrk2 CONNS RATE RUN req_s p50_us p90_us p99_us errors nan" to $OPEN_RES.
 run_wrk2() {
   local conns="$1" rate="$2" run="$3" port=${PORT[epoll]} f cal
   cal=$(calibration "$conns")
   f="$OUT/wrk2-$conns-$rate-$run.txt"
+  capture_start "wrk2-$conns-$rate-$run"
   timeout "$((cal + OPEN_DURATION + 60))" taskset -c "$CLIENT_CPU" "$WRK2" -t1 -c"$conns" \
     -R"$rate" -d"$((cal + OPEN_DURATION))s" --timeout 5s --latency \
-    "http://127.0.0.1:$port/" >"$f" 2>&1 || true
+    "http://127.0.0.1:$port$OPEN_PATH" >"$f" 2>&1 || true
+  capture_stop wrk2 "$conns" "$rate" "$run" "$cal"
   python3 - "$f" "$conns" "$rate" "$run" >>"$OPEN_RES" <<'PY'
 import re, sys
 f, conns, rate, run = sys.argv[1:]
@@ -351,10 +395,12 @@ run_load_open() {
   local conns="$1" rate="$2" run="$3" port=${PORT[epoll]} f cal
   cal=$(calibration "$conns")
   f="$OUT/load-open-$conns-$rate-$run.json"
+  capture_start "load-$conns-$rate-$run"
   timeout "$((cal + OPEN_DURATION + 60))" "$NETCORE" load --connect "127.0.0.1:$port" \
-    --proto http --clients "$conns" --rate "$rate" --duration "${OPEN_DURATION}s" \
-    --warmup "${cal}s" --timeout 5s --cpus "$CLIENT_CPU" --json \
+    --proto http --path "$OPEN_PATH" --clients "$conns" --rate "$rate" \
+    --duration "${OPEN_DURATION}s" --warmup "${cal}s" --timeout 5s --cpus "$CLIENT_CPU" --json \
     >"$f" 2>"$OUT/load-open-$conns-$rate-$run.err" || true
+  capture_stop load "$conns" "$rate" "$run" "$cal"
   python3 - "$f" "$conns" "$rate" "$run" >>"$OPEN_RES" <<'PY'
 import json, sys
 f, conns, rate, run = sys.argv[1:]
@@ -371,7 +417,9 @@ PY
 
 if has open; then
   OPEN_RES="$OUT/open-results.txt"
+  WIRE_RES="$OUT/wire-results.txt"
   : >"$OPEN_RES"
+  : >"$WIRE_RES"
   log "open loop: netcore epoll on port ${PORT[epoll]}; runs=$RUNS rates=[$RATES]" \
     "conns=[$OPEN_CONNS], ${OPEN_DURATION}s measured after wrk2's calibration; raw results in $OUT"
   for run in $(seq 1 "$RUNS"); do
@@ -390,10 +438,13 @@ if has open; then
       done
     done
   done
-  python3 - "$OPEN_RES" "$RUNS" <<'PY'
+  python3 - "$OPEN_RES" "$RUNS" "$WIRE_RES" <<'PY'
 import math, statistics, sys
-res, runs = sys.argv[1], sys.argv[2]
-rows, keys = {}, []
+res, runs, wire_res = sys.argv[1], sys.argv[2], sys.argv[3]
+rows, keys, wire = {}, [], {}
+for line in open(wire_res):
+    client, conns, rate, run, n, p50, p90, p99 = line.split()
+    wire.setdefault((client, conns, rate), []).append((float(p50), float(p90), float(p99)))
 for line in open(res):
     client, conns, rate, run, rps, p50, p90, p99, errs, missed = line.split()
     if (conns, rate) not in keys:
@@ -421,13 +472,21 @@ def ratio(a, b, i):
         return "-"
     x, y = med(a, i), med(b, i)
     return f"{x/y:.2f}x" if y and not math.isnan(x) and not math.isnan(y) else "-"
+def wcell(v):
+    if not v:
+        return "-"
+    return " / ".join(us(statistics.median(r[i] for r in v)) for i in range(3))
 head = ["conns", "rate", "wrk2 p50 / p90 / p99", "load p50 / p90 / p99",
         "load/wrk2 p50", "p90", "p99", "req/s wrk2, load"]
+if wire:
+    head += ["wire under wrk2", "wire under load"]
 lines = [head]
 for conns, rate in keys:
     w, l = rows.get(("wrk2", conns, rate)), rows.get(("load", conns, rate))
     got = ", ".join(f"{med(v, 0)/1000:.1f}k" if v else "-" for v in (w, l))
     lines.append([conns, rate, cell(w), cell(l), ratio(l, w, 1), ratio(l, w, 2), ratio(l, w, 3), got])
+    if wire:
+        lines[-1] += [wcell(wire.get((c, conns, rate))) for c in ("wrk2", "load")]
 width = [max(len(x[i]) for x in lines) for i in range(len(head))]
 print("| " + " | ".join(h.ljust(width[i]) for i, h in enumerate(head)) + " |")
 print("|" + "|".join("-" * (x + 2) for x in width) + "|")
@@ -437,6 +496,10 @@ print(f"\ncells: medians over {runs} interleaved runs of each client's p50 / p90
       " intended send time) at the rate asked; ratios of the medians. A client whose req/s is well below"
       " the rate fell behind (wrk2's req/s counts its calibration too; netcore load's 'missed' is the"
       " share of its schedule it never sent): its percentiles then measure its own backlog")
+if wire:
+    print("wire: p50 / p90 / p99 of request-to-answer time on loopback (tcpdump, tools/wire-latency.py)"
+          " in each client's measured window, medians over the runs; a client's percentiles above"
+          " the wire's are its own lateness in sending and its time to read the answer")
 PY
   echo "open loop: wrk2 $("$WRK2" -v 2>&1 | head -1 | awk '{print $2}'), netcore load; netcore epoll on" \
     "CPU $SERVER_CPU, clients on CPU $CLIENT_CPU; OPEN_DURATION=${OPEN_DURATION}s after wrk2's" \
