@@ -287,6 +287,22 @@ pub fn verdict(
     split: &LossSplit,
 ) -> String {
     let on = |cpu: Option<usize>| cpu.map(|c| format!(" of CPU {c}")).unwrap_or_default();
+    // Datagrams dropped at the receiving socket while the receiver was busy: whatever else was
+    // saturated (on loopback the sender's core always is), the receiver did not keep up.
+    if split.socket_buffer > 0 {
+        if let Some(t) = threads
+            .iter()
+            .filter(|t| t.role == "receiver" && t.pct >= 90.0)
+            .max_by(|a, b| a.pct.total_cmp(&b.pct))
+        {
+            return format!(
+                "receiver thread at {:.0} %{} and {} datagrams dropped at its socket buffer: the receiver is the limit",
+                t.pct,
+                on(t.cpu),
+                split.socket_buffer
+            );
+        }
+    }
     if let Some(t) = threads
         .iter()
         .filter(|t| t.pct >= 90.0)
@@ -431,7 +447,7 @@ mod tests {
         // GRO: 4 dropped buffers of up to 44 datagrams, 170 lost.
         let s4 = split_loss(170, Some(4), 44, &Delta::default());
         assert_eq!((s4.socket_buffer, s4.not_seen), (170, 0));
-        assert!(!s4.exact && s4.note.unwrap().contains("44 datagrams"));
+        assert!(!s4.exact && s4.note.as_deref().unwrap().contains("44 datagrams"));
         let s5 = split_loss(170, Some(0), 44, &Delta::default());
         assert!(s5.exact && s5.not_seen == 170);
 
@@ -442,8 +458,27 @@ mod tests {
             ..ThreadLoad::default()
         }];
         assert_eq!(
-            verdict(&t, &[], true, &s),
+            verdict(&t, &[], true, &s5),
             "receiver thread at 100 % of CPU 1: the receiver is the limit"
+        );
+        // Both at 100 %, datagrams dropped at the receiver's buffer: the receiver, not the
+        // (busier) sender, is the limit of what arrived.
+        let both = [
+            ThreadLoad {
+                role: "sender".into(),
+                cpu: Some(0),
+                pct: 100.0,
+                ..ThreadLoad::default()
+            },
+            t[0].clone(),
+        ];
+        assert_eq!(
+            verdict(&both, &[], true, &s4),
+            "receiver thread at 100 % of CPU 1 and 170 datagrams dropped at its socket buffer: the receiver is the limit"
+        );
+        assert_eq!(
+            verdict(&both, &[], true, &s5),
+            "sender thread at 100 % of CPU 0: the sender is the limit"
         );
         let cores = [CoreShare {
             cpu: 0,
