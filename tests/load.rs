@@ -181,6 +181,28 @@ fn mix_think_and_open_loop_rate() {
     let r = &j["points"][0]["runs"][0];
     assert_eq!(r["tasks"], 20);
     assert_eq!(errors_total(&r["errors"]), 0, "{r}");
+    assert_eq!(j["setup"]["spin"], false);
+
+    // Busy-polling changes how the threads wait, not what they send or count.
+    let o = load(
+        &addr,
+        &[
+            "--clients",
+            "2",
+            "--tasks",
+            "10",
+            "--rate",
+            "400",
+            "--spin",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let j = json(&o);
+    assert_eq!(j["setup"]["spin"], true);
+    let r = &j["points"][0]["runs"][0];
+    assert_eq!(r["tasks"], 20);
+    assert_eq!(errors_total(&r["errors"]), 0, "{r}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

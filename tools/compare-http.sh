@@ -44,6 +44,7 @@
 #                      SECTIONS  WRK2  RATES (default "10000 30000 60000")
 #                      OPEN_CONNS (default 100; a list)  OPEN_DURATION (seconds; default 10)
 #                      OPEN_PATH (the URL path of the open loop; default /)
+#                      LOAD_OPEN_ARGS (more flags for netcore load in the open loop, e.g. --spin)
 #                      CAPTURE (1: capture each open-loop run with tcpdump on lo and print the
 #                      latency the wire saw beside each client's, from tools/wire-latency.py)
 # Every server started here is stopped by PID when the script exits; every client run is bounded
@@ -72,6 +73,7 @@ RATES="${RATES:-10000 30000 60000}"
 OPEN_CONNS="${OPEN_CONNS:-100}"
 OPEN_DURATION="${OPEN_DURATION:-10}"
 OPEN_PATH="${OPEN_PATH:-/}"
+LOAD_OPEN_ARGS="${LOAD_OPEN_ARGS:-}"
 CAPTURE="${CAPTURE:-0}"
 
 # shellcheck source=tools/lib.sh
@@ -398,7 +400,7 @@ run_load_open() {
   capture_start "load-$conns-$rate-$run"
   timeout "$((cal + OPEN_DURATION + 60))" "$NETCORE" load --connect "127.0.0.1:$port" \
     --proto http --path "$OPEN_PATH" --clients "$conns" --rate "$rate" \
-    --duration "${OPEN_DURATION}s" --warmup "${cal}s" --timeout 5s --cpus "$CLIENT_CPU" --json \
+    --duration "${OPEN_DURATION}s" --warmup "${cal}s" --timeout 5s --cpus "$CLIENT_CPU" $LOAD_OPEN_ARGS --json \
     >"$f" 2>"$OUT/load-open-$conns-$rate-$run.err" || true
   capture_stop load "$conns" "$rate" "$run" "$cal"
   python3 - "$f" "$conns" "$rate" "$run" >>"$OPEN_RES" <<'PY'

@@ -89,6 +89,8 @@ pub struct RunConfig {
     pub cpus: Vec<usize>,
     /// Hard limit of one run; a run stopped by it is marked aborted.
     pub limit: Option<Duration>,
+    /// Busy-poll the reactors instead of sleeping (`--spin`).
+    pub spin: bool,
 }
 
 /// Why a client failed or a reply was not counted.
@@ -444,6 +446,7 @@ struct Driver<'a> {
 
 fn drive(cfg: &RunConfig, clients_total: u32, mine: Vec<u32>, t0: Instant) -> io::Result<Acc> {
     let mut reactor: Reactor<Conn> = Reactor::new(1024)?;
+    reactor.set_spin(cfg.spin);
     // SIGINT/SIGTERM end the run like its time limit: the report shows what ran.
     reactor.watch_termination_signals()?;
     let (n_tasks, duration_mode) = match cfg.mode {

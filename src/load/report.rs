@@ -253,6 +253,9 @@ pub struct Setup {
     pub threads: u32,
     /// CPUs the load threads were pinned to (empty: not pinned).
     pub cpus: Vec<usize>,
+    /// The load threads busy-polled (`--spin`).
+    #[serde(default)]
+    pub spin: bool,
 }
 
 impl Setup {
