@@ -177,6 +177,10 @@ pub struct RecvArgs {
     /// Sequence numbers tracked in flight (older arrivals count as too late)
     #[arg(long, default_value_t = DEFAULT_WINDOW)]
     pub window: u64,
+    /// Every TCP data connection (netcore's and iperf3's) on a thread of its own, whatever
+    /// the sender asks (by default the readers or writers that share a CPU share a thread)
+    #[arg(long)]
+    pub thread_per_stream: bool,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
@@ -672,6 +676,7 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         allow: a.allow.clone().unwrap_or_default(),
         auth_key,
         graceful: true,
+        thread_per_stream: a.thread_per_stream,
     })?;
     let mut metrics = RecvMetrics::new();
     let _endpoint = a.metrics.start_shared("recv", metrics.registry())?;
