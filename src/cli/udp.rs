@@ -141,6 +141,7 @@ pub struct RecvArgs {
     /// is told "receiver is busy". Memory per UDP test: --window/8 bytes of sequence tracker
     /// (2 MiB by default), two HDR histograms (under 1 MiB together) and 56 bytes per
     /// --interval of --max-duration; per TCP test: a thread and one --len buffer per stream
+    /// at most (streams that share a thread share its buffer)
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_tests: u16,
     /// The longest test a sender may ask for or run; one still sending past it is cut

@@ -1,6 +1,6 @@
 //! What every protocol's parallel streams share (pure): which way the test and each stream
 //! carry data, how a count and a rate are split over N streams, which CPU each stream's thread
-//! is pinned to, and the label of the SUM rows. TCP (`flow::tcp`) and UDP (`flow::udp`) both
+//! is pinned to, which streams share a thread, and the label of the SUM rows. TCP (`flow::tcp`) and UDP (`flow::udp`) both
 //! take these from here; nothing here imports a protocol folder.
 
 use serde::{Deserialize, Serialize};
