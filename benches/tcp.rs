@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use netcore::flow::control::Plan;
 use netcore::flow::rxwait::RxWait;
 use netcore::flow::tcp::spec::Dir;
-use netcore::flow::tcp::stream::{join_all, spawn, Job};
+use netcore::flow::tcp::stream::{start, DataConn, Job, Stops};
 
 const BYTES: u64 = 64 << 20;
 
@@ -29,9 +29,17 @@ fn move_bytes(len: usize) {
         cpu: None,
         wait: RxWait::Poll,
     };
-    let (_, w) = spawn(a, 0, Dir::Up, job(true), stop.clone()).unwrap();
-    let (_, r) = spawn(b, 0, Dir::Up, job(false), stop).unwrap();
-    let (ends, _, _) = join_all(vec![w, r]).unwrap();
+    let conn = |sock, write| DataConn {
+        sock,
+        id: 0,
+        dir: Dir::Up,
+        job: job(write),
+    };
+    let conns = vec![conn(a, true), conn(b, false)];
+    let (ends, _, _) = start(conns, &Stops::one(&stop), false)
+        .unwrap()
+        .join()
+        .unwrap();
     assert_eq!(ends[0].bytes, ends[1].bytes);
 }
 

@@ -54,7 +54,9 @@ fn check(r: &Value, per_dir: usize, dirs: &[&str]) {
     }
     for side in ["client", "server"] {
         let c = &r["cpu"][side];
-        assert!(u(c, "threads") >= per_dir as u64, "{side}: {c}");
+        // Streams that share a CPU share a thread: one at least, one per stream at most.
+        let threads = u(c, "threads");
+        assert!(threads >= 1 && threads <= rows.len() as u64, "{side}: {c}");
         assert!(c["user_s"].as_f64().unwrap() + c["system_s"].as_f64().unwrap() > 0.0);
         assert!(c["bits_per_cpu_s"].as_f64().unwrap() > 0.0);
     }
@@ -120,11 +122,17 @@ fn socket_settings_apply() {
 
 /// `recv --once --json` in its own process and `blast --to` against it; returns both reports.
 fn separate(args: &[&str]) -> (Value, Value) {
-    let (srv, line) = Server::start(
-        &["recv", "--listen", "127.0.0.1:0", "--once", "--json"],
-        "listening on",
-        true,
-    );
+    separate_with(&[], args)
+}
+
+/// [`separate`] with `recv` flags.
+fn separate_with(recv: &[&str], args: &[&str]) -> (Value, Value) {
+    let all = [
+        &["recv", "--listen", "127.0.0.1:0", "--once", "--json"][..],
+        recv,
+    ]
+    .concat();
+    let (srv, line) = Server::start(&all, "listening on", true);
     let addr = addr_in(&line);
     let c = blast(&[&["--to", &addr][..], args].concat());
     let out = srv.wait(LIMIT);
@@ -147,6 +155,56 @@ fn separate_recv_single_and_four_streams() {
     check(&s, 1, &["up"]);
     let (c, _) = separate(&["--size", "100MB", "-P", "4"]);
     check(&c, 4, &["up"]);
+}
+
+/// Streams pinned to one CPU (`--cpus 0` on both ends) run on one thread per end, every byte
+/// still counted per stream; `--thread-per-stream` (on blast: both ends; on recv: its end)
+/// gives each its own.
+#[test]
+fn streams_on_one_cpu_share_a_thread() {
+    let threads = |r: &Value, side: &str| u(&r["cpu"][side], "threads");
+    let args = ["--size", "100MB", "-P", "4", "--cpus", "0"];
+    let (c, s) = separate_with(&["--cpus", "0"], &args);
+    check(&c, 4, &["up"]);
+    check(&s, 4, &["up"]);
+    assert_eq!(
+        (threads(&c, "client"), threads(&c, "server")),
+        (1, 1),
+        "{c}"
+    );
+    assert_eq!(threads(&s, "client"), 1, "{s}");
+
+    let (c, _) = separate_with(
+        &["--cpus", "0"],
+        &[&args[..], &["--thread-per-stream"]].concat(),
+    );
+    check(&c, 4, &["up"]);
+    assert_eq!(
+        (threads(&c, "client"), threads(&c, "server")),
+        (4, 4),
+        "{c}"
+    );
+    assert_eq!(c["settings"]["thread_per_stream"], true);
+
+    let (c, _) = separate_with(&["--cpus", "0", "--thread-per-stream"], &args);
+    check(&c, 4, &["up"]);
+    assert_eq!(
+        (threads(&c, "client"), threads(&c, "server")),
+        (1, 4),
+        "{c}"
+    );
+
+    // Bidir: the writers and the readers of one end are two threads.
+    let (c, _) = separate_with(
+        &["--cpus", "0"],
+        &["--size", "40MB", "-P", "2", "--bidir", "--cpus", "0"],
+    );
+    check(&c, 2, &["up", "down"]);
+    assert_eq!(
+        (threads(&c, "client"), threads(&c, "server")),
+        (2, 2),
+        "{c}"
+    );
 }
 
 /// `-R`: the client shows the sender's figures live: the server sends its interval samples
@@ -244,6 +302,10 @@ fn bad_values_give_usage_errors_naming_the_problem() {
     );
     bad(&["blast", "--proto", "tcp", "-R", "--bidir"], "--bidir");
     bad(&["blast", "--mss", "1000"], "--mss applies to --proto tcp");
+    bad(
+        &["blast", "--thread-per-stream"],
+        "--thread-per-stream applies to --proto tcp",
+    );
     bad(&["blast", "--proto", "tcp", "--verify"], "--verify");
     bad(&["blast", "--proto", "tcp", "--rate", "10kpps"], "bit rate");
 }

@@ -308,8 +308,8 @@ pub enum Proto {
 /// Streams, direction, and the TCP socket settings.
 #[derive(Args, Debug, Clone, Default)]
 pub struct TcpArgs {
-    /// Parallel streams: TCP data connections or UDP sockets (one thread each; --pin/--cpus
-    /// pin them one per CPU)
+    /// Parallel streams: TCP data connections or UDP sockets (UDP: one thread each; TCP: the
+    /// writers or readers that share a CPU share a thread; --pin/--cpus pin them one per CPU)
     #[arg(short = 'P', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_STREAMS as i64))]
     pub streams: u16,
     /// Reverse: the receiver sends and this side receives (the path still opened from here:
@@ -335,6 +335,10 @@ pub struct TcpArgs {
     /// Per-connection pacing cap in the kernel (SO_MAX_PACING_RATE; fq qdisc or TCP pacing)
     #[arg(long, value_name = "RATE", value_parser = units::parse_rate)]
     pub fq_rate: Option<Rate>,
+    /// Every TCP data connection on a thread of its own, on both ends (the writers or readers
+    /// that would share a CPU otherwise share one thread)
+    #[arg(long)]
+    pub thread_per_stream: bool,
 }
 
 /// Accepts an algorithm this kernel will set on a socket.

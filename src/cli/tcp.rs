@@ -40,6 +40,7 @@ pub fn check(a: &BlastArgs) -> Result<()> {
                     ("--congestion", t.congestion.is_some()),
                     ("--no-delay", t.no_delay),
                     ("--fq-rate", t.fq_rate.is_some()),
+                    ("--thread-per-stream", t.thread_per_stream),
                 ];
                 if let Some((f, _)) = tcp_only.iter().find(|x| x.1) {
                     return usage(format!("{f} applies to --proto tcp"));
@@ -100,6 +101,7 @@ fn spec_of(a: &BlastArgs, len: u64) -> Result<TcpSpec> {
         rate_bps: bits("--rate", a.rate)?,
         zerocopy: a.zerocopy,
         intervals: t.reverse || t.bidir,
+        thread_per_stream: t.thread_per_stream,
     })
 }
 

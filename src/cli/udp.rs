@@ -141,6 +141,7 @@ pub struct RecvArgs {
     /// is told "receiver is busy". Memory per UDP test: --window/8 bytes of sequence tracker
     /// (2 MiB by default), two HDR histograms (under 1 MiB together) and 56 bytes per
     /// --interval of --max-duration; per TCP test: a thread and one --len buffer per stream
+    /// at most (streams that share a thread share its buffer)
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_tests: u16,
     /// The longest test a sender may ask for or run; one still sending past it is cut
@@ -177,6 +178,10 @@ pub struct RecvArgs {
     /// Sequence numbers tracked in flight (older arrivals count as too late)
     #[arg(long, default_value_t = DEFAULT_WINDOW)]
     pub window: u64,
+    /// Every TCP data connection (netcore's and iperf3's) on a thread of its own, whatever
+    /// the sender asks (by default the readers or writers that share a CPU share a thread)
+    #[arg(long)]
+    pub thread_per_stream: bool,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
@@ -672,6 +677,7 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
         allow: a.allow.clone().unwrap_or_default(),
         auth_key,
         graceful: true,
+        thread_per_stream: a.thread_per_stream,
     })?;
     let mut metrics = RecvMetrics::new();
     let _endpoint = a.metrics.start_shared("recv", metrics.registry())?;

@@ -1,6 +1,6 @@
 //! What every protocol's parallel streams share (pure): which way the test and each stream
 //! carry data, how a count and a rate are split over N streams, which CPU each stream's thread
-//! is pinned to, and the label of the SUM rows. TCP (`flow::tcp`) and UDP (`flow::udp`) both
+//! is pinned to, which streams share a thread, and the label of the SUM rows. TCP (`flow::tcp`) and UDP (`flow::udp`) both
 //! take these from here; nothing here imports a protocol folder.
 
 use serde::{Deserialize, Serialize};
@@ -88,6 +88,41 @@ pub fn cpu_for(cpus: &[usize], i: usize) -> Option<usize> {
     (!cpus.is_empty()).then(|| cpus[i % cpus.len()])
 }
 
+/// Which streams share a thread, as groups of stream indices (in order of their first
+/// stream). `kinds[i]` is stream `i`'s kind (true: it writes) and CPU (if pinned). Streams of
+/// one kind pinned to the same CPU share a thread; unpinned streams of one kind are dealt
+/// round-robin over min(streams, `cpus`) threads, `cpus` being how many CPUs the process may
+/// run on. Writers and readers never share. With `per_stream`, every stream has its own.
+pub fn thread_groups(
+    kinds: &[(bool, Option<usize>)],
+    cpus: usize,
+    per_stream: bool,
+) -> Vec<Vec<usize>> {
+    if per_stream {
+        return (0..kinds.len()).map(|i| vec![i]).collect();
+    }
+    let unpinned = |w: bool| kinds.iter().filter(|k| k.0 == w && k.1.is_none()).count();
+    let threads = |w: bool| unpinned(w).min(cpus.max(1)).max(1);
+    // A group's key: its kind, and its CPU (pinned) or its slot among the unpinned threads.
+    let mut groups: Vec<((bool, bool, usize), Vec<usize>)> = Vec::new();
+    let mut dealt = [0usize; 2];
+    for (i, &(w, cpu)) in kinds.iter().enumerate() {
+        let key = match cpu {
+            Some(c) => (w, true, c),
+            None => {
+                let j = &mut dealt[usize::from(w)];
+                *j += 1;
+                (w, false, (*j - 1) % threads(w))
+            }
+        };
+        match groups.iter_mut().find(|g| g.0 == key) {
+            Some(g) => g.1.push(i),
+            None => groups.push((key, vec![i])),
+        }
+    }
+    groups.into_iter().map(|g| g.1).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,7 +147,55 @@ mod tests {
         assert_eq!(cpu_for(&[2, 5], 3), Some(5));
     }
 
+    #[test]
+    fn streams_sharing_a_cpu_share_a_thread() {
+        let w = |c| (true, c);
+        let r = |c| (false, c);
+        // Unpinned, two CPUs: -P 2 keeps two threads, -P 4 deals four streams over two.
+        assert_eq!(
+            thread_groups(&[w(None); 2], 2, false),
+            vec![vec![0], vec![1]]
+        );
+        assert_eq!(
+            thread_groups(&[w(None); 4], 2, false),
+            vec![vec![0, 2], vec![1, 3]]
+        );
+        // One CPU allowed (taskset -c 0): one thread per kind; bidir keeps writers apart.
+        assert_eq!(
+            thread_groups(&[w(None), w(None), r(None), r(None)], 1, false),
+            vec![vec![0, 1], vec![2, 3]]
+        );
+        // Pinned: the same CPU, the same thread.
+        assert_eq!(
+            thread_groups(&[w(Some(0)), w(Some(1)), w(Some(0))], 8, false),
+            vec![vec![0, 2], vec![1]]
+        );
+        assert_eq!(
+            thread_groups(&[w(Some(0)), r(Some(0))], 8, false),
+            vec![vec![0], vec![1]]
+        );
+        // The old way on request.
+        assert_eq!(
+            thread_groups(&[w(Some(0)); 3], 1, true),
+            vec![vec![0], vec![1], vec![2]]
+        );
+        assert!(thread_groups(&[], 4, false).is_empty());
+    }
+
     proptest! {
+        #[test]
+        fn every_stream_in_exactly_one_group(kinds in proptest::collection::vec((any::<bool>(), proptest::option::of(0usize..4)), 0..40), cpus in 0usize..6, per in any::<bool>()) {
+            let g = thread_groups(&kinds, cpus, per);
+            let mut all: Vec<usize> = g.iter().flatten().copied().collect();
+            all.sort_unstable();
+            prop_assert_eq!(all, (0..kinds.len()).collect::<Vec<_>>());
+            for grp in &g {
+                prop_assert!(!grp.is_empty());
+                prop_assert!(grp.iter().all(|&i| kinds[i].0 == kinds[grp[0]].0));
+                prop_assert!(grp.iter().all(|&i| kinds[i].1 == kinds[grp[0]].1 || kinds[i].1.is_none()));
+            }
+        }
+
         #[test]
         fn split_count_adds_up(c in 0u64..1_000_000, n in 1usize..200) {
             let shares: Vec<u64> = (0..n).map(|i| split_count(c, i, n)).collect();

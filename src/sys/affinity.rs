@@ -43,6 +43,28 @@ pub fn available_cpus() -> usize {
         .unwrap_or(1)
 }
 
+/// Number of CPUs the process's affinity mask allows (`sched_getaffinity` of the process, so
+/// `taskset -c 0 netcore ...` gives 1 whichever thread asks); [`available_cpus`] if the kernel
+/// will not say.
+pub fn allowed_cpus() -> usize {
+    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed, for the call; getpid
+    // has no preconditions.
+    let r = unsafe {
+        syscall!(sched_getaffinity(
+            libc::getpid(),
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &mut set
+        ))
+    };
+    match r {
+        // SAFETY: `set` was filled by the kernel.
+        Ok(_) => (unsafe { libc::CPU_COUNT(&set) } as usize).max(1),
+        Err(_) => available_cpus(),
+    }
+}
+
 /// Pins the calling thread to `cpu`. Returns false (and leaves the thread unpinned) if the
 /// kernel refused.
 pub fn pin_current(cpu: usize) -> bool {
@@ -60,6 +82,7 @@ mod tests {
             assert_eq!(parse_cpu_list("0-1").unwrap(), vec![0, 1]);
             assert_eq!(parse_cpu_list("1,0,1").unwrap(), vec![1, 0]);
         }
+        assert!(allowed_cpus() >= 1 && allowed_cpus() <= crate::sys::online_cpus());
         assert!(parse_cpu_list("").is_err());
         assert!(parse_cpu_list("x").is_err());
         assert!(parse_cpu_list("1-0").is_err());

@@ -22,6 +22,7 @@ macro_rules! syscall {
 pub mod affinity;
 pub mod cpu;
 pub mod mmsg;
+pub mod poll;
 pub mod process;
 pub mod signal;
 pub mod sockopt;

@@ -21,7 +21,7 @@ use crate::flow::streams::split_count;
 use crate::flow::tcp::client::{cpu_for, job_for, sample};
 use crate::flow::tcp::report::{CpuSides, IntervalMeter, StreamEnd, TcpInterval, TcpReport};
 use crate::flow::tcp::spec::{Dir, Mode, TcpSpec};
-use crate::flow::tcp::stream::{self, transient};
+use crate::flow::tcp::stream::{self, transient, DataConn, Stops};
 use crate::interop::iperf3::client::{ClientCtl, Event};
 use crate::interop::iperf3::msg::{stream_id, COOKIE_LEN};
 use crate::interop::iperf3::udp::{read_word, word, Header};
@@ -196,15 +196,22 @@ pub fn run(
     l.expect(Event::TestRunning, "TEST_RUNNING")?;
     let wstop = Arc::new(AtomicBool::new(false));
     let rstop = Arc::new(AtomicBool::new(false));
-    let mut live = Vec::new();
-    let mut handles = Vec::new();
-    for (i, s) in socks.into_iter().enumerate() {
-        let job = job_for(spec, opts.plan, dirs[i], i, true, cpu_for(&opts.cpus, i));
-        let stop = if job.write { &wstop } else { &rstop }.clone();
-        let (lv, h) = stream::spawn(s, stream_id(i) as u32, dirs[i], job, stop)?;
-        live.push(lv);
-        handles.push(h);
-    }
+    let conns = socks
+        .into_iter()
+        .enumerate()
+        .map(|(i, sock)| DataConn {
+            sock,
+            id: stream_id(i) as u32,
+            dir: dirs[i],
+            job: job_for(spec, opts.plan, dirs[i], i, true, cpu_for(&opts.cpus, i)),
+        })
+        .collect();
+    let stops = Stops {
+        write: wstop.clone(),
+        read: rstop.clone(),
+    };
+    let running = stream::start(conns, &stops, spec.thread_per_stream)?;
+    let live = running.live.clone();
     let cpu0 = process_times();
     let t0 = Instant::now();
     let (end_at, want_bytes) = match opts.plan {
@@ -245,12 +252,7 @@ pub fn run(
     let cpu1 = process_times();
     // Our writers' counts are final once they have stopped.
     let wait = Instant::now() + STEP;
-    while Instant::now() < wait
-        && handles
-            .iter()
-            .zip(&dirs)
-            .any(|(h, d)| *d == Dir::Up && !h.is_finished())
-    {
+    while Instant::now() < wait && live.iter().any(|x| x.dir == Dir::Up && !x.finished()) {
         std::thread::sleep(Duration::from_millis(2));
     }
     l.end()?;
@@ -279,11 +281,11 @@ pub fn run(
     let server = l.exchange(&ours)?;
     // The server has closed its streams: our readers see EOF.
     let wait = Instant::now() + STEP;
-    while Instant::now() < wait && !handles.iter().all(|h| h.is_finished()) {
+    while Instant::now() < wait && !running.is_finished() {
         std::thread::sleep(Duration::from_millis(5));
     }
     rstop.store(true, Ordering::Relaxed);
-    let (ends, cpu, interrupted) = stream::join_all(handles)?;
+    let (ends, cpu, interrupted) = running.join()?;
     let cpu = cpu.finish(stream::bytes_moved(&ends));
     let server_ends: Vec<StreamEnd> = ends
         .iter()

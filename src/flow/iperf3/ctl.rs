@@ -34,6 +34,8 @@ pub struct Iperf3Ctx<'a> {
     pub cpu: Option<usize>,
     /// How the readers wait for data (`recv --block`/`--spin`).
     pub wait: crate::flow::rxwait::RxWait,
+    /// Every TCP data connection on a thread of its own (`recv --thread-per-stream`).
+    pub thread_per_stream: bool,
     /// The address the report names.
     pub target: String,
     /// The receiver's UDP address (its socket has `SO_REUSEPORT`: see `super::udp`).

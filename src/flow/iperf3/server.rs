@@ -24,7 +24,6 @@
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -37,7 +36,7 @@ use crate::flow::tcp::client::{job_for, sample};
 use crate::flow::tcp::report::{CpuSides, IntervalMeter, StreamEnd, TcpReport, SCHEMA};
 use crate::flow::tcp::server::{next_data_conn, TcpEvent};
 use crate::flow::tcp::spec::{Dir, Mode, TcpSpec, DEFAULT_LEN};
-use crate::flow::tcp::stream::{self, configure, Live, StreamOut};
+use crate::flow::tcp::stream::{self, configure, DataConn, Live, Running, Stops};
 use crate::interop::iperf3::msg::{stream_id, COOKIE_LEN};
 use crate::interop::iperf3::server::Event;
 use crate::interop::iperf3::{Cookie, Params, Results, StreamResult};
@@ -91,6 +90,7 @@ pub fn tcp_spec(p: &Params) -> Result<TcpSpec, String> {
         fq_rate_bps: None,
         zerocopy: false,
         intervals: false,
+        thread_per_stream: false,
         // iperf3's -b is per stream; netcore's pacing is per direction.
         rate_bps: (p.bandwidth > 0).then(|| p.bandwidth.saturating_mul(streams as u64)),
     };
@@ -122,7 +122,7 @@ impl Drop for StopAll {
 
 struct Streams {
     live: Vec<Arc<Live>>,
-    handles: Vec<JoinHandle<Result<StreamOut>>>,
+    running: Running,
     dirs: Vec<Dir>,
 }
 
@@ -207,7 +207,7 @@ fn run(
         };
         while Instant::now() < wait
             && (l.bytes.load(Ordering::Relaxed) < want
-                || (st.dirs[i] == Dir::Down && !st.handles[i].is_finished()))
+                || (st.dirs[i] == Dir::Down && !l.finished()))
         {
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -221,11 +221,11 @@ fn run(
     let done = c.until_done();
     // The client closes its streams after DISPLAY_RESULTS: the readers see EOF.
     let wait = Instant::now() + STEP;
-    while Instant::now() < wait && !st.handles.iter().all(|h| h.is_finished()) {
+    while Instant::now() < wait && !st.running.is_finished() {
         std::thread::sleep(Duration::from_millis(5));
     }
     rstop.store(true, Ordering::Relaxed);
-    let (ends, cpu, _) = stream::join_all(st.handles)?;
+    let (ends, cpu, _) = st.running.join()?;
     let cpu = cpu.finish(stream::bytes_moved(&ends));
     let client_ends: Vec<StreamEnd> = st
         .dirs
@@ -278,17 +278,13 @@ fn admit(
     rstop: &Arc<AtomicBool>,
 ) -> Result<Streams> {
     let dirs = spec.directions();
-    let mut st = Streams {
-        live: Vec::new(),
-        handles: Vec::new(),
-        dirs: dirs.clone(),
-    };
+    let mut conns = Vec::new();
     let t = Instant::now();
-    while st.live.len() < dirs.len() {
+    while conns.len() < dirs.len() {
         if t.elapsed() > CONNECT_WINDOW || signal::stop_requested() {
             bail!(
                 "only {} of {} iperf3 data connections arrived",
-                st.live.len(),
+                conns.len(),
                 dirs.len()
             );
         }
@@ -303,16 +299,27 @@ fn admit(
             deny(s);
             continue;
         }
-        let i = st.live.len();
+        let i = conns.len();
         configure(&s, spec).map_err(|e| Refused(format!("{e:#}")))?;
         let mut job = job_for(spec, plan, dirs[i], i, false, ctx.cpu);
         job.wait = ctx.wait;
-        let stop = if job.write { wstop } else { rstop }.clone();
-        let (live, h) = stream::spawn(s, stream_id(i) as u32, dirs[i], job, stop)?;
-        st.live.push(live);
-        st.handles.push(h);
+        conns.push(DataConn {
+            sock: s,
+            id: stream_id(i) as u32,
+            dir: dirs[i],
+            job,
+        });
     }
-    Ok(st)
+    let stops = Stops {
+        write: wstop.clone(),
+        read: rstop.clone(),
+    };
+    let running = stream::start(conns, &stops, ctx.thread_per_stream)?;
+    Ok(Streams {
+        live: running.live.clone(),
+        running,
+        dirs,
+    })
 }
 
 /// The results document netcore answers with: per stream what this side moved (read, or

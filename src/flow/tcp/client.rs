@@ -21,7 +21,7 @@ use anyhow::{bail, Result};
 
 use super::report::{CpuSides, IntervalMeter, TcpInterval, TcpReport, SCHEMA};
 use super::spec::{encode_preamble, Dir, TcpSpec};
-use super::stream::{self, bytes_moved, Job, Live};
+use super::stream::{self, bytes_moved, DataConn, Job, Live, Stops};
 use crate::flow::control::{ClientId, Conn, Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::host::host_name;
 use crate::flow::rxwait::RxWait;
@@ -105,17 +105,21 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
         other => bail!("expected Ready from the receiver, got {other:?}"),
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let mut live = Vec::new();
-    let mut handles = Vec::new();
+    let mut conns = Vec::new();
     for (id, dir) in spec.directions().into_iter().enumerate() {
         let preamble = encode_preamble(test_id, id as u32);
         let sock = stream::connect_from(opts.control, opts.client.bind, spec, &preamble)?;
         let mut job = job_for(spec, opts.plan, dir, id, true, cpu_for(&opts.cpus, id));
         job.wait = opts.wait;
-        let (l, h) = stream::spawn(sock, id as u32, dir, job, stop.clone())?;
-        live.push(l);
-        handles.push(h);
+        conns.push(DataConn {
+            sock,
+            id: id as u32,
+            dir,
+            job,
+        });
     }
+    let running = stream::start(conns, &Stops::one(&stop), spec.thread_per_stream)?;
+    let live = running.live.clone();
 
     let t0 = Instant::now();
     let mut meter = IntervalMeter::default();
@@ -125,7 +129,7 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
     // The server sends its samples of the streams it writes (the sender's figures: retransmits,
     // cwnd); this side shows its own for the streams it writes.
     let remote = spec.intervals;
-    while !handles.iter().all(|h| h.is_finished()) {
+    while !running.is_finished() {
         if Instant::now() >= next {
             let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live, "client");
             let row = if remote { row.only(Dir::Up) } else { row };
@@ -160,7 +164,7 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
             }
         }
     }
-    let (ends, cpu, mut interrupted) = stream::join_all(handles)?;
+    let (ends, cpu, mut interrupted) = running.join()?;
     if let Some(e) = control_error {
         bail!("the receiver ended the test early: {e}");
     }

@@ -16,7 +16,7 @@ use anyhow::{bail, Result};
 use super::client::{job_for, sample};
 use super::report::{CpuSides, IntervalMeter, StreamEnd, TcpInterval, TcpReport, SCHEMA};
 use super::spec::{decode_preamble, Dir, TcpSpec};
-use super::stream::{self, bytes_moved, configure, Running};
+use super::stream::{self, bytes_moved, configure, DataConn, Stops};
 use crate::flow::control::{encode, Conn, Msg, Plan};
 use crate::flow::cpu::CpuUsage;
 use crate::flow::rxwait::RxWait;
@@ -38,6 +38,9 @@ pub struct ServerCtx {
     pub cpu: Option<usize>,
     /// How the readers wait for data (`recv --block`/`--spin`).
     pub wait: RxWait,
+    /// Every data connection on a thread of its own (`recv --thread-per-stream`), whatever
+    /// the client asks.
+    pub thread_per_stream: bool,
     /// The address the report names.
     pub target: String,
     /// Set to end the test now (reported interrupted).
@@ -134,7 +137,7 @@ pub fn run_test(
         paced.rate_bps = Some(paced.rate_bps.map_or(max, |r| r.min(max)).max(1));
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let mut slots: Vec<Option<Running>> = (0..dirs.len()).map(|_| None).collect();
+    let mut slots: Vec<Option<DataConn>> = (0..dirs.len()).map(|_| None).collect();
     let t = Instant::now();
     while slots.iter().any(Option::is_none) {
         if t.elapsed() > CONNECT_WINDOW || ctx.interrupt.load(Ordering::Relaxed) {
@@ -161,9 +164,19 @@ pub fn run_test(
         }
         let mut job = job_for(&paced, plan, dirs[i], i, false, ctx.cpu);
         job.wait = ctx.wait;
-        slots[i] = Some(stream::spawn(sock, id, dirs[i], job, stop.clone())?);
+        slots[i] = Some(DataConn {
+            sock,
+            id,
+            dir: dirs[i],
+            job,
+        });
     }
-    let (live, handles): (Vec<_>, Vec<_>) = slots.into_iter().map(Option::unwrap).unzip();
+    let running = stream::start(
+        slots.into_iter().flatten().collect(),
+        &Stops::one(&stop),
+        spec.thread_per_stream || ctx.thread_per_stream,
+    )?;
+    let live = running.live.clone();
 
     let silence = match plan {
         Plan::TimeNs(ns) => Duration::from_nanos(ns) + Duration::from_secs(30),
@@ -177,7 +190,7 @@ pub fn run_test(
     let mut done_at = None;
     let mut failure: Option<String> = None;
     loop {
-        let finished = handles.iter().all(|h| h.is_finished());
+        let finished = running.is_finished();
         if finished && (done.is_some() || failure.is_some()) {
             break;
         }
@@ -246,7 +259,7 @@ pub fn run_test(
             }
         }
     }
-    let (ends, cpu, interrupted) = stream::join_all(handles)?;
+    let (ends, cpu, interrupted) = running.join()?;
     let cpu = cpu.finish(bytes_moved(&ends));
     if failure.is_none() {
         c.send(&Msg::TcpReport {

@@ -41,6 +41,11 @@ pub struct TcpSpec {
     /// false, so a spec without it reads as before.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub intervals: bool,
+    /// Every data connection on a thread of its own, on both ends (`--thread-per-stream`),
+    /// rather than one thread for the writers (readers) that share a CPU. Absent when false,
+    /// so a spec without it reads as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub thread_per_stream: bool,
 }
 
 impl TcpSpec {
@@ -112,6 +117,7 @@ mod tests {
             rate_bps: None,
             zerocopy: false,
             intervals: false,
+            thread_per_stream: false,
         }
     }
 

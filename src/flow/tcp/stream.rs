@@ -1,6 +1,8 @@
-//! One data connection of a TCP test (driver): socket settings from the [`TcpSpec`], the
+//! The data connections of a TCP test (driver): socket settings from the [`TcpSpec`], the
 //! writing loop and the reading loop. Both ends run the same two loops; which one a
-//! connection runs depends on its direction and the end.
+//! connection runs depends on its direction and the end. A thread runs one loop over one or
+//! more connections of the same kind: the writers (readers) that would share a CPU share a
+//! thread (see [`start`]), and a lone connection is the one-element case.
 //!
 //! The reader reads into one buffer it reuses (no allocation per read) and counts every byte
 //! to EOF; the writer counts every byte the kernel took, shuts its half down when the plan is
@@ -8,6 +10,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -22,8 +25,8 @@ use crate::flow::control::Plan;
 use crate::flow::cpu::{CpuUsage, ThreadMeter};
 use crate::flow::pacer::Pacer;
 use crate::flow::rxwait::{RxWait, POLL_NAP};
-use crate::flow::streams::split_count;
-use crate::sys::{affinity, realtime_ns, signal, sockopt, tcp};
+use crate::flow::streams::{split_count, thread_groups};
+use crate::sys::{affinity, poll, realtime_ns, signal, sockopt, tcp};
 
 /// How long a reader waits for a byte (or EOF) before it gives up on a silent writer, beyond
 /// the planned duration.
@@ -91,12 +94,14 @@ pub fn connect_from(
     Ok(sock)
 }
 
-/// What a data connection thread shares with the control thread while it runs.
+/// What a data connection shares with the control thread while it runs.
 pub struct Live {
     pub id: u32,
     pub dir: Dir,
     /// Bytes moved so far.
     pub bytes: AtomicU64,
+    /// Set when the connection is done with (its loop over, a writer's linger too).
+    done: AtomicBool,
     /// A second handle on the socket, for `TCP_INFO` from the control thread.
     info: TcpStream,
 }
@@ -106,6 +111,11 @@ impl Live {
     pub fn figures(&self) -> Option<TcpFigures> {
         figures(&self.info)
     }
+
+    /// Whether the connection's thread is done with it (its count of bytes is final).
+    pub fn finished(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
 }
 
 fn figures(s: &TcpStream) -> Option<TcpFigures> {
@@ -114,13 +124,6 @@ fn figures(s: &TcpStream) -> Option<TcpFigures> {
         &i,
         &tcp::congestion(s).unwrap_or_default(),
     ))
-}
-
-/// What a data connection thread returns.
-pub struct StreamOut {
-    pub end: StreamEnd,
-    pub cpu: CpuUsage,
-    pub interrupted: bool,
 }
 
 /// How one data connection runs.
@@ -139,62 +142,193 @@ pub struct Job {
     pub wait: RxWait,
 }
 
-/// A running data connection: what it shares, and its thread.
-pub type Running = (Arc<Live>, JoinHandle<Result<StreamOut>>);
+/// A data connection to run: its socket, stream id, direction and job.
+pub struct DataConn {
+    pub sock: TcpStream,
+    pub id: u32,
+    pub dir: Dir,
+    pub job: Job,
+}
 
-/// Starts a data connection's thread.
-pub fn spawn(
-    sock: TcpStream,
-    id: u32,
-    dir: Dir,
-    job: Job,
-    stop: Arc<AtomicBool>,
-) -> Result<Running> {
-    let live = Arc::new(Live {
-        id,
-        dir,
-        bytes: AtomicU64::new(0),
-        info: sock.try_clone()?,
-    });
+/// The flags that cut the threads short: the writers' and the readers' (iperf3's ends stop
+/// their writers at TEST_END and their readers at EOF).
+#[derive(Clone)]
+pub struct Stops {
+    pub write: Arc<AtomicBool>,
+    pub read: Arc<AtomicBool>,
+}
+
+impl Stops {
+    /// One flag for writers and readers alike.
+    pub fn one(stop: &Arc<AtomicBool>) -> Stops {
+        Stops {
+            write: stop.clone(),
+            read: stop.clone(),
+        }
+    }
+}
+
+/// What one thread returns: its connections' ends, its own CPU (one thread), and whether
+/// any of its connections was cut short.
+struct GroupOut {
+    ends: Vec<StreamEnd>,
+    cpu: CpuUsage,
+    interrupted: bool,
+}
+
+/// A data thread.
+type Thread = JoinHandle<Result<GroupOut>>;
+
+/// One end's data connections, running: what each shares (in the order they were given to
+/// [`start`]) and the threads that drive them, each thread one or more connections.
+pub struct Running {
+    pub live: Vec<Arc<Live>>,
+    threads: Vec<(Vec<usize>, Thread)>,
+}
+
+impl Running {
+    /// Data threads running the connections.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Whether every thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(|t| t.1.is_finished())
+    }
+
+    /// Joins every thread: the stream ends (in the order given), the CPU of all the threads
+    /// (each counted once, however many connections it ran), and whether any connection was
+    /// cut short. The first error wins.
+    pub fn join(self) -> Result<(Vec<StreamEnd>, CpuUsage, bool)> {
+        let mut ends: Vec<Option<StreamEnd>> = self.live.iter().map(|_| None).collect();
+        let mut cpu = CpuUsage::default();
+        let mut interrupted = false;
+        let mut first_err = None;
+        for (idx, h) in self.threads {
+            match h.join() {
+                Ok(Ok(o)) => {
+                    cpu.add(&o.cpu);
+                    interrupted |= o.interrupted;
+                    for (i, e) in idx.into_iter().zip(o.ends) {
+                        ends[i] = Some(e);
+                    }
+                }
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(anyhow::anyhow!("a data connection thread panicked"));
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok((ends.into_iter().flatten().collect(), cpu, interrupted)),
+        }
+    }
+}
+
+/// Starts the data connections on as few threads as [`thread_groups`] says: the writers
+/// (readers) that would run on one CPU share a thread, so that two streams on one core do not
+/// take turns through the scheduler. With `per_stream`, a thread each (`--thread-per-stream`).
+pub fn start(conns: Vec<DataConn>, stops: &Stops, per_stream: bool) -> Result<Running> {
+    let kinds: Vec<_> = conns.iter().map(|c| (c.job.write, c.job.cpu)).collect();
+    let groups = thread_groups(&kinds, affinity::allowed_cpus(), per_stream);
+    let mut left: Vec<Option<DataConn>> = conns.into_iter().map(Some).collect();
+    let mut live: Vec<Option<Arc<Live>>> = left.iter().map(|_| None).collect();
+    let mut threads = Vec::new();
+    for g in groups {
+        let group: Vec<DataConn> = g.iter().filter_map(|&i| left[i].take()).collect();
+        let stop = if group[0].job.write {
+            &stops.write
+        } else {
+            &stops.read
+        };
+        let (ls, h) = spawn_group(group, stop.clone())?;
+        for (&i, l) in g.iter().zip(ls) {
+            live[i] = Some(l);
+        }
+        threads.push((g, h));
+    }
+    Ok(Running {
+        live: live.into_iter().flatten().collect(),
+        threads,
+    })
+}
+
+/// Starts one thread driving `conns`, all writers or all readers (pinned to the first one's
+/// CPU, if it has one).
+fn spawn_group(conns: Vec<DataConn>, stop: Arc<AtomicBool>) -> Result<(Vec<Arc<Live>>, Thread)> {
+    let live = conns
+        .iter()
+        .map(|c| {
+            Ok(Arc::new(Live {
+                id: c.id,
+                dir: c.dir,
+                bytes: AtomicU64::new(0),
+                done: AtomicBool::new(false),
+                info: c.sock.try_clone()?,
+            }))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let l = live.clone();
     let h = thread::Builder::new()
-        .name(format!("netcore-tcp-{id}"))
-        .spawn(move || {
-            if let Some(c) = job.cpu {
-                affinity::pin_current(c);
-            }
-            let meter = ThreadMeter::start();
-            let t0 = Instant::now();
-            let (bytes, interrupted, zerocopy) = if job.write {
-                write_loop(&sock, &job, &l.bytes, &stop)?
-            } else {
-                let (bytes, interrupted) = read_loop(&sock, &job, &l.bytes, &stop)?;
-                (bytes, interrupted, None)
-            };
-            let elapsed_s = t0.elapsed().as_secs_f64();
-            let cpu = meter.stop();
-            if job.write {
-                linger(&sock, &stop);
-            } else {
-                // The control thread holds a second handle on this socket: shut it down
-                // rather than wait for the last close, so the writer sees our FIN now.
-                let _ = sock.shutdown(Shutdown::Write);
-            }
-            let end = StreamEnd {
-                id,
-                dir,
-                bytes,
-                elapsed_s,
-                tcp: figures(&sock),
-                zerocopy,
-            };
-            Ok(StreamOut {
-                end,
-                cpu,
-                interrupted,
-            })
-        })?;
+        .name(format!("netcore-tcp-{}", conns[0].id))
+        .spawn(move || run_group(&conns, &l, &stop))?;
     Ok((live, h))
+}
+
+/// What one connection of a thread moved.
+struct Moved {
+    bytes: u64,
+    elapsed_s: f64,
+    interrupted: bool,
+    zerocopy: Option<ZeroCopyCounts>,
+}
+
+fn run_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Result<GroupOut> {
+    if let Some(c) = conns[0].job.cpu {
+        affinity::pin_current(c);
+    }
+    let write = conns[0].job.write;
+    let meter = ThreadMeter::start();
+    let moved = if write {
+        write_group(conns, live, stop)?
+    } else {
+        read_group(conns, live, stop)?
+    };
+    let cpu = meter.stop();
+    let interrupted = moved.iter().any(|m| m.interrupted);
+    if write {
+        linger(conns, stop);
+    } else {
+        // The control thread holds a second handle on each socket: shut them down rather
+        // than wait for the last close, so the writers see our FIN now.
+        for c in conns {
+            let _ = c.sock.shutdown(Shutdown::Write);
+        }
+    }
+    let ends = conns
+        .iter()
+        .zip(moved)
+        .map(|(c, m)| StreamEnd {
+            id: c.id,
+            dir: c.dir,
+            bytes: m.bytes,
+            elapsed_s: m.elapsed_s,
+            tcp: figures(&c.sock),
+            zerocopy: m.zerocopy,
+        })
+        .collect::<Vec<_>>();
+    for l in live {
+        l.done.store(true, Ordering::Release);
+    }
+    Ok(GroupOut {
+        ends,
+        cpu,
+        interrupted,
+    })
 }
 
 fn stopped(stop: &AtomicBool) -> bool {
@@ -214,6 +348,11 @@ const ZC_WAIT: Duration = Duration::from_secs(5);
 /// A zero-copy writer drains its completions every this many sends (and when the kernel
 /// says ENOBUFS: the socket's option memory is full of them).
 const ZC_DRAIN_EVERY: u64 = 32;
+/// The longest a thread waits in `poll` (or a write, a read) before it looks at its stop
+/// flag and deadlines again.
+const WAIT_CAP: Duration = Duration::from_millis(100);
+/// The longest a writer sleeps for its pacer at once.
+const PACE_CAP_NS: u64 = 50_000_000;
 
 /// Takes the completions queued on the socket into `z`.
 fn drain_zc(sock: &TcpStream, z: &mut ZeroCopyCounts) -> Result<()> {
@@ -223,182 +362,333 @@ fn drain_zc(sock: &TcpStream, z: &mut ZeroCopyCounts) -> Result<()> {
     Ok(())
 }
 
-/// Writes `len`-byte buffers until the plan is done; returns bytes the kernel took, whether
-/// `stop` cut it short, and with `--zerocopy` the sends and their completions. The buffer is
-/// written once and never changed, so a zero-copy send's pages may stay pinned by the kernel
-/// while the next sends go out; every completion is awaited (bounded) before the end.
-fn write_loop(
-    mut sock: &TcpStream,
-    job: &Job,
-    moved: &AtomicU64,
-    stop: &AtomicBool,
-) -> Result<(u64, bool, Option<ZeroCopyCounts>)> {
-    sock.set_write_timeout(Some(Duration::from_millis(100)))?;
-    let mut zc = if job.zerocopy {
-        tcp::set_zerocopy(sock).context("--zerocopy: the kernel refused SO_ZEROCOPY")?;
-        Some(ZeroCopyCounts::default())
-    } else {
-        None
-    };
-    let buf: Vec<u8> = (0..job.len).map(|i| (i % 251) as u8).collect();
-    let (limit, deadline) = match job.plan {
-        Plan::Count(n) => (n.saturating_mul(job.len as u64), None),
-        Plan::TimeNs(ns) => (u64::MAX, Some(Instant::now() + Duration::from_nanos(ns))),
-    };
-    let mut pacer = job.rate_bps.map(|r| {
-        let per_sec = r as f64 / (job.len as f64 * 8.0);
-        Pacer::new(per_sec.max(1e-3), 4, realtime_ns())
-    });
-    let mut total = 0u64;
-    let mut off = 0usize;
-    while total < limit {
-        if stopped(stop) {
-            return Ok((total, true, zc));
+/// One writing connection's state in its thread's round.
+struct Writer<'a> {
+    sock: &'a TcpStream,
+    len: usize,
+    moved: &'a AtomicU64,
+    limit: u64,
+    deadline: Option<Instant>,
+    pacer: Option<Pacer>,
+    total: u64,
+    /// How far into the current `len`-byte buffer the kernel has taken.
+    off: usize,
+    zc: Option<ZeroCopyCounts>,
+    /// The last write found the socket full (non-blocking): wait for POLLOUT.
+    blocked: bool,
+    /// When its writes ended, and whether `stop` cut them.
+    end: Option<(f64, bool)>,
+}
+
+/// What one write attempt came to.
+enum Step {
+    /// Bytes went out, or try again now (EINTR, a write timeout, ENOBUFS).
+    Again,
+    /// The socket is full (non-blocking).
+    Blocked,
+    /// The pacer says wait this many ns.
+    Pace(u64),
+    /// The plan is done.
+    Done,
+}
+
+impl Writer<'_> {
+    fn step(&mut self, buf: &[u8], blocking: bool) -> Result<Step> {
+        if self.total >= self.limit || self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Step::Done);
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
-        }
-        if off == 0 {
-            if let Some(p) = pacer.as_mut() {
+        if self.off == 0 {
+            if let Some(p) = self.pacer.as_mut() {
                 let now = realtime_ns();
                 if p.allowance(now, 1) == 0 {
-                    let wait = p.wait_ns(now, 1).min(50_000_000);
-                    thread::sleep(Duration::from_nanos(wait));
-                    continue;
+                    return Ok(Step::Pace(p.wait_ns(now, 1).min(PACE_CAP_NS)));
                 }
             }
         }
-        let end = (job.len as u64).min(limit - total + off as u64) as usize;
-        let sent = match zc.as_mut() {
-            Some(z) => tcp::send_zerocopy(sock, &buf[off..end]).inspect(|_| z.sends += 1),
-            None => sock.write(&buf[off..end]),
+        let end = (self.len as u64).min(self.limit - self.total + self.off as u64) as usize;
+        let mut sock = self.sock;
+        let sent = match self.zc.as_mut() {
+            Some(z) => tcp::send_zerocopy(sock, &buf[self.off..end]).inspect(|_| z.sends += 1),
+            None => sock.write(&buf[self.off..end]),
         };
         match sent {
             Ok(n) => {
-                if let Some(z) = zc.as_mut().filter(|z| z.sends % ZC_DRAIN_EVERY == 0) {
+                if let Some(z) = self.zc.as_mut().filter(|z| z.sends % ZC_DRAIN_EVERY == 0) {
                     drain_zc(sock, z)?;
                 }
-                total += n as u64;
-                off += n;
-                if off == end {
-                    off = 0;
-                    if let Some(p) = pacer.as_mut() {
+                self.total += n as u64;
+                self.off += n;
+                if self.off == end {
+                    self.off = 0;
+                    if let Some(p) = self.pacer.as_mut() {
                         p.consume(1);
                     }
                 }
-                moved.store(total, Ordering::Relaxed);
+                self.moved.store(self.total, Ordering::Relaxed);
+                Ok(if self.total >= self.limit {
+                    Step::Done
+                } else {
+                    Step::Again
+                })
             }
-            Err(e) if transient(&e) => {}
-            Err(e) if zc.is_some() && e.raw_os_error() == Some(libc::ENOBUFS) => {
-                if let Some(z) = zc.as_mut() {
+            Err(e) if !blocking && e.kind() == io::ErrorKind::WouldBlock => Ok(Step::Blocked),
+            Err(e) if transient(&e) => Ok(Step::Again),
+            Err(e) if self.zc.is_some() && e.raw_os_error() == Some(libc::ENOBUFS) => {
+                if let Some(z) = self.zc.as_mut() {
                     drain_zc(sock, z)?;
                 }
                 thread::yield_now();
+                Ok(Step::Again)
             }
-            Err(e) => return Err(e).context("data connection: write failed"),
+            Err(e) => Err(e).context("data connection: write failed"),
         }
     }
-    if let Some(z) = zc.as_mut() {
-        let deadline = Instant::now() + ZC_WAIT;
-        drain_zc(sock, z)?;
-        while z.completed < z.sends && Instant::now() < deadline && !stopped(stop) {
-            thread::sleep(Duration::from_millis(1));
-            drain_zc(sock, z)?;
-        }
-    }
-    Ok((total, false, zc))
 }
 
-/// Reads to EOF into one reused buffer; returns bytes read and whether it was cut short.
-/// With [`RxWait::Poll`] (the default) it reads without blocking and naps when nothing is
-/// queued, so that no wake-up of a sleeping reader is charged to the sender's core (on
-/// loopback that core runs the receive path); [`RxWait::Spin`] never naps; [`RxWait::Block`]
-/// sleeps in `read`.
-fn read_loop(
-    mut sock: &TcpStream,
-    job: &Job,
-    moved: &AtomicU64,
-    stop: &AtomicBool,
-) -> Result<(u64, bool)> {
-    sock.set_read_timeout(Some(Duration::from_millis(100)))?;
-    let mut buf = vec![0u8; job.len.max(64 * 1024)];
-    let silence = match job.plan {
+/// Writes `len`-byte buffers on every connection until its plan is done; per connection the
+/// bytes the kernel took, when its writes ended, whether `stop` cut it short, and with
+/// `--zerocopy` the sends and their completions.
+///
+/// One connection alone blocks in `write` (with a timeout, so that `stop` and the deadline
+/// are seen). Several take turns in rounds, a write each, without blocking: one whose socket
+/// is full sits out until `poll` says it can take more; when every unfinished one is full or
+/// waiting for its pacer, the thread waits in `poll` (at most until the nearest pacer's turn,
+/// and [`WAIT_CAP`]).
+///
+/// The buffer is written once and never changed, so a zero-copy send's pages may stay pinned
+/// by the kernel while the next sends go out; every completion is awaited (bounded) before
+/// the end.
+fn write_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Result<Vec<Moved>> {
+    let blocking = conns.len() == 1;
+    let t0 = Instant::now();
+    let mut ws = Vec::with_capacity(conns.len());
+    for (c, l) in conns.iter().zip(live) {
+        if blocking {
+            c.sock.set_write_timeout(Some(WAIT_CAP))?;
+        } else {
+            c.sock.set_nonblocking(true)?;
+        }
+        let job = &c.job;
+        let zc = if job.zerocopy {
+            tcp::set_zerocopy(&c.sock).context("--zerocopy: the kernel refused SO_ZEROCOPY")?;
+            Some(ZeroCopyCounts::default())
+        } else {
+            None
+        };
+        let (limit, deadline) = match job.plan {
+            Plan::Count(n) => (n.saturating_mul(job.len as u64), None),
+            Plan::TimeNs(ns) => (u64::MAX, Some(t0 + Duration::from_nanos(ns))),
+        };
+        ws.push(Writer {
+            sock: &c.sock,
+            len: job.len,
+            moved: &l.bytes,
+            limit,
+            deadline,
+            pacer: job.rate_bps.map(|r| {
+                let per_sec = r as f64 / (job.len as f64 * 8.0);
+                Pacer::new(per_sec.max(1e-3), 4, realtime_ns())
+            }),
+            total: 0,
+            off: 0,
+            zc,
+            blocked: false,
+            end: None,
+        });
+    }
+    let len = ws.iter().map(|w| w.len).max().unwrap_or(0);
+    let buf: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let mut open = ws.len();
+    let mut fds = Vec::new();
+    while open > 0 {
+        if stopped(stop) {
+            let t = t0.elapsed().as_secs_f64();
+            for w in ws.iter_mut().filter(|w| w.end.is_none()) {
+                w.end = Some((t, true));
+            }
+            break;
+        }
+        let mut busy = false;
+        let mut nap: Option<u64> = None;
+        for w in ws.iter_mut().filter(|w| w.end.is_none() && !w.blocked) {
+            match w.step(&buf, blocking)? {
+                Step::Again => busy = true,
+                Step::Blocked => w.blocked = true,
+                Step::Pace(ns) => nap = Some(nap.map_or(ns, |n| n.min(ns))),
+                Step::Done => {
+                    w.end = Some((t0.elapsed().as_secs_f64(), false));
+                    open -= 1;
+                    busy = true;
+                }
+            }
+        }
+        if busy {
+            continue;
+        }
+        // Every unfinished connection is full or waiting for its pacer.
+        let timeout = nap.map_or(WAIT_CAP, |n| Duration::from_nanos(n).min(WAIT_CAP));
+        fds.clear();
+        fds.extend(
+            ws.iter()
+                .filter(|w| w.end.is_none() && w.blocked)
+                .map(|w| poll::poll_fd(w.sock.as_raw_fd(), poll::POLLOUT)),
+        );
+        if fds.is_empty() {
+            thread::sleep(timeout);
+            continue;
+        }
+        if poll::wait(&mut fds, timeout).context("data connection: poll")? > 0 {
+            for f in fds.iter().filter(|f| f.revents != 0) {
+                if let Some(w) = ws.iter_mut().find(|w| w.sock.as_raw_fd() == f.fd) {
+                    w.blocked = false;
+                }
+            }
+        }
+    }
+    let deadline = Instant::now() + ZC_WAIT;
+    for w in ws.iter_mut() {
+        if let Some(z) = w.zc.as_mut() {
+            drain_zc(w.sock, z)?;
+        }
+    }
+    let waiting = |ws: &[Writer]| {
+        ws.iter()
+            .any(|w| w.zc.is_some_and(|z| z.completed < z.sends))
+    };
+    while waiting(&ws) && Instant::now() < deadline && !stopped(stop) {
+        thread::sleep(Duration::from_millis(1));
+        for w in ws.iter_mut() {
+            if let Some(z) = w.zc.as_mut().filter(|z| z.completed < z.sends) {
+                drain_zc(w.sock, z)?;
+            }
+        }
+    }
+    Ok(ws
+        .into_iter()
+        .map(|w| {
+            let (elapsed_s, interrupted) = w.end.unwrap_or_default();
+            Moved {
+                bytes: w.total,
+                elapsed_s,
+                interrupted,
+                zerocopy: w.zc,
+            }
+        })
+        .collect())
+}
+
+/// Reads every connection to EOF into one reused buffer; per connection the bytes read, when
+/// it ended, and whether it was cut short (`stop`, or silent too long).
+///
+/// With [`RxWait::Poll`] (the default) it reads without blocking and naps when a round over
+/// the connections read nothing, so that no wake-up of a sleeping reader is charged to the
+/// sender's core (on loopback that core runs the receive path); [`RxWait::Spin`] never naps;
+/// [`RxWait::Block`] sleeps in `read` (one connection) or in `poll` (several).
+fn read_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Result<Vec<Moved>> {
+    let wait = conns[0].job.wait;
+    let blocking = conns.len() == 1 && wait == RxWait::Block;
+    let len = conns.iter().map(|c| c.job.len).max().unwrap_or(0);
+    let mut buf = vec![0u8; len.max(64 * 1024)];
+    let silence = match conns[0].job.plan {
         Plan::TimeNs(ns) => Duration::from_nanos(ns) + SILENCE,
         Plan::Count(_) => SILENCE,
     };
-    let mut total = 0u64;
-    let mut last = Instant::now();
-    loop {
-        let got = match job.wait {
-            RxWait::Block => sock.read(&mut buf),
-            RxWait::Poll | RxWait::Spin => tcp::recv_now(sock, &mut buf),
-        };
-        match got {
-            Ok(0) => return Ok((total, false)),
-            Ok(n) => {
-                total += n as u64;
-                moved.store(total, Ordering::Relaxed);
-                last = Instant::now();
-            }
-            Err(e) if transient(&e) => {
-                if stopped(stop) || last.elapsed() > silence {
-                    return Ok((total, true));
+    for c in conns {
+        c.sock.set_read_timeout(Some(WAIT_CAP))?;
+    }
+    let t0 = Instant::now();
+    let mut moved: Vec<Moved> = conns
+        .iter()
+        .map(|_| Moved {
+            bytes: 0,
+            elapsed_s: 0.0,
+            interrupted: false,
+            zerocopy: None,
+        })
+        .collect();
+    let mut last = vec![t0; conns.len()];
+    let mut open: Vec<usize> = (0..conns.len()).collect();
+    let mut fds = Vec::new();
+    while !open.is_empty() {
+        let mut got = false;
+        let mut k = 0;
+        while k < open.len() {
+            let i = open[k];
+            let mut sock = &conns[i].sock;
+            let r = if blocking {
+                sock.read(&mut buf)
+            } else {
+                tcp::recv_now(sock, &mut buf)
+            };
+            let ended = match r {
+                Ok(0) => Some(false),
+                Ok(n) => {
+                    let m = &mut moved[i];
+                    m.bytes += n as u64;
+                    live[i].bytes.store(m.bytes, Ordering::Relaxed);
+                    last[i] = Instant::now();
+                    got = true;
+                    None
                 }
-                match job.wait {
-                    RxWait::Poll => thread::sleep(POLL_NAP),
-                    RxWait::Spin => std::hint::spin_loop(),
-                    RxWait::Block => {}
+                Err(e) if transient(&e) => {
+                    (stopped(stop) || last[i].elapsed() > silence).then_some(true)
                 }
+                Err(e) => return Err(e).context("data connection: read failed"),
+            };
+            match ended {
+                Some(cut) => {
+                    moved[i].elapsed_s = t0.elapsed().as_secs_f64();
+                    moved[i].interrupted = cut;
+                    open.swap_remove(k);
+                    got = true;
+                }
+                None => k += 1,
             }
-            Err(e) => return Err(e).context("data connection: read failed"),
+        }
+        if got {
+            continue;
+        }
+        match wait {
+            RxWait::Poll => thread::sleep(POLL_NAP),
+            RxWait::Spin => std::hint::spin_loop(),
+            RxWait::Block if blocking => {}
+            RxWait::Block => {
+                fds.clear();
+                fds.extend(
+                    open.iter()
+                        .map(|&i| poll::poll_fd(conns[i].sock.as_raw_fd(), poll::POLLIN)),
+                );
+                poll::wait(&mut fds, WAIT_CAP).context("data connection: poll")?;
+            }
         }
     }
+    Ok(moved)
 }
 
-/// After the last write: FIN, then wait (bounded) for the reader's close, so that the final
-/// `TCP_INFO` counts everything acked.
-fn linger(mut sock: &TcpStream, stop: &AtomicBool) {
-    let _ = sock.shutdown(Shutdown::Write);
-    let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+/// After the last writes: FIN on every connection, then wait (bounded) for the readers'
+/// closes, so that the final `TCP_INFO` counts everything acked.
+fn linger(conns: &[DataConn], stop: &AtomicBool) {
+    for c in conns {
+        let _ = c.sock.shutdown(Shutdown::Write);
+    }
+    let mut open: Vec<&TcpStream> = conns.iter().map(|c| &c.sock).collect();
     let t = Instant::now();
     let mut b = [0u8; 512];
-    while t.elapsed() < LINGER && !stopped(stop) {
-        match sock.read(&mut b) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if transient(&e) => {}
-            Err(_) => return,
+    let mut fds = Vec::new();
+    while !open.is_empty() && t.elapsed() < LINGER && !stopped(stop) {
+        open.retain(|s| match tcp::recv_now(*s, &mut b) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => transient(&e),
+        });
+        fds.clear();
+        fds.extend(
+            open.iter()
+                .map(|s| poll::poll_fd(s.as_raw_fd(), poll::POLLIN)),
+        );
+        if !fds.is_empty() && poll::wait(&mut fds, WAIT_CAP).is_err() {
+            return;
         }
-    }
-}
-
-/// Joins every connection thread: the stream ends, the CPU of all of them, and whether any
-/// was cut short. The first error wins.
-pub fn join_all(
-    handles: Vec<JoinHandle<Result<StreamOut>>>,
-) -> Result<(Vec<StreamEnd>, CpuUsage, bool)> {
-    let mut ends = Vec::new();
-    let mut cpu = CpuUsage::default();
-    let mut interrupted = false;
-    let mut first_err = None;
-    for h in handles {
-        match h.join() {
-            Ok(Ok(o)) => {
-                cpu.add(&o.cpu);
-                interrupted |= o.interrupted;
-                ends.push(o.end);
-            }
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(_) => {
-                first_err.get_or_insert(anyhow::anyhow!("a data connection thread panicked"));
-            }
-        }
-    }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok((ends, cpu, interrupted)),
     }
 }
 
@@ -411,33 +701,157 @@ pub fn bytes_moved(ends: &[StreamEnd]) -> u64 {
 mod tests {
     use super::*;
 
+    fn job(write: bool, wait: RxWait) -> Job {
+        Job {
+            write,
+            plan: Plan::Count(37),
+            len: 10_000,
+            rate_bps: None,
+            zerocopy: false,
+            cpu: None,
+            wait,
+        }
+    }
+
+    /// `n` connected pairs over loopback: (client side, server side).
+    fn pairs(n: usize) -> Vec<(TcpStream, TcpStream)> {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        (0..n)
+            .map(|_| {
+                let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+                (a, l.accept().unwrap().0)
+            })
+            .collect()
+    }
+
+    /// Runs `n` writers on one thread and `n` readers on another (or each on its own with
+    /// `per_stream`) and joins them: (ends, CPU, cut short, live counters, threads).
+    fn run(
+        n: usize,
+        w: &Job,
+        r: &Job,
+        per_stream: bool,
+    ) -> (Vec<StreamEnd>, CpuUsage, bool, Vec<Arc<Live>>, usize) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut conns = Vec::new();
+        let mut readers = Vec::new();
+        for (i, (a, b)) in pairs(n).into_iter().enumerate() {
+            let id = i as u32;
+            let dir = Dir::Up;
+            conns.push(DataConn {
+                sock: a,
+                id,
+                dir,
+                job: w.clone(),
+            });
+            readers.push(DataConn {
+                sock: b,
+                id,
+                dir,
+                job: r.clone(),
+            });
+        }
+        conns.extend(readers);
+        let (threads, running) = if per_stream {
+            let r = start(conns, &Stops::one(&stop), true).unwrap();
+            (r.threads(), r)
+        } else {
+            // Pinned to one CPU: one thread per kind, whatever this machine has.
+            for c in &mut conns {
+                c.job.cpu = Some(0);
+            }
+            let r = start(conns, &Stops::one(&stop), false).unwrap();
+            (r.threads(), r)
+        };
+        let live = running.live.clone();
+        let (ends, cpu, cut) = running.join().unwrap();
+        (ends, cpu, cut, live, threads)
+    }
+
     #[test]
     fn a_count_plan_moves_exactly_its_bytes() {
-        // Every way a reader can wait reads every byte to EOF.
+        // Every way a reader can wait reads every byte to EOF, alone and in a group of 3.
         for wait in [RxWait::Poll, RxWait::Block, RxWait::Spin] {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-            let (b, _) = l.accept().unwrap();
-            let stop = Arc::new(AtomicBool::new(false));
-            let job = |write| Job {
-                write,
-                plan: Plan::Count(37),
-                len: 10_000,
-                rate_bps: None,
-                zerocopy: false,
-                cpu: None,
-                wait,
-            };
-            let (_, w) = spawn(a, 0, Dir::Up, job(true), stop.clone()).unwrap();
-            let (live, r) = spawn(b, 0, Dir::Up, job(false), stop).unwrap();
-            let (ends, cpu, cut) = join_all(vec![w, r]).unwrap();
-            assert!(!cut, "{wait:?}");
-            assert_eq!(ends[0].bytes, 370_000);
-            assert_eq!(ends[1].bytes, 370_000, "{wait:?}");
-            assert_eq!(live.bytes.load(Ordering::Relaxed), 370_000);
-            assert_eq!(cpu.threads, 2);
-            let t = ends[0].tcp.as_ref().unwrap();
-            assert!(t.bytes_acked >= 370_000 && !t.congestion.is_empty());
+            for (n, per_stream) in [(1, true), (3, false), (3, true)] {
+                let (ends, cpu, cut, live, threads) =
+                    run(n, &job(true, wait), &job(false, wait), per_stream);
+                let what = format!("{wait:?} n={n} per_stream={per_stream}");
+                assert!(!cut, "{what}");
+                assert_eq!(ends.len(), 2 * n, "{what}");
+                let want_threads = if per_stream { 2 * n } else { 2 };
+                assert_eq!(threads, want_threads, "{what}");
+                assert_eq!(cpu.threads as usize, want_threads, "{what}");
+                for (k, e) in ends.iter().enumerate() {
+                    assert_eq!(e.id as usize, k % n, "{what}: in the order given");
+                    assert_eq!(e.bytes, 370_000, "{what}: stream {k}");
+                    assert_eq!(live[k].bytes.load(Ordering::Relaxed), 370_000);
+                    assert!(live[k].finished());
+                }
+                let t = ends[0].tcp.as_ref().unwrap();
+                assert!(t.bytes_acked >= 370_000 && !t.congestion.is_empty());
+            }
         }
+    }
+
+    #[test]
+    fn a_group_paces_and_zero_copies_each_stream() {
+        let mut w = job(true, RxWait::Poll);
+        w.zerocopy = true;
+        w.rate_bps = Some(500_000_000);
+        let (ends, cpu, cut, _, threads) = run(3, &w, &job(false, RxWait::Poll), false);
+        assert!(!cut);
+        assert_eq!((threads, cpu.threads), (2, 2));
+        for e in &ends {
+            assert_eq!(e.bytes, 370_000);
+        }
+        for e in &ends[..3] {
+            let z = e.zerocopy.unwrap();
+            assert!(z.sends >= 37 && z.completed == z.sends, "{z:?}");
+        }
+    }
+
+    #[test]
+    fn a_time_plan_and_a_stop_end_a_group() {
+        let mut w = job(true, RxWait::Block);
+        w.plan = Plan::TimeNs(200_000_000);
+        let mut r = job(false, RxWait::Block);
+        r.plan = w.plan;
+        let (ends, _, cut, _, _) = run(2, &w, &r, false);
+        assert!(!cut);
+        assert_eq!(ends[0].bytes, ends[2].bytes);
+        assert_eq!(ends[1].bytes, ends[3].bytes);
+        assert!(ends[0].bytes > 0 && ends[1].bytes > 0);
+
+        // A stop cuts writers whose readers never read.
+        let stop = Arc::new(AtomicBool::new(false));
+        let ps = pairs(2);
+        let mut w = job(true, RxWait::Poll);
+        w.plan = Plan::Count(1 << 30);
+        let conns = ps
+            .iter()
+            .enumerate()
+            .map(|(i, (a, _))| DataConn {
+                sock: a.try_clone().unwrap(),
+                id: i as u32,
+                dir: Dir::Up,
+                job: Job {
+                    cpu: Some(0),
+                    ..w.clone()
+                },
+            })
+            .collect();
+        let running = start(conns, &Stops::one(&stop), false).unwrap();
+        assert_eq!(running.threads(), 1);
+        while running
+            .live
+            .iter()
+            .any(|l| l.bytes.load(Ordering::Relaxed) == 0)
+        {
+            thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (ends, cpu, cut) = running.join().unwrap();
+        assert!(cut && cpu.threads == 1);
+        assert!(ends.iter().all(|e| e.bytes > 0 && e.bytes < 1 << 30));
     }
 }

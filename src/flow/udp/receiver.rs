@@ -72,6 +72,8 @@ pub struct RecvOptions {
     /// A first stop request (SIGTERM, SIGHUP, SIGINT) stops new tests and lets running ones
     /// finish; a second interrupts them (`recv`). Without it, the first interrupts.
     pub graceful: bool,
+    /// Every TCP data connection on a thread of its own (`--thread-per-stream`).
+    pub thread_per_stream: bool,
 }
 
 impl Default for RecvOptions {
@@ -88,6 +90,7 @@ impl Default for RecvOptions {
             batch: 64,
             backend: Backend::Auto,
             max_tests: 1,
+            thread_per_stream: false,
             limits: Limits::default(),
             allow: AllowList::default(),
             auth_key: None,
@@ -574,6 +577,7 @@ impl Receiver {
         let interval = self.opts.interval;
         let cpu = self.opts.cpu;
         let wait = self.opts.wait;
+        let thread_per_stream = self.opts.thread_per_stream;
         let max_time = self.opts.limits.max_plan;
         let max_rate_bps = self.opts.limits.max_rate_bps;
         let local = self.local_addr();
@@ -586,6 +590,7 @@ impl Receiver {
                         interval,
                         cpu,
                         wait,
+                        thread_per_stream,
                         target: local.to_string(),
                         interrupt: stop,
                         max_time,
@@ -669,6 +674,7 @@ impl Receiver {
             interval: self.opts.interval,
             cpu: self.opts.cpu,
             wait: self.opts.wait,
+            thread_per_stream: self.opts.thread_per_stream,
             target: self.local_addr().to_string(),
             udp: self.udp.local_addr().ok()?,
             rcvbuf: self.rcvbuf,
