@@ -15,7 +15,7 @@ use netcore::flow::tcp::stream::{start, DataConn, Job, Stops};
 
 const BYTES: u64 = 64 << 20;
 
-fn move_bytes(len: usize) {
+fn move_bytes(len: usize, sendfile: bool) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (b, _) = l.accept().unwrap();
@@ -26,6 +26,7 @@ fn move_bytes(len: usize) {
         len,
         rate_bps: None,
         zerocopy: false,
+        sendfile,
         cpu: None,
         wait: RxWait::Poll,
     };
@@ -49,9 +50,13 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     for len in [16 << 10, 128 << 10] {
         g.bench_function(format!("{}KiB_writes", len >> 10), |b| {
-            b.iter(|| move_bytes(len))
+            b.iter(|| move_bytes(len, false))
         });
     }
+    // sendfile(2) from an in-memory file: the pages go to the socket by reference.
+    g.bench_function("128KiB_sendfile", |b| {
+        b.iter(|| move_bytes(128 << 10, true))
+    });
     g.finish();
 }
 

@@ -306,6 +306,14 @@ fn bad_values_give_usage_errors_naming_the_problem() {
         &["blast", "--thread-per-stream"],
         "--thread-per-stream applies to --proto tcp",
     );
+    bad(
+        &["blast", "--sendfile"],
+        "--sendfile applies to --proto tcp",
+    );
+    bad(
+        &["blast", "--proto", "tcp", "--sendfile", "--zerocopy"],
+        "--sendfile",
+    );
     bad(&["blast", "--proto", "tcp", "--verify"], "--verify");
     bad(&["blast", "--proto", "tcp", "--rate", "10kpps"], "bit rate");
 }
@@ -471,4 +479,18 @@ fn zerocopy_counts_every_completion() {
     );
     assert!(st.success(), "{err}");
     assert!(out.contains("MSG_ZEROCOPY sends"), "{out}");
+}
+
+/// `--sendfile`: the writers send the pattern with sendfile(2) from an in-memory file; bytes
+/// written == bytes read, both ways (the server takes the setting from the Setup), with a
+/// separate `recv` and the embedded one.
+#[test]
+fn sendfile_moves_every_byte() {
+    let r = blast(&["--sendfile", "-P", "2", "--size", "20MB"]);
+    check(&r, 2, &["up"]);
+    assert_eq!(r["settings"]["sendfile"], true);
+    let r = blast(&["--sendfile", "--bidir", "--count", "100", "--len", "100000"]);
+    check(&r, 1, &["up", "down"]);
+    let (c, _) = separate(&["--sendfile", "-R", "--time", "1s"]);
+    check(&c, 1, &["down"]);
 }

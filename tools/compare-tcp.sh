@@ -7,7 +7,11 @@
 # IPERF3 (default: Debian's /usr/bin/iperf3 and /opt/iperf3-new/bin/iperf3 when built by
 # shared/peers/build-iperf3.sh) runs with and without -Z (sendfile zero-copy). Configurations run
 # interleaved (run 1 of each, then run 2, ...), RUNS (default 5) each; medians are printed with
-# the ratios netcore / best iperf3 configuration of the same mode.
+# the ratios netcore / best iperf3 configuration of the same mode: the best of each tool, and like
+# with like (copying writes: netcore's default against iperf3 without -Z; sendfile: netcore
+# --sendfile against iperf3 -Z). In p2, netcore also runs with
+# --thread-per-stream (nc_p2_tps: a thread per stream instead of one thread for the two streams
+# that share CPU 0), for reference.
 #
 #   RUNS=5 TIME=3 tools/compare-tcp.sh
 #   MODES="single rev" IPERF3=/usr/bin/iperf3 tools/compare-tcp.sh
@@ -37,15 +41,16 @@ mode_args() {  # mode -> client flags common to both tools
   case $1 in single) ;; p2) echo "-P 2" ;; rev) echo "-R" ;; *) echo "unknown mode $1" >&2; exit 2 ;; esac
 }
 
-run_netcore() {  # mode
-  local m=$1 port=15311 f="$OUT/nc_$1.r$r.json"
+run_netcore() {  # mode [tag extra...]: tag names the configuration (default nc_MODE)
+  local m=$1 port=15311 tag=${2:-nc_$1}; shift; shift || true
+  local f="$OUT/$tag.r$r.json"
   taskset -c $RX_CPU $NC recv --listen 127.0.0.1:$port --once --json >/dev/null 2>&1 &
   local pid=$!; PIDS+=("$pid")
   port_wait $port
   # shellcheck disable=SC2046
-  taskset -c $TX_CPU $NC blast --proto tcp --to 127.0.0.1:$port --time "${TIME}s" --json $(mode_args "$m") >"$f" || true
+  taskset -c $TX_CPU $NC blast --proto tcp --to 127.0.0.1:$port --time "${TIME}s" --json $(mode_args "$m") "$@" >"$f" || true
   wait "$pid" 2>/dev/null || true
-  python3 - "$f" "nc_$m" "$m" <<'PY' >>"$OUT/results.tsv"
+  python3 - "$f" "$tag" "$m" <<'PY' >>"$OUT/results.tsv"
 import json, sys
 d = json.load(open(sys.argv[1])); s = d["sum"][0]
 gbit = s["read"] * 8 / 1e9
@@ -81,6 +86,10 @@ for r in $(seq 1 "$RUNS"); do
   for m in $MODES; do
     echo "run $r/$RUNS: $m" >&2
     run_netcore "$m"
+    run_netcore "$m" "nc_${m}_sf" --sendfile
+    # With -P 2 on one CPU netcore drives both streams from one thread; the old way (a thread
+    # per stream) beside it, as a reference (not counted as a peer).
+    [[ $m == p2 ]] && run_netcore "$m" nc_p2_tps --thread-per-stream
     i=0
     for b in $IPERF3; do
       run_iperf3 "$m" "$b" "iperf3_$i"
@@ -103,13 +112,19 @@ print(f"{'mode':7} {'configuration':14} {'goodput Gbit/s':>15} {'sender CPU-s/Gb
 for k in rows:
     print(f"{k[0]:7} {k[1]:14} {med(k,0):15.3f} {med(k,1):18.5f} {med(k,2):13.1f}")
 print()
-for m in dict.fromkeys(k[0] for k in rows):
-    nc = (m, f"nc_{m}")
-    others = [k for k in rows if k[0] == m and k != nc]
-    if nc not in rows or not others:
-        continue
-    best = max(others, key=lambda k: med(k, 0))
-    print(f"{m:7} netcore / best iperf3 ({best[1]}): goodput {med(nc,0)/med(best,0):.2f}x, "
+def line(m, what, ours, theirs):
+    ours, theirs = [k for k in ours if k in rows], [k for k in theirs if k in rows]
+    if not ours or not theirs:
+        return
+    nc = max(ours, key=lambda k: med(k, 0))
+    best = max(theirs, key=lambda k: med(k, 0))
+    print(f"{m:7} {what}: {nc[1]} / {best[1]}: goodput {med(nc,0)/med(best,0):.2f}x, "
           f"sender CPU-s per Gbit {med(nc,1)/med(best,1):.2f}x (below 1 is better)")
+for m in dict.fromkeys(k[0] for k in rows):
+    peers = [k for k in rows if k[0] == m and not k[1].startswith("nc_")]
+    plain = [k for k in peers if not k[1].split("_")[1].endswith("Z")]
+    line(m, "best of each", [(m, f"nc_{m}"), (m, f"nc_{m}_sf")], peers)
+    line(m, "copying writes", [(m, f"nc_{m}")], plain)
+    line(m, "sendfile (-Z)", [(m, f"nc_{m}_sf")], [k for k in peers if k not in plain])
 PY
 echo "raw results: $OUT" >&2

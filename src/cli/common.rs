@@ -339,6 +339,10 @@ pub struct TcpArgs {
     /// that would share a CPU otherwise share one thread)
     #[arg(long)]
     pub thread_per_stream: bool,
+    /// Write with sendfile(2) from an in-memory file holding the pattern (iperf3's -Z): the
+    /// kernel hands the file's pages to the socket instead of copying the buffer
+    #[arg(long, conflicts_with = "zerocopy")]
+    pub sendfile: bool,
 }
 
 /// Accepts an algorithm this kernel will set on a socket.

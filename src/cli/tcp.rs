@@ -41,6 +41,7 @@ pub fn check(a: &BlastArgs) -> Result<()> {
                     ("--no-delay", t.no_delay),
                     ("--fq-rate", t.fq_rate.is_some()),
                     ("--thread-per-stream", t.thread_per_stream),
+                    ("--sendfile", t.sendfile),
                 ];
                 if let Some((f, _)) = tcp_only.iter().find(|x| x.1) {
                     return usage(format!("{f} applies to --proto tcp"));
@@ -100,6 +101,7 @@ fn spec_of(a: &BlastArgs, len: u64) -> Result<TcpSpec> {
         fq_rate_bps: bits("--fq-rate", t.fq_rate)?,
         rate_bps: bits("--rate", a.rate)?,
         zerocopy: a.zerocopy,
+        sendfile: t.sendfile,
         intervals: t.reverse || t.bidir,
         thread_per_stream: t.thread_per_stream,
     })

@@ -206,6 +206,41 @@ pub fn send_zerocopy(sock: &impl AsRawFd, buf: &[u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// An anonymous in-memory file (`memfd_create`) holding `bytes`, for [`sendfile`].
+pub fn memfd_with(bytes: &[u8]) -> io::Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: the name is a NUL-terminated C string literal; no other pointer is passed.
+    let fd = unsafe { syscall!(memfd_create(c"netcore-tcp".as_ptr(), libc::MFD_CLOEXEC)) }?;
+    // SAFETY: `fd` was just returned by memfd_create and nothing else owns it.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    f.write_all(bytes)?;
+    Ok(f)
+}
+
+/// `sendfile(2)`: up to `count` bytes of `file` from `offset` into `sock`. The kernel hands the
+/// file's pages to the socket by reference (no copy from user memory); they must not change
+/// while in flight, which holds for a file written once and never again. Returns the bytes
+/// taken, as `send` does (`WouldBlock` on a full non-blocking socket).
+pub fn sendfile(
+    sock: &impl AsRawFd,
+    file: &impl AsRawFd,
+    offset: u64,
+    count: usize,
+) -> io::Result<usize> {
+    let mut off = offset as libc::off_t;
+    // SAFETY: `off` is a valid, writable off_t for the call; both fds are open for its duration.
+    let n = unsafe {
+        syscall!(sendfile(
+            sock.as_raw_fd(),
+            file.as_raw_fd(),
+            &mut off,
+            count
+        ))
+    }?;
+    Ok(n as usize)
+}
+
 /// Zero-copy completions taken from the socket's error queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ZcCompletions {

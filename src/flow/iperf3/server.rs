@@ -89,6 +89,7 @@ pub fn tcp_spec(p: &Params) -> Result<TcpSpec, String> {
         no_delay: p.nodelay,
         fq_rate_bps: None,
         zerocopy: false,
+        sendfile: false,
         intervals: false,
         thread_per_stream: false,
         // iperf3's -b is per stream; netcore's pacing is per direction.

@@ -61,6 +61,7 @@ pub fn job_for(
         len: spec.len as usize,
         rate_bps: spec.rate_bps.map(|r| (r / n as u64).max(1)),
         zerocopy: spec.zerocopy,
+        sendfile: spec.sendfile,
         cpu,
         wait: RxWait::Poll,
     }

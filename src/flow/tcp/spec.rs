@@ -36,6 +36,10 @@ pub struct TcpSpec {
     /// it reads as before.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub zerocopy: bool,
+    /// Writers send with `sendfile(2)` from an in-memory file of the pattern (`--sendfile`,
+    /// iperf3's `-Z`). Absent when false, so a spec without it reads as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sendfile: bool,
     /// The server sends its interval samples of the connections it writes (`-R`, `--bidir`)
     /// over control (`TcpInterval`), so the client shows the sender's figures live. Absent when
     /// false, so a spec without it reads as before.
@@ -116,6 +120,7 @@ mod tests {
             fq_rate_bps: None,
             rate_bps: None,
             zerocopy: false,
+            sendfile: false,
             intervals: false,
             thread_per_stream: false,
         }

@@ -137,6 +137,8 @@ pub struct Job {
     pub rate_bps: Option<u64>,
     /// Write with `MSG_ZEROCOPY`, counting the completions.
     pub zerocopy: bool,
+    /// Write with `sendfile(2)` from an in-memory file of the pattern.
+    pub sendfile: bool,
     pub cpu: Option<usize>,
     /// How a reader waits for data (`recv --block`/`--spin`; polls by default).
     pub wait: RxWait,
@@ -374,6 +376,8 @@ struct Writer<'a> {
     /// How far into the current `len`-byte buffer the kernel has taken.
     off: usize,
     zc: Option<ZeroCopyCounts>,
+    /// `--sendfile`: the file holding the pattern (the buffer's bytes), sent from.
+    file: Option<&'a std::fs::File>,
     /// The last write found the socket full (non-blocking): wait for POLLOUT.
     blocked: bool,
     /// When its writes ended, and whether `stop` cut them.
@@ -407,9 +411,10 @@ impl Writer<'_> {
         }
         let end = (self.len as u64).min(self.limit - self.total + self.off as u64) as usize;
         let mut sock = self.sock;
-        let sent = match self.zc.as_mut() {
-            Some(z) => tcp::send_zerocopy(sock, &buf[self.off..end]).inspect(|_| z.sends += 1),
-            None => sock.write(&buf[self.off..end]),
+        let sent = match (self.zc.as_mut(), self.file) {
+            (Some(z), _) => tcp::send_zerocopy(sock, &buf[self.off..end]).inspect(|_| z.sends += 1),
+            (None, Some(f)) => tcp::sendfile(sock, f, self.off as u64, end - self.off),
+            (None, None) => sock.write(&buf[self.off..end]),
         };
         match sent {
             Ok(n) => {
@@ -492,12 +497,22 @@ fn write_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Res
             total: 0,
             off: 0,
             zc,
+            file: None,
             blocked: false,
             end: None,
         });
     }
     let len = ws.iter().map(|w| w.len).max().unwrap_or(0);
     let buf: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    // The same bytes as a file, for the connections that send with sendfile.
+    let file = if conns.iter().any(|c| c.job.sendfile) {
+        Some(tcp::memfd_with(&buf).context("--sendfile: cannot make the in-memory file")?)
+    } else {
+        None
+    };
+    for (w, c) in ws.iter_mut().zip(conns) {
+        w.file = file.as_ref().filter(|_| c.job.sendfile);
+    }
     let mut open = ws.len();
     let mut fds = Vec::new();
     while open > 0 {
@@ -708,6 +723,7 @@ mod tests {
             len: 10_000,
             rate_bps: None,
             zerocopy: false,
+            sendfile: false,
             cpu: None,
             wait,
         }
@@ -808,6 +824,38 @@ mod tests {
             let z = e.zerocopy.unwrap();
             assert!(z.sends >= 37 && z.completed == z.sends, "{z:?}");
         }
+    }
+
+    #[test]
+    fn sendfile_sends_the_pattern_exactly() {
+        // Alone (a blocking writer) and in a group of 3 (non-blocking), every byte counted.
+        for n in [1, 3] {
+            let mut w = job(true, RxWait::Poll);
+            w.sendfile = true;
+            let (ends, _, cut, _, _) = run(n, &w, &job(false, RxWait::Poll), false);
+            assert!(!cut);
+            assert!(ends.iter().all(|e| e.bytes == 370_000), "n={n}");
+        }
+        // And the bytes are the pattern, buffer after buffer (the file offset restarts).
+        let (a, mut b) = pairs(1).pop().unwrap();
+        let mut w = job(true, RxWait::Poll);
+        w.sendfile = true;
+        w.plan = Plan::Count(3);
+        let stop = Arc::new(AtomicBool::new(false));
+        let conn = DataConn {
+            sock: a,
+            id: 0,
+            dir: Dir::Up,
+            job: w,
+        };
+        let running = start(vec![conn], &Stops::one(&stop), false).unwrap();
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        drop(b);
+        let (ends, _, _) = running.join().unwrap();
+        assert_eq!(ends[0].bytes, 30_000);
+        let want: Vec<u8> = (0..30_000).map(|i| ((i % 10_000) % 251) as u8).collect();
+        assert!(got == want, "sent bytes differ from the pattern");
     }
 
     #[test]
