@@ -9,7 +9,8 @@
 # interleaved (run 1 of each, then run 2, ...), RUNS (default 5) each; medians are printed with
 # the ratios netcore / best iperf3 configuration of the same mode: the best of each tool, and like
 # with like (copying writes: netcore's default against iperf3 without -Z; sendfile: netcore
-# --sendfile against iperf3 -Z). In p2, netcore also runs with
+# --sendfile against iperf3 -Z; and netcore --sendfile with its reader busy-polling, --spin). In
+# p2, netcore also runs with
 # --thread-per-stream (nc_p2_tps: a thread per stream instead of one thread for the two streams
 # that share CPU 0), for reference.
 #
@@ -44,7 +45,8 @@ mode_args() {  # mode -> client flags common to both tools
 run_netcore() {  # mode [tag extra...]: tag names the configuration (default nc_MODE)
   local m=$1 port=15311 tag=${2:-nc_$1}; shift; shift || true
   local f="$OUT/$tag.r$r.json"
-  taskset -c $RX_CPU $NC recv --listen 127.0.0.1:$port --once --json >/dev/null 2>&1 &
+  # shellcheck disable=SC2086
+  taskset -c $RX_CPU $NC recv --listen 127.0.0.1:$port --once --json ${RECV_ARGS:-} >/dev/null 2>&1 &
   local pid=$!; PIDS+=("$pid")
   port_wait $port
   # shellcheck disable=SC2046
@@ -87,6 +89,13 @@ for r in $(seq 1 "$RUNS"); do
     echo "run $r/$RUNS: $m" >&2
     run_netcore "$m"
     run_netcore "$m" "nc_${m}_sf" --sendfile
+    # The same with the reading side busy-polling (--spin: no nap when the socket is empty):
+    # recv's readers, or with -R blast's.
+    if [[ $m == rev ]]; then
+      run_netcore "$m" "nc_${m}_sfspin" --sendfile --spin
+    else
+      RECV_ARGS=--spin run_netcore "$m" "nc_${m}_sfspin" --sendfile
+    fi
     # With -P 2 on one CPU netcore drives both streams from one thread; the old way (a thread
     # per stream) beside it, as a reference (not counted as a peer).
     [[ $m == p2 ]] && run_netcore "$m" nc_p2_tps --thread-per-stream
@@ -123,8 +132,9 @@ def line(m, what, ours, theirs):
 for m in dict.fromkeys(k[0] for k in rows):
     peers = [k for k in rows if k[0] == m and not k[1].startswith("nc_")]
     plain = [k for k in peers if not k[1].split("_")[1].endswith("Z")]
-    line(m, "best of each", [(m, f"nc_{m}"), (m, f"nc_{m}_sf")], peers)
+    line(m, "best of each", [(m, f"nc_{m}"), (m, f"nc_{m}_sf"), (m, f"nc_{m}_sfspin")], peers)
     line(m, "copying writes", [(m, f"nc_{m}")], plain)
     line(m, "sendfile (-Z)", [(m, f"nc_{m}_sf")], [k for k in peers if k not in plain])
+    line(m, "sendfile, reader spinning", [(m, f"nc_{m}_sfspin")], [k for k in peers if k not in plain])
 PY
 echo "raw results: $OUT" >&2

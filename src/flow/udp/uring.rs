@@ -87,7 +87,8 @@ pub(super) fn recv_thread(sock: UdpSocket, mut core: Core) {
         // As on the mio path: between tests wait in the kernel; during a test poll (reap what
         // is there without sleeping in the ring, nap when nothing came) or spin.
         let poll = core.in_test() && core.ctx.wait == RxWait::Poll;
-        let wait = if poll || core.ctx.wait == RxWait::Spin {
+        // (Spinning, too, only during a test: between tests the ring waits in the kernel.)
+        let wait = if core.in_test() && core.ctx.wait != RxWait::Block {
             Duration::ZERO
         } else {
             Duration::from_millis(10)
