@@ -3,7 +3,7 @@
 //! asserts on speed (the machine may be loaded): each test separates "eventually, within a
 //! deadline far above the fixed behaviour" from "never, or only after a long built-in timeout".
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;

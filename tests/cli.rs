@@ -2,7 +2,7 @@
 //! with exit status 2, a failed run exits 1, host names are taken by `serve --listen`, and the
 //! shell completions and man page are generated from the clap definitions.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! `blast --find-rate`: through a relay whose link is limited to 200 Mbit/s, the search finds
 //! a rate within 10 % of the limit, confirmed, and every trial is reported.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! installed, a short bounded wrk run. Real binary, loopback, port 0; every server is killed
 //! by its guard.
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;

@@ -3,7 +3,7 @@
 //! netcore's agree byte for byte; and bad peers that must not stop the receiver. Skipped with
 //! a message where `iperf3` is missing.
 
-mod common;
+use crate::common;
 
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;

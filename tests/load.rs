@@ -2,7 +2,7 @@
 //! processes (and a few hand-made fault servers) on loopback. Every child is killed by a guard;
 //! every wait is bounded. No assertion depends on timing.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;

@@ -3,7 +3,7 @@
 //! report must say so with the kernel's own count. (Datagrams the relay drops are "not seen by
 //! this host": `tests/relay.rs`.)
 
-mod common;
+use crate::common;
 
 use std::sync::Mutex;
 use std::time::Duration;

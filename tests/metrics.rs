@@ -1,7 +1,7 @@
 //! `--metrics`: the OpenMetrics endpoint of a running command, scraped over HTTP, agrees with
 //! the command's own report.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -3,7 +3,7 @@
 //! stderr that is not a terminal by default (`auto`) or with `off`. Real binary, loopback,
 //! bounded runs.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! a veth pair between two network namespaces). The receiver's report must equal the relay's
 //! ground truth number for number.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -2,7 +2,7 @@
 //! the real binary's `--json` output of every command validates against them.
 //! `NETCORE_WRITE_SCHEMAS=1 cargo test --test schemas` rewrites the shipped files.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

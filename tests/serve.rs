@@ -1,7 +1,7 @@
 //! `netcore serve` end to end: the real binary on loopback, port 0, bounded durations.
 //! Every server started here is killed by a guard, also when an assertion fails.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};

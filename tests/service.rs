@@ -3,7 +3,7 @@
 //! SIGTERM/SIGHUP, and 500 tests in a row without growing fds or memory. Real binary, loopback,
 //! every wait bounded; counts, not times.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};

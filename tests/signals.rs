@@ -2,7 +2,7 @@
 //! real binary exits within a generous bound (the goal is "not hung" on a loaded machine),
 //! prints its report marked interrupted where it has one, and leaves no child process behind.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -4,7 +4,7 @@
 //! answered in order with the client flag cleared, warm-ups are not answered, a length that
 //! breaks the framing closes the connection and the server goes on serving.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::TcpStream;

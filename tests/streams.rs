@@ -2,7 +2,7 @@
 //! embedded receiver and a separate `recv`; every stream's accounting is exact and so is the
 //! sum. No timing assertions (the machine is shared).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! namespaces). Every test checks the exact agreement: bytes written == bytes read, per
 //! stream and in the SUM rows.
 
-mod common;
+use crate::common;
 
 use std::net::TcpStream;
 use std::process::{Command, Stdio};

@@ -1,6 +1,6 @@
 //! `netcore traffic` end to end.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

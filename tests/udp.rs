@@ -1,6 +1,6 @@
 //! `netcore blast` / `netcore recv` end to end: the real binary over real loopback sockets.
 
-mod common;
+use crate::common;
 
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;

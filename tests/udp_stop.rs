@@ -3,7 +3,7 @@
 //! reported as such. Real binary over loopback; bounds are generous (a loaded 2-core machine):
 //! they prove "not hung", not speed.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};

@@ -9,7 +9,7 @@
 # is subtracted.
 #
 # Usage: tools/callgrind-http.sh [netcore MODEL | nginx]   (default: netcore epoll)
-# Knobs: CONNS (10) DURATION (5) PORT (16900) NETCORE (target/release/netcore) OUT (mktemp -d)
+# Knobs: CONNS (10) DURATION (5) PORT (16900) NETCORE (target/profiling/netcore: debug info for the annotations) OUT (mktemp -d)
 # Prints one line: "SERVER conns=N requests=R instructions=I idle_run=I0 per_request=(I-I0)/R".
 set -euo pipefail
 set -m
@@ -23,7 +23,7 @@ MODEL="${2:-epoll}"
 CONNS="${CONNS:-10}"
 DURATION="${DURATION:-5}"
 PORT="${PORT:-16900}"
-NETCORE="${NETCORE:-$REPO/target/release/netcore}"
+NETCORE="${NETCORE:-$REPO/target/profiling/netcore}"
 OUT="${OUT:-$(mktemp -d /tmp/callgrind-http.XXXXXX)}"
 mkdir -p "$OUT"
 command -v valgrind >/dev/null || die "valgrind is not installed"
@@ -34,7 +34,7 @@ ss -Htln "sport = :$PORT" | grep -q . && die "port $PORT is in use (set PORT)"
 start_server() {
   case "$KIND" in
     netcore)
-      [[ -x "$NETCORE" ]] || die "$NETCORE is missing (cargo build --release)"
+      [[ -x "$NETCORE" ]] || die "$NETCORE is missing (cargo build --profile profiling)"
       valgrind --tool=callgrind --callgrind-out-file="$OUT/$1.callgrind.%p" \
         "$NETCORE" serve --proto http --model "$MODEL" --listen "127.0.0.1:$PORT" \
         --idle-timeout 0 >"$OUT/$1.server.log" 2>"$OUT/$1.valgrind.log" &

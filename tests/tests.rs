@@ -1,0 +1,25 @@
+//! The integration tests: one binary (as ripgrep does), so CI links once. Each module runs the
+//! real `netcore` binary over real sockets on loopback (or in network namespaces it creates).
+
+mod abuse;
+mod cli;
+mod common;
+mod find_rate;
+mod fuzz;
+mod http;
+mod iperf3;
+mod load;
+mod loss;
+mod metrics;
+mod progress;
+mod relay;
+mod schemas;
+mod serve;
+mod service;
+mod signals;
+mod sockperf;
+mod streams;
+mod tcp;
+mod traffic;
+mod udp;
+mod udp_stop;
