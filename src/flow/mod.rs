@@ -13,6 +13,7 @@ pub mod host;
 pub mod iperf3;
 pub mod kernel;
 pub mod pacer;
+pub mod probe;
 pub mod rxwait;
 pub mod search;
 pub mod streams;
