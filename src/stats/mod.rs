@@ -5,6 +5,7 @@ pub mod events;
 pub mod hist;
 pub mod plot;
 pub mod table;
+pub mod timeline;
 
 use serde::Serialize;
 
