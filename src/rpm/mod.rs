@@ -8,5 +8,6 @@
 //! renderers), `timeline` (the points of the plot).
 
 pub mod aggregate;
+pub mod prober;
 pub mod report;
 pub mod tracker;

@@ -25,10 +25,10 @@ enum Slot {
 /// What one echo was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fate {
-    /// The first echo, in time: the round trip in ns.
-    Answered(u64),
-    /// The first echo, after `late_after`: the round trip in ns.
-    Late(u64),
+    /// The first echo, in time: the round trip in ns and the probe's phase.
+    Answered(u64, usize),
+    /// The first echo, after `late_after`: the round trip in ns and the probe's phase.
+    Late(u64, usize),
     /// Another echo of a probe that came back already.
     Duplicate,
     /// An echo of no probe sent (a sequence number never used, a send time that does not match
@@ -170,9 +170,9 @@ impl ProbeTracker {
             Slot::Answered { phase }
         };
         if late {
-            Fate::Late(rtt)
+            Fate::Late(rtt, phase)
         } else {
-            Fate::Answered(rtt)
+            Fate::Answered(rtt, phase)
         }
     }
 
@@ -239,14 +239,14 @@ mod tests {
         let b = t.send(10 * MS, 0);
         let c = t.send(20 * MS, 1);
         let d = t.send(30 * MS, 1);
-        assert_eq!(t.echo(echo(a, 0, 5 * MS)), Fate::Answered(5 * MS));
+        assert_eq!(t.echo(echo(a, 0, 5 * MS)), Fate::Answered(5 * MS, 0));
         assert_eq!(t.echo(echo(a, 0, 6 * MS)), Fate::Duplicate);
         assert_eq!(t.echo(echo(b, 11, 12 * MS)), Fate::Stray, "wrong send time");
         assert_eq!(t.echo(echo(99, 0, 12 * MS)), Fate::Stray);
         t.expire(1500 * MS);
         assert_eq!(t.phases()[0].lost, 1);
         assert_eq!(t.phases()[1].lost, 2);
-        assert_eq!(t.echo(echo(c, 20 * MS, 1600 * MS)), Fate::Late(1580 * MS));
+        assert_eq!(t.echo(echo(c, 20 * MS, 1600 * MS)), Fate::Late(1580 * MS, 1));
         t.finish();
         let (p0, p1) = (&t.phases()[0], &t.phases()[1]);
         assert_eq!(
@@ -270,7 +270,7 @@ mod tests {
             echo_tx_ns: 107 * MS,
             rx_ns: 110 * MS,
         });
-        assert_eq!(f, Fate::Answered(7 * MS));
+        assert_eq!(f, Fate::Answered(7 * MS, 0));
         let p = &t.phases()[0];
         // Within the histogram's 3 significant digits.
         assert!((p.up.summary(1.0).max - 4e6).abs() < 4e3);
