@@ -245,3 +245,89 @@ pub fn sleep_unless(stop: &AtomicBool, d: Duration) {
         thread::sleep(left.min(Duration::from_millis(10)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::probe::stamp_echo;
+
+    /// An echo on loopback that drops every 5th probe and sends every 7th twice, until it has
+    /// seen `stop` set and its socket is quiet.
+    fn fake_echo(test_id: u64, stop: Arc<AtomicBool>) -> (SocketAddr, JoinHandle<()>) {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let h = thread::spawn(move || {
+            let mut buf = [0u8; MAX_LEN];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    continue;
+                };
+                let seq = Probe::decode(&buf[..n], test_id).unwrap().seq;
+                if seq % 5 == 0 {
+                    continue;
+                }
+                stamp_echo(&mut buf[..n], test_id, realtime_ns(), realtime_ns()).unwrap();
+                for _ in 0..if seq % 7 == 0 { 2 } else { 1 } {
+                    sock.send_to(&buf[..n], from).unwrap();
+                }
+            }
+        });
+        (addr, h)
+    }
+
+    #[test]
+    fn every_probe_gets_its_fate_over_loopback() {
+        let echo_stop = Arc::new(AtomicBool::new(false));
+        let (echo, h) = fake_echo(42, echo_stop.clone());
+        let shared = Shared {
+            phase: Arc::new(AtomicUsize::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+            t0_ns: realtime_ns(),
+        };
+        let prober = start_udp(
+            UdpProbing {
+                echo,
+                test_id: 42,
+                rate: 500.0,
+                len: 64,
+                late_after: Duration::from_millis(500),
+                phases: 2,
+                same_clock: true,
+            },
+            shared.clone(),
+        )
+        .unwrap();
+        thread::sleep(Duration::from_millis(200));
+        shared.phase.store(1, Ordering::Relaxed);
+        thread::sleep(Duration::from_millis(200));
+        shared.phase.store(NO_PHASE, Ordering::Relaxed);
+        thread::sleep(Duration::from_millis(50));
+        shared.stop.store(true, Ordering::Relaxed);
+        let got = prober.join().unwrap().unwrap();
+        echo_stop.store(true, Ordering::Relaxed);
+        h.join().unwrap();
+        let sent: u64 = got.tracker.phases().iter().map(|p| p.sent).sum();
+        assert!(sent > 20, "{sent} probes in 400 ms at 500/s");
+        let dropped = (0..sent).filter(|s| s % 5 == 0).count() as u64;
+        let doubled = (0..sent).filter(|s| s % 7 == 0 && s % 5 != 0).count() as u64;
+        let sum = |f: fn(&super::super::tracker::PhaseProbes) -> u64| -> u64 {
+            got.tracker.phases().iter().map(f).sum()
+        };
+        assert_eq!(sum(|p| p.lost), dropped);
+        assert_eq!(sum(|p| p.answered) + sum(|p| p.late), sent - dropped);
+        assert_eq!(sum(|p| p.duplicates), doubled);
+        assert_eq!(got.tracker.strays(), 0);
+        for (i, p) in got.tracker.phases().iter().enumerate() {
+            assert!(p.sent > 0, "phase {i}");
+            assert_eq!(got.samples_ms[i].len() as u64, p.answered + p.late);
+            assert_eq!(p.up.len(), p.answered + p.late, "one clock: one-way delays");
+        }
+        assert_eq!(got.timeline.len() as u64, sent - dropped);
+        assert!(got.kernel_timestamps);
+    }
+}
