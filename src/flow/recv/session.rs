@@ -13,14 +13,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::recv_core::{Cmd, Out, TestParams};
-use super::report::{IntervalRow, SenderStats, UdpReport, SCHEMA};
-use super::wire::{HEADER_LEN, MAX_DATAGRAM};
 use crate::flow::access::{self, Key, NONCE_LEN, OVERRUN_GRACE};
 use crate::flow::control::{Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::cpu::CpuUsage;
+use crate::flow::payload::TcpSpec;
 use crate::flow::streams::MAX_STREAMS;
-use crate::flow::tcp::spec::TcpSpec;
+use crate::flow::udp::recv_core::{Cmd, Out, TestParams};
+use crate::flow::udp::report::{IntervalRow, SenderStats, UdpReport, SCHEMA};
+use crate::flow::udp::wire::{HEADER_LEN, MAX_DATAGRAM};
 
 /// How long each state may last.
 #[derive(Debug, Clone, Copy)]
@@ -665,7 +665,7 @@ impl RecvSession {
         }
     }
 
-    fn report(&self, stats: &super::report::ReceiverStats) -> UdpReport {
+    fn report(&self, stats: &crate::flow::payload::ReceiverStats) -> UdpReport {
         let sender = match &self.done {
             Some(d) => {
                 let secs = d.elapsed_ns as f64 / 1e9;

@@ -9,7 +9,7 @@
 //! They talk over channels; the UDP thread checks for commands once per batch.
 //!
 //! The UDP thread runs one of two backends ([`Backend`]): the `recvmmsg` loop here, or the
-//! io_uring loop (multishot `RECVMSG` into provided buffers, `super::uring`). Both hand every
+//! io_uring loop (multishot `RECVMSG` into provided buffers, `crate::flow::udp::uring`). Both hand every
 //! buffer to the same [`Core`] (per-datagram accounting, intervals, the end of a test).
 
 use std::io;
@@ -23,25 +23,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-pub use super::recv_core::RxWait;
-use super::recv_core::MAX_TESTS;
-use super::recv_core::{Cmd, Core, Out, UdpCtx, POLL_NAP};
-use super::recv_session::{Action, Limits, RecvSession, ReverseJob, SessionCtx};
-use super::report::{IntervalRow, UdpReport};
-use super::sender::{self, BlastOptions};
-use super::tracker::DEFAULT_WINDOW;
-use super::wire;
+use super::session::{Action, Limits, RecvSession, ReverseJob, SessionCtx};
 use crate::flow::access::{self, AllowList, Key};
 use crate::flow::backend::{self, Backend};
 use crate::flow::control::{Conn, Malformed, Msg, Plan, Reverse};
 use crate::flow::host::host_name;
 use crate::flow::iperf3::detect::SILENT_GRACE;
 use crate::flow::iperf3::{self, Iperf3Ctx, Iperf3Event, Opener};
-use crate::flow::tcp::spec::{decode_preamble, preamble_prefix, TcpSpec, PREAMBLE_LEN};
+use crate::flow::payload::TcpSpec;
+use crate::flow::rxwait::RxWait;
+use crate::flow::tcp::spec::{decode_preamble, preamble_prefix, PREAMBLE_LEN};
 use crate::flow::tcp::{self, server::ServerCtx, server::TcpEvent};
-use crate::sys::mmsg::{gro_segment_in, rxq_ovfl_in, RecvBatch};
+use crate::flow::tracker::DEFAULT_WINDOW;
+use crate::flow::udp::recv_core::MAX_TESTS;
+use crate::flow::udp::recv_core::{Cmd, Core, Out, UdpCtx};
+use crate::flow::udp::report::{IntervalRow, UdpReport};
+use crate::flow::udp::sender::{self, BlastOptions};
+use crate::flow::udp::wire;
+use crate::sys::signal;
 use crate::sys::sockopt::{self, BufMethod};
-use crate::sys::{affinity, realtime_ns, signal};
 
 /// Receiver settings.
 #[derive(Debug, Clone)]
@@ -239,8 +239,8 @@ impl Receiver {
                 .name("netcore-recv".into())
                 .spawn(move || match backend {
                     #[cfg(feature = "uring")]
-                    Backend::Uring => super::uring::recv_thread(udp, core),
-                    _ => udp_thread(udp, core),
+                    Backend::Uring => crate::flow::udp::uring::recv_thread(udp, core),
+                    _ => crate::flow::udp::recv_mmsg::udp_thread(udp, core),
                 })?;
         Ok((cmd_tx, out_rx, worker))
     }
@@ -936,38 +936,5 @@ fn data_preamble(s: &TcpStream, since: Instant, now: Instant) -> Preamble {
             }
         }
         None => Preamble::No,
-    }
-}
-
-/// The `mio` backend's UDP thread: `recvmmsg` batches. Between tests it blocks (10 ms socket
-/// timeout, so commands are seen); during a test it waits as `RxWait` says.
-fn udp_thread(sock: UdpSocket, mut core: Core) {
-    if let Some(cpu) = core.ctx.cpu {
-        affinity::pin_current(cpu);
-    }
-    let _ = sock.set_read_timeout(Some(Duration::from_millis(10)));
-    let mut batch = RecvBatch::new(core.ctx.batch, 1 << 16);
-    while core.commands() {
-        let block = !core.in_test() || core.ctx.wait == RxWait::Block;
-        // An error here is a timeout, EINTR, an empty socket (non-blocking read), or an ICMP
-        // error queued on the socket.
-        let n = batch.recv(&sock, block).unwrap_or_default();
-        if n == 0 && !block && core.ctx.wait == RxWait::Poll {
-            std::thread::sleep(POLL_NAP);
-        }
-        if n > 0 && core.in_test() {
-            let now_ns = realtime_ns();
-            let mut drops = None;
-            for i in 0..n {
-                let (m, truncated) = batch.message(i);
-                let control = batch.control(i);
-                core.on_buffer(m, truncated, gro_segment_in(control), now_ns);
-                drops = rxq_ovfl_in(control).or(drops);
-            }
-            if let Some(d) = drops {
-                core.on_drops(d);
-            }
-        }
-        core.end_batch(n > 0);
     }
 }
