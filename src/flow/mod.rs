@@ -12,7 +12,6 @@ pub mod access;
 pub mod backend;
 pub mod control;
 pub mod cpu;
-pub mod echo;
 pub mod host;
 pub mod iperf3;
 pub mod kernel;

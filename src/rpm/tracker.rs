@@ -246,7 +246,10 @@ mod tests {
         t.expire(1500 * MS);
         assert_eq!(t.phases()[0].lost, 1);
         assert_eq!(t.phases()[1].lost, 2);
-        assert_eq!(t.echo(echo(c, 20 * MS, 1600 * MS)), Fate::Late(1580 * MS, 1));
+        assert_eq!(
+            t.echo(echo(c, 20 * MS, 1600 * MS)),
+            Fate::Late(1580 * MS, 1)
+        );
         t.finish();
         let (p0, p1) = (&t.phases()[0], &t.phases()[1]);
         assert_eq!(

@@ -10,12 +10,7 @@ use super::sockopt::set_int;
 
 /// Asks the kernel to stamp every datagram `sock` receives (CLOCK_REALTIME).
 pub fn enable_rx_timestamps(sock: &UdpSocket) -> io::Result<()> {
-    set_int(
-        sock.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_TIMESTAMPNS,
-        1,
-    )
+    set_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
 }
 
 /// A received datagram: its length, source and the kernel's receive time (ns since the epoch)

@@ -1,8 +1,9 @@
 //! The receiver's probe echo (`netcore rpm`'s latency probes): admitted through the control
-//! channel like any test (Hello, `Setup{echo}`), it binds a UDP socket of its own, names its
-//! port in `Ready`, and sends back every probe of the test that comes from the control
-//! connection's host, stamped with its kernel receive time and its send time
-//! ([`crate::flow::probe`]). Nothing else is answered: not another host, not another test id,
+//! channel like any test (Hello, `Setup{echo}`), it binds a UDP socket and a TCP listener of
+//! its own on one port, names the port in `Ready`, and sends back every probe of the test that
+//! comes from the control connection's host, stamped with its kernel receive time and its send
+//! time ([`crate::flow::probe`]); the listener takes the client's handshake probes (fresh TCP
+//! connections, accepted and closed at once, so they never reach the receiver's control port). Nothing else is answered: not another host, not another test id,
 //! not more than the admitted rate (twice the asked rate plus a margin: a token bucket). The
 //! test ends when the client closes the control connection (or sends anything), at the
 //! plan's end (plus a margin), or when the receiver stops.
@@ -26,6 +27,7 @@ use crate::flow::control::{Conn, Msg, Plan};
 use crate::flow::probe::{stamp_echo, MAX_LEN};
 use crate::sys::poll::{self, poll_fd, POLLIN};
 use crate::sys::realtime_ns;
+use crate::sys::sockopt::bind_udp_and_tcp;
 use crate::sys::tstamp::{enable_rx_timestamps, recv_stamped};
 
 /// The highest probe rate a receiver admits (probes per second).
@@ -66,6 +68,8 @@ pub struct EchoCounts {
     pub refused: u64,
     /// Echoes stamped with the kernel's receive time.
     pub kernel_stamped: u64,
+    /// Handshake probes accepted.
+    pub connects: u64,
 }
 
 /// A token bucket of echoes: `rate` per second, a burst of a tenth of a second (at least 16).
@@ -115,8 +119,10 @@ pub fn serve(
         });
         anyhow::bail!(why);
     }
-    let sock = UdpSocket::bind(SocketAddr::new(local, 0)).context("binding the echo socket")?;
+    let (sock, listener) = bind_udp_and_tcp(SocketAddr::new(local, 0), false)
+        .context("binding the echo's UDP socket and TCP listener")?;
     sock.set_nonblocking(true)?;
+    listener.set_nonblocking(true)?;
     let kernel = enable_rx_timestamps(&sock).is_ok();
     c.send(&Msg::Ready {
         rcvbuf: 0,
@@ -134,14 +140,32 @@ pub fn serve(
         let mut fds = [
             poll_fd(sock.as_raw_fd(), POLLIN),
             poll_fd(c.stream().as_raw_fd(), POLLIN),
+            poll_fd(listener.as_raw_fd(), POLLIN),
         ];
         poll::wait(&mut fds, Duration::from_millis(50))?;
         if fds[1].revents != 0 {
             // The client closed (or said anything): the test is over.
             break;
         }
+        if fds[2].revents != 0 {
+            // Handshake probes: accepted and closed (at most 64 a turn).
+            for _ in 0..64 {
+                match listener.accept() {
+                    Ok(_) => counts.connects += 1,
+                    Err(_) => break,
+                }
+            }
+        }
         if fds[0].revents != 0 {
-            echo_batch(&sock, &job, peer, kernel, &mut bucket, &mut counts, &mut buf);
+            echo_batch(
+                &sock,
+                &job,
+                peer,
+                kernel,
+                &mut bucket,
+                &mut counts,
+                &mut buf,
+            );
         }
     }
     Ok(counts)
@@ -170,8 +194,7 @@ fn echo_batch(
             }
         };
         let b = &mut buf[..got.len];
-        if !bucket.take(Instant::now())
-            || stamp_echo(b, job.test_id, rx_ns, realtime_ns()).is_err()
+        if !bucket.take(Instant::now()) || stamp_echo(b, job.test_id, rx_ns, realtime_ns()).is_err()
         {
             counts.refused += 1;
             continue;
@@ -186,9 +209,7 @@ fn echo_batch(
 /// The same host, whether it shows as IPv4 or as IPv4-mapped IPv6.
 fn same_host(a: IpAddr, b: IpAddr) -> bool {
     let canon = |ip: IpAddr| match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     };
     canon(a) == canon(b)
@@ -218,7 +239,12 @@ mod tests {
         };
         assert!(ok.check().is_ok());
         assert!(EchoJob { rate: 0.0, ..ok }.check().is_err());
-        assert!(EchoJob { rate: f64::NAN, ..ok }.check().is_err());
+        assert!(EchoJob {
+            rate: f64::NAN,
+            ..ok
+        }
+        .check()
+        .is_err());
         assert!(EchoJob { rate: 1e9, ..ok }.check().is_err());
         assert!(EchoJob {
             plan: Plan::Count(5),
