@@ -10,4 +10,5 @@
 pub mod aggregate;
 pub mod prober;
 pub mod report;
+pub mod run;
 pub mod tracker;

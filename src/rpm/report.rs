@@ -170,6 +170,9 @@ pub struct RpmReport {
     pub schema: String,
     /// The receiver's control address.
     pub target: String,
+    /// When the run started (its phases' `start_s` count from here): seconds since the Unix
+    /// epoch, to line other tools' samples up with the phases.
+    pub start_unix_s: f64,
     pub settings: Settings,
     pub phases: Vec<Phase>,
     /// Round trips per minute under working conditions: the aggregate over every loaded phase
@@ -255,6 +258,7 @@ pub fn build(
     RpmReport {
         schema: SCHEMA.into(),
         target,
+        start_unix_s: 0.0,
         settings,
         rpm: aggregate::rpm(&pooled).map(|r| r.rpm),
         phases,
@@ -303,8 +307,10 @@ pub fn verdict(phases: &[Phase]) -> Vec<String> {
         };
         if added < 1.0 {
             out.push(format!(
-                "{} adds {added:.1} ms: no queue grew{lossy}",
-                p.name
+                "{} adds under 1 ms (p50 {} ms against {} ms idle): no queue grew{lossy}",
+                p.name,
+                two(p.latency.p50_ms),
+                two(idle.latency.p50_ms)
             ));
             continue;
         }
@@ -321,15 +327,21 @@ pub fn verdict(phases: &[Phase]) -> Vec<String> {
     out
 }
 
+/// Two decimals, without a "-0.00".
+fn two(v: f64) -> String {
+    let r = (v * 100.0).round() / 100.0;
+    format!("{:.2}", if r == 0.0 { 0.0 } else { r })
+}
+
 fn opt_ms(v: Option<f64>) -> String {
-    v.map_or(String::from("-"), |v| format!("{v:.2}"))
+    v.map_or(String::from("-"), two)
 }
 
 fn ms(v: f64, count: u64) -> String {
     if count == 0 {
         "-".into()
     } else {
-        format!("{v:.2}")
+        two(v)
     }
 }
 

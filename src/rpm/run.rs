@@ -2,6 +2,7 @@
 //! nothing but probes; download, upload, bidir: a TCP test of `flow::tcp` with `-P` streams
 //! per direction) with idle gaps between, and builds the report and the timeline of the plot.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,17 +15,18 @@ use super::prober::{self, Shared, UdpProbing, NO_PHASE};
 use super::report::{self, Measured, PhaseKind, RpmReport, Settings};
 use crate::flow::control::{ClientId, Conn, EchoSpec, Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::host::host_name;
+use crate::flow::payload::{TcpInterval, TcpSpec, DEFAULT_LEN};
 use crate::flow::rxwait::RxWait;
 use crate::flow::streams::{Dir, Mode};
 use crate::flow::tcp::client::{self, TcpOptions};
-use crate::flow::tcp::report::{TcpInterval, TcpReport};
-use crate::flow::tcp::spec::{TcpSpec, DEFAULT_LEN};
+use crate::flow::tcp::report::TcpReport;
 use crate::sys::{realtime_ns, signal};
 
 /// A run's settings (`netcore rpm`'s flags, checked).
 #[derive(Debug, Clone)]
 pub struct RpmOptions {
-    /// The receiver's control address (TCP load and handshakes go there too).
+    /// The receiver's control address (the TCP load goes there too; handshake probes go to the
+    /// echo test's port).
     pub control: SocketAddr,
     pub phases: Vec<PhaseKind>,
     pub phase_time: Duration,
@@ -135,7 +137,7 @@ pub fn run(o: &RpmOptions, on_phase: &mut dyn FnMut(&Measured)) -> Result<RpmRun
         shared.clone(),
     )?;
     let connects = prober::start_connects(
-        o.control,
+        echo,
         o.connect_every,
         o.late_after,
         o.phases.len(),
@@ -203,6 +205,7 @@ pub fn run(o: &RpmOptions, on_phase: &mut dyn FnMut(&Measured)) -> Result<RpmRun
         interrupted,
     );
     report.error = error;
+    report.start_unix_s = shared.t0_ns as f64 / 1e9;
     Ok(RpmRun { report, timeline })
 }
 
@@ -232,8 +235,9 @@ fn phase_load(o: &RpmOptions, kind: PhaseKind, start: f64, tl: &mut Timeline) ->
         PhaseKind::Bidir => Mode::Bidir,
     };
     let mut loaded_ms = Vec::new();
+    let mut acked = HashMap::new();
     let report = client::run(&tcp_options(o, mode), &mut |row: &TcpInterval| {
-        interval_points(row, start, tl, &mut loaded_ms);
+        interval_points(row, start, tl, &mut loaded_ms, &mut acked);
     })?;
     Ok(load_of(&report, loaded_ms))
 }
@@ -242,7 +246,10 @@ fn phase_load(o: &RpmOptions, kind: PhaseKind, start: f64, tl: &mut Timeline) ->
 fn idle(d: Duration) {
     let end = Instant::now() + d;
     while Instant::now() < end && !signal::stop_requested() {
-        std::thread::sleep(end.saturating_duration_since(Instant::now()).min(Duration::from_millis(20)));
+        std::thread::sleep(
+            end.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(20)),
+        );
     }
 }
 
@@ -272,27 +279,44 @@ fn tcp_options(o: &RpmOptions, mode: Mode) -> TcpOptions {
     }
 }
 
-/// An interval of this side's samples: the throughput each way on the timeline, and the
-/// smoothed RTT of the connections this side writes (upload) as loaded round trips.
-fn interval_points(row: &TcpInterval, start: f64, tl: &mut Timeline, loaded_ms: &mut Vec<f64>) {
+/// An interval of this side's samples: the throughput each way on the timeline (upload from
+/// the bytes the receiver acknowledged, `TCP_INFO`, not the bytes written, which fill the
+/// socket buffer first; download from the bytes read), and the smoothed RTT of the
+/// connections this side writes (upload) as loaded round trips. `acked` holds each upload
+/// stream's acknowledged bytes so far.
+fn interval_points(
+    row: &TcpInterval,
+    start: f64,
+    tl: &mut Timeline,
+    loaded_ms: &mut Vec<f64>,
+    acked: &mut HashMap<u32, u64>,
+) {
     let t = start + row.t;
-    let sum = |d: Dir| {
-        row.streams
-            .iter()
-            .filter(|s| s.dir == d)
-            .map(|s| s.bps)
-            .sum::<f64>()
-    };
-    if row.streams.iter().any(|s| s.dir == Dir::Up) {
-        tl.up.push((t, sum(Dir::Up)));
-    }
-    if row.streams.iter().any(|s| s.dir == Dir::Down) {
-        tl.down.push((t, sum(Dir::Down)));
-    }
+    let dt = (row.t - row.start).max(1e-9);
+    let (mut up, mut any_up) = (0.0, false);
     for s in row.streams.iter().filter(|s| s.dir == Dir::Up) {
-        if let Some(f) = s.tcp.as_ref().filter(|f| f.rtt_us > 0) {
+        any_up = true;
+        let Some(f) = &s.tcp else {
+            up += s.bps;
+            continue;
+        };
+        let before = acked.insert(s.id, f.bytes_acked).unwrap_or(0);
+        up += f.bytes_acked.saturating_sub(before) as f64 * 8.0 / dt;
+        if f.rtt_us > 0 {
             loaded_ms.push(f.rtt_us as f64 / 1e3);
         }
+    }
+    if any_up {
+        tl.up.push((t, up));
+    }
+    let down: Vec<f64> = row
+        .streams
+        .iter()
+        .filter(|s| s.dir == Dir::Down)
+        .map(|s| s.bps)
+        .collect();
+    if !down.is_empty() {
+        tl.down.push((t, down.iter().sum()));
     }
 }
 
