@@ -48,15 +48,15 @@ cleanup() {
 trap cleanup EXIT
 bash "$here/netns-hosts.sh" up --rate "$rate" --queue "$queue"
 srv=10.9.2.2
-ip netns exec "$NS_S" "$bin" recv --listen "$srv:5300" 2>"$work/recv.err" & pids+=($!)
-ip netns exec "$NS_S" irtt server -b "$srv:2112" -q >"$work/irtts.out" 2>&1 & pids+=($!)
+ip netns exec "$NS_S" "$bin" recv --listen "$srv:5300" >"$work/recv.out" 2>&1 & pids+=($!)
+ip netns exec "$NS_S" irtt server -b "$srv:2112" >"$work/irtts.out" 2>&1 & pids+=($!)
 sleep 1
 
 # The run's length: phases x (phase time + 1 s gap) + margin.
 n=$(tr ',' '\n' <<<"$phases" | wc -l)
 secs=$(python3 -c "import re,sys; t='$ptime'; v=float(re.match(r'[0-9.]+',t).group()); print(v/1000 if t.endswith('ms') else v)")
 total=$(python3 -c "print(int($n*($secs+1)+4))")
-ip netns exec "$NS_C" irtt client -i 10ms -d "${total}s" -q -o "$work/irtt.json" "$srv:2112" \
+ip netns exec "$NS_C" irtt client -i 10ms -d "${total}s" -Q -o "$work/irtt.json" "$srv:2112" \
   >"$work/irtt.out" 2>&1 & irtt_pid=$!; pids+=($irtt_pid)
 ip netns exec "$NS_C" ping -D -i 0.01 -w "$total" "$srv" >"$work/ping.txt" 2>&1 & ping_pid=$!; pids+=($ping_pid)
 sleep 0.5
