@@ -462,3 +462,45 @@ fn the_echo_answers_only_its_admitted_probes() {
     );
     drop(recv);
 }
+
+/// The plot renders in a real browser (headless Chromium's screenshot is not blank); skips
+/// with a message where Chromium is not installed.
+#[test]
+fn the_plot_renders_in_chromium() {
+    let dir = scratch_dir("rpm-chromium");
+    let svg = dir.join("rpm.svg");
+    run_ok(
+        &[
+            &[
+                "rpm",
+                "--phases",
+                "idle,download",
+                "-P",
+                "1",
+                "--json",
+                "--plot",
+            ][..],
+            &[svg.to_str().unwrap()],
+            &SHORT,
+        ]
+        .concat(),
+        LIMIT,
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/svg-screenshot.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(&svg)
+        .arg(dir.join("rpm.png"))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    match out.status.code() {
+        Some(77) => eprintln!("skipped: no Chromium on this machine (apt-get install chromium)"),
+        Some(0) => {}
+        _ => panic!(
+            "the SVG did not render: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
