@@ -198,7 +198,7 @@ pub fn run(a: RpmArgs) -> Result<ExitCode> {
     }
     let r = stream.or_error(r)?;
     if let Some(p) = a.plot.file() {
-        plot(p, &r.report.target, &r.timeline)?;
+        plot(p, &r.report.target, &r.timeline, a.probe_rate)?;
     }
     if stream.on() {
         stream.emit(EventKind::End, |l| {
@@ -215,7 +215,7 @@ pub fn run(a: RpmArgs) -> Result<ExitCode> {
 }
 
 /// Throughput each way above, probe round trips below, phases shaded.
-fn plot(path: &std::path::Path, target: &str, t: &Timeline) -> Result<()> {
+fn plot(path: &std::path::Path, target: &str, t: &Timeline, probe_rate: f64) -> Result<()> {
     let top = t.up.iter().chain(&t.down).map(|p| p.1).fold(0.0, f64::max);
     let (div, unit) = BITS_PER_SEC.axis(top);
     let scale = |v: &[(f64, f64)]| v.iter().map(|&(x, y)| (x, y / div)).collect::<Vec<_>>();
@@ -226,10 +226,13 @@ fn plot(path: &std::path::Path, target: &str, t: &Timeline) -> Result<()> {
                 Series::new("upload", scale(&t.up)),
                 Series::new("download", scale(&t.down)),
             ],
+            break_over: None,
         },
         Panel {
             y_label: "probe round trip (ms)".into(),
             series: vec![Series::new("UDP probe", t.rtt.clone())],
+            // No line across the gaps between phases (no probes there).
+            break_over: Some((5.0 / probe_rate).max(0.25)),
         },
     ];
     let bands: Vec<Band> = t

@@ -236,10 +236,29 @@ fn phase_load(o: &RpmOptions, kind: PhaseKind, start: f64, tl: &mut Timeline) ->
     };
     let mut loaded_ms = Vec::new();
     let mut acked = HashMap::new();
+    // The load starts and ends at zero on the plot: no line across the gaps between phases.
+    let dirs = [(Dir::Up, &mut tl.up), (Dir::Down, &mut tl.down)];
+    for (d, v) in dirs {
+        if mode.directions(1).contains(&d) {
+            v.push((start, 0.0));
+        }
+    }
+    let min_dt = o.interval.as_secs_f64() / 2.0;
     let report = client::run(&tcp_options(o, mode), &mut |row: &TcpInterval| {
-        interval_points(row, start, tl, &mut loaded_ms, &mut acked);
-    })?;
-    Ok(load_of(&report, loaded_ms))
+        interval_points(row, start, min_dt, tl, &mut loaded_ms, &mut acked);
+    });
+    let end = tl
+        .up
+        .iter()
+        .chain(&tl.down)
+        .map(|p| p.0)
+        .fold(start, f64::max);
+    for (d, v) in [(Dir::Up, &mut tl.up), (Dir::Down, &mut tl.down)] {
+        if mode.directions(1).contains(&d) {
+            v.push((end, 0.0));
+        }
+    }
+    Ok(load_of(&report?, loaded_ms))
 }
 
 /// Sleeps a phase's (or a gap's) time, or until Ctrl-C.
@@ -283,16 +302,21 @@ fn tcp_options(o: &RpmOptions, mode: Mode) -> TcpOptions {
 /// the bytes the receiver acknowledged, `TCP_INFO`, not the bytes written, which fill the
 /// socket buffer first; download from the bytes read), and the smoothed RTT of the
 /// connections this side writes (upload) as loaded round trips. `acked` holds each upload
-/// stream's acknowledged bytes so far.
+/// stream's acknowledged bytes so far; an interval shorter than `min_dt` is skipped.
 fn interval_points(
     row: &TcpInterval,
     start: f64,
+    min_dt: f64,
     tl: &mut Timeline,
     loaded_ms: &mut Vec<f64>,
     acked: &mut HashMap<u32, u64>,
 ) {
     let t = start + row.t;
     let dt = (row.t - row.start).max(1e-9);
+    // A short last interval is noise as a rate (its acknowledged bytes still count next).
+    if dt < min_dt {
+        return;
+    }
     let (mut up, mut any_up) = (0.0, false);
     for s in row.streams.iter().filter(|s| s.dir == Dir::Up) {
         any_up = true;

@@ -14,6 +14,20 @@ use super::plot::{draw_err, minmax, pad, tick, write_svg, Axis, Series, COLORS};
 pub struct Panel {
     pub y_label: String,
     pub series: Vec<Series>,
+    /// Points further apart in x than this are not joined (no line across a pause).
+    pub break_over: Option<f64>,
+}
+
+/// The runs of `points` whose neighbours are at most `gap` apart in x.
+fn runs(points: &[(f64, f64)], gap: Option<f64>) -> Vec<Vec<(f64, f64)>> {
+    let mut out: Vec<Vec<(f64, f64)>> = Vec::new();
+    for &p in points {
+        match out.last_mut() {
+            Some(run) if gap.is_none_or(|g| p.0 - run[run.len() - 1].0 <= g) => run.push(p),
+            _ => out.push(vec![p]),
+        }
+    }
+    out
 }
 
 /// A shaded span of the time axis.
@@ -145,13 +159,16 @@ fn draw_panel<DB: DrawingBackend>(
     }
     for (i, s) in panel.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))
-            .map_err(draw_err)?
-            .label(s.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-            });
+        for (k, run) in runs(&s.points, panel.break_over).into_iter().enumerate() {
+            let drawn = chart
+                .draw_series(LineSeries::new(run, color.stroke_width(2)))
+                .map_err(draw_err)?;
+            if k == 0 {
+                drawn.label(s.name.clone()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                });
+            }
+        }
     }
     if !panel.series.is_empty() {
         chart
@@ -179,10 +196,12 @@ mod tests {
                     Series::new("upload", vec![(0.0, 0.0), (1.0, 95.0), (2.0, 94.0)]),
                     Series::new("download", vec![(0.0, 0.0), (1.0, 0.5)]),
                 ],
+                break_over: None,
             },
             Panel {
                 y_label: "probe RTT ms".into(),
                 series: vec![Series::new("udp probe", vec![(0.1, 0.2), (1.5, 99.0)])],
+                break_over: Some(0.5),
             },
         ];
         let bands = vec![
@@ -213,7 +232,17 @@ mod tests {
         let bad = vec![Panel {
             y_label: "y".into(),
             series: vec![Series::new("n", vec![(f64::NAN, 1.0)])],
+            break_over: None,
         }];
+        let pts = [(0.0, 1.0), (0.1, 1.0), (2.0, 1.0), (2.1, 1.0), (2.2, 1.0)];
+        assert_eq!(
+            runs(&pts, Some(0.5))
+                .iter()
+                .map(Vec::len)
+                .collect::<Vec<_>>(),
+            [2, 3]
+        );
+        assert_eq!(runs(&pts, None).len(), 1);
         assert!(timeline_svg("x", "s", &bad, &[]).is_err());
     }
 }
