@@ -204,29 +204,28 @@ fn bad_flags_are_usage_errors() {
     }
 }
 
-/// Ctrl-C mid-run: the phases that ran are printed, marked interrupted, within a bound.
+/// Ctrl-C (or SIGTERM) mid-run, in an idle phase and in a loaded one: the phases that ran are
+/// printed, the cut one with its figures, marked interrupted, within a bound.
 #[test]
-fn ctrl_c_prints_what_ran() {
-    let p = Proc::netcore(&[
-        "rpm",
-        "--phases",
-        "idle,upload",
-        "--phase-time",
-        "20s",
-        "--json",
-    ]);
-    std::thread::sleep(Duration::from_millis(1500));
-    let st = Command::new("kill")
-        .args(["-INT", &p.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let (_, out, err) = p.finish(Duration::from_secs(10));
-    let r = json(&out);
-    assert_eq!(r["interrupted"], true, "{err}");
-    let phases = r["phases"].as_array().unwrap();
-    assert_eq!(phases.len(), 1, "{r}");
-    assert!(f(&phases[0], &["duration_s"]) < 10.0);
+fn a_signal_prints_what_ran() {
+    for (sig, phases, load) in [("INT", "idle,upload", false), ("TERM", "upload,idle", true)] {
+        let p = Proc::netcore(&["rpm", "--phases", phases, "--phase-time", "20s", "--json"]);
+        std::thread::sleep(Duration::from_millis(2500));
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &p.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let (_, out, err) = p.finish(Duration::from_secs(10));
+        let r = json(&out);
+        assert_eq!(r["interrupted"], true, "{sig}: {err}");
+        assert!(r["error"].is_null(), "{sig}: {r}");
+        let phases = r["phases"].as_array().unwrap();
+        assert_eq!(phases.len(), 1, "{sig}: {r}");
+        assert!(f(&phases[0], &["duration_s"]) < 10.0);
+        fates_add_up(&phases[0]);
+        assert_eq!(f(&phases[0], &["goodput_up_bps"]) > 0.0, load, "{sig}: {r}");
+    }
 }
 
 /// Client, router and server namespaces from tools/netns-hosts.sh with unique names; down on

@@ -138,6 +138,9 @@ impl Embedded {
             listen: "127.0.0.1:0".parse()?,
             // The echo beside one TCP test (a phase's), with room for a straggler.
             max_tests: 4,
+            // Ctrl-C reaches this process's receiver too: its tests end as the client ends
+            // them (with their reports), rather than cut under it.
+            graceful: true,
             ..RecvOptions::default()
         })?;
         let addr = r.local_addr();

@@ -15,14 +15,16 @@ use anyhow::{Context, Result};
 use super::tracker::{Echo, Fate, ProbeTracker};
 use crate::flow::probe::{Probe, MAX_LEN};
 use crate::sys::poll::{self, poll_fd, POLLIN};
-use crate::sys::realtime_ns;
 use crate::sys::tstamp::{enable_rx_timestamps, recv_stamped};
+use crate::sys::{realtime_ns, signal};
 
 /// The phase index that means "between phases": nothing is sent.
 pub const NO_PHASE: usize = usize::MAX;
 
 /// Decided probes remembered to tell duplicates from strays.
 const WINDOW: usize = 1 << 16;
+/// How long echoes in flight are awaited after Ctrl-C.
+const INTERRUPTED_DRAIN: Duration = Duration::from_millis(300);
 /// At most this many samples are kept per phase and kind (the HDR histograms count all).
 const MAX_SAMPLES: usize = 1 << 20;
 
@@ -98,7 +100,14 @@ fn udp_loop(sock: &UdpSocket, p: &UdpProbing, sh: &Shared, kernel: bool) -> Resu
         }
         if let Some(at) = stopped_at {
             let outstanding = out.tracker.phases().iter().any(|ph| ph.pending() > 0);
-            if !outstanding || now.duration_since(at) > p.late_after {
+            // After Ctrl-C the echoes in flight get a short while, not the whole late bound:
+            // the run is cut anyway (and says so).
+            let wait = if signal::stop_requested() {
+                p.late_after.min(INTERRUPTED_DRAIN)
+            } else {
+                p.late_after
+            };
+            if !outstanding || now.duration_since(at) > wait {
                 break;
             }
         }
