@@ -47,10 +47,11 @@ sample() { printf '%s\t%s\t%s\n' "$2" "$3" "$4" >>"$1"; }
 timed() { local f=$1; shift; /usr/bin/time -o "$f" -f '%U %S' "$@"; }
 # cpu_s FILE: the CPU-seconds (user + system) a `timed` run wrote; empty when it wrote none.
 cpu_s() { awk 'NF == 2 && $1 ~ /^[0-9.]+$/ {c = $1 + $2} END {if (c != "") printf "%.4f\n", c}' "$1" 2>/dev/null || true; }
-# proc_cpu PID: CPU-seconds (utime + stime of /proc/PID/stat, every thread) a running process has
-# spent so far; read before and after a phase for a server that is stopped rather than exiting.
+# proc_cpu PID: CPU-seconds a running process has spent so far: utime + stime of /proc/PID/stat
+# (every thread) + cutime + cstime (its children it has reaped: a fork server's). Read before and
+# after a phase for a server that is stopped rather than exiting.
 proc_cpu() {
-  awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); printf "%.4f\n", ($12 + $13) / hz}' "/proc/$1/stat" 2>/dev/null || true
+  awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); printf "%.4f\n", ($12 + $13 + $14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || true
 }
 # per_gbit CPU_S BYTES: CPU-seconds per gigabit (1e9 bits) moved; empty when either is missing.
 per_gbit() { [[ -n "$1" && -n "$2" && "$2" != 0 ]] && awk -v c="$1" -v b="$2" 'BEGIN {printf "%.5f\n", c / (b * 8 / 1e9)}' || true; }
