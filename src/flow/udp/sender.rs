@@ -661,6 +661,7 @@ pub fn blast_and_finish(
     let secs = res.elapsed.as_secs_f64().max(1e-9);
     let mut report = UdpReport {
         schema: SCHEMA.into(),
+        meta: crate::stats::meta::Meta::gather(),
         role: "sender".into(),
         test_id: format!("{test_id:016x}"),
         len: opts.len as u32,
