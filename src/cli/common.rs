@@ -348,7 +348,7 @@ pub struct TcpArgs {
 }
 
 /// Accepts an algorithm this kernel will set on a socket.
-fn parse_congestion(s: &str) -> Result<String, String> {
+pub fn parse_congestion(s: &str) -> Result<String, String> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .map_err(|e| e.to_string())?;
     match tcp::set_congestion(&sock, s) {
