@@ -5,6 +5,7 @@
 //! is in [`sys`] (and the io_uring backend, `uring`).
 
 pub mod cli;
+pub mod diff;
 pub mod flow;
 pub mod interop;
 pub mod load;

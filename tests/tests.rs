@@ -4,6 +4,7 @@
 mod abuse;
 mod cli;
 mod common;
+mod diff;
 mod find_rate;
 mod fuzz;
 mod http;

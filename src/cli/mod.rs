@@ -8,6 +8,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 pub mod common;
 pub mod compare;
+pub mod diff;
 pub mod find_rate;
 pub mod load;
 pub mod relay;
@@ -49,6 +50,9 @@ pub enum Command {
     Load(load::LoadArgs),
     /// Start each server model in turn, run the same sweep against each, tabulate and plot
     Compare(compare::CompareArgs),
+    /// Compare two reports (or two sets of runs) of the same kind, figure by figure, with
+    /// intervals
+    Diff(diff::DiffArgs),
     /// Print a shell completion script (generated from these definitions)
     Completions(CompletionsArgs),
     /// Print a man page in roff (generated from these definitions)
@@ -165,6 +169,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rpm(a) => rpm::run(a),
         Command::Load(a) => load::run(&a),
         Command::Compare(a) => compare::run(&a),
+        Command::Diff(a) => diff::run(&a),
         Command::Completions(a) => {
             let mut o = std::io::stdout().lock();
             completions(a.shell, &mut o);

@@ -168,6 +168,9 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RpmReport {
     pub schema: String,
+    /// Where the report came from (`stats::meta`): set by the driver, default in [`build`].
+    #[serde(default)]
+    pub meta: crate::stats::meta::Meta,
     /// The receiver's control address.
     pub target: String,
     /// When the run started (its phases' `start_s` count from here): seconds since the Unix
@@ -257,6 +260,7 @@ pub fn build(
     let verdict = verdict(&phases);
     RpmReport {
         schema: SCHEMA.into(),
+        meta: Default::default(),
         target,
         start_unix_s: 0.0,
         settings,
@@ -402,6 +406,10 @@ impl RpmReport {
 }
 
 impl Report for RpmReport {
+    fn meta(&self) -> &crate::stats::meta::Meta {
+        &self.meta
+    }
+
     fn to_table(&self) -> String {
         let s = &self.settings;
         let mut out = format!(

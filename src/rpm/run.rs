@@ -206,6 +206,7 @@ pub fn run(o: &RpmOptions, on_phase: &mut dyn FnMut(&Measured)) -> Result<RpmRun
     );
     report.error = error;
     report.start_unix_s = shared.t0_ns as f64 / 1e9;
+    report.meta = crate::stats::meta::Meta::gather();
     Ok(RpmRun { report, timeline })
 }
 

@@ -21,6 +21,7 @@ macro_rules! syscall {
 
 pub mod affinity;
 pub mod cpu;
+pub mod gso;
 pub mod mmsg;
 pub mod poll;
 pub mod process;

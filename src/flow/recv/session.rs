@@ -760,6 +760,7 @@ impl RecvSession {
         };
         let mut report = UdpReport {
             schema: SCHEMA.into(),
+            meta: crate::stats::meta::Meta::gather(),
             role: "receiver".into(),
             test_id: format!("{:016x}", self.test_id),
             len: self.len,
