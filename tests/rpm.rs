@@ -109,6 +109,18 @@ fn loopback_json_validates_and_every_probe_has_a_fate() {
     assert!(up["added_ms"].is_number());
     assert!(f(&r, &["rpm"]) > 0.0);
     assert_eq!(r["interrupted"], false);
+    // The echo's account: every probe reached it and came back (loopback loses none).
+    let path = &r["probe_path"];
+    let sent: u64 = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["probes"]["sent"].as_u64().unwrap())
+        .sum();
+    for k in ["sent", "reached_echo", "echoed", "came_back"] {
+        assert_eq!(path[k].as_u64(), Some(sent), "{k}: {path}");
+    }
+    assert!(path["connects"].as_u64().unwrap() > 0, "{path}");
     assert_eq!(r["verdict"].as_array().unwrap().len(), 2, "{r}");
     let svg_text = std::fs::read_to_string(&svg).unwrap();
     for want in ["idle", "upload", "download", "probe round trip"] {
@@ -453,6 +465,17 @@ fn the_echo_answers_only_its_admitted_probes() {
     );
     // Handshake probes go to the echo's port number, TCP.
     assert!(std::net::TcpStream::connect(echo).is_ok());
+    std::thread::sleep(Duration::from_millis(200));
+    c.send(&Msg::EchoDone {}).unwrap();
+    match c.expect("EchoReport", Duration::from_secs(5)).unwrap() {
+        Msg::EchoReport {
+            received,
+            echoed,
+            refused,
+            connects,
+        } => assert_eq!((received, echoed, refused, connects), (1, 1, 2, 1)),
+        m => panic!("expected EchoReport, got {m:?}"),
+    }
     drop(c);
     std::thread::sleep(Duration::from_millis(300));
     assert!(

@@ -167,6 +167,19 @@ pub enum Msg {
     Report {
         receiver: Box<ReceiverStats>,
     },
+    /// The end of an echo test (`rpm`): the client's probes are done.
+    EchoDone {},
+    /// The echo's answer to `EchoDone`: what it did with the datagrams that reached it.
+    EchoReport {
+        /// Probes of the test from the client's host that reached the echo.
+        received: u64,
+        /// Echoes sent back.
+        echoed: u64,
+        /// Datagrams not echoed (another host, not a probe of the test, over the rate).
+        refused: u64,
+        /// Handshake probes accepted.
+        connects: u64,
+    },
     Error {
         message: String,
     },
@@ -187,6 +200,8 @@ impl Msg {
             Msg::TcpDone { .. } => "TcpDone",
             Msg::TcpReport { .. } => "TcpReport",
             Msg::Report { .. } => "Report",
+            Msg::EchoDone { .. } => "EchoDone",
+            Msg::EchoReport { .. } => "EchoReport",
             Msg::Error { .. } => "Error",
         }
     }

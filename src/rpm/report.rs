@@ -164,6 +164,53 @@ pub struct Settings {
     pub kernel_timestamps: bool,
 }
 
+/// Where the probes that did not come back were lost, from the echo's own count of those that
+/// reached it (its `EchoReport`), over the whole run. Exact while the path duplicates nothing
+/// (a copy counts where it arrives).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ProbePath {
+    pub sent: u64,
+    /// Probes that reached the echo (copies included).
+    pub reached_echo: u64,
+    /// Echoes it sent back (not those over its rate: `refused_by_echo`).
+    pub echoed: u64,
+    /// Echoes that came back (answered, late and duplicates).
+    pub came_back: u64,
+    pub lost_on_the_way_there: u64,
+    pub lost_on_the_way_back: u64,
+    /// Datagrams the echo did not answer (another host, another test, over its rate).
+    pub refused_by_echo: u64,
+    /// Handshake probes the echo accepted.
+    pub connects: u64,
+}
+
+impl ProbePath {
+    /// From the probes' fates and the echo's counts.
+    pub fn of(
+        phases: &[PhaseProbes],
+        received: u64,
+        echoed: u64,
+        refused: u64,
+        connects: u64,
+    ) -> ProbePath {
+        let sent = phases.iter().map(|p| p.sent).sum();
+        let came_back = phases
+            .iter()
+            .map(|p| p.answered + p.late + p.duplicates)
+            .sum();
+        ProbePath {
+            sent,
+            reached_echo: received,
+            echoed,
+            came_back,
+            lost_on_the_way_there: sent.saturating_sub(received),
+            lost_on_the_way_back: echoed.saturating_sub(came_back),
+            refused_by_echo: refused,
+            connects,
+        }
+    }
+}
+
 /// The report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RpmReport {
@@ -181,6 +228,8 @@ pub struct RpmReport {
     /// Round trips per minute under working conditions: the aggregate over every loaded phase
     /// (the idle phase's when only idle ran; absent without samples).
     pub rpm: Option<f64>,
+    /// Where lost probes were lost (absent when the echo sent no account).
+    pub probe_path: Option<ProbePath>,
     /// What the phases say, one sentence per line.
     pub verdict: Vec<String>,
     /// Ctrl-C (or a failed phase) ended the run early: the phases listed are those that ran.
@@ -266,6 +315,7 @@ pub fn build(
         settings,
         rpm: aggregate::rpm(&pooled).map(|r| r.rpm),
         phases,
+        probe_path: None,
         verdict,
         interrupted,
         error: None,
@@ -335,6 +385,21 @@ pub fn verdict(phases: &[Phase]) -> Vec<String> {
 fn two(v: f64) -> String {
     let r = (v * 100.0).round() / 100.0;
     format!("{:.2}", if r == 0.0 { 0.0 } else { r })
+}
+
+impl RpmReport {
+    /// Takes the echo's account: the report's `probe_path`, and a verdict line when probes
+    /// were lost.
+    pub fn with_path(mut self, path: ProbePath) -> RpmReport {
+        let (there, back) = (path.lost_on_the_way_there, path.lost_on_the_way_back);
+        if there + back > 0 {
+            self.verdict.push(format!(
+                "probes lost: {there} on the way to the receiver, {back} on the way back"
+            ));
+        }
+        self.probe_path = Some(path);
+        self
+    }
 }
 
 fn opt_ms(v: Option<f64>) -> String {
@@ -436,6 +501,12 @@ impl Report for RpmReport {
                     p.name, ow.up.p50_ms, ow.down.p50_ms
                 ));
             }
+        }
+        if let Some(p) = &self.probe_path {
+            out.push_str(&format!(
+                "probes: {} sent, {} reached the receiver, {} echoed, {} came back\n",
+                p.sent, p.reached_echo, p.echoed, p.came_back
+            ));
         }
         match self.rpm {
             Some(r) => out.push_str(&format!(
@@ -545,6 +616,29 @@ mod tests {
         assert_eq!(v["schema"], SCHEMA);
         assert_eq!(v["phases"][1]["probes"]["lost"], 1);
         assert!(v["phases"][1]["latency"]["p50_ms"].as_f64().unwrap() > 99.0);
+    }
+
+    #[test]
+    fn the_echo_account_splits_the_loss() {
+        let m = measured(PhaseKind::Upload, 10, 50, 5);
+        // 51 sent, 50 back: the echo saw 50 and echoed 50: lost on the way there.
+        let path = ProbePath::of(std::slice::from_ref(&m.probes), 50, 50, 0, 3);
+        assert_eq!(
+            (path.lost_on_the_way_there, path.lost_on_the_way_back),
+            (1, 0)
+        );
+        let r = build("x".into(), settings(), std::slice::from_ref(&m), false).with_path(path);
+        assert!(r
+            .verdict
+            .last()
+            .unwrap()
+            .contains("1 on the way to the receiver, 0 on the way back"));
+        // It saw all 51 and echoed them: lost on the way back.
+        let path = ProbePath::of(&[m.probes], 51, 51, 0, 0);
+        assert_eq!(
+            (path.lost_on_the_way_there, path.lost_on_the_way_back),
+            (0, 1)
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@ use anyhow::{anyhow, bail, Result};
 
 use super::aggregate::RoundTrips;
 use super::prober::{self, Shared, UdpProbing, NO_PHASE};
-use super::report::{self, Measured, PhaseKind, RpmReport, Settings};
+use super::report::{self, Measured, PhaseKind, ProbePath, RpmReport, Settings};
+use super::tracker::PhaseProbes;
 use crate::flow::control::{ClientId, Conn, EchoSpec, Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::host::host_name;
 use crate::flow::payload::{TcpInterval, TcpSpec, DEFAULT_LEN};
@@ -107,6 +108,21 @@ fn open_echo(o: &RpmOptions, test_id: u64, total: Duration) -> Result<(Conn, Soc
     }
 }
 
+/// Ends the echo test (`EchoDone`) and takes its account of the probes that reached it; None
+/// when it sends none within 5 s (the run's figures stand without it).
+fn echo_account(mut c: Conn, phases: &[PhaseProbes]) -> Option<ProbePath> {
+    c.send(&Msg::EchoDone {}).ok()?;
+    match c.expect("EchoReport", Duration::from_secs(5)).ok()? {
+        Msg::EchoReport {
+            received,
+            echoed,
+            refused,
+            connects,
+        } => Some(ProbePath::of(phases, received, echoed, refused, connects)),
+        _ => None,
+    }
+}
+
 /// The whole run's length, for the echo test's plan (the receiver ends it after that).
 fn total_time(o: &RpmOptions) -> Duration {
     let n = o.phases.len() as u32;
@@ -175,7 +191,7 @@ pub fn run(o: &RpmOptions, on_phase: &mut dyn FnMut(&Measured)) -> Result<RpmRun
     let connected = connects
         .join()
         .map_err(|_| anyhow!("the connect thread panicked"))?;
-    drop(control);
+    let path = echo_account(control, probed.tracker.phases());
     timeline.rtt = probed.timeline.clone();
     let mut measured = Vec::new();
     for (i, (kind, start_s, duration_s, l)) in loads.into_iter().enumerate() {
@@ -204,6 +220,9 @@ pub fn run(o: &RpmOptions, on_phase: &mut dyn FnMut(&Measured)) -> Result<RpmRun
         &measured,
         interrupted,
     );
+    if let Some(p) = path {
+        report = report.with_path(p);
+    }
     report.error = error;
     report.start_unix_s = shared.t0_ns as f64 / 1e9;
     report.meta = crate::stats::meta::Meta::gather();

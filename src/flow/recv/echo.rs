@@ -5,8 +5,10 @@
 //! time ([`crate::flow::probe`]); the listener takes the client's handshake probes (fresh TCP
 //! connections, accepted and closed at once, so they never reach the receiver's control port). Nothing else is answered: not another host, not another test id,
 //! not more than the admitted rate (twice the asked rate plus a margin: a token bucket). The
-//! test ends when the client closes the control connection (or sends anything), at the
-//! plan's end (plus a margin), or when the receiver stops.
+//! test ends with the client's `EchoDone` (answered with an `EchoReport`: the probes that
+//! reached the echo, so the client can tell loss on the way there from loss on the way back),
+//! when the client closes the control connection, at the plan's end (plus a margin), or when
+//! the receiver stops.
 //!
 //! ```text
 //! client (rpm)                            receiver
@@ -14,7 +16,8 @@
 //!                        <---------------  Ready{port}
 //!   probe  ----(UDP)-------------------->  port
 //!          <---(UDP)---------------------  the same bytes, stamped
-//!   (close)              --------------->  the echo ends
+//!   EchoDone             --------------->
+//!                        <---------------  EchoReport{received, echoed, refused, connects}
 //! ```
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::flow::control::{Conn, Msg, Plan};
-use crate::flow::probe::{stamp_echo, MAX_LEN};
+use crate::flow::probe::{stamp_echo, Probe, MAX_LEN};
 use crate::sys::poll::{self, poll_fd, POLLIN};
 use crate::sys::realtime_ns;
 use crate::sys::sockopt::bind_udp_and_tcp;
@@ -63,6 +66,8 @@ impl EchoJob {
 /// What an echo test did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EchoCounts {
+    /// Probes of the test from the client's host.
+    pub received: u64,
     pub echoed: u64,
     /// Datagrams not echoed: another host, not a probe of this test, over the rate.
     pub refused: u64,
@@ -143,8 +148,7 @@ pub fn serve(
             poll_fd(listener.as_raw_fd(), POLLIN),
         ];
         poll::wait(&mut fds, Duration::from_millis(50))?;
-        if fds[1].revents != 0 {
-            // The client closed (or said anything): the test is over.
+        if fds[1].revents != 0 && control_ends(c, &counts)? {
             break;
         }
         if fds[2].revents != 0 {
@@ -171,6 +175,33 @@ pub fn serve(
     Ok(counts)
 }
 
+/// The control connection is readable: an `EchoDone` is answered with the counts (the end),
+/// a closed connection ends the test, a part of a line waits for the rest; anything else is
+/// refused.
+fn control_ends(c: &mut Conn, counts: &EchoCounts) -> Result<bool> {
+    match c.recv_until(Instant::now() + Duration::from_millis(1)) {
+        Ok(None) => Ok(false),
+        Ok(Some(Msg::EchoDone {})) => {
+            c.send(&Msg::EchoReport {
+                received: counts.received,
+                echoed: counts.echoed,
+                refused: counts.refused,
+                connects: counts.connects,
+            })?;
+            Ok(true)
+        }
+        Ok(Some(other)) => {
+            let why = format!("expected EchoDone, got {}", other.name());
+            let _ = c.send(&Msg::Error {
+                message: why.clone(),
+            });
+            anyhow::bail!(why)
+        }
+        // The client closed: the test is over.
+        Err(_) => Ok(true),
+    }
+}
+
 /// Echoes what is queued on `sock` (at most 64 datagrams per call).
 fn echo_batch(
     sock: &UdpSocket,
@@ -194,6 +225,11 @@ fn echo_batch(
             }
         };
         let b = &mut buf[..got.len];
+        if Probe::decode(b, job.test_id).is_err() {
+            counts.refused += 1;
+            continue;
+        }
+        counts.received += 1;
         if !bucket.take(Instant::now()) || stamp_echo(b, job.test_id, rx_ns, realtime_ns()).is_err()
         {
             counts.refused += 1;
