@@ -92,6 +92,7 @@ fn loopback_json_validates_and_every_probe_has_a_fate() {
     for p in r["phases"].as_array().unwrap() {
         fates_add_up(p);
         assert!(p["tcp_connect"]["count"].as_u64().unwrap() > 0, "{p}");
+        assert!(p["tcp_request"]["count"].as_u64().unwrap() > 0, "{p}");
         // Loopback: one clock, so one-way delays are there.
         assert!(p["one_way"]["up"]["count"].as_u64().unwrap() > 0, "{p}");
     }
@@ -463,8 +464,16 @@ fn the_echo_answers_only_its_admitted_probes() {
         ask("127.0.0.1:0", addr, 77).is_none(),
         "the receiver's own port"
     );
-    // Handshake probes go to the echo's port number, TCP.
-    assert!(std::net::TcpStream::connect(echo).is_ok());
+    // Handshake probes go to the echo's port number, TCP: one 8-byte request answered there.
+    {
+        use std::io::{Read, Write};
+        let mut t = std::net::TcpStream::connect(echo).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        t.write_all(b"12345678").unwrap();
+        let mut back = [0u8; 8];
+        t.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"12345678");
+    }
     std::thread::sleep(Duration::from_millis(200));
     c.send(&Msg::EchoDone {}).unwrap();
     match c.expect("EchoReport", Duration::from_secs(5)).unwrap() {

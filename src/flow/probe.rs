@@ -21,6 +21,9 @@ pub const MAX_LEN: usize = 1472;
 /// The default probe length.
 pub const DEFAULT_LEN: usize = 64;
 const MAGIC: [u8; 8] = *b"NCPROBE1";
+/// Bytes of the request a handshake probe sends on its fresh TCP connection to the echo's
+/// port (answered with the same bytes).
+pub const REQUEST_LEN: usize = 8;
 
 /// One probe's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

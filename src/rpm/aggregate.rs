@@ -10,12 +10,14 @@
 //! netcore has no TLS or HTTP on its load connections, so its aggregate is, in the same shape:
 //!
 //! ```text
-//! foreign = mean of the kinds present of TM(tcp connect), TM(udp probe round trip)
+//! foreign = mean of the kinds present of TM(tcp connect), TM(request/response on that fresh
+//!           connection), TM(udp probe round trip)
 //! self    = TM(smoothed RTT of the loaded TCP connections, TCP_INFO), when the phase has load
 //! RPM     = 60 s / (foreign/2 + self/2)    or 60 s / foreign without self samples
 //! ```
-//! The UDP probe round trip stands in for the draft's foreign request/response (a small
-//! request answered at once on a flow of its own); the kernel's RTT of a loaded connection
+//! The fresh connection's 8-byte request/response is the draft's foreign request without HTTP,
+//! and the UDP probe round trip another foreign probe (a small request answered at once on a
+//! flow of its own); the kernel's RTT of a loaded connection
 //! measures what the draft's self probe does (its queue), without the sender's socket buffer
 //! (which the draft's HTTP/2 request also waits behind).
 
@@ -40,6 +42,8 @@ pub fn trimmed_mean(samples: &[f64]) -> Option<f64> {
 pub struct RoundTrips {
     /// TCP handshakes of fresh connections (foreign).
     pub tcp_connect_ms: Vec<f64>,
+    /// A request/response on each of those fresh connections (foreign).
+    pub tcp_request_ms: Vec<f64>,
     /// UDP probe round trips (foreign).
     pub udp_ms: Vec<f64>,
     /// Smoothed RTT samples of the loaded connections (self).
@@ -50,6 +54,7 @@ impl RoundTrips {
     /// Adds another phase's samples (the run's RPM pools its loaded phases).
     pub fn extend(&mut self, other: &RoundTrips) {
         self.tcp_connect_ms.extend_from_slice(&other.tcp_connect_ms);
+        self.tcp_request_ms.extend_from_slice(&other.tcp_request_ms);
         self.udp_ms.extend_from_slice(&other.udp_ms);
         self.loaded_ms.extend_from_slice(&other.loaded_ms);
     }
@@ -66,10 +71,14 @@ pub struct Rpm {
 
 /// The aggregate above; None without any foreign sample (or with a zero round trip).
 pub fn rpm(rt: &RoundTrips) -> Option<Rpm> {
-    let kinds: Vec<f64> = [trimmed_mean(&rt.tcp_connect_ms), trimmed_mean(&rt.udp_ms)]
-        .into_iter()
-        .flatten()
-        .collect();
+    let kinds: Vec<f64> = [
+        trimmed_mean(&rt.tcp_connect_ms),
+        trimmed_mean(&rt.tcp_request_ms),
+        trimmed_mean(&rt.udp_ms),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if kinds.is_empty() {
         return None;
     }
@@ -96,6 +105,7 @@ mod tests {
         // 100 ms foreign, 200 ms self: 60000 / 150 = 400 RPM.
         let rt = RoundTrips {
             tcp_connect_ms: vec![100.0; 20],
+            tcp_request_ms: vec![100.0; 20],
             udp_ms: vec![100.0; 40],
             loaded_ms: vec![200.0; 10],
         };
@@ -136,19 +146,19 @@ mod tests {
         /// RPM is 60 s over a round trip between the smallest and largest aggregate, falls
         /// when every sample grows, and is absent only without foreign samples.
         #[test]
-        fn rpm_is_sixty_seconds_over_a_round_trip(tcp in ms(), udp in ms(), loaded in ms(), k in 1.0f64..10.0) {
-            let rt = RoundTrips { tcp_connect_ms: tcp.clone(), udp_ms: udp.clone(), loaded_ms: loaded.clone() };
+        fn rpm_is_sixty_seconds_over_a_round_trip(tcp in ms(), req in ms(), udp in ms(), loaded in ms(), k in 1.0f64..10.0) {
+            let rt = RoundTrips { tcp_connect_ms: tcp.clone(), tcp_request_ms: req.clone(), udp_ms: udp.clone(), loaded_ms: loaded.clone() };
             let got = rpm(&rt);
-            prop_assert_eq!(got.is_none(), tcp.is_empty() && udp.is_empty());
+            prop_assert_eq!(got.is_none(), tcp.is_empty() && req.is_empty() && udp.is_empty());
             if let Some(r) = got {
-                let all: Vec<f64> = tcp.iter().chain(&udp).chain(&loaded).cloned().collect();
+                let all: Vec<f64> = tcp.iter().chain(&req).chain(&udp).chain(&loaded).cloned().collect();
                 let lo = all.iter().cloned().fold(f64::INFINITY, f64::min);
                 let hi = all.iter().cloned().fold(0.0, f64::max);
                 let ms = 60_000.0 / r.rpm;
                 prop_assert!(ms >= lo * (1.0 - 1e-9) && ms <= hi * (1.0 + 1e-9), "{ms} not in {lo}..{hi}");
                 prop_assert_eq!(r.self_ms.is_some(), !loaded.is_empty());
                 let scaled = |v: &Vec<f64>| v.iter().map(|x| x * k).collect::<Vec<_>>();
-                let slower = rpm(&RoundTrips { tcp_connect_ms: scaled(&tcp), udp_ms: scaled(&udp), loaded_ms: scaled(&loaded) }).unwrap();
+                let slower = rpm(&RoundTrips { tcp_connect_ms: scaled(&tcp), tcp_request_ms: scaled(&req), udp_ms: scaled(&udp), loaded_ms: scaled(&loaded) }).unwrap();
                 prop_assert!((slower.rpm * k - r.rpm).abs() <= 1e-6 * r.rpm);
             }
         }

@@ -3,6 +3,7 @@
 //! sent. The phase in force is an atomic the run switches; [`NO_PHASE`] pauses the sending
 //! (the gaps between phases) while echoes still in flight are taken in.
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::tracker::{Echo, Fate, ProbeTracker};
-use crate::flow::probe::{Probe, MAX_LEN};
+use crate::flow::probe::{Probe, MAX_LEN, REQUEST_LEN};
 use crate::sys::poll::{self, poll_fd, POLLIN};
 use crate::sys::tstamp::{enable_rx_timestamps, recv_stamped};
 use crate::sys::{realtime_ns, signal};
@@ -198,12 +199,14 @@ fn receive(
     }
 }
 
-/// TCP handshakes of fresh connections: one every `every` while a phase runs, each closed at
-/// once; per phase, the handshake times in ms (a connection that fails or takes longer than
-/// `timeout` counts in `failed`).
+/// TCP handshakes of fresh connections: one every `every` while a phase runs, each followed
+/// by one request/response (8 bytes each way) and closed; per phase, the handshake and the
+/// request times in ms (a connection or request that fails or takes longer than `timeout`
+/// counts in `failed`).
 #[derive(Debug, Default)]
 pub struct Connects {
     pub samples_ms: Vec<Vec<f64>>,
+    pub request_ms: Vec<Vec<f64>>,
     pub failed: Vec<u64>,
 }
 
@@ -220,27 +223,43 @@ pub fn start_connects(
         .spawn(move || {
             let mut out = Connects {
                 samples_ms: vec![Vec::new(); phases],
+                request_ms: vec![Vec::new(); phases],
                 failed: vec![0; phases],
             };
+            let mut n = 0u64;
             while !shared.stop.load(Ordering::Relaxed) {
                 let phase = shared.phase.load(Ordering::Relaxed);
                 if phase != NO_PHASE {
-                    let t = Instant::now();
-                    match TcpStream::connect_timeout(&to, timeout) {
-                        Ok(s) => {
-                            let ms = t.elapsed().as_secs_f64() * 1e3;
-                            drop(s);
-                            if out.samples_ms[phase].len() < MAX_SAMPLES {
-                                out.samples_ms[phase].push(ms);
-                            }
+                    n += 1;
+                    match connect_and_ask(to, timeout, n) {
+                        Some((c, r)) if out.samples_ms[phase].len() < MAX_SAMPLES => {
+                            out.samples_ms[phase].push(c);
+                            out.request_ms[phase].push(r);
                         }
-                        Err(_) => out.failed[phase] += 1,
+                        Some(_) => {}
+                        None => out.failed[phase] += 1,
                     }
                 }
                 sleep_unless(&shared.stop, every);
             }
             out
         })?)
+}
+
+/// One handshake and one request/response on the fresh connection: both times in ms.
+fn connect_and_ask(to: SocketAddr, timeout: Duration, n: u64) -> Option<(f64, f64)> {
+    let t = Instant::now();
+    let mut s = TcpStream::connect_timeout(&to, timeout).ok()?;
+    let connect = t.elapsed().as_secs_f64() * 1e3;
+    s.set_nodelay(true).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    let ask = n.to_le_bytes();
+    let t = Instant::now();
+    s.write_all(&ask).ok()?;
+    let mut back = [0u8; REQUEST_LEN];
+    s.read_exact(&mut back).ok()?;
+    let request = t.elapsed().as_secs_f64() * 1e3;
+    (back == ask).then_some((connect, request))
 }
 
 /// Sleeps `d` in slices, returning early once `stop` is set.

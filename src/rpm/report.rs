@@ -136,6 +136,8 @@ pub struct Phase {
     pub one_way: Option<OneWay>,
     /// TCP handshakes of fresh connections during the phase.
     pub tcp_connect: Latency,
+    /// A request/response (8 bytes each way) on each of those fresh connections.
+    pub tcp_request: Latency,
     /// Smoothed RTT (`TCP_INFO`) of the loaded connections, sampled over the phase.
     pub loaded_rtt: Latency,
     /// Probe p50 less the idle phase's (absent without an idle phase or samples).
@@ -268,6 +270,7 @@ pub fn phase(m: &Measured) -> Phase {
             down: Latency::of(&m.probes.down),
         }),
         tcp_connect: Latency::of_ms(&m.round_trips.tcp_connect_ms),
+        tcp_request: Latency::of_ms(&m.round_trips.tcp_request_ms),
         loaded_rtt: Latency::of_ms(&m.round_trips.loaded_ms),
         added_ms: None,
         rpm: aggregate::rpm(&m.round_trips).map(|r| r.rpm),
@@ -431,6 +434,7 @@ impl RpmReport {
             "late",
             "dup",
             "connect_ms",
+            "request_ms",
             "loaded_rtt_ms",
             "retr",
             "rpm",
@@ -461,6 +465,7 @@ impl RpmReport {
                 p.probes.late.to_string(),
                 p.probes.duplicates.to_string(),
                 ms(p.tcp_connect.p50_ms, p.tcp_connect.count),
+                ms(p.tcp_request.p50_ms, p.tcp_request.count),
                 ms(p.loaded_rtt.p50_ms, p.loaded_rtt.count),
                 p.retransmits.to_string(),
                 p.rpm.map_or("-".into(), |r| format!("{r:.0}")),

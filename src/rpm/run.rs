@@ -205,6 +205,7 @@ pub fn run(o: &RpmOptions, on_phase: &mut dyn FnMut(&Measured)) -> Result<RpmRun
             same_clock: o.same_clock,
             round_trips: RoundTrips {
                 tcp_connect_ms: connected.samples_ms[i].clone(),
+                tcp_request_ms: connected.request_ms[i].clone(),
                 udp_ms: probed.samples_ms[i].clone(),
                 loaded_ms: l.loaded_ms,
             },

@@ -3,7 +3,8 @@
 //! its own on one port, names the port in `Ready`, and sends back every probe of the test that
 //! comes from the control connection's host, stamped with its kernel receive time and its send
 //! time ([`crate::flow::probe`]); the listener takes the client's handshake probes (fresh TCP
-//! connections, accepted and closed at once, so they never reach the receiver's control port). Nothing else is answered: not another host, not another test id,
+//! connections, so they never reach the receiver's control port), each of which may send one
+//! 8-byte request, answered with the same bytes (a request/response on a fresh connection). Nothing else is answered: not another host, not another test id,
 //! not more than the admitted rate (twice the asked rate plus a margin: a token bucket). The
 //! test ends with the client's `EchoDone` (answered with an `EchoReport`: the probes that
 //! reached the echo, so the client can tell loss on the way there from loss on the way back),
@@ -20,14 +21,15 @@
 //!                        <---------------  EchoReport{received, echoed, refused, connects}
 //! ```
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use crate::flow::control::{Conn, Msg, Plan};
-use crate::flow::probe::{stamp_echo, Probe, MAX_LEN};
+use crate::flow::probe::{stamp_echo, Probe, MAX_LEN, REQUEST_LEN};
 use crate::sys::poll::{self, poll_fd, POLLIN};
 use crate::sys::realtime_ns;
 use crate::sys::sockopt::bind_udp_and_tcp;
@@ -140,26 +142,28 @@ pub fn serve(
     let end = Instant::now() + Duration::from_nanos(ns) + MARGIN;
     let mut bucket = Bucket::new(job.rate * 2.0 + 100.0, Instant::now());
     let mut counts = EchoCounts::default();
+    let mut requests = Requests::default();
     let mut buf = [0u8; MAX_LEN + 1];
     while Instant::now() < end && !stop() {
-        let mut fds = [
+        let mut fds = vec![
             poll_fd(sock.as_raw_fd(), POLLIN),
             poll_fd(c.stream().as_raw_fd(), POLLIN),
             poll_fd(listener.as_raw_fd(), POLLIN),
         ];
+        fds.extend(
+            requests
+                .open
+                .iter()
+                .map(|r| poll_fd(r.0.as_raw_fd(), POLLIN)),
+        );
         poll::wait(&mut fds, Duration::from_millis(50))?;
         if fds[1].revents != 0 && control_ends(c, &counts)? {
             break;
         }
         if fds[2].revents != 0 {
-            // Handshake probes: accepted and closed (at most 64 a turn).
-            for _ in 0..64 {
-                match listener.accept() {
-                    Ok(_) => counts.connects += 1,
-                    Err(_) => break,
-                }
-            }
+            requests.accept(&listener, peer, &mut counts);
         }
+        requests.serve(Instant::now());
         if fds[0].revents != 0 {
             echo_batch(
                 &sock,
@@ -173,6 +177,58 @@ pub fn serve(
         }
     }
     Ok(counts)
+}
+
+/// Handshake probes' connections open at once, and how long one may stay.
+const MAX_OPEN: usize = 32;
+const OPEN_FOR: Duration = Duration::from_secs(5);
+
+/// The handshake probes' connections: each may send one request of [`REQUEST_LEN`] bytes,
+/// answered with the same bytes, and is closed then (or at its end, or after [`OPEN_FOR`]).
+#[derive(Default)]
+struct Requests {
+    open: Vec<(TcpStream, Instant, Vec<u8>)>,
+}
+
+impl Requests {
+    /// Accepts what is waiting (at most 64 a turn): the client's host kept (up to
+    /// [`MAX_OPEN`]), another host's closed at once.
+    fn accept(&mut self, l: &TcpListener, peer: IpAddr, counts: &mut EchoCounts) {
+        for _ in 0..64 {
+            let Ok((s, from)) = l.accept() else {
+                return;
+            };
+            if !same_host(from.ip(), peer) {
+                counts.refused += 1;
+                continue;
+            }
+            counts.connects += 1;
+            if self.open.len() < MAX_OPEN && s.set_nonblocking(true).is_ok() {
+                let _ = s.set_nodelay(true);
+                self.open.push((s, Instant::now(), Vec::new()));
+            }
+        }
+    }
+
+    /// Reads each connection's request; a whole one is answered and its connection closed, as
+    /// is one that ended, failed or stayed too long.
+    fn serve(&mut self, now: Instant) {
+        self.open.retain_mut(|(s, since, got)| {
+            let mut b = [0u8; REQUEST_LEN];
+            let want = REQUEST_LEN - got.len();
+            match s.read(&mut b[..want]) {
+                Ok(0) => return false,
+                Ok(n) => got.extend_from_slice(&b[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return false,
+            }
+            if got.len() == REQUEST_LEN {
+                let _ = s.write_all(got);
+                return false;
+            }
+            now.duration_since(*since) < OPEN_FOR
+        });
+    }
 }
 
 /// The control connection is readable: an `EchoDone` is answered with the counts (the end),
