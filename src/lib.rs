@@ -12,6 +12,7 @@ pub mod load;
 pub mod metrics;
 pub mod reactor;
 pub mod relay;
+pub mod rpm;
 pub mod seeded;
 pub mod server;
 #[macro_use]

@@ -45,7 +45,7 @@ fn shipped_schemas_equal_the_generated_ones() {
 }
 
 /// Asserts that `out` (one JSON document) names schema `name` and validates against it.
-fn validates(name: &str, out: &str) {
+pub fn validates(name: &str, out: &str) {
     let doc: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{name}: {e}: {out}"));
     assert_eq!(doc["schema"], name, "{out}");
     let schema = shipped(name);

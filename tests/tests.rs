@@ -14,6 +14,7 @@ mod loss;
 mod metrics;
 mod progress;
 mod relay;
+mod rpm;
 mod schemas;
 mod serve;
 mod service;

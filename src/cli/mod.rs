@@ -12,6 +12,7 @@ pub mod diff;
 pub mod find_rate;
 pub mod load;
 pub mod relay;
+pub mod rpm;
 pub mod schemas;
 pub mod serve;
 pub mod tcp;
@@ -44,6 +45,7 @@ pub enum Command {
     /// Forward UDP datagrams with seeded loss, reordering, duplication, delay and a rate limit,
     /// and report the ground truth a receiver must match
     Relay(relay::RelayArgs),
+    Rpm(rpm::RpmArgs),
     /// Drive a TCP server with a sweep of client counts (task or echo protocol)
     Load(load::LoadArgs),
     /// Start each server model in turn, run the same sweep against each, tabulate and plot
@@ -164,6 +166,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Traffic(a) => traffic::run(a),
         Command::Serve(a) => serve::run(&a),
         Command::Relay(a) => relay::run(a),
+        Command::Rpm(a) => rpm::run(a),
         Command::Load(a) => load::run(&a),
         Command::Compare(a) => compare::run(&a),
         Command::Diff(a) => diff::run(&a),

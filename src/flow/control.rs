@@ -51,6 +51,16 @@ pub struct Reverse {
     pub pps: Option<f64>,
 }
 
+/// What an echo test (`netcore rpm`'s latency probes) asks of the receiver, which echoes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EchoSpec {
+    /// Probe length in bytes.
+    pub len: u32,
+    /// Probes per second the client sends (the receiver echoes at most about twice that).
+    pub rate: f64,
+}
+
 /// One control message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -133,6 +143,10 @@ pub enum Msg {
         /// so a forward Setup reads as before.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reverse: Option<Reverse>,
+        /// An echo test of latency probes (`rpm`); absent otherwise, so other Setups read as
+        /// before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        echo: Option<EchoSpec>,
     },
     /// During a TCP test whose spec asks for it: the server's interval sample of the
     /// connections it writes (the sender's figures), every interval.

@@ -6,6 +6,7 @@ pub mod hist;
 pub mod meta;
 pub mod plot;
 pub mod table;
+pub mod timeline;
 
 use serde::Serialize;
 

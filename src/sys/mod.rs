@@ -29,6 +29,7 @@ pub mod signal;
 pub mod sockopt;
 pub mod tcp;
 pub mod timerfd;
+pub mod tstamp;
 
 /// Raises the soft limit of open files to `want` (or the hard limit, whichever is lower) and
 /// returns the soft limit now in force.

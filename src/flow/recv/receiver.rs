@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::echo::EchoJob;
 use super::session::{Action, Limits, RecvSession, ReverseJob, SessionCtx};
 use crate::flow::access::{self, AllowList, Key};
 use crate::flow::backend::{self, Backend};
@@ -269,6 +270,7 @@ impl Receiver {
             Msg::Setup {
                 tcp: None,
                 reverse: None,
+                echo: None,
             },
             now,
         );
@@ -299,7 +301,10 @@ impl Receiver {
                     Action::Interval(row) => on_event(Event::Interval { test_id, row }),
                     Action::Finished(r) => report = Some(r),
                     Action::End(r) => ended = Some(r),
-                    Action::Started { .. } | Action::Tcp { .. } | Action::UdpReverse(_) => {}
+                    Action::Started { .. }
+                    | Action::Tcp { .. }
+                    | Action::UdpReverse(_)
+                    | Action::Echo(_) => {}
                 }
             }
             if let Some(r) = ended {
@@ -597,6 +602,15 @@ impl Receiver {
                 };
                 (job.test_id, None, Box::new(run))
             }
+            JobKind::Echo(job) => {
+                let run = move || {
+                    let stopped = || stop.load(Ordering::Relaxed);
+                    super::echo::serve(&mut conn, job, local.ip(), peer.ip(), &stopped)
+                        .map(|_| ())
+                        .map_err(|e| format!("{e:#}"))
+                };
+                (job.test_id, None, Box::new(run))
+            }
         };
         let handle = thread::Builder::new()
             .name("netcore-test".into())
@@ -791,6 +805,7 @@ struct Job {
 enum JobKind {
     Tcp(u64, Plan, TcpSpec),
     Reverse(ReverseJob),
+    Echo(EchoJob),
 }
 
 /// The control thread's state (see [`Receiver::serve`]).
@@ -948,6 +963,7 @@ fn carry_out(
                 spec,
             } => job = Some(JobKind::Tcp(test_id, plan, spec)),
             Action::UdpReverse(r) => job = Some(JobKind::Reverse(r)),
+            Action::Echo(e) => job = Some(JobKind::Echo(e)),
             Action::End(r) => ended = Some(r),
         }
     }

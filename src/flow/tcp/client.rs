@@ -102,6 +102,7 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
     c.send(&Msg::Setup {
         reverse: None,
         tcp: Some(spec.clone()),
+        echo: None,
     })?;
     match c.expect("Ready", Duration::from_secs(10))? {
         Msg::Ready { .. } => {}

@@ -486,7 +486,11 @@ pub fn open(opts: &BlastOptions, reverse: Option<Reverse>) -> Result<(Conn, u64)
     let mut c = Conn::connect_from(opts.control, opts.client.bind)?;
     let test_id: u64 = rand::random();
     c.open_test(hello(opts, test_id), &opts.client)?;
-    c.send(&Msg::Setup { tcp: None, reverse })?;
+    c.send(&Msg::Setup {
+        tcp: None,
+        reverse,
+        echo: None,
+    })?;
     Ok((c, test_id))
 }
 
