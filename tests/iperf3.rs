@@ -210,7 +210,7 @@ fn iperf3_client_through_the_relay_to_recv() {
     }
     netcore::sys::process::kill(relay.pid() as i32, libc::SIGINT).unwrap();
     let (st, out, err) = relay.finish(Duration::from_secs(30));
-    assert!(st.success(), "relay: {err}");
+    assert_eq!(st.code(), Some(130), "relay: {err}");
     let report: Value = serde_json::from_str(&out).unwrap();
     let tcp = &report["tcp"];
     // A control connection and a data connection per stream, per test.
@@ -470,7 +470,7 @@ fn iperf3_client_udp_through_the_impairing_relay_to_recv() {
     }
     netcore::sys::process::kill(relay.pid() as i32, libc::SIGINT).unwrap();
     let (st, out, err) = relay.finish(Duration::from_secs(30));
-    assert!(st.success(), "relay: {err}");
+    assert_eq!(st.code(), Some(130), "relay: {err}");
     let truth = common::json(&out);
     let tests = truth["tests"].as_array().unwrap();
     let total: usize = runs.iter().map(|(n, _, _, _)| n).sum();

@@ -20,6 +20,8 @@ mod signals;
 mod sockperf;
 mod streams;
 mod tcp;
+mod tcp_stop;
+mod tcp_window;
 mod traffic;
 mod udp;
 mod udp_stop;

@@ -134,7 +134,18 @@ pub fn main() -> Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    run(cli)
+    let code = run(cli)?;
+    Ok(interrupted_status().unwrap_or(code))
+}
+
+/// The one exit status of a run a signal cut short, whatever the command: 128 + the signal
+/// (130 for Ctrl-C, 143 for SIGTERM), once its report (marked interrupted) is out. None when
+/// no signal arrived.
+pub fn interrupted_status() -> Option<ExitCode> {
+    match crate::sys::signal::last_signal() {
+        0 => None,
+        sig => Some(ExitCode::from((128 + sig).clamp(0, 255) as u8)),
+    }
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {

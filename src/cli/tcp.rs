@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::common::{out, Live, Proto};
-use super::udp::{iperf3_addr, plan_of, target_of, BlastArgs};
+use super::udp::{interrupted_exit, iperf3_addr, plan_of, target_of, BlastArgs};
 use super::UsageError;
 use crate::flow::tcp::client::{self, TcpOptions};
 use crate::flow::tcp::report::{TcpInterval, TcpReport};
@@ -148,7 +148,7 @@ fn iperf3_blast(a: BlastArgs, server: std::net::SocketAddr) -> Result<ExitCode> 
     } else {
         eprint!("{theirs}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(interrupted_exit(o.report.interrupted))
 }
 
 /// Prints each interval's lines where the live lines go.
@@ -211,10 +211,10 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
                 .peer(control)
                 .data(&report)
         })?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(interrupted_exit(report.interrupted));
     }
     out(&report.render(format))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(interrupted_exit(report.interrupted))
 }
 
 /// This side's sum per interval, in the unit the largest value reads best in; a run shorter

@@ -709,12 +709,8 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
     if rx.lost_output {
         bail!("cannot write reports to stdout; they went to stderr");
     }
-    // A first signal drains (exit 0); a second interrupted the running tests.
-    if signal::signal_count() >= 2 {
-        return Ok(ExitCode::from(
-            (128 + signal::last_signal()).clamp(0, 255) as u8
-        ));
-    }
+    // A first signal drains, a second interrupts the running tests: either way the status is
+    // 128 + the signal (cli::interrupted_status).
     Ok(ExitCode::SUCCESS)
 }
 

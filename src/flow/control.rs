@@ -88,7 +88,9 @@ pub enum Msg {
         rcvbuf: u64,
         gro: bool,
         /// A reverse UDP test (`-R`): the UDP port the receiver sends from. The client opens
-        /// the path with a datagram to it (NAT-friendly); absent otherwise.
+        /// the path with a datagram to it (NAT-friendly). A TCP test with a `--window`: the
+        /// TCP port of the test's own data listener (its buffers sized before the handshake).
+        /// Absent otherwise.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         port: Option<u16>,
     },
@@ -145,6 +147,10 @@ pub enum Msg {
     TcpDone {
         streams: Vec<StreamEnd>,
         cpu: CpuUsage,
+        /// The client cut the test short (Ctrl-C, SIGTERM): the server stops its writers and
+        /// marks its report interrupted. Absent when false, so a TcpDone reads as before.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        interrupted: bool,
     },
     /// The server's answer to `TcpDone`: its account and its CPU.
     TcpReport {

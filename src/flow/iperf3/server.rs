@@ -33,7 +33,9 @@ use super::ctl::{CONNECT_WINDOW, SLACK, STEP};
 use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
 use crate::flow::tcp::client::{job_for, sample};
-use crate::flow::tcp::report::{CpuSides, IntervalMeter, StreamEnd, TcpReport, SCHEMA};
+use crate::flow::tcp::report::{
+    BufferSides, CpuSides, IntervalMeter, StreamEnd, TcpReport, SCHEMA,
+};
 use crate::flow::tcp::server::{next_data_conn, TcpEvent};
 use crate::flow::tcp::spec::{Dir, Mode, TcpSpec, DEFAULT_LEN};
 use crate::flow::tcp::stream::{self, configure, DataConn, Live, Running, Stops};
@@ -242,6 +244,7 @@ fn run(
                 elapsed_s: r.map_or(0.0, |s| s.end_time - s.start_time),
                 tcp: None,
                 zerocopy: None,
+                buffers: None,
             }
         })
         .collect();
@@ -263,6 +266,7 @@ fn run(
         },
         interrupted: false,
         intervals,
+        buffers: BufferSides::of(&[], &ends),
     }))));
     done
 }

@@ -87,6 +87,54 @@ pub struct StreamEnd {
     /// The writer's zero-copy counts (`--zerocopy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zerocopy: Option<ZeroCopyCounts>,
+    /// The socket buffers the kernel granted this end (absent from a peer that predates it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffers: Option<Buffers>,
+}
+
+/// The socket buffers the kernel granted a data connection, in bytes, as `getsockopt`
+/// reports them (Linux doubles what was asked for its bookkeeping, within
+/// `net.core.[rw]mem_max` unless forced; without `--window` they grow with autotuning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Buffers {
+    pub sndbuf: u64,
+    pub rcvbuf: u64,
+}
+
+/// The granted buffers of each end's first data connection, at the end of the test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct BufferSides {
+    pub client: Option<Buffers>,
+    pub server: Option<Buffers>,
+}
+
+impl BufferSides {
+    /// From the two ends' accounts (None when neither end said).
+    pub fn of(client: &[StreamEnd], server: &[StreamEnd]) -> Option<BufferSides> {
+        let first = |e: &[StreamEnd]| e.iter().find_map(|e| e.buffers);
+        let b = BufferSides {
+            client: first(client),
+            server: first(server),
+        };
+        (b.client.is_some() || b.server.is_some()).then_some(b)
+    }
+
+    /// `buffers granted: client snd 8.00 KiB rcv 8.00 KiB, server ...` (n/a where unknown).
+    pub fn line(&self) -> String {
+        let side = |b: Option<Buffers>| match b {
+            Some(b) => format!(
+                "snd {} rcv {}",
+                crate::units::fmt_bytes(b.sndbuf),
+                crate::units::fmt_bytes(b.rcvbuf)
+            ),
+            None => "n/a".into(),
+        };
+        format!(
+            "buffers granted by the kernel: client {}, server {}\n",
+            side(self.client),
+            side(self.server)
+        )
+    }
 }
 
 /// One data connection, both ends joined.
@@ -211,6 +259,9 @@ pub struct TcpReport {
     /// The test ended early (Ctrl-C, a peer vanished): the figures cover what moved.
     pub interrupted: bool,
     pub intervals: Vec<TcpInterval>,
+    /// The socket buffers the kernel granted each end (`--window` asks; this is what it got).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffers: Option<BufferSides>,
 }
 
 impl TcpReport {
@@ -390,6 +441,9 @@ impl Report for TcpReport {
             },
         );
         out.push_str(&t.render());
+        if let Some(b) = self.buffers.filter(|_| s.window.is_some()) {
+            out.push_str(&b.line());
+        }
         for r in self.sum.iter().filter(|r| r.zerocopy.is_some()) {
             let z = r.zerocopy.unwrap_or_default();
             out.push_str(&format!(
@@ -490,6 +544,7 @@ mod tests {
                 ..Default::default()
             }),
             zerocopy: None,
+            buffers: None,
         }
     }
 
