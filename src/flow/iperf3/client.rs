@@ -24,10 +24,10 @@ use crate::flow::tcp::report::{
 };
 use crate::flow::tcp::spec::{Dir, Mode, TcpSpec};
 use crate::flow::tcp::stream::{self, transient, DataConn, Stops};
-use crate::interop::iperf3::client::{ClientCtl, Event};
+use crate::interop::iperf3::client_ctl::{ClientCtl, Event};
 use crate::interop::iperf3::msg::{stream_id, COOKIE_LEN};
-use crate::interop::iperf3::udp::{read_word, word, Header};
-use crate::interop::iperf3::udp::{CONNECT_MSG, CONNECT_REPLY, LEGACY_CONNECT_REPLY};
+use crate::interop::iperf3::udp_header::{read_word, word, Header};
+use crate::interop::iperf3::udp_header::{CONNECT_MSG, CONNECT_REPLY, LEGACY_CONNECT_REPLY};
 use crate::interop::iperf3::{Cookie, Params, Results, StreamResult};
 use crate::sys::cpu::process_times;
 use crate::sys::signal;
