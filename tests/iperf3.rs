@@ -12,21 +12,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::proc::Proc;
-use common::{addr_in, spawn};
+use common::{addr_in, have_iperf3, spawn};
 use serde_json::Value;
-
-fn have_iperf3() -> bool {
-    let ok = Command::new("iperf3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: iperf3 is not installed (apt-get install iperf3)");
-    }
-    ok
-}
 
 /// `netcore recv --json` on a free port: its address, its reports (one JSON document each)
 /// and its stderr lines; killed on drop.

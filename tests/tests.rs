@@ -5,6 +5,7 @@ mod abuse;
 mod cli;
 mod common;
 mod find_rate;
+mod first_steps;
 mod fuzz;
 mod http;
 mod iperf3;

@@ -175,11 +175,15 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     let stream = a.stream.open("blast", Some(&a.output))?;
     let (_, control, embedded) = target_of(&a, None)?;
     let live = Live::new(format, a.progress.progress).off_stdout(stream.on());
+    let test_id: u64 = rand::random();
     stream.emit(EventKind::Start, |l| {
-        l.kind("tcp").peer(control).data(&serde_json::json!({
-            "plan": plan,
-            "settings": spec,
-        }))
+        l.kind("tcp")
+            .test_id(format!("{test_id:016x}"))
+            .peer(control)
+            .data(&serde_json::json!({
+                "plan": plan,
+                "settings": spec,
+            }))
     })?;
     let mut lines = print_intervals(live);
     let report = client::run(
@@ -191,6 +195,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
             interval: a.interval,
             wait: a.rx.wait(),
             client: who,
+            test_id,
         },
         &mut |row| {
             lines(row);

@@ -60,6 +60,17 @@ impl CpuUsage {
     /// CPU-second`.
     pub fn line(&self) -> String {
         use crate::units::{fmt_pct, fmt_secs};
+        if self.threads == 0 {
+            // No thread of ours measured it: a peer's figure (iperf3 says only its share of
+            // a core), or nothing at all.
+            return match self.pct_core {
+                p if p > 0.0 => format!(
+                    "{} of one core (the peer's figure; the rest n/a)",
+                    fmt_pct(p)
+                ),
+                _ => "n/a".into(),
+            };
+        }
         format!(
             "user {}, system {} ({} of one core, {} thread{}), {} per CPU-second",
             fmt_secs(self.user_s),

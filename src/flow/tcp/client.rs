@@ -45,6 +45,8 @@ pub struct TcpOptions {
     pub wait: RxWait,
     /// The source address and shared key (`--bind`, `--auth-key-file`).
     pub client: ClientId,
+    /// The test's id (chosen by the caller, so that what it prints first can name it).
+    pub test_id: u64,
 }
 
 /// The job of stream `i` (of direction `dir`) on the end that writes `Up` streams (`client`)
@@ -86,7 +88,7 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
     let spec = &opts.spec;
     spec.check().map_err(anyhow::Error::msg)?;
     let mut c = Conn::connect_from(opts.control, opts.client.bind)?;
-    let test_id: u64 = rand::random();
+    let test_id = opts.test_id;
     c.open_test(
         Msg::Hello {
             version: PROTOCOL_VERSION,
@@ -117,7 +119,7 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
         let preamble = encode_preamble(test_id, id as u32);
         let sock = stream::connect_from(data, opts.client.bind, spec, &preamble)?;
         let mut job = job_for(spec, opts.plan, dir, id, true, cpu_for(&opts.cpus, id));
-        job.wait = opts.wait;
+        job.wait = opts.wait.for_window(spec.window);
         conns.push(DataConn {
             sock,
             id: id as u32,
@@ -179,10 +181,12 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
     if let Some(e) = control_error.filter(|_| !signalled) {
         bail!("the receiver ended the test early: {e}");
     }
-    // The last, partial interval, so that the rows add up to the totals.
+    // The last, partial interval of the streams this side reports (the receiver's rows cover
+    // the others: a row of them here would overlap its last one), so that the rows add up.
     if !intervals.is_empty() {
         let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live, "client");
-        if row.t > intervals.last().map_or(0.0, |r| r.t) {
+        let row = if remote { row.only(Dir::Up) } else { row };
+        if !row.streams.is_empty() {
             on_interval(&row);
             intervals.push(row);
         }

@@ -11,7 +11,7 @@ use crate::flow::streams::SUM;
 use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::sys::tcp::TcpInfo;
-use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_bytes_short, fmt_count, fmt_micros, fmt_secs};
+use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_count, fmt_micros, fmt_secs};
 
 pub const SCHEMA: &str = "netcore.tcp.v1";
 
@@ -49,10 +49,12 @@ impl TcpFigures {
         }
     }
 
-    fn short(&self) -> String {
+    /// `retr N cwnd C rtt R/V`: N is the interval's retransmits where known, else the
+    /// connection's so far.
+    fn short(&self, retr: Option<u64>) -> String {
         format!(
             "retr {} cwnd {} rtt {}/{}",
-            fmt_count(self.retransmits),
+            fmt_count(retr.unwrap_or(self.retransmits)),
             fmt_count(self.cwnd as u64),
             fmt_micros(self.rtt_us as f64),
             fmt_micros(self.rttvar_us as f64)
@@ -176,6 +178,13 @@ pub struct StreamSample {
     pub bytes: u64,
     pub bps: f64,
     pub tcp: Option<TcpFigures>,
+    /// Bytes moved in this interval (absent from a peer that predates it).
+    #[serde(default)]
+    pub interval_bytes: u64,
+    /// Segments retransmitted in this interval (`tcp.retransmits` counts the connection's
+    /// life); absent where the writer's figures are not this side's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_retransmits: Option<u64>,
 }
 
 /// One interval as seen by the side that printed it.
@@ -205,6 +214,7 @@ impl TcpInterval {
 pub struct IntervalMeter {
     prev_t: f64,
     prev: Vec<u64>,
+    prev_retr: Vec<u64>,
 }
 
 impl IntervalMeter {
@@ -220,15 +230,23 @@ impl IntervalMeter {
         for (i, (id, dir, bytes, tcp)) in now.into_iter().enumerate() {
             if self.prev.len() <= i {
                 self.prev.push(0);
+                self.prev_retr.push(0);
             }
             let d = bytes.saturating_sub(self.prev[i]);
             self.prev[i] = bytes;
+            let retr = tcp.as_ref().map(|f| {
+                let d = f.retransmits.saturating_sub(self.prev_retr[i]);
+                self.prev_retr[i] = f.retransmits;
+                d
+            });
             streams.push(StreamSample {
                 id,
                 dir,
                 bytes,
                 bps: d as f64 * 8.0 / dt,
                 tcp,
+                interval_bytes: d,
+                interval_retransmits: retr,
             });
         }
         let row = TcpInterval {
@@ -347,18 +365,20 @@ impl TcpReport {
     /// The interval lines of one sample: one per stream, plus a SUM line with more than one.
     pub fn interval_lines(i: &TcpInterval) -> String {
         let mut out = String::new();
+        // Each interval's own bytes and retransmits (as iperf3 prints them), in the table's
+        // binary units.
         for s in &i.streams {
             out.push_str(&format!(
-                "[{:6.2}-{:6.2}s] stream {:>3} {:<4} {:>10} {:>14}{}\n",
+                "[{:6.2}-{:6.2}s] stream {:>3} {:<4} {:>11} {:>14}{}\n",
                 i.start,
                 i.t,
                 s.id,
                 s.dir.name(),
-                fmt_bytes_short(s.bytes),
+                fmt_bytes(s.interval_bytes),
                 fmt_bits_per_sec(s.bps),
                 s.tcp
                     .as_ref()
-                    .map(|t| format!(" | {}", t.short()))
+                    .map(|t| format!(" | {}", t.short(s.interval_retransmits)))
                     .unwrap_or_default()
             ));
         }

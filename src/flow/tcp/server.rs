@@ -29,6 +29,8 @@ use crate::units::fmt_bits_per_sec;
 /// What the server side of a TCP test reports as it runs.
 #[derive(Debug)]
 pub enum TcpEvent {
+    /// The test was accepted (Ready sent): its plan and settings.
+    Started(Plan, Box<TcpSpec>),
     Interval(TcpInterval),
     Finished(Box<TcpReport>),
 }
@@ -177,7 +179,7 @@ fn accept_conns(
         }
         configure(&sock, spec).map_err(|e| format!("{e:#}"))?;
         let mut job = job_for(&paced, plan, dirs[i], i, false, ctx.cpu);
-        job.wait = ctx.wait;
+        job.wait = ctx.wait.for_window(spec.window);
         slots[i] = Some(DataConn {
             sock,
             id,
@@ -218,6 +220,7 @@ pub fn run_test(
             .and_then(|l| l.local_addr().ok())
             .map(|a| a.port()),
     })?;
+    on_event(TcpEvent::Started(plan, Box::new(spec.clone())));
     let slots = match accept_conns(&ctx, own.as_ref(), test_id, plan, &spec) {
         Ok(s) => s,
         Err(why) => return refuse(c, why),
