@@ -206,3 +206,22 @@ fn every_test_has_a_start_event_with_its_id_and_recv_json_is_one_document_a_line
     assert_eq!(docs.len(), 2, "{out}");
     assert!(docs.iter().all(|d| d["schema"].is_string()), "{out}");
 }
+
+/// #26.12: a pace the flows could not keep is said, as `load --rate` says it.
+#[test]
+fn traffic_says_when_the_pace_was_missed() {
+    let (st, out, err) = common::run(
+        &["traffic", "--duration", "1s", "--rate", "50Gbps", "--json"],
+        LIMIT,
+    );
+    assert!(st.success(), "{err}");
+    let r = common::json(&out);
+    assert_eq!(r["interrupted"], false, "{out}");
+    for flow in ["TCP", "UDP"] {
+        assert!(
+            err.contains(&format!("the {flow} flow received"))
+                && err.contains("the pace was missed"),
+            "{err}"
+        );
+    }
+}

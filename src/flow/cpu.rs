@@ -117,6 +117,20 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn a_side_no_thread_of_ours_measured_is_not_zero_but_unknown() {
+        // #26.8: the side an iperf3 peer describes (only its share of a core), and nothing.
+        let peer = CpuUsage {
+            pct_core: 70.8,
+            ..Default::default()
+        };
+        assert_eq!(
+            peer.line(),
+            "70.8% of one core (the peer's figure; the rest n/a)"
+        );
+        assert_eq!(CpuUsage::default().line(), "n/a");
+    }
+
+    #[test]
     fn figures() {
         let mut a = CpuUsage {
             threads: 1,
