@@ -26,15 +26,15 @@ fn described<T: JsonSchema>(name: &str, description: String) -> Value {
 
 /// Every report schema: (schema name, JSON Schema), in a fixed order.
 pub fn all() -> Vec<(&'static str, Value)> {
-    use crate::{flow, load, relay, stats, traffic};
+    use crate::{flow, load, relay, rpm, stats, traffic};
     vec![
         (
             flow::udp::report::SCHEMA,
             schema::<flow::udp::report::UdpReport>(flow::udp::report::SCHEMA),
         ),
         (
-            flow::udp::bidir::SCHEMA,
-            schema::<flow::udp::bidir::UdpBidirReport>(flow::udp::bidir::SCHEMA),
+            flow::recv::bidir::SCHEMA,
+            schema::<flow::recv::bidir::UdpBidirReport>(flow::recv::bidir::SCHEMA),
         ),
         (
             flow::tcp::report::SCHEMA,
@@ -59,6 +59,10 @@ pub fn all() -> Vec<(&'static str, Value)> {
         (
             relay::report::SCHEMA,
             schema::<relay::report::RelayReport>(relay::report::SCHEMA),
+        ),
+        (
+            rpm::report::SCHEMA,
+            schema::<rpm::report::RpmReport>(rpm::report::SCHEMA),
         ),
         (
             stats::events::SCHEMA,

@@ -21,9 +21,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::flow::cpu::CpuUsage;
-use crate::flow::tcp::report::{StreamEnd, TcpInterval};
-use crate::flow::tcp::spec::TcpSpec;
-use crate::flow::udp::report::ReceiverStats;
+use crate::flow::payload::{ReceiverStats, StreamEnd, TcpInterval, TcpSpec};
 
 /// Control protocol version; a Hello with another version is refused.
 ///
@@ -51,6 +49,16 @@ pub enum Plan {
 pub struct Reverse {
     /// `--rate` in datagrams per second over all streams (None: unpaced).
     pub pps: Option<f64>,
+}
+
+/// What an echo test (`netcore rpm`'s latency probes) asks of the receiver, which echoes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EchoSpec {
+    /// Probe length in bytes.
+    pub len: u32,
+    /// Probes per second the client sends (the receiver echoes at most about twice that).
+    pub rate: f64,
 }
 
 /// One control message.
@@ -137,6 +145,10 @@ pub enum Msg {
         /// so a forward Setup reads as before.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reverse: Option<Reverse>,
+        /// An echo test of latency probes (`rpm`); absent otherwise, so other Setups read as
+        /// before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        echo: Option<EchoSpec>,
     },
     /// During a TCP test whose spec asks for it: the server's interval sample of the
     /// connections it writes (the sender's figures), every interval.

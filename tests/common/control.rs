@@ -5,7 +5,7 @@ use std::net::{IpAddr, UdpSocket};
 use std::time::Duration;
 
 use netcore::flow::control::{ClientId, Conn, Msg, Plan, PROTOCOL_VERSION};
-use netcore::flow::udp::report::ReceiverStats;
+use netcore::flow::payload::ReceiverStats;
 use netcore::flow::udp::wire;
 
 /// A Hello for one stream of `len`-byte datagrams, unverified, without a key.
@@ -31,6 +31,7 @@ pub fn held_test(addr: &str, test_id: u64, len: u32, plan: Plan, from: Option<Ip
     c.send(&Msg::Setup {
         tcp: None,
         reverse: None,
+        echo: None,
     })
     .unwrap();
     match c.expect("Ready", Duration::from_secs(10)).unwrap() {

@@ -17,12 +17,10 @@ use super::dgram::{Streams, TxPlan};
 use super::report::{sent_sum_of, sum_of, Iperf3UdpReport, SCHEMA};
 use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
-use crate::flow::streams::split_count;
+use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
+use crate::flow::streams::{split_count, Dir, Mode};
 use crate::flow::tcp::client::{cpu_for, job_for, sample};
-use crate::flow::tcp::report::{
-    BufferSides, CpuSides, IntervalMeter, StreamEnd, TcpInterval, TcpReport,
-};
-use crate::flow::tcp::spec::{Dir, Mode, TcpSpec};
+use crate::flow::tcp::report::{BufferSides, CpuSides, IntervalMeter, TcpReport};
 use crate::flow::tcp::stream::{self, transient, DataConn, Stops};
 use crate::interop::iperf3::client_ctl::{ClientCtl, Event};
 use crate::interop::iperf3::msg::{stream_id, COOKIE_LEN};
@@ -309,6 +307,7 @@ pub fn run(
     let streams = TcpReport::join_streams(&ends, &server_ends);
     let report = TcpReport {
         schema: crate::flow::tcp::report::SCHEMA.into(),
+        meta: crate::stats::meta::Meta::gather(),
         role: "client".into(),
         test_id: format!("iperf3:{}", cookie.as_str()),
         target: format!("iperf3://{}", opts.server),
@@ -520,6 +519,7 @@ pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
     let (rows, sent) = st.finish(opts.len, &sent_of, &theirs)?;
     let report = Iperf3UdpReport {
         schema: SCHEMA.into(),
+        meta: crate::stats::meta::Meta::gather(),
         role: "client".into(),
         peer: format!("{} ({})", opts.server, cookie.as_str()),
         client_version: None,

@@ -32,12 +32,11 @@ use super::ctl::{cpu_util, deny, ierr, Ctl, Iperf3Ctx, Iperf3Event, Refused};
 use super::ctl::{CONNECT_WINDOW, SLACK, STEP};
 use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
+use crate::flow::payload::{StreamEnd, TcpSpec, DEFAULT_LEN};
+use crate::flow::streams::{Dir, Mode};
 use crate::flow::tcp::client::{job_for, sample};
-use crate::flow::tcp::report::{
-    BufferSides, CpuSides, IntervalMeter, StreamEnd, TcpReport, SCHEMA,
-};
+use crate::flow::tcp::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
 use crate::flow::tcp::server::{next_data_conn, TcpEvent};
-use crate::flow::tcp::spec::{Dir, Mode, TcpSpec, DEFAULT_LEN};
 use crate::flow::tcp::stream::{self, configure, DataConn, Live, Running, Stops};
 use crate::interop::iperf3::msg::{stream_id, COOKIE_LEN};
 use crate::interop::iperf3::server_ctl::Event;
@@ -251,6 +250,7 @@ fn run(
     let streams = TcpReport::join_streams(&client_ends, &ends);
     on_event(Iperf3Event::Tcp(TcpEvent::Finished(Box::new(TcpReport {
         schema: SCHEMA.into(),
+        meta: crate::stats::meta::Meta::gather(),
         role: "server".into(),
         test_id: format!("iperf3:{}", cookie.as_str()),
         target: ctx.target,

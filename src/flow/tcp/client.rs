@@ -19,16 +19,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::report::{
-    BufferSides, CpuSides, IntervalMeter, StreamEnd, TcpInterval, TcpReport, SCHEMA,
-};
-use super::spec::{encode_preamble, Dir, TcpSpec};
+use super::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
+use super::spec::encode_preamble;
 use super::stream::{self, bytes_moved, DataConn, Job, Live, Stops};
 use crate::flow::control::{ClientId, Conn, Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::cpu::CpuUsage;
 use crate::flow::host::host_name;
+use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
 use crate::flow::rxwait::RxWait;
 pub use crate::flow::streams::cpu_for;
+use crate::flow::streams::Dir;
 use crate::sys::signal;
 
 /// Client settings.
@@ -105,6 +105,7 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
     c.send(&Msg::Setup {
         reverse: None,
         tcp: Some(spec.clone()),
+        echo: None,
     })?;
     // With --window the receiver names a listener of this test's own (its buffers sized
     // before the handshakes), on the control address's host.
@@ -209,6 +210,7 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
     let streams = TcpReport::join_streams(&ends, &server);
     Ok(TcpReport {
         schema: SCHEMA.into(),
+        meta: crate::stats::meta::Meta::gather(),
         role: "client".into(),
         test_id: format!("{test_id:016x}"),
         target: opts.control.to_string(),

@@ -15,14 +15,14 @@ use anyhow::{bail, Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::client::{job_for, sample};
-use super::report::{
-    BufferSides, CpuSides, IntervalMeter, StreamEnd, TcpInterval, TcpReport, SCHEMA,
-};
-use super::spec::{decode_preamble, Dir, TcpSpec, PREAMBLE_LEN};
+use super::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
+use super::spec::{decode_preamble, PREAMBLE_LEN};
 use super::stream::{self, bytes_moved, configure, DataConn, Stops};
 use crate::flow::control::{encode, Conn, Msg, Plan};
 use crate::flow::cpu::CpuUsage;
+use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
 use crate::flow::rxwait::RxWait;
+use crate::flow::streams::Dir;
 use crate::sys::sockopt;
 use crate::units::fmt_bits_per_sec;
 
@@ -356,6 +356,7 @@ pub fn run_test(
     let streams = TcpReport::join_streams(&client, &ends);
     on_event(TcpEvent::Finished(Box::new(TcpReport {
         schema: SCHEMA.into(),
+        meta: crate::stats::meta::Meta::gather(),
         role: "server".into(),
         test_id: format!("{test_id:016x}"),
         target: ctx.target,
