@@ -37,7 +37,9 @@ use crate::units::{self, Rate};
 pub const DEFAULT_PORT: u16 = 5300;
 
 /// Send UDP datagrams as fast as the kernel takes them (or paced), and report exact loss,
-/// reordering, duplicates, jitter and one-way latency as measured by the receiver.
+/// reordering, duplicates, jitter and one-way latency as measured by the receiver; or run a
+/// TCP test (--proto tcp: -P streams, -R, --bidir, TCP_INFO), or drive an iperf3 server
+/// (--to iperf3://HOST).
 #[derive(Args, Debug)]
 pub struct BlastArgs {
     /// Receiver (HOST[:PORT], port 5300 by default). Without it netcore starts its own
