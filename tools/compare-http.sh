@@ -14,6 +14,9 @@
 #   netcore serve --proto http --model M   for M in $MODELS (default: epoll uring thread)
 #   nginx, one worker, a config written here to a temp dir: `GET /` answers a body of the same
 #   size as netcore's `GET /` ("Hello from netcore\n", 19 bytes), access log off
+#   c-http: the C http_epoll from shared/anchors (outside this repository; ANCHORS names the
+#   directory of its binaries, default ../shared/anchors/bin, built by its build.sh): one
+#   epoll thread answering every request with a fixed 2-byte body, the kernel's ceiling
 # Clients (pinned to CLIENT_CPU, default 0):
 #   wrk -t1 -cN -d$DURATION --latency http://127.0.0.1:P/         (every server)
 #   netcore load --proto http --clients N --duration .. --warmup .. --cpus CLIENT_CPU
@@ -27,8 +30,8 @@
 # answered, the same scope for netcore and nginx.
 #
 # How to read the output (markdown, stdout): the ratios first. "headline" rows per connection
-# count: netcore epoll / nginx under wrk (requests/s; p99 and CPU per request lower-better, where
-# "ahead" means netcore's is lower), and under netcore load (a client faster than one wrk
+# count: netcore epoll / nginx and / c-http (the ceiling) under wrk (requests/s; p99 and CPU per
+# request lower-better, where "ahead" means netcore's is lower), and under netcore load (a client faster than one wrk
 # thread, so the servers' own rates). "extra" rows: the other models / nginx; "load generator":
 # netcore load / wrk on netcore epoll. Verdicts: "ahead" where the 95 % interval's lower bound is
 # above 1.0, "behind" where its upper bound is below, else "on par". Then min/median/max per
@@ -152,6 +155,18 @@ start_netcore() {
   PORT[$model]=$port
   SPID[$model]=$!
 }
+# The kernel's ceiling for one thread answering HTTP: the C http_epoll from shared/anchors (a
+# fixed 2-byte body; keep-alive, pipelining), pinned like the others.
+start_c_http() {
+  local port=$next_port
+  next_port=$((next_port + 1))
+  port_free "$port" || die "port $port is in use (set PORT_BASE)"
+  "$C_HTTP" "$port" "$SERVER_CPU" >"$OUT/c-http.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$port" || die "http_epoll did not listen"
+  PORT[c-http]=$port
+  SPID[c-http]=$!
+}
 start_nginx() {
   local port=$next_port dir="$OUT/nginx"
   next_port=$((next_port + 1))
@@ -202,6 +217,9 @@ if has closed; then
   SERVERS="$MODELS nginx"
   body=$(curl -s "http://127.0.0.1:${PORT[nginx]}/" | wc -c)
   [[ "$body" == 19 ]] || die "nginx answers a $body-byte body, not 19"
+  C_HTTP=$(anchor http_epoll)
+  start_c_http
+  SERVERS="$SERVERS c-http"
 fi
 if has open && [[ -z "${PORT[epoll]:-}" ]]; then
   start_netcore epoll
@@ -299,6 +317,7 @@ for c in $CONNS; do
   if [[ " $MODELS " == *" epoll "* ]]; then
     for metric in rps p99_us server_cpu_us_per_req; do
       ratios+=(--ratio "headline=$metric:$c conns: wrk->epoll/$c conns: wrk->nginx")
+      ratios+=(--ratio "headline=$metric:$c conns: wrk->epoll/$c conns: wrk->c-http")
     done
     ratios+=(--ratio "headline=rps:$c conns: load->epoll/$c conns: load->nginx")
   fi
