@@ -290,3 +290,23 @@ fn recv_metrics_have_their_series_before_the_first_test() {
     );
     drop(p);
 }
+
+/// #26.11: UDP's send-path flags are refused with --proto tcp (as --window is for UDP); the
+/// old binary ran a TCP test with `--gso off`.
+#[test]
+fn udp_only_flags_are_refused_for_tcp() {
+    for flag in [
+        &["--gso", "off"][..],
+        &["--batch", "8"],
+        &["--sndbuf", "1M"],
+        &["--verify"],
+    ] {
+        let args = [&["blast", "--proto", "tcp", "--count", "1"][..], flag].concat();
+        let (st, _, err) = common::run(&args, LIMIT);
+        assert_eq!(st.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("{} applies to --proto udp", flag[0])),
+            "{err}"
+        );
+    }
+}

@@ -11,6 +11,7 @@ use crate::flow::payload::{TcpInterval, TcpSpec, DEFAULT_LEN, MAX_LEN};
 use crate::flow::streams::Mode;
 use crate::flow::tcp::client::{self, TcpOptions};
 use crate::flow::tcp::report::TcpReport;
+use crate::flow::udp::sender::GsoMode;
 use crate::stats::events::EventKind;
 use crate::stats::plot::{self, PlotOptions, Series};
 use crate::stats::Report;
@@ -60,8 +61,20 @@ pub fn check(a: &BlastArgs) -> Result<()> {
                 }
             }
             Proto::Tcp => {
-                if a.verify {
-                    return usage("--verify applies to --proto udp".into());
+                // UDP's send path: refused rather than silently ignored (as --window is for
+                // UDP). Their values are compared with the defaults clap fills in.
+                let udp_only = [
+                    ("--verify", a.verify, ""),
+                    ("--gso", a.gso != GsoMode::Auto, ""),
+                    ("--batch", a.batch != 64, ""),
+                    (
+                        "--sndbuf",
+                        a.sndbuf != 4 << 20,
+                        " (TCP's buffers: --window)",
+                    ),
+                ];
+                if let Some((f, _, tip)) = udp_only.iter().find(|x| x.1) {
+                    return usage(format!("{f} applies to --proto udp{tip}"));
                 }
                 if a.control.is_some() {
                     return usage(
