@@ -20,7 +20,10 @@ fn main() -> ExitCode {
                 msg.push_str(&format!(": {cause}"));
             }
             let _ = writeln!(std::io::stderr(), "{msg}");
-            if e.downcast_ref::<netcore::cli::common::UsageError>()
+            if let Some(code) = netcore::cli::interrupted_status() {
+                code
+            } else if e
+                .downcast_ref::<netcore::cli::common::UsageError>()
                 .is_some()
             {
                 ExitCode::from(netcore::cli::EXIT_USAGE)

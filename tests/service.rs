@@ -186,7 +186,7 @@ fn four_tests_at_once_are_each_exact_and_a_fifth_is_told_busy() {
     }
     signal(&p, libc::SIGTERM);
     let (st, out, err) = p.finish(LIMIT);
-    assert!(st.success(), "{err}");
+    assert_eq!(st.code(), Some(128 + libc::SIGTERM), "{err}");
     // recv printed 4 held + 4 UDP + 4 TCP reports, each exact.
     let reports = docs(&out);
     assert_eq!(reports.len(), 12, "{out}");
@@ -367,7 +367,7 @@ fn a_sender_over_the_limits_is_cut_with_the_reason() {
 
     signal(&p, libc::SIGTERM);
     let (st, out, err) = p.finish(LIMIT);
-    assert!(st.success(), "{err}");
+    assert_eq!(st.code(), Some(128 + libc::SIGTERM), "{err}");
     // The receiver's side: a line naming each cut, and the reports marked interrupted.
     for needle in [
         "(--max-rate)",
@@ -436,7 +436,8 @@ fn sigterm_and_sighup_let_running_tests_finish_a_second_signal_interrupts() {
         let r = finish_test(&mut c, &addr, 41, 200, 2000);
         assert_eq!(r["interrupted"], false, "{r}");
         let (st, out, err) = p.finish(LIMIT);
-        assert!(st.success(), "{err}");
+        // Drained, yet a signal ended the run: 128 + the signal, as every command.
+        assert_eq!(st.code(), Some(128 + sig), "{err}");
         let reports = docs(&out);
         assert_eq!(reports.len(), 1, "{out}");
         assert_eq!(reports[0]["receiver"]["interrupted"], false);

@@ -331,7 +331,7 @@ fn bidir_separate_recv_both_sides_agree() {
         .unwrap();
     assert!(killed.success());
     let rout = srv.wait(Duration::from_secs(20));
-    assert!(rout.status.success(), "{rout:?}");
+    assert_eq!(rout.status.code(), Some(128 + libc::SIGTERM), "{rout:?}");
     let text = String::from_utf8_lossy(&rout.stdout).to_string();
     let reports: Vec<Value> = serde_json::Deserializer::from_str(&text)
         .into_iter::<Value>()

@@ -28,7 +28,7 @@ pub use common::UsageError;
     about = "Linux network performance workbench",
     propagate_version = true,
     arg_required_else_help = true,
-    after_help = "Exit status: 0 = done, 1 = a test or run failed, 2 = bad usage or value, 3 = a load report counts errors."
+    after_help = "Exit status: 0 = done, 1 = a test or run failed, 2 = bad usage or value, 3 = a load report counts errors, 128 + N = a signal N ended the run (130 for Ctrl-C; its report, marked interrupted, was printed)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -40,13 +40,15 @@ pub enum Command {
     Blast(udp::BlastArgs),
     Recv(udp::RecvArgs),
     Traffic(traffic::TrafficArgs),
-    /// Run a TCP server (task or echo protocol) with one of the concurrency models
+    /// Run a TCP server (task, echo, HTTP/1.1 or sockperf protocol) with one of the
+    /// concurrency models
     Serve(serve::ServeArgs),
     /// Forward UDP datagrams with seeded loss, reordering, duplication, delay and a rate limit,
     /// and report the ground truth a receiver must match
     Relay(relay::RelayArgs),
     Rpm(rpm::RpmArgs),
-    /// Drive a TCP server with a sweep of client counts (task or echo protocol)
+    /// Drive a TCP server with a sweep of client counts (task, echo, HTTP/1.1 or sockperf
+    /// protocol)
     Load(load::LoadArgs),
     /// Start each server model in turn, run the same sweep against each, tabulate and plot
     Compare(compare::CompareArgs),
@@ -140,7 +142,18 @@ pub fn main() -> Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    run(cli)
+    let code = run(cli)?;
+    Ok(interrupted_status().unwrap_or(code))
+}
+
+/// The one exit status of a run a signal cut short, whatever the command: 128 + the signal
+/// (130 for Ctrl-C, 143 for SIGTERM), once its report (marked interrupted) is out. None when
+/// no signal arrived.
+pub fn interrupted_status() -> Option<ExitCode> {
+    match crate::sys::signal::last_signal() {
+        0 => None,
+        sig => Some(ExitCode::from((128 + sig).clamp(0, 255) as u8)),
+    }
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {

@@ -6,11 +6,12 @@ use anyhow::Result;
 
 use super::common::usage;
 use super::common::{out, Live, Proto};
-use super::udp::{iperf3_addr, plan_of, target_of, BlastArgs};
+use super::udp::{interrupted_exit, iperf3_addr, plan_of, target_of, BlastArgs};
 use crate::flow::payload::{TcpInterval, TcpSpec, DEFAULT_LEN, MAX_LEN};
 use crate::flow::streams::Mode;
 use crate::flow::tcp::client::{self, TcpOptions};
 use crate::flow::tcp::report::TcpReport;
+use crate::flow::udp::sender::GsoMode;
 use crate::stats::events::EventKind;
 use crate::stats::plot::{self, PlotOptions, Series};
 use crate::stats::Report;
@@ -60,8 +61,20 @@ pub fn check(a: &BlastArgs) -> Result<()> {
                 }
             }
             Proto::Tcp => {
-                if a.verify {
-                    return usage("--verify applies to --proto udp".into());
+                // UDP's send path: refused rather than silently ignored (as --window is for
+                // UDP). Their values are compared with the defaults clap fills in.
+                let udp_only = [
+                    ("--verify", a.verify, ""),
+                    ("--gso", a.gso != GsoMode::Auto, ""),
+                    ("--batch", a.batch != 64, ""),
+                    (
+                        "--sndbuf",
+                        a.sndbuf != 4 << 20,
+                        " (TCP's buffers: --window)",
+                    ),
+                ];
+                if let Some((f, _, tip)) = udp_only.iter().find(|x| x.1) {
+                    return usage(format!("{f} applies to --proto udp{tip}"));
                 }
                 if a.control.is_some() {
                     return usage(
@@ -145,7 +158,7 @@ fn iperf3_blast(a: BlastArgs, server: std::net::SocketAddr) -> Result<ExitCode> 
     } else {
         eprint!("{theirs}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(interrupted_exit(o.report.interrupted))
 }
 
 /// Prints each interval's lines where the live lines go.
@@ -172,11 +185,15 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     let stream = a.stream.open("blast", Some(&a.output))?;
     let (_, control, embedded) = target_of(&a, None)?;
     let live = Live::new(format, a.progress.progress).off_stdout(stream.on());
+    let test_id: u64 = rand::random();
     stream.emit(EventKind::Start, |l| {
-        l.kind("tcp").peer(control).data(&serde_json::json!({
-            "plan": plan,
-            "settings": spec,
-        }))
+        l.kind("tcp")
+            .test_id(format!("{test_id:016x}"))
+            .peer(control)
+            .data(&serde_json::json!({
+                "plan": plan,
+                "settings": spec,
+            }))
     })?;
     let mut lines = print_intervals(live);
     let report = client::run(
@@ -188,6 +205,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
             interval: a.interval,
             wait: a.rx.wait(),
             client: who,
+            test_id,
         },
         &mut |row| {
             lines(row);
@@ -208,10 +226,10 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
                 .peer(control)
                 .data(&report)
         })?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(interrupted_exit(report.interrupted));
     }
     out(&report.render(format))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(interrupted_exit(report.interrupted))
 }
 
 /// This side's sum per interval, in the unit the largest value reads best in; a run shorter

@@ -14,6 +14,27 @@ use crate::traffic::report::TrafficReport;
 use crate::traffic::{self, Flow, Pace, TrafficConfig, HEADER, MAX_MESSAGE};
 use crate::units;
 
+/// A warning per flow that received less than 90 % of `--rate` (asked per flow) over a run
+/// that was not cut short: the generator or the path could not keep the pace.
+fn missed_pace(report: &TrafficReport, rate_bps: f64) -> Vec<String> {
+    if report.interrupted {
+        return Vec::new();
+    }
+    report
+        .totals
+        .iter()
+        .filter(|(_, t)| t.recv_bits_per_sec < 0.9 * rate_bps)
+        .map(|(f, t)| {
+            format!(
+                "the {} flow received {} of the {} asked (--rate, per flow): the pace was missed",
+                f.name(),
+                units::fmt_bits_per_sec(t.recv_bits_per_sec),
+                units::fmt_bits_per_sec(rate_bps)
+            )
+        })
+        .collect()
+}
+
 fn rate(s: &str) -> Result<f64, String> {
     match units::parse_rate(s).map_err(|e| e.to_string())? {
         units::Rate::BitsPerSec(b) => Ok(b),
@@ -199,6 +220,11 @@ pub fn run(a: TrafficArgs) -> Result<ExitCode> {
             &series,
             &PlotOptions::default(),
         )?;
+    }
+    if let Pace::BitsPerSec(r) = cfg.pace {
+        for w in missed_pace(&report, r) {
+            eprintln!("netcore: {w}");
+        }
     }
     let mut o = std::io::stdout().lock();
     o.write_all(report.render(format).as_bytes())?;

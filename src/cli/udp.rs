@@ -37,7 +37,9 @@ use crate::units::{self, Rate};
 pub const DEFAULT_PORT: u16 = 5300;
 
 /// Send UDP datagrams as fast as the kernel takes them (or paced), and report exact loss,
-/// reordering, duplicates, jitter and one-way latency as measured by the receiver.
+/// reordering, duplicates, jitter and one-way latency as measured by the receiver; or run a
+/// TCP test (--proto tcp: -P streams, -R, --bidir, TCP_INFO), or drive an iperf3 server
+/// (--to iperf3://HOST).
 #[derive(Args, Debug)]
 pub struct BlastArgs {
     /// Receiver (HOST[:PORT], port 5300 by default). Without it netcore starts its own
@@ -128,10 +130,12 @@ pub struct BlastArgs {
 
 /// Receive netcore tests (UDP and TCP) and iperf3 clients, several at once, each with its own
 /// exact report. SIGTERM or SIGHUP (or Ctrl-C) stops taking new tests, lets the running ones
-/// finish and exits 0; a second signal interrupts them (reports marked interrupted).
+/// finish and exits 128 + the signal; a second signal interrupts them (reports marked
+/// interrupted).
 #[derive(Args, Debug)]
 pub struct RecvArgs {
-    /// Address for the UDP socket and the TCP control listener (same port)
+    /// Address for the UDP socket and the TCP control listener (same port); a port alone
+    /// (5201) listens on every address
     #[arg(long, default_value = "127.0.0.1:5300")]
     pub listen: String,
     /// Serve one test, then exit (non-zero if it failed)
@@ -198,7 +202,18 @@ fn parse_allow(text: &str) -> Result<AllowList, String> {
     AllowList::parse(text)
 }
 
+/// HOST:PORT, or HOST alone (the default port). A bare number or a port past 65535 is a
+/// usage error: "5201" read as a host is the IPv4 address 0.0.20.81.
 pub fn resolve(text: &str) -> Result<SocketAddr> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        crate::usage_bail!("'{text}' is a port alone: give HOST:PORT (e.g. 127.0.0.1:{text})");
+    }
+    if let Some((h, p)) = text.rsplit_once(':') {
+        let digits = !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if digits && !h.ends_with(':') && p.parse::<u16>().is_err() {
+            crate::usage_bail!("port {p} in '{text}' is out of range: use 0..=65535");
+        }
+    }
     let with_port = if text.parse::<SocketAddr>().is_ok()
         || text
             .rsplit_once(':')
@@ -213,6 +228,24 @@ pub fn resolve(text: &str) -> Result<SocketAddr> {
         .with_context(|| format!("cannot resolve '{text}'"))?
         .next()
         .ok_or_else(|| anyhow!("'{text}' resolves to no address"))
+}
+
+/// `recv --listen`: HOST:PORT, or a port alone for that port on every address (as iperf3's
+/// `-p`): `[::]`, which takes IPv4 too, where the host has IPv6, else `0.0.0.0`.
+fn listen_addr(text: &str) -> Result<SocketAddr> {
+    if let Ok(port) = text.parse::<u16>() {
+        let v6 = std::net::TcpListener::bind("[::]:0").is_ok();
+        let any: std::net::IpAddr = if v6 {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        };
+        return Ok(SocketAddr::new(any, port));
+    }
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    resolve(text).with_context(|| format!("invalid --listen '{text}'"))
 }
 
 pub fn check_batch(batch: usize) -> Result<()> {
@@ -382,6 +415,7 @@ pub fn blast_options(
         backend: a.backend,
         zerocopy: a.zerocopy,
         client,
+        test_id: None,
     }
 }
 
@@ -401,7 +435,7 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
     let (_, rx_cpu) = cpus_of(&a, a.to.is_none());
     let (target, control, embedded) = target_of(&a, rx_cpu)?;
     let (tx_cpus, _) = cpus_of(&a, embedded.is_some());
-    let opts = blast_options(&a, len, plan, a.rate, (target, control), tx_cpus, client);
+    let mut opts = blast_options(&a, len, plan, a.rate, (target, control), tx_cpus, client);
     if a.tcp.bidir {
         if stream.on() {
             crate::usage_bail!("--json-stream does not cover UDP --bidir yet; use --json");
@@ -409,15 +443,21 @@ pub fn blast(a: BlastArgs) -> Result<ExitCode> {
         let live = Live::new(format, a.progress.progress);
         return blast_bidir(&a, &opts, embedded, format, live);
     }
+    // One test: its id is chosen here, so that the start event names it.
+    let test_id: u64 = rand::random();
+    opts.test_id = Some(test_id);
     let live = Live::new(format, a.progress.progress).off_stdout(stream.on());
     stream.emit(EventKind::Start, |l| {
-        l.kind("udp").peer(target).data(&serde_json::json!({
-            "len": len,
-            "plan": plan,
-            "rate": a.rate.map(|r| r.to_string()),
-            "streams": a.tcp.streams,
-            "reverse": a.tcp.reverse,
-        }))
+        l.kind("udp")
+            .test_id(format!("{test_id:016x}"))
+            .peer(target)
+            .data(&serde_json::json!({
+                "len": len,
+                "plan": plan,
+                "rate": a.rate.map(|r| r.to_string()),
+                "streams": a.tcp.streams,
+                "reverse": a.tcp.reverse,
+            }))
     })?;
     let interval = |row: &IntervalRow| {
         let _ = stream.emit(EventKind::Interval, |l| l.kind("udp").data(row));
@@ -627,11 +667,7 @@ fn iperf3_exchange_lines(client: &Iperf3Results, server: &Iperf3Results) -> Stri
 }
 
 pub fn recv(a: RecvArgs) -> Result<ExitCode> {
-    let listen: SocketAddr = a
-        .listen
-        .parse()
-        .or_else(|_| resolve(&a.listen))
-        .with_context(|| format!("invalid --listen '{}'", a.listen))?;
+    let listen = listen_addr(&a.listen)?;
     check_batch(64)?;
     if a.window < 64 || a.window > 1 << 32 {
         crate::usage_bail!("--window {} is out of range: use 64..=4294967296", a.window);
@@ -709,12 +745,8 @@ pub fn recv(a: RecvArgs) -> Result<ExitCode> {
     if rx.lost_output {
         bail!("cannot write reports to stdout; they went to stderr");
     }
-    // A first signal drains (exit 0); a second interrupted the running tests.
-    if signal::signal_count() >= 2 {
-        return Ok(ExitCode::from(
-            (128 + signal::last_signal()).clamp(0, 255) as u8
-        ));
-    }
+    // A first signal drains, a second interrupts the running tests: either way the status is
+    // 128 + the signal (cli::interrupted_status).
     Ok(ExitCode::SUCCESS)
 }
 
@@ -773,6 +805,12 @@ impl RecvOutput {
                     }
                 })
                 .is_ok()
+        } else if self.format == Format::Json {
+            // One compact document per line (NDJSON): recv prints one per test.
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v) => out(&format!("{v}\n")).is_ok(),
+                Err(_) => out(&text).is_ok(),
+            }
         } else {
             out(&text).is_ok()
         };
@@ -852,6 +890,24 @@ impl RecvOutput {
             ),
             Event::Tcp {
                 test_id,
+                peer,
+                ev: TcpEvent::Started(plan, spec),
+            } => {
+                live.line(&format!(
+                    "test {test_id:016x} from {peer}: TCP, {}, {} stream{}\n",
+                    spec.mode.name(),
+                    spec.streams,
+                    if spec.streams == 1 { "" } else { "s" }
+                ));
+                let _ = self.stream.emit(EventKind::Start, |l| {
+                    l.test_id(format!("{test_id:016x}"))
+                        .kind("tcp")
+                        .peer(peer)
+                        .data(&serde_json::json!({ "plan": plan, "settings": spec }))
+                });
+            }
+            Event::Tcp {
+                test_id,
                 ev: TcpEvent::Interval(row),
                 ..
             } => {
@@ -871,6 +927,8 @@ impl RecvOutput {
                 let peer = self.iperf3_peer.take().map(|p| p.to_string());
                 self.report("iperf3", Some(&rep.test_id), peer, text);
             }
+            // iperf3's tests announce themselves with Iperf3Event::Started.
+            Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Started(..))) => {}
             Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Interval(row))) => {
                 live.line(&TcpReport::interval_lines(&row));
                 self.interval("iperf3", None, &row);

@@ -96,7 +96,9 @@ pub enum Msg {
         rcvbuf: u64,
         gro: bool,
         /// A reverse UDP test (`-R`): the UDP port the receiver sends from. The client opens
-        /// the path with a datagram to it (NAT-friendly); absent otherwise.
+        /// the path with a datagram to it (NAT-friendly). A TCP test with a `--window`: the
+        /// TCP port of the test's own data listener (its buffers sized before the handshake).
+        /// Absent otherwise.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         port: Option<u16>,
     },
@@ -157,6 +159,10 @@ pub enum Msg {
     TcpDone {
         streams: Vec<StreamEnd>,
         cpu: CpuUsage,
+        /// The client cut the test short (Ctrl-C, SIGTERM): the server stops its writers and
+        /// marks its report interrupted. Absent when false, so a TcpDone reads as before.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        interrupted: bool,
     },
     /// The server's answer to `TcpDone`: its account and its CPU.
     TcpReport {
@@ -380,9 +386,27 @@ impl Conn {
             match self.recv_until(slice)? {
                 Some(Msg::Error { message }) => bail!("peer refused: {message}"),
                 Some(m) => return Ok(m),
-                None => {}
+                None => self.foreign()?,
             }
         }
+    }
+
+    /// Fails at once when the peer's first bytes are not a control message (each opens with
+    /// `{`): an iperf3 server answers a Hello with a one-byte state (PARAM_EXCHANGE, or
+    /// ACCESS_DENIED/SERVER_ERROR), which would otherwise wait out the whole deadline.
+    fn foreign(&self) -> Result<()> {
+        let Some(&b) = self.buf.first().filter(|&&b| b != b'{') else {
+            return Ok(());
+        };
+        let peer = self
+            .stream
+            .peer_addr()
+            .map_or_else(|_| "the peer".to_string(), |a| a.to_string());
+        // iperf3's states PARAM_EXCHANGE (9), ACCESS_DENIED (-1), SERVER_ERROR (-2).
+        if matches!(b as i8, 9 | -1 | -2) {
+            bail!("{peer} is an iperf3 server: use --to iperf3://{peer}");
+        }
+        bail!("{peer} does not speak netcore's control protocol (its first byte is 0x{b:02x})")
     }
 
     /// Takes one message if a complete one is buffered or readable now; never blocks.

@@ -60,6 +60,17 @@ impl CpuUsage {
     /// CPU-second`.
     pub fn line(&self) -> String {
         use crate::units::{fmt_pct, fmt_secs};
+        if self.threads == 0 {
+            // No thread of ours measured it: a peer's figure (iperf3 says only its share of
+            // a core), or nothing at all.
+            return match self.pct_core {
+                p if p > 0.0 => format!(
+                    "{} of one core (the peer's figure; the rest n/a)",
+                    fmt_pct(p)
+                ),
+                _ => "n/a".into(),
+            };
+        }
         format!(
             "user {}, system {} ({} of one core, {} thread{}), {} per CPU-second",
             fmt_secs(self.user_s),
@@ -104,6 +115,20 @@ impl ThreadMeter {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_side_no_thread_of_ours_measured_is_not_zero_but_unknown() {
+        // #26.8: the side an iperf3 peer describes (only its share of a core), and nothing.
+        let peer = CpuUsage {
+            pct_core: 70.8,
+            ..Default::default()
+        };
+        assert_eq!(
+            peer.line(),
+            "70.8% of one core (the peer's figure; the rest n/a)"
+        );
+        assert_eq!(CpuUsage::default().line(), "n/a");
+    }
 
     #[test]
     fn figures() {

@@ -262,11 +262,12 @@ impl TcpFigures {
         }
     }
 
-    /// Retransmits, cwnd and RTT in one short cell (the report's per-stream rows).
-    pub fn short(&self) -> String {
+    /// Retransmits, cwnd and RTT in one short cell (the report's per-stream rows): `retr`
+    /// is `retr` where given (an interval's), else the connection's so far.
+    pub fn short(&self, retr: Option<u64>) -> String {
         format!(
             "retr {} cwnd {} rtt {}/{}",
-            fmt_count(self.retransmits),
+            fmt_count(retr.unwrap_or(self.retransmits)),
             fmt_count(self.cwnd as u64),
             fmt_micros(self.rtt_us as f64),
             fmt_micros(self.rttvar_us as f64)
@@ -301,6 +302,18 @@ pub struct StreamEnd {
     /// The writer's zero-copy counts (`--zerocopy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zerocopy: Option<ZeroCopyCounts>,
+    /// The socket buffers the kernel granted this end (absent from a peer that predates it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffers: Option<Buffers>,
+}
+
+/// The socket buffers the kernel granted a data connection, in bytes, as `getsockopt`
+/// reports them (Linux doubles what was asked for its bookkeeping, within
+/// `net.core.[rw]mem_max` unless forced; without `--window` they grow with autotuning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Buffers {
+    pub sndbuf: u64,
+    pub rcvbuf: u64,
 }
 
 /// One stream in an interval.
@@ -312,6 +325,13 @@ pub struct StreamSample {
     pub bytes: u64,
     pub bps: f64,
     pub tcp: Option<TcpFigures>,
+    /// Bytes moved in this interval (absent from a peer that predates it).
+    #[serde(default)]
+    pub interval_bytes: u64,
+    /// Segments retransmitted in this interval (`tcp.retransmits` counts the connection's
+    /// life); absent where the writer's figures are not this side's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_retransmits: Option<u64>,
 }
 
 /// One interval as seen by the side that printed it.

@@ -158,10 +158,9 @@ struct HdrCollector {
 
 impl Collector for HdrCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // The descriptor even with no histogram yet: a scrape before the first sample shows
+        // the family.
         let m = self.family.hists.lock().unwrap_or_else(|p| p.into_inner());
-        if m.is_empty() {
-            return Ok(());
-        }
         let mut metric = encoder.encode_descriptor(
             &self.name,
             &self.help,
@@ -182,6 +181,10 @@ impl Collector for HdrCollector {
 pub struct Metrics {
     registry: Registry,
     peers: Peers,
+    /// Every counter and gauge family registered: (name, help, type), so that one with no
+    /// series yet still shows its HELP and TYPE (prometheus-client leaves an empty family
+    /// out).
+    declared: Vec<(String, String, &'static str)>,
 }
 
 impl Default for Metrics {
@@ -191,17 +194,33 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A registry with `netcore_build_info{version, revision} 1` in it from the start (a
+    /// scrape before any test has a series, and says which build answers).
     pub fn new() -> Self {
-        Metrics {
+        let mut m = Metrics {
             registry: Registry::with_prefix("netcore"),
             peers: Peers::default(),
-        }
+            declared: Vec::new(),
+        };
+        let info = m.gauges(
+            "build_info",
+            "The netcore build answering: its version and git revision (always 1)",
+        );
+        info.set(
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("revision", crate::stats::meta::GIT_REVISION),
+            ],
+            1,
+        );
+        m
     }
 
     /// Registers a counter family `netcore_NAME_total`.
     pub fn counters(&mut self, name: &str, help: &str) -> Counters {
         let c = Counters::default();
         self.registry.register(name, help, c.0.clone());
+        self.declared.push((name.into(), help.into(), "counter"));
         c
     }
 
@@ -209,6 +228,7 @@ impl Metrics {
     pub fn gauges(&mut self, name: &str, help: &str) -> Gauges {
         let g = Gauges::default();
         self.registry.register(name, help, g.0.clone());
+        self.declared.push((name.into(), help.into(), "gauge"));
         g
     }
 
@@ -259,7 +279,18 @@ impl Metrics {
         let mut s = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
-        s
+        // The families with no series yet: their HELP and TYPE, before `# EOF`.
+        let mut missing = String::new();
+        for (name, help, kind) in &self.declared {
+            let full = format!("netcore_{name}");
+            if !s.contains(&format!("# TYPE {full} {kind}\n")) {
+                missing.push_str(&format!("# HELP {full} {help}.\n# TYPE {full} {kind}\n"));
+            }
+        }
+        match s.strip_suffix("# EOF\n") {
+            Some(head) if !missing.is_empty() => format!("{head}{missing}# EOF\n"),
+            _ => s,
+        }
     }
 }
 

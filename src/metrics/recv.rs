@@ -126,10 +126,19 @@ impl RecvMetrics {
         (tests, errors, running, c, [latency, jitter])
     }
 
-    /// The receiver's metrics over a fresh registry (`m` is what the endpoint serves).
+    /// The receiver's metrics over a fresh registry (`m` is what the endpoint serves). The
+    /// series without a peer label start at zero for every kind and outcome (the running
+    /// gauge is kept for UDP tests only), so a scrape before the first test already has them.
     pub fn new() -> RecvMetrics {
         let mut m = Metrics::new();
         let (tests, errors, running, c, [latency, jitter]) = Self::register(&mut m);
+        for kind in ["udp", "tcp", "iperf3"] {
+            for outcome in ["ok", "interrupted"] {
+                tests.add(&[("kind", kind), ("outcome", outcome)], 0);
+            }
+        }
+        running.add(&[("kind", "udp")], 0);
+        errors.add(&[], 0);
         let [datagrams, bytes, sent, lost, reordered, duplicate, too_late, invalid] = c;
         RecvMetrics {
             m: Arc::new(m),

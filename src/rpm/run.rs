@@ -316,6 +316,8 @@ fn tcp_options(o: &RpmOptions, mode: Mode) -> TcpOptions {
         interval: o.interval,
         wait: RxWait::Poll,
         client: o.client.clone(),
+        // A fresh id for each phase's test.
+        test_id: rand::random(),
     }
 }
 

@@ -34,12 +34,13 @@ pub(super) fn run_blocking(cfg: &ServeConfig, sh: Shared) -> Result<Totals> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if signal::wait_for_termination().is_ok() {
+            if let Ok(sig) = signal::wait_for_termination() {
                 for pid in kids.lock().unwrap_or_else(|p| p.into_inner()).iter() {
                     let _ = process::kill(*pid, libc::SIGTERM);
                 }
                 super::print_totals(&counters.snapshot());
-                std::process::exit(0);
+                // 128 + the signal, as every command a signal ended.
+                std::process::exit(if sig > 0 { 128 + sig } else { 0 });
             }
         })
         .context("cannot start the signal thread")?;

@@ -213,3 +213,18 @@ pub fn addr_in(line: &str) -> String {
         .expect("listening on ...");
     rest.split_whitespace().next().unwrap().to_string()
 }
+
+/// Whether `iperf3` runs here (Debian's package; `.ci/run` installs it); says "skipped"
+/// when it does not.
+pub fn have_iperf3() -> bool {
+    let ok = Command::new("iperf3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: iperf3 is not installed (apt-get install iperf3)");
+    }
+    ok
+}

@@ -20,7 +20,7 @@ use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
 use crate::flow::streams::{split_count, Dir, Mode};
 use crate::flow::tcp::client::{cpu_for, job_for, sample};
-use crate::flow::tcp::report::{CpuSides, IntervalMeter, TcpReport};
+use crate::flow::tcp::report::{BufferSides, CpuSides, IntervalMeter, TcpReport};
 use crate::flow::tcp::stream::{self, transient, DataConn, Stops};
 use crate::interop::iperf3::client_ctl::{ClientCtl, Event};
 use crate::interop::iperf3::msg::{stream_id, COOKIE_LEN};
@@ -285,7 +285,9 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(5));
     }
     rstop.store(true, Ordering::Relaxed);
-    let (ends, cpu, interrupted) = running.join()?;
+    // The streams' own "cut" flags say only that our stop reached a writer a moment before its
+    // deadline (this end stops them at the planned end): not an interruption.
+    let (ends, cpu, _) = running.join()?;
     let cpu = cpu.finish(stream::bytes_moved(&ends));
     let server_ends: Vec<StreamEnd> = ends
         .iter()
@@ -298,6 +300,7 @@ pub fn run(
                 elapsed_s: s.map_or(0.0, |s| s.end_time - s.start_time),
                 tcp: None,
                 zerocopy: None,
+                buffers: None,
             }
         })
         .collect();
@@ -318,8 +321,9 @@ pub fn run(
                 ..CpuUsage::default()
             },
         },
-        interrupted: interrupted || signal::stop_requested(),
+        interrupted: signal::stop_requested(),
         intervals,
+        buffers: BufferSides::of(&ends, &[]),
     };
     Ok(ClientOutcome { report, server })
 }

@@ -24,6 +24,9 @@ pub mod ierr {
     pub const UNIMP: i32 = 13;
     /// "received an unknown message" (the client broke the protocol).
     pub const MESSAGE: i32 = 110;
+    /// "test authorization failed": what an iperf3 client is told where `--auth-key-file`
+    /// asks for a key it cannot prove (iperf3 has no such handshake).
+    pub const AUTH_TEST: i32 = 142;
 }
 
 /// The receiver's surroundings an iperf3 test runs in.

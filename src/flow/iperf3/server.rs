@@ -35,7 +35,7 @@ use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::{StreamEnd, TcpSpec, DEFAULT_LEN};
 use crate::flow::streams::{Dir, Mode};
 use crate::flow::tcp::client::{job_for, sample};
-use crate::flow::tcp::report::{CpuSides, IntervalMeter, TcpReport, SCHEMA};
+use crate::flow::tcp::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
 use crate::flow::tcp::server::{next_data_conn, TcpEvent};
 use crate::flow::tcp::stream::{self, configure, DataConn, Live, Running, Stops};
 use crate::interop::iperf3::msg::{stream_id, COOKIE_LEN};
@@ -243,6 +243,7 @@ fn run(
                 elapsed_s: r.map_or(0.0, |s| s.end_time - s.start_time),
                 tcp: None,
                 zerocopy: None,
+                buffers: None,
             }
         })
         .collect();
@@ -265,6 +266,7 @@ fn run(
         },
         interrupted: false,
         intervals,
+        buffers: BufferSides::of(&[], &ends),
     }))));
     done
 }

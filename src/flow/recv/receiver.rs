@@ -478,8 +478,16 @@ impl Receiver {
                 continue;
             }
             if opener == Opener::Iperf3 {
-                let busy = running > 0 || stopping || self.opts.auth_key.is_some();
-                let ran = self.iperf3(stream, peer, busy, &mut c.slots, on_event);
+                let refusal = if self.opts.auth_key.is_some() {
+                    Some("a key is required (--auth-key-file), which iperf3 cannot prove")
+                } else if stopping {
+                    Some("the receiver is stopping")
+                } else if running > 0 {
+                    Some("the receiver is busy")
+                } else {
+                    None
+                };
+                let ran = self.iperf3(stream, peer, refusal, &mut c.slots, on_event);
                 if c.once && ran.is_some() {
                     return Some(ran.unwrap_or(Ok(())));
                 }
@@ -626,22 +634,32 @@ impl Receiver {
 
     /// Serves an iperf3 client (its first byte started a cookie) on this thread: the test holds
     /// the receiver while it runs, as a TCP test does, and whoever waits for a Hello is told
-    /// the receiver is busy. Refused with ACCESS_DENIED while a netcore test runs. Returns
-    /// the test's outcome, or None when it was refused.
+    /// the receiver is busy. A `refusal` (why, logged with the peer) is told as ACCESS_DENIED
+    /// (iperf3 prints "the server is busy"), or where a key is required as SERVER_ERROR "test
+    /// authorization failed". Returns the test's outcome, or None when it was refused.
     fn iperf3(
         &self,
         stream: TcpStream,
         peer: SocketAddr,
-        busy: bool,
+        refusal: Option<&str>,
         slots: &mut Vec<Slot>,
         on_event: &mut dyn FnMut(Event),
     ) -> Option<Result<()>> {
-        if busy {
+        if let Some(why) = refusal {
+            use crate::interop::iperf3::State;
+            let mut out = Vec::new();
+            if self.opts.auth_key.is_some() {
+                out.push(State::ServerError.byte());
+                out.extend_from_slice(&iperf3::ctl::ierr::AUTH_TEST.to_be_bytes());
+                out.extend_from_slice(&0i32.to_be_bytes());
+            } else {
+                out.push(State::AccessDenied.byte());
+            }
             let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let _ = std::io::Write::write_all(
-                &mut &stream,
-                &[crate::interop::iperf3::State::AccessDenied.byte()],
-            );
+            let _ = std::io::Write::write_all(&mut &stream, &out);
+            on_event(Event::Failed(format!(
+                "iperf3 client {peer} refused: {why}"
+            )));
             return None;
         }
         for s in slots.drain(..) {

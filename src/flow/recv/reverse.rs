@@ -111,6 +111,7 @@ pub fn serve(
         backend: backend::resolve_send(Backend::Auto)?,
         zerocopy: false,
         client: Default::default(),
+        test_id: Some(job.test_id),
     };
     sender::check_len(opts.len)?;
     let mut socks = Vec::with_capacity(job.streams as usize);

@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::report::{CpuSides, IntervalMeter, TcpReport, SCHEMA};
+use super::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
 use super::spec::encode_preamble;
 use super::stream::{self, bytes_moved, DataConn, Job, Live, Stops};
 use crate::flow::control::{ClientId, Conn, Msg, Plan, PROTOCOL_VERSION};
+use crate::flow::cpu::CpuUsage;
 use crate::flow::host::host_name;
-use crate::flow::payload::{TcpInterval, TcpSpec};
+use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
 use crate::flow::rxwait::RxWait;
 pub use crate::flow::streams::cpu_for;
 use crate::flow::streams::Dir;
@@ -44,6 +45,8 @@ pub struct TcpOptions {
     pub wait: RxWait,
     /// The source address and shared key (`--bind`, `--auth-key-file`).
     pub client: ClientId,
+    /// The test's id (chosen by the caller, so that what it prints first can name it).
+    pub test_id: u64,
 }
 
 /// The job of stream `i` (of direction `dir`) on the end that writes `Up` streams (`client`)
@@ -85,7 +88,7 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
     let spec = &opts.spec;
     spec.check().map_err(anyhow::Error::msg)?;
     let mut c = Conn::connect_from(opts.control, opts.client.bind)?;
-    let test_id: u64 = rand::random();
+    let test_id = opts.test_id;
     c.open_test(
         Msg::Hello {
             version: PROTOCOL_VERSION,
@@ -104,17 +107,20 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
         tcp: Some(spec.clone()),
         echo: None,
     })?;
-    match c.expect("Ready", Duration::from_secs(10))? {
-        Msg::Ready { .. } => {}
+    // With --window the receiver names a listener of this test's own (its buffers sized
+    // before the handshakes), on the control address's host.
+    let data = match c.expect("Ready", Duration::from_secs(10))? {
+        Msg::Ready { port: Some(p), .. } => SocketAddr::new(opts.control.ip(), p),
+        Msg::Ready { .. } => opts.control,
         other => bail!("expected Ready from the receiver, got {other:?}"),
-    }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let mut conns = Vec::new();
     for (id, dir) in spec.directions().into_iter().enumerate() {
         let preamble = encode_preamble(test_id, id as u32);
-        let sock = stream::connect_from(opts.control, opts.client.bind, spec, &preamble)?;
+        let sock = stream::connect_from(data, opts.client.bind, spec, &preamble)?;
         let mut job = job_for(spec, opts.plan, dir, id, true, cpu_for(&opts.cpus, id));
-        job.wait = opts.wait;
+        job.wait = opts.wait.for_window(spec.window);
         conns.push(DataConn {
             sock,
             id: id as u32,
@@ -168,40 +174,39 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
             }
         }
     }
-    let (ends, cpu, mut interrupted) = running.join()?;
-    if let Some(e) = control_error {
+    let (ends, cpu, interrupted) = running.join()?;
+    // A signal here cuts the test; the receiver still gets our account and answers with its
+    // own (an embedded receiver, cut by the same signal, waits for it).
+    let signalled = signal::stop_requested();
+    let cut_here = interrupted || signalled;
+    if let Some(e) = control_error.filter(|_| !signalled) {
         bail!("the receiver ended the test early: {e}");
     }
-    // The last, partial interval, so that the rows add up to the totals.
+    // The last, partial interval of the streams this side reports (the receiver's rows cover
+    // the others: a row of them here would overlap its last one), so that the rows add up.
     if !intervals.is_empty() {
         let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live, "client");
-        on_interval(&row);
-        intervals.push(row);
+        let row = if remote { row.only(Dir::Up) } else { row };
+        if !row.streams.is_empty() {
+            on_interval(&row);
+            intervals.push(row);
+        }
     }
     let cpu = cpu.finish(bytes_moved(&ends));
-    c.send(&Msg::TcpDone {
-        streams: ends.clone(),
-        cpu,
-    })?;
-    // A last TcpInterval may cross the TcpDone on the way: skipped, within the same 30 s.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let answer = loop {
-        match c.recv_until(deadline)? {
-            Some(Msg::TcpInterval { .. }) if remote => continue,
-            Some(m) => break m,
-            None => bail!("no TcpReport from the receiver within 30 s"),
-        }
-    };
+    let answer = finish(&mut c, &ends, cpu, cut_here, remote);
     let (server, server_cpu, server_cut) = match answer {
-        Msg::TcpReport {
-            streams,
-            cpu,
-            interrupted,
-        } => (streams, cpu, interrupted),
-        Msg::Error { message } => bail!("the receiver refused: {message}"),
-        other => bail!("expected TcpReport from the receiver, got {}", other.name()),
+        Ok(a) => a,
+        // Cut short here and the receiver did not answer: this side's account alone.
+        Err(_) if signalled => (Vec::new(), CpuUsage::default(), true),
+        Err(e) => return Err(e),
     };
-    interrupted |= server_cut || signal::stop_requested();
+    let interrupted = cut_here || server_cut;
+    let server = if server.is_empty() {
+        unanswered(&ends)
+    } else {
+        server
+    };
+    let buffers = BufferSides::of(&ends, &server);
     let streams = TcpReport::join_streams(&ends, &server);
     Ok(TcpReport {
         schema: SCHEMA.into(),
@@ -218,5 +223,58 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
         },
         interrupted,
         intervals,
+        buffers,
     })
+}
+
+/// Sends this side's account (`TcpDone`) and waits for the receiver's (`TcpReport`): within
+/// 30 s, or 3 s when the test was cut short here. Returns the receiver's streams, CPU and
+/// whether it cut the test.
+fn finish(
+    c: &mut Conn,
+    ends: &[StreamEnd],
+    cpu: CpuUsage,
+    cut_here: bool,
+    remote: bool,
+) -> Result<(Vec<StreamEnd>, CpuUsage, bool)> {
+    c.send(&Msg::TcpDone {
+        streams: ends.to_vec(),
+        cpu,
+        interrupted: cut_here,
+    })?;
+    let wait = if cut_here { 3 } else { 30 };
+    // A last TcpInterval may cross the TcpDone on the way: skipped, within the same wait.
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    let answer = loop {
+        match c.recv_until(deadline)? {
+            Some(Msg::TcpInterval { .. }) if remote => continue,
+            Some(m) => break m,
+            None => bail!("no TcpReport from the receiver within {wait} s"),
+        }
+    };
+    match answer {
+        Msg::TcpReport {
+            streams,
+            cpu,
+            interrupted,
+        } => Ok((streams, cpu, interrupted)),
+        Msg::Error { message } => bail!("the receiver refused: {message}"),
+        other => bail!("expected TcpReport from the receiver, got {}", other.name()),
+    }
+}
+
+/// The receiver's side of `ends` when it never answered (the test was cut here and the
+/// receiver was gone): every stream with nothing counted on that side, no `TCP_INFO`.
+fn unanswered(ends: &[StreamEnd]) -> Vec<StreamEnd> {
+    ends.iter()
+        .map(|e| StreamEnd {
+            id: e.id,
+            dir: e.dir,
+            bytes: 0,
+            elapsed_s: 0.0,
+            tcp: None,
+            zerocopy: None,
+            buffers: None,
+        })
+        .collect()
 }

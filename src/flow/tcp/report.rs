@@ -7,14 +7,47 @@ use serde::{Deserialize, Serialize};
 
 use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::{
-    StreamEnd, StreamSample, TcpFigures, TcpInterval, TcpSpec, ZeroCopyCounts,
+    Buffers, StreamEnd, StreamSample, TcpFigures, TcpInterval, TcpSpec, ZeroCopyCounts,
 };
 use crate::flow::streams::{Dir, SUM};
 use crate::stats::table::Table;
 use crate::stats::Report;
-use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_bytes_short, fmt_count, fmt_micros, fmt_secs};
+use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_count, fmt_micros, fmt_secs};
 
 pub const SCHEMA: &str = "netcore.tcp.v1";
+
+/// The granted buffers of each end's first data connection, at the end of the test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct BufferSides {
+    pub client: Option<Buffers>,
+    pub server: Option<Buffers>,
+}
+
+impl BufferSides {
+    /// From the two ends' accounts (None when neither end said).
+    pub fn of(client: &[StreamEnd], server: &[StreamEnd]) -> Option<BufferSides> {
+        let first = |e: &[StreamEnd]| e.iter().find_map(|e| e.buffers);
+        let b = BufferSides {
+            client: first(client),
+            server: first(server),
+        };
+        (b.client.is_some() || b.server.is_some()).then_some(b)
+    }
+
+    /// `buffers granted by the kernel: client snd 8.00 KiB rcv 8.00 KiB, server ...` (n/a
+    /// where unknown).
+    pub fn line(&self) -> String {
+        let side = |b: Option<Buffers>| match b {
+            Some(b) => format!("snd {} rcv {}", fmt_bytes(b.sndbuf), fmt_bytes(b.rcvbuf)),
+            None => "n/a".into(),
+        };
+        format!(
+            "buffers granted by the kernel: client {}, server {}\n",
+            side(self.client),
+            side(self.server)
+        )
+    }
+}
 
 /// One data connection, both ends joined.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -51,6 +84,7 @@ pub struct CpuSides {
 pub struct IntervalMeter {
     prev_t: f64,
     prev: Vec<u64>,
+    prev_retr: Vec<u64>,
 }
 
 impl IntervalMeter {
@@ -66,15 +100,23 @@ impl IntervalMeter {
         for (i, (id, dir, bytes, tcp)) in now.into_iter().enumerate() {
             if self.prev.len() <= i {
                 self.prev.push(0);
+                self.prev_retr.push(0);
             }
             let d = bytes.saturating_sub(self.prev[i]);
             self.prev[i] = bytes;
+            let retr = tcp.as_ref().map(|f| {
+                let d = f.retransmits.saturating_sub(self.prev_retr[i]);
+                self.prev_retr[i] = f.retransmits;
+                d
+            });
             streams.push(StreamSample {
                 id,
                 dir,
                 bytes,
                 bps: d as f64 * 8.0 / dt,
                 tcp,
+                interval_bytes: d,
+                interval_retransmits: retr,
             });
         }
         let row = TcpInterval {
@@ -109,6 +151,9 @@ pub struct TcpReport {
     /// The test ended early (Ctrl-C, a peer vanished): the figures cover what moved.
     pub interrupted: bool,
     pub intervals: Vec<TcpInterval>,
+    /// The socket buffers the kernel granted each end (`--window` asks; this is what it got).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffers: Option<BufferSides>,
 }
 
 impl TcpReport {
@@ -194,18 +239,20 @@ impl TcpReport {
     /// The interval lines of one sample: one per stream, plus a SUM line with more than one.
     pub fn interval_lines(i: &TcpInterval) -> String {
         let mut out = String::new();
+        // Each interval's own bytes and retransmits (as iperf3 prints them), in the table's
+        // binary units.
         for s in &i.streams {
             out.push_str(&format!(
-                "[{:6.2}-{:6.2}s] stream {:>3} {:<4} {:>10} {:>14}{}\n",
+                "[{:6.2}-{:6.2}s] stream {:>3} {:<4} {:>11} {:>14}{}\n",
                 i.start,
                 i.t,
                 s.id,
                 s.dir.name(),
-                fmt_bytes_short(s.bytes),
+                fmt_bytes(s.interval_bytes),
                 fmt_bits_per_sec(s.bps),
                 s.tcp
                     .as_ref()
-                    .map(|t| format!(" | {}", t.short()))
+                    .map(|t| format!(" | {}", t.short(s.interval_retransmits)))
                     .unwrap_or_default()
             ));
         }
@@ -292,6 +339,9 @@ impl Report for TcpReport {
             },
         );
         out.push_str(&t.render());
+        if let Some(b) = self.buffers.filter(|_| s.window.is_some()) {
+            out.push_str(&b.line());
+        }
         for r in self.sum.iter().filter(|r| r.zerocopy.is_some()) {
             let z = r.zerocopy.unwrap_or_default();
             out.push_str(&format!(
@@ -392,6 +442,7 @@ mod tests {
                 ..Default::default()
             }),
             zerocopy: None,
+            buffers: None,
         }
     }
 

@@ -11,22 +11,26 @@ use std::sync::mpsc::Receiver as Rx;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use super::client::{job_for, sample};
-use super::report::{CpuSides, IntervalMeter, TcpReport, SCHEMA};
-use super::spec::decode_preamble;
+use super::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
+use super::spec::{decode_preamble, PREAMBLE_LEN};
 use super::stream::{self, bytes_moved, configure, DataConn, Stops};
 use crate::flow::control::{encode, Conn, Msg, Plan};
 use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
 use crate::flow::rxwait::RxWait;
 use crate::flow::streams::Dir;
+use crate::sys::sockopt;
 use crate::units::fmt_bits_per_sec;
 
 /// What the server side of a TCP test reports as it runs.
 #[derive(Debug)]
 pub enum TcpEvent {
+    /// The test was accepted (Ready sent): its plan and settings.
+    Started(Plan, Box<TcpSpec>),
     Interval(TcpInterval),
     Finished(Box<TcpReport>),
 }
@@ -54,6 +58,8 @@ pub struct ServerCtx {
     pub max_rate_bps: Option<f64>,
 }
 
+/// How long the client of a test interrupted here has to send its account (`TcpDone`).
+const CUT_GRACE: Duration = Duration::from_secs(3);
 /// How long the client has to open every data connection after Ready.
 const CONNECT_WINDOW: Duration = Duration::from_secs(10);
 
@@ -108,6 +114,82 @@ fn over_rate(row: &TcpInterval, max: Option<f64>) -> Option<String> {
     })
 }
 
+/// With `--window`, this test's own data listener on the control connection's local address,
+/// its buffers sized before any handshake. The receiver's shared listener cannot: a receive
+/// buffer shrunk after the handshake leaves the window the SYN announced, and the sender
+/// stalls against it (measured on loopback: 2.5 Mbit/s at 16K, 0.5 Mbit/s at 4K, against
+/// 2.7 Gbit/s and 0.5 Gbit/s with the buffers set first). Ready names its port; a client
+/// that ignores it still reaches the shared listener.
+fn data_listener(c: &Conn, spec: &TcpSpec) -> Result<Option<TcpListener>> {
+    let Some(w) = spec.window else {
+        return Ok(None);
+    };
+    let ip = c.stream().local_addr()?.ip().to_canonical();
+    let addr = std::net::SocketAddr::new(ip, 0);
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sockopt::size_buffer(&s, w as usize, true).context("--window: SO_RCVBUF")?;
+    sockopt::size_buffer(&s, w as usize, false).context("--window: SO_SNDBUF")?;
+    s.bind(&addr.into())
+        .with_context(|| format!("cannot open a data listener on {ip}"))?;
+    s.listen(64)?;
+    s.set_nonblocking(true)?;
+    Ok(Some(s.into()))
+}
+
+/// Takes this test's data connections (from `own`, this test's listener, or from the
+/// receiver's shared one), within [`CONNECT_WINDOW`]; each configured and given its job.
+fn accept_conns(
+    ctx: &ServerCtx,
+    own: Option<&TcpListener>,
+    test_id: u64,
+    plan: Plan,
+    spec: &TcpSpec,
+) -> Result<Vec<DataConn>, String> {
+    let dirs = spec.directions();
+    // This side's writers (reverse, bidir) send at most at --max-rate.
+    let mut paced = spec.clone();
+    if let Some(max) = ctx.max_rate_bps {
+        let max = max as u64;
+        paced.rate_bps = Some(paced.rate_bps.map_or(max, |r| r.min(max)).max(1));
+    }
+    let mut slots: Vec<Option<DataConn>> = (0..dirs.len()).map(|_| None).collect();
+    let t = Instant::now();
+    while slots.iter().any(Option::is_none) {
+        if t.elapsed() > CONNECT_WINDOW || ctx.interrupt.load(Ordering::Relaxed) {
+            let n = slots.iter().filter(|s| s.is_some()).count();
+            return Err(format!(
+                "only {n} of {} data connections arrived",
+                dirs.len()
+            ));
+        }
+        let next = match own.and_then(|l| next_data_conn(l, PREAMBLE_LEN)) {
+            Some(x) => Some(x),
+            None if own.is_some() => ctx.conns.recv_timeout(Duration::from_millis(2)).ok(),
+            None => ctx.conns.recv_timeout(Duration::from_millis(20)).ok(),
+        };
+        let Some((s, p)) = next else {
+            continue;
+        };
+        let Some((id, sock)) = admit(s, &p, test_id, dirs.len()) else {
+            continue;
+        };
+        let i = id as usize;
+        if slots[i].is_some() {
+            continue;
+        }
+        configure(&sock, spec).map_err(|e| format!("{e:#}"))?;
+        let mut job = job_for(&paced, plan, dirs[i], i, false, ctx.cpu);
+        job.wait = ctx.wait.for_window(spec.window);
+        slots[i] = Some(DataConn {
+            sock,
+            id,
+            dir: dirs[i],
+            job,
+        });
+    }
+    Ok(slots.into_iter().flatten().collect())
+}
+
 /// Serves one TCP test on an accepted control connection whose Hello and Setup were read.
 pub fn run_test(
     c: &mut Conn,
@@ -126,58 +208,39 @@ pub fn run_test(
     if let Err(why) = spec.check() {
         return refuse(c, why);
     }
+    let own = match data_listener(c, &spec) {
+        Ok(l) => l,
+        Err(e) => return refuse(c, format!("{e:#}")),
+    };
     c.send(&Msg::Ready {
         rcvbuf: 0,
         gro: false,
-        port: None,
+        port: own
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port()),
     })?;
-    let dirs = spec.directions();
-    // This side's writers (reverse, bidir) send at most at --max-rate.
-    let mut paced = spec.clone();
-    if let Some(max) = ctx.max_rate_bps {
-        let max = max as u64;
-        paced.rate_bps = Some(paced.rate_bps.map_or(max, |r| r.min(max)).max(1));
-    }
+    on_event(TcpEvent::Started(plan, Box::new(spec.clone())));
+    let slots = match accept_conns(&ctx, own.as_ref(), test_id, plan, &spec) {
+        Ok(s) => s,
+        Err(why) => return refuse(c, why),
+    };
+    drop(own);
     let stop = Arc::new(AtomicBool::new(false));
-    let mut slots: Vec<Option<DataConn>> = (0..dirs.len()).map(|_| None).collect();
-    let t = Instant::now();
-    while slots.iter().any(Option::is_none) {
-        if t.elapsed() > CONNECT_WINDOW || ctx.interrupt.load(Ordering::Relaxed) {
-            let n = slots.iter().filter(|s| s.is_some()).count();
-            stop.store(true, Ordering::Relaxed);
-            return refuse(
-                c,
-                format!("only {n} of {} data connections arrived", dirs.len()),
-            );
-        }
-        let Ok((s, p)) = ctx.conns.recv_timeout(Duration::from_millis(20)) else {
-            continue;
-        };
-        let Some((id, sock)) = admit(s, &p, test_id, dirs.len()) else {
-            continue;
-        };
-        let i = id as usize;
-        if slots[i].is_some() {
-            continue;
-        }
-        if let Err(e) = configure(&sock, &spec) {
-            stop.store(true, Ordering::Relaxed);
-            return refuse(c, format!("{e:#}"));
-        }
-        let mut job = job_for(&paced, plan, dirs[i], i, false, ctx.cpu);
-        job.wait = ctx.wait;
-        slots[i] = Some(DataConn {
-            sock,
-            id,
-            dir: dirs[i],
-            job,
-        });
-    }
+    // The writers stop at the client's TcpDone too: by then it reads no more.
+    let stops = Stops {
+        write: Arc::new(AtomicBool::new(false)),
+        read: stop.clone(),
+    };
     let running = stream::start(
-        slots.into_iter().flatten().collect(),
-        &Stops::one(&stop),
+        slots,
+        &stops,
         spec.thread_per_stream || ctx.thread_per_stream,
     )?;
+    let stop_all = || {
+        stop.store(true, Ordering::Relaxed);
+        stops.write.store(true, Ordering::Relaxed);
+    };
     let live = running.live.clone();
 
     let silence = match plan {
@@ -191,6 +254,8 @@ pub fn run_test(
     let mut done: Option<(Vec<StreamEnd>, CpuUsage)> = None;
     let mut done_at = None;
     let mut failure: Option<String> = None;
+    let mut cut_at: Option<Instant> = None;
+    let mut client_cut = false;
     loop {
         let finished = running.is_finished();
         if finished && (done.is_some() || failure.is_some()) {
@@ -210,7 +275,7 @@ pub fn run_test(
                     message: why.clone(),
                 });
                 failure = Some(why);
-                stop.store(true, Ordering::Relaxed);
+                stop_all();
             }
             intervals.push(row);
             next += ctx.interval;
@@ -230,15 +295,21 @@ pub fn run_test(
                 message: why.clone(),
             });
             failure = Some(why);
-            stop.store(true, Ordering::Relaxed);
+            stop_all();
         }
-        let cut = ctx.interrupt.load(Ordering::Relaxed)
+        // Interrupted here: the streams stop now, and the client has a grace to send its
+        // account (it is told by its streams' ends), so both reports come out.
+        if ctx.interrupt.load(Ordering::Relaxed) && cut_at.is_none() {
+            cut_at = Some(Instant::now());
+            stop_all();
+        }
+        let cut = cut_at.is_some_and(|c| c.elapsed() > CUT_GRACE && done.is_none())
             || done_at.is_some_and(|d: Instant| d.elapsed() > Duration::from_secs(10))
             || (failure.is_none() && done.is_none() && t0.elapsed() > silence);
-        if cut && !stop.load(Ordering::Relaxed) {
-            stop.store(true, Ordering::Relaxed);
+        if cut && failure.is_none() && (done.is_none() || !finished) {
+            stop_all();
             if done.is_none() {
-                failure.get_or_insert("interrupted".into());
+                failure = Some("interrupted".into());
             }
         }
         if done.is_some() || failure.is_some() {
@@ -247,21 +318,31 @@ pub fn run_test(
         }
         match c.recv_until(Instant::now() + Duration::from_millis(20)) {
             Ok(None) => {}
-            Ok(Some(Msg::TcpDone { streams, cpu })) => {
+            Ok(Some(Msg::TcpDone {
+                streams,
+                cpu,
+                interrupted,
+            })) => {
                 done = Some((streams, cpu));
                 done_at = Some(Instant::now());
+                client_cut = interrupted;
+                stops.write.store(true, Ordering::Relaxed);
+                if interrupted {
+                    stop_all();
+                }
             }
             Ok(Some(other)) => {
                 failure = Some(format!("unexpected control message {other:?}"));
-                stop.store(true, Ordering::Relaxed);
+                stop_all();
             }
             Err(e) => {
                 failure = Some(format!("control channel lost before TcpDone: {e:#}"));
-                stop.store(true, Ordering::Relaxed);
+                stop_all();
             }
         }
     }
     let (ends, cpu, interrupted) = running.join()?;
+    let interrupted = interrupted || client_cut || cut_at.is_some();
     let cpu = cpu.finish(bytes_moved(&ends));
     if failure.is_none() {
         c.send(&Msg::TcpReport {
@@ -271,6 +352,7 @@ pub fn run_test(
         })?;
     }
     let (client, client_cpu) = done.unwrap_or_default();
+    let buffers = BufferSides::of(&client, &ends);
     let streams = TcpReport::join_streams(&client, &ends);
     on_event(TcpEvent::Finished(Box::new(TcpReport {
         schema: SCHEMA.into(),
@@ -287,6 +369,7 @@ pub fn run_test(
         },
         interrupted: interrupted || failure.is_some(),
         intervals,
+        buffers,
     })));
     match failure {
         Some(f) => bail!(f),

@@ -22,7 +22,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::flow::control::Plan;
 use crate::flow::cpu::{CpuUsage, ThreadMeter};
 use crate::flow::pacer::Pacer;
-use crate::flow::payload::{StreamEnd, TcpFigures, TcpSpec, ZeroCopyCounts};
+use crate::flow::payload::{Buffers, StreamEnd, TcpFigures, TcpSpec, ZeroCopyCounts};
 use crate::flow::rxwait::{RxWait, POLL_NAP};
 use crate::flow::streams::{split_count, thread_groups, Dir};
 use crate::sys::{affinity, poll, realtime_ns, signal, sockopt, tcp};
@@ -115,6 +115,15 @@ impl Live {
     pub fn finished(&self) -> bool {
         self.done.load(Ordering::Acquire)
     }
+}
+
+/// The socket buffers the kernel granted `s` (None if it would not say).
+fn granted(s: &TcpStream) -> Option<Buffers> {
+    let r = socket2::SockRef::from(s);
+    Some(Buffers {
+        sndbuf: r.send_buffer_size().ok()? as u64,
+        rcvbuf: r.recv_buffer_size().ok()? as u64,
+    })
 }
 
 fn figures(s: &TcpStream) -> Option<TcpFigures> {
@@ -320,6 +329,7 @@ fn run_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Resul
             elapsed_s: m.elapsed_s,
             tcp: figures(&c.sock),
             zerocopy: m.zerocopy,
+            buffers: granted(&c.sock),
         })
         .collect::<Vec<_>>();
     for l in live {
@@ -341,6 +351,17 @@ pub fn transient(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+/// A read or write error that means the peer is gone (it reset the connection, or closed it
+/// under a writer): the connection ends there, cut short, and the test reports what moved.
+fn peer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
     )
 }
 
@@ -393,6 +414,8 @@ enum Step {
     Pace(u64),
     /// The plan is done.
     Done,
+    /// The peer is gone (reset, or closed its end): the connection was cut.
+    Gone,
 }
 
 impl Writer<'_> {
@@ -437,6 +460,7 @@ impl Writer<'_> {
             }
             Err(e) if !blocking && e.kind() == io::ErrorKind::WouldBlock => Ok(Step::Blocked),
             Err(e) if transient(&e) => Ok(Step::Again),
+            Err(e) if peer_gone(&e) => Ok(Step::Gone),
             Err(e) if self.zc.is_some() && e.raw_os_error() == Some(libc::ENOBUFS) => {
                 if let Some(z) = self.zc.as_mut() {
                     drain_zc(sock, z)?;
@@ -525,12 +549,14 @@ fn write_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Res
         let mut busy = false;
         let mut nap: Option<u64> = None;
         for w in ws.iter_mut().filter(|w| w.end.is_none() && !w.blocked) {
-            match w.step(&buf, blocking)? {
+            let step = w.step(&buf, blocking)?;
+            match step {
                 Step::Again => busy = true,
                 Step::Blocked => w.blocked = true,
                 Step::Pace(ns) => nap = Some(nap.map_or(ns, |n| n.min(ns))),
-                Step::Done => {
-                    w.end = Some((t0.elapsed().as_secs_f64(), false));
+                Step::Done | Step::Gone => {
+                    let gone = matches!(step, Step::Gone);
+                    w.end = Some((t0.elapsed().as_secs_f64(), gone));
                     open -= 1;
                     busy = true;
                 }
@@ -647,6 +673,7 @@ fn read_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Resu
                 Err(e) if transient(&e) => {
                     (stopped(stop) || last[i].elapsed() > silence).then_some(true)
                 }
+                Err(e) if peer_gone(&e) => Some(true),
                 Err(e) => return Err(e).context("data connection: read failed"),
             };
             match ended {

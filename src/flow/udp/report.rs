@@ -332,17 +332,20 @@ impl Report for UdpReport {
             format!("{} unique", fmt_count(a.unique)),
         ]);
         t.row(["bytes".to_string(), fmt_bytes(s.bytes), fmt_bytes(r.bytes)]);
+        // The receiver times from its first datagram to its last: with one batch (a short
+        // --count) that is no time at all, and its rates are unknown, not zero.
+        let timed = |x: String| if r.duration_s > 0.0 { x } else { "n/a".into() };
         t.row([
             "time".to_string(),
             fmt_secs(s.elapsed_s),
-            fmt_secs(r.duration_s),
+            timed(fmt_secs(r.duration_s)),
         ]);
         t.row([
             "goodput".to_string(),
             fmt_bits_per_sec(s.rate_bps),
-            fmt_bits_per_sec(r.goodput_bps),
+            timed(fmt_bits_per_sec(r.goodput_bps)),
         ]);
-        t.row(["rate".to_string(), fmt_pps(s.pps), fmt_pps(r.pps)]);
+        t.row(["rate".to_string(), fmt_pps(s.pps), timed(fmt_pps(r.pps))]);
         t.row([
             "lost".to_string(),
             String::new(),

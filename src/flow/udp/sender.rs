@@ -85,6 +85,10 @@ pub struct BlastOptions {
     pub zerocopy: bool,
     /// The source address and shared key (`--bind`, `--auth-key-file`).
     pub client: ClientId,
+    /// The test's id, chosen up front so that what is printed before the test (a
+    /// `--json-stream` start event) can name it; None: a fresh one for each test opened
+    /// (each `--find-rate` trial).
+    pub test_id: Option<u64>,
 }
 
 /// Validates the datagram length.
@@ -484,7 +488,7 @@ pub fn resolve(opts: &BlastOptions) -> Result<BlastOptions> {
 /// receiver is to send); returns the connection and the test id.
 pub fn open(opts: &BlastOptions, reverse: Option<Reverse>) -> Result<(Conn, u64)> {
     let mut c = Conn::connect_from(opts.control, opts.client.bind)?;
-    let test_id: u64 = rand::random();
+    let test_id: u64 = opts.test_id.unwrap_or_else(rand::random);
     c.open_test(hello(opts, test_id), &opts.client)?;
     c.send(&Msg::Setup {
         tcp: None,

@@ -1,0 +1,263 @@
+//! #26.1 and #26.3: Ctrl-C on a TCP test gives the report of what ran, marked interrupted,
+//! and exit 130, every time (forward, -P 2, -R, --bidir; the embedded receiver and a separate
+//! `recv`; SIGINT ignored at the start, as in a background job of a script); a test whose
+//! client stopped or vanished ends on the receiver, which is free for the next one.
+
+use crate::common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a command may take to exit after the signal (wide: the machine is shared).
+const EXIT_BOUND: Duration = Duration::from_secs(8);
+
+/// The binary's path (as `common::bin` picks it).
+fn bin_path() -> String {
+    std::env::var("NETCORE_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_netcore").into())
+}
+
+/// A running netcore whose stdout lines arrive on a channel.
+struct Lines {
+    child: Child,
+    rx: mpsc::Receiver<String>,
+}
+
+impl Lines {
+    /// `netcore ARGS`; with `ignore_int`, through `sh` with SIGINT ignored first (what a
+    /// non-interactive shell does to a background job).
+    fn start(args: &[&str], ignore_int: bool) -> Lines {
+        let mut cmd = if ignore_int {
+            let mut c = Command::new("sh");
+            c.args(["-c", "trap '' INT; exec \"$0\" \"$@\"", &bin_path()]);
+            c.args(args);
+            c
+        } else {
+            let mut c = common::bin();
+            c.args(args);
+            c
+        };
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn netcore");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { child, rx }
+    }
+
+    /// The next stdout line holding `marker` within `limit` (the lines before it dropped).
+    fn wait_for(&self, marker: &str, limit: Duration) -> String {
+        let t = Instant::now();
+        let mut seen = Vec::new();
+        while let Some(left) = limit.checked_sub(t.elapsed()) {
+            match self.rx.recv_timeout(left) {
+                Ok(l) if l.contains(marker) => return l,
+                Ok(l) => seen.push(l),
+                Err(_) => break,
+            }
+        }
+        panic!("no stdout line with {marker:?} within {limit:?}: {seen:?}");
+    }
+
+    fn signal(&self, sig: i32) {
+        netcore::sys::process::kill(self.child.id() as i32, sig).expect("kill");
+    }
+
+    /// Waits (bounded) for the exit; returns the exit code and the stdout lines left.
+    fn finish(mut self, what: &str) -> (Option<i32>, Vec<String>, String) {
+        let t = Instant::now();
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            if t.elapsed() > EXIT_BOUND {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("{what}: still running {EXIT_BOUND:?} after the signal");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        let lines = self.rx.iter().collect();
+        (status.code(), lines, err)
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `end` event of a --json-stream output, parsed.
+fn end_event(lines: &[String], what: &str) -> Value {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "end")
+        .unwrap_or_else(|| panic!("{what}: no end event in {lines:?}"))
+}
+
+/// The report of a TCP test cut short: marked interrupted, a row per stream with bytes.
+fn check_cut_report(r: &Value, streams: usize, what: &str) {
+    assert_eq!(r["interrupted"], true, "{what}: {r}");
+    let rows = r["streams"].as_array().unwrap();
+    assert_eq!(rows.len(), streams, "{what}: {r}");
+    assert!(
+        rows.iter().all(|s| s["written"].as_u64().unwrap() > 0),
+        "{what}: {r}"
+    );
+}
+
+/// Blasts with `args`, Ctrl-C once the test runs; the report and exit 130, every time.
+fn interrupt_once(args: &[&str], streams: usize, ignore_int: bool, what: &str) {
+    let base = ["blast", "--proto", "tcp", "--time", "20s", "--json-stream"];
+    let b = Lines::start(&[&base[..], args].concat(), ignore_int);
+    b.wait_for("\"event\":\"start\"", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    b.signal(libc::SIGINT);
+    let (code, lines, err) = b.finish(what);
+    assert_eq!(code, Some(130), "{what}: {err}\n{lines:?}");
+    check_cut_report(&end_event(&lines, what)["data"], streams, what);
+}
+
+#[test]
+fn ctrl_c_on_a_tcp_test_gives_the_report_and_130_every_time() {
+    let recv = Lines::start(&["recv", "--listen", "127.0.0.1:0", "--json-stream"], false);
+    let kinds: [(&[&str], usize); 4] =
+        [(&[], 1), (&["-P", "2"], 2), (&["-R"], 1), (&["--bidir"], 2)];
+    let addr = recv_addr(&recv);
+    for i in 0..20 {
+        let (args, streams) = kinds[i % kinds.len()];
+        let separate = i % 2 == 1;
+        let ignore_int = i % 5 == 4;
+        let mut a: Vec<&str> = args.to_vec();
+        if separate {
+            a.extend(["--to", &addr]);
+        }
+        let what = format!("try {i}: {a:?}, SIGINT ignored at start: {ignore_int}");
+        interrupt_once(&a, streams, ignore_int, &what);
+    }
+    // recv drains on the first signal: 130 too.
+    recv.signal(libc::SIGINT);
+    let (code, lines, err) = recv.finish("recv");
+    assert_eq!(code, Some(130), "{err}");
+    let ends = lines
+        .iter()
+        .filter(|l| l.contains("\"event\":\"end\""))
+        .count();
+    assert_eq!(ends, 10, "a report per test: {lines:?}");
+}
+
+/// The address a `recv --listen 127.0.0.1:0` listens on (its banner is on stderr, which
+/// [`Lines`] reads at the end): its listening socket, from /proc.
+fn recv_addr(recv: &Lines) -> String {
+    let pid = recv.child.id();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(20) {
+        if let Some(port) = listening_port(pid) {
+            return format!("127.0.0.1:{port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("recv never listened");
+}
+
+/// The TCP port process `pid` listens on (from /proc: its socket inodes against
+/// /proc/net/tcp's LISTEN rows).
+fn listening_port(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(String::from)
+        })
+        .collect();
+    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    tcp.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // local_address, state 0A = LISTEN, inode.
+        (f.get(3) == Some(&"0A") && inodes.iter().any(|i| Some(&i.as_str()) == f.get(9)))
+            .then(|| u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok())
+            .flatten()
+    })
+}
+
+/// #26.3: `-R` cut by Ctrl-C (the client stops reading) and by SIGKILL (the client is gone):
+/// the receiver's test ends at once, its report marked interrupted, and the one slot of
+/// `--max-tests 1` is free for the next test.
+#[test]
+fn an_interrupted_reverse_test_frees_the_receiver() {
+    let recv = Lines::start(
+        &[
+            "recv",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-tests",
+            "1",
+            "--json-stream",
+        ],
+        false,
+    );
+    let addr = recv_addr(&recv);
+    for sig in [libc::SIGINT, libc::SIGKILL] {
+        let what = format!("-R cut by signal {sig}");
+        let b = Lines::start(
+            &[
+                "blast",
+                "--proto",
+                "tcp",
+                "-R",
+                "--time",
+                "30s",
+                "--to",
+                &addr,
+                "--json-stream",
+            ],
+            false,
+        );
+        b.wait_for("\"event\":\"start\"", Duration::from_secs(20));
+        // Data flows once the server's first interval is in.
+        b.wait_for("\"event\":\"interval\"", Duration::from_secs(20));
+        b.signal(sig);
+        let (code, lines, err) = b.finish(&what);
+        if sig == libc::SIGINT {
+            assert_eq!(code, Some(130), "{what}: {err}");
+            check_cut_report(&end_event(&lines, &what)["data"], 1, &what);
+        }
+        // The receiver's report of that test comes out long before its 30 s, interrupted.
+        let end = recv.wait_for("\"event\":\"end\"", Duration::from_secs(5));
+        let r: Value = serde_json::from_str(&end).unwrap();
+        assert_eq!(r["data"]["interrupted"], true, "{what}: {r}");
+        // And the next test runs.
+        let (st, out, err) = common::run(
+            &[
+                "blast", "--proto", "tcp", "--count", "100", "--to", &addr, "--json",
+            ],
+            Duration::from_secs(30),
+        );
+        assert!(st.success(), "{what}: the next test: {err}\n{out}");
+        recv.wait_for("\"event\":\"end\"", Duration::from_secs(5));
+    }
+}
