@@ -16,6 +16,7 @@ mod relay;
 mod schemas;
 mod serve;
 mod service;
+mod service_abuse;
 mod signals;
 mod sockperf;
 mod streams;

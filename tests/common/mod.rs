@@ -213,3 +213,12 @@ pub fn addr_in(line: &str) -> String {
         .expect("listening on ...");
     rest.split_whitespace().next().unwrap().to_string()
 }
+
+/// The `IP:PORT` of a "metrics on http://IP:PORT/metrics" line.
+pub fn metrics_addr(line: &str) -> String {
+    line.split("http://")
+        .nth(1)
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string()
+}

@@ -1,0 +1,211 @@
+//! `recv`, `serve` and `relay` as services against hostile clients (issue #25): the metrics
+//! endpoint stays bounded for clients that never read and cannot be shut by trickling ones,
+//! and the relay's TCP proxy lets go of connections that move nothing. Real binary, loopback
+//! (distinct 127.0.0.x addresses as distinct clients); every wait bounded and generous, no
+//! assertion on speed. Each test prints the figures it measured.
+
+use crate::common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::proc::Proc;
+use common::metrics_addr;
+use socket2::{Domain, Socket, Type};
+
+/// A TCP connection to `to` from the local address `from` (port chosen by the kernel), with
+/// `rcvbuf` asked for when given.
+fn connect_from(from: &str, to: SocketAddr, rcvbuf: Option<usize>) -> TcpStream {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    if let Some(n) = rcvbuf {
+        s.set_recv_buffer_size(n).unwrap();
+    }
+    let from: SocketAddr = format!("{from}:0").parse().unwrap();
+    s.bind(&from.into()).unwrap();
+    s.connect_timeout(&to.into(), Duration::from_secs(10))
+        .unwrap();
+    s.into()
+}
+
+/// `serve --model epoll --metrics 127.0.0.1:0`: the process and the metrics address.
+fn serve_with_metrics() -> (Proc, SocketAddr) {
+    let mut p = Proc::netcore(&[
+        "serve",
+        "--model",
+        "epoll",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let maddr = metrics_addr(&p.wait_line("metrics on")).parse().unwrap();
+    (p, maddr)
+}
+
+/// One scrape from `from`: whether it got a `200` with a body, within a generous time.
+fn scrape_from(from: &str, to: SocketAddr) -> Result<(), String> {
+    let mut s = connect_from(from, to, None);
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if !got.is_empty() => return Err(format!("{e} after {} bytes", got.len())),
+        Err(e) => return Err(e.to_string()),
+    }
+    let text = String::from_utf8_lossy(&got);
+    if text.starts_with("HTTP/1.1 200") && text.contains("# TYPE") {
+        Ok(())
+    } else {
+        Err(format!("answer: {:?}", &text[..text.len().min(200)]))
+    }
+}
+
+/// Resident memory of `pid` in KiB.
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+// ---- 1: a scraper that never reads cannot make the endpoint hold its answers -------------
+
+/// Four connections from 127.0.0.2 with 4 KiB receive buffers pipeline `GET /metrics` for
+/// 8 s and never read. The endpoint must stop reading them while their answers wait (it used
+/// to answer every request into memory: serve went from 7 MiB to about 1 GiB in 8 s), so its
+/// memory grows by less than 16 MiB (the fixed endpoint holds at most 64 KiB of answers and
+/// 16 KiB of requests per connection), and scrapes from 127.0.0.3 meanwhile succeed.
+#[test]
+fn a_never_reading_scraper_cannot_grow_the_metrics_endpoint() {
+    const GROWTH_LIMIT_KB: u64 = 16 * 1024;
+    let (p, maddr) = serve_with_metrics();
+    let pid = p.pid();
+    scrape_from("127.0.0.3", maddr).expect("a first scrape");
+    let start = rss_kb(pid);
+    let conns: Vec<TcpStream> = (0..4)
+        .map(|_| connect_from("127.0.0.2", maddr, Some(4096)))
+        .collect();
+    for c in &conns {
+        c.set_nonblocking(true).unwrap();
+    }
+    let reqs = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n".repeat(500);
+    let (mut sent, mut peak, mut scrapes) = (0usize, start, Vec::new());
+    let t0 = Instant::now();
+    let mut next_scrape = t0 + Duration::from_secs(2);
+    while t0.elapsed() < Duration::from_secs(8) && peak - start < 4 * GROWTH_LIMIT_KB {
+        for mut c in &conns {
+            match c.write(&reqs) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => panic!("the endpoint dropped a pipelining client: {e}"),
+            }
+        }
+        if Instant::now() >= next_scrape {
+            scrapes.push(scrape_from("127.0.0.3", maddr));
+            next_scrape += Duration::from_secs(2);
+        }
+        peak = peak.max(rss_kb(pid));
+        thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!(
+        "never-reading scrapers: {} KiB of requests taken, RSS {start} KiB -> peak {peak} KiB \
+         (+{} KiB) in {:.1} s; other scrapes: {scrapes:?}",
+        sent >> 10,
+        peak - start,
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        peak - start < GROWTH_LIMIT_KB,
+        "RSS grew by {} KiB (peak {peak} KiB)",
+        peak - start
+    );
+    assert!(
+        !scrapes.is_empty() && scrapes.iter().all(Result::is_ok),
+        "{scrapes:?}"
+    );
+    drop(conns);
+    scrape_from("127.0.0.3", maddr).expect("a scrape after the flood");
+}
+
+// ---- 6: trickling clients cannot shut out scrapes ----------------------------------------
+
+/// 64 connections from 127.0.0.2 send a request head one byte a second (the endpoint's
+/// connection cap). Scrapes from 127.0.0.3 must all succeed meanwhile (127.0.0.2's share is
+/// 16 connections: the others are refused with a `503` saying so), and the accepted tricklers
+/// are closed with a `408` once their head is 10 s old, however they trickle. (They used to
+/// hold every slot for as long as they kept trickling: every scrape failed.)
+#[test]
+fn trickling_clients_cannot_shut_out_scrapes() {
+    const TRICKLERS: usize = 64;
+    let (_p, maddr) = serve_with_metrics();
+    let mut conns: Vec<Option<TcpStream>> = (0..TRICKLERS)
+        .map(|_| Some(connect_from("127.0.0.2", maddr, None)))
+        .collect();
+    for c in conns.iter().flatten() {
+        c.set_nonblocking(true).unwrap();
+    }
+    let scraper = thread::spawn(move || {
+        (0..5)
+            .map(|_| {
+                thread::sleep(Duration::from_millis(1500));
+                scrape_from("127.0.0.3", maddr)
+            })
+            .collect::<Vec<_>>()
+    });
+    let head = b"GET /metrics HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let mut answers: Vec<String> = vec![String::new(); TRICKLERS];
+    let mut closed_at: Vec<Option<Duration>> = vec![None; TRICKLERS];
+    let t0 = Instant::now();
+    let mut i = 0;
+    while t0.elapsed() < Duration::from_secs(40) && closed_at.iter().any(Option::is_none) {
+        for (k, slot) in conns.iter_mut().enumerate() {
+            let Some(c) = slot else { continue };
+            let mut buf = [0u8; 4096];
+            let ended = loop {
+                match c.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(n) => answers[k].push_str(&String::from_utf8_lossy(&buf[..n])),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+                    Err(_) => break true,
+                }
+            };
+            if ended || c.write(&head[i % head.len()..][..1]).is_err() {
+                closed_at[k] = Some(t0.elapsed());
+                *slot = None;
+            }
+        }
+        i += 1;
+        thread::sleep(Duration::from_secs(1));
+    }
+    let scrapes = scraper.join().unwrap();
+    let refused = answers.iter().filter(|a| a.contains(" 503 ")).count();
+    let timed_out = answers.iter().filter(|a| a.contains(" 408 ")).count();
+    let last_close = closed_at.iter().flatten().max().copied();
+    eprintln!(
+        "{TRICKLERS} tricklers from 127.0.0.2: {refused} refused (503), {timed_out} cut (408), \
+         the last closed after {last_close:?}; scrapes from 127.0.0.3: {scrapes:?}"
+    );
+    assert!(scrapes.iter().all(Result::is_ok), "{scrapes:?}");
+    let refusal = answers.iter().find(|a| a.contains(" 503 ")).expect("a 503");
+    assert!(
+        refusal.contains("16 connections open from 127.0.0.2"),
+        "{refusal}"
+    );
+    assert_eq!(refused, TRICKLERS - 16, "{answers:?}");
+    assert_eq!(timed_out, 16, "{answers:?}");
+    assert!(
+        closed_at.iter().all(Option::is_some),
+        "tricklers still open after 40 s: {closed_at:?}"
+    );
+}
