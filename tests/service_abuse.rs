@@ -7,13 +7,15 @@
 use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::proc::Proc;
-use common::metrics_addr;
+use common::{json, metrics_addr};
 use socket2::{Domain, Socket, Type};
+
+const LIMIT: Duration = Duration::from_secs(60);
 
 /// A TCP connection to `to` from the local address `from` (port chosen by the kernel), with
 /// `rcvbuf` asked for when given.
@@ -208,4 +210,117 @@ fn trickling_clients_cannot_shut_out_scrapes() {
         closed_at.iter().all(Option::is_some),
         "tricklers still open after 40 s: {closed_at:?}"
     );
+}
+
+// ---- 11: the relay's proxy lets go of connections that move nothing ------------------------
+
+/// An echo server on loopback (one thread per connection, bounded by the test's connections).
+fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 || c.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Echoes `msg` through `s`: whether it came back whole.
+fn echoes(s: &mut TcpStream, msg: &[u8]) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = vec![0u8; msg.len()];
+    s.write_all(msg).is_ok() && s.read_exact(&mut got).is_ok() && got == msg
+}
+
+/// Whether the relay let go of `s` (EOF or a reset) within `limit`.
+fn let_go(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut b = [0u8; 16];
+    match s.read(&mut b) {
+        Ok(0) => Some(t.elapsed()),
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => Some(t.elapsed()),
+        _ => None,
+    }
+}
+
+/// `relay --max-connections 8`: 8 silent connections fill the proxy (a ninth is reset at once);
+/// they are reset 10 s after their accept, so later connections get through again. (They used
+/// to be held for as long as they stayed, refusing every later connection.) The report counts
+/// them under `errors.idle`.
+#[test]
+fn relay_proxy_lets_go_of_silent_connections() {
+    let backend = echo_server();
+    let (relay, addr) = Proc::relay(&backend.to_string(), &["--max-connections", "8", "--json"]);
+    let addr: SocketAddr = addr.parse().unwrap();
+    let t0 = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    thread::sleep(Duration::from_millis(500));
+    let mut ninth = TcpStream::connect(addr).unwrap();
+    assert!(
+        let_go(&mut ninth, Duration::from_secs(10)).is_some(),
+        "the ninth connection was not refused"
+    );
+    let freed: Vec<Option<Duration>> = silent
+        .iter_mut()
+        .map(|s| {
+            let left = (t0 + Duration::from_secs(30)).saturating_duration_since(Instant::now());
+            let_go(s, left.max(Duration::from_millis(10))).map(|_| t0.elapsed())
+        })
+        .collect();
+    eprintln!("8 silent connections let go after {freed:?}");
+    assert!(freed.iter().all(Option::is_some), "held: {freed:?}");
+    let mut later = TcpStream::connect(addr).unwrap();
+    assert!(
+        echoes(&mut later, b"through"),
+        "a later connection was refused"
+    );
+    drop(later);
+    let tcp = stop_relay(relay);
+    assert_eq!(tcp["errors"]["idle"].as_u64(), Some(8), "{tcp}");
+    assert_eq!(tcp["refused"].as_u64(), Some(1), "{tcp}");
+}
+
+/// `relay --tcp-idle 4s`: a connection that echoes once and goes quiet is reset, one that
+/// talks every second stays.
+#[test]
+fn relay_proxy_lets_go_of_idle_connections() {
+    let backend = echo_server();
+    let (relay, addr) = Proc::relay(&backend.to_string(), &["--tcp-idle", "4s", "--json"]);
+    let addr: SocketAddr = addr.parse().unwrap();
+    let mut quiet = TcpStream::connect(addr).unwrap();
+    let mut busy = TcpStream::connect(addr).unwrap();
+    assert!(echoes(&mut quiet, b"once"));
+    let t1 = Instant::now();
+    for k in 0..7 {
+        assert!(
+            echoes(&mut busy, b"again"),
+            "the busy connection broke at {k} s"
+        );
+        thread::sleep(Duration::from_secs(1));
+    }
+    let quiet_gone = let_go(&mut quiet, Duration::from_secs(20)).map(|_| t1.elapsed());
+    eprintln!("a quiet connection let go after {quiet_gone:?} (--tcp-idle 4s)");
+    assert!(quiet_gone.is_some(), "the quiet connection was held");
+    assert!(echoes(&mut busy, b"still"), "the busy connection was cut");
+    drop(busy);
+    let tcp = stop_relay(relay);
+    assert_eq!(tcp["errors"]["idle"].as_u64(), Some(1), "{tcp}");
+}
+
+/// SIGINT to the relay; its report's `tcp` object.
+fn stop_relay(relay: Proc) -> serde_json::Value {
+    netcore::sys::process::kill(relay.pid() as i32, libc::SIGINT).unwrap();
+    let (st, out, err) = relay.finish(LIMIT);
+    assert!(st.success(), "relay: {err}");
+    json(&out)["tcp"].clone()
 }
