@@ -11,6 +11,7 @@ pub mod load;
 pub mod metrics;
 pub mod reactor;
 pub mod relay;
+pub mod seeded;
 pub mod server;
 #[macro_use]
 pub mod sys;

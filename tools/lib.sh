@@ -32,3 +32,9 @@ port_wait() {
   log "error: nothing listening on $proto port $port"
   return 1
 }
+
+# loadavg: the 1-minute load average (for tools/stats.py --load-before/--load-after).
+loadavg() { cut -d' ' -f1 /proc/loadavg; }
+
+# sample TSV CONFIG METRIC VALUE: one run's figure, in the form tools/stats.py reads.
+sample() { printf '%s\t%s\t%s\n' "$2" "$3" "$4" >>"$1"; }

@@ -18,7 +18,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 use crate::proto::{Counters, Proto, Session, SessionConfig, Step};
 
@@ -269,7 +269,7 @@ fn expect_counters() -> Counters {
 /// A client's request picker: the seeded generator of client `client` for a mix.
 #[derive(Debug, Clone)]
 pub struct Picker {
-    rng: rand::rngs::SmallRng,
+    rng: crate::seeded::SeededRng,
     n: usize,
 }
 
@@ -282,9 +282,7 @@ impl Picker {
             Workload::Echo { .. } => (0, 1),
         };
         Picker {
-            rng: rand::rngs::SmallRng::seed_from_u64(
-                seed ^ client.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            ),
+            rng: crate::seeded::rng(seed ^ client.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
             n,
         }
     }

@@ -1,6 +1,6 @@
 //! The impairment core: per-datagram decisions ([`Impairer`]) and the queues that carry them out
 //! ([`Pipeline`]). Pure: no sockets, no clock (times are nanoseconds the caller passes in), one
-//! seeded [`SmallRng`].
+//! seeded [`SeededRng`] (PCG-64).
 //!
 //! # Stages
 //! A datagram offered to the [`Pipeline`] goes through, in this order:
@@ -28,8 +28,8 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use crate::seeded::SeededRng;
+use rand::Rng;
 
 use crate::units::Rate;
 
@@ -206,7 +206,7 @@ enum Loss {
 pub struct Impairer {
     s: Settings,
     loss: Loss,
-    rng: SmallRng,
+    rng: SeededRng,
 }
 
 impl Impairer {
@@ -225,7 +225,7 @@ impl Impairer {
             }
         };
         Impairer {
-            rng: SmallRng::seed_from_u64(s.seed),
+            rng: crate::seeded::rng(s.seed),
             loss,
             s,
         }

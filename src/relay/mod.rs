@@ -9,7 +9,7 @@
 //! ```
 //! UDP is impaired one way: datagrams from anyone go to `--to` through the impairments. Each
 //! source address has a socket of its own towards `--to` ([`flows`], at most
-//! [`flows::MAX_FLOWS`]), so what the receiver sends back to that socket (iperf3's UDP stream
+//! [`sources::MAX_FLOWS`]), so what the receiver sends back to that socket (iperf3's UDP stream
 //! handshake answer, for one) is returned to the source from the relay's port, unimpaired and
 //! counted. TCP connections to the relay's port are proxied both ways to the same port of
 //! `--to` ([`proxy`]), so the sender's control channel, and `iperf3 -c` (TCP and UDP), go
@@ -40,10 +40,10 @@
 //! to a millisecond later. Keep `--delay` + `--jitter` well below the receiver's `--drain`
 //! (250 ms by default), or the receiver finishes before the last datagrams leave the relay.
 
-pub mod flows;
 pub mod impair;
 pub mod proxy;
 pub mod report;
+pub mod sources;
 pub mod truth;
 
 use std::collections::BTreeMap;
@@ -57,13 +57,13 @@ use anyhow::{Context, Result};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
-use self::flows::{Flows, Proto};
 use self::impair::{Offer, Pipeline, Settings};
 use self::proxy::Proxy;
 use self::report::{RelayReport, ReturnReport, SettingsReport, SCHEMA};
+use self::sources::{Flows, Proto};
 use self::truth::{GroundTruth, Key, Tag};
 use crate::flow::udp::wire::Header;
-use crate::interop::iperf3::udp as iperf3;
+use crate::interop::iperf3::udp_header as iperf3;
 use crate::metrics::relay::{RelayMetrics, RelayTotals};
 use crate::sys::mmsg::{RecvBatch, SendBatch};
 use crate::sys::{signal, sockopt};
@@ -184,7 +184,8 @@ impl Relay {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         refuse_loop(opts.listen, opts.to)?;
         // A socket per source and two per proxied connection.
-        let _ = crate::sys::raise_nofile((flows::MAX_FLOWS + 2 * opts.max_connections + 64) as u64);
+        let _ =
+            crate::sys::raise_nofile((sources::MAX_FLOWS + 2 * opts.max_connections + 64) as u64);
         let (inbound, listener) = bind_both(opts.listen, opts.max_connections > 0).map_err(|e| {
             if e.kind() == io::ErrorKind::AddrInUse {
                 anyhow::anyhow!(
@@ -198,7 +199,7 @@ impl Relay {
         refuse_loop(inbound.local_addr()?, opts.to)?;
         sockopt::size_buffer(&inbound, opts.rcvbuf, true).context("setting the receive buffer")?;
         let outbound =
-            flows::connect(opts.to).with_context(|| format!("cannot send to {}", opts.to))?;
+            sources::connect(opts.to).with_context(|| format!("cannot send to {}", opts.to))?;
         Ok(Relay {
             inbound,
             listener,
@@ -256,7 +257,7 @@ impl Relay {
         let mut d = Driver {
             pipeline: Pipeline::new(opts.settings.clone()),
             truth: GroundTruth::new(),
-            flows: Flows::new(opts.to, outbound, flows::MAX_FLOWS),
+            flows: Flows::new(opts.to, outbound, sources::MAX_FLOWS),
             rb: RecvBatch::with_sources(BATCH, SLOT),
             sb: SendBatch::new(BATCH, SLOT),
             staged: Vec::with_capacity(BATCH),

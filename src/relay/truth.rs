@@ -419,7 +419,7 @@ mod tests {
 
     #[test]
     fn iperf3_counter_width() {
-        use crate::interop::iperf3::udp::Header;
+        use crate::interop::iperf3::udp_header::Header;
         for wide in [false, true] {
             for seq0 in [0u64, 1, 70_000, u32::MAX as u64 - 2] {
                 let mut d = vec![0u8; 1400];

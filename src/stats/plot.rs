@@ -79,6 +79,12 @@ pub fn check_output(path: &Path) -> Result<()> {
     if Format::of(path).is_none() {
         bail!("plot file '{}' must end in .svg or .png", path.display());
     }
+    if Format::of(path) == Some(Format::Png) && !cfg!(feature = "png") {
+        bail!(
+            "plot file '{}': this netcore was built without PNG support (feature `png`); write .svg",
+            path.display()
+        );
+    }
     let existed = path.exists();
     std::fs::OpenOptions::new()
         .write(true)
@@ -128,7 +134,14 @@ pub fn line_chart(
         .with_context(|| format!("cannot write plot file '{}'", path.display()))
 }
 
+/// Renders an SVG document to PNG bytes: not in a build without the `png` feature.
+#[cfg(not(feature = "png"))]
+pub fn svg_to_png(_svg: &str) -> Result<Vec<u8>> {
+    bail!("this netcore was built without PNG support (feature `png`)")
+}
+
 /// Renders an SVG document to PNG bytes on a white background.
+#[cfg(feature = "png")]
 pub fn svg_to_png(svg: &str) -> Result<Vec<u8>> {
     use resvg::{tiny_skia, usvg};
     let mut opt = usvg::Options::default();

@@ -130,8 +130,8 @@ pub fn socket_drops(sock: RawFd) -> io::Result<u32> {
 }
 
 /// `SO_REUSEPORT`, for servers with one listener per reactor.
-pub fn set_reuseport(sock: &impl AsRawFd) -> io::Result<()> {
-    set_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)
+pub fn set_reuseport(sock: &impl std::os::fd::AsFd) -> io::Result<()> {
+    socket2::SockRef::from(sock).set_reuse_port(true)
 }
 
 /// A UDP socket bound to `addr` with `SO_REUSEPORT` set first, so that sockets of the same

@@ -2,7 +2,7 @@
 //! kernel's per-connection figures (retransmits, cwnd, RTT, pacing and delivery rates).
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use super::sockopt::set_int;
 
@@ -113,50 +113,22 @@ pub fn tcp_info(sock: &impl AsRawFd) -> io::Result<TcpInfo> {
     })
 }
 
-/// The congestion control algorithm of a TCP socket (`TCP_CONGESTION`).
-pub fn congestion(sock: &impl AsRawFd) -> io::Result<String> {
-    let mut name = [0u8; 32];
-    let mut len = name.len() as libc::socklen_t;
-    // SAFETY: `name` is valid for writes of `len` bytes; the kernel writes at most that and
-    // updates `len`.
-    unsafe {
-        syscall!(getsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_CONGESTION,
-            name.as_mut_ptr().cast(),
-            &mut len,
-        ))
-    }?;
-    let name = &name[..(len as usize).min(name.len())];
+/// The congestion control algorithm of a TCP socket (`TCP_CONGESTION`, through socket2).
+pub fn congestion(sock: &impl AsFd) -> io::Result<String> {
+    let name = socket2::SockRef::from(sock).tcp_congestion()?;
     let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
     Ok(String::from_utf8_lossy(&name[..end]).into_owned())
 }
 
 /// Sets the congestion control algorithm (`TCP_CONGESTION`); `ENOENT` where the kernel has no
 /// such algorithm (and may not load it).
-pub fn set_congestion(sock: &impl AsRawFd, algo: &str) -> io::Result<()> {
-    // SAFETY: the pointer and length describe `algo`'s bytes, which live across the call.
-    unsafe {
-        syscall!(setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_CONGESTION,
-            algo.as_ptr().cast(),
-            algo.len() as libc::socklen_t,
-        ))
-    }
-    .map(|_| ())
+pub fn set_congestion(sock: &impl AsFd, algo: &str) -> io::Result<()> {
+    socket2::SockRef::from(sock).set_tcp_congestion(algo.as_bytes())
 }
 
 /// `TCP_MAXSEG`: the largest segment this end sends (set before connecting).
-pub fn set_mss(sock: &impl AsRawFd, mss: u32) -> io::Result<()> {
-    set_int(
-        sock.as_raw_fd(),
-        libc::IPPROTO_TCP,
-        libc::TCP_MAXSEG,
-        mss as libc::c_int,
-    )
+pub fn set_mss(sock: &impl AsFd, mss: u32) -> io::Result<()> {
+    socket2::SockRef::from(sock).set_tcp_mss(mss)
 }
 
 /// `SO_MAX_PACING_RATE` in bytes per second (enforced by the fq qdisc, or by TCP's own

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use mio::net::{TcpStream, UdpSocket};
 use mio::Interest;
 
-use super::flows::{
+use super::messages::{
     decode_header, encode_message, Counters, Flow, FrameParser, MessageGen, Pace, TrafficConfig,
 };
 use super::report::{FlowInterval, FlowTotals, Sample, TrafficReport, SCHEMA};

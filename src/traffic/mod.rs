@@ -12,11 +12,11 @@
 //! driver that moves bytes between the sockets and them.
 
 mod driver;
-pub mod flows;
+pub mod messages;
 pub mod report;
 
 pub use driver::run;
-pub use flows::{
+pub use messages::{
     decode_header, encode_message, sizes, Counters, Flow, FrameParser, MessageGen, Pace,
     TrafficConfig, HEADER, MAX_MESSAGE,
 };

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::flows::{Counters, Flow};
+use super::messages::{Counters, Flow};
 use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_bytes_short, fmt_count, fmt_secs};

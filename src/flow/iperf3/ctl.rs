@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use super::report::Iperf3UdpReport;
 use crate::flow::tcp::server::TcpEvent;
 use crate::flow::tcp::stream::transient;
-use crate::interop::iperf3::server::{Event, ServerCtl};
+use crate::interop::iperf3::server_ctl::{Event, ServerCtl};
 use crate::interop::iperf3::Results;
 use crate::sys::cpu::ThreadTimes;
 use crate::sys::signal;

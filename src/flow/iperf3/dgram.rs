@@ -16,7 +16,7 @@ use super::report::{SentRow, StreamRow};
 use crate::flow::pacer::Pacer;
 use crate::flow::udp::tracker::{Tracker, DEFAULT_WINDOW};
 use crate::interop::iperf3::msg::stream_id;
-use crate::interop::iperf3::udp::Header;
+use crate::interop::iperf3::udp_header::Header;
 use crate::interop::iperf3::StreamResult;
 use crate::sys::mmsg::{RecvBatch, SendBatch};
 use crate::sys::{realtime_ns, signal, sockopt};

@@ -38,7 +38,7 @@ use crate::flow::tcp::server::{next_data_conn, TcpEvent};
 use crate::flow::tcp::spec::{Dir, Mode, TcpSpec, DEFAULT_LEN};
 use crate::flow::tcp::stream::{self, configure, DataConn, Live, Running, Stops};
 use crate::interop::iperf3::msg::{stream_id, COOKIE_LEN};
-use crate::interop::iperf3::server::Event;
+use crate::interop::iperf3::server_ctl::Event;
 use crate::interop::iperf3::{Cookie, Params, Results, StreamResult};
 use crate::sys::cpu::process_times;
 use crate::sys::signal;

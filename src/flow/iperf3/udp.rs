@@ -26,7 +26,7 @@ use super::ctl::{cpu_util, Ctl, Iperf3Ctx, Iperf3Event, Refused, SLACK};
 use super::dgram::{Streams, TxPlan};
 use super::report::{sent_sum_of, sum_of, Iperf3UdpReport, SCHEMA};
 use crate::flow::streams::{split_count, Dir, Mode};
-use crate::interop::iperf3::udp::{read_word, word, Header, CONNECT_MSG, CONNECT_REPLY};
+use crate::interop::iperf3::udp_header::{read_word, word, Header, CONNECT_MSG, CONNECT_REPLY};
 use crate::interop::iperf3::{Params, Results};
 use crate::sys::cpu::process_times;
 use crate::sys::{signal, sockopt};

@@ -4,15 +4,15 @@
 //! 4-byte handshake and carry a 12- or 16-byte header in every datagram.
 //!
 //! - [`msg`]: states, cookie, JSON frames, the parameter and results documents;
-//! - [`udp`]: the UDP handshake words and data header;
-//! - [`server`] / [`client`]: each side's control state machine, sans-IO.
+//! - [`udp_header`]: the UDP handshake words and data header;
+//! - [`server_ctl`] / [`client_ctl`]: each side's control state machine, sans-IO.
 //!
 //! Learned from iperf3's source and behaviour; no code is taken from it.
 
-pub mod client;
+pub mod client_ctl;
 pub mod msg;
-pub mod server;
-pub mod udp;
+pub mod server_ctl;
+pub mod udp_header;
 
 pub use msg::{Cookie, Params, ProtoError, Results, State, StreamResult};
 

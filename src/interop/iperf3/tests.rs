@@ -3,10 +3,10 @@
 use proptest::prelude::*;
 use serde_json::json;
 
-use super::client::{self, ClientCtl};
+use super::client_ctl::{self as client, ClientCtl};
 use super::msg::{read_json, stream_id, write_json, Cookie, Params, ProtoError, Results};
 use super::msg::{StreamResult, COOKIE_LEN, MAX_PARAMS_JSON};
-use super::server::{self, ServerCtl};
+use super::server_ctl::{self as server, ServerCtl};
 
 fn cookie() -> Cookie {
     Cookie::from_random([7u8; COOKIE_LEN - 1])

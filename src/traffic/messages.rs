@@ -1,8 +1,8 @@
 //! The pure core of `traffic`: flow kinds and settings, the seeded message generator, the
 //! message header and the TCP frame parser.
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use crate::seeded::SeededRng;
+use rand::Rng;
 use std::time::Duration;
 
 /// Bytes of the message header: length (u32) and sequence (u64).
@@ -60,7 +60,7 @@ pub struct TrafficConfig {
 
 /// The seeded message-size generator of one flow.
 pub struct MessageGen {
-    rng: SmallRng,
+    rng: SeededRng,
     min: usize,
     max: usize,
 }
@@ -71,7 +71,7 @@ impl MessageGen {
         // Each flow gets its own stream, so adding a flow does not change another's sizes.
         let s = seed ^ (flow.index() + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         MessageGen {
-            rng: SmallRng::seed_from_u64(s),
+            rng: crate::seeded::rng(s),
             min,
             max,
         }

@@ -1,5 +1,5 @@
 //! The client's side of an iperf3 control connection, sans-IO (netcore driving a stock
-//! `iperf3 -s`). The mirror of [`super::server`]: the server's state bytes and results come in
+//! `iperf3 -s`). The mirror of [`super::server_ctl`]: the server's state bytes and results come in
 //! ([`ClientCtl::input`] / [`ClientCtl::poll`]), and the driver answers with
 //! [`ClientCtl::params`], [`ClientCtl::end`], [`ClientCtl::results`] and
 //! [`ClientCtl::done`].
