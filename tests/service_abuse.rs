@@ -11,8 +11,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::control::{expect_error, hello};
 use common::proc::Proc;
-use common::{json, metrics_addr};
+use common::{addr_in, json, metrics_addr, run};
+use netcore::flow::control::{ClientId, Conn, Msg, Plan, Reverse};
 use socket2::{Domain, Socket, Type};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -323,4 +325,47 @@ fn stop_relay(relay: Proc) -> serde_json::Value {
     let (st, out, err) = relay.finish(LIMIT);
     assert!(st.success(), "relay: {err}");
     json(&out)["tcp"].clone()
+}
+
+// ---- 7: a reverse Setup's pacing is checked where it is read -----------------------------
+
+/// `recv --json`: the process and its address.
+fn recv(extra: &[&str]) -> (Proc, String) {
+    let args = [&["recv", "--listen", "127.0.0.1:0", "--json"][..], extra].concat();
+    let mut p = Proc::netcore(&args);
+    let line = p.wait_line("listening on");
+    (p, addr_in(&line))
+}
+
+/// A reverse test whose Setup paces at 0 or a negative number of datagrams a second is refused
+/// with the reason before anything starts (it used to get Ready, then panic a thread of
+/// recv's in the pacer's assertion, with no word to the client); recv goes on serving.
+#[test]
+fn a_reverse_setup_pacing_at_zero_or_below_is_refused_with_the_reason() {
+    let (p, addr) = recv(&[]);
+    for (i, pps) in [0.0, -5.0, -0.0].into_iter().enumerate() {
+        let mut c = Conn::connect_from(addr.parse().unwrap(), None).unwrap();
+        c.open_test(
+            hello(40 + i as u64, 100, Plan::Count(1000)),
+            &ClientId::default(),
+        )
+        .unwrap();
+        c.send(&Msg::Setup {
+            tcp: None,
+            reverse: Some(Reverse { pps: Some(pps) }),
+        })
+        .unwrap();
+        let why = expect_error(&mut c);
+        assert!(why.contains("not a rate"), "pps {pps}: {why}");
+    }
+    let (st, _, err) = run(
+        &[
+            "blast", "--to", &addr, "-R", "--count", "500", "--rate", "1000pps",
+        ],
+        LIMIT,
+    );
+    assert!(st.success(), "a later reverse test: {err}");
+    netcore::sys::process::kill(p.pid() as i32, libc::SIGTERM).unwrap();
+    let (_, _, err) = p.finish(LIMIT);
+    assert!(!err.contains("panicked"), "{err}");
 }

@@ -210,8 +210,29 @@ pub fn decode(line: &[u8]) -> Result<Msg> {
         ))
         .into());
     }
-    serde_json::from_slice(line)
-        .map_err(|e| anyhow!(Malformed(format!("malformed control message: {e}"))))
+    let msg: Msg = serde_json::from_slice(line)
+        .map_err(|e| anyhow!(Malformed(format!("malformed control message: {e}"))))?;
+    check_values(&msg).map_err(|why| anyhow!(Malformed(why)))?;
+    Ok(msg)
+}
+
+/// Values a message's types admit but no test can use, refused where the message is read so
+/// that nothing behind the codec meets them (issue #25: a reverse Setup with `pps` 0 or
+/// negative panicked the sending thread's pacer).
+fn check_values(msg: &Msg) -> std::result::Result<(), String> {
+    if let Msg::Setup {
+        reverse: Some(Reverse { pps: Some(pps) }),
+        ..
+    } = msg
+    {
+        if !(pps.is_finite() && *pps > 0.0) {
+            return Err(format!(
+                "a reverse test's pacing of {pps} datagrams a second is not a rate: \
+                 it must be above 0 (or absent: unpaced)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A control connection: blocking TCP with a deadline on every receive.
@@ -398,6 +419,20 @@ impl Conn {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_reverse_pacing_that_is_not_a_rate_is_malformed() {
+        for pps in ["0", "-5", "-0.0", "0.0"] {
+            let line = format!(r#"{{"type":"setup","tcp":null,"reverse":{{"pps":{pps}}}}}"#);
+            let e = decode(line.as_bytes()).unwrap_err();
+            assert!(e.downcast_ref::<Malformed>().is_some(), "{pps}: {e:#}");
+            assert!(format!("{e:#}").contains("not a rate"), "{pps}: {e:#}");
+        }
+        for pps in ["1e-300", "1000", "null"] {
+            let line = format!(r#"{{"type":"setup","tcp":null,"reverse":{{"pps":{pps}}}}}"#);
+            assert!(decode(line.as_bytes()).is_ok(), "{pps}");
+        }
+    }
 
     #[test]
     fn round_trip() {
