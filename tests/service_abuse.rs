@@ -369,3 +369,66 @@ fn a_reverse_setup_pacing_at_zero_or_below_is_refused_with_the_reason() {
     let (_, _, err) = p.finish(LIMIT);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+// ---- 4: --max-duration cuts a reverse test whatever its plan -----------------------------
+
+/// `recv --max-duration 3s`: a reverse test planned by count at 2 Mbit/s (a year's worth) is
+/// cut at 3 s and the client is told so (exit 1, the reason on stderr); so is one a raw client
+/// paces at 1e-300 datagrams a second, which would hold its slot forever. (Both used to run
+/// until killed: 26 s and 137 s in the audit.)
+#[test]
+fn max_duration_cuts_reverse_tests_planned_by_count_or_paced_to_a_crawl() {
+    let (p, addr) = recv(&["--max-duration", "3s"]);
+    let t = Instant::now();
+    let (st, _, err) = run(
+        &[
+            "blast",
+            "--to",
+            &addr,
+            "-R",
+            "--count",
+            "100000000",
+            "--len",
+            "1000",
+            "--rate",
+            "2Mbps",
+        ],
+        Duration::from_secs(30),
+    );
+    let took = t.elapsed();
+    eprintln!("blast -R --count 1e8 --rate 2Mbps vs --max-duration 3s: {st} after {took:?}: {err}");
+    assert_eq!(st.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cut:") && err.contains("--max-duration"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+
+    let mut c = Conn::connect_from(addr.parse().unwrap(), None).unwrap();
+    c.open_test(hello(77, 100, Plan::Count(1000)), &ClientId::default())
+        .unwrap();
+    c.send(&Msg::Setup {
+        tcp: None,
+        reverse: Some(Reverse { pps: Some(1e-300) }),
+    })
+    .unwrap();
+    let t = Instant::now();
+    if let Ok(Msg::Ready {
+        port: Some(port), ..
+    }) = c.expect("Ready", Duration::from_secs(10))
+    {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = SocketAddr::new(addr.parse::<SocketAddr>().unwrap().ip(), port);
+        u.send_to(&netcore::flow::udp::wire::opener(77), to)
+            .unwrap();
+    }
+    let why = expect_error(&mut c);
+    eprintln!(
+        "a reverse test paced at 1e-300 pps: {why:?} after {:?}",
+        t.elapsed()
+    );
+    assert!(why.contains("--max-duration"), "{why}");
+    netcore::sys::process::kill(p.pid() as i32, libc::SIGTERM).unwrap();
+    let (_, _, err) = p.finish(LIMIT);
+    assert!(!err.contains("panicked"), "{err}");
+}

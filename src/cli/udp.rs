@@ -382,6 +382,7 @@ pub fn blast_options(
         backend: a.backend,
         zerocopy: a.zerocopy,
         client,
+        cut_after: None,
     }
 }
 

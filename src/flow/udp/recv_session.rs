@@ -120,6 +120,8 @@ pub struct ReverseJob {
     pub verify: bool,
     /// Datagrams per second over all streams (None: unpaced).
     pub pps: Option<f64>,
+    /// Sending is cut this long after it started, whatever the plan (`--max-duration`).
+    pub max_time: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -480,6 +482,7 @@ impl RecvSession {
                             streams: self.streams,
                             verify: self.verify,
                             pps: self.reverse_pps(r.pps),
+                            max_time: self.ctx.limits.max_plan,
                         }));
                         self.state = State::Ended;
                     }

@@ -111,6 +111,7 @@ pub fn serve(
         backend: backend::resolve_send(Backend::Auto)?,
         zerocopy: false,
         client: Default::default(),
+        cut_after: Some(job.max_time),
     };
     sender::check_len(opts.len)?;
     let mut socks = Vec::with_capacity(job.streams as usize);

@@ -86,6 +86,9 @@ pub struct BlastOptions {
     pub zerocopy: bool,
     /// The source address and shared key (`--bind`, `--auth-key-file`).
     pub client: ClientId,
+    /// Sending stops this long after it started, whatever the plan, and the peer is told
+    /// why instead of getting Done: a receiver's `--max-duration` on a test it sends (`-R`).
+    pub cut_after: Option<Duration>,
 }
 
 /// Validates the datagram length.
@@ -119,6 +122,8 @@ struct BlastResult {
     cpu: CpuUsage,
     /// A signal stopped sending before the plan was done.
     interrupted: bool,
+    /// `cut_after` stopped sending before the plan was done.
+    cut: bool,
 }
 
 /// Datagrams per wake-up when paced at `pps`: about a millisecond's worth, at least one and at
@@ -191,6 +196,7 @@ fn combine(parts: Vec<BlastResult>) -> BlastResult {
         zerocopy: None,
         cpu: CpuUsage::default(),
         interrupted: false,
+        cut: false,
     };
     for p in parts {
         all.sent += p.sent;
@@ -207,6 +213,7 @@ fn combine(parts: Vec<BlastResult>) -> BlastResult {
         }
         all.cpu.add(&p.cpu);
         all.interrupted |= p.interrupted;
+        all.cut |= p.cut;
     }
     all.cpu = all.cpu.finish(all.bytes);
     all
@@ -307,7 +314,9 @@ fn blast_loop(
     let mut first_send = true;
     let mut stalled_since: Option<Instant> = None;
     let start = Instant::now();
+    let cut_at = opts.cut_after.map(|d| start + d);
     let mut interrupted = false;
+    let mut cut = false;
     'outer: while seq < limit {
         if signal::stop_requested() {
             interrupted = true;
@@ -320,6 +329,10 @@ fn blast_loop(
             if Instant::now() >= d {
                 break;
             }
+        }
+        if cut_at.is_some_and(|c| Instant::now() >= c) {
+            cut = true;
+            break;
         }
         let per_call = (batch.capacity() * segs) as u64;
         let mut k = per_call.min(limit - seq);
@@ -420,6 +433,7 @@ fn blast_loop(
         zerocopy: batch.zerocopy(),
         cpu: CpuUsage::default(),
         interrupted,
+        cut,
     })
 }
 
@@ -611,6 +625,16 @@ pub fn blast_and_finish(
             lane(opts, 0).rate.expect("paced")
         ),
     });
+    if let (true, None, Some(after)) = (res.cut, &ended, opts.cut_after) {
+        let why = format!(
+            "cut: the test reached this receiver's limit of {} s (--max-duration)",
+            after.as_secs_f64()
+        );
+        let _ = c.send(&Msg::Error {
+            message: why.clone(),
+        });
+        bail!("{why}");
+    }
     let mut receiver = match ended {
         Some(Err(e)) => bail!("the receiver ended the test early: {e}"),
         // The receiver ended the test itself (it was interrupted) and sent its report.
