@@ -10,7 +10,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use netcore::flow::control::Plan;
 use netcore::flow::rxwait::RxWait;
-use netcore::flow::tcp::spec::Dir;
+use netcore::flow::streams::Dir;
 use netcore::flow::tcp::stream::{start, DataConn, Job, Stops};
 
 const BYTES: u64 = 64 << 20;

@@ -1,11 +1,11 @@
-//! Cost per datagram of the receiver's sequence tracker (`netcore::flow::udp::tracker`).
+//! Cost per datagram of the receiver's sequence tracker (`netcore::flow::tracker`).
 //!
 //! Each iteration feeds one batch of `BATCH` sequence numbers, offset so that successive batches
 //! continue the same stream: the tracker (with the default 2 MiB window) is built once, and the
 //! measured loop is only `record`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use netcore::flow::udp::tracker::{Tracker, DEFAULT_WINDOW};
+use netcore::flow::tracker::{Tracker, DEFAULT_WINDOW};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;

@@ -758,8 +758,8 @@ fn regression_inputs_stay_harmless() {
 
 // ---- recv's control state machine and the sender's reading of receiver messages ----------
 
+use netcore::flow::recv::session::{Action, Limits as RecvLimits, RecvSession, SessionCtx};
 use netcore::flow::udp::recv_core::Out;
-use netcore::flow::udp::recv_session::{Action, Limits as RecvLimits, RecvSession, SessionCtx};
 use netcore::flow::udp::sender::{Reaction, ReceiverView};
 use std::time::{Duration, Instant};
 
@@ -786,7 +786,7 @@ fn session_input() -> impl Strategy<Value = SessionInput> {
     ]
 }
 
-fn stats() -> netcore::flow::udp::report::ReceiverStats {
+fn stats() -> netcore::flow::payload::ReceiverStats {
     serde_json::from_str(include_str!("fuzz_receiver_stats.json")).expect("stats fixture")
 }
 

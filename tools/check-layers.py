@@ -18,6 +18,16 @@ use of it; a parent that re-exports a child (`pub use x::Thing`) is. Also checke
 A `#[cfg(test)] mod tests { ... }` at the end of a file is read as a module of its own whose
 `super` is the file. Exits 1 and names every circle found; 0 when the graph is layered.
 Also checked: the bottom layer (sys, reactor, uring, stats, units) imports nothing above it.
+
+Inside every folder, the same fold one level down: its files and its subfolders are its rooms
+(a subfolder's modules folded onto it), and no import may run back up between rooms (a child
+folder importing a module of its parent that imports the child folder back, e.g. `flow/udp/*`
+using `flow/control.rs` while `flow/control.rs` uses `flow/udp/report.rs`), even where no two
+files import each other.
+
+In `flow/`, the protocol folders (udp, tcp, iperf3) are siblings: none imports another (but
+for the floors named in STANDS_ON), and none imports the receiver service (`flow/recv`), which
+stands above them and may import them all.
 Usage: tools/check-layers.py [SRC_DIR] | --self-test
 """
 
@@ -155,11 +165,55 @@ def graph(src):
 BOTTOM = {"sys", "reactor", "uring", "stats", "units"}
 
 
+# The data protocols' folders in flow/: siblings, none importing another.
+PROTOCOLS = {"udp", "tcp", "iperf3"}
+# Where one protocol folder stands on another's engine, the pair and why. iperf3's TCP tests
+# run netcore's TCP engine (tcp::stream's data connections, tcp::report's TcpReport, the
+# client's per-stream jobs and sampler) under iperf3's control protocol.
+STANDS_ON = {("iperf3", "tcp")}
+# Folders of flow/ that stand above the protocols and may import them all.
+ABOVE_PROTOCOLS = {"recv"}
+
+
+def protocol_rules(a, b):
+    """What the import a -> b breaks of flow/'s protocol rules, or None."""
+    if a[:1] != ("flow",) or b[:1] != ("flow",) or len(a) < 3 or len(b) < 2:
+        return None
+    pa, pb = a[1], b[1]
+    if pa not in PROTOCOLS or pa == pb:
+        return None
+    if pb in PROTOCOLS and (pa, pb) not in STANDS_ON:
+        return f"{fmt(a)} imports {fmt(b)}: a protocol folder never imports a sibling protocol's folder (flow/{pa} -> flow/{pb})"
+    if pb in ABOVE_PROTOCOLS:
+        return f"{fmt(a)} imports {fmt(b)}: flow/{pb} stands above the protocol folders"
+    return None
+
+
+def rooms(edges):
+    """Per folder: the graph of its rooms (its files and subfolders, each subfolder folded)."""
+    out = {}
+    for a, bs in edges.items():
+        for b in bs:
+            n = 0
+            while n < min(len(a), len(b)) and a[n] == b[n]:
+                n += 1
+            # a and b share the folder a[:n]; their rooms in it are a[:n+1] and b[:n+1]. An
+            # import of the folder itself (its mod.rs), or from it, is a parent's, not a room's.
+            if n >= len(a) or n >= len(b) or n == 0:
+                continue  # top level: the subsystem fold covers it
+            folder = a[:n]
+            out.setdefault(folder, {}).setdefault(a[: n + 1], set()).add(b[: n + 1])
+    return out
+
+
 def check(edges):
     """Every rule broken in the graph `edges`, one line each."""
     problems = []
     for a, bs in edges.items():
         for b in sorted(bs):
+            p = protocol_rules(a, b)
+            if p:
+                problems.append(p)
             if b[:1] == ("cli",) and a[:1] not in (("cli",), ("<main>",)):
                 problems.append(f"{fmt(a)} imports {fmt(b)}: only main.rs and cli/ may use the command line")
             if a[:1] and a[0] in BOTTOM and b[:1] and b[0] not in BOTTOM:
@@ -167,6 +221,14 @@ def check(edges):
     for label, g in (("module", edges), ("subsystem", fold(edges))):
         for cyc in cycles(g):
             problems.append(f"{label} circle: " + " -> ".join(fmt(c) for c in cyc + [cyc[0]]))
+    for folder, g in sorted(rooms(edges).items()):
+        for cyc in cycles(g):
+            # a circle of rooms that is a module circle too is already named above
+            if not any(any(len(m) > len(c) and m[: len(c)] == c for m in edges) for c in cyc):
+                continue
+            problems.append(
+                f"an import runs back up in {fmt(folder)}/: " + " -> ".join(fmt(c) for c in cyc + [cyc[0]])
+            )
     return problems
 
 
@@ -207,6 +269,50 @@ def self_test():
             "sys.rs": "use crate::flow::F;\n",
             "flow.rs": "pub struct F;\n",
         }, "below every command"),
+        ("a protocol folder importing a sibling protocol's folder", {
+            "lib.rs": "pub mod flow;\n",
+            "flow/mod.rs": "pub mod udp;\npub mod tcp;\n",
+            "flow/udp/mod.rs": "pub mod sender;\n",
+            "flow/udp/sender.rs": "use crate::flow::tcp::spec::TcpSpec;\n",
+            "flow/tcp/mod.rs": "pub mod spec;\n",
+            "flow/tcp/spec.rs": "pub struct TcpSpec;\n",
+        }, "never imports a sibling protocol"),
+        ("tcp importing iperf3 (the declared floor is the other way)", {
+            "lib.rs": "pub mod flow;\n",
+            "flow/mod.rs": "pub mod tcp;\npub mod iperf3;\n",
+            "flow/tcp/mod.rs": "pub mod server;\n",
+            "flow/tcp/server.rs": "fn f() { crate::flow::iperf3::serve(); }\n",
+            "flow/iperf3/mod.rs": "pub fn serve() {}\n",
+        }, "never imports a sibling protocol"),
+        ("a protocol folder importing the receiver room above it", {
+            "lib.rs": "pub mod flow;\n",
+            "flow/mod.rs": "pub mod udp;\npub mod recv;\n",
+            "flow/udp/mod.rs": "pub mod bidir;\n",
+            "flow/udp/bidir.rs": "use crate::flow::recv::receiver::Receiver;\n",
+            "flow/recv/mod.rs": "pub mod receiver;\n",
+            "flow/recv/receiver.rs": "pub struct Receiver;\n",
+        }, "stands above the protocol folders"),
+        ("the receiver room over every protocol, iperf3 on tcp: fine", {
+            "lib.rs": "pub mod flow;\n",
+            "flow/mod.rs": "pub mod udp;\npub mod tcp;\npub mod iperf3;\npub mod recv;\npub mod control;\n",
+            "flow/control.rs": "pub struct Conn;\n",
+            "flow/udp/mod.rs": "pub mod wire;\n",
+            "flow/udp/wire.rs": "use crate::flow::control::Conn;\n",
+            "flow/tcp/mod.rs": "pub mod stream;\n",
+            "flow/tcp/stream.rs": "use super::super::control::Conn;\n",
+            "flow/iperf3/mod.rs": "pub mod server;\n",
+            "flow/iperf3/server.rs": "use crate::flow::tcp::stream;\n",
+            "flow/recv/mod.rs": "pub mod receiver;\n",
+            "flow/recv/receiver.rs": "use crate::flow::{udp::wire, tcp::stream, iperf3::server};\n",
+        }, None),
+        ("an import running back up into a parent's file (no two files in a circle)", {
+            "lib.rs": "pub mod flow;\n",
+            "flow/mod.rs": "pub mod control;\npub mod udp;\n",
+            "flow/control.rs": "use crate::flow::udp::report::Stats;\npub struct Conn;\n",
+            "flow/udp/mod.rs": "pub mod report;\npub mod sender;\n",
+            "flow/udp/report.rs": "pub struct Stats;\n",
+            "flow/udp/sender.rs": "use crate::flow::control::Conn;\n",
+        }, "runs back up in flow/"),
         ("a test module using its own file is fine", {
             "lib.rs": "pub mod a;\n",
             "a.rs": "pub struct A;\n#[cfg(test)]\nmod tests {\n    use super::*;\n    use crate::a::A;\n}\n",

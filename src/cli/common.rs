@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Args;
 
-use crate::flow::tcp::spec::MAX_STREAMS;
-use crate::flow::udp::receiver::RxWait;
+use crate::flow::rxwait::RxWait;
+use crate::flow::streams::MAX_STREAMS;
 use crate::stats::Format;
 use crate::sys::{affinity, tcp};
 use crate::units::{self, Rate};

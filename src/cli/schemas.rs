@@ -33,8 +33,8 @@ pub fn all() -> Vec<(&'static str, Value)> {
             schema::<flow::udp::report::UdpReport>(flow::udp::report::SCHEMA),
         ),
         (
-            flow::udp::bidir::SCHEMA,
-            schema::<flow::udp::bidir::UdpBidirReport>(flow::udp::bidir::SCHEMA),
+            flow::recv::bidir::SCHEMA,
+            schema::<flow::recv::bidir::UdpBidirReport>(flow::recv::bidir::SCHEMA),
         ),
         (
             flow::tcp::report::SCHEMA,

@@ -21,9 +21,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::flow::cpu::CpuUsage;
-use crate::flow::tcp::report::{StreamEnd, TcpInterval};
-use crate::flow::tcp::spec::TcpSpec;
-use crate::flow::udp::report::ReceiverStats;
+use crate::flow::payload::{ReceiverStats, StreamEnd, TcpInterval, TcpSpec};
 
 /// Control protocol version; a Hello with another version is refused.
 ///

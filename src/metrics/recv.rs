@@ -318,7 +318,7 @@ impl Default for RecvMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::udp::tracker::Accounting;
+    use crate::flow::tracker::Accounting;
 
     fn report(test_id: u64, unique: u64, lost: u64, bytes: u64) -> UdpReport {
         let receiver: serde_json::Value =

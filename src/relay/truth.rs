@@ -2,7 +2,7 @@
 //! netcore datagrams (and iperf3 UDP streams' datagrams) will look to a receiver, computed from
 //! the exact order the relay sent them.
 //!
-//! This is the oracle for the receiver's [tracker](crate::flow::udp::tracker), so it shares none of
+//! This is the oracle for the receiver's [tracker](crate::flow::tracker), so it shares none of
 //! its code: where the tracker keeps a bitmap ring, [`SeqSet`] keeps the highest sequence seen
 //! and the *missing* sequences below it as ranges in a `BTreeMap`. The classes are those of
 //! RFC 4737 as the receiver defines them: above the highest is in order, equal to the highest or
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 /// The receiver's default tracking window (sequences at least this far below the highest are
 /// too late), which the ground truth assumes.
-pub const WINDOW: u64 = crate::flow::udp::tracker::DEFAULT_WINDOW;
+pub const WINDOW: u64 = crate::flow::tracker::DEFAULT_WINDOW;
 
 /// Tests (distinct test ids) tracked one by one; datagrams of further tests are only counted.
 pub const MAX_TESTS: usize = 64;
@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(s.insert(1), Arrival::TooLate);
         assert!(matches!(s.insert(399_997), Arrival::Reordered { .. }));
     }
-    use crate::flow::udp::tracker::{Class, Tracker};
+    use crate::flow::tracker::{Class, Tracker};
     use proptest::prelude::*;
 
     #[test]

@@ -5,7 +5,7 @@ use std::net::{IpAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use netcore::flow::control::{ClientId, Conn, Msg, Plan, PROTOCOL_VERSION};
-use netcore::flow::udp::report::ReceiverStats;
+use netcore::flow::payload::ReceiverStats;
 use netcore::flow::udp::wire;
 
 /// A Hello for one stream of `len`-byte datagrams, unverified, without a key.

@@ -14,7 +14,7 @@ use anyhow::{anyhow, Result};
 
 use super::report::{SentRow, StreamRow};
 use crate::flow::pacer::Pacer;
-use crate::flow::udp::tracker::{Tracker, DEFAULT_WINDOW};
+use crate::flow::tracker::{Tracker, DEFAULT_WINDOW};
 use crate::interop::iperf3::msg::stream_id;
 use crate::interop::iperf3::udp_header::Header;
 use crate::interop::iperf3::StreamResult;

@@ -19,13 +19,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::report::{CpuSides, IntervalMeter, TcpInterval, TcpReport, SCHEMA};
-use super::spec::{encode_preamble, Dir, TcpSpec};
+use super::report::{CpuSides, IntervalMeter, TcpReport, SCHEMA};
+use super::spec::encode_preamble;
 use super::stream::{self, bytes_moved, DataConn, Job, Live, Stops};
 use crate::flow::control::{ClientId, Conn, Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::host::host_name;
+use crate::flow::payload::{TcpInterval, TcpSpec};
 use crate::flow::rxwait::RxWait;
 pub use crate::flow::streams::cpu_for;
+use crate::flow::streams::Dir;
 use crate::sys::signal;
 
 /// Client settings.

@@ -5,89 +5,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::spec::{Dir, TcpSpec};
 use crate::flow::cpu::CpuUsage;
-use crate::flow::streams::SUM;
+use crate::flow::payload::{
+    StreamEnd, StreamSample, TcpFigures, TcpInterval, TcpSpec, ZeroCopyCounts,
+};
+use crate::flow::streams::{Dir, SUM};
 use crate::stats::table::Table;
 use crate::stats::Report;
-use crate::sys::tcp::TcpInfo;
 use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_bytes_short, fmt_count, fmt_micros, fmt_secs};
 
 pub const SCHEMA: &str = "netcore.tcp.v1";
-
-/// `TCP_INFO` of one connection, as reported.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct TcpFigures {
-    /// Segments retransmitted over the connection's life (`tcpi_total_retrans`).
-    pub retransmits: u64,
-    /// Congestion window in segments.
-    pub cwnd: u32,
-    pub mss: u32,
-    /// Smoothed RTT and its variance.
-    pub rtt_us: u32,
-    pub rttvar_us: u32,
-    pub pacing_rate_bps: u64,
-    pub delivery_rate_bps: u64,
-    pub bytes_acked: u64,
-    pub bytes_retrans: u64,
-    pub congestion: String,
-}
-
-impl TcpFigures {
-    pub fn from_info(i: &TcpInfo, congestion: &str) -> TcpFigures {
-        TcpFigures {
-            retransmits: i.total_retrans as u64,
-            cwnd: i.snd_cwnd,
-            mss: i.snd_mss,
-            rtt_us: i.rtt_us,
-            rttvar_us: i.rttvar_us,
-            pacing_rate_bps: i.pacing_rate.saturating_mul(8),
-            delivery_rate_bps: i.delivery_rate.saturating_mul(8),
-            bytes_acked: i.bytes_acked,
-            bytes_retrans: i.bytes_retrans,
-            congestion: congestion.to_string(),
-        }
-    }
-
-    fn short(&self) -> String {
-        format!(
-            "retr {} cwnd {} rtt {}/{}",
-            fmt_count(self.retransmits),
-            fmt_count(self.cwnd as u64),
-            fmt_micros(self.rtt_us as f64),
-            fmt_micros(self.rttvar_us as f64)
-        )
-    }
-}
-
-/// A zero-copy writer's sends (`MSG_ZEROCOPY`) and what the kernel's completions said.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
-pub struct ZeroCopyCounts {
-    /// `send(MSG_ZEROCOPY)` calls that took data.
-    pub sends: u64,
-    /// Sends whose completion arrived (all of them unless the test was cut short).
-    pub completed: u64,
-    /// Of those, sends the kernel copied after all (to a local receiver: all of them).
-    pub copied: u64,
-}
-
-/// One side's account of one data connection.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct StreamEnd {
-    pub id: u32,
-    pub dir: Dir,
-    /// Bytes written (the writing end) or read to EOF (the reading end).
-    pub bytes: u64,
-    /// From the connection's start to the last write (writer) or to EOF (reader).
-    pub elapsed_s: f64,
-    /// `TCP_INFO` at the end (the writer's figures are the ones reported).
-    pub tcp: Option<TcpFigures>,
-    /// The writer's zero-copy counts (`--zerocopy`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zerocopy: Option<ZeroCopyCounts>,
-}
 
 /// One data connection, both ends joined.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -117,39 +44,6 @@ pub struct CpuSides {
     pub client: CpuUsage,
     /// The side that served it (`recv`, or blast's embedded receiver).
     pub server: CpuUsage,
-}
-
-/// One stream in an interval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct StreamSample {
-    pub id: u32,
-    pub dir: Dir,
-    /// Bytes this side moved on the stream so far.
-    pub bytes: u64,
-    pub bps: f64,
-    pub tcp: Option<TcpFigures>,
-}
-
-/// One interval as seen by the side that printed it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct TcpInterval {
-    pub start: f64,
-    pub t: f64,
-    pub streams: Vec<StreamSample>,
-    pub sum_bps: f64,
-    /// Who sampled it: "client" or "server" (the side that writes `-R` streams sends its
-    /// samples over control). Absent in reports older than this field.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub by: String,
-}
-
-impl TcpInterval {
-    /// The same interval with only the streams of direction `dir`.
-    pub fn only(mut self, dir: Dir) -> TcpInterval {
-        self.streams.retain(|s| s.dir == dir);
-        self.sum_bps = self.streams.iter().map(|s| s.bps).sum();
-        self
-    }
 }
 
 /// Turns cumulative per-stream counters into interval samples.

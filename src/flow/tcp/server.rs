@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use super::client::{job_for, sample};
-use super::report::{CpuSides, IntervalMeter, StreamEnd, TcpInterval, TcpReport, SCHEMA};
-use super::spec::{decode_preamble, Dir, TcpSpec};
+use super::report::{CpuSides, IntervalMeter, TcpReport, SCHEMA};
+use super::spec::decode_preamble;
 use super::stream::{self, bytes_moved, configure, DataConn, Stops};
 use crate::flow::control::{encode, Conn, Msg, Plan};
 use crate::flow::cpu::CpuUsage;
+use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
 use crate::flow::rxwait::RxWait;
+use crate::flow::streams::Dir;
 use crate::units::fmt_bits_per_sec;
 
 /// What the server side of a TCP test reports as it runs.

@@ -19,13 +19,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::report::{StreamEnd, TcpFigures, ZeroCopyCounts};
-use super::spec::{Dir, TcpSpec};
 use crate::flow::control::Plan;
 use crate::flow::cpu::{CpuUsage, ThreadMeter};
 use crate::flow::pacer::Pacer;
+use crate::flow::payload::{StreamEnd, TcpFigures, TcpSpec, ZeroCopyCounts};
 use crate::flow::rxwait::{RxWait, POLL_NAP};
-use crate::flow::streams::{split_count, thread_groups};
+use crate::flow::streams::{split_count, thread_groups, Dir};
 use crate::sys::{affinity, poll, realtime_ns, signal, sockopt, tcp};
 
 /// How long a reader waits for a byte (or EOF) before it gives up on a silent writer, beyond

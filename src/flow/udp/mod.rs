@@ -1,15 +1,12 @@
-//! The UDP test: wire format, sequence tracker, report (pure cores), and the sender and
-//! receiver that drive them over `sendmmsg`/`recvmmsg` or io_uring.
+//! The UDP test: wire format and report (pure cores), the receiving thread's core, and the
+//! sender and receive loops that drive them over `sendmmsg`/`recvmmsg` or io_uring. The
+//! receiver service that admits UDP tests (and TCP and iperf3 ones) is `flow::recv`.
 
-pub mod bidir;
-pub mod receiver;
 pub mod recv_core;
-pub mod recv_session;
+pub mod recv_mmsg;
 pub mod report;
-pub mod reverse;
 pub mod sender;
-pub mod tracker;
 pub mod transport;
 #[cfg(feature = "uring")]
-mod uring;
+pub mod uring;
 pub mod wire;

@@ -1,5 +1,5 @@
 //! The receiving side's per-test core, shared by both receive backends (the `recvmmsg` loop in
-//! [`super::receiver`] and the io_uring loop in `super::uring`): commands from the control
+//! `super::recv_mmsg` and the io_uring loop in `super::uring`): commands from the control
 //! thread, per-datagram accounting (decode, test id, verify, tracker, latency, jitter,
 //! reorder extent), interval figures and the end of a test. A backend only moves buffers from
 //! the socket to [`Core::on_buffer`] and calls [`Core::end_batch`] once per receive batch.
@@ -13,12 +13,12 @@ use std::os::fd::RawFd;
 use std::sync::mpsc::{Receiver as Rx, Sender as Tx, TryRecvError};
 use std::time::{Duration, Instant};
 
-use super::report::{pct_of, KernelStats, ReceiverStats, SocketDrops, StreamStats};
-use super::tracker::{Accounting, Class, Tracker};
 use super::wire::{self, Header, Invalid};
 use crate::flow::backend::Backend;
 use crate::flow::cpu::ThreadMeter;
 use crate::flow::kernel::{split_loss, Snapshot};
+use crate::flow::payload::{pct_of, KernelStats, ReceiverStats, SocketDrops, StreamStats};
+use crate::flow::tracker::{Accounting, Class, Tracker};
 use crate::stats::hist::Hist;
 use crate::sys::sockopt::{self, BufMethod};
 
@@ -60,7 +60,7 @@ pub enum Out {
 
 pub use crate::flow::rxwait::{RxWait, POLL_NAP};
 
-pub(super) struct UdpCtx {
+pub(crate) struct UdpCtx {
     pub wait: RxWait,
     pub batch: usize,
     pub cpu: Option<usize>,
@@ -109,7 +109,7 @@ pub fn lane_window(window: u64, streams: u16) -> u64 {
 pub const MAX_TESTS: usize = 64;
 
 /// One test's state in the UDP thread.
-pub(super) struct TestState {
+pub(crate) struct TestState {
     test_id: u64,
     same_host: bool,
     /// One per stream, indexed by the header's stream number.
@@ -359,7 +359,7 @@ impl TestState {
 }
 
 /// The UDP thread's state between receive batches, whatever the backend.
-pub(super) struct Core {
+pub(crate) struct Core {
     pub ctx: UdpCtx,
     cmds: Rx<Cmd>,
     out: Tx<(u64, Out)>,

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::tracker::Accounting;
 use crate::flow::cpu::CpuUsage;
-use crate::flow::kernel::{self, Delta, LossSplit, ThreadLoad};
+use crate::flow::kernel::{self, ThreadLoad};
+use crate::flow::payload::{KernelStats, ReceiverStats, StreamStats};
 use crate::flow::streams::SUM;
-use crate::stats::hist::{Hist, Percentiles};
+use crate::stats::hist::Percentiles;
 use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::sys::sockopt::BufMethod;
@@ -21,100 +21,6 @@ use crate::units::{
 /// counters, the loss split, the busy threads and cores, the verdict) and
 /// `sender.sndbuf_errors`; CSV columns for them.
 pub const SCHEMA: &str = "netcore.udp.v4";
-
-/// What the receiver measured: the exact accounting and the timing figures.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct ReceiverStats {
-    pub accounting: Accounting,
-    pub lost_pct: f64,
-    /// Bytes of the unique datagrams (UDP payload, header included, as iperf counts).
-    pub bytes: u64,
-    /// From the first to the last datagram's arrival.
-    pub duration_s: f64,
-    pub goodput_bps: f64,
-    pub pps: f64,
-    /// Invalid datagrams by reason (see `wire::Invalid`); these are not in the accounting.
-    pub invalid: BTreeMap<String, u64>,
-    /// RFC 3550 interarrival jitter, over send events (a sender batch shares one send time;
-    /// arrival times are taken once per receive batch).
-    pub jitter_us: f64,
-    /// One-way latency from the datagrams' send timestamps.
-    pub latency_us: Percentiles,
-    /// "same host" or "two hosts (assumes synchronised clocks)".
-    pub latency_clock: String,
-    /// Reorder extents (RFC 4737) of the reordered datagrams.
-    pub reorder_extent: Percentiles,
-    pub window: u64,
-    pub rcvbuf: u64,
-    pub rcvbuf_method: BufMethod,
-    pub gro: bool,
-    /// Receive buffers that held more than one datagram (GRO coalescing at work).
-    pub coalesced_buffers: u64,
-    pub recv_calls: u64,
-    pub cpu: Option<usize>,
-    /// The test ended early (Ctrl-C, or the sender vanished): figures cover what arrived.
-    pub interrupted: bool,
-    /// The receive backend that ran: "mio" (`recvmmsg`) or "uring" (multishot `RECVMSG`).
-    /// `recv_calls` counts `recvmmsg` calls (mio) or ring turns that brought data (uring).
-    #[serde(default)]
-    pub backend: String,
-    /// The receiving thread's CPU over the test (schema v2).
-    #[serde(default)]
-    pub cpu_usage: Option<CpuUsage>,
-    /// Each stream's own accounting (schema v3; one entry per stream, `-P`); `accounting`
-    /// above is their sum.
-    #[serde(default)]
-    pub streams: Vec<StreamStats>,
-    /// What the kernel counted on the receiving host over the test, and what it says about
-    /// where loss and time went (schema v4).
-    #[serde(default)]
-    pub kernel: Option<KernelStats>,
-    /// The one-way latency samples themselves (nanoseconds), for `recv --metrics`'
-    /// histogram; not printed, not sent to the sender.
-    #[serde(skip)]
-    #[schemars(skip)]
-    pub latency_hist: Option<Hist>,
-}
-
-/// The receiving socket's drop counter over a test (the kernel's `sk_drops`: datagrams the
-/// socket could not queue because its buffer was full).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
-pub struct SocketDrops {
-    /// From the `SO_RXQ_OVFL` control messages: the running total the test's last datagram
-    /// carried minus the total when the test started (drops after the last datagram that
-    /// arrived are not in it). None where the option could not be set.
-    pub rxq_ovfl: Option<u64>,
-    /// The same counter read with `SO_MEMINFO` at the test's end, minus its value at the
-    /// start: every drop of the test, the last ones too. None where it cannot be read.
-    pub total: Option<u64>,
-}
-
-impl SocketDrops {
-    /// The best count there is: the end reading, else the control messages'.
-    pub fn best(&self) -> Option<u64> {
-        self.total.or(self.rxq_ovfl)
-    }
-}
-
-/// Where loss and time went, from the receiving host's point of view.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct KernelStats {
-    /// The receiving socket's own drops.
-    pub socket_drops: SocketDrops,
-    /// The receiving host's counters over the test: UDP (`/proc/net/snmp`), backlog drops
-    /// (`/proc/net/softnet_stat`), and each core's busy and softirq share from the test's
-    /// start until the sender said Done (`/proc/stat`, `/proc/softirqs`).
-    pub host: Delta,
-    /// `lost` split: dropped at the receiver's socket buffer, in this host's backlog, not seen
-    /// by this host.
-    pub loss: LossSplit,
-    /// The busy threads of both sides (percent of one core, user and system).
-    pub threads: Vec<ThreadLoad>,
-    /// One line naming the bottleneck.
-    pub verdict: String,
-}
 
 /// A side's busy threads as a [`ThreadLoad`].
 fn thread_load(role: &str, cpu: Option<usize>, c: &CpuUsage) -> ThreadLoad {
@@ -155,51 +61,6 @@ impl UdpReport {
         let k = self.receiver.kernel.as_mut().expect("checked above");
         k.threads = threads;
         k.verdict = verdict;
-    }
-}
-
-/// One stream of a test as the receiver accounted it (its own sequence space).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct StreamStats {
-    pub stream: u16,
-    pub accounting: Accounting,
-    pub lost_pct: f64,
-    pub bytes: u64,
-    /// Bytes × 8 over the test's receive time (first to last datagram of any stream).
-    pub goodput_bps: f64,
-    /// RFC 3550 jitter of this stream.
-    pub jitter_us: f64,
-}
-
-impl StreamStats {
-    pub fn new(
-        stream: u16,
-        accounting: Accounting,
-        bytes: u64,
-        duration_s: f64,
-        jitter_us: f64,
-    ) -> StreamStats {
-        StreamStats {
-            stream,
-            lost_pct: pct_of(accounting.lost, accounting.sent),
-            accounting,
-            bytes,
-            goodput_bps: if duration_s > 0.0 {
-                bytes as f64 * 8.0 / duration_s
-            } else {
-                0.0
-            },
-            jitter_us,
-        }
-    }
-}
-
-/// `part` in percent of `whole` (0 when `whole` is 0).
-pub fn pct_of(part: u64, whole: u64) -> f64 {
-    if whole > 0 {
-        part as f64 * 100.0 / whole as f64
-    } else {
-        0.0
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::report::{IntervalRow, ReceiverStats, SenderStats, UdpReport, ZeroCopyStats, SCHEMA};
+use super::report::{IntervalRow, SenderStats, UdpReport, ZeroCopyStats, SCHEMA};
 use super::transport::{MmsgTransport, Transport};
 use super::wire::{self, Header, FLAG_VERIFY, HEADER_LEN, MAX_DATAGRAM};
 use crate::flow::backend::{self, Backend};
@@ -33,6 +33,7 @@ use crate::flow::cpu::{CpuUsage, ThreadMeter};
 use crate::flow::host::host_name;
 use crate::flow::kernel::UdpCounters;
 use crate::flow::pacer::Pacer;
+use crate::flow::payload::ReceiverStats;
 use crate::flow::streams::{cpu_for, split_count};
 use crate::sys::{affinity, realtime_ns, signal, sockopt};
 use crate::units::Rate;

@@ -58,7 +58,7 @@ const TAG_RECV: u64 = 1;
 const MAX_REARM_ERRORS: u32 = 1000;
 
 /// The `uring` backend's UDP thread.
-pub(super) fn recv_thread(sock: UdpSocket, mut core: Core) {
+pub(crate) fn recv_thread(sock: UdpSocket, mut core: Core) {
     if let Some(cpu) = core.ctx.cpu {
         affinity::pin_current(cpu);
     }

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::recv_session::ReverseJob;
-use super::report::UdpReport;
-use super::sender::{self, BlastOptions, GsoMode, OnInterval};
-use super::wire;
+use super::session::ReverseJob;
 use crate::flow::backend::{self, Backend};
 use crate::flow::control::{Conn, Msg};
+use crate::flow::udp::report::UdpReport;
+use crate::flow::udp::sender::{self, BlastOptions, GsoMode, OnInterval};
+use crate::flow::udp::wire;
 use crate::sys::signal;
 use crate::units::Rate;
 

@@ -9,7 +9,7 @@
 //! They talk over channels; the UDP thread checks for commands once per batch.
 //!
 //! The UDP thread runs one of two backends ([`Backend`]): the `recvmmsg` loop here, or the
-//! io_uring loop (multishot `RECVMSG` into provided buffers, `super::uring`). Both hand every
+//! io_uring loop (multishot `RECVMSG` into provided buffers, `crate::flow::udp::uring`). Both hand every
 //! buffer to the same [`Core`] (per-datagram accounting, intervals, the end of a test).
 
 use std::io;
@@ -23,25 +23,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-pub use super::recv_core::RxWait;
-use super::recv_core::MAX_TESTS;
-use super::recv_core::{Cmd, Core, Out, UdpCtx, POLL_NAP};
-use super::recv_session::{Action, Limits, RecvSession, ReverseJob, SessionCtx};
-use super::report::{IntervalRow, UdpReport};
-use super::sender::{self, BlastOptions};
-use super::tracker::DEFAULT_WINDOW;
-use super::wire;
+use super::session::{Action, Limits, RecvSession, ReverseJob, SessionCtx};
 use crate::flow::access::{self, AllowList, Key};
 use crate::flow::backend::{self, Backend};
 use crate::flow::control::{Conn, Malformed, Msg, Plan, Reverse};
 use crate::flow::host::host_name;
 use crate::flow::iperf3::detect::SILENT_GRACE;
 use crate::flow::iperf3::{self, Iperf3Ctx, Iperf3Event, Opener};
-use crate::flow::tcp::spec::{decode_preamble, preamble_prefix, TcpSpec, PREAMBLE_LEN};
+use crate::flow::payload::TcpSpec;
+use crate::flow::rxwait::RxWait;
+use crate::flow::tcp::spec::{decode_preamble, preamble_prefix, PREAMBLE_LEN};
 use crate::flow::tcp::{self, server::ServerCtx, server::TcpEvent};
-use crate::sys::mmsg::{gro_segment_in, rxq_ovfl_in, RecvBatch};
+use crate::flow::tracker::DEFAULT_WINDOW;
+use crate::flow::udp::recv_core::MAX_TESTS;
+use crate::flow::udp::recv_core::{Cmd, Core, Out, UdpCtx};
+use crate::flow::udp::report::{IntervalRow, UdpReport};
+use crate::flow::udp::sender::{self, BlastOptions};
+use crate::flow::udp::wire;
+use crate::sys::signal;
 use crate::sys::sockopt::{self, BufMethod};
-use crate::sys::{affinity, realtime_ns, signal};
 
 /// Receiver settings.
 #[derive(Debug, Clone)]
@@ -239,8 +239,8 @@ impl Receiver {
                 .name("netcore-recv".into())
                 .spawn(move || match backend {
                     #[cfg(feature = "uring")]
-                    Backend::Uring => super::uring::recv_thread(udp, core),
-                    _ => udp_thread(udp, core),
+                    Backend::Uring => crate::flow::udp::uring::recv_thread(udp, core),
+                    _ => crate::flow::udp::recv_mmsg::udp_thread(udp, core),
                 })?;
         Ok((cmd_tx, out_rx, worker))
     }
@@ -335,236 +335,201 @@ impl Receiver {
         } else {
             self.opts.max_tests.clamp(1, MAX_TESTS)
         };
-        let mut slots: Vec<Slot> = Vec::new();
-        let mut jobs: Vec<Job> = Vec::new();
-        // Accepted connections whose first bytes have not arrived yet.
-        let mut fresh: Vec<(TcpStream, SocketAddr, Instant)> = Vec::new();
-        let (ev_tx, ev_rx) = mpsc::channel::<Event>();
-        let mut announced = false;
+        let mut c = Control::new(once, max_tests);
         loop {
-            let asked = self.stop.load(Ordering::Relaxed);
-            let stopping = asked || signal::stop_requested();
-            let interrupt = asked
-                || if self.opts.graceful {
-                    signal::signal_count() >= 2
-                } else {
-                    signal::stop_requested()
-                };
-            if stopping && self.opts.graceful && !announced {
-                announced = true;
-                on_event(Event::Stopping {
-                    running: running(&slots, &jobs),
-                });
+            let (stopping, interrupt) = self.stop_requests(&mut c, on_event);
+            if let Some(r) = c.reap_jobs(on_event) {
+                return r;
             }
-            if interrupt {
-                for j in &jobs {
-                    j.interrupt.store(true, Ordering::Relaxed);
-                }
-            }
-            while let Ok(e) = ev_rx.try_recv() {
-                on_event(e);
-            }
-            // Tests on threads of their own that ended.
-            let mut k = 0;
-            while k < jobs.len() {
-                if !jobs[k].handle.is_finished() {
-                    k += 1;
-                    continue;
-                }
-                let job = jobs.swap_remove(k);
-                let r = job
-                    .handle
-                    .join()
-                    .unwrap_or_else(|_| Err("the test's thread panicked".into()));
-                while let Ok(e) = ev_rx.try_recv() {
-                    on_event(e);
-                }
-                if let Err(why) = &r {
-                    on_event(Event::Failed(format!("test from {}: {why}", job.peer)));
-                }
-                if once {
-                    return r.map_err(|e| anyhow::anyhow!(e));
-                }
-            }
-            if stopping && slots.is_empty() && jobs.is_empty() {
+            if stopping && c.slots.is_empty() && c.jobs.is_empty() {
                 return Ok(());
             }
             let now = Instant::now();
-            loop {
-                match self.listener.accept() {
-                    Ok((stream, peer)) => {
-                        if self.opts.allow.admits(peer.ip()) {
-                            fresh.push((stream, peer, now));
-                        } else {
-                            refuse_conn(
-                                &stream,
-                                &format!(
-                                    "{} is not allowed to start tests here (--allow)",
-                                    peer.ip()
-                                ),
-                            );
-                            on_event(Event::Failed(format!(
-                                "connection from {peer} refused: not in --allow"
-                            )));
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        // EMFILE and friends: back off rather than spin.
-                        on_event(Event::Failed(format!("accept failed: {e}")));
-                        thread::sleep(Duration::from_millis(100));
-                        break;
-                    }
-                }
-            }
-            // New connections wait in `fresh` until their first bytes say who they are: an
-            // iperf3 cookie (`flow::iperf3::detect`), a TCP test's data connection (its
-            // preamble), or netcore's control (anything else).
-            let mut k = 0;
-            while k < fresh.len() {
-                let (ref stream, _, since) = fresh[k];
-                let opener = iperf3::opener(stream, since, now);
-                let data = match opener {
-                    Opener::Wait => {
-                        k += 1;
-                        continue;
-                    }
-                    Opener::Iperf3 => None,
-                    Opener::Netcore => match data_preamble(stream, since, now) {
-                        Preamble::Wait => {
-                            k += 1;
-                            continue;
-                        }
-                        Preamble::Data(id) => Some(id),
-                        Preamble::No => None,
-                    },
-                };
-                let (stream, peer, _) = fresh.swap_remove(k);
-                let running = running(&slots, &jobs);
-                if let Some(id) = data {
-                    route_data(stream, id, &jobs);
-                    continue;
-                }
-                if opener == Opener::Iperf3 {
-                    let busy = running > 0 || stopping || self.opts.auth_key.is_some();
-                    let ran = self.iperf3(stream, peer, busy, &mut slots, on_event);
-                    if once && ran.is_some() {
-                        return ran.unwrap_or(Ok(()));
-                    }
-                    continue;
-                }
-                let waiting = slots.len() - running.saturating_sub(jobs.len());
-                if waiting >= MAX_WAITING {
-                    refuse_conn(
-                        &stream,
-                        &format!(
-                            "receiver has {MAX_WAITING} connections waiting for a Hello; try again"
-                        ),
-                    );
-                } else if let Some(slot) = self.slot(stream, peer, now) {
-                    slots.push(slot);
-                }
+            self.accept_new(&mut c.fresh, now, on_event);
+            if let Some(r) = self.sort_fresh(&mut c, stopping, now, on_event) {
+                return r;
             }
             // What the UDP thread says goes to the test it names (or to none: dropped).
             loop {
                 match out_rx.try_recv() {
-                    Ok((id, o)) => route_out(&mut slots, id, o, now),
+                    Ok((id, o)) => route_out(&mut c.slots, id, o, now),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => bail!("receive thread ended"),
                 }
             }
-            let mut i = 0;
-            while i < slots.len() {
-                let admit = Admission {
-                    running: running(&slots, &jobs),
-                    max_tests,
-                    stopping,
-                };
-                let msg = slots[i].next_msg();
-                let refusal = match &msg {
-                    Some(Msg::Hello { test_id, .. }) if !slots[i].session.has_test() => {
-                        admit.refusal(id_in_use(&slots, &jobs, i, *test_id))
-                    }
-                    _ => None,
-                };
-                if let (Some(m), None) = (msg, &refusal) {
-                    slots[i].session.on_msg(m, now);
-                }
-                let slot = &mut slots[i];
-                if let Some(why) = refusal {
-                    slot.session.refuse(why);
-                }
-                slot.session.on_tick(now, stopping, interrupt);
-                let mut ended = None;
-                let mut job = None;
-                for a in slot.session.take_actions() {
-                    match a {
-                        Action::Send(m) => {
-                            if let Err(e) = slot.conn.send(&m) {
-                                slot.session.on_control_lost(format!("{e:#}"), now);
-                            }
-                        }
-                        Action::Cmd(c) => {
-                            if let Cmd::Start(_) = c {
-                                slot.udp = true;
-                            }
-                            cmd_tx.send(c)?;
-                        }
-                        Action::Started { test_id, len } => on_event(Event::Started {
-                            peer: slot.peer,
-                            test_id,
-                            len,
-                        }),
-                        Action::Interval(row) => on_event(Event::Interval {
-                            test_id: slot.session.test_id(),
-                            row,
-                        }),
-                        Action::Finished(r) => on_event(Event::Finished(r)),
-                        Action::Tcp {
-                            test_id,
-                            plan,
-                            spec,
-                        } => job = Some(JobKind::Tcp(test_id, plan, spec)),
-                        Action::UdpReverse(r) => job = Some(JobKind::Reverse(r)),
-                        Action::End(r) => ended = Some(r),
-                    }
-                }
-                if let Some(kind) = job {
-                    // The session is over; the test goes on on a thread of its own with the
-                    // control connection.
-                    let slot = slots.remove(i);
-                    jobs.push(self.spawn_job(slot, kind, &ev_tx)?);
-                    continue;
-                }
-                // Actions queued while carrying out the others (a failed send) come next turn.
-                if let Some(r) = ended {
-                    let slot = slots.remove(i);
-                    let had_test = slot.udp;
-                    if let Err(why) = &r {
-                        on_event(Event::Failed(if had_test {
-                            format!("test from {}: {why}", slot.peer)
-                        } else {
-                            format!("connection from {}: {why}", slot.peer)
-                        }));
-                    }
-                    // A connection that never started a test (a port scan, a refused
-                    // Hello) does not end `--once`.
-                    if once && had_test {
-                        return r.map_err(|e| anyhow::anyhow!(e));
-                    }
-                    continue;
-                }
-                i += 1;
+            let turn = Turn {
+                stopping,
+                interrupt,
+                now,
+            };
+            if let Some(r) = self.turn_slots(&mut c, turn, cmd_tx, on_event)? {
+                return r;
             }
             // Nothing here waits long: a turn every few milliseconds sees signals, deadlines,
             // new connections and the UDP thread's news.
             match out_rx.recv_timeout(Duration::from_millis(5)) {
-                Ok((id, o)) => route_out(&mut slots, id, o, Instant::now()),
+                Ok((id, o)) => route_out(&mut c.slots, id, o, Instant::now()),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => bail!("receive thread ended"),
             }
         }
+    }
+
+    /// Whether a stop was asked (`stopping`: no new tests) and whether running tests are to be
+    /// interrupted; the first stop on a graceful receiver is announced once, an interrupt
+    /// reaches every job.
+    fn stop_requests(&self, c: &mut Control, on_event: &mut dyn FnMut(Event)) -> (bool, bool) {
+        let asked = self.stop.load(Ordering::Relaxed);
+        let stopping = asked || signal::stop_requested();
+        let interrupt = asked
+            || if self.opts.graceful {
+                signal::signal_count() >= 2
+            } else {
+                signal::stop_requested()
+            };
+        if stopping && self.opts.graceful && !c.announced {
+            c.announced = true;
+            on_event(Event::Stopping {
+                running: running(&c.slots, &c.jobs),
+            });
+        }
+        if interrupt {
+            for j in &c.jobs {
+                j.interrupt.store(true, Ordering::Relaxed);
+            }
+        }
+        (stopping, interrupt)
+    }
+
+    /// Accepts every connection waiting on the listener into `fresh` (a peer outside
+    /// `--allow` is told so and closed).
+    fn accept_new(
+        &self,
+        fresh: &mut Vec<(TcpStream, SocketAddr, Instant)>,
+        now: Instant,
+        on_event: &mut dyn FnMut(Event),
+    ) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.opts.allow.admits(peer.ip()) {
+                        fresh.push((stream, peer, now));
+                    } else {
+                        refuse_conn(
+                            &stream,
+                            &format!("{} is not allowed to start tests here (--allow)", peer.ip()),
+                        );
+                        on_event(Event::Failed(format!(
+                            "connection from {peer} refused: not in --allow"
+                        )));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: back off rather than spin.
+                    on_event(Event::Failed(format!("accept failed: {e}")));
+                    thread::sleep(Duration::from_millis(100));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// New connections wait in `fresh` until their first bytes say who they are: an iperf3
+    /// cookie (`flow::iperf3::detect`), a TCP test's data connection (its preamble), or
+    /// netcore's control (anything else, a new slot). Returns the outcome of an iperf3 test
+    /// that ends `--once`.
+    fn sort_fresh(
+        &self,
+        c: &mut Control,
+        stopping: bool,
+        now: Instant,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Option<Result<()>> {
+        let mut k = 0;
+        while k < c.fresh.len() {
+            let (ref stream, _, since) = c.fresh[k];
+            let opener = iperf3::opener(stream, since, now);
+            let data = match opener {
+                Opener::Wait => {
+                    k += 1;
+                    continue;
+                }
+                Opener::Iperf3 => None,
+                Opener::Netcore => match data_preamble(stream, since, now) {
+                    Preamble::Wait => {
+                        k += 1;
+                        continue;
+                    }
+                    Preamble::Data(id) => Some(id),
+                    Preamble::No => None,
+                },
+            };
+            let (stream, peer, _) = c.fresh.swap_remove(k);
+            let running = running(&c.slots, &c.jobs);
+            if let Some(id) = data {
+                route_data(stream, id, &c.jobs);
+                continue;
+            }
+            if opener == Opener::Iperf3 {
+                let busy = running > 0 || stopping || self.opts.auth_key.is_some();
+                let ran = self.iperf3(stream, peer, busy, &mut c.slots, on_event);
+                if c.once && ran.is_some() {
+                    return Some(ran.unwrap_or(Ok(())));
+                }
+                continue;
+            }
+            let waiting = c.slots.len() - running.saturating_sub(c.jobs.len());
+            if waiting >= MAX_WAITING {
+                refuse_conn(
+                    &stream,
+                    &format!(
+                        "receiver has {MAX_WAITING} connections waiting for a Hello; try again"
+                    ),
+                );
+            } else if let Some(slot) = self.slot(stream, peer, now) {
+                c.slots.push(slot);
+            }
+        }
+        None
+    }
+
+    /// One turn of every session: its next message (a Hello admitted or refused), its tick,
+    /// its actions carried out; a session that hands its test on becomes a job, one that ended
+    /// is dropped. Returns the outcome of a test that ends `--once`.
+    fn turn_slots(
+        &self,
+        c: &mut Control,
+        turn: Turn,
+        cmd_tx: &Tx<Cmd>,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Result<Option<Result<()>>> {
+        let mut i = 0;
+        while i < c.slots.len() {
+            c.feed(i, turn);
+            let slot = &mut c.slots[i];
+            slot.session
+                .on_tick(turn.now, turn.stopping, turn.interrupt);
+            let Carried { job, ended } = carry_out(slot, cmd_tx, turn.now, on_event)?;
+            if let Some(kind) = job {
+                // The session is over; the test goes on on a thread of its own with the
+                // control connection.
+                let slot = c.slots.remove(i);
+                c.jobs.push(self.spawn_job(slot, kind, &c.ev_tx)?);
+                continue;
+            }
+            // Actions queued while carrying out the others (a failed send) come next turn.
+            if let Some(r) = ended {
+                let slot = c.slots.remove(i);
+                if let Some(r) = c.slot_ended(slot, r, on_event) {
+                    return Ok(Some(r));
+                }
+                continue;
+            }
+            i += 1;
+        }
+        Ok(None)
     }
 
     /// Starts a TCP test or a reverse UDP test on a thread of its own, on `slot`'s control
@@ -828,6 +793,175 @@ enum JobKind {
     Reverse(ReverseJob),
 }
 
+/// The control thread's state (see [`Receiver::serve`]).
+struct Control {
+    once: bool,
+    max_tests: usize,
+    slots: Vec<Slot>,
+    jobs: Vec<Job>,
+    /// Accepted connections whose first bytes have not arrived yet.
+    fresh: Vec<(TcpStream, SocketAddr, Instant)>,
+    ev_tx: Tx<Event>,
+    ev_rx: Rx<Event>,
+    /// A graceful stop was announced (`Event::Stopping`).
+    announced: bool,
+}
+
+/// What a turn of the control thread knows of stop requests, and its time.
+#[derive(Clone, Copy)]
+struct Turn {
+    stopping: bool,
+    interrupt: bool,
+    now: Instant,
+}
+
+impl Control {
+    fn new(once: bool, max_tests: usize) -> Control {
+        let (ev_tx, ev_rx) = mpsc::channel::<Event>();
+        Control {
+            once,
+            max_tests,
+            slots: Vec::new(),
+            jobs: Vec::new(),
+            fresh: Vec::new(),
+            ev_tx,
+            ev_rx,
+            announced: false,
+        }
+    }
+
+    /// Passes the jobs' events on and joins the jobs that ended (their failures reported).
+    /// Returns the outcome of a job that ends `--once`.
+    fn reap_jobs(&mut self, on_event: &mut dyn FnMut(Event)) -> Option<Result<()>> {
+        while let Ok(e) = self.ev_rx.try_recv() {
+            on_event(e);
+        }
+        // Tests on threads of their own that ended.
+        let mut k = 0;
+        while k < self.jobs.len() {
+            if !self.jobs[k].handle.is_finished() {
+                k += 1;
+                continue;
+            }
+            let job = self.jobs.swap_remove(k);
+            let r = job
+                .handle
+                .join()
+                .unwrap_or_else(|_| Err("the test's thread panicked".into()));
+            while let Ok(e) = self.ev_rx.try_recv() {
+                on_event(e);
+            }
+            if let Err(why) = &r {
+                on_event(Event::Failed(format!("test from {}: {why}", job.peer)));
+            }
+            if self.once {
+                return Some(r.map_err(|e| anyhow::anyhow!(e)));
+            }
+        }
+        None
+    }
+
+    /// Feeds slot `i`'s session its next message; a Hello is first checked against the
+    /// admission rules (stopping, `max_tests`, a test id in use) and refused if it fails them.
+    fn feed(&mut self, i: usize, turn: Turn) {
+        let admit = Admission {
+            running: running(&self.slots, &self.jobs),
+            max_tests: self.max_tests,
+            stopping: turn.stopping,
+        };
+        let msg = self.slots[i].next_msg();
+        let refusal = match &msg {
+            Some(Msg::Hello { test_id, .. }) if !self.slots[i].session.has_test() => {
+                admit.refusal(id_in_use(&self.slots, &self.jobs, i, *test_id))
+            }
+            _ => None,
+        };
+        if let (Some(m), None) = (msg, &refusal) {
+            self.slots[i].session.on_msg(m, turn.now);
+        }
+        if let Some(why) = refusal {
+            self.slots[i].session.refuse(why);
+        }
+    }
+
+    /// A session that ended with `r`: its failure reported. Returns the outcome when it ends
+    /// `--once`.
+    fn slot_ended(
+        &self,
+        slot: Slot,
+        r: Result<(), String>,
+        on_event: &mut dyn FnMut(Event),
+    ) -> Option<Result<()>> {
+        let had_test = slot.udp;
+        if let Err(why) = &r {
+            on_event(Event::Failed(if had_test {
+                format!("test from {}: {why}", slot.peer)
+            } else {
+                format!("connection from {}: {why}", slot.peer)
+            }));
+        }
+        // A connection that never started a test (a port scan, a refused Hello) does not end
+        // `--once`.
+        if self.once && had_test {
+            return Some(r.map_err(|e| anyhow::anyhow!(e)));
+        }
+        None
+    }
+}
+
+/// Carries out the actions a slot's session queued: messages to its peer, commands to the
+/// UDP thread, events to the caller.
+fn carry_out(
+    slot: &mut Slot,
+    cmd_tx: &Tx<Cmd>,
+    now: Instant,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Carried> {
+    let mut ended = None;
+    let mut job = None;
+    for a in slot.session.take_actions() {
+        match a {
+            Action::Send(m) => {
+                if let Err(e) = slot.conn.send(&m) {
+                    slot.session.on_control_lost(format!("{e:#}"), now);
+                }
+            }
+            Action::Cmd(c) => {
+                if let Cmd::Start(_) = c {
+                    slot.udp = true;
+                }
+                cmd_tx.send(c)?;
+            }
+            Action::Started { test_id, len } => on_event(Event::Started {
+                peer: slot.peer,
+                test_id,
+                len,
+            }),
+            Action::Interval(row) => on_event(Event::Interval {
+                test_id: slot.session.test_id(),
+                row,
+            }),
+            Action::Finished(r) => on_event(Event::Finished(r)),
+            Action::Tcp {
+                test_id,
+                plan,
+                spec,
+            } => job = Some(JobKind::Tcp(test_id, plan, spec)),
+            Action::UdpReverse(r) => job = Some(JobKind::Reverse(r)),
+            Action::End(r) => ended = Some(r),
+        }
+    }
+    Ok(Carried { job, ended })
+}
+
+/// What carrying out a session's actions left to do.
+struct Carried {
+    /// The job the session handed its test to.
+    job: Option<JobKind>,
+    /// How the session ended, if it did.
+    ended: Option<Result<(), String>>,
+}
+
 /// Tests running: sessions past their Hello and tests on threads of their own.
 fn running(slots: &[Slot], jobs: &[Job]) -> usize {
     slots.iter().filter(|s| s.session.has_test()).count() + jobs.len()
@@ -936,38 +1070,5 @@ fn data_preamble(s: &TcpStream, since: Instant, now: Instant) -> Preamble {
             }
         }
         None => Preamble::No,
-    }
-}
-
-/// The `mio` backend's UDP thread: `recvmmsg` batches. Between tests it blocks (10 ms socket
-/// timeout, so commands are seen); during a test it waits as `RxWait` says.
-fn udp_thread(sock: UdpSocket, mut core: Core) {
-    if let Some(cpu) = core.ctx.cpu {
-        affinity::pin_current(cpu);
-    }
-    let _ = sock.set_read_timeout(Some(Duration::from_millis(10)));
-    let mut batch = RecvBatch::new(core.ctx.batch, 1 << 16);
-    while core.commands() {
-        let block = !core.in_test() || core.ctx.wait == RxWait::Block;
-        // An error here is a timeout, EINTR, an empty socket (non-blocking read), or an ICMP
-        // error queued on the socket.
-        let n = batch.recv(&sock, block).unwrap_or_default();
-        if n == 0 && !block && core.ctx.wait == RxWait::Poll {
-            std::thread::sleep(POLL_NAP);
-        }
-        if n > 0 && core.in_test() {
-            let now_ns = realtime_ns();
-            let mut drops = None;
-            for i in 0..n {
-                let (m, truncated) = batch.message(i);
-                let control = batch.control(i);
-                core.on_buffer(m, truncated, gro_segment_in(control), now_ns);
-                drops = rxq_ovfl_in(control).or(drops);
-            }
-            if let Some(d) = drops {
-                core.on_drops(d);
-            }
-        }
-        core.end_batch(n > 0);
     }
 }

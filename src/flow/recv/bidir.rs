@@ -15,8 +15,8 @@ use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
 use super::receiver::{self, Event, RecvOptions};
-use super::report::{IntervalRow, UdpReport};
-use super::sender::{self, BlastOptions};
+use crate::flow::udp::report::{IntervalRow, UdpReport};
+use crate::flow::udp::sender::{self, BlastOptions};
 use crate::stats::Report;
 
 /// The `schema` of a bidirectional UDP test's JSON report.

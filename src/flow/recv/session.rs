@@ -13,14 +13,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::recv_core::{Cmd, Out, TestParams};
-use super::report::{IntervalRow, SenderStats, UdpReport, SCHEMA};
-use super::wire::{HEADER_LEN, MAX_DATAGRAM};
 use crate::flow::access::{self, Key, NONCE_LEN, OVERRUN_GRACE};
 use crate::flow::control::{Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::cpu::CpuUsage;
+use crate::flow::payload::TcpSpec;
 use crate::flow::streams::MAX_STREAMS;
-use crate::flow::tcp::spec::TcpSpec;
+use crate::flow::udp::recv_core::{Cmd, Out, TestParams};
+use crate::flow::udp::report::{IntervalRow, SenderStats, UdpReport, SCHEMA};
+use crate::flow::udp::wire::{HEADER_LEN, MAX_DATAGRAM};
 
 /// How long each state may last.
 #[derive(Debug, Clone, Copy)]
@@ -429,137 +429,159 @@ impl RecvSession {
     /// A message from the sender arrived at `now`.
     pub fn on_msg(&mut self, msg: Msg, now: Instant) {
         match self.state {
-            State::AwaitHello => match self.check_hello(&msg) {
-                Ok(p) => {
-                    if let Msg::Hello {
-                        test_id,
-                        len,
-                        plan,
-                        verify,
-                        streams,
-                        ..
-                    } = msg
-                    {
-                        (self.test_id, self.len, self.plan, self.verify) =
-                            (test_id, len, plan, verify);
-                        self.streams = streams;
-                    }
-                    self.params = Some(p);
-                    self.since = now;
-                    match &self.ctx.auth {
-                        Some((_, nonce)) => {
-                            self.actions.push(Action::Send(Msg::Challenge {
-                                nonce: access::hex(nonce),
-                            }));
-                            self.state = State::AwaitAuth;
-                        }
-                        None => self.state = State::AwaitSetup,
-                    }
-                }
-                Err(why) => self.refuse(why),
-            },
-            State::AwaitAuth => match (msg, &self.ctx.auth) {
-                (Msg::Auth { mac }, Some((key, nonce))) => {
-                    if access::verify(key.bytes(), self.test_id, nonce, &mac) {
-                        self.state = State::AwaitSetup;
-                        self.since = now;
-                    } else {
-                        self.refuse("authentication failed: wrong key (--auth-key-file)".into());
-                    }
-                }
-                (other, _) => self.refuse(format!("expected Auth, got {}", other.name())),
-            },
-            State::AwaitSetup => match msg {
-                Msg::Setup {
-                    tcp: None,
-                    reverse: Some(r),
-                } => match self.check_udp() {
-                    Ok(()) => {
-                        self.actions.push(Action::UdpReverse(ReverseJob {
-                            test_id: self.test_id,
-                            len: self.len,
-                            plan: self.plan,
-                            streams: self.streams,
-                            verify: self.verify,
-                            pps: self.reverse_pps(r.pps),
-                            max_time: self.ctx.limits.max_plan,
-                        }));
-                        self.state = State::Ended;
-                    }
-                    Err(why) => self.refuse(why),
-                },
-                Msg::Setup {
-                    tcp: None,
-                    reverse: None,
-                } => match (self.check_udp(), self.params.take()) {
-                    (Ok(()), Some(mut p)) => {
-                        p.streams = self.streams;
-                        self.state = State::Starting;
-                        self.since = now;
-                        self.actions.push(Action::Cmd(Cmd::Start(p)));
-                    }
-                    (Err(why), _) => self.refuse(why),
-                    (Ok(()), None) => self.refuse("Setup without a Hello".into()),
-                },
-                Msg::Setup {
-                    tcp: Some(spec), ..
-                } => {
-                    self.actions.push(Action::Tcp {
-                        test_id: self.test_id,
-                        plan: self.plan,
-                        spec,
-                    });
-                    self.state = State::Ended;
-                }
-                other => self.refuse(format!("expected Setup, got {}", other.name())),
-            },
+            State::AwaitHello => self.on_hello(msg, now),
+            State::AwaitAuth => self.on_auth(msg, now),
+            State::AwaitSetup => self.on_setup(msg, now),
             State::Starting => {
                 self.refuse(format!("{} before Ready", msg.name()));
             }
-            State::Running => match msg {
-                Msg::Done {
+            State::Running => self.on_running(msg),
+            // After Done the sender only waits; anything it says is ignored.
+            State::Finishing | State::Ended => {}
+        }
+    }
+
+    /// The first message: a Hello within the limits takes the test's parameters, then a
+    /// Challenge (with a key) or the Setup is awaited.
+    fn on_hello(&mut self, msg: Msg, now: Instant) {
+        match self.check_hello(&msg) {
+            Ok(p) => {
+                if let Msg::Hello {
+                    test_id,
+                    len,
+                    plan,
+                    verify,
+                    streams,
+                    ..
+                } = msg
+                {
+                    (self.test_id, self.len, self.plan, self.verify) = (test_id, len, plan, verify);
+                    self.streams = streams;
+                }
+                self.params = Some(p);
+                self.since = now;
+                match &self.ctx.auth {
+                    Some((_, nonce)) => {
+                        self.actions.push(Action::Send(Msg::Challenge {
+                            nonce: access::hex(nonce),
+                        }));
+                        self.state = State::AwaitAuth;
+                    }
+                    None => self.state = State::AwaitSetup,
+                }
+            }
+            Err(why) => self.refuse(why),
+        }
+    }
+
+    /// The answer to the Challenge: the key proved, or the test refused.
+    fn on_auth(&mut self, msg: Msg, now: Instant) {
+        match (msg, &self.ctx.auth) {
+            (Msg::Auth { mac }, Some((key, nonce))) => {
+                if access::verify(key.bytes(), self.test_id, nonce, &mac) {
+                    self.state = State::AwaitSetup;
+                    self.since = now;
+                } else {
+                    self.refuse("authentication failed: wrong key (--auth-key-file)".into());
+                }
+            }
+            (other, _) => self.refuse(format!("expected Auth, got {}", other.name())),
+        }
+    }
+
+    /// The Setup: a UDP test starts in the UDP thread; a reverse UDP test and a TCP test are
+    /// handed on (the session ends there).
+    fn on_setup(&mut self, msg: Msg, now: Instant) {
+        match msg {
+            Msg::Setup {
+                tcp: None,
+                reverse: Some(r),
+            } => match self.check_udp() {
+                Ok(()) => {
+                    self.actions.push(Action::UdpReverse(ReverseJob {
+                        test_id: self.test_id,
+                        len: self.len,
+                        plan: self.plan,
+                        streams: self.streams,
+                        verify: self.verify,
+                        pps: self.reverse_pps(r.pps),
+                        max_time: self.ctx.limits.max_plan,
+                    }));
+                    self.state = State::Ended;
+                }
+                Err(why) => self.refuse(why),
+            },
+            Msg::Setup {
+                tcp: None,
+                reverse: None,
+            } => match (self.check_udp(), self.params.take()) {
+                (Ok(()), Some(mut p)) => {
+                    p.streams = self.streams;
+                    self.state = State::Starting;
+                    self.since = now;
+                    self.actions.push(Action::Cmd(Cmd::Start(p)));
+                }
+                (Err(why), _) => self.refuse(why),
+                (Ok(()), None) => self.refuse("Setup without a Hello".into()),
+            },
+            Msg::Setup {
+                tcp: Some(spec), ..
+            } => {
+                self.actions.push(Action::Tcp {
+                    test_id: self.test_id,
+                    plan: self.plan,
+                    spec,
+                });
+                self.state = State::Ended;
+            }
+            other => self.refuse(format!("expected Setup, got {}", other.name())),
+        }
+    }
+
+    /// During the test: the sender's Done (checked, then the UDP thread is told to finish), or
+    /// its Error.
+    fn on_running(&mut self, msg: Msg) {
+        match msg {
+            Msg::Done {
+                sent,
+                bytes,
+                elapsed_ns,
+                errors,
+                interrupted,
+                pacing,
+                cpu,
+                streams,
+                sndbuf_errors,
+            } => {
+                let per_stream = match self
+                    .check_done(sent, bytes, elapsed_ns)
+                    .and_then(|()| self.per_stream(sent, streams))
+                {
+                    Ok(p) => p,
+                    Err(why) => return self.refuse(format!("Done refused: {why}")),
+                };
+                self.interrupted |= interrupted;
+                self.done = Some(DoneInfo {
                     sent,
                     bytes,
                     elapsed_ns,
                     errors,
-                    interrupted,
                     pacing,
                     cpu,
-                    streams,
                     sndbuf_errors,
-                } => {
-                    let per_stream = match self
-                        .check_done(sent, bytes, elapsed_ns)
-                        .and_then(|()| self.per_stream(sent, streams))
-                    {
-                        Ok(p) => p,
-                        Err(why) => return self.refuse(format!("Done refused: {why}")),
-                    };
-                    self.interrupted |= interrupted;
-                    self.done = Some(DoneInfo {
-                        sent,
-                        bytes,
-                        elapsed_ns,
-                        errors,
-                        pacing,
-                        cpu,
-                        sndbuf_errors,
-                    });
-                    self.actions.push(Action::Cmd(Cmd::Finish {
-                        test_id: self.test_id,
-                        sent: Some(per_stream),
-                    }));
-                    self.state = State::Finishing;
-                }
-                // The peer gave up (with -R: the side that sends) and says why.
-                Msg::Error { message } => self.refuse(format!("the peer gave up: {message}")),
-                other => self.refuse(format!(
-                    "unexpected control message {} during the test",
-                    other.name()
-                )),
-            },
-            // After Done the sender only waits; anything it says is ignored.
-            State::Finishing | State::Ended => {}
+                });
+                self.actions.push(Action::Cmd(Cmd::Finish {
+                    test_id: self.test_id,
+                    sent: Some(per_stream),
+                }));
+                self.state = State::Finishing;
+            }
+            // The peer gave up (with -R: the side that sends) and says why.
+            Msg::Error { message } => self.refuse(format!("the peer gave up: {message}")),
+            other => self.refuse(format!(
+                "unexpected control message {} during the test",
+                other.name()
+            )),
         }
     }
 
@@ -611,40 +633,7 @@ impl RecvSession {
                 datagrams,
                 bytes,
                 lost_so_far,
-            } => {
-                if !matches!(self.state, State::Running | State::Finishing) {
-                    return;
-                }
-                let row = IntervalRow {
-                    start: self.prev_t,
-                    t,
-                    sent: 0,
-                    sent_bps: 0.0,
-                    received: datagrams,
-                    received_bps: bytes.saturating_sub(self.prev_bytes) as f64 * 8.0
-                        / (t - self.prev_t).max(1e-9),
-                    lost_so_far,
-                };
-                self.intervals.push(row);
-                (self.prev_t, self.prev_bytes) = (t, bytes);
-                if datagrams > self.last_progress.1 {
-                    self.last_progress = (now, datagrams);
-                }
-                if self.failure.is_none() && !self.conn_lost {
-                    self.actions.push(Action::Send(Msg::Interval {
-                        t,
-                        datagrams,
-                        bytes,
-                        lost_so_far,
-                    }));
-                }
-                self.actions.push(Action::Interval(row));
-                if self.state == State::Running && self.failure.is_none() {
-                    if let Some(why) = self.over_limits(&row, datagrams) {
-                        self.cut_with(why);
-                    }
-                }
-            }
+            } => self.on_interval(t, datagrams, bytes, lost_so_far, now),
             Out::Finished(stats) => {
                 if self.state != State::Finishing {
                     return;
@@ -668,7 +657,44 @@ impl RecvSession {
         }
     }
 
-    fn report(&self, stats: &super::report::ReceiverStats) -> UdpReport {
+    /// The UDP thread's interval figures: a row for the caller and the sender, progress for
+    /// the silence deadline, and the limits checked (`--max-rate`).
+    fn on_interval(&mut self, t: f64, datagrams: u64, bytes: u64, lost_so_far: u64, now: Instant) {
+        if !matches!(self.state, State::Running | State::Finishing) {
+            return;
+        }
+        let row = IntervalRow {
+            start: self.prev_t,
+            t,
+            sent: 0,
+            sent_bps: 0.0,
+            received: datagrams,
+            received_bps: bytes.saturating_sub(self.prev_bytes) as f64 * 8.0
+                / (t - self.prev_t).max(1e-9),
+            lost_so_far,
+        };
+        self.intervals.push(row);
+        (self.prev_t, self.prev_bytes) = (t, bytes);
+        if datagrams > self.last_progress.1 {
+            self.last_progress = (now, datagrams);
+        }
+        if self.failure.is_none() && !self.conn_lost {
+            self.actions.push(Action::Send(Msg::Interval {
+                t,
+                datagrams,
+                bytes,
+                lost_so_far,
+            }));
+        }
+        self.actions.push(Action::Interval(row));
+        if self.state == State::Running && self.failure.is_none() {
+            if let Some(why) = self.over_limits(&row, datagrams) {
+                self.cut_with(why);
+            }
+        }
+    }
+
+    fn report(&self, stats: &crate::flow::payload::ReceiverStats) -> UdpReport {
         let sender = match &self.done {
             Some(d) => {
                 let secs = d.elapsed_ns as f64 / 1e9;
