@@ -15,6 +15,8 @@ use common::control::{expect_error, hello};
 use common::proc::Proc;
 use common::{addr_in, json, metrics_addr, run};
 use netcore::flow::control::{ClientId, Conn, Msg, Plan, Reverse};
+use netcore::flow::payload::TcpSpec;
+use netcore::flow::streams::Mode;
 use socket2::{Domain, Socket, Type};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -373,37 +375,29 @@ fn a_reverse_setup_pacing_at_zero_or_below_is_refused_with_the_reason() {
 // ---- 4: --max-duration cuts a reverse test whatever its plan -----------------------------
 
 /// `recv --max-duration 3s`: a reverse test planned by count at 2 Mbit/s (a year's worth) is
-/// cut at 3 s and the client is told so (exit 1, the reason on stderr); so is one a raw client
-/// paces at 1e-300 datagrams a second, which would hold its slot forever. (Both used to run
+/// refused before it starts, naming the limit, and so is one a raw client paces at 1e-300
+/// datagrams a second (which would hold its slot for ever); an unpaced one planned by count
+/// is cut at 3 s and the client told why (exit 1, the reason on stderr). (They used to run
 /// until killed: 26 s and 137 s in the audit.)
 #[test]
 fn max_duration_cuts_reverse_tests_planned_by_count_or_paced_to_a_crawl() {
     let (p, addr) = recv(&["--max-duration", "3s"]);
-    let t = Instant::now();
-    let (st, _, err) = run(
-        &[
-            "blast",
-            "--to",
-            &addr,
-            "-R",
-            "--count",
-            "100000000",
-            "--len",
-            "1000",
-            "--rate",
-            "2Mbps",
-        ],
-        Duration::from_secs(30),
-    );
-    let took = t.elapsed();
-    eprintln!("blast -R --count 1e8 --rate 2Mbps vs --max-duration 3s: {st} after {took:?}: {err}");
-    assert_eq!(st.code(), Some(1), "{err}");
-    assert!(
-        err.contains("cut:") && err.contains("--max-duration"),
-        "{err}"
-    );
-    assert!(took < Duration::from_secs(20), "{took:?}");
-
+    for (args, what) in [
+        (&["--rate", "2Mbps", "--len", "1000"][..], "take"),
+        (&["--len", "100"][..], "cut:"),
+    ] {
+        let t = Instant::now();
+        let base = ["blast", "--to", &addr, "-R", "--count", "1000000000"];
+        let (st, _, err) = run(&[&base[..], args].concat(), Duration::from_secs(30));
+        let took = t.elapsed();
+        eprintln!("blast -R --count 1e9 {args:?} vs --max-duration 3s: {st} after {took:?}: {err}");
+        assert_eq!(st.code(), Some(1), "{err}");
+        assert!(
+            err.contains(what) && err.contains("--max-duration"),
+            "{err}"
+        );
+        assert!(took < Duration::from_secs(20), "{took:?}");
+    }
     let mut c = Conn::connect_from(addr.parse().unwrap(), None).unwrap();
     c.open_test(hello(77, 100, Plan::Count(1000)), &ClientId::default())
         .unwrap();
@@ -412,22 +406,52 @@ fn max_duration_cuts_reverse_tests_planned_by_count_or_paced_to_a_crawl() {
         reverse: Some(Reverse { pps: Some(1e-300) }),
     })
     .unwrap();
-    let t = Instant::now();
-    if let Ok(Msg::Ready {
-        port: Some(port), ..
-    }) = c.expect("Ready", Duration::from_secs(10))
-    {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = SocketAddr::new(addr.parse::<SocketAddr>().unwrap().ip(), port);
-        u.send_to(&netcore::flow::udp::wire::opener(77), to)
-            .unwrap();
-    }
     let why = expect_error(&mut c);
-    eprintln!(
-        "a reverse test paced at 1e-300 pps: {why:?} after {:?}",
-        t.elapsed()
-    );
+    eprintln!("a reverse test paced at 1e-300 pps: {why:?}");
     assert!(why.contains("--max-duration"), "{why}");
+    netcore::sys::process::kill(p.pid() as i32, libc::SIGTERM).unwrap();
+    let (_, _, err) = p.finish(LIMIT);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+// ---- 3: a TCP test's plan is checked where it is final -----------------------------------
+
+/// A TCP Setup asking for `streams` streams of `mode`, 64 KiB writes, unpaced.
+fn tcp_setup(streams: u16, mode: Mode) -> Msg {
+    Msg::Setup {
+        tcp: Some(TcpSpec::plain(streams, mode, 65536)),
+        reverse: None,
+    }
+}
+
+/// `recv --max-streams 2`: a TCP test whose Hello says one stream and whose Setup asks for 16
+/// (reverse: 16 threads writing from recv) is refused with the limit, and so is a Hello of
+/// 200 streams (past the protocol's 128, which skipped the check). (Both used to be served:
+/// 16 reverse streams took recv to 264 MiB and 19 threads.)
+#[test]
+fn max_streams_binds_the_tcp_setup_not_only_the_hello() {
+    let (p, addr) = recv(&["--max-streams", "2"]);
+    for (id, hello_streams, setup_streams) in [(51u64, 1u16, 16u16), (52, 200, 200)] {
+        let mut c = Conn::connect_from(addr.parse().unwrap(), None).unwrap();
+        let mut h = hello(id, 65536, Plan::TimeNs(2_000_000_000));
+        if let Msg::Hello { streams, .. } = &mut h {
+            *streams = hello_streams;
+        }
+        c.open_test(h, &ClientId::default()).unwrap();
+        let _ = c.send(&tcp_setup(setup_streams, Mode::Reverse));
+        let why = expect_error(&mut c);
+        assert!(
+            why.contains("(--max-streams)"),
+            "{hello_streams}/{setup_streams}: {why}"
+        );
+    }
+    let (st, _, err) = run(
+        &[
+            "blast", "--to", &addr, "--proto", "tcp", "-P", "2", "--count", "100",
+        ],
+        LIMIT,
+    );
+    assert!(st.success(), "a test within the limit: {err}");
     netcore::sys::process::kill(p.pid() as i32, libc::SIGTERM).unwrap();
     let (_, _, err) = p.finish(LIMIT);
     assert!(!err.contains("panicked"), "{err}");

@@ -438,6 +438,18 @@ fn blast_loop(
     })
 }
 
+/// Tells the peer that sending was cut at `after` (`BlastOptions::cut_after`); the error.
+fn tell_cut(c: &mut Conn, after: Duration) -> anyhow::Error {
+    let why = format!(
+        "cut: the test reached this receiver's limit of {} s (--max-duration)",
+        after.as_secs_f64()
+    );
+    let _ = c.send(&Msg::Error {
+        message: why.clone(),
+    });
+    anyhow::anyhow!(why)
+}
+
 /// Interval lines as the test runs.
 pub type OnInterval<'a> = &'a mut dyn FnMut(&IntervalRow);
 
@@ -627,14 +639,7 @@ pub fn blast_and_finish(
         ),
     });
     if let (true, None, Some(after)) = (res.cut, &ended, opts.cut_after) {
-        let why = format!(
-            "cut: the test reached this receiver's limit of {} s (--max-duration)",
-            after.as_secs_f64()
-        );
-        let _ = c.send(&Msg::Error {
-            message: why.clone(),
-        });
-        bail!("{why}");
+        return Err(tell_cut(c, after));
     }
     let mut receiver = match ended {
         Some(Err(e)) => bail!("the receiver ended the test early: {e}"),
