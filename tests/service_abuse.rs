@@ -456,3 +456,131 @@ fn max_streams_binds_the_tcp_setup_not_only_the_hello() {
     let (_, _, err) = p.finish(LIMIT);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+// ---- 5: the Hello queue and the test slots cannot be squatted ----------------------------
+
+/// 16 silent connections from 127.0.0.2 that reconnect whenever they are closed (the Hello
+/// queue's size) cannot keep a blast from 127.0.0.1 out: one address waits with at most 4 of
+/// them, the others are told so. (They used to refuse every blast: "16 connections waiting
+/// for a Hello".)
+#[test]
+fn silent_connections_from_one_address_cannot_keep_another_out() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let (p, addr) = recv(&[]);
+    let to: SocketAddr = addr.parse().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let told = Arc::new(Mutex::new(Vec::<String>::new()));
+    let holders: Vec<_> = (0..16)
+        .map(|_| {
+            let (stop, told) = (stop.clone(), told.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut s = connect_from("127.0.0.2", to, None);
+                    s.set_read_timeout(Some(Duration::from_millis(200)))
+                        .unwrap();
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 512];
+                    while !stop.load(Ordering::Relaxed) {
+                        match s.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                            Err(e) if e.kind() == ErrorKind::TimedOut => {}
+                            Err(_) => break,
+                        }
+                    }
+                    told.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&got).into_owned());
+                    thread::sleep(Duration::from_millis(50));
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(2500));
+    let blasts: Vec<Result<(), String>> = (0..3)
+        .map(|_| {
+            let (st, _, err) = run(
+                &["blast", "--to", &addr, "--count", "500", "--rate", "10Mbps"],
+                LIMIT,
+            );
+            thread::sleep(Duration::from_millis(500));
+            if st.success() {
+                Ok(())
+            } else {
+                Err(err)
+            }
+        })
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    for h in holders {
+        h.join().unwrap();
+    }
+    let told = told.lock().unwrap();
+    let shared = told
+        .iter()
+        .filter(|t| t.contains("connections from 127.0.0.2 waiting for a Hello"))
+        .count();
+    eprintln!(
+        "16 silent reconnecting holders from 127.0.0.2: {} connections closed, {shared} told \
+         their share is used up; blasts from 127.0.0.1: {blasts:?}",
+        told.len()
+    );
+    assert!(blasts.iter().all(Result::is_ok), "{blasts:?}");
+    assert!(shared > 0, "{told:?}");
+    netcore::sys::process::kill(p.pid() as i32, libc::SIGTERM).unwrap();
+    let _ = p.finish(LIMIT);
+}
+
+/// Seconds until a `blast --count 100` to `addr` is admitted (tried every 100 ms, 30 s at
+/// most).
+fn until_admitted(addr: &str) -> Duration {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
+        let (st, _, _) = run(&["blast", "--to", addr, "--count", "100"], LIMIT);
+        if st.success() {
+            return t.elapsed();
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no test admitted within 30 s");
+}
+
+/// `recv --max-tests 1`: a client that sends Hello and Setup (TCP, or UDP `-R`) and closes its
+/// control connection frees the slot at once (it used to hold it 10-11 s: recv did not look
+/// at the control connection while it waited for the data connections or the opener).
+#[test]
+fn a_closed_control_connection_frees_its_slot_at_once() {
+    let (p, addr) = recv(&["--max-tests", "1"]);
+    let setups = [
+        ("TCP", tcp_setup(1, Mode::Forward)),
+        (
+            "-R",
+            Msg::Setup {
+                tcp: None,
+                reverse: Some(Reverse { pps: Some(1000.0) }),
+            },
+        ),
+    ];
+    for (i, (what, setup)) in setups.into_iter().enumerate() {
+        let mut c = Conn::connect_from(addr.parse().unwrap(), None).unwrap();
+        c.open_test(
+            hello(60 + i as u64, 1000, Plan::Count(100)),
+            &ClientId::default(),
+        )
+        .unwrap();
+        c.send(&setup).unwrap();
+        assert!(matches!(c.expect("Ready", LIMIT), Ok(Msg::Ready { .. })));
+        drop(c);
+        let took = until_admitted(&addr);
+        eprintln!("{what}: Hello + Setup + close; the next test admitted after {took:?}");
+        assert!(
+            took < Duration::from_secs(5),
+            "{what}: the slot was held {took:?}"
+        );
+    }
+    netcore::sys::process::kill(p.pid() as i32, libc::SIGTERM).unwrap();
+    let (_, _, err) = p.finish(LIMIT);
+    assert!(err.contains("closed its control connection"), "{err}");
+}

@@ -40,6 +40,7 @@ use crate::flow::udp::recv_core::{Cmd, Core, Out, UdpCtx};
 use crate::flow::udp::report::{IntervalRow, UdpReport};
 use crate::flow::udp::sender::{self, BlastOptions};
 use crate::flow::udp::wire;
+use crate::reactor::shares::peer_key;
 use crate::sys::signal;
 use crate::sys::sockopt::{self, BufMethod};
 
@@ -480,14 +481,8 @@ impl Receiver {
                 }
                 continue;
             }
-            let waiting = c.slots.len() - running.saturating_sub(c.jobs.len());
-            if waiting >= MAX_WAITING {
-                refuse_conn(
-                    &stream,
-                    &format!(
-                        "receiver has {MAX_WAITING} connections waiting for a Hello; try again"
-                    ),
-                );
+            if let Some(why) = queue_refusal(&c.slots, running.saturating_sub(c.jobs.len()), peer) {
+                refuse_conn(&stream, &why);
             } else if let Some(slot) = self.slot(stream, peer, now) {
                 c.slots.push(slot);
             }
@@ -744,6 +739,33 @@ type TestRun = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
 /// Connections waiting for their Hello at most; more are told to try again.
 const MAX_WAITING: usize = 16;
+/// Connections from one address (an IPv6 /64) waiting for their Hello at most, so that one
+/// client's silent connections cannot keep another's Hello out (issue #25).
+const MAX_WAITING_PER_PEER: usize = MAX_WAITING / 4;
+
+/// Why a new control connection from `peer` may not wait for its Hello (the queue is full,
+/// or `peer`'s share of it), if it may not; `with_test` of `slots` have a test.
+fn queue_refusal(slots: &[Slot], with_test: usize, peer: SocketAddr) -> Option<String> {
+    let waiting = slots.len().saturating_sub(with_test);
+    let key = peer_key(peer.ip());
+    let from_peer = slots
+        .iter()
+        .filter(|s| !s.session.has_test() && peer_key(s.peer.ip()) == key)
+        .count();
+    if waiting >= MAX_WAITING {
+        Some(format!(
+            "receiver has {MAX_WAITING} connections waiting for a Hello; try again"
+        ))
+    } else if from_peer >= MAX_WAITING_PER_PEER {
+        Some(format!(
+            "receiver has {MAX_WAITING_PER_PEER} connections from {} waiting for a Hello; \
+             send one or close one first",
+            peer.ip()
+        ))
+    } else {
+        None
+    }
+}
 
 /// One control connection and its session.
 struct Slot {

@@ -150,6 +150,10 @@ pub fn run_test(
                 format!("only {n} of {} data connections arrived", dirs.len()),
             );
         }
+        if c.peer_closed() {
+            stop.store(true, Ordering::Relaxed);
+            bail!("the client closed its control connection before its data connections arrived");
+        }
         let Ok((s, p)) = ctx.conns.recv_timeout(Duration::from_millis(20)) else {
             continue;
         };
