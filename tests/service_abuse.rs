@@ -584,3 +584,53 @@ fn a_closed_control_connection_frees_its_slot_at_once() {
     let (_, _, err) = p.finish(LIMIT);
     assert!(err.contains("closed its control connection"), "{err}");
 }
+
+// ---- 9: a netcore client during an iperf3 test is told the receiver is busy ----------------
+
+/// While a stock `iperf3 -c` test runs on recv, a netcore blast (UDP or TCP) is told
+/// "receiver is busy" in one line, exit 1 (it used to get "Connection reset by peer"); the
+/// iperf3 test is not disturbed.
+#[test]
+fn a_blast_during_an_iperf3_test_is_told_the_receiver_is_busy() {
+    let have = std::process::Command::new("iperf3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!("skipped: iperf3 is not installed (apt-get install iperf3)");
+        return;
+    }
+    let (p, addr) = recv(&[]);
+    let sa: SocketAddr = addr.parse().unwrap();
+    let iperf = std::process::Command::new("iperf3")
+        .args(["-c", &sa.ip().to_string(), "-p", &sa.port().to_string()])
+        .args(["-t", "4", "-b", "10M"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("iperf3");
+    thread::sleep(Duration::from_millis(1500));
+    let mut told = Vec::new();
+    for proto in ["udp", "tcp"] {
+        let (st, _, err) = run(
+            &["blast", "--to", &addr, "--proto", proto, "--count", "100"],
+            LIMIT,
+        );
+        told.push(format!("{proto}: {st}: {}", err.trim()));
+    }
+    let out = common::wait_output(iperf, LIMIT);
+    eprintln!("blasts during an iperf3 test: {told:?}");
+    assert!(
+        out.status.success(),
+        "iperf3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for t in &told {
+        assert!(
+            t.contains("exit status: 1") && t.contains("receiver is busy"),
+            "{t}"
+        );
+    }
+    netcore::sys::process::kill(p.pid() as i32, libc::SIGTERM).unwrap();
+    let _ = p.finish(LIMIT);
+}

@@ -73,13 +73,97 @@ pub const SLACK: Duration = Duration::from_secs(30);
 pub struct Refused(pub String);
 
 /// Refuses a connection that arrives while a test runs: an iperf3 client reads
-/// ACCESS_DENIED; a netcore one reads that byte as a malformed message and says so.
+/// ACCESS_DENIED.
 pub fn deny(mut s: TcpStream) {
     let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
     let _ = std::io::Write::write_all(
         &mut s,
         &[crate::interop::iperf3::State::AccessDenied.byte()],
     );
+}
+
+/// What a netcore client arriving during an iperf3 test is told.
+pub const BUSY: &str = "receiver is busy (an iperf3 test is running)";
+
+/// Refuses a connection whose first bytes `head` were read: a netcore client (its Hello opens
+/// with `{`) is told the receiver is busy, in its own protocol; anything else is denied as
+/// iperf3 would (issue #25: a netcore blast used to get a reset).
+pub fn deny_head(s: TcpStream, head: &[u8]) {
+    if head.first() == Some(&b'{') {
+        busy_netcore(s);
+    } else {
+        deny(s);
+    }
+}
+
+/// Tells a netcore client the receiver is busy: what it sent is read first (so that the
+/// close is not a reset that could overtake the answer), then one Error line, then the close.
+fn busy_netcore(mut s: TcpStream) {
+    let _ = s.set_nonblocking(true);
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        if !matches!(s.read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
+    let m = crate::flow::control::Msg::Error {
+        message: BUSY.into(),
+    };
+    let _ = s.write_all(&crate::flow::control::encode(&m));
+    let _ = s.shutdown(std::net::Shutdown::Write);
+}
+
+/// Connections that arrived while a test runs, waiting (1 s at most, 16 at most) for their
+/// first byte to say whose they are, so each is refused in its own protocol.
+#[derive(Default)]
+pub struct Newcomers(Vec<(TcpStream, Instant)>);
+
+impl Drop for Newcomers {
+    /// Whoever still waits when the test ends is denied.
+    fn drop(&mut self) {
+        for (s, _) in self.0.drain(..) {
+            deny(s);
+        }
+    }
+}
+
+/// How long, and how many, newcomers wait for their first byte.
+const NEWCOMER_WAIT: Duration = Duration::from_secs(1);
+const MAX_NEWCOMERS: usize = 16;
+
+impl Newcomers {
+    /// Accepts what waits on `listener`; refuses whoever has said enough (or waited long
+    /// enough, or found no room).
+    pub fn turn(&mut self, listener: &TcpListener, now: Instant) {
+        while let Ok((s, _)) = listener.accept() {
+            if self.0.len() >= MAX_NEWCOMERS {
+                deny(s);
+            } else {
+                let _ = s.set_nonblocking(true);
+                self.0.push((s, now));
+            }
+        }
+        let mut i = 0;
+        while i < self.0.len() {
+            let mut b = [0u8; 1];
+            let head = match self.0[i].0.peek(&mut b) {
+                Ok(n) => Some(b[..n].to_vec()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    (now.duration_since(self.0[i].1) >= NEWCOMER_WAIT).then(Vec::new)
+                }
+                Err(_) => Some(Vec::new()),
+            };
+            match head {
+                Some(h) => {
+                    let (s, _) = self.0.swap_remove(i);
+                    deny_head(s, &h);
+                }
+                None => i += 1,
+            }
+        }
+    }
 }
 
 pub struct Ctl {
@@ -171,11 +255,10 @@ impl Ctl {
         deadline: Instant,
         tick: &mut dyn FnMut(),
     ) -> Result<()> {
+        let mut newcomers = Newcomers::default();
         loop {
             tick();
-            if let Ok((s, _)) = listener.accept() {
-                deny(s);
-            }
+            newcomers.turn(listener, Instant::now());
             match self.poll(Duration::from_millis(20))? {
                 None => {}
                 Some(Event::TestEnd) => return Ok(()),

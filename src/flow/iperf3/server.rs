@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::ctl::{cpu_util, deny, ierr, Ctl, Iperf3Ctx, Iperf3Event, Refused};
+use super::ctl::{cpu_util, deny_head, ierr, Ctl, Iperf3Ctx, Iperf3Event, Refused};
 use super::ctl::{CONNECT_WINDOW, SLACK, STEP};
 use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
@@ -298,7 +298,7 @@ fn admit(
             continue;
         };
         if head != cookie.0 {
-            deny(s);
+            deny_head(s, &head);
             continue;
         }
         let i = conns.len();
