@@ -592,12 +592,7 @@ fn a_closed_control_connection_frees_its_slot_at_once() {
 /// iperf3 test is not disturbed.
 #[test]
 fn a_blast_during_an_iperf3_test_is_told_the_receiver_is_busy() {
-    let have = std::process::Command::new("iperf3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
-        eprintln!("skipped: iperf3 is not installed (apt-get install iperf3)");
+    if !have_iperf3() {
         return;
     }
     let (p, addr) = recv(&[]);
@@ -633,4 +628,102 @@ fn a_blast_during_an_iperf3_test_is_told_the_receiver_is_busy() {
     }
     netcore::sys::process::kill(p.pid() as i32, libc::SIGTERM).unwrap();
     let _ = p.finish(LIMIT);
+}
+
+// ---- 2: stock iperf3 clients obey the receiver's limits ----------------------------------
+
+fn have_iperf3() -> bool {
+    let have = std::process::Command::new("iperf3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!("skipped: iperf3 is not installed (apt-get install iperf3)");
+    }
+    have
+}
+
+/// `iperf3 -c ADDR ARGS` to its end (30 s at most): its exit status, its output (stdout and
+/// stderr) and how long it took.
+fn iperf3_client(addr: &str, args: &[&str]) -> (std::process::ExitStatus, String, Duration) {
+    let sa: SocketAddr = addr.parse().unwrap();
+    let t = Instant::now();
+    let child = std::process::Command::new("iperf3")
+        .args(["-c", &sa.ip().to_string(), "-p", &sa.port().to_string()])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("iperf3");
+    let out = common::wait_output(child, Duration::from_secs(30));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text, t.elapsed())
+}
+
+/// `recv --max-duration 3s --max-streams 2 --max-rate 20Mbps` against a stock iperf3 client:
+/// what asks for more is refused at the parameter exchange with iperf3's own text for the
+/// reason (TCP and UDP, both ways), and an unpaced `-n` test is cut at run time, by the rate
+/// or (on a receiver with only --max-duration) by the time. (They used to run 8 s, 4 streams,
+/// 400 Mbit/s.)
+#[test]
+fn stock_iperf3_clients_obey_the_receivers_limits() {
+    if !have_iperf3() {
+        return;
+    }
+    let (p, addr) = recv(&[
+        "--max-duration",
+        "3s",
+        "--max-streams",
+        "2",
+        "--max-rate",
+        "20Mbps",
+    ]);
+    let (q, addr_t) = recv(&["--max-duration", "3s"]);
+    let cases: [(&str, &[&str], &str); 6] = [
+        (&addr, &["-t", "8"], "test duration too long"),
+        (
+            &addr,
+            &["-t", "2", "-P", "4", "-R"],
+            "parallel streams too large",
+        ),
+        (
+            &addr,
+            &["-t", "2", "-b", "100M"],
+            "bandwidth is larger than server limit",
+        ),
+        (
+            &addr,
+            &["-u", "-t", "2", "-b", "100M", "-R"],
+            "bandwidth is larger than server limit",
+        ),
+        (
+            &addr,
+            &["-n", "20G"],
+            "bandwidth is larger than server limit",
+        ),
+        (&addr_t, &["-n", "500G"], "test duration too long"),
+    ];
+    let mut seen = Vec::new();
+    for (to, args, why) in cases {
+        let (st, text, took) = iperf3_client(to, args);
+        seen.push(format!(
+            "iperf3 {args:?}: {st} after {took:.1?}: {}",
+            text.trim().lines().last().unwrap_or("")
+        ));
+        assert!(
+            !st.success() && text.contains(why),
+            "{args:?}: {st}: {text}"
+        );
+        assert!(took < Duration::from_secs(20), "{args:?} took {took:?}");
+    }
+    eprintln!("{}", seen.join("\n"));
+    for r in [p, q] {
+        netcore::sys::process::kill(r.pid() as i32, libc::SIGTERM).unwrap();
+        let (_, _, err) = r.finish(LIMIT);
+        assert!(err.contains("(--max-"), "{err}");
+    }
 }

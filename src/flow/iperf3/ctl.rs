@@ -24,6 +24,14 @@ pub mod ierr {
     pub const UNIMP: i32 = 13;
     /// "received an unknown message" (the client broke the protocol).
     pub const MESSAGE: i32 = 110;
+    /// "number of parallel streams too large" (over `--max-streams`).
+    pub const NUMSTREAMS: i32 = 6;
+    /// "total required bandwidth is larger than server limit" (over `--max-rate`).
+    pub const TOTALRATE: i32 = 27;
+    /// "test duration too long" (over `--max-duration`, asked or reached). Not 37
+    /// ("requested duration exceeds the server's maximum") nor 160 ("the server test duration
+    /// expired"): iperf3 before 3.13 prints only their numbers.
+    pub const DURATION: i32 = 5;
 }
 
 /// The receiver's surroundings an iperf3 test runs in.
@@ -42,6 +50,11 @@ pub struct Iperf3Ctx<'a> {
     pub udp: SocketAddr,
     /// Receive buffer for each UDP stream's socket.
     pub rcvbuf: usize,
+    /// What a client may ask for: the receiver's `--max-duration`, `--max-streams` and
+    /// `--max-rate` (bits a second).
+    pub max_time: Duration,
+    pub max_streams: u16,
+    pub max_rate_bps: Option<f64>,
 }
 
 /// What an iperf3 test reports as it runs.
@@ -71,6 +84,56 @@ pub const SLACK: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 #[error("iperf3 test refused: {0}")]
 pub struct Refused(pub String);
+
+/// A test over one of the receiver's limits, refused at the parameter exchange or cut while
+/// it runs: the client is told SERVER_ERROR with iperf3's error number `.0` (it prints
+/// iperf3's text for it), the log says `.1`.
+#[derive(Debug, thiserror::Error)]
+#[error("iperf3 test over this receiver's limits: {1}")]
+pub struct OverLimit(pub i32, pub String);
+
+/// Why parameters `p` are over a limit of `ctx`'s, with iperf3's error number, if they are
+/// (issue #25: stock clients used to run past every limit).
+pub fn check_limits(p: &crate::interop::iperf3::Params, ctx: &Iperf3Ctx) -> Result<(), OverLimit> {
+    let streams = p.parallel.max(1);
+    if streams > u32::from(ctx.max_streams) {
+        return Err(OverLimit(
+            ierr::NUMSTREAMS,
+            format!(
+                "{streams} streams requested, over this receiver's limit of {} (--max-streams)",
+                ctx.max_streams
+            ),
+        ));
+    }
+    // iperf3's -b is per stream, in each direction.
+    let bps = p.bandwidth as f64 * f64::from(streams);
+    if let Some(max) = ctx.max_rate_bps.filter(|&m| bps > m) {
+        return Err(OverLimit(
+            ierr::TOTALRATE,
+            format!(
+                "{} requested, over this receiver's limit of {} (--max-rate)",
+                crate::units::fmt_bits_per_sec(bps),
+                crate::units::fmt_bits_per_sec(max)
+            ),
+        ));
+    }
+    let len = if p.len > 0 { p.len } else { 128 * 1024 };
+    let secs = match (p.bytes, p.blocks) {
+        (0, 0) => Some((p.time + p.omit) as f64),
+        (n, 0) => (bps > 0.0).then(|| n as f64 * 8.0 / bps),
+        (_, k) => (bps > 0.0).then(|| k as f64 * f64::from(len) * 8.0 / bps),
+    };
+    match secs {
+        Some(t) if t > ctx.max_time.as_secs_f64() => Err(OverLimit(
+            ierr::DURATION,
+            format!(
+                "a test of {t:.0} s requested, over this receiver's limit of {} s (--max-duration)",
+                ctx.max_time.as_secs_f64()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// Refuses a connection that arrives while a test runs: an iperf3 client reads
 /// ACCESS_DENIED.
@@ -247,17 +310,35 @@ impl Ctl {
     }
 
     /// Waits for TEST_END while the test runs: newcomers on the listener are refused,
-    /// `tick` runs every turn (interval lines), and a stop request tells the client
-    /// SERVER_TERMINATE. Bounded by `deadline`.
+    /// `tick` runs every turn (interval lines; its error, a limit passed, ends the test), and
+    /// a stop request tells the client SERVER_TERMINATE. Bounded by `deadline`; cut at
+    /// `cut_at` (`--max-duration`).
     pub fn until_test_end(
         &mut self,
         listener: &TcpListener,
-        deadline: Instant,
-        tick: &mut dyn FnMut(),
+        (deadline, cut_at): (Instant, Instant),
+        tick: &mut dyn FnMut() -> Result<()>,
     ) -> Result<()> {
         let mut newcomers = Newcomers::default();
         loop {
-            tick();
+            let over = match tick() {
+                Err(e) => Some(e),
+                Ok(()) if Instant::now() >= cut_at => Some(
+                    OverLimit(
+                        ierr::DURATION,
+                        "cut: the test reached this receiver's limit (--max-duration)".into(),
+                    )
+                    .into(),
+                ),
+                Ok(()) => None,
+            };
+            if let Some(e) = over {
+                // Told before the streams close, so the client prints why, not a broken pipe.
+                if let Some(OverLimit(code, _)) = e.downcast_ref::<OverLimit>() {
+                    self.fail(*code);
+                }
+                return Err(e);
+            }
             newcomers.turn(listener, Instant::now());
             match self.poll(Duration::from_millis(20))? {
                 None => {}

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::ctl::{cpu_util, deny_head, ierr, Ctl, Iperf3Ctx, Iperf3Event, Refused};
+use super::ctl::{check_limits, cpu_util, deny_head, ierr, Ctl, Iperf3Ctx, Iperf3Event};
+use super::ctl::{OverLimit, Refused};
 use super::ctl::{CONNECT_WINDOW, SLACK, STEP};
 use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
@@ -36,7 +37,7 @@ use crate::flow::payload::{StreamEnd, TcpSpec, DEFAULT_LEN};
 use crate::flow::streams::{Dir, Mode};
 use crate::flow::tcp::client::{job_for, sample};
 use crate::flow::tcp::report::{CpuSides, IntervalMeter, TcpReport, SCHEMA};
-use crate::flow::tcp::server::{next_data_conn, TcpEvent};
+use crate::flow::tcp::server::{next_data_conn, over_rate, TcpEvent};
 use crate::flow::tcp::stream::{self, configure, DataConn, Live, Running, Stops};
 use crate::interop::iperf3::msg::{stream_id, COOKIE_LEN};
 use crate::interop::iperf3::server_ctl::Event;
@@ -54,9 +55,11 @@ pub fn serve(
 ) -> Result<()> {
     let mut c = Ctl::new(sock)?;
     let r = run(&mut c, peer, ctx, on_event);
-    if let Err(e) = &r {
+    if let (Err(e), false) = (&r, c.sc.is_closed()) {
         if e.downcast_ref::<Refused>().is_some() {
             c.fail(ierr::UNIMP);
+        } else if let Some(OverLimit(code, _)) = e.downcast_ref::<OverLimit>() {
+            c.fail(*code);
         } else if e
             .downcast_ref::<crate::interop::iperf3::ProtoError>()
             .is_some()
@@ -143,10 +146,16 @@ fn run(
         Event::Terminated => bail!("iperf3 client terminated before its parameters"),
         e => bail!("iperf3 client sent {e:?} instead of its parameters"),
     };
+    check_limits(&p, &ctx)?;
     if p.udp {
         return super::udp::run(c, peer, &ctx, &p, cookie.as_str(), on_event);
     }
-    let spec = tcp_spec(&p).map_err(Refused)?;
+    let mut spec = tcp_spec(&p).map_err(Refused)?;
+    // What this side writes (-R, --bidir) goes at most at --max-rate.
+    if let Some(max) = ctx.max_rate_bps {
+        let max = (max as u64).max(1);
+        spec.rate_bps = Some(spec.rate_bps.map_or(max, |r| r.min(max)));
+    }
     let plan = write_plan(&p, spec.len);
     on_event(Iperf3Event::Started {
         peer,
@@ -183,13 +192,19 @@ fn run(
     let mut intervals = Vec::new();
     let mut next = t0 + ctx.interval;
     let deadline = t0 + Duration::from_secs(p.time) + SLACK;
-    c.until_test_end(ctx.listener, deadline, &mut || {
+    let cut_at = t0 + ctx.max_time + crate::flow::access::OVERRUN_GRACE;
+    c.until_test_end(ctx.listener, (deadline, cut_at), &mut || {
         if Instant::now() >= next {
             let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &st.live, "server");
             on_event(Iperf3Event::Tcp(TcpEvent::Interval(row.clone())));
+            let over = over_rate(&row, ctx.max_rate_bps);
             intervals.push(row);
             next += ctx.interval;
+            if let Some(why) = over {
+                return Err(OverLimit(ierr::TOTALRATE, why).into());
+            }
         }
+        Ok(())
     })?;
     let t_end = t0.elapsed().as_secs_f64();
     wstop.store(true, Ordering::Relaxed);

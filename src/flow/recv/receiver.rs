@@ -638,6 +638,9 @@ impl Receiver {
             target: self.local_addr().to_string(),
             udp: self.udp.local_addr().ok()?,
             rcvbuf: self.rcvbuf,
+            max_time: self.opts.limits.max_plan,
+            max_streams: self.opts.limits.max_streams,
+            max_rate_bps: self.opts.limits.max_rate_bps,
         };
         let r = iperf3::serve(stream, peer, ctx, &mut |e| on_event(Event::Iperf3(e)));
         if let Err(e) = &r {

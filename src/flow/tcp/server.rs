@@ -90,7 +90,7 @@ fn admit(s: TcpStream, p: &[u8], test_id: u64, n: usize) -> Option<(u32, TcpStre
 
 /// Why an interval of the client's streams is over `--max-rate` (`max`), if it is: over by
 /// more than a quarter and by at least 64 KiB (a burst is not a rate).
-fn over_rate(row: &TcpInterval, max: Option<f64>) -> Option<String> {
+pub fn over_rate(row: &TcpInterval, max: Option<f64>) -> Option<String> {
     let max = max?;
     let up: f64 = row
         .streams
