@@ -727,3 +727,60 @@ fn stock_iperf3_clients_obey_the_receivers_limits() {
         assert!(err.contains("(--max-"), "{err}");
     }
 }
+
+// ---- 12: a sender without the key learns nothing of what runs ----------------------------
+
+/// `recv --max-tests 1 --auth-key-file K` with a test running: a sender that cannot prove the key is told
+/// only that (it used to be told "receiver is busy (1 tests running)", or that its test id
+/// was running, before any proof); one that proves it is told the receiver is busy.
+#[test]
+fn a_sender_without_the_key_learns_nothing_of_the_running_tests() {
+    let dir = common::scratch_dir("abuse-auth");
+    let (right, wrong) = (dir.join("k1"), dir.join("k2"));
+    std::fs::write(&right, "the right key\n").unwrap();
+    std::fs::write(&wrong, "the wrong key\n").unwrap();
+    let key = |p: &std::path::Path| ClientId {
+        bind: None,
+        key: Some(netcore::flow::access::Key::read(p).unwrap()),
+    };
+    let (p, addr) = recv(&[
+        "--max-tests",
+        "1",
+        "--auth-key-file",
+        right.to_str().unwrap(),
+    ]);
+    let open = |id: u64, who: &ClientId| {
+        let mut c = Conn::connect_from(addr.parse().unwrap(), None).unwrap();
+        c.open_test(hello(id, 200, Plan::Count(100)), who).unwrap();
+        c
+    };
+    let mut held = open(81, &key(&right));
+    held.send(&Msg::Setup {
+        tcp: None,
+        reverse: None,
+    })
+    .unwrap();
+    assert!(matches!(held.expect("Ready", LIMIT), Ok(Msg::Ready { .. })));
+    let mut told = Vec::new();
+    for (id, who) in [(82, key(&wrong)), (81, key(&wrong)), (83, key(&right))] {
+        let mut c = open(id, &who);
+        told.push(expect_error(&mut c));
+    }
+    eprintln!("with a keyed test running: {told:?}");
+    assert!(
+        told[0].contains("wrong key") && told[1].contains("wrong key"),
+        "{told:?}"
+    );
+    assert!(
+        !told[0].contains("busy") && !told[1].contains("running"),
+        "{told:?}"
+    );
+    assert!(
+        told[2].contains("receiver is busy (1 tests running)"),
+        "{told:?}"
+    );
+    drop(held);
+    netcore::sys::process::kill(p.pid() as i32, libc::SIGTERM).unwrap();
+    let _ = p.finish(LIMIT);
+    let _ = std::fs::remove_dir_all(&dir);
+}

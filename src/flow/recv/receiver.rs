@@ -888,25 +888,41 @@ impl Control {
 
     /// Feeds slot `i`'s session its next message; a Hello is first checked against the
     /// admission rules (stopping, `max_tests`, a test id in use) and refused if it fails them.
+    /// With a shared key, the rules are checked once the key is proved instead (issue #25:
+    /// before, a sender without the key learned how many tests run and which test ids).
     fn feed(&mut self, i: usize, turn: Turn) {
-        let admit = Admission {
-            running: running(&self.slots, &self.jobs),
-            max_tests: self.max_tests,
-            stopping: turn.stopping,
-        };
         let msg = self.slots[i].next_msg();
+        let session = &self.slots[i].session;
         let refusal = match &msg {
-            Some(Msg::Hello { test_id, .. }) if !self.slots[i].session.has_test() => {
-                admit.refusal(id_in_use(&self.slots, &self.jobs, i, *test_id))
+            Some(Msg::Hello { test_id, .. }) if !session.has_test() && !session.keyed() => {
+                self.refusal(i, *test_id, turn, 0)
             }
             _ => None,
         };
+        let auth = matches!(msg, Some(Msg::Auth { .. }));
         if let (Some(m), None) = (msg, &refusal) {
             self.slots[i].session.on_msg(m, turn.now);
         }
+        let session = &self.slots[i].session;
+        let refusal = match refusal {
+            // Proved: the session has its test now (it counts itself among those running).
+            None if auth && session.has_test() => self.refusal(i, session.test_id(), turn, 1),
+            r => r,
+        };
         if let Some(why) = refusal {
             self.slots[i].session.refuse(why);
         }
+    }
+
+    /// Why slot `i`'s test `test_id` may not start, if it may not; `own`: whether slot `i`
+    /// counts among the running tests already.
+    fn refusal(&self, i: usize, test_id: u64, turn: Turn, own: usize) -> Option<String> {
+        let admit = Admission {
+            running: running(&self.slots, &self.jobs).saturating_sub(own),
+            max_tests: self.max_tests,
+            stopping: turn.stopping,
+        };
+        admit.refusal(id_in_use(&self.slots, &self.jobs, i, test_id))
     }
 
     /// A session that ended with `r`: its failure reported. Returns the outcome when it ends

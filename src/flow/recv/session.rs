@@ -221,6 +221,12 @@ impl RecvSession {
         )
     }
 
+    /// Whether a sender must prove the shared key (`--auth-key-file`) before its test is
+    /// admitted.
+    pub fn keyed(&self) -> bool {
+        self.ctx.auth.is_some()
+    }
+
     /// The test id a Hello named (0 before one).
     pub fn test_id(&self) -> u64 {
         self.test_id
