@@ -784,3 +784,37 @@ fn a_sender_without_the_key_learns_nothing_of_the_running_tests() {
     let _ = p.finish(LIMIT);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- 10: a stalled iperf3 client does not stall anyone else's admission ------------------
+
+/// Two iperf3 clients that stall (one after its cookie, one in the middle of its parameters)
+/// do not keep a netcore blast waiting: it is admitted and ends while they stall (each used to
+/// hold recv's control thread 5 s, during which nothing was admitted). Their tests end by
+/// their own deadlines, on threads of their own.
+#[test]
+fn stalled_iperf3_clients_do_not_stall_anyone_elses_admission() {
+    let (p, addr) = recv(&[]);
+    let to: SocketAddr = addr.parse().unwrap();
+    let cookie = |c: u8| {
+        let mut k = vec![c; 36];
+        k.push(0);
+        k
+    };
+    let mut only_cookie = TcpStream::connect(to).unwrap();
+    only_cookie.write_all(&cookie(b'a')).unwrap();
+    let mut half_params = TcpStream::connect(to).unwrap();
+    half_params.write_all(&cookie(b'b')).unwrap();
+    half_params.write_all(&100u32.to_be_bytes()).unwrap();
+    half_params.write_all(b"{\"tcp\":tr").unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let (st, _, err) = run(&["blast", "--to", &addr, "--count", "200"], LIMIT);
+    let took = t.elapsed();
+    eprintln!("a blast while two iperf3 clients stall: {st} after {took:?}");
+    assert!(st.success(), "{err}");
+    assert!(took < Duration::from_secs(4), "the blast waited {took:?}");
+    drop((only_cookie, half_params));
+    netcore::sys::process::kill(p.pid() as i32, libc::SIGTERM).unwrap();
+    let (_, _, err) = p.finish(LIMIT);
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -2,7 +2,8 @@
 //! sans-IO [`ServerCtl`].
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -34,10 +35,17 @@ pub mod ierr {
     pub const DURATION: i32 = 5;
 }
 
-/// The receiver's surroundings an iperf3 test runs in.
-pub struct Iperf3Ctx<'a> {
-    /// The receiver's listener (non-blocking): the data connections arrive here.
-    pub listener: &'a TcpListener,
+/// The receiver's surroundings an iperf3 test runs in, on a thread of its own (issue #25: a
+/// stalled iperf3 client used to hold the receiver's control thread).
+pub struct Iperf3Ctx {
+    /// The test's data connections, each with its first
+    /// [`COOKIE_LEN`](crate::interop::iperf3::msg::COOKIE_LEN) bytes (read), as the
+    /// receiver's control thread routes them here by the test's cookie.
+    pub conns: Receiver<(TcpStream, Vec<u8>)>,
+    /// Asks the receiver for the right to run, once the parameters are accepted: false when
+    /// another test runs (the client is then told ACCESS_DENIED). Until then the test holds
+    /// nothing, so a client that stalls before keeps no one out.
+    pub hold: Box<dyn Fn() -> bool + Send>,
     pub interval: Duration,
     pub cpu: Option<usize>,
     /// How the readers wait for data (`recv --block`/`--spin`).
@@ -148,87 +156,6 @@ pub fn deny(mut s: TcpStream) {
 /// What a netcore client arriving during an iperf3 test is told.
 pub const BUSY: &str = "receiver is busy (an iperf3 test is running)";
 
-/// Refuses a connection whose first bytes `head` were read: a netcore client (its Hello opens
-/// with `{`) is told the receiver is busy, in its own protocol; anything else is denied as
-/// iperf3 would (issue #25: a netcore blast used to get a reset).
-pub fn deny_head(s: TcpStream, head: &[u8]) {
-    if head.first() == Some(&b'{') {
-        busy_netcore(s);
-    } else {
-        deny(s);
-    }
-}
-
-/// Tells a netcore client the receiver is busy: what it sent is read first (so that the
-/// close is not a reset that could overtake the answer), then one Error line, then the close.
-fn busy_netcore(mut s: TcpStream) {
-    let _ = s.set_nonblocking(true);
-    let mut sink = [0u8; 4096];
-    for _ in 0..16 {
-        if !matches!(s.read(&mut sink), Ok(n) if n > 0) {
-            break;
-        }
-    }
-    let _ = s.set_nonblocking(false);
-    let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
-    let m = crate::flow::control::Msg::Error {
-        message: BUSY.into(),
-    };
-    let _ = s.write_all(&crate::flow::control::encode(&m));
-    let _ = s.shutdown(std::net::Shutdown::Write);
-}
-
-/// Connections that arrived while a test runs, waiting (1 s at most, 16 at most) for their
-/// first byte to say whose they are, so each is refused in its own protocol.
-#[derive(Default)]
-pub struct Newcomers(Vec<(TcpStream, Instant)>);
-
-impl Drop for Newcomers {
-    /// Whoever still waits when the test ends is denied.
-    fn drop(&mut self) {
-        for (s, _) in self.0.drain(..) {
-            deny(s);
-        }
-    }
-}
-
-/// How long, and how many, newcomers wait for their first byte.
-const NEWCOMER_WAIT: Duration = Duration::from_secs(1);
-const MAX_NEWCOMERS: usize = 16;
-
-impl Newcomers {
-    /// Accepts what waits on `listener`; refuses whoever has said enough (or waited long
-    /// enough, or found no room).
-    pub fn turn(&mut self, listener: &TcpListener, now: Instant) {
-        while let Ok((s, _)) = listener.accept() {
-            if self.0.len() >= MAX_NEWCOMERS {
-                deny(s);
-            } else {
-                let _ = s.set_nonblocking(true);
-                self.0.push((s, now));
-            }
-        }
-        let mut i = 0;
-        while i < self.0.len() {
-            let mut b = [0u8; 1];
-            let head = match self.0[i].0.peek(&mut b) {
-                Ok(n) => Some(b[..n].to_vec()),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    (now.duration_since(self.0[i].1) >= NEWCOMER_WAIT).then(Vec::new)
-                }
-                Err(_) => Some(Vec::new()),
-            };
-            match head {
-                Some(h) => {
-                    let (s, _) = self.0.swap_remove(i);
-                    deny_head(s, &h);
-                }
-                None => i += 1,
-            }
-        }
-    }
-}
-
 pub struct Ctl {
     sock: TcpStream,
     pub sc: ServerCtl,
@@ -302,6 +229,24 @@ impl Ctl {
         }
     }
 
+    /// Parameters `p` accepted: checks them against the receiver's limits (an [`OverLimit`])
+    /// and takes the receiver for the test; when another test holds it, the client is told
+    /// ACCESS_DENIED.
+    pub fn take_receiver(
+        &mut self,
+        p: &crate::interop::iperf3::Params,
+        ctx: &Iperf3Ctx,
+    ) -> Result<()> {
+        check_limits(p, ctx)?;
+        if !(ctx.hold)() {
+            self.out
+                .push(crate::interop::iperf3::State::AccessDenied.byte());
+            let _ = self.flush();
+            bail!("refused: another test holds the receiver (ACCESS_DENIED)");
+        }
+        Ok(())
+    }
+
     /// Tells the client the server failed (best effort): it prints iperf3's message for
     /// `i_errno`.
     pub fn fail(&mut self, i_errno: i32) {
@@ -309,18 +254,20 @@ impl Ctl {
         let _ = self.flush();
     }
 
-    /// Waits for TEST_END while the test runs: newcomers on the listener are refused,
+    /// Waits for TEST_END while the test runs: more data connections (`conns`) are denied,
     /// `tick` runs every turn (interval lines; its error, a limit passed, ends the test), and
     /// a stop request tells the client SERVER_TERMINATE. Bounded by `deadline`; cut at
     /// `cut_at` (`--max-duration`).
     pub fn until_test_end(
         &mut self,
-        listener: &TcpListener,
+        conns: &Receiver<(TcpStream, Vec<u8>)>,
         (deadline, cut_at): (Instant, Instant),
         tick: &mut dyn FnMut() -> Result<()>,
     ) -> Result<()> {
-        let mut newcomers = Newcomers::default();
         loop {
+            while let Ok((s, _)) = conns.try_recv() {
+                deny(s);
+            }
             let over = match tick() {
                 Err(e) => Some(e),
                 Ok(()) if Instant::now() >= cut_at => Some(
@@ -339,7 +286,6 @@ impl Ctl {
                 }
                 return Err(e);
             }
-            newcomers.turn(listener, Instant::now());
             match self.poll(Duration::from_millis(20))? {
                 None => {}
                 Some(Event::TestEnd) => return Ok(()),

@@ -362,10 +362,13 @@ impl Receiver {
                 stopping,
                 interrupt,
                 now,
+                iperf3: false,
             };
             if let Some(r) = self.turn_slots(&mut c, turn, cmd_tx, on_event)? {
                 return r;
             }
+            // Tests that ended no longer keep an iperf3 client out.
+            c.hold_state().netcore = running(&c.slots, &c.jobs);
             // Nothing here waits long: a turn every few milliseconds sees signals, deadlines,
             // new connections and the UDP thread's news.
             match out_rx.recv_timeout(Duration::from_millis(5)) {
@@ -452,12 +455,23 @@ impl Receiver {
         while k < c.fresh.len() {
             let (ref stream, _, since) = c.fresh[k];
             let opener = iperf3::opener(stream, since, now);
+            let mut cookie = None;
             let data = match opener {
                 Opener::Wait => {
                     k += 1;
                     continue;
                 }
-                Opener::Iperf3 => None,
+                Opener::Iperf3 => match iperf3_cookie(stream, since, now) {
+                    Preamble::Wait => {
+                        k += 1;
+                        continue;
+                    }
+                    Preamble::Data((_, head)) => {
+                        cookie = Some(head);
+                        None
+                    }
+                    Preamble::No => None,
+                },
                 Opener::Netcore => match data_preamble(stream, since, now) {
                     Preamble::Wait => {
                         k += 1;
@@ -474,10 +488,8 @@ impl Receiver {
                 continue;
             }
             if opener == Opener::Iperf3 {
-                let busy = running > 0 || stopping || self.opts.auth_key.is_some();
-                let ran = self.iperf3(stream, peer, busy, &mut c.slots, on_event);
-                if c.once && ran.is_some() {
-                    return Some(ran.unwrap_or(Ok(())));
+                if let Err(e) = self.iperf3(c, (stream, peer), cookie, running > 0 || stopping) {
+                    on_event(Event::Failed(format!("iperf3 client {peer}: {e:#}")));
                 }
                 continue;
             }
@@ -600,56 +612,106 @@ impl Receiver {
             test_id,
             peer,
             data,
+            iperf3: None,
             interrupt,
             handle,
         })
     }
 
-    /// Serves an iperf3 client (its first byte started a cookie) on this thread: the test holds
-    /// the receiver while it runs, as a TCP test does, and whoever waits for a Hello is told
-    /// the receiver is busy. Refused with ACCESS_DENIED while a netcore test runs. Returns
-    /// the test's outcome, or None when it was refused.
+    /// A connection that opened with an iperf3 cookie (`cookie`: its first bytes, when they
+    /// arrived whole): a data connection of the iperf3 test with that cookie goes to it;
+    /// otherwise it is a new client, served on a thread of its own, or refused with
+    /// ACCESS_DENIED when the receiver is `busy` (a netcore test runs, or it is stopping),
+    /// keyed, held by another iperf3 test, or has [`MAX_IPERF3_WAITING`] iperf3 clients that
+    /// hold nothing yet.
     fn iperf3(
         &self,
+        c: &mut Control,
+        (stream, peer): (TcpStream, SocketAddr),
+        cookie: Option<Vec<u8>>,
+        busy: bool,
+    ) -> Result<()> {
+        let owner = cookie.as_ref().and_then(|k| {
+            c.jobs
+                .iter()
+                .find_map(|j| j.iperf3.as_ref().filter(|i| &i.cookie == k))
+        });
+        if let (Some(i), Some(head)) = (owner, &cookie) {
+            let mut p = vec![0u8; head.len()];
+            stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+            std::io::Read::read_exact(&mut &stream, &mut p)?;
+            let _ = i.conns.send((stream, p));
+            return Ok(());
+        }
+        let waiting = c.jobs.iter().filter(|j| j.iperf3.is_some()).count();
+        if busy
+            || self.opts.auth_key.is_some()
+            || c.hold_state().iperf3.is_some()
+            || waiting >= MAX_IPERF3_WAITING
+        {
+            iperf3::ctl::deny(stream);
+            return Ok(());
+        }
+        let job = self.spawn_iperf3(c, stream, peer, cookie.unwrap_or_default())?;
+        c.jobs.push(job);
+        Ok(())
+    }
+
+    /// Starts an iperf3 test on a thread of its own (see [`Receiver::iperf3`]).
+    fn spawn_iperf3(
+        &self,
+        c: &mut Control,
         stream: TcpStream,
         peer: SocketAddr,
-        busy: bool,
-        slots: &mut Vec<Slot>,
-        on_event: &mut dyn FnMut(Event),
-    ) -> Option<Result<()>> {
-        if busy {
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let _ = std::io::Write::write_all(
-                &mut &stream,
-                &[crate::interop::iperf3::State::AccessDenied.byte()],
-            );
-            return None;
-        }
-        for s in slots.drain(..) {
-            let mut c = s.conn;
-            let _ = c.send(&RecvSession::busy_message(1));
-        }
+        cookie: Vec<u8>,
+    ) -> Result<Job> {
+        c.serial += 1;
+        let serial = c.serial;
+        let (conns_tx, conns_rx) = mpsc::channel();
+        let hold = c.hold.clone();
         let ctx = Iperf3Ctx {
-            listener: &self.listener,
+            conns: conns_rx,
+            hold: Box::new(move || {
+                let mut h = hold.lock().unwrap_or_else(|e| e.into_inner());
+                let free = h.netcore == 0 && h.iperf3.is_none();
+                if free {
+                    h.iperf3 = Some(serial);
+                }
+                free
+            }),
             interval: self.opts.interval,
             cpu: self.opts.cpu,
             wait: self.opts.wait,
             thread_per_stream: self.opts.thread_per_stream,
             target: self.local_addr().to_string(),
-            udp: self.udp.local_addr().ok()?,
+            udp: self.udp.local_addr()?,
             rcvbuf: self.rcvbuf,
             max_time: self.opts.limits.max_plan,
             max_streams: self.opts.limits.max_streams,
             max_rate_bps: self.opts.limits.max_rate_bps,
         };
-        let r = iperf3::serve(stream, peer, ctx, &mut |e| on_event(Event::Iperf3(e)));
-        if let Err(e) = &r {
-            on_event(Event::Failed(format!(
-                "iperf3 client {peer}: {}",
-                format!("{e:#}").replace('\n', " ")
-            )));
-        }
-        Some(r)
+        let ev = c.ev_tx.clone();
+        let run = move || {
+            let r = iperf3::serve(stream, peer, ctx, &mut |e| {
+                let _ = ev.send(Event::Iperf3(e));
+            });
+            r.map_err(|e| format!("{e:#}").replace('\n', " "))
+        };
+        let handle = thread::Builder::new()
+            .name("netcore-iperf3".into())
+            .spawn(run)?;
+        Ok(Job {
+            test_id: 0,
+            peer,
+            data: None,
+            iperf3: Some(Iperf3Job {
+                serial,
+                cookie,
+                conns: conns_tx,
+            }),
+            interrupt: Arc::new(AtomicBool::new(false)),
+            handle,
+        })
     }
 
     /// A session for a new connection (None if the socket cannot be set up).
@@ -807,10 +869,32 @@ struct Job {
     peer: SocketAddr,
     /// A TCP test's data connections go here (admitted by their preamble).
     data: Option<Tx<(TcpStream, Vec<u8>)>>,
+    /// An iperf3 test's cookie, where its data connections go, and its serial number.
+    iperf3: Option<Iperf3Job>,
     /// Set to end the test now (a second signal).
     interrupt: Arc<AtomicBool>,
     handle: thread::JoinHandle<Result<(), String>>,
 }
+
+/// An iperf3 test on a thread of its own.
+struct Iperf3Job {
+    serial: u64,
+    cookie: Vec<u8>,
+    conns: Tx<(TcpStream, Vec<u8>)>,
+}
+
+/// Who holds the receiver, shared with the iperf3 tests on their threads (each asks once its
+/// parameters are accepted, see `Iperf3Ctx::hold`): how many netcore tests run, and which
+/// iperf3 test holds it. Netcore tests are admitted under the same lock.
+#[derive(Debug, Default)]
+struct Hold {
+    netcore: usize,
+    iperf3: Option<u64>,
+}
+
+/// iperf3 clients that hold nothing yet (before their parameters are accepted) at most;
+/// more are told ACCESS_DENIED.
+const MAX_IPERF3_WAITING: usize = 4;
 
 /// What a session handed on to a thread.
 enum JobKind {
@@ -830,6 +914,9 @@ struct Control {
     ev_rx: Rx<Event>,
     /// A graceful stop was announced (`Event::Stopping`).
     announced: bool,
+    /// Who holds the receiver (shared with iperf3 tests), and the last iperf3 serial.
+    hold: Arc<std::sync::Mutex<Hold>>,
+    serial: u64,
 }
 
 /// What a turn of the control thread knows of stop requests, and its time.
@@ -838,6 +925,8 @@ struct Turn {
     stopping: bool,
     interrupt: bool,
     now: Instant,
+    /// An iperf3 test holds the receiver (known under the lock, see [`Control::feed`]).
+    iperf3: bool,
 }
 
 impl Control {
@@ -852,7 +941,14 @@ impl Control {
             ev_tx,
             ev_rx,
             announced: false,
+            hold: Arc::default(),
+            serial: 0,
         }
+    }
+
+    /// The shared state of who holds the receiver (a poisoned lock is still the state).
+    fn hold_state(&self) -> std::sync::MutexGuard<'_, Hold> {
+        self.hold.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Passes the jobs' events on and joins the jobs that ended (their failures reported).
@@ -869,6 +965,13 @@ impl Control {
                 continue;
             }
             let job = self.jobs.swap_remove(k);
+            if let Some(i) = &job.iperf3 {
+                let mut h = self.hold_state();
+                if h.iperf3 == Some(i.serial) {
+                    h.iperf3 = None;
+                }
+                h.netcore = running(&self.slots, &self.jobs);
+            }
             let r = job
                 .handle
                 .join()
@@ -892,6 +995,13 @@ impl Control {
     /// before, a sender without the key learned how many tests run and which test ids).
     fn feed(&mut self, i: usize, turn: Turn) {
         let msg = self.slots[i].next_msg();
+        // Admitted under the lock iperf3 tests take the receiver with.
+        let hold = self.hold.clone();
+        let mut hold = hold.lock().unwrap_or_else(|e| e.into_inner());
+        let turn = Turn {
+            iperf3: hold.iperf3.is_some(),
+            ..turn
+        };
         let session = &self.slots[i].session;
         let refusal = match &msg {
             Some(Msg::Hello { test_id, .. }) if !session.has_test() && !session.keyed() => {
@@ -912,6 +1022,7 @@ impl Control {
         if let Some(why) = refusal {
             self.slots[i].session.refuse(why);
         }
+        hold.netcore = running(&self.slots, &self.jobs);
     }
 
     /// Why slot `i`'s test `test_id` may not start, if it may not; `own`: whether slot `i`
@@ -921,6 +1032,7 @@ impl Control {
             running: running(&self.slots, &self.jobs).saturating_sub(own),
             max_tests: self.max_tests,
             stopping: turn.stopping,
+            iperf3: turn.iperf3,
         };
         admit.refusal(id_in_use(&self.slots, &self.jobs, i, test_id))
     }
@@ -1003,16 +1115,19 @@ struct Carried {
     ended: Option<Result<(), String>>,
 }
 
-/// Tests running: sessions past their Hello and tests on threads of their own.
+/// netcore tests running: sessions past their Hello and tests on threads of their own
+/// (iperf3's hold the receiver apart, see [`Hold`]).
 fn running(slots: &[Slot], jobs: &[Job]) -> usize {
-    slots.iter().filter(|s| s.session.has_test()).count() + jobs.len()
+    slots.iter().filter(|s| s.session.has_test()).count()
+        + jobs.iter().filter(|j| j.iperf3.is_none()).count()
 }
 
 /// Whether test id `id` runs already (in a session but slot `i`'s, or on a thread).
 fn id_in_use(slots: &[Slot], jobs: &[Job], i: usize, id: u64) -> bool {
     let in_slot =
         |(j, s): (usize, &Slot)| j != i && s.session.has_test() && s.session.test_id() == id;
-    slots.iter().enumerate().any(in_slot) || jobs.iter().any(|j| j.test_id == id)
+    slots.iter().enumerate().any(in_slot)
+        || jobs.iter().any(|j| j.iperf3.is_none() && j.test_id == id)
 }
 
 /// Whether a new Hello may start a test.
@@ -1020,6 +1135,8 @@ struct Admission {
     running: usize,
     max_tests: usize,
     stopping: bool,
+    /// An iperf3 test holds the receiver.
+    iperf3: bool,
 }
 
 impl Admission {
@@ -1027,6 +1144,8 @@ impl Admission {
     fn refusal(&self, in_use: bool) -> Option<String> {
         if self.stopping {
             Some("the receiver is stopping".into())
+        } else if self.iperf3 {
+            Some(iperf3::ctl::BUSY.into())
         } else if self.running >= self.max_tests {
             match RecvSession::busy_message(self.running) {
                 Msg::Error { message } => Some(message),
@@ -1071,6 +1190,23 @@ fn refuse_conn(stream: &TcpStream, why: &str) {
         message: why.to_string(),
     };
     let _ = std::io::Write::write_all(&mut &*stream, &crate::flow::control::encode(&m));
+}
+
+/// Peeks (non-blocking) at a connection that opened like an iperf3 client for its whole
+/// cookie: `Data((0, cookie))` once all of it is there, `Wait` while part of it is (for as
+/// long as [`SILENT_GRACE`]), `No` after that.
+fn iperf3_cookie(s: &TcpStream, since: Instant, now: Instant) -> Preamble {
+    let mut b = [0u8; crate::interop::iperf3::msg::COOKIE_LEN];
+    let _ = s.set_nonblocking(true);
+    let n = s.peek(&mut b).unwrap_or(0);
+    let _ = s.set_nonblocking(false);
+    if n == b.len() {
+        Preamble::Data((0, b.to_vec()))
+    } else if now.duration_since(since) < SILENT_GRACE {
+        Preamble::Wait
+    } else {
+        Preamble::No
+    }
 }
 
 /// What a new connection's first bytes say about a TCP test's data connection.

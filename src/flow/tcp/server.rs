@@ -4,8 +4,8 @@
 //! listener, name their test and stream in a preamble, and the control thread passes this
 //! test's ones on over a channel (several tests may run at once).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver as Rx;
 use std::sync::Arc;
@@ -61,19 +61,6 @@ fn busy(mut s: TcpStream) {
     let _ = s.write_all(&encode(&Msg::Error {
         message: "this test has all its data connections".into(),
     }));
-}
-
-/// The next data connection waiting on the shared (non-blocking) listener and its first
-/// `head` bytes, read within 5 s; None when nothing waits or the connection sent less. Shared
-/// by every driver that admits data connections from the receiver's listener (netcore's TCP
-/// test by its preamble, iperf3's by its cookie).
-pub fn next_data_conn(listener: &TcpListener, head: usize) -> Option<(TcpStream, Vec<u8>)> {
-    let (s, _) = listener.accept().ok()?;
-    let _ = s.set_nonblocking(false);
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut p = vec![0u8; head];
-    (&s).read_exact(&mut p).ok()?;
-    Some((s, p))
 }
 
 /// A data connection's stream id if its preamble belongs to `test_id`; anything else is told
