@@ -5,12 +5,14 @@
 //! is in [`sys`] (and the io_uring backend, `uring`).
 
 pub mod cli;
+pub mod diff;
 pub mod flow;
 pub mod interop;
 pub mod load;
 pub mod metrics;
 pub mod reactor;
 pub mod relay;
+pub mod rpm;
 pub mod seeded;
 pub mod server;
 #[macro_use]

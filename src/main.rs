@@ -5,6 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    netcore::stats::meta::mark_start();
     match netcore::cli::main() {
         Ok(code) => code,
         Err(e) => {

@@ -226,6 +226,7 @@ fn iperf3_client_through_the_relay_to_recv() {
 /// lost = sent - distinct received.
 fn check_udp(ip: &Value, nc: &Value, streams: usize) {
     assert_eq!(nc["schema"], "netcore.iperf3.udp.v2", "{nc}");
+    crate::schemas::has_meta("netcore.iperf3.udp.v2", nc);
     let rows = nc["streams"].as_array().unwrap();
     assert_eq!(rows.len(), streams, "{nc}");
     let ends = ip["end"]["streams"].as_array().unwrap();

@@ -45,7 +45,7 @@ fn shipped_schemas_equal_the_generated_ones() {
 }
 
 /// Asserts that `out` (one JSON document) names schema `name` and validates against it.
-fn validates(name: &str, out: &str) {
+pub fn validates(name: &str, out: &str) {
     let doc: Value = serde_json::from_str(out).unwrap_or_else(|e| panic!("{name}: {e}: {out}"));
     assert_eq!(doc["schema"], name, "{out}");
     let schema = shipped(name);
@@ -55,6 +55,61 @@ fn validates(name: &str, out: &str) {
         .map(|e| format!("{} at {}", e, e.instance_path()))
         .collect();
     assert!(errors.is_empty(), "{name}: {errors:#?}\n{out}");
+    has_meta(name, &doc);
+    // A bidirectional report's halves are reports too.
+    for half in ["forward", "reverse"] {
+        if doc.get(half).is_some() {
+            has_meta(name, &doc[half]);
+        }
+    }
+}
+
+/// Asserts that a report says where it came from (`meta`): this build's version, a revision,
+/// this host's kernel and CPUs, the sysctls, when.
+pub fn has_meta(name: &str, doc: &Value) {
+    let m = &doc["meta"];
+    assert_eq!(m["version"], env!("CARGO_PKG_VERSION"), "{name}: {doc}");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(m["kernel"], kernel.trim(), "{name}: {m}");
+    assert!(
+        m["git_revision"].as_str().is_some_and(|r| !r.is_empty()),
+        "{name}: {m}"
+    );
+    assert!(m["cpus"].as_u64().is_some_and(|n| n >= 1), "{name}: {m}");
+    assert!(m["sysctls"]["net.core.rmem_max"].is_string(), "{name}: {m}");
+    assert!(
+        m["reported"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{name}: {m}"
+    );
+}
+
+#[test]
+fn findrate_output_validates() {
+    let out = run_ok(
+        &[
+            "blast",
+            "--find-rate",
+            "--trial",
+            "200ms",
+            "--max-trials",
+            "2",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    );
+    validates("netcore.findrate.v1", &out);
+}
+
+#[test]
+fn the_table_names_version_and_kernel_first() {
+    let out = run_ok(&["blast", "--count", "200"], LIMIT);
+    let first = out.lines().next().unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert!(
+        first.starts_with(&format!("netcore {} (", env!("CARGO_PKG_VERSION")))
+            && first.contains(kernel.trim()),
+        "{out}"
+    );
 }
 
 #[test]

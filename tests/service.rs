@@ -383,6 +383,7 @@ fn reverse_sends_nothing_to_an_opener_from_another_host() {
     c.send(&Msg::Setup {
         tcp: None,
         reverse: Some(netcore::flow::control::Reverse { pps: None }),
+        echo: None,
     })
     .unwrap();
     let port = match c.expect("Ready", Duration::from_secs(10)).unwrap() {

@@ -355,6 +355,7 @@ fn a_reverse_setup_pacing_at_zero_or_below_is_refused_with_the_reason() {
         c.send(&Msg::Setup {
             tcp: None,
             reverse: Some(Reverse { pps: Some(pps) }),
+            echo: None,
         })
         .unwrap();
         let why = expect_error(&mut c);
@@ -404,6 +405,7 @@ fn max_duration_cuts_reverse_tests_planned_by_count_or_paced_to_a_crawl() {
     c.send(&Msg::Setup {
         tcp: None,
         reverse: Some(Reverse { pps: Some(1e-300) }),
+        echo: None,
     })
     .unwrap();
     let why = expect_error(&mut c);
@@ -421,6 +423,7 @@ fn tcp_setup(streams: u16, mode: Mode) -> Msg {
     Msg::Setup {
         tcp: Some(TcpSpec::plain(streams, mode, 65536)),
         reverse: None,
+        echo: None,
     }
 }
 
@@ -560,6 +563,7 @@ fn a_closed_control_connection_frees_its_slot_at_once() {
             Msg::Setup {
                 tcp: None,
                 reverse: Some(Reverse { pps: Some(1000.0) }),
+                echo: None,
             },
         ),
     ];
@@ -758,6 +762,7 @@ fn a_sender_without_the_key_learns_nothing_of_the_running_tests() {
     held.send(&Msg::Setup {
         tcp: None,
         reverse: None,
+        echo: None,
     })
     .unwrap();
     assert!(matches!(held.expect("Ready", LIMIT), Ok(Msg::Ready { .. })));

@@ -4,6 +4,7 @@
 mod abuse;
 mod cli;
 mod common;
+mod diff;
 mod find_rate;
 mod fuzz;
 mod http;
@@ -13,6 +14,7 @@ mod loss;
 mod metrics;
 mod progress;
 mod relay;
+mod rpm;
 mod schemas;
 mod serve;
 mod service;

@@ -334,6 +334,7 @@ fn hello(plan: Plan) -> Vec<u8> {
     b.extend(encode(&Msg::Setup {
         tcp: None,
         reverse: None,
+        echo: None,
     }));
     b
 }

@@ -14,16 +14,28 @@
 #   netcore serve --proto http --model M   for M in $MODELS (default: epoll uring thread)
 #   nginx, one worker, a config written here to a temp dir: `GET /` answers a body of the same
 #   size as netcore's `GET /` ("Hello from netcore\n", 19 bytes), access log off
+#   c-http: the C http_epoll from shared/anchors (outside this repository; ANCHORS names the
+#   directory of its binaries, default ../shared/anchors/bin, built by its build.sh): one
+#   epoll thread answering every request with a fixed 2-byte body, the kernel's ceiling
 # Clients (pinned to CLIENT_CPU, default 0):
 #   wrk -t1 -cN -d$DURATION --latency http://127.0.0.1:P/         (every server)
 #   netcore load --proto http --clients N --duration .. --warmup .. --cpus CLIENT_CPU
 #                                                                 (netcore epoll and nginx)
-# For CONNS (default "10 100 1000"), RUNS times (default 5), interleaved: run 1 of every
-# configuration, then run 2, ... Printed: median requests/s [min-max] and median p99 per
-# configuration, as a markdown table (ready for the README) with the ratios of the medians:
-# each netcore model / nginx (requests/s), netcore epoll / nginx (p99), netcore epoll / nginx
-# under netcore load (requests/s; a client faster than one wrk thread), netcore load / wrk on
-# netcore epoll (requests/s), and each server's CPU time per request (epoll / nginx).
+# For CONNS (default "10 100 1000"), RUNS times (default 10), interleaved: run 1 of every
+# configuration, then run 2, ...
+#
+# Figures per run (TSV in $OUT/samples.tsv, read by tools/stats.py; runs with errors left out):
+# rps, p99_us, and server_cpu_us_per_req (wrk runs only): the server process's CPU (user +
+# system of every thread, /proc/PID/stat before and after wrk; nginx: its one worker) per request
+# answered, the same scope for netcore and nginx.
+#
+# How to read the output (markdown, stdout): the ratios first. "headline" rows per connection
+# count: netcore epoll / nginx and / c-http (the ceiling) under wrk (requests/s; p99 and CPU per
+# request lower-better, where "ahead" means netcore's is lower), and under netcore load (a client faster than one wrk
+# thread, so the servers' own rates). "extra" rows: the other models / nginx; "load generator":
+# netcore load / wrk on netcore epoll. Verdicts: "ahead" where the 95 % interval's lower bound is
+# above 1.0, "behind" where its upper bound is below, else "on par". Then min/median/max per
+# configuration and the load average before and after ("noisy" above 1.5 or a spread over 30 %).
 #
 # Open loop (netcore epoll on SERVER_CPU, each client on CLIENT_CPU), for each of OPEN_CONNS:
 #   $WRK2 -t1 -cN -R RATE -d(CAL + OPEN_DURATION)s --timeout 5s --latency http://127.0.0.1:P/
@@ -40,7 +52,6 @@
 # Knobs (environment): RUNS CONNS DURATION WARMUP MODELS SERVER_CPU CLIENT_CPU PORT_BASE
 #                      NETCORE (binary; default target/release/netcore, built if missing)
 #                      NGINX (default: nginx on PATH)  OUT (raw results; default mktemp -d)
-#                      PERF (perf, for the servers' CPU time per request; empty: skipped)
 #                      SECTIONS  WRK2  RATES (default "10000 30000 60000")
 #                      OPEN_CONNS (default 100; a list)  OPEN_DURATION (seconds; default 10)
 #                      OPEN_PATH (the URL path of the open loop; default /)
@@ -54,7 +65,7 @@ set -m
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(dirname "$HERE")"
-RUNS="${RUNS:-5}"
+RUNS="${RUNS:-10}"
 CONNS="${CONNS:-10 100 1000}"
 DURATION="${DURATION:-5}"
 WARMUP="${WARMUP:-1}"
@@ -65,7 +76,6 @@ PORT_BASE="${PORT_BASE:-15700}"
 NETCORE="${NETCORE:-$REPO/target/release/netcore}"
 NGINX="${NGINX:-$(command -v nginx || true)}"
 OUT="${OUT:-$(mktemp -d /tmp/compare-http.XXXXXX)}"
-PERF="${PERF-$(command -v perf || true)}"
 RUN_LIMIT=$((DURATION + WARMUP + 60))
 SECTIONS="${SECTIONS:-closed open}"
 WRK2="${WRK2:-}"
@@ -145,6 +155,18 @@ start_netcore() {
   PORT[$model]=$port
   SPID[$model]=$!
 }
+# The kernel's ceiling for one thread answering HTTP: the C http_epoll from shared/anchors (a
+# fixed 2-byte body; keep-alive, pipelining), pinned like the others.
+start_c_http() {
+  local port=$next_port
+  next_port=$((next_port + 1))
+  port_free "$port" || die "port $port is in use (set PORT_BASE)"
+  "$C_HTTP" "$port" "$SERVER_CPU" >"$OUT/c-http.log" 2>&1 &
+  PIDS+=($!)
+  wait_port "$port" || die "http_epoll did not listen"
+  PORT[c-http]=$port
+  SPID[c-http]=$!
+}
 start_nginx() {
   local port=$next_port dir="$OUT/nginx"
   next_port=$((next_port + 1))
@@ -195,6 +217,9 @@ if has closed; then
   SERVERS="$MODELS nginx"
   body=$(curl -s "http://127.0.0.1:${PORT[nginx]}/" | wc -c)
   [[ "$body" == 19 ]] || die "nginx answers a $body-byte body, not 19"
+  C_HTTP=$(anchor http_epoll)
+  start_c_http
+  SERVERS="$SERVERS c-http"
 fi
 if has open && [[ -z "${PORT[epoll]:-}" ]]; then
   start_netcore epoll
@@ -202,24 +227,21 @@ fi
 
 # ---- clients ---------------------------------------------------------------------------------
 # One wrk run: appends "wrk SERVER CONNS RUN req_s p99_us errors cpu_us" to $RES, cpu_us being
-# the server's CPU time (user + system, `perf stat -e task-clock` on its process while wrk runs)
-# per request answered: nan without perf. Unlike requests/s, this does not depend on whether
-# the server or the client (wrk, on one CPU) is the bottleneck.
+# the server process's CPU time (user + system of every thread, /proc/PID/stat, read before and
+# after wrk: the same scope for netcore and nginx's worker) per request answered. Unlike
+# requests/s, this does not depend on whether the server or the client (wrk, on one CPU) is the
+# bottleneck.
 run_wrk() {
-  local server="$1" conns="$2" run="$3" port=${PORT[$1]} f perf=""
+  local server="$1" conns="$2" run="$3" port=${PORT[$1]} f cpu0 cpu1
   f="$OUT/wrk-$server-$conns-$run.txt"
-  if [[ -n "$PERF" ]]; then
-    perf="$OUT/perf-$server-$conns-$run.csv"
-    timeout "$RUN_LIMIT" "$PERF" stat -x, -e task-clock -p "${SPID[$server]}" -- \
-      sleep "$((DURATION + 1))" 2>"$perf" &
-    sleep 0.2
-  fi
+  cpu0=$(proc_cpu "${SPID[$server]}")
   timeout "$RUN_LIMIT" taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${DURATION}s" \
     --timeout 5s --latency "http://127.0.0.1:$port/" >"$f" 2>&1 || true
-  [[ -n "$perf" ]] && { wait $! || true; }
-  python3 - "$f" "$server" "$conns" "$run" "$perf" >>"$RES" <<'PY'
-import re, sys
-f, server, conns, run, perf = sys.argv[1:]
+  cpu1=$(proc_cpu "${SPID[$server]}")
+  python3 - "$f" "$server" "$conns" "$run" "${cpu0:-nan}" "${cpu1:-nan}" >>"$RES" <<'PY'
+import math, re, sys
+f, server, conns, run = sys.argv[1:5]
+cpu0, cpu1 = float(sys.argv[5]), float(sys.argv[6])
 t = open(f).read()
 rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
 p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\b", t, re.M)
@@ -229,10 +251,8 @@ errs += int(non2xx.group(1)) if non2xx else 0
 us = float(p99.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[p99.group(2)] if p99 else float("nan")
 reqs = re.search(r"(\d+) requests in", t)
 cpu = float("nan")
-if perf and reqs and int(reqs.group(1)) > 0:
-    m = re.search(r"^([\d.]+),[^,]*,task-clock", open(perf).read(), re.M)
-    if m:
-        cpu = float(m.group(1)) * 1000 / int(reqs.group(1))  # msec -> us per request
+if reqs and int(reqs.group(1)) > 0 and not math.isnan(cpu1 - cpu0):
+    cpu = (cpu1 - cpu0) * 1e6 / int(reqs.group(1))
 print(f"wrk {server} {conns} {run} {float(rps.group(1)) if rps else 0.0} {us} {errs} {cpu}")
 PY
 }
@@ -261,6 +281,7 @@ PY
 if has closed; then
 log "servers: $(for s in $SERVERS; do printf '%s=%s ' "$s" "${PORT[$s]}"; done)"
 log "runs=$RUNS conns=[$CONNS] duration=${DURATION}s server cpu $SERVER_CPU, client cpu $CLIENT_CPU; raw results in $OUT"
+LOAD_BEFORE=$(loadavg)
 for run in $(seq 1 "$RUNS"); do
   for conns in $CONNS; do
     for s in $SERVERS; do
@@ -277,59 +298,39 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 # ---- table -----------------------------------------------------------------------------------
-python3 - "$RES" "$CONNS" "$SERVERS" "$RUNS" <<'PY'
-import math, statistics, sys
-res, conns, servers, runs = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4]
-rows = {}
-for line in open(res):
+# Every run's figures as tools/stats.py samples (runs with errors are left out), then its tables.
+TSV="$OUT/samples.tsv"
+python3 - "$RES" >"$TSV" <<'PY'
+import math, sys
+for line in open(sys.argv[1]):
     client, server, c, run, rps, p99, errs, cpu = line.split()
-    rows.setdefault((client, server, c), []).append((float(rps), float(p99), int(errs), float(cpu)))
-def cell(k):
-    v = rows.get(k)
-    if not v:
-        return None
-    r = [x[0] for x in v]
-    p = [x[1] for x in v if not math.isnan(x[1])]
-    u = [x[3] for x in v if not math.isnan(x[3])]
-    nan = float("nan")
-    return (statistics.median(r), min(r), max(r), (statistics.median(p) if p else nan),
-            sum(x[2] for x in v), (statistics.median(u) if u else nan))
-def fmt(c):
-    if c is None:
-        return "-"
-    m, lo, hi, p99, e, cpu = c
-    us = f"{p99/1000:.2f} ms" if p99 >= 1000 else f"{p99:.0f} us"
-    cpu = "" if math.isnan(cpu) else f" cpu {cpu:.1f} us"
-    return f"{m/1000:.1f}k [{lo/1000:.1f}-{hi/1000:.1f}] p99 {us}{cpu}" + (f" ERR {e}" if e else "")
-cols = [("wrk", s) for s in servers] + [("load", "epoll"), ("load", "nginx")]
-def ratio(a, b, i):
-    return f"{a[i]/b[i]:.2f}x" if a and b and b[i] and not math.isnan(a[i]) and not math.isnan(b[i]) else "-"
-# Ratios of medians: requests/s of every netcore model to nginx's, p99 of epoll to nginx's
-# (the goal: >= 1.00x requests/s, <= 1.00x p99), netcore load's requests/s to wrk's.
-models = [s for s in servers if s != "nginx"]
-head = (["conns"] + [f"wrk->{s}" for s in servers] + ["load->epoll", "load->nginx"]
-        + [f"{m}/nginx" for m in models] + ["epoll/nginx p99", "epoll/nginx cpu",
-                                            "epoll/nginx under load", "load/wrk (epoll)"])
-lines = [head]
-for c in conns:
-    cells = {k: cell((k[0], k[1], c)) for k in cols}
-    r = [c] + [fmt(cells[k]) for k in cols]
-    n = cells.get(("wrk", "nginx"))
-    for m in models:
-        r.append(ratio(cells.get(("wrk", m)), n, 0))
-    e, l = cells.get(("wrk", "epoll")), cells.get(("load", "epoll"))
-    r.append(ratio(e, n, 3))
-    r.append(ratio(e, n, 5))
-    r.append(ratio(l, cells.get(("load", "nginx")), 0))
-    r.append(ratio(l, e, 0))
-    lines.append(r)
-w = [max(len(x[i]) for x in lines) for i in range(len(head))]
-print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(head)) + " |")
-print("|" + "|".join("-" * (x + 2) for x in w) + "|")
-for r in lines[1:]:
-    print("| " + " | ".join(v.ljust(w[i]) for i, v in enumerate(r)) + " |")
-print(f"\ncells: median requests/s [min-max] over {runs} interleaved runs, median p99, median server CPU time (user + system) per request; ratios of the medians")
+    if int(errs) != 0 or float(rps) == 0:
+        continue
+    name = f"{c} conns: {client}->{server}"
+    print(f"{name}\trps\t{rps}")
+    for metric, v in (("p99_us", p99), ("server_cpu_us_per_req", cpu)):
+        if not math.isnan(float(v)):
+            print(f"{name}\t{metric}\t{v}")
 PY
+ratios=()
+for c in $CONNS; do
+  if [[ " $MODELS " == *" epoll "* ]]; then
+    for metric in rps p99_us server_cpu_us_per_req; do
+      ratios+=(--ratio "headline=$metric:$c conns: wrk->epoll/$c conns: wrk->nginx")
+      ratios+=(--ratio "headline=$metric:$c conns: wrk->epoll/$c conns: wrk->c-http")
+    done
+    ratios+=(--ratio "headline=rps:$c conns: load->epoll/$c conns: load->nginx")
+  fi
+  for m in $MODELS; do
+    [[ $m == epoll ]] || ratios+=(--ratio "extra: --model $m=rps:$c conns: wrk->$m/$c conns: wrk->nginx")
+  done
+  [[ " $MODELS " == *" epoll "* ]] && ratios+=(--ratio "load generator=rps:$c conns: load->epoll/$c conns: wrk->epoll")
+done
+echo "### HTTP/1.1 over loopback: netcore serve --proto http beside nginx; ${DURATION} s per run, $RUNS interleaved runs"
+echo
+python3 "$REPO/tools/stats.py" "$TSV" "${ratios[@]}" --lower-better p99_us --lower-better server_cpu_us_per_req \
+  --load-before "$LOAD_BEFORE" --load-after "$(loadavg)"
+echo
 echo "nginx $("$NGINX" -v 2>&1 | sed 's/.*: //'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}');" \
   "RUNS=$RUNS DURATION=${DURATION}s WARMUP=${WARMUP}s; servers on CPU $SERVER_CPU, clients on" \
   "CPU $CLIENT_CPU; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,140 +1,169 @@
 #!/usr/bin/env bash
-# compare-tcp.sh - netcore blast --proto tcp vs iperf3 on the same loopback work.
+# compare-tcp.sh - netcore blast --proto tcp against iperf3 and the kernel's ceiling (the C
+# tcp_ceiling from shared/anchors) on the same loopback work.
 #
-# Work: TIME (default 3s) of unpaced TCP per run, the server process pinned to CPU 1 and the
-# client process to CPU 0 (taskset, the same for every tool), separate server and client
-# processes. Modes: single (one stream), p2 (-P 2), rev (-R: the server sends). Each iperf3 in
-# IPERF3 (default: Debian's /usr/bin/iperf3 and /opt/iperf3-new/bin/iperf3 when built by
-# shared/peers/build-iperf3.sh) runs with and without -Z (sendfile zero-copy). Configurations run
-# interleaved (run 1 of each, then run 2, ...), RUNS (default 5) each; medians are printed with
-# the ratios netcore / best iperf3 configuration of the same mode: the best of each tool, and like
-# with like (copying writes: netcore's default against iperf3 without -Z; sendfile: netcore
-# --sendfile against iperf3 -Z; and netcore --sendfile with its reader busy-polling, --spin). In
-# p2, netcore also runs with
-# --thread-per-stream (nc_p2_tps: a thread per stream instead of one thread for the two streams
-# that share CPU 0), for reference.
+# What runs: TIME seconds (default 3) of unpaced TCP per run, the server process pinned to CPU 1
+# and the client process to CPU 0 (taskset, the same for every tool), separate processes. Modes
+# (MODES, default "single rev p2"): one stream, -R (the server sends), -P 2. Per mode:
+#   nc                 netcore's defaults                 (blast --proto tcp / recv)
+#   nc --sendfile      blast --sendfile                   (extra row)
+#   nc --spin          the reading side busy-polls        (recv --spin; with -R blast --spin)
+#   iperf3 3.21        /opt/iperf3-new (shared/peers/build-iperf3.sh), defaults; and with -Z
+#   iperf3 3.12        Debian's /usr/bin/iperf3, defaults; and with -Z
+# and once per run (one stream, writer CPU 0, reader CPU 1, one process):
+#   tcp_ceiling write/block, sendfile/block, write/spin, sendfile/spin
+# Every configuration runs RUNS times (default 10), interleaved: run 1 of each, then run 2, ...
 #
-#   RUNS=5 TIME=3 tools/compare-tcp.sh
-#   MODES="single rev" IPERF3=/usr/bin/iperf3 tools/compare-tcp.sh
+# Figures per run (TSV in $OUT/samples.tsv, read by tools/stats.py):
+#   gbps                 bits the receiving side read / its seconds (netcore: the SUM row;
+#                        iperf3: end.sum_received; tcp_ceiling: its gbps=)
+#   tx_cpu_s_per_gbit    CPU-seconds of the whole sending process / gigabits moved
+#   rx_cpu_s_per_gbit    the same for the whole receiving process
+# CPU is each process's user + system time over its whole life, read by /usr/bin/time (getrusage
+# of the child): the same scope for netcore and iperf3 (control work included for both).
+# tcp_ceiling is one process for both ends: no CPU figures.
 #
-# Goodput: bits the receiving side read / its time (netcore: the SUM row; iperf3:
-# end.sum_received). Sender CPU-seconds per gigabit: CPU of the sending side / gigabits moved.
-# netcore counts its data threads (getrusage RUSAGE_THREAD, the report's cpu figures); iperf3
-# counts its whole process (getrusage RUSAGE_SELF, cpu_utilization_percent × its seconds), which
-# adds its control work (small next to the data path).
+# How to read the output (markdown, stdout): first the ratios. Per mode, the "headline" rows are
+# defaults against defaults: netcore / the best iperf3 default (the one with the best median of
+# that figure) and netcore / tcp_ceiling write/block (the kernel's ceiling for one stream of
+# copying writes; for p2 still one stream's). CPU rows are lower-better: "ahead" there means
+# netcore spends less. "extra" rows are non-default configurations, each against its like
+# (--sendfile against iperf3 -Z and tcp_ceiling sendfile; --spin against a spinning reader).
+# Verdicts: "ahead" where the 95 % interval's lower bound is above 1.0, "behind" where its upper
+# bound is below, else "on par". Then min/median/max per configuration, and the load average
+# before and after ("noisy" where it rose above 1.5 or a spread exceeds 30 %).
+#
+#   tools/compare-tcp.sh                                    # 10 runs of 3 s, all modes (~25 min)
+#   RUNS=2 TIME=1 MODES=single NC=target/debug/netcore tools/compare-tcp.sh   # does it work?
+#   ANCHORS=/path/to/anchors/bin IPERF3=/usr/bin/iperf3 tools/compare-tcp.sh
+#
+# Knobs: RUNS TIME MODES OUT NC (netcore binary; default: target/release/netcore, built)
+#        IPERF3_NEW IPERF3_OLD (iperf3 binaries; IPERF3_OLD="" skips 3.12)
+#        ANCHORS (directory of the C anchors' binaries; default ../shared/anchors/bin)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/lib.sh
-RUNS="${RUNS:-5}"
+RUNS="${RUNS:-10}"
 TIME="${TIME:-3}"
-MODES="${MODES:-single p2 rev}"
+MODES="${MODES:-single rev p2}"
 OUT="${OUT:-$(mktemp -d /tmp/compare-tcp.XXXXXX)}"; mkdir -p "$OUT"
-NC=target/release/netcore
+IPERF3_OLD="${IPERF3_OLD-/usr/bin/iperf3}"
 TX_CPU=0 RX_CPU=1
-if [[ -z "${IPERF3:-}" ]]; then
-  IPERF3=/usr/bin/iperf3
-  [[ -x /opt/iperf3-new/bin/iperf3 ]] && IPERF3="$IPERF3 /opt/iperf3-new/bin/iperf3"
-fi
-for b in $IPERF3; do [[ -x $b ]] || { echo "$b missing (apt-get install -y iperf3)" >&2; exit 1; }; done
-cargo build --release --quiet
+TSV="$OUT/samples.tsv"
+
+need_iperf3_new
+[[ -z $IPERF3_OLD || -x $IPERF3_OLD ]] || die "$IPERF3_OLD missing (apt-get install -y iperf3, or IPERF3_OLD= to skip it)"
+CEILING=$(anchor tcp_ceiling)
+need_netcore
+declare -A IPERF3=([iperf3 3.21]=$IPERF3_NEW)
+[[ -n $IPERF3_OLD ]] && IPERF3[iperf3 3.12]=$IPERF3_OLD
 
 mode_args() {  # mode -> client flags common to both tools
-  case $1 in single) ;; p2) echo "-P 2" ;; rev) echo "-R" ;; *) echo "unknown mode $1" >&2; exit 2 ;; esac
+  case $1 in single) ;; p2) echo "-P 2" ;; rev) echo "-R" ;; *) die "unknown mode $1" ;; esac
 }
 
-run_netcore() {  # mode [tag extra...]: tag names the configuration (default nc_MODE)
-  local m=$1 port=15311 tag=${2:-nc_$1}; shift; shift || true
-  local f="$OUT/$tag.r$r.json"
+# record MODE CONFIG GBPS BYTES CLIENT_CPU SERVER_CPU: one run's samples (the sender is the
+# server with -R).
+record() {
+  local m=$1 c="$1: $2" gbps=$3 bytes=$4 tx=$5 rx=$6
+  [[ $m == rev ]] && { tx=$6; rx=$5; }
+  sample_if "$TSV" "$c" gbps "$gbps"
+  sample_if "$TSV" "$c" tx_cpu_s_per_gbit "$(per_gbit "$tx" "$bytes")"
+  sample_if "$TSV" "$c" rx_cpu_s_per_gbit "$(per_gbit "$rx" "$bytes")"
+}
+
+run_netcore() {  # mode name [blast flags...]; RECV_ARGS: recv's extra flags
+  local m=$1 name=$2; shift 2
+  local port=15311 f="$OUT/${m}.${name// /_}.r$r"
   # shellcheck disable=SC2086
-  taskset -c $RX_CPU $NC recv --listen 127.0.0.1:$port --once --json ${RECV_ARGS:-} >/dev/null 2>&1 &
+  timed "$f.server.cpu" taskset -c $RX_CPU "$NC" recv --listen 127.0.0.1:$port --once --json ${RECV_ARGS:-} >"$f.server.json" 2>>"$OUT/errors.log" &
   local pid=$!; PIDS+=("$pid")
   port_wait $port
   # shellcheck disable=SC2046
-  taskset -c $TX_CPU $NC blast --proto tcp --to 127.0.0.1:$port --time "${TIME}s" --json $(mode_args "$m") "$@" >"$f" || true
+  timed "$f.client.cpu" taskset -c $TX_CPU "$NC" blast --proto tcp --to 127.0.0.1:$port --time "${TIME}s" --json $(mode_args "$m") "$@" >"$f.json" 2>>"$OUT/errors.log" || true
   wait "$pid" 2>/dev/null || true
-  python3 - "$f" "$tag" "$m" <<'PY' >>"$OUT/results.tsv"
-import json, sys
-d = json.load(open(sys.argv[1])); s = d["sum"][0]
-gbit = s["read"] * 8 / 1e9
-cpu = d["cpu"]["server" if sys.argv[3] == "rev" else "client"]
-print(f'{sys.argv[2]}\t{sys.argv[3]}\t{s["goodput_bps"]/1e9:.3f}\t{(cpu["user_s"]+cpu["system_s"])/gbit:.5f}\t{cpu["pct_core"]:.1f}')
-PY
+  local fig
+  fig=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["sum"][0]; print(s["goodput_bps"]/1e9, s["read"])' "$f.json" 2>/dev/null || true)
+  [[ -n $fig ]] || { log "$m $name run $r: no report (see $OUT/errors.log)"; return 0; }
+  record "$m" "$name" ${fig% *} ${fig#* } "$(cpu_s "$f.client.cpu")" "$(cpu_s "$f.server.cpu")"
 }
 
-run_iperf3() {  # mode binary tag extra...
-  local m=$1 bin=$2 tag=$3; shift 3
-  local port=15211 f="$OUT/${tag}_$m.r$r.json"
-  taskset -c $RX_CPU "$bin" -s -1 -B 127.0.0.1 -p $port >/dev/null 2>&1 &
+run_iperf3() {  # mode name binary [client flags...]
+  local m=$1 name=$2 bin=$3; shift 3
+  local port=15211 f="$OUT/${m}.${name// /_}.r$r"
+  timed "$f.server.cpu" taskset -c $RX_CPU "$bin" -s -1 -B 127.0.0.1 -p $port >/dev/null 2>>"$OUT/errors.log" &
   local pid=$!; PIDS+=("$pid")
   port_wait $port
   # shellcheck disable=SC2046
-  taskset -c $TX_CPU "$bin" -c 127.0.0.1 -p $port -t "$TIME" --json $(mode_args "$m") "$@" >"$f" || true
+  timed "$f.client.cpu" taskset -c $TX_CPU "$bin" -c 127.0.0.1 -p $port -t "$TIME" --json $(mode_args "$m") "$@" >"$f.json" 2>>"$OUT/errors.log" || true
   wait "$pid" 2>/dev/null || true
-  python3 - "$f" "${tag}_$m" "$m" <<'PY' >>"$OUT/results.tsv"
-import json, sys
-d = json.load(open(sys.argv[1])); e = d["end"]; rcv = e["sum_received"]
-gbit = rcv["bytes"] * 8 / 1e9
-cpu = e["cpu_utilization_percent"]["remote_total" if sys.argv[3] == "rev" else "host_total"]
-secs = e["sum_sent"]["seconds"]
-print(f'{sys.argv[2]}\t{sys.argv[3]}\t{rcv["bits_per_second"]/1e9:.3f}\t{cpu/100*secs/gbit:.5f}\t{cpu:.1f}')
-PY
+  local fig
+  fig=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["end"]["sum_received"]; print(r["bits_per_second"]/1e9, r["bytes"])' "$f.json" 2>/dev/null || true)
+  [[ -n $fig ]] || { log "$m $name run $r: no report (see $OUT/errors.log)"; return 0; }
+  record "$m" "$name" ${fig% *} ${fig#* } "$(cpu_s "$f.client.cpu")" "$(cpu_s "$f.server.cpu")"
 }
 
-: >"$OUT/results.tsv"
-: >"$OUT/versions.txt"
-i=0
-for b in $IPERF3; do echo "iperf3_$i = $b: $("$b" --version | head -1)" >>"$OUT/versions.txt"; i=$((i+1)); done
+run_ceiling() {  # write|sendfile block|spin
+  local line
+  line=$("$CEILING" --mode "$1" --read "$2" --time "$TIME" --tx-cpu $TX_CPU --rx-cpu $RX_CPU 2>>"$OUT/errors.log" || true)
+  echo "$line" >>"$OUT/ceiling.log"
+  sample_if "$TSV" "tcp_ceiling $1/$2" gbps "$(grep -o 'gbps=[0-9.]*' <<<"$line" | cut -d= -f2)"
+}
+
+: >"$TSV"
+{
+  echo "netcore: $("$NC" --version)"
+  for n in "${!IPERF3[@]}"; do echo "$n: ${IPERF3[$n]}: $("${IPERF3[$n]}" --version | head -1)"; done
+  echo "tcp_ceiling: $CEILING"
+  echo "kernel: $(uname -r); CPUs: $(nproc); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
+} >"$OUT/versions.txt"
+LOAD_BEFORE=$(loadavg)
 for r in $(seq 1 "$RUNS"); do
+  log "run $r/$RUNS: tcp_ceiling"
+  for how in "write block" "sendfile block" "write spin" "sendfile spin"; do
+    # shellcheck disable=SC2086
+    run_ceiling $how
+  done
   for m in $MODES; do
-    echo "run $r/$RUNS: $m" >&2
-    run_netcore "$m"
-    run_netcore "$m" "nc_${m}_sf" --sendfile
-    # The same with the reading side busy-polling (--spin: no nap when the socket is empty):
-    # recv's readers, or with -R blast's.
+    log "run $r/$RUNS: $m"
+    run_netcore "$m" nc
+    run_netcore "$m" "nc --sendfile" --sendfile
     if [[ $m == rev ]]; then
-      run_netcore "$m" "nc_${m}_sfspin" --sendfile --spin
+      run_netcore "$m" "nc --spin" --spin
     else
-      RECV_ARGS=--spin run_netcore "$m" "nc_${m}_sfspin" --sendfile
+      RECV_ARGS=--spin run_netcore "$m" "nc --spin"
     fi
-    # With -P 2 on one CPU netcore drives both streams from one thread; the old way (a thread
-    # per stream) beside it, as a reference (not counted as a peer).
-    [[ $m == p2 ]] && run_netcore "$m" nc_p2_tps --thread-per-stream
-    i=0
-    for b in $IPERF3; do
-      run_iperf3 "$m" "$b" "iperf3_$i"
-      run_iperf3 "$m" "$b" "iperf3_${i}Z" -Z
-      i=$((i+1))
+    for n in "${!IPERF3[@]}"; do
+      run_iperf3 "$m" "$n" "${IPERF3[$n]}"
+      run_iperf3 "$m" "$n -Z" "${IPERF3[$n]}" -Z
     done
   done
 done
+LOAD_AFTER=$(loadavg)
 
-cat "$OUT/versions.txt"
-python3 - "$OUT/results.tsv" "$RUNS" "$TIME" <<'PY'
-import sys, statistics as st
-rows = {}
-for line in open(sys.argv[1]):
-    n, m, g, c, p = line.rstrip("\n").split("\t")
-    rows.setdefault((m, n), []).append((float(g), float(c), float(p)))
-med = lambda k, i: st.median(x[i] for x in rows[k])
-print(f"# netcore vs iperf3, TCP over loopback, {sys.argv[3]} s per run, {sys.argv[2]} interleaved runs, medians")
-print(f"{'mode':7} {'configuration':14} {'goodput Gbit/s':>15} {'sender CPU-s/Gbit':>18} {'sender CPU %':>13}")
-for k in rows:
-    print(f"{k[0]:7} {k[1]:14} {med(k,0):15.3f} {med(k,1):18.5f} {med(k,2):13.1f}")
-print()
-def line(m, what, ours, theirs):
-    ours, theirs = [k for k in ours if k in rows], [k for k in theirs if k in rows]
-    if not ours or not theirs:
-        return
-    nc = max(ours, key=lambda k: med(k, 0))
-    best = max(theirs, key=lambda k: med(k, 0))
-    print(f"{m:7} {what}: {nc[1]} / {best[1]}: goodput {med(nc,0)/med(best,0):.2f}x, "
-          f"sender CPU-s per Gbit {med(nc,1)/med(best,1):.2f}x (below 1 is better)")
-for m in dict.fromkeys(k[0] for k in rows):
-    peers = [k for k in rows if k[0] == m and not k[1].startswith("nc_")]
-    plain = [k for k in peers if not k[1].split("_")[1].endswith("Z")]
-    line(m, "best of each", [(m, f"nc_{m}"), (m, f"nc_{m}_sf"), (m, f"nc_{m}_sfspin")], peers)
-    line(m, "copying writes", [(m, f"nc_{m}")], plain)
-    line(m, "sendfile (-Z)", [(m, f"nc_{m}_sf")], [k for k in peers if k not in plain])
-    line(m, "sendfile, reader spinning", [(m, f"nc_{m}_sfspin")], [k for k in peers if k not in plain])
-PY
-echo "raw results: $OUT" >&2
+ratios=()
+peers() {  # mode [suffix]: the iperf3 configurations of a mode, joined by |
+  local m=$1 sfx=${2:-} n out=()
+  for n in "${!IPERF3[@]}"; do out+=("$m: $n$sfx"); done
+  local IFS='|'; echo "${out[*]}"
+}
+for m in $MODES; do
+  ratios+=(--ratio "headline=gbps:$m: nc/$(peers "$m")")
+  ratios+=(--ratio "headline=gbps:$m: nc/tcp_ceiling write/block")
+  ratios+=(--ratio "headline=tx_cpu_s_per_gbit:$m: nc/$(peers "$m")")
+  ratios+=(--ratio "headline=rx_cpu_s_per_gbit:$m: nc/$(peers "$m")")
+done
+for m in $MODES; do
+  ratios+=(--ratio "extra: --sendfile=gbps:$m: nc --sendfile/$(peers "$m" " -Z")")
+  ratios+=(--ratio "extra: --sendfile=gbps:$m: nc --sendfile/tcp_ceiling sendfile/block")
+  ratios+=(--ratio "extra: --sendfile=tx_cpu_s_per_gbit:$m: nc --sendfile/$(peers "$m" " -Z")")
+  ratios+=(--ratio "extra: --spin=gbps:$m: nc --spin/tcp_ceiling write/spin")
+done
+
+echo "### TCP over loopback: netcore, iperf3 and the kernel's ceiling; $TIME s per run, $RUNS interleaved runs"
+echo
+echo "Sender on CPU $TX_CPU, receiver on CPU $RX_CPU. $(paste -sd';' "$OUT/versions.txt" | sed 's/;/; /g')."
+echo
+python3 tools/stats.py "$TSV" "${ratios[@]}" --lower-better tx_cpu_s_per_gbit --lower-better rx_cpu_s_per_gbit \
+  --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER"
+log "raw results: $OUT"

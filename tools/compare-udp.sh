@@ -1,58 +1,76 @@
 #!/usr/bin/env bash
-# compare-udp.sh - UDP over loopback in steady state: netcore blast/recv vs the current iperf3
-# (3.21+, --gsro) vs Debian's iperf3 (3.12, no GSO) vs the kernel's ceiling (the C udp_ceiling
-# yardstick from shared/anchors), then the highest lossless rate of netcore and iperf3 3.21.
+# compare-udp.sh - UDP over loopback in steady state: netcore blast/recv against the current iperf3
+# (3.21+, --gsro), Debian's iperf3 (3.12, no GSO) and the kernel's ceiling (the C udp_ceiling from
+# shared/anchors, given the GSO segment count netcore's sender used in that run), then the
+# highest lossless rate of netcore and iperf3 3.21.
 #
-# Steady state: every run sends for TIME seconds (default 5), unpaced, LEN-byte datagrams (1472
-# and 64 by default); sender pinned to CPU 0, receiver to CPU 1, separate processes. Tools run
-# interleaved (run 1 of each, then run 2, ...), RUNS (default 5) each; the tables show medians
-# and the ratios of the medians. Every receive buffer is BUF (default 128M, netcore's default):
-# netcore forces it (SO_RCVBUFFORCE), iperf3 gets it with -w BUF, for which net.core.rmem_max
-# and wmem_max are raised to BUF for the run and restored on exit (needs root; without it
-# iperf3's buffer is capped and the table says so). The C ceiling sends the same bytes netcore
-# sent in that run (GSO + GRO, same buffer).
+# What runs: every run sends for TIME seconds (default 5), unpaced, LEN-byte datagrams (LENS,
+# default "1472 64"); sender pinned to CPU 0, receiver to CPU 1, separate processes. Every
+# configuration runs RUNS times (default 10), interleaved (run 1 of each, then run 2, ...):
+#   nc                   netcore's defaults (blast / recv --rcvbuf BUF)
+#   iperf3 3.21 --gsro   /opt/iperf3-new (shared/peers/build-iperf3.sh) -u -b 0 --gsro -w BUF
+#   iperf3 3.12          Debian's /usr/bin/iperf3 -u -b 0 -w BUF
+#   udp_ceiling          --mode gso --gro 1 --max-segs S --gso-bytes S*LEN, S = the gso_segments
+#                        netcore's report gave in the same run, the bytes netcore sent
+# Every receive buffer is BUF (default 128M, netcore's default): netcore forces it
+# (SO_RCVBUFFORCE), iperf3 gets it with -w BUF, for which net.core.rmem_max and wmem_max are
+# raised to BUF for the run and restored on exit (needs root; without it iperf3's buffer is
+# capped and the output says so).
+#
+# Figures per run (TSV in $OUT/samples.tsv, read by tools/stats.py):
+#   mpps                 unique datagrams received / the receiving time, millions per second
+#                        (netcore: the longer of the sender's sending time and the receiver's
+#                        first-to-last arrival; iperf3: its server's packets - lost over its seconds)
+#   gbps                 UDP payload bits received per second (1 Gbit = 1e9 bits)
+#   lost_pct             datagrams lost / sent, %
+#   tx_cpu_s_per_gbit    CPU-seconds of the whole sending process / payload gigabits received
+#   rx_cpu_s_per_gbit    the same for the whole receiving process
+# CPU is each process's user + system time over its life (/usr/bin/time, getrusage of the
+# child): the same scope for netcore and iperf3. udp_ceiling is one process: no CPU figures.
+#
+# How to read the output (markdown, stdout): the ratios first. Per datagram size, "headline" rows
+# are defaults against defaults: netcore / the best iperf3 (the one with the best median of that
+# figure) and netcore / udp_ceiling, received packet rate; then CPU per bit (lower-better: "ahead"
+# means netcore spends less). Verdicts: "ahead" where the 95 % interval's lower bound is above
+# 1.0, "behind" where its upper bound is below, else "on par". Then min/median/max per
+# configuration (look at lost_pct: a rate with loss is not a lossless rate), the load average
+# before and after ("noisy" where it rose above 1.5 or a spread exceeds 30 %), and the highest
+# lossless rates.
 #
 # Highest lossless rate (FIND=1, default): netcore `blast --find-rate --loss 0 --trial TRIAL`
 # (default 2s, at most MAX_TRIALS=12 trials) against a pinned `recv`, and the same search
 # (same rules: an unpaced trial, bisection from 98 % of what arrived to 2 % precision, 95 % of
 # the sent rate delivered, a confirmation run; same trial length and bound) scripted over
-# `iperf3 -c -u --gsro -w BUF -b RATE -t TRIAL` against a pinned `iperf3 -s`.
+# `iperf3 -c -u --gsro -w BUF -b RATE -t TRIAL` against a pinned `iperf3 -s`. One search each:
+# no interval.
 #
-#   tools/compare-udp.sh                                   # everything, 5 runs of 5 s
-#   RUNS=1 TIME=2 TRIAL=1s MAX_TRIALS=6 tools/compare-udp.sh   # a quick look
-#   LENS=64 FIND=0 tools/compare-udp.sh                     # packet rate only
+#   tools/compare-udp.sh                                     # everything, 10 runs of 5 s
+#   RUNS=2 TIME=1 FIND=0 NC=target/debug/netcore tools/compare-udp.sh   # does it work?
+#   LENS=64 FIND=0 tools/compare-udp.sh                      # packet rate only
 #
-# Received packet rate = unique datagrams / the receiving time (netcore: the longer of the
-# sender's sending time and the receiver's first-to-last arrival; iperf3: its server's
-# packets - lost over its seconds). Goodput is UDP payload bits per second (1 Gbit = 1e9 bits).
-# Output: markdown on stdout, raw JSON in $OUT.
+# Knobs: RUNS TIME LENS BUF FIND TRIAL MAX_TRIALS OUT NC (netcore binary; default
+#        target/release/netcore, built) IPERF3_NEW IPERF3_OLD ("" skips 3.12)
+#        ANCHORS (directory of the C anchors' binaries; default ../shared/anchors/bin)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/lib.sh
-RUNS="${RUNS:-5}"
+RUNS="${RUNS:-10}"
 TIME="${TIME:-5}"
 LENS="${LENS:-1472 64}"
 BUF="${BUF:-128M}"
 FIND="${FIND:-1}"
 TRIAL="${TRIAL:-2s}"
 MAX_TRIALS="${MAX_TRIALS:-12}"
-ANCHORS="${ANCHORS:-$(cd .. && pwd)/shared/anchors}"
-IPERF3_NEW="${IPERF3_NEW:-/opt/iperf3-new/bin/iperf3}"
-IPERF3_OLD="${IPERF3_OLD:-/usr/bin/iperf3}"
-OUT="${OUT:-$(mktemp -d /tmp/compare-udp.XXXXXX)}"
-NC=target/release/netcore
+IPERF3_OLD="${IPERF3_OLD-/usr/bin/iperf3}"
+OUT="${OUT:-$(mktemp -d /tmp/compare-udp.XXXXXX)}"; mkdir -p "$OUT"
 TX_CPU=0 RX_CPU=1
+TSV="$OUT/samples.tsv"
 
 command -v python3 >/dev/null || die "python3 missing"
-[[ -x $IPERF3_OLD ]] || die "$IPERF3_OLD missing: apt-get install -y iperf3"
-if [[ ! -x $IPERF3_NEW ]]; then
-  log "building the current iperf3 into /opt/iperf3-new"
-  "$(cd .. && pwd)/shared/peers/build-iperf3.sh" >&2 || die "cannot build iperf3 3.21+"
-fi
-cargo build --release --quiet
-if [[ ! -x "$ANCHORS/bin/udp_ceiling" && -f "$ANCHORS/build.sh" ]]; then
-  bash "$ANCHORS/build.sh" >/dev/null 2>&1 || log "note: could not build the anchors"
-fi
+[[ -z $IPERF3_OLD || -x $IPERF3_OLD ]] || die "$IPERF3_OLD missing: apt-get install -y iperf3 (or IPERF3_OLD= to skip it)"
+need_iperf3_new
+CEILING=$(anchor udp_ceiling)
+need_netcore
 buf=$(numfmt --from=iec "$BUF")
 trial_s=${TRIAL%s}
 
@@ -70,56 +88,88 @@ if ! { echo "$buf" >/proc/sys/net/core/rmem_max && echo "$buf" >/proc/sys/net/co
 fi
 
 
-# One row of results.tsv: name len received_pps goodput_bps lost sent
+# record CONFIG LEN FIGURES CLIENT_CPU_FILE SERVER_CPU_FILE, FIGURES = "mpps gbps lost_pct
+# payload_bytes": one run's samples.
+record() {
+  local c="$2 B: $1" mpps gbps lost bytes
+  read -r mpps gbps lost bytes <<<"$3"
+  sample_if "$TSV" "$c" mpps "$mpps"
+  sample_if "$TSV" "$c" gbps "$gbps"
+  sample_if "$TSV" "$c" lost_pct "$lost"
+  [[ -n ${4:-} ]] && sample_if "$TSV" "$c" tx_cpu_s_per_gbit "$(per_gbit "$(cpu_s "$4")" "$bytes")"
+  [[ -n ${5:-} ]] && sample_if "$TSV" "$c" rx_cpu_s_per_gbit "$(per_gbit "$(cpu_s "$5")" "$bytes")"
+  return 0
+}
+
+NC_SEGS="" NC_SENT=""  # the last netcore run's GSO segments and bytes sent, for udp_ceiling
 run_netcore() {  # len
-  local len=$1 port=15301 f="$OUT/nc.$1.r$r.json"
-  taskset -c $RX_CPU $NC recv --listen 127.0.0.1:$port --once --json --cpus $RX_CPU --rcvbuf "$buf" >"$OUT/nc.$len.r$r.recv.json" 2>/dev/null &
+  local len=$1 port=15301 f="$OUT/nc.$1.r$r"
+  timed "$f.recv.cpu" taskset -c $RX_CPU "$NC" recv --listen 127.0.0.1:$port --once --json --cpus $RX_CPU --rcvbuf "$buf" >"$f.recv.json" 2>>"$OUT/errors.log" &
   local pid=$!; PIDS+=("$pid")
   port_wait tcp $port
-  taskset -c $TX_CPU $NC blast --to 127.0.0.1:$port --time "$TIME" --len "$len" --cpus $TX_CPU --json >"$f" 2>>"$OUT/errors.log" || true
+  timed "$f.blast.cpu" taskset -c $TX_CPU "$NC" blast --to 127.0.0.1:$port --time "$TIME" --len "$len" --cpus $TX_CPU --json >"$f.json" 2>>"$OUT/errors.log" || true
   wait "$pid" 2>/dev/null || true
-  python3 - "$f" "$len" <<'PY' >>"$OUT/results.tsv"
+  local fig
+  fig=$(python3 - "$f.json" <<'PY' 2>/dev/null || true
 import json, sys
 d = json.load(open(sys.argv[1])); s, r = d["sender"], d["receiver"]; a = r["accounting"]
 secs = max(s["elapsed_s"], r["duration_s"], 1e-9)
-print(f'netcore\t{sys.argv[2]}\t{a["unique"]/secs:.0f}\t{r["bytes"]*8/secs:.0f}\t{a["lost"]}\t{a["sent"]}\t{s["bytes"]}')
+lost = 100 * a["lost"] / a["sent"] if a["sent"] else 0
+print(f'{a["unique"]/secs/1e6:.4f} {r["bytes"]*8/secs/1e9:.4f} {lost:.4f} {r["bytes"]} {s.get("gso_segments") or 1} {s["bytes"]}')
 PY
+)
+  [[ -n $fig ]] || { log "netcore $len B run $r: no report (see $OUT/errors.log)"; NC_SEGS="" NC_SENT=""; return 0; }
+  read -r _ _ _ _ NC_SEGS NC_SENT <<<"$fig"
+  record nc "$len" "$fig" "$f.blast.cpu" "$f.recv.cpu"
 }
 
 run_iperf3() {  # name binary len extra...
   local name=$1 bin=$2 len=$3; shift 3
-  local port=15201 f="$OUT/$name.$len.r$r.json"
-  taskset -c $RX_CPU "$bin" -s -1 -B 127.0.0.1 -p $port >/dev/null 2>&1 &
+  local port=15201 f="$OUT/${name// /_}.$len.r$r"
+  timed "$f.server.cpu" taskset -c $RX_CPU "$bin" -s -1 -B 127.0.0.1 -p $port >/dev/null 2>>"$OUT/errors.log" &
   local pid=$!; PIDS+=("$pid")
   port_wait tcp $port
-  taskset -c $TX_CPU "$bin" -c 127.0.0.1 -p $port -u -b 0 -l "$len" -t "$TIME" -w "$buf" --json "$@" >"$f" 2>>"$OUT/errors.log" || true
+  timed "$f.client.cpu" taskset -c $TX_CPU "$bin" -c 127.0.0.1 -p $port -u -b 0 -l "$len" -t "$TIME" -w "$buf" --json "$@" >"$f.json" 2>>"$OUT/errors.log" || true
   wait "$pid" 2>/dev/null || true
-  python3 - "$f" "$name" "$len" <<'PY' >>"$OUT/results.tsv"
+  local fig
+  fig=$(python3 - "$f.json" "$len" <<'PY' 2>/dev/null || true
 import json, sys
-d = json.load(open(sys.argv[1])); e = d["end"]
+e = json.load(open(sys.argv[1]))["end"]
 r = e.get("sum_received") or e["sum"]; s = e.get("sum_sent") or e["sum"]
-got = r["packets"] - r["lost_packets"]
-print(f'{sys.argv[2]}\t{sys.argv[3]}\t{got/max(r["seconds"],1e-9):.0f}\t{r["bits_per_second"]:.0f}\t{r["lost_packets"]}\t{s["packets"]}\t0')
+got = r["packets"] - r["lost_packets"]; secs = max(r["seconds"], 1e-9)
+lost = 100 * r["lost_packets"] / s["packets"] if s["packets"] else 0
+print(f'{got/secs/1e6:.4f} {r["bits_per_second"]/1e9:.4f} {lost:.4f} {got * int(sys.argv[2])}')
 PY
+)
+  [[ -n $fig ]] || { log "$name $len B run $r: no report (see $OUT/errors.log)"; return 0; }
+  record "$name" "$len" "$fig" "$f.client.cpu" "$f.server.cpu"
 }
 
-run_ceiling() {  # len bytes
-  [[ -x "$ANCHORS/bin/udp_ceiling" ]] || return 0
-  "$ANCHORS/bin/udp_ceiling" --mode gso --batch 1 --gro 1 --len "$1" --size "$2" --tx-cpu $TX_CPU --rx-cpu $RX_CPU --rcvbuf "$buf" --force-rcvbuf \
-    | tr ' ' '\n' | awk -F= -v len="$1" '{v[$1]=$2} END {printf "C ceiling\t%s\t%.0f\t%.0f\t%s\t%s\t0\n", len, v["rx_mpps"]*1e6, v["rx_gbps"]*1e9, v["lost"], v["sent"]}' >>"$OUT/results.tsv"
+run_ceiling() {  # len segments bytes
+  local len=$1 segs=$2 line
+  line=$("$CEILING" --mode gso --batch 1 --gro 1 --len "$len" --max-segs "$segs" --gso-bytes $((segs * len)) \
+    --size "$3" --tx-cpu $TX_CPU --rx-cpu $RX_CPU --rcvbuf "$buf" --force-rcvbuf 2>>"$OUT/errors.log" || true)
+  echo "$line" >>"$OUT/ceiling.log"
+  local fig
+  fig=$(tr ' ' '\n' <<<"$line" | awk -F= '{v[$1]=$2} END {if (v["sent"] > 0) printf "%.4f %.4f %.4f 0\n", v["rx_mpps"], v["rx_gbps"], 100 * v["lost"] / v["sent"]}')
+  [[ -n $fig ]] && record "udp_ceiling" "$len" "$fig"
+  return 0
 }
 
-: >"$OUT/results.tsv"
+: >"$TSV"
+LOAD_BEFORE=$(loadavg)
 for r in $(seq 1 "$RUNS"); do
   for len in $LENS; do
     log "run $r/$RUNS, $len-byte datagrams, $TIME s each"
     run_netcore "$len"
     run_iperf3 "iperf3 3.21 --gsro" "$IPERF3_NEW" "$len" --gsro
-    run_iperf3 "iperf3 3.12" "$IPERF3_OLD" "$len"
-    nc_bytes=$(tail -n 3 "$OUT/results.tsv" | awk -F'\t' '$1=="netcore"{print $7}')
-    run_ceiling "$len" "${nc_bytes:-$((buf * 4))}"
+    [[ -n $IPERF3_OLD ]] && run_iperf3 "iperf3 3.12" "$IPERF3_OLD" "$len"
+    # The kernel's ceiling with netcore's segment count and bytes of this run.
+    run_ceiling "$len" "${NC_SEGS:-64}" "${NC_SENT:-$((buf * 4))}"
+    echo "$len ${NC_SEGS:-?}" >>"$OUT/segments.log"
   done
 done
+LOAD_AFTER=$(loadavg)
 
 # The highest lossless rate.
 : >"$OUT/findrate.tsv"
@@ -189,53 +239,42 @@ PY
   done
 fi
 
-python3 - "$OUT" "$RUNS" "$TIME" "$BUF" "$BUF_NOTE" "$IPERF3_NEW" "$IPERF3_OLD" <<'PY'
-import os, statistics as st, subprocess, sys
-out, runs, time_s, buf, note, new, old = sys.argv[1:8]
-def version(b):
-    try: return subprocess.run([b, "--version"], capture_output=True, text=True).stdout.split("\n")[0].strip()
-    except OSError: return "?"
-rows = {}
-for line in open(os.path.join(out, "results.tsv")):
-    name, ln, pps, bps, lost, sent, _ = line.rstrip("\n").split("\t")
-    rows.setdefault((int(ln), name), []).append((float(pps), float(bps), int(lost), int(sent)))
-def med(k, i): return st.median(x[i] for x in rows[k])
-print(f"### UDP over loopback, steady state: {time_s} s per run, {runs} interleaved run(s), medians")
+version() { "$1" --version 2>/dev/null | head -1; }
+ratios=()
+for len in $LENS; do
+  peers="$len B: iperf3 3.21 --gsro"; [[ -n $IPERF3_OLD ]] && peers="$peers|$len B: iperf3 3.12"
+  ratios+=(--ratio "headline=mpps:$len B: nc/$peers" --ratio "headline=mpps:$len B: nc/$len B: udp_ceiling")
+  ratios+=(--ratio "headline=tx_cpu_s_per_gbit:$len B: nc/$peers" --ratio "headline=rx_cpu_s_per_gbit:$len B: nc/$peers")
+done
+echo "### UDP over loopback, steady state: $TIME s per run, $RUNS interleaved runs"
+echo
+echo "Unpaced; sender on CPU $TX_CPU, receiver on CPU $RX_CPU; receive buffers $BUF ($BUF_NOTE)."
+echo "netcore: \`$("$NC" --version)\`; iperf3 3.21: \`$(version "$IPERF3_NEW")\` (\`-u -b 0 --gsro -w $BUF\`)${IPERF3_OLD:+; iperf3 3.12: \`$(version "$IPERF3_OLD")\` (\`-u -b 0 -w $BUF\`)}."
+echo "udp_ceiling: $CEILING with netcore's GSO segments per send (datagram size and segments, per run: $(sort -u "$OUT/segments.log" | paste -sd, -)); kernel $(uname -r)."
+echo
+python3 tools/stats.py "$TSV" "${ratios[@]}" --lower-better tx_cpu_s_per_gbit --lower-better rx_cpu_s_per_gbit \
+  --lower-better lost_pct --load-before "$LOAD_BEFORE" --load-after "$LOAD_AFTER"
+
+fr="$OUT/findrate.tsv"
+if [[ -s $fr ]]; then
+  python3 - "$fr" <<'PY'
+import sys
+found = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 print()
-print(f"Unpaced; sender on CPU 0, receiver on CPU 1; receive buffers {buf} ({note}).")
-print(f"iperf3 3.21: `{version(new)}` (`-u -b 0 --gsro -w {buf}`); iperf3 3.12: `{version(old)}` (`-u -b 0 -w {buf}`).")
+print("### Highest lossless rate (zero loss, 95 % delivered, confirmed by a repeat; one search each)")
 print()
-print("| datagram | tool | received packets/s | goodput | lost (median of runs) | runs |")
-print("|---:|---|---:|---:|---:|---:|")
-for (ln, name) in sorted(rows, key=lambda k: (-k[0], ["netcore", "iperf3 3.21 --gsro", "iperf3 3.12", "C ceiling"].index(k[1]))):
-    v = rows[(ln, name)]
-    lost = st.median(x[2] for x in v); sent = st.median(x[3] for x in v)
-    pct = 100 * lost / sent if sent else 0
-    print(f"| {ln} B | {name} | {med((ln,name),0)/1e6:.3f} M | {med((ln,name),1)/1e9:.2f} Gbit/s | {lost:,.0f} ({pct:.2f} %) | {len(v)} |")
+print("| datagram | tool | rate | packets/s | confirmed | trials |")
+print("|---:|---|---:|---:|---|---:|")
+best = {}
+for name, ln, bps, conf, n in found:
+    bps = float(bps); pps = bps / 8 / int(ln)
+    best[(int(ln), name)] = pps
+    print(f"| {ln} B | {name} | {bps/1e9:.3f} Gbit/s | {pps/1e6:.3f} M | {conf} | {n} |")
 print()
-for ln in sorted({k[0] for k in rows}, reverse=True):
-    nc = (ln, "netcore")
-    for other in ["iperf3 3.21 --gsro", "iperf3 3.12", "C ceiling"]:
-        o = (ln, other)
-        if nc in rows and o in rows and med(o, 0) > 0:
-            print(f"- {ln} B: netcore / {other}, received packet rate: **{med(nc,0)/med(o,0):.2f}x**")
-fr = os.path.join(out, "findrate.tsv")
-found = [l.rstrip("\n").split("\t") for l in open(fr)] if os.path.exists(fr) else []
-if found:
-    print()
-    print("### Highest lossless rate (zero loss, 95 % delivered, confirmed by a repeat)")
-    print()
-    print("| datagram | tool | rate | packets/s | confirmed | trials |")
-    print("|---:|---|---:|---:|---|---:|")
-    best = {}
-    for name, ln, bps, conf, n in found:
-        bps = float(bps); pps = bps / 8 / int(ln)
-        best[(int(ln), name)] = pps
-        print(f"| {ln} B | {name} | {bps/1e9:.3f} Gbit/s | {pps/1e6:.3f} M | {conf} | {n} |")
-    print()
-    for ln in sorted({k[0] for k in best}, reverse=True):
-        a, b = best.get((ln, "netcore")), best.get((ln, "iperf3 3.21 --gsro"))
-        if a and b:
-            print(f"- {ln} B: netcore / iperf3 3.21 --gsro, highest lossless rate: **{a/b:.2f}x**")
+for ln in sorted({k[0] for k in best}, reverse=True):
+    a, b = best.get((ln, "netcore")), best.get((ln, "iperf3 3.21 --gsro"))
+    if a and b:
+        print(f"- {ln} B: netcore / iperf3 3.21 --gsro, highest lossless rate: {a/b:.2f}x (one search each: no interval)")
 PY
+fi
 log "raw results: $OUT"

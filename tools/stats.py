@@ -5,14 +5,17 @@ Input: a TSV file of samples, one per line: `CONFIG<TAB>METRIC<TAB>VALUE` (a run
 VALUE for METRIC; lines starting with # are skipped). A script appends one line per run and
 metric as it goes, running the configurations interleaved (run 1 of each, then run 2, ...).
 
-Output (stdout, markdown):
+Output (stdout, markdown), the ratios first (the headline), then the runs:
 - per configuration and metric: runs, min / median / max, spread ((max-min)/median);
-- per ratio asked for (`--ratio METRIC:A/B`): the ratio of A's median to B's median with a
+- per ratio asked for (`--ratio [LABEL=]METRIC:A/B`): the ratio of A's median to B's median with a
   bootstrap 95 % confidence interval (resampling each side's runs, 2,000 rounds, fixed seed, so
   the same samples always print the same interval), and a verdict: "ahead" where the interval's
   lower bound is above 1.0, "behind" where its upper bound is below 1.0, else "on par". For a
   metric where lower is better (CPU per bit, latency), name it in `--lower-better` and the
-  verdict reads the other way;
+  verdict reads the other way. B may name several configurations, `B1|B2|...`: the one with the
+  best median for METRIC (highest; lowest where lower is better) is used, and the row names it
+  ("the best peer"). LABEL (e.g. "headline", "extra: --sendfile") heads the row; rows print in
+  the order given, so a script lists the defaults-against-defaults rows first;
 - the load average before and after (`--load-before`, `--load-after`, from /proc/loadavg), and
   the word "noisy" where it rose above 1.5 or a configuration's spread exceeds 30 %.
 
@@ -101,25 +104,44 @@ def table_of_runs(samples):
 
 
 def parse_ratio(spec):
-    metric, _, pair = spec.partition(":")
+    """[LABEL=]METRIC:A/B1|B2|... -> (label, metric, a, [b...])."""
+    label, eq, rest = spec.partition("=")
+    if not eq:
+        label, rest = "", spec
+    metric, _, pair = rest.partition(":")
     a, _, b = pair.partition("/")
-    if not (metric and a and b):
-        sys.exit(f"stats.py: --ratio wants METRIC:A/B, got {spec!r}")
-    return metric, a, b
+    bs = [x for x in b.split("|") if x]
+    if not (metric and a and bs):
+        sys.exit(f"stats.py: --ratio wants [LABEL=]METRIC:A/B or METRIC:A/B1|B2, got {spec!r}")
+    return label, metric, a, bs
+
+
+def best_of(samples, metric, configs, lower_better):
+    """The configuration among `configs` with the best median for `metric` (None if none ran)."""
+    ran = [c for c in configs if samples.get((c, metric))]
+    if not ran:
+        return None
+    pick = min if lower_better else max
+    return pick(ran, key=lambda c: statistics.median(samples[(c, metric)]))
 
 
 def table_of_ratios(samples, specs, lower_better):
-    lines = ["| ratio | metric | median ratio | 95 % interval | verdict |",
-             "|---|---|---:|---|---|"]
+    lines = ["| row | ratio | metric | median ratio | 95 % interval | verdict |",
+             "|---|---|---|---:|---|---|"]
     for spec in specs:
-        metric, a, b = parse_ratio(spec)
+        label, metric, a, bs = parse_ratio(spec)
+        lb = metric in lower_better
+        b = best_of(samples, metric, bs, lb) or "|".join(bs)
         va, vb = samples.get((a, metric)), samples.get((b, metric))
         if not va or not vb:
-            lines.append(f"| {a} / {b} | {metric} | n/a | n/a | missing runs |")
+            lines.append(f"| {label} | {a} / {b} | {metric} | n/a | n/a | missing runs |")
+            continue
+        if not statistics.median(vb):
+            lines.append(f"| {label} | {a} / {b} | {metric} | n/a | n/a | {b}'s median is 0 |")
             continue
         point, lo, hi = ratio_ci(va, vb)
-        v = verdict(lo, hi, metric in lower_better)
-        lines.append(f"| {a} / {b} | {metric} | {point:.2f}x | {lo:.2f}x - {hi:.2f}x | {v} |")
+        v = verdict(lo, hi, lb)
+        lines.append(f"| {label} | {a} / {b} | {metric} | {point:.2f}x | {lo:.2f}x - {hi:.2f}x | {v} |")
     return lines
 
 
@@ -148,6 +170,15 @@ def self_test():
     assert "noisy" in noise_line({("x", "m"): [1.0, 2.0]}, 0.1, 0.2)
     assert noise_line({("x", "m"): [1.0, 1.01]}, 2.0, 0.2).startswith("load average")
     assert noise_line({("x", "m"): [1.0, 1.01]}, None, None) == "quiet"
+    assert parse_ratio("headline=gbps:nc/p1|p2") == ("headline", "gbps", "nc", ["p1", "p2"])
+    assert parse_ratio("gbps:nc/p1") == ("", "gbps", "nc", ["p1"])
+    s = {("p1", "gbps"): [1.0, 2.0, 3.0], ("p2", "gbps"): [4.0, 5.0], ("nc", "gbps"): [5.0]}
+    assert best_of(s, "gbps", ["p1", "p2", "p3"], False) == "p2"
+    assert best_of(s, "gbps", ["p1", "p2"], True) == "p1"
+    assert best_of(s, "gbps", ["p3"], False) is None
+    rows = table_of_ratios(s, ["headline=gbps:nc/p1|p2", "gbps:nc/p3"], set())
+    assert rows[2].startswith("| headline | nc / p2 | gbps | 1.11x") and "on par" in rows[2], rows
+    assert "missing runs" in rows[3], rows
     print("stats.py self-test: ok")
 
 
@@ -167,9 +198,10 @@ def main():
     samples = read_samples(args.tsv)
     if not samples:
         sys.exit(f"stats.py: {args.tsv}: no samples")
-    out = table_of_runs(samples)
+    out = []
     if args.ratio:
-        out += [""] + table_of_ratios(samples, args.ratio, set(args.lower_better))
+        out += table_of_ratios(samples, args.ratio, set(args.lower_better)) + [""]
+    out += table_of_runs(samples)
     out += ["", noise_line(samples, args.load_before, args.load_after)]
     print("\n".join(out))
 

@@ -14,9 +14,11 @@ use crate::units::{self, Rate};
 
 /// A usage error found after parsing (a bad combination of flags, a value out of range):
 /// `main` prints it as one line and exits with status 2, as for clap's own usage errors.
+/// The one way to raise one: [`usage`] (an error value) or [`usage_bail!`](crate::usage_bail)
+/// (return early with it); nothing else builds it.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(pub String);
+pub struct UsageError(String);
 
 /// A [`UsageError`] (exit status 2) with this message; takes a string or an error (whose whole
 /// chain becomes the message).
@@ -346,7 +348,7 @@ pub struct TcpArgs {
 }
 
 /// Accepts an algorithm this kernel will set on a socket.
-fn parse_congestion(s: &str) -> Result<String, String> {
+pub fn parse_congestion(s: &str) -> Result<String, String> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .map_err(|e| e.to_string())?;
     match tcp::set_congestion(&sock, s) {

@@ -84,6 +84,7 @@ pub fn run(a: &BlastArgs) -> Result<ExitCode> {
     let (rate_bps, confirmed) = search.result();
     let report = FindRateReport {
         schema: SCHEMA,
+        meta: crate::stats::meta::Meta::gather(),
         target: target_name,
         len,
         loss_bound: a.loss,

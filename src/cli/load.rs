@@ -292,6 +292,7 @@ pub fn run(a: &LoadArgs) -> Result<ExitCode> {
     })?;
     let mut report = LoadReport {
         schema: SCHEMA,
+        meta: crate::stats::meta::Meta::gather(),
         setup,
         points: Vec::new(),
         interrupted: false,

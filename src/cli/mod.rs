@@ -8,9 +8,11 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 pub mod common;
 pub mod compare;
+pub mod diff;
 pub mod find_rate;
 pub mod load;
 pub mod relay;
+pub mod rpm;
 pub mod schemas;
 pub mod serve;
 pub mod tcp;
@@ -43,10 +45,14 @@ pub enum Command {
     /// Forward UDP datagrams with seeded loss, reordering, duplication, delay and a rate limit,
     /// and report the ground truth a receiver must match
     Relay(relay::RelayArgs),
+    Rpm(rpm::RpmArgs),
     /// Drive a TCP server with a sweep of client counts (task or echo protocol)
     Load(load::LoadArgs),
     /// Start each server model in turn, run the same sweep against each, tabulate and plot
     Compare(compare::CompareArgs),
+    /// Compare two reports (or two sets of runs) of the same kind, figure by figure, with
+    /// intervals
+    Diff(diff::DiffArgs),
     /// Print a shell completion script (generated from these definitions)
     Completions(CompletionsArgs),
     /// Print a man page in roff (generated from these definitions)
@@ -160,8 +166,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Traffic(a) => traffic::run(a),
         Command::Serve(a) => serve::run(&a),
         Command::Relay(a) => relay::run(a),
+        Command::Rpm(a) => rpm::run(a),
         Command::Load(a) => load::run(&a),
         Command::Compare(a) => compare::run(&a),
+        Command::Diff(a) => diff::run(&a),
         Command::Completions(a) => {
             let mut o = std::io::stdout().lock();
             completions(a.shell, &mut o);

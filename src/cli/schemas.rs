@@ -26,7 +26,7 @@ fn described<T: JsonSchema>(name: &str, description: String) -> Value {
 
 /// Every report schema: (schema name, JSON Schema), in a fixed order.
 pub fn all() -> Vec<(&'static str, Value)> {
-    use crate::{flow, load, relay, stats, traffic};
+    use crate::{flow, load, relay, rpm, stats, traffic};
     vec![
         (
             flow::udp::report::SCHEMA,
@@ -59,6 +59,10 @@ pub fn all() -> Vec<(&'static str, Value)> {
         (
             relay::report::SCHEMA,
             schema::<relay::report::RelayReport>(relay::report::SCHEMA),
+        ),
+        (
+            rpm::report::SCHEMA,
+            schema::<rpm::report::RpmReport>(rpm::report::SCHEMA),
         ),
         (
             stats::events::SCHEMA,

@@ -4,9 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
+use super::common::usage;
 use super::common::{out, Live, Proto};
 use super::udp::{iperf3_addr, plan_of, target_of, BlastArgs};
-use super::UsageError;
 use crate::flow::payload::{TcpInterval, TcpSpec, DEFAULT_LEN, MAX_LEN};
 use crate::flow::streams::Mode;
 use crate::flow::tcp::client::{self, TcpOptions};
@@ -21,10 +21,9 @@ fn bits(flag: &str, r: Option<Rate>) -> Result<Option<u64>> {
     match r {
         None => Ok(None),
         Some(Rate::BitsPerSec(b)) => Ok(Some(b as u64)),
-        Some(Rate::PacketsPerSec(_)) => Err(UsageError(format!(
+        Some(Rate::PacketsPerSec(_)) => Err(usage(format!(
             "{flag} takes a bit rate (e.g. 5Gbps) for --proto tcp"
-        ))
-        .into()),
+        ))),
     }
 }
 
@@ -32,7 +31,7 @@ fn bits(flag: &str, r: Option<Rate>) -> Result<Option<u64>> {
 pub fn check(a: &BlastArgs) -> Result<()> {
     let t = &a.tcp;
     {
-        let usage = |m: String| Err(UsageError(m).into());
+        let usage = |m: String| Err(usage(m));
         match a.proto {
             Proto::Udp => {
                 let tcp_only = [
@@ -111,10 +110,7 @@ fn spec_of(a: &BlastArgs, len: u64) -> Result<TcpSpec> {
 fn tcp_len(a: &BlastArgs) -> Result<u64> {
     let len = a.len.unwrap_or(DEFAULT_LEN as u64);
     if len as usize > MAX_LEN {
-        return Err(UsageError(format!(
-            "--len {len} is too large for --proto tcp: at most {MAX_LEN}"
-        ))
-        .into());
+        crate::usage_bail!("--len {len} is too large for --proto tcp: at most {MAX_LEN}");
     }
     Ok(len)
 }
@@ -123,7 +119,7 @@ fn tcp_len(a: &BlastArgs) -> Result<u64> {
 /// report, then the server's own figures as iperf3 returned them.
 fn iperf3_blast(a: BlastArgs, server: std::net::SocketAddr) -> Result<ExitCode> {
     if a.tcp.fq_rate.is_some() {
-        return Err(UsageError("--fq-rate has no iperf3 parameter (try --rate)".into()).into());
+        crate::usage_bail!("--fq-rate has no iperf3 parameter (try --rate)");
     }
     let len = tcp_len(&a)?;
     let plan = plan_of(&a, len as usize)?;

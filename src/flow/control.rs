@@ -51,6 +51,16 @@ pub struct Reverse {
     pub pps: Option<f64>,
 }
 
+/// What an echo test (`netcore rpm`'s latency probes) asks of the receiver, which echoes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EchoSpec {
+    /// Probe length in bytes.
+    pub len: u32,
+    /// Probes per second the client sends (the receiver echoes at most about twice that).
+    pub rate: f64,
+}
+
 /// One control message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -133,6 +143,10 @@ pub enum Msg {
         /// so a forward Setup reads as before.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reverse: Option<Reverse>,
+        /// An echo test of latency probes (`rpm`); absent otherwise, so other Setups read as
+        /// before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        echo: Option<EchoSpec>,
     },
     /// During a TCP test whose spec asks for it: the server's interval sample of the
     /// connections it writes (the sender's figures), every interval.
@@ -152,6 +166,19 @@ pub enum Msg {
     },
     Report {
         receiver: Box<ReceiverStats>,
+    },
+    /// The end of an echo test (`rpm`): the client's probes are done.
+    EchoDone {},
+    /// The echo's answer to `EchoDone`: what it did with the datagrams that reached it.
+    EchoReport {
+        /// Probes of the test from the client's host that reached the echo.
+        received: u64,
+        /// Echoes sent back.
+        echoed: u64,
+        /// Datagrams not echoed (another host, not a probe of the test, over the rate).
+        refused: u64,
+        /// Handshake probes accepted.
+        connects: u64,
     },
     Error {
         message: String,
@@ -173,6 +200,8 @@ impl Msg {
             Msg::TcpDone { .. } => "TcpDone",
             Msg::TcpReport { .. } => "TcpReport",
             Msg::Report { .. } => "Report",
+            Msg::EchoDone { .. } => "EchoDone",
+            Msg::EchoReport { .. } => "EchoReport",
             Msg::Error { .. } => "Error",
         }
     }

@@ -17,6 +17,7 @@ pub mod iperf3;
 pub mod kernel;
 pub mod pacer;
 pub mod payload;
+pub mod probe;
 pub mod recv;
 pub mod rxwait;
 pub mod search;

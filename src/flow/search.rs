@@ -205,6 +205,10 @@ impl Search {
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct FindRateReport {
     pub schema: &'static str,
+    /// Where the report came from: netcore's version and revision, the host, kernel, CPUs,
+    /// pinned threads, sysctls, when (`stats::meta`; absent in reports of older versions).
+    #[serde(default)]
+    pub meta: crate::stats::meta::Meta,
     pub target: String,
     /// Datagram payload bytes.
     pub len: usize,
@@ -309,6 +313,10 @@ impl FindRateReport {
 }
 
 impl Report for FindRateReport {
+    fn meta(&self) -> &crate::stats::meta::Meta {
+        &self.meta
+    }
+
     fn to_table(&self) -> String {
         format!("{}{}\n", self.table(true).render(), self.summary())
     }

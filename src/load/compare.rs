@@ -265,6 +265,10 @@ pub struct Reference {
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CompareReport {
     pub schema: &'static str,
+    /// Where the report came from: netcore's version and revision, the host, kernel, CPUs,
+    /// pinned threads, sysctls, when (`stats::meta`; absent in reports of older versions).
+    #[serde(default)]
+    pub meta: crate::stats::meta::Meta,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
     pub max_time_s: f64,
@@ -303,6 +307,7 @@ pub fn run(cfg: &CompareConfig, on_run: &mut dyn FnMut(&str)) -> Result<CompareR
     };
     Ok(CompareReport {
         schema: SCHEMA,
+        meta: crate::stats::meta::Meta::gather(),
         preset: cfg.preset.clone(),
         max_time_s: cfg.max_time.as_secs_f64(),
         setup: cfg.setup.clone(),
@@ -468,6 +473,10 @@ impl CompareReport {
 }
 
 impl Report for CompareReport {
+    fn meta(&self) -> &crate::stats::meta::Meta {
+        &self.meta
+    }
+
     fn to_table(&self) -> String {
         let s = &self.setup;
         let mut out = format!(

@@ -282,6 +282,10 @@ impl Setup {
 #[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct LoadReport {
     pub schema: &'static str,
+    /// Where the report came from: netcore's version and revision, the host, kernel, CPUs,
+    /// pinned threads, sysctls, when (`stats::meta`; absent in reports of older versions).
+    #[serde(default)]
+    pub meta: crate::stats::meta::Meta,
     pub setup: Setup,
     pub points: Vec<PointResult>,
     /// Stopped by SIGINT/SIGTERM: the points are those that ran (the last one maybe cut short).
@@ -325,6 +329,10 @@ pub fn open_loop_warnings(points: &[PointResult], who: &str) -> Vec<String> {
 }
 
 impl Report for LoadReport {
+    fn meta(&self) -> &crate::stats::meta::Meta {
+        &self.meta
+    }
+
     fn to_table(&self) -> String {
         let s = &self.setup;
         let mut out = format!(

@@ -400,6 +400,7 @@ impl Relay {
         returned.evicted = d.flows.evicted;
         Ok(RelayReport {
             schema: SCHEMA.into(),
+            meta: crate::stats::meta::Meta::gather(),
             listen: listen.to_string(),
             to: opts.to.to_string(),
             settings: SettingsReport::new(d.pipeline.settings()),

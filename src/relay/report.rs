@@ -70,6 +70,10 @@ impl SettingsReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RelayReport {
     pub schema: String,
+    /// Where the report came from: netcore's version and revision, the host, kernel, CPUs,
+    /// pinned threads, sysctls, when (`stats::meta`; absent in reports of older versions).
+    #[serde(default)]
+    pub meta: crate::stats::meta::Meta,
     pub listen: String,
     pub to: String,
     pub settings: SettingsReport,
@@ -104,6 +108,10 @@ pub struct RelayReport {
 }
 
 impl Report for RelayReport {
+    fn meta(&self) -> &crate::stats::meta::Meta {
+        &self.meta
+    }
+
     fn to_table(&self) -> String {
         let s = &self.settings;
         let mut out = format!(

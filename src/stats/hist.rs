@@ -41,6 +41,11 @@ impl Hist {
         let _ = self.h.record(v);
     }
 
+    /// `n` values of `v` at once (a receive buffer's datagrams that share a latency).
+    pub fn record_n(&mut self, v: u64, n: u64) {
+        let _ = self.h.record_n(v, n);
+    }
+
     pub fn add(&mut self, other: &Hist) {
         let _ = self.h.add(&other.h);
     }

@@ -3,8 +3,10 @@
 
 pub mod events;
 pub mod hist;
+pub mod meta;
 pub mod plot;
 pub mod table;
+pub mod timeline;
 
 use serde::Serialize;
 
@@ -35,10 +37,12 @@ pub trait Report: Serialize {
     fn to_table(&self) -> String;
     /// CSV: a header line and one or more rows.
     fn to_csv(&self) -> String;
+    /// Where the report came from (its JSON's `meta`; the table's first line).
+    fn meta(&self) -> &meta::Meta;
 
     fn render(&self, format: Format) -> String {
         match format {
-            Format::Table => self.to_table(),
+            Format::Table => format!("{}\n{}", self.meta().headline(), self.to_table()),
             Format::Csv => self.to_csv(),
             Format::Json => {
                 let mut s = serde_json::to_string_pretty(self).expect("reports serialise");

@@ -126,6 +126,11 @@ pub fn line_chart(
     opts: &PlotOptions,
 ) -> Result<()> {
     let svg = line_chart_svg(title, x_label, y_label, series, opts)?;
+    write_svg(path, svg)
+}
+
+/// Writes an SVG document to `path`: as it is, or rendered to PNG when the name ends in `.png`.
+pub(crate) fn write_svg(path: &Path, svg: String) -> Result<()> {
     let bytes = match Format::of(path) {
         Some(Format::Png) => svg_to_png(&svg)?,
         _ => svg.into_bytes(),
@@ -178,7 +183,7 @@ pub fn svg_to_png(svg: &str) -> Result<Vec<u8>> {
     pixmap.encode_png().context("encoding the PNG")
 }
 
-const COLORS: [RGBColor; 8] = [
+pub(crate) const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -199,7 +204,7 @@ fn axis(v: f64, log: bool) -> f64 {
 }
 
 /// A tick label for an axis position.
-fn tick(v: f64, log: bool) -> String {
+pub(crate) fn tick(v: f64, log: bool) -> String {
     let x = if log { 10f64.powf(v) } else { v };
     let a = x.abs();
     if a == 0.0 {
@@ -382,14 +387,14 @@ fn marker<DB: DrawingBackend>(
 }
 
 /// A linear axis in drawn units (log10 of the value on a log axis) with our own tick choice.
-struct Axis {
+pub(crate) struct Axis {
     lo: f64,
     hi: f64,
     ticks: Vec<f64>,
 }
 
 impl Axis {
-    fn new(lo: f64, hi: f64, log: bool) -> Self {
+    pub(crate) fn new(lo: f64, hi: f64, log: bool) -> Self {
         Axis {
             lo,
             hi,
@@ -499,14 +504,14 @@ fn legend_corner(
     }
 }
 
-fn minmax(it: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+pub(crate) fn minmax(it: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     it.fold(None, |acc, v| match acc {
         None => Some((v, v)),
         Some((a, b)) => Some((a.min(v), b.max(v))),
     })
 }
 
-fn pad(lo: &mut f64, hi: &mut f64, frac: f64) {
+pub(crate) fn pad(lo: &mut f64, hi: &mut f64, frac: f64) {
     if *hi - *lo < 1e-12 {
         let d = if lo.abs() > 1e-12 {
             lo.abs() * 0.1
@@ -522,7 +527,7 @@ fn pad(lo: &mut f64, hi: &mut f64, frac: f64) {
     }
 }
 
-fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+pub(crate) fn draw_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("cannot draw plot: {e:?}")
 }
 

@@ -1,5 +1,8 @@
 //! CPU pinning: `--pin` and `--cpus LIST` (`0,2-3`), via `core_affinity`.
 
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
+
 use anyhow::{bail, Result};
 
 /// Parses a CPU list such as `0`, `0,1`, `0-3,6`. Every CPU must exist on this machine.
@@ -66,9 +69,40 @@ pub fn allowed_cpus() -> usize {
 }
 
 /// Pins the calling thread to `cpu`. Returns false (and leaves the thread unpinned) if the
-/// kernel refused.
+/// kernel refused. A pin that holds is noted for [`pinned_threads`].
 pub fn pin_current(cpu: usize) -> bool {
-    core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+    let ok = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+    if ok {
+        note_pin(cpu);
+    }
+    ok
+}
+
+/// The most threads [`pinned_threads`] remembers (a long-running `recv` or `serve` starts new
+/// threads per test; the first ones are kept).
+const MAX_NOTED: usize = 256;
+
+fn pins() -> &'static Mutex<BTreeMap<String, usize>> {
+    static PINS: OnceLock<Mutex<BTreeMap<String, usize>>> = OnceLock::new();
+    PINS.get_or_init(Default::default)
+}
+
+fn note_pin(cpu: usize) {
+    let t = std::thread::current();
+    let name = match t.name() {
+        Some(n) => n.to_string(),
+        None => format!("{:?}", t.id()),
+    };
+    let mut p = pins().lock().unwrap_or_else(|e| e.into_inner());
+    if p.len() < MAX_NOTED || p.contains_key(&name) {
+        p.insert(name, cpu);
+    }
+}
+
+/// The threads of this process pinned so far (thread name, or its id where it has none, to
+/// the CPU of its last pin): what a report's `meta` says about where its threads ran.
+pub fn pinned_threads() -> BTreeMap<String, usize> {
+    pins().lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ fn write_addr(dst: &mut libc::sockaddr_storage, addr: SocketAddr) -> libc::sockl
 }
 
 /// The IP socket address of `len` bytes the kernel wrote into `src` (`None` for other families).
-fn read_addr(src: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+pub(crate) fn read_addr(src: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
     let len = len as usize;
     match src.ss_family as libc::c_int {

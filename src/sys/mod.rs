@@ -21,6 +21,7 @@ macro_rules! syscall {
 
 pub mod affinity;
 pub mod cpu;
+pub mod gso;
 pub mod mmsg;
 pub mod poll;
 pub mod process;
@@ -28,6 +29,7 @@ pub mod signal;
 pub mod sockopt;
 pub mod tcp;
 pub mod timerfd;
+pub mod tstamp;
 
 /// Raises the soft limit of open files to `want` (or the hard limit, whichever is lower) and
 /// returns the soft limit now in force.

@@ -413,6 +413,7 @@ pub fn run(
         .collect();
     Ok(TrafficReport {
         schema: SCHEMA,
+        meta: crate::stats::meta::Meta::gather(),
         seed: cfg.seed,
         duration_s: cfg.duration.as_secs_f64(),
         elapsed_s: elapsed.as_secs_f64(),

@@ -44,6 +44,10 @@ pub struct FlowTotals {
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TrafficReport {
     pub schema: &'static str,
+    /// Where the report came from: netcore's version and revision, the host, kernel, CPUs,
+    /// pinned threads, sysctls, when (`stats::meta`; absent in reports of older versions).
+    #[serde(default)]
+    pub meta: crate::stats::meta::Meta,
     pub seed: u64,
     /// The planned `--duration`.
     pub duration_s: f64,
@@ -95,6 +99,10 @@ impl TrafficReport {
 }
 
 impl Report for TrafficReport {
+    fn meta(&self) -> &crate::stats::meta::Meta {
+        &self.meta
+    }
+
     fn to_table(&self) -> String {
         let mut t = Table::new([
             "flow",

@@ -304,6 +304,7 @@ pub fn run(
     let streams = TcpReport::join_streams(&ends, &server_ends);
     let report = TcpReport {
         schema: crate::flow::tcp::report::SCHEMA.into(),
+        meta: crate::stats::meta::Meta::gather(),
         role: "client".into(),
         test_id: format!("iperf3:{}", cookie.as_str()),
         target: format!("iperf3://{}", opts.server),
@@ -514,6 +515,7 @@ pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
     let (rows, sent) = st.finish(opts.len, &sent_of, &theirs)?;
     let report = Iperf3UdpReport {
         schema: SCHEMA.into(),
+        meta: crate::stats::meta::Meta::gather(),
         role: "client".into(),
         peer: format!("{} ({})", opts.server, cookie.as_str()),
         client_version: None,

@@ -111,13 +111,11 @@ pub struct TxPlan {
     pub cpu: Option<usize>,
 }
 
-/// The kernel's limit of segments per GSO send (UDP_MAX_SEGMENTS on older kernels).
-const MAX_GSO_SEGMENTS: usize = 64;
-
-/// Datagrams per message on `sock`: with GSO as many `len`-byte datagrams as fit in 64 KiB
-/// (the socket's `UDP_SEGMENT` set to `len`), else 1 (GSO not asked for, or refused).
+/// Datagrams per message on `sock`: with GSO as many `len`-byte datagrams as fit in 64 KiB, up
+/// to the kernel's limit per GSO send (probed: `sys::gso`), with the socket's `UDP_SEGMENT` set
+/// to `len`; else 1 (GSO not asked for, or refused).
 fn gso_segments(sock: &UdpSocket, len: usize, gso: bool) -> usize {
-    let segs = (65_000 / len).min(MAX_GSO_SEGMENTS);
+    let segs = (65_000 / len).min(crate::sys::gso::udp_max_segments());
     if gso && segs > 1 && sockopt::set_udp_segment(sock, len as u16).is_ok() {
         segs
     } else {

@@ -60,6 +60,10 @@ pub struct SentRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct Iperf3UdpReport {
     pub schema: String,
+    /// Where the report came from: netcore's version and revision, the host, kernel, CPUs,
+    /// pinned threads, sysctls, when (`stats::meta`; absent in reports of older versions).
+    #[serde(default)]
+    pub meta: crate::stats::meta::Meta,
     /// "server" (`netcore recv` serving `iperf3 -c`) or "client" (`blast --to iperf3://`).
     pub role: String,
     pub peer: String,
@@ -173,6 +177,10 @@ impl Iperf3UdpReport {
 }
 
 impl Report for Iperf3UdpReport {
+    fn meta(&self) -> &crate::stats::meta::Meta {
+        &self.meta
+    }
+
     fn to_table(&self) -> String {
         let mut s = if self.role == "server" {
             format!(
@@ -297,6 +305,7 @@ mod tests {
         assert_eq!(sum.jitter_ms, 3.0);
         let mut r = Iperf3UdpReport {
             schema: SCHEMA.into(),
+            meta: Default::default(),
             role: "server".into(),
             peer: "p".into(),
             client_version: Some("3.12".into()),

@@ -252,6 +252,7 @@ fn run(
     let streams = TcpReport::join_streams(&client_ends, &ends);
     on_event(Iperf3Event::Tcp(TcpEvent::Finished(Box::new(TcpReport {
         schema: SCHEMA.into(),
+        meta: crate::stats::meta::Meta::gather(),
         role: "server".into(),
         test_id: format!("iperf3:{}", cookie.as_str()),
         target: ctx.target,

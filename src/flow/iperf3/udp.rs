@@ -199,6 +199,7 @@ pub fn run(
     let sent_sum = sent_sum_of(&sent);
     on_event(Iperf3Event::Udp(Box::new(Iperf3UdpReport {
         schema: SCHEMA.into(),
+        meta: crate::stats::meta::Meta::gather(),
         role: "server".into(),
         peer: format!("{peer} ({test})"),
         client_version: p.client_version.clone(),

@@ -26,6 +26,10 @@ pub const SCHEMA: &str = "netcore.udp-bidir.v1";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UdpBidirReport {
     pub schema: String,
+    /// Where the report came from: netcore's version and revision, the host, kernel, CPUs,
+    /// pinned threads, sysctls, when (`stats::meta`; absent in reports of older versions).
+    #[serde(default)]
+    pub meta: crate::stats::meta::Meta,
     /// This host sends, the receiver counts: the sender's copy of that test's report
     /// (`role` "sender").
     pub forward: UdpReport,
@@ -45,6 +49,10 @@ impl UdpBidirReport {
 pub const DIRECTIONS: [&str; 2] = ["forward", "reverse"];
 
 impl Report for UdpBidirReport {
+    fn meta(&self) -> &crate::stats::meta::Meta {
+        &self.meta
+    }
+
     fn to_table(&self) -> String {
         format!(
             "forward (this host sends):\n{}\nreverse (the receiver sends):\n{}",
@@ -102,6 +110,7 @@ pub fn run(
     let reverse = reverse.map_err(|e| anyhow!("--bidir, reverse half: {e:#}"))?;
     Ok(UdpBidirReport {
         schema: SCHEMA.into(),
+        meta: crate::stats::meta::Meta::gather(),
         forward,
         reverse,
     })

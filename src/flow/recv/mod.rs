@@ -7,9 +7,11 @@
 //! - [`receiver`]: the bound receiver, its control thread and UDP thread, admission and slots;
 //! - [`session`]: one control connection's state machine (pure), its limits;
 //! - [`reverse`]: a reverse UDP test (`-R`) on the receiver's side;
-//! - [`bidir`]: UDP `--bidir` from the client: a sender beside the embedded receiver.
+//! - [`bidir`]: UDP `--bidir` from the client: a sender beside the embedded receiver;
+//! - [`echo`]: the echo of `rpm`'s latency probes (and its handshake probes), an admitted test.
 
 pub mod bidir;
+pub mod echo;
 pub mod receiver;
 pub mod reverse;
 pub mod session;

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::echo::EchoJob;
 use super::session::{Action, Limits, RecvSession, ReverseJob, SessionCtx};
 use crate::flow::access::{self, AllowList, Key};
 use crate::flow::backend::{self, Backend};
@@ -270,6 +271,7 @@ impl Receiver {
             Msg::Setup {
                 tcp: None,
                 reverse: None,
+                echo: None,
             },
             now,
         );
@@ -300,7 +302,10 @@ impl Receiver {
                     Action::Interval(row) => on_event(Event::Interval { test_id, row }),
                     Action::Finished(r) => report = Some(r),
                     Action::End(r) => ended = Some(r),
-                    Action::Started { .. } | Action::Tcp { .. } | Action::UdpReverse(_) => {}
+                    Action::Started { .. }
+                    | Action::Tcp { .. }
+                    | Action::UdpReverse(_)
+                    | Action::Echo(_) => {}
                 }
             }
             if let Some(r) = ended {
@@ -604,6 +609,15 @@ impl Receiver {
                 };
                 (job.test_id, None, Box::new(run))
             }
+            JobKind::Echo(job) => {
+                let run = move || {
+                    let stopped = || stop.load(Ordering::Relaxed);
+                    super::echo::serve(&mut conn, job, local.ip(), peer.ip(), &stopped)
+                        .map(|_| ())
+                        .map_err(|e| format!("{e:#}"))
+                };
+                (job.test_id, None, Box::new(run))
+            }
         };
         let handle = thread::Builder::new()
             .name("netcore-test".into())
@@ -900,6 +914,7 @@ const MAX_IPERF3_WAITING: usize = 4;
 enum JobKind {
     Tcp(u64, Plan, TcpSpec),
     Reverse(ReverseJob),
+    Echo(EchoJob),
 }
 
 /// The control thread's state (see [`Receiver::serve`]).
@@ -1101,6 +1116,7 @@ fn carry_out(
                 spec,
             } => job = Some(JobKind::Tcp(test_id, plan, spec)),
             Action::UdpReverse(r) => job = Some(JobKind::Reverse(r)),
+            Action::Echo(e) => job = Some(JobKind::Echo(e)),
             Action::End(r) => ended = Some(r),
         }
     }

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::echo::EchoJob;
 use crate::flow::access::{self, Key, NONCE_LEN, OVERRUN_GRACE};
 use crate::flow::control::{Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::cpu::CpuUsage;
@@ -106,6 +107,9 @@ pub enum Action {
     /// The test is UDP the other way (`-R`): the driver sends it on this connection with
     /// `super::reverse::serve`. The session is over.
     UdpReverse(ReverseJob),
+    /// The test is an echo of latency probes (`rpm`): the driver serves it on this connection
+    /// with `super::echo::serve`. The session is over.
+    Echo(EchoJob),
     /// The session is over: Ok, or why the test failed (after any report).
     End(Result<(), String>),
 }
@@ -549,13 +553,26 @@ impl RecvSession {
         }
     }
 
-    /// The Setup: a UDP test starts in the UDP thread; a reverse UDP test and a TCP test are
-    /// handed on (the session ends there).
+    /// The Setup: a UDP test starts in the UDP thread; a reverse UDP test, a TCP test and an
+    /// echo of latency probes are handed on (the session ends there).
     fn on_setup(&mut self, msg: Msg, now: Instant) {
         match msg {
             Msg::Setup {
                 tcp: None,
+                reverse: None,
+                echo: Some(e),
+            } => {
+                self.actions.push(Action::Echo(EchoJob {
+                    test_id: self.test_id,
+                    plan: self.plan,
+                    rate: e.rate,
+                }));
+                self.state = State::Ended;
+            }
+            Msg::Setup {
+                tcp: None,
                 reverse: Some(r),
+                echo: None,
             } => match self.check_udp().and_then(|()| {
                 let bps = self
                     .reverse_pps(r.pps)
@@ -579,6 +596,7 @@ impl RecvSession {
             Msg::Setup {
                 tcp: None,
                 reverse: None,
+                echo: None,
             } => match (self.check_udp(), self.params.take()) {
                 (Ok(()), Some(mut p)) => {
                     p.streams = self.streams;
@@ -602,6 +620,9 @@ impl RecvSession {
                 }
                 Err(why) => self.refuse(why),
             },
+            Msg::Setup { .. } => {
+                self.refuse("a Setup asks for one test: a reverse UDP test or an echo".into())
+            }
             other => self.refuse(format!("expected Setup, got {}", other.name())),
         }
     }
@@ -810,6 +831,7 @@ impl RecvSession {
         };
         let mut report = UdpReport {
             schema: SCHEMA.into(),
+            meta: crate::stats::meta::Meta::gather(),
             role: "receiver".into(),
             test_id: format!("{:016x}", self.test_id),
             len: self.len,
@@ -984,6 +1006,7 @@ mod tests {
             Msg::Setup {
                 tcp: None,
                 reverse: None,
+                echo: None,
             },
             t0,
         );
@@ -992,6 +1015,53 @@ mod tests {
 
     fn actions(s: &mut RecvSession) -> Vec<String> {
         s.take_actions().iter().map(|a| format!("{a:?}")).collect()
+    }
+
+    /// An echo Setup hands the test to the echo driver with the Hello's id and plan; a Setup
+    /// asking for two tests is refused.
+    #[test]
+    fn an_echo_setup_is_an_echo_job() {
+        let echo = Some(crate::flow::control::EchoSpec {
+            len: 64,
+            rate: 100.0,
+        });
+        for (reverse, want) in [
+            (
+                None,
+                "Echo(EchoJob { test_id: 9, plan: TimeNs(1000), rate: 100.0 })",
+            ),
+            (
+                Some(crate::flow::control::Reverse { pps: None }),
+                "a Setup asks for one test",
+            ),
+        ] {
+            let t0 = Instant::now();
+            let mut s = RecvSession::new(
+                SessionCtx {
+                    host: "h".into(),
+                    peer_loopback: true,
+                    target: "127.0.0.1:1".into(),
+                    interval: Duration::from_secs(1),
+                    rcvbuf: 1,
+                    gro: false,
+                    limits: Limits::default(),
+                    auth: None,
+                },
+                t0,
+            );
+            s.on_msg(hello_msg(1, Plan::TimeNs(1000), false), t0);
+            s.on_msg(
+                Msg::Setup {
+                    tcp: None,
+                    reverse,
+                    echo,
+                },
+                t0,
+            );
+            let got = actions(&mut s).join(" ");
+            assert!(got.contains(want), "{got}");
+            assert!(s.ended(), "{got}");
+        }
     }
 
     fn done(sent: u64, streams: Vec<u64>) -> Msg {
@@ -1136,6 +1206,7 @@ mod tests {
             Msg::Setup {
                 tcp: None,
                 reverse: None,
+                echo: None,
             },
             t0,
         );
@@ -1162,6 +1233,7 @@ mod tests {
                 Msg::Setup {
                     tcp: None,
                     reverse: None,
+                    echo: None,
                 },
                 t0,
             );
@@ -1223,6 +1295,7 @@ mod tests {
                 Msg::Setup {
                     tcp: None,
                     reverse: Some(crate::flow::control::Reverse { pps: asked }),
+                    echo: None,
                 },
                 t0,
             );
@@ -1252,10 +1325,12 @@ mod tests {
                 ..TcpSpec::plain(streams, mode, 1000)
             }),
             reverse: None,
+            echo: None,
         };
         let reverse = |pps| Msg::Setup {
             tcp: None,
             reverse: Some(crate::flow::control::Reverse { pps }),
+            echo: None,
         };
         let refused = |a: Vec<String>, flag: &str| {
             assert!(

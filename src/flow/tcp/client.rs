@@ -102,6 +102,7 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
     c.send(&Msg::Setup {
         reverse: None,
         tcp: Some(spec.clone()),
+        echo: None,
     })?;
     match c.expect("Ready", Duration::from_secs(10))? {
         Msg::Ready { .. } => {}
@@ -204,6 +205,7 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
     let streams = TcpReport::join_streams(&ends, &server);
     Ok(TcpReport {
         schema: SCHEMA.into(),
+        meta: crate::stats::meta::Meta::gather(),
         role: "client".into(),
         test_id: format!("{test_id:016x}"),
         target: opts.control.to_string(),

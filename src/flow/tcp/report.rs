@@ -93,6 +93,10 @@ impl IntervalMeter {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TcpReport {
     pub schema: String,
+    /// Where the report came from: netcore's version and revision, the host, kernel, CPUs,
+    /// pinned threads, sysctls, when (`stats::meta`; absent in reports of older versions).
+    #[serde(default)]
+    pub meta: crate::stats::meta::Meta,
     /// "client" or "server": who printed it.
     pub role: String,
     pub test_id: String,
@@ -226,6 +230,10 @@ fn opt_tcp<T: ToString>(t: &Option<TcpFigures>, f: impl Fn(&TcpFigures) -> T) ->
 }
 
 impl Report for TcpReport {
+    fn meta(&self) -> &crate::stats::meta::Meta {
+        &self.meta
+    }
+
     fn to_table(&self) -> String {
         let s = &self.settings;
         let mut t = Table::new([

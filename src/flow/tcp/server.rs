@@ -265,6 +265,7 @@ pub fn run_test(
     let streams = TcpReport::join_streams(&client, &ends);
     on_event(TcpEvent::Finished(Box::new(TcpReport {
         schema: SCHEMA.into(),
+        meta: crate::stats::meta::Meta::gather(),
         role: "server".into(),
         test_id: format!("{test_id:016x}"),
         target: ctx.target,

@@ -116,6 +116,10 @@ pub(crate) struct TestState {
     lanes: Vec<Lane>,
     invalid: [u64; Invalid::ALL.len()],
     latency: Hist,
+    /// The latest latency (ns) not yet in `latency`, and how many datagrams had it: the
+    /// datagrams of one GRO buffer from one send share their send time, so a run of equal
+    /// values goes into the histogram in one step (`record_n`), not one per datagram.
+    pending_latency: (u64, u64),
     extent: Hist,
     start: Instant,
     first: Option<Instant>,
@@ -151,6 +155,7 @@ impl TestState {
                 .collect(),
             invalid: [0; Invalid::ALL.len()],
             latency: Hist::new(),
+            pending_latency: (0, 0),
             extent: Hist::new(),
             start: now,
             first: None,
@@ -241,7 +246,6 @@ impl TestState {
         }
         lane.bytes += d.len() as u64;
         let transit = now_ns as i64 - h.send_ns as i64;
-        self.latency.record(transit.max(0) as u64);
         // Jitter (RFC 3550) per stream over send events: datagrams of one sender batch share
         // a send time, and comparing them with each other would only dilute the estimate.
         if h.send_ns != lane.prev_send_ns {
@@ -252,6 +256,32 @@ impl TestState {
             lane.prev_transit = Some(transit);
             lane.prev_send_ns = h.send_ns;
         }
+        self.note_latency(transit.max(0) as u64);
+    }
+
+    /// One datagram's latency: counted with the run of equal ones before it, or the run goes
+    /// into the histogram and a new one starts.
+    #[inline]
+    fn note_latency(&mut self, ns: u64) {
+        let (v, n) = &mut self.pending_latency;
+        if *n > 0 && *v == ns {
+            *n += 1;
+            return;
+        }
+        if *n > 0 {
+            self.latency.record_n(*v, *n);
+        }
+        self.pending_latency = (ns, 1);
+    }
+
+    /// Every latency so far: the histogram and the run not yet in it.
+    fn latency_all(&self) -> Hist {
+        let mut h = self.latency.clone();
+        let (v, n) = self.pending_latency;
+        if n > 0 {
+            h.record_n(v, n);
+        }
+        h
     }
 
     /// Unique datagrams and bytes so far, and the loss so far, over every stream.
@@ -283,6 +313,7 @@ impl TestState {
             Some(f) => (self.last - f).as_secs_f64(),
             None => 0.0,
         };
+        let latency = self.latency_all();
         let mut streams = Vec::with_capacity(self.lanes.len());
         for (i, lane) in self.lanes.iter().enumerate() {
             let counts = lane.tracker.counts();
@@ -334,7 +365,7 @@ impl TestState {
             },
             invalid,
             jitter_us: jitter_ns / 1e3,
-            latency_us: self.latency.summary(1e3),
+            latency_us: latency.summary(1e3),
             latency_clock: if self.same_host {
                 "same host".into()
             } else {
@@ -353,7 +384,7 @@ impl TestState {
             cpu_usage: Some(self.meter.stop().finish(bytes)),
             streams,
             kernel: Some(self.kernel(ctx, accounting.lost)),
-            latency_hist: Some(self.latency.clone()),
+            latency_hist: Some(latency),
         })
     }
 }
@@ -653,6 +684,38 @@ mod tests {
                                    // a stream that saw more than its sender says names the stream
         let e = t.stats(Some(&[5, 2, 0]), &ctx(), false).unwrap_err();
         assert!(e.starts_with("stream 1:"), "{e}");
+    }
+
+    #[test]
+    fn runs_of_equal_latencies_count_every_datagram() {
+        let mut t = state(1);
+        // A GRO buffer of 3 datagrams from one send (1 µs), one of 2 (5 µs), then 1 µs again.
+        let sends = [
+            (0, 1000),
+            (0, 1000),
+            (0, 1000),
+            (4000, 1000),
+            (4000, 1000),
+            (9000, 1000),
+        ];
+        for (seq, (send_ns, after)) in sends.iter().enumerate() {
+            let d = wire::build(100, 7, seq as u64, *send_ns, false);
+            t.on_datagram(
+                &d,
+                send_ns + after + if *send_ns == 4000 { 4000 } else { 0 },
+            );
+        }
+        for _ in 0..2 {
+            // stats() folds in the run not yet in the histogram, and can be asked again.
+            let r = t.stats(Some(&[6]), &ctx(), false).unwrap();
+            let l = r.latency_us;
+            assert_eq!(
+                (l.count, l.min.round(), l.max.round()),
+                (6, 1.0, 5.0),
+                "{l:?}"
+            );
+            assert_eq!(t.latency.len() + t.pending_latency.1, 6);
+        }
     }
 
     #[test]

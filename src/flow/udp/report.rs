@@ -129,6 +129,10 @@ pub struct IntervalRow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UdpReport {
     pub schema: String,
+    /// Where the report came from: netcore's version and revision, the host, kernel, CPUs,
+    /// pinned threads, sysctls, when (`stats::meta`; absent in reports of older versions).
+    #[serde(default)]
+    pub meta: crate::stats::meta::Meta,
     /// "sender" or "receiver": who printed it.
     pub role: String,
     pub test_id: String,
@@ -313,6 +317,10 @@ impl UdpReport {
 }
 
 impl Report for UdpReport {
+    fn meta(&self) -> &crate::stats::meta::Meta {
+        &self.meta
+    }
+
     fn to_table(&self) -> String {
         let s = &self.sender;
         let r = &self.receiver;

@@ -48,8 +48,6 @@ pub enum GsoMode {
     Off,
 }
 
-/// The kernel's limit of segments per GSO send (UDP_MAX_SEGMENTS on older kernels).
-const MAX_GSO_SEGMENTS: usize = 64;
 /// The longest the blasting thread sleeps at once: however slow the pacing, it sees a stop
 /// request or the end of `--time` within this.
 const MAX_NAP: Duration = Duration::from_millis(50);
@@ -283,7 +281,9 @@ fn blast_loop(
     let (sndbuf, _) = sockopt::size_buffer(sock, opts.sndbuf, false)?;
     let mut segs = 1;
     if opts.gso != GsoMode::Off {
-        let max = (MAX_DATAGRAM / opts.len).min(MAX_GSO_SEGMENTS);
+        // As many datagrams as fit in one 64 KiB send, up to the kernel's limit per GSO send
+        // (probed: 128 on current kernels, 64 on older ones); the report's `gso_segments`.
+        let max = (MAX_DATAGRAM / opts.len).min(crate::sys::gso::udp_max_segments());
         if max > 1 {
             match sockopt::set_udp_segment(sock, opts.len as u16) {
                 Ok(()) => segs = max,
@@ -512,7 +512,11 @@ pub fn open(opts: &BlastOptions, reverse: Option<Reverse>) -> Result<(Conn, u64)
     let mut c = Conn::connect_from(opts.control, opts.client.bind)?;
     let test_id: u64 = rand::random();
     c.open_test(hello(opts, test_id), &opts.client)?;
-    c.send(&Msg::Setup { tcp: None, reverse })?;
+    c.send(&Msg::Setup {
+        tcp: None,
+        reverse,
+        echo: None,
+    })?;
     Ok((c, test_id))
 }
 
@@ -691,6 +695,7 @@ pub fn blast_and_finish(
     let secs = res.elapsed.as_secs_f64().max(1e-9);
     let mut report = UdpReport {
         schema: SCHEMA.into(),
+        meta: crate::stats::meta::Meta::gather(),
         role: "sender".into(),
         test_id: format!("{test_id:016x}"),
         len: opts.len as u32,
