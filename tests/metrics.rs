@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::proc::Proc;
-use common::{addr_in, control, run_ok};
+use common::{addr_in, control, metrics_addr, run_ok};
 use netcore::flow::control::Plan;
 use serde_json::Value;
 
@@ -59,14 +59,6 @@ fn scrape(addr: &str) -> (String, BTreeMap<String, f64>) {
         })
         .collect();
     (head, samples)
-}
-
-fn metrics_addr(line: &str) -> String {
-    line.split("http://")
-        .nth(1)
-        .and_then(|r| r.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string()
 }
 
 /// `netcore ARGS --metrics 127.0.0.1:0` (a command that says "listening on" on stderr): it,

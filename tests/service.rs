@@ -8,7 +8,7 @@ use crate::common;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::control::{self, held_test, hello};
+use common::control::{self, expect_error, held_test, hello};
 use common::proc::Proc;
 use common::{addr_in, run, scratch_dir, spawn, wait_output};
 use netcore::flow::control::{ClientId, Conn, Msg, Plan};
@@ -70,20 +70,6 @@ fn finish_test(c: &mut Conn, addr: &str, test_id: u64, len: usize, n: u64) -> Va
     control::send_datagrams(&u, test_id, len, 0..n);
     let r = control::done_and_report(c, n, len as u64, 1_000_000_000);
     serde_json::to_value(&*r).unwrap()
-}
-
-/// Waits (bounded) for an Error on `c`, skipping Intervals; its message.
-fn expect_error(c: &mut Conn) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        match c.recv_until(Instant::now() + Duration::from_millis(50)) {
-            Ok(Some(Msg::Error { message })) => return message,
-            Ok(Some(Msg::Interval { .. })) | Ok(None) => {}
-            Ok(Some(m)) => panic!("expected Error, got {m:?}"),
-            Err(e) => panic!("control connection failed before an Error: {e:#}"),
-        }
-    }
-    panic!("no Error within 20 s");
 }
 
 /// A UDP and a TCP `blast ARGS --count 500 --json` to `addr` that succeed, each report exact.

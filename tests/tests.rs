@@ -19,6 +19,7 @@ mod rpm;
 mod schemas;
 mod serve;
 mod service;
+mod service_abuse;
 mod signals;
 mod sockperf;
 mod streams;

@@ -95,6 +95,10 @@ pub struct RelayArgs {
     /// 0: TCP is not proxied, only UDP is relayed
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=4096), default_value = "64")]
     pub max_connections: u32,
+    /// A proxied TCP connection that moves no byte either way for this long is reset (one
+    /// that never moved a byte, after 10 s at most)
+    #[arg(long, value_parser = units::parse_nonzero_duration, default_value = "2min", allow_hyphen_values = true)]
+    pub tcp_idle: Duration,
     #[command(flatten)]
     pub output: OutputArgs,
     #[command(flatten)]
@@ -136,6 +140,7 @@ pub fn run(a: RelayArgs) -> Result<ExitCode> {
         rcvbuf: a.rcvbuf as usize,
         metrics: relay_metrics,
         max_connections: a.max_connections as usize,
+        tcp_idle: a.tcp_idle,
     })?;
     let _endpoint = a.metrics.start("relay", registry)?;
     let format = a.output.format();

@@ -416,6 +416,7 @@ pub fn blast_options(
         zerocopy: a.zerocopy,
         client,
         test_id: None,
+        cut_after: None,
     }
 }
 

@@ -243,8 +243,29 @@ pub fn decode(line: &[u8]) -> Result<Msg> {
         ))
         .into());
     }
-    serde_json::from_slice(line)
-        .map_err(|e| anyhow!(Malformed(format!("malformed control message: {e}"))))
+    let msg: Msg = serde_json::from_slice(line)
+        .map_err(|e| anyhow!(Malformed(format!("malformed control message: {e}"))))?;
+    check_values(&msg).map_err(|why| anyhow!(Malformed(why)))?;
+    Ok(msg)
+}
+
+/// Values a message's types admit but no test can use, refused where the message is read so
+/// that nothing behind the codec meets them (issue #25: a reverse Setup with `pps` 0 or
+/// negative panicked the sending thread's pacer).
+fn check_values(msg: &Msg) -> std::result::Result<(), String> {
+    if let Msg::Setup {
+        reverse: Some(Reverse { pps: Some(pps) }),
+        ..
+    } = msg
+    {
+        if !(pps.is_finite() && *pps > 0.0) {
+            return Err(format!(
+                "a reverse test's pacing of {pps} datagrams a second is not a rate: \
+                 it must be above 0 (or absent: unpaced)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A control connection: blocking TCP with a deadline on every receive.
@@ -431,6 +452,26 @@ impl Conn {
         self.take_line()
     }
 
+    /// Whether the peer closed (or reset) the connection, by a non-blocking peek: for waits
+    /// that read nothing from it (a test's data connections, the opener of `-R`), so that a
+    /// client that went away frees what it held at once.
+    pub fn peer_closed(&self) -> bool {
+        if self.stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut b = [0u8; 1];
+        let r = self.stream.peek(&mut b);
+        let _ = self.stream.set_nonblocking(false);
+        match r {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ),
+        }
+    }
+
     /// A complete buffered line, decoded; an error when the buffer is over the bound.
     fn take_line(&mut self) -> Result<Option<Msg>> {
         if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
@@ -449,6 +490,39 @@ impl Conn {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_closed_peer_is_seen_without_reading() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        let mut c = Conn::new(server).unwrap();
+        assert!(!c.peer_closed());
+        (&client)
+            .write_all(b"{\"type\":\"auth\",\"mac\":\"00\"}\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!c.peer_closed(), "data waiting is not a close");
+        drop(client);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!c.peer_closed(), "data still waiting before the end");
+        assert!(matches!(c.try_recv(), Ok(Some(Msg::Auth { .. }))));
+        assert!(c.peer_closed());
+    }
+
+    #[test]
+    fn a_reverse_pacing_that_is_not_a_rate_is_malformed() {
+        for pps in ["0", "-5", "-0.0", "0.0"] {
+            let line = format!(r#"{{"type":"setup","tcp":null,"reverse":{{"pps":{pps}}}}}"#);
+            let e = decode(line.as_bytes()).unwrap_err();
+            assert!(e.downcast_ref::<Malformed>().is_some(), "{pps}: {e:#}");
+            assert!(format!("{e:#}").contains("not a rate"), "{pps}: {e:#}");
+        }
+        for pps in ["1e-300", "1000", "null"] {
+            let line = format!(r#"{{"type":"setup","tcp":null,"reverse":{{"pps":{pps}}}}}"#);
+            assert!(decode(line.as_bytes()).is_ok(), "{pps}");
+        }
+    }
 
     #[test]
     fn round_trip() {

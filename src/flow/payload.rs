@@ -208,6 +208,26 @@ pub struct TcpSpec {
 }
 
 impl TcpSpec {
+    /// `streams` streams of `mode` with `len`-byte writes: unpaced, the kernel's defaults,
+    /// none of the options.
+    pub fn plain(streams: u16, mode: Mode, len: u32) -> TcpSpec {
+        TcpSpec {
+            streams,
+            mode,
+            len,
+            window: None,
+            mss: None,
+            congestion: None,
+            no_delay: false,
+            fq_rate_bps: None,
+            rate_bps: None,
+            zerocopy: false,
+            sendfile: false,
+            intervals: false,
+            thread_per_stream: false,
+        }
+    }
+
     /// Each data connection's direction, in stream-id order (ids are indices).
     pub fn directions(&self) -> Vec<Dir> {
         self.mode.directions(self.streams as usize)
@@ -361,21 +381,7 @@ mod tests {
     use super::*;
 
     fn spec(streams: u16, mode: Mode) -> TcpSpec {
-        TcpSpec {
-            streams,
-            mode,
-            len: DEFAULT_LEN as u32,
-            window: None,
-            mss: None,
-            congestion: None,
-            no_delay: false,
-            fq_rate_bps: None,
-            rate_bps: None,
-            zerocopy: false,
-            sendfile: false,
-            intervals: false,
-            thread_per_stream: false,
-        }
+        TcpSpec::plain(streams, mode, DEFAULT_LEN as u32)
     }
 
     #[test]

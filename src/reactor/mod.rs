@@ -58,6 +58,7 @@
 pub mod handle;
 pub mod io;
 pub mod mailbox;
+pub mod shares;
 pub mod slab;
 pub mod timer;
 
@@ -73,6 +74,7 @@ use crate::sys::timerfd::TimerFd;
 pub use handle::Handle;
 pub use io::{drain_read, Budget, Drained, OutBuf};
 pub use mailbox::Mailbox;
+pub use shares::Shares;
 pub use slab::{Entry, Key, Slab};
 pub use timer::{TimerId, Timers};
 

@@ -107,6 +107,9 @@ pub struct RelayOptions {
     pub metrics: Option<RelayMetrics>,
     /// TCP connections proxied to `--to` at once (0: TCP is not proxied).
     pub max_connections: usize,
+    /// A proxied connection that moved no byte either way for this long is reset
+    /// (`--tcp-idle`; one that moved none at all, after [`proxy::FIRST_BYTE`] at most).
+    pub tcp_idle: Duration,
 }
 
 /// What the relay tells its caller while it runs.
@@ -237,8 +240,15 @@ impl Relay {
         const LISTEN: Token = Token(2);
         let mut proxy = match listener {
             Some(l) => Some(
-                Proxy::new(poll.registry(), l, LISTEN, opts.to, opts.max_connections)
-                    .context("starting the TCP proxy")?,
+                Proxy::new(
+                    poll.registry(),
+                    l,
+                    LISTEN,
+                    opts.to,
+                    opts.max_connections,
+                    opts.tcp_idle,
+                )
+                .context("starting the TCP proxy")?,
             ),
             None => None,
         };
@@ -348,6 +358,9 @@ impl Relay {
                 if p.run_hot(poll.registry()) > 0 && input_open {
                     last_in = Some(Instant::now());
                 }
+            }
+            if let Some(p) = proxy.as_mut() {
+                p.expire(poll.registry(), Instant::now());
             }
             for e in events.iter() {
                 match e.token() {

@@ -14,10 +14,15 @@
 //!   pipes on every readiness event of either socket. A pair ends when both directions have
 //!   ended, or at the first error on either socket (a reset, a refused connect): then both
 //!   sockets are closed with `SO_LINGER 0`, so the other peer sees a reset too.
+//! - Held against squatters (issue #25): a pair that has moved no byte either way
+//!   [`FIRST_BYTE`] after its accept is reset, and so is one that moved none for the proxy's
+//!   idle timeout (`--tcp-idle`); both count under `errors.idle`. (No per-address share: a
+//!   relay's clients are often one host, a `-P 32` test is 33 connections from it.)
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
@@ -28,6 +33,11 @@ pub const BUF: usize = 64 * 1024;
 /// Bytes read per direction per turn of the relay's loop; a connection with more to read is
 /// driven again at the next turn, after the datagrams and the other connections had theirs.
 const TURN: usize = 4 * BUF;
+/// How long a new pair may go without a byte either way before it is reset: every client the
+/// relay carries (netcore's control channel, iperf3's) speaks at once.
+pub const FIRST_BYTE: Duration = Duration::from_secs(10);
+/// How often the pairs are checked for their deadlines.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// What one call of [`Pipe::pump`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -176,6 +186,21 @@ struct Pair {
     connected: bool,
     up: Pipe,
     down: Pipe,
+    /// Accepted at.
+    born: Instant,
+    /// The last byte moved either way (None: none yet).
+    last: Option<Instant>,
+}
+
+impl Pair {
+    /// Whether the pair is past its deadline at `now`: no byte within [`FIRST_BYTE`] of its
+    /// accept, or none for `idle` since the last.
+    fn expired(&self, now: Instant, idle: Duration) -> bool {
+        match self.last {
+            None => now.duration_since(self.born) >= FIRST_BYTE.min(idle),
+            Some(t) => now.duration_since(t) >= idle,
+        }
+    }
 }
 
 /// Tokens of the pairs' sockets: client `FIRST + 2i`, server `FIRST + 2i + 1`.
@@ -192,6 +217,10 @@ pub struct Proxy {
     counters: TcpCounters,
     /// Pairs that stopped at [`TURN`] with more to read.
     hot: Vec<usize>,
+    /// A pair that moved no byte for this long is reset.
+    idle: Duration,
+    /// When the pairs are next checked for their deadlines.
+    next_sweep: Instant,
 }
 
 /// How a pair ended, if it did.
@@ -200,6 +229,8 @@ enum End {
     Closed,
     Failed(io::Error),
     ConnectFailed,
+    /// Past its deadline ([`Pair::expired`]).
+    Idle,
 }
 
 fn errno_name(e: &io::Error) -> String {
@@ -221,13 +252,15 @@ fn abort(s: TcpStream) {
 
 impl Proxy {
     /// A proxy accepting on `listener` (registered under `listen_token`), at most `max`
-    /// connections open at once, each joined to `to`.
+    /// connections open at once, each joined to `to`
+    /// and reset after `idle` without a byte either way.
     pub fn new(
         registry: &Registry,
         listener: std::net::TcpListener,
         listen_token: Token,
         to: SocketAddr,
         max: usize,
+        idle: Duration,
     ) -> io::Result<Proxy> {
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
@@ -241,6 +274,8 @@ impl Proxy {
             open: 0,
             counters: TcpCounters::default(),
             hot: Vec::new(),
+            idle,
+            next_sweep: Instant::now() + SWEEP_EVERY,
         })
     }
 
@@ -340,6 +375,8 @@ impl Proxy {
                 connected: false,
                 up: Pipe::new(BUF),
                 down: Pipe::new(BUF),
+                born: Instant::now(),
+                last: None,
             };
             let both = Interest::READABLE | Interest::WRITABLE;
             let ok = registry
@@ -394,6 +431,9 @@ impl Proxy {
             match r {
                 Ok((a, b)) => {
                     moved += a.written + b.written;
+                    if a.read + a.written + b.read + b.written > 0 {
+                        p.last = Some(Instant::now());
+                    }
                     if (a.more || b.more) && !self.hot.contains(&i) {
                         self.hot.push(i);
                     }
@@ -440,7 +480,29 @@ impl Proxy {
                 abort(p.client);
                 abort(p.server);
             }
+            End::Idle => {
+                *self.counters.errors.entry("idle".into()).or_default() += 1;
+                abort(p.client);
+                abort(p.server);
+            }
         }
+    }
+
+    /// Resets the pairs past their deadlines (looked at every [`SWEEP_EVERY`] at most);
+    /// returns how many.
+    pub fn expire(&mut self, registry: &Registry, now: Instant) -> usize {
+        if now < self.next_sweep {
+            return 0;
+        }
+        self.next_sweep = now + SWEEP_EVERY;
+        let idle = self.idle;
+        let due: Vec<usize> = (0..self.pairs.len())
+            .filter(|&i| self.pairs[i].as_ref().is_some_and(|p| p.expired(now, idle)))
+            .collect();
+        for &i in &due {
+            self.finish(registry, i, End::Idle);
+        }
+        due.len()
     }
 }
 

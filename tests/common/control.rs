@@ -2,7 +2,7 @@
 //! not (crafted or lying datagrams, floods) or hold tests open at once. Every wait bounded.
 
 use std::net::{IpAddr, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netcore::flow::control::{ClientId, Conn, Msg, Plan, PROTOCOL_VERSION};
 use netcore::flow::payload::ReceiverStats;
@@ -81,4 +81,18 @@ pub fn done_and_report(c: &mut Conn, sent: u64, len: u64, elapsed_ns: u64) -> Bo
             m => panic!("expected Report, got {m:?}"),
         }
     }
+}
+
+/// Waits (bounded) for an Error on `c`, skipping Intervals; its message.
+pub fn expect_error(c: &mut Conn) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match c.recv_until(Instant::now() + Duration::from_millis(50)) {
+            Ok(Some(Msg::Error { message })) => return message,
+            Ok(Some(Msg::Interval { .. })) | Ok(None) => {}
+            Ok(Some(m)) => panic!("expected Error, got {m:?}"),
+            Err(e) => panic!("control connection failed before an Error: {e:#}"),
+        }
+    }
+    panic!("no Error within 20 s");
 }

@@ -228,3 +228,12 @@ pub fn have_iperf3() -> bool {
     }
     ok
 }
+
+/// The `IP:PORT` of a "metrics on http://IP:PORT/metrics" line.
+pub fn metrics_addr(line: &str) -> String {
+    line.split("http://")
+        .nth(1)
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string()
+}

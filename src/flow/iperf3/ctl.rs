@@ -2,7 +2,8 @@
 //! sans-IO [`ServerCtl`].
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -27,12 +28,27 @@ pub mod ierr {
     /// "test authorization failed": what an iperf3 client is told where `--auth-key-file`
     /// asks for a key it cannot prove (iperf3 has no such handshake).
     pub const AUTH_TEST: i32 = 142;
+    /// "number of parallel streams too large" (over `--max-streams`).
+    pub const NUMSTREAMS: i32 = 6;
+    /// "total required bandwidth is larger than server limit" (over `--max-rate`).
+    pub const TOTALRATE: i32 = 27;
+    /// "test duration too long" (over `--max-duration`, asked or reached). Not 37
+    /// ("requested duration exceeds the server's maximum") nor 160 ("the server test duration
+    /// expired"): iperf3 before 3.13 prints only their numbers.
+    pub const DURATION: i32 = 5;
 }
 
-/// The receiver's surroundings an iperf3 test runs in.
-pub struct Iperf3Ctx<'a> {
-    /// The receiver's listener (non-blocking): the data connections arrive here.
-    pub listener: &'a TcpListener,
+/// The receiver's surroundings an iperf3 test runs in, on a thread of its own (issue #25: a
+/// stalled iperf3 client used to hold the receiver's control thread).
+pub struct Iperf3Ctx {
+    /// The test's data connections, each with its first
+    /// [`COOKIE_LEN`](crate::interop::iperf3::msg::COOKIE_LEN) bytes (read), as the
+    /// receiver's control thread routes them here by the test's cookie.
+    pub conns: Receiver<(TcpStream, Vec<u8>)>,
+    /// Asks the receiver for the right to run, once the parameters are accepted: false when
+    /// another test runs (the client is then told ACCESS_DENIED). Until then the test holds
+    /// nothing, so a client that stalls before keeps no one out.
+    pub hold: Box<dyn Fn() -> bool + Send>,
     pub interval: Duration,
     pub cpu: Option<usize>,
     /// How the readers wait for data (`recv --block`/`--spin`).
@@ -45,6 +61,11 @@ pub struct Iperf3Ctx<'a> {
     pub udp: SocketAddr,
     /// Receive buffer for each UDP stream's socket.
     pub rcvbuf: usize,
+    /// What a client may ask for: the receiver's `--max-duration`, `--max-streams` and
+    /// `--max-rate` (bits a second).
+    pub max_time: Duration,
+    pub max_streams: u16,
+    pub max_rate_bps: Option<f64>,
 }
 
 /// What an iperf3 test reports as it runs.
@@ -75,8 +96,58 @@ pub const SLACK: Duration = Duration::from_secs(30);
 #[error("iperf3 test refused: {0}")]
 pub struct Refused(pub String);
 
+/// A test over one of the receiver's limits, refused at the parameter exchange or cut while
+/// it runs: the client is told SERVER_ERROR with iperf3's error number `.0` (it prints
+/// iperf3's text for it), the log says `.1`.
+#[derive(Debug, thiserror::Error)]
+#[error("iperf3 test over this receiver's limits: {1}")]
+pub struct OverLimit(pub i32, pub String);
+
+/// Why parameters `p` are over a limit of `ctx`'s, with iperf3's error number, if they are
+/// (issue #25: stock clients used to run past every limit).
+pub fn check_limits(p: &crate::interop::iperf3::Params, ctx: &Iperf3Ctx) -> Result<(), OverLimit> {
+    let streams = p.parallel.max(1);
+    if streams > u32::from(ctx.max_streams) {
+        return Err(OverLimit(
+            ierr::NUMSTREAMS,
+            format!(
+                "{streams} streams requested, over this receiver's limit of {} (--max-streams)",
+                ctx.max_streams
+            ),
+        ));
+    }
+    // iperf3's -b is per stream, in each direction.
+    let bps = p.bandwidth as f64 * f64::from(streams);
+    if let Some(max) = ctx.max_rate_bps.filter(|&m| bps > m) {
+        return Err(OverLimit(
+            ierr::TOTALRATE,
+            format!(
+                "{} requested, over this receiver's limit of {} (--max-rate)",
+                crate::units::fmt_bits_per_sec(bps),
+                crate::units::fmt_bits_per_sec(max)
+            ),
+        ));
+    }
+    let len = if p.len > 0 { p.len } else { 128 * 1024 };
+    let secs = match (p.bytes, p.blocks) {
+        (0, 0) => Some((p.time + p.omit) as f64),
+        (n, 0) => (bps > 0.0).then(|| n as f64 * 8.0 / bps),
+        (_, k) => (bps > 0.0).then(|| k as f64 * f64::from(len) * 8.0 / bps),
+    };
+    match secs {
+        Some(t) if t > ctx.max_time.as_secs_f64() => Err(OverLimit(
+            ierr::DURATION,
+            format!(
+                "a test of {t:.0} s requested, over this receiver's limit of {} s (--max-duration)",
+                ctx.max_time.as_secs_f64()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses a connection that arrives while a test runs: an iperf3 client reads
-/// ACCESS_DENIED; a netcore one reads that byte as a malformed message and says so.
+/// ACCESS_DENIED.
 pub fn deny(mut s: TcpStream) {
     let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
     let _ = std::io::Write::write_all(
@@ -84,6 +155,19 @@ pub fn deny(mut s: TcpStream) {
         &[crate::interop::iperf3::State::AccessDenied.byte()],
     );
 }
+
+/// Tells an iperf3 client that it cannot run here without a key: SERVER_ERROR
+/// [`ierr::AUTH_TEST`] (iperf3 prints "test authorization failed").
+pub fn deny_unauthorized(mut s: TcpStream) {
+    let mut out = vec![crate::interop::iperf3::State::ServerError.byte()];
+    out.extend_from_slice(&ierr::AUTH_TEST.to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes());
+    let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = std::io::Write::write_all(&mut s, &out);
+}
+
+/// What a netcore client arriving during an iperf3 test is told.
+pub const BUSY: &str = "receiver is busy (an iperf3 test is running)";
 
 pub struct Ctl {
     sock: TcpStream,
@@ -158,6 +242,24 @@ impl Ctl {
         }
     }
 
+    /// Parameters `p` accepted: checks them against the receiver's limits (an [`OverLimit`])
+    /// and takes the receiver for the test; when another test holds it, the client is told
+    /// ACCESS_DENIED.
+    pub fn take_receiver(
+        &mut self,
+        p: &crate::interop::iperf3::Params,
+        ctx: &Iperf3Ctx,
+    ) -> Result<()> {
+        check_limits(p, ctx)?;
+        if !(ctx.hold)() {
+            self.out
+                .push(crate::interop::iperf3::State::AccessDenied.byte());
+            let _ = self.flush();
+            bail!("refused: another test holds the receiver (ACCESS_DENIED)");
+        }
+        Ok(())
+    }
+
     /// Tells the client the server failed (best effort): it prints iperf3's message for
     /// `i_errno`.
     pub fn fail(&mut self, i_errno: i32) {
@@ -165,19 +267,37 @@ impl Ctl {
         let _ = self.flush();
     }
 
-    /// Waits for TEST_END while the test runs: newcomers on the listener are refused,
-    /// `tick` runs every turn (interval lines), and a stop request tells the client
-    /// SERVER_TERMINATE. Bounded by `deadline`.
+    /// Waits for TEST_END while the test runs: more data connections (`conns`) are denied,
+    /// `tick` runs every turn (interval lines; its error, a limit passed, ends the test), and
+    /// a stop request tells the client SERVER_TERMINATE. Bounded by `deadline`; cut at
+    /// `cut_at` (`--max-duration`).
     pub fn until_test_end(
         &mut self,
-        listener: &TcpListener,
-        deadline: Instant,
-        tick: &mut dyn FnMut(),
+        conns: &Receiver<(TcpStream, Vec<u8>)>,
+        (deadline, cut_at): (Instant, Instant),
+        tick: &mut dyn FnMut() -> Result<()>,
     ) -> Result<()> {
         loop {
-            tick();
-            if let Ok((s, _)) = listener.accept() {
+            while let Ok((s, _)) = conns.try_recv() {
                 deny(s);
+            }
+            let over = match tick() {
+                Err(e) => Some(e),
+                Ok(()) if Instant::now() >= cut_at => Some(
+                    OverLimit(
+                        ierr::DURATION,
+                        "cut: the test reached this receiver's limit (--max-duration)".into(),
+                    )
+                    .into(),
+                ),
+                Ok(()) => None,
+            };
+            if let Some(e) = over {
+                // Told before the streams close, so the client prints why, not a broken pipe.
+                if let Some(OverLimit(code, _)) = e.downcast_ref::<OverLimit>() {
+                    self.fail(*code);
+                }
+                return Err(e);
             }
             match self.poll(Duration::from_millis(20))? {
                 None => {}

@@ -1,5 +1,6 @@
-//! `netcore recv` serving a stock `iperf3 -c` (TCP): the receiver's control thread hands over
-//! a control connection whose first byte starts a cookie, with the shared listener.
+//! `netcore recv` serving a stock `iperf3 -c` (TCP), on a thread of its own: the receiver's
+//! control thread hands over a control connection whose first byte starts a cookie, and
+//! routes the data connections that open with that cookie here.
 //!
 //! ```text
 //! iperf3 -c                               netcore recv (this driver)
@@ -28,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::ctl::{cpu_util, deny, ierr, Ctl, Iperf3Ctx, Iperf3Event, Refused};
+use super::ctl::{cpu_util, deny, ierr, Ctl, Iperf3Ctx, Iperf3Event};
+use super::ctl::{OverLimit, Refused};
 use super::ctl::{CONNECT_WINDOW, SLACK, STEP};
 use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
@@ -36,9 +38,9 @@ use crate::flow::payload::{StreamEnd, TcpSpec, DEFAULT_LEN};
 use crate::flow::streams::{Dir, Mode};
 use crate::flow::tcp::client::{job_for, sample};
 use crate::flow::tcp::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
-use crate::flow::tcp::server::{next_data_conn, TcpEvent};
+use crate::flow::tcp::server::{over_rate, TcpEvent};
 use crate::flow::tcp::stream::{self, configure, DataConn, Live, Running, Stops};
-use crate::interop::iperf3::msg::{stream_id, COOKIE_LEN};
+use crate::interop::iperf3::msg::stream_id;
 use crate::interop::iperf3::server_ctl::Event;
 use crate::interop::iperf3::{Cookie, Params, Results, StreamResult};
 use crate::sys::cpu::process_times;
@@ -54,9 +56,11 @@ pub fn serve(
 ) -> Result<()> {
     let mut c = Ctl::new(sock)?;
     let r = run(&mut c, peer, ctx, on_event);
-    if let Err(e) = &r {
+    if let (Err(e), false) = (&r, c.sc.is_closed()) {
         if e.downcast_ref::<Refused>().is_some() {
             c.fail(ierr::UNIMP);
+        } else if let Some(OverLimit(code, _)) = e.downcast_ref::<OverLimit>() {
+            c.fail(*code);
         } else if e
             .downcast_ref::<crate::interop::iperf3::ProtoError>()
             .is_some()
@@ -97,6 +101,16 @@ pub fn tcp_spec(p: &Params) -> Result<TcpSpec, String> {
         rate_bps: (p.bandwidth > 0).then(|| p.bandwidth.saturating_mul(streams as u64)),
     };
     spec.check()?;
+    Ok(spec)
+}
+
+/// [`tcp_spec`] with what this side writes (-R, --bidir) paced at most at `--max-rate`.
+fn capped_spec(p: &Params, ctx: &Iperf3Ctx) -> Result<TcpSpec> {
+    let mut spec = tcp_spec(p).map_err(Refused)?;
+    if let Some(max) = ctx.max_rate_bps {
+        let max = (max as u64).max(1);
+        spec.rate_bps = Some(spec.rate_bps.map_or(max, |r| r.min(max)));
+    }
     Ok(spec)
 }
 
@@ -143,10 +157,11 @@ fn run(
         Event::Terminated => bail!("iperf3 client terminated before its parameters"),
         e => bail!("iperf3 client sent {e:?} instead of its parameters"),
     };
+    c.take_receiver(&p, &ctx)?;
     if p.udp {
         return super::udp::run(c, peer, &ctx, &p, cookie.as_str(), on_event);
     }
-    let spec = tcp_spec(&p).map_err(Refused)?;
+    let spec = capped_spec(&p, &ctx)?;
     let plan = write_plan(&p, spec.len);
     on_event(Iperf3Event::Started {
         peer,
@@ -183,37 +198,25 @@ fn run(
     let mut intervals = Vec::new();
     let mut next = t0 + ctx.interval;
     let deadline = t0 + Duration::from_secs(p.time) + SLACK;
-    c.until_test_end(ctx.listener, deadline, &mut || {
+    let cut_at = t0 + ctx.max_time + crate::flow::access::OVERRUN_GRACE;
+    c.until_test_end(&ctx.conns, (deadline, cut_at), &mut || {
         if Instant::now() >= next {
             let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &st.live, "server");
             on_event(Iperf3Event::Tcp(TcpEvent::Interval(row.clone())));
+            let over = over_rate(&row, ctx.max_rate_bps);
             intervals.push(row);
             next += ctx.interval;
+            if let Some(why) = over {
+                return Err(OverLimit(ierr::TOTALRATE, why).into());
+            }
         }
+        Ok(())
     })?;
     let t_end = t0.elapsed().as_secs_f64();
     wstop.store(true, Ordering::Relaxed);
     let cpu1 = process_times();
     let client = c.client_results()?;
-    // Every byte the client says it sent, in; every writer stopped.
-    let wait = Instant::now() + STEP;
-    for (i, l) in st.live.iter().enumerate() {
-        let id = stream_id(i);
-        let want = match st.dirs[i] {
-            Dir::Up => client
-                .streams
-                .iter()
-                .find(|s| s.id == id)
-                .map_or(0, |s| s.bytes),
-            Dir::Down => 0,
-        };
-        while Instant::now() < wait
-            && (l.bytes.load(Ordering::Relaxed) < want
-                || (st.dirs[i] == Dir::Down && !l.finished()))
-        {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
+    await_client_bytes(&st, &client);
     let ours = our_results(&st, &spec, t_end, cpu0, cpu1);
     c.send_results(&ours)?;
     on_event(Iperf3Event::Exchanged {
@@ -271,6 +274,28 @@ fn run(
     done
 }
 
+/// Waits (bounded) until every byte the client says it sent is in and every writer stopped.
+fn await_client_bytes(st: &Streams, client: &Results) {
+    let wait = Instant::now() + STEP;
+    for (i, l) in st.live.iter().enumerate() {
+        let id = stream_id(i);
+        let want = match st.dirs[i] {
+            Dir::Up => client
+                .streams
+                .iter()
+                .find(|s| s.id == id)
+                .map_or(0, |s| s.bytes),
+            Dir::Down => 0,
+        };
+        while Instant::now() < wait
+            && (l.bytes.load(Ordering::Relaxed) < want
+                || (st.dirs[i] == Dir::Down && !l.finished()))
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
 /// Admits the test's data connections (each opens with the cookie) from the shared listener,
 /// in the order the client opens them, and starts a thread on each.
 fn admit(
@@ -297,7 +322,7 @@ fn admit(
         if let Some(e) = c.poll(Duration::from_millis(1))? {
             bail!("iperf3 client sent {e:?} while opening its data connections");
         }
-        let Some((s, head)) = next_data_conn(ctx.listener, COOKIE_LEN) else {
+        let Ok((s, head)) = ctx.conns.recv_timeout(Duration::from_millis(1)) else {
             continue;
         };
         if head != cookie.0 {

@@ -159,7 +159,8 @@ pub fn run(
     let cpu0 = process_times();
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(p.time) + SLACK;
-    c.until_test_end(ctx.listener, deadline, &mut || {})?;
+    let cut_at = t0 + ctx.max_time + crate::flow::access::OVERRUN_GRACE;
+    c.until_test_end(&ctx.conns, (deadline, cut_at), &mut || Ok(()))?;
     st.stop_senders()?;
     let t_end = t0.elapsed().as_secs_f64();
     let cpu1 = process_times();

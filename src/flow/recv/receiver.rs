@@ -41,6 +41,7 @@ use crate::flow::udp::recv_core::{Cmd, Core, Out, UdpCtx};
 use crate::flow::udp::report::{IntervalRow, UdpReport};
 use crate::flow::udp::sender::{self, BlastOptions};
 use crate::flow::udp::wire;
+use crate::reactor::shares::peer_key;
 use crate::sys::signal;
 use crate::sys::sockopt::{self, BufMethod};
 
@@ -366,10 +367,13 @@ impl Receiver {
                 stopping,
                 interrupt,
                 now,
+                iperf3: false,
             };
             if let Some(r) = self.turn_slots(&mut c, turn, cmd_tx, on_event)? {
                 return r;
             }
+            // Tests that ended no longer keep an iperf3 client out.
+            c.hold_state().netcore = running(&c.slots, &c.jobs);
             // Nothing here waits long: a turn every few milliseconds sees signals, deadlines,
             // new connections and the UDP thread's news.
             match out_rx.recv_timeout(Duration::from_millis(5)) {
@@ -456,12 +460,23 @@ impl Receiver {
         while k < c.fresh.len() {
             let (ref stream, _, since) = c.fresh[k];
             let opener = iperf3::opener(stream, since, now);
+            let mut cookie = None;
             let data = match opener {
                 Opener::Wait => {
                     k += 1;
                     continue;
                 }
-                Opener::Iperf3 => None,
+                Opener::Iperf3 => match iperf3_cookie(stream, since, now) {
+                    Preamble::Wait => {
+                        k += 1;
+                        continue;
+                    }
+                    Preamble::Data((_, head)) => {
+                        cookie = Some(head);
+                        None
+                    }
+                    Preamble::No => None,
+                },
                 Opener::Netcore => match data_preamble(stream, since, now) {
                     Preamble::Wait => {
                         k += 1;
@@ -478,29 +493,24 @@ impl Receiver {
                 continue;
             }
             if opener == Opener::Iperf3 {
-                let refusal = if self.opts.auth_key.is_some() {
-                    Some("a key is required (--auth-key-file), which iperf3 cannot prove")
-                } else if stopping {
+                let busy = if stopping {
                     Some("the receiver is stopping")
                 } else if running > 0 {
                     Some("the receiver is busy")
                 } else {
                     None
                 };
-                let ran = self.iperf3(stream, peer, refusal, &mut c.slots, on_event);
-                if c.once && ran.is_some() {
-                    return Some(ran.unwrap_or(Ok(())));
+                match self.iperf3(c, (stream, peer), cookie, busy) {
+                    Ok(Some(why)) => on_event(Event::Failed(format!(
+                        "iperf3 client {peer} refused: {why}"
+                    ))),
+                    Ok(None) => {}
+                    Err(e) => on_event(Event::Failed(format!("iperf3 client {peer}: {e:#}"))),
                 }
                 continue;
             }
-            let waiting = c.slots.len() - running.saturating_sub(c.jobs.len());
-            if waiting >= MAX_WAITING {
-                refuse_conn(
-                    &stream,
-                    &format!(
-                        "receiver has {MAX_WAITING} connections waiting for a Hello; try again"
-                    ),
-                );
+            if let Some(why) = queue_refusal(&c.slots, running.saturating_sub(c.jobs.len()), peer) {
+                refuse_conn(&stream, &why);
             } else if let Some(slot) = self.slot(stream, peer, now) {
                 c.slots.push(slot);
             }
@@ -627,63 +637,118 @@ impl Receiver {
             test_id,
             peer,
             data,
+            iperf3: None,
             interrupt,
             handle,
         })
     }
 
-    /// Serves an iperf3 client (its first byte started a cookie) on this thread: the test holds
-    /// the receiver while it runs, as a TCP test does, and whoever waits for a Hello is told
-    /// the receiver is busy. A `refusal` (why, logged with the peer) is told as ACCESS_DENIED
-    /// (iperf3 prints "the server is busy"), or where a key is required as SERVER_ERROR "test
-    /// authorization failed". Returns the test's outcome, or None when it was refused.
+    /// A connection that opened with an iperf3 cookie (`cookie`: its first bytes, when they
+    /// arrived whole): a data connection of the iperf3 test with that cookie goes to it;
+    /// otherwise it is a new client, served on a thread of its own, or refused when the
+    /// receiver is `busy` (why: a netcore test runs, or it is stopping), keyed (told as
+    /// SERVER_ERROR "test authorization failed": iperf3 cannot prove a key), held by another
+    /// iperf3 test, or has [`MAX_IPERF3_WAITING`] iperf3 clients that hold nothing yet (told as
+    /// ACCESS_DENIED, "the server is busy"). Returns why it refused, for the log.
     fn iperf3(
         &self,
+        c: &mut Control,
+        (stream, peer): (TcpStream, SocketAddr),
+        cookie: Option<Vec<u8>>,
+        busy: Option<&'static str>,
+    ) -> Result<Option<&'static str>> {
+        let owner = cookie.as_ref().and_then(|k| {
+            c.jobs
+                .iter()
+                .find_map(|j| j.iperf3.as_ref().filter(|i| &i.cookie == k))
+        });
+        if let (Some(i), Some(head)) = (owner, &cookie) {
+            let mut p = vec![0u8; head.len()];
+            stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+            std::io::Read::read_exact(&mut &stream, &mut p)?;
+            let _ = i.conns.send((stream, p));
+            return Ok(None);
+        }
+        if self.opts.auth_key.is_some() {
+            iperf3::ctl::deny_unauthorized(stream);
+            return Ok(Some(
+                "a key is required (--auth-key-file), which iperf3 cannot prove",
+            ));
+        }
+        let waiting = c.jobs.iter().filter(|j| j.iperf3.is_some()).count();
+        let refusal = busy
+            .or_else(|| {
+                c.hold_state()
+                    .iperf3
+                    .map(|_| "another iperf3 test holds the receiver")
+            })
+            .or_else(|| {
+                (waiting >= MAX_IPERF3_WAITING).then_some("too many iperf3 clients waiting")
+            });
+        if let Some(why) = refusal {
+            iperf3::ctl::deny(stream);
+            return Ok(Some(why));
+        }
+        let job = self.spawn_iperf3(c, stream, peer, cookie.unwrap_or_default())?;
+        c.jobs.push(job);
+        Ok(None)
+    }
+
+    /// Starts an iperf3 test on a thread of its own (see [`Receiver::iperf3`]).
+    fn spawn_iperf3(
+        &self,
+        c: &mut Control,
         stream: TcpStream,
         peer: SocketAddr,
-        refusal: Option<&str>,
-        slots: &mut Vec<Slot>,
-        on_event: &mut dyn FnMut(Event),
-    ) -> Option<Result<()>> {
-        if let Some(why) = refusal {
-            use crate::interop::iperf3::State;
-            let mut out = Vec::new();
-            if self.opts.auth_key.is_some() {
-                out.push(State::ServerError.byte());
-                out.extend_from_slice(&iperf3::ctl::ierr::AUTH_TEST.to_be_bytes());
-                out.extend_from_slice(&0i32.to_be_bytes());
-            } else {
-                out.push(State::AccessDenied.byte());
-            }
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            let _ = std::io::Write::write_all(&mut &stream, &out);
-            on_event(Event::Failed(format!(
-                "iperf3 client {peer} refused: {why}"
-            )));
-            return None;
-        }
-        for s in slots.drain(..) {
-            let mut c = s.conn;
-            let _ = c.send(&RecvSession::busy_message(1));
-        }
+        cookie: Vec<u8>,
+    ) -> Result<Job> {
+        c.serial += 1;
+        let serial = c.serial;
+        let (conns_tx, conns_rx) = mpsc::channel();
+        let hold = c.hold.clone();
         let ctx = Iperf3Ctx {
-            listener: &self.listener,
+            conns: conns_rx,
+            hold: Box::new(move || {
+                let mut h = hold.lock().unwrap_or_else(|e| e.into_inner());
+                let free = h.netcore == 0 && h.iperf3.is_none();
+                if free {
+                    h.iperf3 = Some(serial);
+                }
+                free
+            }),
             interval: self.opts.interval,
             cpu: self.opts.cpu,
             wait: self.opts.wait,
             thread_per_stream: self.opts.thread_per_stream,
             target: self.local_addr().to_string(),
-            udp: self.udp.local_addr().ok()?,
+            udp: self.udp.local_addr()?,
             rcvbuf: self.rcvbuf,
+            max_time: self.opts.limits.max_plan,
+            max_streams: self.opts.limits.max_streams,
+            max_rate_bps: self.opts.limits.max_rate_bps,
         };
-        let r = iperf3::serve(stream, peer, ctx, &mut |e| on_event(Event::Iperf3(e)));
-        if let Err(e) = &r {
-            on_event(Event::Failed(format!(
-                "iperf3 client {peer}: {}",
-                format!("{e:#}").replace('\n', " ")
-            )));
-        }
-        Some(r)
+        let ev = c.ev_tx.clone();
+        let run = move || {
+            let r = iperf3::serve(stream, peer, ctx, &mut |e| {
+                let _ = ev.send(Event::Iperf3(e));
+            });
+            r.map_err(|e| format!("{e:#}").replace('\n', " "))
+        };
+        let handle = thread::Builder::new()
+            .name("netcore-iperf3".into())
+            .spawn(run)?;
+        Ok(Job {
+            test_id: 0,
+            peer,
+            data: None,
+            iperf3: Some(Iperf3Job {
+                serial,
+                cookie,
+                conns: conns_tx,
+            }),
+            interrupt: Arc::new(AtomicBool::new(false)),
+            handle,
+        })
     }
 
     /// A session for a new connection (None if the socket cannot be set up).
@@ -776,6 +841,33 @@ type TestRun = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
 /// Connections waiting for their Hello at most; more are told to try again.
 const MAX_WAITING: usize = 16;
+/// Connections from one address (an IPv6 /64) waiting for their Hello at most, so that one
+/// client's silent connections cannot keep another's Hello out (issue #25).
+const MAX_WAITING_PER_PEER: usize = MAX_WAITING / 4;
+
+/// Why a new control connection from `peer` may not wait for its Hello (the queue is full,
+/// or `peer`'s share of it), if it may not; `with_test` of `slots` have a test.
+fn queue_refusal(slots: &[Slot], with_test: usize, peer: SocketAddr) -> Option<String> {
+    let waiting = slots.len().saturating_sub(with_test);
+    let key = peer_key(peer.ip());
+    let from_peer = slots
+        .iter()
+        .filter(|s| !s.session.has_test() && peer_key(s.peer.ip()) == key)
+        .count();
+    if waiting >= MAX_WAITING {
+        Some(format!(
+            "receiver has {MAX_WAITING} connections waiting for a Hello; try again"
+        ))
+    } else if from_peer >= MAX_WAITING_PER_PEER {
+        Some(format!(
+            "receiver has {MAX_WAITING_PER_PEER} connections from {} waiting for a Hello; \
+             send one or close one first",
+            peer.ip()
+        ))
+    } else {
+        None
+    }
+}
 
 /// One control connection and its session.
 struct Slot {
@@ -814,10 +906,32 @@ struct Job {
     peer: SocketAddr,
     /// A TCP test's data connections go here (admitted by their preamble).
     data: Option<Tx<(TcpStream, Vec<u8>)>>,
+    /// An iperf3 test's cookie, where its data connections go, and its serial number.
+    iperf3: Option<Iperf3Job>,
     /// Set to end the test now (a second signal).
     interrupt: Arc<AtomicBool>,
     handle: thread::JoinHandle<Result<(), String>>,
 }
+
+/// An iperf3 test on a thread of its own.
+struct Iperf3Job {
+    serial: u64,
+    cookie: Vec<u8>,
+    conns: Tx<(TcpStream, Vec<u8>)>,
+}
+
+/// Who holds the receiver, shared with the iperf3 tests on their threads (each asks once its
+/// parameters are accepted, see `Iperf3Ctx::hold`): how many netcore tests run, and which
+/// iperf3 test holds it. Netcore tests are admitted under the same lock.
+#[derive(Debug, Default)]
+struct Hold {
+    netcore: usize,
+    iperf3: Option<u64>,
+}
+
+/// iperf3 clients that hold nothing yet (before their parameters are accepted) at most;
+/// more are told ACCESS_DENIED.
+const MAX_IPERF3_WAITING: usize = 4;
 
 /// What a session handed on to a thread.
 enum JobKind {
@@ -838,6 +952,9 @@ struct Control {
     ev_rx: Rx<Event>,
     /// A graceful stop was announced (`Event::Stopping`).
     announced: bool,
+    /// Who holds the receiver (shared with iperf3 tests), and the last iperf3 serial.
+    hold: Arc<std::sync::Mutex<Hold>>,
+    serial: u64,
 }
 
 /// What a turn of the control thread knows of stop requests, and its time.
@@ -846,6 +963,8 @@ struct Turn {
     stopping: bool,
     interrupt: bool,
     now: Instant,
+    /// An iperf3 test holds the receiver (known under the lock, see [`Control::feed`]).
+    iperf3: bool,
 }
 
 impl Control {
@@ -860,7 +979,14 @@ impl Control {
             ev_tx,
             ev_rx,
             announced: false,
+            hold: Arc::default(),
+            serial: 0,
         }
+    }
+
+    /// The shared state of who holds the receiver (a poisoned lock is still the state).
+    fn hold_state(&self) -> std::sync::MutexGuard<'_, Hold> {
+        self.hold.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Passes the jobs' events on and joins the jobs that ended (their failures reported).
@@ -877,6 +1003,13 @@ impl Control {
                 continue;
             }
             let job = self.jobs.swap_remove(k);
+            if let Some(i) = &job.iperf3 {
+                let mut h = self.hold_state();
+                if h.iperf3 == Some(i.serial) {
+                    h.iperf3 = None;
+                }
+                h.netcore = running(&self.slots, &self.jobs);
+            }
             let r = job
                 .handle
                 .join()
@@ -896,25 +1029,50 @@ impl Control {
 
     /// Feeds slot `i`'s session its next message; a Hello is first checked against the
     /// admission rules (stopping, `max_tests`, a test id in use) and refused if it fails them.
+    /// With a shared key, the rules are checked once the key is proved instead (issue #25:
+    /// before, a sender without the key learned how many tests run and which test ids).
     fn feed(&mut self, i: usize, turn: Turn) {
-        let admit = Admission {
-            running: running(&self.slots, &self.jobs),
-            max_tests: self.max_tests,
-            stopping: turn.stopping,
-        };
         let msg = self.slots[i].next_msg();
+        // Admitted under the lock iperf3 tests take the receiver with.
+        let hold = self.hold.clone();
+        let mut hold = hold.lock().unwrap_or_else(|e| e.into_inner());
+        let turn = Turn {
+            iperf3: hold.iperf3.is_some(),
+            ..turn
+        };
+        let session = &self.slots[i].session;
         let refusal = match &msg {
-            Some(Msg::Hello { test_id, .. }) if !self.slots[i].session.has_test() => {
-                admit.refusal(id_in_use(&self.slots, &self.jobs, i, *test_id))
+            Some(Msg::Hello { test_id, .. }) if !session.has_test() && !session.keyed() => {
+                self.refusal(i, *test_id, turn, 0)
             }
             _ => None,
         };
+        let auth = matches!(msg, Some(Msg::Auth { .. }));
         if let (Some(m), None) = (msg, &refusal) {
             self.slots[i].session.on_msg(m, turn.now);
         }
+        let session = &self.slots[i].session;
+        let refusal = match refusal {
+            // Proved: the session has its test now (it counts itself among those running).
+            None if auth && session.has_test() => self.refusal(i, session.test_id(), turn, 1),
+            r => r,
+        };
         if let Some(why) = refusal {
             self.slots[i].session.refuse(why);
         }
+        hold.netcore = running(&self.slots, &self.jobs);
+    }
+
+    /// Why slot `i`'s test `test_id` may not start, if it may not; `own`: whether slot `i`
+    /// counts among the running tests already.
+    fn refusal(&self, i: usize, test_id: u64, turn: Turn, own: usize) -> Option<String> {
+        let admit = Admission {
+            running: running(&self.slots, &self.jobs).saturating_sub(own),
+            max_tests: self.max_tests,
+            stopping: turn.stopping,
+            iperf3: turn.iperf3,
+        };
+        admit.refusal(id_in_use(&self.slots, &self.jobs, i, test_id))
     }
 
     /// A session that ended with `r`: its failure reported. Returns the outcome when it ends
@@ -996,16 +1154,19 @@ struct Carried {
     ended: Option<Result<(), String>>,
 }
 
-/// Tests running: sessions past their Hello and tests on threads of their own.
+/// netcore tests running: sessions past their Hello and tests on threads of their own
+/// (iperf3's hold the receiver apart, see [`Hold`]).
 fn running(slots: &[Slot], jobs: &[Job]) -> usize {
-    slots.iter().filter(|s| s.session.has_test()).count() + jobs.len()
+    slots.iter().filter(|s| s.session.has_test()).count()
+        + jobs.iter().filter(|j| j.iperf3.is_none()).count()
 }
 
 /// Whether test id `id` runs already (in a session but slot `i`'s, or on a thread).
 fn id_in_use(slots: &[Slot], jobs: &[Job], i: usize, id: u64) -> bool {
     let in_slot =
         |(j, s): (usize, &Slot)| j != i && s.session.has_test() && s.session.test_id() == id;
-    slots.iter().enumerate().any(in_slot) || jobs.iter().any(|j| j.test_id == id)
+    slots.iter().enumerate().any(in_slot)
+        || jobs.iter().any(|j| j.iperf3.is_none() && j.test_id == id)
 }
 
 /// Whether a new Hello may start a test.
@@ -1013,6 +1174,8 @@ struct Admission {
     running: usize,
     max_tests: usize,
     stopping: bool,
+    /// An iperf3 test holds the receiver.
+    iperf3: bool,
 }
 
 impl Admission {
@@ -1020,6 +1183,8 @@ impl Admission {
     fn refusal(&self, in_use: bool) -> Option<String> {
         if self.stopping {
             Some("the receiver is stopping".into())
+        } else if self.iperf3 {
+            Some(iperf3::ctl::BUSY.into())
         } else if self.running >= self.max_tests {
             match RecvSession::busy_message(self.running) {
                 Msg::Error { message } => Some(message),
@@ -1064,6 +1229,23 @@ fn refuse_conn(stream: &TcpStream, why: &str) {
         message: why.to_string(),
     };
     let _ = std::io::Write::write_all(&mut &*stream, &crate::flow::control::encode(&m));
+}
+
+/// Peeks (non-blocking) at a connection that opened like an iperf3 client for its whole
+/// cookie: `Data((0, cookie))` once all of it is there, `Wait` while part of it is (for as
+/// long as [`SILENT_GRACE`]), `No` after that.
+fn iperf3_cookie(s: &TcpStream, since: Instant, now: Instant) -> Preamble {
+    let mut b = [0u8; crate::interop::iperf3::msg::COOKIE_LEN];
+    let _ = s.set_nonblocking(true);
+    let n = s.peek(&mut b).unwrap_or(0);
+    let _ = s.set_nonblocking(false);
+    if n == b.len() {
+        Preamble::Data((0, b.to_vec()))
+    } else if now.duration_since(since) < SILENT_GRACE {
+        Preamble::Wait
+    } else {
+        Preamble::No
+    }
 }
 
 /// What a new connection's first bytes say about a TCP test's data connection.

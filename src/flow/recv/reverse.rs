@@ -32,13 +32,14 @@ use crate::units::Rate;
 /// How long the receiver waits for the client's opener after Ready.
 pub const OPEN_WAIT: Duration = Duration::from_secs(10);
 
-/// Waits (bounded, slices of 50 ms, a stop request gives up) for test `test_id`'s opener on
-/// `sock` from host `peer` (the control connection's: nothing is ever sent to an address
-/// the receiver did not admit); the address it came from. Anything else is dropped.
+/// Waits (bounded, slices of 50 ms, a stop request gives up, so does a client that closed
+/// its control connection `c`) for test `test_id`'s opener on `sock` from host `peer` (the
+/// control connection's: nothing is ever sent to an address the receiver did not admit); the
+/// address it came from. Anything else is dropped.
 fn await_opener(
     sock: &UdpSocket,
-    test_id: u64,
-    peer: IpAddr,
+    c: &Conn,
+    (test_id, peer): (u64, IpAddr),
     stop: &dyn Fn() -> bool,
 ) -> Result<SocketAddr> {
     sock.set_read_timeout(Some(Duration::from_millis(50)))?;
@@ -47,6 +48,9 @@ fn await_opener(
     while Instant::now() < deadline {
         if stop() {
             bail!("interrupted while waiting for the client's opener datagram");
+        }
+        if c.peer_closed() {
+            bail!("the client closed its control connection before its opener datagram");
         }
         if let Ok((n, from)) = sock.recv_from(&mut buf) {
             if wire::is_opener(&buf[..n], test_id) && same_host(from.ip(), peer) {
@@ -84,7 +88,7 @@ pub fn serve(
         gro: false,
         port: Some(sock.local_addr()?.port()),
     })?;
-    let peer = match await_opener(&sock, job.test_id, peer, &|| {
+    let peer = match await_opener(&sock, c, (job.test_id, peer), &|| {
         stop() || signal::stop_requested()
     }) {
         Ok(p) => p,
@@ -112,6 +116,7 @@ pub fn serve(
         zerocopy: false,
         client: Default::default(),
         test_id: Some(job.test_id),
+        cut_after: Some(job.max_time),
     };
     sender::check_len(opts.len)?;
     let mut socks = Vec::with_capacity(job.streams as usize);

@@ -18,7 +18,7 @@ use crate::flow::access::{self, Key, NONCE_LEN, OVERRUN_GRACE};
 use crate::flow::control::{Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::TcpSpec;
-use crate::flow::streams::MAX_STREAMS;
+use crate::flow::streams::{Dir, MAX_STREAMS};
 use crate::flow::udp::recv_core::{Cmd, Out, TestParams};
 use crate::flow::udp::report::{IntervalRow, SenderStats, UdpReport, SCHEMA};
 use crate::flow::udp::wire::{HEADER_LEN, MAX_DATAGRAM};
@@ -124,6 +124,8 @@ pub struct ReverseJob {
     pub verify: bool,
     /// Datagrams per second over all streams (None: unpaced).
     pub pps: Option<f64>,
+    /// Sending is cut this long after it started, whatever the plan (`--max-duration`).
+    pub max_time: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +225,12 @@ impl RecvSession {
         )
     }
 
+    /// Whether a sender must prove the shared key (`--auth-key-file`) before its test is
+    /// admitted.
+    pub fn keyed(&self) -> bool {
+        self.ctx.auth.is_some()
+    }
+
     /// The test id a Hello named (0 before one).
     pub fn test_id(&self) -> u64 {
         self.test_id
@@ -301,13 +309,7 @@ impl RecvSession {
                 ));
             }
         }
-        let max = self.ctx.limits.max_streams;
-        // Beyond the protocol's range the test's own check says so.
-        if *streams > max && *streams <= MAX_STREAMS {
-            return Err(format!(
-                "{streams} streams requested, over this receiver's limit of {max} (--max-streams)"
-            ));
-        }
+        check_streams(*streams, self.ctx.limits.max_streams)?;
         match (&self.ctx.auth, auth) {
             (Some(_), false) => {
                 return Err(
@@ -327,6 +329,66 @@ impl RecvSession {
             same_host: *host == self.ctx.host || self.ctx.peer_loopback,
             streams: 1,
         })
+    }
+
+    /// Checks the test as its Setup makes it final against every limit (issue #25: a TCP
+    /// Setup's streams got past `--max-streams`, and a test planned by count, paced so slowly
+    /// that it would run for ever, past `--max-duration`): `streams` per direction, `len`
+    /// bytes a datagram or write, `client_bps` the rate the client asks to send at (a TCP
+    /// spec's), `server_bps` the rate this side will send at (a reverse test's, after the
+    /// `--max-rate` cap; None: unpaced).
+    fn check_final(
+        &self,
+        streams: u16,
+        len: u32,
+        client_bps: Option<f64>,
+        server_bps: Option<f64>,
+    ) -> Result<(), String> {
+        let l = &self.ctx.limits;
+        check_streams(streams, l.max_streams)?;
+        if let (Some(asked), Some(max)) = (client_bps, l.max_rate_bps) {
+            if asked > max {
+                return Err(format!(
+                    "the test asks to send at {}, over this receiver's limit of {} (--max-rate)",
+                    crate::units::fmt_bits_per_sec(asked),
+                    crate::units::fmt_bits_per_sec(max)
+                ));
+            }
+        }
+        let bps = server_bps.or(client_bps);
+        if let (Plan::Count(n), Some(bps)) = (self.plan, bps) {
+            let secs = n as f64 * f64::from(len) * 8.0 / bps;
+            if secs > l.max_plan.as_secs_f64() {
+                return Err(format!(
+                    "{n} x {len} bytes at {} take {secs:.3e} s, over this receiver's limit of {} s (--max-duration)",
+                    crate::units::fmt_bits_per_sec(bps),
+                    l.max_plan.as_secs_f64()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`RecvSession::check_final`] for a TCP test: its spec's streams and write size, the
+    /// rate it asks its client to send at, the rate this side sends at (capped at
+    /// `--max-rate`) when it sends.
+    fn check_tcp(&self, spec: &TcpSpec) -> Result<(), String> {
+        spec.check()?;
+        let dirs = spec.directions();
+        let rate = spec.rate_bps.map(|r| r as f64);
+        let client = rate.filter(|_| dirs.contains(&Dir::Up));
+        let server =
+            dirs.contains(&Dir::Down)
+                .then(|| match (rate, self.ctx.limits.max_rate_bps) {
+                    (Some(r), Some(m)) => Some(r.min(m)),
+                    (r, m) => r.or(m),
+                });
+        // Both ways: the slower side sets the time.
+        let bps = match (client, server.flatten()) {
+            (Some(c), Some(s)) => Some(c.min(s)),
+            (c, s) => c.or(s),
+        };
+        self.check_final(spec.streams, spec.len, client, bps)
     }
 
     /// Checks what only a UDP test needs of its Hello (a TCP test's `len` is its write size).
@@ -511,7 +573,12 @@ impl RecvSession {
                 tcp: None,
                 reverse: Some(r),
                 echo: None,
-            } => match self.check_udp() {
+            } => match self.check_udp().and_then(|()| {
+                let bps = self
+                    .reverse_pps(r.pps)
+                    .map(|pps| pps * f64::from(self.len) * 8.0);
+                self.check_final(self.streams, self.len, None, bps)
+            }) {
                 Ok(()) => {
                     self.actions.push(Action::UdpReverse(ReverseJob {
                         test_id: self.test_id,
@@ -520,6 +587,7 @@ impl RecvSession {
                         streams: self.streams,
                         verify: self.verify,
                         pps: self.reverse_pps(r.pps),
+                        max_time: self.ctx.limits.max_plan,
                     }));
                     self.state = State::Ended;
                 }
@@ -541,14 +609,17 @@ impl RecvSession {
             },
             Msg::Setup {
                 tcp: Some(spec), ..
-            } => {
-                self.actions.push(Action::Tcp {
-                    test_id: self.test_id,
-                    plan: self.plan,
-                    spec,
-                });
-                self.state = State::Ended;
-            }
+            } => match self.check_tcp(&spec) {
+                Ok(()) => {
+                    self.actions.push(Action::Tcp {
+                        test_id: self.test_id,
+                        plan: self.plan,
+                        spec,
+                    });
+                    self.state = State::Ended;
+                }
+                Err(why) => self.refuse(why),
+            },
             Msg::Setup { .. } => {
                 self.refuse("a Setup asks for one test: a reverse UDP test or an echo".into())
             }
@@ -889,9 +960,21 @@ impl RecvSession {
     }
 }
 
+/// Refuses more streams than `--max-streams` (a number past the protocol's range too: the
+/// test's own check names that range, but no test may get past the limit without a check).
+fn check_streams(streams: u16, max: u16) -> Result<(), String> {
+    if streams > max {
+        return Err(format!(
+            "{streams} streams requested, over this receiver's limit of {max} (--max-streams)"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::streams::Mode;
 
     fn session(streams: u16) -> RecvSession {
         let t0 = Instant::now();
@@ -1009,10 +1092,8 @@ mod tests {
         for n in [0, MAX_STREAMS + 1] {
             let mut s = session(n);
             let a = actions(&mut s);
-            assert!(
-                a.iter().any(|x| x.contains("UDP streams requested")),
-                "{a:?}"
-            );
+            // 0: the protocol's range; over it: the receiver's limit, checked first.
+            assert!(a.iter().any(|x| x.contains(" streams requested")), "{a:?}");
             assert!(s.ended());
         }
     }
@@ -1221,5 +1302,78 @@ mod tests {
             let a = actions(&mut s);
             assert!(a[0].contains(&format!("pps: Some({sent:?})")), "{a:?}");
         }
+    }
+
+    #[test]
+    fn the_final_plan_is_checked_against_every_limit() {
+        let limits = Limits {
+            max_plan: Duration::from_secs(3),
+            max_streams: 2,
+            max_rate_bps: Some(1e6),
+            ..Limits::default()
+        };
+        let t0 = Instant::now();
+        let setup = |plan, m: Msg| {
+            let mut s = RecvSession::new(ctx_with(limits, None), t0);
+            s.on_msg(hello_msg(1, plan, false), t0);
+            s.on_msg(m, t0);
+            actions(&mut s)
+        };
+        let tcp = |streams, mode, rate_bps| Msg::Setup {
+            tcp: Some(TcpSpec {
+                rate_bps,
+                ..TcpSpec::plain(streams, mode, 1000)
+            }),
+            reverse: None,
+            echo: None,
+        };
+        let reverse = |pps| Msg::Setup {
+            tcp: None,
+            reverse: Some(crate::flow::control::Reverse { pps }),
+            echo: None,
+        };
+        let refused = |a: Vec<String>, flag: &str| {
+            assert!(
+                a.iter().any(|x| x.contains("Error") && x.contains(flag)),
+                "{a:?}"
+            )
+        };
+        // The Hello said one stream; the Setup asks for 16.
+        refused(
+            setup(Plan::Count(10), tcp(16, Mode::Reverse, None)),
+            "(--max-streams)",
+        );
+        // A client asking to send faster than the limit.
+        refused(
+            setup(Plan::Count(10), tcp(1, Mode::Forward, Some(2_000_000))),
+            "(--max-rate)",
+        );
+        // A reverse plan whose pacing (or the --max-rate cap) makes it outlast --max-duration.
+        refused(
+            setup(Plan::Count(1000), reverse(Some(1e-300))),
+            "(--max-duration)",
+        );
+        refused(
+            setup(Plan::Count(100_000), reverse(None)),
+            "(--max-duration)",
+        );
+        refused(
+            setup(Plan::Count(10_000), tcp(1, Mode::Reverse, None)),
+            "(--max-duration)",
+        );
+        refused(
+            setup(Plan::Count(10_000), tcp(1, Mode::Bidir, Some(1000))),
+            "(--max-duration)",
+        );
+        // Within every limit: handed on.
+        let a = setup(Plan::Count(100), reverse(Some(100.0)));
+        assert!(a.iter().any(|x| x.starts_with("UdpReverse")), "{a:?}");
+        let a = setup(Plan::Count(100), tcp(2, Mode::Reverse, None));
+        assert!(a.iter().any(|x| x.starts_with("Tcp")), "{a:?}");
+        let a = setup(
+            Plan::TimeNs(2_000_000_000),
+            tcp(2, Mode::Forward, Some(500_000)),
+        );
+        assert!(a.iter().any(|x| x.starts_with("Tcp")), "{a:?}");
     }
 }

@@ -69,11 +69,9 @@ fn busy(mut s: TcpStream) {
     }));
 }
 
-/// The next data connection waiting on the shared (non-blocking) listener and its first
-/// `head` bytes, read within 5 s; None when nothing waits or the connection sent less. Shared
-/// by every driver that admits data connections from the receiver's listener (netcore's TCP
-/// test by its preamble, iperf3's by its cookie).
-pub fn next_data_conn(listener: &TcpListener, head: usize) -> Option<(TcpStream, Vec<u8>)> {
+/// The next data connection waiting on a (non-blocking) listener of the test's own and its
+/// first `head` bytes, read within 5 s; None when nothing waits or the connection sent less.
+fn next_data_conn(listener: &TcpListener, head: usize) -> Option<(TcpStream, Vec<u8>)> {
     let (s, _) = listener.accept().ok()?;
     let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
@@ -96,7 +94,7 @@ fn admit(s: TcpStream, p: &[u8], test_id: u64, n: usize) -> Option<(u32, TcpStre
 
 /// Why an interval of the client's streams is over `--max-rate` (`max`), if it is: over by
 /// more than a quarter and by at least 64 KiB (a burst is not a rate).
-fn over_rate(row: &TcpInterval, max: Option<f64>) -> Option<String> {
+pub fn over_rate(row: &TcpInterval, max: Option<f64>) -> Option<String> {
     let max = max?;
     let up: f64 = row
         .streams
@@ -139,6 +137,7 @@ fn data_listener(c: &Conn, spec: &TcpSpec) -> Result<Option<TcpListener>> {
 /// Takes this test's data connections (from `own`, this test's listener, or from the
 /// receiver's shared one), within [`CONNECT_WINDOW`]; each configured and given its job.
 fn accept_conns(
+    c: &Conn,
     ctx: &ServerCtx,
     own: Option<&TcpListener>,
     test_id: u64,
@@ -161,6 +160,12 @@ fn accept_conns(
                 "only {n} of {} data connections arrived",
                 dirs.len()
             ));
+        }
+        if c.peer_closed() {
+            return Err(
+                "the client closed its control connection before its data connections arrived"
+                    .into(),
+            );
         }
         let next = match own.and_then(|l| next_data_conn(l, PREAMBLE_LEN)) {
             Some(x) => Some(x),
@@ -221,7 +226,7 @@ pub fn run_test(
             .map(|a| a.port()),
     })?;
     on_event(TcpEvent::Started(plan, Box::new(spec.clone())));
-    let slots = match accept_conns(&ctx, own.as_ref(), test_id, plan, &spec) {
+    let slots = match accept_conns(c, &ctx, own.as_ref(), test_id, plan, &spec) {
         Ok(s) => s,
         Err(why) => return refuse(c, why),
     };

@@ -89,6 +89,9 @@ pub struct BlastOptions {
     /// `--json-stream` start event) can name it; None: a fresh one for each test opened
     /// (each `--find-rate` trial).
     pub test_id: Option<u64>,
+    /// Sending stops this long after it started, whatever the plan, and the peer is told
+    /// why instead of getting Done: a receiver's `--max-duration` on a test it sends (`-R`).
+    pub cut_after: Option<Duration>,
 }
 
 /// Validates the datagram length.
@@ -122,6 +125,8 @@ struct BlastResult {
     cpu: CpuUsage,
     /// A signal stopped sending before the plan was done.
     interrupted: bool,
+    /// `cut_after` stopped sending before the plan was done.
+    cut: bool,
 }
 
 /// Datagrams per wake-up when paced at `pps`: about a millisecond's worth, at least one and at
@@ -194,6 +199,7 @@ fn combine(parts: Vec<BlastResult>) -> BlastResult {
         zerocopy: None,
         cpu: CpuUsage::default(),
         interrupted: false,
+        cut: false,
     };
     for p in parts {
         all.sent += p.sent;
@@ -210,6 +216,7 @@ fn combine(parts: Vec<BlastResult>) -> BlastResult {
         }
         all.cpu.add(&p.cpu);
         all.interrupted |= p.interrupted;
+        all.cut |= p.cut;
     }
     all.cpu = all.cpu.finish(all.bytes);
     all
@@ -312,7 +319,9 @@ fn blast_loop(
     let mut first_send = true;
     let mut stalled_since: Option<Instant> = None;
     let start = Instant::now();
+    let cut_at = opts.cut_after.map(|d| start + d);
     let mut interrupted = false;
+    let mut cut = false;
     'outer: while seq < limit {
         if signal::stop_requested() {
             interrupted = true;
@@ -325,6 +334,10 @@ fn blast_loop(
             if Instant::now() >= d {
                 break;
             }
+        }
+        if cut_at.is_some_and(|c| Instant::now() >= c) {
+            cut = true;
+            break;
         }
         let per_call = (batch.capacity() * segs) as u64;
         let mut k = per_call.min(limit - seq);
@@ -425,7 +438,20 @@ fn blast_loop(
         zerocopy: batch.zerocopy(),
         cpu: CpuUsage::default(),
         interrupted,
+        cut,
     })
+}
+
+/// Tells the peer that sending was cut at `after` (`BlastOptions::cut_after`); the error.
+fn tell_cut(c: &mut Conn, after: Duration) -> anyhow::Error {
+    let why = format!(
+        "cut: the test reached this receiver's limit of {} s (--max-duration)",
+        after.as_secs_f64()
+    );
+    let _ = c.send(&Msg::Error {
+        message: why.clone(),
+    });
+    anyhow::anyhow!(why)
 }
 
 /// Interval lines as the test runs.
@@ -620,6 +646,9 @@ pub fn blast_and_finish(
             lane(opts, 0).rate.expect("paced")
         ),
     });
+    if let (true, None, Some(after)) = (res.cut, &ended, opts.cut_after) {
+        return Err(tell_cut(c, after));
+    }
     let mut receiver = match ended {
         Some(Err(e)) => bail!("the receiver ended the test early: {e}"),
         // The receiver ended the test itself (it was interrupted) and sent its report.
