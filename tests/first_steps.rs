@@ -310,3 +310,34 @@ fn udp_only_flags_are_refused_for_tcp() {
         );
     }
 }
+
+/// #26 habits: iperf3's short flags where they mean the same thing (-t -l -b -i -J; -c, -n,
+/// -k and -w likewise), and a tip naming netcore's flag where iperf3 spells one differently.
+#[test]
+fn iperf3_short_flags_carry_over() {
+    let (st, out, err) = common::run(
+        &[
+            "blast", "-t", "1s", "-l", "1000", "-b", "10Mbps", "-i", "500ms", "-J",
+        ],
+        LIMIT,
+    );
+    assert!(st.success(), "{err}");
+    let r = common::json(&out);
+    assert_eq!(r["len"], 1000, "{out}");
+    let pacing = r["sender"]["pacing"].as_str().unwrap_or_default();
+    assert!(pacing.contains("10.00 Mbit/s"), "{pacing}");
+    assert!(
+        r["intervals"].as_array().is_some_and(|i| i.len() >= 2),
+        "{out}"
+    );
+    for (flag, tip) in [
+        ("-Z", "--sendfile"),
+        ("-p", "--to HOST:PORT"),
+        ("-u", "--proto"),
+    ] {
+        let (st, _, err) = common::run(&["blast", flag], LIMIT);
+        assert_eq!(st.code(), Some(2), "{flag}: {err}");
+        let line = err.lines().find(|l| l.starts_with("tip: ")).unwrap_or("");
+        assert!(line.contains(tip), "{flag}: {err}");
+    }
+}

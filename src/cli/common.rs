@@ -207,7 +207,7 @@ fn parse_cpus(s: &str) -> Result<CpuList, String> {
 pub struct OutputArgs {
     /// Print the report as JSON (versioned: its "schema" field names the schema, e.g.
     /// netcore.udp.v4, netcore.tcp.v1)
-    #[arg(long, conflicts_with = "csv")]
+    #[arg(long, short = 'J', conflicts_with = "csv")]
     pub json: bool,
     /// Print the report as CSV
     #[arg(long)]
@@ -323,7 +323,7 @@ pub struct TcpArgs {
     #[arg(long)]
     pub bidir: bool,
     /// TCP socket buffers (SO_SNDBUF and SO_RCVBUF) on both ends; autotuned without it
-    #[arg(long, value_parser = units::parse_nonzero_size)]
+    #[arg(long, short = 'w', value_parser = units::parse_nonzero_size)]
     pub window: Option<u64>,
     /// TCP maximum segment size (TCP_MAXSEG, 88..=32767)
     #[arg(long, value_parser = clap::value_parser!(u32).range(88..=32767))]

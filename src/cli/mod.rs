@@ -120,6 +120,46 @@ pub fn man(command: Option<&str>, out: &mut dyn std::io::Write) -> Result<()> {
 /// Exit status of a usage error (clap's, or a [`common::UsageError`] found after parsing).
 pub const EXIT_USAGE: u8 = 2;
 
+/// iperf3's flags that netcore spells differently (its short flags -t -n -k -l -b -i -w -J -c
+/// netcore takes as they are): the flag to use instead.
+const IPERF3_SPELLINGS: &[(&str, &str)] = &[
+    (
+        "-p",
+        "give the port with the address: --to HOST:PORT (recv: --listen PORT)",
+    ),
+    (
+        "-u",
+        "UDP is blast's default (--proto udp); TCP is --proto tcp",
+    ),
+    ("-s", "the server is a command of its own: netcore recv"),
+    ("-Z", "iperf3's -Z is --sendfile"),
+    ("-C", "iperf3's -C is --congestion ALGO"),
+    ("-M", "iperf3's -M is --mss BYTES"),
+    ("-N", "iperf3's -N is --no-delay"),
+    ("-A", "iperf3's -A is --cpus LIST (or --pin)"),
+    ("-B", "iperf3's -B is --bind ADDR"),
+    (
+        "-O",
+        "netcore has no omit: every interval is reported, the first ones too",
+    ),
+];
+
+/// A tip for a flag clap did not know, when iperf3 spells it that way.
+fn iperf3_tip(e: &clap::Error) -> Option<&'static str> {
+    use clap::error::{ContextKind, ContextValue};
+    if e.kind() != clap::error::ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let flag = arg.get(..2)?;
+    IPERF3_SPELLINGS
+        .iter()
+        .find(|(f, _)| *f == flag)
+        .map(|(_, tip)| *tip)
+}
+
 /// Parses the process arguments and runs the command.
 /// Usage errors are printed as clap renders them (the error on a first line starting
 /// `netcore: error: `, then clap's suggestions, possible values and usage) with exit code 2;
@@ -139,6 +179,9 @@ pub fn main() -> Result<ExitCode> {
                 None => msg,
             };
             eprint!("{msg}");
+            if let Some(tip) = iperf3_tip(&e) {
+                eprintln!("tip: {tip}");
+            }
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };

@@ -44,7 +44,7 @@ pub const DEFAULT_PORT: u16 = 5300;
 pub struct BlastArgs {
     /// Receiver (HOST[:PORT], port 5300 by default). Without it netcore starts its own
     /// receiver on loopback, on another core, and runs the real protocol against it
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, short = 'c', value_name = "HOST:PORT")]
     pub to: Option<String>,
     /// The receiver's TCP control address, when it differs from --to (e.g. through a relay)
     #[arg(long, value_name = "HOST:PORT")]
@@ -55,24 +55,25 @@ pub struct BlastArgs {
     #[command(flatten, next_help_heading = "TCP (--proto tcp)")]
     pub tcp: TcpArgs,
     /// Bytes to send (200MB = 200*10^6, 200MiB or 200M = 200*2^20)
-    #[arg(long, value_parser = units::parse_nonzero_size, group = "amount", allow_hyphen_values = true)]
+    #[arg(long, short = 'n', value_parser = units::parse_nonzero_size, group = "amount", allow_hyphen_values = true)]
     pub size: Option<u64>,
     /// How long to send (10s, 500ms); 10s if no amount is given
-    #[arg(long, value_parser = units::parse_nonzero_duration, group = "amount", allow_hyphen_values = true)]
+    #[arg(long, short = 't', value_parser = units::parse_nonzero_duration, group = "amount", allow_hyphen_values = true)]
     pub time: Option<Duration>,
     /// Datagrams to send
-    #[arg(long, group = "amount", allow_hyphen_values = true)]
+    #[arg(long, short = 'k', group = "amount", allow_hyphen_values = true)]
     pub count: Option<u64>,
     /// UDP payload bytes per datagram (40..=65507; default 1472), or TCP bytes per write
     /// (default 128KiB)
-    #[arg(long, value_parser = units::parse_nonzero_size, allow_hyphen_values = true)]
+    #[arg(long, short = 'l', value_parser = units::parse_nonzero_size, allow_hyphen_values = true)]
     pub len: Option<u64>,
     /// Messages per sendmmsg call (with GSO each message carries up to 64 KiB of datagrams)
     #[arg(long, default_value_t = 64, allow_hyphen_values = true)]
     pub batch: usize,
     /// Pace to this rate: bits (1Gbps, 500Mbps, 1e9), bytes (125MB/s) or datagrams (50kpps)
-    /// per second; unpaced without it
-    #[arg(long, value_parser = units::parse_rate, allow_hyphen_values = true)]
+    /// per second; unpaced without it. The total over all -P streams (iperf3's -b is per
+    /// stream)
+    #[arg(long, short = 'b', value_parser = units::parse_rate, allow_hyphen_values = true)]
     pub rate: Option<Rate>,
     /// UDP GSO: hand the kernel multi-datagram buffers
     #[arg(long, value_enum, default_value = "auto")]
@@ -81,7 +82,7 @@ pub struct BlastArgs {
     #[arg(long)]
     pub verify: bool,
     /// Interval between progress lines
-    #[arg(long, value_parser = units::parse_nonzero_duration, default_value = "1s")]
+    #[arg(long, short = 'i', value_parser = units::parse_nonzero_duration, default_value = "1s")]
     pub interval: Duration,
     /// Send buffer to ask for
     #[arg(long, value_parser = units::parse_nonzero_size, default_value = "4MiB")]
