@@ -267,6 +267,18 @@ impl Ctl {
         let _ = self.flush();
     }
 
+    /// After telling the client why its test ends, gives it up to a second to read that and go
+    /// while the streams still run: closing them first (unread data: a reset) would make
+    /// iperf3 print "broken pipe" instead of the reason.
+    fn linger_for_client(&mut self) {
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            if !matches!(self.poll(Duration::from_millis(20)), Ok(None)) {
+                return;
+            }
+        }
+    }
+
     /// Waits for TEST_END while the test runs: more data connections (`conns`) are denied,
     /// `tick` runs every turn (interval lines; its error, a limit passed, ends the test), and
     /// a stop request tells the client SERVER_TERMINATE. Bounded by `deadline`; cut at
@@ -296,6 +308,7 @@ impl Ctl {
                 // Told before the streams close, so the client prints why, not a broken pipe.
                 if let Some(OverLimit(code, _)) = e.downcast_ref::<OverLimit>() {
                     self.fail(*code);
+                    self.linger_for_client();
                 }
                 return Err(e);
             }
