@@ -297,19 +297,8 @@ fn tcp_options(o: &RpmOptions, mode: Mode) -> TcpOptions {
     TcpOptions {
         control: o.control,
         spec: TcpSpec {
-            streams: o.streams,
-            mode,
-            len: DEFAULT_LEN as u32,
-            window: None,
-            mss: None,
             congestion: o.congestion.clone(),
-            no_delay: false,
-            fq_rate_bps: None,
-            rate_bps: None,
-            zerocopy: false,
-            sendfile: false,
-            intervals: false,
-            thread_per_stream: false,
+            ..TcpSpec::plain(o.streams, mode, DEFAULT_LEN as u32)
         },
         plan: Plan::TimeNs(o.phase_time.as_nanos() as u64),
         cpus: Vec::new(),
