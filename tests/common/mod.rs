@@ -237,3 +237,24 @@ pub fn metrics_addr(line: &str) -> String {
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string()
 }
+
+/// The SVG at `svg` renders in headless Chromium to a non-blank `png`
+/// (tools/svg-screenshot.sh); skips with a message where Chromium is missing.
+pub fn renders_in_chromium(svg: &std::path::Path, png: &std::path::Path) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/svg-screenshot.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(svg)
+        .arg(png)
+        .output()
+        .unwrap();
+    match out.status.code() {
+        Some(77) => eprintln!("skipped: no Chromium on this machine (apt-get install chromium)"),
+        Some(0) => {}
+        _ => panic!(
+            "the SVG did not render: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
