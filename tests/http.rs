@@ -456,6 +456,48 @@ fn load_drives_http_closed_and_open_loop_and_checks_every_response() {
     assert!(out.contains("\"proto\": \"http\""), "{out}");
 }
 
+/// #26: `load` takes a URL, -c, -d and -t as wrk does, and one run reports one total: the
+/// requests counted, the latency samples and the status tally are the same requests (the old
+/// binary counted responses to warm-up requests in the tally and the requests unanswered at
+/// the end in the latency), and req/s is that count over the window.
+#[test]
+fn load_takes_a_url_like_wrk_and_reports_one_total() {
+    let srv = serve("epoll", &[]);
+    let url = format!("http://{}/bytes/100", srv.addr);
+    for threads in ["1", "2"] {
+        let args = ["load", &url, "-c", "4", "-d", "1s", "-t", threads, "--json"];
+        let (rc, j) = load_json(&args);
+        assert_eq!(rc, 0, "{j}");
+        assert_eq!(j["setup"]["proto"], "http", "{j}");
+        assert_eq!(j["setup"]["workload"], "GET /bytes/100", "{j}");
+        assert_eq!(j["setup"]["threads"].to_string(), threads, "{j}");
+        assert_eq!(j["setup"]["duration_s"], 1.0, "{j}");
+        let r = &j["points"][0]["runs"][0];
+        assert_eq!(r["clients"], 4, "{j}");
+        let tasks = r["tasks"].as_u64().unwrap();
+        let status: u64 = r["status"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert!(tasks > 0, "{j}");
+        assert_eq!(r["latency_us"]["count"].as_u64(), Some(tasks), "{j}");
+        assert_eq!(status, tasks, "{j}");
+        assert_eq!(r["status"]["200"].as_u64(), Some(tasks), "{j}");
+        if threads == "1" {
+            let per_s = tasks as f64 / r["wall_s"].as_f64().unwrap();
+            assert!(
+                (r["tasks_per_s"].as_f64().unwrap() - per_s).abs() < 1e-6 * per_s,
+                "{j}"
+            );
+        }
+    }
+    let (st, out, err) = common::run(&["load", &url, "-c", "2", "-d", "300ms"], T);
+    assert!(st.success(), "{err}");
+    assert!(out.contains("req/s") && out.contains("requests"), "{out}");
+}
+
 /// A server whose answers are well-formed but wrong (a 3-byte body for `GET /`): every response
 /// is a bad reply, counted by status, and the exit status says so.
 #[test]

@@ -457,6 +457,13 @@ fn bad_flags_are_usage_errors() {
     ];
     let others: &[&[&str]] = &[
         &["load", "--connect", "nowhere"],
+        // A URL as wrk takes it, but only plain http://, and it is HTTP.
+        &["load", "https://127.0.0.1:1/"],
+        &["load", "127.0.0.1:1"],
+        &["load", "http://127.0.0.1:1/", "--proto", "echo"],
+        &["load", "http://127.0.0.1:1/", "--connect", "127.0.0.1:1"],
+        &["load", "http://127.0.0.1:1/", "-t", "2", "--cpus", "0"],
+        &["load"],
         &["compare", "--models", "nginx"],
         &["compare", "--clients", "0"],
         &["compare", "--plot", "/nonexistent/x.svg"],

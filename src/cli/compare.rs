@@ -81,7 +81,7 @@ fn parse_models(s: &str) -> Result<Models, String> {
 pub fn run(a: &CompareArgs) -> Result<ExitCode> {
     a.plot.check()?;
     let tutorial = a.preset == Some(Preset::Tutorial);
-    if tutorial && a.work.proto == ProtoArg::Echo {
+    if tutorial && a.work.proto() == ProtoArg::Echo {
         crate::usage_bail!("--preset tutorial uses the task protocol (drop --proto echo)");
     }
     let (mut run, mut setup) = a.work.build(tutorial)?;

@@ -48,8 +48,8 @@ pub struct WorkloadArgs {
     /// Pause between a reply and the client's next request (closed loop)
     #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration, conflicts_with = "rate")]
     pub think: Duration,
-    /// Loop for this long instead of a fixed number of tasks (measured after --warmup)
-    #[arg(long, value_name = "DUR", value_parser = parse_nonzero_duration)]
+    /// Loop for this long instead of a fixed number of tasks (measured after --warmup; wrk's -d)
+    #[arg(long, short = 'd', value_name = "DUR", value_parser = parse_nonzero_duration)]
     pub duration: Option<Duration>,
     /// With --duration: run this long before the measured window opens
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
@@ -62,9 +62,9 @@ pub struct WorkloadArgs {
     /// the thread's wake-up (from idle, tens of µs in a VM) out of every send time and latency
     #[arg(long)]
     pub spin: bool,
-    /// Protocol
-    #[arg(long, value_enum, default_value = "task")]
-    pub proto: ProtoArg,
+    /// Protocol [default: task; http with a URL]
+    #[arg(long, value_enum)]
+    pub proto: Option<ProtoArg>,
     /// The path every request GETs (--proto http; --mix then lists paths) [default: /]
     #[arg(long, value_name = "PATH", conflicts_with = "mix")]
     pub path: Option<String>,
@@ -77,6 +77,10 @@ pub struct WorkloadArgs {
     /// Longest wait for a connection to be established
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_nonzero_duration)]
     pub connect_timeout: Duration,
+    /// Load threads, each a reactor with its share of the clients (wrk's -t); --cpus pins one
+    /// thread per CPU instead [default: 1]
+    #[arg(long, short = 't', value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024), conflicts_with_all = ["cpus", "pin"])]
+    pub threads: Option<u32>,
     #[command(flatten)]
     pub pin: PinArgs,
 }
@@ -109,6 +113,11 @@ pub fn parse_req_rate(s: &str) -> Result<f64, String> {
 }
 
 impl WorkloadArgs {
+    /// The protocol given, else the task protocol.
+    pub fn proto(&self) -> ProtoArg {
+        self.proto.unwrap_or(ProtoArg::Task)
+    }
+
     /// The workload, mode and run settings (address left unset) and the setup block.
     /// `tutorial` switches the defaults to the tutorial preset.
     pub fn build(&self, tutorial: bool) -> Result<(RunConfig, Setup)> {
@@ -117,10 +126,10 @@ impl WorkloadArgs {
                 "--warmup needs --duration (a fixed number of --tasks has no warm-up)"
             );
         }
-        if self.path.is_some() && self.proto != ProtoArg::Http {
+        if self.path.is_some() && self.proto() != ProtoArg::Http {
             crate::usage_bail!("--path is for --proto http");
         }
-        let workload = match self.proto {
+        let workload = match self.proto() {
             ProtoArg::Http => {
                 if self.task.is_some() || self.size.is_some() {
                     crate::usage_bail!("--task and --size are for --proto task and echo; --proto http GETs --path (or the paths of --mix)");
@@ -171,6 +180,10 @@ impl WorkloadArgs {
             (None, true) => vec![0],
             (None, false) => Vec::new(),
         };
+        let threads = match self.threads {
+            Some(n) => n as usize,
+            None => cpus.len().max(1),
+        };
         let workload_desc = match (&workload, &self.mix) {
             (Workload::Echo { size }, _) => format!("echo {size} B"),
             (_, Some(p)) => format!("mix {}", p.display()),
@@ -204,7 +217,7 @@ impl WorkloadArgs {
             timeout_s: self.timeout.as_secs_f64(),
             connect_timeout_s: self.connect_timeout.as_secs_f64(),
             runs: 0,
-            threads: cpus.len().max(1) as u32,
+            threads: threads as u32,
             cpus: cpus.clone(),
             spin: self.spin,
         };
@@ -217,6 +230,7 @@ impl WorkloadArgs {
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             cpus,
+            threads,
             limit: None,
             spin: self.spin,
         };
@@ -227,14 +241,19 @@ impl WorkloadArgs {
 /// `netcore load`: drive a server with a sweep of client counts.
 #[derive(Args, Debug, Clone)]
 #[command(
+    override_usage = "netcore load [OPTIONS] <URL>\n       netcore load [OPTIONS] --connect <ADDR>",
     after_help = "Exit status: 0 = no errors, 1 = could not run, 2 = bad usage, 3 = the report counts errors."
 )]
 pub struct LoadArgs {
+    /// As wrk takes it: http://HOST[:PORT]/PATH (implies --proto http, sets --connect and
+    /// --path)
+    #[arg(value_name = "URL", conflicts_with_all = ["connect", "path"], required_unless_present = "connect")]
+    pub url: Option<String>,
     /// Server address (host:port)
     #[arg(long, value_name = "ADDR")]
-    pub connect: String,
-    /// Client counts to sweep: 1,10,100 or 10,20,..,100 or 10..=100:10
-    #[arg(long, value_name = "LIST", default_value = "10", value_parser = parse_sweep)]
+    pub connect: Option<String>,
+    /// Client counts to sweep: 1,10,100 or 10,20,..,100 or 10..=100:10 (wrk's -c: connections)
+    #[arg(long, short = 'c', value_name = "LIST", default_value = "10", value_parser = parse_sweep)]
     pub clients: Sweep,
     /// Runs per sweep point (medians are reported)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -270,11 +289,67 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| super::common::usage(format!("address '{addr}' resolves to nothing")))
 }
 
+/// A URL as wrk takes it: `http://HOST[:PORT][/PATH][?QUERY]`: the address (`HOST:PORT`,
+/// port 80 by default) and the path (`/` by default, the query kept, a fragment dropped).
+pub fn parse_url(url: &str) -> Result<(String, String)> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        crate::usage_bail!(
+            "'{url}' is not a URL (http://HOST:PORT/PATH); a server address goes with --connect HOST:PORT"
+        );
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" => {}
+        "https" => {
+            crate::usage_bail!("'{url}': netcore load speaks plain HTTP/1.1, not TLS: use http://")
+        }
+        _ => crate::usage_bail!("'{url}': netcore load takes http:// URLs only"),
+    }
+    let rest = rest.split('#').next().unwrap_or("");
+    let cut = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(cut);
+    if authority.is_empty() || authority.contains('@') {
+        crate::usage_bail!("'{url}': expected http://HOST[:PORT]/PATH (no user name)");
+    }
+    let has_port = match authority.rfind(']') {
+        Some(b) => authority[b..].contains(':'),
+        None => authority.contains(':'),
+    };
+    let addr = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let path = match path {
+        "" => "/".to_string(),
+        p if p.starts_with('?') => format!("/{p}"),
+        p => p.to_string(),
+    };
+    Ok((addr, path))
+}
+
+/// The address to load and the workload's flags: a URL sets the address, `--proto http` and
+/// `--path`; without one, `--connect` and the flags as given.
+fn target(a: &LoadArgs) -> Result<(String, WorkloadArgs)> {
+    let mut work = a.work.clone();
+    let Some(url) = &a.url else {
+        let connect = a.connect.clone().unwrap_or_default();
+        return Ok((connect, work));
+    };
+    let (addr, path) = parse_url(url)?;
+    if work.proto.is_some_and(|p| p != ProtoArg::Http) {
+        crate::usage_bail!("a URL is loaded over HTTP: drop --proto or give --connect HOST:PORT");
+    }
+    work.proto = Some(ProtoArg::Http);
+    work.path = Some(path);
+    Ok((addr, work))
+}
+
 /// Runs `netcore load`.
 pub fn run(a: &LoadArgs) -> Result<ExitCode> {
-    let addr = resolve(&a.connect)?;
+    let (connect, work) = target(a)?;
+    let addr = resolve(&connect)?;
     a.plot.check()?;
-    let (mut cfg, mut setup) = a.work.build(false)?;
+    let (mut cfg, mut setup) = work.build(false)?;
     cfg.addr = addr;
     setup.target = addr.to_string();
     setup.runs = a.runs;
@@ -299,7 +374,7 @@ pub fn run(a: &LoadArgs) -> Result<ExitCode> {
     };
     for &clients in &a.clients.0 {
         let p = run_point(&cfg, clients, a.runs, |r: &RunResult| {
-            progress.run_done(&r.progress_line("load:", a.runs));
+            progress.run_done(&r.progress_line("load:", a.runs, &kind));
             let _ = stream.emit(EventKind::Interval, |l| {
                 l.kind(kind.as_str()).peer(addr).data(r)
             });
@@ -345,6 +420,32 @@ pub fn exit_status(errors: u64) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_as_wrk_takes_them() {
+        let ok = |u: &str| parse_url(u).unwrap();
+        let s = |a: &str, p: &str| (a.to_string(), p.to_string());
+        assert_eq!(ok("http://127.0.0.1:8080/"), s("127.0.0.1:8080", "/"));
+        assert_eq!(ok("http://127.0.0.1:8080"), s("127.0.0.1:8080", "/"));
+        assert_eq!(
+            ok("http://localhost/bytes/10"),
+            s("localhost:80", "/bytes/10")
+        );
+        assert_eq!(ok("HTTP://h:1?x=1#frag"), s("h:1", "/?x=1"));
+        assert_eq!(ok("http://[::1]:81/a?b"), s("[::1]:81", "/a?b"));
+        assert_eq!(ok("http://[::1]/"), s("[::1]:80", "/"));
+        for bad in [
+            "https://h/",
+            "ftp://h/",
+            "127.0.0.1:8080",
+            "http:///x",
+            "http://u@h/",
+        ] {
+            let e = parse_url(bad).unwrap_err();
+            assert!(e.is::<crate::cli::common::UsageError>(), "{bad}: {e}");
+        }
+        assert!(format!("{:#}", parse_url("https://h/").unwrap_err()).contains("use http://"));
+    }
 
     #[test]
     fn rates() {

@@ -366,7 +366,8 @@ fn run_model(
         }
         let tp = Instant::now();
         let p = run_point(&run, clients, cfg.runs, |r: &RunResult| {
-            on_run(&r.progress_line(&format!("compare: {model}"), cfg.runs));
+            let proto = run.workload.proto().name();
+            on_run(&r.progress_line(&format!("compare: {model}"), cfg.runs, proto));
         })
         .with_context(|| format!("model {model}, {clients} clients"))?;
         let per_run = tp.elapsed().as_secs_f64() / p.runs.len().max(1) as f64;

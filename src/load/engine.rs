@@ -1,7 +1,7 @@
 //! The client driver: one run of N clients, multiplexed on the project's [`Reactor`].
 //!
-//! Each run uses one reactor thread (or one per CPU given with `--cpus`; client `c` goes to
-//! thread `c % threads`). All connections are started at once with non-blocking connects;
+//! Each run uses one reactor thread (or `-t N`, or one pinned per CPU given with `--cpus`;
+//! client `c` goes to thread `c % threads`). All connections are started at once with non-blocking connects;
 //! each client then runs its script:
 //!
 //! * **tasks mode** (`--tasks N`): N requests, one in flight at a time, `--think` between a
@@ -10,9 +10,14 @@
 //!   tutorial this mirrors); tasks/s = completed tasks / wall time.
 //! * **duration mode** (`--duration D`): requests back to back until the run ends. Clients
 //!   start sending as soon as they are connected; the measured window opens `--warmup` after
-//!   the last client connected and lasts `D`. Only requests sent inside the window and answered
-//!   before it closes are counted (with several threads each thread has its own window and
-//!   tasks/s is the sum of the threads' rates).
+//!   the last client connected and lasts `D`. A request *completed in the window* was sent
+//!   inside it and answered before it closed; that one definition ([`Core::counted`]) decides
+//!   every figure: the tasks and tasks/s (right replies), the latency histogram (one sample
+//!   per counted task), the reply errors (wrong replies) and the HTTP status tally (every
+//!   counted reply, right or wrong). A request answered inside the window but sent before it
+//!   (warm-up) counts nowhere; one still waiting when the window closes is `unanswered`, its
+//!   wait kept apart (with several threads each thread has its own window and tasks/s is the
+//!   sum of the threads' rates).
 //! * **open loop** (`--rate R`, either mode): requests are sent on the [`Schedule`] (pipelined,
 //!   at most [`MAX_INFLIGHT`] outstanding per connection) and latency is measured from the
 //!   intended send time.
@@ -85,8 +90,10 @@ pub struct RunConfig {
     pub timeout: Duration,
     /// Longest wait for a connect.
     pub connect_timeout: Duration,
-    /// One reactor thread per CPU, pinned; empty: one unpinned thread.
+    /// One reactor thread per CPU, pinned; empty: `threads` unpinned threads.
     pub cpus: Vec<usize>,
+    /// Reactor threads when `cpus` is empty (at least one; wrk's `-t`).
+    pub threads: usize,
     /// Hard limit of one run; a run stopped by it is marked aborted.
     pub limit: Option<Duration>,
     /// Busy-poll the reactors instead of sleeping (`--spin`).
@@ -264,15 +271,17 @@ pub struct RunOutcome {
     pub aborted: bool,
     /// Stopped by SIGINT/SIGTERM.
     pub interrupted: bool,
-    /// Requests still waiting for their reply when the run ended (counted in the window, not
-    /// as tasks: their wait so far is in the latency).
+    /// Requests still waiting for their reply when the run ended (sent in the window; not
+    /// tasks, not in the latency).
     pub unanswered: u64,
+    /// The longest wait so far of an unanswered request (zero if none).
+    pub unanswered_wait: Duration,
     /// Open loop: requests due by the schedule when each client ended, and sent.
     pub scheduled: u64,
     pub sent: u64,
     /// The first error of kind `Other`, for the report.
     pub first_error: Option<String>,
-    /// HTTP: every response's status (counted or not).
+    /// HTTP: the status of every counted response (right or wrong).
     pub status: StatusCounts,
 }
 
@@ -286,7 +295,11 @@ pub fn run(cfg: &RunConfig, clients: u32) -> Result<RunOutcome> {
     if have < need {
         bail!("{clients} clients need about {need} open files but the limit is {have} (raise `ulimit -n`)");
     }
-    let threads = cfg.cpus.len().clamp(1, clients as usize);
+    let threads = match cfg.cpus.len() {
+        0 => cfg.threads,
+        n => n,
+    }
+    .clamp(1, clients as usize);
     let t0 = Instant::now();
     let results: Vec<io::Result<Acc>> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..threads)
@@ -329,6 +342,7 @@ pub fn run(cfg: &RunConfig, clients: u32) -> Result<RunOutcome> {
         out.aborted |= a.aborted;
         out.interrupted |= a.interrupted;
         out.unanswered += a.unanswered;
+        out.unanswered_wait = out.unanswered_wait.max(a.unanswered_wait);
         out.scheduled += a.scheduled;
         out.sent += a.sent;
         out.status.merge(&a.status);
@@ -365,6 +379,7 @@ struct Acc {
     aborted: bool,
     interrupted: bool,
     unanswered: u64,
+    unanswered_wait: Duration,
     scheduled: u64,
     sent: u64,
     finished: Instant,
@@ -415,9 +430,10 @@ struct Conn {
     rx_seq: u64,
     rx_got: usize,
     rx_bad: bool,
-    /// HTTP: body bytes of the current response still to skip, and its verdict.
+    /// HTTP: body bytes of the current response still to skip, its verdict and status.
     body_left: u64,
     body_verdict: Result<(), ErrKind>,
+    body_status: u16,
 }
 
 impl Entry for Conn {
@@ -474,6 +490,7 @@ fn drive(cfg: &RunConfig, clients_total: u32, mine: Vec<u32>, t0: Instant) -> io
                 aborted: false,
                 interrupted: false,
                 unanswered: 0,
+                unanswered_wait: Duration::ZERO,
                 scheduled: 0,
                 sent: 0,
                 finished: t0,
@@ -523,6 +540,7 @@ fn drive(cfg: &RunConfig, clients_total: u32, mine: Vec<u32>, t0: Instant) -> io
             rx_bad: false,
             body_left: 0,
             body_verdict: Ok(()),
+            body_status: 0,
         };
         let key = cx.insert(conn, Interest::READABLE | Interest::WRITABLE)?;
         cx.add_timer(now + cfg.connect_timeout, key, T_DEADLINE);
@@ -564,6 +582,9 @@ impl Core<'_> {
         !self.ended && c.sent < self.n_tasks
     }
 
+    /// Whether a reply at `now` to a request whose latency counts from `origin` completed a
+    /// request in the window: in duration mode sent inside the window and answered before it
+    /// closed; in tasks mode every reply.
     fn counted(&self, origin: Instant, now: Instant) -> bool {
         if !self.duration_mode {
             return true;
@@ -631,30 +652,34 @@ impl Core<'_> {
         }
     }
 
-    /// One reply arrived; `verdict` says whether it was right.
+    /// One reply arrived; `verdict` says whether it was right, `status` is its HTTP status.
+    /// A reply counts (task, latency, reply error, status) only if [`Core::counted`].
     fn reply(
         &mut self,
         c: &mut Conn,
         key: Key,
         timers: &mut Timers,
-        verdict: Result<(), ErrKind>,
+        (verdict, status): (Result<(), ErrKind>, Option<u16>),
         now: Instant,
     ) {
         let Some((origin, _, _)) = c.inflight.pop_front() else {
             return;
         };
         c.received += 1;
-        match verdict {
-            Ok(()) => {
-                if self.counted(origin, now) {
+        if self.counted(origin, now) {
+            if let Some(s) = status {
+                self.acc.status.add(s);
+            }
+            match verdict {
+                Ok(()) => {
                     self.acc
                         .latency
                         .record(now.saturating_duration_since(origin).as_nanos() as u64);
                     self.acc.tasks += 1;
                     c.ok += 1;
                 }
+                Err(k) => self.acc.errors.add(k),
             }
-            Err(k) => self.acc.errors.add(k),
         }
         if let Some(&(_, sent, _)) = c.inflight.front() {
             c.deadline = sent + self.cfg.timeout;
@@ -702,7 +727,7 @@ impl Core<'_> {
                         c.rx_got = 0;
                         c.rx_bad = false;
                         c.rx_seq += 1;
-                        self.reply(c, key, timers, v, now);
+                        self.reply(c, key, timers, (v, None), now);
                     }
                 }
             }
@@ -731,7 +756,7 @@ impl Core<'_> {
                             Expect::AnyOk => Ok(()),
                         }
                     };
-                    self.reply(c, key, timers, verdict, now);
+                    self.reply(c, key, timers, (verdict, None), now);
                     start = end + 1;
                 }
                 if start > 0 {
@@ -763,7 +788,8 @@ impl Core<'_> {
             if c.body_left > 0 {
                 return Ok(());
             }
-            self.reply(c, key, timers, c.body_verdict, now);
+            let body = (c.body_verdict, Some(c.body_status));
+            self.reply(c, key, timers, body, now);
         }
         c.rbuf.extend_from_slice(d);
         let mut start = 0;
@@ -776,7 +802,6 @@ impl Core<'_> {
             let Some(&(_, _, ri)) = c.inflight.front() else {
                 return Err(ErrKind::BadReply);
             };
-            self.acc.status.add(r.status);
             let want = &requests[ri as usize];
             let right = r.status == want.status && want.body.is_none_or(|n| n == r.body);
             let verdict = if right {
@@ -788,11 +813,12 @@ impl Core<'_> {
             if have < r.body {
                 c.body_left = r.body - have;
                 c.body_verdict = verdict;
+                c.body_status = r.status;
                 start = c.rbuf.len();
                 break;
             }
             start += r.head + r.body as usize;
-            self.reply(c, key, timers, verdict, now);
+            self.reply(c, key, timers, (verdict, Some(r.status)), now);
         }
         c.rbuf.drain(..start);
         Ok(())
@@ -830,8 +856,9 @@ impl Core<'_> {
     }
 
     /// The books of a client that ends: its open-loop schedule, and (ending without an error)
-    /// the requests still waiting, whose wait so far goes into the latency. A connected client
-    /// that got no reply in the whole measured window is starved.
+    /// the requests still waiting (`unanswered`, the longest wait kept apart from the
+    /// latency of the completed ones). A connected client that got no reply in the whole
+    /// measured window is starved.
     fn close_books(&mut self, c: &Conn, clean: bool) {
         let now = Instant::now();
         if let Some(s) = &c.sched {
@@ -855,9 +882,8 @@ impl Core<'_> {
             }
             waiting = true;
             self.acc.unanswered += 1;
-            self.acc
-                .latency
-                .record(close.saturating_duration_since(origin).as_nanos() as u64);
+            let wait = close.saturating_duration_since(origin);
+            self.acc.unanswered_wait = self.acc.unanswered_wait.max(wait);
         }
         if self.duration_mode && c.ok == 0 && waiting {
             self.acc.errors.add(ErrKind::Starved);

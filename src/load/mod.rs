@@ -76,7 +76,7 @@ pub fn plot_sweep(path: &Path, r: &LoadReport) -> Result<()> {
     } else {
         (
             format!("netcore load {}: median throughput", r.setup.target),
-            "tasks/s",
+            report::Unit::of(&r.setup.proto).rate,
         )
     };
     let series = [Series::new(r.setup.workload.clone(), pts)];

@@ -12,6 +12,36 @@ use crate::units::{fmt_count, fmt_micros, fmt_number, fmt_pct, fmt_per_sec, fmt_
 /// The JSON schema name of [`LoadReport`].
 pub const SCHEMA: &str = "netcore.load.v1";
 
+/// What one task is called in a report: a request for HTTP (as wrk says req/s), else a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unit {
+    /// The count's column: `requests` or `tasks`.
+    pub count: &'static str,
+    /// The rate's column: `req/s` or `tasks/s`.
+    pub rate: &'static str,
+    /// Before `/s` in a line: `req` or `tasks`.
+    pub short: &'static str,
+}
+
+impl Unit {
+    /// The unit of a run of protocol `proto` (`http`, `task`, `echo`).
+    pub fn of(proto: &str) -> Unit {
+        if proto == "http" {
+            Unit {
+                count: "requests",
+                rate: "req/s",
+                short: "req",
+            }
+        } else {
+            Unit {
+                count: "tasks",
+                rate: "tasks/s",
+                short: "tasks",
+            }
+        }
+    }
+}
+
 /// Min and max counted tasks per client: how evenly the server served its clients.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Fairness {
@@ -83,9 +113,11 @@ pub struct RunResult {
     pub aborted: bool,
     /// Stopped by SIGINT/SIGTERM before it finished.
     pub interrupted: bool,
-    /// Requests still waiting for a reply when the run ended (their wait so far is in the
-    /// latency; they are not counted as tasks).
+    /// Requests still waiting for a reply when the run ended (not tasks, not in the latency).
     pub unanswered: u64,
+    /// The longest an unanswered request had waited when the run ended (µs; 0 if none).
+    #[serde(default)]
+    pub unanswered_wait_max_us: f64,
     /// Open loop only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub open_loop: Option<OpenLoop>,
@@ -99,13 +131,14 @@ pub struct RunResult {
 impl RunResult {
     /// The progress line printed to a terminal after each run: `load: clients=10 run 1/3: ...`
     /// (`who` names the command and, for `compare`, the model).
-    pub fn progress_line(&self, who: &str, runs: u32) -> String {
+    /// `proto` names what a task is (`req` for HTTP).
+    pub fn progress_line(&self, who: &str, runs: u32, proto: &str) -> String {
         format!(
             "{who} clients={} run {}/{runs}: wall {}, {}, p99 {}, errors {}",
             self.clients,
             self.run,
             fmt_secs(self.wall_s),
-            fmt_per_sec(self.tasks_per_s, "tasks"),
+            fmt_per_sec(self.tasks_per_s, Unit::of(proto).short),
             fmt_micros(self.latency_us.p99),
             self.errors.brief()
         )
@@ -132,6 +165,7 @@ impl RunResult {
             aborted: o.aborted,
             interrupted: o.interrupted,
             unanswered: o.unanswered,
+            unanswered_wait_max_us: o.unanswered_wait.as_secs_f64() * 1e6,
             open_loop: (o.scheduled > 0 || o.sent > 0).then(|| OpenLoop {
                 scheduled: o.scheduled,
                 sent: o.sent,
@@ -166,6 +200,9 @@ pub struct Summary {
     pub interrupted: bool,
     /// Sum over the runs.
     pub unanswered: u64,
+    /// The longest of the runs' `unanswered_wait_max_us`.
+    #[serde(default)]
+    pub unanswered_wait_max_us: f64,
     /// Open loop only: sums over the runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub open_loop: Option<OpenLoop>,
@@ -207,6 +244,10 @@ impl Summary {
             aborted: runs.iter().any(|r| r.aborted),
             interrupted: runs.iter().any(|r| r.interrupted),
             unanswered: runs.iter().map(|r| r.unanswered).sum(),
+            unanswered_wait_max_us: runs
+                .iter()
+                .map(|r| r.unanswered_wait_max_us)
+                .fold(0.0, f64::max),
             open_loop: runs
                 .iter()
                 .filter_map(|r| r.open_loop)
@@ -366,11 +407,12 @@ impl Report for LoadReport {
                     .unwrap_or_default()
             ));
         }
+        let unit = Unit::of(&s.proto);
         let mut t = Table::new([
             "clients",
             "wall",
-            "tasks",
-            "tasks/s",
+            unit.count,
+            unit.rate,
             "p50",
             "p90",
             "p99",
@@ -421,9 +463,11 @@ impl Report for LoadReport {
             }
             if m.unanswered > 0 {
                 out.push_str(&format!(
-                    "clients={}: {} requests still unanswered at the end (their wait is in the latency)\n",
+                    "clients={}: {} request{} still unanswered at the end (the longest had waited {}; not in the latency)\n",
                     p.clients,
-                    fmt_count(m.unanswered)
+                    fmt_count(m.unanswered),
+                    if m.unanswered == 1 { "" } else { "s" },
+                    fmt_micros(m.unanswered_wait_max_us)
                 ));
             }
         }
