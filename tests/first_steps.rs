@@ -230,46 +230,15 @@ fn traffic_says_when_the_pace_was_missed() {
 /// a peer at zero for each kind, and which build answers.
 #[test]
 fn recv_metrics_have_their_series_before_the_first_test() {
-    use std::io::{Read, Write};
-    let mut p = Proc::netcore(&[
-        "recv",
-        "--listen",
-        "127.0.0.1:0",
-        "--json",
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
-    let line = p.wait_line("metrics on");
-    let maddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    let mut s = std::net::TcpStream::connect(&maddr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: t\r\nAccept: application/openmetrics-text;version=1.0.0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |x| x.1);
+    let (p, body) = common::first_scrape(&["recv", "--listen", "127.0.0.1:0", "--json"]);
     for family in [
         "recv_tests",
         "recv_errors",
         "recv_bytes",
-        "recv_one_way_latency",
+        "recv_one_way_latency_seconds",
     ] {
-        assert!(
-            body.contains(&format!("# HELP netcore_{family}")),
-            "{family}: {body}"
-        );
-        assert!(
-            body.contains(&format!("# TYPE netcore_{family}")),
-            "{family}: {body}"
-        );
+        let family = format!("netcore_{family}");
+        assert!(common::declares(&body, &family), "{family}: {body}");
     }
     let samples: Vec<&str> = body.lines().filter(|l| !l.starts_with('#')).collect();
     for kind in ["udp", "tcp", "iperf3"] {
@@ -282,12 +251,7 @@ fn recv_metrics_have_their_series_before_the_first_test() {
             "{kind}: {body}"
         );
     }
-    assert!(
-        samples.iter().any(|l| l.starts_with("netcore_build_info{")
-            && l.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
-            && l.ends_with(" 1")),
-        "{body}"
-    );
+    assert!(common::says_its_build(&body), "{body}");
     drop(p);
 }
 

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::proc::Proc;
-use common::{addr_in, control, metrics_addr, run_ok};
+use common::{addr_in, control, first_scrape, get_as, metrics_addr, run_ok};
 use netcore::flow::control::Plan;
 use serde_json::Value;
 
@@ -24,20 +24,6 @@ fn interrupt(p: Proc) -> String {
 /// GET `path` from `addr` (closing): the head and the body.
 fn get(addr: &str, path: &str) -> std::io::Result<(String, String)> {
     get_as(addr, path, "*/*")
-}
-
-/// GET `path` from `addr` accepting `accept` (closing): the head and the body.
-fn get_as(addr: &str, path: &str, accept: &str) -> std::io::Result<(String, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    Ok((head.to_string(), body.to_string()))
 }
 
 /// GET /metrics as Prometheus asks for it (OpenMetrics): the head and the samples
@@ -74,6 +60,61 @@ fn with_metrics(args: &[&str]) -> (Proc, String, String) {
 fn relay_with_metrics(to: &str, extra: &[&str]) -> (Proc, String, String) {
     let base = ["relay", "--listen", "127.0.0.1:0", "--to", to, "--json"];
     with_metrics(&[&base[..], extra].concat())
+}
+
+/// #26.9, as recv does (tests/first_steps.rs): `serve --metrics` and `relay --metrics` answer a
+/// scrape before any request or datagram with every family's HELP and TYPE, its series at
+/// zero, and which build answers.
+#[test]
+fn serve_and_relay_metrics_have_their_series_before_any_traffic() {
+    let serve = [
+        "serve",
+        "--model",
+        "epoll",
+        "--proto",
+        "http",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let relay = ["relay", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:9"];
+    let cases: [(&[&str], &[&str]); 2] = [
+        (
+            &serve,
+            &[
+                "netcore_serve_requests_total{model=\"epoll\",proto=\"http\"} 0",
+                "netcore_serve_errors_total{model=\"epoll\",proto=\"http\",kind=\"not_found\"} 0",
+                "netcore_serve_connections_total{model=\"epoll\",proto=\"http\"} 0",
+                "netcore_serve_bytes_total{model=\"epoll\",proto=\"http\",direction=\"out\"} 0",
+                "netcore_serve_connections_open{model=\"epoll\",proto=\"http\"} 0",
+                "netcore_serve_request_latency_seconds_count{model=\"epoll\",proto=\"http\"} 0",
+            ],
+        ),
+        (
+            &relay,
+            &[
+                "netcore_relay_datagrams_total{direction=\"in\"} 0",
+                "netcore_relay_datagrams_total{direction=\"out\"} 0",
+                "netcore_relay_bytes_total{direction=\"out\"} 0",
+                "netcore_relay_impaired_datagrams_total{action=\"dropped\"} 0",
+                "netcore_relay_send_errors_total 0",
+                "netcore_relay_tcp_connections_total{outcome=\"proxied\"} 0",
+                "netcore_relay_tcp_bytes_total{direction=\"to_server\"} 0",
+            ],
+        ),
+    ];
+    for (args, series) in cases {
+        let (p, body) = first_scrape(args);
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        for line in series {
+            let family = line.split(['{', ' ']).next().unwrap();
+            let family = family.strip_suffix("_total").unwrap_or(family);
+            let family = family.strip_suffix("_count").unwrap_or(family);
+            assert!(common::declares(&body, family), "{family}: {body}");
+            assert!(body.lines().any(|l| l == *line), "{line}: {body}");
+        }
+        assert!(common::says_its_build(&body), "{body}");
+        drop(p);
+    }
 }
 
 /// The blast's control channel goes through the relay's TCP proxy (no `--control`), so the
@@ -389,11 +430,12 @@ fn recv_metrics_equal_its_reports_and_prometheus_stores_them() {
                 "Prometheus stored {family}"
             );
         }
-        // The README's queries run.
+        // The queries of docs/GUIDE.md ("Running netcore on a fleet") run.
         for q in [
-            "sum by (peer) (rate(netcore_recv_lost_datagrams_total[1m])) / sum by (peer) (rate(netcore_recv_sent_datagrams_total[1m]))",
+            "sum by (instance, peer) (increase(netcore_recv_lost_datagrams_total[1h])) / sum by (instance, peer) (increase(netcore_recv_sent_datagrams_total[1h]))",
             "histogram_quantile(0.99, sum by (le) (rate(netcore_recv_one_way_latency_seconds_bucket[5m])))",
             "sum by (instance) (rate(netcore_recv_bytes_total[1m])) * 8",
+            "increase(netcore_recv_tests_total{outcome=\"interrupted\"}[1h]) + increase(netcore_recv_errors_total[1h])",
         ] {
             let (_, body) = get(&web, &format!("/api/v1/query?query={}", urlencode(q))).unwrap();
             assert!(body.contains("\"status\":\"success\""), "{q}: {body}");
@@ -539,7 +581,7 @@ fn serve_metrics_equal_its_totals_and_prometheus_stores_them() {
         ] {
             assert_eq!(stored(&web, q, requests), Some(requests), "{q}");
         }
-        // The README's query runs.
+        // docs/GUIDE.md's query of serve's request latency runs.
         let q = "histogram_quantile(0.99, sum by (instance, le) (rate(netcore_serve_request_latency_seconds_bucket[5m])))";
         let (_, body) = get(&web, &format!("/api/v1/query?query={}", urlencode(q))).unwrap();
         assert!(body.contains("\"status\":\"success\""), "{q}: {body}");

@@ -41,8 +41,10 @@ pub struct RelayMetrics {
 }
 
 impl RelayMetrics {
+    /// Registers the relay's families with every series at zero, so a scrape before the
+    /// first datagram (or the loop's first publication) has them all.
     pub fn register(m: &mut Metrics) -> RelayMetrics {
-        RelayMetrics {
+        let mut r = RelayMetrics {
             datagrams: m.counters(
                 "relay_datagrams",
                 "Datagrams the relay received (direction=in) and sent on (direction=out)",
@@ -62,7 +64,9 @@ impl RelayMetrics {
                 "Bytes the TCP proxy copied: direction=to_server (to --to), to_client (back)",
             ),
             published: RelayTotals::default(),
-        }
+        };
+        r.publish(RelayTotals::default());
+        r
     }
 
     /// Adds what changed since the last call.
@@ -111,6 +115,24 @@ impl RelayMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_series_is_there_at_zero_before_any_traffic() {
+        let mut m = Metrics::new();
+        let _r = RelayMetrics::register(&mut m);
+        let text = m.render();
+        for line in [
+            "netcore_relay_datagrams_total{direction=\"in\"} 0",
+            "netcore_relay_datagrams_total{direction=\"out\"} 0",
+            "netcore_relay_bytes_total{direction=\"in\"} 0",
+            "netcore_relay_impaired_datagrams_total{action=\"held_back\"} 0",
+            "netcore_relay_send_errors_total 0",
+            "netcore_relay_tcp_connections_total{outcome=\"connect_failed\"} 0",
+            "netcore_relay_tcp_bytes_total{direction=\"to_client\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
 
     #[test]
     fn publishes_deltas_once() {

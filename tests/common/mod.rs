@@ -238,6 +238,45 @@ pub fn metrics_addr(line: &str) -> String {
         .to_string()
 }
 
+/// GET `path` from `addr` accepting `accept` (closing): the head and the body.
+pub fn get_as(addr: &str, path: &str, accept: &str) -> std::io::Result<(String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Ok((head.to_string(), body.to_string()))
+}
+
+/// `netcore ARGS --metrics 127.0.0.1:0`, scraped (OpenMetrics) as soon as it says where its
+/// metrics are: the process and the body.
+pub fn first_scrape(args: &[&str]) -> (proc::Proc, String) {
+    let mut p = proc::Proc::netcore(&[args, &["--metrics", "127.0.0.1:0"][..]].concat());
+    let maddr = metrics_addr(&p.wait_line("metrics on"));
+    let accept = "application/openmetrics-text;version=1.0.0";
+    let (_, body) = get_as(&maddr, "/metrics", accept).unwrap();
+    (p, body)
+}
+
+/// An exposition has the HELP and TYPE lines of `family` (its name without `_total`).
+pub fn declares(body: &str, family: &str) -> bool {
+    ["# HELP", "# TYPE"]
+        .iter()
+        .all(|m| body.contains(&format!("{m} {family} ")))
+}
+
+/// An exposition has `netcore_build_info{version="THIS BUILD's",...} 1`.
+pub fn says_its_build(body: &str) -> bool {
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    body.lines()
+        .any(|l| l.starts_with("netcore_build_info{") && l.contains(&version) && l.ends_with(" 1"))
+}
+
 /// The SVG at `svg` renders in headless Chromium to a non-blank `png`
 /// (tools/svg-screenshot.sh); skips with a message where Chromium is missing.
 pub fn renders_in_chromium(svg: &std::path::Path, png: &std::path::Path) {
