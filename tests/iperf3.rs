@@ -689,6 +689,12 @@ fn blast_drives_iperf3_server() {
             assert!(u(&row["read"]) <= u(&row["written"]), "{row}");
         }
         assert!(err.contains("iperf3 server's own figures"), "{err}");
+        // #26.8: iperf3 says only its share of a core; what it does not say is null, not 0.
+        let server = &nc["cpu"]["server"];
+        for k in ["threads", "user_s", "system_s", "wall_s", "bits_per_cpu_s"] {
+            assert!(server[k].is_null(), "{k}: {server}");
+        }
+        crate::schemas::validates("netcore.tcp.v1", &out);
         if args.contains(&"--size") {
             // 4 MiB rounded up to whole 1000-byte writes.
             assert_eq!(u(&nc["sum"][0]["written"]), 4195 * 1000, "{nc}");

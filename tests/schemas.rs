@@ -118,6 +118,19 @@ fn udp_output_validates() {
     validates("netcore.udp.v4", &out);
 }
 
+/// #26.8: one datagram arrives in one receive batch: the receiver's time is no time, and its
+/// time and rates are unknown: null in JSON (the old binary wrote 0), and the document validates.
+#[test]
+fn unknown_receiver_figures_are_null() {
+    let out = run_ok(&["blast", "--count", "1", "--json"], LIMIT);
+    validates("netcore.udp.v4", &out);
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    for k in ["duration_s", "goodput_bps", "pps"] {
+        assert!(doc["receiver"][k].is_null(), "{k}: {out}");
+    }
+    assert_eq!(doc["receiver"]["accounting"]["unique"], 1, "{out}");
+}
+
 #[test]
 fn udp_bidir_output_validates() {
     let out = run_ok(&["blast", "--bidir", "--count", "2000", "--json"], LIMIT);

@@ -61,7 +61,7 @@ run() {  # config run
   python3 - "$f" "$cfg" "$OUT/$cfg.r$r.scrapes" <<'PY' >>"$OUT/results.tsv"
 import json, os, sys
 d = json.load(open(sys.argv[1])); s, r = d["sender"], d["receiver"]
-secs = max(s["elapsed_s"], r["duration_s"], 1e-9)
+secs = max(s["elapsed_s"], r["duration_s"] or 0, 1e-9)  # null: one receive batch
 times = []
 if os.path.exists(sys.argv[3]):
     times = [float(x) for x in open(sys.argv[3]) if x.strip()]

@@ -62,7 +62,7 @@ run_netcore() {  # name len extra-blast-args...
   python3 - "$f" "$name" <<'PY' >>"$OUT/results.tsv"
 import json, sys
 d = json.load(open(sys.argv[1])); s, r = d["sender"], d["receiver"]; a = r["accounting"]
-secs = max(s["elapsed_s"], r["duration_s"], 1e-9)
+secs = max(s["elapsed_s"], r["duration_s"] or 0, 1e-9)  # null: one receive batch
 print(f'{sys.argv[2]}\t{r["bytes"]*8/secs/1e9:.3f}\t{a["unique"]/secs/1e6:.4f}\t{a["lost"]}\t{a["sent"]}')
 PY
 }

@@ -113,7 +113,7 @@ run_netcore() {  # len
   fig=$(python3 - "$f.json" <<'PY' 2>/dev/null || true
 import json, sys
 d = json.load(open(sys.argv[1])); s, r = d["sender"], d["receiver"]; a = r["accounting"]
-secs = max(s["elapsed_s"], r["duration_s"], 1e-9)
+secs = max(s["elapsed_s"], r["duration_s"] or 0, 1e-9)  # null: one receive batch
 lost = 100 * a["lost"] / a["sent"] if a["sent"] else 0
 print(f'{a["unique"]/secs/1e6:.4f} {r["bytes"]*8/secs/1e9:.4f} {lost:.4f} {r["bytes"]} {s.get("gso_segments") or 1} {s["bytes"]}')
 PY

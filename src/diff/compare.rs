@@ -338,6 +338,25 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_figure_is_left_out_of_its_run() {
+        // A receiver's goodput is null where it was not measured (#26.8): the median is over
+        // the runs that have it, and a figure no run of one side has gets no row.
+        let mut a: Vec<Input> = [10.0, 12.0].iter().map(|g| udp("a", *g, 0)).collect();
+        a[1].doc["receiver"]["goodput_bps"] = Value::Null;
+        let b = vec![udp("b", 11.0, 0)];
+        let rows = diff(&a, &b).unwrap();
+        let goodput = rows
+            .iter()
+            .find(|r| r.name == "receiver.goodput_bps")
+            .unwrap();
+        assert_eq!((goodput.a, goodput.runs), (10.0, (1, 1)));
+        let mut none = vec![udp("b", 11.0, 0)];
+        none[0].doc["receiver"]["goodput_bps"] = Value::Null;
+        let rows = diff(&a, &none).unwrap();
+        assert!(rows.iter().all(|r| r.name != "receiver.goodput_bps"));
+    }
+
+    #[test]
     fn medians() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);

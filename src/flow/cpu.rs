@@ -9,21 +9,65 @@ use serde::{Deserialize, Serialize};
 
 use crate::sys::cpu::{thread_times, ThreadTimes};
 
-/// CPU used by one side's busy threads over a test.
+/// CPU used by one side's busy threads over a test. A figure no thread of this side measured
+/// is null in JSON, not 0 (an iperf3 peer's side: only `pct_core`, its own figure, may be
+/// known); in memory it is 0 with `threads` 0, and the JSON form is `CpuJson`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(into = "CpuJson", from = "CpuJson")]
 pub struct CpuUsage {
-    /// Busy threads counted.
     pub threads: u32,
-    /// User-mode CPU seconds, summed over those threads.
     pub user_s: f64,
-    /// Kernel-mode CPU seconds, summed over those threads.
     pub system_s: f64,
-    /// The side's wall time over which the threads ran (the longest of them).
     pub wall_s: f64,
-    /// (user + system) / wall, in percent of one core (200 = two cores busy).
     pub pct_core: f64,
-    /// Payload bits this side moved per CPU-second of its busy threads.
     pub bits_per_cpu_s: f64,
+}
+
+/// [`CpuUsage`] as JSON: `null` for what was not measured (every figure when no thread of
+/// this side was measured, but a peer's `pct_core`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CpuJson {
+    /// Busy threads counted (null: none of ours was).
+    pub threads: Option<u32>,
+    /// User-mode CPU seconds, summed over those threads.
+    pub user_s: Option<f64>,
+    /// Kernel-mode CPU seconds, summed over those threads.
+    pub system_s: Option<f64>,
+    /// The side's wall time over which the threads ran (the longest of them).
+    pub wall_s: Option<f64>,
+    /// (user + system) / wall, in percent of one core (200 = two cores busy); an iperf3
+    /// peer's own figure where `threads` is null.
+    pub pct_core: Option<f64>,
+    /// Payload bits this side moved per CPU-second of its busy threads.
+    pub bits_per_cpu_s: Option<f64>,
+}
+
+impl From<CpuUsage> for CpuJson {
+    fn from(c: CpuUsage) -> CpuJson {
+        let ours = c.threads > 0;
+        let known = |v: f64| ours.then_some(v);
+        CpuJson {
+            threads: ours.then_some(c.threads),
+            user_s: known(c.user_s),
+            system_s: known(c.system_s),
+            wall_s: known(c.wall_s),
+            pct_core: (ours || c.pct_core > 0.0).then_some(c.pct_core),
+            bits_per_cpu_s: known(c.bits_per_cpu_s),
+        }
+    }
+}
+
+impl From<CpuJson> for CpuUsage {
+    fn from(j: CpuJson) -> CpuUsage {
+        CpuUsage {
+            threads: j.threads.unwrap_or(0),
+            user_s: j.user_s.unwrap_or(0.0),
+            system_s: j.system_s.unwrap_or(0.0),
+            wall_s: j.wall_s.unwrap_or(0.0),
+            pct_core: j.pct_core.unwrap_or(0.0),
+            bits_per_cpu_s: j.bits_per_cpu_s.unwrap_or(0.0),
+        }
+    }
 }
 
 impl CpuUsage {
@@ -128,6 +172,46 @@ mod tests {
             "70.8% of one core (the peer's figure; the rest n/a)"
         );
         assert_eq!(CpuUsage::default().line(), "n/a");
+    }
+
+    #[test]
+    fn json_says_null_for_what_no_thread_of_ours_measured() {
+        // #26.8: the client's CPU when the peer is iperf3 was all zeros in JSON.
+        let json = |c: CpuUsage| serde_json::to_value(c).unwrap();
+        let none = json(CpuUsage::default());
+        for k in [
+            "threads",
+            "user_s",
+            "system_s",
+            "wall_s",
+            "pct_core",
+            "bits_per_cpu_s",
+        ] {
+            assert!(none[k].is_null(), "{k}: {none}");
+        }
+        let peer = json(CpuUsage {
+            pct_core: 70.8,
+            ..Default::default()
+        });
+        assert_eq!(peer["pct_core"], 70.8, "{peer}");
+        assert!(
+            peer["user_s"].is_null() && peer["threads"].is_null(),
+            "{peer}"
+        );
+        let ours = CpuUsage {
+            threads: 1,
+            wall_s: 1.0,
+            ..Default::default()
+        };
+        let j = json(ours);
+        assert_eq!(
+            (j["threads"].clone(), j["user_s"].clone()),
+            (1.into(), 0.0.into())
+        );
+        // Back from JSON (a control message), nulls and all.
+        for c in [ours, CpuUsage::default()] {
+            assert_eq!(serde_json::from_value::<CpuUsage>(json(c)).unwrap(), c);
+        }
     }
 
     #[test]

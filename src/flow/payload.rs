@@ -26,9 +26,16 @@ pub struct ReceiverStats {
     pub lost_pct: f64,
     /// Bytes of the unique datagrams (UDP payload, header included, as iperf counts).
     pub bytes: u64,
-    /// From the first to the last datagram's arrival.
+    /// From the first to the last datagram's arrival; null when that is no time (the
+    /// datagrams came in one receive batch: a short --count), and then the rates too.
+    #[serde(with = "crate::stats::unknown::zero")]
+    #[schemars(with = "Option<f64>")]
     pub duration_s: f64,
+    #[serde(with = "crate::stats::unknown::zero")]
+    #[schemars(with = "Option<f64>")]
     pub goodput_bps: f64,
+    #[serde(with = "crate::stats::unknown::zero")]
+    #[schemars(with = "Option<f64>")]
     pub pps: f64,
     /// Invalid datagrams by reason (see `wire::Invalid`); these are not in the accounting.
     pub invalid: BTreeMap<String, u64>,

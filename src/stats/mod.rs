@@ -7,6 +7,7 @@ pub mod meta;
 pub mod plot;
 pub mod table;
 pub mod timeline;
+pub mod unknown;
 
 use serde::Serialize;
 
