@@ -875,13 +875,20 @@ proptest! {
         if let Some(last) = out.last() {
             prop_assert_eq!(last.sent, sent_end);
         }
+        // Each row's own datagrams add up to the last row's total (no row counted twice),
+        // where the totals only grow (as a sender's count does).
+        if out.windows(2).all(|w| w[0].sent <= w[1].sent) {
+            let sent: u64 = out.iter().map(|r| r.interval_sent).sum();
+            prop_assert_eq!(sent, out.last().map_or(0, |r| r.sent));
+        }
     }
 }
 
-/// #16.7: a final sliver is merged into the row before it (it showed as a zero-width interval
-/// with an invented rate).
+/// #26.7: the last, partial interval is a row of its own from the last printed row's end (it
+/// was merged into that row, which was then printed again: `[1.00-2.00s]` then `[1.00-2.002s]`);
+/// its rate is over its own span, and each row says its own interval's datagrams.
 #[test]
-fn final_sliver_is_merged() {
+fn the_last_interval_starts_where_the_printed_rows_end() {
     let mut v = ReceiverView::new(1000);
     let iv = |d: u64| Msg::Interval {
         t: 0.0,
@@ -889,22 +896,31 @@ fn final_sliver_is_merged() {
         bytes: 0,
         lost_so_far: 0,
     };
-    assert!(matches!(
-        v.on_msg(iv(100), 1.0, 100, false),
-        Reaction::Row(_)
-    ));
-    assert!(matches!(
-        v.on_msg(iv(200), 2.0, 200, false),
-        Reaction::Row(_)
-    ));
+    let mut printed = Vec::new();
+    for (d, t) in [(100, 1.0), (200, 2.0)] {
+        match v.on_msg(iv(d), t, d, false) {
+            Reaction::Row(r) => printed.push(r),
+            other => panic!("{other:?}"),
+        }
+    }
     let rows = v.finish(2.002, 210, 210, 0);
-    assert_eq!(rows.len(), 2);
-    let last = rows[1];
+    assert_eq!(&rows[..2], &printed[..], "the printed rows stay as printed");
+    assert_eq!(rows.len(), 3);
+    let last = rows[2];
     assert_eq!(
-        (last.start, last.t, last.sent, last.received),
-        (1.0, 2.002, 210, 210)
+        (
+            last.start,
+            last.t,
+            last.interval_sent,
+            last.interval_received
+        ),
+        (2.0, 2.002, 10, 10)
     );
-    assert!((last.sent_bps - 110.0 * 8000.0 / 1.002).abs() < 1.0);
+    assert_eq!((last.sent, last.received), (210, 210));
+    assert!((last.sent_bps - 10.0 * 8000.0 / 0.002).abs() < 1.0);
+    assert_eq!(rows[1].interval_received, 100);
+    let sum: u64 = rows.iter().map(|r| r.interval_sent).sum();
+    assert_eq!(sum, 210, "the rows add up to the total");
 }
 
 // ---- relay and traffic state ------------------------------------------------------------------

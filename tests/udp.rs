@@ -587,9 +587,21 @@ fn uring_unavailable_gives_one_line_naming_the_cause() {
     check_invariant(&r);
 }
 
+/// The count after `word` in an interval line (`sent    7,834 dgrams`).
+fn count_after(line: &str, word: &str) -> u64 {
+    let rest = line
+        .split(word)
+        .nth(1)
+        .unwrap_or_else(|| panic!("{word}: {line}"));
+    let n = rest.split_whitespace().next().unwrap().replace(',', "");
+    n.parse().unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
 /// The interval rows tile the test: each starts where the previous one ended, the first at 0,
 /// and the last (the partial one up to the report) ends on the totals. The live lines show
-/// each interval's range.
+/// each interval's range, once (#26.7: the last line was `[1.00-2.00s]` again as
+/// `[1.00-2.03s]`), and each interval's own datagrams (they were the totals so far), so they
+/// add up to the report's.
 #[test]
 fn interval_rows_tile_the_test_and_end_on_the_totals() {
     let args = [
@@ -601,12 +613,28 @@ fn interval_rows_tile_the_test_and_end_on_the_totals() {
         "--rate",
         "200Mbps",
     ];
-    let (st, out, err) = run(&[&args[..], &["--json"]].concat(), Duration::from_secs(30));
+    let json_lines = [&args[..], &["--json", "--progress", "lines"]].concat();
+    let (st, out, err) = run(&json_lines, Duration::from_secs(30));
     assert!(st.success(), "{err}");
     let r = json(&out);
     check_invariant(&r);
     let rows = r["intervals"].as_array().unwrap();
     assert!(rows.len() >= 3, "{rows:?}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("dgrams")).collect();
+    assert_eq!(lines.len(), rows.len(), "one line per row: {err}");
+    for (line, row) in lines.iter().zip(rows) {
+        let span = format!(
+            "[{:6.2}-{:6.2}s]",
+            row["start"].as_f64().unwrap(),
+            row["t"].as_f64().unwrap()
+        );
+        assert!(line.starts_with(&span), "{span}: {err}");
+        assert_eq!(count_after(line, "sent"), row["interval_sent"], "{line}");
+        assert_eq!(count_after(line, "received"), row["interval_received"]);
+    }
+    let sum = |k: &str| -> u64 { rows.iter().map(|row| row[k].as_u64().unwrap()).sum() };
+    assert_eq!(sum("interval_sent"), acc(&r)["sent"], "{rows:?}");
+    assert_eq!(sum("interval_received"), acc(&r)["unique"], "{rows:?}");
     let mut prev_t = 0.0;
     for row in rows {
         let (start, t) = (row["start"].as_f64().unwrap(), row["t"].as_f64().unwrap());
@@ -620,4 +648,47 @@ fn interval_rows_tile_the_test_and_end_on_the_totals() {
     let (st, out, err) = run(&args, Duration::from_secs(30));
     assert!(st.success(), "{err}");
     assert!(out.contains("[  0.00-  0."), "{out}");
+}
+
+/// #26.7, the receiving side (`-R`: blast receives, as `recv` does): its lines tile the test
+/// and cover the last, partial interval too (they stopped at the last tick), each with its own
+/// datagrams, so they add up to what arrived.
+#[test]
+fn receiving_side_interval_lines_add_up_to_what_arrived() {
+    let args = [
+        "blast",
+        "-R",
+        "--time",
+        "1200ms",
+        "--interval",
+        "300ms",
+        "--rate",
+        "100Mbps",
+        "--json",
+        "--progress",
+        "lines",
+    ];
+    let (st, out, err) = run(&args, Duration::from_secs(30));
+    assert!(st.success(), "{err}");
+    let r = json(&out);
+    assert_eq!(r["role"], "receiver", "{out}");
+    let rows = r["intervals"].as_array().unwrap();
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("dgrams")).collect();
+    assert_eq!(lines.len(), rows.len(), "one line per row: {err}");
+    let mut prev_t = 0.0;
+    for (line, row) in lines.iter().zip(rows) {
+        let (start, t) = (row["start"].as_f64().unwrap(), row["t"].as_f64().unwrap());
+        assert_eq!(start, prev_t, "{rows:?}");
+        prev_t = t;
+        assert!(
+            line.starts_with(&format!("[{start:6.2}-{t:6.2}s]")),
+            "{err}"
+        );
+        assert_eq!(count_after(line, "received"), row["interval_received"]);
+    }
+    let arrived: u64 = rows
+        .iter()
+        .map(|row| row["interval_received"].as_u64().unwrap())
+        .sum();
+    assert_eq!(arrived, acc(&r)["unique"], "{rows:?}\n{err}");
 }

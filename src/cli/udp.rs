@@ -640,13 +640,13 @@ fn plot_intervals(path: &std::path::Path, r: &UdpReport) -> Result<()> {
     )
 }
 
-/// The receiving side's interval line.
+/// The receiving side's interval line: the interval's datagrams and rate, the loss so far.
 fn recv_interval_line(row: &IntervalRow) -> String {
     format!(
         "[{:6.2}-{:6.2}s] received {:>12} dgrams {:>14} | lost so far {}\n",
         row.start,
         row.t,
-        units::fmt_count(row.received),
+        units::fmt_count(row.interval_received),
         units::fmt_bits_per_sec(row.received_bps),
         units::fmt_count(row.lost_so_far)
     )

@@ -169,6 +169,7 @@ pub struct RecvSession {
     last_progress: (Instant, u64),
     prev_t: f64,
     prev_bytes: u64,
+    prev_datagrams: u64,
     intervals: Vec<IntervalRow>,
     done: Option<DoneInfo>,
     failure: Option<String>,
@@ -195,6 +196,7 @@ impl RecvSession {
             last_progress: (now, 0),
             prev_t: 0.0,
             prev_bytes: 0,
+            prev_datagrams: 0,
             intervals: Vec::new(),
             done: None,
             failure: None,
@@ -761,9 +763,11 @@ impl RecvSession {
             received_bps: bytes.saturating_sub(self.prev_bytes) as f64 * 8.0
                 / (t - self.prev_t).max(1e-9),
             lost_so_far,
+            interval_sent: 0,
+            interval_received: datagrams.saturating_sub(self.prev_datagrams),
         };
         self.intervals.push(row);
-        (self.prev_t, self.prev_bytes) = (t, bytes);
+        (self.prev_t, self.prev_bytes, self.prev_datagrams) = (t, bytes, datagrams);
         if datagrams > self.last_progress.1 {
             self.last_progress = (now, datagrams);
         }

@@ -131,6 +131,8 @@ pub(crate) struct TestState {
     /// A datagram of this test (or, with one test running, any datagram) came in this batch.
     got: bool,
     next_tick: Instant,
+    /// Unique datagrams when the last interval figures went out.
+    ticked: std::cell::Cell<u64>,
     /// Set by Finish: (sender's count if known, when asked).
     finishing: Option<(Option<Vec<u64>>, Instant)>,
     /// This thread's CPU since the test started.
@@ -165,6 +167,7 @@ impl TestState {
             recv_calls: 0,
             got: false,
             next_tick: now + interval,
+            ticked: std::cell::Cell::new(0),
             finishing: None,
             meter: ThreadMeter::start(),
             kernel_start: Snapshot::read(),
@@ -567,6 +570,21 @@ impl Core {
 }
 
 impl TestState {
+    /// The interval figures at `at` (the totals so far: the session makes the interval's).
+    fn send_interval(&self, out: &Tx<(u64, Out)>, at: Instant) {
+        let (datagrams, bytes, lost_so_far) = self.progress();
+        self.ticked.set(datagrams);
+        let _ = out.send((
+            self.test_id,
+            Out::Interval {
+                t: at.saturating_duration_since(self.start).as_secs_f64(),
+                datagrams,
+                bytes,
+                lost_so_far,
+            },
+        ));
+    }
+
     /// One receive batch ended at `now` (`received`: it carried this test's data): interval figures, and the end of the test once
     /// finishing and the drain rule says so. False once the test has ended (its result sent).
     fn end_batch(
@@ -587,16 +605,7 @@ impl TestState {
             if t.next_tick < now {
                 t.next_tick = now + ctx.interval;
             }
-            let (datagrams, bytes, lost_so_far) = t.progress();
-            let _ = out.send((
-                t.test_id,
-                Out::Interval {
-                    t: (now - t.start).as_secs_f64(),
-                    datagrams,
-                    bytes,
-                    lost_so_far,
-                },
-            ));
+            t.send_interval(out, now);
         }
         if let Some((sent, asked)) = &t.finishing {
             let (sent, asked) = (sent.as_deref(), *asked);
@@ -604,6 +613,10 @@ impl TestState {
             let quiet = now.duration_since(t.last.max(asked)) >= ctx.drain;
             let cap = now.duration_since(asked) >= ctx.drain * 8;
             if sent.is_none() || all_in || quiet || cap {
+                // The last, partial interval: up to the last datagram (not the drain's wait).
+                if t.progress().0 > t.ticked.get() {
+                    t.send_interval(out, t.last);
+                }
                 let msg = match t.stats(sent, ctx, sent.is_none()) {
                     Ok(s) => Out::Finished(Box::new(s)),
                     Err(e) => Out::Failed(e),

@@ -118,11 +118,21 @@ pub struct IntervalRow {
     /// Where it ended, in seconds since the start of the test (receiver's clock on the
     /// receiver, sender's on the sender).
     pub t: f64,
+    /// Datagrams sent since the test began (0 on the receiver's own rows).
     pub sent: u64,
+    /// The interval's sending rate (bit/s).
     pub sent_bps: f64,
+    /// Unique datagrams received since the test began.
     pub received: u64,
+    /// The interval's receiving rate (bit/s).
     pub received_bps: f64,
     pub lost_so_far: u64,
+    /// Datagrams sent in this interval (absent in older reports).
+    #[serde(default)]
+    pub interval_sent: u64,
+    /// Unique datagrams received in this interval (absent in older reports).
+    #[serde(default)]
+    pub interval_received: u64,
 }
 
 /// The report both sides print.
@@ -166,15 +176,16 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 }
 
 impl UdpReport {
-    /// The interval line printed while a test runs.
+    /// The interval line printed while a test runs: the interval's datagrams and rates, the
+    /// loss so far.
     pub fn interval_line(r: &IntervalRow) -> String {
         format!(
             "[{:6.2}-{:6.2}s] sent {:>12} dgrams {:>14} | received {:>12} dgrams {:>14} | lost so far {}",
             r.start,
             r.t,
-            fmt_count(r.sent),
+            fmt_count(r.interval_sent),
             fmt_bits_per_sec(r.sent_bps),
-            fmt_count(r.received),
+            fmt_count(r.interval_received),
             fmt_bits_per_sec(r.received_bps),
             fmt_count(r.lost_so_far)
         )

@@ -779,6 +779,8 @@ impl ReceiverView {
             received,
             received_bps: bits(received.saturating_sub(self.prev_recv)),
             lost_so_far,
+            interval_sent: sent.saturating_sub(self.prev_sent),
+            interval_received: received.saturating_sub(self.prev_recv),
         }
     }
 
@@ -815,22 +817,12 @@ impl ReceiverView {
     }
 
     /// The rows of the test, ended at `t` (when the report came) on the totals: the last,
-    /// partial interval covers what the last row did not. A final sliver (under a quarter of
-    /// the row before it, or under 10 ms) is merged into that row rather than shown as a
-    /// near-zero-width interval whose rate means nothing.
+    /// partial interval covers what the last row did not, from its end on (every row was
+    /// printed as it came, so none is redrawn: the lines never overlap and add up to the
+    /// totals).
     pub fn finish(mut self, t: f64, sent: u64, unique: u64, lost: u64) -> Vec<IntervalRow> {
         if self.rows.is_empty() || (self.prev_sent == sent && self.prev_recv == unique) {
             return self.rows;
-        }
-        let t = t.max(self.prev_t);
-        let last = *self.rows.last().expect("rows");
-        let width = t - self.prev_t;
-        if width < MIN_ROW_GAP_S || width < 0.25 * (last.t - last.start) {
-            self.rows.pop();
-            (self.prev_t, self.prev_sent, self.prev_recv) = match self.rows.last() {
-                Some(r) => (r.t, r.sent, r.received),
-                None => (0.0, 0, 0),
-            };
         }
         let row = self.row(t.max(self.prev_t + 1e-3), sent, unique, lost);
         self.push(row);
