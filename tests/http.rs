@@ -498,12 +498,12 @@ fn load_takes_a_url_like_wrk_and_reports_one_total() {
     assert!(out.contains("req/s") && out.contains("requests"), "{out}");
 }
 
-/// A server whose answers are well-formed but wrong (a 3-byte body for `GET /`): every response
-/// is a bad reply, counted by status, and the exit status says so.
-#[test]
-fn load_counts_wrong_http_answers() {
+/// A one-connection HTTP server on loopback answering every request head with `answer`: its
+/// address, and each request head it read.
+fn fake_http(answer: &'static [u8]) -> (String, std::sync::mpsc::Receiver<String>) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
     thread::spawn(move || {
         for s in l.incoming().take(1) {
             let mut s = s.unwrap();
@@ -515,12 +515,35 @@ fn load_counts_wrong_http_answers() {
                 }
                 seen.extend_from_slice(&buf[..n]);
                 while let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                    seen.drain(..i + 4);
-                    let _ = s.write_all(b"HTTP/1.1 503 Busy\r\nContent-Length: 3\r\n\r\nabc");
+                    let head: Vec<u8> = seen.drain(..i + 4).collect();
+                    let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+                    let _ = s.write_all(answer);
                 }
             }
         }
     });
+    (addr, rx)
+}
+
+/// A URL's authority is the Host header, as wrk sends it (it was always `localhost`).
+#[test]
+fn load_sends_the_urls_host() {
+    let (addr, heads) =
+        fake_http(b"HTTP/1.1 200 OK\r\nContent-Length: 19\r\n\r\nHello from netcore\n");
+    let url = format!("http://{addr}/");
+    let (rc, j) = load_json(&["load", &url, "-c", "1", "--tasks", "2", "--json"]);
+    assert_eq!(rc, 0, "{j}");
+    assert_eq!(j["points"][0]["median"]["status"]["200"], 2, "{j}");
+    let head = heads.recv_timeout(T).unwrap();
+    assert!(head.starts_with("GET / HTTP/1.1\r\n"), "{head}");
+    assert!(head.contains(&format!("\r\nHost: {addr}\r\n")), "{head}");
+}
+
+/// A server whose answers are well-formed but wrong (a 3-byte body for `GET /`): every response
+/// is a bad reply, counted by status, and the exit status says so.
+#[test]
+fn load_counts_wrong_http_answers() {
+    let (addr, _) = fake_http(b"HTTP/1.1 503 Busy\r\nContent-Length: 3\r\n\r\nabc");
     let (rc, j) = load_json(&[
         "load",
         "--connect",

@@ -463,6 +463,7 @@ fn bad_flags_are_usage_errors() {
         &["load", "http://127.0.0.1:1/", "--proto", "echo"],
         &["load", "http://127.0.0.1:1/", "--connect", "127.0.0.1:1"],
         &["load", "http://127.0.0.1:1/", "-t", "2", "--cpus", "0"],
+        &["load", "http://127.0.0.1:1/", "--mix", "/nonexistent/mix"],
         &["load"],
         &["compare", "--models", "nginx"],
         &["compare", "--clients", "0"],

@@ -83,6 +83,9 @@ pub struct WorkloadArgs {
     pub threads: Option<u32>,
     #[command(flatten)]
     pub pin: PinArgs,
+    /// HTTP's Host header (a URL's authority; else `localhost`).
+    #[arg(skip)]
+    pub host: Option<String>,
 }
 
 /// Parses a request rate: `5000`, `20k`, `1.5M`, optionally followed by `/s`, `rps` or `ps`.
@@ -138,7 +141,8 @@ impl WorkloadArgs {
                     Some(p) => Workload::http_mix(p, self.seed)?,
                     None => {
                         let path = self.path.as_deref().unwrap_or("/");
-                        Workload::http(path).with_context(|| format!("--path '{path}'"))?
+                        let host = self.host.as_deref().unwrap_or("localhost");
+                        Workload::http_to(path, host).with_context(|| format!("--path '{path}'"))?
                     }
                 }
             }
@@ -289,9 +293,19 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| super::common::usage(format!("address '{addr}' resolves to nothing")))
 }
 
-/// A URL as wrk takes it: `http://HOST[:PORT][/PATH][?QUERY]`: the address (`HOST:PORT`,
-/// port 80 by default) and the path (`/` by default, the query kept, a fragment dropped).
-pub fn parse_url(url: &str) -> Result<(String, String)> {
+/// A URL as wrk takes it: `http://HOST[:PORT][/PATH][?QUERY]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// `HOST:PORT` to connect to (port 80 by default).
+    pub addr: String,
+    /// The Host header: the URL's authority as written.
+    pub host: String,
+    /// `/` by default, the query kept, a fragment dropped.
+    pub path: String,
+}
+
+/// Parses a [`Url`]; anything else is a usage error.
+pub fn parse_url(url: &str) -> Result<Url> {
     let Some((scheme, rest)) = url.split_once("://") else {
         crate::usage_bail!(
             "'{url}' is not a URL (http://HOST:PORT/PATH); a server address goes with --connect HOST:PORT"
@@ -307,7 +321,10 @@ pub fn parse_url(url: &str) -> Result<(String, String)> {
     let rest = rest.split('#').next().unwrap_or("");
     let cut = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(cut);
-    if authority.is_empty() || authority.contains('@') {
+    if authority.is_empty()
+        || authority.contains('@')
+        || authority.bytes().any(|b| b <= b' ' || b >= 0x7f)
+    {
         crate::usage_bail!("'{url}': expected http://HOST[:PORT]/PATH (no user name)");
     }
     let has_port = match authority.rfind(']') {
@@ -324,7 +341,11 @@ pub fn parse_url(url: &str) -> Result<(String, String)> {
         p if p.starts_with('?') => format!("/{p}"),
         p => p.to_string(),
     };
-    Ok((addr, path))
+    Ok(Url {
+        addr,
+        host: authority.to_string(),
+        path,
+    })
 }
 
 /// The address to load and the workload's flags: a URL sets the address, `--proto http` and
@@ -335,13 +356,19 @@ fn target(a: &LoadArgs) -> Result<(String, WorkloadArgs)> {
         let connect = a.connect.clone().unwrap_or_default();
         return Ok((connect, work));
     };
-    let (addr, path) = parse_url(url)?;
+    let url = parse_url(url)?;
     if work.proto.is_some_and(|p| p != ProtoArg::Http) {
         crate::usage_bail!("a URL is loaded over HTTP: drop --proto or give --connect HOST:PORT");
     }
+    if work.mix.is_some() {
+        crate::usage_bail!(
+            "a URL names one path, --mix a file of them: give --connect HOST:PORT with --mix"
+        );
+    }
     work.proto = Some(ProtoArg::Http);
-    work.path = Some(path);
-    Ok((addr, work))
+    work.path = Some(url.path);
+    work.host = Some(url.host);
+    Ok((url.addr, work))
 }
 
 /// Runs `netcore load`.
@@ -423,8 +450,13 @@ mod tests {
 
     #[test]
     fn urls_as_wrk_takes_them() {
-        let ok = |u: &str| parse_url(u).unwrap();
+        let ok = |u: &str| {
+            let u = parse_url(u).unwrap();
+            (u.addr, u.path)
+        };
         let s = |a: &str, p: &str| (a.to_string(), p.to_string());
+        assert_eq!(parse_url("http://web:8080/x").unwrap().host, "web:8080");
+        assert_eq!(parse_url("http://web/x").unwrap().host, "web");
         assert_eq!(ok("http://127.0.0.1:8080/"), s("127.0.0.1:8080", "/"));
         assert_eq!(ok("http://127.0.0.1:8080"), s("127.0.0.1:8080", "/"));
         assert_eq!(

@@ -97,10 +97,15 @@ impl Workload {
         })
     }
 
-    /// An HTTP workload of one path (`/`, `/bytes/N`, ...).
+    /// An HTTP workload of one path (`/`, `/bytes/N`, ...), `Host: localhost`.
     pub fn http(path: &str) -> Result<Workload> {
+        Workload::http_to(path, "localhost")
+    }
+
+    /// An HTTP workload of one path with `Host: host` (a URL's authority, as wrk sends it).
+    pub fn http_to(path: &str, host: &str) -> Result<Workload> {
         Ok(Workload::Http {
-            requests: vec![http_request(path)?],
+            requests: vec![http_request_to(path, host)?],
             seed: 0,
         })
     }
@@ -228,13 +233,21 @@ pub fn request(line: &str) -> Result<Request> {
 
 /// Builds the GET of `path` and derives its expected answer from the HTTP session.
 pub fn http_request(path: &str) -> Result<HttpRequest> {
+    http_request_to(path, "localhost")
+}
+
+/// [`http_request`] with `Host: host`.
+pub fn http_request_to(path: &str, host: &str) -> Result<HttpRequest> {
     use crate::proto::http::{parse_response, write_get, ParsedResponse};
     let path = path.trim();
     if !path.starts_with('/') || path.len() > 1024 || path.bytes().any(|b| b <= b' ' || b >= 0x7f) {
         bail!("'{path}' is not a request path (e.g. /, /bytes/1000, /sleep/10, /hash/1000)");
     }
+    if host.is_empty() || host.len() > 255 || host.bytes().any(|b| b <= b' ' || b >= 0x7f) {
+        bail!("'{host}' is not a host name for the Host header");
+    }
     let mut wire = Vec::new();
-    write_get(&mut wire, path, "localhost");
+    write_get(&mut wire, path, host);
     let mut s = Session::new(SessionConfig {
         proto: Proto::Http,
         ..SessionConfig::default()
