@@ -472,8 +472,12 @@ impl Report for LoadReport {
             }
         }
         for p in self.points.iter().filter(|p| !p.median.status.is_empty()) {
+            let runs = match p.median.runs {
+                1 => String::new(),
+                n => format!(", summed over {n} runs"),
+            };
             out.push_str(&format!(
-                "HTTP status, {} clients: {}\n",
+                "HTTP status, {} clients{runs}: {}\n",
                 p.clients,
                 p.median.status.brief()
             ));
