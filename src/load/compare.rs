@@ -464,10 +464,14 @@ impl CompareReport {
             "netcore compare: {} (median of {} runs)",
             self.setup.workload, self.setup.runs
         );
+        let rate = format!(
+            "median {}",
+            crate::load::report::Unit::of(&self.setup.proto).rate
+        );
         let y = if self.tasks_mode() {
             "median wall time (s)"
         } else {
-            "median tasks/s"
+            &rate
         };
         line_chart(path, &title, "clients", y, &series, &opts)
     }
@@ -541,10 +545,11 @@ impl Report for CompareReport {
             t.row(row);
         }
         out.push_str(&t.render());
-        out.push_str(if self.tasks_mode() {
-            "cells: median wall time / median tasks per second"
+        let rate = crate::load::report::Unit::of(&s.proto).rate;
+        out.push_str(&if self.tasks_mode() {
+            format!("cells: median wall time / median {rate}")
         } else {
-            "cells: median tasks per second, median p99 latency"
+            format!("cells: median {rate}, median p99 latency")
         });
         out.push_str(&format!(
             " over {} run(s); skipped: over the time budget\n",
