@@ -823,3 +823,49 @@ fn stalled_iperf3_clients_do_not_stall_anyone_elses_admission() {
     let (_, _, err) = p.finish(LIMIT);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+// ---- 12b: UDP from outside --allow is in no test's figures -------------------------------
+
+/// Datagrams from an address outside `--allow` reach the receiving socket during an admitted
+/// test: they are dropped before they are decoded, counted as invalid `not_allowed` (they
+/// used to count as `magic` or, forged, in the test's own figures), with either backend.
+#[test]
+fn udp_from_outside_allow_is_in_no_test_figure() {
+    for backend in ["mio", "uring"] {
+        let (p, addr) = recv(&["--allow", "127.0.0.1/32", "--backend", backend]);
+        let to: SocketAddr = addr.parse().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let s = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+                let t0 = Instant::now();
+                let mut sent = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && t0.elapsed() < Duration::from_secs(20)
+                {
+                    sent += u64::from(s.send_to(b"not a netcore datagram", to).is_ok());
+                    thread::sleep(Duration::from_micros(500));
+                }
+                sent
+            })
+        };
+        let (st, out, err) = run(
+            &[
+                "blast", "--to", &addr, "--count", "4000", "--rate", "20Mbps", "--json",
+            ],
+            LIMIT,
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let flooded = flood.join().unwrap();
+        assert!(st.success(), "{backend}: {err}");
+        let r = json(&out);
+        let rx = &r["receiver"];
+        let not_allowed = rx["invalid"]["not_allowed"].as_u64().unwrap_or(0);
+        assert!(not_allowed > 0 && flooded > 0, "{backend}: {rx}");
+        assert!(rx["invalid"].get("magic").is_none(), "{backend}: {rx}");
+        assert_eq!(rx["accounting"]["unique"], 4000, "{backend}: {rx}");
+        assert_eq!(rx["accounting"]["lost"], 0, "{backend}: {rx}");
+        drop(p);
+    }
+}

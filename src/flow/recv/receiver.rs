@@ -233,6 +233,7 @@ impl Receiver {
             backend: self.backend,
             sock: udp.as_raw_fd(),
             rxq_ovfl: self.rxq_ovfl,
+            allow: self.opts.allow.clone(),
         };
         let core = Core::new(ctx, cmd_rx, out_tx);
         let backend = self.backend;
