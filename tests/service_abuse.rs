@@ -823,3 +823,129 @@ fn stalled_iperf3_clients_do_not_stall_anyone_elses_admission() {
     let (_, _, err) = p.finish(LIMIT);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+// ---- 12b: UDP from outside --allow is in no test's figures -------------------------------
+
+/// Datagrams from an address outside `--allow` reach the receiving socket during an admitted
+/// test: they are dropped before they are decoded, counted as invalid `not_allowed` (they
+/// used to count as `magic` or, forged, in the test's own figures), with either backend.
+#[test]
+fn udp_from_outside_allow_is_in_no_test_figure() {
+    for backend in ["mio", "uring"] {
+        let (p, addr) = recv(&["--allow", "127.0.0.1/32", "--backend", backend]);
+        let to: SocketAddr = addr.parse().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let s = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+                let t0 = Instant::now();
+                let mut sent = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && t0.elapsed() < Duration::from_secs(20)
+                {
+                    sent += u64::from(s.send_to(b"not a netcore datagram", to).is_ok());
+                    thread::sleep(Duration::from_micros(500));
+                }
+                sent
+            })
+        };
+        let (st, out, err) = run(
+            &[
+                "blast", "--to", &addr, "--count", "4000", "--rate", "20Mbps", "--json",
+            ],
+            LIMIT,
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let flooded = flood.join().unwrap();
+        assert!(st.success(), "{backend}: {err}");
+        let r = json(&out);
+        let rx = &r["receiver"];
+        let not_allowed = rx["invalid"]["not_allowed"].as_u64().unwrap_or(0);
+        assert!(not_allowed > 0 && flooded > 0, "{backend}: {rx}");
+        assert!(rx["invalid"].get("magic").is_none(), "{backend}: {rx}");
+        assert_eq!(rx["accounting"]["unique"], 4000, "{backend}: {rx}");
+        assert_eq!(rx["accounting"]["lost"], 0, "{backend}: {rx}");
+        drop(p);
+    }
+}
+
+// ---- 12c: a keyed TCP test's data connections are bound to its control connection --------
+
+/// What a data connection hears within `wait`: `Err` with the receiver's words (or "closed")
+/// if it was refused, `Ok` if it is still held open.
+fn refused_within(s: &mut TcpStream, wait: Duration) -> Result<(), String> {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut b = [0u8; 512];
+    match s.read(&mut b) {
+        Ok(0) => Err("closed".into()),
+        Ok(n) => Err(String::from_utf8_lossy(&b[..n]).into_owned()),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `recv --auth-key-file`: a data connection that names a running keyed TCP test's id and
+/// stream without the token derived from the key and that test's challenge (what anyone who
+/// learned the id could send) is refused; one with the token is taken. Data connections used
+/// to be tied to the test id only. A keyed `blast --proto tcp -P 2 --bidir` still runs.
+#[test]
+fn a_keyed_tcp_tests_data_connections_must_prove_the_key() {
+    use netcore::flow::access::{Key, TOKEN_LEN};
+    use netcore::flow::tcp::spec::encode_preamble;
+    let dir = common::scratch_dir("datakey");
+    let key = dir.join("key");
+    std::fs::write(&key, "data connections too\n").unwrap();
+    let key = key.to_str().unwrap();
+    let (p, addr) = recv(&["--auth-key-file", key]);
+    let client = ClientId {
+        bind: None,
+        key: Some(Key::read(key.as_ref()).unwrap()),
+    };
+    let mut c = Conn::connect_from(addr.parse().unwrap(), None).unwrap();
+    let h = hello(77, 65536, Plan::TimeNs(3_000_000_000));
+    let secret = c
+        .open_test(h, &client)
+        .unwrap()
+        .expect("a keyed test's secret");
+    c.send(&tcp_setup(1, Mode::Forward)).unwrap();
+    c.expect("Ready", Duration::from_secs(10)).unwrap();
+    let connect = |token: [u8; TOKEN_LEN]| {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(&encode_preamble(77, 0, token)).unwrap();
+        s
+    };
+    let mut forged = connect([0; TOKEN_LEN]);
+    let said = refused_within(&mut forged, Duration::from_secs(5));
+    assert!(
+        said.is_err(),
+        "a data connection without the token was taken"
+    );
+    let mut wrong = connect(secret.token(1));
+    assert!(refused_within(&mut wrong, Duration::from_secs(5)).is_err());
+    let mut genuine = connect(secret.token(0));
+    let held = refused_within(&mut genuine, Duration::from_millis(800));
+    assert_eq!(held, Ok(()), "the test's own data connection was refused");
+    drop((genuine, c));
+    let (st, _, err) = run(
+        &[
+            "blast",
+            "--to",
+            &addr,
+            "--proto",
+            "tcp",
+            "-P",
+            "2",
+            "--bidir",
+            "--time",
+            "1s",
+            "--auth-key-file",
+            key,
+        ],
+        LIMIT,
+    );
+    assert!(st.success(), "a keyed TCP blast: {err}");
+    netcore::sys::process::kill(p.pid() as i32, libc::SIGTERM).unwrap();
+    let (_, _, err) = p.finish(LIMIT);
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -7,6 +7,11 @@
 //! checks it in constant time (`hmac`'s `verify_slice`). The nonce is new for every
 //! connection, so a recorded answer is worth nothing on another connection; the key never
 //! crosses the wire.
+//!
+//! A keyed TCP test's data connections are bound to that proof: each preamble carries a
+//! [`TestSecret::token`], HMAC-SHA256(key, [`DATA_CONTEXT`] ‖ test id ‖ nonce ‖ stream id) cut
+//! to [`TOKEN_LEN`] bytes, which only the sender that answered this connection's challenge can
+//! make. Knowing a running test's id is not enough to join it.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -23,6 +28,10 @@ pub const OVERRUN_GRACE: std::time::Duration = std::time::Duration::from_secs(2)
 pub const NONCE_LEN: usize = 32;
 /// Domain separation for the MAC (a key used elsewhere cannot be made to answer for us).
 pub const MAC_CONTEXT: &[u8] = b"netcore control auth v1\0";
+/// Domain separation for a data connection's token (never equal to a control proof).
+pub const DATA_CONTEXT: &[u8] = b"netcore data conn v1\0";
+/// Bytes of a data connection's token.
+pub const TOKEN_LEN: usize = 16;
 /// The longest key file read.
 pub const MAX_KEY: usize = 4096;
 
@@ -171,6 +180,49 @@ pub fn verify(key: &[u8], test_id: u64, nonce: &[u8], mac_hex: &str) -> bool {
     }
 }
 
+/// What binds a keyed test's data connections to its authenticated control connection: the
+/// key and the nonce of that connection's challenge (both sides hold it once the key is
+/// proved).
+#[derive(Clone, Debug)]
+pub struct TestSecret {
+    key: Key,
+    test_id: u64,
+    nonce: [u8; NONCE_LEN],
+}
+
+impl TestSecret {
+    pub fn new(key: Key, test_id: u64, nonce: [u8; NONCE_LEN]) -> TestSecret {
+        TestSecret {
+            key,
+            test_id,
+            nonce,
+        }
+    }
+
+    fn mac(&self, stream: u32) -> Hmac<Sha256> {
+        let mut m =
+            <Hmac<Sha256> as Mac>::new_from_slice(self.key.bytes()).expect("any key length");
+        m.update(DATA_CONTEXT);
+        m.update(&self.test_id.to_le_bytes());
+        m.update(&self.nonce);
+        m.update(&stream.to_le_bytes());
+        m
+    }
+
+    /// The token data connection `stream` of this test opens with.
+    pub fn token(&self, stream: u32) -> [u8; TOKEN_LEN] {
+        let tag = self.mac(stream).finalize().into_bytes();
+        let mut t = [0u8; TOKEN_LEN];
+        t.copy_from_slice(&tag[..TOKEN_LEN]);
+        t
+    }
+
+    /// Whether `token` is data connection `stream`'s (constant-time in its bytes).
+    pub fn admits(&self, stream: u32, token: &[u8]) -> bool {
+        token.len() == TOKEN_LEN && self.mac(stream).verify_truncated_left(token).is_ok()
+    }
+}
+
 /// Lowercase hex of `b`.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -286,6 +338,23 @@ mod tests {
         fn hex_round_trip(b in prop::collection::vec(any::<u8>(), 0..64), s in ".{0,80}") {
             prop_assert_eq!(unhex(&hex(&b)), Some(b));
             let _ = unhex(&s);
+        }
+    }
+
+    #[test]
+    fn a_data_token_is_bound_to_key_test_nonce_and_stream() {
+        let k = |b: &[u8]| Key(Arc::new(b.to_vec()));
+        let s = TestSecret::new(k(b"key"), 9, [1; NONCE_LEN]);
+        let t = s.token(2);
+        assert!(s.admits(2, &t));
+        assert!(!s.admits(3, &t), "another stream");
+        assert!(!s.admits(2, &t[..8]), "a cut token");
+        for other in [
+            TestSecret::new(k(b"other"), 9, [1; NONCE_LEN]),
+            TestSecret::new(k(b"key"), 8, [1; NONCE_LEN]),
+            TestSecret::new(k(b"key"), 9, [2; NONCE_LEN]),
+        ] {
+            assert!(!other.admits(2, &t), "{other:?}");
         }
     }
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::flow::access::{self, TestSecret, NONCE_LEN};
 use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::{ReceiverStats, StreamEnd, TcpInterval, TcpSpec};
 
@@ -218,7 +219,7 @@ impl Msg {
 #[derive(Debug, Clone, Default)]
 pub struct ClientId {
     pub bind: Option<IpAddr>,
-    pub key: Option<crate::flow::access::Key>,
+    pub key: Option<access::Key>,
 }
 
 /// A line that is not a control message (malformed, unknown, over the bound): the connection
@@ -317,26 +318,28 @@ impl Conn {
 
     /// Opens a test: sends `hello` (marked `auth` when the client has a key) and, with a key,
     /// answers the receiver's Challenge with the proof (`flow::access`). The caller sends
-    /// Setup next.
-    pub fn open_test(&mut self, mut hello: Msg, client: &ClientId) -> Result<()> {
+    /// Setup next. With a key, the secret the test's data connections prove they belong to
+    /// this connection with (a TCP test's preambles).
+    pub fn open_test(&mut self, mut hello: Msg, client: &ClientId) -> Result<Option<TestSecret>> {
         let Msg::Hello { test_id, auth, .. } = &mut hello else {
             bail!("open_test needs a Hello");
         };
         let test_id = *test_id;
         *auth = client.key.is_some();
         self.send(&hello)?;
-        if let Some(key) = &client.key {
-            let nonce = match self.expect("Challenge", Duration::from_secs(10))? {
-                Msg::Challenge { nonce } => crate::flow::access::unhex(&nonce)
-                    .filter(|n| n.len() == crate::flow::access::NONCE_LEN)
-                    .ok_or_else(|| anyhow!("the receiver's challenge is not a valid nonce"))?,
-                other => bail!("expected Challenge from the receiver, got {}", other.name()),
-            };
-            self.send(&Msg::Auth {
-                mac: crate::flow::access::answer(key.bytes(), test_id, &nonce),
-            })?;
-        }
-        Ok(())
+        let Some(key) = &client.key else {
+            return Ok(None);
+        };
+        let nonce: [u8; NONCE_LEN] = match self.expect("Challenge", Duration::from_secs(10))? {
+            Msg::Challenge { nonce } => access::unhex(&nonce)
+                .and_then(|n| n.try_into().ok())
+                .ok_or_else(|| anyhow!("the receiver's challenge is not a valid nonce"))?,
+            other => bail!("expected Challenge from the receiver, got {}", other.name()),
+        };
+        self.send(&Msg::Auth {
+            mac: access::answer(key.bytes(), test_id, &nonce),
+        })?;
+        Ok(Some(TestSecret::new(key.clone(), test_id, nonce)))
     }
 
     pub fn stream(&self) -> &TcpStream {

@@ -100,6 +100,27 @@ pub(crate) fn read_addr(src: &libc::sockaddr_storage, len: libc::socklen_t) -> O
     }
 }
 
+/// The bytes of an IPv4 or IPv6 socket address as the kernel wrote them into a buffer (an
+/// io_uring `RECVMSG` name field, not necessarily aligned): None if they are none of those.
+pub fn addr_from_bytes(b: &[u8]) -> Option<SocketAddr> {
+    // SAFETY: sockaddr_storage is a plain C struct for which all-zero bytes is a valid value.
+    let mut st = unsafe { std::mem::zeroed::<libc::sockaddr_storage>() };
+    let len = b.len().min(STORAGE_LEN as usize);
+    // SAFETY: `b` has at least `len` readable bytes and `st` (a distinct, local value) has
+    // room for STORAGE_LEN >= `len` bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            b.as_ptr(),
+            (&mut st as *mut libc::sockaddr_storage).cast::<u8>(),
+            len,
+        );
+    }
+    read_addr(&st, len as libc::socklen_t)
+}
+
+/// Bytes of the largest source address a receive keeps (a `sockaddr_in6`).
+pub const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
+
 /// `n` send buffers of `slot` bytes each, sent with one `sendmmsg`: on a connected socket, or
 /// ([`SendBatch::with_destinations`]) each to its own address.
 pub struct SendBatch {

@@ -166,6 +166,9 @@ pub struct RecvMsgParts<'a> {
     pub payload: &'a [u8],
     /// The control messages (cmsg layout, as `msg_control` would hold them).
     pub control: &'a [u8],
+    /// The source address as the kernel wrote it (a `sockaddr`; empty when no name space was
+    /// asked for). Read it with `sys::mmsg::addr_from_bytes`.
+    pub name: &'a [u8],
     /// The kernel cut the payload (`MSG_TRUNC`).
     pub truncated: bool,
 }
@@ -406,13 +409,20 @@ impl Ring {
 
     /// Multishot `RECVMSG` into provided buffers (only with [`Caps::multishot_recv`]): each
     /// completion's buffer holds an `io_uring_recvmsg_out` header, `control_len` bytes of
-    /// control space and the payload; read it with [`Ring::recvmsg_parts`]. No source address
-    /// is kept (the name field is empty). Re-arm when a completion comes without `more`.
-    pub fn recvmsg_multi(&mut self, fd: RawFd, control_len: usize, tag: u64) -> OpId {
+    /// `name_len` bytes for the source address (0: none kept), `control_len` bytes of control
+    /// space and the payload; read it with [`Ring::recvmsg_parts`]. Re-arm when a completion
+    /// comes without `more`.
+    pub fn recvmsg_multi(
+        &mut self,
+        fd: RawFd,
+        name_len: usize,
+        control_len: usize,
+        tag: u64,
+    ) -> OpId {
         debug_assert!(self.caps.multishot_recv);
         let mut m = self.msgs.pop().unwrap_or_else(MsgBox::new);
         m.hdr.msg_name = std::ptr::null_mut();
-        m.hdr.msg_namelen = 0;
+        m.hdr.msg_namelen = name_len as _;
         m.hdr.msg_iov = std::ptr::null_mut();
         m.hdr.msg_iovlen = 0;
         m.hdr.msg_control = std::ptr::null_mut();
@@ -425,30 +435,34 @@ impl Ring {
     }
 
     /// Splits provided buffer `bid` filled by a [`Ring::recvmsg_multi`] completion (`len` = its
-    /// result) into control data and payload. None if the buffer is too short to parse.
+    /// result; `name_len` and `control_len` as armed) into source address, control data and
+    /// payload. None if the buffer is too short to parse.
     pub fn recvmsg_parts(
         &self,
         bid: u16,
         len: usize,
+        name_len: usize,
         control_len: usize,
     ) -> Option<RecvMsgParts<'_>> {
         // The layout `types::RecvMsgOut` parses too (it cannot lend the slices out):
         // `struct io_uring_recvmsg_out { u32 namelen, controllen, payloadlen, flags }`, then the
-        // name field (`msg_namelen` = 0 bytes here), the control field (`control_len` bytes),
-        // then the payload.
+        // name field (`name_len` bytes), the control field (`control_len` bytes), then the
+        // payload.
         const OUT: usize = 16;
         let data = self.provided(bid, len);
-        if data.len() < OUT + control_len {
+        if data.len() < OUT + name_len + control_len {
             return None;
         }
         let word = |i: usize| {
             u32::from_ne_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]) as usize
         };
-        let (controllen, payloadlen, flags) = (word(4), word(8), word(12));
-        let start = OUT + control_len;
+        let (namelen, controllen, payloadlen, flags) = (word(0), word(4), word(8), word(12));
+        let ctrl = OUT + name_len;
+        let start = ctrl + control_len;
         Some(RecvMsgParts {
             payload: &data[start..start + payloadlen.min(data.len() - start)],
-            control: &data[OUT..OUT + controllen.min(control_len)],
+            control: &data[ctrl..ctrl + controllen.min(control_len)],
+            name: &data[OUT..OUT + namelen.min(name_len)],
             truncated: flags & libc::MSG_TRUNC as usize != 0,
         })
     }

@@ -258,7 +258,7 @@ fn linked_sends(zerocopy: bool, fixed: bool) {
     } else {
         Target::Fd(tx.as_raw_fd())
     };
-    r.recvmsg_multi(rx.as_raw_fd(), 64, 100);
+    r.recvmsg_multi(rx.as_raw_fd(), 0, 64, 100);
     for i in 0..3u8 {
         let buf = vec![i; 100 + i as usize];
         let send = LinkedSend {
@@ -275,7 +275,7 @@ fn linked_sends(zerocopy: bool, fixed: bool) {
         if c.tag == 100 {
             assert!(c.more, "the multishot receive stays armed");
             let bid = c.bid.expect("a provided buffer");
-            let p = r.recvmsg_parts(bid, c.res as usize, 64).unwrap();
+            let p = r.recvmsg_parts(bid, c.res as usize, 0, 64).unwrap();
             assert!(!p.truncated);
             got.push(p.payload.to_vec());
             r.recycle(bid);
@@ -310,4 +310,32 @@ fn linked_sends(zerocopy: bool, fixed: bool) {
     }
     assert_eq!(r.in_flight(), 1, "only the multishot receive is left");
     assert!(r.drain(Duration::from_secs(2)));
+}
+
+/// A multishot `RECVMSG` armed with name space gives each datagram's source (IPv4 and IPv6).
+#[test]
+fn recvmsg_multi_keeps_the_source_address() {
+    use crate::sys::mmsg::{addr_from_bytes, NAME_LEN};
+    for host in ["127.0.0.1:0", "[::1]:0"] {
+        let Some(mut r) = ring(Some((8, 4096))) else {
+            return;
+        };
+        if !r.caps().multishot_recv {
+            eprintln!("skipping: no multishot recv");
+            return;
+        }
+        let Ok(rx) = std::net::UdpSocket::bind(host) else {
+            continue; // no IPv6 here
+        };
+        let tx = std::net::UdpSocket::bind(host).unwrap();
+        r.recvmsg_multi(rx.as_raw_fd(), NAME_LEN, 64, 200);
+        tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
+        let done = wait(&mut r, 1);
+        let c = done.iter().find(|c| c.tag == 200).expect("a completion");
+        let bid = c.bid.expect("a provided buffer");
+        let p = r.recvmsg_parts(bid, c.res as usize, NAME_LEN, 64).unwrap();
+        assert_eq!(p.payload, b"hello");
+        assert_eq!(addr_from_bytes(p.name), Some(tx.local_addr().unwrap()));
+        r.recycle(bid);
+    }
 }

@@ -233,6 +233,7 @@ impl Receiver {
             backend: self.backend,
             sock: udp.as_raw_fd(),
             rxq_ovfl: self.rxq_ovfl,
+            allow: self.opts.allow.clone(),
         };
         let core = Core::new(ctx, cmd_rx, out_tx);
         let backend = self.backend;
@@ -558,7 +559,13 @@ impl Receiver {
     /// Starts a TCP test or a reverse UDP test on a thread of its own, on `slot`'s control
     /// connection; its events go to `ev`.
     fn spawn_job(&self, slot: Slot, kind: JobKind, ev: &Tx<Event>) -> Result<Job> {
-        let Slot { mut conn, peer, .. } = slot;
+        let Slot {
+            mut conn,
+            peer,
+            session,
+            ..
+        } = slot;
+        let secret = session.secret();
         let interrupt = Arc::new(AtomicBool::new(false));
         let stop = interrupt.clone();
         let ev = ev.clone();
@@ -583,6 +590,7 @@ impl Receiver {
                         interrupt: stop,
                         max_time,
                         max_rate_bps,
+                        secret,
                     };
                     let r = tcp::server::run_test(&mut conn, ctx, test_id, plan, spec, &mut |e| {
                         let _ = ev.send(Event::Tcp {
@@ -1276,8 +1284,8 @@ fn data_preamble(s: &TcpStream, since: Instant, now: Instant) -> Preamble {
             Preamble::No
         };
     }
-    match decode_preamble(&b) {
-        Some((id, _)) => {
+    match decode_preamble(&b).map(|p| p.test_id) {
+        Some(id) => {
             let mut p = vec![0u8; PREAMBLE_LEN];
             let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
             match std::io::Read::read_exact(&mut &*s, &mut p) {

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::echo::EchoJob;
-use crate::flow::access::{self, Key, NONCE_LEN, OVERRUN_GRACE};
+use crate::flow::access::{self, Key, TestSecret, NONCE_LEN, OVERRUN_GRACE};
 use crate::flow::control::{Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::TcpSpec;
@@ -231,6 +231,14 @@ impl RecvSession {
     /// admitted.
     pub fn keyed(&self) -> bool {
         self.ctx.auth.is_some()
+    }
+
+    /// A keyed test's secret (the key and this connection's nonce), which its TCP data
+    /// connections must prove; None without `--auth-key-file`. Meaningful once the key is
+    /// proved (a test starts only then).
+    pub fn secret(&self) -> Option<TestSecret> {
+        let (key, nonce) = self.ctx.auth.as_ref()?;
+        Some(TestSecret::new(key.clone(), self.test_id, *nonce))
     }
 
     /// The test id a Hello named (0 before one).

@@ -22,6 +22,7 @@ use anyhow::{bail, Result};
 use super::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
 use super::spec::encode_preamble;
 use super::stream::{self, bytes_moved, DataConn, Job, Live, Stops};
+use crate::flow::access::TOKEN_LEN;
 use crate::flow::control::{ClientId, Conn, Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::cpu::CpuUsage;
 use crate::flow::host::host_name;
@@ -89,7 +90,7 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
     spec.check().map_err(anyhow::Error::msg)?;
     let mut c = Conn::connect_from(opts.control, opts.client.bind)?;
     let test_id = opts.test_id;
-    c.open_test(
+    let secret = c.open_test(
         Msg::Hello {
             version: PROTOCOL_VERSION,
             test_id,
@@ -117,7 +118,10 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
     let stop = Arc::new(AtomicBool::new(false));
     let mut conns = Vec::new();
     for (id, dir) in spec.directions().into_iter().enumerate() {
-        let preamble = encode_preamble(test_id, id as u32);
+        let token = secret
+            .as_ref()
+            .map_or([0; TOKEN_LEN], |s| s.token(id as u32));
+        let preamble = encode_preamble(test_id, id as u32, token);
         let sock = stream::connect_from(data, opts.client.bind, spec, &preamble)?;
         let mut job = job_for(spec, opts.plan, dir, id, true, cpu_for(&opts.cpus, id));
         job.wait = opts.wait.for_window(spec.window);

@@ -16,8 +16,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::client::{job_for, sample};
 use super::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
-use super::spec::{decode_preamble, PREAMBLE_LEN};
+use super::spec::{decode_preamble, Preamble, PREAMBLE_LEN};
 use super::stream::{self, bytes_moved, configure, DataConn, Stops};
+use crate::flow::access::TestSecret;
 use crate::flow::control::{encode, Conn, Msg, Plan};
 use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
@@ -56,6 +57,8 @@ pub struct ServerCtx {
     /// The fastest the client may send, bits a second (`--max-rate`): an interval over it by
     /// more than a quarter cuts the test; this side's writers are paced at most at it.
     pub max_rate_bps: Option<f64>,
+    /// A keyed test's secret: each data connection's preamble must carry its token.
+    pub secret: Option<TestSecret>,
 }
 
 /// How long the client of a test interrupted here has to send its account (`TcpDone`).
@@ -80,11 +83,20 @@ fn next_data_conn(listener: &TcpListener, head: usize) -> Option<(TcpStream, Vec
     Some((s, p))
 }
 
-/// A data connection's stream id if its preamble belongs to `test_id`; anything else is told
-/// the receiver is busy.
-fn admit(s: TcpStream, p: &[u8], test_id: u64, n: usize) -> Option<(u32, TcpStream)> {
+/// A data connection's stream id if its preamble belongs to `test_id` (of `n` streams, and
+/// with a key, proves it with its token); anything else is told the receiver is busy.
+fn admit(
+    s: TcpStream,
+    p: &[u8],
+    test_id: u64,
+    n: usize,
+    secret: Option<&TestSecret>,
+) -> Option<(u32, TcpStream)> {
+    let proved = |p: &Preamble| secret.is_none_or(|k| k.admits(p.stream, &p.token));
     match decode_preamble(p) {
-        Some((id, stream)) if id == test_id && (stream as usize) < n => Some((stream, s)),
+        Some(p) if p.test_id == test_id && (p.stream as usize) < n && proved(&p) => {
+            Some((p.stream, s))
+        }
         _ => {
             busy(s);
             None
@@ -175,7 +187,7 @@ fn accept_conns(
         let Some((s, p)) = next else {
             continue;
         };
-        let Some((id, sock)) = admit(s, &p, test_id, dirs.len()) else {
+        let Some((id, sock)) = admit(s, &p, test_id, dirs.len(), ctx.secret.as_ref()) else {
             continue;
         };
         let i = id as usize;

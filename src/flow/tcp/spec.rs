@@ -2,16 +2,21 @@
 //! from a control connection on the same port. The test's settings (`TcpSpec`) are a control
 //! message's payload: `flow::payload`.
 
-/// Bytes of the preamble a data connection sends first.
-pub const PREAMBLE_LEN: usize = 24;
-const MAGIC: [u8; 8] = *b"NCTCPv2\0";
+use crate::flow::access::TOKEN_LEN;
 
-/// The first bytes of a data connection: magic, the test id and the stream id.
-pub fn encode_preamble(test_id: u64, stream: u32) -> [u8; PREAMBLE_LEN] {
+/// Bytes of the preamble a data connection sends first.
+pub const PREAMBLE_LEN: usize = 24 + TOKEN_LEN;
+const MAGIC: [u8; 8] = *b"NCTCPv3\0";
+
+/// The first bytes of a data connection: magic, the test id, the stream id, 4 bytes of zeros
+/// and the token that binds it to a keyed test's control connection (zeros without a key;
+/// `flow::access::TestSecret`).
+pub fn encode_preamble(test_id: u64, stream: u32, token: [u8; TOKEN_LEN]) -> [u8; PREAMBLE_LEN] {
     let mut b = [0u8; PREAMBLE_LEN];
     b[..8].copy_from_slice(&MAGIC);
     b[8..16].copy_from_slice(&test_id.to_le_bytes());
     b[16..20].copy_from_slice(&stream.to_le_bytes());
+    b[24..].copy_from_slice(&token);
     b
 }
 
@@ -21,15 +26,24 @@ pub fn preamble_prefix(b: &[u8]) -> bool {
     b[..n] == MAGIC[..n]
 }
 
-/// The test id and stream id of a preamble, or None if it is not one.
-pub fn decode_preamble(b: &[u8]) -> Option<(u64, u32)> {
-    if b.len() != PREAMBLE_LEN || b[..8] != MAGIC || b[20..] != [0; 4] {
+/// A data connection's preamble, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preamble {
+    pub test_id: u64,
+    pub stream: u32,
+    pub token: [u8; TOKEN_LEN],
+}
+
+/// The test id, stream id and token of a preamble, or None if it is not one.
+pub fn decode_preamble(b: &[u8]) -> Option<Preamble> {
+    if b.len() != PREAMBLE_LEN || b[..8] != MAGIC || b[20..24] != [0; 4] {
         return None;
     }
-    Some((
-        u64::from_le_bytes(b[8..16].try_into().ok()?),
-        u32::from_le_bytes(b[16..20].try_into().ok()?),
-    ))
+    Some(Preamble {
+        test_id: u64::from_le_bytes(b[8..16].try_into().ok()?),
+        stream: u32::from_le_bytes(b[16..20].try_into().ok()?),
+        token: b[24..].try_into().ok()?,
+    })
 }
 
 #[cfg(test)]
@@ -39,16 +53,22 @@ mod tests {
 
     #[test]
     fn preamble() {
-        let p = encode_preamble(0xdead_beef, 7);
-        assert_eq!(decode_preamble(&p), Some((0xdead_beef, 7)));
+        let p = encode_preamble(0xdead_beef, 7, [5; TOKEN_LEN]);
+        let want = Preamble {
+            test_id: 0xdead_beef,
+            stream: 7,
+            token: [5; TOKEN_LEN],
+        };
+        assert_eq!(decode_preamble(&p), Some(want));
         assert_eq!(decode_preamble(&p[..10]), None);
         assert_eq!(decode_preamble(b"{\"type\":\"hello\",\"ver"), None);
     }
 
     proptest! {
         #[test]
-        fn preamble_round_trips(id in any::<u64>(), s in any::<u32>()) {
-            prop_assert_eq!(decode_preamble(&encode_preamble(id, s)), Some((id, s)));
+        fn preamble_round_trips(id in any::<u64>(), s in any::<u32>(), t in any::<[u8; 16]>()) {
+            let p = decode_preamble(&encode_preamble(id, s, t)).unwrap();
+            prop_assert_eq!((p.test_id, p.stream, p.token), (id, s, t));
         }
 
         #[test]

@@ -9,11 +9,13 @@
 //! news goes out with the test id it is about.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::mpsc::{Receiver as Rx, Sender as Tx, TryRecvError};
 use std::time::{Duration, Instant};
 
 use super::wire::{self, Header, Invalid};
+use crate::flow::access::AllowList;
 use crate::flow::backend::Backend;
 use crate::flow::cpu::ThreadMeter;
 use crate::flow::kernel::{split_loss, Snapshot};
@@ -76,6 +78,16 @@ pub(crate) struct UdpCtx {
     pub sock: RawFd,
     /// `SO_RXQ_OVFL` is on: the backend passes each batch's drop count to [`Core::on_drops`].
     pub rxq_ovfl: bool,
+    /// `--allow`: datagrams from elsewhere are dropped before they are decoded (counted
+    /// invalid, `not_allowed`). Empty: every source, and backends need not read addresses.
+    pub allow: AllowList,
+}
+
+impl UdpCtx {
+    /// Whether the backend must pass each buffer's source address to [`Core::on_buffer`].
+    pub fn wants_sources(&self) -> bool {
+        !self.allow.0.is_empty()
+    }
 }
 
 /// One stream's accounting in a test: its own sequence space, bytes and jitter.
@@ -472,12 +484,23 @@ impl Core {
         !self.tests.is_empty()
     }
 
-    /// Accounts one receive buffer that arrived at `now_ns` (CLOCK_REALTIME): a buffer the
+    /// Accounts one receive buffer that arrived at `now_ns` (CLOCK_REALTIME) from `from` (None
+    /// when the backend does not read sources, see [`UdpCtx::wants_sources`]): a buffer the
     /// kernel coalesced (GRO, `gro` = its segment size) is split into its datagrams.
     #[inline]
-    pub fn on_buffer(&mut self, m: &[u8], truncated: bool, gro: Option<usize>, now_ns: u64) {
+    pub fn on_buffer(
+        &mut self,
+        m: &[u8],
+        truncated: bool,
+        gro: Option<usize>,
+        from: Option<SocketAddr>,
+        now_ns: u64,
+    ) {
         if self.tests.is_empty() {
             return;
+        }
+        if self.ctx.wants_sources() && !from.is_some_and(|a| self.ctx.allow.admits(a.ip())) {
+            return self.not_allowed(m.len(), gro);
         }
         if truncated {
             // Which test it was is unknown: with one test running it is that one's.
@@ -504,6 +527,20 @@ impl Core {
             _ => {
                 self.on_datagram(m, now_ns);
             }
+        }
+    }
+
+    /// A buffer from outside `--allow`: its datagrams count as invalid in the only test
+    /// running (never in its figures), and are dropped while several run.
+    #[cold]
+    fn not_allowed(&mut self, len: usize, gro: Option<usize>) {
+        if let [t] = self.tests.as_mut_slice() {
+            let n = match gro {
+                Some(seg) if seg > 0 && seg < len => len.div_ceil(seg) as u64,
+                _ => 1,
+            };
+            t.got = true;
+            t.invalid[Invalid::NotAllowed as usize] += n;
         }
     }
 
@@ -648,7 +685,38 @@ mod tests {
             backend: Backend::Mio,
             sock: -1,
             rxq_ovfl: true,
+            allow: AllowList::default(),
         }
+    }
+
+    #[test]
+    fn datagrams_from_outside_allow_are_in_no_figure() {
+        let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+        let (out_tx, out_rx) = std::sync::mpsc::channel();
+        let mut c = ctx();
+        c.allow = AllowList::parse("10.0.0.0/8").unwrap();
+        let mut core = Core::new(c, cmd_rx, out_tx);
+        let p = TestParams {
+            test_id: 7,
+            same_host: true,
+            streams: 1,
+        };
+        cmd_tx.send(Cmd::Start(p)).unwrap();
+        assert!(core.commands());
+        let inside: SocketAddr = "10.1.2.3:9".parse().unwrap();
+        let outside: SocketAddr = "192.168.1.1:9".parse().unwrap();
+        core.on_buffer(&datagram(0, 0), false, None, Some(inside), 2);
+        // A forged datagram of the test (next sequence number) and a GRO buffer of three.
+        core.on_buffer(&datagram(0, 1), false, None, Some(outside), 2);
+        let three = [datagram(0, 2), datagram(0, 3), datagram(0, 4)].concat();
+        core.on_buffer(&three, false, Some(100), Some(outside), 2);
+        core.on_buffer(&datagram(0, 1), false, None, None, 2);
+        let t = &core.tests[0];
+        assert_eq!(t.progress(), (1, 100, 0));
+        let r = t.stats(Some(&[1]), &core.ctx, false).unwrap();
+        assert_eq!(r.invalid.get("not_allowed"), Some(&5));
+        assert_eq!(r.accounting.unique, 1);
+        drop(out_rx);
     }
 
     fn datagram(stream: u16, seq: u64) -> Vec<u8> {

@@ -15,7 +15,11 @@ pub(crate) fn udp_thread(sock: UdpSocket, mut core: Core) {
         affinity::pin_current(cpu);
     }
     let _ = sock.set_read_timeout(Some(Duration::from_millis(10)));
-    let mut batch = RecvBatch::new(core.ctx.batch, 1 << 16);
+    let mut batch = if core.ctx.wants_sources() {
+        RecvBatch::with_sources(core.ctx.batch, 1 << 16)
+    } else {
+        RecvBatch::new(core.ctx.batch, 1 << 16)
+    };
     while core.commands() {
         let block = !core.in_test() || core.ctx.wait == RxWait::Block;
         // An error here is a timeout, EINTR, an empty socket (non-blocking read), or an ICMP
@@ -30,7 +34,13 @@ pub(crate) fn udp_thread(sock: UdpSocket, mut core: Core) {
             for i in 0..n {
                 let (m, truncated) = batch.message(i);
                 let control = batch.control(i);
-                core.on_buffer(m, truncated, gro_segment_in(control), now_ns);
+                core.on_buffer(
+                    m,
+                    truncated,
+                    gro_segment_in(control),
+                    batch.source(i),
+                    now_ns,
+                );
                 drops = rxq_ovfl_in(control).or(drops);
             }
             if let Some(d) = drops {

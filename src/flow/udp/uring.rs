@@ -35,7 +35,7 @@ use anyhow::{anyhow, bail, Result};
 use super::recv_core::{Core, RxWait, POLL_NAP};
 use super::report::ZeroCopyStats;
 use super::transport::Transport;
-use crate::sys::mmsg::{gro_segment_in, rxq_ovfl_in};
+use crate::sys::mmsg::{addr_from_bytes, gro_segment_in, rxq_ovfl_in, NAME_LEN};
 use crate::sys::{affinity, realtime_ns};
 use crate::uring::{Completion, LinkedSend, Ring, Target};
 
@@ -49,7 +49,7 @@ const CTRL: usize = 64;
 /// (`CONFIGS=uring RUNS=7 SIZE=4G tools/compare-udp-burst.sh`, one run each, in a row). The
 /// `recvmmsg` path reuses its first buffers on every call, which is why it did not suffer.
 const RECV_BUFS: u16 = 32;
-const RECV_BUF_SIZE: usize = (1 << 16) + 16 + CTRL;
+const RECV_BUF_SIZE: usize = (1 << 16) + 16 + NAME_LEN + CTRL;
 /// Submission entries of the receive ring; the completion queue is twice that, so a turn's
 /// completions (at most one per provided buffer, plus the ends) always fit.
 const RECV_ENTRIES: u32 = 256;
@@ -74,13 +74,19 @@ pub(crate) fn recv_thread(sock: UdpSocket, mut core: Core) {
             Err(e) => return core.refuse_tests(format!("{e}; use --backend mio")),
         };
     let fd: RawFd = sock.as_raw_fd();
+    // Room for each datagram's source only where `--allow` needs it.
+    let name_len = if core.ctx.wants_sources() {
+        NAME_LEN
+    } else {
+        0
+    };
     let mut armed = false;
     let mut rearm_errors = 0u32;
     let mut last_err = 0;
     let mut done: Vec<Completion> = Vec::with_capacity(2 * RECV_ENTRIES as usize);
     while core.commands() {
         if !armed {
-            ring.recvmsg_multi(fd, CTRL, TAG_RECV);
+            ring.recvmsg_multi(fd, name_len, CTRL, TAG_RECV);
             armed = true;
         }
         ring.flush_buffers();
@@ -119,8 +125,10 @@ pub(crate) fn recv_thread(sock: UdpSocket, mut core: Core) {
             }
             let Some(bid) = c.bid else { continue };
             if c.res > 0 && core.in_test() {
-                if let Some(p) = ring.recvmsg_parts(bid, c.res as usize, CTRL) {
-                    core.on_buffer(p.payload, p.truncated, gro_segment_in(p.control), now_ns);
+                if let Some(p) = ring.recvmsg_parts(bid, c.res as usize, name_len, CTRL) {
+                    let from = addr_from_bytes(p.name);
+                    let gro = gro_segment_in(p.control);
+                    core.on_buffer(p.payload, p.truncated, gro, from, now_ns);
                     drops = rxq_ovfl_in(p.control).or(drops);
                     got = true;
                 }

@@ -82,10 +82,12 @@ pub enum Invalid {
     Truncated,
     /// Carries a stream number the test did not announce (`-P`).
     Stream,
+    /// Came from an address outside the receiver's `--allow` (dropped before it was decoded).
+    NotAllowed,
 }
 
 impl Invalid {
-    pub const ALL: [Invalid; 8] = [
+    pub const ALL: [Invalid; 9] = [
         Invalid::Short,
         Invalid::Magic,
         Invalid::Version,
@@ -94,6 +96,7 @@ impl Invalid {
         Invalid::Checksum,
         Invalid::Truncated,
         Invalid::Stream,
+        Invalid::NotAllowed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -106,6 +109,7 @@ impl Invalid {
             Invalid::Checksum => "checksum",
             Invalid::Truncated => "truncated",
             Invalid::Stream => "stream",
+            Invalid::NotAllowed => "not_allowed",
         }
     }
 }
