@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
+use super::common::resolve;
 use super::common::{out, parse_congestion, usage, ClientArgs, OutputArgs, PlotArg, StreamArg};
-use super::udp::resolve;
 use crate::flow::probe;
 use crate::flow::recv::echo::MAX_RATE;
 use crate::flow::recv::receiver::{Receiver, RecvOptions};
