@@ -1,5 +1,5 @@
 //! Human units on the command line: sizes (`200MB`, `1.5GiB`), rates (`1Gbps`, `50kpps`) and
-//! durations (`10s`, `250ms`). Pure parsing and formatting, no I/O.
+//! durations (`10s`, `250ms`), percentages (`0.5%`). Pure parsing and formatting, no I/O.
 //!
 //! Conventions (the ones iperf3 users expect, stated once):
 //! - sizes: `KB MB GB TB` are decimal (10^3), `KiB MiB GiB TiB` and the bare letters `K M G T` are
@@ -222,6 +222,20 @@ pub fn parse_nonzero_size(text: &str) -> Result<u64, UnitError> {
         return Err(err("size", text, "must be greater than zero"));
     }
     Ok(s)
+}
+
+/// Parses a percentage: `1%`, `0.5%`, or a bare number meaning percent (`2` is 2%), as netem
+/// does. Returns a fraction in `0..=1`.
+pub fn parse_percent(text: &str) -> Result<f64, UnitError> {
+    let t = text.trim();
+    let num = t.strip_suffix('%').unwrap_or(t).trim();
+    let v: f64 = num
+        .parse()
+        .map_err(|_| err("percentage", text, "not a number (use e.g. 1% or 0.5%)"))?;
+    if !v.is_finite() || !(0.0..=100.0).contains(&v) {
+        return Err(err("percentage", text, "out of range: use 0%..100%"));
+    }
+    Ok(v / 100.0)
 }
 
 // ---- Formatting: every human-readable number netcore prints goes through these. ----
@@ -475,6 +489,17 @@ mod tests {
     }
 
     #[test]
+    fn percentages_are_fractions() {
+        assert_eq!(parse_percent("1%"), Ok(0.01));
+        assert_eq!(parse_percent("0.5"), Ok(0.005));
+        assert_eq!(parse_percent("100%"), Ok(1.0));
+        assert_eq!(parse_percent(" 0 "), Ok(0.0));
+        for bad in ["150%", "-1%", "x", "1%%", "", "nan", "inf%"] {
+            assert!(parse_percent(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
@@ -601,6 +626,13 @@ mod tests {
             proptest::prop_assert_eq!(fmt_count(n).replace(',', "").parse::<u64>().unwrap(), n);
             let shown: f64 = fmt_number(x).replace(',', "").parse().unwrap();
             proptest::prop_assert!((shown - x).abs() <= 0.5 * (1.0 + 1e-9) || (shown - x).abs() / x <= 0.005);
+        }
+
+        #[test]
+        fn percentages_read_back(v in 0f64..=100.0) {
+            let f = parse_percent(&format!("{v}%")).unwrap();
+            proptest::prop_assert!((f * 100.0 - v).abs() <= 1e-9 * v.max(1.0));
+            proptest::prop_assert_eq!(parse_percent(&v.to_string()).unwrap(), f);
         }
 
         #[test]

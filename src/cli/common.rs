@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::flow::rxwait::RxWait;
 use crate::stats::Format;
-use crate::sys::{affinity, tcp};
+use crate::sys::affinity;
 use crate::units;
 
 /// A usage error found after parsing (a bad combination of flags, a value out of range):
@@ -307,22 +307,25 @@ pub enum Proto {
     Tcp,
 }
 
-/// Accepts an algorithm this kernel will set on a socket.
-pub fn parse_congestion(s: &str) -> Result<String, String> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .map_err(|e| e.to_string())?;
-    match tcp::set_congestion(&sock, s) {
-        Ok(()) => Ok(s.to_string()),
-        Err(_) => {
-            let avail =
-                std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
-                    .unwrap_or_default();
-            Err(format!(
-                "unknown congestion control '{s}' (this kernel offers: {})",
-                avail.trim()
-            ))
-        }
+/// Where the kernel lists the congestion control algorithms it offers.
+const AVAILABLE_CONGESTION: &str = "/proc/sys/net/ipv4/tcp_available_congestion_control";
+
+/// `--congestion ALGO`: a usage error unless this kernel offers ALGO. Checked when a command
+/// plans its run, not while its flags are parsed (nothing opens a socket for it); where the
+/// list cannot be read, the data socket's setup says whether the kernel takes it.
+pub fn check_congestion(name: &str) -> Result<()> {
+    match std::fs::read_to_string(AVAILABLE_CONGESTION) {
+        Ok(offered) if !offers_congestion(&offered, name) => crate::usage_bail!(
+            "unknown congestion control '{name}' (this kernel offers: {})",
+            offered.trim()
+        ),
+        _ => Ok(()),
     }
+}
+
+/// True when `name` is one of the algorithms in `offered` (the kernel's list).
+fn offers_congestion(offered: &str, name: &str) -> bool {
+    offered.split_whitespace().any(|a| a == name)
 }
 
 /// `--metrics ADDR`: serve OpenMetrics for Prometheus at `http://ADDR/metrics`.
@@ -475,4 +478,19 @@ pub fn recv_interval_line(row: &crate::flow::udp::report::IntervalRow) -> String
         units::fmt_bits_per_sec(row.received_bps),
         units::fmt_count(row.lost_so_far)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn congestion_names_are_matched_whole() {
+        let offered = "reno bbr cubic\n";
+        assert!(offers_congestion(offered, "bbr"));
+        assert!(offers_congestion(offered, "cubic"));
+        assert!(!offers_congestion(offered, "bb"));
+        assert!(!offers_congestion(offered, "no-such-cc"));
+        assert!(!offers_congestion(offered, ""));
+    }
 }

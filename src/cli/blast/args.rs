@@ -7,8 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::cli::common::{
-    parse_congestion, ClientArgs, OutputArgs, PinArgs, PlotArg, ProgressArg, Proto, RxArgs,
-    StreamArg,
+    ClientArgs, OutputArgs, PinArgs, PlotArg, ProgressArg, Proto, RxArgs, StreamArg,
 };
 use crate::flow::backend::Backend;
 use crate::flow::streams::MAX_STREAMS;
@@ -140,7 +139,7 @@ pub struct TcpArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(88..=32767), help_heading = TCP)]
     pub mss: Option<u32>,
     /// Congestion control algorithm (TCP_CONGESTION), e.g. cubic, bbr, reno
-    #[arg(long, value_name = "ALGO", value_parser = parse_congestion, help_heading = TCP)]
+    #[arg(long, value_name = "ALGO", help_heading = TCP)]
     pub congestion: Option<String>,
     /// TCP_NODELAY on the data connections
     #[arg(long, help_heading = TCP)]
@@ -167,7 +166,7 @@ pub struct SearchArgs {
     #[arg(long, conflicts_with_all = ["size", "time", "count", "rate"], help_heading = SEARCH)]
     pub find_rate: bool,
     /// With --find-rate: the loss allowed per trial (0, or a percentage such as 0.1%)
-    #[arg(long, value_parser = crate::relay::impair::parse_percent, default_value = "0", requires = "find_rate", help_heading = SEARCH)]
+    #[arg(long, value_parser = units::parse_percent, default_value = "0", requires = "find_rate", help_heading = SEARCH)]
     pub loss: f64,
     /// With --find-rate: how long each trial sends
     #[arg(long, value_parser = units::parse_nonzero_duration, default_value = "2s", requires = "find_rate", help_heading = SEARCH)]

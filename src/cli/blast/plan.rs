@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::args::BlastArgs;
-use crate::cli::common::{resolve, usage, JsonStream, Live, ProgressMode, Proto};
+use crate::cli::common::{check_congestion, resolve, usage, JsonStream, Live, ProgressMode, Proto};
 use crate::flow::backend::Backend;
 use crate::flow::control::{ClientId, Plan};
 use crate::flow::payload::{TcpSpec, DEFAULT_LEN, MAX_LEN};
@@ -420,6 +420,9 @@ fn bits(flag: &str, r: Option<Rate>) -> Result<Option<u64>> {
 /// The TCP test the flags describe.
 fn spec_of(a: &BlastArgs, mode: Mode, len: usize) -> Result<TcpSpec> {
     let t = &a.tcp;
+    if let Some(cc) = &t.congestion {
+        check_congestion(cc)?;
+    }
     Ok(TcpSpec {
         window: t.window,
         mss: t.mss,
