@@ -104,6 +104,14 @@ impl Rate {
             Rate::PacketsPerSec(p) => p,
         }
     }
+
+    /// Bits per second for datagrams of `len` payload bytes.
+    pub fn bits_per_sec(self, len: usize) -> f64 {
+        match self {
+            Rate::BitsPerSec(b) => b,
+            Rate::PacketsPerSec(p) => p * len as f64 * 8.0,
+        }
+    }
 }
 
 impl fmt::Display for Rate {

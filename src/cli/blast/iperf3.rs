@@ -28,9 +28,7 @@ pub fn udp(plan: &BlastPlan, server: SocketAddr) -> Result<ExitCode> {
         mode: plan.mode,
         len: plan.len,
         plan: plan.amount,
-        rate_bps: plan
-            .rate
-            .map(|r| (r.packets_per_sec(plan.len) * plan.len as f64 * 8.0) as u64),
+        rate_bps: plan.rate.map(|r| r.bits_per_sec(plan.len) as u64),
         gso: plan.udp.gso != GsoMode::Off,
         cpus: plan.cpus.send.clone(),
     })?;
