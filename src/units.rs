@@ -105,6 +105,11 @@ impl Rate {
         }
     }
 
+    /// A pace of nothing: `--rate 0` (unpaced).
+    pub fn is_zero(self) -> bool {
+        matches!(self, Rate::BitsPerSec(v) | Rate::PacketsPerSec(v) if v == 0.0)
+    }
+
     /// Bits per second for datagrams of `len` payload bytes.
     pub fn bits_per_sec(self, len: usize) -> f64 {
         match self {
@@ -125,16 +130,20 @@ impl fmt::Display for Rate {
 
 /// Parses `1Gbps`, `500Mbit/s`, `50kpps`, `2Mpps`, `1e9` (bits per second), `125MB/s`,
 /// `125MBps`, `125MB` (bytes per second: times 8). The case of `B` matters: `b` is bits, `B`
-/// bytes. Zero is rejected: leave `--rate` out for an unpaced run.
+/// bytes. Zero is rejected (a cap or a pace of nothing): see [`parse_pace`] for a pace where
+/// 0 means unpaced.
 pub fn parse_rate(text: &str) -> Result<Rate, UnitError> {
-    let (v, unit) = split_number("rate", text)?;
-    if v == 0.0 {
-        return Err(err(
-            "rate",
-            text,
-            "must be greater than zero (omit --rate to send unpaced)",
-        ));
+    let r = parse_pace(text)?;
+    if r.is_zero() {
+        return Err(err("rate", text, "must be greater than zero"));
     }
+    Ok(r)
+}
+
+/// Parses a pace as [`parse_rate`] does, but 0 (in any unit) is accepted: it means unpaced,
+/// as iperf3's `-b 0` does.
+pub fn parse_pace(text: &str) -> Result<Rate, UnitError> {
+    let (v, unit) = split_number("rate", text)?;
     #[derive(PartialEq)]
     enum Kind {
         Bits,
@@ -505,6 +514,17 @@ mod tests {
         for bad in ["150%", "-1%", "x", "1%%", "", "nan", "inf%"] {
             assert!(parse_percent(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_pace_of_zero_is_unpaced_and_a_rate_of_zero_is_refused() {
+        for zero in ["0", "0bps", "0Mbps", "0pps", "0B/s", "0.0"] {
+            assert!(parse_pace(zero).unwrap().is_zero(), "{zero}");
+            assert!(parse_rate(zero).is_err(), "{zero}");
+        }
+        assert!(parse_pace("0xyz").is_err());
+        assert_eq!(parse_pace("1Mbps"), parse_rate("1Mbps"));
+        assert!(!parse_pace("1pps").unwrap().is_zero());
     }
 
     #[test]

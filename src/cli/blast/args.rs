@@ -47,9 +47,9 @@ pub struct BlastArgs {
     #[arg(long, short = 'l', value_parser = units::parse_nonzero_size, allow_hyphen_values = true)]
     pub len: Option<u64>,
     /// Pace to this rate: bits (1Gbps, 500Mbps, 1e9), bytes (125MB/s) or datagrams (50kpps)
-    /// per second; unpaced without it. The total over all -P streams (iperf3's -b is per
-    /// stream)
-    #[arg(long, short = 'b', value_parser = units::parse_rate, allow_hyphen_values = true)]
+    /// per second; unpaced without it or with 0 (as iperf3's -b 0). The total over all -P
+    /// streams (iperf3's -b is per stream)
+    #[arg(long, short = 'b', value_parser = units::parse_pace, allow_hyphen_values = true)]
     pub rate: Option<Rate>,
     /// Interval between progress lines
     #[arg(long, short = 'i', value_parser = units::parse_nonzero_duration, default_value = "1s")]

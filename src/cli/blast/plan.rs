@@ -133,8 +133,10 @@ impl BlastPlan {
         let mode = Mode::of(a.streams.reverse, a.streams.bidir);
         let len = len_of(&a, iperf3)?;
         let amount = amount_of(&a, len)?;
+        // `--rate 0` paces nothing: unpaced, as iperf3's `-b 0`.
+        let rate = a.rate.filter(|r| !r.is_zero());
         let kind = match (a.proto, a.search.find_rate) {
-            (Proto::Tcp, _) => Kind::Tcp(spec_of(&a, mode, len)?),
+            (Proto::Tcp, _) => Kind::Tcp(spec_of(&a, mode, len, rate)?),
             (Proto::Udp, true) => Kind::FindRate(SearchPlan {
                 loss: a.search.loss,
                 trial: a.search.trial,
@@ -163,7 +165,7 @@ impl BlastPlan {
             mode,
             len,
             amount,
-            rate: a.rate,
+            rate,
             udp: UdpSend {
                 batch: a.udp.batch,
                 gso: a.udp.gso,
@@ -269,9 +271,6 @@ fn refuse_tcp_flags(a: &BlastArgs) -> Result<()> {
         crate::usage_bail!("{f} applies to --proto tcp");
     }
     if a.streams.bidir {
-        if a.stream.json_stream {
-            crate::usage_bail!("--json-stream does not cover UDP --bidir yet; use --json");
-        }
         let what = [
             ("--find-rate", a.search.find_rate),
             ("--plot", a.plot.plot.is_some()),
@@ -418,7 +417,7 @@ fn bits(flag: &str, r: Option<Rate>) -> Result<Option<u64>> {
 }
 
 /// The TCP test the flags describe.
-fn spec_of(a: &BlastArgs, mode: Mode, len: usize) -> Result<TcpSpec> {
+fn spec_of(a: &BlastArgs, mode: Mode, len: usize, rate: Option<Rate>) -> Result<TcpSpec> {
     let t = &a.tcp;
     if let Some(cc) = &t.congestion {
         check_congestion(cc)?;
@@ -429,7 +428,7 @@ fn spec_of(a: &BlastArgs, mode: Mode, len: usize) -> Result<TcpSpec> {
         congestion: t.congestion.clone(),
         no_delay: t.no_delay,
         fq_rate_bps: bits("--fq-rate", t.fq_rate)?,
-        rate_bps: bits("--rate", a.rate)?,
+        rate_bps: bits("--rate", rate)?,
         zerocopy: a.zerocopy,
         sendfile: t.sendfile,
         intervals: mode != Mode::Forward,
@@ -657,6 +656,23 @@ mod tests {
         }
         assert!(usage_of(&["--find-rate", "--json-stream"]).contains("--json-stream"));
         assert!(usage_of(&["--batch", "0"]).contains("--batch"));
+    }
+
+    #[test]
+    fn a_rate_of_zero_is_unpaced() {
+        for args in [
+            &["--rate", "0"][..],
+            &["-b", "0", "-P", "2"][..],
+            &["--rate", "0pps", "-R"][..],
+        ] {
+            assert_eq!(plan(args).unwrap().rate, None, "{args:?}");
+        }
+        let Kind::Tcp(spec) = plan(&["--proto", "tcp", "-b", "0"]).unwrap().kind else {
+            panic!("not a TCP plan")
+        };
+        assert_eq!(spec.rate_bps, None);
+        let p = plan(&["--rate", "50kpps"]).unwrap();
+        assert_eq!(p.rate, Some(Rate::PacketsPerSec(50_000.0)));
     }
 
     #[test]
