@@ -19,6 +19,7 @@ use crate::flow::recv::session::Limits;
 use crate::flow::tcp::report::TcpReport;
 use crate::flow::tcp::server::TcpEvent;
 use crate::flow::tracker::DEFAULT_WINDOW;
+use crate::flow::udp::report::UdpReport;
 use crate::interop::iperf3::Results as Iperf3Results;
 use crate::metrics::recv::RecvMetrics;
 use crate::stats::events::EventKind;
@@ -300,54 +301,23 @@ impl RecvOutput {
         });
     }
 
+    /// The format a report is rendered in: JSON for the stream's end line.
+    fn report_format(&self) -> Format {
+        if self.stream.on() {
+            Format::Json
+        } else {
+            self.format
+        }
+    }
+
     fn print(&mut self, ev: Event) {
-        let format = self.format;
-        let live = &self.live;
-        let json = |format: Format| {
-            if self.stream.on() {
-                Format::Json
-            } else {
-                format
-            }
-        };
         match ev {
-            Event::Started { peer, test_id, len } => {
-                if self.peers.len() >= Self::MAX_PEERS {
-                    self.peers.remove(0);
-                }
-                self.peers.push((test_id, peer));
-                live.line(&format!(
-                        "test {test_id:016x} from {peer}: {len}-byte datagrams\n"
-                ));
-                let _ = self.stream.emit(EventKind::Start, |l| {
-                    l.test_id(format!("{test_id:016x}"))
-                        .kind("udp")
-                        .peer(peer)
-                        .data(&serde_json::json!({ "len": len }))
-                });
-            }
+            Event::Started { peer, test_id, len } => self.udp_started(test_id, peer, len),
             Event::Interval { test_id, row } => {
-                live.line(&recv_interval_line(&row));
+                self.live.line(&recv_interval_line(&row));
                 self.interval("udp", Some(test_id), &row);
             }
-            Event::Finished(rep) => {
-                let at = self
-                    .peers
-                    .iter()
-                    .position(|(id, _)| format!("{id:016x}") == rep.test_id);
-                let peer = at.map(|i| self.peers.remove(i).1.to_string());
-                let mut text = rep.render(json(format));
-                if format == Format::Csv && !self.stream.on() {
-                    if self.csv_header_done {
-                        text = text
-                            .split_once('\n')
-                            .map(|x| x.1.to_string())
-                            .unwrap_or_default();
-                    }
-                    self.csv_header_done = true;
-                }
-                self.report("udp", Some(&rep.test_id), peer, text);
-            }
+            Event::Finished(rep) => self.udp_finished(&rep),
             Event::Failed(why) => {
                 eprintln!("netcore recv: {why}");
                 let _ = self.stream.emit(EventKind::Error, |l| l.message(why));
@@ -355,12 +325,51 @@ impl RecvOutput {
             Event::Stopping { running } => eprintln!(
                 "netcore recv: stopping: no new tests; {running} running finish first (signal again to interrupt them)"
             ),
-            Event::Tcp {
-                test_id,
-                peer,
-                ev: TcpEvent::Started(plan, spec),
-            } => {
-                live.line(&format!(
+            Event::Tcp { test_id, peer, ev } => self.tcp(test_id, peer, ev),
+            Event::Iperf3(ev) => self.iperf3(ev),
+        }
+    }
+
+    fn udp_started(&mut self, test_id: u64, peer: SocketAddr, len: u32) {
+        if self.peers.len() >= Self::MAX_PEERS {
+            self.peers.remove(0);
+        }
+        self.peers.push((test_id, peer));
+        self.live.line(&format!(
+            "test {test_id:016x} from {peer}: {len}-byte datagrams\n"
+        ));
+        let _ = self.stream.emit(EventKind::Start, |l| {
+            l.test_id(format!("{test_id:016x}"))
+                .kind("udp")
+                .peer(peer)
+                .data(&serde_json::json!({ "len": len }))
+        });
+    }
+
+    /// A UDP test's report, under the CSV header printed once.
+    fn udp_finished(&mut self, rep: &UdpReport) {
+        let at = self
+            .peers
+            .iter()
+            .position(|(id, _)| format!("{id:016x}") == rep.test_id);
+        let peer = at.map(|i| self.peers.remove(i).1.to_string());
+        let mut text = rep.render(self.report_format());
+        if self.format == Format::Csv && !self.stream.on() {
+            if self.csv_header_done {
+                text = text
+                    .split_once('\n')
+                    .map(|x| x.1.to_string())
+                    .unwrap_or_default();
+            }
+            self.csv_header_done = true;
+        }
+        self.report("udp", Some(&rep.test_id), peer, text);
+    }
+
+    fn tcp(&mut self, test_id: u64, peer: SocketAddr, ev: TcpEvent) {
+        match ev {
+            TcpEvent::Started(plan, spec) => {
+                self.live.line(&format!(
                     "test {test_id:016x} from {peer}: TCP, {}, {} stream{}\n",
                     spec.mode.name(),
                     spec.streams,
@@ -373,38 +382,37 @@ impl RecvOutput {
                         .data(&serde_json::json!({ "plan": plan, "settings": spec }))
                 });
             }
-            Event::Tcp {
-                test_id,
-                ev: TcpEvent::Interval(row),
-                ..
-            } => {
-                live.line(&TcpReport::interval_lines(&row));
+            TcpEvent::Interval(row) => {
+                self.live.line(&TcpReport::interval_lines(&row));
                 self.interval("tcp", Some(test_id), &row);
             }
-            Event::Tcp {
-                peer,
-                ev: TcpEvent::Finished(rep),
-                ..
-            } => {
-                let text = rep.render(json(format));
+            TcpEvent::Finished(rep) => {
+                let text = rep.render(self.report_format());
                 self.report("tcp", Some(&rep.test_id), Some(peer.to_string()), text);
             }
-            Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Finished(rep))) => {
-                let text = rep.render(json(format));
+        }
+    }
+
+    fn iperf3(&mut self, ev: Iperf3Event) {
+        let live = self.live;
+        match ev {
+            Iperf3Event::Tcp(TcpEvent::Finished(rep)) => {
+                let text = rep.render(self.report_format());
                 let peer = self.iperf3_peer.take().map(|p| p.to_string());
                 self.report("iperf3", Some(&rep.test_id), peer, text);
             }
             // iperf3's tests announce themselves with Iperf3Event::Started.
-            Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Started(..))) => {}
-            Event::Iperf3(Iperf3Event::Tcp(TcpEvent::Interval(row))) => {
+            Iperf3Event::Tcp(TcpEvent::Started(..)) => {}
+            Iperf3Event::Tcp(TcpEvent::Interval(row)) => {
                 live.line(&TcpReport::interval_lines(&row));
                 self.interval("iperf3", None, &row);
             }
-            Event::Iperf3(Iperf3Event::Udp(rep)) => {
+            Iperf3Event::Udp(rep) => {
                 let peer = self.iperf3_peer.take().map(|p| p.to_string());
-                self.report("iperf3", None, peer, rep.render(json(format)));
+                let text = rep.render(self.report_format());
+                self.report("iperf3", None, peer, text);
             }
-            Event::Iperf3(Iperf3Event::Started { peer, what }) => {
+            Iperf3Event::Started { peer, what } => {
                 self.iperf3_peer = Some(peer);
                 if live.on_stdout() {
                     let _ = out(&format!("{what} from {peer}\n"));
@@ -415,7 +423,7 @@ impl RecvOutput {
                         .data(&serde_json::json!({ "what": what }))
                 });
             }
-            Event::Iperf3(Iperf3Event::Exchanged { client, server }) => {
+            Iperf3Event::Exchanged { client, server } => {
                 if live.on_stdout() {
                     let _ = out(&iperf3_exchange_lines(&client, &server));
                 }
