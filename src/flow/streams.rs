@@ -95,6 +95,12 @@ pub fn split_rate(total: Rate, n: usize) -> Rate {
     }
 }
 
+/// [`split_rate`] of a bit rate given as whole bits per second (TCP's `rate_bps`, iperf3's
+/// per-stream `bandwidth`): at least 1, so a share is never read as "unpaced".
+pub fn split_bps(total_bps: u64, n: usize) -> u64 {
+    (split_rate(Rate::BitsPerSec(total_bps as f64), n).bits_per_sec(0) as u64).max(1)
+}
+
 /// The CPU of stream `i` among `cpus` (round robin), if pinning.
 pub fn cpu_for(cpus: &[usize], i: usize) -> Option<usize> {
     (!cpus.is_empty()).then(|| cpus[i % cpus.len()])
@@ -218,6 +224,8 @@ mod tests {
                 prop_assert_eq!(std::mem::discriminant(&share), std::mem::discriminant(&total));
             }
             prop_assert_eq!(split_rate(Rate::BitsPerSec(bps), 1), Rate::BitsPerSec(bps));
+            let whole = bps as u64;
+            prop_assert_eq!(split_bps(whole, n), (whole / n as u64).max(1));
         }
 
         #[test]
