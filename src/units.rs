@@ -1,5 +1,5 @@
 //! Human units on the command line: sizes (`200MB`, `1.5GiB`), rates (`1Gbps`, `50kpps`) and
-//! durations (`10s`, `250ms`). Pure parsing and formatting, no I/O.
+//! durations (`10s`, `250ms`), percentages (`0.5%`). Pure parsing and formatting, no I/O.
 //!
 //! Conventions (the ones iperf3 users expect, stated once):
 //! - sizes: `KB MB GB TB` are decimal (10^3), `KiB MiB GiB TiB` and the bare letters `K M G T` are
@@ -104,6 +104,19 @@ impl Rate {
             Rate::PacketsPerSec(p) => p,
         }
     }
+
+    /// A pace of nothing: `--rate 0` (unpaced).
+    pub fn is_zero(self) -> bool {
+        matches!(self, Rate::BitsPerSec(v) | Rate::PacketsPerSec(v) if v == 0.0)
+    }
+
+    /// Bits per second for datagrams of `len` payload bytes.
+    pub fn bits_per_sec(self, len: usize) -> f64 {
+        match self {
+            Rate::BitsPerSec(b) => b,
+            Rate::PacketsPerSec(p) => p * len as f64 * 8.0,
+        }
+    }
 }
 
 impl fmt::Display for Rate {
@@ -117,16 +130,20 @@ impl fmt::Display for Rate {
 
 /// Parses `1Gbps`, `500Mbit/s`, `50kpps`, `2Mpps`, `1e9` (bits per second), `125MB/s`,
 /// `125MBps`, `125MB` (bytes per second: times 8). The case of `B` matters: `b` is bits, `B`
-/// bytes. Zero is rejected: leave `--rate` out for an unpaced run.
+/// bytes. Zero is rejected (a cap or a pace of nothing): see [`parse_pace`] for a pace where
+/// 0 means unpaced.
 pub fn parse_rate(text: &str) -> Result<Rate, UnitError> {
-    let (v, unit) = split_number("rate", text)?;
-    if v == 0.0 {
-        return Err(err(
-            "rate",
-            text,
-            "must be greater than zero (omit --rate to send unpaced)",
-        ));
+    let r = parse_pace(text)?;
+    if r.is_zero() {
+        return Err(err("rate", text, "must be greater than zero"));
     }
+    Ok(r)
+}
+
+/// Parses a pace as [`parse_rate`] does, but 0 (in any unit) is accepted: it means unpaced,
+/// as iperf3's `-b 0` does.
+pub fn parse_pace(text: &str) -> Result<Rate, UnitError> {
+    let (v, unit) = split_number("rate", text)?;
     #[derive(PartialEq)]
     enum Kind {
         Bits,
@@ -222,6 +239,20 @@ pub fn parse_nonzero_size(text: &str) -> Result<u64, UnitError> {
         return Err(err("size", text, "must be greater than zero"));
     }
     Ok(s)
+}
+
+/// Parses a percentage: `1%`, `0.5%`, or a bare number meaning percent (`2` is 2%), as netem
+/// does. Returns a fraction in `0..=1`.
+pub fn parse_percent(text: &str) -> Result<f64, UnitError> {
+    let t = text.trim();
+    let num = t.strip_suffix('%').unwrap_or(t).trim();
+    let v: f64 = num
+        .parse()
+        .map_err(|_| err("percentage", text, "not a number (use e.g. 1% or 0.5%)"))?;
+    if !v.is_finite() || !(0.0..=100.0).contains(&v) {
+        return Err(err("percentage", text, "out of range: use 0%..100%"));
+    }
+    Ok(v / 100.0)
 }
 
 // ---- Formatting: every human-readable number netcore prints goes through these. ----
@@ -475,6 +506,28 @@ mod tests {
     }
 
     #[test]
+    fn percentages_are_fractions() {
+        assert_eq!(parse_percent("1%"), Ok(0.01));
+        assert_eq!(parse_percent("0.5"), Ok(0.005));
+        assert_eq!(parse_percent("100%"), Ok(1.0));
+        assert_eq!(parse_percent(" 0 "), Ok(0.0));
+        for bad in ["150%", "-1%", "x", "1%%", "", "nan", "inf%"] {
+            assert!(parse_percent(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_pace_of_zero_is_unpaced_and_a_rate_of_zero_is_refused() {
+        for zero in ["0", "0bps", "0Mbps", "0pps", "0B/s", "0.0"] {
+            assert!(parse_pace(zero).unwrap().is_zero(), "{zero}");
+            assert!(parse_rate(zero).is_err(), "{zero}");
+        }
+        assert!(parse_pace("0xyz").is_err());
+        assert_eq!(parse_pace("1Mbps"), parse_rate("1Mbps"));
+        assert!(!parse_pace("1pps").unwrap().is_zero());
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
@@ -601,6 +654,13 @@ mod tests {
             proptest::prop_assert_eq!(fmt_count(n).replace(',', "").parse::<u64>().unwrap(), n);
             let shown: f64 = fmt_number(x).replace(',', "").parse().unwrap();
             proptest::prop_assert!((shown - x).abs() <= 0.5 * (1.0 + 1e-9) || (shown - x).abs() / x <= 0.005);
+        }
+
+        #[test]
+        fn percentages_read_back(v in 0f64..=100.0) {
+            let f = parse_percent(&format!("{v}%")).unwrap();
+            proptest::prop_assert!((f * 100.0 - v).abs() <= 1e-9 * v.max(1.0));
+            proptest::prop_assert_eq!(parse_percent(&v.to_string()).unwrap(), f);
         }
 
         #[test]

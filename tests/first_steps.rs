@@ -305,3 +305,89 @@ fn iperf3_short_flags_carry_over() {
         assert!(line.contains(tip), "{flag}: {err}");
     }
 }
+
+/// #26: `-b 0` / `--rate 0` is unpaced, as iperf3's `-b 0` (it was a usage error, "must be
+/// greater than zero"), for UDP and TCP.
+#[test]
+fn a_rate_of_zero_sends_unpaced() {
+    let out = common::run_ok(&["blast", "--count", "2000", "-b", "0", "--json"], LIMIT);
+    let r = common::json(&out);
+    assert!(r["sender"]["pacing"].is_null(), "unpaced: {out}");
+    assert_eq!(r["receiver"]["accounting"]["sent"], 2000, "{out}");
+    let out = common::run_ok(
+        &[
+            "blast", "--proto", "tcp", "--size", "1MiB", "--rate", "0", "--json",
+        ],
+        LIMIT,
+    );
+    let r = common::json(&out);
+    assert!(r["settings"]["rate_bps"].is_null(), "unpaced: {out}");
+    // Elsewhere a rate of nothing is still refused: recv --max-rate 0 caps nothing.
+    let (st, _, err) = common::run(&["recv", "--max-rate", "0"], LIMIT);
+    assert_eq!(st.code(), Some(2), "{err}");
+}
+
+/// #26.11: UDP's send-path flags are refused with --proto tcp (as --window is for UDP).
+#[test]
+fn udp_flags_are_usage_errors_with_proto_tcp() {
+    for (flag, value) in [
+        ("--gso", Some("off")),
+        ("--verify", None),
+        ("--batch", Some("8")),
+    ] {
+        let mut args = vec!["blast", "--proto", "tcp", "--count", "10", flag];
+        args.extend(value);
+        let (st, out, err) = common::run(&args, LIMIT);
+        assert_eq!(st.code(), Some(2), "{args:?}: {out}{err}");
+        assert!(
+            err.contains(&format!("{flag} applies to --proto udp")),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+/// #26.10: UDP `--bidir --json-stream` (it was refused: "does not cover UDP --bidir yet")
+/// gives each half the events of any test: a start naming its test id (one forward, one
+/// reverse), its intervals under that id, and an end with its report.
+#[test]
+fn udp_bidir_streams_each_half_as_a_test() {
+    let out = common::run_ok(
+        &[
+            "blast",
+            "--bidir",
+            "--time",
+            "1s",
+            "-i",
+            "250ms",
+            "--rate",
+            "20Mbps",
+            "--json-stream",
+        ],
+        LIMIT,
+    );
+    let ev = events(&out);
+    let starts: Vec<_> = ev.iter().filter(|e| e["event"] == "start").collect();
+    assert_eq!(starts.len(), 2, "{out}");
+    let reverse: Vec<_> = starts.iter().map(|s| &s["data"]["reverse"]).collect();
+    assert_eq!(reverse, [false, true], "{out}");
+    assert_ne!(starts[0]["test_id"], starts[1]["test_id"], "{out}");
+    for s in &starts {
+        let id = &s["test_id"];
+        assert!(id.is_string() && s["kind"] == "udp", "{s}");
+        assert!(
+            ev.iter()
+                .any(|e| e["event"] == "interval" && &e["test_id"] == id),
+            "intervals of {id}: {out}"
+        );
+        let end = ev
+            .iter()
+            .find(|e| e["event"] == "end" && &e["test_id"] == id)
+            .unwrap_or_else(|| panic!("no end for {id}: {out}"));
+        assert_eq!(end["data"]["schema"], "netcore.udp.v4", "{end}");
+        assert_eq!(&end["data"]["test_id"], id, "{end}");
+    }
+    assert!(
+        ev.iter().all(|e| e["event"] != "error"),
+        "no error events: {out}"
+    );
+}

@@ -382,7 +382,7 @@ fn reverse_sends_nothing_to_an_opener_from_another_host() {
         .unwrap();
     c.send(&Msg::Setup {
         tcp: None,
-        reverse: Some(netcore::flow::control::Reverse { pps: None }),
+        reverse: Some(netcore::flow::control::Reverse { rate_bps: None }),
         echo: None,
     })
     .unwrap();

@@ -339,13 +339,13 @@ fn recv(extra: &[&str]) -> (Proc, String) {
     (p, addr_in(&line))
 }
 
-/// A reverse test whose Setup paces at 0 or a negative number of datagrams a second is refused
-/// with the reason before anything starts (it used to get Ready, then panic a thread of
-/// recv's in the pacer's assertion, with no word to the client); recv goes on serving.
+/// A reverse test whose Setup paces at 0, a negative rate, under 1 bit/s or an absurd one is
+/// refused with the reason before anything starts (0 used to get Ready, then panic a thread
+/// of recv's in the pacer's assertion, with no word to the client); recv goes on serving.
 #[test]
 fn a_reverse_setup_pacing_at_zero_or_below_is_refused_with_the_reason() {
     let (p, addr) = recv(&[]);
-    for (i, pps) in [0.0, -5.0, -0.0].into_iter().enumerate() {
+    for (i, bps) in [0.0, -5.0, -0.0, 0.5, 1e17].into_iter().enumerate() {
         let mut c = Conn::connect_from(addr.parse().unwrap(), None).unwrap();
         c.open_test(
             hello(40 + i as u64, 100, Plan::Count(1000)),
@@ -354,12 +354,14 @@ fn a_reverse_setup_pacing_at_zero_or_below_is_refused_with_the_reason() {
         .unwrap();
         c.send(&Msg::Setup {
             tcp: None,
-            reverse: Some(Reverse { pps: Some(pps) }),
+            reverse: Some(Reverse {
+                rate_bps: Some(bps),
+            }),
             echo: None,
         })
         .unwrap();
         let why = expect_error(&mut c);
-        assert!(why.contains("not a rate"), "pps {pps}: {why}");
+        assert!(why.contains("not a rate"), "{bps} bit/s: {why}");
     }
     let (st, _, err) = run(
         &[
@@ -376,8 +378,8 @@ fn a_reverse_setup_pacing_at_zero_or_below_is_refused_with_the_reason() {
 // ---- 4: --max-duration cuts a reverse test whatever its plan -----------------------------
 
 /// `recv --max-duration 3s`: a reverse test planned by count at 2 Mbit/s (a year's worth) is
-/// refused before it starts, naming the limit, and so is one a raw client paces at 1e-300
-/// datagrams a second (which would hold its slot for ever); an unpaced one planned by count
+/// refused before it starts, naming the limit, and so is one a raw client paces at 1 bit/s
+/// (which would hold its slot for days); an unpaced one planned by count
 /// is cut at 3 s and the client told why (exit 1, the reason on stderr). (They used to run
 /// until killed: 26 s and 137 s in the audit.)
 #[test]
@@ -404,12 +406,14 @@ fn max_duration_cuts_reverse_tests_planned_by_count_or_paced_to_a_crawl() {
         .unwrap();
     c.send(&Msg::Setup {
         tcp: None,
-        reverse: Some(Reverse { pps: Some(1e-300) }),
+        reverse: Some(Reverse {
+            rate_bps: Some(1.0),
+        }),
         echo: None,
     })
     .unwrap();
     let why = expect_error(&mut c);
-    eprintln!("a reverse test paced at 1e-300 pps: {why:?}");
+    eprintln!("a reverse test paced at 1 bit/s: {why:?}");
     assert!(why.contains("--max-duration"), "{why}");
     netcore::sys::process::kill(p.pid() as i32, libc::SIGTERM).unwrap();
     let (_, _, err) = p.finish(LIMIT);
@@ -562,7 +566,9 @@ fn a_closed_control_connection_frees_its_slot_at_once() {
             "-R",
             Msg::Setup {
                 tcp: None,
-                reverse: Some(Reverse { pps: Some(1000.0) }),
+                reverse: Some(Reverse {
+                    rate_bps: Some(8e6),
+                }),
                 echo: None,
             },
         ),

@@ -1,16 +1,16 @@
 //! Flags shared by several commands.
 
 use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
 
 use crate::flow::rxwait::RxWait;
-use crate::flow::streams::MAX_STREAMS;
 use crate::stats::Format;
-use crate::sys::{affinity, tcp};
-use crate::units::{self, Rate};
+use crate::sys::affinity;
+use crate::units;
 
 /// A usage error found after parsing (a bad combination of flags, a value out of range):
 /// `main` prints it as one line and exits with status 2, as for clap's own usage errors.
@@ -307,62 +307,25 @@ pub enum Proto {
     Tcp,
 }
 
-/// Streams, direction, and the TCP socket settings.
-#[derive(Args, Debug, Clone, Default)]
-pub struct TcpArgs {
-    /// Parallel streams: TCP data connections or UDP sockets (UDP: one thread each; TCP: the
-    /// writers or readers that share a CPU share a thread; --pin/--cpus pin them one per CPU)
-    #[arg(short = 'P', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=MAX_STREAMS as i64))]
-    pub streams: u16,
-    /// Reverse: the receiver sends and this side receives (the path still opened from here:
-    /// TCP connections, or a UDP opener datagram)
-    #[arg(short = 'R', long, conflicts_with = "bidir")]
-    pub reverse: bool,
-    /// Both directions at once: --streams connections (TCP) or streams (UDP: a forward and a
-    /// reverse test, two tests on the receiver) each way
-    #[arg(long)]
-    pub bidir: bool,
-    /// TCP socket buffers (SO_SNDBUF and SO_RCVBUF) on both ends; autotuned without it
-    #[arg(long, short = 'w', value_parser = units::parse_nonzero_size)]
-    pub window: Option<u64>,
-    /// TCP maximum segment size (TCP_MAXSEG, 88..=32767)
-    #[arg(long, value_parser = clap::value_parser!(u32).range(88..=32767))]
-    pub mss: Option<u32>,
-    /// Congestion control algorithm (TCP_CONGESTION), e.g. cubic, bbr, reno
-    #[arg(long, value_name = "ALGO", value_parser = parse_congestion)]
-    pub congestion: Option<String>,
-    /// TCP_NODELAY on the data connections
-    #[arg(long)]
-    pub no_delay: bool,
-    /// Per-connection pacing cap in the kernel (SO_MAX_PACING_RATE; fq qdisc or TCP pacing)
-    #[arg(long, value_name = "RATE", value_parser = units::parse_rate)]
-    pub fq_rate: Option<Rate>,
-    /// Every TCP data connection on a thread of its own, on both ends (the writers or readers
-    /// that would share a CPU otherwise share one thread)
-    #[arg(long)]
-    pub thread_per_stream: bool,
-    /// Write with sendfile(2) from an in-memory file holding the pattern (iperf3's -Z): the
-    /// kernel hands the file's pages to the socket instead of copying the buffer
-    #[arg(long, conflicts_with = "zerocopy")]
-    pub sendfile: bool,
+/// Where the kernel lists the congestion control algorithms it offers.
+const AVAILABLE_CONGESTION: &str = "/proc/sys/net/ipv4/tcp_available_congestion_control";
+
+/// `--congestion ALGO`: a usage error unless this kernel offers ALGO. Checked when a command
+/// plans its run, not while its flags are parsed (nothing opens a socket for it); where the
+/// list cannot be read, the data socket's setup says whether the kernel takes it.
+pub fn check_congestion(name: &str) -> Result<()> {
+    match std::fs::read_to_string(AVAILABLE_CONGESTION) {
+        Ok(offered) if !offers_congestion(&offered, name) => crate::usage_bail!(
+            "unknown congestion control '{name}' (this kernel offers: {})",
+            offered.trim()
+        ),
+        _ => Ok(()),
+    }
 }
 
-/// Accepts an algorithm this kernel will set on a socket.
-pub fn parse_congestion(s: &str) -> Result<String, String> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .map_err(|e| e.to_string())?;
-    match tcp::set_congestion(&sock, s) {
-        Ok(()) => Ok(s.to_string()),
-        Err(_) => {
-            let avail =
-                std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
-                    .unwrap_or_default();
-            Err(format!(
-                "unknown congestion control '{s}' (this kernel offers: {})",
-                avail.trim()
-            ))
-        }
-    }
+/// True when `name` is one of the algorithms in `offered` (the kernel's list).
+fn offers_congestion(offered: &str, name: &str) -> bool {
+    offered.split_whitespace().any(|a| a == name)
 }
 
 /// `--metrics ADDR`: serve OpenMetrics for Prometheus at `http://ADDR/metrics`.
@@ -471,5 +434,63 @@ impl JsonStream {
             });
         }
         r
+    }
+}
+
+/// The receiver's port when none is given.
+pub const DEFAULT_PORT: u16 = 5300;
+
+/// HOST:PORT, or HOST alone (the default port). A bare number or a port past 65535 is a
+/// usage error: "5201" read as a host is the IPv4 address 0.0.20.81.
+pub fn resolve(text: &str) -> Result<SocketAddr> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        crate::usage_bail!("'{text}' is a port alone: give HOST:PORT (e.g. 127.0.0.1:{text})");
+    }
+    if let Some((h, p)) = text.rsplit_once(':') {
+        let digits = !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if digits && !h.ends_with(':') && p.parse::<u16>().is_err() {
+            crate::usage_bail!("port {p} in '{text}' is out of range: use 0..=65535");
+        }
+    }
+    let with_port = if text.parse::<SocketAddr>().is_ok()
+        || text
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok())
+    {
+        text.to_string()
+    } else {
+        format!("{text}:{DEFAULT_PORT}")
+    };
+    with_port
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve '{text}'"))?
+        .next()
+        .ok_or_else(|| anyhow!("'{text}' resolves to no address"))
+}
+
+/// The receiving side's interval line: the interval's datagrams and rate, the loss so far.
+pub fn recv_interval_line(row: &crate::flow::udp::report::IntervalRow) -> String {
+    format!(
+        "[{:6.2}-{:6.2}s] received {:>12} dgrams {:>14} | lost so far {}\n",
+        row.start,
+        row.t,
+        units::fmt_count(row.interval_received),
+        units::fmt_bits_per_sec(row.received_bps),
+        units::fmt_count(row.lost_so_far)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn congestion_names_are_matched_whole() {
+        let offered = "reno bbr cubic\n";
+        assert!(offers_congestion(offered, "bbr"));
+        assert!(offers_congestion(offered, "cubic"));
+        assert!(!offers_congestion(offered, "bb"));
+        assert!(!offers_congestion(offered, "no-such-cc"));
+        assert!(!offers_congestion(offered, ""));
     }
 }

@@ -6,18 +6,17 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
 
+pub mod blast;
 pub mod common;
 pub mod compare;
 pub mod diff;
-pub mod find_rate;
 pub mod load;
+pub mod recv;
 pub mod relay;
 pub mod rpm;
 pub mod schemas;
 pub mod serve;
-pub mod tcp;
 pub mod traffic;
-pub mod udp;
 
 pub use common::UsageError;
 
@@ -37,8 +36,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    Blast(udp::BlastArgs),
-    Recv(udp::RecvArgs),
+    Blast(blast::BlastArgs),
+    Recv(recv::RecvArgs),
     Traffic(traffic::TrafficArgs),
     /// Run a TCP server (task, echo, HTTP/1.1 or sockperf protocol) with one of the
     /// concurrency models
@@ -201,24 +200,8 @@ pub fn interrupted_status() -> Option<ExitCode> {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Blast(a) => {
-            tcp::check(&a)?;
-            let iperf3 = a.to.as_deref().is_some_and(|t| t.starts_with("iperf3://"));
-            if a.stream.json_stream && (a.find_rate || iperf3) {
-                crate::usage_bail!(
-                    "--json-stream covers netcore's own tests: not --find-rate or iperf3:// targets"
-                );
-            }
-            match a.proto {
-                common::Proto::Tcp if a.find_rate => Err(common::usage(
-                    "--find-rate searches UDP rates (TCP has no datagram loss to bound)",
-                )),
-                common::Proto::Tcp => tcp::blast(a),
-                common::Proto::Udp if a.find_rate => find_rate::run(&a),
-                common::Proto::Udp => udp::blast(a),
-            }
-        }
-        Command::Recv(a) => udp::recv(a),
+        Command::Blast(a) => blast::run(a),
+        Command::Recv(a) => recv::run(a),
         Command::Traffic(a) => traffic::run(a),
         Command::Serve(a) => serve::run(&a),
         Command::Relay(a) => relay::run(a),

@@ -15,9 +15,6 @@ use crate::relay::{Event, Relay, RelayOptions, StopWhen};
 use crate::stats::{Format, Report};
 use crate::units::{self, Rate};
 
-fn percent(s: &str) -> Result<f64, String> {
-    impair::parse_percent(s)
-}
 fn depth(s: &str) -> Result<RangeInclusive<u32>, String> {
     impair::parse_depth(s)
 }
@@ -49,19 +46,19 @@ pub struct RelayArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub to: String,
     /// Datagrams to drop (1%, 0.5%; a bare number is percent)
-    #[arg(long, value_parser = percent, default_value = "0%", allow_hyphen_values = true)]
+    #[arg(long, value_parser = units::parse_percent, default_value = "0%", allow_hyphen_values = true)]
     pub loss: f64,
     /// Drop in bursts of this mean length (Gilbert model at the --loss average rate)
     #[arg(long, value_name = "MEAN", value_parser = burst, allow_hyphen_values = true)]
     pub burst_loss: Option<f64>,
     /// Datagrams to hold back and release after later ones (real reordering)
-    #[arg(long, value_parser = percent, default_value = "0%", allow_hyphen_values = true)]
+    #[arg(long, value_parser = units::parse_percent, default_value = "0%", allow_hyphen_values = true)]
     pub reorder: f64,
     /// How many later datagrams a held-back one waits for: N or LOW..HIGH (inclusive)
     #[arg(long, value_parser = depth, default_value = "1..8", allow_hyphen_values = true)]
     pub reorder_depth: RangeInclusive<u32>,
     /// Datagrams to send twice
-    #[arg(long, value_parser = percent, default_value = "0%", allow_hyphen_values = true)]
+    #[arg(long, value_parser = units::parse_percent, default_value = "0%", allow_hyphen_values = true)]
     pub duplicate: f64,
     /// Delay added to every datagram (2ms)
     #[arg(long, value_parser = units::parse_duration, default_value = "0s", allow_hyphen_values = true)]

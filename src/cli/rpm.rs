@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
-use super::common::{out, parse_congestion, usage, ClientArgs, OutputArgs, PlotArg, StreamArg};
-use super::udp::resolve;
+use super::common::resolve;
+use super::common::{check_congestion, out, usage, ClientArgs, OutputArgs, PlotArg, StreamArg};
 use crate::flow::probe;
 use crate::flow::recv::echo::MAX_RATE;
 use crate::flow::recv::receiver::{Receiver, RecvOptions};
@@ -46,7 +46,7 @@ pub struct RpmArgs {
     #[arg(short = 'P', long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub streams: u16,
     /// Congestion control of the load connections (TCP_CONGESTION), e.g. cubic, bbr
-    #[arg(long, value_name = "ALGO", value_parser = parse_congestion)]
+    #[arg(long, value_name = "ALGO")]
     pub congestion: Option<String>,
     /// UDP probes per second
     #[arg(long, value_name = "N", default_value_t = 100.0)]
@@ -97,6 +97,9 @@ fn parse_phases(s: &str) -> Result<PhaseList, String> {
 }
 
 fn check(a: &RpmArgs) -> Result<()> {
+    if let Some(cc) = &a.congestion {
+        check_congestion(cc)?;
+    }
     if !(a.probe_rate > 0.0 && a.probe_rate <= MAX_RATE) {
         return Err(usage(format!(
             "--probe-rate {} out of range: use (0, {}] probes per second",

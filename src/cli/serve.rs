@@ -46,7 +46,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_conns: u32,
     /// Close connections silent for this long (0: never)
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::units::parse_duration)]
     pub idle_timeout: Duration,
     /// epoll: number of reactors (threads), one SO_REUSEPORT listener each
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -55,7 +55,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "64KiB", value_parser = parse_line)]
     pub max_line: usize,
     /// With --json-stream: how often to print the totals (an interval line)
-    #[arg(long, default_value = "1s", value_parser = parse_nonzero_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::units::parse_nonzero_duration)]
     pub interval: Duration,
     #[command(flatten)]
     pub pin: PinArgs,
@@ -76,14 +76,6 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("invalid address '{s}' (expected host:port): {e}"))?
         .next()
         .ok_or_else(|| format!("'{s}' resolves to no address"))
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::units::parse_duration(s).map_err(|e| e.to_string())
-}
-
-fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
-    crate::units::parse_nonzero_duration(s).map_err(|e| e.to_string())
 }
 
 fn parse_line(s: &str) -> Result<usize, String> {

@@ -48,8 +48,9 @@ pub enum Plan {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reverse {
-    /// `--rate` in datagrams per second over all streams (None: unpaced).
-    pub pps: Option<f64>,
+    /// `--rate` in bits per second of payload over all streams (None: unpaced); a rate in
+    /// datagrams a second travels as the bits its datagrams carry.
+    pub rate_bps: Option<f64>,
 }
 
 /// What an echo test (`netcore rpm`'s latency probes) asks of the receiver, which echoes.
@@ -251,23 +252,30 @@ pub fn decode(line: &[u8]) -> Result<Msg> {
 }
 
 /// Values a message's types admit but no test can use, refused where the message is read so
-/// that nothing behind the codec meets them (issue #25: a reverse Setup with `pps` 0 or
-/// negative panicked the sending thread's pacer).
+/// that nothing behind the codec meets them (issue #25: a reverse Setup pacing at 0 or a
+/// negative rate panicked the sending thread's pacer).
 fn check_values(msg: &Msg) -> std::result::Result<(), String> {
     if let Msg::Setup {
-        reverse: Some(Reverse { pps: Some(pps) }),
+        reverse: Some(Reverse {
+            rate_bps: Some(bps),
+        }),
         ..
     } = msg
     {
-        if !(pps.is_finite() && *pps > 0.0) {
+        if !(bps.is_finite() && (MIN_RATE_BPS..=MAX_RATE_BPS).contains(bps)) {
             return Err(format!(
-                "a reverse test's pacing of {pps} datagrams a second is not a rate: \
-                 it must be above 0 (or absent: unpaced)"
+                "a reverse test's pacing of {bps} bit/s is not a rate: it must be from \
+                 {MIN_RATE_BPS} to {MAX_RATE_BPS:e} bit/s (or absent: unpaced)"
             ));
         }
     }
     Ok(())
 }
+
+/// The slowest pace a reverse Setup may ask for: 1 bit/s (slower is no rate a pacer can keep).
+pub const MIN_RATE_BPS: f64 = 1.0;
+/// The fastest: 10 Pbit/s, beyond any link (`--rate` itself parses up to 8e15).
+pub const MAX_RATE_BPS: f64 = 1e16;
 
 /// A control connection: blocking TCP with a deadline on every receive.
 pub struct Conn {
@@ -515,16 +523,19 @@ mod tests {
 
     #[test]
     fn a_reverse_pacing_that_is_not_a_rate_is_malformed() {
-        for pps in ["0", "-5", "-0.0", "0.0"] {
-            let line = format!(r#"{{"type":"setup","tcp":null,"reverse":{{"pps":{pps}}}}}"#);
-            let e = decode(line.as_bytes()).unwrap_err();
-            assert!(e.downcast_ref::<Malformed>().is_some(), "{pps}: {e:#}");
-            assert!(format!("{e:#}").contains("not a rate"), "{pps}: {e:#}");
+        let setup =
+            |bps: &str| format!(r#"{{"type":"setup","tcp":null,"reverse":{{"rate_bps":{bps}}}}}"#);
+        for bps in ["0", "-5", "-0.0", "0.0", "0.5", "1e-300", "1e17", "1e308"] {
+            let e = decode(setup(bps).as_bytes()).unwrap_err();
+            assert!(e.downcast_ref::<Malformed>().is_some(), "{bps}: {e:#}");
+            assert!(format!("{e:#}").contains("not a rate"), "{bps}: {e:#}");
         }
-        for pps in ["1e-300", "1000", "null"] {
-            let line = format!(r#"{{"type":"setup","tcp":null,"reverse":{{"pps":{pps}}}}}"#);
-            assert!(decode(line.as_bytes()).is_ok(), "{pps}");
+        for bps in ["1", "1000", "1e9", "1e16", "null"] {
+            assert!(decode(setup(bps).as_bytes()).is_ok(), "{bps}");
         }
+        // The field of the first wave-3 builds (datagrams a second) is not read as a rate.
+        let old = r#"{"type":"setup","tcp":null,"reverse":{"pps":1000}}"#;
+        assert!(decode(old.as_bytes()).is_err());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::units::Rate;
+
 /// The most data streams of one test (per direction).
 pub const MAX_STREAMS: u16 = 128;
 /// The label of a report's row that adds up the streams of one direction.
@@ -81,6 +83,22 @@ pub fn split_count(total: u64, index: usize, n: usize) -> u64 {
     let n = n.max(1) as u64;
     let i = index as u64 % n;
     total / n + u64::from(i < total % n)
+}
+
+/// Each of `n` streams' share of a pace over all of them (`--rate` is the total): an equal
+/// share, in the rate's own unit, so the shares add up to `total`.
+pub fn split_rate(total: Rate, n: usize) -> Rate {
+    let n = n.max(1) as f64;
+    match total {
+        Rate::BitsPerSec(b) => Rate::BitsPerSec(b / n),
+        Rate::PacketsPerSec(p) => Rate::PacketsPerSec(p / n),
+    }
+}
+
+/// [`split_rate`] of a bit rate given as whole bits per second (TCP's `rate_bps`, iperf3's
+/// per-stream `bandwidth`): at least 1, so a share is never read as "unpaced".
+pub fn split_bps(total_bps: u64, n: usize) -> u64 {
+    (split_rate(Rate::BitsPerSec(total_bps as f64), n).bits_per_sec(0) as u64).max(1)
 }
 
 /// The CPU of stream `i` among `cpus` (round robin), if pinning.
@@ -194,6 +212,20 @@ mod tests {
                 prop_assert!(grp.iter().all(|&i| kinds[i].0 == kinds[grp[0]].0));
                 prop_assert!(grp.iter().all(|&i| kinds[i].1 == kinds[grp[0]].1 || kinds[i].1.is_none()));
             }
+        }
+
+        #[test]
+        fn split_rate_adds_up(bps in 1.0f64..1e13, pps in 1.0f64..1e8, n in 1usize..200) {
+            for total in [Rate::BitsPerSec(bps), Rate::PacketsPerSec(pps)] {
+                let share = split_rate(total, n);
+                let sum = (0..n).fold(0.0, |a, _| a + share.packets_per_sec(100));
+                let want = total.packets_per_sec(100);
+                prop_assert!((sum - want).abs() <= want * 1e-9, "{total:?} over {n}: {share:?}");
+                prop_assert_eq!(std::mem::discriminant(&share), std::mem::discriminant(&total));
+            }
+            prop_assert_eq!(split_rate(Rate::BitsPerSec(bps), 1), Rate::BitsPerSec(bps));
+            let whole = bps as u64;
+            prop_assert_eq!(split_bps(whole, n), (whole / n as u64).max(1));
         }
 
         #[test]

@@ -128,20 +128,6 @@ impl Settings {
     }
 }
 
-/// Parses a percentage: `1%`, `0.5%`, or a bare number meaning percent (`2` is 2%), as netem
-/// does. Returns a fraction in `0..=1`.
-pub fn parse_percent(text: &str) -> Result<f64, String> {
-    let t = text.trim();
-    let num = t.strip_suffix('%').unwrap_or(t).trim();
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid percentage '{text}' (use e.g. 1% or 0.5%)"))?;
-    if !v.is_finite() || !(0.0..=100.0).contains(&v) {
-        return Err(format!("percentage '{text}' is out of range: use 0%..100%"));
-    }
-    Ok(v / 100.0)
-}
-
 /// Parses a reorder depth: `8` (exactly 8), `1..64` or `1..=64` (both inclusive).
 pub fn parse_depth(text: &str) -> Result<RangeInclusive<u32>, String> {
     let t = text.trim();
@@ -604,13 +590,6 @@ mod tests {
 
     #[test]
     fn parse_flags() {
-        assert_eq!(parse_percent("1%"), Ok(0.01));
-        assert_eq!(parse_percent("0.5"), Ok(0.005));
-        assert_eq!(parse_percent("100%"), Ok(1.0));
-        assert!(parse_percent("150%").is_err());
-        assert!(parse_percent("-1%").is_err());
-        assert!(parse_percent("x").is_err());
-        assert!(parse_percent("1%%").is_err());
         assert_eq!(parse_depth("1..64"), Ok(1..=64));
         assert_eq!(parse_depth("2..=3"), Ok(2..=3));
         assert_eq!(parse_depth("5"), Ok(5..=5));

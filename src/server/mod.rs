@@ -140,7 +140,10 @@ pub fn run_with(cfg: &ServeConfig, counters: Counters) -> Result<Totals> {
         Model::Uring => anyhow::bail!(
             "io_uring unavailable: netcore was built without the `uring` feature; use --model epoll"
         ),
-        _ => models::run_blocking(cfg, shared),
+        Model::Iterative => models::run_blocking(cfg, shared, models::Blocking::Iterative),
+        Model::Fork => models::run_blocking(cfg, shared, models::Blocking::Fork),
+        Model::Thread => models::run_blocking(cfg, shared, models::Blocking::Thread),
+        Model::Pool => models::run_blocking(cfg, shared, models::Blocking::Pool),
     }
 }
 

@@ -16,13 +16,23 @@ use anyhow::{Context, Result};
 use crate::proto::Totals;
 use crate::sys::{affinity, process, signal};
 
-use super::{announce, blocking, is_resource_error, Model, ServeConfig, Shared, ACCEPT_BACKOFF};
+use super::{announce, blocking, is_resource_error, ServeConfig, Shared, ACCEPT_BACKOFF};
 
 /// Thread stack size for the `thread` and `pool` models.
 pub const STACK: usize = 128 * 1024;
 const ACCEPT_TICK: Duration = Duration::from_millis(200);
 
-pub(super) fn run_blocking(cfg: &ServeConfig, sh: Shared) -> Result<Totals> {
+/// The blocking models, the ones this file runs (`serve --model` is matched once, in
+/// [`super::run_with`], which hands these here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Blocking {
+    Iterative,
+    Fork,
+    Thread,
+    Pool,
+}
+
+pub(super) fn run_blocking(cfg: &ServeConfig, sh: Shared, model: Blocking) -> Result<Totals> {
     let listener = super::bind(cfg.listen, false)?;
     socket2::SockRef::from(&listener)
         .set_read_timeout(Some(ACCEPT_TICK))
@@ -44,23 +54,22 @@ pub(super) fn run_blocking(cfg: &ServeConfig, sh: Shared) -> Result<Totals> {
             }
         })
         .context("cannot start the signal thread")?;
-    let extra = match cfg.model {
-        Model::Pool => format!("workers={}", cfg.workers),
-        Model::Thread | Model::Fork => format!("max_conns={}", cfg.max_conns),
-        _ => String::new(),
+    let extra = match model {
+        Blocking::Pool => format!("workers={}", cfg.workers),
+        Blocking::Thread | Blocking::Fork => format!("max_conns={}", cfg.max_conns),
+        Blocking::Iterative => String::new(),
     };
-    if matches!(cfg.model, Model::Iterative | Model::Fork) {
+    if matches!(model, Blocking::Iterative | Blocking::Fork) {
         if let Some(&cpu) = cfg.cpus.first() {
             affinity::pin_current(cpu);
         }
     }
     announce(cfg, addr, &extra)?;
-    match cfg.model {
-        Model::Iterative => accept_loop(&listener, || {}, |s| blocking::serve_conn(s, &sh)),
-        Model::Fork => fork_model(&listener, &sh, &children),
-        Model::Thread => thread_model(&listener, &sh, &cfg.cpus),
-        Model::Pool => pool_model(&listener, &sh, cfg.workers, &cfg.cpus)?,
-        Model::Epoll | Model::Uring => unreachable!("not a blocking model"),
+    match model {
+        Blocking::Iterative => accept_loop(&listener, || {}, |s| blocking::serve_conn(s, &sh)),
+        Blocking::Fork => fork_model(&listener, &sh, &children),
+        Blocking::Thread => thread_model(&listener, &sh, &cfg.cpus),
+        Blocking::Pool => pool_model(&listener, &sh, cfg.workers, &cfg.cpus)?,
     }
     Ok(counters.snapshot())
 }

@@ -18,7 +18,7 @@ use super::report::{sent_sum_of, sum_of, Iperf3UdpReport, SCHEMA};
 use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
-use crate::flow::streams::{split_count, Dir, Mode};
+use crate::flow::streams::{split_bps, split_count, split_rate, Dir, Mode};
 use crate::flow::tcp::client::{cpu_for, job_for, sample};
 use crate::flow::tcp::report::{BufferSides, CpuSides, IntervalMeter, TcpReport};
 use crate::flow::tcp::stream::{self, transient, DataConn, Stops};
@@ -30,6 +30,7 @@ use crate::interop::iperf3::{Cookie, Params, Results, StreamResult};
 use crate::sys::cpu::process_times;
 use crate::sys::signal;
 use crate::sys::sockopt;
+use crate::units::Rate;
 
 /// What `blast` asks of an iperf3 server.
 #[derive(Debug, Clone)]
@@ -165,7 +166,7 @@ pub fn params_of(spec: &TcpSpec, plan: Plan) -> Params {
         // iperf3's -b is per stream.
         bandwidth: spec
             .rate_bps
-            .map_or(0, |r| (r / spec.streams.max(1) as u64).max(1)),
+            .map_or(0, |r| split_bps(r, spec.streams as usize)),
         window: spec.window.unwrap_or(0),
         mss: spec.mss.unwrap_or(0),
         nodelay: spec.no_delay,
@@ -441,7 +442,7 @@ pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
         reverse: opts.mode == Mode::Reverse,
         bidirectional: opts.mode == Mode::Bidir,
         len: opts.len as u32,
-        bandwidth: opts.rate_bps.map_or(0, |r| (r / n as u64).max(1)),
+        bandwidth: opts.rate_bps.map_or(0, |r| split_bps(r, n)),
         client_version: Some(format!("netcore {}", env!("CARGO_PKG_VERSION"))),
         ..Params::default()
     };
@@ -458,7 +459,7 @@ pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
     l.expect(Event::TestRunning, "TEST_RUNNING")?;
     let pps = opts
         .rate_bps
-        .map(|r| r as f64 / n as f64 / (opts.len as f64 * 8.0));
+        .map(|r| split_rate(Rate::BitsPerSec(r as f64), n).packets_per_sec(opts.len));
     st.start_senders(&|k, n| TxPlan {
         len: opts.len,
         counters64: false,

@@ -82,21 +82,27 @@ impl Report for UdpBidirReport {
 }
 
 /// Runs the two halves at once against the receiver `opts` names: the forward test on this
-/// thread ([`sender::run`]), the reverse one on another ([`receiver::run_reverse`], receiving
-/// with `rx`). Each half's interval rows go to its callback. Both halves always run to their
-/// end; if either failed, the error names the direction.
+/// thread ([`sender::run`], test id `opts.test_id`), the reverse one on another
+/// ([`receiver::run_reverse`], test id `reverse_id`, receiving with `rx`); an id that is None
+/// is chosen when the half opens. Each half's interval rows go to its callback. Both halves
+/// always run to their end; if either failed, the error names the direction.
 pub fn run(
     opts: &BlastOptions,
+    reverse_id: Option<u64>,
     rx: RecvOptions,
     on_forward: &mut (dyn FnMut(&IntervalRow) + Send),
     on_reverse: &mut (dyn FnMut(Event) + Send),
 ) -> Result<UdpBidirReport> {
     // Checked once, before either half contacts the receiver.
     let opts = &sender::resolve(opts)?;
+    let rev_opts = &BlastOptions {
+        test_id: reverse_id,
+        ..opts.clone()
+    };
     let (forward, reverse) = thread::scope(|s| {
         let rev = thread::Builder::new()
             .name("netcore-bidir-rev".into())
-            .spawn_scoped(s, move || receiver::run_reverse(opts, rx, on_reverse));
+            .spawn_scoped(s, move || receiver::run_reverse(rev_opts, rx, on_reverse));
         let fwd = sender::run(opts, on_forward);
         let rev = match rev {
             Ok(h) => h

@@ -831,8 +831,8 @@ pub fn run_reverse(
         listen: SocketAddr::new(probe.local_addr()?.ip(), 0),
         ..rx
     })?;
-    let pps = opts.rate.map(|r| r.packets_per_sec(opts.len));
-    let (mut c, test_id) = sender::open(opts, Some(Reverse { pps }))?;
+    let rate_bps = opts.rate.map(|r| r.bits_per_sec(opts.len));
+    let (mut c, test_id) = sender::open(opts, Some(Reverse { rate_bps }))?;
     let port = match sender::expect_ready(&mut c)? {
         Msg::Ready { port: Some(p), .. } => p,
         Msg::Ready { .. } => bail!("the receiver answered -R without a port to receive from"),

@@ -106,7 +106,7 @@ pub fn serve(
         len: job.len as usize,
         batch: 64,
         gso: GsoMode::Auto,
-        rate: job.pps.map(Rate::PacketsPerSec),
+        rate: job.rate_bps.map(Rate::BitsPerSec),
         plan: job.plan,
         verify: job.verify,
         cpus: cpu.into_iter().collect(),

@@ -122,8 +122,8 @@ pub struct ReverseJob {
     pub plan: Plan,
     pub streams: u16,
     pub verify: bool,
-    /// Datagrams per second over all streams (None: unpaced).
-    pub pps: Option<f64>,
+    /// Bits per second of payload over all streams (None: unpaced).
+    pub rate_bps: Option<f64>,
     /// Sending is cut this long after it started, whatever the plan (`--max-duration`).
     pub max_time: Duration,
 }
@@ -438,17 +438,12 @@ impl RecvSession {
         Ok(streams)
     }
 
-    /// A reverse test's rate in datagrams a second: the client's, at most `--max-rate`.
-    fn reverse_pps(&self, pps: Option<f64>) -> Option<f64> {
-        let cap = self
-            .ctx
-            .limits
-            .max_rate_bps
-            .map(|bps| (bps / (8.0 * f64::from(self.len.max(1)))).max(1.0));
-        match (pps, cap) {
-            (Some(p), Some(c)) => Some(p.min(c)),
-            (p, None) => p,
-            (None, c) => c,
+    /// A reverse test's rate: the client's, at most `--max-rate`.
+    fn reverse_rate_bps(&self, asked: Option<f64>) -> Option<f64> {
+        match (asked, self.ctx.limits.max_rate_bps) {
+            (Some(r), Some(cap)) => Some(r.min(cap)),
+            (r, None) => r,
+            (None, cap) => cap,
         }
     }
 
@@ -584,9 +579,7 @@ impl RecvSession {
                 reverse: Some(r),
                 echo: None,
             } => match self.check_udp().and_then(|()| {
-                let bps = self
-                    .reverse_pps(r.pps)
-                    .map(|pps| pps * f64::from(self.len) * 8.0);
+                let bps = self.reverse_rate_bps(r.rate_bps);
                 self.check_final(self.streams, self.len, None, bps)
             }) {
                 Ok(()) => {
@@ -596,7 +589,7 @@ impl RecvSession {
                         plan: self.plan,
                         streams: self.streams,
                         verify: self.verify,
-                        pps: self.reverse_pps(r.pps),
+                        rate_bps: self.reverse_rate_bps(r.rate_bps),
                         max_time: self.ctx.limits.max_plan,
                     }));
                     self.state = State::Ended;
@@ -1043,7 +1036,7 @@ mod tests {
                 "Echo(EchoJob { test_id: 9, plan: TimeNs(1000), rate: 100.0 })",
             ),
             (
-                Some(crate::flow::control::Reverse { pps: None }),
+                Some(crate::flow::control::Reverse { rate_bps: None }),
                 "a Setup asks for one test",
             ),
         ] {
@@ -1300,19 +1293,19 @@ mod tests {
             ..Limits::default()
         };
         let t0 = Instant::now();
-        for (asked, sent) in [(None, 1000.0), (Some(10.0), 10.0), (Some(5000.0), 1000.0)] {
+        for (asked, sent) in [(None, 8e5), (Some(8000.0), 8000.0), (Some(4e6), 8e5)] {
             let mut s = RecvSession::new(ctx_with(limits, None), t0);
             s.on_msg(hello_msg(1, Plan::Count(10), false), t0);
             s.on_msg(
                 Msg::Setup {
                     tcp: None,
-                    reverse: Some(crate::flow::control::Reverse { pps: asked }),
+                    reverse: Some(crate::flow::control::Reverse { rate_bps: asked }),
                     echo: None,
                 },
                 t0,
             );
             let a = actions(&mut s);
-            assert!(a[0].contains(&format!("pps: Some({sent:?})")), "{a:?}");
+            assert!(a[0].contains(&format!("rate_bps: Some({sent:?})")), "{a:?}");
         }
     }
 
@@ -1339,9 +1332,9 @@ mod tests {
             reverse: None,
             echo: None,
         };
-        let reverse = |pps| Msg::Setup {
+        let reverse = |rate_bps| Msg::Setup {
             tcp: None,
-            reverse: Some(crate::flow::control::Reverse { pps }),
+            reverse: Some(crate::flow::control::Reverse { rate_bps }),
             echo: None,
         };
         let refused = |a: Vec<String>, flag: &str| {
@@ -1362,7 +1355,7 @@ mod tests {
         );
         // A reverse plan whose pacing (or the --max-rate cap) makes it outlast --max-duration.
         refused(
-            setup(Plan::Count(1000), reverse(Some(1e-300))),
+            setup(Plan::Count(1000), reverse(Some(1.0))),
             "(--max-duration)",
         );
         refused(
@@ -1378,7 +1371,7 @@ mod tests {
             "(--max-duration)",
         );
         // Within every limit: handed on.
-        let a = setup(Plan::Count(100), reverse(Some(100.0)));
+        let a = setup(Plan::Count(100), reverse(Some(80_000.0)));
         assert!(a.iter().any(|x| x.starts_with("UdpReverse")), "{a:?}");
         let a = setup(Plan::Count(100), tcp(2, Mode::Reverse, None));
         assert!(a.iter().any(|x| x.starts_with("Tcp")), "{a:?}");

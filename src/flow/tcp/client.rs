@@ -29,7 +29,7 @@ use crate::flow::host::host_name;
 use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
 use crate::flow::rxwait::RxWait;
 pub use crate::flow::streams::cpu_for;
-use crate::flow::streams::Dir;
+use crate::flow::streams::{split_bps, Dir};
 use crate::sys::signal;
 
 /// Client settings.
@@ -65,7 +65,7 @@ pub fn job_for(
         write: (dir == Dir::Up) == client,
         plan: stream::stream_plan(plan, i % n, n),
         len: spec.len as usize,
-        rate_bps: spec.rate_bps.map(|r| (r / n as u64).max(1)),
+        rate_bps: spec.rate_bps.map(|r| split_bps(r, n)),
         zerocopy: spec.zerocopy,
         sendfile: spec.sendfile,
         cpu,

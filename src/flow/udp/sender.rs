@@ -34,7 +34,7 @@ use crate::flow::host::host_name;
 use crate::flow::kernel::UdpCounters;
 use crate::flow::pacer::Pacer;
 use crate::flow::payload::ReceiverStats;
-use crate::flow::streams::{cpu_for, split_count};
+use crate::flow::streams::{cpu_for, split_count, split_rate};
 use crate::sys::{affinity, realtime_ns, signal, sockopt};
 use crate::units::Rate;
 
@@ -179,10 +179,7 @@ fn lane(opts: &BlastOptions, i: usize) -> Lane {
             Plan::Count(c) => Plan::Count(split_count(c, i, n)),
             p @ Plan::TimeNs(_) => p,
         },
-        rate: opts.rate.map(|r| match r {
-            Rate::BitsPerSec(b) => Rate::BitsPerSec(b / n as f64),
-            Rate::PacketsPerSec(p) => Rate::PacketsPerSec(p / n as f64),
-        }),
+        rate: opts.rate.map(|r| split_rate(r, n)),
     }
 }
 

@@ -5,11 +5,11 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-use super::common::out;
-use super::udp::{blast_options, check_batch, cpus_of, interrupted_exit, target_of, BlastArgs};
-use crate::flow::control::Plan;
+use super::outcome::{exit_of, print_report};
+use super::peer::Peer;
+use super::plan::{BlastPlan, SearchPlan};
 use crate::flow::search::{FindRateReport, Next, Search, SCHEMA};
 use crate::flow::udp::sender;
 use crate::stats::plot::{self, PlotOptions, Series};
@@ -20,16 +20,10 @@ use crate::units::{fmt_bits_per_sec, Rate};
 /// Bisection stops when the passing and failing rates are within 2 % of each other.
 const PRECISION: f64 = 0.02;
 
-pub fn run(a: &BlastArgs) -> Result<ExitCode> {
-    let len = a.len.unwrap_or(1472) as usize;
-    sender::check_len(len).map_err(super::common::usage)?;
-    check_batch(a.batch)?;
-    a.plot.check()?;
-    let client = a.client.client()?;
+pub fn run(plan: &BlastPlan, s: &SearchPlan) -> Result<ExitCode> {
     signal::install()?;
-    let format = a.output.format();
-    let mut search = Search::new(a.loss, PRECISION, a.max_trials as usize);
-    let plan = Plan::TimeNs(a.trial.as_nanos() as u64);
+    let (len, format) = (plan.len, plan.out.format);
+    let mut search = Search::new(s.loss, PRECISION, s.max_trials as usize);
     let mut target_name = String::new();
     let mut interrupted = false;
     while let Next::Try(rate) = search.next() {
@@ -37,23 +31,11 @@ pub fn run(a: &BlastArgs) -> Result<ExitCode> {
             interrupted = true;
             break;
         }
-        let (_, rx_cpu) = cpus_of(a, a.to.is_none());
-        let (target, control, embedded) = target_of(a, rx_cpu)?;
-        let (tx_cpus, _) = cpus_of(a, embedded.is_some());
-        target_name = target.to_string();
-        let opts = blast_options(
-            a,
-            len,
-            plan,
-            rate.map(Rate::BitsPerSec),
-            (target, control),
-            tx_cpus,
-            client.clone(),
-        );
+        let peer = Peer::open(plan)?;
+        target_name = peer.data.to_string();
+        let opts = plan.blast_options((peer.data, peer.control), rate.map(Rate::BitsPerSec));
         let r = sender::run(&opts, &mut |_| {});
-        if let Some(e) = embedded {
-            e.finish();
-        }
+        peer.finish();
         let r = r?;
         if r.receiver.interrupted {
             interrupted = true;
@@ -87,26 +69,22 @@ pub fn run(a: &BlastArgs) -> Result<ExitCode> {
         meta: crate::stats::meta::Meta::gather(),
         target: target_name,
         len,
-        loss_bound: a.loss,
-        trial_s: a.trial.as_secs_f64(),
+        loss_bound: s.loss,
+        trial_s: s.trial.as_secs_f64(),
         trials: search.trials().to_vec(),
         rate_bps,
         pps: rate_bps.map(|r| r / (len as f64 * 8.0)),
         confirmed,
         interrupted,
     };
-    if let Some(p) = a.plot.file() {
+    if let Some(p) = &plan.out.plot {
         plot_trials(p, &report)?;
     }
-    let text = report.render(format);
-    if let Err(e) = out(&text) {
-        eprint!("{text}");
-        bail!("cannot write the report to stdout ({e}); it went to stderr");
-    }
+    print_report(&report.render(format))?;
     if format != Format::Table {
         eprintln!("{}", report.summary());
     }
-    Ok(interrupted_exit(interrupted))
+    Ok(exit_of(interrupted))
 }
 
 /// Loss (%) against the rate tried, one point per trial; the rate in the unit the largest
