@@ -676,93 +676,18 @@ pub fn blast_and_finish(
 ) -> Result<UdpReport> {
     let n = socks.len();
     let udp_before = UdpCounters::read();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut progress = Vec::with_capacity(n);
-    let mut workers = Vec::with_capacity(n);
-    for (i, sock) in socks.into_iter().enumerate() {
-        sock.set_write_timeout(Some(Duration::from_millis(100)))?;
-        let p = Arc::new(Progress::default());
-        progress.push(p.clone());
-        let (o, halt, ln) = (opts.clone(), stop.clone(), lane(opts, i));
-        let spawned = thread::Builder::new()
-            .name(format!("netcore-blast-{i}"))
-            .spawn(move || {
-                if let Some(cpu) = cpu_for(&o.cpus, i) {
-                    affinity::pin_current(cpu);
-                }
-                let meter = ThreadMeter::start();
-                blast(&sock, &o, ln, test_id, &p, &halt).map(|r| BlastResult {
-                    cpu: meter.stop(),
-                    ..r
-                })
-            });
-        match spawned {
-            Ok(w) => workers.push(w),
-            Err(e) => {
-                stop.store(true, Ordering::Relaxed);
-                return Err(e).context("cannot start a blasting thread");
-            }
-        }
-    }
-    let sent_so_far = || -> u64 {
-        progress
-            .iter()
-            .map(|p| p.sent.load(Ordering::Relaxed))
-            .sum()
-    };
-
+    let blasting = Blasting::spawn(opts, test_id, socks)?;
     // While blasting: relay the receiver's interval figures, joined with ours.
     let t0 = Instant::now();
     let mut view = ReceiverView::new(opts.len as u64);
-    let mut ended: Option<std::result::Result<Box<ReceiverStats>, String>> = None;
-    while !workers.iter().all(|w| w.is_finished()) {
-        if ended.is_some() {
-            // The blaster was told to stop; it sees that within one nap.
-            thread::sleep(Duration::from_millis(5));
-            continue;
-        }
-        let msg = match c.recv_until(Instant::now() + Duration::from_millis(20)) {
-            Ok(Some(m)) => m,
-            Ok(None) => continue,
-            Err(e) => {
-                ended = Some(Err(format!("{e:#}")));
-                stop.store(true, Ordering::Relaxed);
-                continue;
-            }
-        };
-        let sent = sent_so_far();
-        match view.on_msg(msg, t0.elapsed().as_secs_f64(), sent, false) {
-            Reaction::Row(row) => on_interval(&row),
-            Reaction::Ignored => {}
-            Reaction::Report(r) => {
-                ended = Some(Ok(r));
-                stop.store(true, Ordering::Relaxed);
-            }
-            Reaction::Fail(e) => {
-                ended = Some(Err(e));
-                stop.store(true, Ordering::Relaxed);
-            }
-        }
-    }
-    let mut parts = Vec::with_capacity(n);
-    for w in workers {
-        parts.push(
-            w.join()
-                .map_err(|_| anyhow::anyhow!("a blasting thread panicked"))??,
-        );
-    }
+    let ended = blasting.relay_intervals(c, &mut view, t0, on_interval);
+    let parts = blasting.join()?;
     let per_stream: Vec<u64> = parts.iter().map(|p| p.sent).collect();
     let res = combine(parts);
     let sndbuf_errors = udp_before
         .zip(UdpCounters::read())
         .map(|(a, b)| b.sndbuf_errors.saturating_sub(a.sndbuf_errors));
-    let pacing = opts.rate.map(|r| match n {
-        1 => format!("token bucket at {r}"),
-        _ => format!(
-            "token bucket at {r} ({n} streams, {} each)",
-            lane(opts, 0).rate.expect("paced")
-        ),
-    });
+    let pacing = pacing_line(opts, n);
     if let (true, None, Some(after)) = (res.cut, &ended, opts.cut_after) {
         return Err(tell_cut(c, after));
     }
@@ -785,19 +710,7 @@ pub fn blast_and_finish(
                 streams: if n > 1 { per_stream } else { Vec::new() },
                 sndbuf_errors,
             })?;
-            // One deadline for the Report, whatever comes before it; a signal after Done
-            // (a second Ctrl-C, or the first once sending had ended) gives up waiting.
-            let deadline = Instant::now() + REPORT_WAIT;
-            let signals = signal::signal_count();
-            let given_up = || signal::signal_count() != signals;
-            loop {
-                let m = c.expect_or_stop("Report", deadline, &given_up)?;
-                match view.on_msg(m, t0.elapsed().as_secs_f64(), res.sent, true) {
-                    Reaction::Report(r) => break r,
-                    Reaction::Row(_) | Reaction::Ignored => {}
-                    Reaction::Fail(e) => bail!("{e}"),
-                }
-            }
+            await_report(c, &mut view, t0, res.sent)?
         }
     };
     receiver.interrupted |= res.interrupted;
@@ -813,7 +726,7 @@ pub fn blast_and_finish(
             on_interval(row);
         }
     }
-    let secs = res.elapsed.as_secs_f64().max(1e-9);
+    let sender = sender_stats(opts, res, pacing, sndbuf_errors);
     let mut report = UdpReport {
         schema: SCHEMA.into(),
         meta: crate::stats::meta::Meta::gather(),
@@ -822,29 +735,186 @@ pub fn blast_and_finish(
         len: opts.len as u32,
         verify: opts.verify,
         target: opts.target.to_string(),
-        sender: SenderStats {
-            sent: res.sent,
-            bytes: res.bytes,
-            elapsed_s: res.elapsed.as_secs_f64(),
-            rate_bps: res.bytes as f64 * 8.0 / secs,
-            pps: res.sent as f64 / secs,
-            errors: res.errors,
-            send_calls: Some(res.calls),
-            gso_segments: Some(res.gso_segments),
-            batch: Some(opts.batch),
-            pacing,
-            sndbuf: Some(res.sndbuf),
-            cpu: opts.cpus.first().copied(),
-            backend: Some(opts.backend.name().to_string()),
-            zerocopy: res.zerocopy,
-            cpu_usage: Some(res.cpu),
-            sndbuf_errors,
-        },
+        sender,
         receiver: *receiver,
         intervals,
     };
     report.conclude(opts.target.ip().is_loopback());
     Ok(report)
+}
+
+/// How the receiver ended a test before the sender's Done: its report (it was interrupted),
+/// or why it failed.
+type EarlyEnd = std::result::Result<Box<ReceiverStats>, String>;
+
+/// A test's blasting threads, their progress counters and the flag that stops them.
+struct Blasting {
+    workers: Vec<thread::JoinHandle<Result<BlastResult>>>,
+    progress: Vec<Arc<Progress>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Blasting {
+    /// A blasting thread per socket, each pinned to its CPU, each sending its lane.
+    fn spawn(opts: &BlastOptions, test_id: u64, socks: Vec<UdpSocket>) -> Result<Blasting> {
+        let n = socks.len();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut progress = Vec::with_capacity(n);
+        let mut workers = Vec::with_capacity(n);
+        for (i, sock) in socks.into_iter().enumerate() {
+            sock.set_write_timeout(Some(Duration::from_millis(100)))?;
+            let p = Arc::new(Progress::default());
+            progress.push(p.clone());
+            let (o, halt, ln) = (opts.clone(), stop.clone(), lane(opts, i));
+            let spawned = thread::Builder::new()
+                .name(format!("netcore-blast-{i}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu_for(&o.cpus, i) {
+                        affinity::pin_current(cpu);
+                    }
+                    let meter = ThreadMeter::start();
+                    blast(&sock, &o, ln, test_id, &p, &halt).map(|r| BlastResult {
+                        cpu: meter.stop(),
+                        ..r
+                    })
+                });
+            match spawned {
+                Ok(w) => workers.push(w),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e).context("cannot start a blasting thread");
+                }
+            }
+        }
+        Ok(Blasting {
+            workers,
+            progress,
+            stop,
+        })
+    }
+
+    /// Datagrams the threads have sent so far.
+    fn sent_so_far(&self) -> u64 {
+        self.progress
+            .iter()
+            .map(|p| p.sent.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Until the threads are done: the receiver's Interval figures, joined with ours, go to
+    /// `on_interval`; a Report or a failure from the receiver stops the threads and is
+    /// returned.
+    fn relay_intervals(
+        &self,
+        c: &mut Conn,
+        view: &mut ReceiverView,
+        t0: Instant,
+        on_interval: OnInterval,
+    ) -> Option<EarlyEnd> {
+        let mut ended: Option<EarlyEnd> = None;
+        while !self.workers.iter().all(|w| w.is_finished()) {
+            if ended.is_some() {
+                // The blaster was told to stop; it sees that within one nap.
+                thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            let msg = match c.recv_until(Instant::now() + Duration::from_millis(20)) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) => {
+                    ended = Some(Err(format!("{e:#}")));
+                    self.stop.store(true, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let sent = self.sent_so_far();
+            match view.on_msg(msg, t0.elapsed().as_secs_f64(), sent, false) {
+                Reaction::Row(row) => on_interval(&row),
+                Reaction::Ignored => {}
+                Reaction::Report(r) => {
+                    ended = Some(Ok(r));
+                    self.stop.store(true, Ordering::Relaxed);
+                }
+                Reaction::Fail(e) => {
+                    ended = Some(Err(e));
+                    self.stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        ended
+    }
+
+    /// The threads' results, in stream order.
+    fn join(self) -> Result<Vec<BlastResult>> {
+        let mut parts = Vec::with_capacity(self.workers.len());
+        for w in self.workers {
+            parts.push(
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("a blasting thread panicked"))??,
+            );
+        }
+        Ok(parts)
+    }
+}
+
+/// The pacing the report names: the token bucket's rate (and each stream's share).
+fn pacing_line(opts: &BlastOptions, streams: usize) -> Option<String> {
+    opts.rate.map(|r| match streams {
+        1 => format!("token bucket at {r}"),
+        n => format!(
+            "token bucket at {r} ({n} streams, {} each)",
+            lane(opts, 0).rate.expect("paced")
+        ),
+    })
+}
+
+/// The receiver's Report after Done: one deadline for it, whatever comes before it; a signal
+/// after Done (a second Ctrl-C, or the first once sending had ended) gives up waiting.
+fn await_report(
+    c: &mut Conn,
+    view: &mut ReceiverView,
+    t0: Instant,
+    sent: u64,
+) -> Result<Box<ReceiverStats>> {
+    let deadline = Instant::now() + REPORT_WAIT;
+    let signals = signal::signal_count();
+    let given_up = || signal::signal_count() != signals;
+    loop {
+        let m = c.expect_or_stop("Report", deadline, &given_up)?;
+        match view.on_msg(m, t0.elapsed().as_secs_f64(), sent, true) {
+            Reaction::Report(r) => return Ok(r),
+            Reaction::Row(_) | Reaction::Ignored => {}
+            Reaction::Fail(e) => bail!("{e}"),
+        }
+    }
+}
+
+/// The report's sender side from the blasting threads' combined result.
+fn sender_stats(
+    opts: &BlastOptions,
+    res: BlastResult,
+    pacing: Option<String>,
+    sndbuf_errors: Option<u64>,
+) -> SenderStats {
+    let secs = res.elapsed.as_secs_f64().max(1e-9);
+    SenderStats {
+        sent: res.sent,
+        bytes: res.bytes,
+        elapsed_s: res.elapsed.as_secs_f64(),
+        rate_bps: res.bytes as f64 * 8.0 / secs,
+        pps: res.sent as f64 / secs,
+        errors: res.errors,
+        send_calls: Some(res.calls),
+        gso_segments: Some(res.gso_segments),
+        batch: Some(opts.batch),
+        pacing,
+        sndbuf: Some(res.sndbuf),
+        cpu: opts.cpus.first().copied(),
+        backend: Some(opts.backend.name().to_string()),
+        zerocopy: res.zerocopy,
+        cpu_usage: Some(res.cpu),
+        sndbuf_errors,
+    }
 }
 
 /// What the sender does with one message from the receiver.
