@@ -183,6 +183,53 @@ pub fn run(
     let spec = &opts.spec;
     spec.check().map_err(anyhow::Error::msg)?;
     let (mut l, cookie) = Link::open(opts.server)?;
+    let stops = Stops {
+        write: Arc::new(AtomicBool::new(false)),
+        read: Arc::new(AtomicBool::new(false)),
+    };
+    let running = open_streams(&mut l, opts, &cookie, &stops)?;
+    let cpu0 = process_times();
+    let t0 = Instant::now();
+    let intervals = sample_until_end(&mut l, opts, &running.live, t0, on_interval)?;
+    let t_end = t0.elapsed().as_secs_f64();
+    stops.write.store(true, Ordering::Relaxed);
+    let cpu1 = process_times();
+    // Our writers' counts are final once they have stopped.
+    let wait = Instant::now() + STEP;
+    while Instant::now() < wait
+        && running
+            .live
+            .iter()
+            .any(|x| x.dir == Dir::Up && !x.finished())
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    l.end()?;
+    let ours = our_results(spec, &running.live, cpu_util(cpu0, cpu1, t_end), t_end);
+    let server = l.exchange(&ours)?;
+    // The server has closed its streams: our readers see EOF.
+    let wait = Instant::now() + STEP;
+    while Instant::now() < wait && !running.is_finished() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stops.read.store(true, Ordering::Relaxed);
+    // The streams' own "cut" flags say only that our stop reached a writer a moment before its
+    // deadline (this end stops them at the planned end): not an interruption.
+    let (ends, cpu, _) = running.join()?;
+    let cpu = cpu.finish(stream::bytes_moved(&ends));
+    let report = client_report(opts, &cookie, &server, ends, cpu, intervals);
+    Ok(ClientOutcome { report, server })
+}
+
+/// The parameter exchange, the data connections (the cookie as their preamble) and their
+/// threads, started at TEST_RUNNING.
+fn open_streams(
+    l: &mut Link,
+    opts: &ClientOptions,
+    cookie: &Cookie,
+    stops: &Stops,
+) -> Result<stream::Running> {
+    let spec = &opts.spec;
     l.expect(Event::ParamExchange, "PARAM_EXCHANGE")?;
     l.cc.params(&params_of(spec, opts.plan), &mut l.out);
     l.flush()?;
@@ -194,8 +241,6 @@ pub fn run(
     }
     l.expect(Event::TestStart, "TEST_START")?;
     l.expect(Event::TestRunning, "TEST_RUNNING")?;
-    let wstop = Arc::new(AtomicBool::new(false));
-    let rstop = Arc::new(AtomicBool::new(false));
     let conns = socks
         .into_iter()
         .enumerate()
@@ -206,27 +251,31 @@ pub fn run(
             job: job_for(spec, opts.plan, dirs[i], i, true, cpu_for(&opts.cpus, i)),
         })
         .collect();
-    let stops = Stops {
-        write: wstop.clone(),
-        read: rstop.clone(),
-    };
-    let running = stream::start(conns, &stops, spec.thread_per_stream)?;
-    let live = running.live.clone();
-    let cpu0 = process_times();
-    let t0 = Instant::now();
+    stream::start(conns, stops, spec.thread_per_stream)
+}
+
+/// Samples intervals from `t0` until the end: the planned time, or the planned bytes moved
+/// one way (as iperf3 judges -n), a signal, or the plan's time and 30 s more; the server
+/// must stay quiet meanwhile.
+fn sample_until_end(
+    l: &mut Link,
+    opts: &ClientOptions,
+    live: &[Arc<stream::Live>],
+    t0: Instant,
+    on_interval: &mut dyn FnMut(&TcpInterval),
+) -> Result<Vec<TcpInterval>> {
     let (end_at, want_bytes) = match opts.plan {
         Plan::TimeNs(ns) => (Some(t0 + Duration::from_nanos(ns)), u64::MAX),
-        Plan::Count(n) => (None, n.saturating_mul(spec.len as u64)),
+        Plan::Count(n) => (None, n.saturating_mul(opts.spec.len as u64)),
     };
     let limit = t0 + end_at.map_or(Duration::from_secs(3600), |e| e - t0) + Duration::from_secs(30);
     let mut meter = IntervalMeter::default();
     let mut intervals = Vec::new();
     let mut next = t0 + opts.interval;
-    // The end: the planned time, or the planned bytes moved one way (as iperf3 judges -n).
     loop {
         let now = Instant::now();
         if now >= next {
-            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live, "client");
+            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), live, "client");
             on_interval(&row);
             intervals.push(row);
             next += opts.interval;
@@ -241,23 +290,24 @@ pub fn run(
             || moved(Dir::Up) >= want_bytes
             || moved(Dir::Down) >= want_bytes;
         if done || signal::stop_requested() || now >= limit {
-            break;
+            return Ok(intervals);
         }
         if let Some(e) = l.poll()? {
             bail!("iperf3 server sent {e:?} while the test ran");
         }
     }
-    let t_end = t0.elapsed().as_secs_f64();
-    wstop.store(true, Ordering::Relaxed);
-    let cpu1 = process_times();
-    // Our writers' counts are final once they have stopped.
-    let wait = Instant::now() + STEP;
-    while Instant::now() < wait && live.iter().any(|x| x.dir == Dir::Up && !x.finished()) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    l.end()?;
-    let (total, user, system) = cpu_util(cpu0, cpu1, t_end);
-    let ours = Results {
+}
+
+/// Our results document: the process's CPU share (`cpu`: total, user, system) and each
+/// stream's bytes and retransmits at `t_end`.
+fn our_results(
+    spec: &TcpSpec,
+    live: &[Arc<stream::Live>],
+    cpu: (f64, f64, f64),
+    t_end: f64,
+) -> Results {
+    let (total, user, system) = cpu;
+    Results {
         cpu_util_total: total,
         cpu_util_user: user,
         cpu_util_system: system,
@@ -277,18 +327,18 @@ pub fn run(
             })
             .collect(),
         server_output_text: None,
-    };
-    let server = l.exchange(&ours)?;
-    // The server has closed its streams: our readers see EOF.
-    let wait = Instant::now() + STEP;
-    while Instant::now() < wait && !running.is_finished() {
-        std::thread::sleep(Duration::from_millis(5));
     }
-    rstop.store(true, Ordering::Relaxed);
-    // The streams' own "cut" flags say only that our stop reached a writer a moment before its
-    // deadline (this end stops them at the planned end): not an interruption.
-    let (ends, cpu, _) = running.join()?;
-    let cpu = cpu.finish(stream::bytes_moved(&ends));
+}
+
+/// netcore's report of the test: our streams' ends joined with the server's figures.
+fn client_report(
+    opts: &ClientOptions,
+    cookie: &Cookie,
+    server: &Results,
+    ends: Vec<StreamEnd>,
+    cpu: CpuUsage,
+    intervals: Vec<TcpInterval>,
+) -> TcpReport {
     let server_ends: Vec<StreamEnd> = ends
         .iter()
         .map(|e| {
@@ -305,13 +355,13 @@ pub fn run(
         })
         .collect();
     let streams = TcpReport::join_streams(&ends, &server_ends);
-    let report = TcpReport {
+    TcpReport {
         schema: crate::flow::tcp::report::SCHEMA.into(),
         meta: crate::stats::meta::Meta::gather(),
         role: "client".into(),
         test_id: format!("iperf3:{}", cookie.as_str()),
         target: format!("iperf3://{}", opts.server),
-        settings: spec.clone(),
+        settings: opts.spec.clone(),
         sum: TcpReport::sums(&streams),
         streams,
         cpu: CpuSides {
@@ -324,8 +374,7 @@ pub fn run(
         interrupted: signal::stop_requested(),
         intervals,
         buffers: BufferSides::of(&ends, &[]),
-    };
-    Ok(ClientOutcome { report, server })
+    }
 }
 
 /// The server's results document as lines, labelled as the server's own figures.
