@@ -10,7 +10,7 @@ use super::udp::{interrupted_exit, iperf3_addr, plan_of, target_of, BlastArgs};
 use crate::flow::payload::{TcpInterval, TcpSpec, DEFAULT_LEN, MAX_LEN};
 use crate::flow::streams::Mode;
 use crate::flow::tcp::client::{self, TcpOptions};
-use crate::flow::tcp::report::TcpReport;
+use crate::flow::tcp_engine::report::TcpReport;
 use crate::flow::udp::sender::GsoMode;
 use crate::stats::events::EventKind;
 use crate::stats::plot::{self, PlotOptions, Series};

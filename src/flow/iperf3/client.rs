@@ -1,6 +1,6 @@
 //! `netcore blast --to iperf3://HOST[:PORT]`: netcore as the client of a stock `iperf3 -s`,
 //! around the sans-IO `ClientCtl`. TCP: the data connections open with the cookie and run on
-//! `flow::tcp::stream`'s threads (the same write and read loops as a netcore test). UDP: the
+//! `flow::tcp_engine::stream`'s threads (the same write and read loops as a netcore test). UDP: the
 //! streams of `super::dgram` (paced `sendmmsg` senders, tracked readers), forward, `-R` or
 //! `--bidir`. The server's results document comes back as iperf3 returns it.
 
@@ -18,10 +18,9 @@ use super::report::{sent_sum_of, sum_of, Iperf3UdpReport, SCHEMA};
 use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
-use crate::flow::streams::{split_count, Dir, Mode};
-use crate::flow::tcp::client::{cpu_for, job_for, sample};
-use crate::flow::tcp::report::{BufferSides, CpuSides, IntervalMeter, TcpReport};
-use crate::flow::tcp::stream::{self, transient, DataConn, Stops};
+use crate::flow::streams::{cpu_for, split_count, Dir, Mode};
+use crate::flow::tcp_engine::report::{BufferSides, CpuSides, IntervalMeter, TcpReport};
+use crate::flow::tcp_engine::stream::{self, job_for, sample, transient, DataConn, Stops};
 use crate::interop::iperf3::client_ctl::{ClientCtl, Event};
 use crate::interop::iperf3::msg::{stream_id, COOKIE_LEN};
 use crate::interop::iperf3::udp_header::{read_word, word, Header};
@@ -356,7 +355,7 @@ fn client_report(
         .collect();
     let streams = TcpReport::join_streams(&ends, &server_ends);
     TcpReport {
-        schema: crate::flow::tcp::report::SCHEMA.into(),
+        schema: crate::flow::tcp_engine::report::SCHEMA.into(),
         meta: crate::stats::meta::Meta::gather(),
         role: "client".into(),
         test_id: format!("iperf3:{}", cookie.as_str()),

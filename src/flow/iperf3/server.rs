@@ -36,10 +36,12 @@ use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec, DEFAULT_LEN};
 use crate::flow::streams::{Dir, Mode};
-use crate::flow::tcp::client::{job_for, sample};
-use crate::flow::tcp::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
-use crate::flow::tcp::server::{over_rate, TcpEvent};
-use crate::flow::tcp::stream::{self, configure, DataConn, Live, Running, Stops};
+use crate::flow::tcp_engine::report::{
+    over_rate, BufferSides, CpuSides, IntervalMeter, TcpEvent, TcpReport, SCHEMA,
+};
+use crate::flow::tcp_engine::stream::{
+    self, configure, job_for, sample, DataConn, Live, Running, Stops,
+};
 use crate::interop::iperf3::msg::stream_id;
 use crate::interop::iperf3::server_ctl::Event;
 use crate::interop::iperf3::{Cookie, Params, Results, StreamResult};

@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
 use super::spec::encode_preamble;
-use super::stream::{self, bytes_moved, DataConn, Job, Live, Stops};
 use crate::flow::control::{ClientId, Conn, Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::cpu::CpuUsage;
 use crate::flow::host::host_name;
@@ -29,6 +27,8 @@ use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
 use crate::flow::rxwait::RxWait;
 pub use crate::flow::streams::cpu_for;
 use crate::flow::streams::Dir;
+use crate::flow::tcp_engine::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
+use crate::flow::tcp_engine::stream::{self, bytes_moved, job_for, sample, DataConn, Live, Stops};
 use crate::sys::signal;
 
 /// Client settings.
@@ -47,40 +47,6 @@ pub struct TcpOptions {
     pub client: ClientId,
     /// The test's id (chosen by the caller, so that what it prints first can name it).
     pub test_id: u64,
-}
-
-/// The job of stream `i` (of direction `dir`) on the end that writes `Up` streams (`client`)
-/// or the other: the plan split over the streams of one direction, pacing likewise.
-pub fn job_for(
-    spec: &TcpSpec,
-    plan: Plan,
-    dir: Dir,
-    i: usize,
-    client: bool,
-    cpu: Option<usize>,
-) -> Job {
-    let n = spec.streams as usize;
-    Job {
-        write: (dir == Dir::Up) == client,
-        plan: stream::stream_plan(plan, i % n, n),
-        len: spec.len as usize,
-        rate_bps: spec.rate_bps.map(|r| (r / n as u64).max(1)),
-        zerocopy: spec.zerocopy,
-        sendfile: spec.sendfile,
-        cpu,
-        wait: RxWait::Poll,
-    }
-}
-
-/// Samples every live connection: bytes moved so far and `TCP_INFO`; `by` names the side.
-pub fn sample(meter: &mut IntervalMeter, t: f64, live: &[Arc<Live>], by: &str) -> TcpInterval {
-    let mut row = meter.sample(
-        t,
-        live.iter()
-            .map(|l| (l.id, l.dir, l.bytes.load(Ordering::Relaxed), l.figures())),
-    );
-    row.by = by.into();
-    row
 }
 
 /// Runs one TCP test against a receiver and returns the client's copy of the report.

@@ -14,26 +14,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::client::{job_for, sample};
-use super::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
 use super::spec::{decode_preamble, PREAMBLE_LEN};
-use super::stream::{self, bytes_moved, configure, DataConn, Stops};
 use crate::flow::control::{encode, Conn, Msg, Plan};
 use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
 use crate::flow::rxwait::RxWait;
 use crate::flow::streams::Dir;
+use crate::flow::tcp_engine::report::{
+    over_rate, BufferSides, CpuSides, IntervalMeter, TcpEvent, TcpReport, SCHEMA,
+};
+use crate::flow::tcp_engine::stream::{
+    self, bytes_moved, configure, job_for, sample, DataConn, Stops,
+};
 use crate::sys::sockopt;
-use crate::units::fmt_bits_per_sec;
-
-/// What the server side of a TCP test reports as it runs.
-#[derive(Debug)]
-pub enum TcpEvent {
-    /// The test was accepted (Ready sent): its plan and settings.
-    Started(Plan, Box<TcpSpec>),
-    Interval(TcpInterval),
-    Finished(Box<TcpReport>),
-}
 
 /// The receiver's surroundings a TCP test runs in.
 pub struct ServerCtx {
@@ -90,26 +83,6 @@ fn admit(s: TcpStream, p: &[u8], test_id: u64, n: usize) -> Option<(u32, TcpStre
             None
         }
     }
-}
-
-/// Why an interval of the client's streams is over `--max-rate` (`max`), if it is: over by
-/// more than a quarter and by at least 64 KiB (a burst is not a rate).
-pub fn over_rate(row: &TcpInterval, max: Option<f64>) -> Option<String> {
-    let max = max?;
-    let up: f64 = row
-        .streams
-        .iter()
-        .filter(|s| s.dir == Dir::Up)
-        .map(|s| s.bps)
-        .sum();
-    let bytes = up * (row.t - row.start) / 8.0;
-    (up > max * 1.25 && bytes > 65536.0).then(|| {
-        format!(
-            "cut: the client sent at {}, over this receiver's limit of {} (--max-rate)",
-            fmt_bits_per_sec(up),
-            fmt_bits_per_sec(max)
-        )
-    })
 }
 
 /// With `--window`, this test's own data listener on the control connection's local address,

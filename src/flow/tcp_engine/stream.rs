@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::report::IntervalMeter;
 use crate::flow::control::Plan;
 use crate::flow::cpu::{CpuUsage, ThreadMeter};
 use crate::flow::pacer::Pacer;
-use crate::flow::payload::{Buffers, StreamEnd, TcpFigures, TcpSpec, ZeroCopyCounts};
+use crate::flow::payload::{Buffers, StreamEnd, TcpFigures, TcpInterval, TcpSpec, ZeroCopyCounts};
 use crate::flow::rxwait::{RxWait, POLL_NAP};
 use crate::flow::streams::{split_count, thread_groups, Dir};
 use crate::sys::{affinity, poll, realtime_ns, signal, sockopt, tcp};
@@ -784,6 +785,40 @@ fn linger(conns: &[DataConn], stop: &AtomicBool) {
 /// Bytes this side moved over `ends` (for bits per CPU-second).
 pub fn bytes_moved(ends: &[StreamEnd]) -> u64 {
     ends.iter().map(|e| e.bytes).sum()
+}
+
+/// The job of stream `i` (of direction `dir`) on the end that writes `Up` streams (`client`)
+/// or the other: the plan split over the streams of one direction, pacing likewise.
+pub fn job_for(
+    spec: &TcpSpec,
+    plan: Plan,
+    dir: Dir,
+    i: usize,
+    client: bool,
+    cpu: Option<usize>,
+) -> Job {
+    let n = spec.streams as usize;
+    Job {
+        write: (dir == Dir::Up) == client,
+        plan: stream_plan(plan, i % n, n),
+        len: spec.len as usize,
+        rate_bps: spec.rate_bps.map(|r| (r / n as u64).max(1)),
+        zerocopy: spec.zerocopy,
+        sendfile: spec.sendfile,
+        cpu,
+        wait: RxWait::Poll,
+    }
+}
+
+/// Samples every live connection: bytes moved so far and `TCP_INFO`; `by` names the side.
+pub fn sample(meter: &mut IntervalMeter, t: f64, live: &[Arc<Live>], by: &str) -> TcpInterval {
+    let mut row = meter.sample(
+        t,
+        live.iter()
+            .map(|l| (l.id, l.dir, l.bytes.load(Ordering::Relaxed), l.figures())),
+    );
+    row.by = by.into();
+    row
 }
 
 #[cfg(test)]
