@@ -468,20 +468,13 @@ fn udp_stream(server: SocketAddr, i: usize, receive: bool) -> Result<UdpSocket> 
     Ok(s)
 }
 
-/// Runs one UDP test against an iperf3 server: netcore sends on its streams (forward, and the
-/// first half with `--bidir`) and receives on the server's, each datagram through its tracker.
-pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
-    let n = opts.streams.max(1) as usize;
-    if opts.len < Header::len(false) || opts.len > 65_507 {
-        bail!("--len {} out of range for iperf3 UDP: 16..=65507", opts.len);
-    }
-    let (mut l, cookie) = Link::open(opts.server)?;
+/// The parameter document for a UDP test of `n` streams a direction.
+fn udp_params_of(opts: &UdpClientOptions, n: usize) -> Params {
     let (time, blocks) = match opts.plan {
         Plan::TimeNs(ns) => (ns.div_ceil(1_000_000_000).max(1), 0),
         Plan::Count(c) => (0, c),
     };
-    l.expect(Event::ParamExchange, "PARAM_EXCHANGE")?;
-    let p = Params {
+    Params {
         udp: true,
         time,
         blocks,
@@ -492,8 +485,55 @@ pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
         bandwidth: opts.rate_bps.map_or(0, |r| (r / n as u64).max(1)),
         client_version: Some(format!("netcore {}", env!("CARGO_PKG_VERSION"))),
         ..Params::default()
+    }
+}
+
+/// Waits for the end of a UDP test started at `t0`, as iperf3's client judges it: the time,
+/// or the count sent (our senders) or received (the server's streams; 1 s without a new
+/// datagram ends a test whose last datagrams were lost), or a signal; the server must stay
+/// quiet meanwhile.
+fn until_udp_end(l: &mut Link, st: &Streams, opts: &UdpClientOptions, t0: Instant) -> Result<()> {
+    let end_at = match opts.plan {
+        Plan::TimeNs(ns) => t0 + Duration::from_nanos(ns),
+        // A count has no time; an hour bounds it.
+        Plan::Count(_) => t0 + Duration::from_secs(3600),
     };
-    l.cc.params(&p, &mut l.out);
+    let (mut last, mut at) = (0, Instant::now());
+    loop {
+        let now = Instant::now();
+        let got = st.received();
+        if got != last {
+            (last, at) = (got, now);
+        }
+        let counted = match opts.plan {
+            Plan::Count(c) => {
+                let sending = opts.mode != Mode::Reverse;
+                let receiving = opts.mode != Mode::Forward;
+                (sending && st.senders_done())
+                    || (receiving
+                        && (got >= c || (got > 0 && at.elapsed() > Duration::from_secs(1))))
+            }
+            Plan::TimeNs(_) => false,
+        };
+        if now >= end_at || counted || signal::stop_requested() {
+            return Ok(());
+        }
+        if let Some(e) = l.poll()? {
+            bail!("iperf3 server sent {e:?} while the test ran");
+        }
+    }
+}
+
+/// Runs one UDP test against an iperf3 server: netcore sends on its streams (forward, and the
+/// first half with `--bidir`) and receives on the server's, each datagram through its tracker.
+pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
+    let n = opts.streams.max(1) as usize;
+    if opts.len < Header::len(false) || opts.len > 65_507 {
+        bail!("--len {} out of range for iperf3 UDP: 16..=65507", opts.len);
+    }
+    let (mut l, cookie) = Link::open(opts.server)?;
+    l.expect(Event::ParamExchange, "PARAM_EXCHANGE")?;
+    l.cc.params(&udp_params_of(opts, n), &mut l.out);
     l.flush()?;
     l.expect(Event::CreateStreams, "CREATE_STREAMS")?;
     let dirs = opts.mode.directions(n);
@@ -519,38 +559,7 @@ pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
         cpu: cpu_for(&opts.cpus, k),
     })?;
     let t0 = Instant::now();
-    let end_at = match opts.plan {
-        Plan::TimeNs(ns) => t0 + Duration::from_nanos(ns),
-        // A count has no time; an hour bounds it.
-        Plan::Count(_) => t0 + Duration::from_secs(3600),
-    };
-    // The end, as iperf3's client judges it: the time, or the count sent (our senders) or
-    // received (the server's streams; 1 s without a new datagram ends a test whose last
-    // datagrams were lost).
-    let (mut last, mut at) = (0, Instant::now());
-    loop {
-        let now = Instant::now();
-        let got = st.received();
-        if got != last {
-            (last, at) = (got, now);
-        }
-        let counted = match opts.plan {
-            Plan::Count(c) => {
-                let sending = opts.mode != Mode::Reverse;
-                let receiving = opts.mode != Mode::Forward;
-                (sending && st.senders_done())
-                    || (receiving
-                        && (got >= c || (got > 0 && at.elapsed() > Duration::from_secs(1))))
-            }
-            Plan::TimeNs(_) => false,
-        };
-        if now >= end_at || counted || signal::stop_requested() {
-            break;
-        }
-        if let Some(e) = l.poll()? {
-            bail!("iperf3 server sent {e:?} while the test ran");
-        }
-    }
+    until_udp_end(&mut l, &st, opts, t0)?;
     st.stop_senders()?;
     let elapsed_s = t0.elapsed().as_secs_f64();
     l.end()?;
