@@ -1,4 +1,4 @@
-//! The TCP data path over loopback (`netcore::flow::tcp::stream`): one writer thread and one
+//! The TCP data path over loopback (`netcore::flow::tcp_engine::stream`): one writer thread and one
 //! reader thread moving 64 MiB per iteration, the reader reading into its one reused buffer and
 //! counting every byte. Write sizes 16 KiB and 128 KiB (the default); the reader's buffer is the
 //! write size (at least 64 KiB).
@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use netcore::flow::control::Plan;
 use netcore::flow::rxwait::RxWait;
 use netcore::flow::streams::Dir;
-use netcore::flow::tcp::stream::{start, DataConn, Job, Stops};
+use netcore::flow::tcp_engine::stream::{start, DataConn, Job, Stops};
 
 const BYTES: u64 = 64 << 20;
 

@@ -25,9 +25,10 @@ folder importing a module of its parent that imports the child folder back, e.g.
 using `flow/control.rs` while `flow/control.rs` uses `flow/udp/report.rs`), even where no two
 files import each other.
 
-In `flow/`, the protocol folders (udp, tcp, iperf3) are siblings: none imports another (but
-for the floors named in STANDS_ON), and none imports the receiver service (`flow/recv`), which
-stands above them and may import them all.
+In `flow/`, the protocol folders (udp, tcp, iperf3) are siblings: none imports another, and
+none imports the receiver service (`flow/recv`), which stands above them and may import them
+all. What two protocols share stands below them (`flow/tcp_engine`: netcore's TCP engine, run
+by tcp and iperf3) and imports no protocol folder.
 Usage: tools/check-layers.py [SRC_DIR] | --self-test
 """
 
@@ -167,10 +168,9 @@ BOTTOM = {"sys", "reactor", "uring", "stats", "units"}
 
 # The data protocols' folders in flow/: siblings, none importing another.
 PROTOCOLS = {"udp", "tcp", "iperf3"}
-# Where one protocol folder stands on another's engine, the pair and why. iperf3's TCP tests
-# run netcore's TCP engine (tcp::stream's data connections, tcp::report's TcpReport, the
-# client's per-stream jobs and sampler) under iperf3's control protocol.
-STANDS_ON = {("iperf3", "tcp")}
+# Folders of flow/ below the protocols, shared by several: they import no protocol folder.
+# netcore's TCP engine (data connections, TcpReport) runs netcore's TCP tests and iperf3's.
+BELOW_PROTOCOLS = {"tcp_engine"}
 # Folders of flow/ that stand above the protocols and may import them all.
 ABOVE_PROTOCOLS = {"recv"}
 
@@ -180,9 +180,11 @@ def protocol_rules(a, b):
     if a[:1] != ("flow",) or b[:1] != ("flow",) or len(a) < 3 or len(b) < 2:
         return None
     pa, pb = a[1], b[1]
+    if pa in BELOW_PROTOCOLS and pb in PROTOCOLS | ABOVE_PROTOCOLS:
+        return f"{fmt(a)} imports {fmt(b)}: flow/{pa} stands below the protocol folders"
     if pa not in PROTOCOLS or pa == pb:
         return None
-    if pb in PROTOCOLS and (pa, pb) not in STANDS_ON:
+    if pb in PROTOCOLS:
         return f"{fmt(a)} imports {fmt(b)}: a protocol folder never imports a sibling protocol's folder (flow/{pa} -> flow/{pb})"
     if pb in ABOVE_PROTOCOLS:
         return f"{fmt(a)} imports {fmt(b)}: flow/{pb} stands above the protocol folders"
@@ -277,13 +279,21 @@ def self_test():
             "flow/tcp/mod.rs": "pub mod spec;\n",
             "flow/tcp/spec.rs": "pub struct TcpSpec;\n",
         }, "never imports a sibling protocol"),
-        ("tcp importing iperf3 (the declared floor is the other way)", {
+        ("iperf3 importing tcp (they share the engine below them instead)", {
             "lib.rs": "pub mod flow;\n",
             "flow/mod.rs": "pub mod tcp;\npub mod iperf3;\n",
-            "flow/tcp/mod.rs": "pub mod server;\n",
-            "flow/tcp/server.rs": "fn f() { crate::flow::iperf3::serve(); }\n",
-            "flow/iperf3/mod.rs": "pub fn serve() {}\n",
+            "flow/iperf3/mod.rs": "pub mod server;\n",
+            "flow/iperf3/server.rs": "fn f() { crate::flow::tcp::serve(); }\n",
+            "flow/tcp/mod.rs": "pub fn serve() {}\n",
         }, "never imports a sibling protocol"),
+        ("the shared engine importing a protocol folder", {
+            "lib.rs": "pub mod flow;\n",
+            "flow/mod.rs": "pub mod tcp;\npub mod tcp_engine;\n",
+            "flow/tcp_engine/mod.rs": "pub mod stream;\n",
+            "flow/tcp_engine/stream.rs": "use crate::flow::tcp::spec::TcpSpec;\n",
+            "flow/tcp/mod.rs": "pub mod spec;\n",
+            "flow/tcp/spec.rs": "pub struct TcpSpec;\n",
+        }, "stands below the protocol folders"),
         ("a protocol folder importing the receiver room above it", {
             "lib.rs": "pub mod flow;\n",
             "flow/mod.rs": "pub mod udp;\npub mod recv;\n",
@@ -292,18 +302,20 @@ def self_test():
             "flow/recv/mod.rs": "pub mod receiver;\n",
             "flow/recv/receiver.rs": "pub struct Receiver;\n",
         }, "stands above the protocol folders"),
-        ("the receiver room over every protocol, iperf3 on tcp: fine", {
+        ("the receiver room over every protocol, tcp and iperf3 on the engine: fine", {
             "lib.rs": "pub mod flow;\n",
-            "flow/mod.rs": "pub mod udp;\npub mod tcp;\npub mod iperf3;\npub mod recv;\npub mod control;\n",
+            "flow/mod.rs": "pub mod udp;\npub mod tcp;\npub mod tcp_engine;\npub mod iperf3;\npub mod recv;\npub mod control;\n",
             "flow/control.rs": "pub struct Conn;\n",
             "flow/udp/mod.rs": "pub mod wire;\n",
             "flow/udp/wire.rs": "use crate::flow::control::Conn;\n",
-            "flow/tcp/mod.rs": "pub mod stream;\n",
-            "flow/tcp/stream.rs": "use super::super::control::Conn;\n",
+            "flow/tcp_engine/mod.rs": "pub mod stream;\n",
+            "flow/tcp_engine/stream.rs": "use super::super::control::Conn;\n",
+            "flow/tcp/mod.rs": "pub mod client;\n",
+            "flow/tcp/client.rs": "use crate::flow::tcp_engine::stream;\n",
             "flow/iperf3/mod.rs": "pub mod server;\n",
-            "flow/iperf3/server.rs": "use crate::flow::tcp::stream;\n",
+            "flow/iperf3/server.rs": "use crate::flow::tcp_engine::stream;\n",
             "flow/recv/mod.rs": "pub mod receiver;\n",
-            "flow/recv/receiver.rs": "use crate::flow::{udp::wire, tcp::stream, iperf3::server};\n",
+            "flow/recv/receiver.rs": "use crate::flow::{udp::wire, tcp::client, iperf3::server};\n",
         }, None),
         ("an import running back up into a parent's file (no two files in a circle)", {
             "lib.rs": "pub mod flow;\n",

@@ -37,8 +37,8 @@ pub fn all() -> Vec<(&'static str, Value)> {
             schema::<flow::recv::bidir::UdpBidirReport>(flow::recv::bidir::SCHEMA),
         ),
         (
-            flow::tcp::report::SCHEMA,
-            schema::<flow::tcp::report::TcpReport>(flow::tcp::report::SCHEMA),
+            flow::tcp_engine::report::SCHEMA,
+            schema::<flow::tcp_engine::report::TcpReport>(flow::tcp_engine::report::SCHEMA),
         ),
         (
             flow::search::SCHEMA,

@@ -23,5 +23,6 @@ pub mod rxwait;
 pub mod search;
 pub mod streams;
 pub mod tcp;
+pub mod tcp_engine;
 pub mod tracker;
 pub mod udp;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::{Counters, Gauges, HdrFamily, Metrics};
 use crate::flow::iperf3::report::Iperf3UdpReport;
 use crate::flow::streams::Dir;
-use crate::flow::tcp::report::TcpReport;
+use crate::flow::tcp_engine::report::TcpReport;
 use crate::flow::udp::report::UdpReport;
 use crate::stats::hist::Hist;
 

@@ -218,27 +218,56 @@ impl Relay {
     pub fn run(self, on_event: &mut dyn FnMut(Event)) -> Result<RelayReport> {
         signal::install()?;
         let listen = self.local_addr();
+        let mut r = Running::start(self, on_event)?;
+        let interrupted = r.relay_until_done()?;
+        Ok(r.finish(listen, interrupted))
+    }
+}
+
+/// The listening UDP socket's token on the relay's poll.
+const SOCK: Token = Token(0);
+/// The termination signal's self-pipe.
+const SIG: Token = Token(1);
+/// The proxy's TCP listener.
+const LISTEN: Token = Token(2);
+
+/// A running relay: its poll, sockets and proxy, the moving parts between them, and what
+/// decides when the input ends.
+struct Running<'a> {
+    d: Driver,
+    poll: Poll,
+    events: Events,
+    inbound: mio::net::UdpSocket,
+    proxy: Option<Proxy>,
+    opts: RelayOptions,
+    metrics: Option<RelayMetrics>,
+    published: Instant,
+    /// Datagrams and connections are still taken.
+    input_open: bool,
+    /// When the last datagram or TCP byte came in.
+    last_in: Option<Instant>,
+    on_event: &'a mut dyn FnMut(Event),
+}
+
+impl<'a> Running<'a> {
+    /// Registers the sockets and the signal on a poll, starts the proxy.
+    fn start(relay: Relay, on_event: &'a mut dyn FnMut(Event)) -> Result<Running<'a>> {
         let Relay {
             inbound,
             listener,
             outbound,
             mut opts,
-        } = self;
-        let mut metrics = opts.metrics.take();
-        let mut published = Instant::now();
+        } = relay;
+        let metrics = opts.metrics.take();
         inbound.set_nonblocking(true)?;
         let mut inbound = mio::net::UdpSocket::from_std(inbound);
-        let mut poll = Poll::new()?;
-        const SOCK: Token = Token(0);
-        const SIG: Token = Token(1);
+        let poll = Poll::new()?;
         poll.registry()
             .register(&mut inbound, SOCK, Interest::READABLE)?;
         let sig_fd = signal::termination_fd()?.as_raw_fd();
         poll.registry()
             .register(&mut SourceFd(&sig_fd), SIG, Interest::READABLE)?;
-        let mut events = Events::with_capacity(256);
-        const LISTEN: Token = Token(2);
-        let mut proxy = match listener {
+        let proxy = match listener {
             Some(l) => Some(
                 Proxy::new(
                     poll.registry(),
@@ -252,138 +281,173 @@ impl Relay {
             ),
             None => None,
         };
-        let tcp_open = |p: &Option<Proxy>| p.as_ref().map_or(0, Proxy::open);
+        Ok(Running {
+            d: Driver::new(&opts, outbound),
+            poll,
+            events: Events::with_capacity(256),
+            inbound,
+            proxy,
+            opts,
+            metrics,
+            published: Instant::now(),
+            input_open: true,
+            last_in: None,
+            on_event,
+        })
+    }
 
-        let mut d = Driver {
-            pipeline: Pipeline::new(opts.settings.clone()),
-            truth: GroundTruth::new(),
-            flows: Flows::new(opts.to, outbound, sources::MAX_FLOWS),
-            rb: RecvBatch::with_sources(BATCH, SLOT),
-            sb: SendBatch::new(BATCH, SLOT),
-            staged: Vec::with_capacity(BATCH),
-            staged_via: None,
-            back: Back {
-                rb: RecvBatch::new(RETURN_BATCH, SLOT),
-                sb: SendBatch::with_destinations(RETURN_BATCH, SLOT),
-                hot: Vec::new(),
-                report: ReturnReport::default(),
-            },
-            pool: Vec::new(),
-            start: Instant::now(),
-            datagrams_in: 0,
-            bytes_in: 0,
-            truncated_in: 0,
-            iperf3_hellos: 0,
-            forwarded: 0,
-            bytes_out: 0,
-            send_errors: BTreeMap::new(),
-        };
-        let mut input_open = true;
-        let mut last_in: Option<Instant> = None;
-        let mut interrupted = false;
+    /// Proxied TCP connections open now.
+    fn tcp_open(&self) -> usize {
+        self.proxy.as_ref().map_or(0, Proxy::open)
+    }
+
+    /// The loop: input, the pipeline's due datagrams, the return path, then a sleep until the
+    /// next thing to do. Returns whether a signal ended it.
+    fn relay_until_done(&mut self) -> Result<bool> {
         loop {
             if signal::stop_requested() {
-                interrupted = true;
-                break;
+                return Ok(true);
             }
-            if input_open {
-                let (closed, got) = d.receive(poll.registry(), &inbound, opts.stop.count)?;
-                if got {
-                    if last_in.is_none() {
-                        on_event(Event::Traffic);
+            if self.input_open {
+                self.take_input()?;
+            }
+            self.d.send_due(self.d.now());
+            for i in std::mem::take(&mut self.d.back.hot) {
+                self.d.answer(i, &self.inbound);
+            }
+            self.publish_now_and_then();
+            if !self.input_open && self.d.pipeline.is_empty() && self.tcp_open() == 0 {
+                return Ok(false);
+            }
+            let hot = self.proxy.as_ref().is_some_and(Proxy::has_hot);
+            let wait = if hot || !self.d.back.hot.is_empty() {
+                Duration::ZERO
+            } else {
+                match self.next_wait() {
+                    w if w.is_zero() => continue,
+                    w => w,
+                }
+            };
+            self.wait_and_dispatch(wait, hot)?;
+        }
+    }
+
+    /// Receives what is queued and closes the input once a stop condition holds.
+    fn take_input(&mut self) -> Result<()> {
+        let (closed, got) =
+            self.d
+                .receive(self.poll.registry(), &self.inbound, self.opts.stop.count)?;
+        if got {
+            saw_traffic(&mut self.last_in, &mut *self.on_event);
+        }
+        let stop = self.opts.stop;
+        let over_time = stop.duration.is_some_and(|t| self.d.start.elapsed() >= t);
+        // Quiet: no datagram, no TCP byte and no TCP connection open for --idle.
+        let idle = match (stop.idle, self.last_in) {
+            (Some(i), Some(l)) => l.elapsed() >= i && self.tcp_open() == 0,
+            _ => false,
+        };
+        if closed || over_time || idle {
+            self.close_input(over_time);
+        }
+        Ok(())
+    }
+
+    /// Ends the input: the pipeline takes nothing more, the proxy accepts no connection (and
+    /// with the time up, closes the open ones; otherwise a test's control channel still carries
+    /// its results).
+    fn close_input(&mut self, over_time: bool) {
+        self.input_open = false;
+        self.d.pipeline.close();
+        if let Some(p) = self.proxy.as_mut() {
+            if over_time {
+                p.close_all(self.poll.registry());
+            } else {
+                p.stop_accepting(self.poll.registry());
+            }
+        }
+    }
+
+    /// Brings the `--metrics` counters up to date every [`PUBLISH_EVERY`].
+    fn publish_now_and_then(&mut self) {
+        if let Some(m) = self.metrics.as_mut() {
+            if self.published.elapsed() >= PUBLISH_EVERY {
+                m.publish(self.d.totals(self.proxy.as_ref()));
+                self.published = Instant::now();
+            }
+        }
+    }
+
+    /// How long to sleep: until the pipeline's next deadline or a stop condition, at most
+    /// [`MAX_WAIT`].
+    fn next_wait(&self) -> Duration {
+        let now = self.d.now();
+        let mut wait = MAX_WAIT;
+        if let Some(t) = self.d.pipeline.next_deadline() {
+            wait = wait.min(Duration::from_nanos(t.saturating_sub(now)));
+        }
+        if self.input_open {
+            if let Some(t) = self.opts.stop.duration {
+                wait = wait.min(t.saturating_sub(self.d.start.elapsed()));
+            }
+            if let (Some(i), Some(l)) = (self.opts.stop.idle, self.last_in) {
+                if self.tcp_open() == 0 {
+                    wait = wait.min(i.saturating_sub(l.elapsed()));
+                }
+            }
+        }
+        wait
+    }
+
+    /// Sleeps in `epoll` up to `wait`, then drives the proxy (its `hot` pairs first) and the
+    /// return path's flows that have answers.
+    fn wait_and_dispatch(&mut self, wait: Duration, hot: bool) -> Result<()> {
+        match self.poll.poll(&mut self.events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("epoll_wait"),
+        }
+        if let Some(p) = self.proxy.as_mut().filter(|_| hot) {
+            if p.run_hot(self.poll.registry()) > 0 && self.input_open {
+                self.last_in = Some(Instant::now());
+            }
+        }
+        if let Some(p) = self.proxy.as_mut() {
+            p.expire(self.poll.registry(), Instant::now());
+        }
+        for e in self.events.iter() {
+            match e.token() {
+                SIG => signal::drain(signal::termination_fd()?),
+                SOCK => {}
+                t => {
+                    if let Some(i) = Flows::slot_of(t) {
+                        self.d.answer(i, &self.inbound);
+                        continue;
                     }
-                    last_in = Some(Instant::now());
-                }
-                let over_time = opts.stop.duration.is_some_and(|t| d.start.elapsed() >= t);
-                // Quiet: no datagram, no TCP byte and no TCP connection open for --idle.
-                let idle = match (opts.stop.idle, last_in) {
-                    (Some(i), Some(l)) => l.elapsed() >= i && tcp_open(&proxy) == 0,
-                    _ => false,
-                };
-                if closed || over_time || idle {
-                    input_open = false;
-                    d.pipeline.close();
-                    if let Some(p) = proxy.as_mut() {
-                        // Open connections go on (a test's control channel still carries its
-                        // results) unless the time is up.
-                        if over_time {
-                            p.close_all(poll.registry());
-                        } else {
-                            p.stop_accepting(poll.registry());
-                        }
-                    }
-                }
-            }
-            d.send_due(d.now());
-            for i in std::mem::take(&mut d.back.hot) {
-                d.answer(i, &inbound);
-            }
-            if let Some(m) = metrics.as_mut() {
-                if published.elapsed() >= PUBLISH_EVERY {
-                    m.publish(d.totals(proxy.as_ref()));
-                    published = Instant::now();
-                }
-            }
-            if !input_open && d.pipeline.is_empty() && tcp_open(&proxy) == 0 {
-                break;
-            }
-            // Sleep until a datagram, the pipeline's next deadline or a stop condition.
-            let now = d.now();
-            let mut wait = MAX_WAIT;
-            if let Some(t) = d.pipeline.next_deadline() {
-                wait = wait.min(Duration::from_nanos(t.saturating_sub(now)));
-            }
-            if input_open {
-                if let Some(t) = opts.stop.duration {
-                    wait = wait.min(t.saturating_sub(d.start.elapsed()));
-                }
-                if let (Some(i), Some(l)) = (opts.stop.idle, last_in) {
-                    if tcp_open(&proxy) == 0 {
-                        wait = wait.min(i.saturating_sub(l.elapsed()));
-                    }
-                }
-            }
-            let hot = proxy.as_ref().is_some_and(Proxy::has_hot);
-            if hot || !d.back.hot.is_empty() {
-                wait = Duration::ZERO;
-            } else if wait.is_zero() {
-                continue;
-            }
-            match poll.poll(&mut events, Some(wait)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e).context("epoll_wait"),
-            }
-            if let Some(p) = proxy.as_mut().filter(|_| hot) {
-                if p.run_hot(poll.registry()) > 0 && input_open {
-                    last_in = Some(Instant::now());
-                }
-            }
-            if let Some(p) = proxy.as_mut() {
-                p.expire(poll.registry(), Instant::now());
-            }
-            for e in events.iter() {
-                match e.token() {
-                    SIG => signal::drain(signal::termination_fd()?),
-                    SOCK => {}
-                    t => {
-                        if let Some(i) = Flows::slot_of(t) {
-                            d.answer(i, &inbound);
-                            continue;
-                        }
-                        let Some(p) = proxy.as_mut() else { continue };
-                        if let Some(moved) = p.on_event(poll.registry(), t) {
-                            if input_open && (moved > 0 || t == LISTEN) {
-                                if last_in.is_none() {
-                                    on_event(Event::Traffic);
-                                }
-                                last_in = Some(Instant::now());
-                            }
+                    let Some(p) = self.proxy.as_mut() else {
+                        continue;
+                    };
+                    if let Some(moved) = p.on_event(self.poll.registry(), t) {
+                        if self.input_open && (moved > 0 || t == LISTEN) {
+                            saw_traffic(&mut self.last_in, &mut *self.on_event);
                         }
                     }
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Flushes the pipeline after a signal, closes the proxy and writes the report.
+    fn finish(self, listen: SocketAddr, interrupted: bool) -> RelayReport {
+        let Running {
+            mut d,
+            poll,
+            mut proxy,
+            opts,
+            mut metrics,
+            ..
+        } = self;
         if interrupted {
             d.pipeline.close();
             d.send_due(u64::MAX);
@@ -398,7 +462,7 @@ impl Relay {
         let mut returned = d.back.report;
         returned.sources = d.flows.opened;
         returned.evicted = d.flows.evicted;
-        Ok(RelayReport {
+        RelayReport {
             schema: SCHEMA.into(),
             meta: crate::stats::meta::Meta::gather(),
             listen: listen.to_string(),
@@ -418,8 +482,16 @@ impl Relay {
             interrupted,
             tests: d.truth.tests(),
             tcp: proxy.as_ref().map(Proxy::counters),
-        })
+        }
     }
+}
+
+/// A datagram or a TCP byte came in (the first one is the caller's [`Event::Traffic`]).
+fn saw_traffic(last_in: &mut Option<Instant>, on_event: &mut dyn FnMut(Event)) {
+    if last_in.is_none() {
+        on_event(Event::Traffic);
+    }
+    *last_in = Some(Instant::now());
 }
 
 /// The return path: what the receiver sends to the flows' sockets goes back to their sources.
@@ -522,6 +594,34 @@ fn identify(d: &[u8], from: SocketAddr, proto: &mut Proto) -> Tag {
 }
 
 impl Driver {
+    /// A relay's parts towards `--to` (`outbound`: the first source's socket), nothing in yet.
+    fn new(opts: &RelayOptions, outbound: UdpSocket) -> Driver {
+        Driver {
+            pipeline: Pipeline::new(opts.settings.clone()),
+            truth: GroundTruth::new(),
+            flows: Flows::new(opts.to, outbound, sources::MAX_FLOWS),
+            rb: RecvBatch::with_sources(BATCH, SLOT),
+            sb: SendBatch::new(BATCH, SLOT),
+            staged: Vec::with_capacity(BATCH),
+            staged_via: None,
+            back: Back {
+                rb: RecvBatch::new(RETURN_BATCH, SLOT),
+                sb: SendBatch::with_destinations(RETURN_BATCH, SLOT),
+                hot: Vec::new(),
+                report: ReturnReport::default(),
+            },
+            pool: Vec::new(),
+            start: Instant::now(),
+            datagrams_in: 0,
+            bytes_in: 0,
+            truncated_in: 0,
+            iperf3_hellos: 0,
+            forwarded: 0,
+            bytes_out: 0,
+            send_errors: BTreeMap::new(),
+        }
+    }
+
     /// The running totals `--metrics` publishes.
     fn totals(&self, proxy: Option<&Proxy>) -> RelayTotals {
         let c = self.pipeline.counters();

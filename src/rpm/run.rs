@@ -20,7 +20,7 @@ use crate::flow::payload::{TcpInterval, TcpSpec, DEFAULT_LEN};
 use crate::flow::rxwait::RxWait;
 use crate::flow::streams::{Dir, Mode};
 use crate::flow::tcp::client::{self, TcpOptions};
-use crate::flow::tcp::report::TcpReport;
+use crate::flow::tcp_engine::report::TcpReport;
 use crate::sys::{realtime_ns, signal};
 
 /// A run's settings (`netcore rpm`'s flags, checked).

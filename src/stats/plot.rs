@@ -228,40 +228,8 @@ pub fn line_chart_svg(
     series: &[Series],
     opts: &PlotOptions,
 ) -> Result<String> {
-    let all_x = series.iter().flat_map(|s| {
-        s.points
-            .iter()
-            .map(|p| p.0)
-            .chain(s.skipped.iter().copied())
-    });
-    let all_y = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
-    if series.iter().any(|s| {
-        s.points
-            .iter()
-            .any(|p| !p.0.is_finite() || !p.1.is_finite())
-            || s.skipped.iter().any(|x| !x.is_finite())
-    }) {
-        bail!("plot '{title}': a point is not a finite number");
-    }
-    if opts.log_x && all_x.clone().any(|x| x <= 0.0) {
-        bail!("plot '{title}': a logarithmic x axis needs x > 0");
-    }
-    if opts.log_y && all_y.clone().any(|y| y <= 0.0) {
-        bail!("plot '{title}': a logarithmic y axis needs y > 0");
-    }
-    let (mut x0, mut x1) = minmax(all_x.map(|x| axis(x, opts.log_x))).unwrap_or((0.0, 1.0));
-    let (mut y0, mut y1) = minmax(all_y.map(|y| axis(y, opts.log_y))).unwrap_or((0.0, 1.0));
-    if opts.y_from_zero && !opts.log_y {
-        y0 = y0.min(0.0);
-    }
-    pad(&mut x0, &mut x1, 0.03);
-    pad(&mut y0, &mut y1, 0.06);
-    // Headroom above the data for the legend (about one row per series), so that it sits on
-    // empty plot area instead of over a line.
-    if !series.is_empty() {
-        y1 += (y1 - y0) * (0.07 * series.len() as f64 + 0.04);
-    }
-
+    check_points(title, series, opts)?;
+    let ((x0, x1), (y0, y1)) = ranges(series, opts);
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (opts.width, opts.height)).into_drawing_area();
@@ -295,45 +263,8 @@ pub fn line_chart_svg(
             .bold_line_style(RGBColor(225, 225, 225))
             .draw()
             .map_err(draw_err)?;
-        let n = series.len();
         for (i, s) in series.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            // Each series has its own hollow marker, the earlier ones larger: where lines
-            // coincide every series still shows (nested shapes), as in the legend.
-            let shape = i % 4;
-            let size = 4 + 2 * (n - 1 - i).min(4) as i32;
-            let pts: Vec<(f64, f64)> = s
-                .points
-                .iter()
-                .map(|&(x, y)| (axis(x, lx), axis(y, ly)))
-                .collect();
-            let label = if s.skipped.is_empty() {
-                s.name.clone()
-            } else {
-                format!("{} ({} skipped: x)", s.name, s.skipped.len())
-            };
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(draw_err)?
-                .label(label)
-                .legend(move |(x, y)| {
-                    EmptyElement::at((x, y))
-                        + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(3))
-                        + marker((10, 0), shape, 5, color)
-                });
-            chart
-                .draw_series(
-                    pts.iter()
-                        .map(|&p| EmptyElement::at(p) + marker((0, 0), shape, size, color)),
-                )
-                .map_err(draw_err)?;
-            chart
-                .draw_series(
-                    s.skipped
-                        .iter()
-                        .map(|&x| Cross::new((axis(x, lx), y0), 6, color.stroke_width(2))),
-                )
-                .map_err(draw_err)?;
+            draw_one(&mut chart, s, i, series.len(), opts, y0)?;
         }
         if !series.is_empty() {
             chart
@@ -348,6 +279,108 @@ pub fn line_chart_svg(
         root.present().map_err(draw_err)?;
     }
     Ok(out)
+}
+
+/// Every point finite, and positive on a logarithmic axis.
+fn check_points(title: &str, series: &[Series], opts: &PlotOptions) -> Result<()> {
+    if series.iter().any(|s| {
+        s.points
+            .iter()
+            .any(|p| !p.0.is_finite() || !p.1.is_finite())
+            || s.skipped.iter().any(|x| !x.is_finite())
+    }) {
+        bail!("plot '{title}': a point is not a finite number");
+    }
+    if opts.log_x && all_x(series).any(|x| x <= 0.0) {
+        bail!("plot '{title}': a logarithmic x axis needs x > 0");
+    }
+    if opts.log_y && all_y(series).any(|y| y <= 0.0) {
+        bail!("plot '{title}': a logarithmic y axis needs y > 0");
+    }
+    Ok(())
+}
+
+/// Every x of the series: the points' and the skipped ones'.
+fn all_x(series: &[Series]) -> impl Iterator<Item = f64> + '_ {
+    series.iter().flat_map(|s| {
+        s.points
+            .iter()
+            .map(|p| p.0)
+            .chain(s.skipped.iter().copied())
+    })
+}
+
+/// Every y of the series' points.
+fn all_y(series: &[Series]) -> impl Iterator<Item = f64> + '_ {
+    series.iter().flat_map(|s| s.points.iter().map(|p| p.1))
+}
+
+/// The drawn x and y ranges: the data's, padded, y from zero if asked, with headroom above
+/// the data for the legend (about one row per series), so that it sits on empty plot area
+/// instead of over a line.
+fn ranges(series: &[Series], opts: &PlotOptions) -> ((f64, f64), (f64, f64)) {
+    let (mut x0, mut x1) = minmax(all_x(series).map(|x| axis(x, opts.log_x))).unwrap_or((0.0, 1.0));
+    let (mut y0, mut y1) = minmax(all_y(series).map(|y| axis(y, opts.log_y))).unwrap_or((0.0, 1.0));
+    if opts.y_from_zero && !opts.log_y {
+        y0 = y0.min(0.0);
+    }
+    pad(&mut x0, &mut x1, 0.03);
+    pad(&mut y0, &mut y1, 0.06);
+    if !series.is_empty() {
+        y1 += (y1 - y0) * (0.07 * series.len() as f64 + 0.04);
+    }
+    ((x0, x1), (y0, y1))
+}
+
+/// Draws series `i` of `n`: its line, its markers, its skipped points as crosses on the x
+/// axis (at `y0`) and its legend entry.
+fn draw_one<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<Axis, Axis>>,
+    s: &Series,
+    i: usize,
+    n: usize,
+    opts: &PlotOptions,
+    y0: f64,
+) -> Result<()> {
+    let (lx, ly) = (opts.log_x, opts.log_y);
+    let color = COLORS[i % COLORS.len()];
+    // Each series has its own hollow marker, the earlier ones larger: where lines
+    // coincide every series still shows (nested shapes), as in the legend.
+    let shape = i % 4;
+    let size = 4 + 2 * (n - 1 - i).min(4) as i32;
+    let pts: Vec<(f64, f64)> = s
+        .points
+        .iter()
+        .map(|&(x, y)| (axis(x, lx), axis(y, ly)))
+        .collect();
+    let label = if s.skipped.is_empty() {
+        s.name.clone()
+    } else {
+        format!("{} ({} skipped: x)", s.name, s.skipped.len())
+    };
+    chart
+        .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+        .map_err(draw_err)?
+        .label(label)
+        .legend(move |(x, y)| {
+            EmptyElement::at((x, y))
+                + PathElement::new(vec![(0, 0), (20, 0)], color.stroke_width(3))
+                + marker((10, 0), shape, 5, color)
+        });
+    chart
+        .draw_series(
+            pts.iter()
+                .map(|&p| EmptyElement::at(p) + marker((0, 0), shape, size, color)),
+        )
+        .map_err(draw_err)?;
+    chart
+        .draw_series(
+            s.skipped
+                .iter()
+                .map(|&x| Cross::new((axis(x, lx), y0), 6, color.stroke_width(2))),
+        )
+        .map_err(draw_err)?;
+    Ok(())
 }
 
 /// A hollow point marker at pixel offset `at`: circle, square, triangle or diamond by `shape`.

@@ -284,10 +284,7 @@ impl Handler<Sock> for Traffic<'_> {
                     .saturating_duration_since(self.start + self.cfg.duration);
                 if self.all_in() || waited >= DRAIN {
                     // The last sample covers what arrived since the previous one.
-                    let last = self.flows.iter().any(|f| f.mark.1 != f.counters.recv_bytes);
-                    if last || self.samples.is_empty() {
-                        self.sample(cx);
-                    }
+                    self.sample_the_rest(cx);
                     cx.stop();
                 } else {
                     cx.add_timer_after(Duration::from_millis(5), Key::NONE, TAG_DRAIN);
@@ -308,34 +305,7 @@ pub fn run(
     reactor.watch_termination_signals()?;
     let mut flows = Vec::new();
     for &flow in &cfg.flows {
-        let (server, client) = match flow {
-            Flow::Tcp => {
-                let l = StdListener::bind("127.0.0.1:0").context("TCP flow: bind")?;
-                let c = StdStream::connect(l.local_addr()?).context("TCP flow: connect")?;
-                let (s, _) = l.accept().context("TCP flow: accept")?;
-                for x in [&s, &c] {
-                    x.set_nodelay(true)?;
-                    x.set_nonblocking(true)?;
-                }
-                (
-                    Sock::TcpServer(TcpStream::from_std(s)),
-                    Sock::TcpClient(TcpStream::from_std(c)),
-                )
-            }
-            Flow::Udp => {
-                let s = StdUdp::bind("127.0.0.1:0").context("UDP flow: bind")?;
-                let c = StdUdp::bind("127.0.0.1:0").context("UDP flow: bind")?;
-                crate::sys::sockopt::size_buffer(&c, 8 << 20, true).ok();
-                s.connect(c.local_addr()?)?;
-                for x in [&s, &c] {
-                    x.set_nonblocking(true)?;
-                }
-                (
-                    Sock::UdpServer(UdpSocket::from_std(s)),
-                    Sock::UdpClient(UdpSocket::from_std(c)),
-                )
-            }
-        };
+        let (server, client) = socket_pair(flow)?;
         let cx = reactor.cx();
         let server = cx.insert(server, Interest::WRITABLE)?;
         let client = cx.insert(client, Interest::READABLE)?;
@@ -381,51 +351,98 @@ pub fn run(
     // shorter interval, so that the samples still add up to the totals.
     let interrupted = crate::sys::signal::stop_requested();
     if interrupted {
-        let cx = reactor.cx();
-        let last = t.flows.iter().any(|f| f.mark.1 != f.counters.recv_bytes);
-        if last || t.samples.is_empty() {
-            t.sample(cx);
+        t.sample_the_rest(reactor.cx());
+    }
+    Ok(t.report(start.elapsed(), interrupted))
+}
+
+/// A flow's two ends on loopback, non-blocking: the server's (which sends) and the client's.
+fn socket_pair(flow: Flow) -> Result<(Sock, Sock)> {
+    Ok(match flow {
+        Flow::Tcp => {
+            let l = StdListener::bind("127.0.0.1:0").context("TCP flow: bind")?;
+            let c = StdStream::connect(l.local_addr()?).context("TCP flow: connect")?;
+            let (s, _) = l.accept().context("TCP flow: accept")?;
+            for x in [&s, &c] {
+                x.set_nodelay(true)?;
+                x.set_nonblocking(true)?;
+            }
+            (
+                Sock::TcpServer(TcpStream::from_std(s)),
+                Sock::TcpClient(TcpStream::from_std(c)),
+            )
+        }
+        Flow::Udp => {
+            let s = StdUdp::bind("127.0.0.1:0").context("UDP flow: bind")?;
+            let c = StdUdp::bind("127.0.0.1:0").context("UDP flow: bind")?;
+            crate::sys::sockopt::size_buffer(&c, 8 << 20, true).ok();
+            s.connect(c.local_addr()?)?;
+            for x in [&s, &c] {
+                x.set_nonblocking(true)?;
+            }
+            (
+                Sock::UdpServer(UdpSocket::from_std(s)),
+                Sock::UdpClient(UdpSocket::from_std(c)),
+            )
+        }
+    })
+}
+
+impl Traffic<'_> {
+    /// The last sample, of what arrived since the previous one (or the first, if none was
+    /// taken).
+    fn sample_the_rest(&mut self, cx: &Ctx<Sock>) {
+        let last = self.flows.iter().any(|f| f.mark.1 != f.counters.recv_bytes);
+        if last || self.samples.is_empty() {
+            self.sample(cx);
         }
     }
-    let elapsed = start.elapsed();
-    // The time the servers sent for: the whole --duration, or until the interrupt.
-    let sent_for = cfg.duration.min(elapsed).as_secs_f64().max(1e-9);
-    let totals = t
-        .flows
-        .iter()
-        .map(|f| {
-            let unreceived = f.counters.sent_msgs.saturating_sub(f.counters.recv_msgs);
-            // TCP loses nothing: what was not received is still in a socket buffer.
-            let (lost_msgs, in_flight_msgs) = match f.flow {
-                Flow::Udp => (unreceived, 0),
-                Flow::Tcp => (0, unreceived),
-            };
-            (
-                f.flow,
-                FlowTotals {
-                    counters: f.counters,
-                    lost_msgs,
-                    in_flight_msgs,
-                    recv_bits_per_sec: f.counters.recv_bytes as f64 * 8.0 / sent_for,
-                },
-            )
-        })
-        .collect();
-    Ok(TrafficReport {
-        schema: SCHEMA,
-        meta: crate::stats::meta::Meta::gather(),
-        seed: cfg.seed,
-        duration_s: cfg.duration.as_secs_f64(),
-        elapsed_s: elapsed.as_secs_f64(),
-        interrupted,
-        interval_s: cfg.interval.as_secs_f64(),
-        min_size: cfg.min_size,
-        max_size: cfg.max_size,
-        pace: match cfg.pace {
-            Pace::Every(d) => format!("one message per flow every {d:?}"),
-            Pace::BitsPerSec(b) => format!("{} per flow", crate::units::fmt_bits_per_sec(b)),
-        },
-        intervals: t.samples,
-        totals,
-    })
+
+    /// The run's report, `elapsed` after the start.
+    fn report(self, elapsed: Duration, interrupted: bool) -> TrafficReport {
+        let cfg = &self.cfg;
+        // The time the servers sent for: the whole --duration, or until the interrupt.
+        let sent_for = cfg.duration.min(elapsed).as_secs_f64().max(1e-9);
+        TrafficReport {
+            schema: SCHEMA,
+            meta: crate::stats::meta::Meta::gather(),
+            seed: cfg.seed,
+            duration_s: cfg.duration.as_secs_f64(),
+            elapsed_s: elapsed.as_secs_f64(),
+            interrupted,
+            interval_s: cfg.interval.as_secs_f64(),
+            min_size: cfg.min_size,
+            max_size: cfg.max_size,
+            pace: match cfg.pace {
+                Pace::Every(d) => format!("one message per flow every {d:?}"),
+                Pace::BitsPerSec(b) => format!("{} per flow", crate::units::fmt_bits_per_sec(b)),
+            },
+            totals: self.flows.iter().map(|f| f.totals(sent_for)).collect(),
+            intervals: self.samples,
+        }
+    }
+}
+
+impl FlowState {
+    /// The flow's totals over `sent_for` seconds of sending. TCP loses nothing: what was not
+    /// received is still in a socket buffer.
+    fn totals(&self, sent_for: f64) -> (Flow, FlowTotals) {
+        let unreceived = self
+            .counters
+            .sent_msgs
+            .saturating_sub(self.counters.recv_msgs);
+        let (lost_msgs, in_flight_msgs) = match self.flow {
+            Flow::Udp => (unreceived, 0),
+            Flow::Tcp => (0, unreceived),
+        };
+        (
+            self.flow,
+            FlowTotals {
+                counters: self.counters,
+                lost_msgs,
+                in_flight_msgs,
+                recv_bits_per_sec: self.counters.recv_bytes as f64 * 8.0 / sent_for,
+            },
+        )
+    }
 }

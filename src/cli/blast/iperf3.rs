@@ -12,7 +12,7 @@ use super::plan::BlastPlan;
 use crate::cli::common::out;
 use crate::flow::iperf3::client::{self, ClientOptions, UdpClientOptions};
 use crate::flow::payload::TcpSpec;
-use crate::flow::tcp::report::TcpReport;
+use crate::flow::tcp_engine::report::TcpReport;
 use crate::flow::udp::sender::GsoMode;
 use crate::stats::{Format, Report};
 use crate::sys::signal;

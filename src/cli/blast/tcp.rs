@@ -9,7 +9,7 @@ use super::peer::Peer;
 use super::plan::BlastPlan;
 use crate::flow::payload::TcpSpec;
 use crate::flow::tcp::client::{self, TcpOptions};
-use crate::flow::tcp::report::TcpReport;
+use crate::flow::tcp_engine::report::TcpReport;
 use crate::stats::events::EventKind;
 use crate::stats::plot::{self, PlotOptions, Series};
 use crate::sys::signal;

@@ -1,6 +1,6 @@
 //! `netcore blast --to iperf3://HOST[:PORT]`: netcore as the client of a stock `iperf3 -s`,
 //! around the sans-IO `ClientCtl`. TCP: the data connections open with the cookie and run on
-//! `flow::tcp::stream`'s threads (the same write and read loops as a netcore test). UDP: the
+//! `flow::tcp_engine::stream`'s threads (the same write and read loops as a netcore test). UDP: the
 //! streams of `super::dgram` (paced `sendmmsg` senders, tracked readers), forward, `-R` or
 //! `--bidir`. The server's results document comes back as iperf3 returns it.
 
@@ -18,10 +18,9 @@ use super::report::{sent_sum_of, sum_of, Iperf3UdpReport, SCHEMA};
 use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
-use crate::flow::streams::{split_bps, split_count, split_rate, Dir, Mode};
-use crate::flow::tcp::client::{cpu_for, job_for, sample};
-use crate::flow::tcp::report::{BufferSides, CpuSides, IntervalMeter, TcpReport};
-use crate::flow::tcp::stream::{self, transient, DataConn, Stops};
+use crate::flow::streams::{cpu_for, split_bps, split_count, split_rate, Dir, Mode};
+use crate::flow::tcp_engine::report::{BufferSides, CpuSides, IntervalMeter, TcpReport};
+use crate::flow::tcp_engine::stream::{self, job_for, sample, transient, DataConn, Stops};
 use crate::interop::iperf3::client_ctl::{ClientCtl, Event};
 use crate::interop::iperf3::msg::{stream_id, COOKIE_LEN};
 use crate::interop::iperf3::udp_header::{read_word, word, Header};
@@ -184,6 +183,53 @@ pub fn run(
     let spec = &opts.spec;
     spec.check().map_err(anyhow::Error::msg)?;
     let (mut l, cookie) = Link::open(opts.server)?;
+    let stops = Stops {
+        write: Arc::new(AtomicBool::new(false)),
+        read: Arc::new(AtomicBool::new(false)),
+    };
+    let running = open_streams(&mut l, opts, &cookie, &stops)?;
+    let cpu0 = process_times();
+    let t0 = Instant::now();
+    let intervals = sample_until_end(&mut l, opts, &running.live, t0, on_interval)?;
+    let t_end = t0.elapsed().as_secs_f64();
+    stops.write.store(true, Ordering::Relaxed);
+    let cpu1 = process_times();
+    // Our writers' counts are final once they have stopped.
+    let wait = Instant::now() + STEP;
+    while Instant::now() < wait
+        && running
+            .live
+            .iter()
+            .any(|x| x.dir == Dir::Up && !x.finished())
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    l.end()?;
+    let ours = our_results(spec, &running.live, cpu_util(cpu0, cpu1, t_end), t_end);
+    let server = l.exchange(&ours)?;
+    // The server has closed its streams: our readers see EOF.
+    let wait = Instant::now() + STEP;
+    while Instant::now() < wait && !running.is_finished() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stops.read.store(true, Ordering::Relaxed);
+    // The streams' own "cut" flags say only that our stop reached a writer a moment before its
+    // deadline (this end stops them at the planned end): not an interruption.
+    let (ends, cpu, _) = running.join()?;
+    let cpu = cpu.finish(stream::bytes_moved(&ends));
+    let report = client_report(opts, &cookie, &server, ends, cpu, intervals);
+    Ok(ClientOutcome { report, server })
+}
+
+/// The parameter exchange, the data connections (the cookie as their preamble) and their
+/// threads, started at TEST_RUNNING.
+fn open_streams(
+    l: &mut Link,
+    opts: &ClientOptions,
+    cookie: &Cookie,
+    stops: &Stops,
+) -> Result<stream::Running> {
+    let spec = &opts.spec;
     l.expect(Event::ParamExchange, "PARAM_EXCHANGE")?;
     l.cc.params(&params_of(spec, opts.plan), &mut l.out);
     l.flush()?;
@@ -195,8 +241,6 @@ pub fn run(
     }
     l.expect(Event::TestStart, "TEST_START")?;
     l.expect(Event::TestRunning, "TEST_RUNNING")?;
-    let wstop = Arc::new(AtomicBool::new(false));
-    let rstop = Arc::new(AtomicBool::new(false));
     let conns = socks
         .into_iter()
         .enumerate()
@@ -207,27 +251,31 @@ pub fn run(
             job: job_for(spec, opts.plan, dirs[i], i, true, cpu_for(&opts.cpus, i)),
         })
         .collect();
-    let stops = Stops {
-        write: wstop.clone(),
-        read: rstop.clone(),
-    };
-    let running = stream::start(conns, &stops, spec.thread_per_stream)?;
-    let live = running.live.clone();
-    let cpu0 = process_times();
-    let t0 = Instant::now();
+    stream::start(conns, stops, spec.thread_per_stream)
+}
+
+/// Samples intervals from `t0` until the end: the planned time, or the planned bytes moved
+/// one way (as iperf3 judges -n), a signal, or the plan's time and 30 s more; the server
+/// must stay quiet meanwhile.
+fn sample_until_end(
+    l: &mut Link,
+    opts: &ClientOptions,
+    live: &[Arc<stream::Live>],
+    t0: Instant,
+    on_interval: &mut dyn FnMut(&TcpInterval),
+) -> Result<Vec<TcpInterval>> {
     let (end_at, want_bytes) = match opts.plan {
         Plan::TimeNs(ns) => (Some(t0 + Duration::from_nanos(ns)), u64::MAX),
-        Plan::Count(n) => (None, n.saturating_mul(spec.len as u64)),
+        Plan::Count(n) => (None, n.saturating_mul(opts.spec.len as u64)),
     };
     let limit = t0 + end_at.map_or(Duration::from_secs(3600), |e| e - t0) + Duration::from_secs(30);
     let mut meter = IntervalMeter::default();
     let mut intervals = Vec::new();
     let mut next = t0 + opts.interval;
-    // The end: the planned time, or the planned bytes moved one way (as iperf3 judges -n).
     loop {
         let now = Instant::now();
         if now >= next {
-            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live, "client");
+            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), live, "client");
             on_interval(&row);
             intervals.push(row);
             next += opts.interval;
@@ -242,23 +290,24 @@ pub fn run(
             || moved(Dir::Up) >= want_bytes
             || moved(Dir::Down) >= want_bytes;
         if done || signal::stop_requested() || now >= limit {
-            break;
+            return Ok(intervals);
         }
         if let Some(e) = l.poll()? {
             bail!("iperf3 server sent {e:?} while the test ran");
         }
     }
-    let t_end = t0.elapsed().as_secs_f64();
-    wstop.store(true, Ordering::Relaxed);
-    let cpu1 = process_times();
-    // Our writers' counts are final once they have stopped.
-    let wait = Instant::now() + STEP;
-    while Instant::now() < wait && live.iter().any(|x| x.dir == Dir::Up && !x.finished()) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    l.end()?;
-    let (total, user, system) = cpu_util(cpu0, cpu1, t_end);
-    let ours = Results {
+}
+
+/// Our results document: the process's CPU share (`cpu`: total, user, system) and each
+/// stream's bytes and retransmits at `t_end`.
+fn our_results(
+    spec: &TcpSpec,
+    live: &[Arc<stream::Live>],
+    cpu: (f64, f64, f64),
+    t_end: f64,
+) -> Results {
+    let (total, user, system) = cpu;
+    Results {
         cpu_util_total: total,
         cpu_util_user: user,
         cpu_util_system: system,
@@ -278,18 +327,18 @@ pub fn run(
             })
             .collect(),
         server_output_text: None,
-    };
-    let server = l.exchange(&ours)?;
-    // The server has closed its streams: our readers see EOF.
-    let wait = Instant::now() + STEP;
-    while Instant::now() < wait && !running.is_finished() {
-        std::thread::sleep(Duration::from_millis(5));
     }
-    rstop.store(true, Ordering::Relaxed);
-    // The streams' own "cut" flags say only that our stop reached a writer a moment before its
-    // deadline (this end stops them at the planned end): not an interruption.
-    let (ends, cpu, _) = running.join()?;
-    let cpu = cpu.finish(stream::bytes_moved(&ends));
+}
+
+/// netcore's report of the test: our streams' ends joined with the server's figures.
+fn client_report(
+    opts: &ClientOptions,
+    cookie: &Cookie,
+    server: &Results,
+    ends: Vec<StreamEnd>,
+    cpu: CpuUsage,
+    intervals: Vec<TcpInterval>,
+) -> TcpReport {
     let server_ends: Vec<StreamEnd> = ends
         .iter()
         .map(|e| {
@@ -306,13 +355,13 @@ pub fn run(
         })
         .collect();
     let streams = TcpReport::join_streams(&ends, &server_ends);
-    let report = TcpReport {
-        schema: crate::flow::tcp::report::SCHEMA.into(),
+    TcpReport {
+        schema: crate::flow::tcp_engine::report::SCHEMA.into(),
         meta: crate::stats::meta::Meta::gather(),
         role: "client".into(),
         test_id: format!("iperf3:{}", cookie.as_str()),
         target: format!("iperf3://{}", opts.server),
-        settings: spec.clone(),
+        settings: opts.spec.clone(),
         sum: TcpReport::sums(&streams),
         streams,
         cpu: CpuSides {
@@ -325,8 +374,7 @@ pub fn run(
         interrupted: signal::stop_requested(),
         intervals,
         buffers: BufferSides::of(&ends, &[]),
-    };
-    Ok(ClientOutcome { report, server })
+    }
 }
 
 /// The server's results document as lines, labelled as the server's own figures.
@@ -421,20 +469,13 @@ fn udp_stream(server: SocketAddr, i: usize, receive: bool) -> Result<UdpSocket> 
     Ok(s)
 }
 
-/// Runs one UDP test against an iperf3 server: netcore sends on its streams (forward, and the
-/// first half with `--bidir`) and receives on the server's, each datagram through its tracker.
-pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
-    let n = opts.streams.max(1) as usize;
-    if opts.len < Header::len(false) || opts.len > 65_507 {
-        bail!("--len {} out of range for iperf3 UDP: 16..=65507", opts.len);
-    }
-    let (mut l, cookie) = Link::open(opts.server)?;
+/// The parameter document for a UDP test of `n` streams a direction.
+fn udp_params_of(opts: &UdpClientOptions, n: usize) -> Params {
     let (time, blocks) = match opts.plan {
         Plan::TimeNs(ns) => (ns.div_ceil(1_000_000_000).max(1), 0),
         Plan::Count(c) => (0, c),
     };
-    l.expect(Event::ParamExchange, "PARAM_EXCHANGE")?;
-    let p = Params {
+    Params {
         udp: true,
         time,
         blocks,
@@ -445,8 +486,55 @@ pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
         bandwidth: opts.rate_bps.map_or(0, |r| split_bps(r, n)),
         client_version: Some(format!("netcore {}", env!("CARGO_PKG_VERSION"))),
         ..Params::default()
+    }
+}
+
+/// Waits for the end of a UDP test started at `t0`, as iperf3's client judges it: the time,
+/// or the count sent (our senders) or received (the server's streams; 1 s without a new
+/// datagram ends a test whose last datagrams were lost), or a signal; the server must stay
+/// quiet meanwhile.
+fn until_udp_end(l: &mut Link, st: &Streams, opts: &UdpClientOptions, t0: Instant) -> Result<()> {
+    let end_at = match opts.plan {
+        Plan::TimeNs(ns) => t0 + Duration::from_nanos(ns),
+        // A count has no time; an hour bounds it.
+        Plan::Count(_) => t0 + Duration::from_secs(3600),
     };
-    l.cc.params(&p, &mut l.out);
+    let (mut last, mut at) = (0, Instant::now());
+    loop {
+        let now = Instant::now();
+        let got = st.received();
+        if got != last {
+            (last, at) = (got, now);
+        }
+        let counted = match opts.plan {
+            Plan::Count(c) => {
+                let sending = opts.mode != Mode::Reverse;
+                let receiving = opts.mode != Mode::Forward;
+                (sending && st.senders_done())
+                    || (receiving
+                        && (got >= c || (got > 0 && at.elapsed() > Duration::from_secs(1))))
+            }
+            Plan::TimeNs(_) => false,
+        };
+        if now >= end_at || counted || signal::stop_requested() {
+            return Ok(());
+        }
+        if let Some(e) = l.poll()? {
+            bail!("iperf3 server sent {e:?} while the test ran");
+        }
+    }
+}
+
+/// Runs one UDP test against an iperf3 server: netcore sends on its streams (forward, and the
+/// first half with `--bidir`) and receives on the server's, each datagram through its tracker.
+pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
+    let n = opts.streams.max(1) as usize;
+    if opts.len < Header::len(false) || opts.len > 65_507 {
+        bail!("--len {} out of range for iperf3 UDP: 16..=65507", opts.len);
+    }
+    let (mut l, cookie) = Link::open(opts.server)?;
+    l.expect(Event::ParamExchange, "PARAM_EXCHANGE")?;
+    l.cc.params(&udp_params_of(opts, n), &mut l.out);
     l.flush()?;
     l.expect(Event::CreateStreams, "CREATE_STREAMS")?;
     let dirs = opts.mode.directions(n);
@@ -472,38 +560,7 @@ pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
         cpu: cpu_for(&opts.cpus, k),
     })?;
     let t0 = Instant::now();
-    let end_at = match opts.plan {
-        Plan::TimeNs(ns) => t0 + Duration::from_nanos(ns),
-        // A count has no time; an hour bounds it.
-        Plan::Count(_) => t0 + Duration::from_secs(3600),
-    };
-    // The end, as iperf3's client judges it: the time, or the count sent (our senders) or
-    // received (the server's streams; 1 s without a new datagram ends a test whose last
-    // datagrams were lost).
-    let (mut last, mut at) = (0, Instant::now());
-    loop {
-        let now = Instant::now();
-        let got = st.received();
-        if got != last {
-            (last, at) = (got, now);
-        }
-        let counted = match opts.plan {
-            Plan::Count(c) => {
-                let sending = opts.mode != Mode::Reverse;
-                let receiving = opts.mode != Mode::Forward;
-                (sending && st.senders_done())
-                    || (receiving
-                        && (got >= c || (got > 0 && at.elapsed() > Duration::from_secs(1))))
-            }
-            Plan::TimeNs(_) => false,
-        };
-        if now >= end_at || counted || signal::stop_requested() {
-            break;
-        }
-        if let Some(e) = l.poll()? {
-            bail!("iperf3 server sent {e:?} while the test ran");
-        }
-    }
+    until_udp_end(&mut l, &st, opts, t0)?;
     st.stop_senders()?;
     let elapsed_s = t0.elapsed().as_secs_f64();
     l.end()?;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::report::Iperf3UdpReport;
-use crate::flow::tcp::server::TcpEvent;
-use crate::flow::tcp::stream::transient;
+use crate::flow::tcp_engine::report::TcpEvent;
+use crate::flow::tcp_engine::stream::transient;
 use crate::interop::iperf3::server_ctl::{Event, ServerCtl};
 use crate::interop::iperf3::Results;
 use crate::sys::cpu::ThreadTimes;

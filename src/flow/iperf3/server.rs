@@ -34,12 +34,14 @@ use super::ctl::{OverLimit, Refused};
 use super::ctl::{CONNECT_WINDOW, SLACK, STEP};
 use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
-use crate::flow::payload::{StreamEnd, TcpSpec, DEFAULT_LEN};
+use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec, DEFAULT_LEN};
 use crate::flow::streams::{Dir, Mode};
-use crate::flow::tcp::client::{job_for, sample};
-use crate::flow::tcp::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
-use crate::flow::tcp::server::{over_rate, TcpEvent};
-use crate::flow::tcp::stream::{self, configure, DataConn, Live, Running, Stops};
+use crate::flow::tcp_engine::report::{
+    over_rate, BufferSides, CpuSides, IntervalMeter, TcpEvent, TcpReport, SCHEMA,
+};
+use crate::flow::tcp_engine::stream::{
+    self, configure, job_for, sample, DataConn, Live, Running, Stops,
+};
 use crate::interop::iperf3::msg::stream_id;
 use crate::interop::iperf3::server_ctl::Event;
 use crate::interop::iperf3::{Cookie, Params, Results, StreamResult};
@@ -161,22 +163,24 @@ fn run(
     if p.udp {
         return super::udp::run(c, peer, &ctx, &p, cookie.as_str(), on_event);
     }
-    let spec = capped_spec(&p, &ctx)?;
-    let plan = write_plan(&p, spec.len);
+    run_tcp(c, peer, ctx, &p, &cookie, on_event)
+}
+
+/// Runs a TCP test whose parameters `p` were read: the data connections, the test until
+/// TEST_END, the results exchange, the report.
+fn run_tcp(
+    c: &mut Ctl,
+    peer: SocketAddr,
+    ctx: Iperf3Ctx,
+    p: &Params,
+    cookie: &Cookie,
+    on_event: &mut dyn FnMut(Iperf3Event),
+) -> Result<()> {
+    let spec = capped_spec(p, &ctx)?;
+    let plan = write_plan(p, spec.len);
     on_event(Iperf3Event::Started {
         peer,
-        what: format!(
-            "iperf3 {} client: TCP, {} stream(s), {}, {}, {}-byte writes",
-            p.client_version.as_deref().unwrap_or("(version not sent)"),
-            spec.streams,
-            spec.mode.name(),
-            match (p.bytes, p.blocks) {
-                (0, 0) => format!("{} s", p.time),
-                (0, k) => format!("{k} blocks"),
-                (n, _) => format!("{n} bytes"),
-            },
-            spec.len
-        ),
+        what: started_line(p, &spec),
     });
     c.sc.create_streams(&mut c.out);
     c.stage = "opening its data connections";
@@ -187,31 +191,13 @@ fn run(
     let wstop = Arc::new(AtomicBool::new(false));
     let rstop = Arc::new(AtomicBool::new(false));
     let _guard = StopAll(wstop.clone(), rstop.clone());
-    let st = admit(c, &ctx, &cookie, &spec, plan, &wstop, &rstop)?;
+    let st = admit(c, &ctx, cookie, &spec, plan, &wstop, &rstop)?;
     c.sc.start(&mut c.out);
     c.stage = "running the test";
     c.flush()?;
     let cpu0 = process_times();
     let t0 = Instant::now();
-
-    let mut meter = IntervalMeter::default();
-    let mut intervals = Vec::new();
-    let mut next = t0 + ctx.interval;
-    let deadline = t0 + Duration::from_secs(p.time) + SLACK;
-    let cut_at = t0 + ctx.max_time + crate::flow::access::OVERRUN_GRACE;
-    c.until_test_end(&ctx.conns, (deadline, cut_at), &mut || {
-        if Instant::now() >= next {
-            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &st.live, "server");
-            on_event(Iperf3Event::Tcp(TcpEvent::Interval(row.clone())));
-            let over = over_rate(&row, ctx.max_rate_bps);
-            intervals.push(row);
-            next += ctx.interval;
-            if let Some(why) = over {
-                return Err(OverLimit(ierr::TOTALRATE, why).into());
-            }
-        }
-        Ok(())
-    })?;
+    let intervals = sample_until_test_end(c, &ctx, p, &st, t0, on_event)?;
     let t_end = t0.elapsed().as_secs_f64();
     wstop.store(true, Ordering::Relaxed);
     let cpu1 = process_times();
@@ -232,25 +218,7 @@ fn run(
     rstop.store(true, Ordering::Relaxed);
     let (ends, cpu, _) = st.running.join()?;
     let cpu = cpu.finish(stream::bytes_moved(&ends));
-    let client_ends: Vec<StreamEnd> = st
-        .dirs
-        .iter()
-        .enumerate()
-        .map(|(i, &dir)| {
-            let id = stream_id(i);
-            let r = client.streams.iter().find(|s| s.id == id);
-            StreamEnd {
-                id: id as u32,
-                dir,
-                bytes: r.map_or(0, |s| s.bytes),
-                elapsed_s: r.map_or(0.0, |s| s.end_time - s.start_time),
-                tcp: None,
-                zerocopy: None,
-                buffers: None,
-            }
-        })
-        .collect();
-    let streams = TcpReport::join_streams(&client_ends, &ends);
+    let streams = TcpReport::join_streams(&client_ends(&st.dirs, &client), &ends);
     on_event(Iperf3Event::Tcp(TcpEvent::Finished(Box::new(TcpReport {
         schema: SCHEMA.into(),
         meta: crate::stats::meta::Meta::gather(),
@@ -272,6 +240,73 @@ fn run(
         buffers: BufferSides::of(&[], &ends),
     }))));
     done
+}
+
+/// The line that says what the client asked for.
+fn started_line(p: &Params, spec: &TcpSpec) -> String {
+    format!(
+        "iperf3 {} client: TCP, {} stream(s), {}, {}, {}-byte writes",
+        p.client_version.as_deref().unwrap_or("(version not sent)"),
+        spec.streams,
+        spec.mode.name(),
+        match (p.bytes, p.blocks) {
+            (0, 0) => format!("{} s", p.time),
+            (0, k) => format!("{k} blocks"),
+            (n, _) => format!("{n} bytes"),
+        },
+        spec.len
+    )
+}
+
+/// Samples the streams every interval from `t0` until the client's TEST_END (bounded by the
+/// test's time and `--max-duration`); an interval over `--max-rate` ends the test.
+fn sample_until_test_end(
+    c: &mut Ctl,
+    ctx: &Iperf3Ctx,
+    p: &Params,
+    st: &Streams,
+    t0: Instant,
+    on_event: &mut dyn FnMut(Iperf3Event),
+) -> Result<Vec<TcpInterval>> {
+    let mut meter = IntervalMeter::default();
+    let mut intervals = Vec::new();
+    let mut next = t0 + ctx.interval;
+    let deadline = t0 + Duration::from_secs(p.time) + SLACK;
+    let cut_at = t0 + ctx.max_time + crate::flow::access::OVERRUN_GRACE;
+    c.until_test_end(&ctx.conns, (deadline, cut_at), &mut || {
+        if Instant::now() >= next {
+            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &st.live, "server");
+            on_event(Iperf3Event::Tcp(TcpEvent::Interval(row.clone())));
+            let over = over_rate(&row, ctx.max_rate_bps);
+            intervals.push(row);
+            next += ctx.interval;
+            if let Some(why) = over {
+                return Err(OverLimit(ierr::TOTALRATE, why).into());
+            }
+        }
+        Ok(())
+    })?;
+    Ok(intervals)
+}
+
+/// The client's side of each stream (`dirs`, in stream order) from its results document.
+fn client_ends(dirs: &[Dir], client: &Results) -> Vec<StreamEnd> {
+    dirs.iter()
+        .enumerate()
+        .map(|(i, &dir)| {
+            let id = stream_id(i);
+            let r = client.streams.iter().find(|s| s.id == id);
+            StreamEnd {
+                id: id as u32,
+                dir,
+                bytes: r.map_or(0, |s| s.bytes),
+                elapsed_s: r.map_or(0.0, |s| s.end_time - s.start_time),
+                tcp: None,
+                zerocopy: None,
+                buffers: None,
+            }
+        })
+        .collect()
 }
 
 /// Waits (bounded) until every byte the client says it sent is in and every writer stopped.

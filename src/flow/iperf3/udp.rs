@@ -77,81 +77,15 @@ pub fn run(
     test: &str,
     on_event: &mut dyn FnMut(Iperf3Event),
 ) -> Result<()> {
-    if p.omit > 0 {
-        return Err(Refused("-O (omitting the first seconds) is not supported".into()).into());
-    }
-    let len = if p.len > 0 { p.len } else { DEFAULT_LEN };
-    if len as usize > 65_507 || (len as usize) < Header::len(p.udp_counters_64bit) {
-        return Err(Refused(format!("UDP datagram size {len}")).into());
-    }
+    let len = datagram_len(p)?;
     let n = p.parallel.max(1) as usize;
     let mode = Mode::of(p.reverse, p.bidirectional);
     let dirs = mode.directions(n);
     on_event(Iperf3Event::Started {
         peer,
-        what: format!(
-            "iperf3 {} client: UDP, {n} stream(s), {}, {}, {len}-byte datagrams, {} bit/s per stream{}",
-            p.client_version.as_deref().unwrap_or("(version not sent)"),
-            mode.name(),
-            match (p.bytes, p.blocks) {
-                (0, 0) => format!("{} s", p.time),
-                (0, k) => format!("{k} datagrams"),
-                (b, _) => format!("{b} bytes"),
-            },
-            p.bandwidth,
-            if p.udp_counters_64bit {
-                ", 64-bit counters"
-            } else {
-                ""
-            }
-        ),
+        what: started_line(p, mode, n, len),
     });
-    // The handshake socket joins the receiver's reuseport group as its second member and
-    // takes every unconnected datagram until the streams are connected.
-    let hs =
-        Handshake(sockopt::udp_bind_reuseport(ctx.udp).context("iperf3 UDP handshake socket")?);
-    sockopt::steer_reuseport(&hs.0, 1).context("steering the iperf3 UDP handshakes")?;
-    hs.0.set_read_timeout(Some(Duration::from_millis(5)))?;
-    c.sc.create_streams(&mut c.out);
-    c.stage = "opening its UDP streams";
-    c.flush()?;
-    let mut st = Streams::new(p.udp_counters_64bit);
-    let mut peers: Vec<SocketAddr> = Vec::new();
-    let t = Instant::now();
-    while peers.len() < dirs.len() {
-        if t.elapsed() > Duration::from_secs(10) || signal::stop_requested() {
-            bail!(
-                "only {} of {} iperf3 UDP streams said hello",
-                peers.len(),
-                dirs.len()
-            );
-        }
-        if let Some(e) = c.poll(Duration::from_millis(1))? {
-            bail!("iperf3 client sent {e:?} while opening its UDP streams");
-        }
-        let mut b = [0u8; 64];
-        let Ok((k, from)) = hs.0.recv_from(&mut b) else {
-            continue;
-        };
-        if read_word(&b[..k]) != Some(CONNECT_MSG)
-            || from.ip() != peer.ip()
-            || peers.contains(&from)
-        {
-            continue;
-        }
-        let s = sockopt::udp_bind_reuseport(ctx.udp)?;
-        s.connect(from)?;
-        let receive = dirs[peers.len()] == Dir::Up;
-        let _ = if receive {
-            sockopt::size_buffer(&s, ctx.rcvbuf, true)
-        } else {
-            sockopt::size_buffer(&s, 4 << 20, false)
-        };
-        s.send(&word(CONNECT_REPLY))?;
-        st.add(s, receive)?;
-        peers.push(from);
-    }
-    drop(hs);
+    let mut st = accept_streams(c, peer, ctx, p, &dirs)?;
     c.sc.start(&mut c.out);
     c.stage = "running the test";
     c.flush()?;
@@ -214,4 +148,99 @@ pub fn run(
         interrupted: false,
     })));
     c.until_done()
+}
+
+/// The client's datagram size (iperf3's default without one); a test without
+/// `-O` and with a size that holds iperf3's header, or refused.
+fn datagram_len(p: &Params) -> Result<u32> {
+    if p.omit > 0 {
+        return Err(Refused("-O (omitting the first seconds) is not supported".into()).into());
+    }
+    let len = if p.len > 0 { p.len } else { DEFAULT_LEN };
+    if len as usize > 65_507 || (len as usize) < Header::len(p.udp_counters_64bit) {
+        return Err(Refused(format!("UDP datagram size {len}")).into());
+    }
+    Ok(len)
+}
+
+/// The line that says what the client asked for.
+fn started_line(p: &Params, mode: Mode, n: usize, len: u32) -> String {
+    format!(
+        "iperf3 {} client: UDP, {n} stream(s), {}, {}, {len}-byte datagrams, {} bit/s per stream{}",
+        p.client_version.as_deref().unwrap_or("(version not sent)"),
+        mode.name(),
+        match (p.bytes, p.blocks) {
+            (0, 0) => format!("{} s", p.time),
+            (0, k) => format!("{k} datagrams"),
+            (b, _) => format!("{b} bytes"),
+        },
+        p.bandwidth,
+        if p.udp_counters_64bit {
+            ", 64-bit counters"
+        } else {
+            ""
+        }
+    )
+}
+
+/// CREATE_STREAMS, then a connected socket per stream that says hello (in the client's
+/// order, `dirs`), within 10 s. The handshake socket joins the receiver's reuseport group as
+/// its second member and takes every unconnected datagram until the streams are connected.
+fn accept_streams(
+    c: &mut Ctl,
+    peer: SocketAddr,
+    ctx: &Iperf3Ctx,
+    p: &Params,
+    dirs: &[Dir],
+) -> Result<Streams> {
+    let hs =
+        Handshake(sockopt::udp_bind_reuseport(ctx.udp).context("iperf3 UDP handshake socket")?);
+    sockopt::steer_reuseport(&hs.0, 1).context("steering the iperf3 UDP handshakes")?;
+    hs.0.set_read_timeout(Some(Duration::from_millis(5)))?;
+    c.sc.create_streams(&mut c.out);
+    c.stage = "opening its UDP streams";
+    c.flush()?;
+    let mut st = Streams::new(p.udp_counters_64bit);
+    let mut peers: Vec<SocketAddr> = Vec::new();
+    let t = Instant::now();
+    while peers.len() < dirs.len() {
+        if t.elapsed() > Duration::from_secs(10) || signal::stop_requested() {
+            bail!(
+                "only {} of {} iperf3 UDP streams said hello",
+                peers.len(),
+                dirs.len()
+            );
+        }
+        if let Some(e) = c.poll(Duration::from_millis(1))? {
+            bail!("iperf3 client sent {e:?} while opening its UDP streams");
+        }
+        let mut b = [0u8; 64];
+        let Ok((k, from)) = hs.0.recv_from(&mut b) else {
+            continue;
+        };
+        if read_word(&b[..k]) != Some(CONNECT_MSG)
+            || from.ip() != peer.ip()
+            || peers.contains(&from)
+        {
+            continue;
+        }
+        let receive = dirs[peers.len()] == Dir::Up;
+        st.add(answer_hello(ctx, from, receive)?, receive)?;
+        peers.push(from);
+    }
+    Ok(st)
+}
+
+/// A socket on the receiver's port connected to the stream at `from` (its buffer sized for
+/// the way it goes), which answers the stream's hello.
+fn answer_hello(ctx: &Iperf3Ctx, from: SocketAddr, receive: bool) -> Result<std::net::UdpSocket> {
+    let s = sockopt::udp_bind_reuseport(ctx.udp)?;
+    s.connect(from)?;
+    let _ = if receive {
+        sockopt::size_buffer(&s, ctx.rcvbuf, true)
+    } else {
+        sockopt::size_buffer(&s, 4 << 20, false)
+    };
+    s.send(&word(CONNECT_REPLY))?;
+    Ok(s)
 }

@@ -19,17 +19,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
 use super::spec::encode_preamble;
-use super::stream::{self, bytes_moved, DataConn, Job, Live, Stops};
-use crate::flow::access::TOKEN_LEN;
+use crate::flow::access::{TestSecret, TOKEN_LEN};
 use crate::flow::control::{ClientId, Conn, Msg, Plan, PROTOCOL_VERSION};
 use crate::flow::cpu::CpuUsage;
 use crate::flow::host::host_name;
 use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
 use crate::flow::rxwait::RxWait;
 pub use crate::flow::streams::cpu_for;
-use crate::flow::streams::{split_bps, Dir};
+use crate::flow::streams::Dir;
+use crate::flow::tcp_engine::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
+use crate::flow::tcp_engine::stream::{self, bytes_moved, job_for, sample, DataConn, Live, Stops};
 use crate::sys::signal;
 
 /// Client settings.
@@ -50,50 +50,77 @@ pub struct TcpOptions {
     pub test_id: u64,
 }
 
-/// The job of stream `i` (of direction `dir`) on the end that writes `Up` streams (`client`)
-/// or the other: the plan split over the streams of one direction, pacing likewise.
-pub fn job_for(
-    spec: &TcpSpec,
-    plan: Plan,
-    dir: Dir,
-    i: usize,
-    client: bool,
-    cpu: Option<usize>,
-) -> Job {
-    let n = spec.streams as usize;
-    Job {
-        write: (dir == Dir::Up) == client,
-        plan: stream::stream_plan(plan, i % n, n),
-        len: spec.len as usize,
-        rate_bps: spec.rate_bps.map(|r| split_bps(r, n)),
-        zerocopy: spec.zerocopy,
-        sendfile: spec.sendfile,
-        cpu,
-        wait: RxWait::Poll,
-    }
-}
-
-/// Samples every live connection: bytes moved so far and `TCP_INFO`; `by` names the side.
-pub fn sample(meter: &mut IntervalMeter, t: f64, live: &[Arc<Live>], by: &str) -> TcpInterval {
-    let mut row = meter.sample(
-        t,
-        live.iter()
-            .map(|l| (l.id, l.dir, l.bytes.load(Ordering::Relaxed), l.figures())),
-    );
-    row.by = by.into();
-    row
-}
-
 /// Runs one TCP test against a receiver and returns the client's copy of the report.
 pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Result<TcpReport> {
     let spec = &opts.spec;
     spec.check().map_err(anyhow::Error::msg)?;
+    let (mut c, data, secret) = open_test(opts)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let conns = connect_streams(opts, data, secret.as_ref())?;
+    let running = stream::start(conns, &Stops::one(&stop), spec.thread_per_stream)?;
+    let live = running.live.clone();
+    // The server sends its samples of the streams it writes (the sender's figures: retransmits,
+    // cwnd); this side shows its own for the streams it writes.
+    let mut rows = Rows::new(opts.interval, spec.intervals);
+    let control_error = rows.until_finished(&mut c, &running, &stop, on_interval);
+    let (ends, cpu, interrupted) = running.join()?;
+    // A signal here cuts the test; the receiver still gets our account and answers with its
+    // own (an embedded receiver, cut by the same signal, waits for it).
+    let signalled = signal::stop_requested();
+    let cut_here = interrupted || signalled;
+    if let Some(e) = control_error.filter(|_| !signalled) {
+        bail!("the receiver ended the test early: {e}");
+    }
+    // The last, partial interval of the streams this side reports (the receiver's rows cover
+    // the others: a row of them here would overlap its last one), so that the rows add up.
+    if !rows.intervals.is_empty() {
+        rows.sample_own(&live, on_interval);
+    }
+    let cpu = cpu.finish(bytes_moved(&ends));
+    let answer = finish(&mut c, &ends, cpu, cut_here, rows.remote);
+    let (server, server_cpu, server_cut) = match answer {
+        Ok(a) => a,
+        // Cut short here and the receiver did not answer: this side's account alone.
+        Err(_) if signalled => (Vec::new(), CpuUsage::default(), true),
+        Err(e) => return Err(e),
+    };
+    let server = if server.is_empty() {
+        unanswered(&ends)
+    } else {
+        server
+    };
+    let buffers = BufferSides::of(&ends, &server);
+    let streams = TcpReport::join_streams(&ends, &server);
+    Ok(TcpReport {
+        schema: SCHEMA.into(),
+        meta: crate::stats::meta::Meta::gather(),
+        role: "client".into(),
+        test_id: format!("{:016x}", opts.test_id),
+        target: opts.control.to_string(),
+        settings: spec.clone(),
+        sum: TcpReport::sums(&streams),
+        streams,
+        cpu: CpuSides {
+            client: cpu,
+            server: server_cpu,
+        },
+        interrupted: cut_here || server_cut,
+        intervals: rows.intervals,
+        buffers,
+    })
+}
+
+/// Connects the control connection, sends Hello and Setup and reads Ready: the connection,
+/// where the data connections go (with --window the receiver names a listener of this
+/// test's own, its buffers sized before the handshakes, on the control address's host) and,
+/// with a key, the secret they prove it with.
+fn open_test(opts: &TcpOptions) -> Result<(Conn, SocketAddr, Option<TestSecret>)> {
+    let spec = &opts.spec;
     let mut c = Conn::connect_from(opts.control, opts.client.bind)?;
-    let test_id = opts.test_id;
     let secret = c.open_test(
         Msg::Hello {
             version: PROTOCOL_VERSION,
-            test_id,
+            test_id: opts.test_id,
             len: spec.len,
             plan: opts.plan,
             streams: spec.streams,
@@ -108,20 +135,26 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
         tcp: Some(spec.clone()),
         echo: None,
     })?;
-    // With --window the receiver names a listener of this test's own (its buffers sized
-    // before the handshakes), on the control address's host.
     let data = match c.expect("Ready", Duration::from_secs(10))? {
         Msg::Ready { port: Some(p), .. } => SocketAddr::new(opts.control.ip(), p),
         Msg::Ready { .. } => opts.control,
         other => bail!("expected Ready from the receiver, got {other:?}"),
     };
-    let stop = Arc::new(AtomicBool::new(false));
+    Ok((c, data, secret))
+}
+
+/// Opens the test's data connections to `data`, each with its preamble (a keyed test's
+/// token in it) and its job.
+fn connect_streams(
+    opts: &TcpOptions,
+    data: SocketAddr,
+    secret: Option<&TestSecret>,
+) -> Result<Vec<DataConn>> {
+    let spec = &opts.spec;
     let mut conns = Vec::new();
     for (id, dir) in spec.directions().into_iter().enumerate() {
-        let token = secret
-            .as_ref()
-            .map_or([0; TOKEN_LEN], |s| s.token(id as u32));
-        let preamble = encode_preamble(test_id, id as u32, token);
+        let token = secret.map_or([0; TOKEN_LEN], |s| s.token(id as u32));
+        let preamble = encode_preamble(opts.test_id, id as u32, token);
         let sock = stream::connect_from(data, opts.client.bind, spec, &preamble)?;
         let mut job = job_for(spec, opts.plan, dir, id, true, cpu_for(&opts.cpus, id));
         job.wait = opts.wait.for_window(spec.window);
@@ -132,103 +165,87 @@ pub fn run(opts: &TcpOptions, on_interval: &mut dyn FnMut(&TcpInterval)) -> Resu
             job,
         });
     }
-    let running = stream::start(conns, &Stops::one(&stop), spec.thread_per_stream)?;
-    let live = running.live.clone();
+    Ok(conns)
+}
 
-    let t0 = Instant::now();
-    let mut meter = IntervalMeter::default();
-    let mut intervals = Vec::new();
-    let mut next = t0 + opts.interval;
-    let mut control_error = None;
-    // The server sends its samples of the streams it writes (the sender's figures: retransmits,
-    // cwnd); this side shows its own for the streams it writes.
-    let remote = spec.intervals;
-    while !running.is_finished() {
-        if Instant::now() >= next {
-            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live, "client");
-            let row = if remote { row.only(Dir::Up) } else { row };
-            if !row.streams.is_empty() {
-                on_interval(&row);
-                intervals.push(row);
-            }
-            next += opts.interval;
-        }
-        let wait = Instant::now()
-            + next
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(20));
-        match c.recv_until(wait) {
-            Ok(None) => {}
-            Ok(Some(Msg::TcpInterval { row })) if remote => {
-                on_interval(&row);
-                intervals.push(row);
-            }
-            Ok(Some(Msg::Error { message })) => {
-                control_error.get_or_insert(format!("peer refused: {message}"));
-                stop.store(true, Ordering::Relaxed);
-            }
-            Ok(Some(other)) => {
-                control_error
-                    .get_or_insert(format!("unexpected message from the receiver: {other:?}"));
-                stop.store(true, Ordering::Relaxed);
-            }
-            Err(e) => {
-                control_error.get_or_insert(format!("{e:#}"));
-                stop.store(true, Ordering::Relaxed);
-            }
+/// The client's interval rows: its own samples and, with `remote`, the receiver's of the
+/// streams it writes.
+struct Rows {
+    t0: Instant,
+    meter: IntervalMeter,
+    intervals: Vec<TcpInterval>,
+    /// When the next own sample is due.
+    next: Instant,
+    every: Duration,
+    /// The receiver sends its samples of the streams it writes.
+    remote: bool,
+}
+
+impl Rows {
+    fn new(every: Duration, remote: bool) -> Rows {
+        let t0 = Instant::now();
+        Rows {
+            t0,
+            meter: IntervalMeter::default(),
+            intervals: Vec::new(),
+            next: t0 + every,
+            every,
+            remote,
         }
     }
-    let (ends, cpu, interrupted) = running.join()?;
-    // A signal here cuts the test; the receiver still gets our account and answers with its
-    // own (an embedded receiver, cut by the same signal, waits for it).
-    let signalled = signal::stop_requested();
-    let cut_here = interrupted || signalled;
-    if let Some(e) = control_error.filter(|_| !signalled) {
-        bail!("the receiver ended the test early: {e}");
-    }
-    // The last, partial interval of the streams this side reports (the receiver's rows cover
-    // the others: a row of them here would overlap its last one), so that the rows add up.
-    if !intervals.is_empty() {
-        let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live, "client");
-        let row = if remote { row.only(Dir::Up) } else { row };
+
+    /// Samples this side's streams (those it writes, with `remote`); a row with streams is
+    /// shown and kept.
+    fn sample_own(&mut self, live: &[Arc<Live>], on_interval: &mut dyn FnMut(&TcpInterval)) {
+        let row = sample(
+            &mut self.meter,
+            self.t0.elapsed().as_secs_f64(),
+            live,
+            "client",
+        );
+        let row = if self.remote { row.only(Dir::Up) } else { row };
         if !row.streams.is_empty() {
             on_interval(&row);
-            intervals.push(row);
+            self.intervals.push(row);
         }
     }
-    let cpu = cpu.finish(bytes_moved(&ends));
-    let answer = finish(&mut c, &ends, cpu, cut_here, remote);
-    let (server, server_cpu, server_cut) = match answer {
-        Ok(a) => a,
-        // Cut short here and the receiver did not answer: this side's account alone.
-        Err(_) if signalled => (Vec::new(), CpuUsage::default(), true),
-        Err(e) => return Err(e),
-    };
-    let interrupted = cut_here || server_cut;
-    let server = if server.is_empty() {
-        unanswered(&ends)
-    } else {
-        server
-    };
-    let buffers = BufferSides::of(&ends, &server);
-    let streams = TcpReport::join_streams(&ends, &server);
-    Ok(TcpReport {
-        schema: SCHEMA.into(),
-        meta: crate::stats::meta::Meta::gather(),
-        role: "client".into(),
-        test_id: format!("{test_id:016x}"),
-        target: opts.control.to_string(),
-        settings: spec.clone(),
-        sum: TcpReport::sums(&streams),
-        streams,
-        cpu: CpuSides {
-            client: cpu,
-            server: server_cpu,
-        },
-        interrupted,
-        intervals,
-        buffers,
-    })
+
+    /// Until the streams have finished: samples on time and reads the receiver's rows; a
+    /// refusal, an unexpected message or a lost connection stops the streams and is returned.
+    fn until_finished(
+        &mut self,
+        c: &mut Conn,
+        running: &stream::Running,
+        stop: &AtomicBool,
+        on_interval: &mut dyn FnMut(&TcpInterval),
+    ) -> Option<String> {
+        let mut control_error = None;
+        while !running.is_finished() {
+            if Instant::now() >= self.next {
+                self.sample_own(&running.live, on_interval);
+                self.next += self.every;
+            }
+            let wait = Instant::now()
+                + self
+                    .next
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(20));
+            let failed = match c.recv_until(wait) {
+                Ok(None) => continue,
+                Ok(Some(Msg::TcpInterval { row })) if self.remote => {
+                    on_interval(&row);
+                    self.intervals.push(row);
+                    continue;
+                }
+                Ok(Some(Msg::Error { message })) => format!("peer refused: {message}"),
+                Ok(Some(other)) => format!("unexpected message from the receiver: {other:?}"),
+                Err(e) => format!("{e:#}"),
+            };
+            control_error.get_or_insert(failed);
+            stop.store(true, Ordering::Relaxed);
+        }
+        control_error
+    }
 }
 
 /// Sends this side's account (`TcpDone`) and waits for the receiver's (`TcpReport`): within

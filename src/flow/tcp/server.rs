@@ -14,27 +14,20 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::client::{job_for, sample};
-use super::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
 use super::spec::{decode_preamble, Preamble, PREAMBLE_LEN};
-use super::stream::{self, bytes_moved, configure, DataConn, Stops};
 use crate::flow::access::TestSecret;
 use crate::flow::control::{encode, Conn, Msg, Plan};
 use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
 use crate::flow::rxwait::RxWait;
 use crate::flow::streams::Dir;
+use crate::flow::tcp_engine::report::{
+    over_rate, BufferSides, CpuSides, IntervalMeter, TcpEvent, TcpReport, SCHEMA,
+};
+use crate::flow::tcp_engine::stream::{
+    self, bytes_moved, configure, job_for, sample, DataConn, Stops,
+};
 use crate::sys::sockopt;
-use crate::units::fmt_bits_per_sec;
-
-/// What the server side of a TCP test reports as it runs.
-#[derive(Debug)]
-pub enum TcpEvent {
-    /// The test was accepted (Ready sent): its plan and settings.
-    Started(Plan, Box<TcpSpec>),
-    Interval(TcpInterval),
-    Finished(Box<TcpReport>),
-}
 
 /// The receiver's surroundings a TCP test runs in.
 pub struct ServerCtx {
@@ -102,26 +95,6 @@ fn admit(
             None
         }
     }
-}
-
-/// Why an interval of the client's streams is over `--max-rate` (`max`), if it is: over by
-/// more than a quarter and by at least 64 KiB (a burst is not a rate).
-pub fn over_rate(row: &TcpInterval, max: Option<f64>) -> Option<String> {
-    let max = max?;
-    let up: f64 = row
-        .streams
-        .iter()
-        .filter(|s| s.dir == Dir::Up)
-        .map(|s| s.bps)
-        .sum();
-    let bytes = up * (row.t - row.start) / 8.0;
-    (up > max * 1.25 && bytes > 65536.0).then(|| {
-        format!(
-            "cut: the client sent at {}, over this receiver's limit of {} (--max-rate)",
-            fmt_bits_per_sec(up),
-            fmt_bits_per_sec(max)
-        )
-    })
 }
 
 /// With `--window`, this test's own data listener on the control connection's local address,
@@ -216,16 +189,40 @@ pub fn run_test(
     spec: TcpSpec,
     on_event: &mut dyn FnMut(TcpEvent),
 ) -> Result<()> {
-    let refuse = |c: &mut Conn, why: String| -> Result<()> {
-        let _ = c.send(&Msg::Error {
-            message: why.clone(),
-        });
-        bail!(why)
+    // The writers stop at the client's TcpDone too: by then it reads no more.
+    let stops = Stops {
+        write: Arc::new(AtomicBool::new(false)),
+        read: Arc::new(AtomicBool::new(false)),
     };
+    let running = start_streams(c, &ctx, test_id, plan, &spec, &stops, on_event)?;
+    let mut serving = Serving::new(c, ctx, plan, spec, stops, running, on_event);
+    serving.until_finished();
+    serving.finish(test_id)
+}
+
+/// Sends the client an Error naming `why` and fails with it.
+fn refuse<T>(c: &mut Conn, why: String) -> Result<T> {
+    let _ = c.send(&Msg::Error {
+        message: why.clone(),
+    });
+    bail!(why)
+}
+
+/// Checks the spec, answers Ready, takes the test's data connections and starts their
+/// threads; a test that cannot start is refused with the reason.
+fn start_streams(
+    c: &mut Conn,
+    ctx: &ServerCtx,
+    test_id: u64,
+    plan: Plan,
+    spec: &TcpSpec,
+    stops: &Stops,
+    on_event: &mut dyn FnMut(TcpEvent),
+) -> Result<stream::Running> {
     if let Err(why) = spec.check() {
         return refuse(c, why);
     }
-    let own = match data_listener(c, &spec) {
+    let own = match data_listener(c, spec) {
         Ok(l) => l,
         Err(e) => return refuse(c, format!("{e:#}")),
     };
@@ -238,158 +235,248 @@ pub fn run_test(
             .map(|a| a.port()),
     })?;
     on_event(TcpEvent::Started(plan, Box::new(spec.clone())));
-    let slots = match accept_conns(c, &ctx, own.as_ref(), test_id, plan, &spec) {
+    let slots = match accept_conns(c, ctx, own.as_ref(), test_id, plan, spec) {
         Ok(s) => s,
         Err(why) => return refuse(c, why),
     };
     drop(own);
-    let stop = Arc::new(AtomicBool::new(false));
-    // The writers stop at the client's TcpDone too: by then it reads no more.
-    let stops = Stops {
-        write: Arc::new(AtomicBool::new(false)),
-        read: stop.clone(),
-    };
-    let running = stream::start(
+    stream::start(
         slots,
-        &stops,
+        stops,
         spec.thread_per_stream || ctx.thread_per_stream,
-    )?;
-    let stop_all = || {
-        stop.store(true, Ordering::Relaxed);
-        stops.write.store(true, Ordering::Relaxed);
-    };
-    let live = running.live.clone();
+    )
+}
 
-    let silence = match plan {
-        Plan::TimeNs(ns) => Duration::from_nanos(ns) + Duration::from_secs(30),
-        Plan::Count(_) => Duration::from_secs(30),
-    };
-    let t0 = Instant::now();
-    let mut meter = IntervalMeter::default();
-    let mut intervals = Vec::new();
-    let mut next = t0 + ctx.interval;
-    let mut done: Option<(Vec<StreamEnd>, CpuUsage)> = None;
-    let mut done_at = None;
-    let mut failure: Option<String> = None;
-    let mut cut_at: Option<Instant> = None;
-    let mut client_cut = false;
-    loop {
-        let finished = running.is_finished();
-        if finished && (done.is_some() || failure.is_some()) {
-            break;
+/// A TCP test being served: its streams' threads, the control connection, the intervals
+/// sampled so far and how the test is ending (the client's TcpDone, a failure or a cut).
+struct Serving<'a> {
+    c: &'a mut Conn,
+    ctx: ServerCtx,
+    spec: TcpSpec,
+    stops: Stops,
+    running: stream::Running,
+    on_event: &'a mut dyn FnMut(TcpEvent),
+    /// How long the client may stay silent before the test is cut.
+    silence: Duration,
+    t0: Instant,
+    meter: IntervalMeter,
+    intervals: Vec<TcpInterval>,
+    /// When the next interval is due.
+    next: Instant,
+    /// The client's TcpDone: its streams' ends and CPU figures.
+    done: Option<(Vec<StreamEnd>, CpuUsage)>,
+    done_at: Option<Instant>,
+    failure: Option<String>,
+    /// When this side was interrupted.
+    cut_at: Option<Instant>,
+    /// The client says it was interrupted.
+    client_cut: bool,
+}
+
+impl<'a> Serving<'a> {
+    fn new(
+        c: &'a mut Conn,
+        ctx: ServerCtx,
+        plan: Plan,
+        spec: TcpSpec,
+        stops: Stops,
+        running: stream::Running,
+        on_event: &'a mut dyn FnMut(TcpEvent),
+    ) -> Serving<'a> {
+        let silence = match plan {
+            Plan::TimeNs(ns) => Duration::from_nanos(ns) + Duration::from_secs(30),
+            Plan::Count(_) => Duration::from_secs(30),
+        };
+        let t0 = Instant::now();
+        let next = t0 + ctx.interval;
+        Serving {
+            c,
+            ctx,
+            spec,
+            stops,
+            running,
+            on_event,
+            silence,
+            t0,
+            meter: IntervalMeter::default(),
+            intervals: Vec::new(),
+            next,
+            done: None,
+            done_at: None,
+            failure: None,
+            cut_at: None,
+            client_cut: false,
         }
-        if Instant::now() >= next {
-            let row = sample(&mut meter, t0.elapsed().as_secs_f64(), &live, "server");
-            if spec.intervals && done.is_none() && failure.is_none() {
-                // A lost control connection shows at the next receive.
-                let _ = c.send(&Msg::TcpInterval {
-                    row: row.clone().only(Dir::Down),
-                });
+    }
+
+    /// Stops the readers and the writers.
+    fn stop_all(&self) {
+        self.stops.read.store(true, Ordering::Relaxed);
+        self.stops.write.store(true, Ordering::Relaxed);
+    }
+
+    /// The test is over but for its threads: the client's TcpDone came, or it failed.
+    fn ending(&self) -> bool {
+        self.done.is_some() || self.failure.is_some()
+    }
+
+    /// Ends the test as failed: the client is told why, the streams stop.
+    fn fail(&mut self, why: String) {
+        let _ = self.c.send(&Msg::Error {
+            message: why.clone(),
+        });
+        self.failure = Some(why);
+        self.stop_all();
+    }
+
+    /// Samples intervals, enforces the limits and reads the control connection until the
+    /// threads have finished and the test ended.
+    fn until_finished(&mut self) {
+        loop {
+            let finished = self.running.is_finished();
+            if finished && self.ending() {
+                break;
             }
-            on_event(TcpEvent::Interval(row.clone()));
-            if let (Some(why), None, None) = (over_rate(&row, ctx.max_rate_bps), &done, &failure) {
-                let _ = c.send(&Msg::Error {
-                    message: why.clone(),
-                });
-                failure = Some(why);
-                stop_all();
+            if Instant::now() >= self.next {
+                self.sample_interval();
             }
-            intervals.push(row);
-            next += ctx.interval;
+            while let Ok((s, _)) = self.ctx.conns.try_recv() {
+                busy(s);
+            }
+            self.enforce_max_time();
+            self.check_cut(finished);
+            if self.ending() {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            self.read_control();
         }
-        while let Ok((s, _)) = ctx.conns.try_recv() {
-            busy(s);
-        }
-        if done.is_none()
-            && failure.is_none()
-            && t0.elapsed() > ctx.max_time + crate::flow::access::OVERRUN_GRACE
-        {
-            let why = format!(
-                "cut: the client kept sending past this receiver's limit of {} s (--max-duration)",
-                ctx.max_time.as_secs_f64()
-            );
-            let _ = c.send(&Msg::Error {
-                message: why.clone(),
+    }
+
+    /// Samples an interval: to the client (`--intervals`), to the caller, against
+    /// `--max-rate`.
+    fn sample_interval(&mut self) {
+        let t = self.t0.elapsed().as_secs_f64();
+        let row = sample(&mut self.meter, t, &self.running.live, "server");
+        if self.spec.intervals && !self.ending() {
+            // A lost control connection shows at the next receive.
+            let _ = self.c.send(&Msg::TcpInterval {
+                row: row.clone().only(Dir::Down),
             });
-            failure = Some(why);
-            stop_all();
         }
-        // Interrupted here: the streams stop now, and the client has a grace to send its
-        // account (it is told by its streams' ends), so both reports come out.
-        if ctx.interrupt.load(Ordering::Relaxed) && cut_at.is_none() {
-            cut_at = Some(Instant::now());
-            stop_all();
-        }
-        let cut = cut_at.is_some_and(|c| c.elapsed() > CUT_GRACE && done.is_none())
-            || done_at.is_some_and(|d: Instant| d.elapsed() > Duration::from_secs(10))
-            || (failure.is_none() && done.is_none() && t0.elapsed() > silence);
-        if cut && failure.is_none() && (done.is_none() || !finished) {
-            stop_all();
-            if done.is_none() {
-                failure = Some("interrupted".into());
+        (self.on_event)(TcpEvent::Interval(row.clone()));
+        if !self.ending() {
+            if let Some(why) = over_rate(&row, self.ctx.max_rate_bps) {
+                self.fail(why);
             }
         }
-        if done.is_some() || failure.is_some() {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
+        self.intervals.push(row);
+        self.next += self.ctx.interval;
+    }
+
+    /// Cuts a test that runs past `--max-duration` (and a grace).
+    fn enforce_max_time(&mut self) {
+        if !self.ending()
+            && self.t0.elapsed() > self.ctx.max_time + crate::flow::access::OVERRUN_GRACE
+        {
+            self.fail(format!(
+                "cut: the client kept sending past this receiver's limit of {} s (--max-duration)",
+                self.ctx.max_time.as_secs_f64()
+            ));
         }
-        match c.recv_until(Instant::now() + Duration::from_millis(20)) {
+    }
+
+    /// Stops the streams when interrupted here (the client has a grace to send its account:
+    /// it is told by its streams' ends, so both reports come out), and cuts a test whose
+    /// account does not come, whose threads do not end after it, or whose client is silent.
+    fn check_cut(&mut self, finished: bool) {
+        if self.ctx.interrupt.load(Ordering::Relaxed) && self.cut_at.is_none() {
+            self.cut_at = Some(Instant::now());
+            self.stop_all();
+        }
+        let done = self.done.is_some();
+        let cut = self
+            .cut_at
+            .is_some_and(|c| c.elapsed() > CUT_GRACE && !done)
+            || self
+                .done_at
+                .is_some_and(|d| d.elapsed() > Duration::from_secs(10))
+            || (self.failure.is_none() && !done && self.t0.elapsed() > self.silence);
+        if cut && self.failure.is_none() && (!done || !finished) {
+            self.stop_all();
+            if !done {
+                self.failure = Some("interrupted".into());
+            }
+        }
+    }
+
+    /// Waits up to 20 ms for the client's TcpDone.
+    fn read_control(&mut self) {
+        match self
+            .c
+            .recv_until(Instant::now() + Duration::from_millis(20))
+        {
             Ok(None) => {}
             Ok(Some(Msg::TcpDone {
                 streams,
                 cpu,
                 interrupted,
             })) => {
-                done = Some((streams, cpu));
-                done_at = Some(Instant::now());
-                client_cut = interrupted;
-                stops.write.store(true, Ordering::Relaxed);
+                self.done = Some((streams, cpu));
+                self.done_at = Some(Instant::now());
+                self.client_cut = interrupted;
+                self.stops.write.store(true, Ordering::Relaxed);
                 if interrupted {
-                    stop_all();
+                    self.stop_all();
                 }
             }
             Ok(Some(other)) => {
-                failure = Some(format!("unexpected control message {other:?}"));
-                stop_all();
+                self.failure = Some(format!("unexpected control message {other:?}"));
+                self.stop_all();
             }
             Err(e) => {
-                failure = Some(format!("control channel lost before TcpDone: {e:#}"));
-                stop_all();
+                self.failure = Some(format!("control channel lost before TcpDone: {e:#}"));
+                self.stop_all();
             }
         }
     }
-    let (ends, cpu, interrupted) = running.join()?;
-    let interrupted = interrupted || client_cut || cut_at.is_some();
-    let cpu = cpu.finish(bytes_moved(&ends));
-    if failure.is_none() {
-        c.send(&Msg::TcpReport {
-            streams: ends.clone(),
-            cpu,
-            interrupted,
-        })?;
-    }
-    let (client, client_cpu) = done.unwrap_or_default();
-    let buffers = BufferSides::of(&client, &ends);
-    let streams = TcpReport::join_streams(&client, &ends);
-    on_event(TcpEvent::Finished(Box::new(TcpReport {
-        schema: SCHEMA.into(),
-        meta: crate::stats::meta::Meta::gather(),
-        role: "server".into(),
-        test_id: format!("{test_id:016x}"),
-        target: ctx.target,
-        settings: spec,
-        sum: TcpReport::sums(&streams),
-        streams,
-        cpu: CpuSides {
-            client: client_cpu,
-            server: cpu,
-        },
-        interrupted: interrupted || failure.is_some(),
-        intervals,
-        buffers,
-    })));
-    match failure {
-        Some(f) => bail!(f),
-        None => Ok(()),
+
+    /// Joins the threads, sends this side's TcpReport (unless the test failed) and gives the
+    /// caller the joined report.
+    fn finish(self, test_id: u64) -> Result<()> {
+        let (ends, cpu, interrupted) = self.running.join()?;
+        let interrupted = interrupted || self.client_cut || self.cut_at.is_some();
+        let cpu = cpu.finish(bytes_moved(&ends));
+        if self.failure.is_none() {
+            self.c.send(&Msg::TcpReport {
+                streams: ends.clone(),
+                cpu,
+                interrupted,
+            })?;
+        }
+        let (client, client_cpu) = self.done.unwrap_or_default();
+        let buffers = BufferSides::of(&client, &ends);
+        let streams = TcpReport::join_streams(&client, &ends);
+        (self.on_event)(TcpEvent::Finished(Box::new(TcpReport {
+            schema: SCHEMA.into(),
+            meta: crate::stats::meta::Meta::gather(),
+            role: "server".into(),
+            test_id: format!("{test_id:016x}"),
+            target: self.ctx.target,
+            settings: self.spec,
+            sum: TcpReport::sums(&streams),
+            streams,
+            cpu: CpuSides {
+                client: client_cpu,
+                server: cpu,
+            },
+            interrupted: interrupted || self.failure.is_some(),
+            intervals: self.intervals,
+            buffers,
+        })));
+        match self.failure {
+            Some(f) => bail!(f),
+            None => Ok(()),
+        }
     }
 }

@@ -325,14 +325,9 @@ impl UdpReport {
         }
         out
     }
-}
 
-impl Report for UdpReport {
-    fn meta(&self) -> &crate::stats::meta::Meta {
-        &self.meta
-    }
-
-    fn to_table(&self) -> String {
+    /// The table of counts: datagrams, bytes, time, rates, and the receiver's accounting.
+    fn counts_table(&self) -> Table {
         let s = &self.sender;
         let r = &self.receiver;
         let a = &r.accounting;
@@ -400,7 +395,13 @@ impl Report for UdpReport {
                 errors_text(&r.invalid)
             },
         ]);
-        let mut out = format!(
+        t
+    }
+
+    /// The first line: the test, the datagrams, whether it was interrupted.
+    fn headline(&self) -> String {
+        let r = &self.receiver;
+        format!(
             "netcore UDP test {} to {}: {}-byte datagrams{}{}\n",
             self.test_id,
             self.target,
@@ -411,15 +412,13 @@ impl Report for UdpReport {
                 ""
             },
             if r.interrupted { " (INTERRUPTED)" } else { "" }
-        );
-        out.push_str(&t.render());
-        out.push_str(&format!("jitter (RFC 3550): {}\n", fmt_micros(r.jitter_us)));
-        out.push_str(&format!(
-            "one-way latency ({}): p50/p90/p99/p99.9/max {}\n",
-            r.latency_clock,
-            Self::pct(&r.latency_us)
-        ));
-        out.push_str(&format!(
+        )
+    }
+
+    /// The sender's line: send calls, batching, GSO, pacing, CPU, buffer, errors.
+    fn sender_line(&self) -> String {
+        let s = &self.sender;
+        format!(
             "sender:   {} {}, {} messages/call, GSO {}, {}, CPU {}, sndbuf {}, send errors (retried): {}\n",
             opt(s.send_calls.map(fmt_count)),
             match (s.backend.as_deref(), s.zerocopy.is_some()) {
@@ -438,20 +437,13 @@ impl Report for UdpReport {
             s.cpu.map_or("unpinned".into(), |c| c.to_string()),
             s.sndbuf.map_or("-".into(), fmt_bytes),
             errors_text(&s.errors),
-        ));
-        if let Some(z) = s.zerocopy {
-            out.push_str(&format!(
-                "zerocopy: {} notifications, the kernel copied {} of them ({})\n",
-                fmt_count(z.notifications),
-                fmt_count(z.copied),
-                if z.notifications > 0 && z.copied == z.notifications {
-                    "no pages were sent in place: a loopback or local receiver always copies"
-                } else {
-                    "pages sent in place where not copied"
-                }
-            ));
-        }
-        out.push_str(&format!(
+        )
+    }
+
+    /// The receiver's line: receive calls, GRO, CPU, buffer.
+    fn receiver_line(&self) -> String {
+        let r = &self.receiver;
+        format!(
             "receiver: {} {}, GRO {}, CPU {}, rcvbuf {} ({})\n",
             fmt_count(r.recv_calls),
             match r.backend.as_str() {
@@ -469,7 +461,40 @@ impl Report for UdpReport {
                 BufMethod::Forced => "SO_RCVBUFFORCE",
                 BufMethod::Capped => "SO_RCVBUF, capped by net.core.rmem_max",
             }
+        )
+    }
+}
+
+impl Report for UdpReport {
+    fn meta(&self) -> &crate::stats::meta::Meta {
+        &self.meta
+    }
+
+    fn to_table(&self) -> String {
+        let s = &self.sender;
+        let r = &self.receiver;
+        let mut out = self.headline();
+        out.push_str(&self.counts_table().render());
+        out.push_str(&format!("jitter (RFC 3550): {}\n", fmt_micros(r.jitter_us)));
+        out.push_str(&format!(
+            "one-way latency ({}): p50/p90/p99/p99.9/max {}\n",
+            r.latency_clock,
+            Self::pct(&r.latency_us)
         ));
+        out.push_str(&self.sender_line());
+        if let Some(z) = s.zerocopy {
+            out.push_str(&format!(
+                "zerocopy: {} notifications, the kernel copied {} of them ({})\n",
+                fmt_count(z.notifications),
+                fmt_count(z.copied),
+                if z.notifications > 0 && z.copied == z.notifications {
+                    "no pages were sent in place: a loopback or local receiver always copies"
+                } else {
+                    "pages sent in place where not copied"
+                }
+            ));
+        }
+        out.push_str(&self.receiver_line());
         for (who, c) in [("sender", s.cpu_usage), ("receiver", r.cpu_usage)] {
             if let Some(c) = c {
                 out.push_str(&format!("cpu {who}: {}\n", c.line()));

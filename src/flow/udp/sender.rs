@@ -280,163 +280,280 @@ fn blast_loop(
     stop: &AtomicBool,
 ) -> Result<BlastResult> {
     let (sndbuf, _) = sockopt::size_buffer(sock, opts.sndbuf, false)?;
-    let mut segs = 1;
-    if opts.gso != GsoMode::Off {
-        // As many datagrams as fit in one 64 KiB send, up to the kernel's limit per GSO send
-        // (probed: 128 on current kernels, 64 on older ones); the report's `gso_segments`.
-        let max = (MAX_DATAGRAM / opts.len).min(crate::sys::gso::udp_max_segments());
-        if max > 1 {
-            match sockopt::set_udp_segment(sock, opts.len as u16) {
-                Ok(()) => segs = max,
-                Err(e) if opts.gso == GsoMode::On => {
-                    bail!("--gso on: the kernel refused UDP_SEGMENT: {e}")
-                }
-                Err(_) => {}
-            }
+    let segs = gso_segments(sock, opts)?;
+    build_batch(batch, opts, lane, test_id, segs);
+    let mut b = Blaster::new(batch, sock, opts, lane, test_id, segs);
+    let ended = b.until_done(progress, stop)?;
+    Ok(BlastResult {
+        sent: b.seq,
+        bytes: b.seq * opts.len as u64,
+        elapsed: b.start.elapsed(),
+        calls: b.batch.syscalls(),
+        errors: b.errors,
+        gso_segments: b.segs as u32,
+        sndbuf: sndbuf as u64,
+        zerocopy: b.batch.zerocopy(),
+        cpu: CpuUsage::default(),
+        interrupted: ended == Ended::Signal,
+        cut: ended == Ended::Cut,
+    })
+}
+
+/// Datagrams per message: as many as fit in one 64 KiB send, up to the kernel's limit per GSO
+/// send (probed: 128 on current kernels, 64 on older ones), once the socket took
+/// `UDP_SEGMENT`; 1 without GSO. The report's `gso_segments`.
+fn gso_segments(sock: &UdpSocket, opts: &BlastOptions) -> Result<usize> {
+    if opts.gso == GsoMode::Off {
+        return Ok(1);
+    }
+    let max = (MAX_DATAGRAM / opts.len).min(crate::sys::gso::udp_max_segments());
+    if max <= 1 {
+        return Ok(1);
+    }
+    match sockopt::set_udp_segment(sock, opts.len as u16) {
+        Ok(()) => Ok(max),
+        Err(e) if opts.gso == GsoMode::On => {
+            bail!("--gso on: the kernel refused UDP_SEGMENT: {e}")
+        }
+        Err(_) => Ok(1),
+    }
+}
+
+/// Why the blasting loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The plan is done, `stop` was set or `--time` is up.
+    Plan,
+    /// A signal.
+    Signal,
+    /// `cut_after`.
+    Cut,
+}
+
+/// The blasting loop's state: the batch and its layout, the plan's limits, the pacer and
+/// what was sent so far.
+struct Blaster<'a> {
+    batch: &'a mut dyn Transport,
+    sock: &'a UdpSocket,
+    opts: &'a BlastOptions,
+    lane: Lane,
+    test_id: u64,
+    /// Datagrams per message (GSO).
+    segs: usize,
+    /// Datagrams to send (`u64::MAX` for a time plan).
+    limit: u64,
+    deadline: Option<Instant>,
+    pps: Option<f64>,
+    pacer: Option<Pacer>,
+    errors: BTreeMap<String, u64>,
+    /// Datagrams the kernel took: the next sequence number.
+    seq: u64,
+    first_send: bool,
+    stalled_since: Option<Instant>,
+    start: Instant,
+    cut_at: Option<Instant>,
+}
+
+impl<'a> Blaster<'a> {
+    fn new(
+        batch: &'a mut dyn Transport,
+        sock: &'a UdpSocket,
+        opts: &'a BlastOptions,
+        lane: Lane,
+        test_id: u64,
+        segs: usize,
+    ) -> Blaster<'a> {
+        let (limit, deadline) = match lane.plan {
+            Plan::Count(n) => (n, None),
+            Plan::TimeNs(ns) => (u64::MAX, Some(Instant::now() + Duration::from_nanos(ns))),
+        };
+        // The burst allows one call's worth, or 1 ms of sending, whichever is more: enough to
+        // catch up after a late wake-up without flooding after a long stall.
+        let pps = lane.rate.map(|r| r.packets_per_sec(opts.len));
+        let pacer = pps.map(|pps| {
+            Pacer::new(
+                pps,
+                paced_burst(pps, segs, (opts.batch * segs) as u64),
+                realtime_ns(),
+            )
+        });
+        let start = Instant::now();
+        Blaster {
+            batch,
+            sock,
+            opts,
+            lane,
+            test_id,
+            segs,
+            limit,
+            deadline,
+            pps,
+            pacer,
+            errors: BTreeMap::new(),
+            seq: 0,
+            first_send: true,
+            stalled_since: None,
+            start,
+            cut_at: opts.cut_after.map(|d| start + d),
         }
     }
-    build_batch(batch, opts, lane, test_id, segs);
-    let len = opts.len;
-    let (limit, deadline) = match lane.plan {
-        Plan::Count(n) => (n, None),
-        Plan::TimeNs(ns) => (u64::MAX, Some(Instant::now() + Duration::from_nanos(ns))),
-    };
-    // The burst allows one call's worth, or 1 ms of sending, whichever is more: enough to
-    // catch up after a late wake-up without flooding after a long stall.
-    let pps = lane.rate.map(|r| r.packets_per_sec(len));
-    let mut pacer = pps.map(|pps| {
-        Pacer::new(
-            pps,
-            paced_burst(pps, segs, (opts.batch * segs) as u64),
-            realtime_ns(),
-        )
-    });
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-    let mut seq: u64 = 0;
-    let mut first_send = true;
-    let mut stalled_since: Option<Instant> = None;
-    let start = Instant::now();
-    let cut_at = opts.cut_after.map(|d| start + d);
-    let mut interrupted = false;
-    let mut cut = false;
-    'outer: while seq < limit {
+
+    /// Sends batch after batch (paced) until the plan is done or something ends it.
+    fn until_done(&mut self, progress: &Progress, stop: &AtomicBool) -> Result<Ended> {
+        while self.seq < self.limit {
+            if let Some(ended) = self.should_end(stop) {
+                return Ok(ended);
+            }
+            let per_call = (self.batch.capacity() * self.segs) as u64;
+            let now_ns = realtime_ns();
+            let Some(k) = self.allowance(per_call.min(self.limit - self.seq), now_ns) else {
+                continue;
+            };
+            let k = k as usize;
+            let msgs = self.stamp(k, now_ns);
+            let Some(done) = self.send_stamped(msgs, stop)? else {
+                continue;
+            };
+            let accepted = (done * self.segs).min(k) as u64;
+            self.seq += accepted;
+            if let Some(p) = self.pacer.as_mut() {
+                p.consume(accepted);
+            }
+            progress.sent.store(self.seq, Ordering::Relaxed);
+            progress
+                .bytes
+                .store(self.seq * self.opts.len as u64, Ordering::Relaxed);
+        }
+        Ok(Ended::Plan)
+    }
+
+    /// A signal, `stop`, the end of `--time` or `cut_after`, if one has come.
+    #[inline]
+    fn should_end(&self, stop: &AtomicBool) -> Option<Ended> {
         if signal::stop_requested() {
-            interrupted = true;
-            break;
+            return Some(Ended::Signal);
         }
         if stop.load(Ordering::Relaxed) {
-            break;
+            return Some(Ended::Plan);
         }
-        if let Some(d) = deadline {
+        if let Some(d) = self.deadline {
             if Instant::now() >= d {
-                break;
+                return Some(Ended::Plan);
             }
         }
-        if cut_at.is_some_and(|c| Instant::now() >= c) {
-            cut = true;
-            break;
+        if self.cut_at.is_some_and(|c| Instant::now() >= c) {
+            return Some(Ended::Cut);
         }
-        let per_call = (batch.capacity() * segs) as u64;
-        let mut k = per_call.min(limit - seq);
-        let now_ns = realtime_ns();
-        if let Some(p) = pacer.as_mut() {
-            let allowed = p.allowance(now_ns, k);
-            if allowed == 0 {
-                let chunk = pps.map_or(1, |pps| paced_chunk(pps, segs));
-                let wait = p.wait_ns(now_ns, k.min(chunk));
-                if wait > 200_000 {
-                    // Never one long sleep: the loop head sees stops and the deadline.
-                    thread::sleep(Duration::from_nanos(wait - 100_000).min(MAX_NAP));
-                } else {
-                    std::hint::spin_loop();
-                    thread::yield_now();
-                }
-                continue;
-            }
-            k = allowed;
+        None
+    }
+
+    /// How many of the `k` datagrams due may go now; None after a nap when the pacer allows
+    /// none yet (never one long sleep: the loop head sees stops and the deadline).
+    #[inline]
+    fn allowance(&mut self, k: u64, now_ns: u64) -> Option<u64> {
+        let Some(p) = self.pacer.as_mut() else {
+            return Some(k);
+        };
+        let allowed = p.allowance(now_ns, k);
+        if allowed > 0 {
+            return Some(allowed);
         }
-        // Stamp k datagrams: message m holds datagrams m*segs .. (m+1)*segs.
-        let k = k as usize;
+        let chunk = self.pps.map_or(1, |pps| paced_chunk(pps, self.segs));
+        let wait = p.wait_ns(now_ns, k.min(chunk));
+        if wait > 200_000 {
+            thread::sleep(Duration::from_nanos(wait - 100_000).min(MAX_NAP));
+        } else {
+            std::hint::spin_loop();
+            thread::yield_now();
+        }
+        None
+    }
+
+    /// Stamps `k` datagrams from the next sequence number: message m holds datagrams
+    /// m*segs .. (m+1)*segs. Returns the messages filled.
+    #[inline]
+    fn stamp(&mut self, k: usize, now_ns: u64) -> usize {
+        let (segs, len, seq) = (self.segs, self.opts.len, self.seq);
         let msgs = k.div_ceil(segs);
         for m in 0..msgs {
             let n_in = segs.min(k - m * segs);
-            let slot = batch.slot_mut(m);
+            let slot = self.batch.slot_mut(m);
             for (j, d) in slot.chunks_exact_mut(len).take(n_in).enumerate() {
                 let s = seq + (m * segs + j) as u64;
                 wire::stamp(d, s, now_ns);
-                if opts.verify {
+                if self.opts.verify {
                     wire::fill_verified(d, s);
                 }
             }
-            batch.set_len(m, n_in * len);
+            self.batch.set_len(m, n_in * len);
         }
+        msgs
+    }
+
+    /// Offers messages `0..msgs` until the kernel took them all, or a stop came while it
+    /// refused them; the messages taken. None when the first send showed that the device
+    /// cannot do GSO: the batch was rebuilt with one datagram per message, to be stamped again.
+    #[inline]
+    fn send_stamped(&mut self, msgs: usize, stop: &AtomicBool) -> Result<Option<usize>> {
         let mut done = 0;
         while done < msgs {
-            match batch.send(done, msgs) {
+            match self.batch.send(done, msgs) {
                 Ok(n) => {
                     done += n;
-                    first_send = false;
-                    stalled_since = None;
+                    self.first_send = false;
+                    self.stalled_since = None;
                 }
                 Err(e) => {
                     let code = e.raw_os_error().unwrap_or(0);
-                    if first_send && segs > 1 && matches!(code, libc::EIO | libc::EINVAL) {
-                        if opts.gso == GsoMode::On {
-                            bail!("--gso on: the kernel cannot segment these datagrams: {e}");
-                        }
-                        // The device cannot do GSO: fall back to one datagram per message.
-                        sockopt::set_udp_segment(sock, 0).ok();
-                        segs = 1;
-                        build_batch(batch, opts, lane, test_id, 1);
-                        continue 'outer;
+                    if self.first_send && self.segs > 1 && matches!(code, libc::EIO | libc::EINVAL)
+                    {
+                        self.fall_back_from_gso(e)?;
+                        return Ok(None);
                     }
-                    match code {
-                        libc::ENOBUFS
-                        | libc::EAGAIN
-                        | libc::ECONNREFUSED
-                        | libc::EINTR
-                        | libc::ENOMEM => {
-                            *errors.entry(errno_name(&e)).or_default() += 1;
-                            let since = *stalled_since.get_or_insert_with(Instant::now);
-                            if since.elapsed() > Duration::from_secs(5) {
-                                bail!("the kernel accepted no datagram for 5 s (last error: {e})");
-                            }
-                            if stop.load(Ordering::Relaxed) || signal::stop_requested() {
-                                break;
-                            }
-                            thread::yield_now();
-                        }
-                        _ => {
-                            return Err(e).context(match opts.backend {
-                                Backend::Uring => "io_uring SEND failed",
-                                _ => "sendmmsg failed",
-                            })
-                        }
+                    if !self.wait_out_refusal(e, stop)? {
+                        break;
                     }
                 }
             }
         }
-        let accepted = (done * segs).min(k) as u64;
-        seq += accepted;
-        if let Some(p) = pacer.as_mut() {
-            p.consume(accepted);
-        }
-        progress.sent.store(seq, Ordering::Relaxed);
-        progress.bytes.store(seq * len as u64, Ordering::Relaxed);
+        Ok(Some(done))
     }
-    Ok(BlastResult {
-        sent: seq,
-        bytes: seq * len as u64,
-        elapsed: start.elapsed(),
-        calls: batch.syscalls(),
-        errors,
-        gso_segments: segs as u32,
-        sndbuf: sndbuf as u64,
-        zerocopy: batch.zerocopy(),
-        cpu: CpuUsage::default(),
-        interrupted,
-        cut,
-    })
+
+    /// The device cannot do GSO (the first send failed): one datagram per message from now
+    /// on, unless `--gso on` asked for it.
+    fn fall_back_from_gso(&mut self, e: io::Error) -> Result<()> {
+        if self.opts.gso == GsoMode::On {
+            bail!("--gso on: the kernel cannot segment these datagrams: {e}");
+        }
+        sockopt::set_udp_segment(self.sock, 0).ok();
+        self.segs = 1;
+        build_batch(self.batch, self.opts, self.lane, self.test_id, 1);
+        Ok(())
+    }
+
+    /// A send the kernel refused: a full queue (or a refusal that passes) is counted and
+    /// retried (true), unless a stop came (false); 5 s without an accepted datagram, or any
+    /// other error, fails the test.
+    fn wait_out_refusal(&mut self, e: io::Error, stop: &AtomicBool) -> Result<bool> {
+        match e.raw_os_error().unwrap_or(0) {
+            libc::ENOBUFS | libc::EAGAIN | libc::ECONNREFUSED | libc::EINTR | libc::ENOMEM => {
+                *self.errors.entry(errno_name(&e)).or_default() += 1;
+                let since = *self.stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(5) {
+                    bail!("the kernel accepted no datagram for 5 s (last error: {e})");
+                }
+                if stop.load(Ordering::Relaxed) || signal::stop_requested() {
+                    return Ok(false);
+                }
+                thread::yield_now();
+                Ok(true)
+            }
+            _ => Err(e).context(match self.opts.backend {
+                Backend::Uring => "io_uring SEND failed",
+                _ => "sendmmsg failed",
+            }),
+        }
+    }
 }
 
 /// Tells the peer that sending was cut at `after` (`BlastOptions::cut_after`); the error.
@@ -556,93 +673,18 @@ pub fn blast_and_finish(
 ) -> Result<UdpReport> {
     let n = socks.len();
     let udp_before = UdpCounters::read();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut progress = Vec::with_capacity(n);
-    let mut workers = Vec::with_capacity(n);
-    for (i, sock) in socks.into_iter().enumerate() {
-        sock.set_write_timeout(Some(Duration::from_millis(100)))?;
-        let p = Arc::new(Progress::default());
-        progress.push(p.clone());
-        let (o, halt, ln) = (opts.clone(), stop.clone(), lane(opts, i));
-        let spawned = thread::Builder::new()
-            .name(format!("netcore-blast-{i}"))
-            .spawn(move || {
-                if let Some(cpu) = cpu_for(&o.cpus, i) {
-                    affinity::pin_current(cpu);
-                }
-                let meter = ThreadMeter::start();
-                blast(&sock, &o, ln, test_id, &p, &halt).map(|r| BlastResult {
-                    cpu: meter.stop(),
-                    ..r
-                })
-            });
-        match spawned {
-            Ok(w) => workers.push(w),
-            Err(e) => {
-                stop.store(true, Ordering::Relaxed);
-                return Err(e).context("cannot start a blasting thread");
-            }
-        }
-    }
-    let sent_so_far = || -> u64 {
-        progress
-            .iter()
-            .map(|p| p.sent.load(Ordering::Relaxed))
-            .sum()
-    };
-
+    let blasting = Blasting::spawn(opts, test_id, socks)?;
     // While blasting: relay the receiver's interval figures, joined with ours.
     let t0 = Instant::now();
     let mut view = ReceiverView::new(opts.len as u64);
-    let mut ended: Option<std::result::Result<Box<ReceiverStats>, String>> = None;
-    while !workers.iter().all(|w| w.is_finished()) {
-        if ended.is_some() {
-            // The blaster was told to stop; it sees that within one nap.
-            thread::sleep(Duration::from_millis(5));
-            continue;
-        }
-        let msg = match c.recv_until(Instant::now() + Duration::from_millis(20)) {
-            Ok(Some(m)) => m,
-            Ok(None) => continue,
-            Err(e) => {
-                ended = Some(Err(format!("{e:#}")));
-                stop.store(true, Ordering::Relaxed);
-                continue;
-            }
-        };
-        let sent = sent_so_far();
-        match view.on_msg(msg, t0.elapsed().as_secs_f64(), sent, false) {
-            Reaction::Row(row) => on_interval(&row),
-            Reaction::Ignored => {}
-            Reaction::Report(r) => {
-                ended = Some(Ok(r));
-                stop.store(true, Ordering::Relaxed);
-            }
-            Reaction::Fail(e) => {
-                ended = Some(Err(e));
-                stop.store(true, Ordering::Relaxed);
-            }
-        }
-    }
-    let mut parts = Vec::with_capacity(n);
-    for w in workers {
-        parts.push(
-            w.join()
-                .map_err(|_| anyhow::anyhow!("a blasting thread panicked"))??,
-        );
-    }
+    let ended = blasting.relay_intervals(c, &mut view, t0, on_interval);
+    let parts = blasting.join()?;
     let per_stream: Vec<u64> = parts.iter().map(|p| p.sent).collect();
     let res = combine(parts);
     let sndbuf_errors = udp_before
         .zip(UdpCounters::read())
         .map(|(a, b)| b.sndbuf_errors.saturating_sub(a.sndbuf_errors));
-    let pacing = opts.rate.map(|r| match n {
-        1 => format!("token bucket at {r}"),
-        _ => format!(
-            "token bucket at {r} ({n} streams, {} each)",
-            lane(opts, 0).rate.expect("paced")
-        ),
-    });
+    let pacing = pacing_line(opts, n);
     if let (true, None, Some(after)) = (res.cut, &ended, opts.cut_after) {
         return Err(tell_cut(c, after));
     }
@@ -665,19 +707,7 @@ pub fn blast_and_finish(
                 streams: if n > 1 { per_stream } else { Vec::new() },
                 sndbuf_errors,
             })?;
-            // One deadline for the Report, whatever comes before it; a signal after Done
-            // (a second Ctrl-C, or the first once sending had ended) gives up waiting.
-            let deadline = Instant::now() + REPORT_WAIT;
-            let signals = signal::signal_count();
-            let given_up = || signal::signal_count() != signals;
-            loop {
-                let m = c.expect_or_stop("Report", deadline, &given_up)?;
-                match view.on_msg(m, t0.elapsed().as_secs_f64(), res.sent, true) {
-                    Reaction::Report(r) => break r,
-                    Reaction::Row(_) | Reaction::Ignored => {}
-                    Reaction::Fail(e) => bail!("{e}"),
-                }
-            }
+            await_report(c, &mut view, t0, res.sent)?
         }
     };
     receiver.interrupted |= res.interrupted;
@@ -693,7 +723,7 @@ pub fn blast_and_finish(
             on_interval(row);
         }
     }
-    let secs = res.elapsed.as_secs_f64().max(1e-9);
+    let sender = sender_stats(opts, res, pacing, sndbuf_errors);
     let mut report = UdpReport {
         schema: SCHEMA.into(),
         meta: crate::stats::meta::Meta::gather(),
@@ -702,29 +732,186 @@ pub fn blast_and_finish(
         len: opts.len as u32,
         verify: opts.verify,
         target: opts.target.to_string(),
-        sender: SenderStats {
-            sent: res.sent,
-            bytes: res.bytes,
-            elapsed_s: res.elapsed.as_secs_f64(),
-            rate_bps: res.bytes as f64 * 8.0 / secs,
-            pps: res.sent as f64 / secs,
-            errors: res.errors,
-            send_calls: Some(res.calls),
-            gso_segments: Some(res.gso_segments),
-            batch: Some(opts.batch),
-            pacing,
-            sndbuf: Some(res.sndbuf),
-            cpu: opts.cpus.first().copied(),
-            backend: Some(opts.backend.name().to_string()),
-            zerocopy: res.zerocopy,
-            cpu_usage: Some(res.cpu),
-            sndbuf_errors,
-        },
+        sender,
         receiver: *receiver,
         intervals,
     };
     report.conclude(opts.target.ip().is_loopback());
     Ok(report)
+}
+
+/// How the receiver ended a test before the sender's Done: its report (it was interrupted),
+/// or why it failed.
+type EarlyEnd = std::result::Result<Box<ReceiverStats>, String>;
+
+/// A test's blasting threads, their progress counters and the flag that stops them.
+struct Blasting {
+    workers: Vec<thread::JoinHandle<Result<BlastResult>>>,
+    progress: Vec<Arc<Progress>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Blasting {
+    /// A blasting thread per socket, each pinned to its CPU, each sending its lane.
+    fn spawn(opts: &BlastOptions, test_id: u64, socks: Vec<UdpSocket>) -> Result<Blasting> {
+        let n = socks.len();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut progress = Vec::with_capacity(n);
+        let mut workers = Vec::with_capacity(n);
+        for (i, sock) in socks.into_iter().enumerate() {
+            sock.set_write_timeout(Some(Duration::from_millis(100)))?;
+            let p = Arc::new(Progress::default());
+            progress.push(p.clone());
+            let (o, halt, ln) = (opts.clone(), stop.clone(), lane(opts, i));
+            let spawned = thread::Builder::new()
+                .name(format!("netcore-blast-{i}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu_for(&o.cpus, i) {
+                        affinity::pin_current(cpu);
+                    }
+                    let meter = ThreadMeter::start();
+                    blast(&sock, &o, ln, test_id, &p, &halt).map(|r| BlastResult {
+                        cpu: meter.stop(),
+                        ..r
+                    })
+                });
+            match spawned {
+                Ok(w) => workers.push(w),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e).context("cannot start a blasting thread");
+                }
+            }
+        }
+        Ok(Blasting {
+            workers,
+            progress,
+            stop,
+        })
+    }
+
+    /// Datagrams the threads have sent so far.
+    fn sent_so_far(&self) -> u64 {
+        self.progress
+            .iter()
+            .map(|p| p.sent.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Until the threads are done: the receiver's Interval figures, joined with ours, go to
+    /// `on_interval`; a Report or a failure from the receiver stops the threads and is
+    /// returned.
+    fn relay_intervals(
+        &self,
+        c: &mut Conn,
+        view: &mut ReceiverView,
+        t0: Instant,
+        on_interval: OnInterval,
+    ) -> Option<EarlyEnd> {
+        let mut ended: Option<EarlyEnd> = None;
+        while !self.workers.iter().all(|w| w.is_finished()) {
+            if ended.is_some() {
+                // The blaster was told to stop; it sees that within one nap.
+                thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            let msg = match c.recv_until(Instant::now() + Duration::from_millis(20)) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) => {
+                    ended = Some(Err(format!("{e:#}")));
+                    self.stop.store(true, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let sent = self.sent_so_far();
+            match view.on_msg(msg, t0.elapsed().as_secs_f64(), sent, false) {
+                Reaction::Row(row) => on_interval(&row),
+                Reaction::Ignored => {}
+                Reaction::Report(r) => {
+                    ended = Some(Ok(r));
+                    self.stop.store(true, Ordering::Relaxed);
+                }
+                Reaction::Fail(e) => {
+                    ended = Some(Err(e));
+                    self.stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        ended
+    }
+
+    /// The threads' results, in stream order.
+    fn join(self) -> Result<Vec<BlastResult>> {
+        let mut parts = Vec::with_capacity(self.workers.len());
+        for w in self.workers {
+            parts.push(
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("a blasting thread panicked"))??,
+            );
+        }
+        Ok(parts)
+    }
+}
+
+/// The pacing the report names: the token bucket's rate (and each stream's share).
+fn pacing_line(opts: &BlastOptions, streams: usize) -> Option<String> {
+    opts.rate.map(|r| match streams {
+        1 => format!("token bucket at {r}"),
+        n => format!(
+            "token bucket at {r} ({n} streams, {} each)",
+            lane(opts, 0).rate.expect("paced")
+        ),
+    })
+}
+
+/// The receiver's Report after Done: one deadline for it, whatever comes before it; a signal
+/// after Done (a second Ctrl-C, or the first once sending had ended) gives up waiting.
+fn await_report(
+    c: &mut Conn,
+    view: &mut ReceiverView,
+    t0: Instant,
+    sent: u64,
+) -> Result<Box<ReceiverStats>> {
+    let deadline = Instant::now() + REPORT_WAIT;
+    let signals = signal::signal_count();
+    let given_up = || signal::signal_count() != signals;
+    loop {
+        let m = c.expect_or_stop("Report", deadline, &given_up)?;
+        match view.on_msg(m, t0.elapsed().as_secs_f64(), sent, true) {
+            Reaction::Report(r) => return Ok(r),
+            Reaction::Row(_) | Reaction::Ignored => {}
+            Reaction::Fail(e) => bail!("{e}"),
+        }
+    }
+}
+
+/// The report's sender side from the blasting threads' combined result.
+fn sender_stats(
+    opts: &BlastOptions,
+    res: BlastResult,
+    pacing: Option<String>,
+    sndbuf_errors: Option<u64>,
+) -> SenderStats {
+    let secs = res.elapsed.as_secs_f64().max(1e-9);
+    SenderStats {
+        sent: res.sent,
+        bytes: res.bytes,
+        elapsed_s: res.elapsed.as_secs_f64(),
+        rate_bps: res.bytes as f64 * 8.0 / secs,
+        pps: res.sent as f64 / secs,
+        errors: res.errors,
+        send_calls: Some(res.calls),
+        gso_segments: Some(res.gso_segments),
+        batch: Some(opts.batch),
+        pacing,
+        sndbuf: Some(res.sndbuf),
+        cpu: opts.cpus.first().copied(),
+        backend: Some(opts.backend.name().to_string()),
+        zerocopy: res.zerocopy,
+        cpu_usage: Some(res.cpu),
+        sndbuf_errors,
+    }
 }
 
 /// What the sender does with one message from the receiver.

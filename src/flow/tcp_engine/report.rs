@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::{
     Buffers, StreamEnd, StreamSample, TcpFigures, TcpInterval, TcpSpec, ZeroCopyCounts,
@@ -423,6 +424,35 @@ impl Report for TcpReport {
         }
         t.to_csv()
     }
+}
+
+/// What the server side of a TCP test reports as it runs.
+#[derive(Debug)]
+pub enum TcpEvent {
+    /// The test was accepted (Ready sent): its plan and settings.
+    Started(Plan, Box<TcpSpec>),
+    Interval(TcpInterval),
+    Finished(Box<TcpReport>),
+}
+
+/// Why an interval of the client's streams is over `--max-rate` (`max`), if it is: over by
+/// more than a quarter and by at least 64 KiB (a burst is not a rate).
+pub fn over_rate(row: &TcpInterval, max: Option<f64>) -> Option<String> {
+    let max = max?;
+    let up: f64 = row
+        .streams
+        .iter()
+        .filter(|s| s.dir == Dir::Up)
+        .map(|s| s.bps)
+        .sum();
+    let bytes = up * (row.t - row.start) / 8.0;
+    (up > max * 1.25 && bytes > 65536.0).then(|| {
+        format!(
+            "cut: the client sent at {}, over this receiver's limit of {} (--max-rate)",
+            fmt_bits_per_sec(up),
+            fmt_bits_per_sec(max)
+        )
+    })
 }
 
 #[cfg(test)]

@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::report::IntervalMeter;
 use crate::flow::control::Plan;
 use crate::flow::cpu::{CpuUsage, ThreadMeter};
 use crate::flow::pacer::Pacer;
-use crate::flow::payload::{Buffers, StreamEnd, TcpFigures, TcpSpec, ZeroCopyCounts};
+use crate::flow::payload::{Buffers, StreamEnd, TcpFigures, TcpInterval, TcpSpec, ZeroCopyCounts};
 use crate::flow::rxwait::{RxWait, POLL_NAP};
-use crate::flow::streams::{split_count, thread_groups, Dir};
+use crate::flow::streams::{split_bps, split_count, thread_groups, Dir};
 use crate::sys::{affinity, poll, realtime_ns, signal, sockopt, tcp};
 
 /// How long a reader waits for a byte (or EOF) before it gives up on a silent writer, beyond
@@ -473,6 +474,58 @@ impl Writer<'_> {
     }
 }
 
+impl<'a> Writer<'a> {
+    /// Connection `c`'s writer (its bytes published in `live`), its socket set up for a
+    /// thread that writes it alone (`blocking`) or in turns with others; the plan runs from
+    /// `t0`.
+    fn new(c: &'a DataConn, live: &'a Live, t0: Instant, blocking: bool) -> Result<Writer<'a>> {
+        if blocking {
+            c.sock.set_write_timeout(Some(WAIT_CAP))?;
+        } else {
+            c.sock.set_nonblocking(true)?;
+        }
+        let job = &c.job;
+        let zc = if job.zerocopy {
+            tcp::set_zerocopy(&c.sock).context("--zerocopy: the kernel refused SO_ZEROCOPY")?;
+            Some(ZeroCopyCounts::default())
+        } else {
+            None
+        };
+        let (limit, deadline) = match job.plan {
+            Plan::Count(n) => (n.saturating_mul(job.len as u64), None),
+            Plan::TimeNs(ns) => (u64::MAX, Some(t0 + Duration::from_nanos(ns))),
+        };
+        Ok(Writer {
+            sock: &c.sock,
+            len: job.len,
+            moved: &live.bytes,
+            limit,
+            deadline,
+            pacer: job.rate_bps.map(|r| {
+                let per_sec = r as f64 / (job.len as f64 * 8.0);
+                Pacer::new(per_sec.max(1e-3), 4, realtime_ns())
+            }),
+            total: 0,
+            off: 0,
+            zc,
+            file: None,
+            blocked: false,
+            end: None,
+        })
+    }
+
+    /// What the writer moved, for the stream's end.
+    fn moved(self) -> Moved {
+        let (elapsed_s, interrupted) = self.end.unwrap_or_default();
+        Moved {
+            bytes: self.total,
+            elapsed_s,
+            interrupted,
+            zerocopy: self.zc,
+        }
+    }
+}
+
 /// Writes `len`-byte buffers on every connection until its plan is done; per connection the
 /// bytes the kernel took, when its writes ended, whether `stop` cut it short, and with
 /// `--zerocopy` the sends and their completions.
@@ -491,39 +544,7 @@ fn write_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Res
     let t0 = Instant::now();
     let mut ws = Vec::with_capacity(conns.len());
     for (c, l) in conns.iter().zip(live) {
-        if blocking {
-            c.sock.set_write_timeout(Some(WAIT_CAP))?;
-        } else {
-            c.sock.set_nonblocking(true)?;
-        }
-        let job = &c.job;
-        let zc = if job.zerocopy {
-            tcp::set_zerocopy(&c.sock).context("--zerocopy: the kernel refused SO_ZEROCOPY")?;
-            Some(ZeroCopyCounts::default())
-        } else {
-            None
-        };
-        let (limit, deadline) = match job.plan {
-            Plan::Count(n) => (n.saturating_mul(job.len as u64), None),
-            Plan::TimeNs(ns) => (u64::MAX, Some(t0 + Duration::from_nanos(ns))),
-        };
-        ws.push(Writer {
-            sock: &c.sock,
-            len: job.len,
-            moved: &l.bytes,
-            limit,
-            deadline,
-            pacer: job.rate_bps.map(|r| {
-                let per_sec = r as f64 / (job.len as f64 * 8.0);
-                Pacer::new(per_sec.max(1e-3), 4, realtime_ns())
-            }),
-            total: 0,
-            off: 0,
-            zc,
-            file: None,
-            blocked: false,
-            end: None,
-        });
+        ws.push(Writer::new(c, l, t0, blocking)?);
     }
     let len = ws.iter().map(|w| w.len).max().unwrap_or(0);
     let buf: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
@@ -536,6 +557,19 @@ fn write_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Res
     for (w, c) in ws.iter_mut().zip(conns) {
         w.file = file.as_ref().filter(|_| c.job.sendfile);
     }
+    write_until_done(&mut ws, &buf, blocking, t0, stop)?;
+    await_zerocopy(&mut ws, stop)?;
+    Ok(ws.into_iter().map(Writer::moved).collect())
+}
+
+/// The writers' rounds until every plan is done (or the peer gone), or `stop`.
+fn write_until_done(
+    ws: &mut [Writer],
+    buf: &[u8],
+    blocking: bool,
+    t0: Instant,
+    stop: &AtomicBool,
+) -> Result<()> {
     let mut open = ws.len();
     let mut fds = Vec::new();
     while open > 0 {
@@ -546,45 +580,71 @@ fn write_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Res
             }
             break;
         }
-        let mut busy = false;
-        let mut nap: Option<u64> = None;
-        for w in ws.iter_mut().filter(|w| w.end.is_none() && !w.blocked) {
-            let step = w.step(&buf, blocking)?;
-            match step {
-                Step::Again => busy = true,
-                Step::Blocked => w.blocked = true,
-                Step::Pace(ns) => nap = Some(nap.map_or(ns, |n| n.min(ns))),
-                Step::Done | Step::Gone => {
-                    let gone = matches!(step, Step::Gone);
-                    w.end = Some((t0.elapsed().as_secs_f64(), gone));
-                    open -= 1;
-                    busy = true;
-                }
-            }
+        let (busy, nap) = write_round(ws, buf, blocking, t0, &mut open)?;
+        if !busy {
+            wait_writable(ws, &mut fds, nap)?;
         }
-        if busy {
-            continue;
-        }
-        // Every unfinished connection is full or waiting for its pacer.
-        let timeout = nap.map_or(WAIT_CAP, |n| Duration::from_nanos(n).min(WAIT_CAP));
-        fds.clear();
-        fds.extend(
-            ws.iter()
-                .filter(|w| w.end.is_none() && w.blocked)
-                .map(|w| poll::poll_fd(w.sock.as_raw_fd(), poll::POLLOUT)),
-        );
-        if fds.is_empty() {
-            thread::sleep(timeout);
-            continue;
-        }
-        if poll::wait(&mut fds, timeout).context("data connection: poll")? > 0 {
-            for f in fds.iter().filter(|f| f.revents != 0) {
-                if let Some(w) = ws.iter_mut().find(|w| w.sock.as_raw_fd() == f.fd) {
-                    w.blocked = false;
-                }
+    }
+    Ok(())
+}
+
+/// A write on every unfinished connection that is not full; a writer that is done (or
+/// whose peer is gone) ends at its time and leaves `open`. Returns whether any made
+/// progress, and the nearest pacer's wait (ns).
+#[inline]
+fn write_round(
+    ws: &mut [Writer],
+    buf: &[u8],
+    blocking: bool,
+    t0: Instant,
+    open: &mut usize,
+) -> Result<(bool, Option<u64>)> {
+    let mut busy = false;
+    let mut nap: Option<u64> = None;
+    for w in ws.iter_mut().filter(|w| w.end.is_none() && !w.blocked) {
+        let step = w.step(buf, blocking)?;
+        match step {
+            Step::Again => busy = true,
+            Step::Blocked => w.blocked = true,
+            Step::Pace(ns) => nap = Some(nap.map_or(ns, |n| n.min(ns))),
+            Step::Done | Step::Gone => {
+                let gone = matches!(step, Step::Gone);
+                w.end = Some((t0.elapsed().as_secs_f64(), gone));
+                *open -= 1;
+                busy = true;
             }
         }
     }
+    Ok((busy, nap))
+}
+
+/// Every unfinished connection is full or waiting for its pacer: waits in `poll` for the
+/// full ones (at most `nap` ns and [`WAIT_CAP`]), or sleeps when none is full.
+#[inline]
+fn wait_writable(ws: &mut [Writer], fds: &mut Vec<poll::PollFd>, nap: Option<u64>) -> Result<()> {
+    let timeout = nap.map_or(WAIT_CAP, |n| Duration::from_nanos(n).min(WAIT_CAP));
+    fds.clear();
+    fds.extend(
+        ws.iter()
+            .filter(|w| w.end.is_none() && w.blocked)
+            .map(|w| poll::poll_fd(w.sock.as_raw_fd(), poll::POLLOUT)),
+    );
+    if fds.is_empty() {
+        thread::sleep(timeout);
+        return Ok(());
+    }
+    if poll::wait(fds, timeout).context("data connection: poll")? > 0 {
+        for f in fds.iter().filter(|f| f.revents != 0) {
+            if let Some(w) = ws.iter_mut().find(|w| w.sock.as_raw_fd() == f.fd) {
+                w.blocked = false;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Awaits (bounded by [`ZC_WAIT`], or `stop`) the completions of every zero-copy send.
+fn await_zerocopy(ws: &mut [Writer], stop: &AtomicBool) -> Result<()> {
     let deadline = Instant::now() + ZC_WAIT;
     for w in ws.iter_mut() {
         if let Some(z) = w.zc.as_mut() {
@@ -595,7 +655,7 @@ fn write_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Res
         ws.iter()
             .any(|w| w.zc.is_some_and(|z| z.completed < z.sends))
     };
-    while waiting(&ws) && Instant::now() < deadline && !stopped(stop) {
+    while waiting(ws) && Instant::now() < deadline && !stopped(stop) {
         thread::sleep(Duration::from_millis(1));
         for w in ws.iter_mut() {
             if let Some(z) = w.zc.as_mut().filter(|z| z.completed < z.sends) {
@@ -603,18 +663,7 @@ fn write_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Res
             }
         }
     }
-    Ok(ws
-        .into_iter()
-        .map(|w| {
-            let (elapsed_s, interrupted) = w.end.unwrap_or_default();
-            Moved {
-                bytes: w.total,
-                elapsed_s,
-                interrupted,
-                zerocopy: w.zc,
-            }
-        })
-        .collect())
+    Ok(())
 }
 
 /// Reads every connection to EOF into one reused buffer; per connection the bytes read, when
@@ -736,6 +785,40 @@ fn linger(conns: &[DataConn], stop: &AtomicBool) {
 /// Bytes this side moved over `ends` (for bits per CPU-second).
 pub fn bytes_moved(ends: &[StreamEnd]) -> u64 {
     ends.iter().map(|e| e.bytes).sum()
+}
+
+/// The job of stream `i` (of direction `dir`) on the end that writes `Up` streams (`client`)
+/// or the other: the plan split over the streams of one direction, pacing likewise.
+pub fn job_for(
+    spec: &TcpSpec,
+    plan: Plan,
+    dir: Dir,
+    i: usize,
+    client: bool,
+    cpu: Option<usize>,
+) -> Job {
+    let n = spec.streams as usize;
+    Job {
+        write: (dir == Dir::Up) == client,
+        plan: stream_plan(plan, i % n, n),
+        len: spec.len as usize,
+        rate_bps: spec.rate_bps.map(|r| split_bps(r, n)),
+        zerocopy: spec.zerocopy,
+        sendfile: spec.sendfile,
+        cpu,
+        wait: RxWait::Poll,
+    }
+}
+
+/// Samples every live connection: bytes moved so far and `TCP_INFO`; `by` names the side.
+pub fn sample(meter: &mut IntervalMeter, t: f64, live: &[Arc<Live>], by: &str) -> TcpInterval {
+    let mut row = meter.sample(
+        t,
+        live.iter()
+            .map(|l| (l.id, l.dir, l.bytes.load(Ordering::Relaxed), l.figures())),
+    );
+    row.by = by.into();
+    row
 }
 
 #[cfg(test)]
