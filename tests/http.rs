@@ -668,6 +668,19 @@ fn load_reconnects_to_an_http10_server_that_closes() {
         m["reconnects"], 8,
         "each client's last answer needs no new connection: {m}"
     );
+    // For a duration too: every counted answer right, none an error, each on its connection.
+    let url = format!("http://{addr}/");
+    let (rc, j) = load_json(&["load", &url, "-c", "2", "-d", "500ms", "--json"]);
+    assert_eq!(rc, 0, "{j}");
+    let m = &j["points"][0]["median"];
+    assert!(m["tasks"].as_f64().unwrap() > 0.0, "{m}");
+    assert_eq!(m["status"]["200"].as_f64(), m["tasks"].as_f64(), "{m}");
+    // Every answer but each client's first came over a new connection.
+    let (tasks, reconnects) = (
+        m["tasks"].as_f64().unwrap(),
+        m["reconnects"].as_f64().unwrap(),
+    );
+    assert!(reconnects + 2.0 >= tasks, "{m}");
 }
 
 /// #26: responses that cannot be read (garbage, a head over 64 KiB, a chunk size that is not
