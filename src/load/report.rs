@@ -611,6 +611,7 @@ fn csv_tail(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::engine::StatusCounts;
 
     fn run(wall: f64, tps: f64, p99: f64, timeouts: u64, fair: (u64, u64)) -> RunResult {
         RunResult {
@@ -676,5 +677,32 @@ mod tests {
             serde_json::from_str(&r.render(crate::stats::Format::Json)).unwrap();
         assert_eq!(j["schema"], SCHEMA);
         assert_eq!(r.expected_tasks(4), Some(12));
+    }
+
+    #[test]
+    fn http_statuses_by_class_and_reconnects() {
+        let mut status = StatusCounts::default();
+        for (code, n) in [(200, 5), (301, 1), (404, 2), (503, 1), (101, 1)] {
+            for _ in 0..n {
+                status.add(code);
+            }
+        }
+        assert_eq!(status.non_2xx_3xx(), 4);
+        let one = RunResult {
+            status,
+            reconnects: 3,
+            ..run(1.0, 10.0, 5.0, 0, (5, 5))
+        };
+        let mut r = LoadReport::default();
+        r.points.push(PointResult {
+            clients: 2,
+            median: Summary::of(&[one.clone(), one.clone()]),
+            runs: vec![one.clone(), one],
+        });
+        let t = r.to_table();
+        assert!(
+            t.contains("HTTP status, 2 clients, summed over 2 runs: 101=2 200=10 301=2 404=4 503=2; non-2xx/3xx: 8; reconnects: 6"),
+            "{t}"
+        );
     }
 }
