@@ -430,10 +430,23 @@ fn load_drives_http_closed_and_open_loop_and_checks_every_response() {
     assert!((1000.0..=2200.0).contains(&tasks), "{j}");
     assert!(m["p50_us"].as_f64().unwrap() >= 1000.0, "sleeps 1 ms: {j}");
     assert_eq!(j["setup"]["rate"], 2000.0);
-    // A path the server does not have is refused before any connection.
-    let (st, _, err) = common::run(&[&base[..], &["--path", "/nope"]].concat(), T);
-    assert!(!st.success(), "{err}");
-    assert!(err.contains("404"), "{err}");
+    // A path the server does not have is answered 404, which netcore's server does (so it is
+    // right): a non-2xx response counted by status, not an error (#26; it was refused).
+    let (rc, j) = load_json(
+        &[
+            &base[..],
+            &["--path", "/nope", "--tasks", "3", "--clients", "1"],
+        ]
+        .concat(),
+    );
+    assert_eq!(rc, 0, "{j}");
+    let m = &j["points"][0]["median"];
+    assert_eq!(
+        (m["tasks"].as_f64(), m["status"]["404"].as_u64()),
+        (Some(3.0), Some(3)),
+        "{j}"
+    );
+    assert_eq!(m["errors"]["bad_reply"], 0, "{j}");
     // compare starts each model speaking HTTP.
     let (st, out, err) = common::run(
         &[
@@ -501,26 +514,10 @@ fn load_takes_a_url_like_wrk_and_reports_one_total() {
 /// A one-connection HTTP server on loopback answering every request head with `answer`: its
 /// address, and each request head it read.
 fn fake_http(answer: &'static [u8]) -> (String, std::sync::mpsc::Receiver<String>) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
     let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        for s in l.incoming().take(1) {
-            let mut s = s.unwrap();
-            let mut buf = [0u8; 4096];
-            let mut seen = Vec::new();
-            while let Ok(n) = s.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.extend_from_slice(&buf[..n]);
-                while let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                    let head: Vec<u8> = seen.drain(..i + 4).collect();
-                    let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
-                    let _ = s.write_all(answer);
-                }
-            }
-        }
+    let addr = scripted_http(move |_, head| {
+        let _ = tx.send(String::from_utf8_lossy(head).into_owned());
+        (answer.to_vec(), false)
     });
     (addr, rx)
 }
@@ -539,11 +536,30 @@ fn load_sends_the_urls_host() {
     assert!(head.contains(&format!("\r\nHost: {addr}\r\n")), "{head}");
 }
 
-/// A server whose answers are well-formed but wrong (a 3-byte body for `GET /`): every response
-/// is a bad reply, counted by status, and the exit status says so.
+/// A server that says it is netcore but answers wrong (a 503 with a 3-byte body for `GET /`):
+/// every response is a bad reply, counted by status, and the exit status says so. The same
+/// answers from another server are its answers: counted by status, not errors (#26).
 #[test]
 fn load_counts_wrong_http_answers() {
-    let (addr, _) = fake_http(b"HTTP/1.1 503 Busy\r\nContent-Length: 3\r\n\r\nabc");
+    let (other, _) = fake_http(b"HTTP/1.1 503 Busy\r\nContent-Length: 3\r\n\r\nabc");
+    let (rc, j) = load_json(&[
+        "load",
+        &format!("http://{other}/"),
+        "-c",
+        "1",
+        "--tasks",
+        "5",
+        "--json",
+    ]);
+    assert_eq!(rc, 0, "{j}");
+    let m = &j["points"][0]["median"];
+    assert_eq!(
+        (m["tasks"].as_f64(), m["status"]["503"].as_u64()),
+        (Some(5.0), Some(5)),
+        "{j}"
+    );
+    let (addr, _) =
+        fake_http(b"HTTP/1.1 503 Busy\r\nServer: netcore\r\nContent-Length: 3\r\n\r\nabc");
     let (rc, j) = load_json(&[
         "load",
         "--connect",
@@ -560,4 +576,253 @@ fn load_counts_wrong_http_answers() {
     let m = &j["points"][0]["median"];
     assert_eq!(m["errors"]["bad_reply"], 5, "{j}");
     assert_eq!(m["status"]["503"], 5, "{j}");
+}
+
+/// A loopback HTTP server for load's tests, a thread per connection: each request head read
+/// is answered with `answer(n, head)` (n counts the requests over every connection, from 0),
+/// written a few bytes at a time so that responses arrive split anywhere; `(bytes, true)`
+/// closes the connection after writing.
+fn scripted_http(answer: impl Fn(u64, &[u8]) -> (Vec<u8>, bool) + Send + Sync + 'static) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let answer = std::sync::Arc::new(answer);
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let (count, answer) = (count.clone(), answer.clone());
+            thread::spawn(move || {
+                let _ = s.set_nodelay(true);
+                let _ = s.set_read_timeout(Some(T));
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = seen.drain(..i + 4).collect();
+                        let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let (bytes, close) = answer(n, &head);
+                        for piece in bytes.chunks(1 + n as usize % 13) {
+                            if s.write_all(piece).is_err() {
+                                return;
+                            }
+                        }
+                        if close {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `load http://ADDR/ -c CLIENTS --tasks TASKS --json`: (exit status, the point's median).
+fn load_tasks(addr: &str, path: &str, clients: &str, tasks: &str) -> (i32, serde_json::Value) {
+    let url = format!("http://{addr}{path}");
+    let (rc, j) = load_json(&["load", &url, "-c", clients, "--tasks", tasks, "--json"]);
+    (rc, j["points"][0]["median"].clone())
+}
+
+/// #26: chunked bodies (sizes in hex, extensions, trailers), split anywhere on the way, are
+/// read: every response a task, nothing an error, one connection per client.
+#[test]
+fn load_reads_chunked_responses() {
+    let addr = scripted_http(|n, _| {
+        let body = "x".repeat(n as usize % 40);
+        let mut w = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for part in body.as_bytes().chunks(7) {
+            w.extend_from_slice(format!("{:x};ext=1\r\n", part.len()).as_bytes());
+            w.extend_from_slice(part);
+            w.extend_from_slice(b"\r\n");
+        }
+        w.extend_from_slice(b"0\r\nX-Trailer: t\r\n\r\n");
+        (w, false)
+    });
+    let (rc, m) = load_tasks(&addr, "/chunks", "2", "15");
+    assert_eq!(rc, 0, "{m}");
+    assert_eq!(m["tasks"], 30.0, "{m}");
+    assert_eq!(m["status"]["200"], 30, "{m}");
+    assert_eq!(m["reconnects"], 0, "{m}");
+}
+
+/// #26: an HTTP/1.0 server that answers without a length and closes: each body ends with the
+/// close, the next request goes over a new connection, counted as a reconnect, not an error.
+#[test]
+fn load_reconnects_to_an_http10_server_that_closes() {
+    let addr = scripted_http(|_, _| {
+        (
+            b"HTTP/1.0 200 OK\r\nServer: old\r\n\r\nhello, world\n".to_vec(),
+            true,
+        )
+    });
+    let (rc, m) = load_tasks(&addr, "/", "2", "5");
+    assert_eq!(rc, 0, "{m}");
+    assert_eq!(m["tasks"], 10.0, "{m}");
+    assert_eq!(m["status"]["200"], 10, "{m}");
+    assert_eq!(
+        m["reconnects"], 8,
+        "each client's last answer needs no new connection: {m}"
+    );
+    // For a duration too: every counted answer right, none an error, each on its connection.
+    let url = format!("http://{addr}/");
+    let (rc, j) = load_json(&["load", &url, "-c", "2", "-d", "500ms", "--json"]);
+    assert_eq!(rc, 0, "{j}");
+    let m = &j["points"][0]["median"];
+    assert!(m["tasks"].as_f64().unwrap() > 0.0, "{m}");
+    assert_eq!(m["status"]["200"].as_f64(), m["tasks"].as_f64(), "{m}");
+    // Every answer but each client's first came over a new connection.
+    let (tasks, reconnects) = (
+        m["tasks"].as_f64().unwrap(),
+        m["reconnects"].as_f64().unwrap(),
+    );
+    assert!(reconnects + 2.0 >= tasks, "{m}");
+}
+
+/// #26: responses that cannot be read (garbage, a head over 64 KiB, a chunk size that is not
+/// hex) are errors counted as `malformed`, each answering its request; the client reconnects
+/// and goes on, and the run ends (no hang, no panic) with the exit status of errors.
+#[test]
+fn load_counts_malformed_responses_and_reconnects() {
+    let addr = scripted_http(|n, _| {
+        let w = match n % 3 {
+            0 => b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec(),
+            1 => format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "a".repeat(70_000)).into_bytes(),
+            _ => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+        };
+        (w, false)
+    });
+    let url = format!("http://{addr}/");
+    let (rc, j) = load_json(&["load", &url, "-c", "1", "--tasks", "6", "--json"]);
+    assert_eq!(rc, 3, "{j}");
+    let m = &j["points"][0]["median"];
+    assert_eq!(m["errors"]["malformed"], 6, "{m}");
+    assert_eq!(m["tasks"], 0.0, "{m}");
+    assert_eq!(m["reconnects"], 5, "{m}");
+    let first = j["points"][0]["runs"][0]["first_error"]
+        .as_str()
+        .unwrap_or("");
+    assert!(first.contains("malformed response"), "{j}");
+}
+
+/// A server that accepts and closes every connection without a word: the client gives up
+/// after a few connections in a row (`closed`), it does not reconnect for ever.
+#[test]
+fn load_gives_up_on_a_server_that_only_closes() {
+    let addr = scripted_http(|_, _| (Vec::new(), true));
+    let (rc, m) = load_tasks(&addr, "/", "1", "5");
+    assert_eq!(rc, 3, "{m}");
+    assert!(m["errors"]["closed"].as_u64().unwrap() >= 1, "{m}");
+    assert_eq!(m["tasks"], 0.0, "{m}");
+}
+
+/// The nginx binary, if installed.
+fn nginx() -> Option<String> {
+    ["nginx", "/usr/sbin/nginx"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("-v")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
+        })
+        .map(String::from)
+}
+
+/// A free loopback port (bound and closed: nginx cannot listen on port 0 and say which).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// nginx with a stock configuration's essentials (static files from a root, one process,
+/// its files in a scratch directory) on a free loopback port; killed on drop.
+fn start_nginx(bin: &str) -> (common::proc::Proc, String) {
+    let dir = common::scratch_dir("nginx-load");
+    let root = dir.join("html");
+    std::fs::create_dir_all(root.join("few")).unwrap();
+    std::fs::write(root.join("index.html"), "<p>a small static file</p>\n").unwrap();
+    std::fs::write(root.join("few/index.html"), "few per connection\n").unwrap();
+    let d = dir.display();
+    let port = free_port();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n\
+           fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n\
+           server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    index index.html;\n\
+             location /few/ {{ keepalive_requests 3; }}\n  }}\n}}\n",
+        root = root.display()
+    );
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "-p",
+        &d.to_string(),
+        "-c",
+        &format!("{d}/nginx.conf"),
+        "-e",
+        &format!("{d}/error.log"),
+    ]);
+    let p = common::proc::Proc::spawn(cmd);
+    let addr = format!("127.0.0.1:{port}");
+    let t0 = Instant::now();
+    while TcpStream::connect(&addr).is_err() {
+        assert!(
+            t0.elapsed() < T,
+            "nginx did not listen on {addr}: {:?}",
+            std::fs::read_to_string(dir.join("error.log"))
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    (p, addr)
+}
+
+/// #26: `netcore load` against a stock nginx serving a static file, as wrk is used: every
+/// response 2xx, as many as the tasks; a missing file's 404s counted as non-2xx, not errors;
+/// nginx's `Connection: close` after `keepalive_requests` followed by a reconnect.
+#[test]
+fn load_measures_stock_nginx() {
+    let Some(bin) = nginx() else {
+        eprintln!("skipped: nginx is not installed (apt-get install nginx)");
+        return;
+    };
+    let (_nginx, addr) = start_nginx(&bin);
+    let (rc, m) = load_tasks(&addr, "/index.html", "3", "40");
+    assert_eq!(rc, 0, "{m}");
+    assert_eq!(m["tasks"], 120.0, "{m}");
+    assert_eq!(m["status"]["200"], 120, "{m}");
+    assert_eq!(m["reconnects"], 0, "{m}");
+    let (rc, m) = load_tasks(&addr, "/missing.html", "2", "10");
+    assert_eq!(rc, 0, "{m}");
+    assert_eq!(m["tasks"], 20.0, "{m}");
+    assert_eq!(m["status"]["404"], 20, "{m}");
+    let errors: u64 = m["errors"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(errors, 0, "{m}");
+    let (rc, m) = load_tasks(&addr, "/few/", "1", "7");
+    assert_eq!(rc, 0, "{m}");
+    assert_eq!(m["status"]["200"], 7, "{m}");
+    assert_eq!(
+        m["reconnects"], 2,
+        "a new connection after every third answer: {m}"
+    );
+    let url = format!("http://{addr}/missing.html");
+    let (st, out, err) = common::run(&["load", &url, "-c", "1", "--tasks", "3"], T);
+    assert!(st.success(), "{err}");
+    assert!(out.contains("404=3; non-2xx/3xx: 3"), "{out}");
 }

@@ -26,7 +26,8 @@ pub enum ProtoArg {
     Task,
     /// Raw echo of --size byte payloads (replies checked byte for byte)
     Echo,
-    /// HTTP/1.1 GET of --path over keep-alive connections (status and body length checked)
+    /// HTTP/1.1 GET of --path over keep-alive connections, any server (statuses tallied;
+    /// checked against netcore's answers where the server says it is netcore)
     Http,
 }
 

@@ -28,9 +28,17 @@
 //! replies and wrong replies are counted and the client goes on.
 //!
 //! HTTP (`--proto http`): keep-alive connections, requests pipelined like the others in open
-//! loop; every response head is parsed with [`http::parse_response`] and checked (status,
-//! body length), its body skipped as it arrives (never buffered), and every status is counted
-//! ([`StatusCounts`]).
+//! loop, any HTTP/1.x server. Each connection's responses are read by a
+//! [`http_client::Reader`] (Content-Length, chunked, or until the close; bodies counted as they
+//! arrive, never buffered) and every status is counted ([`StatusCounts`]); a response is a
+//! task whatever its status, as wrk counts it. Only a response that says it is netcore's
+//! (`Server: netcore`) is held to netcore's answer (status, body length; else `bad_reply`).
+//! A response that closes the connection (`Connection: close`, HTTP/1.0, a body until the
+//! close) is followed by a new connection for the next request (`reconnects`); so is a
+//! malformed response (counted `malformed`, its request answered by it) and a connection the
+//! server ends with requests unanswered (counted `closed` or `reset`; those requests are sent
+//! again). A client whose connections end so [`MAX_FRUITLESS`] times in a row without a
+//! response ends with that error: no server can keep a client reconnecting for nothing.
 //!
 //! Reads use one 64 KiB buffer per thread; a short read means the socket was drained (a new
 //! edge comes with the next data) so the common case costs one `read` per reply. Output goes
@@ -49,12 +57,14 @@ use serde::Serialize;
 
 use super::schedule::Schedule;
 use super::workload::{echo_byte, echo_payload, Expect, HttpRequest, Picker, Workload};
-use crate::proto::http::{self, ParsedResponse};
+use crate::proto::http_client::{self, Eof};
 use crate::reactor::{Budget, Ctx, Entry, Handler, Key, OutBuf, Reactor, Ready, Timers};
 use crate::stats::hist::Hist;
 
 /// Most requests outstanding on one connection in open-loop mode.
 pub const MAX_INFLIGHT: usize = 1024;
+/// HTTP: connections in a row that may end with an error before any response, per client.
+pub const MAX_FRUITLESS: u32 = 3;
 
 const READ_BUF: usize = 64 * 1024;
 const OUT_KEEP: usize = 64 * 1024;
@@ -113,6 +123,8 @@ pub enum ErrKind {
     Timeout,
     /// A reply that differs from the expected one.
     BadReply,
+    /// HTTP: a response that cannot be read (garbage, a head over 64 KiB, a bad chunk size).
+    Malformed,
     /// An `ERR ...` reply.
     ErrReply,
     /// Any other I/O error.
@@ -142,6 +154,9 @@ pub struct ErrorCounts {
     pub closed: u64,
     pub timeout: u64,
     pub bad_reply: u64,
+    /// HTTP responses that could not be read ([`ErrKind::Malformed`]).
+    #[serde(default)]
+    pub malformed: u64,
     pub err_reply: u64,
     pub other: u64,
     /// Clients that got no reply in the measured window ([`ErrKind::Starved`]).
@@ -156,6 +171,7 @@ impl ErrorCounts {
             ErrKind::Closed => &mut self.closed,
             ErrKind::Timeout => &mut self.timeout,
             ErrKind::BadReply => &mut self.bad_reply,
+            ErrKind::Malformed => &mut self.malformed,
             ErrKind::ErrReply => &mut self.err_reply,
             ErrKind::Other => &mut self.other,
             ErrKind::Starved => &mut self.starved,
@@ -168,6 +184,7 @@ impl ErrorCounts {
         self.closed += o.closed;
         self.timeout += o.timeout;
         self.bad_reply += o.bad_reply;
+        self.malformed += o.malformed;
         self.err_reply += o.err_reply;
         self.other += o.other;
         self.starved += o.starved;
@@ -179,19 +196,21 @@ impl ErrorCounts {
             + self.closed
             + self.timeout
             + self.bad_reply
+            + self.malformed
             + self.err_reply
             + self.other
             + self.starved
     }
 
     /// Every kind with its name, in report order (the CSV columns, the `brief` words).
-    pub fn by_kind(&self) -> [(&'static str, u64); 8] {
+    pub fn by_kind(&self) -> [(&'static str, u64); 9] {
         [
             ("refused", self.refused),
             ("reset", self.reset),
             ("closed", self.closed),
             ("timeout", self.timeout),
             ("bad_reply", self.bad_reply),
+            ("malformed", self.malformed),
             ("err_reply", self.err_reply),
             ("other", self.other),
             ("starved", self.starved),
@@ -232,6 +251,15 @@ impl StatusCounts {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Responses whose status is neither 2xx nor 3xx (wrk's "Non-2xx or 3xx responses").
+    pub fn non_2xx_3xx(&self) -> u64 {
+        self.0
+            .iter()
+            .filter(|(k, _)| !(200..400).contains(*k))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// `200=1234 404=2`, or `-` for none.
@@ -283,6 +311,8 @@ pub struct RunOutcome {
     pub first_error: Option<String>,
     /// HTTP: the status of every counted response (right or wrong).
     pub status: StatusCounts,
+    /// HTTP: connections opened after a client's first (the server closed the one before).
+    pub reconnects: u64,
 }
 
 /// Runs `clients` clients once.
@@ -346,6 +376,7 @@ pub fn run(cfg: &RunConfig, clients: u32) -> Result<RunOutcome> {
         out.scheduled += a.scheduled;
         out.sent += a.sent;
         out.status.merge(&a.status);
+        out.reconnects += a.reconnects;
         if out.first_error.is_none() {
             out.first_error = a.first_error.clone();
         }
@@ -386,6 +417,7 @@ struct Acc {
     window: Option<(Instant, Instant)>,
     first_error: Option<String>,
     status: StatusCounts,
+    reconnects: u64,
 }
 
 impl Acc {
@@ -401,6 +433,16 @@ impl Acc {
 enum St {
     Connecting,
     Active,
+    /// HTTP: a new connection replacing one the server closed.
+    Reconnecting,
+}
+
+/// What a connection's event leads to.
+enum Next {
+    /// The client ends (with an error, or clean).
+    Finish(Option<ErrKind>),
+    /// HTTP: the client goes on over a new connection (the error that ended this one, if any).
+    Reconnect(Option<ErrKind>),
 }
 
 /// One client connection.
@@ -430,10 +472,12 @@ struct Conn {
     rx_seq: u64,
     rx_got: usize,
     rx_bad: bool,
-    /// HTTP: body bytes of the current response still to skip, its verdict and status.
-    body_left: u64,
-    body_verdict: Result<(), ErrKind>,
-    body_status: u16,
+    /// HTTP: this connection's responses.
+    http: http_client::Reader,
+    /// HTTP: a response completed on this connection.
+    answered_here: bool,
+    /// HTTP: connections in a row that ended with an error before any response.
+    fruitless: u32,
 }
 
 impl Entry for Conn {
@@ -497,6 +541,7 @@ fn drive(cfg: &RunConfig, clients_total: u32, mine: Vec<u32>, t0: Instant) -> io
                 window: None,
                 first_error: None,
                 status: StatusCounts::default(),
+                reconnects: 0,
             },
         },
         scratch: vec![0u8; READ_BUF],
@@ -538,9 +583,9 @@ fn drive(cfg: &RunConfig, clients_total: u32, mine: Vec<u32>, t0: Instant) -> io
             rx_seq: 0,
             rx_got: 0,
             rx_bad: false,
-            body_left: 0,
-            body_verdict: Ok(()),
-            body_status: 0,
+            http: http_client::Reader::new(),
+            answered_here: false,
+            fruitless: 0,
         };
         let key = cx.insert(conn, Interest::READABLE | Interest::WRITABLE)?;
         cx.add_timer(now + cfg.connect_timeout, key, T_DEADLINE);
@@ -698,7 +743,7 @@ impl Core<'_> {
         key: Key,
         timers: &mut Timers,
         data: &[u8],
-    ) -> Result<(), ErrKind> {
+    ) -> Result<bool, ErrKind> {
         let now = Instant::now();
         match &self.cfg.workload {
             Workload::Echo { size } => {
@@ -732,7 +777,7 @@ impl Core<'_> {
                 }
             }
             Workload::Http { requests, .. } => {
-                self.on_http(c, key, timers, requests, data, now)?;
+                return self.on_http(c, key, timers, requests, data, now);
             }
             Workload::Task { requests, .. } => {
                 c.rbuf.extend_from_slice(data);
@@ -767,10 +812,12 @@ impl Core<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(false)
     }
 
-    /// HTTP responses: heads parsed and checked, bodies skipped as they arrive.
+    /// HTTP responses, read by the connection's reader: each one is a reply (checked against
+    /// netcore's answer where the server is netcore). `Ok(true)`: the connection is done (a
+    /// response that closes it, or a malformed one: counted, its request answered by it).
     fn on_http(
         &mut self,
         c: &mut Conn,
@@ -779,49 +826,97 @@ impl Core<'_> {
         requests: &[HttpRequest],
         data: &[u8],
         now: Instant,
-    ) -> Result<(), ErrKind> {
+    ) -> Result<bool, ErrKind> {
         let mut d = data;
-        if c.body_left > 0 {
-            let k = c.body_left.min(d.len() as u64);
-            c.body_left -= k;
-            d = &d[k as usize..];
-            if c.body_left > 0 {
-                return Ok(());
+        loop {
+            match c.http.next(&mut d) {
+                Ok(None) => return Ok(false),
+                Ok(Some(r)) => {
+                    if !self.http_reply(c, key, timers, requests, r, now)? {
+                        return Ok(true);
+                    }
+                }
+                Err(m) => {
+                    if self.acc.first_error.is_none() {
+                        self.acc.first_error = Some(format!("malformed response: {}", m.reason()));
+                    }
+                    if c.inflight.is_empty() {
+                        self.acc.errors.add(ErrKind::Malformed);
+                    }
+                    self.reply(c, key, timers, (Err(ErrKind::Malformed), None), now);
+                    return Ok(true);
+                }
             }
-            let body = (c.body_verdict, Some(c.body_status));
-            self.reply(c, key, timers, body, now);
         }
-        c.rbuf.extend_from_slice(d);
-        let mut start = 0;
-        while start < c.rbuf.len() {
-            let r = match http::parse_response(&c.rbuf[start..], false) {
-                ParsedResponse::Partial => break,
-                ParsedResponse::Invalid(_) => return Err(ErrKind::BadReply),
-                ParsedResponse::Response(r) => r,
-            };
-            let Some(&(_, _, ri)) = c.inflight.front() else {
-                return Err(ErrKind::BadReply);
-            };
-            let want = &requests[ri as usize];
-            let right = r.status == want.status && want.body.is_none_or(|n| n == r.body);
-            let verdict = if right {
-                Ok(())
-            } else {
-                Err(ErrKind::BadReply)
-            };
-            let have = (c.rbuf.len() - start - r.head) as u64;
-            if have < r.body {
-                c.body_left = r.body - have;
-                c.body_verdict = verdict;
-                c.body_status = r.status;
-                start = c.rbuf.len();
-                break;
+    }
+
+    /// One whole HTTP response: the reply to the oldest request. Ok(whether the connection
+    /// carries the next request).
+    fn http_reply(
+        &mut self,
+        c: &mut Conn,
+        key: Key,
+        timers: &mut Timers,
+        requests: &[HttpRequest],
+        r: http_client::Done,
+        now: Instant,
+    ) -> Result<bool, ErrKind> {
+        let Some(&(_, _, ri)) = c.inflight.front() else {
+            return Err(ErrKind::BadReply);
+        };
+        let wrong = r.netcore
+            && requests[ri as usize]
+                .netcore
+                .is_some_and(|a| !a.matches(r.status, r.body));
+        let verdict = if wrong {
+            Err(ErrKind::BadReply)
+        } else {
+            Ok(())
+        };
+        c.answered_here = true;
+        c.fruitless = 0;
+        self.reply(c, key, timers, (verdict, Some(r.status)), now);
+        Ok(r.keep_alive)
+    }
+
+    /// HTTP: the server closed the connection. A body delimited by the close is complete; a
+    /// response cut short, or requests left unanswered, are the `closed` error; either way
+    /// the client goes on over a new connection if it has more to do.
+    fn http_eof(&mut self, c: &mut Conn, key: Key, timers: &mut Timers) -> Next {
+        let now = Instant::now();
+        let cut = match c.http.eof() {
+            Eof::Response(r) => {
+                if let Workload::Http { requests, .. } = &self.cfg.workload {
+                    if let Err(k) = self.http_reply(c, key, timers, requests, r, now) {
+                        return Next::Finish(Some(k));
+                    }
+                }
+                false
             }
-            start += r.head + r.body as usize;
-            self.reply(c, key, timers, (verdict, Some(r.status)), now);
+            Eof::Clean => false,
+            Eof::Truncated => true,
+        };
+        if !self.duration_mode && c.received >= self.n_tasks {
+            return Next::Finish(None);
         }
-        c.rbuf.drain(..start);
-        Ok(())
+        let closed = cut || !c.inflight.is_empty();
+        Next::Reconnect(closed.then_some(ErrKind::Closed))
+    }
+
+    /// HTTP, on a new connection: the requests the old one left unanswered go out again.
+    fn resend(&mut self, c: &mut Conn, key: Key, timers: &mut Timers, now: Instant) {
+        let Workload::Http { requests, .. } = &self.cfg.workload else {
+            return;
+        };
+        for (_, sent, ri) in c.inflight.iter_mut() {
+            c.out.vec().extend_from_slice(&requests[*ri as usize].wire);
+            *sent = now;
+        }
+        if !c.inflight.is_empty() {
+            c.deadline = now + self.cfg.timeout;
+            timers.add(c.deadline, key, T_DEADLINE);
+            c.timer_at = Some(c.deadline);
+        }
     }
 
     /// The duration-mode window opens once every client of this thread connected (or failed).
@@ -835,7 +930,13 @@ impl Core<'_> {
 
     /// Closes client `key`, with an error if `err`.
     fn finish(&mut self, cx: &mut Ctx<Conn>, key: Key, err: Option<ErrKind>) {
-        let Some(c) = cx.remove(key) else { return };
+        if let Some(c) = cx.remove(key) {
+            self.finish_conn(cx, c, err);
+        }
+    }
+
+    /// Closes a client already out of the reactor, with an error if `err`.
+    fn finish_conn(&mut self, cx: &mut Ctx<Conn>, c: Conn, err: Option<ErrKind>) {
         self.close_books(&c, err.is_none());
         if c.state == St::Connecting {
             self.pending_connect -= 1;
@@ -843,7 +944,56 @@ impl Core<'_> {
                 self.all_connected(&mut cx.timers);
             }
         }
-        self.acc.per_client[c.idx] = c.ok;
+        self.gone(cx, c.idx, c.ok, err);
+    }
+
+    /// HTTP: the client of `key` goes on over a new connection (the old one ended, with `err`
+    /// if it ended with an error: counted here); the requests still waiting are sent again
+    /// once it is connected. A client with nothing left to do, or whose connections ended
+    /// with an error before any response [`MAX_FRUITLESS`] times in a row, ends instead.
+    fn reconnect(&mut self, cx: &mut Ctx<Conn>, key: Key, err: Option<ErrKind>) {
+        let Some(mut c) = cx.remove(key) else { return };
+        if err.is_some() && !c.answered_here {
+            c.fruitless += 1;
+        }
+        if (!self.more(&c) && c.inflight.is_empty()) || c.fruitless >= MAX_FRUITLESS {
+            return self.finish_conn(cx, c, err);
+        }
+        if let Some(k) = err {
+            self.acc.errors.add(k);
+        }
+        let now = Instant::now();
+        c.stream = match TcpStream::connect(self.cfg.addr) {
+            Ok(s) => s,
+            Err(e) => {
+                self.note_error(&e);
+                return self.finish_conn(cx, c, Some(ErrKind::of(&e)));
+            }
+        };
+        self.acc.reconnects += 1;
+        c.state = St::Reconnecting;
+        c.http = http_client::Reader::new();
+        c.answered_here = false;
+        c.out = OutBuf::new();
+        c.thinking = false;
+        c.wake_armed = false;
+        c.deadline = now + self.cfg.connect_timeout;
+        c.timer_at = Some(c.deadline);
+        let (idx, ok) = (c.idx, c.ok);
+        match cx.insert(c, Interest::READABLE | Interest::WRITABLE) {
+            Ok(k) => {
+                cx.timers.add(now + self.cfg.connect_timeout, k, T_DEADLINE);
+            }
+            Err(e) => {
+                self.note_error(&e);
+                self.gone(cx, idx, ok, Some(ErrKind::Other));
+            }
+        }
+    }
+
+    /// A client has ended: its count, its error; the reactor stops after the last one.
+    fn gone(&mut self, cx: &mut Ctx<Conn>, idx: usize, ok: u64, err: Option<ErrKind>) {
+        self.acc.per_client[idx] = ok;
         if let Some(k) = err {
             self.acc.errors.add(k);
             self.acc.failed += 1;
@@ -865,7 +1015,7 @@ impl Core<'_> {
             self.acc.scheduled += s.due(now).min(self.n_tasks).max(c.sent);
             self.acc.sent += c.sent;
         }
-        if !clean || c.state != St::Active {
+        if !clean || c.state == St::Connecting {
             return;
         }
         // A request sent before the window opened (warm-up) and still waiting when it closed
@@ -908,8 +1058,16 @@ impl Driver<'_> {
         let Some(c) = cx.slab.get_mut(key) else {
             return;
         };
-        c.state = St::Active;
         let _ = c.stream.set_nodelay(true);
+        if c.state == St::Reconnecting {
+            c.state = St::Active;
+            core.resend(c, key, &mut cx.timers, now);
+            if let Err(k) = core.pump(c, key, &mut cx.timers) {
+                core.finish(cx, key, Some(k));
+            }
+            return;
+        }
+        c.state = St::Active;
         core.acc
             .connect
             .record(now.saturating_duration_since(c.t_connect).as_nanos() as u64);
@@ -927,24 +1085,30 @@ impl Driver<'_> {
         }
     }
 
-    /// Reads and handles replies; returns the error that ends the client, if any.
-    fn read(&mut self, cx: &mut Ctx<Conn>, key: Key, ready: Ready) -> Option<Option<ErrKind>> {
+    /// Reads and handles replies; says what follows for the client, if anything.
+    fn read(&mut self, cx: &mut Ctx<Conn>, key: Key, ready: Ready) -> Option<Next> {
         let core = &mut self.core;
         let c = cx.slab.get_mut(key)?;
         let timers = &mut cx.timers;
+        let http = matches!(core.cfg.workload, Workload::Http { .. });
         let mut budget = Budget::DEFAULT;
         loop {
             match c.stream.read(&mut self.scratch) {
+                Ok(0) if http => return Some(core.http_eof(c, key, timers)),
                 Ok(0) => {
                     let clean = !core.more(c) && c.inflight.is_empty();
-                    return Some(if clean { None } else { Some(ErrKind::Closed) });
+                    return Some(Next::Finish((!clean).then_some(ErrKind::Closed)));
                 }
                 Ok(n) => {
-                    if let Err(k) = core.on_bytes(c, key, timers, &self.scratch[..n]) {
-                        return Some(Some(k));
-                    }
+                    let over = match core.on_bytes(c, key, timers, &self.scratch[..n]) {
+                        Err(k) => return Some(Next::Finish(Some(k))),
+                        Ok(over) => over,
+                    };
                     if !core.duration_mode && c.received >= core.n_tasks {
-                        return Some(None);
+                        return Some(Next::Finish(None));
+                    }
+                    if over {
+                        return Some(Next::Reconnect(None));
                     }
                     budget.spend(n);
                     if n < self.scratch.len() && !ready.is_read_closed() {
@@ -959,12 +1123,19 @@ impl Driver<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     core.note_error(&e);
-                    return Some(Some(ErrKind::of(&e)));
+                    let k = ErrKind::of(&e);
+                    return Some(if http {
+                        Next::Reconnect(Some(k))
+                    } else {
+                        Next::Finish(Some(k))
+                    });
                 }
             }
         }
         let c = cx.slab.get_mut(key)?;
-        core.pump(c, key, &mut cx.timers).err().map(Some)
+        core.pump(c, key, &mut cx.timers)
+            .err()
+            .map(|k| Next::Finish(Some(k)))
     }
 }
 
@@ -973,7 +1144,7 @@ impl Handler<Conn> for Driver<'_> {
         let Some(c) = cx.slab.get_mut(key) else {
             return;
         };
-        if c.state == St::Connecting {
+        if matches!(c.state, St::Connecting | St::Reconnecting) {
             match connect_done(&c.stream) {
                 Ok(true) => self.connected(cx, key),
                 Ok(false) => return,
@@ -998,8 +1169,10 @@ impl Handler<Conn> for Driver<'_> {
             }
         }
         if ready.is_readable() {
-            if let Some(end) = self.read(cx, key, ready) {
-                self.core.finish(cx, key, end);
+            match self.read(cx, key, ready) {
+                Some(Next::Finish(end)) => self.core.finish(cx, key, end),
+                Some(Next::Reconnect(err)) => self.core.reconnect(cx, key, err),
+                None => {}
             }
         }
     }

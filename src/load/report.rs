@@ -126,6 +126,10 @@ pub struct RunResult {
     /// HTTP: responses by status code.
     #[serde(default, skip_serializing_if = "StatusCounts::is_empty")]
     pub status: StatusCounts,
+    /// HTTP: connections opened after a client's first, because the server closed the one
+    /// before (`Connection: close`, HTTP/1.0, a body delimited by the close, an error).
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 impl RunResult {
@@ -173,6 +177,7 @@ impl RunResult {
             }),
             first_error: o.first_error.clone(),
             status: o.status.clone(),
+            reconnects: o.reconnects,
         }
     }
 }
@@ -209,6 +214,9 @@ pub struct Summary {
     /// HTTP: responses by status code, summed over the runs.
     #[serde(default, skip_serializing_if = "StatusCounts::is_empty")]
     pub status: StatusCounts,
+    /// HTTP: reconnects, summed over the runs.
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 impl Summary {
@@ -257,6 +265,7 @@ impl Summary {
                     Some(a)
                 }),
             status,
+            reconnects: runs.iter().map(|r| r.reconnects).sum(),
         }
     }
 }
@@ -349,6 +358,47 @@ impl LoadReport {
     /// Errors summed over every point and run.
     pub fn total_errors(&self) -> u64 {
         self.points.iter().map(|p| p.median.errors.total()).sum()
+    }
+}
+
+impl LoadReport {
+    /// The lines under the table, per point: the open loop, requests unanswered, the HTTP
+    /// statuses (and classes, reconnects).
+    fn notes(&self) -> String {
+        let mut out = String::new();
+        for p in &self.points {
+            let m = &p.median;
+            if let Some(o) = m.open_loop {
+                out.push_str(&format!("clients={}: open loop {}\n", p.clients, o.brief()));
+            }
+            if m.unanswered > 0 {
+                out.push_str(&format!(
+                    "clients={}: {} request{} still unanswered at the end (the longest had waited {}; not in the latency)\n",
+                    p.clients,
+                    fmt_count(m.unanswered),
+                    if m.unanswered == 1 { "" } else { "s" },
+                    fmt_micros(m.unanswered_wait_max_us)
+                ));
+            }
+        }
+        for p in self.points.iter().filter(|p| !p.median.status.is_empty()) {
+            let runs = match p.median.runs {
+                1 => String::new(),
+                n => format!(", summed over {n} runs"),
+            };
+            let m = &p.median;
+            out.push_str(&format!(
+                "HTTP status, {} clients{runs}: {}; non-2xx/3xx: {}{}\n",
+                p.clients,
+                m.status.brief(),
+                fmt_count(m.status.non_2xx_3xx()),
+                match m.reconnects {
+                    0 => String::new(),
+                    n => format!("; reconnects: {}", fmt_count(n)),
+                }
+            ));
+        }
+        out
     }
 }
 
@@ -456,32 +506,7 @@ impl Report for LoadReport {
             ]);
         }
         out.push_str(&t.render());
-        for p in &self.points {
-            let m = &p.median;
-            if let Some(o) = m.open_loop {
-                out.push_str(&format!("clients={}: open loop {}\n", p.clients, o.brief()));
-            }
-            if m.unanswered > 0 {
-                out.push_str(&format!(
-                    "clients={}: {} request{} still unanswered at the end (the longest had waited {}; not in the latency)\n",
-                    p.clients,
-                    fmt_count(m.unanswered),
-                    if m.unanswered == 1 { "" } else { "s" },
-                    fmt_micros(m.unanswered_wait_max_us)
-                ));
-            }
-        }
-        for p in self.points.iter().filter(|p| !p.median.status.is_empty()) {
-            let runs = match p.median.runs {
-                1 => String::new(),
-                n => format!(", summed over {n} runs"),
-            };
-            out.push_str(&format!(
-                "HTTP status, {} clients{runs}: {}\n",
-                p.clients,
-                p.median.status.brief()
-            ));
-        }
+        out.push_str(&self.notes());
         if self.interrupted {
             out.push_str("interrupted: the report covers what ran before the signal\n");
         }
@@ -516,6 +541,7 @@ impl Report for LoadReport {
             "closed",
             "timeout",
             "bad_reply",
+            "malformed",
             "err_reply",
             "other",
             "starved",
@@ -585,6 +611,7 @@ fn csv_tail(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::engine::StatusCounts;
 
     fn run(wall: f64, tps: f64, p99: f64, timeouts: u64, fair: (u64, u64)) -> RunResult {
         RunResult {
@@ -650,5 +677,32 @@ mod tests {
             serde_json::from_str(&r.render(crate::stats::Format::Json)).unwrap();
         assert_eq!(j["schema"], SCHEMA);
         assert_eq!(r.expected_tasks(4), Some(12));
+    }
+
+    #[test]
+    fn http_statuses_by_class_and_reconnects() {
+        let mut status = StatusCounts::default();
+        for (code, n) in [(200, 5), (301, 1), (404, 2), (503, 1), (101, 1)] {
+            for _ in 0..n {
+                status.add(code);
+            }
+        }
+        assert_eq!(status.non_2xx_3xx(), 4);
+        let one = RunResult {
+            status,
+            reconnects: 3,
+            ..run(1.0, 10.0, 5.0, 0, (5, 5))
+        };
+        let mut r = LoadReport::default();
+        r.points.push(PointResult {
+            clients: 2,
+            median: Summary::of(&[one.clone(), one.clone()]),
+            runs: vec![one.clone(), one],
+        });
+        let t = r.to_table();
+        assert!(
+            t.contains("HTTP status, 2 clients, summed over 2 runs: 101=2 200=10 301=2 404=4 503=2; non-2xx/3xx: 8; reconnects: 6"),
+            "{t}"
+        );
     }
 }

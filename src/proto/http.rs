@@ -1,7 +1,8 @@
 //! HTTP/1.1 (and 1.0) as a pure core: one request parsed from the front of a buffer
 //! ([`parse_request`], over `httparse`), its route, the keep-alive decision, and the answer
-//! written into the caller's output ([`write_response`]); plus the client's half
-//! ([`parse_response`]) for the load generator. No socket: the session frames the connection
+//! written into the caller's output ([`write_response`]); plus a strict parser of these answers
+//! ([`parse_response`]: what `load` expects of netcore, and the tests' reader; `load` reads any
+//! server with [`super::http_client`]). No socket: the session frames the connection
 //! and the drivers move the bytes. Every answer carries a `Date` header ([`HttpDate`], RFC 9110
 //! IMF-fixdate); the one clock here is [`HttpDate::now`], which reads the wall clock and formats
 //! it only when its second changed (a cache per thread). The `_at` writers take the date from
@@ -504,8 +505,9 @@ pub enum ParsedResponse {
     Invalid(&'static str),
 }
 
-/// Parses the response head at the front of `buf`. Responses without a `Content-Length` (or
-/// chunked) are refused: the servers netcore measures send one.
+/// Parses the response head at the front of `buf`, strictly as netcore's own server writes it:
+/// responses without a `Content-Length` (or chunked) are refused. Any server's responses, in
+/// any framing and fed in pieces, are [`super::http_client::Reader`]'s.
 pub fn parse_response(buf: &[u8], head_request: bool) -> ParsedResponse {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);

@@ -51,6 +51,7 @@
 pub mod counters;
 pub mod echo;
 pub mod http;
+pub mod http_client;
 pub mod session;
 pub mod sockperf;
 pub mod task;
