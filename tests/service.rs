@@ -101,11 +101,16 @@ fn refused(args: &[&str], needle: &str) {
 #[test]
 fn four_tests_at_once_are_each_exact_and_a_fifth_is_told_busy() {
     let (p, addr) = recv(&["--max-tests", "4"]);
-    // Four tests hold the receiver (each past Ready, so all four run at once for sure).
+    // Four tests hold the receiver (each past Ready, so all four run at once for sure); the
+    // fourth from another address (one address may hold all the slots but one).
     let ids = [11u64, 12, 13, 14];
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
     let mut held: Vec<Conn> = ids
         .iter()
-        .map(|&id| held_test(&addr, id, 200, Plan::Count(3000), None))
+        .map(|&id| {
+            let from = (id == 14).then_some(other);
+            held_test(&addr, id, 200, Plan::Count(3000), from)
+        })
         .collect();
     // A fifth, UDP or TCP, is told so in one line and exits 1.
     refused(
@@ -148,11 +153,18 @@ fn four_tests_at_once_are_each_exact_and_a_fifth_is_told_busy() {
         } else {
             &["--size", "3MB"]
         };
+        // The fourth from another address (one address may hold all the slots but one).
         let kids: Vec<_> = (0..4)
-            .map(|_| {
+            .map(|i| {
+                let bind: &[&str] = if i == 3 {
+                    &["--bind", "127.0.0.2"]
+                } else {
+                    &[]
+                };
                 let args = [
                     &["blast", "--to", &addr, "--proto", proto, "--json"][..],
                     amount,
+                    bind,
                 ]
                 .concat();
                 spawn(&args, std::process::Stdio::piped())

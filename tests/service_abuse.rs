@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::control::{expect_error, hello};
+use common::control::{expect_error, held_test, hello};
 use common::proc::Proc;
 use common::{addr_in, json, metrics_addr, run};
 use netcore::flow::control::{ClientId, Conn, Msg, Plan, Reverse};
@@ -538,6 +538,28 @@ fn silent_connections_from_one_address_cannot_keep_another_out() {
     assert!(shared > 0, "{told:?}");
     netcore::sys::process::kill(p.pid() as i32, libc::SIGTERM).unwrap();
     let _ = p.finish(LIMIT);
+}
+
+/// `recv --max-tests 3`: one address holding two tests cannot take the third slot (it is told
+/// why); another address can. (One address could hold every slot.)
+#[test]
+fn one_address_cannot_take_the_last_test_slot() {
+    let (p, addr) = recv(&["--max-tests", "3"]);
+    let from: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let plan = Plan::TimeNs(30_000_000_000);
+    let held: Vec<Conn> = (0..2)
+        .map(|i| held_test(&addr, 90 + i, 1000, plan, Some(from)))
+        .collect();
+    let mut third = Conn::connect_from(addr.parse().unwrap(), Some(from)).unwrap();
+    third
+        .open_test(hello(92, 1000, plan), &ClientId::default())
+        .unwrap();
+    let why = expect_error(&mut third);
+    assert!(why.contains("2 of its 3 test slots"), "{why}");
+    let (st, _, err) = run(&["blast", "--to", &addr, "--count", "1000"], LIMIT);
+    assert!(st.success(), "another address was kept out: {err}");
+    drop(held);
+    drop(p);
 }
 
 /// Seconds until a `blast --count 100` to `addr` is admitted (tried every 100 ms, 30 s at

@@ -13,7 +13,7 @@
 //! buffer to the same [`Core`] (per-datagram accounting, intervals, the end of a test).
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver as Rx, RecvTimeoutError, Sender as Tx, TryRecvError};
@@ -1075,8 +1075,10 @@ impl Control {
     /// Why slot `i`'s test `test_id` may not start, if it may not; `own`: whether slot `i`
     /// counts among the running tests already.
     fn refusal(&self, i: usize, test_id: u64, turn: Turn, own: usize) -> Option<String> {
+        let peer = self.slots[i].peer.ip();
         let admit = Admission {
             running: running(&self.slots, &self.jobs).saturating_sub(own),
+            from_peer: running_from(&self.slots, &self.jobs, peer).saturating_sub(own),
             max_tests: self.max_tests,
             stopping: turn.stopping,
             iperf3: turn.iperf3,
@@ -1170,6 +1172,20 @@ fn running(slots: &[Slot], jobs: &[Job]) -> usize {
         + jobs.iter().filter(|j| j.iperf3.is_none()).count()
 }
 
+/// netcore tests running from `peer`'s address (an IPv6 /64), as [`running`] counts them.
+fn running_from(slots: &[Slot], jobs: &[Job], peer: IpAddr) -> usize {
+    let key = peer_key(peer);
+    let ours = |ip: IpAddr| peer_key(ip) == key;
+    slots
+        .iter()
+        .filter(|s| s.session.has_test() && ours(s.peer.ip()))
+        .count()
+        + jobs
+            .iter()
+            .filter(|j| j.iperf3.is_none() && ours(j.peer.ip()))
+            .count()
+}
+
 /// Whether test id `id` runs already (in a session but slot `i`'s, or on a thread).
 fn id_in_use(slots: &[Slot], jobs: &[Job], i: usize, id: u64) -> bool {
     let in_slot =
@@ -1178,9 +1194,14 @@ fn id_in_use(slots: &[Slot], jobs: &[Job], i: usize, id: u64) -> bool {
         || jobs.iter().any(|j| j.iperf3.is_none() && j.test_id == id)
 }
 
+/// With `--max-tests` of at least this many, one address may hold all the slots but one.
+const SHARED_SLOTS_FROM: usize = 3;
+
 /// Whether a new Hello may start a test.
 struct Admission {
     running: usize,
+    /// Of those, the ones from the new test's address.
+    from_peer: usize,
     max_tests: usize,
     stopping: bool,
     /// An iperf3 test holds the receiver.
@@ -1199,6 +1220,12 @@ impl Admission {
                 Msg::Error { message } => Some(message),
                 _ => None,
             }
+        } else if self.max_tests >= SHARED_SLOTS_FROM && self.from_peer + 1 >= self.max_tests {
+            Some(format!(
+                "the receiver is busy: {} of its {} test slots are this address's; the last \
+                 one stays for another address",
+                self.from_peer, self.max_tests
+            ))
         } else if in_use {
             Some("a test with this test id is running already".into())
         } else {
@@ -1295,5 +1322,35 @@ fn data_preamble(s: &TcpStream, since: Instant, now: Instant) -> Preamble {
             }
         }
         None => Preamble::No,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(running: usize, from_peer: usize, max_tests: usize) -> Admission {
+        Admission {
+            running,
+            from_peer,
+            max_tests,
+            stopping: false,
+            iperf3: false,
+        }
+    }
+
+    #[test]
+    fn one_address_may_hold_every_slot_but_one() {
+        // --max-tests 4: three from one address, the fourth only for another.
+        assert_eq!(admission(2, 2, 4).refusal(false), None);
+        let why = admission(3, 3, 4).refusal(false).expect("refused");
+        assert!(why.contains("3 of its 4 test slots"), "{why}");
+        assert_eq!(admission(3, 1, 4).refusal(false), None, "another address");
+        // Two slots or one: no share (a UDP --bidir is two tests from one address).
+        assert_eq!(admission(1, 1, 2).refusal(false), None);
+        assert!(admission(2, 0, 2).refusal(false).is_some(), "full is full");
+        // The other reasons come first.
+        let full = admission(4, 0, 4).refusal(false).unwrap();
+        assert!(!full.contains("this address"), "{full}");
     }
 }
