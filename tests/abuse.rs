@@ -168,7 +168,7 @@ fn server_memory_kb(pid: u32, fork: bool) -> u64 {
 
 /// 200 clients send `STATS` lines (6 bytes in, about 130 out) and never read. The server must
 /// stop reading a connection whose output is backed up, so its memory stays under 64 MiB in
-/// every model; afterwards it still serves.
+/// every model (128 MiB for the 200 processes of fork); afterwards it still serves.
 #[test]
 fn never_reading_clients_keep_memory_bounded() {
     const CLIENTS: usize = 200;
@@ -230,7 +230,10 @@ fn never_reading_clients_keep_memory_bounded() {
             .unwrap()
             .parse()
             .unwrap();
-        assert!(peak < LIMIT_KB, "{model}: {line}\n{}", report.join("\n"));
+        // fork: each of the 200 processes has its own private pages after the fork (heap,
+        // stack: 300-360 KiB measured), so its bound is twice the others'.
+        let limit = if *model == "fork" { 2 * LIMIT_KB } else { LIMIT_KB };
+        assert!(peak < limit, "{model}: {line}\n{}", report.join("\n"));
     }
 }
 
