@@ -232,7 +232,11 @@ fn never_reading_clients_keep_memory_bounded() {
             .unwrap();
         // fork: each of the 200 processes has its own private pages after the fork (heap,
         // stack: 300-360 KiB measured), so its bound is twice the others'.
-        let limit = if *model == "fork" { 2 * LIMIT_KB } else { LIMIT_KB };
+        let limit = if *model == "fork" {
+            2 * LIMIT_KB
+        } else {
+            LIMIT_KB
+        };
         assert!(peak < limit, "{model}: {line}\n{}", report.join("\n"));
     }
 }
