@@ -5,7 +5,7 @@
 use rand::SeedableRng;
 
 /// The generator: PCG-64 MCG (128-bit state, 64-bit output).
-pub type SeededRng = rand_pcg::Pcg64Mcg;
+pub(crate) type SeededRng = rand_pcg::Pcg64Mcg;
 
 /// The generator for `seed`.
 pub fn rng(seed: u64) -> SeededRng {

@@ -15,7 +15,7 @@ use std::time::Duration;
 /// A parse error for a unit value: says what was wrong with which text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct UnitError(String);
+pub(crate) struct UnitError(String);
 
 fn err(kind: &str, text: &str, why: &str) -> UnitError {
     UnitError(format!("invalid {kind} '{text}': {why}"))
@@ -62,7 +62,7 @@ fn split_number<'a>(kind: &str, text: &'a str) -> Result<(f64, &'a str), UnitErr
 }
 
 /// Parses a byte count: `1472`, `64K`, `200MB`, `200MiB`, `1.5GiB`.
-pub fn parse_size(text: &str) -> Result<u64, UnitError> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, UnitError> {
     let (v, unit) = split_number("size", text)?;
     let mult: f64 = match unit {
         "" | "B" | "b" => 1.0,
@@ -98,7 +98,7 @@ pub enum Rate {
 
 impl Rate {
     /// Datagrams per second for datagrams of `len` payload bytes.
-    pub fn packets_per_sec(self, len: usize) -> f64 {
+    pub(crate) fn packets_per_sec(self, len: usize) -> f64 {
         match self {
             Rate::BitsPerSec(b) => b / (len as f64 * 8.0),
             Rate::PacketsPerSec(p) => p,
@@ -106,12 +106,12 @@ impl Rate {
     }
 
     /// A pace of nothing: `--rate 0` (unpaced).
-    pub fn is_zero(self) -> bool {
+    pub(crate) fn is_zero(self) -> bool {
         matches!(self, Rate::BitsPerSec(v) | Rate::PacketsPerSec(v) if v == 0.0)
     }
 
     /// Bits per second for datagrams of `len` payload bytes.
-    pub fn bits_per_sec(self, len: usize) -> f64 {
+    pub(crate) fn bits_per_sec(self, len: usize) -> f64 {
         match self {
             Rate::BitsPerSec(b) => b,
             Rate::PacketsPerSec(p) => p * len as f64 * 8.0,
@@ -132,7 +132,7 @@ impl fmt::Display for Rate {
 /// `125MBps`, `125MB` (bytes per second: times 8). The case of `B` matters: `b` is bits, `B`
 /// bytes. Zero is rejected (a cap or a pace of nothing): see [`parse_pace`] for a pace where
 /// 0 means unpaced.
-pub fn parse_rate(text: &str) -> Result<Rate, UnitError> {
+pub(crate) fn parse_rate(text: &str) -> Result<Rate, UnitError> {
     let r = parse_pace(text)?;
     if r.is_zero() {
         return Err(err("rate", text, "must be greater than zero"));
@@ -142,7 +142,7 @@ pub fn parse_rate(text: &str) -> Result<Rate, UnitError> {
 
 /// Parses a pace as [`parse_rate`] does, but 0 (in any unit) is accepted: it means unpaced,
 /// as iperf3's `-b 0` does.
-pub fn parse_pace(text: &str) -> Result<Rate, UnitError> {
+pub(crate) fn parse_pace(text: &str) -> Result<Rate, UnitError> {
     let (v, unit) = split_number("rate", text)?;
     #[derive(PartialEq)]
     enum Kind {
@@ -200,7 +200,7 @@ pub fn parse_pace(text: &str) -> Result<Rate, UnitError> {
 }
 
 /// Parses `10s`, `250ms`, `1.5s`, `2m`, `100us`; a bare number is seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let (v, unit) = split_number("duration", text)?;
     let secs = match unit {
         "" | "s" | "sec" => v,
@@ -224,7 +224,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
 }
 
 /// Like [`parse_duration`] but rejects zero.
-pub fn parse_nonzero_duration(text: &str) -> Result<Duration, UnitError> {
+pub(crate) fn parse_nonzero_duration(text: &str) -> Result<Duration, UnitError> {
     let d = parse_duration(text)?;
     if d.is_zero() {
         return Err(err("duration", text, "must be greater than zero"));
@@ -233,7 +233,7 @@ pub fn parse_nonzero_duration(text: &str) -> Result<Duration, UnitError> {
 }
 
 /// Like [`parse_size`] but rejects zero.
-pub fn parse_nonzero_size(text: &str) -> Result<u64, UnitError> {
+pub(crate) fn parse_nonzero_size(text: &str) -> Result<u64, UnitError> {
     let s = parse_size(text)?;
     if s == 0 {
         return Err(err("size", text, "must be greater than zero"));
@@ -243,7 +243,7 @@ pub fn parse_nonzero_size(text: &str) -> Result<u64, UnitError> {
 
 /// Parses a percentage: `1%`, `0.5%`, or a bare number meaning percent (`2` is 2%), as netem
 /// does. Returns a fraction in `0..=1`.
-pub fn parse_percent(text: &str) -> Result<f64, UnitError> {
+pub(crate) fn parse_percent(text: &str) -> Result<f64, UnitError> {
     let t = text.trim();
     let num = t.strip_suffix('%').unwrap_or(t).trim();
     let v: f64 = num
@@ -270,12 +270,12 @@ pub struct Ladder {
 }
 
 /// `bit/s`, `kbit/s`, `Mbit/s`, `Gbit/s`, `Tbit/s` (decimal).
-pub const BITS_PER_SEC: Ladder = Ladder {
+pub(crate) const BITS_PER_SEC: Ladder = Ladder {
     units: &["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"],
     step: 1000.0,
 };
 /// `pps`, `kpps`, `Mpps`, `Gpps` (decimal).
-pub const PACKETS_PER_SEC: Ladder = Ladder {
+pub(crate) const PACKETS_PER_SEC: Ladder = Ladder {
     units: &["pps", "kpps", "Mpps", "Gpps"],
     step: 1000.0,
 };
@@ -285,7 +285,7 @@ pub const BYTES: Ladder = Ladder {
     step: 1024.0,
 };
 /// `B`, `KB`, `MB`, `GB`, `TB` (decimal).
-pub const BYTES_DECIMAL: Ladder = Ladder {
+pub(crate) const BYTES_DECIMAL: Ladder = Ladder {
     units: &["B", "KB", "MB", "GB", "TB"],
     step: 1000.0,
 };
@@ -293,7 +293,7 @@ pub const BYTES_DECIMAL: Ladder = Ladder {
 impl Ladder {
     /// The rung for `v` shown with `decimals` decimals: (index, divisor). The rung is chosen
     /// after rounding, so a value that would print as `step` moves up a rung.
-    pub fn rung(&self, v: f64, decimals: usize) -> (usize, f64) {
+    pub(crate) fn rung(&self, v: f64, decimals: usize) -> (usize, f64) {
         let mut i = 0;
         let mut div = 1.0;
         let a = v.abs();
@@ -322,7 +322,7 @@ impl Ladder {
     }
 
     /// `v` with `decimals` decimals in the rung chosen for it (none on the first rung).
-    pub fn fmt(&self, v: f64, decimals: usize) -> String {
+    pub(crate) fn fmt(&self, v: f64, decimals: usize) -> String {
         let (i, div) = self.rung(v, decimals);
         if i == 0 {
             format!("{:.0} {}", v, self.units[0])
@@ -333,29 +333,29 @@ impl Ladder {
 }
 
 /// `3.21 Gbit/s`
-pub fn fmt_bits_per_sec(bps: f64) -> String {
+pub(crate) fn fmt_bits_per_sec(bps: f64) -> String {
     BITS_PER_SEC.fmt(bps, 2)
 }
 
 /// `1.23 Mpps`
-pub fn fmt_pps(pps: f64) -> String {
+pub(crate) fn fmt_pps(pps: f64) -> String {
     PACKETS_PER_SEC.fmt(pps, 2)
 }
 
 /// `200.00 MiB` (binary) for byte counts.
-pub fn fmt_bytes(b: u64) -> String {
+pub(crate) fn fmt_bytes(b: u64) -> String {
     BYTES.fmt(b as f64, 2)
 }
 
 /// `1.2 KB` (decimal, one decimal place) for small per-interval byte counts.
-pub fn fmt_bytes_short(b: u64) -> String {
+pub(crate) fn fmt_bytes_short(b: u64) -> String {
     BYTES_DECIMAL.fmt(b as f64, 1)
 }
 
 /// A duration in microseconds with a unit chosen for readability: `62.5 µs`, `9.66 ms`,
 /// `2.004 s` (one decimal for µs, two for ms, three for seconds; chosen after rounding, so
 /// 999.96 µs is `1.00 ms`).
-pub fn fmt_micros(us: f64) -> String {
+pub(crate) fn fmt_micros(us: f64) -> String {
     if !us.is_finite() {
         return format!("{us} µs");
     }
@@ -370,12 +370,12 @@ pub fn fmt_micros(us: f64) -> String {
 }
 
 /// A duration in seconds, as [`fmt_micros`] shows it: `2.004 s`, `250.00 ms`.
-pub fn fmt_secs(s: f64) -> String {
+pub(crate) fn fmt_secs(s: f64) -> String {
     fmt_micros(s * 1e6)
 }
 
 /// A count with thousands separators: `14,445`, `1,000,000`.
-pub fn fmt_count(n: u64) -> String {
+pub(crate) fn fmt_count(n: u64) -> String {
     group(&n.to_string())
 }
 
@@ -393,7 +393,7 @@ fn group(d: &str) -> String {
 
 /// A measured quantity that is not a count (tasks per second, a mean): thousands separators
 /// and about three significant digits: `12,346`, `123`, `45.7`, `3.14`, `0.500`.
-pub fn fmt_number(x: f64) -> String {
+pub(crate) fn fmt_number(x: f64) -> String {
     if !x.is_finite() {
         return x.to_string();
     }
@@ -424,13 +424,13 @@ pub fn fmt_number(x: f64) -> String {
 }
 
 /// A rate of things per second: `12,346 tasks/s`, `45.7 tasks/s` ([`fmt_number`] + unit).
-pub fn fmt_per_sec(x: f64, what: &str) -> String {
+pub(crate) fn fmt_per_sec(x: f64, what: &str) -> String {
     format!("{} {what}/s", fmt_number(x))
 }
 
 /// A percentage with three significant digits (and at most six decimals): `45.7%`,
 /// `0.500%`, `0.00120%`, `0%`.
-pub fn fmt_pct(p: f64) -> String {
+pub(crate) fn fmt_pct(p: f64) -> String {
     if p == 0.0 || !p.is_finite() {
         return format!("{p}%");
     }

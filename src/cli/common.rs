@@ -84,7 +84,7 @@ impl Live {
 
     /// No live lines on stdout when `off` (stdout carries `--json-stream` lines): they go to
     /// stderr as `--progress` says, as with `--json`.
-    pub fn off_stdout(self, off: bool) -> Live {
+    pub(crate) fn off_stdout(self, off: bool) -> Live {
         if !off {
             return self;
         }
@@ -97,7 +97,7 @@ impl Live {
     }
 
     /// True when the live lines go to stdout (the table report).
-    pub fn on_stdout(&self) -> bool {
+    pub(crate) fn on_stdout(&self) -> bool {
         self.stdout
     }
 
@@ -123,7 +123,7 @@ impl Live {
 /// bar with each finished run's line printed above it when stderr is a terminal, nothing
 /// otherwise; with `lines`, each finished run's line; with `off`, nothing. Stdout keeps only
 /// the report, so it can be piped or be JSON.
-pub struct Progress(Option<indicatif::ProgressBar>, bool);
+pub(crate) struct Progress(Option<indicatif::ProgressBar>, bool);
 
 impl Progress {
     /// A bar of `runs` runs, when stderr is a terminal (or plain lines when asked).
@@ -149,7 +149,7 @@ impl Progress {
     }
 
     /// One run finished: its line above the bar (or alone, with `--progress lines`).
-    pub fn run_done(&self, line: &str) {
+    pub(crate) fn run_done(&self, line: &str) {
         if let Some(pb) = &self.0 {
             pb.println(line);
             pb.inc(1);
@@ -313,7 +313,7 @@ const AVAILABLE_CONGESTION: &str = "/proc/sys/net/ipv4/tcp_available_congestion_
 /// `--congestion ALGO`: a usage error unless this kernel offers ALGO. Checked when a command
 /// plans its run, not while its flags are parsed (nothing opens a socket for it); where the
 /// list cannot be read, the data socket's setup says whether the kernel takes it.
-pub fn check_congestion(name: &str) -> Result<()> {
+pub(crate) fn check_congestion(name: &str) -> Result<()> {
     match std::fs::read_to_string(AVAILABLE_CONGESTION) {
         Ok(offered) if !offers_congestion(&offered, name) => crate::usage_bail!(
             "unknown congestion control '{name}' (this kernel offers: {})",
@@ -348,7 +348,7 @@ impl MetricsArg {
     }
 
     /// As [`MetricsArg::start`], over a registry the caller keeps a handle to.
-    pub fn start_shared(
+    pub(crate) fn start_shared(
         &self,
         command: &str,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
@@ -368,7 +368,7 @@ impl MetricsArg {
 }
 
 /// Resolves a `HOST:PORT` flag value to one address (host names allowed).
-pub fn resolve_addr(flag: &str, text: &str) -> Result<std::net::SocketAddr> {
+pub(crate) fn resolve_addr(flag: &str, text: &str) -> Result<std::net::SocketAddr> {
     use std::net::ToSocketAddrs;
     if let Ok(a) = text.parse() {
         return Ok(a);
@@ -415,7 +415,7 @@ impl JsonStream {
     }
 
     /// Writes the line that `build` makes of a fresh `event` line, when the stream is on.
-    pub fn emit(
+    pub(crate) fn emit(
         &self,
         event: crate::stats::events::EventKind,
         build: impl FnOnce(crate::stats::events::EventLine) -> crate::stats::events::EventLine,
@@ -427,7 +427,7 @@ impl JsonStream {
     }
 
     /// Passes `r` through, writing an `error` line first when it is an error.
-    pub fn or_error<T>(&self, r: Result<T>) -> Result<T> {
+    pub(crate) fn or_error<T>(&self, r: Result<T>) -> Result<T> {
         if let Err(e) = &r {
             let _ = self.emit(crate::stats::events::EventKind::Error, |l| {
                 l.message(format!("{e:#}"))
@@ -438,11 +438,11 @@ impl JsonStream {
 }
 
 /// The receiver's port when none is given.
-pub const DEFAULT_PORT: u16 = 5300;
+pub(crate) const DEFAULT_PORT: u16 = 5300;
 
 /// HOST:PORT, or HOST alone (the default port). A bare number or a port past 65535 is a
 /// usage error: "5201" read as a host is the IPv4 address 0.0.20.81.
-pub fn resolve(text: &str) -> Result<SocketAddr> {
+pub(crate) fn resolve(text: &str) -> Result<SocketAddr> {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         crate::usage_bail!("'{text}' is a port alone: give HOST:PORT (e.g. 127.0.0.1:{text})");
     }
@@ -469,7 +469,7 @@ pub fn resolve(text: &str) -> Result<SocketAddr> {
 }
 
 /// The receiving side's interval line: the interval's datagrams and rate, the loss so far.
-pub fn recv_interval_line(row: &crate::flow::udp::report::IntervalRow) -> String {
+pub(crate) fn recv_interval_line(row: &crate::flow::udp::report::IntervalRow) -> String {
     format!(
         "[{:6.2}-{:6.2}s] received {:>12} dgrams {:>14} | lost so far {}\n",
         row.start,

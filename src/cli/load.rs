@@ -17,7 +17,7 @@ use crate::stats::Report;
 use crate::units::{parse_duration, parse_nonzero_duration, parse_nonzero_size};
 
 /// Exit status of a run that completed but counted errors.
-pub const EXIT_ERRORS: u8 = 3;
+pub(crate) const EXIT_ERRORS: u8 = 3;
 
 /// The protocol the clients speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,7 +90,7 @@ pub struct WorkloadArgs {
 }
 
 /// Parses a request rate: `5000`, `20k`, `1.5M`, optionally followed by `/s`, `rps` or `ps`.
-pub fn parse_req_rate(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_req_rate(s: &str) -> Result<f64, String> {
     let t = s.trim();
     let t = t
         .strip_suffix("/s")
@@ -280,7 +280,7 @@ pub struct LoadArgs {
 pub struct Sweep(pub Vec<u32>);
 
 /// clap value parser for a sweep (one argument holding the whole list).
-pub fn parse_sweep(s: &str) -> Result<Sweep, String> {
+pub(crate) fn parse_sweep(s: &str) -> Result<Sweep, String> {
     sweep::parse_clients(s)
         .map(Sweep)
         .map_err(|e| format!("{e:#}"))
@@ -296,7 +296,7 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
 
 /// A URL as wrk takes it: `http://HOST[:PORT][/PATH][?QUERY]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
+pub(crate) struct Url {
     /// `HOST:PORT` to connect to (port 80 by default).
     pub addr: String,
     /// The Host header: the URL's authority as written.
@@ -306,7 +306,7 @@ pub struct Url {
 }
 
 /// Parses a [`Url`]; anything else is a usage error.
-pub fn parse_url(url: &str) -> Result<Url> {
+pub(crate) fn parse_url(url: &str) -> Result<Url> {
     let Some((scheme, rest)) = url.split_once("://") else {
         crate::usage_bail!(
             "'{url}' is not a URL (http://HOST:PORT/PATH); a server address goes with --connect HOST:PORT"
@@ -432,12 +432,12 @@ pub fn run(a: &LoadArgs) -> Result<ExitCode> {
 }
 
 /// Runs in a whole sweep: points × runs per point.
-pub fn total_runs(clients: &Sweep, runs: u32) -> u64 {
+pub(crate) fn total_runs(clients: &Sweep, runs: u32) -> u64 {
     clients.0.len() as u64 * runs as u64
 }
 
 /// The exit status of a run that completed: [`EXIT_ERRORS`] when its report counts `errors`.
-pub fn exit_status(errors: u64) -> ExitCode {
+pub(crate) fn exit_status(errors: u64) -> ExitCode {
     if errors > 0 {
         ExitCode::from(EXIT_ERRORS)
     } else {

@@ -67,7 +67,7 @@ pub struct ServeArgs {
 
 /// `host:port` with a literal address or a host name (`localhost:7311`): the first address
 /// it resolves to.
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     use std::net::ToSocketAddrs;
     if let Ok(a) = s.parse() {
         return Ok(a);

@@ -117,7 +117,7 @@ pub struct TrafficArgs {
 }
 
 /// The shortest `--interval`: each interval is a sample kept in memory and a line printed.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 const SPARK: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 

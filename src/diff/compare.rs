@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::figures::{figures, kind_of, Better, Kind};
 
 /// Bootstrap rounds per figure.
-pub const ROUNDS: usize = 2000;
+pub(crate) const ROUNDS: usize = 2000;
 
 /// One report as read: where it came from (a file name) and its JSON.
 pub struct Input {
@@ -291,7 +291,7 @@ fn origin(doc: &Value) -> String {
 }
 
 /// `kernel: 6.1 -> 6.18` for each of [`META_FIELDS`] (sysctls one by one) the sides differ in.
-pub fn meta_differences(a: &Value, b: &Value) -> Vec<String> {
+pub(crate) fn meta_differences(a: &Value, b: &Value) -> Vec<String> {
     let (ma, mb) = (&a["meta"], &b["meta"]);
     if ma.is_null() || mb.is_null() {
         return Vec::new();

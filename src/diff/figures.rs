@@ -52,7 +52,7 @@ const SKIP: [&str; 10] = [
 const ELEMENT_KEYS: [&str; 6] = ["clients", "model", "direction", "conns", "name", "flow"];
 
 /// The kind of a report: its `schema` without the version (`netcore.udp.v4` -> `netcore.udp`).
-pub fn kind_of(doc: &Value) -> Option<String> {
+pub(crate) fn kind_of(doc: &Value) -> Option<String> {
     let s = doc.get("schema")?.as_str()?;
     let kind = match s.rsplit_once(".v") {
         Some((k, v)) if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()) => k,

@@ -22,18 +22,18 @@ use sha2::Sha256;
 
 /// How long past `--max-duration` a sender may still be sending (its Done on its way)
 /// before the receiver cuts the test.
-pub const OVERRUN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const OVERRUN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Bytes of a challenge's nonce.
-pub const NONCE_LEN: usize = 32;
+pub(crate) const NONCE_LEN: usize = 32;
 /// Domain separation for the MAC (a key used elsewhere cannot be made to answer for us).
-pub const MAC_CONTEXT: &[u8] = b"netcore control auth v1\0";
+pub(crate) const MAC_CONTEXT: &[u8] = b"netcore control auth v1\0";
 /// Domain separation for a data connection's token (never equal to a control proof).
-pub const DATA_CONTEXT: &[u8] = b"netcore data conn v1\0";
+pub(crate) const DATA_CONTEXT: &[u8] = b"netcore data conn v1\0";
 /// Bytes of a data connection's token.
 pub const TOKEN_LEN: usize = 16;
 /// The longest key file read.
-pub const MAX_KEY: usize = 4096;
+pub(crate) const MAX_KEY: usize = 4096;
 
 /// One address block: an address and how many leading bits must match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +110,7 @@ impl AllowList {
     }
 
     /// Whether `ip` may start a test.
-    pub fn admits(&self, ip: IpAddr) -> bool {
+    pub(crate) fn admits(&self, ip: IpAddr) -> bool {
         self.0.is_empty() || self.0.iter().any(|c| c.contains(ip))
     }
 }
@@ -138,7 +138,7 @@ impl std::fmt::Debug for Key {
 
 /// Reads a shared key file: its bytes, without one trailing newline. An unreadable, empty
 /// or oversized file is an error naming it.
-pub fn read_key(path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_key(path: &Path) -> Result<Vec<u8>, String> {
     let mut key = std::fs::read(path)
         .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
     if key.len() > MAX_KEY {
@@ -218,7 +218,7 @@ impl TestSecret {
     }
 
     /// Whether `token` is data connection `stream`'s (constant-time in its bytes).
-    pub fn admits(&self, stream: u32, token: &[u8]) -> bool {
+    pub(crate) fn admits(&self, stream: u32, token: &[u8]) -> bool {
         token.len() == TOKEN_LEN && self.mac(stream).verify_truncated_left(token).is_ok()
     }
 }

@@ -66,7 +66,7 @@ fn zerocopy_unavailable() -> Option<String> {
 
 /// The sending side with `--zerocopy`: uring (`SEND_ZC`) whatever `auto` would pick, or
 /// an error naming why it cannot be.
-pub fn resolve_zerocopy(b: Backend) -> Result<Backend> {
+pub(crate) fn resolve_zerocopy(b: Backend) -> Result<Backend> {
     if b == Backend::Mio {
         bail!("--zerocopy needs the uring backend (io_uring SEND_ZC); drop --backend mio");
     }
@@ -78,13 +78,13 @@ pub fn resolve_zerocopy(b: Backend) -> Result<Backend> {
 
 /// The receiving side: `auto` is uring where io_uring works (multishot `RECVMSG` received
 /// 1.01x and 1.03x of `recvmmsg`'s goodput in `CONFIGS=uring tools/compare-udp-burst.sh`), else mio.
-pub fn resolve_recv(b: Backend) -> Result<Backend> {
+pub(crate) fn resolve_recv(b: Backend) -> Result<Backend> {
     resolve(b, true)
 }
 
 /// The sending side: `auto` is uring where io_uring works (linked `SEND` batches: 0.89x to
 /// 1.03x of `sendmmsg` over four runs of the script, parity within its spread), else mio.
-pub fn resolve_send(b: Backend) -> Result<Backend> {
+pub(crate) fn resolve_send(b: Backend) -> Result<Backend> {
     resolve(b, false)
 }
 

@@ -273,9 +273,9 @@ fn check_values(msg: &Msg) -> std::result::Result<(), String> {
 }
 
 /// The slowest pace a reverse Setup may ask for: 1 bit/s (slower is no rate a pacer can keep).
-pub const MIN_RATE_BPS: f64 = 1.0;
+pub(crate) const MIN_RATE_BPS: f64 = 1.0;
 /// The fastest: 10 Pbit/s, beyond any link (`--rate` itself parses up to 8e15).
-pub const MAX_RATE_BPS: f64 = 1e16;
+pub(crate) const MAX_RATE_BPS: f64 = 1e16;
 
 /// A control connection: blocking TCP with a deadline on every receive.
 pub struct Conn {
@@ -396,7 +396,7 @@ impl Conn {
     /// Like [`Conn::expect`] with a fixed `deadline`, waiting in slices of at most 50 ms and
     /// giving up as soon as `stop()` says so (a signal): no wait here outlives a stop request
     /// by more than a slice.
-    pub fn expect_or_stop(
+    pub(crate) fn expect_or_stop(
         &mut self,
         what: &str,
         deadline: Instant,
@@ -442,7 +442,7 @@ impl Conn {
     }
 
     /// Takes one message if a complete one is buffered or readable now; never blocks.
-    pub fn try_recv(&mut self) -> Result<Option<Msg>> {
+    pub(crate) fn try_recv(&mut self) -> Result<Option<Msg>> {
         if let Some(m) = self.take_line()? {
             return Ok(Some(m));
         }
@@ -466,7 +466,7 @@ impl Conn {
     /// Whether the peer closed (or reset) the connection, by a non-blocking peek: for waits
     /// that read nothing from it (a test's data connections, the opener of `-R`), so that a
     /// client that went away frees what it held at once.
-    pub fn peer_closed(&self) -> bool {
+    pub(crate) fn peer_closed(&self) -> bool {
         if self.stream.set_nonblocking(true).is_err() {
             return true;
         }

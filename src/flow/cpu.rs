@@ -26,7 +26,7 @@ pub struct CpuUsage {
 /// [`CpuUsage`] as JSON: `null` for what was not measured (every figure when no thread of
 /// this side was measured, but a peer's `pct_core`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct CpuJson {
+pub(crate) struct CpuJson {
     /// Busy threads counted (null: none of ours was).
     pub threads: Option<u32>,
     /// User-mode CPU seconds, summed over those threads.
@@ -72,7 +72,7 @@ impl From<CpuJson> for CpuUsage {
 
 impl CpuUsage {
     /// CPU seconds in all.
-    pub fn cpu_s(&self) -> f64 {
+    pub(crate) fn cpu_s(&self) -> f64 {
         self.user_s + self.system_s
     }
 
@@ -128,7 +128,7 @@ impl CpuUsage {
 }
 
 /// A busy thread's CPU clock, started where it begins moving data.
-pub struct ThreadMeter {
+pub(crate) struct ThreadMeter {
     start: ThreadTimes,
     wall: std::time::Instant,
 }

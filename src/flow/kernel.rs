@@ -27,7 +27,7 @@ pub struct UdpCounters {
 
 /// One CPU's time by kind, in clock ticks (`/proc/stat`, line `cpuN`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CpuTicks {
+pub(crate) struct CpuTicks {
     pub cpu: usize,
     pub user: u64,
     pub system: u64,
@@ -45,7 +45,7 @@ impl CpuTicks {
 
 /// The kernel's counters at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub udp: Option<UdpCounters>,
     /// Backlog drops per CPU (`/proc/net/softnet_stat`, second column).
     pub backlog_drops: Vec<u64>,
@@ -84,7 +84,7 @@ impl UdpCounters {
 }
 
 /// Parses the `Udp:` header and value lines of `/proc/net/snmp`.
-pub fn parse_snmp_udp(text: &str) -> Option<UdpCounters> {
+pub(crate) fn parse_snmp_udp(text: &str) -> Option<UdpCounters> {
     let mut lines = text.lines().filter(|l| l.starts_with("Udp: "));
     let names: Vec<&str> = lines.next()?.split_whitespace().skip(1).collect();
     let values: Vec<u64> = lines
@@ -109,14 +109,14 @@ pub fn parse_snmp_udp(text: &str) -> Option<UdpCounters> {
 
 /// Parses `/proc/net/softnet_stat`: one line per CPU, hexadecimal columns; the second is the
 /// packets dropped because the CPU's backlog queue was full.
-pub fn parse_softnet(text: &str) -> Vec<u64> {
+pub(crate) fn parse_softnet(text: &str) -> Vec<u64> {
     text.lines()
         .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
         .collect()
 }
 
 /// Parses the `cpuN` lines of `/proc/stat`.
-pub fn parse_stat(text: &str) -> Vec<CpuTicks> {
+pub(crate) fn parse_stat(text: &str) -> Vec<CpuTicks> {
     text.lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
@@ -137,7 +137,7 @@ pub fn parse_stat(text: &str) -> Vec<CpuTicks> {
 }
 
 /// Parses the `NET_RX:` line of `/proc/softirqs`: one count per CPU, in the header's order.
-pub fn parse_softirqs_net_rx(text: &str) -> Vec<u64> {
+pub(crate) fn parse_softirqs_net_rx(text: &str) -> Vec<u64> {
     text.lines()
         .find_map(|l| l.trim_start().strip_prefix("NET_RX:"))
         .map(|v| v.split_whitespace().map_while(|x| x.parse().ok()).collect())
@@ -157,7 +157,7 @@ impl Snapshot {
     }
 
     /// What changed from `self` to `later`.
-    pub fn delta(&self, later: &Snapshot) -> Delta {
+    pub(crate) fn delta(&self, later: &Snapshot) -> Delta {
         let udp = match (self.udp, later.udp) {
             (Some(a), Some(b)) => Some(UdpCounters {
                 in_datagrams: b.in_datagrams.saturating_sub(a.in_datagrams),
@@ -221,7 +221,7 @@ pub struct LossSplit {
 /// GRO on the receiving socket a dropped buffer may hold up to `segs` datagrams (on loopback, a
 /// whole GSO send), so with `segs` > 1 each count is scaled by `segs` (capped by `lost`) and
 /// the split is an estimate.
-pub fn split_loss(lost: u64, socket_drops: Option<u64>, segs: u64, d: &Delta) -> LossSplit {
+pub(crate) fn split_loss(lost: u64, socket_drops: Option<u64>, segs: u64, d: &Delta) -> LossSplit {
     let segs = segs.max(1);
     let mut notes: Vec<String> = Vec::new();
     let socket_buffer = match (socket_drops, d.udp) {

@@ -48,7 +48,7 @@ impl Pacer {
     }
 
     /// Nanoseconds from `now_ns` until `n` datagrams (capped at the burst) may be sent.
-    pub fn wait_ns(&mut self, now_ns: u64, n: u64) -> u64 {
+    pub(crate) fn wait_ns(&mut self, now_ns: u64, n: u64) -> u64 {
         self.refill(now_ns);
         let need = (n as f64).min(self.burst) - self.tokens;
         if need <= 0.0 {

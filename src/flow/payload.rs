@@ -97,7 +97,7 @@ pub struct SocketDrops {
 
 impl SocketDrops {
     /// The best count there is: the end reading, else the control messages'.
-    pub fn best(&self) -> Option<u64> {
+    pub(crate) fn best(&self) -> Option<u64> {
         self.total.or(self.rxq_ovfl)
     }
 }
@@ -157,7 +157,7 @@ impl StreamStats {
 }
 
 /// `part` in percent of `whole` (0 when `whole` is 0).
-pub fn pct_of(part: u64, whole: u64) -> f64 {
+pub(crate) fn pct_of(part: u64, whole: u64) -> f64 {
     if whole > 0 {
         part as f64 * 100.0 / whole as f64
     } else {
@@ -170,7 +170,7 @@ pub fn pct_of(part: u64, whole: u64) -> f64 {
 /// Default write (and read) size of a TCP test.
 pub const DEFAULT_LEN: usize = 128 * 1024;
 /// The largest write size accepted.
-pub const MAX_LEN: usize = 16 << 20;
+pub(crate) const MAX_LEN: usize = 16 << 20;
 
 /// The settings of a TCP test, sent by the client in `Setup` and applied by both ends to
 /// their data sockets.
@@ -274,7 +274,7 @@ pub struct TcpFigures {
 }
 
 impl TcpFigures {
-    pub fn from_info(i: &TcpInfo, congestion: &str) -> TcpFigures {
+    pub(crate) fn from_info(i: &TcpInfo, congestion: &str) -> TcpFigures {
         TcpFigures {
             retransmits: i.total_retrans as u64,
             cwnd: i.snd_cwnd,

@@ -17,13 +17,13 @@
 /// Bytes of the header; the smallest probe.
 pub const HEADER_LEN: usize = 48;
 /// The largest probe (and echo buffer).
-pub const MAX_LEN: usize = 1472;
+pub(crate) const MAX_LEN: usize = 1472;
 /// The default probe length.
 pub const DEFAULT_LEN: usize = 64;
 const MAGIC: [u8; 8] = *b"NCPROBE1";
 /// Bytes of the request a handshake probe sends on its fresh TCP connection to the echo's
 /// port (answered with the same bytes).
-pub const REQUEST_LEN: usize = 8;
+pub(crate) const REQUEST_LEN: usize = 8;
 
 /// One probe's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,7 +95,12 @@ impl Probe {
 
 /// The echo's step: checks that `b` is a probe of `test_id` and stamps the receive and send
 /// times in place; the caller sends `b` back unchanged otherwise.
-pub fn stamp_echo(b: &mut [u8], test_id: u64, rx_ns: u64, tx_ns: u64) -> Result<(), Invalid> {
+pub(crate) fn stamp_echo(
+    b: &mut [u8],
+    test_id: u64,
+    rx_ns: u64,
+    tx_ns: u64,
+) -> Result<(), Invalid> {
     Probe::decode(b, test_id)?;
     b[32..40].copy_from_slice(&rx_ns.to_le_bytes());
     b[40..48].copy_from_slice(&tx_ns.to_le_bytes());

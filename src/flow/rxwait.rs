@@ -30,7 +30,7 @@ impl RxWait {
     /// fill, and the writer waits on it), so such a reader blocks unless told to spin.
     /// Measured on loopback, 2 s runs, recv on its own CPU: blocking read 1.3-1.6x what
     /// napping did at --window 4K and 16K, and more at 64K-1M.
-    pub fn for_window(self, window: Option<u64>) -> RxWait {
+    pub(crate) fn for_window(self, window: Option<u64>) -> RxWait {
         match (self, window) {
             (RxWait::Poll, Some(_)) => RxWait::Block,
             (w, _) => w,

@@ -20,7 +20,7 @@ use crate::units::{fmt_bits_per_sec, fmt_count, fmt_pct, fmt_pps};
 
 /// One trial's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
-pub struct Trial {
+pub(crate) struct Trial {
     /// The paced rate tried (bit/s of UDP payload); `None`: unpaced.
     pub rate_bps: Option<f64>,
     /// What the sender achieved (bit/s).
@@ -37,11 +37,11 @@ pub struct Trial {
 }
 
 /// The share of the sent rate a passing trial must deliver.
-pub const MIN_DELIVERY: f64 = 0.95;
+pub(crate) const MIN_DELIVERY: f64 = 0.95;
 
 /// What to do next.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Run a trial at this rate (`None`: unpaced).
     Try(Option<f64>),
     /// The search is over.
@@ -50,7 +50,7 @@ pub enum Next {
 
 /// The search (see the module documentation).
 #[derive(Debug, Clone)]
-pub struct Search {
+pub(crate) struct Search {
     bound: f64,
     precision: f64,
     max_trials: usize,
@@ -203,7 +203,7 @@ impl Search {
 
 /// `blast --find-rate`'s report (schema `netcore.findrate.v1`).
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-pub struct FindRateReport {
+pub(crate) struct FindRateReport {
     pub schema: &'static str,
     /// Where the report came from: netcore's version and revision, the host, kernel, CPUs,
     /// pinned threads, sysctls, when (`stats::meta`; absent in reports of older versions).
@@ -227,7 +227,7 @@ pub struct FindRateReport {
 }
 
 /// The schema name of [`FindRateReport`].
-pub const SCHEMA: &str = "netcore.findrate.v1";
+pub(crate) const SCHEMA: &str = "netcore.findrate.v1";
 
 impl FindRateReport {
     /// The trials: raw numbers for CSV, or (`human`) through [`crate::units`]' formatter.

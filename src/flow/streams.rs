@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::units::Rate;
 
 /// The most data streams of one test (per direction).
-pub const MAX_STREAMS: u16 = 128;
+pub(crate) const MAX_STREAMS: u16 = 128;
 /// The label of a report's row that adds up the streams of one direction.
 pub const SUM: &str = "SUM";
 
@@ -79,7 +79,7 @@ impl Dir {
 
 /// Stream `index`'s share of `total` among `n` streams: split as evenly as it goes (the first
 /// `total % n` get one more), so the shares add up to `total` exactly.
-pub fn split_count(total: u64, index: usize, n: usize) -> u64 {
+pub(crate) fn split_count(total: u64, index: usize, n: usize) -> u64 {
     let n = n.max(1) as u64;
     let i = index as u64 % n;
     total / n + u64::from(i < total % n)
@@ -87,7 +87,7 @@ pub fn split_count(total: u64, index: usize, n: usize) -> u64 {
 
 /// Each of `n` streams' share of a pace over all of them (`--rate` is the total): an equal
 /// share, in the rate's own unit, so the shares add up to `total`.
-pub fn split_rate(total: Rate, n: usize) -> Rate {
+pub(crate) fn split_rate(total: Rate, n: usize) -> Rate {
     let n = n.max(1) as f64;
     match total {
         Rate::BitsPerSec(b) => Rate::BitsPerSec(b / n),
@@ -97,7 +97,7 @@ pub fn split_rate(total: Rate, n: usize) -> Rate {
 
 /// [`split_rate`] of a bit rate given as whole bits per second (TCP's `rate_bps`, iperf3's
 /// per-stream `bandwidth`): at least 1, so a share is never read as "unpaced".
-pub fn split_bps(total_bps: u64, n: usize) -> u64 {
+pub(crate) fn split_bps(total_bps: u64, n: usize) -> u64 {
     (split_rate(Rate::BitsPerSec(total_bps as f64), n).bits_per_sec(0) as u64).max(1)
 }
 
@@ -111,7 +111,7 @@ pub fn cpu_for(cpus: &[usize], i: usize) -> Option<usize> {
 /// one kind pinned to the same CPU share a thread; unpinned streams of one kind are dealt
 /// round-robin over min(streams, `cpus`) threads, `cpus` being how many CPUs the process may
 /// run on. Writers and readers never share. With `per_stream`, every stream has its own.
-pub fn thread_groups(
+pub(crate) fn thread_groups(
     kinds: &[(bool, Option<usize>)],
     cpus: usize,
     per_stream: bool,

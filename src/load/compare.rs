@@ -36,7 +36,7 @@ use crate::stats::Report;
 use crate::units::{fmt_micros, fmt_number, fmt_secs};
 
 /// The JSON schema name of [`CompareReport`].
-pub const SCHEMA: &str = "netcore.compare.v1";
+pub(crate) const SCHEMA: &str = "netcore.compare.v1";
 
 /// How long a server may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,7 +44,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The tutorial's published medians (seconds) at 10 and 100 clients, 3 tasks of ~1 s each.
-pub const TUTORIAL: [(&str, f64, f64); 3] = [
+pub(crate) const TUTORIAL: [(&str, f64, f64); 3] = [
     ("iterative", 30.1, 300.4),
     ("process", 3.17, 4.15),
     ("thread", 3.08, 3.50),
@@ -187,7 +187,7 @@ impl Drop for ServerProc {
 }
 
 /// The address in a `listening on ADDR ...` line.
-pub fn parse_listening(line: &str) -> Option<SocketAddr> {
+pub(crate) fn parse_listening(line: &str) -> Option<SocketAddr> {
     line.strip_prefix("listening on ")?
         .split_whitespace()
         .next()?
@@ -197,7 +197,7 @@ pub fn parse_listening(line: &str) -> Option<SocketAddr> {
 
 /// Estimated seconds per run at `clients`, from the points measured before it
 /// (`(clients, seconds per run)`, in increasing client order). See the module docs.
-pub fn estimate(prev: &[(u32, f64)], clients: u32) -> Option<f64> {
+pub(crate) fn estimate(prev: &[(u32, f64)], clients: u32) -> Option<f64> {
     let &(c2, t2) = prev.last()?;
     let est = match prev.len() {
         1 => t2 * clients as f64 / c2.max(1) as f64,
@@ -409,7 +409,7 @@ impl CompareReport {
     }
 
     /// Errors summed over every model, point and run.
-    pub fn total_errors(&self) -> u64 {
+    pub(crate) fn total_errors(&self) -> u64 {
         self.models
             .iter()
             .flat_map(|m| &m.points)

@@ -62,9 +62,9 @@ use crate::reactor::{Budget, Ctx, Entry, Handler, Key, OutBuf, Reactor, Ready, T
 use crate::stats::hist::Hist;
 
 /// Most requests outstanding on one connection in open-loop mode.
-pub const MAX_INFLIGHT: usize = 1024;
+pub(crate) const MAX_INFLIGHT: usize = 1024;
 /// HTTP: connections in a row that may end with an error before any response, per client.
-pub const MAX_FRUITLESS: u32 = 3;
+pub(crate) const MAX_FRUITLESS: u32 = 3;
 
 const READ_BUF: usize = 64 * 1024;
 const OUT_KEEP: usize = 64 * 1024;
@@ -178,7 +178,7 @@ impl ErrorCounts {
         } += 1;
     }
 
-    pub fn merge(&mut self, o: &ErrorCounts) {
+    pub(crate) fn merge(&mut self, o: &ErrorCounts) {
         self.refused += o.refused;
         self.reset += o.reset;
         self.closed += o.closed;
@@ -203,7 +203,7 @@ impl ErrorCounts {
     }
 
     /// Every kind with its name, in report order (the CSV columns, the `brief` words).
-    pub fn by_kind(&self) -> [(&'static str, u64); 9] {
+    pub(crate) fn by_kind(&self) -> [(&'static str, u64); 9] {
         [
             ("refused", self.refused),
             ("reset", self.reset),
@@ -218,7 +218,7 @@ impl ErrorCounts {
     }
 
     /// `refused=3 timeout=1`, or `0`.
-    pub fn brief(&self) -> String {
+    pub(crate) fn brief(&self) -> String {
         let s: Vec<String> = self
             .by_kind()
             .iter()
@@ -243,7 +243,7 @@ impl StatusCounts {
         *self.0.entry(status).or_insert(0) += 1;
     }
 
-    pub fn merge(&mut self, o: &StatusCounts) {
+    pub(crate) fn merge(&mut self, o: &StatusCounts) {
         for (k, n) in &o.0 {
             *self.0.entry(*k).or_insert(0) += n;
         }
@@ -254,7 +254,7 @@ impl StatusCounts {
     }
 
     /// Responses whose status is neither 2xx nor 3xx (wrk's "Non-2xx or 3xx responses").
-    pub fn non_2xx_3xx(&self) -> u64 {
+    pub(crate) fn non_2xx_3xx(&self) -> u64 {
         self.0
             .iter()
             .filter(|(k, _)| !(200..400).contains(*k))
@@ -263,7 +263,7 @@ impl StatusCounts {
     }
 
     /// `200=1234 404=2`, or `-` for none.
-    pub fn brief(&self) -> String {
+    pub(crate) fn brief(&self) -> String {
         if self.0.is_empty() {
             return "-".into();
         }

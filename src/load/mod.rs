@@ -28,7 +28,7 @@ pub use report::{LoadReport, PointResult, RunResult, Summary};
 use crate::stats::plot::{line_chart, PlotOptions, Series};
 
 /// Runs one sweep point `runs` times; `on_run` is told about each finished run.
-pub fn run_point(
+pub(crate) fn run_point(
     cfg: &RunConfig,
     clients: u32,
     runs: u32,
@@ -54,7 +54,7 @@ pub fn run_point(
 
 /// Plots a load sweep: x = clients; y = median wall time (tasks mode) or median tasks/s
 /// (duration mode).
-pub fn plot_sweep(path: &Path, r: &LoadReport) -> Result<()> {
+pub(crate) fn plot_sweep(path: &Path, r: &LoadReport) -> Result<()> {
     let tasks_mode = r.setup.tasks_mode();
     let pts: Vec<(f64, f64)> = r
         .points

@@ -10,11 +10,11 @@ use crate::stats::Report;
 use crate::units::{fmt_count, fmt_micros, fmt_number, fmt_pct, fmt_per_sec, fmt_secs};
 
 /// The JSON schema name of [`LoadReport`].
-pub const SCHEMA: &str = "netcore.load.v1";
+pub(crate) const SCHEMA: &str = "netcore.load.v1";
 
 /// What one task is called in a report: a request for HTTP (as wrk says req/s), else a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unit {
+pub(crate) struct Unit {
     /// The count's column: `requests` or `tasks`.
     pub count: &'static str,
     /// The rate's column: `req/s` or `tasks/s`.
@@ -60,7 +60,7 @@ pub struct OpenLoop {
 
 impl OpenLoop {
     /// The share of scheduled requests that were never sent (0..=1).
-    pub fn missed_share(&self) -> f64 {
+    pub(crate) fn missed_share(&self) -> f64 {
         if self.scheduled == 0 {
             0.0
         } else {
@@ -69,7 +69,7 @@ impl OpenLoop {
     }
 
     /// `scheduled 20,000, sent 2,000, missed 18,000 (90.0%)`
-    pub fn brief(&self) -> String {
+    pub(crate) fn brief(&self) -> String {
         format!(
             "scheduled {}, sent {}, missed {} ({})",
             fmt_count(self.scheduled),
@@ -136,7 +136,7 @@ impl RunResult {
     /// The progress line printed to a terminal after each run: `load: clients=10 run 1/3: ...`
     /// (`who` names the command and, for `compare`, the model).
     /// `proto` names what a task is (`req` for HTTP).
-    pub fn progress_line(&self, who: &str, runs: u32, proto: &str) -> String {
+    pub(crate) fn progress_line(&self, who: &str, runs: u32, proto: &str) -> String {
         format!(
             "{who} clients={} run {}/{runs}: wall {}, {}, p99 {}, errors {}",
             self.clients,
@@ -150,7 +150,7 @@ impl RunResult {
 }
 
 impl RunResult {
-    pub fn from_outcome(run: u32, o: &RunOutcome) -> RunResult {
+    pub(crate) fn from_outcome(run: u32, o: &RunOutcome) -> RunResult {
         RunResult {
             run,
             clients: o.clients,
@@ -310,12 +310,12 @@ pub struct Setup {
 
 impl Setup {
     /// A fixed number of tasks per client (else a duration).
-    pub fn tasks_mode(&self) -> bool {
+    pub(crate) fn tasks_mode(&self) -> bool {
         self.mode == "tasks"
     }
 
     /// `proto=P mode=M workload=W[ tasks/client=N]`: how a report's first line goes on.
-    pub fn brief(&self) -> String {
+    pub(crate) fn brief(&self) -> String {
         format!(
             "proto={} mode={} workload={}{}",
             self.proto,
@@ -351,12 +351,12 @@ impl LoadReport {
     }
 
     /// Warnings about the open loop falling behind its schedule, one per point.
-    pub fn open_loop_warnings(&self) -> Vec<String> {
+    pub(crate) fn open_loop_warnings(&self) -> Vec<String> {
         open_loop_warnings(&self.points, "load")
     }
 
     /// Errors summed over every point and run.
-    pub fn total_errors(&self) -> u64 {
+    pub(crate) fn total_errors(&self) -> u64 {
         self.points.iter().map(|p| p.median.errors.total()).sum()
     }
 }
@@ -403,7 +403,7 @@ impl LoadReport {
 }
 
 /// One warning per point whose open loop missed more than 1 % of its schedule.
-pub fn open_loop_warnings(points: &[PointResult], who: &str) -> Vec<String> {
+pub(crate) fn open_loop_warnings(points: &[PointResult], who: &str) -> Vec<String> {
     points
         .iter()
         .filter_map(|p| {

@@ -43,7 +43,7 @@ impl Schedule {
     }
 
     /// How many requests are due at `now` (those with `at(k) <= now`).
-    pub fn due(&self, now: Instant) -> u64 {
+    pub(crate) fn due(&self, now: Instant) -> u64 {
         let start = self.base + self.phase;
         if now < start {
             return 0;

@@ -13,12 +13,12 @@
 use anyhow::{bail, Context, Result};
 
 /// Largest client count of one sweep point.
-pub const MAX_CLIENTS: u32 = 100_000;
+pub(crate) const MAX_CLIENTS: u32 = 100_000;
 /// Largest number of points in a sweep.
-pub const MAX_POINTS: usize = 1000;
+pub(crate) const MAX_POINTS: usize = 1000;
 
 /// Parses a sweep (see the module docs).
-pub fn parse_clients(text: &str) -> Result<Vec<u32>> {
+pub(crate) fn parse_clients(text: &str) -> Result<Vec<u32>> {
     let t: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     if t.is_empty() {
         bail!("empty client list");

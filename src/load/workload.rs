@@ -26,9 +26,9 @@ use rand::Rng;
 use crate::proto::{Counters, Proto, Session, SessionConfig, Step};
 
 /// Longest request line accepted in a task script or mix file.
-pub const MAX_REQUEST: usize = 16 * 1024;
+pub(crate) const MAX_REQUEST: usize = 16 * 1024;
 /// Largest echo payload.
-pub const MAX_ECHO_SIZE: usize = 1 << 20;
+pub(crate) const MAX_ECHO_SIZE: usize = 1 << 20;
 
 /// The reply a request must get.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +119,7 @@ impl Workload {
     }
 
     /// An HTTP workload of one path with `Host: host` (a URL's authority, as wrk sends it).
-    pub fn http_to(path: &str, host: &str) -> Result<Workload> {
+    pub(crate) fn http_to(path: &str, host: &str) -> Result<Workload> {
         Ok(Workload::Http {
             requests: vec![http_request_to(path, host)?],
             seed: 0,
@@ -127,7 +127,7 @@ impl Workload {
     }
 
     /// An HTTP workload from a mix file of paths (the syntax of [`Workload::mix`]).
-    pub fn http_mix(path: &Path, seed: u64) -> Result<Workload> {
+    pub(crate) fn http_mix(path: &Path, seed: u64) -> Result<Workload> {
         Ok(Workload::Http {
             requests: mix_file(path, http_request)?,
             seed,
@@ -151,7 +151,7 @@ impl Workload {
     }
 
     /// The longest expected reply line (to bound a client's reply buffer).
-    pub fn max_reply(&self) -> usize {
+    pub(crate) fn max_reply(&self) -> usize {
         match self {
             Workload::Task { requests, .. } => requests
                 .iter()
@@ -248,12 +248,12 @@ pub fn request(line: &str) -> Result<Request> {
 }
 
 /// Builds the GET of `path` and derives netcore's answer from the HTTP session.
-pub fn http_request(path: &str) -> Result<HttpRequest> {
+pub(crate) fn http_request(path: &str) -> Result<HttpRequest> {
     http_request_to(path, "localhost")
 }
 
 /// [`http_request`] with `Host: host`.
-pub fn http_request_to(path: &str, host: &str) -> Result<HttpRequest> {
+pub(crate) fn http_request_to(path: &str, host: &str) -> Result<HttpRequest> {
     use crate::proto::http::{parse_response, write_get, ParsedResponse};
     let path = path.trim();
     if !path.starts_with('/') || path.len() > 1024 || path.bytes().any(|b| b <= b' ' || b >= 0x7f) {
@@ -295,7 +295,7 @@ fn expect_counters() -> Counters {
 
 /// A client's request picker: the seeded generator of client `client` for a mix.
 #[derive(Debug, Clone)]
-pub struct Picker {
+pub(crate) struct Picker {
     rng: crate::seeded::SeededRng,
     n: usize,
 }
@@ -326,7 +326,7 @@ impl Picker {
 
 /// The echo payload byte at offset `i` of request `seq` (see the module docs).
 #[inline]
-pub fn echo_byte(seq: u64, i: usize) -> u8 {
+pub(crate) fn echo_byte(seq: u64, i: usize) -> u8 {
     if i < 8 {
         seq.to_le_bytes()[i]
     } else {
@@ -335,7 +335,7 @@ pub fn echo_byte(seq: u64, i: usize) -> u8 {
 }
 
 /// Appends the echo payload of request `seq` to `out`.
-pub fn echo_payload(seq: u64, size: usize, out: &mut Vec<u8>) {
+pub(crate) fn echo_payload(seq: u64, size: usize, out: &mut Vec<u8>) {
     let h = size.min(8);
     out.extend_from_slice(&seq.to_le_bytes()[..h]);
     out.extend((h..size).map(|i| echo_byte(seq, i)));

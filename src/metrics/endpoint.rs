@@ -27,16 +27,16 @@ use crate::reactor::{drain_read, Budget, Ctx, Drained, Entry, Handle, Handler, K
 use crate::reactor::{Reactor, Ready, Shares};
 
 /// Connections served at once; more are refused on accept.
-pub const MAX_CONNS: usize = 64;
+pub(crate) const MAX_CONNS: usize = 64;
 /// Connections one address (an IPv6 /64) may hold at once; more are refused on accept.
-pub const PER_PEER: usize = MAX_CONNS / 4;
+pub(crate) const PER_PEER: usize = MAX_CONNS / 4;
 /// How long a connection may go without a byte read or written.
-pub const IDLE: Duration = Duration::from_secs(10);
+pub(crate) const IDLE: Duration = Duration::from_secs(10);
 /// How long a request head may take to arrive, from its first byte. Not shorter than [`IDLE`]:
 /// one timer per connection, re-armed for whichever comes first, then sees both in time.
-pub const HEAD_DEADLINE: Duration = IDLE;
+pub(crate) const HEAD_DEADLINE: Duration = IDLE;
 /// Answers waiting for the peer beyond which a connection is neither answered nor read.
-pub const OUT_CAP: usize = 64 * 1024;
+pub(crate) const OUT_CAP: usize = 64 * 1024;
 /// Unanswered input beyond which a connection is not read.
 const IN_CAP: usize = 2 * http::MAX_HEAD;
 

@@ -31,15 +31,15 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::stats::hist::Hist;
 
 /// The content type of the exposition.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The content type of the classic Prometheus text format (for clients that do not ask for
 /// OpenMetrics: curl, `promtool check metrics`).
-pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The classic Prometheus text format (0.0.4) of an OpenMetrics exposition: a counter's
 /// `HELP`/`TYPE` name the `_total` series (as that format's parsers, promtool's among them,
 /// group samples by exact name), `UNIT` and `# EOF` are left out; samples are unchanged.
-pub fn to_text_format(openmetrics: &str) -> String {
+pub(crate) fn to_text_format(openmetrics: &str) -> String {
     let counters: HashSet<&str> = openmetrics
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
@@ -69,10 +69,10 @@ pub fn to_text_format(openmetrics: &str) -> String {
     out
 }
 /// Distinct peer addresses labelled by name; later ones are `other`.
-pub const MAX_PEERS: usize = 64;
+pub(crate) const MAX_PEERS: usize = 64;
 
 /// A label set: a few `(name, value)` pairs.
-pub type Labels = Vec<(&'static str, String)>;
+pub(crate) type Labels = Vec<(&'static str, String)>;
 
 fn labels(l: &[(&'static str, &str)]) -> Labels {
     l.iter().map(|(k, v)| (*k, (*v).to_string())).collect()
@@ -96,7 +96,7 @@ impl Counters {
 
 /// A family of gauges.
 #[derive(Clone, Debug, Default)]
-pub struct Gauges(Family<Labels, Gauge>);
+pub(crate) struct Gauges(Family<Labels, Gauge>);
 
 impl Gauges {
     pub fn set(&self, l: &[(&'static str, &str)], v: i64) {
@@ -119,7 +119,7 @@ pub struct HdrFamily {
 
 impl HdrFamily {
     /// Adds every sample of `h` to the series `l`.
-    pub fn merge(&self, l: &[(&'static str, &str)], h: &Hist) {
+    pub(crate) fn merge(&self, l: &[(&'static str, &str)], h: &Hist) {
         if h.is_empty() {
             return;
         }
@@ -225,7 +225,7 @@ impl Metrics {
     }
 
     /// Registers a gauge family `netcore_NAME`.
-    pub fn gauges(&mut self, name: &str, help: &str) -> Gauges {
+    pub(crate) fn gauges(&mut self, name: &str, help: &str) -> Gauges {
         let g = Gauges::default();
         self.registry.register(name, help, g.0.clone());
         self.declared.push((name.into(), help.into(), "gauge"));
@@ -270,7 +270,7 @@ impl Metrics {
     }
 
     /// The classic Prometheus text format of [`Metrics::render`].
-    pub fn render_text(&self) -> String {
+    pub(crate) fn render_text(&self) -> String {
         to_text_format(&self.render())
     }
 
@@ -296,7 +296,7 @@ impl Metrics {
 
 /// Peer addresses as label values, at most [`MAX_PEERS`] distinct ones.
 #[derive(Debug, Default)]
-pub struct Peers {
+pub(crate) struct Peers {
     seen: Mutex<HashSet<IpAddr>>,
 }
 

@@ -170,7 +170,7 @@ impl RecvMetrics {
     }
 
     /// A netcore UDP test began: `len`-byte datagrams from `peer`.
-    pub fn udp_started(&mut self, test_id: u64, peer: SocketAddr, len: u32) {
+    pub(crate) fn udp_started(&mut self, test_id: u64, peer: SocketAddr, len: u32) {
         if self.open.len() >= MAX_OPEN {
             if let Some(old) = self.open.iter().min_by_key(|(_, o)| o.seq).map(|(k, _)| *k) {
                 self.open.remove(&old);
@@ -192,7 +192,7 @@ impl RecvMetrics {
 
     /// Progress of UDP test `test_id`: `received` distinct datagrams so far (cumulative).
     /// A test not started here (a reverse one, sent from here) or already ended is ignored.
-    pub fn udp_interval(&mut self, test_id: u64, received: u64) {
+    pub(crate) fn udp_interval(&mut self, test_id: u64, received: u64) {
         let Some(o) = self.open.get_mut(&test_id) else {
             return;
         };
@@ -207,7 +207,7 @@ impl RecvMetrics {
     }
 
     /// A netcore UDP test ended with this report (the receiving side's).
-    pub fn udp_finished(&mut self, r: &UdpReport, latency: Option<&Hist>) {
+    pub(crate) fn udp_finished(&mut self, r: &UdpReport, latency: Option<&Hist>) {
         let id = u64::from_str_radix(&r.test_id, 16).ok();
         let open = id.and_then(|id| self.open.remove(&id));
         if open.is_some() {
@@ -257,7 +257,7 @@ impl RecvMetrics {
     }
 
     /// A TCP test ended (netcore's or an iperf3 client's): bytes this side read.
-    pub fn tcp_finished(&mut self, kind: &'static str, peer: Option<IpAddr>, r: &TcpReport) {
+    pub(crate) fn tcp_finished(&mut self, kind: &'static str, peer: Option<IpAddr>, r: &TcpReport) {
         let outcome = if r.interrupted { "interrupted" } else { "ok" };
         self.tests.add(&[("kind", kind), ("outcome", outcome)], 1);
         let peer = self.peer_label(peer);
@@ -272,7 +272,7 @@ impl RecvMetrics {
     }
 
     /// An iperf3 client's UDP test ended.
-    pub fn iperf3_udp_finished(&mut self, r: &Iperf3UdpReport) {
+    pub(crate) fn iperf3_udp_finished(&mut self, r: &Iperf3UdpReport) {
         let outcome = if r.interrupted { "interrupted" } else { "ok" };
         self.tests
             .add(&[("kind", "iperf3"), ("outcome", outcome)], 1);

@@ -6,7 +6,7 @@ use super::{Counters, Metrics};
 
 /// The relay's running totals (all monotonic).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RelayTotals {
+pub(crate) struct RelayTotals {
     pub datagrams_in: u64,
     pub bytes_in: u64,
     pub forwarded: u64,
@@ -30,7 +30,7 @@ pub struct RelayTotals {
 
 /// The relay's counter families, registered in a [`Metrics`] (clones share the counters).
 #[derive(Debug, Clone)]
-pub struct RelayMetrics {
+pub(crate) struct RelayMetrics {
     datagrams: Counters,
     bytes: Counters,
     impaired: Counters,
@@ -43,7 +43,7 @@ pub struct RelayMetrics {
 impl RelayMetrics {
     /// Registers the relay's families with every series at zero, so a scrape before the
     /// first datagram (or the loop's first publication) has them all.
-    pub fn register(m: &mut Metrics) -> RelayMetrics {
+    pub(crate) fn register(m: &mut Metrics) -> RelayMetrics {
         let mut r = RelayMetrics {
             datagrams: m.counters(
                 "relay_datagrams",
@@ -70,7 +70,7 @@ impl RelayMetrics {
     }
 
     /// Adds what changed since the last call.
-    pub fn publish(&mut self, now: RelayTotals) {
+    pub(crate) fn publish(&mut self, now: RelayTotals) {
         let p = self.published;
         let d = |a: u64, b: u64| a.saturating_sub(b);
         self.datagrams

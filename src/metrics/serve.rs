@@ -123,7 +123,12 @@ impl Collector for ServeCollector {
 }
 
 /// Registers the server's families over `counters` in `m`.
-pub fn register(m: &mut Metrics, counters: Counters, model: &'static str, proto: &'static str) {
+pub(crate) fn register(
+    m: &mut Metrics,
+    counters: Counters,
+    model: &'static str,
+    proto: &'static str,
+) {
     m.registry.register_collector(Box::new(ServeCollector {
         counters,
         model,

@@ -22,7 +22,7 @@ const LATENCY_BUCKETS: usize = LATENCY_SUM + 1;
 /// three a decade; one more bucket holds what is above the last (`+Inf`). Fixed buckets, not
 /// an HDR histogram: they live in the shared counters, so every model (`fork` included) adds
 /// to them with one atomic add, and a scrape reads them as they are.
-pub const LATENCY_BOUNDS_NS: [u64; 24] = [
+pub(crate) const LATENCY_BOUNDS_NS: [u64; 24] = [
     1_000,
     2_500,
     5_000,
@@ -77,7 +77,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 4] = [
+    pub(crate) const ALL: [ErrorKind; 4] = [
         ErrorKind::BadRequest,
         ErrorKind::NotFound,
         ErrorKind::TooLarge,
@@ -153,13 +153,13 @@ impl Counters {
 
     /// True when the drivers should time requests ([`Counters::request_latency`]).
     #[inline]
-    pub fn times_requests(&self) -> bool {
+    pub(crate) fn times_requests(&self) -> bool {
         self.timed
     }
 
     /// `n` requests answered `ns` nanoseconds after they were read.
     #[inline]
-    pub fn request_latency(&self, n: u64, ns: u64) {
+    pub(crate) fn request_latency(&self, n: u64, ns: u64) {
         let i = LATENCY_BOUNDS_NS.partition_point(|&b| b < ns);
         self.add(LATENCY_BUCKETS + i, n);
         self.add(LATENCY_SUM, ns.saturating_mul(n));
@@ -187,16 +187,16 @@ impl Counters {
     }
 
     /// The failed requests by kind, in the order of [`ErrorKind::ALL`].
-    pub fn errors_by_kind(&self) -> [(ErrorKind, u64); 4] {
+    pub(crate) fn errors_by_kind(&self) -> [(ErrorKind, u64); 4] {
         ErrorKind::ALL.map(|k| (k, self.c[ERROR_KINDS + k as usize].load(Ordering::Relaxed)))
     }
 
-    pub fn conn_opened(&self) {
+    pub(crate) fn conn_opened(&self) {
         self.add(CONNS, 1);
         self.add(ACTIVE, 1);
     }
 
-    pub fn conn_closed(&self) {
+    pub(crate) fn conn_closed(&self) {
         self.c[ACTIVE].fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -204,7 +204,7 @@ impl Counters {
         self.c[ACTIVE].load(Ordering::Relaxed)
     }
 
-    pub fn snapshot(&self) -> Totals {
+    pub(crate) fn snapshot(&self) -> Totals {
         let g = |i: usize| self.c[i].load(Ordering::Relaxed);
         Totals {
             connections: g(CONNS),

@@ -30,21 +30,21 @@ use std::io::Write;
 use crate::sys::realtime_coarse_secs;
 
 /// The most bytes a request or response head may take.
-pub const MAX_HEAD: usize = 8 * 1024;
+pub(crate) const MAX_HEAD: usize = 8 * 1024;
 /// The most headers a request or response may carry.
-pub const MAX_HEADERS: usize = 32;
+pub(crate) const MAX_HEADERS: usize = 32;
 /// The largest request body accepted (and skipped: no route takes one).
-pub const MAX_BODY: u64 = 64 * 1024;
+pub(crate) const MAX_BODY: u64 = 64 * 1024;
 /// The largest `/bytes/N`.
-pub const MAX_BYTES: u64 = 16 << 20;
+pub(crate) const MAX_BYTES: u64 = 16 << 20;
 /// The body of `GET /`.
 pub const ROOT_BODY: &[u8] = b"Hello from netcore\n";
 
 /// Bytes of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
-pub const DATE_LEN: usize = 29;
+pub(crate) const DATE_LEN: usize = 29;
 /// The last second an IMF-fixdate can name (9999-12-31 23:59:59 UTC): later clocks are held
 /// there.
-pub const MAX_DATE_SECS: u64 = 253_402_300_799;
+pub(crate) const MAX_DATE_SECS: u64 = 253_402_300_799;
 
 const WEEKDAYS: [&[u8; 3]; 7] = [b"Sun", b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat"];
 const MONTHS: [&[u8; 3]; 12] = [
@@ -71,7 +71,7 @@ thread_local! {
 
 impl HttpDate {
     /// The date of `secs` seconds after the Unix epoch (UTC), at most [`MAX_DATE_SECS`].
-    pub fn from_unix(secs: u64) -> HttpDate {
+    pub(crate) fn from_unix(secs: u64) -> HttpDate {
         let secs = secs.min(MAX_DATE_SECS);
         let days = secs / 86_400;
         let day_secs = secs % 86_400;
@@ -189,7 +189,7 @@ impl Status {
     }
 
     /// Whether the connection can go on after this answer.
-    pub fn keeps_connection(self) -> bool {
+    pub(crate) fn keeps_connection(self) -> bool {
         matches!(
             self,
             Status::Ok | Status::NotFound | Status::MethodNotAllowed
@@ -345,12 +345,12 @@ pub fn route(target: &str) -> Result<Route, Status> {
 /// Writes a whole answer: status line, `Server`, `Date` (now: [`HttpDate::now`]),
 /// `Content-Length`, `Connection` where it differs from the version's default, and the body
 /// unless the request was HEAD.
-pub fn write_response(out: &mut Vec<u8>, req: &Request, status: Status, body: &[u8]) {
+pub(crate) fn write_response(out: &mut Vec<u8>, req: &Request, status: Status, body: &[u8]) {
     write_response_at(out, req, status, body, &HttpDate::now());
 }
 
 /// [`write_response`] dated `date`.
-pub fn write_response_at(
+pub(crate) fn write_response_at(
     out: &mut Vec<u8>,
     req: &Request,
     status: Status,
@@ -364,7 +364,13 @@ pub fn write_response_at(
 }
 
 /// Writes a whole answer whose body has a `Content-Type` (the metrics endpoint's), dated now.
-pub fn write_typed(out: &mut Vec<u8>, req: &Request, status: Status, kind: &str, body: &[u8]) {
+pub(crate) fn write_typed(
+    out: &mut Vec<u8>,
+    req: &Request,
+    status: Status,
+    kind: &str,
+    body: &[u8],
+) {
     write_head_with(out, req, status, body.len() as u64, kind, &HttpDate::now());
     if !req.head {
         out.extend_from_slice(body);
@@ -381,7 +387,7 @@ pub fn write_bytes(out: &mut Vec<u8>, req: &Request, n: u64, date: &HttpDate) {
 
 /// Writes the head of a `/bytes/N` answer only: the body follows through [`write_pattern`]
 /// (the session writes a large one a piece at a time, within its output bound).
-pub fn write_bytes_head(out: &mut Vec<u8>, req: &Request, n: u64, date: &HttpDate) {
+pub(crate) fn write_bytes_head(out: &mut Vec<u8>, req: &Request, n: u64, date: &HttpDate) {
     write_head(out, req, Status::Ok, n, date);
 }
 
@@ -389,7 +395,7 @@ pub fn write_bytes_head(out: &mut Vec<u8>, req: &Request, n: u64, date: &HttpDat
 const PATTERN: &[u8; 64] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-\n";
 
 /// Writes `n` bytes of the `/bytes/N` body starting at body offset `from`.
-pub fn write_pattern(out: &mut Vec<u8>, from: u64, n: usize) {
+pub(crate) fn write_pattern(out: &mut Vec<u8>, from: u64, n: usize) {
     let mut at = (from % PATTERN.len() as u64) as usize;
     let mut left = n;
     out.reserve(left);
@@ -403,12 +409,12 @@ pub fn write_pattern(out: &mut Vec<u8>, from: u64, n: usize) {
 
 /// Writes an error answer for input that is not a request (no `Request` to answer to): 1.1,
 /// closing, dated now.
-pub fn write_invalid(out: &mut Vec<u8>, status: Status) {
+pub(crate) fn write_invalid(out: &mut Vec<u8>, status: Status) {
     write_invalid_at(out, status, &HttpDate::now());
 }
 
 /// [`write_invalid`] dated `date`.
-pub fn write_invalid_at(out: &mut Vec<u8>, status: Status, date: &HttpDate) {
+pub(crate) fn write_invalid_at(out: &mut Vec<u8>, status: Status, date: &HttpDate) {
     let req = Request {
         route: Err(status),
         head: false,
@@ -478,7 +484,7 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 }
 
 /// Whether the connection stays open after answering `req` with `status`.
-pub fn keeps_open(req: &Request, status: Status) -> bool {
+pub(crate) fn keeps_open(req: &Request, status: Status) -> bool {
     req.keep_alive && status.keeps_connection()
 }
 
@@ -557,7 +563,7 @@ pub fn parse_response(buf: &[u8], head_request: bool) -> ParsedResponse {
 }
 
 /// A GET request for `path` (HTTP/1.1, keep-alive), as `load` sends it.
-pub fn write_get(out: &mut Vec<u8>, path: &str, host: &str) {
+pub(crate) fn write_get(out: &mut Vec<u8>, path: &str, host: &str) {
     let _ = write!(out, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
 }
 

@@ -22,13 +22,13 @@
 //! last search stopped), so the work is linear in the input, however it is split.
 
 /// The most bytes a response head may take (status line, headers, the empty line).
-pub const MAX_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The most headers a response may carry.
-pub const MAX_HEADERS: usize = 128;
+pub(crate) const MAX_HEADERS: usize = 128;
 /// The longest chunk-size line (size, extensions), without its line end.
-pub const MAX_CHUNK_LINE: u32 = 4096;
+pub(crate) const MAX_CHUNK_LINE: u32 = 4096;
 /// The most bytes of trailers after the last chunk.
-pub const MAX_TRAILERS: u32 = 64 * 1024;
+pub(crate) const MAX_TRAILERS: u32 = 64 * 1024;
 
 /// One complete response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

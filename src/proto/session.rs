@@ -131,7 +131,7 @@ impl Session {
     /// ([`Step::Flush`]). The vector then holds at most `limit` bytes plus one answer. Without
     /// it, one read of small requests with large answers (`STATS`: 6 bytes in, ~130 out) is
     /// answered whole, however much that is.
-    pub fn with_out_limit(mut self, limit: usize) -> Self {
+    pub(crate) fn with_out_limit(mut self, limit: usize) -> Self {
         self.out_limit = limit.max(1);
         self
     }
@@ -159,7 +159,7 @@ impl Session {
 
     /// True while a request is owed an answer: one pending, or complete ones held in the
     /// input (behind it, or behind a full output).
-    pub fn holds_requests(&self) -> bool {
+    pub(crate) fn holds_requests(&self) -> bool {
         !self.closed && (self.is_pending() || (self.buffered() > 0 && !self.partial_line()))
     }
 
@@ -195,7 +195,7 @@ impl Session {
     /// The driver's request-line deadline passed with a line still incomplete (a client that
     /// sends a line byte by byte, slower than the idle timeout, must not hold a connection
     /// forever): answers `ERR line timeout` (HTTP: `408`) and closes. Returns [`Step::Close`].
-    pub fn line_timeout(&mut self, out: &mut Vec<u8>, srv: &Counters) -> Step {
+    pub(crate) fn line_timeout(&mut self, out: &mut Vec<u8>, srv: &Counters) -> Step {
         if self.cfg.proto == Proto::Http {
             self.http_fail_and_close(out, srv, super::http::Status::Timeout);
         } else if self.cfg.proto == Proto::Sockperf {
@@ -364,7 +364,7 @@ impl Session {
     /// Drives `step` to [`Step::NeedInput`] or [`Step::Close`] by completing deferred
     /// operations in place: `sleep` is called for a `SLEEP` (blocking models sleep the thread),
     /// CPU jobs run on the calling thread.
-    pub fn complete_inline(
+    pub(crate) fn complete_inline(
         &mut self,
         mut step: Step,
         out: &mut Vec<u8>,

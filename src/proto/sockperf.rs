@@ -51,7 +51,7 @@ impl Header {
     }
 
     /// True when the server owes this message an answer.
-    pub fn wants_reply(&self) -> bool {
+    pub(crate) fn wants_reply(&self) -> bool {
         self.flags & FLAG_CLIENT != 0
             && self.flags & FLAG_PONG != 0
             && self.flags & FLAG_WARMUP == 0

@@ -122,7 +122,7 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, BadRequest<'_>> {
 }
 
 /// `UPPER`'s answer line: `text` upper-cased (Unicode).
-pub fn write_upper(text: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_upper(text: &str, out: &mut Vec<u8>) {
     let mut tmp = [0u8; 4];
     for c in text.chars().flat_map(char::to_uppercase) {
         out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
@@ -131,7 +131,7 @@ pub fn write_upper(text: &str, out: &mut Vec<u8>) {
 }
 
 /// `REVERSE`'s answer line: the characters (Unicode scalar values) of `text` reversed.
-pub fn write_reverse(text: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_reverse(text: &str, out: &mut Vec<u8>) {
     let mut tmp = [0u8; 4];
     for c in text.chars().rev() {
         out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());

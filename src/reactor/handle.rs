@@ -21,7 +21,7 @@ impl Handle {
     }
 
     /// Makes the reactor's current or next poll return and call [`Handler::on_wake`](super::Handler::on_wake).
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         // An eventfd write only fails if the counter would overflow, and then a wakeup is
         // already pending.
         let _ = self.waker.wake();

@@ -14,7 +14,7 @@ pub struct Budget {
 
 impl Budget {
     /// 16 reads or 64 KiB per connection per turn.
-    pub const DEFAULT: Budget = Budget {
+    pub(crate) const DEFAULT: Budget = Budget {
         reads: 16,
         bytes: 64 * 1024,
     };
@@ -24,12 +24,12 @@ impl Budget {
     }
 
     /// Spends one read of `n` bytes.
-    pub fn spend(&mut self, n: usize) {
+    pub(crate) fn spend(&mut self, n: usize) {
         self.reads = self.reads.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(n);
     }
 
-    pub fn exhausted(&self) -> bool {
+    pub(crate) fn exhausted(&self) -> bool {
         self.reads == 0 || self.bytes == 0
     }
 }

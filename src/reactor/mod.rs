@@ -81,7 +81,7 @@ pub use timer::{TimerId, Timers};
 /// Most timers fired in one turn. A handler that keeps arming timers already due (an interval
 /// shorter than its handling) would otherwise keep the turn from ever returning to `poll`,
 /// starving I/O and the termination signal; the rest fire next turn, after a zero-timeout poll.
-pub const TIMERS_PER_TURN: usize = 4096;
+pub(crate) const TIMERS_PER_TURN: usize = 4096;
 
 const WAKER: Token = Token(usize::MAX);
 const SIGNAL: Token = Token(usize::MAX - 1);
@@ -92,7 +92,7 @@ const PRECISE: Token = Token(usize::MAX - 2);
 /// make every open-loop request sent on a timer up to a millisecond late. Longer waits (idle
 /// timeouts of seconds) keep the plain timeout: a millisecond is nothing to them, and they
 /// cost no extra system call.
-pub const PRECISE_BELOW: Duration = Duration::from_millis(100);
+pub(crate) const PRECISE_BELOW: Duration = Duration::from_millis(100);
 
 /// What an event reports. Deferred re-dispatches report readable + writable + deferred.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +104,7 @@ impl Ready {
     pub const READ_CLOSED: Ready = Ready(4);
     pub const WRITE_CLOSED: Ready = Ready(8);
     pub const ERROR: Ready = Ready(16);
-    pub const DEFERRED: Ready = Ready(32 | 1 | 2);
+    pub(crate) const DEFERRED: Ready = Ready(32 | 1 | 2);
 
     fn from_event(e: &mio::event::Event) -> Ready {
         let mut b = 0;
@@ -126,13 +126,13 @@ impl Ready {
         Ready(b)
     }
 
-    pub fn is_readable(self) -> bool {
+    pub(crate) fn is_readable(self) -> bool {
         self.0 & 1 != 0
     }
-    pub fn is_writable(self) -> bool {
+    pub(crate) fn is_writable(self) -> bool {
         self.0 & 2 != 0
     }
-    pub fn is_read_closed(self) -> bool {
+    pub(crate) fn is_read_closed(self) -> bool {
         self.0 & 4 != 0
     }
     pub fn is_write_closed(self) -> bool {
@@ -142,7 +142,7 @@ impl Ready {
         self.0 & 16 != 0
     }
     /// A re-dispatch of a connection that went over budget (not a kernel event).
-    pub fn is_deferred(self) -> bool {
+    pub(crate) fn is_deferred(self) -> bool {
         self.0 & 32 != 0
     }
 }
@@ -175,7 +175,7 @@ impl<S: Entry> Ctx<S> {
     }
 
     /// Changes the interest of an entry's source.
-    pub fn reregister(&mut self, key: Key, interest: Interest) -> std::io::Result<()> {
+    pub(crate) fn reregister(&mut self, key: Key, interest: Interest) -> std::io::Result<()> {
         match self.slab.get_mut(key) {
             Some(e) => self.registry.reregister(e.source(), key.token(), interest),
             None => Err(std::io::ErrorKind::NotFound.into()),
@@ -184,7 +184,7 @@ impl<S: Entry> Ctx<S> {
 
     /// Deregisters the entry's source, then takes it out of the slab. Dropping the returned
     /// value closes it.
-    pub fn remove(&mut self, key: Key) -> Option<S> {
+    pub(crate) fn remove(&mut self, key: Key) -> Option<S> {
         let e = self.slab.get_mut(key)?;
         // Deregistering can only fail if the fd is already gone from the epoll set; the entry
         // is removed either way.
@@ -196,7 +196,7 @@ impl<S: Entry> Ctx<S> {
 impl<S> Ctx<S> {
     /// Queues `key` to be dispatched again next turn ([`Ready::DEFERRED`]); the next poll will
     /// not block. Queuing twice in one turn is a no-op.
-    pub fn defer(&mut self, key: Key) {
+    pub(crate) fn defer(&mut self, key: Key) {
         if self.slab.mark_queued(key) {
             self.ready.push(key);
         }
@@ -213,7 +213,7 @@ impl<S> Ctx<S> {
     }
 
     /// Arms a timer `after` from now.
-    pub fn add_timer_after(&mut self, after: Duration, key: Key, tag: u64) -> TimerId {
+    pub(crate) fn add_timer_after(&mut self, after: Duration, key: Key, tag: u64) -> TimerId {
         self.timers.add(self.now + after, key, tag)
     }
 
@@ -329,12 +329,12 @@ impl<S> Reactor<S> {
     /// Busy-poll instead of sleeping: every turn polls with a zero timeout, so the thread never
     /// waits to be woken (from idle, tens of microseconds in a VM) for an event or a timer, at
     /// the cost of a whole core. Timers still fire when due, checked every turn.
-    pub fn set_spin(&mut self, on: bool) {
+    pub(crate) fn set_spin(&mut self, on: bool) {
         self.spin = on;
     }
 
     /// Stops [`Reactor::run`] on SIGINT or SIGTERM (installs the process-wide handlers).
-    pub fn watch_termination_signals(&mut self) -> std::io::Result<()> {
+    pub(crate) fn watch_termination_signals(&mut self) -> std::io::Result<()> {
         let fd = crate::sys::signal::termination_fd()?;
         self.poll
             .registry()

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 
 /// The address a peer is counted under: itself for IPv4, its /64 for IPv6.
-pub fn peer_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn peer_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -42,7 +42,7 @@ impl Shares {
     }
 
     /// Takes one for `ip` if its share is not used up; false (nothing taken) if it is.
-    pub fn try_take(&mut self, ip: IpAddr) -> bool {
+    pub(crate) fn try_take(&mut self, ip: IpAddr) -> bool {
         let n = self.held.entry(peer_key(ip)).or_insert(0);
         if *n >= self.per_peer {
             return false;
@@ -52,7 +52,7 @@ impl Shares {
     }
 
     /// Gives one back for `ip` (a no-op if it holds none).
-    pub fn release(&mut self, ip: IpAddr) {
+    pub(crate) fn release(&mut self, ip: IpAddr) {
         let key = peer_key(ip);
         if let Some(n) = self.held.get_mut(&key) {
             *n -= 1;

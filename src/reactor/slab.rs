@@ -32,13 +32,15 @@ impl Key {
         }
     }
 
+    #[cfg(feature = "uring")]
     /// The key as one integer (the token's value), e.g. for an io_uring `user_data` tag.
-    pub fn to_u64(self) -> u64 {
+    pub(crate) fn to_u64(self) -> u64 {
         ((self.gen as u64) << 32) | self.index as u64
     }
 
+    #[cfg(feature = "uring")]
     /// The key back from [`Key::to_u64`].
-    pub fn from_u64(v: u64) -> Key {
+    pub(crate) fn from_u64(v: u64) -> Key {
         Key {
             index: v as u32,
             gen: (v >> 32) as u32,
@@ -157,7 +159,7 @@ impl<S> Slab<S> {
     }
 
     /// Takes the entry out; the slot's generation moves on, invalidating `key` everywhere.
-    pub fn remove(&mut self, key: Key) -> Option<S> {
+    pub(crate) fn remove(&mut self, key: Key) -> Option<S> {
         let s = self.slot_mut(key)?;
         let v = s.value.take();
         s.gen = s.gen.wrapping_add(1);

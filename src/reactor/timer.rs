@@ -125,7 +125,7 @@ impl Timers {
     }
 
     /// Removes and returns the earliest timer due at `now` or before.
-    pub fn pop_expired(&mut self, now: Instant) -> Option<(Key, u64)> {
+    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<(Key, u64)> {
         self.drop_stale_top();
         match self.heap.peek() {
             Some(Reverse((at, _, i, _))) if *at <= now => {

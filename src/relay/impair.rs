@@ -34,11 +34,11 @@ use rand::Rng;
 use crate::units::Rate;
 
 /// Longest a reordered datagram is held back waiting for later ones (50 ms).
-pub const HOLD_LIMIT_NS: u64 = 50_000_000;
+pub(crate) const HOLD_LIMIT_NS: u64 = 50_000_000;
 /// Datagrams that may wait for the rate-limited link; more are tail-dropped.
-pub const LINK_QUEUE_LIMIT: usize = 8192;
+pub(crate) const LINK_QUEUE_LIMIT: usize = 8192;
 /// Largest accepted reorder depth.
-pub const MAX_DEPTH: u32 = 4096;
+pub(crate) const MAX_DEPTH: u32 = 4096;
 
 /// What to do to the traffic. Probabilities are fractions in `0..=1`.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +82,7 @@ impl Default for Settings {
 impl Settings {
     /// Checks that the settings describe a realisable impairment; the error is one line naming
     /// the flag.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         for (name, p) in [
             ("--loss", self.loss),
             ("--reorder", self.reorder),
@@ -129,7 +129,7 @@ impl Settings {
 }
 
 /// Parses a reorder depth: `8` (exactly 8), `1..64` or `1..=64` (both inclusive).
-pub fn parse_depth(text: &str) -> Result<RangeInclusive<u32>, String> {
+pub(crate) fn parse_depth(text: &str) -> Result<RangeInclusive<u32>, String> {
     let t = text.trim();
     let num = |s: &str| -> Result<u32, String> {
         s.trim()
@@ -189,7 +189,7 @@ enum Loss {
 
 /// Decides each datagram's [`Verdict`] from the settings and a seeded generator.
 #[derive(Debug, Clone)]
-pub struct Impairer {
+pub(crate) struct Impairer {
     s: Settings,
     loss: Loss,
     rng: SeededRng,
@@ -246,7 +246,7 @@ impl Impairer {
     }
 
     /// Decides the fate of the next datagram.
-    pub fn decide(&mut self) -> Verdict {
+    pub(crate) fn decide(&mut self) -> Verdict {
         if self.lose() {
             return Verdict {
                 drop: true,

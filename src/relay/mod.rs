@@ -85,7 +85,7 @@ const POOL_LIMIT: usize = 4096;
 
 /// When the relay stops taking datagrams (it then forwards what it holds and exits).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StopWhen {
+pub(crate) struct StopWhen {
     /// After this many datagrams came in.
     pub count: Option<u64>,
     /// After this long.
@@ -96,7 +96,7 @@ pub struct StopWhen {
 
 /// Relay settings.
 #[derive(Debug, Clone)]
-pub struct RelayOptions {
+pub(crate) struct RelayOptions {
     pub listen: SocketAddr,
     pub to: SocketAddr,
     pub settings: Settings,
@@ -128,7 +128,7 @@ struct Packet {
 }
 
 /// A bound relay.
-pub struct Relay {
+pub(crate) struct Relay {
     inbound: UdpSocket,
     /// The TCP listener on the same port, for the proxy.
     listener: Option<TcpListener>,

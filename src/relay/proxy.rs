@@ -29,19 +29,19 @@ use mio::{Interest, Registry, Token};
 use serde::{Deserialize, Serialize};
 
 /// Bytes buffered per direction of a connection.
-pub const BUF: usize = 64 * 1024;
+pub(crate) const BUF: usize = 64 * 1024;
 /// Bytes read per direction per turn of the relay's loop; a connection with more to read is
 /// driven again at the next turn, after the datagrams and the other connections had theirs.
 const TURN: usize = 4 * BUF;
 /// How long a new pair may go without a byte either way before it is reset: every client the
 /// relay carries (netcore's control channel, iperf3's) speaks at once.
-pub const FIRST_BYTE: Duration = Duration::from_secs(10);
+pub(crate) const FIRST_BYTE: Duration = Duration::from_secs(10);
 /// How often the pairs are checked for their deadlines.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// What one call of [`Pipe::pump`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pumped {
+pub(crate) struct Pumped {
     pub read: usize,
     pub written: usize,
     /// Stopped reading at the call's limit with the reader maybe still readable: call again
@@ -93,7 +93,7 @@ impl Pipe {
     /// `limit` bytes (so that one busy connection cannot hold the relay's loop). `shut_write`
     /// is called once, after the reader's end of stream and the last byte written. Errors
     /// other than "would block" and "interrupted" are returned (the connection is then over).
-    pub fn pump<R: Read, W: Write>(
+    pub(crate) fn pump<R: Read, W: Write>(
         &mut self,
         src: &mut R,
         dst: &mut W,
@@ -159,7 +159,7 @@ impl Pipe {
 
 /// The proxy's counters, in the relay's report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct TcpCounters {
+pub(crate) struct TcpCounters {
     /// Connections accepted and joined to `--to`.
     pub connections: u64,
     /// Connections that ended with both directions closed in order (half-close passed on).
@@ -207,7 +207,7 @@ impl Pair {
 const FIRST: usize = 1 << 16;
 
 /// The relay's TCP proxy on its poll.
-pub struct Proxy {
+pub(crate) struct Proxy {
     listener: Option<TcpListener>,
     listen_token: Token,
     to: SocketAddr,
@@ -295,14 +295,14 @@ impl Proxy {
     }
 
     /// Stops accepting: the listener is closed (open connections go on).
-    pub fn stop_accepting(&mut self, registry: &Registry) {
+    pub(crate) fn stop_accepting(&mut self, registry: &Registry) {
         if let Some(mut l) = self.listener.take() {
             let _ = registry.deregister(&mut l);
         }
     }
 
     /// Closes every connection at once (with a reset) and stops accepting.
-    pub fn close_all(&mut self, registry: &Registry) {
+    pub(crate) fn close_all(&mut self, registry: &Registry) {
         self.stop_accepting(registry);
         for i in 0..self.pairs.len() {
             if self.pairs[i].is_some() {
@@ -312,12 +312,12 @@ impl Proxy {
     }
 
     /// Connections that have more to move without waiting for an event.
-    pub fn has_hot(&self) -> bool {
+    pub(crate) fn has_hot(&self) -> bool {
         !self.hot.is_empty()
     }
 
     /// Drives the connections that stopped at their turn's limit; returns the bytes moved.
-    pub fn run_hot(&mut self, registry: &Registry) -> usize {
+    pub(crate) fn run_hot(&mut self, registry: &Registry) -> usize {
         let hot = std::mem::take(&mut self.hot);
         hot.into_iter().map(|i| self.drive(registry, i)).sum()
     }
@@ -490,7 +490,7 @@ impl Proxy {
 
     /// Resets the pairs past their deadlines (looked at every [`SWEEP_EVERY`] at most);
     /// returns how many.
-    pub fn expire(&mut self, registry: &Registry, now: Instant) -> usize {
+    pub(crate) fn expire(&mut self, registry: &Registry, now: Instant) -> usize {
         if now < self.next_sweep {
             return 0;
         }

@@ -15,12 +15,12 @@ use crate::units::{fmt_count, fmt_micros};
 /// v2: v1 + `tcp`, the TCP proxy's counters.
 /// v3: v2 + `returned` (the UDP return path), `iperf3_hellos`, and per test `kind` (iperf3 UDP
 /// streams have a ground truth too; their `test_id` is the stream's source address).
-pub const SCHEMA: &str = "netcore.relay.v3";
+pub(crate) const SCHEMA: &str = "netcore.relay.v3";
 
 /// The UDP return path: datagrams the receiver sent back to a source's socket, returned to the
 /// source unimpaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct ReturnReport {
+pub(crate) struct ReturnReport {
     /// Sources that got a socket of their own towards `--to`.
     pub sources: u64,
     /// Sources whose socket was closed to make room for a new one (the table holds 1024).
@@ -35,7 +35,7 @@ pub struct ReturnReport {
 
 /// The impairments in force, in the units of the command line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct SettingsReport {
+pub(crate) struct SettingsReport {
     pub loss_pct: f64,
     /// Mean loss-burst length (datagrams); absent for independent losses.
     pub burst_mean: Option<f64>,
@@ -68,7 +68,7 @@ impl SettingsReport {
 
 /// Everything the relay did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct RelayReport {
+pub(crate) struct RelayReport {
     pub schema: String,
     /// Where the report came from: netcore's version and revision, the host, kernel, CPUs,
     /// pinned threads, sysctls, when (`stats::meta`; absent in reports of older versions).

@@ -18,7 +18,7 @@ use mio::{Interest, Registry, Token};
 use crate::sys::sockopt;
 
 /// Sources with a socket of their own at once.
-pub const MAX_FLOWS: usize = 1024;
+pub(crate) const MAX_FLOWS: usize = 1024;
 /// The poll token of flow slot `i` is `FIRST_TOKEN + i` (below the TCP proxy's tokens).
 const FIRST_TOKEN: usize = 16;
 /// Send buffer of each flow's socket.
@@ -161,7 +161,7 @@ impl Flows {
     }
 
     /// The slot a poll token belongs to, if it is a flow's.
-    pub fn slot_of(token: Token) -> Option<usize> {
+    pub(crate) fn slot_of(token: Token) -> Option<usize> {
         let i = token.0.checked_sub(FIRST_TOKEN)?;
         (i < MAX_FLOWS).then_some(i)
     }

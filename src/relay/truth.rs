@@ -17,22 +17,22 @@ use serde::{Deserialize, Serialize};
 
 /// The receiver's default tracking window (sequences at least this far below the highest are
 /// too late), which the ground truth assumes.
-pub const WINDOW: u64 = crate::flow::tracker::DEFAULT_WINDOW;
+pub(crate) const WINDOW: u64 = crate::flow::tracker::DEFAULT_WINDOW;
 
 /// Tests (distinct test ids) tracked one by one; datagrams of further tests are only counted.
-pub const MAX_TESTS: usize = 64;
+pub(crate) const MAX_TESTS: usize = 64;
 
 /// Missing ranges kept per sequence set (two sets per test): with more gaps inside the window
 /// (e.g. only even sequence numbers), the lowest are forgotten and arrivals below them count as
 /// too late. Bounds the truth to ~`MAX_TESTS * 2 * MAX_GAPS` map entries (a few MB), where a
 /// million even sequence numbers took the relay from 4.4 to 77 MB.
-pub const MAX_GAPS: usize = 4096;
+pub(crate) const MAX_GAPS: usize = 4096;
 
 /// The counter width of an iperf3 UDP data datagram: `Some(true)` for 64-bit counters, `None`
 /// for a datagram too short to tell. iperf3 numbers datagrams from 1 and writes the counter
 /// big-endian after the 8-byte timestamp: with 32-bit counters bytes 8..12 are the (never zero)
 /// number, with 64-bit counters they are its high half, zero below 2^32 datagrams.
-pub fn iperf3_wide(d: &[u8]) -> Option<bool> {
+pub(crate) fn iperf3_wide(d: &[u8]) -> Option<bool> {
     let high = d.get(8..12)?;
     if high != [0u8; 4] {
         return Some(false);
@@ -151,7 +151,7 @@ impl SeqSet {
 /// Ground truth of one test (one netcore test id, or one iperf3 UDP stream), as the receiver
 /// will count it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct TestTruth {
+pub(crate) struct TestTruth {
     /// `netcore`, or `iperf3` / `iperf3-64` (an iperf3 UDP stream with 32- or 64-bit counters).
     pub kind: String,
     /// netcore: the test id, 16 hex digits (as the receiver's report writes it). iperf3: the
@@ -248,11 +248,11 @@ impl Test {
 }
 
 /// A datagram's identity: (whose, sequence from 0 as the receiver's tracker counts).
-pub type Tag = Option<(Key, u64)>;
+pub(crate) type Tag = Option<(Key, u64)>;
 
 /// The ground truth over all tests that crossed the relay.
 #[derive(Debug, Clone, Default)]
-pub struct GroundTruth {
+pub(crate) struct GroundTruth {
     tests: Vec<Test>,
     index: HashMap<Key, usize>,
     /// The last key looked up and its test: one test at a time needs no hashing.
@@ -287,7 +287,7 @@ impl GroundTruth {
     }
 
     /// A datagram came in. Returns the tag to carry with it (`None` for untracked datagrams).
-    pub fn came_in(&mut self, tag: Tag) -> Tag {
+    pub(crate) fn came_in(&mut self, tag: Tag) -> Tag {
         let Some((id, seq)) = tag else {
             self.other_in += 1;
             return None;

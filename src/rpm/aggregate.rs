@@ -22,11 +22,11 @@
 //! (which the draft's HTTP/2 request also waits behind).
 
 /// The share of the highest samples the trimmed mean drops.
-pub const TRIM: f64 = 0.05;
+pub(crate) const TRIM: f64 = 0.05;
 
 /// The mean of `samples` without its highest `TRIM` share (at least one sample kept); None
 /// for no samples or a sample that is not a finite number.
-pub fn trimmed_mean(samples: &[f64]) -> Option<f64> {
+pub(crate) fn trimmed_mean(samples: &[f64]) -> Option<f64> {
     if samples.is_empty() || samples.iter().any(|v| !v.is_finite()) {
         return None;
     }

@@ -20,7 +20,7 @@ use crate::sys::tstamp::{enable_rx_timestamps, recv_stamped};
 use crate::sys::{realtime_ns, signal};
 
 /// The phase index that means "between phases": nothing is sent.
-pub const NO_PHASE: usize = usize::MAX;
+pub(crate) const NO_PHASE: usize = usize::MAX;
 
 /// Decided probes remembered to tell duplicates from strays.
 const WINDOW: usize = 1 << 16;
@@ -40,7 +40,7 @@ pub struct Shared {
 
 /// The UDP prober's settings.
 #[derive(Debug, Clone)]
-pub struct UdpProbing {
+pub(crate) struct UdpProbing {
     pub echo: SocketAddr,
     pub test_id: u64,
     pub rate: f64,
@@ -52,7 +52,7 @@ pub struct UdpProbing {
 
 /// What the UDP prober measured.
 #[derive(Debug)]
-pub struct UdpProbed {
+pub(crate) struct UdpProbed {
     pub tracker: ProbeTracker,
     /// Round trips in ms, per phase.
     pub samples_ms: Vec<Vec<f64>>,
@@ -64,7 +64,7 @@ pub struct UdpProbed {
 
 /// Starts the UDP prober on a thread of its own; it runs until `shared.stop`, then waits up
 /// to `late_after` for the echoes still in flight.
-pub fn start_udp(p: UdpProbing, shared: Shared) -> Result<JoinHandle<Result<UdpProbed>>> {
+pub(crate) fn start_udp(p: UdpProbing, shared: Shared) -> Result<JoinHandle<Result<UdpProbed>>> {
     let bind: SocketAddr = if p.echo.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {
@@ -204,14 +204,14 @@ fn receive(
 /// request times in ms (a connection or request that fails or takes longer than `timeout`
 /// counts in `failed`).
 #[derive(Debug, Default)]
-pub struct Connects {
+pub(crate) struct Connects {
     pub samples_ms: Vec<Vec<f64>>,
     pub request_ms: Vec<Vec<f64>>,
     pub failed: Vec<u64>,
 }
 
 /// Starts the connect prober on a thread of its own, until `shared.stop`.
-pub fn start_connects(
+pub(crate) fn start_connects(
     to: SocketAddr,
     every: Duration,
     timeout: Duration,
@@ -263,7 +263,7 @@ fn connect_and_ask(to: SocketAddr, timeout: Duration, n: u64) -> Option<(f64, f6
 }
 
 /// Sleeps `d` in slices, returning early once `stop` is set.
-pub fn sleep_unless(stop: &AtomicBool, d: Duration) {
+pub(crate) fn sleep_unless(stop: &AtomicBool, d: Duration) {
     let end = Instant::now() + d;
     while !stop.load(Ordering::Relaxed) {
         let left = end.saturating_duration_since(Instant::now());

@@ -11,7 +11,7 @@ use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::units::fmt_bits_per_sec;
 
-pub const SCHEMA: &str = "netcore.rpm.v1";
+pub(crate) const SCHEMA: &str = "netcore.rpm.v1";
 
 /// The phases `rpm` can run, in their default order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
@@ -24,7 +24,7 @@ pub enum PhaseKind {
 }
 
 impl PhaseKind {
-    pub const ALL: [PhaseKind; 4] = [
+    pub(crate) const ALL: [PhaseKind; 4] = [
         PhaseKind::Idle,
         PhaseKind::Download,
         PhaseKind::Upload,
@@ -73,7 +73,7 @@ impl Latency {
 
     /// The summary of samples already in ms (TCP connect times, loaded RTTs), through an HDR
     /// histogram of ns like the probes'.
-    pub fn of_ms(samples: &[f64]) -> Latency {
+    pub(crate) fn of_ms(samples: &[f64]) -> Latency {
         let mut h = Hist::new();
         for &v in samples {
             h.record((v.max(0.0) * 1e6) as u64);
@@ -393,7 +393,7 @@ fn two(v: f64) -> String {
 impl RpmReport {
     /// Takes the echo's account: the report's `probe_path`, and a verdict line when probes
     /// were lost.
-    pub fn with_path(mut self, path: ProbePath) -> RpmReport {
+    pub(crate) fn with_path(mut self, path: ProbePath) -> RpmReport {
         let (there, back) = (path.lost_on_the_way_there, path.lost_on_the_way_back);
         if there + back > 0 {
             self.verdict.push(format!(

@@ -188,7 +188,7 @@ impl ProbeTracker {
     }
 
     /// Probes pending for longer than `late_after` at `now_ns` become lost.
-    pub fn expire(&mut self, now_ns: u64) {
+    pub(crate) fn expire(&mut self, now_ns: u64) {
         for s in self.slots.iter_mut() {
             if let Slot::Pending { send_ns, phase } = *s {
                 if now_ns.saturating_sub(send_ns) > self.late_after_ns {

@@ -16,7 +16,7 @@ use super::{Shared, LINGER, LINGER_BYTES};
 
 /// Serves one connection to the end. Counts it opened/closed in `sh.counters`. Never panics on
 /// peer misbehaviour: resets, timeouts and write errors just end the connection.
-pub fn serve_conn(mut s: TcpStream, sh: &Shared) {
+pub(crate) fn serve_conn(mut s: TcpStream, sh: &Shared) {
     sh.counters.conn_opened();
     let _ = serve(&mut s, sh);
     sh.counters.conn_closed();
@@ -175,7 +175,7 @@ fn sleep_watching(
 
 /// Closes our side, then discards what the peer still sends (bounded in time and bytes), so
 /// that closing with unread input does not reset the connection and destroy our last response.
-pub fn linger_close(s: &mut TcpStream) {
+pub(crate) fn linger_close(s: &mut TcpStream) {
     if s.shutdown(Shutdown::Write).is_err() {
         return;
     }

@@ -105,7 +105,7 @@ impl Conn {
 
 /// Where the pool delivers a finished job's result: a reactor's [`Mailbox`], or a ring's
 /// notifier (the `uring` model).
-pub trait Deliver: Send + Sync {
+pub(crate) trait Deliver: Send + Sync {
     fn deliver(&self, key: Key, result: u64);
 }
 
@@ -119,7 +119,7 @@ impl Deliver for Mailbox<(Key, u64)> {
 type Job = (Arc<dyn Deliver>, Key, CpuJob);
 
 /// Threads running offloaded `HASH` jobs for all reactors.
-pub struct CpuPool {
+pub(crate) struct CpuPool {
     tx: Mutex<mpsc::Sender<Job>>,
 }
 
@@ -145,7 +145,7 @@ impl CpuPool {
     }
 
     /// Runs `job` on a worker; its result goes to `to`, for `key`.
-    pub fn submit(&self, to: Arc<dyn Deliver>, key: Key, job: CpuJob) {
+    pub(crate) fn submit(&self, to: Arc<dyn Deliver>, key: Key, job: CpuJob) {
         let _ = self
             .tx
             .lock()

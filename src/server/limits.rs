@@ -24,11 +24,11 @@ use crate::proto::{Session, SessionConfig};
 
 /// Output a session produces before it waits for the driver to write it out; also the most
 /// output a connection may have waiting before it is no longer read.
-pub const OUT_LIMIT: usize = 32 * 1024;
+pub(crate) const OUT_LIMIT: usize = 32 * 1024;
 /// Input a session may hold (unanswered) before its connection is no longer read.
-pub const IN_LIMIT: usize = 64 * 1024;
+pub(crate) const IN_LIMIT: usize = 64 * 1024;
 /// How often a connection whose peer half-closed during a `SLEEP` is checked for a reset.
-pub const HANGUP_CHECK: Duration = Duration::from_millis(200);
+pub(crate) const HANGUP_CHECK: Duration = Duration::from_millis(200);
 
 /// The bounds as values (the models use [`Limits::DEFAULT`]; tests and fuzzing use small ones
 /// to reach them with little input).
@@ -41,7 +41,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub const DEFAULT: Limits = Limits {
+    pub(crate) const DEFAULT: Limits = Limits {
         out: OUT_LIMIT,
         input: IN_LIMIT,
     };
@@ -87,7 +87,7 @@ pub fn may_answer(s: &Session, unsent: usize) -> bool {
 
 /// When the incomplete request line a session holds started arriving.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LineClock {
+pub(crate) struct LineClock {
     since: Option<Instant>,
     /// The session's request count when `since` was set: a new count means a new line.
     lines: u64,
@@ -95,7 +95,7 @@ pub struct LineClock {
 
 impl LineClock {
     /// Call after the session took input that arrived at `now`.
-    pub fn update(&mut self, s: &Session, now: Instant) {
+    pub(crate) fn update(&mut self, s: &Session, now: Instant) {
         let lines = s.stats().requests;
         if !s.partial_line() {
             self.since = None;
@@ -112,13 +112,13 @@ impl LineClock {
     }
 
     /// True when the incomplete line's deadline has passed at `now`.
-    pub fn expired(&self, idle: Option<Duration>, now: Instant) -> bool {
+    pub(crate) fn expired(&self, idle: Option<Duration>, now: Instant) -> bool {
         self.deadline(idle).is_some_and(|d| d <= now)
     }
 
     /// When the connection's idle/line timer should next look at it: the line deadline or
     /// `idle` after `last_active`, whichever comes first.
-    pub fn next_check(&self, idle: Duration, last_active: Instant) -> Instant {
+    pub(crate) fn next_check(&self, idle: Duration, last_active: Instant) -> Instant {
         let quiet = last_active + idle;
         self.deadline(Some(idle)).map_or(quiet, |d| d.min(quiet))
     }

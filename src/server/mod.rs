@@ -89,8 +89,8 @@ pub struct Shared {
 
 /// How long a connection is given to finish sending after we closed our side (so our last
 /// response is not destroyed by a reset), and how much of its input is discarded meanwhile.
-pub const LINGER: Duration = Duration::from_millis(500);
-pub const LINGER_BYTES: usize = 16 << 20;
+pub(crate) const LINGER: Duration = Duration::from_millis(500);
+pub(crate) const LINGER_BYTES: usize = 16 << 20;
 
 /// Binds a listening socket (`SO_REUSEADDR`, optionally `SO_REUSEPORT`, backlog 4096).
 pub fn bind(addr: SocketAddr, reuseport: bool) -> Result<TcpListener> {
@@ -121,7 +121,7 @@ pub fn run(cfg: &ServeConfig) -> Result<Totals> {
 
 /// [`run`] counting into `counters` (made with [`Counters::shared`] for `fork`), which the
 /// caller may read meanwhile (`serve --metrics`).
-pub fn run_with(cfg: &ServeConfig, counters: Counters) -> Result<Totals> {
+pub(crate) fn run_with(cfg: &ServeConfig, counters: Counters) -> Result<Totals> {
     let _ = crate::sys::raise_nofile(1 << 20);
     // Install the handlers before announcing the address, so an early Ctrl-C is not lost.
     crate::sys::signal::termination_fd().context("cannot install signal handlers")?;
@@ -183,7 +183,7 @@ fn announce(cfg: &ServeConfig, addr: SocketAddr, extra: &str) -> Result<()> {
 }
 
 /// Prints the final totals line.
-pub fn print_totals(t: &Totals) {
+pub(crate) fn print_totals(t: &Totals) {
     let mut out = std::io::stdout().lock();
     if JSON_STREAM.load(std::sync::atomic::Ordering::Relaxed) {
         let line = EventLine::new("serve", EventKind::End).data(t);
@@ -195,7 +195,7 @@ pub fn print_totals(t: &Totals) {
 }
 
 /// True for accept errors that mean "out of resources": back off instead of spinning.
-pub fn is_resource_error(e: &std::io::Error) -> bool {
+pub(crate) fn is_resource_error(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
@@ -203,4 +203,4 @@ pub fn is_resource_error(e: &std::io::Error) -> bool {
 }
 
 /// Pause after a resource error on accept.
-pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);

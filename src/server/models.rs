@@ -19,7 +19,7 @@ use crate::sys::{affinity, process, signal};
 use super::{announce, blocking, is_resource_error, ServeConfig, Shared, ACCEPT_BACKOFF};
 
 /// Thread stack size for the `thread` and `pool` models.
-pub const STACK: usize = 128 * 1024;
+pub(crate) const STACK: usize = 128 * 1024;
 const ACCEPT_TICK: Duration = Duration::from_millis(200);
 
 /// The blocking models, the ones this file runs (`serve --model` is matched once, in

@@ -49,10 +49,11 @@ impl RequestClock {
         }
     }
 
+    #[cfg(any(feature = "uring", test))]
     /// For drivers that hand off later than they decide to (`uring` submits a turn's sends at
     /// once): takes the answers due, as (arrival, count), to be recorded with
     /// [`RequestClock::record_at`] at the hand-off.
-    pub fn take_due(&mut self, s: &Session, c: &Counters) -> Option<(Instant, u64)> {
+    pub(crate) fn take_due(&mut self, s: &Session, c: &Counters) -> Option<(Instant, u64)> {
         if !c.times_requests() || s.answered() <= self.handed {
             return None;
         }
@@ -63,7 +64,7 @@ impl RequestClock {
     }
 
     /// Records `n` answers that arrived at `since` and were handed off at `at`.
-    pub fn record_at(c: &Counters, since: Instant, n: u64, at: Instant) {
+    pub(crate) fn record_at(c: &Counters, since: Instant, n: u64, at: Instant) {
         let ns = at.saturating_duration_since(since).as_nanos();
         c.request_latency(n, u64::try_from(ns).unwrap_or(u64::MAX));
     }

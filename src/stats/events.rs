@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The schema of every line.
-pub const SCHEMA: &str = "netcore.events.v1";
+pub(crate) const SCHEMA: &str = "netcore.events.v1";
 
 /// One line of the stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct EventLine {
+pub(crate) struct EventLine {
     /// Always "netcore.events.v1".
     pub schema: String,
     /// The command that printed it: blast, recv, load or serve.
@@ -43,7 +43,7 @@ pub struct EventLine {
 /// The kinds of event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum EventKind {
+pub(crate) enum EventKind {
     Start,
     Interval,
     End,
@@ -96,7 +96,7 @@ impl EventLine {
     }
 
     /// The line, newline included.
-    pub fn to_line(&self) -> String {
+    pub(crate) fn to_line(&self) -> String {
         // Serializing plain data into a String cannot fail.
         let mut s = serde_json::to_string(self).unwrap_or_default();
         s.push('\n');

@@ -42,7 +42,7 @@ impl Hist {
     }
 
     /// `n` values of `v` at once (a receive buffer's datagrams that share a latency).
-    pub fn record_n(&mut self, v: u64, n: u64) {
+    pub(crate) fn record_n(&mut self, v: u64, n: u64) {
         let _ = self.h.record_n(v, n);
     }
 
@@ -59,7 +59,7 @@ impl Hist {
     }
 
     /// Samples at or below `v` (within the histogram's 3 significant digits).
-    pub fn count_le(&self, v: u64) -> u64 {
+    pub(crate) fn count_le(&self, v: u64) -> u64 {
         self.h.count_between(0, v)
     }
 

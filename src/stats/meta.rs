@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 
 /// The git revision netcore was built from (`build.rs`: `git describe --always --dirty`),
 /// "unknown" when built outside a git checkout.
-pub const GIT_REVISION: &str = env!("NETCORE_GIT_REVISION");
+pub(crate) const GIT_REVISION: &str = env!("NETCORE_GIT_REVISION");
 
 /// The sysctls a report records (`/proc/sys/` paths with dots): socket buffer bounds, TCP's
 /// congestion control, busy polling.
-pub const SYSCTLS: [&str; 5] = [
+pub(crate) const SYSCTLS: [&str; 5] = [
     "net.core.rmem_max",
     "net.core.wmem_max",
     "net.ipv4.tcp_congestion_control",
@@ -64,7 +64,7 @@ pub fn mark_start() {
 
 impl Meta {
     /// This process's facts now: the one builder every report calls.
-    pub fn gather() -> Meta {
+    pub(crate) fn gather() -> Meta {
         let now = SystemTime::now();
         Meta {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -88,7 +88,7 @@ impl Meta {
     }
 
     /// The text report's first line: version, revision, kernel, host, CPUs and when.
-    pub fn headline(&self) -> String {
+    pub(crate) fn headline(&self) -> String {
         format!(
             "netcore {} ({}), Linux {} on {}, {} CPUs ({}), {}",
             self.version,
@@ -115,13 +115,13 @@ fn read_trim(path: &str) -> String {
 }
 
 /// `net.core.rmem_max` -> `/proc/sys/net/core/rmem_max`.
-pub fn sysctl_path(name: &str) -> String {
+pub(crate) fn sysctl_path(name: &str) -> String {
     format!("/proc/sys/{}", name.replace('.', "/"))
 }
 
 /// The first "model name" of a `/proc/cpuinfo` text (empty where there is none, as on some ARM
 /// kernels).
-pub fn cpu_model(cpuinfo: &str) -> String {
+pub(crate) fn cpu_model(cpuinfo: &str) -> String {
     cpuinfo
         .lines()
         .find_map(|l| {
@@ -132,7 +132,7 @@ pub fn cpu_model(cpuinfo: &str) -> String {
 }
 
 /// `Cpus_allowed_list` of a `/proc/self/status` text.
-pub fn cpus_allowed(status: &str) -> String {
+pub(crate) fn cpus_allowed(status: &str) -> String {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
@@ -141,7 +141,7 @@ pub fn cpus_allowed(status: &str) -> String {
 }
 
 /// `t` as RFC 3339 in UTC to the millisecond (`2026-12-06T12:33:27.123Z`).
-pub fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);

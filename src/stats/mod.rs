@@ -20,7 +20,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn from_flags(json: bool, csv: bool) -> Format {
+    pub(crate) fn from_flags(json: bool, csv: bool) -> Format {
         if json {
             Format::Json
         } else if csv {

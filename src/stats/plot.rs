@@ -25,7 +25,7 @@ use plotters::prelude::*;
 
 /// One line of a chart.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Series {
+pub(crate) struct Series {
     /// Legend label.
     pub name: String,
     /// Measured points, in x order.
@@ -46,7 +46,7 @@ impl Series {
 
 /// Layout and axis options.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PlotOptions {
+pub(crate) struct PlotOptions {
     /// Image size in pixels.
     pub width: u32,
     pub height: u32,
@@ -75,7 +75,7 @@ impl Default for PlotOptions {
 
 /// Fails with one clear message if `path` cannot be written (missing directory, permissions,
 /// wrong extension). Creates the file if it did not exist and removes it again.
-pub fn check_output(path: &Path) -> Result<()> {
+pub(crate) fn check_output(path: &Path) -> Result<()> {
     if Format::of(path).is_none() {
         bail!("plot file '{}' must end in .svg or .png", path.display());
     }
@@ -117,7 +117,7 @@ impl Format {
 
 /// Draws `series` as a line chart and writes it to `path`: SVG, or PNG when the name ends in
 /// `.png` (the same SVG, rendered by resvg with the system's fonts).
-pub fn line_chart(
+pub(crate) fn line_chart(
     path: &Path,
     title: &str,
     x_label: &str,
@@ -141,13 +141,13 @@ pub(crate) fn write_svg(path: &Path, svg: String) -> Result<()> {
 
 /// Renders an SVG document to PNG bytes: not in a build without the `png` feature.
 #[cfg(not(feature = "png"))]
-pub fn svg_to_png(_svg: &str) -> Result<Vec<u8>> {
+pub(crate) fn svg_to_png(_svg: &str) -> Result<Vec<u8>> {
     bail!("this netcore was built without PNG support (feature `png`)")
 }
 
 /// Renders an SVG document to PNG bytes on a white background.
 #[cfg(feature = "png")]
-pub fn svg_to_png(svg: &str) -> Result<Vec<u8>> {
+pub(crate) fn svg_to_png(svg: &str) -> Result<Vec<u8>> {
     use resvg::{tiny_skia, usvg};
     let mut opt = usvg::Options::default();
     opt.fontdb_mut().load_system_fonts();
@@ -221,7 +221,7 @@ pub(crate) fn tick(v: f64, log: bool) -> String {
 }
 
 /// Like [`line_chart`] but returns the SVG document.
-pub fn line_chart_svg(
+pub(crate) fn line_chart_svg(
     title: &str,
     x_label: &str,
     y_label: &str,

@@ -2,7 +2,7 @@
 
 /// Rows of cells under a header; the first column is left-aligned, the rest right-aligned.
 #[derive(Debug, Clone, Default)]
-pub struct Table {
+pub(crate) struct Table {
     pub header: Vec<String>,
     pub rows: Vec<Vec<String>>,
 }
@@ -69,7 +69,7 @@ impl Table {
     }
 
     /// CSV with RFC 4180 quoting where a cell needs it.
-    pub fn to_csv(&self) -> String {
+    pub(crate) fn to_csv(&self) -> String {
         let mut out = String::new();
         for r in std::iter::once(&self.header).chain(&self.rows) {
             let cells: Vec<String> = r.iter().map(|c| csv_cell(c)).collect();

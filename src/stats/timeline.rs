@@ -11,7 +11,7 @@ use super::plot::{draw_err, minmax, pad, tick, write_svg, Axis, Series, COLORS};
 
 /// One panel: its y label and lines.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Panel {
+pub(crate) struct Panel {
     pub y_label: String,
     pub series: Vec<Series>,
     /// Points further apart in x than this are not joined (no line across a pause).
@@ -32,7 +32,7 @@ fn runs(points: &[(f64, f64)], gap: Option<f64>) -> Vec<Vec<(f64, f64)>> {
 
 /// A shaded span of the time axis.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Band {
+pub(crate) struct Band {
     pub from: f64,
     pub to: f64,
     pub label: String,
@@ -46,7 +46,7 @@ const SHADES: [RGBColor; 4] = [
 ];
 
 /// Writes the timeline to `path` (.svg or .png).
-pub fn timeline(
+pub(crate) fn timeline(
     path: &Path,
     title: &str,
     x_label: &str,
@@ -57,7 +57,7 @@ pub fn timeline(
 }
 
 /// The timeline as an SVG document.
-pub fn timeline_svg(
+pub(crate) fn timeline_svg(
     title: &str,
     x_label: &str,
     panels: &[Panel],

@@ -6,7 +6,7 @@ use std::sync::{Mutex, OnceLock};
 use anyhow::{bail, Result};
 
 /// Parses a CPU list such as `0`, `0,1`, `0-3,6`. Every CPU must exist on this machine.
-pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>> {
+pub(crate) fn parse_cpu_list(text: &str) -> Result<Vec<usize>> {
     let n = super::online_cpus();
     let mut out = Vec::new();
     for part in text.split(',') {
@@ -40,7 +40,7 @@ pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>> {
 }
 
 /// Number of CPUs this process may run on.
-pub fn available_cpus() -> usize {
+pub(crate) fn available_cpus() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -49,7 +49,7 @@ pub fn available_cpus() -> usize {
 /// Number of CPUs the process's affinity mask allows (`sched_getaffinity` of the process, so
 /// `taskset -c 0 netcore ...` gives 1 whichever thread asks); [`available_cpus`] if the kernel
 /// will not say.
-pub fn allowed_cpus() -> usize {
+pub(crate) fn allowed_cpus() -> usize {
     // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid, writable cpu_set_t of the size passed, for the call; getpid
@@ -70,7 +70,7 @@ pub fn allowed_cpus() -> usize {
 
 /// Pins the calling thread to `cpu`. Returns false (and leaves the thread unpinned) if the
 /// kernel refused. A pin that holds is noted for [`pinned_threads`].
-pub fn pin_current(cpu: usize) -> bool {
+pub(crate) fn pin_current(cpu: usize) -> bool {
     let ok = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
     if ok {
         note_pin(cpu);
@@ -101,7 +101,7 @@ fn note_pin(cpu: usize) {
 
 /// The threads of this process pinned so far (thread name, or its id where it has none, to
 /// the CPU of its last pin): what a report's `meta` says about where its threads ran.
-pub fn pinned_threads() -> BTreeMap<String, usize> {
+pub(crate) fn pinned_threads() -> BTreeMap<String, usize> {
     pins().lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 

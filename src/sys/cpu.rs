@@ -3,7 +3,7 @@
 
 /// User and system CPU time, in nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ThreadTimes {
+pub(crate) struct ThreadTimes {
     pub user_ns: u64,
     pub system_ns: u64,
 }
@@ -13,12 +13,12 @@ fn ns(tv: libc::timeval) -> u64 {
 }
 
 /// The calling thread's CPU time so far (zero if the kernel refuses, which it does not).
-pub fn thread_times() -> ThreadTimes {
+pub(crate) fn thread_times() -> ThreadTimes {
     times(libc::RUSAGE_THREAD)
 }
 
 /// The whole process's CPU time so far (every thread, living or ended).
-pub fn process_times() -> ThreadTimes {
+pub(crate) fn process_times() -> ThreadTimes {
     times(libc::RUSAGE_SELF)
 }
 

@@ -10,14 +10,14 @@ use std::sync::OnceLock;
 use super::sockopt::set_udp_segment;
 
 /// The limits the kernel has had, largest first (128: iperf3 3.21's `GSO_MAX_DG_IN_BF` too).
-pub const CANDIDATES: [usize; 2] = [128, 64];
+pub(crate) const CANDIDATES: [usize; 2] = [128, 64];
 /// What to assume when the probe cannot tell (no loopback, GSO refused): the limit of every
 /// kernel with UDP GSO, so a send never asks for more than any of them takes.
-pub const FALLBACK: usize = 64;
+pub(crate) const FALLBACK: usize = 64;
 
 /// The most segments per UDP GSO send the running kernel takes (probed once per process;
 /// [`FALLBACK`] where the probe cannot tell).
-pub fn udp_max_segments() -> usize {
+pub(crate) fn udp_max_segments() -> usize {
     static LIMIT: OnceLock<usize> = OnceLock::new();
     *LIMIT.get_or_init(|| probe().unwrap_or(FALLBACK))
 }
@@ -35,7 +35,7 @@ fn probe() -> Option<usize> {
 
 /// The largest candidate whose `send(n)` the kernel takes; stops at the first error other than
 /// `EINVAL` (the probe cannot tell), and gives `None` where no candidate passes.
-pub fn limit_by(mut send: impl FnMut(usize) -> io::Result<()>) -> Option<usize> {
+pub(crate) fn limit_by(mut send: impl FnMut(usize) -> io::Result<()>) -> Option<usize> {
     for n in CANDIDATES {
         match send(n) {
             Ok(()) => return Some(n),

@@ -100,9 +100,10 @@ pub(crate) fn read_addr(src: &libc::sockaddr_storage, len: libc::socklen_t) -> O
     }
 }
 
+#[cfg(feature = "uring")]
 /// The bytes of an IPv4 or IPv6 socket address as the kernel wrote them into a buffer (an
 /// io_uring `RECVMSG` name field, not necessarily aligned): None if they are none of those.
-pub fn addr_from_bytes(b: &[u8]) -> Option<SocketAddr> {
+pub(crate) fn addr_from_bytes(b: &[u8]) -> Option<SocketAddr> {
     // SAFETY: sockaddr_storage is a plain C struct for which all-zero bytes is a valid value.
     let mut st = unsafe { std::mem::zeroed::<libc::sockaddr_storage>() };
     let len = b.len().min(STORAGE_LEN as usize);
@@ -118,8 +119,9 @@ pub fn addr_from_bytes(b: &[u8]) -> Option<SocketAddr> {
     read_addr(&st, len as libc::socklen_t)
 }
 
+#[cfg(feature = "uring")]
 /// Bytes of the largest source address a receive keeps (a `sockaddr_in6`).
-pub const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
+pub(crate) const NAME_LEN: usize = std::mem::size_of::<libc::sockaddr_in6>();
 
 /// `n` send buffers of `slot` bytes each, sent with one `sendmmsg`: on a connected socket, or
 /// ([`SendBatch::with_destinations`]) each to its own address.
@@ -139,7 +141,7 @@ impl SendBatch {
 
     /// A batch whose messages each go to the address given with [`SendBatch::set_destination`]
     /// (for an unconnected socket).
-    pub fn with_destinations(n: usize, slot: usize) -> Self {
+    pub(crate) fn with_destinations(n: usize, slot: usize) -> Self {
         Self::build(n, slot, true)
     }
 
@@ -164,7 +166,7 @@ impl SendBatch {
     }
 
     /// Where message `i` goes (only for a batch made [`SendBatch::with_destinations`]).
-    pub fn set_destination(&mut self, i: usize, addr: SocketAddr) {
+    pub(crate) fn set_destination(&mut self, i: usize, addr: SocketAddr) {
         let names = self.names.as_mut().expect("a batch made with_destinations");
         self.hdrs[i].msg_hdr.msg_namelen = write_addr(&mut names[i], addr);
     }
@@ -178,7 +180,7 @@ impl SendBatch {
     }
 
     /// The whole slot `i` (its full capacity), to write datagrams into.
-    pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+    pub(crate) fn slot_mut(&mut self, i: usize) -> &mut [u8] {
         &mut self.bufs[i * self.slot..(i + 1) * self.slot]
     }
 
@@ -232,7 +234,7 @@ impl RecvBatch {
     }
 
     /// A batch that also records each message's source address ([`RecvBatch::source`]).
-    pub fn with_sources(n: usize, slot: usize) -> Self {
+    pub(crate) fn with_sources(n: usize, slot: usize) -> Self {
         Self::build(n, slot, true)
     }
 
@@ -324,7 +326,7 @@ impl RecvBatch {
     }
 
     /// The `UDP_GRO` segment size of message `i`, if the kernel coalesced several datagrams.
-    pub fn gro_segment(&self, i: usize) -> Option<usize> {
+    pub(crate) fn gro_segment(&self, i: usize) -> Option<usize> {
         gro_segment_in(self.control(i))
     }
 }
@@ -361,7 +363,7 @@ fn cmsg_u32_in(control: &[u8], level: i32, ty: i32) -> Option<u32> {
 }
 
 /// The `UDP_GRO` segment size in a buffer of control messages, if the kernel coalesced.
-pub fn gro_segment_in(control: &[u8]) -> Option<usize> {
+pub(crate) fn gro_segment_in(control: &[u8]) -> Option<usize> {
     let v = cmsg_u32_in(control, libc::SOL_UDP, libc::UDP_GRO)? as i32;
     (v > 0).then_some(v as usize)
 }
@@ -369,7 +371,7 @@ pub fn gro_segment_in(control: &[u8]) -> Option<usize> {
 /// The socket's running total of drops that an `SO_RXQ_OVFL` control message carries (present
 /// once the socket has dropped anything; absent means the total was 0 when the datagram was
 /// queued).
-pub fn rxq_ovfl_in(control: &[u8]) -> Option<u32> {
+pub(crate) fn rxq_ovfl_in(control: &[u8]) -> Option<u32> {
     cmsg_u32_in(control, libc::SOL_SOCKET, libc::SO_RXQ_OVFL)
 }
 

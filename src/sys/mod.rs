@@ -51,7 +51,7 @@ pub fn raise_nofile(want: u64) -> std::io::Result<u64> {
 }
 
 /// CPUs online on this machine (not just those this process's affinity mask allows).
-pub fn online_cpus() -> usize {
+pub(crate) fn online_cpus() -> usize {
     // SAFETY: sysconf has no preconditions; it only reads system configuration.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     if n < 1 {

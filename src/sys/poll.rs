@@ -9,10 +9,10 @@ pub use libc::{POLLIN, POLLOUT};
 
 /// One socket to wait on: its fd, the events wanted (`POLLIN`, `POLLOUT`) and, after
 /// [`wait`], the events that happened (errors and hang-ups count as ready).
-pub type PollFd = libc::pollfd;
+pub(crate) type PollFd = libc::pollfd;
 
 /// A [`PollFd`] for `fd` waiting for `events`.
-pub fn poll_fd(fd: RawFd, events: i16) -> PollFd {
+pub(crate) fn poll_fd(fd: RawFd, events: i16) -> PollFd {
     libc::pollfd {
         fd,
         events,

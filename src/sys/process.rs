@@ -34,7 +34,7 @@ pub fn fork() -> io::Result<Forked> {
 /// process-per-client child). The caller must leave through [`exit`] without using `fd`'s owner
 /// again, so that the owner (which the child's copy of memory still holds) is never dropped
 /// here and the descriptor never closed twice.
-pub fn close_in_child(fd: &impl AsRawFd) {
+pub(crate) fn close_in_child(fd: &impl AsRawFd) {
     // SAFETY: close has no memory-safety preconditions; the caller guarantees the owning object
     // is neither used nor dropped afterwards in this process.
     unsafe { libc::close(fd.as_raw_fd()) };
@@ -70,7 +70,7 @@ pub fn kill(pid: libc::pid_t, sig: i32) -> io::Result<()> {
 
 /// `n` zeroed atomic counters in an anonymous shared mapping: they stay shared with every child
 /// forked afterwards (writes by a child are seen by the parent). The mapping is never unmapped.
-pub fn shared_counters(n: usize) -> io::Result<&'static [AtomicU64]> {
+pub(crate) fn shared_counters(n: usize) -> io::Result<&'static [AtomicU64]> {
     let len = (n.max(1) * std::mem::size_of::<AtomicU64>()).next_multiple_of(4096);
     // SAFETY: an anonymous mapping with no address hint touches no existing memory.
     let p = unsafe {

@@ -61,7 +61,7 @@ fn setup() -> io::Result<UnixStream> {
 
 /// The read end of the termination pipe, installing the SIGINT/SIGTERM handlers on first use.
 /// The fd is non-blocking and lives for the whole process.
-pub fn termination_fd() -> io::Result<BorrowedFd<'static>> {
+pub(crate) fn termination_fd() -> io::Result<BorrowedFd<'static>> {
     match READ_END.get_or_init(setup) {
         Ok(s) => {
             let fd: &'static UnixStream = s;
@@ -73,7 +73,7 @@ pub fn termination_fd() -> io::Result<BorrowedFd<'static>> {
 
 /// Makes SIGHUP a termination signal too (counted, recorded, waking the pipe like SIGTERM):
 /// for `recv`, where it asks for a graceful stop. Other commands keep its default action.
-pub fn install_hangup() -> io::Result<()> {
+pub(crate) fn install_hangup() -> io::Result<()> {
     termination_fd()?;
     let write_fd = *WRITE_FD
         .get()
@@ -82,19 +82,19 @@ pub fn install_hangup() -> io::Result<()> {
 }
 
 /// How many termination signals arrived so far (a wait can give up on the next one).
-pub fn signal_count() -> u32 {
+pub(crate) fn signal_count() -> u32 {
     SIGNALS.load(Ordering::SeqCst) as u32
 }
 
 /// The last termination signal received (0 if none).
-pub fn last_signal() -> i32 {
+pub(crate) fn last_signal() -> i32 {
     LAST_SIGNAL.load(Ordering::SeqCst) as i32
 }
 
 /// Blocks the calling thread until a termination signal arrives (for blocking servers, which
 /// dedicate a thread to this). Returns the signal number (0 when the stop was requested by
 /// [`request_stop`] rather than by a signal: the wait also observes that, within 100 ms).
-pub fn wait_for_termination() -> io::Result<i32> {
+pub(crate) fn wait_for_termination() -> io::Result<i32> {
     let fd = termination_fd()?;
     loop {
         if STOP.load(Ordering::SeqCst) {
@@ -133,7 +133,7 @@ pub fn drain(fd: BorrowedFd<'_>) {
 
 /// Restores the default disposition of SIGINT and SIGTERM (used in forked children, which
 /// must die on Ctrl-C rather than write to their parent's pipe).
-pub fn reset_default() {
+pub(crate) fn reset_default() {
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: SIG_DFL is always a valid disposition for these signals.
         unsafe {
@@ -158,7 +158,7 @@ pub fn install() -> io::Result<()> {
 /// True once SIGINT or SIGTERM arrived (or [`request_stop`] was called): commands poll it and
 /// finish their reports instead of dying mid-write.
 #[inline]
-pub fn stop_requested() -> bool {
+pub(crate) fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed) || LAST_SIGNAL.load(Ordering::Relaxed) != 0
 }
 

@@ -55,7 +55,7 @@ pub enum BufMethod {
 /// Asks for a receive (or send) buffer of `bytes`: forced when permitted, else the capped option.
 /// Returns what the kernel granted (as `getsockopt` reports it: the kernel doubles the request
 /// for its bookkeeping) and how.
-pub fn size_buffer(
+pub(crate) fn size_buffer(
     sock: &impl AsRawFd,
     bytes: usize,
     recv: bool,
@@ -102,7 +102,7 @@ pub fn set_udp_gro(sock: &impl AsRawFd, on: bool) -> io::Result<()> {
 /// Turns `SO_RXQ_OVFL` on: every datagram received after the socket's first drop carries, in
 /// a control message, the socket's running total of drops (a `u32` that wraps) at the moment
 /// the datagram was queued (see [`crate::sys::mmsg::rxq_ovfl_in`]).
-pub fn set_rxq_ovfl(sock: &impl AsRawFd) -> io::Result<()> {
+pub(crate) fn set_rxq_ovfl(sock: &impl AsRawFd) -> io::Result<()> {
     set_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
 }
 
@@ -130,13 +130,13 @@ pub fn socket_drops(sock: RawFd) -> io::Result<u32> {
 }
 
 /// `SO_REUSEPORT`, for servers with one listener per reactor.
-pub fn set_reuseport(sock: &impl std::os::fd::AsFd) -> io::Result<()> {
+pub(crate) fn set_reuseport(sock: &impl std::os::fd::AsFd) -> io::Result<()> {
     socket2::SockRef::from(sock).set_reuse_port(true)
 }
 
 /// A UDP socket bound to `addr` with `SO_REUSEPORT` set first, so that sockets of the same
 /// user can join its port (the receiver's per-stream connected sockets for iperf3 clients).
-pub fn udp_bind_reuseport(addr: std::net::SocketAddr) -> io::Result<std::net::UdpSocket> {
+pub(crate) fn udp_bind_reuseport(addr: std::net::SocketAddr) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     set_reuseport(&s)?;
@@ -147,7 +147,7 @@ pub fn udp_bind_reuseport(addr: std::net::SocketAddr) -> io::Result<std::net::Ud
 /// A UDP socket (with `SO_REUSEPORT` when `reuseport`) and a TCP listener bound to the same
 /// address; port 0: a port free for both (up to 32 tries). The listener never has
 /// `SO_REUSEPORT`, so a second server on the port still fails with "address already in use".
-pub fn bind_udp_and_tcp(
+pub(crate) fn bind_udp_and_tcp(
     addr: std::net::SocketAddr,
     reuseport: bool,
 ) -> io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
@@ -173,7 +173,7 @@ pub fn bind_udp_and_tcp(
 /// Steers every datagram that reaches `sock`'s reuseport group without an exact (connected)
 /// match to the group member at `index` (in the order members bound), with a one-instruction
 /// classic BPF program (`SO_ATTACH_REUSEPORT_CBPF`: `ret #index`).
-pub fn steer_reuseport(sock: &impl AsRawFd, index: u32) -> io::Result<()> {
+pub(crate) fn steer_reuseport(sock: &impl AsRawFd, index: u32) -> io::Result<()> {
     let mut prog = [libc::sock_filter {
         code: (libc::BPF_RET | libc::BPF_K) as u16,
         jt: 0,
@@ -199,7 +199,7 @@ pub fn steer_reuseport(sock: &impl AsRawFd, index: u32) -> io::Result<()> {
 }
 
 /// Removes the group's steering program (`SO_DETACH_REUSEPORT_BPF`): the kernel hashes again.
-pub fn unsteer_reuseport(sock: &impl AsRawFd) -> io::Result<()> {
+pub(crate) fn unsteer_reuseport(sock: &impl AsRawFd) -> io::Result<()> {
     set_int(
         sock.as_raw_fd(),
         libc::SOL_SOCKET,

@@ -71,7 +71,7 @@ struct RawTcpInfo {
 /// The `TCP_INFO` figures netcore reports (rates in bytes per second as the kernel gives
 /// them; times in microseconds). Fields a kernel does not fill are 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TcpInfo {
+pub(crate) struct TcpInfo {
     pub total_retrans: u32,
     pub snd_cwnd: u32,
     pub snd_mss: u32,
@@ -85,7 +85,7 @@ pub struct TcpInfo {
 }
 
 /// `getsockopt(TCP_INFO)` on a connected TCP socket.
-pub fn tcp_info(sock: &impl AsRawFd) -> io::Result<TcpInfo> {
+pub(crate) fn tcp_info(sock: &impl AsRawFd) -> io::Result<TcpInfo> {
     let mut raw = RawTcpInfo::default();
     let mut len = std::mem::size_of::<RawTcpInfo>() as libc::socklen_t;
     // SAFETY: `raw` is a plain repr(C) struct of integers valid for writes of `len` bytes (its
@@ -122,18 +122,18 @@ pub fn congestion(sock: &impl AsFd) -> io::Result<String> {
 
 /// Sets the congestion control algorithm (`TCP_CONGESTION`); `ENOENT` where the kernel has no
 /// such algorithm (and may not load it).
-pub fn set_congestion(sock: &impl AsFd, algo: &str) -> io::Result<()> {
+pub(crate) fn set_congestion(sock: &impl AsFd, algo: &str) -> io::Result<()> {
     socket2::SockRef::from(sock).set_tcp_congestion(algo.as_bytes())
 }
 
 /// `TCP_MAXSEG`: the largest segment this end sends (set before connecting).
-pub fn set_mss(sock: &impl AsFd, mss: u32) -> io::Result<()> {
+pub(crate) fn set_mss(sock: &impl AsFd, mss: u32) -> io::Result<()> {
     socket2::SockRef::from(sock).set_tcp_mss(mss)
 }
 
 /// `SO_MAX_PACING_RATE` in bytes per second (enforced by the fq qdisc, or by TCP's own
 /// pacing where fq is absent).
-pub fn set_max_pacing_rate(sock: &impl AsRawFd, bytes_per_sec: u64) -> io::Result<()> {
+pub(crate) fn set_max_pacing_rate(sock: &impl AsRawFd, bytes_per_sec: u64) -> io::Result<()> {
     let val: u64 = bytes_per_sec;
     // SAFETY: `val` lives across the call and its exact size is passed; the kernel accepts a
     // u64 for this option (a u32 on kernels before 4.19, which read the low half).
@@ -157,14 +157,14 @@ const SO_EE_ORIGIN_ZEROCOPY: u8 = 5;
 const SO_EE_CODE_ZEROCOPY_COPIED: u8 = 1;
 
 /// Allows `MSG_ZEROCOPY` sends on the socket (Linux 4.14+ for TCP).
-pub fn set_zerocopy(sock: &impl AsRawFd) -> io::Result<()> {
+pub(crate) fn set_zerocopy(sock: &impl AsRawFd) -> io::Result<()> {
     set_int(sock.as_raw_fd(), libc::SOL_SOCKET, SO_ZEROCOPY, 1)
 }
 
 /// `send(MSG_ZEROCOPY)`: the kernel pins `buf`'s pages and sends from them in place; `buf`
 /// must stay unchanged until the send's completion arrives on the error queue
 /// ([`zerocopy_completions`]). Returns the bytes taken, as `send` does.
-pub fn send_zerocopy(sock: &impl AsRawFd, buf: &[u8]) -> io::Result<usize> {
+pub(crate) fn send_zerocopy(sock: &impl AsRawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the call; the kernel pins the
     // pages it keeps (the caller keeps them unchanged until the completion, see above).
     let n = unsafe {
@@ -179,7 +179,7 @@ pub fn send_zerocopy(sock: &impl AsRawFd, buf: &[u8]) -> io::Result<usize> {
 }
 
 /// An anonymous in-memory file (`memfd_create`) holding `bytes`, for [`sendfile`].
-pub fn memfd_with(bytes: &[u8]) -> io::Result<std::fs::File> {
+pub(crate) fn memfd_with(bytes: &[u8]) -> io::Result<std::fs::File> {
     use std::io::Write;
     use std::os::fd::FromRawFd;
     // SAFETY: the name is a NUL-terminated C string literal; no other pointer is passed.
@@ -215,7 +215,7 @@ pub fn sendfile(
 
 /// Zero-copy completions taken from the socket's error queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ZcCompletions {
+pub(crate) struct ZcCompletions {
     /// Sends completed (each notification covers a range of sends).
     pub sends: u64,
     /// Of those, sends whose data the kernel copied after all.
@@ -223,7 +223,7 @@ pub struct ZcCompletions {
 }
 
 /// Drains the error queue without blocking and counts the zero-copy completions in it.
-pub fn zerocopy_completions(sock: &impl AsRawFd) -> io::Result<ZcCompletions> {
+pub(crate) fn zerocopy_completions(sock: &impl AsRawFd) -> io::Result<ZcCompletions> {
     let mut out = ZcCompletions::default();
     loop {
         let mut control = [0u64; 16];
@@ -274,7 +274,7 @@ pub fn zerocopy_completions(sock: &impl AsRawFd) -> io::Result<ZcCompletions> {
 }
 
 /// `recv(2)` with `MSG_DONTWAIT`: what is queued now, or `WouldBlock`.
-pub fn recv_now(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn recv_now(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid and writable for `buf.len()` bytes for the call.
     let n = unsafe {
         libc::recv(

@@ -31,7 +31,7 @@ impl TimerFd {
 
     /// Arms the timer to expire once, `after` from now (a zero duration is raised to 1 ns:
     /// zero would disarm it). Re-arming replaces the previous expiry and clears its count.
-    pub fn arm_in(&self, after: Duration) -> io::Result<()> {
+    pub(crate) fn arm_in(&self, after: Duration) -> io::Result<()> {
         let after = after.max(Duration::from_nanos(1));
         let spec = libc::itimerspec {
             it_interval: libc::timespec {

@@ -9,14 +9,14 @@ use super::mmsg::read_addr;
 use super::sockopt::set_int;
 
 /// Asks the kernel to stamp every datagram `sock` receives (CLOCK_REALTIME).
-pub fn enable_rx_timestamps(sock: &UdpSocket) -> io::Result<()> {
+pub(crate) fn enable_rx_timestamps(sock: &UdpSocket) -> io::Result<()> {
     set_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
 }
 
 /// A received datagram: its length, source and the kernel's receive time (ns since the epoch)
 /// when the control messages carried one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamped {
+pub(crate) struct Stamped {
     pub len: usize,
     pub from: Option<SocketAddr>,
     pub kernel_ns: Option<u64>,
@@ -24,7 +24,7 @@ pub struct Stamped {
 
 /// One `recvmsg` on `sock` into `buf` (blocking or not, as the socket is set), with the source
 /// address and the `SCM_TIMESTAMPNS` control message read.
-pub fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Stamped> {
+pub(crate) fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Stamped> {
     // SAFETY: all-zero bytes are valid values of these plain C structs.
     let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     // u64 words: the control buffer is aligned for cmsghdr.

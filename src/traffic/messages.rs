@@ -77,7 +77,7 @@ impl MessageGen {
         }
     }
 
-    pub fn next_size(&mut self) -> usize {
+    pub(crate) fn next_size(&mut self) -> usize {
         self.rng.random_range(self.min..=self.max)
     }
 }

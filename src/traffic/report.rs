@@ -9,7 +9,7 @@ use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_bytes_short, fmt_count, fmt_secs};
 
-pub const SCHEMA: &str = "netcore.traffic.v1";
+pub(crate) const SCHEMA: &str = "netcore.traffic.v1";
 
 /// What one flow's client received in one interval.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -66,7 +66,11 @@ pub struct TrafficReport {
 impl TrafficReport {
     /// The line printed per interval, in the spirit of the tutorial this grew from:
     /// `second 3: TCP=1.2 KB, UDP=0.9 KB (messages TCP=3, UDP=3; UDP lost so far 0)`.
-    pub fn interval_line(s: &Sample, interval_s: f64, udp_lost_so_far: Option<u64>) -> String {
+    pub(crate) fn interval_line(
+        s: &Sample,
+        interval_s: f64,
+        udp_lost_so_far: Option<u64>,
+    ) -> String {
         let label = if (interval_s - 1.0).abs() < 1e-9 {
             format!("second {}", s.n)
         } else {

@@ -91,7 +91,7 @@ impl BufRing {
     }
 
     /// Queues buffer `bid` for the kernel again (visible after [`BufRing::publish`]).
-    pub fn recycle(&mut self, bid: u16) {
+    pub(crate) fn recycle(&mut self, bid: u16) {
         let bid = bid & self.mask;
         let idx = (self.tail & self.mask) as usize;
         let addr = self.data.as_ptr() as u64 + bid as u64 * self.size as u64;
@@ -106,7 +106,7 @@ impl BufRing {
     }
 
     /// Makes the recycled buffers visible to the kernel.
-    pub fn publish(&self) {
+    pub(crate) fn publish(&self) {
         // SAFETY: `entries` is the base of the registered ring; the tail field lives inside the
         // first descriptor, which the mapping covers. The kernel reads it with acquire
         // semantics, so a release store orders the descriptor writes before it.
@@ -118,7 +118,7 @@ impl BufRing {
 
     /// Unregisters the group (the kernel forgets the memory). Only call when no operation
     /// selecting from this group can be in flight.
-    pub fn unregister(&mut self, sub: &Submitter<'_>) {
+    pub(crate) fn unregister(&mut self, sub: &Submitter<'_>) {
         if self.registered && sub.unregister_buf_ring(self.bgid).is_ok() {
             self.registered = false;
         }

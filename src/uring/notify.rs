@@ -46,7 +46,7 @@ impl<M> Notifier<M> {
     }
 
     /// Makes the ring's eventfd read complete.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         let one: u64 = 1;
         // SAFETY: `one` is 8 readable bytes for the duration of the call. A failure can only be
         // a counter overflow, and then a wakeup is pending anyway.

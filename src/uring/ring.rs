@@ -161,7 +161,7 @@ pub struct LinkedSend {
 
 /// One datagram taken by a multishot `RECVMSG` (see [`Ring::recvmsg_parts`]).
 #[derive(Debug)]
-pub struct RecvMsgParts<'a> {
+pub(crate) struct RecvMsgParts<'a> {
     /// The payload as received (cut to the provided buffer; see `truncated`).
     pub payload: &'a [u8],
     /// The control messages (cmsg layout, as `msg_control` would hold them).
@@ -400,7 +400,7 @@ impl Ring {
     }
 
     /// Multishot receive into provided buffers. Only with [`Caps::multishot_recv`].
-    pub fn recv_multi(&mut self, fd: RawFd, tag: u64) -> OpId {
+    pub(crate) fn recv_multi(&mut self, fd: RawFd, tag: u64) -> OpId {
         debug_assert!(self.caps.multishot_recv);
         self.start(tag, None, None, |_| {
             opcode::RecvMulti::new(types::Fd(fd), BGID).build()
@@ -412,7 +412,7 @@ impl Ring {
     /// `name_len` bytes for the source address (0: none kept), `control_len` bytes of control
     /// space and the payload; read it with [`Ring::recvmsg_parts`]. Re-arm when a completion
     /// comes without `more`.
-    pub fn recvmsg_multi(
+    pub(crate) fn recvmsg_multi(
         &mut self,
         fd: RawFd,
         name_len: usize,
@@ -437,7 +437,7 @@ impl Ring {
     /// Splits provided buffer `bid` filled by a [`Ring::recvmsg_multi`] completion (`len` = its
     /// result; `name_len` and `control_len` as armed) into source address, control data and
     /// payload. None if the buffer is too short to parse.
-    pub fn recvmsg_parts(
+    pub(crate) fn recvmsg_parts(
         &self,
         bid: u16,
         len: usize,
@@ -557,7 +557,7 @@ impl Ring {
     }
 
     /// Completes once `fd` is readable (one shot).
-    pub fn poll_readable(&mut self, fd: RawFd, tag: u64) -> OpId {
+    pub(crate) fn poll_readable(&mut self, fd: RawFd, tag: u64) -> OpId {
         self.start(tag, None, None, |_| {
             opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build()
         })
@@ -587,7 +587,7 @@ impl Ring {
     }
 
     /// Cancels every live operation.
-    pub fn cancel_all(&mut self) {
+    pub(crate) fn cancel_all(&mut self) {
         for i in 0..self.ops.len() {
             let slot = &self.ops[i];
             if slot.op.is_some() {
@@ -603,7 +603,7 @@ impl Ring {
     /// completions of data that arrived), without waiting: one `io_uring_enter` with
     /// `GETEVENTS` and no minimum. Cheaper than [`Ring::submit_and_wait`] with a zero timeout,
     /// which goes through the kernel's wait path (timer set-up and all) when nothing is ready.
-    pub fn submit_nowait(&mut self) -> io::Result<()> {
+    pub(crate) fn submit_nowait(&mut self) -> io::Result<()> {
         self.stats.enters += 1;
         let to_submit = self.ring.submission().len() as u32;
         // SAFETY: no argument pointer is passed (`None`, size 0); `to_submit` is the number of
@@ -622,7 +622,7 @@ impl Ring {
 
     /// Submits the queued operations and waits for at least one completion, at most `timeout`
     /// (`None`: no limit; zero: do not wait). One `io_uring_enter`.
-    pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    pub(crate) fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.submit_and_wait_for(1, timeout)
     }
 
@@ -729,20 +729,20 @@ impl Ring {
     }
 
     /// The data of a provided buffer named by a completion (`len` = its result).
-    pub fn provided(&self, bid: u16, len: usize) -> &[u8] {
+    pub(crate) fn provided(&self, bid: u16, len: usize) -> &[u8] {
         self.bufs.as_ref().map_or(&[][..], |b| b.get(bid, len))
     }
 
     /// Gives a provided buffer back to the kernel (visible at the next [`Ring::flush_buffers`],
     /// which [`Ring::submit_and_wait`] callers should call once per turn).
-    pub fn recycle(&mut self, bid: u16) {
+    pub(crate) fn recycle(&mut self, bid: u16) {
         if let Some(b) = self.bufs.as_mut() {
             b.recycle(bid);
         }
     }
 
     /// Publishes the recycled provided buffers.
-    pub fn flush_buffers(&self) {
+    pub(crate) fn flush_buffers(&self) {
         if let Some(b) = self.bufs.as_ref() {
             b.publish();
         }

@@ -13,7 +13,7 @@ use crate::sys::signal;
 
 /// A test's report where the output goes: the `--json-stream` end line (of `kind`, naming
 /// the test and the peer), or the report in the chosen format.
-pub fn put_report(
+pub(crate) fn put_report(
     o: &Output,
     kind: &str,
     (test_id, peer): (&str, SocketAddr),
@@ -30,7 +30,7 @@ pub fn put_report(
 
 /// Prints a report on stdout; when stdout is gone (closed, a full disk) it goes to stderr, so
 /// it is not lost silently, and the run fails saying so.
-pub fn print_report(text: &str) -> Result<()> {
+pub(crate) fn print_report(text: &str) -> Result<()> {
     if let Err(e) = out(text) {
         eprint!("{text}");
         bail!("cannot write the report to stdout ({e}); it went to stderr");
@@ -41,7 +41,7 @@ pub fn print_report(text: &str) -> Result<()> {
 /// The exit code of a test that ran: 0, or 128 + the signal (130 for Ctrl-C, 143 for
 /// SIGTERM) when a signal cut it short (its report, marked interrupted, was printed), or 1 when
 /// the receiver ended it early.
-pub fn exit_of(interrupted: bool) -> ExitCode {
+pub(crate) fn exit_of(interrupted: bool) -> ExitCode {
     match (interrupted, signal::last_signal()) {
         (false, _) => ExitCode::SUCCESS,
         (true, 0) => ExitCode::from(1),

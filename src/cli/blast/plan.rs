@@ -63,7 +63,7 @@ pub enum Target {
 
 /// The CPUs of the test's threads on this host (None / empty: unpinned).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Cpus {
+pub(crate) struct Cpus {
     /// The sending threads (UDP) or data connections (TCP, iperf3), one per stream in turn.
     pub send: Vec<usize>,
     /// This side's receiving thread: a UDP `-R` or `--bidir` test's.
@@ -74,7 +74,7 @@ pub struct Cpus {
 
 /// UDP's send path.
 #[derive(Debug, Clone, Copy)]
-pub struct UdpSend {
+pub(crate) struct UdpSend {
     pub batch: usize,
     pub gso: GsoMode,
     pub verify: bool,
@@ -99,7 +99,7 @@ impl Output {
 
 /// One `blast` run, planned.
 #[derive(Debug, Clone)]
-pub struct BlastPlan {
+pub(crate) struct BlastPlan {
     pub kind: Kind,
     pub target: Target,
     pub cpus: Cpus,
@@ -126,7 +126,7 @@ pub struct BlastPlan {
 
 impl BlastPlan {
     /// Checks the flags and plans the run. Nothing is opened or started here.
-    pub fn from_args(a: BlastArgs) -> Result<BlastPlan> {
+    pub(crate) fn from_args(a: BlastArgs) -> Result<BlastPlan> {
         refuse_misplaced(&a)?;
         let target = target_of(&a)?;
         let iperf3 = matches!(target, Target::Iperf3(_));
@@ -196,7 +196,7 @@ impl BlastPlan {
     }
 
     /// The receiving side's settings on `cpu`.
-    pub fn rx_on(&self, cpu: Option<usize>) -> RecvOptions {
+    pub(crate) fn rx_on(&self, cpu: Option<usize>) -> RecvOptions {
         RecvOptions {
             cpu,
             ..self.rx.clone()
@@ -204,13 +204,13 @@ impl BlastPlan {
     }
 
     /// A UDP test both ways at once.
-    pub fn udp_bidir(&self) -> bool {
+    pub(crate) fn udp_bidir(&self) -> bool {
         matches!(self.kind, Kind::Udp) && self.mode == Mode::Bidir
     }
 
     /// The sender's options for one UDP test (or one `--find-rate` trial at `rate`) to a
     /// receiver at `data`/`control`.
-    pub fn blast_options(
+    pub(crate) fn blast_options(
         &self,
         (data, control): (SocketAddr, SocketAddr),
         rate: Option<Rate>,
@@ -351,7 +351,7 @@ fn target_of(a: &BlastArgs) -> Result<Target> {
 }
 
 /// HOST[:PORT] of an iperf3 server, port 5201 by default.
-pub fn iperf3_addr(host: &str) -> Result<SocketAddr> {
+pub(crate) fn iperf3_addr(host: &str) -> Result<SocketAddr> {
     let has_port = host.parse::<SocketAddr>().is_ok()
         || host
             .rsplit_once(':')

@@ -149,7 +149,7 @@ impl Link {
 }
 
 /// The parameter document for a netcore TCP test.
-pub fn params_of(spec: &TcpSpec, plan: Plan) -> Params {
+pub(crate) fn params_of(spec: &TcpSpec, plan: Plan) -> Params {
     let (time, bytes) = match plan {
         Plan::TimeNs(ns) => (ns.div_ceil(1_000_000_000).max(1), 0),
         Plan::Count(n) => (0, n.saturating_mul(spec.len as u64)),
@@ -378,7 +378,7 @@ fn client_report(
 }
 
 /// The server's results document as lines, labelled as the server's own figures.
-pub fn server_lines(r: &Results, udp: bool) -> String {
+pub(crate) fn server_lines(r: &Results, udp: bool) -> String {
     let mut s = String::from("iperf3 server's own figures (its results document, as returned):\n");
     for x in &r.streams {
         let more = if udp {
@@ -414,7 +414,7 @@ pub fn server_lines(r: &Results, udp: bool) -> String {
 
 /// What `blast --to iperf3://HOST` (UDP) asks of an iperf3 server.
 #[derive(Debug, Clone)]
-pub struct UdpClientOptions {
+pub(crate) struct UdpClientOptions {
     pub server: SocketAddr,
     /// Streams per direction (`-P`).
     pub streams: u16,
@@ -527,7 +527,7 @@ fn until_udp_end(l: &mut Link, st: &Streams, opts: &UdpClientOptions, t0: Instan
 
 /// Runs one UDP test against an iperf3 server: netcore sends on its streams (forward, and the
 /// first half with `--bidir`) and receives on the server's, each datagram through its tracker.
-pub fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
+pub(crate) fn run_udp(opts: &UdpClientOptions) -> Result<UdpOutcome> {
     let n = opts.streams.max(1) as usize;
     if opts.len < Header::len(false) || opts.len > 65_507 {
         bail!("--len {} out of range for iperf3 UDP: 16..=65507", opts.len);

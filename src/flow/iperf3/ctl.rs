@@ -22,20 +22,20 @@ const SLICE: Duration = Duration::from_millis(20);
 /// iperf3's error numbers the server sends with SERVER_ERROR (its `i_errno`).
 pub mod ierr {
     /// "not implemented yet" (what netcore refuses to run).
-    pub const UNIMP: i32 = 13;
+    pub(crate) const UNIMP: i32 = 13;
     /// "received an unknown message" (the client broke the protocol).
-    pub const MESSAGE: i32 = 110;
+    pub(crate) const MESSAGE: i32 = 110;
     /// "test authorization failed": what an iperf3 client is told where `--auth-key-file`
     /// asks for a key it cannot prove (iperf3 has no such handshake).
-    pub const AUTH_TEST: i32 = 142;
+    pub(crate) const AUTH_TEST: i32 = 142;
     /// "number of parallel streams too large" (over `--max-streams`).
-    pub const NUMSTREAMS: i32 = 6;
+    pub(crate) const NUMSTREAMS: i32 = 6;
     /// "total required bandwidth is larger than server limit" (over `--max-rate`).
-    pub const TOTALRATE: i32 = 27;
+    pub(crate) const TOTALRATE: i32 = 27;
     /// "test duration too long" (over `--max-duration`, asked or reached). Not 37
     /// ("requested duration exceeds the server's maximum") nor 160 ("the server test duration
     /// expired"): iperf3 before 3.13 prints only their numbers.
-    pub const DURATION: i32 = 5;
+    pub(crate) const DURATION: i32 = 5;
 }
 
 /// The receiver's surroundings an iperf3 test runs in, on a thread of its own (issue #25: a
@@ -87,25 +87,28 @@ pub enum Iperf3Event {
 
 /// Bounds: the cookie and parameters each within 5 s, every data connection within 10 s of
 /// CREATE_STREAMS, TEST_END within the planned time + 30 s, each later step within 5 s.
-pub const STEP: Duration = Duration::from_secs(5);
-pub const CONNECT_WINDOW: Duration = Duration::from_secs(10);
-pub const SLACK: Duration = Duration::from_secs(30);
+pub(crate) const STEP: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const SLACK: Duration = Duration::from_secs(30);
 
 /// Parameters netcore does not run (the client is told SERVER_ERROR, the log says why).
 #[derive(Debug, thiserror::Error)]
 #[error("iperf3 test refused: {0}")]
-pub struct Refused(pub String);
+pub(crate) struct Refused(pub String);
 
 /// A test over one of the receiver's limits, refused at the parameter exchange or cut while
 /// it runs: the client is told SERVER_ERROR with iperf3's error number `.0` (it prints
 /// iperf3's text for it), the log says `.1`.
 #[derive(Debug, thiserror::Error)]
 #[error("iperf3 test over this receiver's limits: {1}")]
-pub struct OverLimit(pub i32, pub String);
+pub(crate) struct OverLimit(pub i32, pub String);
 
 /// Why parameters `p` are over a limit of `ctx`'s, with iperf3's error number, if they are
 /// (issue #25: stock clients used to run past every limit).
-pub fn check_limits(p: &crate::interop::iperf3::Params, ctx: &Iperf3Ctx) -> Result<(), OverLimit> {
+pub(crate) fn check_limits(
+    p: &crate::interop::iperf3::Params,
+    ctx: &Iperf3Ctx,
+) -> Result<(), OverLimit> {
     let streams = p.parallel.max(1);
     if streams > u32::from(ctx.max_streams) {
         return Err(OverLimit(
@@ -158,7 +161,7 @@ pub fn deny(mut s: TcpStream) {
 
 /// Tells an iperf3 client that it cannot run here without a key: SERVER_ERROR
 /// [`ierr::AUTH_TEST`] (iperf3 prints "test authorization failed").
-pub fn deny_unauthorized(mut s: TcpStream) {
+pub(crate) fn deny_unauthorized(mut s: TcpStream) {
     let mut out = vec![crate::interop::iperf3::State::ServerError.byte()];
     out.extend_from_slice(&ierr::AUTH_TEST.to_be_bytes());
     out.extend_from_slice(&0i32.to_be_bytes());
@@ -167,7 +170,7 @@ pub fn deny_unauthorized(mut s: TcpStream) {
 }
 
 /// What a netcore client arriving during an iperf3 test is told.
-pub const BUSY: &str = "receiver is busy (an iperf3 test is running)";
+pub(crate) const BUSY: &str = "receiver is busy (an iperf3 test is running)";
 
 pub struct Ctl {
     sock: TcpStream,
@@ -245,7 +248,7 @@ impl Ctl {
     /// Parameters `p` accepted: checks them against the receiver's limits (an [`OverLimit`])
     /// and takes the receiver for the test; when another test holds it, the client is told
     /// ACCESS_DENIED.
-    pub fn take_receiver(
+    pub(crate) fn take_receiver(
         &mut self,
         p: &crate::interop::iperf3::Params,
         ctx: &Iperf3Ctx,
@@ -283,7 +286,7 @@ impl Ctl {
     /// `tick` runs every turn (interval lines; its error, a limit passed, ends the test), and
     /// a stop request tells the client SERVER_TERMINATE. Bounded by `deadline`; cut at
     /// `cut_at` (`--max-duration`).
-    pub fn until_test_end(
+    pub(crate) fn until_test_end(
         &mut self,
         conns: &Receiver<(TcpStream, Vec<u8>)>,
         (deadline, cut_at): (Instant, Instant),
@@ -330,7 +333,7 @@ impl Ctl {
     }
 
     /// After TEST_END: EXCHANGE_RESULTS, then the client's results document.
-    pub fn client_results(&mut self) -> Result<Results> {
+    pub(crate) fn client_results(&mut self) -> Result<Results> {
         self.sc.exchange(&mut self.out);
         self.stage = "sending its results";
         self.flush()?;
@@ -342,7 +345,7 @@ impl Ctl {
     }
 
     /// After DISPLAY_RESULTS: the client's IPERF_DONE.
-    pub fn until_done(&mut self) -> Result<()> {
+    pub(crate) fn until_done(&mut self) -> Result<()> {
         match self.next(Instant::now() + STEP)? {
             Event::Done => Ok(()),
             e => bail!("iperf3 client sent {e:?} instead of IPERF_DONE"),
@@ -350,7 +353,7 @@ impl Ctl {
     }
 
     /// Sends our results and DISPLAY_RESULTS.
-    pub fn send_results(&mut self, ours: &Results) -> Result<()> {
+    pub(crate) fn send_results(&mut self, ours: &Results) -> Result<()> {
         self.sc.results(ours, &mut self.out);
         self.stage = "displaying the results";
         self.flush()
@@ -359,7 +362,7 @@ impl Ctl {
 
 /// The process's CPU between two readings as iperf3's three percentages (total, user,
 /// system) of `wall_s`.
-pub fn cpu_util(a: ThreadTimes, b: ThreadTimes, wall_s: f64) -> (f64, f64, f64) {
+pub(crate) fn cpu_util(a: ThreadTimes, b: ThreadTimes, wall_s: f64) -> (f64, f64, f64) {
     let user = b.user_ns.saturating_sub(a.user_ns) as f64 / 1e9;
     let system = b.system_ns.saturating_sub(a.system_ns) as f64 / 1e9;
     let pct = |x: f64| {

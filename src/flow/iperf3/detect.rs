@@ -20,7 +20,7 @@ pub enum Opener {
 
 /// How long a connection may stay silent before it is handed to netcore's session anyway
 /// (whose own Hello deadline then applies). iperf3 and netcore clients both write at once.
-pub const SILENT_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const SILENT_GRACE: Duration = Duration::from_secs(1);
 
 /// Peeks at `s` (non-blocking) and classifies it; `since` is when it was accepted.
 pub fn opener(s: &TcpStream, since: Instant, now: Instant) -> Opener {

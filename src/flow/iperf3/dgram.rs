@@ -98,7 +98,7 @@ fn reader(sock: UdpSocket, counters64: bool, live: Arc<RxLive>) -> RxOut {
 
 /// What a sender thread sends.
 #[derive(Debug, Clone, Copy)]
-pub struct TxPlan {
+pub(crate) struct TxPlan {
     /// Bytes per datagram, iperf3's header included.
     pub len: usize,
     pub counters64: bool,
@@ -235,7 +235,7 @@ impl Streams {
     }
 
     /// Starts every sending stream: `plan_of(k, n)` is the plan of the `k`th of `n` senders.
-    pub fn start_senders(&mut self, plan_of: &dyn Fn(usize, usize) -> TxPlan) -> Result<()> {
+    pub(crate) fn start_senders(&mut self, plan_of: &dyn Fn(usize, usize) -> TxPlan) -> Result<()> {
         let n = self.rx.iter().filter(|r| !**r).count();
         let mut k = 0;
         for (i, w) in self.workers.iter_mut().enumerate() {
@@ -259,7 +259,7 @@ impl Streams {
     }
 
     /// Whether every sender has sent its count (or there are none).
-    pub fn senders_done(&self) -> bool {
+    pub(crate) fn senders_done(&self) -> bool {
         self.workers.iter().all(|w| match w {
             Worker::Tx(h) => h.is_finished(),
             _ => true,
@@ -278,7 +278,7 @@ impl Streams {
     }
 
     /// Stops the senders and keeps what each sent (final: the kernel took them).
-    pub fn stop_senders(&mut self) -> Result<()> {
+    pub(crate) fn stop_senders(&mut self) -> Result<()> {
         self.tx_stop.store(true, Ordering::Relaxed);
         for (i, w) in self.workers.iter_mut().enumerate() {
             if let Worker::Tx(..) = w {
@@ -326,7 +326,7 @@ impl Streams {
 
     /// Waits (bounded: 3 s, or 250 ms without a new datagram) until every receiving stream
     /// has as many distinct datagrams as `sent_of(stream id)` says were sent.
-    pub fn await_stragglers(&self, sent_of: &dyn Fn(i64) -> Option<u64>) {
+    pub(crate) fn await_stragglers(&self, sent_of: &dyn Fn(i64) -> Option<u64>) {
         let (mut last, mut at) = (u64::MAX, Instant::now());
         let stop_at = Instant::now() + Duration::from_secs(3);
         loop {

@@ -9,7 +9,7 @@ use crate::stats::Report;
 use crate::units::{fmt_bytes, fmt_count, fmt_micros};
 
 /// The report's schema name.
-pub const SCHEMA: &str = "netcore.iperf3.udp.v2";
+pub(crate) const SCHEMA: &str = "netcore.iperf3.udp.v2";
 
 /// One received stream's figures, netcore's classes and the iperf3 fields derived from them.
 ///
@@ -247,7 +247,7 @@ impl Report for Iperf3UdpReport {
 }
 
 /// The SUM row of sent `rows` (a peer figure is summed where every row has one).
-pub fn sent_sum_of(rows: &[SentRow]) -> SentRow {
+pub(crate) fn sent_sum_of(rows: &[SentRow]) -> SentRow {
     SentRow {
         id: 0,
         sent: rows.iter().map(|r| r.sent).sum(),
@@ -263,7 +263,7 @@ pub fn sent_sum_of(rows: &[SentRow]) -> SentRow {
 }
 
 /// The SUM row of `rows`.
-pub fn sum_of(rows: &[StreamRow]) -> StreamRow {
+pub(crate) fn sum_of(rows: &[StreamRow]) -> StreamRow {
     let mut s = StreamRow::default();
     for r in rows {
         s.sent += r.sent;

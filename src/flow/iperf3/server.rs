@@ -81,7 +81,7 @@ fn expect_cookie(c: &mut Ctl) -> Result<Cookie> {
 }
 
 /// The TCP test an iperf3 parameter document asks for, or why netcore refuses it.
-pub fn tcp_spec(p: &Params) -> Result<TcpSpec, String> {
+pub(crate) fn tcp_spec(p: &Params) -> Result<TcpSpec, String> {
     if p.omit > 0 {
         return Err("-O (omitting the first seconds) is not supported".into());
     }

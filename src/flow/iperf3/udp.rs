@@ -45,7 +45,7 @@ impl Drop for Handshake {
 
 /// The `k`th of `n` sending streams' plan: `-n` bytes in whole datagrams or `-k` datagrams
 /// (split over the streams), else until TEST_END; the client's `-b` is per stream.
-pub fn tx_plan(p: &Params, len: u32, k: usize, n: usize) -> TxPlan {
+pub(crate) fn tx_plan(p: &Params, len: u32, k: usize, n: usize) -> TxPlan {
     let total = if p.bytes > 0 {
         p.bytes.div_ceil(len as u64)
     } else if p.blocks > 0 {

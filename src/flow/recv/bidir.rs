@@ -20,7 +20,7 @@ use crate::flow::udp::sender::{self, BlastOptions};
 use crate::stats::Report;
 
 /// The `schema` of a bidirectional UDP test's JSON report.
-pub const SCHEMA: &str = "netcore.udp-bidir.v1";
+pub(crate) const SCHEMA: &str = "netcore.udp-bidir.v1";
 
 /// Both halves of a `--bidir` UDP test, each the `netcore.udp.v4` report its side printed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -46,7 +46,7 @@ impl UdpBidirReport {
 }
 
 /// The names of the two halves, in the order they are printed.
-pub const DIRECTIONS: [&str; 2] = ["forward", "reverse"];
+pub(crate) const DIRECTIONS: [&str; 2] = ["forward", "reverse"];
 
 impl Report for UdpBidirReport {
     fn meta(&self) -> &crate::stats::meta::Meta {

@@ -36,7 +36,7 @@ use crate::sys::sockopt::bind_udp_and_tcp;
 use crate::sys::tstamp::{enable_rx_timestamps, recv_stamped};
 
 /// The highest probe rate a receiver admits (probes per second).
-pub const MAX_RATE: f64 = 10_000.0;
+pub(crate) const MAX_RATE: f64 = 10_000.0;
 /// How long past its plan an echo test may run.
 const MARGIN: Duration = Duration::from_secs(30);
 

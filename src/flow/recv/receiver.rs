@@ -190,7 +190,7 @@ impl Receiver {
 
     /// A flag that makes [`Receiver::serve`] return once no test is running: an embedded
     /// receiver whose sender failed before connecting would otherwise wait for it forever.
-    pub fn stopper(&self) -> Arc<AtomicBool> {
+    pub(crate) fn stopper(&self) -> Arc<AtomicBool> {
         self.stop.clone()
     }
 
@@ -254,7 +254,7 @@ impl Receiver {
     /// answered with Ready) describes; the session's Ready becomes the opener datagrams to
     /// `server`, the rest of its messages go to the server, which sends the datagrams and
     /// Done. Returns the receiver's report.
-    pub fn receive_reverse(
+    pub(crate) fn receive_reverse(
         self,
         mut conn: Conn,
         hello: Msg,
@@ -812,7 +812,7 @@ fn read_control(session: &mut RecvSession, conn: &mut Conn, now: Instant) {
 /// to the server (port 0), Hello and Setup{reverse} to the server, its Ready with the port it
 /// sends from, then [`Receiver::receive_reverse`]. `opts` is `blast`'s (plan, streams, length,
 /// rate for the server to send), `rx` the receiving side's settings.
-pub fn run_reverse(
+pub(crate) fn run_reverse(
     opts: &BlastOptions,
     rx: RecvOptions,
     on_event: &mut dyn FnMut(Event),

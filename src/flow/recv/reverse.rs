@@ -30,7 +30,7 @@ use crate::sys::signal;
 use crate::units::Rate;
 
 /// How long the receiver waits for the client's opener after Ready.
-pub const OPEN_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const OPEN_WAIT: Duration = Duration::from_secs(10);
 
 /// Waits (bounded, slices of 50 ms, a stop request gives up, so does a client that closed
 /// its control connection `c`) for test `test_id`'s opener on `sock` from host `peer` (the

@@ -48,7 +48,7 @@ pub struct Limits {
 }
 
 /// How far over `--max-rate` one interval may be (pacing is not exact over an interval).
-pub const RATE_SLACK: f64 = 1.25;
+pub(crate) const RATE_SLACK: f64 = 1.25;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -220,7 +220,7 @@ impl RecvSession {
 
     /// Whether a Hello was taken (the receiver is then busy with this test).
     /// (Awaiting Setup counts: the Hello named the test.)
-    pub fn has_test(&self) -> bool {
+    pub(crate) fn has_test(&self) -> bool {
         !matches!(
             self.state,
             State::AwaitHello | State::AwaitAuth | State::Ended
@@ -958,7 +958,7 @@ impl RecvSession {
     }
 
     /// Another connection asked for a test while `running` tests hold the receiver.
-    pub fn busy_message(running: usize) -> Msg {
+    pub(crate) fn busy_message(running: usize) -> Msg {
         Msg::Error {
             message: format!("receiver is busy ({running} tests running)"),
         }

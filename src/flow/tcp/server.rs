@@ -30,7 +30,7 @@ use crate::flow::tcp_engine::stream::{
 use crate::sys::sockopt;
 
 /// The receiver's surroundings a TCP test runs in.
-pub struct ServerCtx {
+pub(crate) struct ServerCtx {
     /// This test's data connections with their preambles, from the receiver's listener.
     pub conns: Rx<(TcpStream, Vec<u8>)>,
     pub interval: Duration,
@@ -181,7 +181,7 @@ fn accept_conns(
 }
 
 /// Serves one TCP test on an accepted control connection whose Hello and Setup were read.
-pub fn run_test(
+pub(crate) fn run_test(
     c: &mut Conn,
     ctx: ServerCtx,
     test_id: u64,

@@ -5,7 +5,7 @@
 use crate::flow::access::TOKEN_LEN;
 
 /// Bytes of the preamble a data connection sends first.
-pub const PREAMBLE_LEN: usize = 24 + TOKEN_LEN;
+pub(crate) const PREAMBLE_LEN: usize = 24 + TOKEN_LEN;
 const MAGIC: [u8; 8] = *b"NCTCPv3\0";
 
 /// The first bytes of a data connection: magic, the test id, the stream id, 4 bytes of zeros
@@ -21,21 +21,21 @@ pub fn encode_preamble(test_id: u64, stream: u32, token: [u8; TOKEN_LEN]) -> [u8
 }
 
 /// Whether `b` (a connection's first bytes, any number) could start a preamble.
-pub fn preamble_prefix(b: &[u8]) -> bool {
+pub(crate) fn preamble_prefix(b: &[u8]) -> bool {
     let n = b.len().min(MAGIC.len());
     b[..n] == MAGIC[..n]
 }
 
 /// A data connection's preamble, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Preamble {
+pub(crate) struct Preamble {
     pub test_id: u64,
     pub stream: u32,
     pub token: [u8; TOKEN_LEN],
 }
 
 /// The test id, stream id and token of a preamble, or None if it is not one.
-pub fn decode_preamble(b: &[u8]) -> Option<Preamble> {
+pub(crate) fn decode_preamble(b: &[u8]) -> Option<Preamble> {
     if b.len() != PREAMBLE_LEN || b[..8] != MAGIC || b[20..24] != [0; 4] {
         return None;
     }

@@ -15,7 +15,7 @@ use crate::stats::table::Table;
 use crate::stats::Report;
 use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_count, fmt_micros, fmt_secs};
 
-pub const SCHEMA: &str = "netcore.tcp.v1";
+pub(crate) const SCHEMA: &str = "netcore.tcp.v1";
 
 /// The granted buffers of each end's first data connection, at the end of the test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -82,7 +82,7 @@ pub struct CpuSides {
 
 /// Turns cumulative per-stream counters into interval samples.
 #[derive(Debug, Default)]
-pub struct IntervalMeter {
+pub(crate) struct IntervalMeter {
     prev_t: f64,
     prev: Vec<u64>,
     prev_retr: Vec<u64>,
@@ -91,7 +91,7 @@ pub struct IntervalMeter {
 impl IntervalMeter {
     /// The interval ending at `t` (seconds since the start) given each stream's cumulative
     /// bytes and current `TCP_INFO`.
-    pub fn sample(
+    pub(crate) fn sample(
         &mut self,
         t: f64,
         now: impl IntoIterator<Item = (u32, Dir, u64, Option<TcpFigures>)>,
@@ -160,7 +160,7 @@ pub struct TcpReport {
 impl TcpReport {
     /// Joins the two sides' stream ends: for each stream the writer is the client on `Up`
     /// streams and the server on `Down` ones.
-    pub fn join_streams(client: &[StreamEnd], server: &[StreamEnd]) -> Vec<StreamRow> {
+    pub(crate) fn join_streams(client: &[StreamEnd], server: &[StreamEnd]) -> Vec<StreamRow> {
         let mut rows = Vec::new();
         for c in client {
             let Some(s) = server.iter().find(|s| s.id == c.id) else {
@@ -238,7 +238,7 @@ impl TcpReport {
     }
 
     /// The interval lines of one sample: one per stream, plus a SUM line with more than one.
-    pub fn interval_lines(i: &TcpInterval) -> String {
+    pub(crate) fn interval_lines(i: &TcpInterval) -> String {
         let mut out = String::new();
         // Each interval's own bytes and retransmits (as iperf3 prints them), in the table's
         // binary units.
@@ -437,7 +437,7 @@ pub enum TcpEvent {
 
 /// Why an interval of the client's streams is over `--max-rate` (`max`), if it is: over by
 /// more than a quarter and by at least 64 KiB (a burst is not a rate).
-pub fn over_rate(row: &TcpInterval, max: Option<f64>) -> Option<String> {
+pub(crate) fn over_rate(row: &TcpInterval, max: Option<f64>) -> Option<String> {
     let max = max?;
     let up: f64 = row
         .streams

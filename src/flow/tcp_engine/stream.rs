@@ -36,7 +36,7 @@ const LINGER: Duration = Duration::from_secs(10);
 
 /// The plan of one connection among `n` of one direction: a count of writes is split as
 /// evenly as it goes (the first `count % n` get one more), a duration applies to each.
-pub fn stream_plan(plan: Plan, index: usize, n: usize) -> Plan {
+pub(crate) fn stream_plan(plan: Plan, index: usize, n: usize) -> Plan {
     match plan {
         Plan::Count(c) => Plan::Count(split_count(c, index, n)),
         p @ Plan::TimeNs(_) => p,
@@ -44,7 +44,7 @@ pub fn stream_plan(plan: Plan, index: usize, n: usize) -> Plan {
 }
 
 /// Applies the spec's buffer, congestion, no-delay and pacing-cap settings to a data socket.
-pub fn configure(sock: &TcpStream, spec: &TcpSpec) -> Result<()> {
+pub(crate) fn configure(sock: &TcpStream, spec: &TcpSpec) -> Result<()> {
     if let Some(w) = spec.window {
         sockopt::size_buffer(sock, w as usize, true).context("--window: SO_RCVBUF")?;
         sockopt::size_buffer(sock, w as usize, false).context("--window: SO_SNDBUF")?;
@@ -204,7 +204,7 @@ impl Running {
     }
 
     /// Whether every thread has ended.
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.threads.iter().all(|t| t.1.is_finished())
     }
 
@@ -348,7 +348,7 @@ fn stopped(stop: &AtomicBool) -> bool {
 }
 
 /// A read or write error that only means "not now" (a timeout, EINTR).
-pub fn transient(e: &io::Error) -> bool {
+pub(crate) fn transient(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
@@ -783,13 +783,13 @@ fn linger(conns: &[DataConn], stop: &AtomicBool) {
 }
 
 /// Bytes this side moved over `ends` (for bits per CPU-second).
-pub fn bytes_moved(ends: &[StreamEnd]) -> u64 {
+pub(crate) fn bytes_moved(ends: &[StreamEnd]) -> u64 {
     ends.iter().map(|e| e.bytes).sum()
 }
 
 /// The job of stream `i` (of direction `dir`) on the end that writes `Up` streams (`client`)
 /// or the other: the plan split over the streams of one direction, pacing likewise.
-pub fn job_for(
+pub(crate) fn job_for(
     spec: &TcpSpec,
     plan: Plan,
     dir: Dir,
@@ -811,7 +811,12 @@ pub fn job_for(
 }
 
 /// Samples every live connection: bytes moved so far and `TCP_INFO`; `by` names the side.
-pub fn sample(meter: &mut IntervalMeter, t: f64, live: &[Arc<Live>], by: &str) -> TcpInterval {
+pub(crate) fn sample(
+    meter: &mut IntervalMeter,
+    t: f64,
+    live: &[Arc<Live>],
+    by: &str,
+) -> TcpInterval {
     let mut row = meter.sample(
         t,
         live.iter()

@@ -85,7 +85,7 @@ pub(crate) struct UdpCtx {
 
 impl UdpCtx {
     /// Whether the backend must pass each buffer's source address to [`Core::on_buffer`].
-    pub fn wants_sources(&self) -> bool {
+    pub(crate) fn wants_sources(&self) -> bool {
         !self.allow.0.is_empty()
     }
 }
@@ -113,12 +113,12 @@ impl Lane {
 
 /// The tracking window of each of `streams` streams: the receiver's window shared out (each
 /// stream carries its share of the datagrams, so the window covers the same time), at least 64.
-pub fn lane_window(window: u64, streams: u16) -> u64 {
+pub(crate) fn lane_window(window: u64, streams: u16) -> u64 {
     (window / u64::from(streams.max(1))).max(64)
 }
 
 /// The most tests the UDP thread holds at once (`recv --max-tests` is bounded by it).
-pub const MAX_TESTS: usize = 64;
+pub(crate) const MAX_TESTS: usize = 64;
 
 /// One test's state in the UDP thread.
 pub(crate) struct TestState {
@@ -430,7 +430,7 @@ impl Core {
     }
 
     /// Takes the control thread's pending commands. False once the thread should end.
-    pub fn commands(&mut self) -> bool {
+    pub(crate) fn commands(&mut self) -> bool {
         loop {
             match self.cmds.try_recv() {
                 Ok(Cmd::Start(p)) => {
@@ -459,6 +459,7 @@ impl Core {
         }
     }
 
+    #[cfg(feature = "uring")]
     /// Fails every test that is about to start or running (the backend cannot receive).
     pub fn fail(&mut self, why: String) {
         for t in self.tests.drain(..) {
@@ -466,8 +467,9 @@ impl Core {
         }
     }
 
+    #[cfg(feature = "uring")]
     /// The backend cannot run: answers every test with `why` until told to quit.
-    pub fn refuse_tests(self, why: String) {
+    pub(crate) fn refuse_tests(self, why: String) {
         loop {
             match self.cmds.recv() {
                 Ok(Cmd::Start(p)) => {
@@ -480,7 +482,7 @@ impl Core {
     }
 
     /// Whether a test is running (between tests, strays are read and dropped).
-    pub fn in_test(&self) -> bool {
+    pub(crate) fn in_test(&self) -> bool {
         !self.tests.is_empty()
     }
 
@@ -488,7 +490,7 @@ impl Core {
     /// when the backend does not read sources, see [`UdpCtx::wants_sources`]): a buffer the
     /// kernel coalesced (GRO, `gro` = its segment size) is split into its datagrams.
     #[inline]
-    pub fn on_buffer(
+    pub(crate) fn on_buffer(
         &mut self,
         m: &[u8],
         truncated: bool,
@@ -548,7 +550,7 @@ impl Core {
     /// The socket is shared by every running test: each takes it (with several at once, the
     /// split between them cannot be exact; the report says the drops are the socket's).
     #[inline]
-    pub fn on_drops(&mut self, total: u32) {
+    pub(crate) fn on_drops(&mut self, total: u32) {
         self.drops_seen = total;
         for t in &mut self.tests {
             t.on_drops(total);
@@ -594,7 +596,7 @@ impl Core {
 
     /// Ends one receive batch (`received`: it carried data): arrival times, interval figures,
     /// and the end of each test once finishing and the drain rule says so.
-    pub fn end_batch(&mut self, received: bool) {
+    pub(crate) fn end_batch(&mut self, received: bool) {
         let now = Instant::now();
         let ctx = &self.ctx;
         let out = &self.out;

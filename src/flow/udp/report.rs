@@ -20,7 +20,7 @@ use crate::units::{
 /// v4: `receiver.kernel` (where loss and time went: the socket's drops, the receiving host's
 /// counters, the loss split, the busy threads and cores, the verdict) and
 /// `sender.sndbuf_errors`; CSV columns for them.
-pub const SCHEMA: &str = "netcore.udp.v4";
+pub(crate) const SCHEMA: &str = "netcore.udp.v4";
 
 /// A side's busy threads as a [`ThreadLoad`].
 fn thread_load(role: &str, cpu: Option<usize>, c: &CpuUsage) -> ThreadLoad {
@@ -44,7 +44,7 @@ impl UdpReport {
     /// Fills `receiver.kernel`'s threads and verdict from both sides' CPU figures (each side
     /// calls it once it has the other's: the receiver after Done, the sender after the
     /// Report). `loopback`: both ends on this host's loopback.
-    pub fn conclude(&mut self, loopback: bool) {
+    pub(crate) fn conclude(&mut self, loopback: bool) {
         let s = &self.sender;
         let r = &self.receiver;
         let Some(k) = self.receiver.kernel.as_ref() else {
@@ -178,7 +178,7 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 impl UdpReport {
     /// The interval line printed while a test runs: the interval's datagrams and rates, the
     /// loss so far.
-    pub fn interval_line(r: &IntervalRow) -> String {
+    pub(crate) fn interval_line(r: &IntervalRow) -> String {
         format!(
             "[{:6.2}-{:6.2}s] sent {:>12} dgrams {:>14} | received {:>12} dgrams {:>14} | lost so far {}",
             r.start,

@@ -53,10 +53,10 @@ pub enum GsoMode {
 const MAX_NAP: Duration = Duration::from_millis(50);
 /// The receiver has this long after Done to send its Report (one fixed deadline: Interval
 /// messages do not extend it).
-pub const REPORT_WAIT: Duration = Duration::from_secs(15);
+pub(crate) const REPORT_WAIT: Duration = Duration::from_secs(15);
 /// Interval messages closer together than this (in the sender's time) are folded into the
 /// next row: a receiver that floods Intervals cannot flood the output.
-pub const MIN_ROW_GAP_S: f64 = 0.01;
+pub(crate) const MIN_ROW_GAP_S: f64 = 0.01;
 
 /// Sender settings.
 #[derive(Debug, Clone)]
@@ -95,7 +95,7 @@ pub struct BlastOptions {
 }
 
 /// Validates the datagram length.
-pub fn check_len(len: usize) -> Result<()> {
+pub(crate) fn check_len(len: usize) -> Result<()> {
     if len < HEADER_LEN {
         bail!("--len {len} is too small: a datagram needs at least {HEADER_LEN} bytes for the netcore header");
     }
@@ -133,7 +133,7 @@ struct BlastResult {
 /// most two GSO messages (`segs` datagrams each). At low rates the pacer then waits for one
 /// datagram, not for a full GSO buffer: 1 Mbit/s goes out as ~85 single datagrams a second,
 /// not as one burst of 88 once a second.
-pub fn paced_chunk(pps: f64, segs: usize) -> u64 {
+pub(crate) fn paced_chunk(pps: f64, segs: usize) -> u64 {
     ((pps / 1000.0).ceil() as u64).clamp(1, segs as u64 * 2)
 }
 
@@ -569,7 +569,7 @@ fn tell_cut(c: &mut Conn, after: Duration) -> anyhow::Error {
 }
 
 /// Interval lines as the test runs.
-pub type OnInterval<'a> = &'a mut dyn FnMut(&IntervalRow);
+pub(crate) type OnInterval<'a> = &'a mut dyn FnMut(&IntervalRow);
 
 /// Runs one test against a receiver: handshake, blast, Done, Report. Returns the sender's
 /// copy of the report.
@@ -603,7 +603,7 @@ pub fn source(opts: &BlastOptions) -> SocketAddr {
 }
 
 /// The wildcard address of `target`'s family, port 0.
-pub fn unspecified(target: SocketAddr) -> SocketAddr {
+pub(crate) fn unspecified(target: SocketAddr) -> SocketAddr {
     if target.is_ipv4() {
         "0.0.0.0:0".parse().expect("address")
     } else {
@@ -612,7 +612,7 @@ pub fn unspecified(target: SocketAddr) -> SocketAddr {
 }
 
 /// Checks the datagram length and resolves the backend, before the receiver is contacted.
-pub fn resolve(opts: &BlastOptions) -> Result<BlastOptions> {
+pub(crate) fn resolve(opts: &BlastOptions) -> Result<BlastOptions> {
     check_len(opts.len)?;
     Ok(BlastOptions {
         backend: if opts.zerocopy {
@@ -653,7 +653,7 @@ pub fn hello(opts: &BlastOptions, test_id: u64) -> Msg {
 }
 
 /// The receiver's answer to Setup (10 s, a signal gives up).
-pub fn expect_ready(c: &mut Conn) -> Result<Msg> {
+pub(crate) fn expect_ready(c: &mut Conn) -> Result<Msg> {
     c.expect_or_stop(
         "Ready",
         Instant::now() + Duration::from_secs(10),
@@ -664,7 +664,7 @@ pub fn expect_ready(c: &mut Conn) -> Result<Msg> {
 /// Blasts one stream per socket in `socks` (each connected to the receiver), then Done and
 /// the receiver's Report over `c`; the sender's copy of the report. The side that sends runs
 /// this: `blast` forward, the receiver with `-R`.
-pub fn blast_and_finish(
+pub(crate) fn blast_and_finish(
     c: &mut Conn,
     opts: &BlastOptions,
     test_id: u64,

@@ -10,7 +10,7 @@ use crate::sys::mmsg::SendBatch;
 
 /// Where the blasting loop's batch lives and how it reaches the kernel: messages of up to
 /// `slot` bytes, each holding whole datagrams (several with GSO).
-pub trait Transport {
+pub(crate) trait Transport {
     /// Messages per batch.
     fn capacity(&self) -> usize;
     /// The whole slot `i`, to write datagrams into (never while it is in flight).
@@ -31,7 +31,7 @@ pub trait Transport {
 }
 
 /// The mio backend: one `sendmmsg` per attempt.
-pub struct MmsgTransport<'a> {
+pub(crate) struct MmsgTransport<'a> {
     sock: &'a UdpSocket,
     batch: SendBatch,
     calls: u64,

@@ -156,7 +156,7 @@ pub(crate) fn recv_thread(sock: UdpSocket, mut core: Core) {
 
 /// The `uring` backend of the blasting loop: the batch's message buffers, each moved into the
 /// ring while its `SEND` is in flight.
-pub struct RingTransport {
+pub(crate) struct RingTransport {
     ring: Ring,
     /// The socket, registered with the ring where the kernel lets us (else its fd).
     target: Target,

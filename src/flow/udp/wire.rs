@@ -23,11 +23,11 @@ pub const MAGIC: [u8; 4] = *b"NCud";
 pub const VERSION: u8 = 1;
 pub const HEADER_LEN: usize = 40;
 /// Largest UDP payload over IPv4.
-pub const MAX_DATAGRAM: usize = 65_507;
-pub const FLAG_VERIFY: u8 = 1;
+pub(crate) const MAX_DATAGRAM: usize = 65_507;
+pub(crate) const FLAG_VERIFY: u8 = 1;
 /// An opener (`-R`): the client's datagram that opens the path for a receiver that sends; a
 /// bare header, sequence 0, no payload.
-pub const FLAG_OPEN: u8 = 2;
+pub(crate) const FLAG_OPEN: u8 = 2;
 
 /// The opener datagram of test `test_id`.
 pub fn opener(test_id: u64) -> [u8; HEADER_LEN] {
@@ -46,7 +46,7 @@ pub fn opener(test_id: u64) -> [u8; HEADER_LEN] {
 }
 
 /// Whether `d` is test `test_id`'s opener.
-pub fn is_opener(d: &[u8], test_id: u64) -> bool {
+pub(crate) fn is_opener(d: &[u8], test_id: u64) -> bool {
     Header::decode(d).is_ok_and(|h| h.flags & FLAG_OPEN != 0 && h.test_id == test_id)
 }
 
@@ -87,7 +87,7 @@ pub enum Invalid {
 }
 
 impl Invalid {
-    pub const ALL: [Invalid; 9] = [
+    pub(crate) const ALL: [Invalid; 9] = [
         Invalid::Short,
         Invalid::Magic,
         Invalid::Version,
@@ -179,7 +179,7 @@ pub fn stamp(buf: &mut [u8], seq: u64, send_ns: u64) {
 const K: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Fills `payload` with the pattern of sequence `seq` (a cheap per-8-byte mix).
-pub fn fill_pattern(payload: &mut [u8], seq: u64) {
+pub(crate) fn fill_pattern(payload: &mut [u8], seq: u64) {
     let mut x = seq.wrapping_mul(K) ^ 0x5555_5555_5555_5555;
     let mut chunks = payload.chunks_exact_mut(8);
     for c in &mut chunks {

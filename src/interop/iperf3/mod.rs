@@ -17,7 +17,7 @@ pub mod udp_header;
 pub use msg::{Cookie, Params, ProtoError, Results, State, StreamResult};
 
 /// iperf3's default port.
-pub const DEFAULT_PORT: u16 = 5201;
+pub(crate) const DEFAULT_PORT: u16 = 5201;
 
 #[cfg(test)]
 mod tests;

@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Bytes of a cookie on the wire: 36 characters from `a..z2..7` and a NUL.
-pub const COOKIE_LEN: usize = 37;
+pub(crate) const COOKIE_LEN: usize = 37;
 /// iperf3 servers refuse parameter documents larger than this; so do we.
-pub const MAX_PARAMS_JSON: usize = 8 * 1024;
+pub(crate) const MAX_PARAMS_JSON: usize = 8 * 1024;
 /// Our bound on a results document (iperf3 sets none; one with a server's text output is a
 /// few hundred KiB at most).
-pub const MAX_RESULTS_JSON: usize = 1 << 20;
+pub(crate) const MAX_RESULTS_JSON: usize = 1 << 20;
 /// The most streams a test may ask for (iperf3's own limit).
-pub const MAX_STREAMS: u32 = 128;
+pub(crate) const MAX_STREAMS: u32 = 128;
 
 /// A control-channel state, one signed byte on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +60,7 @@ impl State {
     }
 
     /// The state a byte names; `None` for bytes iperf3 defines as unused (3, 5-8) or not at all.
-    pub fn from_byte(b: u8) -> Option<State> {
+    pub(crate) fn from_byte(b: u8) -> Option<State> {
         Some(match b as i8 {
             1 => State::TestStart,
             2 => State::TestRunning,
@@ -133,7 +133,7 @@ impl ProtoError {
 /// Control bytes received and not yet taken, never more than `limit`: a flood is refused, not
 /// stored.
 #[derive(Debug)]
-pub struct Inbox {
+pub(crate) struct Inbox {
     buf: Vec<u8>,
     limit: usize,
 }
@@ -185,7 +185,7 @@ const COOKIE_CHARS: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
 impl Cookie {
     /// A cookie from 36 random bytes (each mapped onto iperf3's 32-letter alphabet).
-    pub fn from_random(r: [u8; COOKIE_LEN - 1]) -> Cookie {
+    pub(crate) fn from_random(r: [u8; COOKIE_LEN - 1]) -> Cookie {
         let mut c = [0u8; COOKIE_LEN];
         for (o, b) in c.iter_mut().zip(r) {
             *o = COOKIE_CHARS[(b % 32) as usize];
@@ -208,7 +208,7 @@ impl Cookie {
     /// Whether a connection's first byte can start a cookie (a letter `a..z` or a digit
     /// `2..7`): how a receiver tells an iperf3 client from a netcore one, whose control opens
     /// with `{`.
-    pub fn can_start(b: u8) -> bool {
+    pub(crate) fn can_start(b: u8) -> bool {
         COOKIE_CHARS.contains(&b)
     }
 
@@ -225,10 +225,10 @@ impl fmt::Debug for Cookie {
 }
 
 /// A JSON object read from a frame, and the bytes the frame took.
-pub type Frame = (Map<String, Value>, usize);
+pub(crate) type Frame = (Map<String, Value>, usize);
 
 /// Appends one JSON frame (a 4-byte big-endian length, then the text) to `out`.
-pub fn write_json(out: &mut Vec<u8>, v: &Value) {
+pub(crate) fn write_json(out: &mut Vec<u8>, v: &Value) {
     let text = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
     out.extend_from_slice(&(text.len() as u32).to_be_bytes());
     out.extend_from_slice(&text);
@@ -236,7 +236,7 @@ pub fn write_json(out: &mut Vec<u8>, v: &Value) {
 
 /// Reads one JSON frame from the front of `buf`: `Ok(None)` while it is incomplete, else the
 /// object and the bytes it took. The length is checked before anything is buffered for it.
-pub fn read_json(buf: &[u8], max: usize) -> Result<Option<Frame>, ProtoError> {
+pub(crate) fn read_json(buf: &[u8], max: usize) -> Result<Option<Frame>, ProtoError> {
     let Some(len) = buf.get(..4) else {
         return Ok(None);
     };
@@ -363,7 +363,7 @@ const KNOWN_PARAMS: &[&str] = &[
 impl Params {
     /// Reads and checks a parameter document. Refuses what netcore cannot run (SCTP, MPTCP, no
     /// protocol) with a one-line reason.
-    pub fn from_json(m: &Map<String, Value>) -> Result<Params, ProtoError> {
+    pub(crate) fn from_json(m: &Map<String, Value>) -> Result<Params, ProtoError> {
         let (tcp, udp) = (flag(m, "tcp")?, flag(m, "udp")?);
         if flag(m, "sctp")? {
             return Err(ProtoError::BadParams("SCTP is not supported".into()));
@@ -412,7 +412,7 @@ impl Params {
     }
 
     /// The document a client sends for these parameters.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut m = self.extra.clone();
         m.insert(
             if self.udp { "udp" } else { "tcp" }.into(),
@@ -502,7 +502,7 @@ pub struct Results {
 }
 
 impl Results {
-    pub fn from_json(m: &Map<String, Value>) -> Result<Results, ProtoError> {
+    pub(crate) fn from_json(m: &Map<String, Value>) -> Result<Results, ProtoError> {
         let bad = |what: &str| ProtoError::BadJson(format!("results: {what}"));
         let need = |k: &str| num(m, k).ok().flatten().ok_or_else(|| bad(k));
         let streams = match m.get("streams") {
@@ -531,7 +531,7 @@ impl Results {
         })
     }
 
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("cpu_util_total".into(), Value::from(self.cpu_util_total));
         m.insert("cpu_util_user".into(), Value::from(self.cpu_util_user));
@@ -556,7 +556,7 @@ impl Results {
 
 /// A signed count as iperf3 sends it: servers like 3.12 print -1 through an unsigned 64-bit
 /// type (18446744073709551615), which reads back as -1 here.
-pub fn signed(v: f64) -> i64 {
+pub(crate) fn signed(v: f64) -> i64 {
     if v >= i64::MAX as f64 {
         (v as u64) as i64
     } else {
@@ -581,7 +581,7 @@ fn stream_from(s: &Map<String, Value>) -> Option<StreamResult> {
 }
 
 /// iperf3's stream id for the `i`th stream a test creates (0-based): 1, 3, 4, 5, ...
-pub fn stream_id(i: usize) -> i64 {
+pub(crate) fn stream_id(i: usize) -> i64 {
     if i == 0 {
         1
     } else {

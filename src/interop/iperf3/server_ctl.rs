@@ -214,7 +214,7 @@ impl ServerCtl {
     }
 
     /// Parameters accepted and the data listener ready: writes CREATE_STREAMS.
-    pub fn create_streams(&mut self, out: &mut Vec<u8>) {
+    pub(crate) fn create_streams(&mut self, out: &mut Vec<u8>) {
         self.expect(Phase::Checking, "create_streams");
         out.push(State::CreateStreams.byte());
         self.phase = Phase::Streams;

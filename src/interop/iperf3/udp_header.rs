@@ -6,11 +6,11 @@
 //! [`Header::seq0`] is the sequence number the tracker takes.
 
 /// What a client sends on a new UDP stream (iperf3 3.x: "6789").
-pub const CONNECT_MSG: u32 = 0x3637_3839;
+pub(crate) const CONNECT_MSG: u32 = 0x3637_3839;
 /// What the server answers once the stream is accepted ("9876").
-pub const CONNECT_REPLY: u32 = 0x3938_3736;
+pub(crate) const CONNECT_REPLY: u32 = 0x3938_3736;
 /// What servers before iperf3 3.17 answered; clients still take it.
-pub const LEGACY_CONNECT_REPLY: u32 = 987_654_321;
+pub(crate) const LEGACY_CONNECT_REPLY: u32 = 987_654_321;
 
 /// The handshake word as it goes on the wire.
 pub fn word(v: u32) -> [u8; 4] {
@@ -18,7 +18,7 @@ pub fn word(v: u32) -> [u8; 4] {
 }
 
 /// The handshake word in a received datagram, if it is exactly one.
-pub fn read_word(d: &[u8]) -> Option<u32> {
+pub(crate) fn read_word(d: &[u8]) -> Option<u32> {
     let b: [u8; 4] = d.try_into().ok()?;
     Some(u32::from_le_bytes(b))
 }
@@ -81,7 +81,7 @@ impl Header {
     }
 
     /// The sequence number from 0, as netcore's tracker counts.
-    pub fn seq0(&self) -> u64 {
+    pub(crate) fn seq0(&self) -> u64 {
         self.seq - 1
     }
 }
