@@ -334,7 +334,7 @@ impl<S> Reactor<S> {
     }
 
     /// Stops [`Reactor::run`] on SIGINT or SIGTERM (installs the process-wide handlers).
-    pub(crate) fn watch_termination_signals(&mut self) -> std::io::Result<()> {
+    pub fn watch_termination_signals(&mut self) -> std::io::Result<()> {
         let fd = crate::sys::signal::termination_fd()?;
         self.poll
             .registry()

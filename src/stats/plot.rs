@@ -25,7 +25,7 @@ use plotters::prelude::*;
 
 /// One line of a chart.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Series {
+pub struct Series {
     /// Legend label.
     pub name: String,
     /// Measured points, in x order.
@@ -46,7 +46,7 @@ impl Series {
 
 /// Layout and axis options.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct PlotOptions {
+pub struct PlotOptions {
     /// Image size in pixels.
     pub width: u32,
     pub height: u32,
@@ -117,7 +117,7 @@ impl Format {
 
 /// Draws `series` as a line chart and writes it to `path`: SVG, or PNG when the name ends in
 /// `.png` (the same SVG, rendered by resvg with the system's fonts).
-pub(crate) fn line_chart(
+pub fn line_chart(
     path: &Path,
     title: &str,
     x_label: &str,
