@@ -983,17 +983,7 @@ mod tests {
 
     fn session(streams: u16) -> RecvSession {
         let t0 = Instant::now();
-        let ctx = SessionCtx {
-            host: "h".into(),
-            peer_loopback: true,
-            target: "127.0.0.1:1".into(),
-            interval: Duration::from_secs(1),
-            rcvbuf: 1,
-            gro: false,
-            limits: Limits::default(),
-            auth: None,
-        };
-        let mut s = RecvSession::new(ctx, t0);
+        let mut s = RecvSession::new(ctx_with(Limits::default(), None), t0);
         s.on_msg(
             Msg::Hello {
                 version: PROTOCOL_VERSION,
@@ -1041,19 +1031,7 @@ mod tests {
             ),
         ] {
             let t0 = Instant::now();
-            let mut s = RecvSession::new(
-                SessionCtx {
-                    host: "h".into(),
-                    peer_loopback: true,
-                    target: "127.0.0.1:1".into(),
-                    interval: Duration::from_secs(1),
-                    rcvbuf: 1,
-                    gro: false,
-                    limits: Limits::default(),
-                    auth: None,
-                },
-                t0,
-            );
+            let mut s = RecvSession::new(ctx_with(Limits::default(), None), t0);
             s.on_msg(hello_msg(1, Plan::TimeNs(1000), false), t0);
             s.on_msg(
                 Msg::Setup {
