@@ -383,6 +383,16 @@ impl TcpInterval {
     }
 }
 
+/// What a zero-copy send count says: whether any pages went out in place (`copied` of
+/// `sends` the kernel copied after all). One wording for the UDP and TCP reports.
+pub(crate) fn zerocopy_verdict(sends: u64, copied: u64) -> &'static str {
+    if sends > 0 && copied == sends {
+        "no pages were sent in place: a loopback or local receiver always copies"
+    } else {
+        "pages sent in place where not copied"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

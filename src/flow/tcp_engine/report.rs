@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::flow::control::Plan;
 use crate::flow::cpu::CpuUsage;
 use crate::flow::payload::{
-    Buffers, StreamEnd, StreamSample, TcpFigures, TcpInterval, TcpSpec, ZeroCopyCounts,
+    zerocopy_verdict, Buffers, StreamEnd, StreamSample, TcpFigures, TcpInterval, TcpSpec,
+    ZeroCopyCounts,
 };
 use crate::flow::streams::{Dir, SUM};
 use crate::stats::table::Table;
@@ -351,11 +352,7 @@ impl Report for TcpReport {
                 fmt_count(z.sends),
                 fmt_count(z.completed),
                 fmt_count(z.copied),
-                if z.sends > 0 && z.copied == z.sends {
-                    "no pages were sent in place: a loopback or local receiver always copies"
-                } else {
-                    "pages sent in place where not copied"
-                }
+                zerocopy_verdict(z.sends, z.copied)
             ));
         }
         out.push_str(&format!("cpu client: {}\n", self.cpu.client.line()));

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::flow::cpu::CpuUsage;
 use crate::flow::kernel::{self, ThreadLoad};
-use crate::flow::payload::{KernelStats, ReceiverStats, StreamStats};
+use crate::flow::payload::{zerocopy_verdict, KernelStats, ReceiverStats, StreamStats};
 use crate::flow::streams::SUM;
 use crate::stats::hist::Percentiles;
 use crate::stats::table::Table;
@@ -487,11 +487,7 @@ impl Report for UdpReport {
                 "zerocopy: {} notifications, the kernel copied {} of them ({})\n",
                 fmt_count(z.notifications),
                 fmt_count(z.copied),
-                if z.notifications > 0 && z.copied == z.notifications {
-                    "no pages were sent in place: a loopback or local receiver always copies"
-                } else {
-                    "pages sent in place where not copied"
-                }
+                zerocopy_verdict(z.notifications, z.copied)
             ));
         }
         out.push_str(&self.receiver_line());
