@@ -10,7 +10,8 @@ Output (stdout, markdown), the ratios first (the headline), then the runs:
 - per ratio asked for (`--ratio [LABEL=]METRIC:A/B`): the ratio of A's median to B's median with a
   bootstrap 95 % confidence interval (resampling each side's runs, 2,000 rounds, fixed seed, so
   the same samples always print the same interval), and a verdict: "ahead" where the interval's
-  lower bound is above 1.0, "behind" where its upper bound is below 1.0, else "on par". For a
+  lower bound is above 1.0, "behind" where its upper bound is below 1.0, else "on par" (and
+  none, "no verdict: N run(s)", where a side has fewer than 3 runs: a check, not a figure). For a
   metric where lower is better (CPU per bit, latency), name it in `--lower-better` and the
   verdict reads the other way. B may name several configurations, `B1|B2|...`: the one with the
   best median for METRIC (highest; lowest where lower is better) is used, and the row names it
@@ -31,6 +32,7 @@ import sys
 
 NOISY_LOAD = 1.5
 NOISY_SPREAD = 0.30
+MIN_RUNS = 3  # fewer runs on either side: the interval is printed, no verdict
 ROUNDS = 2000
 
 
@@ -140,7 +142,8 @@ def table_of_ratios(samples, specs, lower_better):
             lines.append(f"| {label} | {a} / {b} | {metric} | n/a | n/a | {b}'s median is 0 |")
             continue
         point, lo, hi = ratio_ci(va, vb)
-        v = verdict(lo, hi, lb)
+        runs = min(len(va), len(vb))
+        v = verdict(lo, hi, lb) if runs >= MIN_RUNS else f"no verdict: {runs} run(s)"
         row = f"| {label} | {a} / {b} | {metric} | {point:.2f}x | {lo:.2f}x - {hi:.2f}x | {v} |"
         # "nc / the best of several" is the same row as "nc / X" when X was the best: once.
         if row not in lines:
@@ -180,7 +183,11 @@ def self_test():
     assert best_of(s, "gbps", ["p1", "p2"], True) == "p1"
     assert best_of(s, "gbps", ["p3"], False) is None
     rows = table_of_ratios(s, ["headline=gbps:nc/p1|p2", "gbps:nc/p3"], set())
-    assert rows[2].startswith("| headline | nc / p2 | gbps | 1.11x") and "on par" in rows[2], rows
+    assert rows[2].startswith("| headline | nc / p2 | gbps | 1.11x"), rows
+    assert "no verdict: 1 run(s)" in rows[2], rows
+    s[("nc", "gbps")] = [5.0, 5.5, 4.5]
+    s[("p2", "gbps")] = [4.0, 5.0, 4.5]
+    assert "on par" in table_of_ratios(s, ["gbps:nc/p2"], set())[2]
     assert "missing runs" in rows[3], rows
     once = table_of_ratios(s, ["gbps:nc/p1|p2", "gbps:nc/p2"], set())
     assert len(once) == 3, once
