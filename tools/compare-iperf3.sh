@@ -5,25 +5,30 @@
 #   ip-ip   iperf3 -c      -> iperf3 -s      (the baseline)
 #   nc-ip   netcore blast --to iperf3://     -> iperf3 -s
 #   ip-nc   iperf3 -c      -> netcore recv
-# Runs interleaved (run 1 of each pair, then run 2, ...), RUNS (default 5) each; prints the
-# median goodput of each pair and the ratios to the baseline of the same run set. Goodput: the
+# Runs interleaved (run 1 of each pair, then run 2, ...), RUNS (default 10) each. Goodput: the
 # receiving side's bytes / its seconds as the client reports them (iperf3: end.sum_received;
-# netcore blast: the server's figures iperf3 returned). IPERF3 (default /usr/bin/iperf3) is
-# the peer, e.g. IPERF3=/opt/iperf3-new/bin/iperf3. The machine's load shows in the spread:
-# compare only figures of one run set.
+# netcore blast: the server's figures iperf3 returned). IPERF3 (default: iperf3 3.21+ in
+# /opt/iperf3-new, built by shared/peers/build-iperf3.sh) is the peer; IPERF3=/usr/bin/iperf3 for
+# Debian's 3.12.
 #
-#   RUNS=5 TIME=3 tools/compare-iperf3.sh
+# Output (markdown, stdout, by tools/stats.py): each pair / the baseline with its bootstrap 95 %
+# interval and verdict (interop: "on par" is the goal, netcore at one end costs nothing), then
+# min/median/max per pair and the load average before and after.
+#
+#   tools/compare-iperf3.sh                    # 10 runs of 3 s against iperf3 3.21+
+#   RUNS=2 TIME=1 NC=target/debug/netcore tools/compare-iperf3.sh   # does it work?
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/lib.sh
-RUNS="${RUNS:-5}"
+RUNS="${RUNS:-10}"
 TIME="${TIME:-3}"
-IPERF3="${IPERF3:-/usr/bin/iperf3}"
+IPERF3="${IPERF3:-$IPERF3_NEW}"
 OUT="${OUT:-$(mktemp -d /tmp/compare-iperf3.XXXXXX)}"; mkdir -p "$OUT"
-NC=target/release/netcore
 TX_CPU=0 RX_CPU=1
-[[ -x $IPERF3 ]] || die "$IPERF3 missing (apt-get install -y iperf3)"
-cargo build --release --quiet
+TSV="$OUT/samples.tsv"
+[[ $IPERF3 == "$IPERF3_NEW" ]] && need_iperf3_new
+[[ -x $IPERF3 ]] || die "$IPERF3 missing (apt-get install -y iperf3, or shared/peers/build-iperf3.sh)"
+need_netcore
 # The receiving side's goodput in Gbit/s from an iperf3 client's JSON.
 iperf3_gbps() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e9)' "$1"; }
 
@@ -38,29 +43,29 @@ run_pair() {  # pair run
   case $p in
     ip-ip|ip-nc)
       taskset -c $TX_CPU "$IPERF3" -c 127.0.0.1 -p $port -t "$TIME" --json >"$f" || true
-      iperf3_gbps "$f" ;;
+      iperf3_gbps "$f" 2>/dev/null || true ;;
     nc-ip)
       taskset -c $TX_CPU $NC blast --proto tcp --to iperf3://127.0.0.1:$port --time "${TIME}s" --json >"$f" || true
-      python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["sum"][0]["goodput_bps"]/1e9)' "$f" ;;
+      python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["sum"][0]["goodput_bps"]/1e9)' "$f" 2>/dev/null || true ;;
   esac
   stop_pid "$pid"
 }
 
 PAIRS="ip-ip nc-ip ip-nc"
-: >"$OUT/results.tsv"
+before=$(loadavg)
+: >"$TSV"
 for r in $(seq 1 "$RUNS"); do
   for p in $PAIRS; do
     g=$(run_pair "$p" "$r")
     log "run $r $p: $g Gbit/s"
-    printf '%s\t%s\n' "$p" "$g" >>"$OUT/results.tsv"
+    sample_if "$TSV" "$p" gbps "$g"
   done
 done
-python3 - "$OUT/results.tsv" "$("$IPERF3" --version | head -1)" <<'PY'
-import statistics, sys
-rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
-med = {p: statistics.median(float(g) for q, g in rows if q == p) for p in ("ip-ip", "nc-ip", "ip-nc")}
-print(f"peer: {sys.argv[2]}; medians of {len(rows) // 3} interleaved runs, TCP one stream")
-names = {"ip-ip": "iperf3 -c -> iperf3 -s", "nc-ip": "netcore blast -> iperf3 -s", "ip-nc": "iperf3 -c -> netcore recv"}
-for p in ("ip-ip", "nc-ip", "ip-nc"):
-    print(f"{names[p]:28} {med[p]:7.2f} Gbit/s  {med[p] / med['ip-ip']:.2f}x")
-PY
+after=$(loadavg)
+echo "### iperf3 interop over loopback: netcore at one end of an iperf3 test; TCP one stream, ${TIME} s per run, $RUNS interleaved runs"
+echo
+echo "Server on CPU $RX_CPU, client on CPU $TX_CPU. Peer: $("$IPERF3" --version | head -1); netcore: $($NC --version); kernel $(uname -r). Pairs: ip-ip = iperf3 -c -> iperf3 -s (the baseline); nc-ip = netcore blast --to iperf3:// -> iperf3 -s; ip-nc = iperf3 -c -> netcore recv."
+echo
+python3 tools/stats.py "$TSV" --ratio "headline=gbps:nc-ip/ip-ip" --ratio "headline=gbps:ip-nc/ip-ip" \
+  --load-before "$before" --load-after "$after"
+log "raw results: $OUT"

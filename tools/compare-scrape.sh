@@ -8,28 +8,30 @@
 #   scraped  - a scraper fetches the endpoint every 1/HZ s (default HZ=10: 150 times Prometheus's
 #              default 15 s interval) for the whole test, with curl from TX_CPU, asking for
 #              OpenMetrics as Prometheus does
-# Printed (markdown): median goodput [min-max] of each configuration, the ratio scraped/quiet,
-# the scrapes answered, and the median time curl took per scrape. The spread of the quiet runs
-# is the noise the ratio must be read against.
+# Printed (markdown, by tools/stats.py): the goodput ratio scraped / quiet with its bootstrap 95 %
+# interval and verdict ("on par" is the goal: a scrape costs the receiver nothing the noise
+# shows), then per configuration min/median/max of goodput (gbps), datagrams lost, scrapes
+# answered per run and the median time curl took per scrape (scrape_ms), and the load average
+# before and after.
 #
-#   tools/compare-scrape.sh
+#   tools/compare-scrape.sh                    # 10 runs of 5 s
 #   RUNS=3 TIME=3 HZ=50 tools/compare-scrape.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/lib.sh
-RUNS="${RUNS:-5}"
+RUNS="${RUNS:-10}"
 TIME="${TIME:-5}"
 LEN="${LEN:-1472}"
 HZ="${HZ:-10}"
 TX_CPU="${TX_CPU:-0}"
 RX_CPU="${RX_CPU:-1}"
 OUT="${OUT:-$(mktemp -d /tmp/compare-scrape.XXXXXX)}"
-NC=target/release/netcore
 PORT=15401 MPORT=15402
+TSV="$OUT/samples.tsv"
 
 command -v curl >/dev/null || die "curl missing: apt-get install -y curl"
 command -v python3 >/dev/null || die "python3 missing"
-cargo build --release --quiet
+need_netcore
 
 
 # Scrapes until the file $1 exists, bounded by TIME + 10 s; one line per scrape: seconds taken.
@@ -58,53 +60,35 @@ run() {  # config run
   touch "$stop"
   [[ -n $spid ]] && wait "$spid" 2>/dev/null
   stop_pid "$pid"
-  python3 - "$f" "$cfg" "$OUT/$cfg.r$r.scrapes" <<'PY' >>"$OUT/results.tsv"
-import json, os, sys
+  # One run's figures as tools/stats.py samples (none when the blast wrote no report).
+  python3 - "$f" "$cfg" "$OUT/$cfg.r$r.scrapes" <<'PY' >>"$TSV" || log "run $r $cfg: no report"
+import json, os, statistics, sys
 d = json.load(open(sys.argv[1])); s, r = d["sender"], d["receiver"]
 secs = max(s["elapsed_s"], r["duration_s"] or 0, 1e-9)  # null: one receive batch
-times = []
+cfg = sys.argv[2]
+print(f'{cfg}\tgbps\t{r["bytes"] * 8 / secs / 1e9:.4f}')
+print(f'{cfg}\tlost\t{r["accounting"]["lost"]}')
 if os.path.exists(sys.argv[3]):
     times = [float(x) for x in open(sys.argv[3]) if x.strip()]
-med = sorted(times)[len(times) // 2] if times else 0.0
-print(f'{sys.argv[2]}\t{r["bytes"]*8/secs:.0f}\t{r["accounting"]["lost"]}\t{len(times)}\t{med:.6f}')
+    print(f'{cfg}\tscrapes\t{len(times)}')
+    if times:
+        print(f'{cfg}\tscrape_ms\t{statistics.median(times) * 1e3:.3f}')
 PY
 }
 
-: >"$OUT/results.tsv"
+: >"$TSV"
+before=$(loadavg)
 for r in $(seq 1 "$RUNS"); do
   for cfg in quiet scraped; do
     log "run $r/$RUNS: $cfg"
     run "$cfg" "$r"
   done
 done
+after=$(loadavg)
 
-python3 - "$OUT/results.tsv" "$RUNS" "$TIME" "$LEN" "$HZ" <<'PY'
-import statistics, sys
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-runs, time, length, hz = sys.argv[2:6]
-by = {}
-for name, bps, lost, n, t in rows:
-    by.setdefault(name, []).append((float(bps), int(lost), int(n), float(t)))
-print(f"`RUNS={runs} TIME={time} LEN={length} HZ={hz} tools/compare-scrape.sh` (unpaced blast, "
-      f"medians of {runs} interleaved runs)\n")
-print("| configuration | goodput (median) | min-max | lost (median) | scrapes per run | time per scrape |")
-print("|---|---:|---:|---:|---:|---:|")
-med = {}
-for name in ("quiet", "scraped"):
-    v = by.get(name, [])
-    if not v:
-        continue
-    g = [x[0] / 1e9 for x in v]
-    med[name] = statistics.median(g)
-    scr = statistics.median(x[2] for x in v)
-    tps = statistics.median(x[3] for x in v) * 1e3 if name == "scraped" else 0
-    print(f"| {name} | {med[name]:.2f} Gbit/s | {min(g):.2f}-{max(g):.2f} | "
-          f"{statistics.median(x[1] for x in v):.0f} | {scr:.0f} | "
-          + (f"{tps:.2f} ms |" if name == "scraped" else "- |"))
-if "quiet" in med and "scraped" in med and med["quiet"] > 0:
-    q = [x[0] for x in by["quiet"]]
-    spread = (max(q) - min(q)) / statistics.median(q)
-    print(f"\nscraped / quiet goodput: {med['scraped'] / med['quiet']:.3f}x "
-          f"(the quiet runs spread {spread * 100:.1f} % of their median)")
-PY
+echo "### Scraping recv --metrics during an unpaced blast: ${TIME} s per run, $LEN B, $HZ scrapes/s, $RUNS interleaved runs"
+echo
+echo "recv on CPU $RX_CPU, blast and curl on CPU $TX_CPU; netcore: $($NC --version); kernel $(uname -r)."
+echo
+python3 tools/stats.py "$TSV" --ratio "headline=gbps:scraped/quiet" --load-before "$before" --load-after "$after"
 log "raw results in $OUT"

@@ -8,10 +8,14 @@
 #
 # Work: SIZE (default 200M = 200 MiB) of LEN-byte datagrams, unpaced; receiver pinned to CPU 1
 # and sender to CPU 0; separate receiver and sender processes for both tools. Configurations
-# run interleaved (run 1 of each, then run 2, ...), RUNS (default 5) each; medians are printed
-# with the ratio netcore / iperf3.
+# run interleaved (run 1 of each, then run 2, ...), RUNS (default 10) each. Printed (markdown, by
+# tools/stats.py): the ratios with their bootstrap 95 % intervals and verdicts (netcore / iperf3,
+# netcore / the C ceiling, backend / backend), then min/median/max per configuration of goodput
+# (gbps), packets received per second (mpps), datagrams lost and, for the backend runs, the
+# sender's rate (sender_gbps: what the kernel accepted per second of sending), and the load
+# average before and after.
 #
-#   RUNS=5 SIZE=200M tools/compare-udp-burst.sh            # all configurations
+#   RUNS=10 SIZE=200M tools/compare-udp-burst.sh           # all configurations
 #   CONFIGS="gso64k gsooff" tools/compare-udp-burst.sh     # a subset
 #   CONFIGS=uring RUNS=7 tools/compare-udp-burst.sh         # io_uring vs mio backends only
 #   CONFIGS=zerocopy tools/compare-udp-burst.sh             # SEND_ZC vs SEND vs sendmmsg
@@ -30,20 +34,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/lib.sh
-RUNS="${RUNS:-5}"
+RUNS="${RUNS:-10}"
 SIZE="${SIZE:-200M}"
 CONFIGS="${CONFIGS:-gso64k pps64 gsooff uring}"
-ANCHORS="${ANCHORS:-$(cd .. && pwd)/shared/anchors}"
-OUT="${OUT:-$(mktemp -d /tmp/compare-udp.XXXXXX)}"
-NC=target/release/netcore
+OUT="${OUT:-$(mktemp -d /tmp/compare-udp-burst.XXXXXX)}"; mkdir -p "$OUT"
 TX_CPU=0 RX_CPU=1
+TSV="$OUT/samples.tsv"
 
 command -v iperf3 >/dev/null || { echo "iperf3 missing: apt-get install -y iperf3" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 missing" >&2; exit 1; }
-cargo build --release --quiet
-if [[ ! -x "$ANCHORS/bin/udp_ceiling" && -f "$ANCHORS/build.sh" ]]; then
-  bash "$ANCHORS/build.sh" >/dev/null 2>&1 || echo "note: could not build the anchors" >&2
-fi
+need_netcore
+CEILING=$(anchor udp_ceiling)
 bytes=$(numfmt --from=iec "$SIZE")
 
 
@@ -59,11 +60,15 @@ run_netcore() {  # name len extra-blast-args...
   port_wait tcp $port
   taskset -c $TX_CPU $NC blast --to 127.0.0.1:$port --size "$bytes" --len "$len" --cpus $TX_CPU --json "$@" >"$f" || true
   wait "$pid" 2>/dev/null || true
-  python3 - "$f" "$name" <<'PY' >>"$OUT/results.tsv"
+  python3 - "$f" "$name" "$OUT/segs" <<'PY' >>"$TSV" || log "run $r $name: no report"
 import json, sys
 d = json.load(open(sys.argv[1])); s, r = d["sender"], d["receiver"]; a = r["accounting"]
 secs = max(s["elapsed_s"], r["duration_s"] or 0, 1e-9)  # null: one receive batch
-print(f'{sys.argv[2]}\t{r["bytes"]*8/secs/1e9:.3f}\t{a["unique"]/secs/1e6:.4f}\t{a["lost"]}\t{a["sent"]}')
+n = sys.argv[2]
+print(f'{n}\tgbps\t{r["bytes"]*8/secs/1e9:.4f}\n{n}\tmpps\t{a["unique"]/secs/1e6:.4f}\n{n}\tlost\t{a["lost"]}')
+if s.get("rate_bps"):
+    print(f'{n}\tsender_gbps\t{s["rate_bps"]/1e9:.4f}')
+open(sys.argv[3], "w").write(str(s.get("gso_segments") or 1))
 PY
 }
 
@@ -75,22 +80,30 @@ run_iperf3() {  # name len extra...
   port_wait tcp $port
   taskset -c $TX_CPU iperf3 -c 127.0.0.1 -p $port -u -b 0 -l "$len" -n "$SIZE" --json "$@" >"$f" || true
   wait "$pid" 2>/dev/null || true
-  python3 - "$f" "$name" <<'PY' >>"$OUT/results.tsv"
+  python3 - "$f" "$name" <<'PY' >>"$TSV" || log "run $r $name: no report"
 import json, sys
-d = json.load(open(sys.argv[1])); s, r = d["end"]["sum_sent"], d["end"]["sum_received"]
-sent = s["packets"]; got = r["packets"] - r["lost_packets"]
-print(f'{sys.argv[2]}\t{r["bits_per_second"]/1e9:.3f}\t{got/r["seconds"]/1e6:.4f}\t{r["lost_packets"]}\t{sent}')
+d = json.load(open(sys.argv[1])); r = d["end"]["sum_received"]
+got = r["packets"] - r["lost_packets"]; n = sys.argv[2]
+print(f'{n}\tgbps\t{r["bits_per_second"]/1e9:.4f}\n{n}\tmpps\t{got/r["seconds"]/1e6:.4f}\n{n}\tlost\t{r["lost_packets"]}')
 PY
 }
 
+# udp_ceiling with GSO sends as many segments per send as netcore's last run did (its report's
+# gso_segments), so the two pay the same per-message costs.
 run_ceiling() {  # name args...
   local name=$1; shift
-  [[ -x "$ANCHORS/bin/udp_ceiling" ]] || return 0
-  "$ANCHORS/bin/udp_ceiling" --size "$bytes" --tx-cpu $TX_CPU --rx-cpu $RX_CPU --rcvbuf 134217728 --force-rcvbuf "$@" \
-    | tr ' ' '\n' | awk -F= -v n="$name" '{v[$1]=$2} END {printf "%s\t%s\t%s\t%s\t%s\n", n, v["rx_gbps"], v["rx_mpps"], v["lost"], v["sent"]}' >>"$OUT/results.tsv"
+  if [[ " $* " == *" --mode gso "* && -s $OUT/segs ]]; then
+    local segs len a prev=
+    segs=$(cat "$OUT/segs")
+    for a in "$@"; do [[ $prev == --len ]] && len=$a; prev=$a; done
+    set -- "$@" --max-segs "$segs" --gso-bytes $((segs * len))
+  fi
+  "$CEILING" --size "$bytes" --tx-cpu $TX_CPU --rx-cpu $RX_CPU --rcvbuf 134217728 --force-rcvbuf "$@" \
+    | tr ' ' '\n' | awk -F= -v n="$name" '{v[$1]=$2} END {if (v["rx_gbps"] != "") printf "%s\tgbps\t%s\n%s\tmpps\t%s\n%s\tlost\t%s\n", n, v["rx_gbps"], n, v["rx_mpps"], n, v["lost"]}' >>"$TSV"
 }
 
-: >"$OUT/results.tsv"
+: >"$TSV"
+before=$(loadavg)
 for r in $(seq 1 "$RUNS"); do
   for c in $CONFIGS; do
     echo "run $r/$RUNS: $c" >&2
@@ -121,48 +134,29 @@ for r in $(seq 1 "$RUNS"); do
   done
 done
 
-python3 - "$OUT/results.tsv" "$RUNS" "$SIZE" <<'PY'
-import sys, statistics as st
-rows = {}
-for line in open(sys.argv[1]):
-    n, g, p, lost, sent = line.rstrip("\n").split("\t")
-    rows.setdefault(n, []).append((float(g), float(p), int(lost), int(sent)))
-def med(n, i):
-    v = [x[i] for x in rows.get(n, [])]
-    return st.median(v) if v else float("nan")
-print(f"# BURSTS: netcore vs iperf3, UDP over loopback, {sys.argv[3]} per run, {sys.argv[2]} interleaved runs, medians")
-print(f"{'configuration':24} {'goodput Gbit/s':>15} {'Mpps':>8} {'lost (max of runs)':>19}")
-for n in rows:
-    print(f"{n:24} {med(n,0):15.3f} {med(n,1):8.4f} {max(x[2] for x in rows[n]):19d}")
-print()
-for a, b, what, i in [("nc_1472", "iperf3_1472", "1472 B goodput", 0),
-                      ("nc_64", "iperf3_64", "64 B packet rate", 1),
-                      ("nc_1472_gsooff", "iperf3_1472_b", "1472 B goodput, netcore --gso off", 0)]:
-    if a in rows and b in rows:
-        print(f"ratio netcore/iperf3, {what}: {med(a,i)/med(b,i):.2f}x")
-for a, b, what in [("nc_1472_uring", "nc_1472_mio", "--backend uring / mio, both sides"),
-                   ("nc_1472_txuring", "nc_1472_mio", "blast --backend uring / mio (recv mio)"),
-                   ("nc_1472_rxuring", "nc_1472_mio", "recv --backend uring / mio (blast mio)"),
-                   ("nc_1472_zc", "nc_1472_txuring", "blast --zerocopy / without (uring, recv mio)"),
-                   ("nc_1472_zc", "nc_1472_mio", "blast --zerocopy / --backend mio (recv mio)")]:
-    if a in rows and b in rows:
-        print(f"ratio {what}, 1472 B goodput: {med(a,0)/med(b,0):.2f}x")
-for a, c, i in [("nc_1472", "ceil_gso_gro_1472", 0), ("nc_64", "ceil_gso_gro_64", 1),
-                ("nc_1472_gsooff", "ceil_mmsg64_1472", 0)]:
-    if a in rows and c in rows:
-        print(f"netcore {a} / C ceiling {c}: {med(a,i)/med(c,i):.2f}x")
-PY
-# The uring configuration: the sender's own rate too (datagrams the kernel accepted per second
-# of sending), since goodput is bounded by the receiver when it cannot keep up.
-if [[ " $CONFIGS " == *" uring "* || " $CONFIGS " == *" zerocopy "* ]]; then
-  python3 - "$OUT" <<'PY'
-import glob, json, os, statistics as st, sys
-print()
-for n in ["nc_1472_mio", "nc_1472_txuring", "nc_1472_uring", "nc_1472_zc"]:
-    v = [json.load(open(f))["sender"]["rate_bps"] / 1e9
-         for f in glob.glob(os.path.join(sys.argv[1], n + ".r*.json")) if not f.endswith(".recv.json")]
-    if v:
-        print(f"{n:24} sender rate (kernel accepted) median {st.median(v):.3f} Gbit/s over {len(v)} runs")
-PY
-fi
-echo "raw results: $OUT" >&2
+after=$(loadavg)
+
+# Ratios for the configurations that ran: headline (defaults) first, then the others.
+ratios=()
+has() { grep -q "^$1	" "$TSV"; }
+add() {  # label metric a b
+  has "$3" && has "$4" && ratios+=(--ratio "$1=$2:$3/$4") || true
+}
+add headline gbps nc_1472 iperf3_1472
+add headline gbps nc_1472 ceil_gso_gro_1472
+add headline mpps nc_64 iperf3_64
+add headline mpps nc_64 ceil_gso_gro_64
+add "extra: --gso off" gbps nc_1472_gsooff iperf3_1472_b
+add "extra: --gso off" gbps nc_1472_gsooff ceil_mmsg64_1472
+add "backends: both sides" gbps nc_1472_uring nc_1472_mio
+add "backends: blast uring, recv mio" gbps nc_1472_txuring nc_1472_mio
+add "backends: recv uring, blast mio" gbps nc_1472_rxuring nc_1472_mio
+add "backends: blast uring, recv mio" sender_gbps nc_1472_txuring nc_1472_mio
+add "backends: --zerocopy / without" gbps nc_1472_zc nc_1472_txuring
+add "backends: --zerocopy / --backend mio" gbps nc_1472_zc nc_1472_mio
+echo "### BURSTS: netcore vs iperf3 and udp_ceiling, UDP over loopback, $SIZE per run, $RUNS interleaved runs"
+echo
+echo "Receiver on CPU $RX_CPU, sender on CPU $TX_CPU. netcore: $($NC --version); iperf3: $(iperf3 --version | head -1); kernel $(uname -r). Configurations: nc_LEN (defaults), iperf3_LEN (-u -b 0 -l LEN), ceil_* (udp_ceiling), nc_1472_{mio,uring,txuring,rxuring,zc} (backends)."
+echo
+python3 tools/stats.py "$TSV" "${ratios[@]}" --load-before "$before" --load-after "$after"
+log "raw results: $OUT"
