@@ -721,6 +721,31 @@ fn load_reconnects_to_an_http10_server_that_closes() {
     assert!(reconnects + 2.0 >= tasks, "{m}");
 }
 
+/// `--think` paces a client's requests over new connections as over one: against a server
+/// that closes after every answer, 5 requests 100 ms apart take at least 400 ms (the pause
+/// was skipped after each reconnect, so they took a few ms) (#27 follow-up).
+#[test]
+fn load_thinks_between_requests_over_new_connections_too() {
+    let addr = scripted_http(|_, _| {
+        let answer = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok";
+        (answer.to_vec(), true)
+    });
+    let url = format!("http://{addr}/");
+    let args = [
+        "load", &url, "-c", "1", "--tasks", "5", "--think", "100ms", "--json",
+    ];
+    let (rc, j) = load_json(&args);
+    assert_eq!(rc, 0, "{j}");
+    let r = &j["points"][0]["runs"][0];
+    assert_eq!(
+        (r["tasks"].as_u64(), r["reconnects"].as_u64()),
+        (Some(5), Some(4)),
+        "{j}"
+    );
+    let wall = r["wall_s"].as_f64().unwrap();
+    assert!(wall >= 0.4, "4 pauses of 100 ms: {wall} s\n{j}");
+}
+
 /// #26: responses that cannot be read (garbage, a head over 64 KiB, a chunk size that is not
 /// hex) are errors counted as `malformed`, each answering its request; the client reconnects
 /// and goes on, and the run ends (no hang, no panic) with the exit status of errors.
