@@ -534,7 +534,7 @@ fn load_of_a_url_runs_ten_seconds_as_wrk_does() {
     assert_eq!(j["interrupted"], true, "{j}");
     assert_eq!(j["points"][0]["runs"][0]["interrupted"], true, "{j}");
     let addr = srv.addr.to_string();
-    let (rc, j) = load_json(&[
+    let args = [
         "load",
         "--connect",
         &addr,
@@ -543,7 +543,8 @@ fn load_of_a_url_runs_ten_seconds_as_wrk_does() {
         "-c",
         "2",
         "--json",
-    ]);
+    ];
+    let (rc, j) = load_json(&args);
     assert_eq!(rc, 0, "{j}");
     assert_eq!(j["setup"]["mode"], "tasks", "{j}");
     assert_eq!(j["points"][0]["median"]["tasks"], 20.0, "{j}");
