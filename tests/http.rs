@@ -511,6 +511,45 @@ fn load_takes_a_url_like_wrk_and_reports_one_total() {
     assert!(out.contains("req/s") && out.contains("requests"), "{out}");
 }
 
+/// wrk without -d runs 10 s: so does `load URL` with neither -d nor --tasks (it ran 10 tasks
+/// a client and was done in milliseconds). Interrupted after a second, its report is of a 10 s
+/// duration run without warm-up, marked interrupted; `--connect` without --tasks still runs 10
+/// tasks a client (#27 follow-up).
+#[test]
+fn load_of_a_url_runs_ten_seconds_as_wrk_does() {
+    let srv = serve("epoll", &[]);
+    let url = format!("http://{}/", srv.addr);
+    let p = common::proc::Proc::netcore(&["load", &url, "-c", "2", "--json"]);
+    thread::sleep(Duration::from_secs(1));
+    netcore::sys::process::kill(p.pid() as i32, libc::SIGINT).unwrap();
+    let (st, out, err) = p.finish(T);
+    let j: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}\n{err}"));
+    assert!(st.code().is_some(), "{st}: {err}");
+    let setup = &j["setup"];
+    assert_eq!(setup["mode"], "duration", "{j}");
+    assert_eq!(setup["duration_s"], 10.0, "{j}");
+    assert_eq!(setup["warmup_s"], 0.0, "{j}");
+    assert_eq!(setup["tasks_per_client"], serde_json::Value::Null, "{j}");
+    assert_eq!(j["interrupted"], true, "{j}");
+    assert_eq!(j["points"][0]["runs"][0]["interrupted"], true, "{j}");
+    let addr = srv.addr.to_string();
+    let args = [
+        "load",
+        "--connect",
+        &addr,
+        "--proto",
+        "http",
+        "-c",
+        "2",
+        "--json",
+    ];
+    let (rc, j) = load_json(&args);
+    assert_eq!(rc, 0, "{j}");
+    assert_eq!(j["setup"]["mode"], "tasks", "{j}");
+    assert_eq!(j["points"][0]["median"]["tasks"], 20.0, "{j}");
+}
+
 /// A one-connection HTTP server on loopback answering every request head with `answer`: its
 /// address, and each request head it read.
 fn fake_http(answer: &'static [u8]) -> (String, std::sync::mpsc::Receiver<String>) {
@@ -681,6 +720,31 @@ fn load_reconnects_to_an_http10_server_that_closes() {
         m["reconnects"].as_f64().unwrap(),
     );
     assert!(reconnects + 2.0 >= tasks, "{m}");
+}
+
+/// `--think` paces a client's requests over new connections as over one: against a server
+/// that closes after every answer, 5 requests 100 ms apart take at least 400 ms (the pause
+/// was skipped after each reconnect, so they took a few ms) (#27 follow-up).
+#[test]
+fn load_thinks_between_requests_over_new_connections_too() {
+    let addr = scripted_http(|_, _| {
+        let answer = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok";
+        (answer.to_vec(), true)
+    });
+    let url = format!("http://{addr}/");
+    let args = [
+        "load", &url, "-c", "1", "--tasks", "5", "--think", "100ms", "--json",
+    ];
+    let (rc, j) = load_json(&args);
+    assert_eq!(rc, 0, "{j}");
+    let r = &j["points"][0]["runs"][0];
+    assert_eq!(
+        (r["tasks"].as_u64(), r["reconnects"].as_u64()),
+        (Some(5), Some(4)),
+        "{j}"
+    );
+    let wall = r["wall_s"].as_f64().unwrap();
+    assert!(wall >= 0.4, "4 pauses of 100 ms: {wall} s\n{j}");
 }
 
 /// #26: responses that cannot be read (garbage, a head over 64 KiB, a chunk size that is not

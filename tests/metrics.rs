@@ -117,6 +117,45 @@ fn serve_and_relay_metrics_have_their_series_before_any_traffic() {
     }
 }
 
+/// The series of an exposition as written: `name{labels}` of every sample, in order.
+fn series_written(body: &str) -> Vec<String> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| Some(l.rsplit_once(' ')?.0.to_string()))
+        .collect()
+}
+
+/// A relay's series come out in label order, the same at every scrape and in every process,
+/// as Prometheus' own exporters write them (they came in the order of a `HashMap`, which
+/// differed from one relay to the next) (#27 follow-up).
+#[test]
+fn relay_metrics_come_out_in_label_order_at_every_scrape() {
+    let accept = "application/openmetrics-text;version=1.0.0";
+    let mut scrapes = Vec::new();
+    for _ in 0..2 {
+        let (relay, maddr, _) = relay_with_metrics("127.0.0.1:9", &[]);
+        for _ in 0..2 {
+            let (_, body) = get_as(&maddr, "/metrics", accept).unwrap();
+            scrapes.push(series_written(&body));
+        }
+        drop(relay);
+    }
+    let first = &scrapes[0];
+    for s in &scrapes[1..] {
+        assert_eq!(s, first);
+    }
+    let actions = "netcore_relay_impaired_datagrams_total{";
+    assert_eq!(
+        first.iter().filter(|s| s.starts_with(actions)).count(),
+        4,
+        "{first:?}"
+    );
+    for pair in first.windows(2) {
+        let [a, b] = [&pair[0], &pair[1]].map(|s| s.split_once('{').unwrap_or((s, "")));
+        assert!(a.0 != b.0 || a.1 < b.1, "{a:?} before {b:?} in {first:?}");
+    }
+}
+
 /// The blast's control channel goes through the relay's TCP proxy (no `--control`), so the
 /// TCP counters move too.
 #[test]

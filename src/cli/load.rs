@@ -34,7 +34,7 @@ pub enum ProtoArg {
 /// What every client does (shared by `load` and `compare`).
 #[derive(Args, Debug, Clone)]
 pub struct WorkloadArgs {
-    /// Tasks per client [default: 10]
+    /// Tasks per client [default: 10; `load URL` runs -d 10s instead, as wrk]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000), conflicts_with = "duration")]
     pub tasks: Option<u32>,
     /// The request every task sends (task protocol) [default: "ECHO hello"]
@@ -50,6 +50,7 @@ pub struct WorkloadArgs {
     #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration, conflicts_with = "rate")]
     pub think: Duration,
     /// Loop for this long instead of a fixed number of tasks (measured after --warmup; wrk's -d)
+    /// [default with a URL and no --tasks: 10s, as wrk]
     #[arg(long, short = 'd', value_name = "DUR", value_parser = parse_nonzero_duration)]
     pub duration: Option<Duration>,
     /// With --duration: run this long before the measured window opens
@@ -349,8 +350,12 @@ pub(crate) fn parse_url(url: &str) -> Result<Url> {
     })
 }
 
+/// How long a URL is loaded with neither `-d` nor `--tasks` (wrk's default `-d`).
+const URL_DURATION: Duration = Duration::from_secs(10);
+
 /// The address to load and the workload's flags: a URL sets the address, `--proto http` and
-/// `--path`; without one, `--connect` and the flags as given.
+/// `--path`, and with neither `-d` nor `--tasks` a 10 s duration, as wrk runs; without one,
+/// `--connect` and the flags as given.
 fn target(a: &LoadArgs) -> Result<(String, WorkloadArgs)> {
     let mut work = a.work.clone();
     let Some(url) = &a.url else {
@@ -369,6 +374,9 @@ fn target(a: &LoadArgs) -> Result<(String, WorkloadArgs)> {
     work.proto = Some(ProtoArg::Http);
     work.path = Some(url.path);
     work.host = Some(url.host);
+    if work.duration.is_none() && work.tasks.is_none() {
+        work.duration = Some(URL_DURATION);
+    }
     Ok((url.addr, work))
 }
 

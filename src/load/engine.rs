@@ -34,7 +34,8 @@
 //! task whatever its status, as wrk counts it. Only a response that says it is netcore's
 //! (`Server: netcore`) is held to netcore's answer (status, body length; else `bad_reply`).
 //! A response that closes the connection (`Connection: close`, HTTP/1.0, a body until the
-//! close) is followed by a new connection for the next request (`reconnects`); so is a
+//! close) is followed by a new connection for the next request (`reconnects`; sent after the
+//! `--think` pause, as over one connection); so is a
 //! malformed response (counted `malformed`, its request answered by it) and a connection the
 //! server ends with requests unanswered (counted `closed` or `reset`; those requests are sent
 //! again). A client whose connections end so [`MAX_FRUITLESS`] times in a row without a
@@ -463,7 +464,9 @@ struct Conn {
     out: OutBuf,
     picker: Picker,
     sched: Option<Schedule>,
-    thinking: bool,
+    /// Closed loop: when the pause after the last reply (`--think`) ends; the next request
+    /// waits for it, over a new connection too.
+    think_until: Option<Instant>,
     wake_armed: bool,
     deadline: Instant,
     /// The earliest deadline timer still armed for this connection.
@@ -575,7 +578,7 @@ fn drive(cfg: &RunConfig, clients_total: u32, mine: Vec<u32>, t0: Instant) -> io
             out: OutBuf::new(),
             picker: Picker::new(&cfg.workload, client as u64),
             sched: None,
-            thinking: false,
+            think_until: None,
             wake_armed: false,
             deadline: now + cfg.connect_timeout,
             timer_at: Some(now + cfg.connect_timeout),
@@ -685,7 +688,7 @@ impl Core<'_> {
                 }
                 self.send(c, key, timers, at, now);
             }
-        } else if c.inflight.is_empty() && !c.thinking && self.more(c) {
+        } else if c.inflight.is_empty() && c.think_until.is_none() && self.more(c) {
             self.send(c, key, timers, now, now);
         }
         match c.out.flush(&mut c.stream, OUT_KEEP) {
@@ -730,8 +733,9 @@ impl Core<'_> {
             c.deadline = sent + self.cfg.timeout;
         }
         if c.sched.is_none() && !self.cfg.think.is_zero() && self.more(c) {
-            c.thinking = true;
-            timers.add(now + self.cfg.think, key, T_WAKE);
+            let until = now + self.cfg.think;
+            c.think_until = Some(until);
+            timers.add(until, key, T_WAKE);
             c.wake_armed = true;
         }
     }
@@ -975,14 +979,17 @@ impl Core<'_> {
         c.http = http_client::Reader::new();
         c.answered_here = false;
         c.out = OutBuf::new();
-        c.thinking = false;
-        c.wake_armed = false;
+        // The pause after the last reply goes on: its timer was the old key's.
+        c.wake_armed = c.think_until.is_some();
         c.deadline = now + self.cfg.connect_timeout;
         c.timer_at = Some(c.deadline);
-        let (idx, ok) = (c.idx, c.ok);
+        let (idx, ok, think_until) = (c.idx, c.ok, c.think_until);
         match cx.insert(c, Interest::READABLE | Interest::WRITABLE) {
             Ok(k) => {
                 cx.timers.add(now + self.cfg.connect_timeout, k, T_DEADLINE);
+                if let Some(t) = think_until {
+                    cx.timers.add(t, k, T_WAKE);
+                }
             }
             Err(e) => {
                 self.note_error(&e);
@@ -1210,7 +1217,11 @@ impl Handler<Conn> for Driver<'_> {
                     return;
                 };
                 c.wake_armed = false;
-                c.thinking = false;
+                c.think_until = None;
+                // A new connection still connecting sends once it is connected.
+                if c.state != St::Active {
+                    return;
+                }
                 if let Err(k) = core.pump(c, key, &mut cx.timers) {
                     core.finish(cx, key, Some(k));
                 }

@@ -10,6 +10,11 @@
 //!
 //! Cardinality is bounded: label values are enums of a few names, and peers go through
 //! [`Peers`], which keeps the first [`MAX_PEERS`] addresses and calls every later one `other`.
+//!
+//! A family's series come out in label order at every scrape (a [`Family`] keeps them in a
+//! `BTreeMap`), as Prometheus' own exporters write them: prometheus-client's `Family` keeps a
+//! `HashMap`, whose order differed from one process to the next and changed as series were
+//! added. `serve`'s collector writes its series in a fixed order, sorted too.
 
 pub mod endpoint;
 pub mod recv;
@@ -17,15 +22,16 @@ pub mod relay;
 pub mod serve;
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt::Debug;
+use std::marker::PhantomData;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::stats::hist::Hist;
@@ -78,63 +84,46 @@ fn labels(l: &[(&'static str, &str)]) -> Labels {
     l.iter().map(|(k, v)| (*k, (*v).to_string())).collect()
 }
 
-/// A family of counters (`NAME_total{labels}`).
-#[derive(Clone, Debug, Default)]
-pub struct Counters(Family<Labels, Counter>);
-
-impl Counters {
-    /// Adds `n` (0 too: the series then exists, so a query over it finds 0, not nothing).
-    pub fn add(&self, l: &[(&'static str, &str)], n: u64) {
-        self.0.get_or_create(&labels(l)).inc_by(n);
-    }
-
-    /// The current value (for tests and reports).
-    pub fn get(&self, l: &[(&'static str, &str)]) -> u64 {
-        self.0.get_or_create(&labels(l)).get()
-    }
+/// What a [`Family`] keeps per label set, and how it writes one series at a scrape.
+pub(crate) trait Kind: Debug + Send + Sync + 'static {
+    /// One series' state.
+    type Value: Default + Debug + Send;
+    const TYPE: MetricType;
+    fn encode(&self, v: &Self::Value, e: MetricEncoder) -> Result<(), std::fmt::Error>;
 }
 
-/// A family of gauges.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Gauges(Family<Labels, Gauge>);
-
-impl Gauges {
-    pub fn set(&self, l: &[(&'static str, &str)], v: i64) {
-        self.0.get_or_create(&labels(l)).set(v);
-    }
-
-    pub fn add(&self, l: &[(&'static str, &str)], v: i64) {
-        self.0.get_or_create(&labels(l)).inc_by(v);
-    }
-}
-
-/// A family of histograms kept as HDR histograms of integer samples (nanoseconds, say) and
-/// exposed in `unit`s (`scale` samples per unit) over fixed bucket bounds.
+/// Series of one of prometheus-client's metrics (a counter, a gauge), written as it writes them.
 #[derive(Debug)]
-pub struct HdrFamily {
+pub(crate) struct Plain<M>(PhantomData<fn() -> M>);
+
+impl<M: EncodeMetric + TypedMetric + Default + Debug + Send + 'static> Kind for Plain<M> {
+    type Value = M;
+    const TYPE: MetricType = M::TYPE;
+    fn encode(&self, v: &M, e: MetricEncoder) -> Result<(), std::fmt::Error> {
+        v.encode(e)
+    }
+}
+
+/// HDR histograms of integer samples (nanoseconds, say), exposed in units (`scale` samples per
+/// unit) over fixed cumulative bucket bounds.
+#[derive(Debug)]
+pub(crate) struct Buckets {
     scale: f64,
     bounds: Vec<f64>,
-    hists: Mutex<BTreeMap<Labels, Hist>>,
 }
 
-impl HdrFamily {
-    /// Adds every sample of `h` to the series `l`.
-    pub(crate) fn merge(&self, l: &[(&'static str, &str)], h: &Hist) {
-        if h.is_empty() {
-            return;
-        }
-        let mut m = self.hists.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(labels(l)).or_default().add(h);
+impl Kind for Buckets {
+    type Value = Hist;
+    const TYPE: MetricType = MetricType::Histogram;
+    fn encode(&self, h: &Hist, mut e: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let (sum, count, buckets) = self.of(h);
+        e.encode_histogram::<Labels>(sum, count, &buckets, None)
     }
+}
 
-    /// Adds one sample to the series `l`.
-    pub fn record(&self, l: &[(&'static str, &str)], v: u64) {
-        let mut m = self.hists.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(labels(l)).or_default().record(v);
-    }
-
+impl Buckets {
     /// `(sum, count, per-bucket counts)` of a series, in units, the last bucket `+Inf`.
-    pub fn buckets(&self, h: &Hist) -> (f64, u64, Vec<(f64, u64)>) {
+    fn of(&self, h: &Hist) -> (f64, u64, Vec<(f64, u64)>) {
         let mut out = Vec::with_capacity(self.bounds.len() + 1);
         let mut below = 0;
         for &b in &self.bounds {
@@ -147,32 +136,84 @@ impl HdrFamily {
     }
 }
 
-/// The registered form of an [`HdrFamily`]: a collector encoded at each scrape.
+/// A family's series by label set, in label order: every scrape writes them sorted.
 #[derive(Debug)]
-struct HdrCollector {
+pub(crate) struct Family<K: Kind> {
+    kind: K,
+    series: Mutex<BTreeMap<Labels, K::Value>>,
+}
+
+impl<K: Kind> Family<K> {
+    /// Runs `f` on the series `l` (made at its default if new: the series then exists, so a
+    /// query over it finds 0, not nothing).
+    fn with<R>(&self, l: &[(&'static str, &str)], f: impl FnOnce(&mut K::Value) -> R) -> R {
+        let mut m = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        f(m.entry(labels(l)).or_default())
+    }
+}
+
+/// The registered form of a [`Family`]: a collector encoded at each scrape.
+#[derive(Debug)]
+struct Registered<K: Kind> {
     name: String,
     help: String,
     unit: Option<Unit>,
-    family: Arc<HdrFamily>,
+    family: Arc<Family<K>>,
 }
 
-impl Collector for HdrCollector {
+impl<K: Kind> Collector for Registered<K> {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        // The descriptor even with no histogram yet: a scrape before the first sample shows
-        // the family.
-        let m = self.family.hists.lock().unwrap_or_else(|p| p.into_inner());
-        let mut metric = encoder.encode_descriptor(
-            &self.name,
-            &self.help,
-            self.unit.as_ref(),
-            MetricType::Histogram,
-        )?;
-        for (l, h) in m.iter() {
-            let (sum, count, buckets) = self.family.buckets(h);
-            let mut e = metric.encode_family(l)?;
-            e.encode_histogram::<Labels>(sum, count, &buckets, None)?;
+        // The descriptor even with no series yet: a scrape before the first sample shows the
+        // family.
+        let m = self.family.series.lock().unwrap_or_else(|p| p.into_inner());
+        let mut metric =
+            encoder.encode_descriptor(&self.name, &self.help, self.unit.as_ref(), K::TYPE)?;
+        for (l, v) in m.iter() {
+            self.family.kind.encode(v, metric.encode_family(l)?)?;
         }
         Ok(())
+    }
+}
+
+/// A family of counters (`NAME_total{labels}`).
+#[derive(Clone, Debug)]
+pub struct Counters(Arc<Family<Plain<Counter>>>);
+
+impl Counters {
+    /// Adds `n` (0 too: the series then exists, so a query over it finds 0, not nothing).
+    pub fn add(&self, l: &[(&'static str, &str)], n: u64) {
+        self.0.with(l, |c| c.inc_by(n));
+    }
+
+    /// The current value (for tests and reports).
+    pub fn get(&self, l: &[(&'static str, &str)]) -> u64 {
+        self.0.with(l, |c| c.get())
+    }
+}
+
+/// A family of gauges.
+#[derive(Clone, Debug)]
+pub(crate) struct Gauges(Arc<Family<Plain<Gauge>>>);
+
+impl Gauges {
+    pub fn set(&self, l: &[(&'static str, &str)], v: i64) {
+        self.0.with(l, |g| g.set(v));
+    }
+
+    pub fn add(&self, l: &[(&'static str, &str)], v: i64) {
+        self.0.with(l, |g| g.inc_by(v));
+    }
+}
+
+/// A family of histograms kept as HDR histograms (see [`Buckets`]).
+pub(crate) type HdrFamily = Family<Buckets>;
+
+impl HdrFamily {
+    /// Adds every sample of `h` to the series `l`.
+    pub(crate) fn merge(&self, l: &[(&'static str, &str)], h: &Hist) {
+        if !h.is_empty() {
+            self.with(l, |s| s.add(h));
+        }
     }
 }
 
@@ -181,10 +222,6 @@ impl Collector for HdrCollector {
 pub struct Metrics {
     registry: Registry,
     peers: Peers,
-    /// Every counter and gauge family registered: (name, help, type), so that one with no
-    /// series yet still shows its HELP and TYPE (prometheus-client leaves an empty family
-    /// out).
-    declared: Vec<(String, String, &'static str)>,
 }
 
 impl Default for Metrics {
@@ -200,7 +237,6 @@ impl Metrics {
         let mut m = Metrics {
             registry: Registry::with_prefix("netcore"),
             peers: Peers::default(),
-            declared: Vec::new(),
         };
         let info = m.gauges(
             "build_info",
@@ -216,24 +252,39 @@ impl Metrics {
         m
     }
 
+    /// Registers a family `netcore_NAME[_UNIT]` of `kind`, its HELP `help` and a full stop.
+    fn family<K: Kind>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+        kind: K,
+    ) -> Arc<Family<K>> {
+        let family = Arc::new(Family {
+            kind,
+            series: Mutex::new(BTreeMap::new()),
+        });
+        self.registry.register_collector(Box::new(Registered {
+            name: name.to_string(),
+            help: format!("{help}."),
+            unit,
+            family: family.clone(),
+        }));
+        family
+    }
+
     /// Registers a counter family `netcore_NAME_total`.
     pub fn counters(&mut self, name: &str, help: &str) -> Counters {
-        let c = Counters::default();
-        self.registry.register(name, help, c.0.clone());
-        self.declared.push((name.into(), help.into(), "counter"));
-        c
+        Counters(self.family(name, help, None, Plain(PhantomData)))
     }
 
     /// Registers a gauge family `netcore_NAME`.
     pub(crate) fn gauges(&mut self, name: &str, help: &str) -> Gauges {
-        let g = Gauges::default();
-        self.registry.register(name, help, g.0.clone());
-        self.declared.push((name.into(), help.into(), "gauge"));
-        g
+        Gauges(self.family(name, help, None, Plain(PhantomData)))
     }
 
     /// Registers a histogram family `netcore_NAME_seconds` over HDR samples in nanoseconds.
-    pub fn latency(&mut self, name: &str, help: &str) -> Arc<HdrFamily> {
+    pub(crate) fn latency(&mut self, name: &str, help: &str) -> Arc<HdrFamily> {
         // 10 µs to 10 s, three buckets a decade.
         let bounds = (-5..=1)
             .flat_map(|e| [1.0, 2.5, 5.0].map(|m| m * 10f64.powi(e)))
@@ -242,7 +293,7 @@ impl Metrics {
     }
 
     /// Registers a histogram family with the given unit, samples per unit and bucket bounds.
-    pub fn histogram(
+    pub(crate) fn histogram(
         &mut self,
         name: &str,
         help: &str,
@@ -250,18 +301,7 @@ impl Metrics {
         scale: f64,
         bounds: Vec<f64>,
     ) -> Arc<HdrFamily> {
-        let family = Arc::new(HdrFamily {
-            scale,
-            bounds,
-            hists: Mutex::new(BTreeMap::new()),
-        });
-        self.registry.register_collector(Box::new(HdrCollector {
-            name: name.to_string(),
-            help: help.into(),
-            unit: Some(unit),
-            family: family.clone(),
-        }));
-        family
+        self.family(name, help, Some(unit), Buckets { scale, bounds })
     }
 
     /// The bounded label for a peer address.
@@ -274,23 +314,13 @@ impl Metrics {
         to_text_format(&self.render())
     }
 
-    /// The whole exposition, `# EOF` last.
+    /// The whole exposition, `# EOF` last: every family registered, with its HELP and TYPE
+    /// even before its first series, its series in label order.
     pub fn render(&self) -> String {
         let mut s = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
-        // The families with no series yet: their HELP and TYPE, before `# EOF`.
-        let mut missing = String::new();
-        for (name, help, kind) in &self.declared {
-            let full = format!("netcore_{name}");
-            if !s.contains(&format!("# TYPE {full} {kind}\n")) {
-                missing.push_str(&format!("# HELP {full} {help}.\n# TYPE {full} {kind}\n"));
-            }
-        }
-        match s.strip_suffix("# EOF\n") {
-            Some(head) if !missing.is_empty() => format!("{head}{missing}# EOF\n"),
-            _ => s,
-        }
+        s
     }
 }
 
@@ -353,6 +383,49 @@ mod tests {
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
+    /// Every kind of family writes its series in label order, added in any order (a
+    /// `HashMap` wrote them in an order of its own), the same at every scrape; a family with
+    /// no series yet has its HELP and TYPE.
+    #[test]
+    fn series_come_out_in_label_order() {
+        let mut m = Metrics::new();
+        let c = m.counters("c", "C");
+        let g = m.gauges("g", "G");
+        let lat = m.latency("l", "L");
+        let _none = m.counters("none", "None yet");
+        let mut h = Hist::new();
+        h.record(1000);
+        let mut peers: Vec<String> = (0..40).map(|i| format!("p{:02}", i * 17 % 40)).collect();
+        for p in &peers {
+            c.add(&[("kind", "udp"), ("peer", p)], 1);
+            g.set(&[("peer", p)], 1);
+            lat.merge(&[("peer", p)], &h);
+        }
+        let text = m.render();
+        let written = |series: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(series)?.split('"').nth(1))
+                .map(str::to_string)
+                .collect()
+        };
+        peers.sort();
+        assert_eq!(
+            written("netcore_c_total{kind=\"udp\",peer="),
+            peers,
+            "{text}"
+        );
+        assert_eq!(written("netcore_g{peer="), peers, "{text}");
+        assert_eq!(written("netcore_l_seconds_count{peer="), peers, "{text}");
+        assert_eq!(m.render(), text);
+        for line in [
+            "# HELP netcore_none None yet.\n",
+            "# TYPE netcore_none counter\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
     #[test]
     fn the_text_format_names_counters_by_their_series() {
         let mut m = Metrics::new();
@@ -381,7 +454,7 @@ mod tests {
         for v in 0..1000u64 {
             h.record(v * 37_000);
         }
-        let (sum, count, b) = lat.buckets(&h);
+        let (sum, count, b) = lat.kind.of(&h);
         assert_eq!(count, 1000);
         assert_eq!(b.iter().map(|x| x.1).sum::<u64>(), 1000);
         let exact: f64 = (0..1000u64).map(|v| v as f64 * 37e-6).sum();
