@@ -37,6 +37,7 @@ pub fn run(plan: &BlastPlan, spec: &TcpSpec) -> Result<ExitCode> {
             plan: plan.amount,
             cpus: plan.cpus.send.clone(),
             interval: plan.interval,
+            receiver_interval: plan.receiver_interval,
             wait: plan.rx.wait,
             client: plan.client.clone(),
             test_id,
