@@ -153,9 +153,7 @@ impl BlastPlan {
         if a.proto == Proto::Udp && !iperf3 {
             check_batch(a.udp.batch)?;
         }
-        if !iperf3 {
-            a.plot.check()?;
-        }
+        a.plot.check()?;
         let client = if iperf3 {
             ClientId::default()
         } else {
@@ -333,6 +331,12 @@ fn refuse_for_iperf3(a: &BlastArgs) -> Result<()> {
             if on {
                 crate::usage_bail!("{flag} has no iperf3 equivalent: not with --to iperf3://");
             }
+        }
+        if a.plot.plot.is_some() {
+            crate::usage_bail!(
+                "--plot draws interval rows, which a UDP test with --to iperf3:// has none of \
+                 (--proto tcp has them)"
+            );
         }
     }
     if a.proto == Proto::Tcp && a.tcp.fq_rate.is_some() {

@@ -58,7 +58,7 @@ pub fn run(plan: &BlastPlan, spec: &TcpSpec) -> Result<ExitCode> {
 
 /// This side's sum per interval, in the unit the largest value reads best in; a run shorter
 /// than one interval plots its average.
-fn plot_sum(path: &std::path::Path, r: &TcpReport) -> Result<()> {
+pub(super) fn plot_sum(path: &std::path::Path, r: &TcpReport) -> Result<()> {
     let pts: Vec<(f64, f64)> = if r.intervals.is_empty() {
         r.sum.iter().map(|s| (s.recv_s, s.goodput_bps)).collect()
     } else {
