@@ -364,8 +364,9 @@ fn load_of(r: &TcpReport, mut loaded_ms: Vec<f64>) -> Load {
     let mut l = Load::default();
     for s in &r.sum {
         match s.dir {
-            Dir::Up => l.up_bps = s.goodput_bps,
-            Dir::Down => l.down_bps = s.goodput_bps,
+            // A phase runs for seconds: a reader with no time read nothing.
+            Dir::Up => l.up_bps = s.goodput_bps.unwrap_or(0.0),
+            Dir::Down => l.down_bps = s.goodput_bps.unwrap_or(0.0),
         }
         l.retransmits += s.tcp.as_ref().map_or(0, |t| t.retransmits);
     }
