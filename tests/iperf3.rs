@@ -702,12 +702,55 @@ fn blast_drives_iperf3_server() {
     }
 }
 
+/// `blast --to iperf3:// --proto tcp --plot` draws the test's interval rows (#27 follow-up:
+/// `--plot` was silently ignored, no file written).
+#[test]
+fn blast_tcp_to_iperf3_draws_its_plot() {
+    if !have_iperf3() {
+        return;
+    }
+    let svg = std::env::temp_dir().join(format!("netcore-iperf3-{}.svg", std::process::id()));
+    let _ = std::fs::remove_file(&svg);
+    let srv = Iperf3Server::start();
+    let to = format!("iperf3://127.0.0.1:{}", srv.1);
+    let (st, out, err) = common::run(
+        &[
+            "blast",
+            "--to",
+            &to,
+            "--proto",
+            "tcp",
+            "--time",
+            "1s",
+            "--interval",
+            "0.25s",
+            "--rate",
+            "200Mbps",
+            "--json",
+            "--plot",
+            svg.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(st.success(), "{out}\n{err}");
+    let nc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(!nc["intervals"].as_array().unwrap().is_empty(), "{nc}");
+    let text = std::fs::read_to_string(&svg).unwrap_or_else(|e| panic!("{svg:?}: {e}: {err}"));
+    let _ = std::fs::remove_file(&svg);
+    assert!(
+        text.contains("sum") && text.contains("</svg>"),
+        "{text:.2000}"
+    );
+}
+
 #[test]
 fn blast_to_iperf3_refuses_what_it_cannot_drive_in_one_line() {
     for (args, flag) in [
         (&["--proto", "tcp", "--fq-rate", "1G"][..], "--fq-rate"),
         (&["--bidir", "--verify"][..], "--verify"),
         (&["--control", "127.0.0.1:2"][..], "--control"),
+        // A UDP test against iperf3 has no interval rows to draw (it was silently ignored).
+        (&["--plot", "/tmp/netcore-iperf3-udp.svg"][..], "--plot"),
     ] {
         let (st, _, err) = common::run(
             &[&["blast", "--to", "iperf3://127.0.0.1:1"][..], args].concat(),

@@ -431,6 +431,7 @@ fn the_echo_answers_only_its_admitted_probes() {
             len: DEFAULT_LEN as u32,
             rate: 100.0,
         }),
+        interval_ns: None,
     })
     .unwrap();
     let port = match c.expect("Ready", Duration::from_secs(10)).unwrap() {

@@ -129,6 +129,21 @@ fn unknown_receiver_figures_are_null() {
         assert!(doc["receiver"][k].is_null(), "{k}: {out}");
     }
     assert_eq!(doc["receiver"]["accounting"]["unique"], 1, "{out}");
+    // #27 follow-up: the stream's goodput too (it was 0), and the CSV leaves them empty.
+    assert!(
+        doc["receiver"]["streams"][0]["goodput_bps"].is_null(),
+        "{out}"
+    );
+    let csv = run_ok(&["blast", "--count", "1", "--csv"], LIMIT);
+    let mut lines = csv.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let at = |k: &str| head.iter().position(|h| *h == k).unwrap();
+    for row in lines {
+        let cells: Vec<&str> = row.split(',').collect();
+        for k in ["goodput_bps", "recv_pps"] {
+            assert_eq!(cells[at(k)], "", "{k}: {csv}");
+        }
+    }
 }
 
 #[test]

@@ -396,6 +396,7 @@ fn reverse_sends_nothing_to_an_opener_from_another_host() {
         tcp: None,
         reverse: Some(netcore::flow::control::Reverse { rate_bps: None }),
         echo: None,
+        interval_ns: None,
     })
     .unwrap();
     let port = match c.expect("Ready", Duration::from_secs(10)).unwrap() {

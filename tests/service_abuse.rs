@@ -358,6 +358,7 @@ fn a_reverse_setup_pacing_at_zero_or_below_is_refused_with_the_reason() {
                 rate_bps: Some(bps),
             }),
             echo: None,
+            interval_ns: None,
         })
         .unwrap();
         let why = expect_error(&mut c);
@@ -410,6 +411,7 @@ fn max_duration_cuts_reverse_tests_planned_by_count_or_paced_to_a_crawl() {
             rate_bps: Some(1.0),
         }),
         echo: None,
+        interval_ns: None,
     })
     .unwrap();
     let why = expect_error(&mut c);
@@ -428,6 +430,7 @@ fn tcp_setup(streams: u16, mode: Mode) -> Msg {
         tcp: Some(TcpSpec::plain(streams, mode, 65536)),
         reverse: None,
         echo: None,
+        interval_ns: None,
     }
 }
 
@@ -592,6 +595,7 @@ fn a_closed_control_connection_frees_its_slot_at_once() {
                     rate_bps: Some(8e6),
                 }),
                 echo: None,
+                interval_ns: None,
             },
         ),
     ];
@@ -791,6 +795,7 @@ fn a_sender_without_the_key_learns_nothing_of_the_running_tests() {
         tcp: None,
         reverse: None,
         echo: None,
+        interval_ns: None,
     })
     .unwrap();
     assert!(matches!(held.expect("Ready", LIMIT), Ok(Msg::Ready { .. })));

@@ -498,3 +498,27 @@ fn sendfile_moves_every_byte() {
     let (c, _) = separate(&["--sendfile", "-R", "--time", "1s"]);
     check(&c, 1, &["down"]);
 }
+
+/// `blast --to --interval` travels to a separate `recv` (#27 follow-up): with `-R` the rows
+/// are the receiver's samples of the streams it writes, taken at blast's 200 ms, not at
+/// recv's 2 s (there were none in a 1 s test); the server's report has them too.
+#[test]
+fn blast_interval_travels_to_a_separate_recv() {
+    let (c, s) = separate_with(
+        &["--interval", "2s"],
+        &[
+            "-R",
+            "--time",
+            "1s",
+            "--interval",
+            "0.2s",
+            "--rate",
+            "200Mbps",
+        ],
+    );
+    check(&c, 1, &["down"]);
+    let rows = |r: &Value| r["intervals"].as_array().map_or(0, Vec::len);
+    // 5 on an idle machine; bounds, not counts.
+    assert!(rows(&c) >= 3, "client: {}", c["intervals"]);
+    assert!(rows(&s) >= 3, "server: {}", s["intervals"]);
+}

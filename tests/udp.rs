@@ -692,3 +692,56 @@ fn receiving_side_interval_lines_add_up_to_what_arrived() {
         .sum();
     assert_eq!(arrived, acc(&r)["unique"], "{rows:?}\n{err}");
 }
+
+/// The rows of a report's `intervals`.
+fn rows(r: &Value) -> usize {
+    r["intervals"].as_array().map_or(0, Vec::len)
+}
+
+/// `blast --to --interval` travels to a separate `recv` in the test's Setup (#27 follow-up):
+/// both sides sample the test at blast's 200 ms, not at recv's 2 s (the rows were 0 or 1 in a
+/// 1 s test). Out of the range a receiver accepts, `--interval` is a usage error (exit 2).
+#[test]
+fn blast_interval_travels_to_a_separate_recv() {
+    let (srv, line) = start_recv(&["--interval", "2s"]);
+    let addr = addr_in(&line);
+    let args = [
+        "blast",
+        "--to",
+        &addr,
+        "--time",
+        "1s",
+        "--interval",
+        "0.2s",
+        "--rate",
+        "50Mbps",
+        "--json",
+    ];
+    let (st, out, err) = run(&args, Duration::from_secs(60));
+    assert!(st.success(), "{err}");
+    let s = json(&out);
+    check_invariant(&s);
+    let rout = srv.wait(Duration::from_secs(20));
+    assert!(rout.status.success());
+    let r = json(&String::from_utf8_lossy(&rout.stdout));
+    // 5 on an idle machine; bounds, not counts.
+    assert!(rows(&s) >= 3, "sender: {}", s["intervals"]);
+    assert!(rows(&r) >= 3, "receiver: {}", r["intervals"]);
+    for (interval, why) in [("50ms", "out of range"), ("2m", "out of range")] {
+        let (st, out, err) = run(
+            &[
+                "blast",
+                "--to",
+                &addr,
+                "--count",
+                "1",
+                "--interval",
+                interval,
+            ],
+            Duration::from_secs(20),
+        );
+        assert_eq!(st.code(), Some(2), "{interval}: {err}");
+        assert!(out.is_empty() && err.lines().count() == 1, "{err}");
+        assert!(err.contains("--interval") && err.contains(why), "{err}");
+    }
+}

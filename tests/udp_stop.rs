@@ -335,6 +335,7 @@ fn hello(plan: Plan) -> Vec<u8> {
         tcp: None,
         reverse: None,
         echo: None,
+        interval_ns: None,
     }));
     b
 }

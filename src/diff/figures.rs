@@ -184,6 +184,18 @@ mod tests {
         assert_eq!(direction("len"), None);
     }
 
+    /// A TCP SUM row's goodput over no time is null (#27 follow-up): not a figure, so `diff`
+    /// leaves it out of its run instead of comparing a 0.
+    #[test]
+    fn a_null_goodput_is_no_figure() {
+        let doc = json!({"schema": "netcore.tcp.v1", "sum": [
+            {"dir": "up", "goodput_bps": null},
+            {"dir": "down", "goodput_bps": 5.0}
+        ]});
+        let names: Vec<String> = figures(&doc).into_iter().map(|f| f.name).collect();
+        assert_eq!(names, ["sum[1].goodput_bps"]);
+    }
+
     #[test]
     fn figures_of_a_report_skip_provenance_and_detail() {
         let doc = json!({

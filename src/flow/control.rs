@@ -151,6 +151,12 @@ pub enum Msg {
         /// before.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         echo: Option<EchoSpec>,
+        /// The test's interval in nanoseconds (`blast --to ... --interval`): the receiver
+        /// samples this test's intervals at it, from [`MIN_INTERVAL`] to [`MAX_INTERVAL`].
+        /// Absent: the receiver's own `--interval`, so a Setup without it reads as before (a
+        /// receiver that predates it refuses it as an unknown field).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interval_ns: Option<u64>,
     },
     /// During a TCP test whose spec asks for it: the server's interval sample of the
     /// connections it writes (the sender's figures), every interval.
@@ -256,6 +262,13 @@ pub fn decode(line: &[u8]) -> Result<Msg> {
 /// negative rate panicked the sending thread's pacer).
 fn check_values(msg: &Msg) -> std::result::Result<(), String> {
     if let Msg::Setup {
+        interval_ns: Some(ns),
+        ..
+    } = msg
+    {
+        check_interval(Duration::from_nanos(*ns))?;
+    }
+    if let Msg::Setup {
         reverse: Some(Reverse {
             rate_bps: Some(bps),
         }),
@@ -268,6 +281,26 @@ fn check_values(msg: &Msg) -> std::result::Result<(), String> {
                  {MIN_RATE_BPS} to {MAX_RATE_BPS:e} bit/s (or absent: unpaced)"
             ));
         }
+    }
+    Ok(())
+}
+
+/// The shortest interval a test may ask of the receiver (iperf3's `-i` floor): shorter
+/// samples are noise, and each is a control message.
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest: a minute (iperf3's `-i` ceiling).
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Refuses an interval a Setup may not ask for (outside [`MIN_INTERVAL`]..=[`MAX_INTERVAL`]),
+/// in one line.
+pub(crate) fn check_interval(d: Duration) -> std::result::Result<(), String> {
+    if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&d) {
+        return Err(format!(
+            "an interval of {} is out of range: a test's interval must be from {} to {}",
+            crate::units::fmt_secs(d.as_secs_f64()),
+            crate::units::fmt_secs(MIN_INTERVAL.as_secs_f64()),
+            crate::units::fmt_secs(MAX_INTERVAL.as_secs_f64())
+        ));
     }
     Ok(())
 }
@@ -536,6 +569,36 @@ mod tests {
         // The field of the first wave-3 builds (datagrams a second) is not read as a rate.
         let old = r#"{"type":"setup","tcp":null,"reverse":{"pps":1000}}"#;
         assert!(decode(old.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_setup_interval_out_of_range_is_malformed() {
+        let setup = |ns: &str| format!(r#"{{"type":"setup","tcp":null,"interval_ns":{ns}}}"#);
+        for ns in ["0", "99999999", "60000000001", "18446744073709551615"] {
+            let e = decode(setup(ns).as_bytes()).unwrap_err();
+            assert!(e.downcast_ref::<Malformed>().is_some(), "{ns}: {e:#}");
+            assert!(format!("{e:#}").contains("out of range"), "{ns}: {e:#}");
+        }
+        for (ns, want) in [
+            ("100000000", Some(100_000_000)),
+            ("60000000000", Some(60_000_000_000)),
+            ("null", None),
+        ] {
+            match decode(setup(ns).as_bytes()) {
+                Ok(Msg::Setup { interval_ns, .. }) => assert_eq!(interval_ns, want, "{ns}"),
+                other => panic!("{ns}: {other:?}"),
+            }
+        }
+        // Absent: not written, so a receiver that predates the field reads the Setup.
+        let plain = Msg::Setup {
+            tcp: None,
+            reverse: None,
+            echo: None,
+            interval_ns: None,
+        };
+        assert!(!String::from_utf8(encode(&plain))
+            .unwrap()
+            .contains("interval"));
     }
 
     #[test]

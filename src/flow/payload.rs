@@ -127,8 +127,9 @@ pub struct StreamStats {
     pub accounting: Accounting,
     pub lost_pct: f64,
     pub bytes: u64,
-    /// Bytes × 8 over the test's receive time (first to last datagram of any stream).
-    pub goodput_bps: f64,
+    /// Bytes × 8 over the test's receive time (first to last datagram of any stream); null
+    /// when that is no time (the datagrams came in one receive batch), as the receiver's.
+    pub goodput_bps: Option<f64>,
     /// RFC 3550 jitter of this stream.
     pub jitter_us: f64,
 }
@@ -146,11 +147,7 @@ impl StreamStats {
             lost_pct: pct_of(accounting.lost, accounting.sent),
             accounting,
             bytes,
-            goodput_bps: if duration_s > 0.0 {
-                bytes as f64 * 8.0 / duration_s
-            } else {
-                0.0
-            },
+            goodput_bps: (duration_s > 0.0).then(|| bytes as f64 * 8.0 / duration_s),
             jitter_us,
         }
     }
@@ -399,6 +396,26 @@ mod tests {
 
     fn spec(streams: u16, mode: Mode) -> TcpSpec {
         TcpSpec::plain(streams, mode, DEFAULT_LEN as u32)
+    }
+
+    /// A stream's goodput over no receive time is unknown (null), not 0; over some time it is
+    /// what it is, 0 too (#27 follow-up). An older peer's 0 still reads.
+    #[test]
+    fn stream_goodput_over_no_time_is_unknown() {
+        let acc = Accounting::sum([]);
+        let s = StreamStats::new(0, acc, 1472, 0.0, 0.0);
+        assert_eq!(s.goodput_bps, None);
+        let j = serde_json::to_value(&s).unwrap();
+        assert!(j["goodput_bps"].is_null(), "{j}");
+        assert_eq!(StreamStats::new(1, acc, 0, 2.0, 0.0).goodput_bps, Some(0.0));
+        assert_eq!(
+            StreamStats::new(1, acc, 1000, 2.0, 0.0).goodput_bps,
+            Some(4000.0)
+        );
+        let mut old = j;
+        old["goodput_bps"] = serde_json::json!(0.0);
+        let read: StreamStats = serde_json::from_value(old).unwrap();
+        assert_eq!(read.goodput_bps, Some(0.0));
     }
 
     #[test]

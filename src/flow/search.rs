@@ -25,7 +25,10 @@ pub(crate) struct Trial {
     pub rate_bps: Option<f64>,
     /// What the sender achieved (bit/s).
     pub sent_bps: f64,
-    /// What arrived (bit/s of payload).
+    /// What arrived (bit/s of payload); 0 in memory, null in JSON, where the receiver's time
+    /// is unknown (every datagram in one receive batch, or none arrived).
+    #[serde(serialize_with = "crate::stats::unknown::zero::serialize")]
+    #[schemars(with = "Option<f64>")]
     pub received_bps: f64,
     pub sent: u64,
     pub lost: u64,
@@ -90,7 +93,8 @@ impl Search {
         } else {
             sent > 0 && (lost as f64) <= self.bound * sent as f64
         };
-        loss_ok && received_bps >= MIN_DELIVERY * sent_bps
+        // An unknown delivered rate (0: no receive time) leaves the verdict to the loss.
+        loss_ok && (received_bps == 0.0 || received_bps >= MIN_DELIVERY * sent_bps)
     }
 
     /// The next trial.
@@ -248,7 +252,10 @@ impl FindRateReport {
                 x.rate_bps
                     .map_or_else(|| "unpaced".into(), fmt_bits_per_sec),
                 fmt_bits_per_sec(x.sent_bps),
-                fmt_bits_per_sec(x.received_bps),
+                crate::stats::unknown::text(
+                    crate::stats::unknown::known(x.received_bps),
+                    fmt_bits_per_sec,
+                ),
                 if human {
                     fmt_count(x.sent)
                 } else {

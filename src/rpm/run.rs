@@ -99,6 +99,7 @@ fn open_echo(o: &RpmOptions, test_id: u64, total: Duration) -> Result<(Conn, Soc
             len: o.probe_len as u32,
             rate: o.probe_rate,
         }),
+        interval_ns: None,
     })?;
     match c.expect("Ready", Duration::from_secs(10))? {
         Msg::Ready { port: Some(p), .. } => Ok((c, SocketAddr::new(o.control.ip(), p))),
@@ -303,6 +304,7 @@ fn tcp_options(o: &RpmOptions, mode: Mode) -> TcpOptions {
         plan: Plan::TimeNs(o.phase_time.as_nanos() as u64),
         cpus: Vec::new(),
         interval: o.interval,
+        receiver_interval: None,
         wait: RxWait::Poll,
         client: o.client.clone(),
         // A fresh id for each phase's test.
@@ -362,8 +364,9 @@ fn load_of(r: &TcpReport, mut loaded_ms: Vec<f64>) -> Load {
     let mut l = Load::default();
     for s in &r.sum {
         match s.dir {
-            Dir::Up => l.up_bps = s.goodput_bps,
-            Dir::Down => l.down_bps = s.goodput_bps,
+            // A phase runs for seconds: a reader with no time read nothing.
+            Dir::Up => l.up_bps = s.goodput_bps.unwrap_or(0.0),
+            Dir::Down => l.down_bps = s.goodput_bps.unwrap_or(0.0),
         }
         l.retransmits += s.tcp.as_ref().map_or(0, |t| t.retransmits);
     }

@@ -42,6 +42,22 @@ impl Series {
             skipped: Vec::new(),
         }
     }
+
+    /// A line of figures that may be unknown (None): the known ones are its points, the
+    /// others its skipped x positions.
+    pub fn with_unknown(
+        name: impl Into<String>,
+        figures: impl IntoIterator<Item = (f64, Option<f64>)>,
+    ) -> Self {
+        let mut s = Series::new(name, Vec::new());
+        for (x, y) in figures {
+            match y {
+                Some(y) => s.points.push((x, y)),
+                None => s.skipped.push(x),
+            }
+        }
+        s
+    }
 }
 
 /// Layout and axis options.

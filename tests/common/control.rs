@@ -32,6 +32,7 @@ pub fn held_test(addr: &str, test_id: u64, len: u32, plan: Plan, from: Option<Ip
         tcp: None,
         reverse: None,
         echo: None,
+        interval_ns: None,
     })
     .unwrap();
     match c.expect("Ready", Duration::from_secs(10)).unwrap() {

@@ -51,9 +51,10 @@ pub struct BlastArgs {
     /// streams (iperf3's -b is per stream)
     #[arg(long, short = 'b', value_parser = units::parse_pace, allow_hyphen_values = true)]
     pub rate: Option<Rate>,
-    /// Interval between progress lines
-    #[arg(long, short = 'i', value_parser = units::parse_nonzero_duration, default_value = "1s")]
-    pub interval: Duration,
+    /// Interval between progress lines [default: 1s]. With --to a netcore receiver, the
+    /// receiver samples the test at it too (100ms..60s); without it, at its own --interval
+    #[arg(long, short = 'i', value_parser = units::parse_nonzero_duration)]
+    pub interval: Option<Duration>,
     /// I/O backend of both sides: mio (sendmmsg/recvmmsg), uring (linked SEND batches;
     /// multishot RECVMSG into provided buffers), or auto: uring where io_uring works, else mio
     /// (the report names the backend that ran). uring where io_uring is unavailable is an

@@ -1,6 +1,7 @@
 //! `blast --to iperf3://HOST[:PORT]`: a planned test against a stock `iperf3 -s` (port 5201
 //! by default), UDP or TCP, `-P`, `-R`, `--bidir`; netcore's report, then the server's figures
-//! as iperf3 returned them (on stderr when the report is JSON or CSV).
+//! as iperf3 returned them (on stderr when the report is JSON or CSV). TCP draws `--plot`
+//! from its interval rows; UDP has none, and `--plot` is refused for it at plan time.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -56,6 +57,9 @@ pub fn tcp(plan: &BlastPlan, server: SocketAddr, spec: &TcpSpec) -> Result<ExitC
         },
         &mut |row| live.line(&TcpReport::interval_lines(row)),
     )?;
+    if let Some(p) = &plan.out.plot {
+        super::tcp::plot_sum(p, &o.report)?;
+    }
     out(&o.report.render(plan.out.format))?;
     let theirs = client::server_lines(&o.server, false);
     if live.on_stdout() {

@@ -13,7 +13,7 @@ use anyhow::Result;
 use super::args::BlastArgs;
 use crate::cli::common::{check_congestion, resolve, usage, JsonStream, Live, ProgressMode, Proto};
 use crate::flow::backend::Backend;
-use crate::flow::control::{ClientId, Plan};
+use crate::flow::control::{check_interval, ClientId, Plan};
 use crate::flow::payload::{TcpSpec, DEFAULT_LEN, MAX_LEN};
 use crate::flow::recv::receiver::RecvOptions;
 use crate::flow::streams::{cpu_for, Mode};
@@ -26,6 +26,8 @@ use crate::units::Rate;
 const UDP_LEN: usize = 1472;
 /// The plan when no amount is given: 10 s.
 const DEFAULT_TIME_NS: u64 = 10_000_000_000;
+/// Progress lines when --interval is not given.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What `blast` runs.
 #[derive(Debug, Clone)]
@@ -120,7 +122,11 @@ pub(crate) struct BlastPlan {
     pub rx: RecvOptions,
     /// The source address and shared key.
     pub client: ClientId,
+    /// This side's interval (`--interval`, or 1 s).
     pub interval: Duration,
+    /// The interval a `--to` receiver is asked to sample the test at: `--interval` when
+    /// given (checked against the range a receiver accepts); None: the receiver's own.
+    pub receiver_interval: Option<Duration>,
     pub out: Output,
 }
 
@@ -147,9 +153,7 @@ impl BlastPlan {
         if a.proto == Proto::Udp && !iperf3 {
             check_batch(a.udp.batch)?;
         }
-        if !iperf3 {
-            a.plot.check()?;
-        }
+        a.plot.check()?;
         let client = if iperf3 {
             ClientId::default()
         } else {
@@ -157,6 +161,8 @@ impl BlastPlan {
         };
         let stream = a.stream.open("blast", Some(&a.output))?;
         let cpus = cpus_of(&a, target, mode);
+        let receiver_interval = receiver_interval_of(&a, target)?;
+        let interval = a.interval.unwrap_or(DEFAULT_INTERVAL);
         Ok(BlastPlan {
             kind,
             target,
@@ -178,14 +184,15 @@ impl BlastPlan {
                 wait: a.rx.wait(),
                 rcvbuf: a.rx.rcvbuf as usize,
                 gro: !a.rx.no_gro,
-                interval: a.interval,
+                interval,
                 backend: a.backend,
                 // The embedded receiver checks the key blast proves (its file was read already).
                 auth_key: client.key.clone(),
                 ..RecvOptions::default()
             },
             client,
-            interval: a.interval,
+            interval,
+            receiver_interval,
             out: Output {
                 format: a.output.format(),
                 stream,
@@ -232,6 +239,7 @@ impl BlastPlan {
             client: self.client.clone(),
             test_id: None,
             cut_after: None,
+            receiver_interval: self.receiver_interval,
         }
     }
 }
@@ -324,6 +332,12 @@ fn refuse_for_iperf3(a: &BlastArgs) -> Result<()> {
                 crate::usage_bail!("{flag} has no iperf3 equivalent: not with --to iperf3://");
             }
         }
+        if a.plot.plot.is_some() {
+            crate::usage_bail!(
+                "--plot draws interval rows, which a UDP test with --to iperf3:// has none of \
+                 (--proto tcp has them)"
+            );
+        }
     }
     if a.proto == Proto::Tcp && a.tcp.fq_rate.is_some() {
         crate::usage_bail!("--fq-rate has no iperf3 parameter (try --rate)");
@@ -360,6 +374,19 @@ pub(crate) fn iperf3_addr(host: &str) -> Result<SocketAddr> {
         resolve(host)
     } else {
         resolve(&format!("{host}:{}", crate::interop::iperf3::DEFAULT_PORT))
+    }
+}
+
+/// The interval a netcore `--to` receiver is asked for: `--interval` when given, in the
+/// range a receiver accepts (a usage error outside it). The embedded receiver has it already
+/// (its own `--interval`), and an iperf3 server is not asked.
+fn receiver_interval_of(a: &BlastArgs, target: Target) -> Result<Option<Duration>> {
+    match (a.interval, target) {
+        (Some(d), Target::Remote { .. }) => {
+            check_interval(d).map_err(|why| usage(format!("--interval: {why}")))?;
+            Ok(Some(d))
+        }
+        _ => Ok(None),
     }
 }
 

@@ -37,6 +37,7 @@ pub fn run(plan: &BlastPlan, spec: &TcpSpec) -> Result<ExitCode> {
             plan: plan.amount,
             cpus: plan.cpus.send.clone(),
             interval: plan.interval,
+            receiver_interval: plan.receiver_interval,
             wait: plan.rx.wait,
             client: plan.client.clone(),
             test_id,
@@ -56,14 +57,15 @@ pub fn run(plan: &BlastPlan, spec: &TcpSpec) -> Result<ExitCode> {
 }
 
 /// This side's sum per interval, in the unit the largest value reads best in; a run shorter
-/// than one interval plots its average.
-fn plot_sum(path: &std::path::Path, r: &TcpReport) -> Result<()> {
-    let pts: Vec<(f64, f64)> = if r.intervals.is_empty() {
+/// than one interval plots its average (a cross on the axis where its time is unknown).
+pub(super) fn plot_sum(path: &std::path::Path, r: &TcpReport) -> Result<()> {
+    let pts: Vec<(f64, Option<f64>)> = if r.intervals.is_empty() {
         r.sum.iter().map(|s| (s.recv_s, s.goodput_bps)).collect()
     } else {
-        r.intervals.iter().map(|i| (i.t, i.sum_bps)).collect()
+        r.intervals.iter().map(|i| (i.t, Some(i.sum_bps))).collect()
     };
-    let (div, unit) = crate::units::BITS_PER_SEC.axis(pts.iter().map(|p| p.1).fold(0.0, f64::max));
+    let max = pts.iter().filter_map(|p| p.1).fold(0.0, f64::max);
+    let (div, unit) = crate::units::BITS_PER_SEC.axis(max);
     plot::line_chart(
         path,
         &format!(
@@ -73,9 +75,9 @@ fn plot_sum(path: &std::path::Path, r: &TcpReport) -> Result<()> {
         ),
         "time (s)",
         unit,
-        &[Series::new(
+        &[Series::with_unknown(
             "sum",
-            pts.into_iter().map(|(t, y)| (t, y / div)).collect(),
+            pts.into_iter().map(|(t, y)| (t, y.map(|y| y / div))),
         )],
         &PlotOptions::default(),
     )

@@ -16,6 +16,7 @@ use crate::flow::udp::report::{IntervalRow, UdpReport};
 use crate::flow::udp::sender::{self, BlastOptions};
 use crate::stats::events::EventKind;
 use crate::stats::plot::{self, PlotOptions, Series};
+use crate::stats::unknown::known;
 use crate::stats::Report;
 use crate::sys::signal;
 use crate::units;
@@ -119,30 +120,39 @@ fn interval_event(plan: &BlastPlan, test_id: u64, row: &IntervalRow) {
 }
 
 /// Sent and received rate per interval, in the unit the largest value reads best in (a
-/// 200 Mbit/s test is drawn in Mbit/s); a run shorter than one interval plots its average.
+/// 200 Mbit/s test is drawn in Mbit/s); a run shorter than one interval plots its average (a
+/// cross on the axis where the receiver's time is unknown: one receive batch).
 fn plot_intervals(path: &std::path::Path, r: &UdpReport) -> Result<()> {
     let (sent, recv): (Vec<_>, Vec<_>) = if r.intervals.is_empty() {
         (
-            vec![(r.sender.elapsed_s, r.sender.rate_bps)],
-            vec![(r.receiver.duration_s, r.receiver.goodput_bps)],
+            vec![(r.sender.elapsed_s, Some(r.sender.rate_bps))],
+            vec![(r.receiver.duration_s, known(r.receiver.goodput_bps))],
         )
     } else {
         r.intervals
             .iter()
-            .map(|i| ((i.t, i.sent_bps), (i.t, i.received_bps)))
+            .map(|i| ((i.t, Some(i.sent_bps)), (i.t, Some(i.received_bps))))
             .unzip()
     };
-    let max = sent.iter().chain(&recv).map(|p| p.1).fold(0.0, f64::max);
+    let max = sent
+        .iter()
+        .chain(&recv)
+        .filter_map(|p| p.1)
+        .fold(0.0, f64::max);
     let (div, unit) = units::BITS_PER_SEC.axis(max);
-    let scale = |v: Vec<(f64, f64)>| v.into_iter().map(|(t, y)| (t, y / div)).collect();
+    let scale = |v: Vec<(f64, Option<f64>)>| {
+        v.into_iter()
+            .map(move |(t, y)| (t, y.map(|y| y / div)))
+            .collect::<Vec<_>>()
+    };
     plot::line_chart(
         path,
         &format!("netcore blast: {}-byte datagrams to {}", r.len, r.target),
         "time (s)",
         unit,
         &[
-            Series::new("sent", scale(sent)),
-            Series::new("received", scale(recv)),
+            Series::with_unknown("sent", scale(sent)),
+            Series::with_unknown("received", scale(recv)),
         ],
         &PlotOptions::default(),
     )

@@ -230,7 +230,6 @@ impl Receiver {
             gro: self.gro,
             drain: self.opts.drain,
             window: self.opts.window,
-            interval: self.opts.interval,
             backend: self.backend,
             sock: udp.as_raw_fd(),
             rxq_ovfl: self.rxq_ovfl,
@@ -274,6 +273,7 @@ impl Receiver {
                 tcp: None,
                 reverse: None,
                 echo: None,
+                interval_ns: None,
             },
             now,
         );
@@ -570,7 +570,6 @@ impl Receiver {
         let interrupt = Arc::new(AtomicBool::new(false));
         let stop = interrupt.clone();
         let ev = ev.clone();
-        let interval = self.opts.interval;
         let cpu = self.opts.cpu;
         let wait = self.opts.wait;
         let thread_per_stream = self.opts.thread_per_stream;
@@ -578,7 +577,7 @@ impl Receiver {
         let max_rate_bps = self.opts.limits.max_rate_bps;
         let local = self.local_addr();
         let (test_id, data, run): (u64, _, TestRun) = match kind {
-            JobKind::Tcp(test_id, plan, spec) => {
+            JobKind::Tcp(test_id, plan, spec, interval) => {
                 let (data_tx, data_rx) = mpsc::channel();
                 let run = move || {
                     let ctx = ServerCtx {
@@ -944,7 +943,8 @@ const MAX_IPERF3_WAITING: usize = 4;
 
 /// What a session handed on to a thread.
 enum JobKind {
-    Tcp(u64, Plan, TcpSpec),
+    /// The test id, its plan, its settings and its interval (its Setup's, or `--interval`).
+    Tcp(u64, Plan, TcpSpec, Duration),
     Reverse(ReverseJob),
     Echo(EchoJob),
 }
@@ -1148,7 +1148,8 @@ fn carry_out(
                 test_id,
                 plan,
                 spec,
-            } => job = Some(JobKind::Tcp(test_id, plan, spec)),
+                interval,
+            } => job = Some(JobKind::Tcp(test_id, plan, spec, interval)),
             Action::UdpReverse(r) => job = Some(JobKind::Reverse(r)),
             Action::Echo(e) => job = Some(JobKind::Echo(e)),
             Action::End(r) => ended = Some(r),

@@ -117,6 +117,7 @@ pub fn serve(
         client: Default::default(),
         test_id: Some(job.test_id),
         cut_after: Some(job.max_time),
+        receiver_interval: None,
     };
     sender::check_len(opts.len)?;
     let mut socks = Vec::with_capacity(job.streams as usize);

@@ -74,7 +74,7 @@ pub struct SessionCtx {
     pub peer_loopback: bool,
     /// The receiver's address, for the report.
     pub target: String,
-    /// The UDP thread's interval (progress is seen once per interval).
+    /// The receiver's own interval (`--interval`): a test's unless its Setup asks for one.
     pub interval: Duration,
     pub rcvbuf: u64,
     pub gro: bool,
@@ -103,6 +103,8 @@ pub enum Action {
         test_id: u64,
         plan: Plan,
         spec: TcpSpec,
+        /// The test's interval (its Setup's, or the receiver's own).
+        interval: Duration,
     },
     /// The test is UDP the other way (`-R`): the driver sends it on this connection with
     /// `super::reverse::serve`. The session is over.
@@ -166,6 +168,9 @@ pub struct RecvSession {
     streams: u16,
     /// The UDP thread's parameters, from the Hello until Setup says UDP.
     params: Option<TestParams>,
+    /// The test's interval: its Setup's, else the receiver's (progress is seen once per
+    /// interval).
+    interval: Duration,
     last_progress: (Instant, u64),
     prev_t: f64,
     prev_bytes: u64,
@@ -184,6 +189,7 @@ impl RecvSession {
     /// A session for a connection accepted at `now`.
     pub fn new(ctx: SessionCtx, now: Instant) -> RecvSession {
         RecvSession {
+            interval: ctx.interval,
             ctx,
             state: State::AwaitHello,
             since: now,
@@ -338,6 +344,7 @@ impl RecvSession {
             test_id: *test_id,
             same_host: *host == self.ctx.host || self.ctx.peer_loopback,
             streams: 1,
+            interval: self.ctx.interval,
         })
     }
 
@@ -561,11 +568,20 @@ impl RecvSession {
     /// The Setup: a UDP test starts in the UDP thread; a reverse UDP test, a TCP test and an
     /// echo of latency probes are handed on (the session ends there).
     fn on_setup(&mut self, msg: Msg, now: Instant) {
+        if let Msg::Setup {
+            interval_ns: Some(ns),
+            ..
+        } = msg
+        {
+            // The codec has checked its range (`control::check_interval`).
+            self.interval = Duration::from_nanos(ns);
+        }
         match msg {
             Msg::Setup {
                 tcp: None,
                 reverse: None,
                 echo: Some(e),
+                ..
             } => {
                 self.actions.push(Action::Echo(EchoJob {
                     test_id: self.test_id,
@@ -578,6 +594,7 @@ impl RecvSession {
                 tcp: None,
                 reverse: Some(r),
                 echo: None,
+                ..
             } => match self.check_udp().and_then(|()| {
                 let bps = self.reverse_rate_bps(r.rate_bps);
                 self.check_final(self.streams, self.len, None, bps)
@@ -600,9 +617,11 @@ impl RecvSession {
                 tcp: None,
                 reverse: None,
                 echo: None,
+                ..
             } => match (self.check_udp(), self.params.take()) {
                 (Ok(()), Some(mut p)) => {
                     p.streams = self.streams;
+                    p.interval = self.interval;
                     self.state = State::Starting;
                     self.since = now;
                     self.actions.push(Action::Cmd(Cmd::Start(p)));
@@ -618,6 +637,7 @@ impl RecvSession {
                         test_id: self.test_id,
                         plan: self.plan,
                         spec,
+                        interval: self.interval,
                     });
                     self.state = State::Ended;
                 }
@@ -901,7 +921,7 @@ impl RecvSession {
                         l.max_plan.as_secs_f64()
                     ));
                 }
-                let first = l.first_datagram + self.ctx.interval;
+                let first = l.first_datagram + self.interval;
                 if self.last_progress.1 == 0 && running >= first {
                     let why = format!("no datagram arrived within {:.0} s", first.as_secs_f64());
                     if !self.conn_lost {
@@ -911,7 +931,7 @@ impl RecvSession {
                     }
                     return self.cut_short(Some(why));
                 }
-                let limit = l.silence + planned + self.ctx.interval;
+                let limit = l.silence + planned + self.interval;
                 if now.duration_since(self.last_progress.0) > limit && running > limit {
                     let why = "the sender went silent (no datagrams and no Done)".to_string();
                     if !self.conn_lost {
@@ -1002,6 +1022,7 @@ mod tests {
                 tcp: None,
                 reverse: None,
                 echo: None,
+                interval_ns: None,
             },
             t0,
         );
@@ -1038,12 +1059,45 @@ mod tests {
                     tcp: None,
                     reverse,
                     echo,
+                    interval_ns: None,
                 },
                 t0,
             );
             let got = actions(&mut s).join(" ");
             assert!(got.contains(want), "{got}");
             assert!(s.ended(), "{got}");
+        }
+    }
+
+    /// A Setup's interval is the test's: the UDP thread's and a TCP job's; without one, the
+    /// receiver's own (#27 follow-up: a `--to` receiver sampled at its own).
+    #[test]
+    fn the_setup_interval_is_the_tests() {
+        let ms = Duration::from_millis;
+        for (asked, tcp, want) in [
+            (Some(200), false, ms(200)),
+            (None, false, ms(1000)),
+            (Some(300), true, ms(300)),
+            (None, true, ms(1000)),
+        ] {
+            let t0 = Instant::now();
+            let mut s = RecvSession::new(ctx_with(Limits::default(), None), t0);
+            s.on_msg(hello_msg(1, Plan::TimeNs(1000), false), t0);
+            s.on_msg(
+                Msg::Setup {
+                    tcp: tcp.then(|| TcpSpec::plain(1, Mode::Reverse, 1000)),
+                    reverse: None,
+                    echo: None,
+                    interval_ns: asked.map(|a| a * 1_000_000),
+                },
+                t0,
+            );
+            let got = match s.take_actions().pop() {
+                Some(Action::Cmd(Cmd::Start(p))) => p.interval,
+                Some(Action::Tcp { interval, .. }) => interval,
+                other => panic!("{asked:?} {tcp}: {other:?}"),
+            };
+            assert_eq!(got, want, "{asked:?} {tcp}");
         }
     }
 
@@ -1190,6 +1244,7 @@ mod tests {
                 tcp: None,
                 reverse: None,
                 echo: None,
+                interval_ns: None,
             },
             t0,
         );
@@ -1217,6 +1272,7 @@ mod tests {
                     tcp: None,
                     reverse: None,
                     echo: None,
+                    interval_ns: None,
                 },
                 t0,
             );
@@ -1279,6 +1335,7 @@ mod tests {
                     tcp: None,
                     reverse: Some(crate::flow::control::Reverse { rate_bps: asked }),
                     echo: None,
+                    interval_ns: None,
                 },
                 t0,
             );
@@ -1309,11 +1366,13 @@ mod tests {
             }),
             reverse: None,
             echo: None,
+            interval_ns: None,
         };
         let reverse = |rate_bps| Msg::Setup {
             tcp: None,
             reverse: Some(crate::flow::control::Reverse { rate_bps }),
             echo: None,
+            interval_ns: None,
         };
         let refused = |a: Vec<String>, flag: &str| {
             assert!(

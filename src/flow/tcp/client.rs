@@ -41,7 +41,11 @@ pub struct TcpOptions {
     pub plan: Plan,
     /// CPUs for the data connection threads, one per stream in turn (none: unpinned).
     pub cpus: Vec<usize>,
+    /// This side's interval.
     pub interval: Duration,
+    /// The interval the receiver is asked to sample at (its samples of the streams it
+    /// writes, `-R`, `--bidir`): `--to` with `--interval`; None: the receiver's own.
+    pub receiver_interval: Option<Duration>,
     /// How this side's readers (`-R`, `--bidir`) wait for data.
     pub wait: RxWait,
     /// The source address and shared key (`--bind`, `--auth-key-file`).
@@ -134,6 +138,7 @@ fn open_test(opts: &TcpOptions) -> Result<(Conn, SocketAddr, Option<TestSecret>)
         reverse: None,
         tcp: Some(spec.clone()),
         echo: None,
+        interval_ns: opts.receiver_interval.map(|d| d.as_nanos() as u64),
     })?;
     let data = match c.expect("Ready", Duration::from_secs(10))? {
         Msg::Ready { port: Some(p), .. } => SocketAddr::new(opts.control.ip(), p),

@@ -13,6 +13,7 @@ use crate::flow::payload::{
 };
 use crate::flow::streams::{Dir, SUM};
 use crate::stats::table::Table;
+use crate::stats::unknown;
 use crate::stats::Report;
 use crate::units::{fmt_bits_per_sec, fmt_bytes, fmt_count, fmt_micros, fmt_secs};
 
@@ -63,8 +64,8 @@ pub struct StreamRow {
     pub exact: bool,
     pub send_s: f64,
     pub recv_s: f64,
-    /// Bytes read × 8 / the reader's time.
-    pub goodput_bps: f64,
+    /// Bytes read × 8 / the reader's time; null when that is no time (one read, or none).
+    pub goodput_bps: Option<f64>,
     /// The writer's `TCP_INFO` (on SUM rows: retransmits and bytes acked summed).
     pub tcp: Option<TcpFigures>,
     /// The writer's zero-copy counts (`--zerocopy`; summed on SUM rows).
@@ -179,11 +180,7 @@ impl TcpReport {
                 exact: w.bytes == r.bytes,
                 send_s: w.elapsed_s,
                 recv_s: r.elapsed_s,
-                goodput_bps: if r.elapsed_s > 0.0 {
-                    r.bytes as f64 * 8.0 / r.elapsed_s
-                } else {
-                    0.0
-                },
+                goodput_bps: (r.elapsed_s > 0.0).then(|| r.bytes as f64 * 8.0 / r.elapsed_s),
                 tcp: w.tcp.clone(),
                 zerocopy: w.zerocopy,
             });
@@ -211,11 +208,7 @@ impl TcpReport {
                 exact: of.iter().all(|r| r.exact) && written == read,
                 send_s: of.iter().map(|r| r.send_s).fold(0.0, f64::max),
                 recv_s,
-                goodput_bps: if recv_s > 0.0 {
-                    read as f64 * 8.0 / recv_s
-                } else {
-                    0.0
-                },
+                goodput_bps: (recv_s > 0.0).then(|| read as f64 * 8.0 / recv_s),
                 tcp: (!tcps.is_empty()).then(|| TcpFigures {
                     retransmits: tcps.iter().map(|t| t.retransmits).sum(),
                     bytes_acked: tcps.iter().map(|t| t.bytes_acked).sum(),
@@ -298,7 +291,7 @@ impl Report for TcpReport {
                 fmt_bytes(r.read),
                 if r.exact { "yes" } else { "NO" }.to_string(),
                 fmt_secs(r.recv_s),
-                fmt_bits_per_sec(r.goodput_bps),
+                unknown::text(r.goodput_bps, fmt_bits_per_sec),
                 opt_tcp(&r.tcp, |t| fmt_count(t.retransmits)),
                 if is_sum {
                     String::new()
@@ -404,7 +397,7 @@ impl Report for TcpReport {
                 r.exact.to_string(),
                 format!("{:.6}", r.send_s),
                 format!("{:.6}", r.recv_s),
-                format!("{:.0}", r.goodput_bps),
+                unknown::csv(r.goodput_bps),
                 opt_tcp(&r.tcp, |t| fmt_count(t.retransmits)),
                 one(&|t| t.cwnd.to_string()),
                 one(&|t| t.rtt_us.to_string()),
@@ -483,13 +476,28 @@ mod tests {
         assert_eq!(rows[0].send_s, 1.0); // the client wrote stream 0
         assert_eq!(rows[0].recv_s, 2.0);
         assert_eq!(rows[1].send_s, 1.5); // the server wrote stream 1
-        assert_eq!(rows[0].goodput_bps, 400.0);
+        assert_eq!(rows[0].goodput_bps, Some(400.0));
         let sums = TcpReport::sums(&rows);
         assert_eq!(sums.len(), 2);
         assert_eq!(sums[0].stream, "SUM");
         let short = [end(0, Dir::Up, 99, 2.0)];
         let rows = TcpReport::join_streams(&client[..1], &short);
         assert!(!rows[0].exact && !TcpReport::sums(&rows)[0].exact);
+    }
+
+    /// A reader with no time (one read, or none) has no goodput: null in JSON, not 0; a reader
+    /// that had time and read nothing has 0 (#27 follow-up).
+    #[test]
+    fn goodput_over_no_time_is_unknown() {
+        let client = [end(0, Dir::Up, 100, 1.0), end(1, Dir::Up, 0, 1.0)];
+        let server = [end(0, Dir::Up, 100, 0.0), end(1, Dir::Up, 0, 0.5)];
+        let rows = TcpReport::join_streams(&client, &server);
+        assert_eq!(rows[0].goodput_bps, None);
+        assert_eq!(rows[1].goodput_bps, Some(0.0));
+        assert!(serde_json::to_value(&rows[0]).unwrap()["goodput_bps"].is_null());
+        let none = TcpReport::join_streams(&client[..1], &server[..1]);
+        assert_eq!(TcpReport::sums(&none)[0].goodput_bps, None);
+        assert_eq!(TcpReport::sums(&rows)[0].goodput_bps, Some(1600.0));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct TestParams {
     pub same_host: bool,
     /// Streams of the test (`-P`): datagrams carry 0..streams in their header.
     pub streams: u16,
+    /// The test's interval: its Setup's, or the receiver's own `--interval`.
+    pub interval: Duration,
 }
 
 /// The control thread's commands to the UDP thread.
@@ -71,7 +73,6 @@ pub(crate) struct UdpCtx {
     pub gro: bool,
     pub drain: Duration,
     pub window: u64,
-    pub interval: Duration,
     /// The backend that runs (mio or uring, never auto).
     pub backend: Backend,
     /// The receiving socket, for its drop counter (`SO_MEMINFO`) at a test's start and end.
@@ -142,6 +143,8 @@ pub(crate) struct TestState {
     recv_calls: u64,
     /// A datagram of this test (or, with one test running, any datagram) came in this batch.
     got: bool,
+    /// The test's interval, and when its next figures are due.
+    interval: Duration,
     next_tick: Instant,
     /// Unique datagrams when the last interval figures went out.
     ticked: std::cell::Cell<u64>,
@@ -159,7 +162,7 @@ pub(crate) struct TestState {
 }
 
 impl TestState {
-    fn new(p: TestParams, window: u64, interval: Duration) -> TestState {
+    fn new(p: TestParams, window: u64) -> TestState {
         let now = Instant::now();
         TestState {
             test_id: p.test_id,
@@ -178,7 +181,8 @@ impl TestState {
             max_segs: 1,
             recv_calls: 0,
             got: false,
-            next_tick: now + interval,
+            interval: p.interval,
+            next_tick: now + p.interval,
             ticked: std::cell::Cell::new(0),
             finishing: None,
             meter: ThreadMeter::start(),
@@ -442,7 +446,7 @@ impl Core {
                         let _ = self.out.send((id, Out::Failed("too many tests".into())));
                         continue;
                     }
-                    let mut t = TestState::new(p, self.ctx.window, self.ctx.interval);
+                    let mut t = TestState::new(p, self.ctx.window);
                     t.drops_start = sockopt::socket_drops(self.ctx.sock).unwrap_or(self.drops_seen);
                     self.tests.push(t);
                     let _ = self.out.send((id, Out::Started));
@@ -640,9 +644,9 @@ impl TestState {
             t.last = now;
         }
         if now >= t.next_tick {
-            t.next_tick += ctx.interval;
+            t.next_tick += t.interval;
             if t.next_tick < now {
-                t.next_tick = now + ctx.interval;
+                t.next_tick = now + t.interval;
             }
             t.send_interval(out, now);
         }
@@ -683,7 +687,6 @@ mod tests {
             gro: false,
             drain: Duration::from_millis(1),
             window: 1 << 10,
-            interval: Duration::from_secs(1),
             backend: Backend::Mio,
             sock: -1,
             rxq_ovfl: true,
@@ -702,6 +705,7 @@ mod tests {
             test_id: 7,
             same_host: true,
             streams: 1,
+            interval: Duration::from_secs(1),
         };
         cmd_tx.send(Cmd::Start(p)).unwrap();
         assert!(core.commands());
@@ -732,8 +736,9 @@ mod tests {
             test_id: 7,
             same_host: true,
             streams,
+            interval: Duration::from_secs(1),
         };
-        TestState::new(p, 1 << 10, Duration::from_secs(1))
+        TestState::new(p, 1 << 10)
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::flow::payload::{zerocopy_verdict, KernelStats, ReceiverStats, StreamS
 use crate::flow::streams::SUM;
 use crate::stats::hist::Percentiles;
 use crate::stats::table::Table;
+use crate::stats::unknown;
 use crate::stats::Report;
 use crate::sys::sockopt::BufMethod;
 use crate::units::{
@@ -227,7 +228,7 @@ impl UdpReport {
             accounting: r.accounting,
             lost_pct: r.lost_pct,
             bytes: r.bytes,
-            goodput_bps: r.goodput_bps,
+            goodput_bps: unknown::known(r.goodput_bps),
             jitter_us: r.jitter_us,
         };
         let rows = r.streams.iter().map(|x| (x.stream.to_string(), x));
@@ -241,7 +242,7 @@ impl UdpReport {
                 fmt_count(a.reordered),
                 fmt_count(a.duplicate),
                 fmt_count(a.too_late),
-                fmt_bits_per_sec(x.goodput_bps),
+                unknown::text(x.goodput_bps, fmt_bits_per_sec),
                 fmt_micros(x.jitter_us),
             ]);
         }
@@ -560,15 +561,8 @@ impl Report for UdpReport {
                 a.too_late.to_string(),
                 String::new(),
                 String::new(),
-                format!("{:.0}", x.goodput_bps),
-                format!(
-                    "{:.0}",
-                    if r.duration_s > 0.0 {
-                        a.unique as f64 / r.duration_s
-                    } else {
-                        0.0
-                    }
-                ),
+                unknown::csv(x.goodput_bps),
+                unknown::csv((r.duration_s > 0.0).then(|| a.unique as f64 / r.duration_s)),
                 format!("{:.2}", x.jitter_us),
             ];
             row.resize(CSV_COLUMNS, String::new());
@@ -588,8 +582,8 @@ impl Report for UdpReport {
             a.too_late.to_string(),
             r.invalid.values().sum::<u64>().to_string(),
             format!("{:.0}", s.rate_bps),
-            format!("{:.0}", r.goodput_bps),
-            format!("{:.0}", r.pps),
+            unknown::csv(unknown::known(r.goodput_bps)),
+            unknown::csv(unknown::known(r.pps)),
             format!("{:.2}", r.jitter_us),
             format!("{:.2}", r.latency_us.p50),
             format!("{:.2}", r.latency_us.p99),

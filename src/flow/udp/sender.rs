@@ -92,6 +92,9 @@ pub struct BlastOptions {
     /// Sending stops this long after it started, whatever the plan, and the peer is told
     /// why instead of getting Done: a receiver's `--max-duration` on a test it sends (`-R`).
     pub cut_after: Option<Duration>,
+    /// The interval the receiver is asked to sample the test at (`--to` with `--interval`);
+    /// None: the receiver's own.
+    pub receiver_interval: Option<Duration>,
 }
 
 /// Validates the datagram length.
@@ -634,6 +637,7 @@ pub fn open(opts: &BlastOptions, reverse: Option<Reverse>) -> Result<(Conn, u64)
         tcp: None,
         reverse,
         echo: None,
+        interval_ns: opts.receiver_interval.map(|d| d.as_nanos() as u64),
     })?;
     Ok((c, test_id))
 }
