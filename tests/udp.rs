@@ -745,3 +745,23 @@ fn blast_interval_travels_to_a_separate_recv() {
         assert!(err.contains("--interval") && err.contains(why), "{err}");
     }
 }
+
+/// Without `--interval`, blast still names its 1 s to a `--to` receiver: both sides' lines
+/// keep one pace whatever the receiver's own `--interval` (a 2 s test against `recv
+/// --interval 10s` gave the receiver one row).
+#[test]
+fn blast_default_interval_travels_to_a_separate_recv() {
+    let (srv, line) = start_recv(&["--interval", "10s"]);
+    let addr = addr_in(&line);
+    let args = [
+        "blast", "--to", &addr, "--time", "2s", "--rate", "20Mbps", "--json",
+    ];
+    let (st, out, err) = run(&args, Duration::from_secs(60));
+    assert!(st.success(), "{err}");
+    let s = json(&out);
+    let rout = srv.wait(Duration::from_secs(20));
+    assert!(rout.status.success());
+    let r = json(&String::from_utf8_lossy(&rout.stdout));
+    assert!(rows(&s) >= 2, "sender: {}", s["intervals"]);
+    assert!(rows(&r) >= 2, "receiver: {}", r["intervals"]);
+}

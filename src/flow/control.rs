@@ -30,7 +30,12 @@ use crate::flow::payload::{ReceiverStats, StreamEnd, TcpInterval, TcpSpec};
 /// receiver can still read it and refuse it by its version with a clear message; a `Setup`
 /// follows it (the protocol and, for TCP, the test's settings); a UDP `Done` carries the
 /// sender's CPU; a TCP test ends with `TcpDone` and `TcpReport`.
-pub const PROTOCOL_VERSION: u32 = 2;
+///
+/// Version 3 (wave 3): the `Setup` carries the test's interval (`interval_ns`, which blast
+/// always sends), a reverse test's rate in bits per second (`rate_bps`, was `pps`); a TCP
+/// test's data connections open with the `NCTCPv3` preamble (40 bytes, with the key's proof).
+/// A version-2 peer is refused by its version, in one line, before any of these is read.
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The longest control message accepted (a Report is a few KiB).
 pub const MAX_MESSAGE: usize = 1 << 20;
 

@@ -52,7 +52,7 @@ pub struct BlastArgs {
     #[arg(long, short = 'b', value_parser = units::parse_pace, allow_hyphen_values = true)]
     pub rate: Option<Rate>,
     /// Interval between progress lines [default: 1s]. With --to a netcore receiver, the
-    /// receiver samples the test at it too (100ms..60s); without it, at its own --interval
+    /// receiver samples the test at it too (100ms..60s)
     #[arg(long, short = 'i', value_parser = units::parse_nonzero_duration)]
     pub interval: Option<Duration>,
     /// I/O backend of both sides: mio (sendmmsg/recvmmsg), uring (linked SEND batches;

@@ -124,8 +124,8 @@ pub(crate) struct BlastPlan {
     pub client: ClientId,
     /// This side's interval (`--interval`, or 1 s).
     pub interval: Duration,
-    /// The interval a `--to` receiver is asked to sample the test at: `--interval` when
-    /// given (checked against the range a receiver accepts); None: the receiver's own.
+    /// The interval a `--to` receiver is asked to sample the test at: this side's (checked
+    /// against the range a receiver accepts); None for the embedded receiver and iperf3.
     pub receiver_interval: Option<Duration>,
     pub out: Output,
 }
@@ -377,12 +377,13 @@ pub(crate) fn iperf3_addr(host: &str) -> Result<SocketAddr> {
     }
 }
 
-/// The interval a netcore `--to` receiver is asked for: `--interval` when given, in the
-/// range a receiver accepts (a usage error outside it). The embedded receiver has it already
-/// (its own `--interval`), and an iperf3 server is not asked.
+/// The interval a netcore `--to` receiver is asked for: this side's (`--interval`, or 1 s),
+/// so both sides' lines have one pace; in the range a receiver accepts (a usage error outside
+/// it). The embedded receiver has it already, and an iperf3 server is not asked.
 fn receiver_interval_of(a: &BlastArgs, target: Target) -> Result<Option<Duration>> {
-    match (a.interval, target) {
-        (Some(d), Target::Remote { .. }) => {
+    match target {
+        Target::Remote { .. } => {
+            let d = a.interval.unwrap_or(DEFAULT_INTERVAL);
             check_interval(d).map_err(|why| usage(format!("--interval: {why}")))?;
             Ok(Some(d))
         }
