@@ -115,15 +115,41 @@ fn end_event(lines: &[String], what: &str) -> Value {
         .unwrap_or_else(|| panic!("{what}: no end event in {lines:?}"))
 }
 
-/// The report of a TCP test cut short: marked interrupted, a row per stream with bytes.
+/// The report of a TCP test cut short: marked interrupted, and complete.
 fn check_cut_report(r: &Value, streams: usize, what: &str) {
     assert_eq!(r["interrupted"], true, "{what}: {r}");
+    check_rows(r, streams, what);
+}
+
+/// A TCP report is complete: a row per stream, each with both ends' counts (a reader never
+/// has more than its writer took), and per direction a SUM row of its streams. A stream may
+/// have written nothing yet when a signal cuts the test (a loaded machine runs its thread
+/// late): that is still a complete row.
+fn check_rows(r: &Value, streams: usize, what: &str) {
     let rows = r["streams"].as_array().unwrap();
     assert_eq!(rows.len(), streams, "{what}: {r}");
-    assert!(
-        rows.iter().all(|s| s["written"].as_u64().unwrap() > 0),
-        "{what}: {r}"
+    for s in rows {
+        let (w, rd) = (s["written"].as_u64(), s["read"].as_u64());
+        assert!(rd.is_some() && rd <= w, "{what}: {s}");
+        assert_eq!(s["exact"], w == rd, "{what}: {s}");
+    }
+    let sums = r["sum"].as_array().unwrap();
+    let mut dirs: Vec<&Value> = rows.iter().map(|s| &s["dir"]).collect();
+    dirs.sort_by_key(|d| d.to_string());
+    dirs.dedup();
+    assert_eq!(
+        sums.len(),
+        dirs.len(),
+        "a SUM row per direction: {what}: {r}"
     );
+    for sum in sums {
+        let of = |k: &str| -> u64 {
+            let own = rows.iter().filter(|s| s["dir"] == sum["dir"]);
+            own.map(|s| s[k].as_u64().unwrap()).sum()
+        };
+        assert_eq!(sum["written"].as_u64(), Some(of("written")), "{what}: {r}");
+        assert_eq!(sum["read"].as_u64(), Some(of("read")), "{what}: {r}");
+    }
 }
 
 /// Blasts with `args`, Ctrl-C once the test runs; the report and exit 130, every time.
