@@ -1,9 +1,12 @@
 //! #26.1 and #26.3: Ctrl-C on a TCP test gives the report of what ran, marked interrupted,
 //! and exit 130, every time (forward, -P 2, -R, --bidir; the embedded receiver and a separate
 //! `recv`; SIGINT ignored at the start, as in a background job of a script); a test whose
-//! client stopped or vanished ends on the receiver, which is free for the next one.
+//! client stopped or vanished ends on the receiver, which is free for the next one. #27
+//! follow-up: a first signal on `recv` lets a running TCP test run to its end, a second cuts
+//! it.
 
 use crate::common;
+use common::proc::Proc;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -152,6 +155,9 @@ fn check_rows(r: &Value, streams: usize, what: &str) {
     }
 }
 
+/// The kinds of TCP test, with their streams.
+const KINDS: [(&[&str], usize); 4] = [(&[], 1), (&["-P", "2"], 2), (&["-R"], 1), (&["--bidir"], 2)];
+
 /// Blasts with `args`, Ctrl-C once the test runs; the report and exit 130, every time.
 fn interrupt_once(args: &[&str], streams: usize, ignore_int: bool, what: &str) {
     let base = ["blast", "--proto", "tcp", "--time", "20s", "--json-stream"];
@@ -167,11 +173,9 @@ fn interrupt_once(args: &[&str], streams: usize, ignore_int: bool, what: &str) {
 #[test]
 fn ctrl_c_on_a_tcp_test_gives_the_report_and_130_every_time() {
     let recv = Lines::start(&["recv", "--listen", "127.0.0.1:0", "--json-stream"], false);
-    let kinds: [(&[&str], usize); 4] =
-        [(&[], 1), (&["-P", "2"], 2), (&["-R"], 1), (&["--bidir"], 2)];
     let addr = recv_addr(&recv);
     for i in 0..20 {
-        let (args, streams) = kinds[i % kinds.len()];
+        let (args, streams) = KINDS[i % KINDS.len()];
         let separate = i % 2 == 1;
         let ignore_int = i % 5 == 4;
         let mut a: Vec<&str> = args.to_vec();
@@ -285,5 +289,93 @@ fn an_interrupted_reverse_test_frees_the_receiver() {
         );
         assert!(st.success(), "{what}: the next test: {err}\n{out}");
         recv.wait_for("\"event\":\"end\"", Duration::from_secs(5));
+    }
+}
+
+/// A `recv --json` (a first signal drains, a second interrupts) with `blast --proto tcp PLAN
+/// ARGS` running on it, draining: `sig` sent once the test's data flows (its first interval, a
+/// fifth of a second in, and 0.3 s more) and recv's "stopping" line seen. recv, its address
+/// and the blast.
+fn draining(plan: &[&str], args: &[&str], sig: i32) -> (Proc, String, Lines) {
+    let mut recv = Proc::netcore(&["recv", "--listen", "127.0.0.1:0", "--json"]);
+    let addr = common::addr_in(&recv.wait_line("listening on"));
+    let to = ["--to", addr.as_str()];
+    let base = ["blast", "--proto", "tcp", "-i", "200ms", "--json-stream"];
+    let b = Lines::start(&[&base[..], &to, plan, args].concat(), false);
+    b.wait_for("\"event\":\"start\"", Duration::from_secs(20));
+    b.wait_for("\"event\":\"interval\"", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    kill(&recv, sig);
+    recv.wait_line("stopping");
+    (recv, addr, b)
+}
+
+/// Sends `sig` to `p`.
+fn kill(p: &Proc, sig: i32) {
+    netcore::sys::process::kill(p.pid() as i32, sig).expect("kill");
+}
+
+/// The TCP reports `recv --json` printed (one document a line).
+fn recv_reports(out: &str) -> Vec<Value> {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["schema"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("netcore.tcp"))
+        })
+        .collect()
+}
+
+/// #27 follow-up: a first signal on `recv` drains: a running TCP test (forward, -P 2, -R,
+/// --bidir) runs to its planned end, its report complete and not interrupted on both sides, a
+/// new test is refused meanwhile, and recv exits once it has ended (128 + the signal).
+#[test]
+fn a_first_signal_on_recv_lets_a_running_tcp_test_run_to_its_end() {
+    for (args, streams) in KINDS {
+        let what = format!("drain {args:?}");
+        let (recv, addr, b) = draining(&["--time", "2s"], args, libc::SIGTERM);
+        let new = ["blast", "--proto", "tcp", "--count", "10", "--to", &addr];
+        let (st, _, err) = common::run(&new, Duration::from_secs(30));
+        assert_eq!(st.code(), Some(1), "{what}: a new test: {err}");
+        assert!(err.contains("the receiver is stopping"), "{what}: {err}");
+        let (code, lines, err) = b.finish(&what);
+        assert_eq!(code, Some(0), "{what}: {err}\n{lines:?}");
+        let r = &end_event(&lines, &what)["data"];
+        assert_eq!(r["interrupted"], false, "{what}: {r}");
+        check_rows(r, streams, &what);
+        let rows = r["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(r["sum"].as_array().unwrap());
+        for row in rows {
+            assert_eq!(row["exact"], true, "{what}: {row}");
+        }
+        let (st, out, err) = recv.finish(EXIT_BOUND);
+        assert_eq!(st.code(), Some(128 + libc::SIGTERM), "{what}: {err}");
+        let reports = recv_reports(&out);
+        assert_eq!(reports.len(), 1, "{what}: {out}");
+        assert_eq!(reports[0]["interrupted"], false, "{what}: {out}");
+    }
+}
+
+/// #27 follow-up: a second signal on a draining `recv` cuts the running TCP test: blast gets
+/// the receiver's report marked interrupted (exit 1: the receiver ended it), recv prints its
+/// own, marked interrupted, and exits 130.
+#[test]
+fn a_second_signal_on_recv_cuts_a_running_tcp_test() {
+    for (args, streams) in KINDS {
+        let what = format!("two signals {args:?}");
+        let (recv, _, b) = draining(&["--time", "30s"], args, libc::SIGINT);
+        kill(&recv, libc::SIGINT);
+        let (code, lines, err) = b.finish(&what);
+        assert_eq!(code, Some(1), "{what}: {err}\n{lines:?}");
+        check_cut_report(&end_event(&lines, &what)["data"], streams, &what);
+        let (st, out, err) = recv.finish(EXIT_BOUND);
+        assert_eq!(st.code(), Some(130), "{what}: {err}");
+        let reports = recv_reports(&out);
+        assert_eq!(reports.len(), 1, "{what}: {out}");
+        check_cut_report(&reports[0], streams, &what);
     }
 }
