@@ -3,7 +3,7 @@
 //! `recv`; SIGINT ignored at the start, as in a background job of a script); a test whose
 //! client stopped or vanished ends on the receiver, which is free for the next one. #27
 //! follow-up: a first signal on `recv` lets a running TCP test run to its end, a second cuts
-//! it.
+//! it; a SIGINT before the handlers are in is not lost when SIGINT was ignored at the start.
 
 use crate::common;
 use common::proc::Proc;
@@ -378,4 +378,43 @@ fn a_second_signal_on_recv_cuts_a_running_tcp_test() {
         assert_eq!(reports.len(), 1, "{what}: {out}");
         check_cut_report(&reports[0], streams, &what);
     }
+}
+
+/// #27 follow-up: a SIGINT that comes before the handlers are in is not lost when SIGINT was
+/// ignored at the start (`nohup`, `trap '' INT`): it waits until they are. `recv` reads its
+/// key from a FIFO first, so it waits there, before its handlers, while the signal comes; once
+/// the key is in, it stops at once: 130 (it used to drop the signal and serve on).
+#[test]
+fn a_sigint_before_the_handlers_is_not_lost_when_ignored_at_the_start() {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fifo = common::scratch_dir("early-sigint").join("key");
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo {fifo:?}");
+    let key = fifo.to_str().unwrap();
+    let args = ["recv", "--listen", "127.0.0.1:0", "--auth-key-file", key];
+    let recv = Lines::start(&args, true);
+    // A non-blocking write end opens once a reader has the FIFO open: recv, in its start.
+    let t = Instant::now();
+    let mut w = loop {
+        let open = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        match open {
+            Ok(w) => break w,
+            Err(_) if t.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("recv never opened its key file: {e}"),
+        }
+    };
+    // Sent (pending, or dropped) before kill returns: before the key, so before the handlers.
+    recv.signal(libc::SIGINT);
+    w.write_all(b"a key\n").expect("write the key");
+    drop(w);
+    let (code, _, err) = recv.finish("recv with SIGINT ignored at the start");
+    let _ = std::fs::remove_file(&fifo);
+    assert_eq!(code, Some(130), "{err}");
 }
