@@ -1,9 +1,12 @@
 //! #26.1 and #26.3: Ctrl-C on a TCP test gives the report of what ran, marked interrupted,
 //! and exit 130, every time (forward, -P 2, -R, --bidir; the embedded receiver and a separate
 //! `recv`; SIGINT ignored at the start, as in a background job of a script); a test whose
-//! client stopped or vanished ends on the receiver, which is free for the next one.
+//! client stopped or vanished ends on the receiver, which is free for the next one. #27
+//! follow-up: a first signal on `recv` lets a running TCP test run to its end, a second cuts
+//! it; a SIGINT before the handlers are in is not lost when SIGINT was ignored at the start.
 
 use crate::common;
+use common::proc::Proc;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -115,16 +118,45 @@ fn end_event(lines: &[String], what: &str) -> Value {
         .unwrap_or_else(|| panic!("{what}: no end event in {lines:?}"))
 }
 
-/// The report of a TCP test cut short: marked interrupted, a row per stream with bytes.
+/// The report of a TCP test cut short: marked interrupted, and complete.
 fn check_cut_report(r: &Value, streams: usize, what: &str) {
     assert_eq!(r["interrupted"], true, "{what}: {r}");
+    check_rows(r, streams, what);
+}
+
+/// A TCP report is complete: a row per stream, each with both ends' counts (a reader never
+/// has more than its writer took), and per direction a SUM row of its streams. A stream may
+/// have written nothing yet when a signal cuts the test (a loaded machine runs its thread
+/// late): that is still a complete row.
+fn check_rows(r: &Value, streams: usize, what: &str) {
     let rows = r["streams"].as_array().unwrap();
     assert_eq!(rows.len(), streams, "{what}: {r}");
-    assert!(
-        rows.iter().all(|s| s["written"].as_u64().unwrap() > 0),
-        "{what}: {r}"
+    for s in rows {
+        let (w, rd) = (s["written"].as_u64(), s["read"].as_u64());
+        assert!(rd.is_some() && rd <= w, "{what}: {s}");
+        assert_eq!(s["exact"], w == rd, "{what}: {s}");
+    }
+    let sums = r["sum"].as_array().unwrap();
+    let mut dirs: Vec<&Value> = rows.iter().map(|s| &s["dir"]).collect();
+    dirs.sort_by_key(|d| d.to_string());
+    dirs.dedup();
+    assert_eq!(
+        sums.len(),
+        dirs.len(),
+        "a SUM row per direction: {what}: {r}"
     );
+    for sum in sums {
+        let of = |k: &str| -> u64 {
+            let own = rows.iter().filter(|s| s["dir"] == sum["dir"]);
+            own.map(|s| s[k].as_u64().unwrap()).sum()
+        };
+        assert_eq!(sum["written"].as_u64(), Some(of("written")), "{what}: {r}");
+        assert_eq!(sum["read"].as_u64(), Some(of("read")), "{what}: {r}");
+    }
 }
+
+/// The kinds of TCP test, with their streams.
+const KINDS: [(&[&str], usize); 4] = [(&[], 1), (&["-P", "2"], 2), (&["-R"], 1), (&["--bidir"], 2)];
 
 /// Blasts with `args`, Ctrl-C once the test runs; the report and exit 130, every time.
 fn interrupt_once(args: &[&str], streams: usize, ignore_int: bool, what: &str) {
@@ -141,11 +173,9 @@ fn interrupt_once(args: &[&str], streams: usize, ignore_int: bool, what: &str) {
 #[test]
 fn ctrl_c_on_a_tcp_test_gives_the_report_and_130_every_time() {
     let recv = Lines::start(&["recv", "--listen", "127.0.0.1:0", "--json-stream"], false);
-    let kinds: [(&[&str], usize); 4] =
-        [(&[], 1), (&["-P", "2"], 2), (&["-R"], 1), (&["--bidir"], 2)];
     let addr = recv_addr(&recv);
     for i in 0..20 {
-        let (args, streams) = kinds[i % kinds.len()];
+        let (args, streams) = KINDS[i % KINDS.len()];
         let separate = i % 2 == 1;
         let ignore_int = i % 5 == 4;
         let mut a: Vec<&str> = args.to_vec();
@@ -260,4 +290,131 @@ fn an_interrupted_reverse_test_frees_the_receiver() {
         assert!(st.success(), "{what}: the next test: {err}\n{out}");
         recv.wait_for("\"event\":\"end\"", Duration::from_secs(5));
     }
+}
+
+/// A `recv --json` (a first signal drains, a second interrupts) with `blast --proto tcp PLAN
+/// ARGS` running on it, draining: `sig` sent once the test's data flows (its first interval, a
+/// fifth of a second in, and 0.3 s more) and recv's "stopping" line seen. recv, its address
+/// and the blast.
+fn draining(plan: &[&str], args: &[&str], sig: i32) -> (Proc, String, Lines) {
+    let mut recv = Proc::netcore(&["recv", "--listen", "127.0.0.1:0", "--json"]);
+    let addr = common::addr_in(&recv.wait_line("listening on"));
+    let to = ["--to", addr.as_str()];
+    let base = ["blast", "--proto", "tcp", "-i", "200ms", "--json-stream"];
+    let b = Lines::start(&[&base[..], &to, plan, args].concat(), false);
+    b.wait_for("\"event\":\"start\"", Duration::from_secs(20));
+    b.wait_for("\"event\":\"interval\"", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    kill(&recv, sig);
+    recv.wait_line("stopping");
+    (recv, addr, b)
+}
+
+/// Sends `sig` to `p`.
+fn kill(p: &Proc, sig: i32) {
+    netcore::sys::process::kill(p.pid() as i32, sig).expect("kill");
+}
+
+/// The TCP reports `recv --json` printed (one document a line).
+fn recv_reports(out: &str) -> Vec<Value> {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| {
+            v["schema"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("netcore.tcp"))
+        })
+        .collect()
+}
+
+/// #27 follow-up: a first signal on `recv` drains: a running TCP test (forward, -P 2, -R,
+/// --bidir) runs to its planned end, its report complete and not interrupted on both sides, a
+/// new test is refused meanwhile, and recv exits once it has ended (128 + the signal).
+#[test]
+fn a_first_signal_on_recv_lets_a_running_tcp_test_run_to_its_end() {
+    for (args, streams) in KINDS {
+        let what = format!("drain {args:?}");
+        let (recv, addr, b) = draining(&["--time", "2s"], args, libc::SIGTERM);
+        let new = ["blast", "--proto", "tcp", "--count", "10", "--to", &addr];
+        let (st, _, err) = common::run(&new, Duration::from_secs(30));
+        assert_eq!(st.code(), Some(1), "{what}: a new test: {err}");
+        assert!(err.contains("the receiver is stopping"), "{what}: {err}");
+        let (code, lines, err) = b.finish(&what);
+        assert_eq!(code, Some(0), "{what}: {err}\n{lines:?}");
+        let r = &end_event(&lines, &what)["data"];
+        assert_eq!(r["interrupted"], false, "{what}: {r}");
+        check_rows(r, streams, &what);
+        let rows = r["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(r["sum"].as_array().unwrap());
+        for row in rows {
+            assert_eq!(row["exact"], true, "{what}: {row}");
+        }
+        let (st, out, err) = recv.finish(EXIT_BOUND);
+        assert_eq!(st.code(), Some(128 + libc::SIGTERM), "{what}: {err}");
+        let reports = recv_reports(&out);
+        assert_eq!(reports.len(), 1, "{what}: {out}");
+        assert_eq!(reports[0]["interrupted"], false, "{what}: {out}");
+    }
+}
+
+/// #27 follow-up: a second signal on a draining `recv` cuts the running TCP test: blast gets
+/// the receiver's report marked interrupted (exit 1: the receiver ended it), recv prints its
+/// own, marked interrupted, and exits 130.
+#[test]
+fn a_second_signal_on_recv_cuts_a_running_tcp_test() {
+    for (args, streams) in KINDS {
+        let what = format!("two signals {args:?}");
+        let (recv, _, b) = draining(&["--time", "30s"], args, libc::SIGINT);
+        kill(&recv, libc::SIGINT);
+        let (code, lines, err) = b.finish(&what);
+        assert_eq!(code, Some(1), "{what}: {err}\n{lines:?}");
+        check_cut_report(&end_event(&lines, &what)["data"], streams, &what);
+        let (st, out, err) = recv.finish(EXIT_BOUND);
+        assert_eq!(st.code(), Some(130), "{what}: {err}");
+        let reports = recv_reports(&out);
+        assert_eq!(reports.len(), 1, "{what}: {out}");
+        check_cut_report(&reports[0], streams, &what);
+    }
+}
+
+/// #27 follow-up: a SIGINT that comes before the handlers are in is not lost when SIGINT was
+/// ignored at the start (`nohup`, `trap '' INT`): it waits until they are. `recv` reads its
+/// key from a FIFO first, so it waits there, before its handlers, while the signal comes; once
+/// the key is in, it stops at once: 130 (it used to drop the signal and serve on).
+#[test]
+fn a_sigint_before_the_handlers_is_not_lost_when_ignored_at_the_start() {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fifo = common::scratch_dir("early-sigint").join("key");
+    let _ = std::fs::remove_file(&fifo);
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success(), "mkfifo {fifo:?}");
+    let key = fifo.to_str().unwrap();
+    let args = ["recv", "--listen", "127.0.0.1:0", "--auth-key-file", key];
+    let recv = Lines::start(&args, true);
+    // A non-blocking write end opens once a reader has the FIFO open: recv, in its start.
+    let t = Instant::now();
+    let mut w = loop {
+        let open = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        match open {
+            Ok(w) => break w,
+            Err(_) if t.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("recv never opened its key file: {e}"),
+        }
+    };
+    // Sent (pending, or dropped) before kill returns: before the key, so before the handlers.
+    recv.signal(libc::SIGINT);
+    w.write_all(b"a key\n").expect("write the key");
+    drop(w);
+    let (code, _, err) = recv.finish("recv with SIGINT ignored at the start");
+    let _ = std::fs::remove_file(&fifo);
+    assert_eq!(code, Some(130), "{err}");
 }

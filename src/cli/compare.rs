@@ -110,7 +110,6 @@ pub fn run(a: &CompareArgs) -> Result<ExitCode> {
         setup,
     };
     // Ctrl-C / SIGTERM end the current run and stop its server; the report shows what ran.
-    crate::sys::signal::install()?;
     let runs = super::load::total_runs(&a.clients, a.runs) * a.models.0.len() as u64;
     let progress = super::common::Progress::new(a.output.format(), a.progress.progress, runs);
     let report = compare::run(&cfg, &mut |line| progress.run_done(line))?;

@@ -391,7 +391,6 @@ pub fn run(a: &LoadArgs) -> Result<ExitCode> {
     setup.runs = a.runs;
     let stream = a.stream.open("load", Some(&a.output))?;
     // Ctrl-C / SIGTERM end the current run; the report shows what ran, marked interrupted.
-    crate::sys::signal::install()?;
     let progress = super::common::Progress::new(
         a.output.format(),
         a.progress.progress,

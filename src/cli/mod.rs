@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 
 pub mod blast;
@@ -164,6 +164,9 @@ fn iperf3_tip(e: &clap::Error) -> Option<&'static str> {
 /// `netcore: error: `, then clap's suggestions, possible values and usage) with exit code 2;
 /// `--help` and `--version` print as usual; `netcore` alone prints the help (exit code 2).
 pub fn main() -> Result<ExitCode> {
+    // A termination signal waits (blocked) until the command's handlers are in: one that came
+    // before them was lost when SIGINT was ignored at the start (`nohup`, `trap '' INT`).
+    crate::sys::signal::hold().context("cannot block the termination signals")?;
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {
@@ -184,8 +187,26 @@ pub fn main() -> Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
+    install_signals(&cli.command)?;
+    crate::sys::signal::release().context("cannot unblock the termination signals")?;
     let code = run(cli)?;
     Ok(interrupted_status().unwrap_or(code))
+}
+
+/// Installs the termination handlers of every command that runs something (SIGINT, SIGTERM;
+/// `recv` SIGHUP too: a graceful stop), so that each ends with its report, marked
+/// interrupted; the commands that only print keep the default actions.
+fn install_signals(c: &Command) -> Result<()> {
+    use crate::sys::signal;
+    match c {
+        Command::Diff(_) | Command::Completions(_) | Command::Man(_) | Command::Schema(_) => {}
+        Command::Recv(_) => {
+            signal::install()?;
+            signal::install_hangup()?;
+        }
+        _ => signal::install()?,
+    }
+    Ok(())
 }
 
 /// The one exit status of a run a signal cut short, whatever the command: 128 + the signal

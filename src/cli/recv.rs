@@ -24,7 +24,6 @@ use crate::interop::iperf3::Results as Iperf3Results;
 use crate::metrics::recv::RecvMetrics;
 use crate::stats::events::EventKind;
 use crate::stats::{Format, Report};
-use crate::sys::signal;
 use crate::units::{self, Rate};
 
 /// Receive netcore tests (UDP and TCP) and iperf3 clients, several at once, each with its own
@@ -152,8 +151,6 @@ pub fn run(a: RecvArgs) -> Result<ExitCode> {
         None => None,
     };
     let stream = a.stream.open("recv", Some(&a.output))?;
-    signal::install()?;
-    signal::install_hangup()?;
     let format = a.output.format();
     let cpu = match a.pin.list() {
         Some(l) => Some(l[0]),

@@ -20,7 +20,6 @@ use crate::stats::events::EventKind;
 use crate::stats::plot::Series;
 use crate::stats::timeline::{self, Band, Panel};
 use crate::stats::Report;
-use crate::sys::signal;
 use crate::units::{self, BITS_PER_SEC};
 
 /// `netcore rpm`
@@ -164,7 +163,6 @@ pub fn run(a: RpmArgs) -> Result<ExitCode> {
     check(&a)?;
     let client = a.client.client()?;
     let stream = a.stream.open("rpm", Some(&a.output))?;
-    signal::install()?;
     let (control, embedded) = match &a.to {
         Some(to) => (resolve(to)?, None),
         None => {

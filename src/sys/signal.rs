@@ -11,6 +11,10 @@
 //! failing with EINTR — every blocking wait must therefore also poll [`stop_requested`] (with a
 //! bounded timeout) or watch [`termination_fd`].
 //!
+//! A signal that comes before the handlers are in waits: `cli::main` blocks SIGINT, SIGTERM and
+//! SIGHUP first thing ([`hold`]) and unblocks them once the command's handlers are installed
+//! ([`release`]), so that it is not lost where SIGINT was ignored at the start.
+//!
 //! signal-hook-mio's `Signals` is the same pipe behind a per-reactor iterator; we keep one
 //! process-wide pipe instead because several reactors, the uring server and blocking threads
 //! all watch the one fd, and it must not be drained by one of them on behalf of the others.
@@ -79,6 +83,48 @@ pub(crate) fn install_hangup() -> io::Result<()> {
         .get()
         .ok_or_else(|| io::Error::other("signal pipe not set up"))?;
     register(signal_hook::consts::SIGHUP, write_fd)
+}
+
+/// The signal mask the process started with, kept by [`hold`] for [`release`].
+static HELD: OnceLock<libc::sigset_t> = OnceLock::new();
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread: first thing in `main`, before any
+/// other thread exists, until the command has installed its handlers ([`release`]). A process
+/// started with SIGINT ignored (`nohup`, a script's background job, `trap '' INT`) would
+/// otherwise lose a Ctrl-C that comes before its handler: the kernel discards an ignored
+/// signal when it is sent, but keeps a blocked one pending whatever its disposition (Linux:
+/// `sig_ignored` is false for a blocked signal), and installing a handler keeps it pending.
+pub(crate) fn hold() -> io::Result<()> {
+    // SAFETY: both sets are plain values owned here, initialised by `sigemptyset` before use;
+    // `pthread_sigmask` only reads `set` and writes `old`.
+    let old = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        match libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) {
+            0 => old,
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    };
+    let _ = HELD.set(old);
+    Ok(())
+}
+
+/// Restores the mask [`hold`] found (on the thread that held it): a termination signal that
+/// came meanwhile is delivered now, to the handler the command installed, or with its
+/// default action (a command that handles none dies of it, as it would have at once).
+pub(crate) fn release() -> io::Result<()> {
+    let Some(old) = HELD.get() else {
+        return Ok(());
+    };
+    // SAFETY: `old` is the mask `pthread_sigmask` returned in `hold`; only read.
+    match unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) } {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
 }
 
 /// How many termination signals arrived so far (a wait can give up on the next one).

@@ -21,7 +21,6 @@ use crate::units::{fmt_bits_per_sec, Rate};
 const PRECISION: f64 = 0.02;
 
 pub fn run(plan: &BlastPlan, s: &SearchPlan) -> Result<ExitCode> {
-    signal::install()?;
     let (len, format) = (plan.len, plan.out.format);
     let mut search = Search::new(s.loss, PRECISION, s.max_trials as usize);
     let mut target_name = String::new();

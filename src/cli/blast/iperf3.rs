@@ -16,12 +16,10 @@ use crate::flow::payload::TcpSpec;
 use crate::flow::tcp_engine::report::TcpReport;
 use crate::flow::udp::sender::GsoMode;
 use crate::stats::{Format, Report};
-use crate::sys::signal;
 
 /// UDP: datagrams with iperf3's header to or from the server; netcore's report (what it sent
 /// beside the server's figures, what it received through its tracker).
 pub fn udp(plan: &BlastPlan, server: SocketAddr) -> Result<ExitCode> {
-    signal::install()?;
     let format = plan.out.format;
     let o = client::run_udp(&UdpClientOptions {
         server,
@@ -45,7 +43,6 @@ pub fn udp(plan: &BlastPlan, server: SocketAddr) -> Result<ExitCode> {
 
 /// TCP: netcore's report, then the server's own figures.
 pub fn tcp(plan: &BlastPlan, server: SocketAddr, spec: &TcpSpec) -> Result<ExitCode> {
-    signal::install()?;
     let live = plan.out.live();
     let o = client::run(
         &ClientOptions {

@@ -12,10 +12,8 @@ use crate::flow::tcp::client::{self, TcpOptions};
 use crate::flow::tcp_engine::report::TcpReport;
 use crate::stats::events::EventKind;
 use crate::stats::plot::{self, PlotOptions, Series};
-use crate::sys::signal;
 
 pub fn run(plan: &BlastPlan, spec: &TcpSpec) -> Result<ExitCode> {
-    signal::install()?;
     let stream = plan.out.stream;
     let peer = Peer::open(plan)?;
     let control = peer.control;

@@ -18,11 +18,9 @@ use crate::stats::events::EventKind;
 use crate::stats::plot::{self, PlotOptions, Series};
 use crate::stats::unknown::known;
 use crate::stats::Report;
-use crate::sys::signal;
 use crate::units;
 
 pub fn run(plan: &BlastPlan) -> Result<ExitCode> {
-    signal::install()?;
     let peer = Peer::open(plan)?;
     let mut opts = plan.blast_options((peer.data, peer.control), plan.rate);
     // The test's id is chosen here, so that the start event names it.

@@ -186,6 +186,7 @@ pub fn run(
     let stops = Stops {
         write: Arc::new(AtomicBool::new(false)),
         read: Arc::new(AtomicBool::new(false)),
+        on_signal: true,
     };
     let running = open_streams(&mut l, opts, &cookie, &stops)?;
     let cpu0 = process_times();

@@ -375,9 +375,12 @@ fn admit(
             job,
         });
     }
+    // A signal ends an iperf3 test here at once (its control tells the client
+    // SERVER_TERMINATE), and its threads with it.
     let stops = Stops {
         write: wstop.clone(),
         read: rstop.clone(),
+        on_signal: true,
     };
     let running = stream::start(conns, &stops, ctx.thread_per_stream)?;
     Ok(Streams {

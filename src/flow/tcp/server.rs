@@ -189,10 +189,13 @@ pub(crate) fn run_test(
     spec: TcpSpec,
     on_event: &mut dyn FnMut(TcpEvent),
 ) -> Result<()> {
-    // The writers stop at the client's TcpDone too: by then it reads no more.
+    // The writers stop at the client's TcpDone too: by then it reads no more. A signal does
+    // not stop them: the receiver sets `ctx.interrupt` when the test is to be cut (on `recv`
+    // a first signal lets it run to its end), and `check_cut` stops them then.
     let stops = Stops {
         write: Arc::new(AtomicBool::new(false)),
         read: Arc::new(AtomicBool::new(false)),
+        on_signal: false,
     };
     let running = start_streams(c, &ctx, test_id, plan, &spec, &stops, on_event)?;
     let mut serving = Serving::new(c, ctx, plan, spec, stops, running, on_event);

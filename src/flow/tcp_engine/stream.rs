@@ -162,20 +162,38 @@ pub struct DataConn {
 }
 
 /// The flags that cut the threads short: the writers' and the readers' (iperf3's ends stop
-/// their writers at TEST_END and their readers at EOF).
+/// their writers at TEST_END and their readers at EOF), and whether a termination signal
+/// cuts them too (`on_signal`). The side that starts a test (`blast`) stops on the signal
+/// itself; a receiver's TCP test stops only by its flags, which the receiver sets when the
+/// test is to be interrupted: on `recv` a first signal drains (running tests go on to their
+/// planned end) and only a second interrupts, so the signal alone must not cut them.
 #[derive(Clone)]
 pub struct Stops {
     pub write: Arc<AtomicBool>,
     pub read: Arc<AtomicBool>,
+    pub on_signal: bool,
 }
 
 impl Stops {
-    /// One flag for writers and readers alike.
+    /// One flag for writers and readers alike, and a termination signal: the client's.
     pub fn one(stop: &Arc<AtomicBool>) -> Stops {
         Stops {
             write: stop.clone(),
             read: stop.clone(),
+            on_signal: true,
         }
+    }
+}
+
+/// What stops one thread: its flag, and a termination signal when `on_signal`.
+struct Stop {
+    flag: Arc<AtomicBool>,
+    on_signal: bool,
+}
+
+impl Stop {
+    fn now(&self) -> bool {
+        self.flag.load(Ordering::Relaxed) || (self.on_signal && signal::stop_requested())
     }
 }
 
@@ -251,12 +269,16 @@ pub fn start(conns: Vec<DataConn>, stops: &Stops, per_stream: bool) -> Result<Ru
     let mut threads = Vec::new();
     for g in groups {
         let group: Vec<DataConn> = g.iter().filter_map(|&i| left[i].take()).collect();
-        let stop = if group[0].job.write {
+        let flag = if group[0].job.write {
             &stops.write
         } else {
             &stops.read
         };
-        let (ls, h) = spawn_group(group, stop.clone())?;
+        let stop = Stop {
+            flag: flag.clone(),
+            on_signal: stops.on_signal,
+        };
+        let (ls, h) = spawn_group(group, stop)?;
         for (&i, l) in g.iter().zip(ls) {
             live[i] = Some(l);
         }
@@ -270,7 +292,7 @@ pub fn start(conns: Vec<DataConn>, stops: &Stops, per_stream: bool) -> Result<Ru
 
 /// Starts one thread driving `conns`, all writers or all readers (pinned to the first one's
 /// CPU, if it has one).
-fn spawn_group(conns: Vec<DataConn>, stop: Arc<AtomicBool>) -> Result<(Vec<Arc<Live>>, Thread)> {
+fn spawn_group(conns: Vec<DataConn>, stop: Stop) -> Result<(Vec<Arc<Live>>, Thread)> {
     let live = conns
         .iter()
         .map(|c| {
@@ -298,7 +320,7 @@ struct Moved {
     zerocopy: Option<ZeroCopyCounts>,
 }
 
-fn run_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Result<GroupOut> {
+fn run_group(conns: &[DataConn], live: &[Arc<Live>], stop: &Stop) -> Result<GroupOut> {
     if let Some(c) = conns[0].job.cpu {
         affinity::pin_current(c);
     }
@@ -341,10 +363,6 @@ fn run_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Resul
         cpu,
         interrupted,
     })
-}
-
-fn stopped(stop: &AtomicBool) -> bool {
-    stop.load(Ordering::Relaxed) || signal::stop_requested()
 }
 
 /// A read or write error that only means "not now" (a timeout, EINTR).
@@ -539,7 +557,7 @@ impl<'a> Writer<'a> {
 /// The buffer is written once and never changed, so a zero-copy send's pages may stay pinned
 /// by the kernel while the next sends go out; every completion is awaited (bounded) before
 /// the end.
-fn write_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Result<Vec<Moved>> {
+fn write_group(conns: &[DataConn], live: &[Arc<Live>], stop: &Stop) -> Result<Vec<Moved>> {
     let blocking = conns.len() == 1;
     let t0 = Instant::now();
     let mut ws = Vec::with_capacity(conns.len());
@@ -568,12 +586,12 @@ fn write_until_done(
     buf: &[u8],
     blocking: bool,
     t0: Instant,
-    stop: &AtomicBool,
+    stop: &Stop,
 ) -> Result<()> {
     let mut open = ws.len();
     let mut fds = Vec::new();
     while open > 0 {
-        if stopped(stop) {
+        if stop.now() {
             let t = t0.elapsed().as_secs_f64();
             for w in ws.iter_mut().filter(|w| w.end.is_none()) {
                 w.end = Some((t, true));
@@ -644,7 +662,7 @@ fn wait_writable(ws: &mut [Writer], fds: &mut Vec<poll::PollFd>, nap: Option<u64
 }
 
 /// Awaits (bounded by [`ZC_WAIT`], or `stop`) the completions of every zero-copy send.
-fn await_zerocopy(ws: &mut [Writer], stop: &AtomicBool) -> Result<()> {
+fn await_zerocopy(ws: &mut [Writer], stop: &Stop) -> Result<()> {
     let deadline = Instant::now() + ZC_WAIT;
     for w in ws.iter_mut() {
         if let Some(z) = w.zc.as_mut() {
@@ -655,7 +673,7 @@ fn await_zerocopy(ws: &mut [Writer], stop: &AtomicBool) -> Result<()> {
         ws.iter()
             .any(|w| w.zc.is_some_and(|z| z.completed < z.sends))
     };
-    while waiting(ws) && Instant::now() < deadline && !stopped(stop) {
+    while waiting(ws) && Instant::now() < deadline && !stop.now() {
         thread::sleep(Duration::from_millis(1));
         for w in ws.iter_mut() {
             if let Some(z) = w.zc.as_mut().filter(|z| z.completed < z.sends) {
@@ -673,7 +691,7 @@ fn await_zerocopy(ws: &mut [Writer], stop: &AtomicBool) -> Result<()> {
 /// the connections read nothing, so that no wake-up of a sleeping reader is charged to the
 /// sender's core (on loopback that core runs the receive path); [`RxWait::Spin`] never naps;
 /// [`RxWait::Block`] sleeps in `read` (one connection) or in `poll` (several).
-fn read_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Result<Vec<Moved>> {
+fn read_group(conns: &[DataConn], live: &[Arc<Live>], stop: &Stop) -> Result<Vec<Moved>> {
     let wait = conns[0].job.wait;
     let blocking = conns.len() == 1 && wait == RxWait::Block;
     let len = conns.iter().map(|c| c.job.len).max().unwrap_or(0);
@@ -719,9 +737,11 @@ fn read_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Resu
                     got = true;
                     None
                 }
-                Err(e) if transient(&e) => {
-                    (stopped(stop) || last[i].elapsed() > silence).then_some(true)
+                Err(e) if transient(&e) && stop.now() => {
+                    cut_reader(&conns[i].sock, &mut buf);
+                    Some(true)
                 }
+                Err(e) if transient(&e) => (last[i].elapsed() > silence).then_some(true),
                 Err(e) if peer_gone(&e) => Some(true),
                 Err(e) => return Err(e).context("data connection: read failed"),
             };
@@ -755,9 +775,19 @@ fn read_group(conns: &[DataConn], live: &[Arc<Live>], stop: &AtomicBool) -> Resu
     Ok(moved)
 }
 
+/// A reader cut short tells its writer, which may be blocked on a full window: the
+/// connection is shut down both ways and what the kernel holds is read and dropped (at most
+/// the receive buffer), so the window opens and the writer's next bytes draw a reset (data
+/// after a shutdown of the reading side is answered with one, RFC 1122): its write fails as
+/// when a reader vanishes, and it ends cut short instead of waiting out its plan.
+fn cut_reader(sock: &TcpStream, buf: &mut [u8]) {
+    let _ = sock.shutdown(Shutdown::Both);
+    while let Ok(1..) = tcp::recv_now(sock, buf) {}
+}
+
 /// After the last writes: FIN on every connection, then wait (bounded) for the readers'
 /// closes, so that the final `TCP_INFO` counts everything acked.
-fn linger(conns: &[DataConn], stop: &AtomicBool) {
+fn linger(conns: &[DataConn], stop: &Stop) {
     for c in conns {
         let _ = c.sock.shutdown(Shutdown::Write);
     }
@@ -765,7 +795,7 @@ fn linger(conns: &[DataConn], stop: &AtomicBool) {
     let t = Instant::now();
     let mut b = [0u8; 512];
     let mut fds = Vec::new();
-    while !open.is_empty() && t.elapsed() < LINGER && !stopped(stop) {
+    while !open.is_empty() && t.elapsed() < LINGER && !stop.now() {
         open.retain(|s| match tcp::recv_now(*s, &mut b) {
             Ok(0) => false,
             Ok(_) => true,
