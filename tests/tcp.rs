@@ -330,11 +330,10 @@ fn an_old_version_peer_is_refused_in_one_line() {
         true,
     );
     let addr: std::net::SocketAddr = addr_in(&line).parse().unwrap();
-    // A version-2 sender (wave 2's Setup, preamble and rate fields) is told which versions
-    // differ, before anything it sends after its Hello is read.
+    // A version-1 sender (no Setup) is told which versions differ.
     let mut c = Conn::new(TcpStream::connect(addr).unwrap()).unwrap();
     c.send(&Msg::Hello {
-        version: 2,
+        version: 1,
         test_id: 1,
         len: 1000,
         plan: Plan::Count(1),
@@ -347,11 +346,11 @@ fn an_old_version_peer_is_refused_in_one_line() {
     let e = c.expect("Ready", Duration::from_secs(10)).unwrap_err();
     let e = format!("{e:#}");
     assert!(
-        e.contains("protocol version 2 not supported (this receiver speaks 3)"),
+        e.contains("protocol version 1 not supported (this receiver speaks 2)"),
         "{e}"
     );
     drop(srv);
-    // A version-2 receiver refusing our Hello: blast prints its message on one line.
+    // A version-1 receiver refusing our Hello: blast prints its message on one line.
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port().to_string();
     let old = std::thread::spawn(move || {
@@ -359,7 +358,7 @@ fn an_old_version_peer_is_refused_in_one_line() {
         let mut c = Conn::new(s).unwrap();
         let _ = c.expect("Hello", Duration::from_secs(10));
         c.send(&Msg::Error {
-            message: "protocol version 3 not supported (this receiver speaks 2)".into(),
+            message: "protocol version 2 not supported (this receiver speaks 1)".into(),
         })
         .unwrap();
     });
@@ -371,7 +370,7 @@ fn an_old_version_peer_is_refused_in_one_line() {
     old.join().unwrap();
     assert!(!st.success());
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("this receiver speaks 2"), "{err}");
+    assert!(err.contains("this receiver speaks 1"), "{err}");
 }
 
 #[test]

@@ -31,11 +31,11 @@ use crate::flow::payload::{ReceiverStats, StreamEnd, TcpInterval, TcpSpec};
 /// follows it (the protocol and, for TCP, the test's settings); a UDP `Done` carries the
 /// sender's CPU; a TCP test ends with `TcpDone` and `TcpReport`.
 ///
-/// Version 3 (wave 3): the `Setup` carries the test's interval (`interval_ns`, which blast
-/// always sends), a reverse test's rate in bits per second (`rate_bps`, was `pps`); a TCP
-/// test's data connections open with the `NCTCPv3` preamble (40 bytes, with the key's proof).
-/// A version-2 peer is refused by its version, in one line, before any of these is read.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Wave 3's additions kept the version: the `Setup`'s `interval_ns` (which blast always
+/// sends), a reverse test's `rate_bps` (was `pps`), the TCP data connections' `NCTCPv3`
+/// preamble. A peer from before them is refused by the unknown field or preamble, in one
+/// line, never misread.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The longest control message accepted (a Report is a few KiB).
 pub const MAX_MESSAGE: usize = 1 << 20;
 
