@@ -331,13 +331,17 @@ fn a_sender_over_the_limits_is_cut_with_the_reason() {
     };
     assert!(why.contains("(--max-rate)"), "{why}");
 
-    // The same for TCP.
-    let (st, _, err) = run(
-        &["blast", "--to", &addr, "--proto", "tcp", "--size", "2GB"],
-        LIMIT,
-    );
-    assert_eq!(st.code(), Some(1), "{err}");
-    assert!(err.contains("(--max-rate)"), "{err}");
+    // The same for TCP; and for both, with the longest interval a test may ask for: the
+    // limit is checked on the receiver's own cadence (its --interval), not the test's.
+    for args in [
+        &["--proto", "tcp", "--size", "2GB"][..],
+        &["--proto", "tcp", "--size", "2GB", "--interval", "60s"],
+        &["--time", "900ms", "--rate", "200Mbps", "--interval", "60s"],
+    ] {
+        let (st, _, err) = run(&[&["blast", "--to", &addr][..], args].concat(), LIMIT);
+        assert_eq!(st.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("(--max-rate)"), "{args:?}: {err}");
+    }
 
     // A sender that says 10 datagrams and sends 300 is cut.
     let mut c = held_test(&addr, 21, 100, Plan::Count(10), None);
@@ -381,7 +385,9 @@ fn a_sender_over_the_limits_is_cut_with_the_reason() {
         .into_iter()
         .filter(|r| r["receiver"]["interrupted"] == true)
         .collect();
-    assert_eq!(cut.len(), 3, "{out}");
+    // UDP: the raw sender over the rate, blast over it with 60 s intervals, 300 of 10, past
+    // the duration.
+    assert_eq!(cut.len(), 4, "{out}");
 }
 
 #[test]

@@ -575,6 +575,7 @@ impl Receiver {
         let thread_per_stream = self.opts.thread_per_stream;
         let max_time = self.opts.limits.max_plan;
         let max_rate_bps = self.opts.limits.max_rate_bps;
+        let limit_every = self.opts.interval;
         let local = self.local_addr();
         let (test_id, data, run): (u64, _, TestRun) = match kind {
             JobKind::Tcp(test_id, plan, spec, interval) => {
@@ -590,6 +591,7 @@ impl Receiver {
                         interrupt: stop,
                         max_time,
                         max_rate_bps,
+                        limit_every,
                         secret,
                     };
                     let r = tcp::server::run_test(&mut conn, ctx, test_id, plan, spec, &mut |e| {

@@ -175,6 +175,8 @@ pub struct RecvSession {
     prev_t: f64,
     prev_bytes: u64,
     prev_datagrams: u64,
+    /// The time and bytes of the last limits check (`Out::Check`).
+    checked: (f64, u64),
     intervals: Vec<IntervalRow>,
     done: Option<DoneInfo>,
     failure: Option<String>,
@@ -203,6 +205,7 @@ impl RecvSession {
             prev_t: 0.0,
             prev_bytes: 0,
             prev_datagrams: 0,
+            checked: (0.0, 0),
             intervals: Vec::new(),
             done: None,
             failure: None,
@@ -345,6 +348,7 @@ impl RecvSession {
             same_host: *host == self.ctx.host || self.ctx.peer_loopback,
             streams: 1,
             interval: self.ctx.interval,
+            check_every: self.ctx.interval,
         })
     }
 
@@ -746,6 +750,11 @@ impl RecvSession {
                 bytes,
                 lost_so_far,
             } => self.on_interval(t, datagrams, bytes, lost_so_far, now),
+            Out::Check {
+                t,
+                datagrams,
+                bytes,
+            } => self.on_check(t, datagrams, bytes, now),
             Out::Finished(stats) => {
                 if self.state != State::Finishing {
                     return;
@@ -770,7 +779,7 @@ impl RecvSession {
     }
 
     /// The UDP thread's interval figures: a row for the caller and the sender, progress for
-    /// the silence deadline, and the limits checked (`--max-rate`).
+    /// the silence deadline.
     fn on_interval(&mut self, t: f64, datagrams: u64, bytes: u64, lost_so_far: u64, now: Instant) {
         if !matches!(self.state, State::Running | State::Finishing) {
             return;
@@ -801,6 +810,25 @@ impl RecvSession {
             }));
         }
         self.actions.push(Action::Interval(row));
+    }
+
+    /// The UDP thread's totals on the receiver's cadence: progress for the silence deadline,
+    /// the limits checked (`--max-rate`, the plan's count) since the last check.
+    fn on_check(&mut self, t: f64, datagrams: u64, bytes: u64, now: Instant) {
+        if !matches!(self.state, State::Running | State::Finishing) {
+            return;
+        }
+        if datagrams > self.last_progress.1 {
+            self.last_progress = (now, datagrams);
+        }
+        let (start, before) = std::mem::replace(&mut self.checked, (t, bytes));
+        let row = IntervalRow {
+            start,
+            t,
+            received: datagrams,
+            received_bps: bytes.saturating_sub(before) as f64 * 8.0 / (t - start).max(1e-9),
+            ..IntervalRow::default()
+        };
         if self.state == State::Running && self.failure.is_none() {
             if let Some(why) = self.over_limits(&row, datagrams) {
                 self.cut_with(why);
@@ -1287,12 +1315,23 @@ mod tests {
         s.on_msg(hello_msg(1, Plan::TimeNs(2_000_000_000), false), t0);
         assert!(actions(&mut s)[0].contains("(--max-duration)"));
 
-        let interval = |t: f64, datagrams: u64, bytes: u64| Out::Interval {
+        // The limits are checked on the receiver's cadence (Out::Check), not per interval row.
+        let interval = |t: f64, datagrams: u64, bytes: u64| Out::Check {
             t,
             datagrams,
             bytes,
-            lost_so_far: 0,
         };
+        let mut s = start(Plan::Count(10));
+        s.on_udp(
+            Out::Interval {
+                t: 0.1,
+                datagrams: 11,
+                bytes: 1100,
+                lost_so_far: 0,
+            },
+            t0,
+        );
+        assert!(!actions(&mut s).iter().any(|x| x.contains("planned")));
         // More datagrams than planned.
         let mut s = start(Plan::Count(10));
         s.on_udp(interval(0.1, 11, 1100), t0);

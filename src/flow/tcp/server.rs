@@ -47,9 +47,12 @@ pub(crate) struct ServerCtx {
     pub interrupt: Arc<AtomicBool>,
     /// The longest the test may run (`--max-duration`): past it (and a grace), it is cut.
     pub max_time: Duration,
-    /// The fastest the client may send, bits a second (`--max-rate`): an interval over it by
+    /// The fastest the client may send, bits a second (`--max-rate`): a check over it by
     /// more than a quarter cuts the test; this side's writers are paced at most at it.
     pub max_rate_bps: Option<f64>,
+    /// How often `--max-rate` is checked: the receiver's own `--interval`, whatever interval
+    /// the test asked for (a client's 60 s intervals must not let it burst for 60 s).
+    pub limit_every: Duration,
     /// A keyed test's secret: each data connection's preamble must carry its token.
     pub secret: Option<TestSecret>,
 }
@@ -266,6 +269,9 @@ struct Serving<'a> {
     intervals: Vec<TcpInterval>,
     /// When the next interval is due.
     next: Instant,
+    /// `--max-rate`'s own samples, every `ctx.limit_every`, and when the next is due.
+    limit_meter: IntervalMeter,
+    limit_next: Instant,
     /// The client's TcpDone: its streams' ends and CPU figures.
     done: Option<(Vec<StreamEnd>, CpuUsage)>,
     done_at: Option<Instant>,
@@ -292,6 +298,7 @@ impl<'a> Serving<'a> {
         };
         let t0 = Instant::now();
         let next = t0 + ctx.interval;
+        let limit_next = t0 + ctx.limit_every;
         Serving {
             c,
             ctx,
@@ -304,6 +311,8 @@ impl<'a> Serving<'a> {
             meter: IntervalMeter::default(),
             intervals: Vec::new(),
             next,
+            limit_meter: IntervalMeter::default(),
+            limit_next,
             done: None,
             done_at: None,
             failure: None,
@@ -343,6 +352,9 @@ impl<'a> Serving<'a> {
             if Instant::now() >= self.next {
                 self.sample_interval();
             }
+            if self.ctx.max_rate_bps.is_some() && Instant::now() >= self.limit_next {
+                self.check_rate();
+            }
             while let Ok((s, _)) = self.ctx.conns.try_recv() {
                 busy(s);
             }
@@ -356,8 +368,7 @@ impl<'a> Serving<'a> {
         }
     }
 
-    /// Samples an interval: to the client (`--intervals`), to the caller, against
-    /// `--max-rate`.
+    /// Samples an interval: to the client (`--intervals`), to the caller.
     fn sample_interval(&mut self) {
         let t = self.t0.elapsed().as_secs_f64();
         let row = sample(&mut self.meter, t, &self.running.live, "server");
@@ -368,13 +379,20 @@ impl<'a> Serving<'a> {
             });
         }
         (self.on_event)(TcpEvent::Interval(row.clone()));
+        self.intervals.push(row);
+        self.next += self.ctx.interval;
+    }
+
+    /// Checks the rate since the last check against `--max-rate`, on the receiver's cadence.
+    fn check_rate(&mut self) {
+        let t = self.t0.elapsed().as_secs_f64();
+        let row = sample(&mut self.limit_meter, t, &self.running.live, "server");
         if !self.ending() {
             if let Some(why) = over_rate(&row, self.ctx.max_rate_bps) {
                 self.fail(why);
             }
         }
-        self.intervals.push(row);
-        self.next += self.ctx.interval;
+        self.limit_next += self.ctx.limit_every;
     }
 
     /// Cuts a test that runs past `--max-duration` (and a grace).

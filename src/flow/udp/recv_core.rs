@@ -33,6 +33,9 @@ pub struct TestParams {
     pub streams: u16,
     /// The test's interval: its Setup's, or the receiver's own `--interval`.
     pub interval: Duration,
+    /// How often the limits are checked (`Out::Check`): the receiver's own `--interval`,
+    /// whatever the test asked (a client's 60 s intervals must not let it burst for 60 s).
+    pub check_every: Duration,
 }
 
 /// The control thread's commands to the UDP thread.
@@ -57,6 +60,12 @@ pub enum Out {
         datagrams: u64,
         bytes: u64,
         lost_so_far: u64,
+    },
+    /// The totals so far, every `check_every`: for the limits and the silence deadline.
+    Check {
+        t: f64,
+        datagrams: u64,
+        bytes: u64,
     },
     Finished(Box<ReceiverStats>),
     Failed(String),
@@ -146,6 +155,9 @@ pub(crate) struct TestState {
     /// The test's interval, and when its next figures are due.
     interval: Duration,
     next_tick: Instant,
+    /// How often the limits are checked, and when next.
+    check_every: Duration,
+    next_check: Instant,
     /// Unique datagrams when the last interval figures went out.
     ticked: std::cell::Cell<u64>,
     /// Set by Finish: (sender's count if known, when asked).
@@ -183,6 +195,8 @@ impl TestState {
             got: false,
             interval: p.interval,
             next_tick: now + p.interval,
+            check_every: p.check_every,
+            next_check: now + p.check_every,
             ticked: std::cell::Cell::new(0),
             finishing: None,
             meter: ThreadMeter::start(),
@@ -628,6 +642,20 @@ impl TestState {
         ));
     }
 
+    /// The totals at `at`, for the limits (`Out::Check`).
+    fn send_check(&self, out: &Tx<(u64, Out)>, at: Instant) {
+        let (datagrams, bytes, _) = self.progress();
+        let t = at.saturating_duration_since(self.start).as_secs_f64();
+        let _ = out.send((
+            self.test_id,
+            Out::Check {
+                t,
+                datagrams,
+                bytes,
+            },
+        ));
+    }
+
     /// One receive batch ended at `now` (`received`: it carried this test's data): interval figures, and the end of the test once
     /// finishing and the drain rule says so. False once the test has ended (its result sent).
     fn end_batch(
@@ -649,6 +677,10 @@ impl TestState {
                 t.next_tick = now + t.interval;
             }
             t.send_interval(out, now);
+        }
+        if now >= t.next_check {
+            t.next_check = (t.next_check + t.check_every).max(now);
+            t.send_check(out, now);
         }
         if let Some((sent, asked)) = &t.finishing {
             let (sent, asked) = (sent.as_deref(), *asked);
@@ -706,6 +738,7 @@ mod tests {
             same_host: true,
             streams: 1,
             interval: Duration::from_secs(1),
+            check_every: Duration::from_secs(1),
         };
         cmd_tx.send(Cmd::Start(p)).unwrap();
         assert!(core.commands());
@@ -737,6 +770,7 @@ mod tests {
             same_host: true,
             streams,
             interval: Duration::from_secs(1),
+            check_every: Duration::from_secs(1),
         };
         TestState::new(p, 1 << 10)
     }
