@@ -30,7 +30,8 @@ pub struct Limits {
     pub hello: Duration,
     /// From Hello to the UDP thread having the test (then Ready goes out).
     pub start: Duration,
-    /// From Ready to the first datagram (plus one interval: progress is seen per interval).
+    /// From Ready to the first datagram (plus one of the receiver's intervals: progress is
+    /// seen per limits check).
     pub first_datagram: Duration,
     /// No new datagram and no Done for this long (plus the planned time) ends the test.
     pub silence: Duration,
@@ -168,8 +169,8 @@ pub struct RecvSession {
     streams: u16,
     /// The UDP thread's parameters, from the Hello until Setup says UDP.
     params: Option<TestParams>,
-    /// The test's interval: its Setup's, else the receiver's (progress is seen once per
-    /// interval).
+    /// The test's interval: its Setup's, else the receiver's. (Progress is seen once per
+    /// limits check, on the receiver's own interval.)
     interval: Duration,
     last_progress: (Instant, u64),
     prev_t: f64,
@@ -949,7 +950,7 @@ impl RecvSession {
                         l.max_plan.as_secs_f64()
                     ));
                 }
-                let first = l.first_datagram + self.interval;
+                let first = l.first_datagram + self.ctx.interval;
                 if self.last_progress.1 == 0 && running >= first {
                     let why = format!("no datagram arrived within {:.0} s", first.as_secs_f64());
                     if !self.conn_lost {
@@ -959,7 +960,7 @@ impl RecvSession {
                     }
                     return self.cut_short(Some(why));
                 }
-                let limit = l.silence + planned + self.interval;
+                let limit = l.silence + planned + self.ctx.interval;
                 if now.duration_since(self.last_progress.0) > limit && running > limit {
                     let why = "the sender went silent (no datagrams and no Done)".to_string();
                     if !self.conn_lost {
