@@ -608,14 +608,13 @@ impl Receiver {
             JobKind::Reverse(job) => {
                 let test_id = job.test_id;
                 let run = move || {
-                    let stopped = || stop.load(Ordering::Relaxed);
                     let r = super::reverse::serve(
                         &mut conn,
                         job,
                         local.ip(),
                         peer.ip(),
                         cpu,
-                        &stopped,
+                        &stop,
                         &mut |row| {
                             let _ = ev.send(Event::Interval { test_id, row: *row });
                         },
