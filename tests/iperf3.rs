@@ -15,8 +15,8 @@ use common::proc::Proc;
 use common::{addr_in, have_iperf3, spawn};
 use serde_json::Value;
 
-/// `netcore recv --json` on a free port: its address, its reports (one JSON document each)
-/// and its stderr lines; killed on drop.
+/// `netcore recv --json` on a free port: its address, its reports (one JSON document each;
+/// with `--json-stream`, its events) and its stderr lines; killed on drop.
 struct Recv {
     child: Child,
     addr: String,
@@ -26,10 +26,13 @@ struct Recv {
 
 impl Recv {
     fn start() -> Recv {
-        let mut child = spawn(
-            &["recv", "--listen", "127.0.0.1:0", "--json"],
-            Stdio::piped(),
-        );
+        Recv::start_with(&["--json"])
+    }
+
+    /// `netcore recv --listen 127.0.0.1:0 OUTPUT` (`--json`, `--json-stream`).
+    fn start_with(output: &[&str]) -> Recv {
+        let args = [&["recv", "--listen", "127.0.0.1:0"][..], output].concat();
+        let mut child = spawn(&args, Stdio::piped());
         let (etx, errs) = mpsc::channel();
         let err = child.stderr.take().unwrap();
         std::thread::spawn(move || {
@@ -75,6 +78,38 @@ impl Recv {
             .expect("netcore printed no report")
     }
 
+    /// The next `--json-stream` event named `event` (the documents before it dropped).
+    fn event(&self, event: &str) -> Value {
+        let t = Instant::now();
+        while let Some(left) = Duration::from_secs(30).checked_sub(t.elapsed()) {
+            match self.reports.recv_timeout(left) {
+                Ok(v) if v["event"] == event => return v,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("netcore printed no {event} event");
+    }
+
+    fn signal(&self, sig: i32) {
+        netcore::sys::process::kill(self.child.id() as i32, sig).expect("kill");
+    }
+
+    /// Waits for recv to exit (bounded: a hang fails the test); its exit code.
+    fn exit_code(&mut self) -> Option<i32> {
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st.code();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "recv still running 30 s after the signal"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The next stderr line that contains `what`.
     fn err_line(&self, what: &str) -> String {
         let t = Instant::now();
@@ -106,10 +141,20 @@ const NEW_IPERF3: &str = "/opt/iperf3-new/bin/iperf3";
 
 /// [`iperf3`] with the binary `bin`.
 fn iperf3_bin(bin: &str, port: &str, args: &[&str]) -> Value {
+    let out = iperf3_cmd(bin, port, args).output().expect("iperf3 runs");
+    iperf3_json(&out, args)
+}
+
+/// `iperf3 -c 127.0.0.1 -p PORT -J ARGS` with the binary `bin`, bounded (60 s).
+fn iperf3_cmd(bin: &str, port: &str, args: &[&str]) -> Command {
     let mut c = Command::new("timeout");
     c.args(["60", bin, "-c", "127.0.0.1", "-p", port, "-J"])
         .args(args);
-    let out = c.output().expect("iperf3 runs");
+    c
+}
+
+/// The JSON of an iperf3 run `out` (with `args`) that succeeded.
+fn iperf3_json(out: &std::process::Output, args: &[&str]) -> Value {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -850,6 +895,83 @@ fn blast_udp_to_iperf3_server() {
                 u(&r["in_order"]) + u(&r["reordered"]) + u(&r["duplicate"]) + u(&r["too_late"]),
                 "{r}"
             );
+        }
+    }
+}
+
+/// Once `r`'s iperf3 test runs (its start event, and half a second more), sends `sig` to recv
+/// and waits for its "stopping" line (a first signal drains).
+fn signal_running(r: &Recv, sig: i32) {
+    r.event("start");
+    std::thread::sleep(Duration::from_millis(500));
+    r.signal(sig);
+    r.err_line("stopping");
+}
+
+/// `iperf3 -c RECV -J ARGS` (binary `bin`) running on `r`, its output piped.
+fn iperf3_on(r: &Recv, bin: &str, args: &[&str]) -> Child {
+    iperf3_cmd(bin, &r.port(), args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iperf3 runs")
+}
+
+/// #27 follow-up: a first signal on `recv` lets a running iperf3 test finish (TCP; UDP either
+/// way): iperf3 gets its normal end of test (exit 0, no error), netcore's report agrees with it
+/// and is not interrupted, and recv exits 143 once the test has ended. recv used to end it at
+/// the signal (SERVER_TERMINATE, or its streams closed under the client).
+#[test]
+fn a_first_signal_on_recv_lets_a_running_iperf3_test_finish() {
+    if !have_iperf3() {
+        return;
+    }
+    let udp = ["-u", "-b", "10M", "-t", "2"];
+    for args in [&["-t", "2"][..], &udp, &[&udp[..], &["-R"]].concat()] {
+        let mut r = Recv::start_with(&["--json-stream"]);
+        let child = iperf3_on(&r, "iperf3", args);
+        signal_running(&r, libc::SIGTERM);
+        let ip = iperf3_json(&common::wait_output(child, Duration::from_secs(60)), args);
+        assert!(ip.get("error").is_none(), "{args:?}: {ip}");
+        let nc = &r.event("end")["data"];
+        assert_eq!(nc["interrupted"], false, "{args:?}: {nc}");
+        if args[0] == "-t" {
+            check_tcp(&ip, nc, 1, &["up"]);
+        } else if args.contains(&"-R") {
+            let ends = ip["end"]["streams"].as_array().unwrap();
+            check_udp_sent(ends, nc["sent"].as_array().unwrap(), u(&nc["len"]));
+        } else {
+            check_udp(&ip, nc, 1);
+        }
+        assert_eq!(r.exit_code(), Some(128 + libc::SIGTERM), "{args:?}");
+    }
+}
+
+/// #27 follow-up: a second signal on a draining `recv` cuts a running iperf3 test (TCP, UDP):
+/// iperf3 is told that the server ended it ("the server has terminated"; iperf3 3.12 exits 0
+/// then, later versions 1), and recv exits 130.
+#[test]
+fn a_second_signal_on_recv_cuts_a_running_iperf3_test() {
+    if !have_iperf3() {
+        return;
+    }
+    let new = std::path::Path::new(NEW_IPERF3).exists();
+    let bins = ["iperf3", NEW_IPERF3]
+        .into_iter()
+        .take(if new { 2 } else { 1 });
+    for bin in bins {
+        for args in [&["-t", "30"][..], &["-u", "-b", "10M", "-t", "30"]] {
+            let mut r = Recv::start_with(&["--json-stream"]);
+            let child = iperf3_on(&r, bin, args);
+            signal_running(&r, libc::SIGINT);
+            r.signal(libc::SIGINT);
+            let out = common::wait_output(child, Duration::from_secs(60));
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("the server has terminated"),
+                "{bin} {args:?}: {text}"
+            );
+            assert_eq!(r.exit_code(), Some(130), "{bin} {args:?}");
         }
     }
 }

@@ -37,8 +37,9 @@ fn recv(extra: &[&str]) -> (Proc, String) {
     (p, addr_in(&line))
 }
 
-/// A UDP report's accounting holds `unique + lost == sent`, with the sender's count.
-fn exact_udp(r: &Value) {
+/// A UDP report's accounting holds `unique + lost == sent`, with the sender's count; not
+/// interrupted.
+pub(crate) fn exact_udp(r: &Value) {
     let a = &r["receiver"]["accounting"];
     let (sent, unique, lost) = (
         a["sent"].as_u64().unwrap(),

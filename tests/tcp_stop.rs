@@ -3,7 +3,8 @@
 //! `recv`; SIGINT ignored at the start, as in a background job of a script); a test whose
 //! client stopped or vanished ends on the receiver, which is free for the next one. #27
 //! follow-up: a first signal on `recv` lets a running TCP test run to its end, a second cuts
-//! it; a SIGINT before the handlers are in is not lost when SIGINT was ignored at the start.
+//! it, and so for the UDP tests `recv` sends (`-R`, `--bidir`'s reverse half); a SIGINT before
+//! the handlers are in is not lost when SIGINT was ignored at the start.
 
 use crate::common;
 use common::proc::Proc;
@@ -79,6 +80,11 @@ impl Lines {
         netcore::sys::process::kill(self.child.id() as i32, sig).expect("kill");
     }
 
+    /// Whether it has not exited yet.
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Waits (bounded) for the exit; returns the exit code and the stdout lines left.
     fn finish(mut self, what: &str) -> (Option<i32>, Vec<String>, String) {
         let t = Instant::now();
@@ -111,11 +117,19 @@ impl Drop for Lines {
 
 /// The `end` event of a --json-stream output, parsed.
 fn end_event(lines: &[String], what: &str) -> Value {
+    end_events(lines)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("{what}: no end event in {lines:?}"))
+}
+
+/// Every `end` event of a --json-stream output (a UDP `--bidir` ends with one per half).
+fn end_events(lines: &[String]) -> Vec<Value> {
     lines
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["event"] == "end")
-        .unwrap_or_else(|| panic!("{what}: no end event in {lines:?}"))
+        .filter(|v| v["event"] == "end")
+        .collect()
 }
 
 /// The report of a TCP test cut short: marked interrupted, and complete.
@@ -292,15 +306,15 @@ fn an_interrupted_reverse_test_frees_the_receiver() {
     }
 }
 
-/// A `recv --json` (a first signal drains, a second interrupts) with `blast --proto tcp PLAN
-/// ARGS` running on it, draining: `sig` sent once the test's data flows (its first interval, a
-/// fifth of a second in, and 0.3 s more) and recv's "stopping" line seen. recv, its address
-/// and the blast.
-fn draining(plan: &[&str], args: &[&str], sig: i32) -> (Proc, String, Lines) {
+/// A `recv --json` (a first signal drains, a second interrupts) with `blast --proto PROTO
+/// PLAN ARGS` running on it, draining: `sig` sent once the test's data flows (its first
+/// interval, a fifth of a second in, and 0.3 s more) and recv's "stopping" line seen. recv, its
+/// address and the blast.
+fn draining(proto: &str, plan: &[&str], args: &[&str], sig: i32) -> (Proc, String, Lines) {
     let mut recv = Proc::netcore(&["recv", "--listen", "127.0.0.1:0", "--json"]);
     let addr = common::addr_in(&recv.wait_line("listening on"));
     let to = ["--to", addr.as_str()];
-    let base = ["blast", "--proto", "tcp", "-i", "200ms", "--json-stream"];
+    let base = ["blast", "--proto", proto, "-i", "200ms", "--json-stream"];
     let b = Lines::start(&[&base[..], &to, plan, args].concat(), false);
     b.wait_for("\"event\":\"start\"", Duration::from_secs(20));
     b.wait_for("\"event\":\"interval\"", Duration::from_secs(20));
@@ -315,15 +329,12 @@ fn kill(p: &Proc, sig: i32) {
     netcore::sys::process::kill(p.pid() as i32, sig).expect("kill");
 }
 
-/// The TCP reports `recv --json` printed (one document a line).
-fn recv_reports(out: &str) -> Vec<Value> {
+/// The reports of schema `schema` (a prefix: "netcore.tcp") `recv --json` printed (one
+/// document a line).
+fn recv_reports(out: &str, schema: &str) -> Vec<Value> {
     out.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| {
-            v["schema"]
-                .as_str()
-                .is_some_and(|s| s.starts_with("netcore.tcp"))
-        })
+        .filter(|v| v["schema"].as_str().is_some_and(|s| s.starts_with(schema)))
         .collect()
 }
 
@@ -334,7 +345,7 @@ fn recv_reports(out: &str) -> Vec<Value> {
 fn a_first_signal_on_recv_lets_a_running_tcp_test_run_to_its_end() {
     for (args, streams) in KINDS {
         let what = format!("drain {args:?}");
-        let (recv, addr, b) = draining(&["--time", "2s"], args, libc::SIGTERM);
+        let (recv, addr, b) = draining("tcp", &["--time", "2s"], args, libc::SIGTERM);
         let new = ["blast", "--proto", "tcp", "--count", "10", "--to", &addr];
         let (st, _, err) = common::run(&new, Duration::from_secs(30));
         assert_eq!(st.code(), Some(1), "{what}: a new test: {err}");
@@ -354,7 +365,7 @@ fn a_first_signal_on_recv_lets_a_running_tcp_test_run_to_its_end() {
         }
         let (st, out, err) = recv.finish(EXIT_BOUND);
         assert_eq!(st.code(), Some(128 + libc::SIGTERM), "{what}: {err}");
-        let reports = recv_reports(&out);
+        let reports = recv_reports(&out, "netcore.tcp");
         assert_eq!(reports.len(), 1, "{what}: {out}");
         assert_eq!(reports[0]["interrupted"], false, "{what}: {out}");
     }
@@ -367,16 +378,91 @@ fn a_first_signal_on_recv_lets_a_running_tcp_test_run_to_its_end() {
 fn a_second_signal_on_recv_cuts_a_running_tcp_test() {
     for (args, streams) in KINDS {
         let what = format!("two signals {args:?}");
-        let (recv, _, b) = draining(&["--time", "30s"], args, libc::SIGINT);
+        let (recv, _, b) = draining("tcp", &["--time", "30s"], args, libc::SIGINT);
         kill(&recv, libc::SIGINT);
         let (code, lines, err) = b.finish(&what);
         assert_eq!(code, Some(1), "{what}: {err}\n{lines:?}");
         check_cut_report(&end_event(&lines, &what)["data"], streams, &what);
         let (st, out, err) = recv.finish(EXIT_BOUND);
         assert_eq!(st.code(), Some(130), "{what}: {err}");
-        let reports = recv_reports(&out);
+        let reports = recv_reports(&out, "netcore.tcp");
         assert_eq!(reports.len(), 1, "{what}: {out}");
         check_cut_report(&reports[0], streams, &what);
+    }
+}
+
+/// The UDP tests `recv` sends on: `-R`, and `--bidir` (its reverse half sent by recv, its
+/// forward half received), with the reports each side prints; paced, so that a loaded machine
+/// keeps up (4000 datagrams a way take about 2.4 s).
+const UDP_SENT_BY_RECV: [(&str, usize); 2] = [("-R", 1), ("--bidir", 2)];
+const UDP_PACE: [&str; 2] = ["--rate", "20Mbps"];
+
+/// A UDP test of `kind` (with `halves`) that `recv` sends on, `blast --proto udp PLAN`,
+/// through `sigs` on recv (the first once the test runs, see [`draining`]; the others 0.3 s
+/// later, the test still running through the first): the exit codes are `codes` (blast's,
+/// recv's); every UDP report printed, one a half on each side (blast's end events' first).
+fn udp_sent_by_recv(
+    (kind, halves): (&str, usize),
+    plan: &[&str],
+    sigs: &[i32],
+    codes: (i32, i32),
+) -> Vec<Value> {
+    let what = format!("udp {kind} {plan:?}, signals {sigs:?}");
+    let (recv, _, mut b) = draining("udp", plan, &[&UDP_PACE[..], &[kind]].concat(), sigs[0]);
+    for &sig in &sigs[1..] {
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(b.running(), "{what}: blast ended at the first signal");
+        kill(&recv, sig);
+    }
+    let (code, lines, err) = b.finish(&what);
+    assert_eq!(code, Some(codes.0), "{what}: {err}\n{lines:?}");
+    let (st, out, err) = recv.finish(EXIT_BOUND);
+    assert_eq!(st.code(), Some(codes.1), "{what}: {err}");
+    let ends = end_events(&lines);
+    let reports = recv_reports(&out, "netcore.udp");
+    assert_eq!(
+        (ends.len(), reports.len()),
+        (halves, halves),
+        "{what}: {out}"
+    );
+    ends.into_iter()
+        .map(|e| e["data"].clone())
+        .chain(reports)
+        .collect()
+}
+
+/// #27 follow-up: a first signal on `recv` lets a running UDP test it sends (`-R`,
+/// `--bidir`) run to its planned end, as a test it receives did: blast exits 0, every report
+/// complete and not interrupted, the whole count sent each way, recv exits 143 once it has
+/// ended (its sender used to stop at the signal itself: blast exited 1, its report
+/// interrupted).
+#[test]
+fn a_first_signal_on_recv_lets_a_running_udp_test_it_sends_run_to_its_end() {
+    for kind in UDP_SENT_BY_RECV {
+        let plan = ["--count", "4000"];
+        let sigterm = 128 + libc::SIGTERM;
+        for r in udp_sent_by_recv(kind, &plan, &[libc::SIGTERM], (0, sigterm)) {
+            crate::service::exact_udp(&r);
+            assert_eq!(r["receiver"]["accounting"]["sent"], 4000, "{kind:?}: {r}");
+        }
+    }
+}
+
+/// #27 follow-up: a second signal on a draining `recv` cuts a running UDP test it sends:
+/// blast's reports and recv's are marked interrupted and complete (`unique + lost == sent`),
+/// blast exits 1 (the receiver ended the test), recv 130.
+#[test]
+fn a_second_signal_on_recv_cuts_a_running_udp_test_it_sends() {
+    for kind in UDP_SENT_BY_RECV {
+        let plan = ["--time", "30s"];
+        let sigs = [libc::SIGINT, libc::SIGINT];
+        for r in udp_sent_by_recv(kind, &plan, &sigs, (1, 130)) {
+            let a = &r["receiver"]["accounting"];
+            assert_eq!(r["receiver"]["interrupted"], true, "{kind:?}: {r}");
+            let sent = a["sent"].as_u64().unwrap();
+            let accounted = a["unique"].as_u64().unwrap() + a["lost"].as_u64().unwrap();
+            assert_eq!(accounted, sent, "{kind:?}: {r}");
+        }
     }
 }
 

@@ -240,6 +240,7 @@ impl BlastPlan {
             test_id: None,
             cut_after: None,
             receiver_interval: self.receiver_interval,
+            interrupt: None,
         }
     }
 }

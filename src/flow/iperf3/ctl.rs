@@ -3,7 +3,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -14,7 +16,6 @@ use crate::flow::tcp_engine::stream::transient;
 use crate::interop::iperf3::server_ctl::{Event, ServerCtl};
 use crate::interop::iperf3::Results;
 use crate::sys::cpu::ThreadTimes;
-use crate::sys::signal;
 
 /// One read waits at most this long, so deadlines and stop requests are seen.
 const SLICE: Duration = Duration::from_millis(20);
@@ -66,6 +67,10 @@ pub struct Iperf3Ctx {
     pub max_time: Duration,
     pub max_streams: u16,
     pub max_rate_bps: Option<f64>,
+    /// Set when the receiver interrupts the test: the client is told SERVER_TERMINATE and
+    /// every wait gives up. Nothing here reads the signal itself: on `recv` a first signal
+    /// drains (a running test goes on to its end) and only a second interrupts.
+    pub interrupt: Arc<AtomicBool>,
 }
 
 /// What an iperf3 test reports as it runs.
@@ -179,10 +184,12 @@ pub struct Ctl {
     pub out: Vec<u8>,
     /// The state the client is in, as the last event left it (for "vanished in ..." lines).
     pub stage: &'static str,
+    /// The receiver's interrupt flag for this test ([`Iperf3Ctx::interrupt`]).
+    interrupt: Arc<AtomicBool>,
 }
 
 impl Ctl {
-    pub fn new(sock: TcpStream) -> Result<Ctl> {
+    pub fn new(sock: TcpStream, interrupt: Arc<AtomicBool>) -> Result<Ctl> {
         sock.set_nonblocking(false)?;
         sock.set_read_timeout(Some(SLICE))?;
         sock.set_write_timeout(Some(Duration::from_secs(2)))?;
@@ -192,7 +199,13 @@ impl Ctl {
             sc: ServerCtl::new(),
             out: Vec::new(),
             stage: "sending its cookie",
+            interrupt,
         })
+    }
+
+    /// Whether the receiver interrupted the test.
+    pub(crate) fn interrupted(&self) -> bool {
+        self.interrupt.load(Ordering::Relaxed)
     }
 
     /// Writes what the state machine queued.
@@ -214,7 +227,7 @@ impl Ctl {
             if Instant::now() >= deadline {
                 bail!("iperf3 client went silent while {}", self.stage);
             }
-            if crate::sys::signal::stop_requested() {
+            if self.interrupted() {
                 bail!("interrupted while the iperf3 client was {}", self.stage);
             }
         }
@@ -284,7 +297,7 @@ impl Ctl {
 
     /// Waits for TEST_END while the test runs: more data connections (`conns`) are denied,
     /// `tick` runs every turn (interval lines; its error, a limit passed, ends the test), and
-    /// a stop request tells the client SERVER_TERMINATE. Bounded by `deadline`; cut at
+    /// the receiver's interrupt tells the client SERVER_TERMINATE. Bounded by `deadline`; cut at
     /// `cut_at` (`--max-duration`).
     pub(crate) fn until_test_end(
         &mut self,
@@ -321,9 +334,12 @@ impl Ctl {
                 Some(Event::Terminated) => bail!("iperf3 client terminated the test"),
                 Some(e) => bail!("iperf3 client sent {e:?} while the test ran"),
             }
-            if signal::stop_requested() {
+            if self.interrupted() {
+                // Told while the streams still run, as a limit is: the client prints that the
+                // server ended the test, not a broken pipe.
                 self.sc.terminate(&mut self.out);
                 let _ = self.flush();
+                self.linger_for_client();
                 bail!("interrupted: iperf3 client told SERVER_TERMINATE");
             }
             if Instant::now() >= deadline {

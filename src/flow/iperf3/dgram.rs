@@ -19,7 +19,7 @@ use crate::interop::iperf3::msg::stream_id;
 use crate::interop::iperf3::udp_header::Header;
 use crate::interop::iperf3::StreamResult;
 use crate::sys::mmsg::{RecvBatch, SendBatch};
-use crate::sys::{realtime_ns, signal, sockopt};
+use crate::sys::{realtime_ns, sockopt};
 
 /// What a reader thread shares while it runs.
 #[derive(Default)]
@@ -125,7 +125,9 @@ fn gso_segments(sock: &UdpSocket, len: usize, gso: bool) -> usize {
 
 /// Sends `len`-byte datagrams with iperf3's header on a connected socket, `segs` datagrams a
 /// message (GSO) in `sendmmsg` batches, paced by `flow::pacer`, until `count` datagrams (or
-/// `stop`); returns the datagrams the kernel took (numbered densely from iperf3's 1).
+/// `stop`); returns the datagrams the kernel took (numbered densely from iperf3's 1). A signal
+/// does not stop it by itself: its owner sets `stop` (`blast` at a signal; `recv` when the test
+/// ends or it interrupts the test: a first signal there lets the test run to its end).
 fn blaster(sock: UdpSocket, plan: TxPlan, segs: usize, stop: &AtomicBool) -> u64 {
     if let Some(c) = plan.cpu {
         crate::sys::affinity::pin_current(c);
@@ -138,7 +140,7 @@ fn blaster(sock: UdpSocket, plan: TxPlan, segs: usize, stop: &AtomicBool) -> u64
         .pps
         .map(|r| Pacer::new(r.max(1e-3), per_batch, realtime_ns()));
     let mut seq0 = 0u64;
-    while seq0 < plan.count && !stop.load(Ordering::Relaxed) && !signal::stop_requested() {
+    while seq0 < plan.count && !stop.load(Ordering::Relaxed) {
         let now = realtime_ns();
         let mut n = (plan.count - seq0).min(per_batch);
         if let Some(p) = pacer.as_mut() {

@@ -46,7 +46,6 @@ use crate::interop::iperf3::msg::stream_id;
 use crate::interop::iperf3::server_ctl::Event;
 use crate::interop::iperf3::{Cookie, Params, Results, StreamResult};
 use crate::sys::cpu::process_times;
-use crate::sys::signal;
 
 /// Serves one iperf3 client on `sock` (its first byte was peeked, nothing read). Every wait is
 /// bounded; an error names the state the client was in.
@@ -56,7 +55,7 @@ pub fn serve(
     ctx: Iperf3Ctx,
     on_event: &mut dyn FnMut(Iperf3Event),
 ) -> Result<()> {
-    let mut c = Ctl::new(sock)?;
+    let mut c = Ctl::new(sock, ctx.interrupt.clone())?;
     let r = run(&mut c, peer, ctx, on_event);
     if let (Err(e), false) = (&r, c.sc.is_closed()) {
         if e.downcast_ref::<Refused>().is_some() {
@@ -346,7 +345,7 @@ fn admit(
     let mut conns = Vec::new();
     let t = Instant::now();
     while conns.len() < dirs.len() {
-        if t.elapsed() > CONNECT_WINDOW || signal::stop_requested() {
+        if t.elapsed() > CONNECT_WINDOW || c.interrupted() {
             bail!(
                 "only {} of {} iperf3 data connections arrived",
                 conns.len(),
@@ -375,12 +374,12 @@ fn admit(
             job,
         });
     }
-    // A signal ends an iperf3 test here at once (its control tells the client
-    // SERVER_TERMINATE), and its threads with it.
+    // A signal does not stop the threads: the receiver's interrupt ends the test (its control
+    // tells the client SERVER_TERMINATE), and `StopAll` its threads with it.
     let stops = Stops {
         write: wstop.clone(),
         read: rstop.clone(),
-        on_signal: true,
+        on_signal: false,
     };
     let running = stream::start(conns, &stops, ctx.thread_per_stream)?;
     Ok(Streams {

@@ -29,7 +29,7 @@ use crate::flow::streams::{split_count, Dir, Mode};
 use crate::interop::iperf3::udp_header::{read_word, word, Header, CONNECT_MSG, CONNECT_REPLY};
 use crate::interop::iperf3::{Params, Results};
 use crate::sys::cpu::process_times;
-use crate::sys::{signal, sockopt};
+use crate::sys::sockopt;
 
 /// iperf3's default UDP datagram size when the client sends none.
 const DEFAULT_LEN: u32 = 1460;
@@ -204,7 +204,7 @@ fn accept_streams(
     let mut peers: Vec<SocketAddr> = Vec::new();
     let t = Instant::now();
     while peers.len() < dirs.len() {
-        if t.elapsed() > Duration::from_secs(10) || signal::stop_requested() {
+        if t.elapsed() > Duration::from_secs(10) || c.interrupted() {
             bail!(
                 "only {} of {} iperf3 UDP streams said hello",
                 peers.len(),

@@ -400,8 +400,10 @@ impl Receiver {
             };
         if stopping && self.opts.graceful && !c.announced {
             c.announced = true;
+            // An iperf3 test holding the receiver finishes first too.
+            let iperf3 = usize::from(c.hold_state().iperf3.is_some());
             on_event(Event::Stopping {
-                running: running(&c.slots, &c.jobs),
+                running: running(&c.slots, &c.jobs) + iperf3,
             });
         }
         if interrupt {
@@ -608,14 +610,13 @@ impl Receiver {
             JobKind::Reverse(job) => {
                 let test_id = job.test_id;
                 let run = move || {
-                    let stopped = || stop.load(Ordering::Relaxed);
                     let r = super::reverse::serve(
                         &mut conn,
                         job,
                         local.ip(),
                         peer.ip(),
                         cpu,
-                        &stopped,
+                        &stop,
                         &mut |row| {
                             let _ = ev.send(Event::Interval { test_id, row: *row });
                         },
@@ -716,6 +717,7 @@ impl Receiver {
         let serial = c.serial;
         let (conns_tx, conns_rx) = mpsc::channel();
         let hold = c.hold.clone();
+        let interrupt = Arc::new(AtomicBool::new(false));
         let ctx = Iperf3Ctx {
             conns: conns_rx,
             hold: Box::new(move || {
@@ -736,6 +738,7 @@ impl Receiver {
             max_time: self.opts.limits.max_plan,
             max_streams: self.opts.limits.max_streams,
             max_rate_bps: self.opts.limits.max_rate_bps,
+            interrupt: interrupt.clone(),
         };
         let ev = c.ev_tx.clone();
         let run = move || {
@@ -756,7 +759,7 @@ impl Receiver {
                 cookie,
                 conns: conns_tx,
             }),
-            interrupt: Arc::new(AtomicBool::new(false)),
+            interrupt,
             handle,
         })
     }

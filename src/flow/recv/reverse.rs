@@ -2,7 +2,9 @@
 //! and reports. The path is opened by the client, as iperf3 does, so the test works through
 //! NAT: the receiver binds a UDP socket, names its port in `Ready`, waits for the client's
 //! opener datagram ([`wire::opener`]) and sends back to wherever it came from, with the
-//! sender's own blasting loop and end of test ([`sender::blast_and_finish`]).
+//! sender's own blasting loop and end of test ([`sender::blast_and_finish`]). The test is cut
+//! only by the receiver's interrupt flag for it, not by a signal itself: on `recv` a first
+//! signal lets it run to its end, a second interrupts it.
 //!
 //! ```text
 //! client                                   receiver (recv / embedded)
@@ -16,6 +18,8 @@
 //! ```
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -26,14 +30,13 @@ use crate::flow::control::{Conn, Msg};
 use crate::flow::udp::report::UdpReport;
 use crate::flow::udp::sender::{self, BlastOptions, GsoMode, OnInterval};
 use crate::flow::udp::wire;
-use crate::sys::signal;
 use crate::units::Rate;
 
 /// How long the receiver waits for the client's opener after Ready.
 pub(crate) const OPEN_WAIT: Duration = Duration::from_secs(10);
 
-/// Waits (bounded, slices of 50 ms, a stop request gives up, so does a client that closed
-/// its control connection `c`) for test `test_id`'s opener on `sock` from host `peer` (the
+/// Waits (bounded, slices of 50 ms, `stop` gives up, so does a client that closed its
+/// control connection `c`) for test `test_id`'s opener on `sock` from host `peer` (the
 /// control connection's: nothing is ever sent to an address the receiver did not admit); the
 /// address it came from. Anything else is dropped.
 fn await_opener(
@@ -72,14 +75,15 @@ fn same_host(a: IpAddr, b: IpAddr) -> bool {
 /// Sends a reverse test on control connection `c` (from host `peer`): binds a UDP socket on
 /// `ip`, Ready with its port, the opener (from `peer` only), then every stream from that
 /// socket (one blasting thread each, pinned to `cpu`) to the opener's source; the sender's
-/// copy of the report. `stop` gives up the wait for the opener.
+/// copy of the report. `interrupt`, set when the receiver interrupts the test, gives up the
+/// wait for the opener and cuts the sending (the report marked interrupted).
 pub fn serve(
     c: &mut Conn,
     job: ReverseJob,
     ip: IpAddr,
     peer: IpAddr,
     cpu: Option<usize>,
-    stop: &dyn Fn() -> bool,
+    interrupt: &Arc<AtomicBool>,
     on_interval: OnInterval,
 ) -> Result<UdpReport> {
     let sock = UdpSocket::bind(SocketAddr::new(ip, 0))?;
@@ -89,7 +93,7 @@ pub fn serve(
         port: Some(sock.local_addr()?.port()),
     })?;
     let peer = match await_opener(&sock, c, (job.test_id, peer), &|| {
-        stop() || signal::stop_requested()
+        interrupt.load(Ordering::Relaxed)
     }) {
         Ok(p) => p,
         Err(e) => {
@@ -118,6 +122,7 @@ pub fn serve(
         test_id: Some(job.test_id),
         cut_after: Some(job.max_time),
         receiver_interval: None,
+        interrupt: Some(interrupt.clone()),
     };
     sender::check_len(opts.len)?;
     let mut socks = Vec::with_capacity(job.streams as usize);

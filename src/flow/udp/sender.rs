@@ -95,6 +95,33 @@ pub struct BlastOptions {
     /// The interval the receiver is asked to sample the test at (`--to` with `--interval`);
     /// None: the receiver's own.
     pub receiver_interval: Option<Duration>,
+    /// What interrupts sending (the report then marked interrupted). None: a termination
+    /// signal, on the side that starts the test (`blast`). Some: only this flag, the
+    /// receiver's own for a `-R` test it sends, set when it interrupts the test: on `recv` a
+    /// first signal drains (running tests go on to their planned end), so the signal alone
+    /// must not cut the sending.
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+impl BlastOptions {
+    /// Whether sending is to be interrupted now (see [`BlastOptions::interrupt`]).
+    fn interrupted(&self) -> bool {
+        match &self.interrupt {
+            None => signal::stop_requested(),
+            Some(flag) => flag.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether a stop came after this call: what gives up the wait for the receiver's Report
+    /// after Done. `blast`: a new signal (a second Ctrl-C, or the first once sending had
+    /// ended); a receiver sending: its interrupt flag raised since.
+    fn stop_since(&self) -> impl Fn() -> bool + '_ {
+        let (signals, interrupted) = (signal::signal_count(), self.interrupted());
+        move || match &self.interrupt {
+            None => signal::signal_count() != signals,
+            Some(_) => !interrupted && self.interrupted(),
+        }
+    }
 }
 
 /// Validates the datagram length.
@@ -126,7 +153,7 @@ struct BlastResult {
     zerocopy: Option<ZeroCopyStats>,
     /// The blasting thread's CPU over the test.
     cpu: CpuUsage,
-    /// A signal stopped sending before the plan was done.
+    /// A signal (or the receiver's interrupt) stopped sending before the plan was done.
     interrupted: bool,
     /// `cut_after` stopped sending before the plan was done.
     cut: bool,
@@ -297,7 +324,7 @@ fn blast_loop(
         sndbuf: sndbuf as u64,
         zerocopy: b.batch.zerocopy(),
         cpu: CpuUsage::default(),
-        interrupted: ended == Ended::Signal,
+        interrupted: ended == Ended::Interrupted,
         cut: ended == Ended::Cut,
     })
 }
@@ -327,8 +354,8 @@ fn gso_segments(sock: &UdpSocket, opts: &BlastOptions) -> Result<usize> {
 enum Ended {
     /// The plan is done, `stop` was set or `--time` is up.
     Plan,
-    /// A signal.
-    Signal,
+    /// A signal, or the receiver's interrupt ([`BlastOptions::interrupt`]).
+    Interrupted,
     /// `cut_after`.
     Cut,
 }
@@ -430,11 +457,12 @@ impl<'a> Blaster<'a> {
         Ok(Ended::Plan)
     }
 
-    /// A signal, `stop`, the end of `--time` or `cut_after`, if one has come.
+    /// An interrupt (a signal, or the receiver's flag), `stop`, the end of `--time` or
+    /// `cut_after`, if one has come.
     #[inline]
     fn should_end(&self, stop: &AtomicBool) -> Option<Ended> {
-        if signal::stop_requested() {
-            return Some(Ended::Signal);
+        if self.opts.interrupted() {
+            return Some(Ended::Interrupted);
         }
         if stop.load(Ordering::Relaxed) {
             return Some(Ended::Plan);
@@ -545,7 +573,7 @@ impl<'a> Blaster<'a> {
                 if since.elapsed() > Duration::from_secs(5) {
                     bail!("the kernel accepted no datagram for 5 s (last error: {e})");
                 }
-                if stop.load(Ordering::Relaxed) || signal::stop_requested() {
+                if stop.load(Ordering::Relaxed) || self.opts.interrupted() {
                     return Ok(false);
                 }
                 thread::yield_now();
@@ -711,7 +739,7 @@ pub(crate) fn blast_and_finish(
                 streams: if n > 1 { per_stream } else { Vec::new() },
                 sndbuf_errors,
             })?;
-            await_report(c, &mut view, t0, res.sent)?
+            await_report(c, &mut view, t0, res.sent, &opts.stop_since())?
         }
     };
     receiver.interrupted |= res.interrupted;
@@ -869,19 +897,18 @@ fn pacing_line(opts: &BlastOptions, streams: usize) -> Option<String> {
     })
 }
 
-/// The receiver's Report after Done: one deadline for it, whatever comes before it; a signal
-/// after Done (a second Ctrl-C, or the first once sending had ended) gives up waiting.
+/// The receiver's Report after Done: one deadline for it, whatever comes before it; a stop
+/// after Done (`given_up`, [`BlastOptions::stop_since`]) gives up waiting.
 fn await_report(
     c: &mut Conn,
     view: &mut ReceiverView,
     t0: Instant,
     sent: u64,
+    given_up: &dyn Fn() -> bool,
 ) -> Result<Box<ReceiverStats>> {
     let deadline = Instant::now() + REPORT_WAIT;
-    let signals = signal::signal_count();
-    let given_up = || signal::signal_count() != signals;
     loop {
-        let m = c.expect_or_stop("Report", deadline, &given_up)?;
+        let m = c.expect_or_stop("Report", deadline, given_up)?;
         match view.on_msg(m, t0.elapsed().as_secs_f64(), sent, true) {
             Reaction::Report(r) => return Ok(r),
             Reaction::Row(_) | Reaction::Ignored => {}
