@@ -25,7 +25,7 @@ LEN="${LEN:-1472}"
 HZ="${HZ:-10}"
 TX_CPU="${TX_CPU:-0}"
 RX_CPU="${RX_CPU:-1}"
-OUT="${OUT:-$(mktemp -d /tmp/compare-scrape.XXXXXX)}"
+OUT="${OUT:-$(mktemp -d /tmp/compare-scrape.XXXXXX)}"; mkdir -p "$OUT"
 PORT=15401 MPORT=15402
 TSV="$OUT/samples.tsv"
 
@@ -35,11 +35,14 @@ need_netcore
 
 
 # Scrapes until the file $1 exists, bounded by TIME + 10 s; one line per scrape: seconds taken.
+# The loop itself (its forks of curl and sleep too) stays on TX_CPU: only the scrape reaches
+# the receiver's CPU.
 scraper() {  # stopfile outfile
   local end=$((SECONDS + TIME + 10)) gap
+  taskset -cp "$TX_CPU" "$BASHPID" >/dev/null
   gap=$(python3 -c "print(1/$HZ)")
   while [[ ! -e $1 && $SECONDS -lt $end ]]; do
-    taskset -c "$TX_CPU" curl -s -o /dev/null -w '%{time_total}\n' --max-time 2 \
+    curl -s -o /dev/null -w '%{time_total}\n' --max-time 2 \
       -H 'Accept: application/openmetrics-text; version=1.0.0' "http://127.0.0.1:$MPORT/metrics" >>"$2" || true
     sleep "$gap"
   done
