@@ -56,8 +56,13 @@ def read_samples(path):
 
 
 def spread(values):
+    """(max - min) / median; infinite where the median is 0 but the runs differ (a count of
+    lost datagrams that is 0 in most runs and thousands in one is not "0 %")."""
     med = statistics.median(values)
-    return (max(values) - min(values)) / med if med else 0.0
+    width = max(values) - min(values)
+    if not med:
+        return float("inf") if width else 0.0
+    return width / med
 
 
 def ratio_ci(a, b, rounds=ROUNDS, seed=1):
@@ -100,8 +105,9 @@ def table_of_runs(samples):
     for (config, metric), vals in samples.items():
         s = spread(vals)
         mark = " (noisy)" if s > NOISY_SPREAD else ""
+        shown = "n/a: median 0" if s == float("inf") else f"{s:.0%}"
         lines.append(f"| {config} | {metric} | {len(vals)} | {fmt(min(vals))} | "
-                     f"{fmt(statistics.median(vals))} | {fmt(max(vals))} | {s:.0%}{mark} |")
+                     f"{fmt(statistics.median(vals))} | {fmt(max(vals))} | {shown}{mark} |")
     return lines
 
 
@@ -173,6 +179,8 @@ def self_test():
     assert same[1] <= 1.0 <= same[2] and verdict(same[1], same[2]) == "on par"
     assert ratio_ci(a, b) == ratio_ci(a, b), "the same samples give the same interval"
     assert abs(spread([8.0, 10.0, 12.0]) - 0.4) < 1e-9
+    assert spread([0.0, 0.0, 5.0]) == float("inf") and spread([0.0, 0.0]) == 0.0
+    assert "n/a: median 0 (noisy)" in table_of_runs({("x", "lost"): [0.0, 0.0, 5.0]})[2]
     assert "noisy" in noise_line({("x", "m"): [1.0, 2.0]}, 0.1, 0.2)
     assert noise_line({("x", "m"): [1.0, 1.01]}, 2.0, 0.2).startswith("load average")
     assert noise_line({("x", "m"): [1.0, 1.01]}, None, None) == "quiet"
