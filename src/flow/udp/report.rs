@@ -166,7 +166,41 @@ fn errors_text(e: &BTreeMap<String, u64>) -> String {
 }
 
 /// Columns of the CSV report.
-const CSV_COLUMNS: usize = 31;
+const CSV_COLUMNS: usize = CSV_HEADER.len();
+/// The CSV's columns (`--csv`): a row per stream, then the SUM row.
+const CSV_HEADER: [&str; 31] = [
+    "test_id",
+    "len",
+    "stream",
+    "sent",
+    "unique",
+    "lost",
+    "lost_pct",
+    "reordered",
+    "max_extent",
+    "duplicate",
+    "too_late",
+    "invalid",
+    "send_bps",
+    "goodput_bps",
+    "recv_pps",
+    "jitter_us",
+    "lat_p50_us",
+    "lat_p99_us",
+    "lat_max_us",
+    "sender_cpu_s",
+    "sender_cpu_pct",
+    "receiver_cpu_s",
+    "receiver_cpu_pct",
+    "lost_socket_buffer",
+    "lost_backlog",
+    "lost_not_seen",
+    "loss_split_exact",
+    "socket_rxq_ovfl",
+    "host_rcvbuf_errors",
+    "sender_sndbuf_errors",
+    "verdict",
+];
 
 fn cpu_cell(v: Option<String>) -> String {
     v.unwrap_or_default()
@@ -506,69 +540,49 @@ impl Report for UdpReport {
         out
     }
     fn to_csv(&self) -> String {
-        let s = &self.sender;
-        let r = &self.receiver;
-        let a = &r.accounting;
-        let k = r.kernel.as_ref();
-        let mut t = Table::new([
-            "test_id",
-            "len",
-            "stream",
-            "sent",
-            "unique",
-            "lost",
-            "lost_pct",
-            "reordered",
-            "max_extent",
-            "duplicate",
-            "too_late",
-            "invalid",
-            "send_bps",
-            "goodput_bps",
-            "recv_pps",
-            "jitter_us",
-            "lat_p50_us",
-            "lat_p99_us",
-            "lat_max_us",
-            "sender_cpu_s",
-            "sender_cpu_pct",
-            "receiver_cpu_s",
-            "receiver_cpu_pct",
-            "lost_socket_buffer",
-            "lost_backlog",
-            "lost_not_seen",
-            "loss_split_exact",
-            "socket_rxq_ovfl",
-            "host_rcvbuf_errors",
-            "sender_sndbuf_errors",
-            "verdict",
-        ]);
+        let mut t = Table::new(CSV_HEADER);
         // One row per stream (the figures only the stream has; the rest empty), then the SUM
         // row with everything.
-        for x in &r.streams {
-            let a = &x.accounting;
-            let mut row = vec![
-                self.test_id.clone(),
-                self.len.to_string(),
-                x.stream.to_string(),
-                a.sent.to_string(),
-                a.unique.to_string(),
-                a.lost.to_string(),
-                format!("{:.4}", x.lost_pct),
-                a.reordered.to_string(),
-                a.max_extent.to_string(),
-                a.duplicate.to_string(),
-                a.too_late.to_string(),
-                String::new(),
-                String::new(),
-                unknown::csv(x.goodput_bps),
-                unknown::csv((r.duration_s > 0.0).then(|| a.unique as f64 / r.duration_s)),
-                format!("{:.2}", x.jitter_us),
-            ];
+        for x in &self.receiver.streams {
+            let mut row = self.csv_stream_row(x);
             row.resize(CSV_COLUMNS, String::new());
             t.row(row);
         }
-        t.row([
+        t.row(self.csv_sum_row());
+        t.to_csv()
+    }
+}
+
+impl UdpReport {
+    /// A stream's CSV row: the figures a stream has, in [`CSV_HEADER`]'s order.
+    fn csv_stream_row(&self, x: &StreamStats) -> Vec<String> {
+        let r = &self.receiver;
+        let a = &x.accounting;
+        vec![
+            self.test_id.clone(),
+            self.len.to_string(),
+            x.stream.to_string(),
+            a.sent.to_string(),
+            a.unique.to_string(),
+            a.lost.to_string(),
+            format!("{:.4}", x.lost_pct),
+            a.reordered.to_string(),
+            a.max_extent.to_string(),
+            a.duplicate.to_string(),
+            a.too_late.to_string(),
+            String::new(),
+            String::new(),
+            unknown::csv(x.goodput_bps),
+            unknown::csv((r.duration_s > 0.0).then(|| a.unique as f64 / r.duration_s)),
+            format!("{:.2}", x.jitter_us),
+        ]
+    }
+
+    /// The SUM row: every column of [`CSV_HEADER`].
+    fn csv_sum_row(&self) -> Vec<String> {
+        let (s, r) = (&self.sender, &self.receiver);
+        let (a, k) = (&r.accounting, r.kernel.as_ref());
+        vec![
             self.test_id.clone(),
             self.len.to_string(),
             SUM.to_string(),
@@ -606,8 +620,7 @@ impl Report for UdpReport {
             ),
             cpu_cell(s.sndbuf_errors.map(|n| n.to_string())),
             cpu_cell(k.map(|k| k.verdict.clone())),
-        ]);
-        t.to_csv()
+        ]
     }
 }
 
