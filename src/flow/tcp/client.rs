@@ -26,7 +26,7 @@ use crate::flow::cpu::CpuUsage;
 use crate::flow::host::host_name;
 use crate::flow::payload::{StreamEnd, TcpInterval, TcpSpec};
 use crate::flow::rxwait::RxWait;
-pub use crate::flow::streams::cpu_for;
+use crate::flow::streams::cpu_for;
 use crate::flow::streams::Dir;
 use crate::flow::tcp_engine::report::{BufferSides, CpuSides, IntervalMeter, TcpReport, SCHEMA};
 use crate::flow::tcp_engine::stream::{self, bytes_moved, job_for, sample, DataConn, Live, Stops};
