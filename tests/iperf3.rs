@@ -975,3 +975,37 @@ fn a_second_signal_on_recv_cuts_a_running_iperf3_test() {
         }
     }
 }
+
+/// #27 follow-up: an iperf3 client that connected before a first signal on `recv` but sends
+/// its parameters after it is refused as one arriving then is: ACCESS_DENIED (iperf3 prints
+/// "the server is busy running a test"), logged `iperf3 client PEER refused: the receiver is
+/// stopping`; recv then exits 143 with no test run. It used to be admitted (CREATE_STREAMS)
+/// and run its whole test, extending the drain. A raw client, so the order is exact: its
+/// cookie is read (PARAM_EXCHANGE back) before the signal, its parameters sent after the
+/// stopping line.
+#[test]
+fn an_iperf3_client_whose_parameters_come_after_a_first_signal_is_refused() {
+    if !have_iperf3() {
+        return;
+    }
+    let mut r = Recv::start();
+    let mut c = TcpStream::connect(&r.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(COOKIE).unwrap();
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b).unwrap();
+    assert_eq!(b, [9], "PARAM_EXCHANGE");
+    r.signal(libc::SIGTERM);
+    r.err_line("stopping");
+    let params = br#"{"tcp":true,"time":1,"parallel":1}"#;
+    c.write_all(&frame(params)).unwrap();
+    c.read_exact(&mut b).unwrap();
+    assert_eq!(b[0] as i8, -1, "ACCESS_DENIED, not CREATE_STREAMS (10)");
+    let line = r.err_line("refused");
+    assert!(
+        line.contains("iperf3 client 127.0.0.1:")
+            && line.ends_with("refused: the receiver is stopping"),
+        "{line}"
+    );
+    assert_eq!(r.exit_code(), Some(128 + libc::SIGTERM));
+}

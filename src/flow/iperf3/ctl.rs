@@ -46,10 +46,11 @@ pub struct Iperf3Ctx {
     /// [`COOKIE_LEN`](crate::interop::iperf3::msg::COOKIE_LEN) bytes (read), as the
     /// receiver's control thread routes them here by the test's cookie.
     pub conns: Receiver<(TcpStream, Vec<u8>)>,
-    /// Asks the receiver for the right to run, once the parameters are accepted: false when
-    /// another test runs (the client is then told ACCESS_DENIED). Until then the test holds
-    /// nothing, so a client that stalls before keeps no one out.
-    pub hold: Box<dyn Fn() -> bool + Send>,
+    /// Asks the receiver for the right to run, once the parameters are accepted: why not
+    /// when another test runs or the receiver is stopping (the client is then told
+    /// ACCESS_DENIED, see [`Denied`]). Until then the test holds nothing, so a client that
+    /// stalls before keeps no one out.
+    pub hold: Box<dyn Fn() -> Result<(), &'static str> + Send>,
     pub interval: Duration,
     pub cpu: Option<usize>,
     /// How the readers wait for data (`recv --block`/`--spin`).
@@ -107,6 +108,13 @@ pub(crate) struct Refused(pub String);
 #[derive(Debug, thiserror::Error)]
 #[error("iperf3 test over this receiver's limits: {1}")]
 pub(crate) struct OverLimit(pub i32, pub String);
+
+/// A client refused at its parameter exchange because the receiver is not free for its test
+/// (another test holds it, or it is stopping): told ACCESS_DENIED, which iperf3 prints as "the
+/// server is busy running a test"; `.0` says why, for the log.
+#[derive(Debug, thiserror::Error)]
+#[error("iperf3 client refused: {0}")]
+pub(crate) struct Denied(pub &'static str);
 
 /// Why parameters `p` are over a limit of `ctx`'s, with iperf3's error number, if they are
 /// (issue #25: stock clients used to run past every limit).
@@ -259,19 +267,19 @@ impl Ctl {
     }
 
     /// Parameters `p` accepted: checks them against the receiver's limits (an [`OverLimit`])
-    /// and takes the receiver for the test; when another test holds it, the client is told
-    /// ACCESS_DENIED.
+    /// and takes the receiver for the test; when another test holds it or the receiver is
+    /// stopping, the client is told ACCESS_DENIED (a [`Denied`]).
     pub(crate) fn take_receiver(
         &mut self,
         p: &crate::interop::iperf3::Params,
         ctx: &Iperf3Ctx,
     ) -> Result<()> {
         check_limits(p, ctx)?;
-        if !(ctx.hold)() {
+        if let Err(why) = (ctx.hold)() {
             self.out
                 .push(crate::interop::iperf3::State::AccessDenied.byte());
             let _ = self.flush();
-            bail!("refused: another test holds the receiver (ACCESS_DENIED)");
+            return Err(Denied(why).into());
         }
         Ok(())
     }

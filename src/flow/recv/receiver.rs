@@ -391,7 +391,7 @@ impl Receiver {
     /// reaches every job.
     fn stop_requests(&self, c: &mut Control, on_event: &mut dyn FnMut(Event)) -> (bool, bool) {
         let asked = self.stop.load(Ordering::Relaxed);
-        let stopping = asked || signal::stop_requested();
+        let stopping = stop_asked(&self.stop);
         let interrupt = asked
             || if self.opts.graceful {
                 signal::signal_count() >= 2
@@ -498,16 +498,14 @@ impl Receiver {
             }
             if opener == Opener::Iperf3 {
                 let busy = if stopping {
-                    Some("the receiver is stopping")
+                    Some(STOPPING)
                 } else if running > 0 {
                     Some("the receiver is busy")
                 } else {
                     None
                 };
                 match self.iperf3(c, (stream, peer), cookie, busy) {
-                    Ok(Some(why)) => on_event(Event::Failed(format!(
-                        "iperf3 client {peer} refused: {why}"
-                    ))),
+                    Ok(Some(why)) => on_event(iperf3_refused(peer, why)),
                     Ok(None) => {}
                     Err(e) => on_event(Event::Failed(format!("iperf3 client {peer}: {e:#}"))),
                 }
@@ -660,7 +658,9 @@ impl Receiver {
     /// receiver is `busy` (why: a netcore test runs, or it is stopping), keyed (told as
     /// SERVER_ERROR "test authorization failed": iperf3 cannot prove a key), held by another
     /// iperf3 test, or has [`MAX_IPERF3_WAITING`] iperf3 clients that hold nothing yet (told as
-    /// ACCESS_DENIED, "the server is busy"). Returns why it refused, for the log.
+    /// ACCESS_DENIED, "the server is busy"). Returns why it refused, for the log. A client
+    /// admitted here is refused the same way at its parameter exchange when the receiver is no
+    /// longer free by then (`Iperf3Ctx::hold`: another test took it, or a signal came).
     fn iperf3(
         &self,
         c: &mut Control,
@@ -717,16 +717,23 @@ impl Receiver {
         let serial = c.serial;
         let (conns_tx, conns_rx) = mpsc::channel();
         let hold = c.hold.clone();
+        let stop = self.stop.clone();
         let interrupt = Arc::new(AtomicBool::new(false));
         let ctx = Iperf3Ctx {
             conns: conns_rx,
             hold: Box::new(move || {
                 let mut h = hold.lock().unwrap_or_else(|e| e.into_inner());
-                let free = h.netcore == 0 && h.iperf3.is_none();
-                if free {
+                // Asked under the lock the stopping line counts a running iperf3 test under:
+                // a test that took the receiver before the signal is counted, one whose
+                // parameters come after it is refused, as a netcore Hello is then.
+                if stop_asked(&stop) {
+                    Err(STOPPING)
+                } else if h.netcore > 0 || h.iperf3.is_some() {
+                    Err("another test holds the receiver")
+                } else {
                     h.iperf3 = Some(serial);
+                    Ok(())
                 }
-                free
             }),
             interval: self.opts.interval,
             cpu: self.opts.cpu,
@@ -741,10 +748,19 @@ impl Receiver {
             interrupt: interrupt.clone(),
         };
         let ev = c.ev_tx.clone();
+        let refused = Arc::new(AtomicBool::new(false));
+        let denied = refused.clone();
         let run = move || {
             let r = iperf3::serve(stream, peer, ctx, &mut |e| {
                 let _ = ev.send(Event::Iperf3(e));
             });
+            // Refused at its parameters: logged as a refusal at its cookie is, not as a test.
+            if let Some(iperf3::ctl::Denied(why)) = r.as_ref().err().and_then(|e| e.downcast_ref())
+            {
+                denied.store(true, Ordering::Relaxed);
+                let _ = ev.send(iperf3_refused(peer, why));
+                return Ok(());
+            }
             r.map_err(|e| format!("{e:#}").replace('\n', " "))
         };
         let handle = thread::Builder::new()
@@ -758,6 +774,7 @@ impl Receiver {
                 serial,
                 cookie,
                 conns: conns_tx,
+                refused,
             }),
             interrupt,
             handle,
@@ -931,6 +948,9 @@ struct Iperf3Job {
     serial: u64,
     cookie: Vec<u8>,
     conns: Tx<(TcpStream, Vec<u8>)>,
+    /// Refused at its parameter exchange (told ACCESS_DENIED): it ran no test, so it does not
+    /// end `--once`.
+    refused: Arc<AtomicBool>,
 }
 
 /// Who holds the receiver, shared with the iperf3 tests on their threads (each asks once its
@@ -1034,7 +1054,8 @@ impl Control {
             if let Err(why) = &r {
                 on_event(Event::Failed(format!("test from {}: {why}", job.peer)));
             }
-            if self.once {
+            let refused = |i: &Iperf3Job| i.refused.load(Ordering::Relaxed);
+            if self.once && !job.iperf3.as_ref().is_some_and(refused) {
                 return Some(r.map_err(|e| anyhow::anyhow!(e)));
             }
         }
@@ -1218,7 +1239,7 @@ impl Admission {
     /// Why a Hello is refused (`in_use`: its test id is running already), if it is.
     fn refusal(&self, in_use: bool) -> Option<String> {
         if self.stopping {
-            Some("the receiver is stopping".into())
+            Some(STOPPING.into())
         } else if self.iperf3 {
             Some(iperf3::ctl::BUSY.into())
         } else if self.running >= self.max_tests {
@@ -1261,6 +1282,21 @@ fn route_data(stream: TcpStream, (id, preamble): (u64, Vec<u8>), jobs: &[Job]) {
         }
         None => refuse_conn(&stream, "no such test is running here"),
     }
+}
+
+/// Why a new test is refused once a stop was asked (a netcore client is told it; an iperf3
+/// client, ACCESS_DENIED).
+const STOPPING: &str = "the receiver is stopping";
+
+/// Whether a stop was asked: by whoever started the receiver (`stop`) or by a signal; no new
+/// test starts then.
+fn stop_asked(stop: &AtomicBool) -> bool {
+    stop.load(Ordering::Relaxed) || signal::stop_requested()
+}
+
+/// The log line of an iperf3 client refused (at its cookie or its parameters) for `why`.
+fn iperf3_refused(peer: SocketAddr, why: &str) -> Event {
+    Event::Failed(format!("iperf3 client {peer} refused: {why}"))
 }
 
 /// Tells a connection why it is refused (one control message, 100 ms at most) and closes it.
